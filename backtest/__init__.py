@@ -1,0 +1,101 @@
+"""backtest: a declarative, config-driven backtesting experiment runner.
+
+Write strategies, parameter grids, walk-forward schemes and Monte Carlo settings as
+Hydra YAML, run ``python -m backtest +experiment=NAME``, fan sweeps out to RQ workers
+and compare runs in MLflow. Every result carries its config, seed, data fingerprint
+and version.
+
+``import backtest`` stays light: heavier parts load on first use, and
+``BacktestJobQueue`` / ``BacktestWorker`` are ``None`` when rq is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from backtest.errors import (
+    BacktestError,
+    ConfigError,
+    DataValidationError,
+    JobNotFound,
+    QueueUnavailable,
+    ResultPathMissing,
+    TrialsFailed,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BacktestError",
+    "BacktestJob",
+    "BacktestJobQueue",
+    "BacktestResult",
+    "BacktestWorker",
+    "ConfigError",
+    "DataValidationError",
+    "JobNotFound",
+    "MonteCarloConfig",
+    "MonteCarloReport",
+    "MonteCarloSimulator",
+    "QueueConfig",
+    "QueueUnavailable",
+    "ResultPathMissing",
+    "SearchResult",
+    "StrategyEvaluator",
+    "TrialsFailed",
+    "WalkForwardConfig",
+    "WalkForwardOptimizer",
+    "WalkForwardResult",
+    "__version__",
+    "grid_search",
+    "load_result",
+    "random_search",
+    "run_backtest",
+    "simulate",
+    "simulate_batch",
+]
+
+# name -> module that defines it; imported on first attribute access (PEP 562).
+_LAZY = {
+    "BacktestJob": "backtest.jobs",
+    "run_backtest": "backtest.jobs",
+    "BacktestResult": "backtest.engine",
+    "simulate": "backtest.engine",
+    "simulate_batch": "backtest.engine",
+    "load_result": "backtest.results",
+    "QueueConfig": "backtest.config",
+    "WalkForwardConfig": "backtest.config",
+    "MonteCarloConfig": "backtest.config",
+    "MonteCarloSimulator": "backtest.montecarlo",
+    "MonteCarloReport": "backtest.montecarlo",
+    "SearchResult": "backtest.search",
+    "StrategyEvaluator": "backtest.search",
+    "grid_search": "backtest.search",
+    "random_search": "backtest.search",
+    "WalkForwardOptimizer": "backtest.walkforward",
+    "WalkForwardResult": "backtest.walkforward",
+}
+_NEEDS_RQ = {"BacktestJobQueue": "backtest.queue", "BacktestWorker": "backtest.queue"}
+
+
+def _rq_installed() -> bool:
+    return importlib.util.find_spec("rq") is not None and (
+        importlib.util.find_spec("redis") is not None
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _NEEDS_RQ:
+        value = getattr(importlib.import_module(_NEEDS_RQ[name]), name) if _rq_installed() else None
+    else:
+        raise AttributeError(f"module 'backtest' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,26 @@
+"""Built-in strategies and the :class:`Strategy` contract.
+
+Choose one in config with ``strategy=sma_cross`` (or ``_target_:
+backtest.strategies.SmaCross``). A user strategy is any class with a
+``positions(prices) -> DataFrame`` method in a module whose prefix is listed in
+``allowed_modules``.
+"""
+
+from __future__ import annotations
+
+from backtest.strategies._base import BatchStrategy, Strategy
+from backtest.strategies._breakout import Breakout
+from backtest.strategies._buy_and_hold import BuyAndHold
+from backtest.strategies._mean_reversion import MeanReversion
+from backtest.strategies._momentum import Momentum
+from backtest.strategies._sma_cross import SmaCross
+
+__all__ = [
+    "BatchStrategy",
+    "Breakout",
+    "BuyAndHold",
+    "MeanReversion",
+    "Momentum",
+    "SmaCross",
+    "Strategy",
+]

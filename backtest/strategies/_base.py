@@ -1,0 +1,114 @@
+"""The strategy contract and the helpers every built-in strategy shares.
+
+A strategy maps prices up to bar t to a target position in [-1, 1] per asset at t:
+
+* **no look-ahead**: the position at bar t uses closes up to and including t only;
+  the engine holds it over bar t+1;
+* **pure**: it never mutates its input and gives the same output for the same input;
+* **flat while warming up**: before enough history exists the position is 0 (or NaN,
+  which the engine treats as 0).
+
+Built-in strategies also offer ``batch_positions``: positions for many parameter sets
+of one asset at once, as an ``(n_bars, k)`` array, which is what makes searches fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest.errors import ConfigError
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Anything with a ``positions`` method is a strategy."""
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        """Target positions in [-1, 1].
+
+        Args:
+            prices: Wide closes, a ``DatetimeIndex`` and one column per asset.
+
+        Returns:
+            A frame of the same shape; row t depends on rows up to t only.
+        """
+        ...
+
+
+@runtime_checkable
+class BatchStrategy(Strategy, Protocol):
+    """A strategy that can evaluate many parameter sets in one pass."""
+
+    param_names: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def batch_positions(
+        cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
+    ) -> NDArray[np.float64]:
+        """Positions of one asset for ``k`` parameter sets: shape ``(n_bars, k)``."""
+        ...
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` as an int, or raise ``ConfigError`` naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        if isinstance(value, float | np.floating) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(
+                f"strategy parameter {name!r} must be an integer, got {value!r}", key=name
+            )
+    if value < minimum:
+        raise ConfigError(
+            f"strategy parameter {name!r} must be >= {minimum}, got {value}", key=name
+        )
+    return int(value)
+
+
+def check_float(name: str, value: object, *, minimum: float | None = None) -> float:
+    """Return ``value`` as a finite float, or raise ``ConfigError`` naming the parameter."""
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"strategy parameter {name!r} must be a number, got {value!r}", key=name
+        ) from exc
+    if not np.isfinite(out) or (minimum is not None and out < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ConfigError(
+            f"strategy parameter {name!r} must be a finite number{bound}, got {value!r}",
+            key=name,
+        )
+    return out
+
+
+def apply_per_column(prices: pd.DataFrame, fn) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """Run a 1-D ``close -> positions`` function over every column of ``prices``."""
+    values = prices.to_numpy(dtype=np.float64)
+    out = np.empty_like(values)
+    for j in range(values.shape[1]):
+        out[:, j] = fn(np.ascontiguousarray(values[:, j]))
+    return pd.DataFrame(out, index=prices.index, columns=prices.columns)
+
+
+def as_param_array(params: Mapping[str, NDArray], name: str, k: int, default: object) -> NDArray:
+    """One parameter's values for ``k`` sets, broadcasting a missing one to its default."""
+    if name in params:
+        arr = np.asarray(params[name])
+        if arr.shape != (k,):
+            raise ConfigError(f"batch parameter {name!r} must have shape ({k},)", key=name)
+        return arr
+    return np.full(k, default)
+
+
+def n_sets(params: Mapping[str, NDArray]) -> int:
+    """The number of parameter sets in a batch (all arrays must agree)."""
+    lengths = {len(np.asarray(v)) for v in params.values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"batch parameters have different lengths: {sorted(lengths)}")
+    return lengths.pop() if lengths else 1

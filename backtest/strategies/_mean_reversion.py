@@ -1,0 +1,114 @@
+"""Z-score mean reversion."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numba
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest.errors import ConfigError
+from backtest.strategies._base import (
+    apply_per_column,
+    as_param_array,
+    check_float,
+    check_int,
+    n_sets,
+)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_reversion_kernel(
+    close: NDArray[np.float64], lookback: int, entry_z: float, exit_z: float
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; checked against a loop in the tests
+    n = close.shape[0]
+    out = np.zeros(n)
+    pos = 0.0
+    for t in range(n):
+        if t >= lookback - 1:
+            mean = 0.0
+            for s in range(t - lookback + 1, t + 1):
+                mean += close[s]
+            mean /= lookback
+            var = 0.0
+            for s in range(t - lookback + 1, t + 1):
+                var += (close[s] - mean) ** 2
+            std = np.sqrt(var / (lookback - 1))
+            if std > 0.0:
+                z = (close[t] - mean) / std
+                if pos > 0.0 and z >= -exit_z:
+                    pos = 0.0
+                elif pos < 0.0 and z <= exit_z:
+                    pos = 0.0
+                if pos == 0.0:
+                    if z < -entry_z:
+                        pos = 1.0
+                    elif z > entry_z:
+                        pos = -1.0
+        out[t] = pos
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MeanReversion:
+    """Fade large deviations from the moving average, measured in standard deviations.
+
+    At the close of bar t, z = (close - mean) / std over the last ``lookback`` closes
+    (sample std). Flat: go long when z < -entry_z, short when z > entry_z. Long: exit
+    once z >= -exit_z. Short: exit once z <= exit_z. An exit and an opposite entry may
+    happen on the same bar. Flat until ``lookback`` bars exist.
+
+    Args:
+        lookback: Bars in the mean and standard deviation (>= 2).
+        entry_z: Deviation, in standard deviations, that opens a position (> 0).
+        exit_z: Deviation at which the position is closed (0 <= exit_z < entry_z).
+
+    Raises:
+        ConfigError: a parameter out of range, naming it.
+    """
+
+    lookback: int = 20
+    entry_z: float = 2.0
+    exit_z: float = 0.5
+
+    param_names: ClassVar[tuple[str, ...]] = ("lookback", "entry_z", "exit_z")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lookback", check_int("lookback", self.lookback, 2))
+        entry = check_float("entry_z", self.entry_z, minimum=0.0)
+        exit_ = check_float("exit_z", self.exit_z, minimum=0.0)
+        if entry <= 0:
+            raise ConfigError("strategy parameter 'entry_z' must be > 0", key="entry_z")
+        if exit_ >= entry:
+            raise ConfigError(
+                f"strategy parameter 'exit_z' ({exit_}) must be smaller than 'entry_z' ({entry})",
+                key="exit_z",
+            )
+        object.__setattr__(self, "entry_z", entry)
+        object.__setattr__(self, "exit_z", exit_)
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        """Target positions: see the class docstring."""
+        return apply_per_column(
+            prices,
+            lambda c: _mean_reversion_kernel(c, self.lookback, self.entry_z, self.exit_z),
+        )
+
+    @classmethod
+    def batch_positions(
+        cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
+    ) -> NDArray[np.float64]:
+        """Positions for many parameter sets (one compiled pass each)."""
+        k = n_sets(params)
+        lookback = as_param_array(params, "lookback", k, 20).astype(np.int64)
+        entry = as_param_array(params, "entry_z", k, 2.0).astype(np.float64)
+        exit_ = as_param_array(params, "exit_z", k, 0.5).astype(np.float64)
+        out = np.empty((close.shape[0], k))
+        for i in range(k):
+            s = MeanReversion(int(lookback[i]), float(entry[i]), float(exit_[i]))
+            out[:, i] = _mean_reversion_kernel(close, s.lookback, s.entry_z, s.exit_z)
+        return out

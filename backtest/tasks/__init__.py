@@ -1,0 +1,199 @@
+"""Running a job: config -> typed settings -> data -> strategy -> task -> files -> tracking.
+
+Each task lives in its own module with ``run(ctx: TaskContext) -> TaskOutput``:
+``_backtest`` (one backtest), ``_search``, ``_walkforward`` and ``_montecarlo``. This
+module does what they share: resolve settings, load and fingerprint data, check the
+strategy target, make the run idempotent, write the result atomically, mirror it to
+MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from backtest import results
+from backtest.config import RootConfig
+from backtest.engine import BacktestResult
+from backtest.errors import BacktestError, ConfigError
+from backtest.jobs import BacktestJob, now_iso
+from backtest.tasks._context import TaskContext, TaskOutput
+
+__all__ = ["TaskContext", "TaskOutput", "execute_job", "load_backtest", "typed_settings"]
+
+log = logging.getLogger("backtest.tasks")
+
+_TASK_MODULES = {
+    "backtest": "backtest.tasks._backtest",
+    "search": "backtest.tasks._search",
+    "walkforward": "backtest.tasks._walkforward",
+    "montecarlo": "backtest.tasks._montecarlo",
+}
+
+
+def package_version() -> str:
+    """The installed version of ``backtest``."""
+    from backtest import __version__
+
+    return __version__
+
+
+def typed_settings(config: Mapping[str, Any]) -> RootConfig:
+    """Validate a plain config against the schemas and return typed dataclasses.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type or a missing value; names the key.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), dict(config))
+        settings = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"invalid config at {key!r}: {msg}", key=key) from exc
+    assert isinstance(settings, RootConfig)
+    return settings
+
+
+def _context(job: BacktestJob, run_dir: Path, progress: bool) -> TaskContext:
+    from backtest.data import data_fingerprint, load_prices
+    from backtest.strategies._loader import build_strategy
+
+    settings = typed_settings(job.config)
+    cls, params, _ = build_strategy(settings.strategy, settings.allowed_modules)
+    prices = load_prices(settings.data)
+    return TaskContext(
+        job=job,
+        settings=settings,
+        prices=prices,
+        strategy_cls=cls,
+        strategy_params=params,
+        run_dir=run_dir,
+        data_fingerprint=data_fingerprint(prices),
+        progress=progress,
+    )
+
+
+def load_backtest(run_dir: str | Path) -> BacktestResult:
+    """Read the headline backtest of a complete run directory back into memory.
+
+    Raises:
+        ResultPathMissing: no complete result at ``run_dir``.
+    """
+    stored = results.load_result(run_dir)
+    equity = stored.table("equity")
+    positions = stored.table("positions") if "positions" in stored.tables else pd.DataFrame()
+    trades = stored.table("trades") if "trades" in stored.tables else pd.DataFrame()
+    return BacktestResult(
+        returns=equity["returns"],
+        equity=equity["equity"],
+        positions=positions,
+        trades=trades,
+        metrics={k: (float("nan") if v is None else v) for k, v in stored.metrics.items()},
+        params=dict(stored.record.get("params", {})),
+        run_dir=str(stored.path),
+    )
+
+
+def run_task(ctx: TaskContext) -> TaskOutput:
+    """Run the job's task, then Monte Carlo on its result when configured."""
+    module = importlib.import_module(_TASK_MODULES[ctx.job.task])
+    output: TaskOutput = module.run(ctx)
+    if ctx.settings.montecarlo is not None and ctx.job.task != "montecarlo":
+        from backtest.tasks import _montecarlo
+
+        output = _montecarlo.attach(ctx, output)
+    return output
+
+
+def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, Any]:
+    bt = output.backtest
+    return {
+        "task": ctx.job.task,
+        "job_id": ctx.job.job_id,
+        "name": ctx.settings.name,
+        "params": bt.params,
+        "metrics": bt.metrics,
+        "objective": output.objective,
+        "seed": ctx.settings.seed,
+        "config_hash": ctx.job.config_hash,
+        "data_fingerprint": ctx.data_fingerprint,
+        "n_bars": len(ctx.prices),
+        "symbols": [str(c) for c in ctx.prices.columns],
+        "start": str(ctx.prices.index[0].date()),
+        "end": str(ctx.prices.index[-1].date()),
+        "version": package_version(),
+        "started_at": started_at,
+        "ended_at": now_iso(),
+        "summary": [list(row) for row in output.summary],
+        **output.record,
+    }
+
+
+def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
+    """Run a job and write its result; return the stored one if it is already complete.
+
+    Raises:
+        BacktestError: the run directory already holds a result of another config
+            (nothing is overwritten).
+    """
+    run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
+    if results.has_result(run_dir):
+        record = results.load_result(run_dir, job_id=job.job_id).record
+        if record.get("config_hash") == job.config_hash:
+            log.info("result for job %s already complete in %s; not recomputed",
+                     job.job_id, run_dir)
+            return load_backtest(run_dir)
+        raise BacktestError(
+            f"run directory {str(run_dir)!r} already holds the result of another config "
+            f"(hash {str(record.get('config_hash'))[:12]}); choose another output_dir"
+        )
+    started_at = now_iso()
+    ctx = _context(job, run_dir, progress)
+    output = run_task(ctx)
+    bt = output.backtest
+    figures = list(output.figures)
+    try:
+        from backtest import plots
+
+        figures.append(plots.equity_figure(bt, results.figures_dir(run_dir) / "equity.png"))
+    except (ImportError, AttributeError):
+        pass
+    tables = {
+        "equity": pd.DataFrame({"returns": bt.returns, "equity": bt.equity}),
+        "positions": bt.positions,
+        "trades": bt.trades,
+        **output.tables,
+    }
+    from omegaconf import OmegaConf
+
+    record = _record(ctx, output, started_at)
+    results.write_result(
+        run_dir, record, tables=tables, config_yaml=OmegaConf.to_yaml(job.config)
+    )
+    log.info("wrote %s result of job %s to %s", job.task, job.job_id, run_dir)
+    if ctx.settings.tracking.enabled:
+        _track(ctx, run_dir, output)
+    return replace(bt, run_dir=str(run_dir))
+
+
+def _track(ctx: TaskContext, run_dir: Path, output: TaskOutput) -> None:
+    """Mirror the written result to MLflow; a failure warns and loses nothing on disk."""
+    try:
+        from backtest import tracking
+    except ImportError:  # tracking module not present
+        return
+    try:
+        tracking.log_result(run_dir, ctx.settings.tracking, children=output.children)
+    except Exception as exc:  # noqa: BLE001 - tracking is a mirror; the files are the record
+        log.warning("MLflow tracking failed (%s); the result is complete in %s and can be "
+                    "logged later with: python -m backtest.sync %s", exc, run_dir, run_dir)

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from backtest.jobs import BacktestJob, run_backtest
+from backtest.logs import kv, use_structlog
 from backtest.results import load_result
 
 log = logging.getLogger("backtest")
@@ -63,9 +64,10 @@ def run(cfg: DictConfig) -> float | None:
     ``search.method`` is not ``none``, ``montecarlo`` for a backtest with a
     ``montecarlo`` section, otherwise ``backtest``.
     """
+    use_structlog()  # only when structlog is installed
     run_dir = run_dir_for(cfg)
     job = BacktestJob.from_config(cfg, result_path=str(run_dir))
-    log.info("running %s job %s into %s", job.task, job.job_id, run_dir)
+    log.info(kv("run started", task=job.task, job_id=job.job_id, run_dir=run_dir))
     run_backtest(job, progress=True)
     record = load_result(run_dir).record
     if cfg.get("summary", True):

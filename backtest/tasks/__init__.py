@@ -23,6 +23,7 @@ from backtest.config import RootConfig
 from backtest.engine import BacktestResult
 from backtest.errors import BacktestError, ConfigError
 from backtest.jobs import BacktestJob, now_iso
+from backtest.logs import kv
 from backtest.tasks._context import TaskContext, TaskOutput
 
 __all__ = ["TaskContext", "TaskOutput", "execute_job", "load_backtest", "typed_settings"]
@@ -150,8 +151,8 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
     if results.has_result(run_dir):
         record = results.load_result(run_dir, job_id=job.job_id).record
         if record.get("config_hash") == job.config_hash:
-            log.info("result for job %s already complete in %s; not recomputed",
-                     job.job_id, run_dir)
+            log.info(kv("result already complete; not recomputed", job_id=job.job_id,
+                        run_dir=run_dir))
             return load_backtest(run_dir)
         raise BacktestError(
             f"run directory {str(run_dir)!r} already holds the result of another config "
@@ -180,7 +181,7 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
     results.write_result(
         run_dir, record, tables=tables, config_yaml=OmegaConf.to_yaml(job.config)
     )
-    log.info("wrote %s result of job %s to %s", job.task, job.job_id, run_dir)
+    log.info(kv("result written", task=job.task, job_id=job.job_id, run_dir=run_dir))
     if ctx.settings.tracking.enabled:
         _track(ctx, run_dir, output)
     return replace(bt, run_dir=str(run_dir))

@@ -49,8 +49,8 @@ __all__ = [
 logger = logging.getLogger("backtest.data")
 
 _LONG_FIELDS = ("date", "symbol", "open", "high", "low", "close", "volume")
-_TREND_PER_VOL = 0.15  # trending regime: extra drift per bar, in units of volatility
-_REVERSION_SPEED = 0.1  # mean-reverting regime: fraction of the gap to the level closed per bar
+_TREND_PER_VOL = 0.25  # trending regime: extra drift per bar, in units of volatility
+_REVERSION_SPEED = 0.3  # mean-reverting regime: fraction of the gap to the level closed per bar
 _REGIME_BARS = (60, 253)  # regime lengths are drawn uniformly from [60, 252] bars
 
 
@@ -74,9 +74,9 @@ def synthetic_prices(
 
     With ``regimes=True`` each asset alternates stretches of 60-252 bars of two
     kinds, so that both momentum and mean-reversion strategies have something to
-    find: *trending* (the drift plus a persistent ``±0.15 × volatility`` per bar,
+    find: *trending* (the drift plus a persistent ``±0.25 × volatility`` per bar,
     sign drawn per stretch) and *mean-reverting* (an Ornstein-Uhlenbeck pull of the
-    log price toward its level at the start of the stretch, closing 10% of the gap
+    log price toward its level at the start of the stretch, closing 30% of the gap
     per bar). The noise is the same ``N(0, volatility)`` in both.
 
     Args:
@@ -107,7 +107,8 @@ def synthetic_prices(
         key = "volatility" if volatility < 0 else "start_price"
         raise ConfigError(f"{key} must be positive", key=key)
     rng = np.random.default_rng(seed)
-    index = pd.bdate_range(start=start_date, periods=n_bars, name="date").as_unit("ns")
+    days = pd.bdate_range(start=start_date, periods=n_bars).as_unit("ns")
+    index = pd.DatetimeIndex(days.to_numpy(), name="date")
     columns = [f"SYN{i}" for i in range(n_assets)]
     if regimes:
         log_price = _regime_log_prices(rng, n_bars, n_assets, drift, volatility)
@@ -398,7 +399,7 @@ def validate_prices(
         raise DataValidationError(f"no prices: the frame has shape {frame.shape}", count=0)
     if not isinstance(frame.index, pd.DatetimeIndex):
         raise DataValidationError(
-            f"index must be a DatetimeIndex of bar timestamps, got {type(frame.index).__name__} "
+            f"index: must be a DatetimeIndex of bar timestamps, got {type(frame.index).__name__} "
             f"of dtype {frame.index.dtype}",
             column="index",
             count=len(frame),
@@ -416,7 +417,8 @@ def validate_prices(
         closes = closes.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"prices must be numeric: {exc}") from exc
-    closes.index = pd.DatetimeIndex(closes.index, name="date").as_unit("ns")
+    # Plain ns timestamps without a ``freq``, whatever the source, so frames compare equal.
+    closes.index = pd.DatetimeIndex(closes.index.as_unit("ns").to_numpy(), name="date")
     high = _aligned(ohlc, "high", closes)
     low = _aligned(ohlc, "low", closes)
     closes, high, low = _fix_index(closes, high, low, mode)

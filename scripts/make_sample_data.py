@@ -26,6 +26,7 @@ OUT = Path(__file__).resolve().parents[1] / "backtest" / "_data" / "sample.csv"
 
 
 def build() -> pd.DataFrame:
+    """Return the long sample table from ``arch.data``, sorted by date then symbol."""
     from arch.data import nasdaq, sp500
 
     frames = []
@@ -49,6 +50,7 @@ def build() -> pd.DataFrame:
 
 
 def main() -> None:
+    """Write the sample CSV (``--out`` to write elsewhere)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()

@@ -36,8 +36,11 @@ def format_summary(record: Mapping[str, Any]) -> str:
     rows: list[tuple[str, str]] = [
         ("experiment", str(record.get("name"))),
         ("task", str(record.get("task"))),
-        ("data", f"{record.get('n_bars')} bars, {len(record.get('symbols', []))} assets, "
-                 f"{record.get('start')} to {record.get('end')}"),
+        (
+            "data",
+            f"{record.get('n_bars')} bars, {len(record.get('symbols', []))} assets, "
+            f"{record.get('start')} to {record.get('end')}",
+        ),
         ("params", ", ".join(f"{k}={v}" for k, v in record.get("params", {}).items()) or "-"),
     ]
     rows += [(k, _fmt(k, v)) for k, v in record.get("metrics", {}).items()]

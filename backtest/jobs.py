@@ -202,7 +202,9 @@ def run_backtest(job_or_config: Any, *, progress: bool = False) -> Any:
     """
     from backtest.tasks import execute_job
 
-    job = job_or_config if isinstance(job_or_config, BacktestJob) else BacktestJob.from_config(
+    job = (
         job_or_config
+        if isinstance(job_or_config, BacktestJob)
+        else BacktestJob.from_config(job_or_config)
     )
     return execute_job(job, progress=progress)

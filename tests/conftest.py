@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +11,7 @@ import pytest
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from backtest.config import register_configs  # noqa: E402 - after choosing the backend
+from backtest.config import register_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -37,7 +36,7 @@ def compose(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test with ``tmp_path`` as the working directory (outputs/ lands there)."""
     monkeypatch.chdir(tmp_path)
-    yield tmp_path
+    return tmp_path

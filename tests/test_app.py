@@ -43,21 +43,41 @@ def test_every_experiment_composes_and_runs(name: str, compose, tmp_path: Path, 
 
 
 def test_summary_prints_na_for_undefined_metrics() -> None:
-    text = format_summary({"name": "x", "task": "backtest", "n_bars": 3, "symbols": ["A"],
-                           "params": {}, "metrics": {"sharpe_ratio": None, "cagr": 0.1}})
+    text = format_summary(
+        {
+            "name": "x",
+            "task": "backtest",
+            "n_bars": 3,
+            "symbols": ["A"],
+            "params": {},
+            "metrics": {"sharpe_ratio": None, "cagr": 0.1},
+        }
+    )
     assert "n/a" in text and "10.00%" in text
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "backtest", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "backtest", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_runs_an_experiment_into_outputs(tmp_path: Path) -> None:
-    proc = _cli("+experiment=sma_cross", "tracking=none", "data.n_bars=300",
-                "strategy.fast=5", "strategy.slow=20", cwd=tmp_path)
+    proc = _cli(
+        "+experiment=sma_cross",
+        "tracking=none",
+        "data.n_bars=300",
+        "strategy.fast=5",
+        "strategy.slow=20",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     runs = list((tmp_path / "outputs" / "sma_cross").glob("*/result.json"))
     assert len(runs) == 1

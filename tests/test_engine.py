@@ -63,16 +63,18 @@ STRATEGIES = [
 def test_returns_equal_per_bar_loop(strategy, fee: float, slip: float) -> None:
     prices = gbm(400, 3)
     res = simulate(prices, strategy, fee_bps=fee, slippage_bps=slip)
-    expected = reference_loop(prices, strategy.positions(prices), (fee + slip) / 1e4,
-                              np.full(3, 1 / 3))
+    expected = reference_loop(
+        prices, strategy.positions(prices), (fee + slip) / 1e4, np.full(3, 1 / 3)
+    )
     np.testing.assert_allclose(res.returns.to_numpy(), expected, rtol=0, atol=1e-12)
     np.testing.assert_allclose(res.equity.to_numpy(), np.cumprod(1 + expected), rtol=1e-12)
     assert res.returns.index.equals(prices.index)
 
 
 def test_signal_is_held_over_the_next_bar() -> None:
-    prices = pd.DataFrame({"A": [100.0, 110.0, 121.0, 121.0]},
-                          index=pd.bdate_range("2020-01-01", periods=4))
+    prices = pd.DataFrame(
+        {"A": [100.0, 110.0, 121.0, 121.0]}, index=pd.bdate_range("2020-01-01", periods=4)
+    )
     # long from the close of bar 1: earns bar 2's +10%, not bar 1's
     pos = pd.DataFrame({"A": [0.0, 1.0, 1.0, 0.0]}, index=prices.index)
     res = simulate(prices, Scripted(pos), fee_bps=10.0)
@@ -149,8 +151,9 @@ def test_no_look_ahead(cut: int, seed: int) -> None:
         closed_a = closed_a[~closed_a["is_open"]]
         closed_b = b.trades[b.trades["exit_time"] <= prices.index[cut]]
         closed_b = closed_b[~closed_b["is_open"]]
-        pd.testing.assert_frame_equal(closed_a.reset_index(drop=True),
-                                      closed_b.reset_index(drop=True))
+        pd.testing.assert_frame_equal(
+            closed_a.reset_index(drop=True), closed_b.reset_index(drop=True)
+        )
 
 
 @settings(max_examples=20, deadline=None)

@@ -19,8 +19,13 @@ from backtest.tasks import load_backtest
 
 
 def small_config(compose, tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
-    cfg = compose("tracking=none", "data.n_bars=400", "data.n_assets=2",
-                  f"output_dir={tmp_path / 'run'}", *overrides)
+    cfg = compose(
+        "tracking=none",
+        "data.n_bars=400",
+        "data.n_assets=2",
+        f"output_dir={tmp_path / 'run'}",
+        *overrides,
+    )
     return cfg
 
 
@@ -42,7 +47,9 @@ def test_same_experiment_gives_same_job_id_and_changes_change_it(compose, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "bad", ["../etc", "a b", "x" * 200, "-leading", "a/b"], ids=["dots", "space", "long", "dash", "slash"]
+    "bad",
+    ["../etc", "a b", "x" * 200, "-leading", "a/b"],
+    ids=["dots", "space", "long", "dash", "slash"],
 )
 def test_unsafe_job_ids_are_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="job id"):
@@ -71,8 +78,9 @@ def test_run_backtest_writes_a_complete_result(compose, tmp_path: Path) -> None:
 
     prices = synthetic_prices(400, 2, seed=42)
     direct = simulate(prices, SmaCross(10, 50), fee_bps=1.0, slippage_bps=1.0)
-    np.testing.assert_allclose(stored.table("equity")["equity"].to_numpy(),
-                               direct.equity.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        stored.table("equity")["equity"].to_numpy(), direct.equity.to_numpy(), rtol=1e-12
+    )
     assert rec["metrics"]["sharpe_ratio"] == pytest.approx(direct.metrics["sharpe_ratio"])
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*"))
 
@@ -116,5 +124,6 @@ def test_result_json_is_written_last(tmp_path: Path, monkeypatch) -> None:  # ty
 def test_load_backtest_round_trips(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = run_backtest(small_config(compose, tmp_path))
     again = load_backtest(result.run_dir)
-    pd.testing.assert_frame_equal(again.trades.reset_index(drop=True),
-                                  result.trades.reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        again.trades.reset_index(drop=True), result.trades.reset_index(drop=True), check_dtype=False
+    )

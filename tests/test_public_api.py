@@ -14,9 +14,19 @@ import backtest
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = [
-    "BacktestJob", "run_backtest", "BacktestJobQueue", "BacktestWorker", "MonteCarloSimulator",
-    "MonteCarloConfig", "WalkForwardOptimizer", "grid_search", "random_search", "SearchResult",
-    "JobNotFound", "ResultPathMissing", "StrategyEvaluator",
+    "BacktestJob",
+    "run_backtest",
+    "BacktestJobQueue",
+    "BacktestWorker",
+    "MonteCarloSimulator",
+    "MonteCarloConfig",
+    "WalkForwardOptimizer",
+    "grid_search",
+    "random_search",
+    "SearchResult",
+    "JobNotFound",
+    "ResultPathMissing",
+    "StrategyEvaluator",
 ]
 
 
@@ -37,8 +47,13 @@ def test_every_public_name_resolves_and_is_documented(name: str) -> None:
 
 
 def _run(code: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 

@@ -48,9 +48,7 @@ def _mean_reversion_loop(close: np.ndarray, lookback: int, entry: float, exit_: 
     pos, out = 0.0, []
     for value in z:
         if not np.isnan(value):
-            if pos > 0 and value >= -exit_:
-                pos = 0.0
-            elif pos < 0 and value <= exit_:
+            if (pos > 0 and value >= -exit_) or (pos < 0 and value <= exit_):
                 pos = 0.0
             if pos == 0:
                 pos = 1.0 if value < -entry else (-1.0 if value > entry else 0.0)
@@ -118,8 +116,16 @@ def test_buy_and_hold_is_always_long(prices: pd.DataFrame) -> None:
         (lambda: Breakout(0), "lookback"),
         (lambda: SmaCross("ten", 20), "fast"),
     ],
-    ids=["fast>=slow", "fast<1", "lookback<1", "skip<0", "mr-lookback", "exit>=entry",
-         "breakout", "not-int"],
+    ids=[
+        "fast>=slow",
+        "fast<1",
+        "lookback<1",
+        "skip<0",
+        "mr-lookback",
+        "exit>=entry",
+        "breakout",
+        "not-int",
+    ],
 )
 def test_invalid_parameters_name_the_parameter(factory, key: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=key) as err:

@@ -14,7 +14,7 @@ of one asset at once, as an ``(n_bars, k)`` array, which is what makes searches 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -73,7 +73,7 @@ def check_int(name: str, value: object, minimum: int) -> int:
 def check_float(name: str, value: object, *, minimum: float | None = None) -> float:
     """Return ``value`` as a finite float, or raise ``ConfigError`` naming the parameter."""
     try:
-        out = float(value)  # type: ignore[arg-type]
+        out = float(value)  # type: ignore[arg-type]  # checked by the except below
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"strategy parameter {name!r} must be a number, got {value!r}", key=name
@@ -87,7 +87,9 @@ def check_float(name: str, value: object, *, minimum: float | None = None) -> fl
     return out
 
 
-def apply_per_column(prices: pd.DataFrame, fn) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def apply_per_column(
+    prices: pd.DataFrame, fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]
+) -> pd.DataFrame:
     """Run a 1-D ``close -> positions`` function over every column of ``prices``."""
     values = prices.to_numpy(dtype=np.float64)
     out = np.empty_like(values)

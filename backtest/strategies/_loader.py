@@ -48,8 +48,9 @@ def load_strategy_class(target: str, allowed_modules: Iterable[str] = ()) -> typ
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import strategy module {module_name!r}: {exc}",
-                          key="strategy._target_") from exc
+        raise ConfigError(
+            f"cannot import strategy module {module_name!r}: {exc}", key="strategy._target_"
+        ) from exc
     cls = getattr(module, attr, None)
     if not isinstance(cls, type) or not callable(getattr(cls, "positions", None)):
         raise ConfigError(

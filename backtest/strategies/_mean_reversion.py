@@ -40,9 +40,7 @@ def _mean_reversion_kernel(
             std = np.sqrt(var / (lookback - 1))
             if std > 0.0:
                 z = (close[t] - mean) / std
-                if pos > 0.0 and z >= -exit_z:
-                    pos = 0.0
-                elif pos < 0.0 and z <= exit_z:
+                if (pos > 0.0 and z >= -exit_z) or (pos < 0.0 and z <= exit_z):
                     pos = 0.0
                 if pos == 0.0:
                     if z < -entry_z:

@@ -151,8 +151,9 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
     if results.has_result(run_dir):
         record = results.load_result(run_dir, job_id=job.job_id).record
         if record.get("config_hash") == job.config_hash:
-            log.info(kv("result already complete; not recomputed", job_id=job.job_id,
-                        run_dir=run_dir))
+            log.info(
+                kv("result already complete; not recomputed", job_id=job.job_id, run_dir=run_dir)
+            )
             return load_backtest(run_dir)
         raise BacktestError(
             f"run directory {str(run_dir)!r} already holds the result of another config "
@@ -178,9 +179,7 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
     from omegaconf import OmegaConf
 
     record = _record(ctx, output, started_at)
-    results.write_result(
-        run_dir, record, tables=tables, config_yaml=OmegaConf.to_yaml(job.config)
-    )
+    results.write_result(run_dir, record, tables=tables, config_yaml=OmegaConf.to_yaml(job.config))
     log.info(kv("result written", task=job.task, job_id=job.job_id, run_dir=run_dir))
     if ctx.settings.tracking.enabled:
         _track(ctx, run_dir, output)
@@ -195,6 +194,11 @@ def _track(ctx: TaskContext, run_dir: Path, output: TaskOutput) -> None:
         return
     try:
         tracking.log_result(run_dir, ctx.settings.tracking, children=output.children)
-    except Exception as exc:  # noqa: BLE001 - tracking is a mirror; the files are the record
-        log.warning("MLflow tracking failed (%s); the result is complete in %s and can be "
-                    "logged later with: python -m backtest.sync %s", exc, run_dir, run_dir)
+    except Exception as exc:
+        log.warning(
+            "MLflow tracking failed (%s); the result is complete in %s and can be "
+            "logged later with: python -m backtest.sync %s",
+            exc,
+            run_dir,
+            run_dir,
+        )

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -295,12 +296,12 @@ def test_sample_matches_its_source() -> None:
     for symbol, module in (("SP500", sp500), ("NASDAQ", nasdaq)):
         source = module.load().loc["2008":"2018", "Close"]
         np.testing.assert_allclose(prices[symbol].to_numpy(), source.to_numpy(), atol=0.005)
-    size = Path(sample_prices.__code__.co_filename).parent / "_data" / "sample.csv"
+    size = Path(str(resources.files("backtest") / "_data" / "sample.csv"))
     assert size.stat().st_size < 500_000
 
 
 def test_sample_has_valid_ohlc() -> None:
-    path = Path(sample_prices.__code__.co_filename).parent / "_data" / "sample.csv"
+    path = Path(str(resources.files("backtest") / "_data" / "sample.csv"))
     raw = pd.read_csv(path)
     assert list(raw.columns) == ["date", "symbol", "open", "high", "low", "close", "volume"]
     assert (raw["high"] >= raw["low"]).all()

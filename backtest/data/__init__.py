@@ -1,0 +1,38 @@
+"""Prices in: synthetic, the shipped sample, or your CSV / Parquet file; validated.
+
+Every loader returns *wide closes*: a DataFrame with a ``DatetimeIndex`` named
+``date`` (datetime64[ns], strictly increasing) and one float64 column per symbol.
+
+* :func:`synthetic_prices`: seeded geometric Brownian motion, optionally with
+  trending and mean-reverting regimes.
+* :func:`sample_prices`: real daily prices shipped in ``backtest/_data/sample.csv``:
+  the S&P 500 (``SP500``, Yahoo ``^GSPC``) and NASDAQ Composite (``NASDAQ``,
+  ``^IXIC``) indices, daily open/high/low/close/volume from 2008-01-02 to
+  2018-12-31, converted by ``scripts/make_sample_data.py`` from the data sets the
+  ``arch`` package ships as ``arch.data.sp500`` and ``arch.data.nasdaq``
+  (prices rounded to the cent).
+* :func:`read_prices`: a CSV or Parquet file in long layout (``date, symbol, open,
+  high, low, close, volume``, one row per date and symbol) or wide layout (a date
+  column and one close column per symbol), with column names mapped to yours.
+* :func:`load_prices`: dispatches on a :class:`~backtest.config.DataConfig`.
+
+Bad data is refused by :func:`validate_prices` with a
+:class:`~backtest.errors.DataValidationError` naming the column, the first bad
+timestamp and the count, unless a repair mode says otherwise; every repair is
+logged on the ``backtest.data`` logger.
+"""
+
+from __future__ import annotations
+
+from backtest.data._files import load_prices, read_prices, sample_prices
+from backtest.data._synthetic import synthetic_prices
+from backtest.data._validate import data_fingerprint, validate_prices
+
+__all__ = [
+    "data_fingerprint",
+    "load_prices",
+    "read_prices",
+    "sample_prices",
+    "synthetic_prices",
+    "validate_prices",
+]

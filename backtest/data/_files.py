@@ -1,0 +1,270 @@
+"""Price files (CSV / Parquet, long / wide), the shipped sample, and config dispatch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from backtest.config import DataConfig, DataLayout, DataSource, RepairMode
+from backtest.data._synthetic import synthetic_prices
+from backtest.data._validate import _repair_mode, logger, validate_prices
+from backtest.errors import ConfigError, DataValidationError
+
+_LONG_FIELDS = ("date", "symbol", "open", "high", "low", "close", "volume")
+
+
+def sample_prices(
+    symbols: Sequence[str] | None = None,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+) -> pd.DataFrame:
+    """The shipped real daily closes of ``SP500`` and ``NASDAQ`` (2008-2018).
+
+    Args:
+        symbols: Keep only these symbols (both when omitted).
+        start: First date kept (inclusive).
+        end: Last date kept (inclusive).
+
+    Returns:
+        Wide closes with columns ``NASDAQ`` and ``SP500``.
+
+    Examples:
+        >>> last = sample_prices(["SP500"], start="2018-12-28")
+        >>> [str(day.date()) for day in last.index], last["SP500"].tolist()
+        (['2018-12-28', '2018-12-31'], [2485.74, 2506.85])
+    """
+    path = resources.files("backtest") / "_data" / "sample.csv"
+    with resources.as_file(path) as file:
+        return read_prices(file, layout=DataLayout.long, symbols=symbols, start=start, end=end)
+
+
+def read_prices(
+    path: str | Path,
+    *,
+    file_format: str | None = None,
+    layout: DataLayout | str = DataLayout.auto,
+    columns: Mapping[str, str] | None = None,
+    symbols: Sequence[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    repair: RepairMode | str = RepairMode.none,
+) -> pd.DataFrame:
+    """Read, validate and reshape a CSV or Parquet price file into wide closes.
+
+    Args:
+        path: A ``.csv`` (optionally compressed, e.g. ``.csv.gz``) or ``.parquet``
+            file.
+        file_format: ``csv`` or ``parquet``; from the file name when omitted
+            (``.parquet`` / ``.pq`` is Parquet, anything else CSV).
+        layout: ``long`` (one row per date and symbol with ``date, symbol, close``
+            and optionally ``open, high, low, volume``), ``wide`` (a date column and
+            one close column per symbol) or ``auto`` (long when a symbol column
+            exists).
+        columns: Our column name -> yours, e.g. ``{"date": "Date", "close":
+            "Adj Close", "symbol": "Ticker"}``; unmapped names are used as is.
+        symbols: Keep only these symbols (all when omitted).
+        start: First date kept (inclusive), ISO format.
+        end: Last date kept (inclusive), ISO format.
+        repair: ``none`` refuses bad data; ``ffill`` / ``drop`` repair it and log
+            every change (see :func:`validate_prices`).
+
+    Returns:
+        Wide closes: ``DatetimeIndex`` named ``date``, one float64 column per
+        symbol, columns sorted.
+
+    Raises:
+        DataValidationError: The file is missing or unreadable, a required column
+            is missing, or the data is bad (see :func:`validate_prices`).
+        ConfigError: An unknown symbol or an unparseable ``start`` / ``end``.
+    """
+    path = Path(path)
+    raw = _read_table(path, file_format)
+    names = {field: (columns or {}).get(field, field) for field in _LONG_FIELDS}
+    layout = DataLayout(layout.value if isinstance(layout, DataLayout) else layout)
+    repair = _repair_mode(repair)
+    if layout is DataLayout.auto:
+        layout = DataLayout.long if names["symbol"] in raw.columns else DataLayout.wide
+    _require(
+        raw,
+        [names["date"]] + ([names["symbol"], names["close"]] if layout is DataLayout.long else []),
+        path,
+    )
+    dates = _parse_dates(raw[names["date"]], names["date"])
+    if layout is DataLayout.long:
+        closes, ohlc = _pivot_long(raw, dates, names, repair)
+    else:
+        closes = raw.drop(columns=[names["date"]]).set_axis(dates, axis=0)
+        closes.columns = closes.columns.astype(str)
+        ohlc = None
+    closes = closes.sort_index(axis=1)
+    closes, ohlc = _select(closes, ohlc, symbols, start, end)
+    return validate_prices(closes, repair=repair, ohlc=ohlc)
+
+
+def _read_table(path: Path, file_format: str | None) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataValidationError(f"price file not found: {str(path)!r}")
+    if file_format is None:
+        file_format = "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"
+    if file_format not in {"csv", "parquet"}:
+        raise ConfigError(
+            f"unknown file format {file_format!r} (csv or parquet)", key="data.source"
+        )
+    try:
+        if file_format == "parquet":
+            frame = pd.read_parquet(path)
+            if not isinstance(frame.index, pd.RangeIndex):
+                frame = frame.reset_index()
+            return frame
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataValidationError(f"cannot read price file {str(path)!r}: {exc}") from exc
+
+
+def _require(raw: pd.DataFrame, needed: list[str], path: Path) -> None:
+    for name in needed:
+        if name not in raw.columns:
+            raise DataValidationError(
+                f"required column {name!r} missing from {str(path)!r} "
+                f"(columns: {list(map(str, raw.columns))}); map yours with data.columns",
+                column=name,
+            )
+
+
+def _parse_dates(values: pd.Series, name: str) -> pd.DatetimeIndex:
+    parsed = pd.to_datetime(values, errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        first = values[bad].iloc[0]
+        raise DataValidationError(
+            f"column {name!r}: {int(bad.sum())} unparseable date(s), first {first!r}",
+            column=name,
+            timestamp=first,
+            count=int(bad.sum()),
+        )
+    return pd.DatetimeIndex(parsed, name="date").as_unit("ns")
+
+
+def _pivot_long(
+    raw: pd.DataFrame, dates: pd.DatetimeIndex, names: dict[str, str], repair: RepairMode
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame] | None]:
+    fields = [f for f in ("open", "high", "low", "close") if names[f] in raw.columns]
+    table = pd.DataFrame({f: raw[names[f]] for f in fields})
+    table["date"] = dates
+    table["symbol"] = raw[names["symbol"]].astype(str).to_numpy()
+    dup = table.duplicated(["date", "symbol"]).to_numpy()
+    if dup.any():
+        first = table.loc[dup, "date"].iloc[0]
+        msg = f"{int(dup.sum())} duplicate (date, symbol) row(s), first at {first}"
+        if repair is RepairMode.none:
+            raise DataValidationError(msg, column="date", timestamp=first, count=int(dup.sum()))
+        logger.warning("repair=%s: dropped %s (kept the first of each)", repair.value, msg)
+        table = table.loc[~dup]
+    for symbol, group in table.groupby("symbol", sort=True):
+        step_back = (group["date"].diff() < pd.Timedelta(0)).to_numpy()
+        if step_back.any():
+            first = group.loc[step_back, "date"].iloc[0]
+            msg = f"{int(step_back.sum())} unsorted timestamp(s) for {symbol}, first {first}"
+            if repair is RepairMode.none:
+                raise DataValidationError(
+                    msg, column=str(symbol), timestamp=first, count=int(step_back.sum())
+                )
+            logger.warning("repair=%s: sorted %s", repair.value, msg)
+    # (date, symbol) pairs are unique here, so pivot (not pivot_table) cannot aggregate.
+    wide = {f: table.pivot(index="date", columns="symbol", values=f) for f in fields}  # noqa: PD010
+    for frame in wide.values():
+        frame.columns.name = None
+    ohlc: dict[str, pd.DataFrame] = {f: wide[f] for f in ("open", "high", "low") if f in wide}
+    return wide["close"], ohlc or None
+
+
+def _select(
+    closes: pd.DataFrame,
+    ohlc: dict[str, pd.DataFrame] | None,
+    symbols: Sequence[str] | None,
+    start: str | None,
+    end: str | None,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame] | None]:
+    if symbols:
+        unknown = [s for s in symbols if s not in closes.columns]
+        if unknown:
+            raise ConfigError(
+                f"unknown symbol(s) {unknown}; available: {list(closes.columns)}",
+                key="data.symbols",
+            )
+        closes = closes[list(symbols)]
+    keep = np.ones(len(closes), dtype=bool)
+    for key, value in (("start", start), ("end", end)):
+        if value is None:
+            continue
+        try:
+            stamp = pd.Timestamp(value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"data.{key}: cannot parse date {value!r}", key=f"data.{key}"
+            ) from exc
+        keep &= (closes.index >= stamp) if key == "start" else (closes.index <= stamp)
+    closes = closes.loc[keep]
+    if ohlc is not None:
+        ohlc = {f: frame.loc[closes.index, closes.columns] for f, frame in ohlc.items()}
+    return closes, ohlc
+
+
+def load_prices(config: DataConfig) -> pd.DataFrame:
+    """Load the prices a data config describes, validated (and repaired if asked).
+
+    Args:
+        config: ``source`` picks synthetic prices, the shipped sample, or a CSV /
+            Parquet file at ``path``; ``symbols``, ``start`` and ``end`` select from
+            any source; ``repair`` applies to every source.
+
+    Returns:
+        Wide closes (see the module docstring).
+
+    Raises:
+        ConfigError: No ``path`` for a file source, an unknown symbol, or a bad date.
+        DataValidationError: The file is missing (its path is named) or the data is bad.
+
+    Examples:
+        >>> from backtest.config import DataConfig
+        >>> load_prices(DataConfig(n_bars=3, n_assets=2, seed=7)).shape
+        (3, 2)
+    """
+    source = DataSource(
+        config.source.value if isinstance(config.source, DataSource) else config.source
+    )
+    symbols, start, end = list(config.symbols) or None, config.start, config.end
+    if source is DataSource.synthetic:
+        prices = synthetic_prices(
+            config.n_bars,
+            config.n_assets,
+            drift=config.drift,
+            volatility=config.volatility,
+            start_price=config.start_price,
+            regimes=config.regimes,
+            start_date=config.start_date,
+            seed=config.seed,
+        )
+        prices, _ = _select(prices, None, symbols, start, end)
+        return validate_prices(prices, repair=config.repair)
+    if source is DataSource.sample:
+        prices = sample_prices(symbols, start=start, end=end)
+        return validate_prices(prices, repair=config.repair)
+    if not config.path:
+        raise ConfigError(f"data.path is required for source {source.value!r}", key="data.path")
+    path = Path(config.path)
+    return read_prices(
+        path,
+        file_format=source.value,
+        layout=config.layout,
+        columns=dict(config.columns),
+        symbols=symbols,
+        start=start,
+        end=end,
+        repair=config.repair,
+    )

@@ -1,0 +1,129 @@
+"""PNG figures of a Monte Carlo report: the equity fan and the metric histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from backtest.montecarlo._report import quantile_label
+
+if TYPE_CHECKING:
+    from backtest.montecarlo._report import MonteCarloReport
+
+FAN_FIGURE = "montecarlo_fan.png"
+HISTOGRAM_FIGURE = "montecarlo_histograms.png"
+
+# (column, title, scale to display units, unit label)
+_PANELS = (
+    ("total_return", "Total return", 100.0, "%"),
+    ("max_drawdown", "Max drawdown", 100.0, "%"),
+    ("sharpe_ratio", "Sharpe ratio (annualised)", 1.0, ""),
+    ("cagr", "CAGR", 100.0, "% per year"),
+)
+
+
+def _title(report: MonteCarloReport) -> str:
+    method = report.method.replace("_", " ")
+    return f"{method}, {report.n_paths:,} paths of {report.horizon_bars:,} {report.unit}s"
+
+
+def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
+    """Draw the fan chart and the histograms as PNG files in ``directory``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / FAN_FIGURE, directory / HISTOGRAM_FIGURE]
+
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
+    fan = report.fan
+    x = fan.index.to_numpy()
+    levels = sorted(report.confidence)
+    lo, hi = quantile_label(levels[0]), quantile_label(levels[-1])
+    if len(levels) > 1:
+        ax.fill_between(
+            x,
+            fan[lo],
+            fan[hi],
+            color="tab:blue",
+            alpha=0.18,
+            label=f"{levels[0]:g}th-{levels[-1]:g}th percentile",
+        )
+    for level in levels:
+        name = quantile_label(level)
+        is_mid = abs(level - 50.0) < 1e-9
+        ax.plot(
+            x,
+            fan[name],
+            color="tab:blue",
+            lw=1.8 if is_mid else 0.8,
+            ls="-" if is_mid else "--",
+            label=f"{level:g}th percentile",
+        )
+    if "observed" in fan.columns:
+        ax.plot(x, fan["observed"], color="black", lw=1.2, label="observed")
+    ax.axhline(1.0, color="grey", lw=0.6)
+    if np.all(fan[lo].to_numpy() > 0):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_title(
+        f"Equity fan — {_title(report)}\n(per-{report.unit} quantiles of the first "
+        f"{report.fan_paths:,} paths)"
+    )
+    ax.set_xlabel(f"{report.unit.capitalize()}s from the start")
+    ax.set_ylabel("Equity (growth of 1 unit, log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths[0])
+    plt.close(fig)
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), dpi=110)
+    for ax, (col, title, scale, unit) in zip(axes.ravel(), _PANELS, strict=True):
+        values = report.paths[col].to_numpy(dtype=float) * scale
+        values = values[np.isfinite(values)]
+        if values.size:
+            ax.hist(values, bins=60, color="tab:blue", alpha=0.75)
+        for level in levels:
+            q = report.percentiles.loc[level, col] * scale
+            if np.isfinite(q):
+                ax.axvline(q, color="tab:blue", ls="--", lw=0.9)
+        obs = report.observed.get(col, np.nan) * scale
+        if np.isfinite(obs):
+            ax.axvline(
+                obs,
+                color="black",
+                lw=1.5,
+                label=f"observed ({report.percentile_ranks[col]:.0f}th pct.)",
+            )
+        if col == "max_drawdown":
+            ax.axvline(
+                report.ruin_drawdown * 100,
+                color="tab:red",
+                ls=":",
+                lw=1.2,
+                label=f"ruin: P = {report.prob_ruin:.1%}",
+            )
+        if col == "total_return":
+            ax.axvline(
+                0.0, color="tab:red", ls=":", lw=1.2, label=f"loss: P = {report.prob_loss:.1%}"
+            )
+        ax.set_title(title)
+        ax.set_xlabel(f"{title} ({unit})" if unit else title)
+        ax.set_ylabel("Paths")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    pct = ", ".join(f"{lv:g}" for lv in levels)
+    fig.suptitle(f"Distribution over paths — {_title(report)}\n(dashed: {pct}th percentiles)")
+    fig.tight_layout()
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths

@@ -1,0 +1,251 @@
+"""Compiled kernels: resample one path at a time and score it, chunk by chunk.
+
+Nothing here allocates a ``paths x bars`` matrix: each path's returns live in one
+scratch buffer of ``horizon`` floats, are scored, and are overwritten by the next
+path. Only the equity curves of the first few paths (the fan sample) are kept.
+
+Metric columns (``METRICS``) match :mod:`backtest.metrics` (the tests check it):
+Sharpe is ``mean / std(ddof=1) * sqrt(periods_per_year)`` over all bars (NaN when
+the returns do not vary), max drawdown counts the starting capital of 1 as a peak,
+CAGR is ``-1`` once the capital is wiped out.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from backtest.montecarlo._rng import randint, seed_path, uniform
+
+IID = 0
+STATIONARY = 1
+CIRCULAR = 2
+PERMUTE = 3
+
+METRICS = (
+    "total_return",
+    "cagr",
+    "sharpe_ratio",
+    "max_drawdown",
+    "time_under_water",
+    "longest_drawdown_bars",
+    "mean_return",
+    "annual_volatility",
+)
+_STD_RTOL = 1e-12  # as backtest.metrics: a std this small relative to the mean is zero
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step(
+    method: int,
+    t: int,
+    prev: int,
+    n_src: int,
+    p_new: float,
+    block_len: int,
+    state: NDArray[np.uint64],
+    perm: NDArray[np.int64],
+) -> tuple[int, bool]:  # pragma: no cover - compiled
+    """Source index of bar ``t`` of a path, and whether a new block starts there."""
+    if method == IID:
+        return randint(state, n_src), True
+    if method == STATIONARY:
+        if t == 0 or uniform(state) < p_new:
+            return randint(state, n_src), True
+        nxt = prev + 1
+        return (0 if nxt == n_src else nxt), False
+    if method == CIRCULAR:
+        if t % block_len == 0:
+            return randint(state, n_src), True
+        nxt = prev + 1
+        return (0 if nxt == n_src else nxt), False
+    # PERMUTE: one step of a Fisher-Yates shuffle (sampling without replacement)
+    if t == 0:
+        for i in range(n_src):
+            perm[i] = i
+    k = t + randint(state, n_src - t)
+    chosen = perm[k]
+    perm[k] = perm[t]
+    perm[t] = chosen
+    return chosen, True
+
+
+@numba.njit(cache=True, nogil=True)
+def draw_indices(
+    n_src: int, method: int, block_size: float, horizon: int, key: NDArray[np.uint64], path: int
+) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:  # pragma: no cover - compiled
+    """The source indices of one path and where its blocks start (for tests and plots)."""
+    state = np.empty(4, np.uint64)
+    seed_path(state, key, path)
+    perm = np.empty(n_src if method == PERMUTE else 0, np.int64)
+    idx = np.empty(horizon, np.int64)
+    new = np.empty(horizon, np.bool_)
+    p_new = 1.0 / block_size
+    block_len = max(1, round(block_size))
+    prev = 0
+    for t in range(horizon):
+        prev, flag = _step(method, t, prev, n_src, p_new, block_len, state, perm)
+        idx[t] = prev
+        new[t] = flag
+    return idx, new
+
+
+@numba.njit(cache=True, nogil=True)
+def score(
+    r: NDArray[np.float64],
+    periods_per_year: float,
+    shift: float,
+    out: NDArray[np.float64],
+    equity_out: NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """Write the ``METRICS`` of one return path into ``out``.
+
+    Args:
+        r: Fractional returns of the path, one per bar (each >= -1).
+        periods_per_year: Bars (or trades) per year, for annualising.
+        shift: A value near the mean return, subtracted before summing squares so
+            the variance keeps its precision.
+        out: Row of ``len(METRICS)`` floats to fill.
+        equity_out: Empty, or ``len(r) + 1`` floats to receive the equity curve
+            (starting at 1).
+    """
+    n = r.size
+    store = equity_out.size > 0
+    if store:
+        equity_out[0] = 1.0
+    e = 1.0
+    peak = 1.0
+    mdd = 0.0
+    under = 0
+    run = 0
+    longest = 0
+    s = 0.0
+    ss = 0.0
+    lo = np.inf
+    hi = -np.inf
+    for t in range(n):
+        x = r[t]
+        e *= 1.0 + x
+        if e > peak:
+            peak = e
+        if e < peak:
+            dd = 1.0 - e / peak
+            if dd > mdd:
+                mdd = dd
+            under += 1
+            run += 1
+            if run > longest:
+                longest = run
+        else:
+            run = 0
+        d = x - shift
+        s += d
+        ss += d * d
+        lo = min(lo, x)
+        hi = max(hi, x)
+        if store:
+            equity_out[t + 1] = e
+    out[0] = e - 1.0
+    out[1] = -1.0 if e <= 0.0 else e ** (periods_per_year / n) - 1.0
+    mean = shift + s / n
+    std = np.nan
+    if n > 1:
+        std = np.sqrt(max(ss - s * s / n, 0.0) / (n - 1))
+    if n < 2 or lo == hi or std <= _STD_RTOL * abs(mean):
+        out[2] = np.nan
+    else:
+        out[2] = mean / std * np.sqrt(periods_per_year)
+    out[3] = min(mdd, 1.0)
+    out[4] = under / n
+    out[5] = longest
+    out[6] = mean
+    out[7] = 0.0 if lo == hi else std * np.sqrt(periods_per_year)
+
+
+@numba.njit(cache=True, nogil=True)
+def resample_chunk(
+    src: NDArray[np.float64],
+    method: int,
+    block_size: float,
+    horizon: int,
+    first_path: int,
+    key: NDArray[np.uint64],
+    periods_per_year: float,
+    shift: float,
+    out: NDArray[np.float64],
+    fan: NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """Resample and score paths ``first_path .. first_path + len(out) - 1``.
+
+    Args:
+        src: The observed returns (bar returns or per-trade returns).
+        method: ``IID``, ``STATIONARY``, ``CIRCULAR`` or ``PERMUTE``.
+        block_size: Mean (stationary) or fixed (circular) block length in bars.
+        horizon: Bars per path.
+        first_path: Number of the chunk's first path (keys its random stream).
+        key: The run's root key (see :func:`backtest.montecarlo._rng.root_key`).
+        periods_per_year: Bars (or trades) per year.
+        shift: Mean of ``src`` (see :func:`score`).
+        out: ``(paths, len(METRICS))`` rows to fill.
+        fan: ``(m, horizon + 1)`` rows receiving the equity of the chunk's first
+            ``m`` paths (``m`` may be 0).
+    """
+    n_src = src.size
+    state = np.empty(4, np.uint64)
+    buf = np.empty(horizon)
+    perm = np.empty(n_src if method == PERMUTE else 0, np.int64)
+    no_equity = np.empty(0, np.float32)
+    p_new = 1.0 / block_size
+    block_len = max(1, round(block_size))
+    for j in range(out.shape[0]):
+        seed_path(state, key, first_path + j)
+        prev = 0
+        for t in range(horizon):
+            prev, _ = _step(method, t, prev, n_src, p_new, block_len, state, perm)
+            buf[t] = src[prev]
+        score(buf, periods_per_year, shift, out[j], fan[j] if j < fan.shape[0] else no_equity)
+
+
+@numba.njit(cache=True, nogil=True)
+def score_columns(
+    returns: NDArray[np.float64],
+    periods_per_year: float,
+    out: NDArray[np.float64],
+    fan: NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """Score each column of a ``(bars, paths)`` return matrix (strategy re-runs)."""
+    n, k = returns.shape
+    buf = np.empty(n)
+    no_equity = np.empty(0, np.float32)
+    for j in range(k):
+        total = 0.0
+        for t in range(n):
+            buf[t] = returns[t, j]
+            total += buf[t]
+        score(buf, periods_per_year, total / n, out[j], fan[j] if j < fan.shape[0] else no_equity)
+
+
+@numba.njit(cache=True, nogil=True)
+def fan_quantiles(
+    fan: NDArray[np.float32], q: NDArray[np.float64]
+) -> NDArray[np.float64]:  # pragma: no cover
+    """Per-bar quantiles (``np.quantile``'s linear rule) of the rows of ``fan``.
+
+    Returns:
+        ``(bars, len(q))`` equity quantiles.
+    """
+    m, n_bars = fan.shape
+    res = np.empty((n_bars, q.size))
+    col = np.empty(m)
+    for t in range(n_bars):
+        for i in range(m):
+            col[i] = fan[i, t]
+        col.sort()
+        for j in range(q.size):
+            pos = q[j] * (m - 1)
+            below = int(np.floor(pos))
+            above = min(below + 1, m - 1)
+            frac = pos - below
+            res[t, j] = col[below] + (col[above] - col[below]) * frac
+    return res

@@ -1,0 +1,264 @@
+"""The result of a Monte Carlo run: per-path table, summary statistics, fan, figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest.montecarlo._kernels import METRICS
+
+#: Metrics where a larger value is better; the rest of ``_LOWER_IS_BETTER`` is worse.
+_HIGHER_IS_BETTER = ("total_return", "cagr", "sharpe_ratio", "mean_return")
+_LOWER_IS_BETTER = ("max_drawdown", "time_under_water", "longest_drawdown_bars")
+
+PATHS_TABLE = "montecarlo_paths"
+FAN_TABLE = "montecarlo_fan"
+PERCENTILES_TABLE = "montecarlo_percentiles"
+
+
+def quantile_label(level: float) -> str:
+    """Column name of a percentile level: ``5.0 -> "p5"``, ``97.5 -> "p97.5"``."""
+    return f"p{level:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class MonteCarloReport:
+    """What a Monte Carlo run found about one strategy's robustness.
+
+    Attributes:
+        method: The method's name (``stationary_bootstrap``, ...).
+        n_paths: Number of simulated paths.
+        horizon_bars: Steps per path (bars, or trades for the trade methods).
+        unit: ``"bar"`` or ``"trade"``: what one step of a path is.
+        periods_per_year: Steps per year used to annualise (trades per year for the
+            trade methods).
+        seed: The root seed; the run is reproduced by running again with it.
+        confidence: Percentile levels reported, in percent.
+        ruin_drawdown: Drawdown counted as ruin.
+        paths: One row per path (index ``path``): ``total_return``, ``cagr``,
+            ``sharpe_ratio``, ``max_drawdown`` (positive fraction),
+            ``time_under_water`` (fraction of steps below the running peak),
+            ``longest_drawdown_bars`` (longest stretch below a peak, in steps),
+            ``mean_return`` (per step), ``annual_volatility``; ``parameter_jitter``
+            adds the parameters each path used.
+        percentiles: Rows = confidence levels, columns = metrics (NaN-free paths).
+        prob_loss: Share of paths that lose money (total return < 0).
+        prob_ruin: Share of paths whose max drawdown is at least ``ruin_drawdown``.
+        fan: Equity quantiles per step (index ``bar``, starting at 1 on step 0),
+            columns ``p5``... plus ``observed`` when the observed equity has the same
+            length. Drawn from the first ``fan_paths`` paths (see :class:`MonteCarloSimulator`).
+        fan_paths: How many paths the fan quantiles come from.
+        observed: The observed strategy's metrics, computed the same way.
+        percentile_ranks: Percent of paths with a metric at or below the observed one.
+        p_values: One-sided: the probability, under the simulation, of a result at least
+            as good as the observed one (``(1 + hits) / (1 + n)``). For
+            ``random_entries`` the Sharpe p-value tests skill against random timing;
+            for the bootstraps, centred on the observed data, it is only a location check.
+        details: Method-specific facts (fitted drift and volatility, trade counts, ...).
+    """
+
+    method: str
+    n_paths: int
+    horizon_bars: int
+    unit: str
+    periods_per_year: float
+    seed: int | None
+    confidence: tuple[float, ...]
+    ruin_drawdown: float
+    paths: pd.DataFrame
+    percentiles: pd.DataFrame
+    prob_loss: float
+    prob_ruin: float
+    fan: pd.DataFrame
+    fan_paths: int
+    observed: dict[str, float]
+    percentile_ranks: dict[str, float]
+    p_values: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per metric: observed, mean, the percentiles, rank and p-value."""
+        rows = {}
+        for name in METRICS:
+            col = self.paths[name]
+            row = {"observed": self.observed.get(name, np.nan), "mean": float(col.mean())}
+            for level in self.confidence:
+                row[quantile_label(level)] = float(self.percentiles.loc[level, name])
+            row["percentile_rank"] = self.percentile_ranks.get(name, np.nan)
+            row["p_value"] = self.p_values.get(name, np.nan)
+            rows[name] = row
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary for ``result.json`` (NaN becomes ``None``)."""
+        pct = {
+            name: {
+                quantile_label(lv): _num(self.percentiles.loc[lv, name]) for lv in self.confidence
+            }
+            for name in METRICS
+        }
+        return {
+            "method": self.method,
+            "n_paths": self.n_paths,
+            "horizon_bars": self.horizon_bars,
+            "unit": self.unit,
+            "periods_per_year": _num(self.periods_per_year),
+            "seed": self.seed,
+            "confidence": list(self.confidence),
+            "ruin_drawdown": self.ruin_drawdown,
+            "prob_loss": _num(self.prob_loss),
+            "prob_ruin": _num(self.prob_ruin),
+            "fan_paths": self.fan_paths,
+            "mean": {name: _num(self.paths[name].mean()) for name in METRICS},
+            "percentiles": pct,
+            "observed": {k: _num(v) for k, v in self.observed.items()},
+            "percentile_ranks": {k: _num(v) for k, v in self.percentile_ranks.items()},
+            "p_values": {k: _num(v) for k, v in self.p_values.items()},
+            "details": _plain(self.details),
+        }
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Parquet tables for the run directory: per-path, fan and percentiles."""
+        return {
+            PATHS_TABLE: self.paths.reset_index(),
+            FAN_TABLE: self.fan.reset_index(),
+            PERCENTILES_TABLE: self.percentiles.reset_index(),
+        }
+
+    def save_figures(self, directory: str | Path) -> list[Path]:
+        """Write ``montecarlo_fan.png`` and ``montecarlo_histograms.png`` into ``directory``.
+
+        Returns:
+            The paths written.
+        """
+        from backtest.montecarlo._figures import save_figures
+
+        return save_figures(self, Path(directory))
+
+    def write(self, run_dir: str | Path) -> dict[str, Path]:
+        """Write the tables (Parquet) and figures (PNG) into a run directory, atomically.
+
+        ``result.json`` is not touched: put :meth:`to_dict` into it.
+
+        Returns:
+            Table or figure name -> path written.
+        """
+        from backtest import results
+
+        out = {name: results.write_table(run_dir, name, t) for name, t in self.tables().items()}
+        for path in self.save_figures(results.figures_dir(run_dir)):
+            out[path.stem] = path
+        return out
+
+
+def _num(value: object) -> float | None:
+    x = float(value)  # type: ignore[arg-type]
+    return x if np.isfinite(x) else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _num(value)
+    return value
+
+
+def rank_and_p_value(sims: NDArray[np.float64], observed: float, name: str) -> tuple[float, float]:
+    """Percentile rank of ``observed`` among ``sims`` and its one-sided p-value.
+
+    NaN paths (a flat path has no Sharpe) are left out of both.
+    """
+    valid = sims[~np.isnan(sims)]
+    if np.isnan(observed) or valid.size == 0:
+        return np.nan, np.nan
+    rank = 100.0 * float(np.mean(valid <= observed))
+    if name in _HIGHER_IS_BETTER:
+        hits = int(np.sum(valid >= observed))
+    elif name in _LOWER_IS_BETTER:
+        hits = int(np.sum(valid <= observed))
+    else:
+        return rank, np.nan
+    return rank, (1.0 + hits) / (1.0 + valid.size)
+
+
+def build_report(
+    *,
+    method: str,
+    unit: str,
+    periods_per_year: float,
+    seed: int | None,
+    confidence: Sequence[float],
+    ruin_drawdown: float,
+    metrics: NDArray[np.float64],
+    extra: Mapping[str, NDArray[Any]] | None,
+    fan_quantiles: NDArray[np.float64],
+    fan_paths: int,
+    observed: NDArray[np.float64],
+    observed_equity: NDArray[np.float64] | None,
+    details: Mapping[str, Any],
+) -> MonteCarloReport:
+    """Assemble the report from the per-path metric rows and the fan quantiles."""
+    n_paths, _ = metrics.shape
+    paths = pd.DataFrame(metrics, columns=list(METRICS))
+    paths["longest_drawdown_bars"] = paths["longest_drawdown_bars"].astype(np.int64)
+    for name, values in (extra or {}).items():
+        paths[name] = values
+    paths.index.name = "path"
+    levels = tuple(float(c) for c in confidence)
+    with np.errstate(all="ignore"):
+        pct = np.array(
+            [
+                np.nanpercentile(metrics[:, j], levels)
+                if not np.isnan(metrics[:, j]).all()
+                else np.full(len(levels), np.nan)
+                for j in range(len(METRICS))
+            ]
+        ).T
+    percentiles = pd.DataFrame(
+        pct, index=pd.Index(levels, name="percentile"), columns=list(METRICS)
+    )
+    fan = pd.DataFrame(
+        fan_quantiles,
+        index=pd.RangeIndex(fan_quantiles.shape[0], name="bar"),
+        columns=[quantile_label(lv) for lv in levels],
+    )
+    if observed_equity is not None and observed_equity.size == fan.shape[0]:
+        fan["observed"] = observed_equity
+    obs = {name: float(observed[j]) for j, name in enumerate(METRICS)}
+    ranks, pvals = {}, {}
+    for j, name in enumerate(METRICS):
+        ranks[name], p = rank_and_p_value(metrics[:, j], obs[name], name)
+        if not np.isnan(p):
+            pvals[name] = p
+    col = METRICS.index
+    return MonteCarloReport(
+        method=method,
+        n_paths=n_paths,
+        horizon_bars=fan.shape[0] - 1,
+        unit=unit,
+        periods_per_year=float(periods_per_year),
+        seed=seed,
+        confidence=levels,
+        ruin_drawdown=float(ruin_drawdown),
+        paths=paths,
+        percentiles=percentiles,
+        prob_loss=float(np.mean(metrics[:, col("total_return")] < 0.0)),
+        prob_ruin=float(np.mean(metrics[:, col("max_drawdown")] >= ruin_drawdown)),
+        fan=fan,
+        fan_paths=fan_paths,
+        observed=obs,
+        percentile_ranks=ranks,
+        p_values=pvals,
+        details=dict(details),
+    )

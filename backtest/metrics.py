@@ -17,7 +17,7 @@ NaN returns are not skipped: they make the metric NaN.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias
 
 import numpy as np
@@ -28,6 +28,7 @@ from backtest.errors import ConfigError
 
 __all__ = [
     "METRIC_NAMES",
+    "RETURN_METRIC_NAMES",
     "annual_volatility",
     "cagr",
     "calmar_ratio",
@@ -35,6 +36,7 @@ __all__ = [
     "exposure",
     "max_drawdown",
     "n_trades",
+    "return_metrics",
     "sharpe_ratio",
     "sortino_ratio",
     "total_return",
@@ -45,8 +47,8 @@ __all__ = [
 Returns: TypeAlias = "pd.Series | pd.DataFrame | NDArray[np.float64] | Sequence[float]"
 Weights: TypeAlias = "Mapping[str, float] | Sequence[float] | NDArray[np.float64] | None"
 
-#: The keys of :func:`compute_metrics`, in order.
-METRIC_NAMES: tuple[str, ...] = (
+#: The keys of :func:`return_metrics`, in order.
+RETURN_METRIC_NAMES: tuple[str, ...] = (
     "total_return",
     "cagr",
     "annual_volatility",
@@ -54,6 +56,11 @@ METRIC_NAMES: tuple[str, ...] = (
     "sortino_ratio",
     "max_drawdown",
     "calmar_ratio",
+)
+
+#: The keys of :func:`compute_metrics`, in order.
+METRIC_NAMES: tuple[str, ...] = (
+    *RETURN_METRIC_NAMES,
     "n_trades",
     "win_rate",
     "exposure",
@@ -90,6 +97,111 @@ def _nan(k: int) -> NDArray[np.float64]:
     return np.full(k, np.nan)
 
 
+# --- kernels -------------------------------------------------------------------------------
+# Each takes a column-contiguous (n_bars, k) block and returns k values. Columns never
+# interact, and numpy reduces each contiguous column exactly as it reduces a 1-D series,
+# so a trial's metric is bit-identical whether computed alone or in a batch.
+Kernel: TypeAlias = "Callable[..., NDArray[np.float64]]"
+
+
+def _apply(returns: Returns, kernel: Kernel, *args: int) -> float | NDArray[np.float64]:
+    arr, one_d = _as_2d(returns)
+    return _out(_blocked(arr, lambda block: kernel(block, *args)), one_d)
+
+
+def _blocked(
+    arr: NDArray[np.float64], fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]
+) -> NDArray[np.float64]:
+    """Run ``fn`` over blocks of a few columns, so temporaries stay in the CPU cache."""
+    n_bars, k = arr.shape
+    block = max(1, _CHUNK_ELEMENTS // max(n_bars, 1))
+    if block >= k:
+        return fn(arr)
+    out = np.empty(k)
+    for start in range(0, k, block):
+        out[start : start + block] = fn(arr[:, start : start + block])
+    return out
+
+
+def _k_total_return(arr: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.prod(1.0 + arr, axis=0) - 1.0
+
+
+def _k_cagr(arr: NDArray[np.float64], ppy: int) -> NDArray[np.float64]:
+    n = arr.shape[0]
+    if n == 0:
+        return _nan(arr.shape[1])
+    growth = 1.0 + arr
+    wealth = np.prod(growth, axis=0)
+    ruined = (growth <= 0.0).any(axis=0)
+    with np.errstate(invalid="ignore"):
+        return np.where(ruined, -1.0, np.abs(wealth) ** (ppy / n) - 1.0)
+
+
+def _std(arr: NDArray[np.float64]) -> NDArray[np.float64]:
+    if arr.shape[0] < 2:
+        return _nan(arr.shape[1])
+    return np.std(arr, axis=0, ddof=1)
+
+
+def _k_annual_volatility(arr: NDArray[np.float64], ppy: int) -> NDArray[np.float64]:
+    return _std(arr) * np.sqrt(ppy)
+
+
+def _k_sharpe_ratio(arr: NDArray[np.float64], ppy: int) -> NDArray[np.float64]:
+    if arr.shape[0] < 2:
+        return _nan(arr.shape[1])
+    mean = arr.mean(axis=0)
+    std = _std(arr)
+    flat = std <= _STD_RTOL * np.abs(mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flat, np.nan, mean / std * np.sqrt(ppy))
+
+
+def _k_sortino_ratio(arr: NDArray[np.float64], ppy: int) -> NDArray[np.float64]:
+    if arr.shape[0] < 2:
+        return _nan(arr.shape[1])
+    downside = np.sqrt(np.mean(np.minimum(arr, 0.0) ** 2, axis=0)) * np.sqrt(ppy)
+    annual = arr.mean(axis=0) * ppy
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(downside > 0.0, annual / downside, np.nan)
+
+
+def _k_max_drawdown(arr: NDArray[np.float64]) -> NDArray[np.float64]:
+    if arr.shape[0] == 0:
+        return np.zeros(arr.shape[1])
+    equity = np.cumprod(1.0 + arr, axis=0)
+    peak = np.maximum(equity, 1.0)
+    np.maximum.accumulate(peak, axis=0, out=peak)
+    np.divide(equity, peak, out=equity)
+    return np.clip(1.0 - equity.min(axis=0), 0.0, 1.0)
+
+
+def _calmar(growth: NDArray[np.float64], dd: NDArray[np.float64]) -> NDArray[np.float64]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(dd > 0.0, growth / dd, np.nan)
+
+
+def _k_calmar_ratio(arr: NDArray[np.float64], ppy: int) -> NDArray[np.float64]:
+    return _calmar(_k_cagr(arr, ppy), _k_max_drawdown(arr))
+
+
+def _k_all(arr: NDArray[np.float64], ppy: int) -> NDArray[np.float64]:
+    """All seven return metrics of a block, stacked as rows in report order."""
+    growth, dd = _k_cagr(arr, ppy), _k_max_drawdown(arr)
+    return np.stack(
+        [
+            _k_total_return(arr),
+            growth,
+            _k_annual_volatility(arr, ppy),
+            _k_sharpe_ratio(arr, ppy),
+            _k_sortino_ratio(arr, ppy),
+            dd,
+            _calmar(growth, dd),
+        ]
+    )
+
+
 def total_return(returns: Returns) -> float | NDArray[np.float64]:
     """Total compounded return: ``prod(1 + r) - 1``.
 
@@ -104,8 +216,7 @@ def total_return(returns: Returns) -> float | NDArray[np.float64]:
         >>> round(total_return([0.0, 0.10, -0.10]), 6)
         -0.01
     """
-    arr, one_d = _as_2d(returns)
-    return _out(np.prod(1.0 + arr, axis=0) - 1.0, one_d)
+    return _apply(returns, _k_total_return)
 
 
 def cagr(returns: Returns, *, periods_per_year: int = 252) -> float | NDArray[np.float64]:
@@ -127,22 +238,7 @@ def cagr(returns: Returns, *, periods_per_year: int = 252) -> float | NDArray[np
         >>> round(cagr([0.01] * 12, periods_per_year=12), 6)
         0.126825
     """
-    arr, one_d = _as_2d(returns)
-    n = arr.shape[0]
-    if n == 0:
-        return _out(_nan(arr.shape[1]), one_d)
-    growth = 1.0 + arr
-    wealth = np.prod(growth, axis=0)
-    ruined = (growth <= 0.0).any(axis=0)
-    with np.errstate(invalid="ignore"):
-        out = np.where(ruined, -1.0, np.abs(wealth) ** (periods_per_year / n) - 1.0)
-    return _out(out, one_d)
-
-
-def _std(arr: NDArray[np.float64]) -> NDArray[np.float64]:
-    if arr.shape[0] < 2:
-        return _nan(arr.shape[1])
-    return np.std(arr, axis=0, ddof=1)
+    return _apply(returns, _k_cagr, periods_per_year)
 
 
 def annual_volatility(
@@ -161,8 +257,7 @@ def annual_volatility(
         >>> round(annual_volatility([0.01, -0.01, 0.01, -0.01]), 4)
         0.1833
     """
-    arr, one_d = _as_2d(returns)
-    return _out(_std(arr) * np.sqrt(periods_per_year), one_d)
+    return _apply(returns, _k_annual_volatility, periods_per_year)
 
 
 def sharpe_ratio(returns: Returns, *, periods_per_year: int = 252) -> float | NDArray[np.float64]:
@@ -186,15 +281,7 @@ def sharpe_ratio(returns: Returns, *, periods_per_year: int = 252) -> float | ND
         >>> sharpe_ratio([0.0, 0.0, 0.0])
         nan
     """
-    arr, one_d = _as_2d(returns)
-    if arr.shape[0] < 2:
-        return _out(_nan(arr.shape[1]), one_d)
-    mean = arr.mean(axis=0)
-    std = _std(arr)
-    flat = std <= _STD_RTOL * np.abs(mean)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(flat, np.nan, mean / std * np.sqrt(periods_per_year))
-    return _out(out, one_d)
+    return _apply(returns, _k_sharpe_ratio, periods_per_year)
 
 
 def sortino_ratio(returns: Returns, *, periods_per_year: int = 252) -> float | NDArray[np.float64]:
@@ -216,14 +303,7 @@ def sortino_ratio(returns: Returns, *, periods_per_year: int = 252) -> float | N
         >>> round(sortino_ratio([0.01, -0.005, 0.002, 0.003]), 4)
         15.8745
     """
-    arr, one_d = _as_2d(returns)
-    if arr.shape[0] < 2:
-        return _out(_nan(arr.shape[1]), one_d)
-    downside = np.sqrt(np.mean(np.minimum(arr, 0.0) ** 2, axis=0)) * np.sqrt(periods_per_year)
-    annual = arr.mean(axis=0) * periods_per_year
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(downside > 0.0, annual / downside, np.nan)
-    return _out(out, one_d)
+    return _apply(returns, _k_sortino_ratio, periods_per_year)
 
 
 def max_drawdown(returns: Returns) -> float | NDArray[np.float64]:
@@ -247,25 +327,7 @@ def max_drawdown(returns: Returns) -> float | NDArray[np.float64]:
         >>> max_drawdown([-0.5])
         0.5
     """
-    arr, one_d = _as_2d(returns)
-    n_bars, k = arr.shape
-    if n_bars == 0:
-        return _out(np.zeros(k), one_d)
-    out = np.empty(k)
-    # A few columns at a time, so the equity and peak buffers stay in the CPU cache
-    # (one pass over a (2520, 5000) block is several times slower than these chunks).
-    block = max(1, _CHUNK_ELEMENTS // n_bars)
-    for start in range(0, k, block):
-        out[start : start + block] = _max_drawdown_block(arr[:, start : start + block])
-    return _out(np.clip(out, 0.0, 1.0), one_d)
-
-
-def _max_drawdown_block(arr: NDArray[np.float64]) -> NDArray[np.float64]:
-    equity = np.cumprod(1.0 + arr, axis=0)
-    peak = np.maximum(equity, 1.0)
-    np.maximum.accumulate(peak, axis=0, out=peak)
-    np.divide(equity, peak, out=equity)
-    return 1.0 - equity.min(axis=0)
+    return _apply(returns, _k_max_drawdown)
 
 
 def calmar_ratio(returns: Returns, *, periods_per_year: int = 252) -> float | NDArray[np.float64]:
@@ -282,12 +344,40 @@ def calmar_ratio(returns: Returns, *, periods_per_year: int = 252) -> float | ND
         >>> round(calmar_ratio([0.02, -0.01, 0.03], periods_per_year=12), 4)
         17.0282
     """
+    return _apply(returns, _k_calmar_ratio, periods_per_year)
+
+
+def return_metrics(
+    returns: Returns, *, periods_per_year: int = 252
+) -> dict[str, float | NDArray[np.float64]]:
+    """All seven return metrics in one pass, for many trials at once.
+
+    Equal, bit for bit, to calling :func:`total_return`, :func:`cagr`,
+    :func:`annual_volatility`, :func:`sharpe_ratio`, :func:`sortino_ratio`,
+    :func:`max_drawdown` and :func:`calmar_ratio` one by one, but the returns are
+    converted once and walked block by block while they are in the CPU cache: use
+    it for the bars x trials matrix of a parameter search.
+
+    Args:
+        returns: Simple per-bar returns (Series / 1-D array, or 2-D bars x trials).
+        periods_per_year: Bars per year (252 for daily bars).
+
+    Returns:
+        A dict keyed by :data:`RETURN_METRIC_NAMES`: floats for 1-D input, arrays
+        of length ``k`` for 2-D input.
+
+    Examples:
+        >>> batch = return_metrics(np.array([[0.0, 0.0], [0.01, -0.02], [0.02, 0.01]]))
+        >>> batch["max_drawdown"].round(4).tolist(), batch["total_return"].round(4).tolist()
+        ([0.0, 0.02], [0.0302, -0.0102])
+    """
     arr, one_d = _as_2d(returns)
-    growth = np.asarray(cagr(arr, periods_per_year=periods_per_year))
-    dd = np.asarray(max_drawdown(arr))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(dd > 0.0, growth / dd, np.nan)
-    return _out(out, one_d)
+    n_bars, k = arr.shape
+    table = np.empty((len(RETURN_METRIC_NAMES), k))
+    block = max(1, _CHUNK_ELEMENTS // max(n_bars, 1))
+    for start in range(0, k, block):
+        table[:, start : start + block] = _k_all(arr[:, start : start + block], periods_per_year)
+    return {name: _out(row, one_d) for name, row in zip(RETURN_METRIC_NAMES, table, strict=True)}
 
 
 def n_trades(trades: pd.DataFrame) -> int:
@@ -466,14 +556,9 @@ def compute_metrics(
         raise ValueError("compute_metrics takes the returns of one backtest (1-D)")
     r = one[:, 0]
     ppy = periods_per_year
+    values = return_metrics(r, periods_per_year=ppy)
     return {
-        "total_return": float(total_return(r)),
-        "cagr": float(cagr(r, periods_per_year=ppy)),
-        "annual_volatility": float(annual_volatility(r, periods_per_year=ppy)),
-        "sharpe_ratio": float(sharpe_ratio(r, periods_per_year=ppy)),
-        "sortino_ratio": float(sortino_ratio(r, periods_per_year=ppy)),
-        "max_drawdown": float(max_drawdown(r)),
-        "calmar_ratio": float(calmar_ratio(r, periods_per_year=ppy)),
+        **{name: float(value) for name, value in values.items()},
         "n_trades": float(n_trades(trades)),
         "win_rate": win_rate(trades),
         "exposure": float(exposure(positions, weights)),

@@ -303,3 +303,20 @@ def test_compute_metrics(positions: pd.DataFrame) -> None:
     assert out["turnover"] == pytest.approx(m.turnover(positions, periods_per_year=12))
     with pytest.raises(ValueError, match="one backtest"):
         m.compute_metrics(np.zeros((3, 2)), positions, trades)
+
+
+@pytest.mark.parametrize("shape", [(300, 9), (40, 2000), (0, 3), (1, 4)], ids=str)
+def test_return_metrics_equals_each_function(shape) -> None:
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(0.0003, 0.01, size=shape)
+    if shape == (300, 9):
+        matrix = _matrix_with_special_columns()
+    batch = m.return_metrics(matrix, periods_per_year=52)
+    assert list(batch) == list(m.RETURN_METRIC_NAMES)
+    for func in RETURN_METRICS:
+        kwargs = {} if func in (m.total_return, m.max_drawdown) else {"periods_per_year": 52}
+        np.testing.assert_array_equal(batch[func.__name__], func(matrix, **kwargs))
+    one = m.return_metrics(matrix[:, 0], periods_per_year=52) if shape[1] else {}
+    for name, value in one.items():
+        assert isinstance(value, float)
+        np.testing.assert_array_equal(value, batch[name][0])

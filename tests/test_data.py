@@ -64,6 +64,8 @@ BAD_FRAMES: list[tuple[str, Callable[[], object], str | None, object, int, str]]
     ("high-below-low", _high_low, "B", DAYS[2], 2, "high < low"),
     ("duplicate-timestamps", _duplicated, "index", DAYS[2], 2, "duplicate"),
     ("unsorted-timestamps", _unsorted, "index", DAYS[2], 1, "unsorted"),
+    ("non-numeric", lambda: _wide(A=["10", "10.5", "n/a", "10.8", "x", "11.1"]), "A", DAYS[2], 2,
+     "non-numeric"),
     ("empty", lambda: _wide().iloc[:0], None, None, 0, "no prices"),
     ("no-columns", lambda: _wide()[[]], None, None, 0, "no prices"),
     ("integer-index", lambda: _wide().reset_index(drop=True), "index", None, 6, "DatetimeIndex"),

@@ -32,8 +32,8 @@ def validate_prices(
     """Check wide closes (and OHLC, when given); refuse or repair bad data.
 
     Checked, in order: an empty frame; an index that is not a ``DatetimeIndex`` or
-    holds unparseable dates (NaT); duplicate timestamps; unsorted timestamps; NaN
-    prices; prices ``<= 0``; ``high < low``.
+    holds unparseable dates (NaT); non-numeric prices; duplicate timestamps;
+    unsorted timestamps; NaN prices; prices ``<= 0``; ``high < low``.
 
     Repairs (each logged as a warning on the ``backtest.data`` logger with the
     column, the count and the first timestamp; nothing is repaired silently):
@@ -85,10 +85,19 @@ def validate_prices(
         )
     closes = frame.copy()
     closes.columns = closes.columns.astype(str)
-    try:
-        closes = closes.astype(np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"prices must be numeric: {exc}") from exc
+    for column in closes.columns:
+        numbers = pd.to_numeric(closes[column], errors="coerce")
+        text = (numbers.isna() & closes[column].notna()).to_numpy(dtype=bool)
+        if text.any():
+            first = closes.index[text][0]
+            raise DataValidationError(
+                f"column {column!r}: {int(text.sum())} non-numeric price(s), first at {first} "
+                f"({closes[column].to_numpy()[text][0]!r})",
+                column=column,
+                timestamp=first,
+                count=int(text.sum()),
+            )
+        closes[column] = numbers.astype(np.float64)
     # Plain ns timestamps without a ``freq``, whatever the source, so frames compare equal.
     closes.index = pd.DatetimeIndex(closes.index.as_unit("ns").to_numpy(), name="date")
     high = _aligned(ohlc, "high", closes)

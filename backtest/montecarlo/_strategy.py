@@ -1,0 +1,447 @@
+"""Methods that re-run a strategy: synthetic prices, parameter jitter, random entries.
+
+Each path draws from its own generator, ``np.random.default_rng(SeedSequence(seed,
+spawn_key=(path,)))`` (the ``path``-th child of the root seed), so a path's result
+never depends on the chunk or worker that computed it. Portfolio returns follow the
+engine's convention exactly (:func:`backtest.engine.asset_returns`, then the same
+weighted sum as :func:`backtest.engine.simulate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest import engine as eng
+from backtest.config import EngineConfig, MonteCarloConfig, MonteCarloMethod
+from backtest.errors import BacktestError, ConfigError, DataValidationError
+from backtest.montecarlo import _kernels as k
+from backtest.montecarlo._inputs import bar_sample
+from backtest.montecarlo._simulator import (
+    ChunkResult,
+    chunk_bounds,
+    collect,
+    fan_size,
+    finish,
+    observed_scores,
+    run_chunks,
+)
+
+if TYPE_CHECKING:
+    from backtest.montecarlo._report import MonteCarloReport
+    from backtest.montecarlo._simulator import MonteCarloSimulator
+
+_MAX_DRAWS = 100  # parameter draws per path before a jitter neighbourhood is declared invalid
+Segments = tuple[tuple[NDArray[np.float64], ...], ...]  # per asset: the trades' position runs
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyTask:
+    """Everything a worker needs to simulate a chunk of paths (pickled to processes)."""
+
+    method: MonteCarloMethod
+    prices: pd.DataFrame
+    strategy: Any
+    engine: EngineConfig
+    seed: int
+    horizon: int
+    n_fan: int
+    jitter: dict[str, Any] = field(default_factory=dict)
+    base_params: dict[str, Any] = field(default_factory=dict)
+    drift: NDArray[np.float64] | None = None
+    scale: NDArray[np.float64] | None = None
+    segments: Segments | None = None
+
+
+def path_rng(seed: int, path: int) -> np.random.Generator:
+    """The generator of path number ``path``: the root seed's ``path``-th child."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(path,)))
+
+
+def portfolio_returns(
+    close: NDArray[np.float64],
+    positions: NDArray[np.float64],
+    engine: EngineConfig,
+    columns: pd.Index,
+) -> NDArray[np.float64]:
+    """Portfolio return per bar after costs, as :func:`backtest.engine.simulate` computes it."""
+    cost = eng.cost_rate(engine.fee_bps, engine.slippage_bps)
+    w = eng.resolve_weights(columns, engine.weights or None)
+    per_asset = eng.asset_returns(close, positions, cost)
+    combined = np.zeros(close.shape[0])
+    for j in range(per_asset.shape[1]):  # the engine's summation order
+        combined += w[j] * per_asset[:, j]
+    return combined
+
+
+def strategy_positions(strategy: Any, prices: pd.DataFrame) -> NDArray[np.float64]:
+    """The strategy's target positions as an array (NaN = flat), checked to lie in [-1, 1]."""
+    raw = strategy.positions(prices)
+    if not isinstance(raw, pd.DataFrame) or raw.shape != prices.shape:
+        raise BacktestError(
+            f"strategy returned {type(raw).__name__} of shape "
+            f"{getattr(raw, 'shape', None)}; expected {prices.shape}"
+        )
+    pos = np.nan_to_num(raw.to_numpy(dtype=np.float64, na_value=np.nan), nan=0.0)
+    if (np.abs(pos) > 1.0 + 1e-12).any():
+        raise BacktestError("strategy positions outside [-1, 1] on a simulated path")
+    return pos
+
+
+def strategy_params(strategy: Any) -> dict[str, Any]:
+    """The strategy's parameters (``param_names``, else its dataclass fields)."""
+    names = getattr(strategy, "param_names", None)
+    if names is None:
+        if not dataclasses.is_dataclass(strategy):
+            raise ConfigError(
+                f"parameter_jitter needs a dataclass strategy (or one with param_names); "
+                f"got {type(strategy).__name__}",
+                key="strategy",
+            )
+        names = [f.name for f in dataclasses.fields(strategy) if not f.name.startswith("_")]
+    return {n: getattr(strategy, n) for n in names}
+
+
+# ---------------------------------------------------------------- synthetic prices
+
+
+def fit_gbm(prices: pd.DataFrame) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and a matrix square root of the covariance of log returns per bar."""
+    lr = np.diff(np.log(prices.to_numpy(dtype=np.float64)), axis=0)
+    drift = lr.mean(axis=0)
+    cov = np.atleast_2d(np.cov(lr, rowvar=False, ddof=1))
+    eigval, eigvec = np.linalg.eigh(cov)
+    return drift, eigvec * np.sqrt(np.clip(eigval, 0.0, None))
+
+
+def synthetic_path(task: StrategyTask, rng: np.random.Generator) -> pd.DataFrame:
+    """Correlated geometric Brownian motion from the first observed closes."""
+    assert task.drift is not None and task.scale is not None
+    n_assets = task.drift.size
+    z = rng.standard_normal((task.horizon - 1, n_assets))
+    log_growth = np.zeros((task.horizon, n_assets))
+    np.cumsum(task.drift + z @ task.scale.T, axis=0, out=log_growth[1:])
+    close = task.prices.iloc[0].to_numpy(dtype=np.float64) * np.exp(log_growth)
+    if task.horizon == len(task.prices):
+        index = task.prices.index
+    else:
+        index = pd.bdate_range(
+            task.prices.index[0], periods=task.horizon, name=task.prices.index.name
+        )
+    return pd.DataFrame(close, index=index, columns=task.prices.columns)
+
+
+# ---------------------------------------------------------------- parameter jitter
+
+
+def draw_params(task: StrategyTask, rng: np.random.Generator) -> dict[str, Any]:
+    """Jittered parameters that the strategy accepts (redrawn until it does)."""
+    last: ConfigError | None = None
+    for _ in range(_MAX_DRAWS):
+        params = dict(task.base_params)
+        for name, spec in task.jitter.items():
+            if isinstance(spec, list):
+                params[name] = spec[int(rng.integers(len(spec)))]
+                continue
+            base = task.base_params[name]
+            value = base * (1.0 + rng.uniform(-spec, spec))
+            params[name] = round(value) if isinstance(base, numbers.Integral) else value
+        try:
+            dataclasses.replace(task.strategy, **params)
+        except ConfigError as exc:
+            last = exc
+            continue
+        return params
+    raise ConfigError(
+        f"montecarlo.jitter gives no valid parameters in {_MAX_DRAWS} draws around "
+        f"{task.base_params} (last error: {last}); narrow the neighbourhood",
+        key="montecarlo.jitter",
+    )
+
+
+#: Relative half-width used for every numeric parameter when ``jitter`` is empty.
+DEFAULT_JITTER = 0.2
+
+
+def check_jitter(jitter: dict[str, Any], params: dict[str, Any], strategy: Any) -> dict[str, Any]:
+    """The jitter to apply: as configured, or ±20% on every numeric parameter when empty.
+
+    Raises:
+        ConfigError: an unknown parameter or a width for a non-numeric one, naming
+            ``montecarlo.jitter.<name>``; nothing to jitter (``montecarlo.jitter``).
+    """
+
+    def numeric(value: object) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if not jitter:
+        jitter = {name: DEFAULT_JITTER for name, value in params.items() if numeric(value)}
+        if not jitter:
+            raise ConfigError(
+                f"{type(strategy).__name__} has no numeric parameter to jitter; set "
+                "montecarlo.jitter to lists of values",
+                key="montecarlo.jitter",
+            )
+    for name, spec in jitter.items():
+        key = f"montecarlo.jitter.{name}"
+        if name not in params:
+            raise ConfigError(
+                f"{type(strategy).__name__} has no parameter {name!r}; its "
+                f"parameters are {', '.join(params) or 'none'}",
+                key=key,
+            )
+        if not isinstance(spec, list) and not numeric(params[name]):
+            raise ConfigError(
+                f"{key}: parameter {name!r} = {params[name]!r} is not numeric; give a "
+                "list of values to draw from",
+                key=key,
+            )
+    return dict(jitter)
+
+
+# ---------------------------------------------------------------- random entries
+
+
+def trade_segments(positions: NDArray[np.float64]) -> Segments:
+    """Per asset, the position values of each trade (a run of one non-zero sign)."""
+    out = []
+    for j in range(positions.shape[1]):
+        x = positions[:, j]
+        s = np.sign(x)
+        change = np.flatnonzero(np.diff(np.concatenate(([0.0], s))) != 0)
+        runs = []
+        for i, start in enumerate(change):
+            stop = change[i + 1] if i + 1 < change.size else x.size
+            if s[start] != 0:
+                runs.append(x[start:stop].copy())
+        out.append(tuple(runs))
+    return tuple(out)
+
+
+def _place(
+    segments: tuple[NDArray[np.float64], ...],
+    order: NDArray[np.int64],
+    n: int,
+    rng: np.random.Generator,
+) -> NDArray[np.float64] | None:
+    """Put the trades in ``order`` at random times, or None if they cannot fit."""
+    lengths = np.array([segments[i].size for i in order])
+    signs = np.array([np.sign(segments[i][0]) for i in order])
+    needs_gap = np.concatenate(([False], signs[1:] == signs[:-1]))
+    spare = n - int(lengths.sum()) - int(needs_gap.sum())
+    if spare < 0:
+        return None
+    n_runs = order.size
+    # stars and bars: a uniformly random split of the spare flat bars into n_runs + 1 gaps
+    cuts = np.sort(rng.choice(spare + n_runs, size=n_runs, replace=False))
+    gaps = np.diff(np.concatenate(([-1], cuts))) - 1 + needs_gap
+    starts = np.cumsum(gaps) + np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    first = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    where = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
+    out = np.zeros(n)
+    out[where] = np.concatenate([segments[i] for i in order])
+    return out
+
+
+def random_positions(
+    segments: Segments, n_bars: int, rng: np.random.Generator
+) -> NDArray[np.float64]:
+    """Random entry times for the observed trades, per asset.
+
+    Each asset keeps its trades (their lengths, directions and position sizes), so the
+    number of trades and the exposure are exactly the observed ones; the trades are
+    put in a random order at random times, flat bars spread uniformly between them. Two
+    trades of the same direction keep at least one flat bar between them (else they
+    would merge into one trade); when flat bars are too few for a shuffled order (an
+    always-invested long/short book), the observed order of directions is kept and
+    trades are shuffled within each direction.
+    """
+    out = np.zeros((n_bars, len(segments)))
+    for j, segs in enumerate(segments):
+        if not segs:
+            continue
+        n_runs = len(segs)
+        roomy = n_bars - sum(s.size for s in segs) >= n_runs - 1  # any order fits
+        placed = None
+        for _ in range(1 if roomy else 3):
+            placed = _place(segs, rng.permutation(n_runs), n_bars, rng)
+            if placed is not None:
+                break
+        if placed is None:
+            signs = np.array([np.sign(s[0]) for s in segs])
+            order = np.arange(n_runs)
+            for sign in (-1.0, 1.0):
+                same = np.flatnonzero(signs == sign)
+                order[same] = rng.permutation(same)
+            placed = _place(segs, order, n_bars, rng)
+        assert placed is not None  # the observed order of directions always fits
+        out[:, j] = placed
+    return out
+
+
+# ---------------------------------------------------------------- chunks and the run
+
+
+def strategy_chunk(task: StrategyTask, start: int, stop: int) -> ChunkResult:
+    """Simulate and score paths ``start .. stop - 1`` of a strategy method."""
+    count = stop - start
+    returns = np.empty((task.horizon, count))
+    extra: dict[str, NDArray[Any]] = {}
+    prices, engine, method = task.prices, task.engine, task.method
+    if method is MonteCarloMethod.parameter_jitter:
+        drawn = [draw_params(task, path_rng(task.seed, p)) for p in range(start, stop)]
+        frame = pd.DataFrame(drawn)
+        if hasattr(type(task.strategy), "batch_positions"):
+            batch = eng.simulate_batch(
+                prices,
+                type(task.strategy),
+                frame,
+                fee_bps=engine.fee_bps,
+                slippage_bps=engine.slippage_bps,
+                weights=engine.weights or None,
+                periods_per_year=engine.periods_per_year,
+                keep_returns=True,
+            )
+            assert batch.returns is not None
+            returns[:] = batch.returns
+        else:
+            close = prices.to_numpy(dtype=np.float64)
+            for j, params in enumerate(drawn):
+                pos = strategy_positions(dataclasses.replace(task.strategy, **params), prices)
+                returns[:, j] = portfolio_returns(close, pos, engine, prices.columns)
+        extra = {name: frame[name].to_numpy() for name in task.jitter}
+    elif method is MonteCarloMethod.synthetic_prices:
+        for j, p in enumerate(range(start, stop)):
+            path = synthetic_path(task, path_rng(task.seed, p))
+            pos = strategy_positions(task.strategy, path)
+            returns[:, j] = portfolio_returns(path.to_numpy(), pos, engine, prices.columns)
+    else:  # random_entries
+        assert task.segments is not None
+        close = prices.to_numpy(dtype=np.float64)
+        for j, p in enumerate(range(start, stop)):
+            pos = random_positions(task.segments, task.horizon, path_rng(task.seed, p))
+            returns[:, j] = portfolio_returns(close, pos, engine, prices.columns)
+    metrics = np.empty((count, len(k.METRICS)))
+    fan = np.empty((max(0, min(stop, task.n_fan) - start), task.horizon + 1), np.float32)
+    k.score_columns(returns, float(engine.periods_per_year), metrics, fan)
+    return ChunkResult(start, metrics, fan, extra)
+
+
+def _needs(method: MonteCarloMethod, what: str) -> ConfigError:
+    return ConfigError(
+        f"montecarlo.method={method.value} re-runs the strategy and needs {what}",
+        key="montecarlo.method",
+    )
+
+
+def run_strategy_method(
+    sim: MonteCarloSimulator,
+    cfg: MonteCarloConfig,
+    seed: int,
+    source: Any,
+    prices: pd.DataFrame | None,
+    strategy: Any,
+    engine: EngineConfig,
+) -> MonteCarloReport:
+    """Run ``synthetic_prices``, ``parameter_jitter`` or ``random_entries``."""
+    from backtest.data import validate_prices
+
+    method = cfg.method
+    if prices is None:
+        raise _needs(method, "prices=: the closes the strategy trades")
+    prices = validate_prices(prices)
+    if strategy is None and method is not MonteCarloMethod.random_entries:
+        raise _needs(method, "strategy=: the strategy instance to re-run")
+    if source is None:
+        if strategy is None:
+            raise _needs(method, "the observed BacktestResult (or strategy= to compute it)")
+        source = eng.simulate(
+            prices,
+            strategy,
+            fee_bps=engine.fee_bps,
+            slippage_bps=engine.slippage_bps,
+            weights=engine.weights or None,
+            periods_per_year=engine.periods_per_year,
+        )
+    observed = bar_sample(source, method.value, engine.periods_per_year).returns
+    n_bars = len(prices)
+    horizon = cfg.horizon_bars or n_bars
+    if method is not MonteCarloMethod.synthetic_prices and horizon != n_bars:
+        raise ConfigError(
+            f"montecarlo.horizon_bars={horizon}: {method.value} re-runs the "
+            f"strategy on the {n_bars} observed bars; leave it unset",
+            key="montecarlo.horizon_bars",
+        )
+    task_kw: dict[str, Any] = {}
+    details: dict[str, Any] = {"n_bars": n_bars, "assets": [str(c) for c in prices.columns]}
+    if method is MonteCarloMethod.synthetic_prices:
+        drift, scale = fit_gbm(prices)
+        task_kw.update(drift=drift, scale=scale)
+        vol = np.sqrt(np.sum(scale**2, axis=1))
+        details["drift_per_bar"] = dict(zip(details["assets"], drift.tolist(), strict=True))
+        details["volatility_per_bar"] = dict(zip(details["assets"], vol.tolist(), strict=True))
+    elif method is MonteCarloMethod.parameter_jitter:
+        params = strategy_params(strategy)
+        jitter = check_jitter(cfg.jitter, params, strategy)
+        task_kw.update(jitter=jitter, base_params=params)
+        details.update(base_params=params, jitter=jitter)
+    else:
+        positions = getattr(source, "positions", None)
+        if not isinstance(positions, pd.DataFrame):
+            raise _needs(method, "the observed positions: pass the BacktestResult as source")
+        if positions.shape != prices.shape:
+            raise DataValidationError(
+                f"the result's positions {positions.shape} do not match the prices {prices.shape}",
+                column="positions",
+            )
+        segments = trade_segments(positions.to_numpy(dtype=np.float64))
+        n_trades = sum(len(s) for s in segments)
+        if n_trades == 0:
+            raise ConfigError(
+                "random_entries needs at least one trade in the observed positions",
+                key="montecarlo.method",
+            )
+        task_kw.update(segments=segments)
+        details.update(
+            n_trades=n_trades, exposure=float(np.abs(positions.to_numpy()).sum() / positions.size)
+        )
+    n_fan = fan_size(cfg.n_paths, horizon, sim.fan_paths)
+    task = StrategyTask(
+        method=method,
+        prices=prices,
+        strategy=strategy,
+        engine=engine,
+        seed=seed,
+        horizon=horizon,
+        n_fan=n_fan,
+        **task_kw,
+    )
+    chunks = run_chunks(
+        strategy_chunk,
+        (task,),
+        chunk_bounds(cfg.n_paths, cfg.chunk_size),
+        n_jobs=cfg.n_jobs,
+        processes=True,
+        progress=sim.progress,
+        desc=f"Monte Carlo ({method.value})",
+    )
+    metrics, fan, extra = collect(chunks, cfg.n_paths, horizon, n_fan)
+    obs, obs_equity = observed_scores(observed, float(engine.periods_per_year))
+    return finish(
+        cfg,
+        seed,
+        "bar",
+        float(engine.periods_per_year),
+        metrics,
+        extra,
+        fan,
+        obs,
+        obs_equity,
+        details,
+    )

@@ -89,7 +89,17 @@ def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
     for ax, (col, title, scale, unit) in zip(axes.ravel(), _PANELS, strict=True):
         values = report.paths[col].to_numpy(dtype=float) * scale
         values = values[np.isfinite(values)]
-        if values.size:
+        if values.size and np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max())):
+            # e.g. terminal wealth under trade_reshuffle: the same on every path
+            centre = float(values.mean())
+            width = max(1e-3, abs(centre) * 0.05)
+            ax.hist(
+                values, bins=1, range=(centre - width, centre + width), color="tab:blue", alpha=0.75
+            )
+            ax.text(
+                0.02, 0.95, "the same on every path", transform=ax.transAxes, va="top", fontsize=8
+            )
+        elif values.size:
             ax.hist(values, bins=60, color="tab:blue", alpha=0.75)
         for level in levels:
             q = report.percentiles.loc[level, col] * scale
@@ -103,18 +113,18 @@ def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
                 lw=1.5,
                 label=f"observed ({report.percentile_ranks[col]:.0f}th pct.)",
             )
-        if col == "max_drawdown":
-            ax.axvline(
-                report.ruin_drawdown * 100,
-                color="tab:red",
-                ls=":",
-                lw=1.2,
-                label=f"ruin: P = {report.prob_ruin:.1%}",
+        if col in ("max_drawdown", "total_return"):
+            # the ruin / loss threshold, drawn only when it falls inside the histogram
+            at, label = (
+                (report.ruin_drawdown * 100, f"ruin: P = {report.prob_ruin:.1%}")
+                if col == "max_drawdown"
+                else (0.0, f"loss: P = {report.prob_loss:.1%}")
             )
-        if col == "total_return":
-            ax.axvline(
-                0.0, color="tab:red", ls=":", lw=1.2, label=f"loss: P = {report.prob_loss:.1%}"
-            )
+            inside = values.size and values.min() <= at <= values.max()
+            if inside:
+                ax.axvline(at, color="tab:red", ls=":", lw=1.2, label=label)
+            else:
+                ax.plot([], [], color="tab:red", ls=":", lw=1.2, label=label)
         ax.set_title(title)
         ax.set_xlabel(f"{title} ({unit})" if unit else title)
         ax.set_ylabel("Paths")

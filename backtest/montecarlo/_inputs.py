@@ -9,6 +9,7 @@ column, the first bad timestamp (or row) and how many values are bad.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from backtest.engine import BacktestResult
+from backtest.engine import BacktestResult, resolve_weights
 from backtest.errors import ConfigError, DataValidationError
 
 Source = BacktestResult | pd.Series | pd.DataFrame | NDArray[np.float64]
@@ -115,8 +116,16 @@ def _trades_per_year(trades: pd.DataFrame, n_bars: int | None, periods_per_year:
     return float(periods_per_year)
 
 
-def trade_sample(source: Any, method: str, periods_per_year: float) -> Sample:
+def trade_sample(
+    source: Any, method: str, periods_per_year: float, weights: Mapping[str, float] | None = None
+) -> Sample:
     """Per-trade returns of ``source`` (a result or a trades table), in order of exit.
+
+    A trade of a several-asset :class:`~backtest.engine.BacktestResult` moves the
+    portfolio by its asset's weight times its return, so its return is scaled by that
+    weight (``weights``, equal when empty): trades are then compounded one after the
+    other as portfolio returns, and drawdowns are the portfolio's, not those of a
+    book that put all its capital in every trade. A bare trades table is used as given.
 
     Annualising uses trades per year: the result's trade count over its bars, or the
     trades' calendar span (entry of the first to exit of the last); failing both,
@@ -151,5 +160,9 @@ def trade_sample(source: Any, method: str, periods_per_year: float) -> Sample:
     values = np.ascontiguousarray(trades["return"].to_numpy(dtype=np.float64, na_value=np.nan))
     label = trades["entry_time"] if "entry_time" in trades.columns else trades.index.to_series()
     check_returns(values, pd.Index(label), "return")
+    if isinstance(source, BacktestResult) and len(trades):
+        columns = source.positions.columns
+        w = dict(zip(map(str, columns), resolve_weights(columns, weights), strict=True))
+        values = values * trades["asset"].astype(str).map(w).to_numpy(dtype=np.float64)
     tpy = _trades_per_year(trades, n_bars, periods_per_year)
     return Sample(values, tpy, "trade", pd.RangeIndex(len(values)))

@@ -17,6 +17,7 @@ from backtest.montecarlo._kernels import METRICS
 _HIGHER_IS_BETTER = ("total_return", "cagr", "sharpe_ratio", "mean_return")
 _LOWER_IS_BETTER = ("max_drawdown", "time_under_water", "longest_drawdown_bars")
 
+_TIE_RTOL = 1e-9
 PATHS_TABLE = "montecarlo_paths"
 FAN_TABLE = "montecarlo_fan"
 PERCENTILES_TABLE = "montecarlo_percentiles"
@@ -147,13 +148,14 @@ class MonteCarloReport:
         ``result.json`` is not touched: put :meth:`to_dict` into it.
 
         Returns:
-            Table or figure name -> path written.
+            Table name (``montecarlo_paths``...) or figure file name
+            (``montecarlo_fan.png``...) -> path written.
         """
         from backtest import results
 
         out = {name: results.write_table(run_dir, name, t) for name, t in self.tables().items()}
         for path in self.save_figures(results.figures_dir(run_dir)):
-            out[path.stem] = path
+            out[path.name] = path
         return out
 
 
@@ -177,16 +179,20 @@ def _plain(value: Any) -> Any:
 def rank_and_p_value(sims: NDArray[np.float64], observed: float, name: str) -> tuple[float, float]:
     """Percentile rank of ``observed`` among ``sims`` and its one-sided p-value.
 
-    NaN paths (a flat path has no Sharpe) are left out of both.
+    NaN paths (a flat path has no Sharpe) are left out of both. Values within
+    ``1e-9`` (relative) of the observed one count as equal to it.
     """
     valid = sims[~np.isnan(sims)]
     if np.isnan(observed) or valid.size == 0:
         return np.nan, np.nan
-    rank = 100.0 * float(np.mean(valid <= observed))
+    # equal up to rounding counts as a tie (e.g. terminal wealth under trade_reshuffle)
+    tie = np.abs(valid - observed) <= _TIE_RTOL * max(1.0, abs(observed))
+    at_or_below = (valid < observed) | tie
+    rank = 100.0 * float(np.mean(at_or_below))
     if name in _HIGHER_IS_BETTER:
-        hits = int(np.sum(valid >= observed))
+        hits = int(np.sum((valid > observed) | tie))
     elif name in _LOWER_IS_BETTER:
-        hits = int(np.sum(valid <= observed))
+        hits = int(np.sum(at_or_below))
     else:
         return rank, np.nan
     return rank, (1.0 + hits) / (1.0 + valid.size)

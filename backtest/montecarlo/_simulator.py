@@ -269,18 +269,21 @@ class MonteCarloSimulator:
                     "BacktestResult, a return series or a trades table",
                     key="montecarlo.method",
                 )
-            return self._resample(cfg, seed, source, engine.periods_per_year)
+            return self._resample(cfg, seed, source, engine)
         from backtest.montecarlo._strategy import run_strategy_method
 
         return run_strategy_method(self, cfg, seed, source, prices, strategy, engine)
 
     def _resample(
-        self, cfg: MonteCarloConfig, seed: int, source: Any, periods_per_year: int
+        self, cfg: MonteCarloConfig, seed: int, source: Any, engine: EngineConfig
     ) -> MonteCarloReport:
         method = cfg.method
-        sample: Sample = (trade_sample if method in _TRADE_METHODS else bar_sample)(
-            source, method.value, periods_per_year
-        )
+        sample: Sample
+        if method in _TRADE_METHODS:
+            weights = engine.weights or None
+            sample = trade_sample(source, method.value, engine.periods_per_year, weights)
+        else:
+            sample = bar_sample(source, method.value, engine.periods_per_year)
         n = sample.returns.size
         horizon = cfg.horizon_bars or n
         if method is MonteCarloMethod.trade_reshuffle and horizon > n:

@@ -1,0 +1,173 @@
+"""Connecting to MLflow without ever waiting minutes, and creating experiments safely.
+
+MLflow's HTTP client retries 7 times with exponential backoff and a 120-second
+timeout by default: an unreachable server would hold a finished backtest for
+minutes. Every call here runs inside :func:`bounded_http`, which sets MLflow's retry
+and timeout environment settings for the duration of the call only, and a server is
+first asked ``/health`` once, without retries, so a server that is down fails in
+milliseconds with one clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backtest.errors import BacktestError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger("backtest.tracking")
+
+DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+_RETRIES = 2  # a transient 5xx (a busy sqlite behind the server) is retried twice
+_SQLITE = "sqlite:///"
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The tracking URI to use: ``uri``, else ``MLFLOW_TRACKING_URI``, else the local store.
+
+    A relative sqlite path is made absolute (against the working directory) and its
+    folder is created, so ``sqlite:///outputs/mlflow.db`` works in a fresh checkout.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith(_SQLITE):
+        path = Path(uri[len(_SQLITE):])
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = _SQLITE + str(path.resolve())
+    return uri
+
+
+def is_http(uri: str) -> bool:
+    """Whether ``uri`` names a tracking server (as opposed to a database)."""
+    return uri.startswith(("http://", "https://"))
+
+
+@contextmanager
+def bounded_http(timeout_s: float) -> Iterator[None]:
+    """MLflow HTTP calls inside this block give up after ``timeout_s`` and two quick retries.
+
+    Sets ``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` and ``MLFLOW_HTTP_REQUEST_BACKOFF_JITTER``
+    and restores them afterwards; silences urllib3's per-retry warnings, so a failure
+    surfaces as one warning from the caller.
+    """
+    settings = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(_RETRIES),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    }
+    saved = {key: os.environ.get(key) for key in settings}
+    urllib3_log = logging.getLogger("urllib3.connectionpool")
+    saved_level = urllib3_log.level
+    os.environ.update(settings)
+    urllib3_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        urllib3_log.setLevel(saved_level)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Ask a tracking server for ``/health`` once; any HTTP answer counts as reachable.
+
+    Raises:
+        BacktestError: nothing answered within ``timeout_s``; names the URI.
+    """
+    if not is_http(uri):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise BacktestError(
+            f"MLflow tracking server {uri} is unreachable ({type(exc).__name__})"
+        ) from exc
+
+
+def client_for(uri: str) -> MlflowClient:
+    """An ``MlflowClient`` for ``uri`` (already resolved)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
+
+
+def artifact_location(uri: str, name: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a sqlite store, else the server's choice.
+
+    ``sqlite:///outputs/mlflow.db`` keeps them in ``outputs/mlartifacts/<name>/``, so
+    nothing lands in a stray ``./mlruns`` folder.
+    """
+    if uri.startswith(_SQLITE):
+        db = Path(uri[len(_SQLITE):])
+        return (db.parent / "mlartifacts" / _slug(name)).as_uri()
+    return None
+
+
+def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created when missing (restored when deleted).
+
+    Many processes may create the same new experiment at once; the losers of that
+    race get ``RESOURCE_ALREADY_EXISTS`` and read the winner's experiment back.
+    """
+    from mlflow.exceptions import MlflowException
+
+    last: Exception | None = None
+    for _ in range(3):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                log.info("restoring deleted MLflow experiment %r to log into it", name)
+                client.restore_experiment(exp.experiment_id)
+            return str(exp.experiment_id)
+        try:
+            return str(client.create_experiment(
+                name,
+                artifact_location=artifact_location(uri, name),
+                tags={**EXPERIMENT_KIND, "backtest.experiment": name},
+            ))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            last = exc  # created by another process between our read and our create
+    raise BacktestError(f"could not create or read MLflow experiment {name!r}") from last
+
+
+def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    """Every run matching ``filter_string`` (all pages), deleted runs excluded."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def quote(value: str) -> str:
+    """``value`` as a single-quoted string literal of MLflow's search filter syntax."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

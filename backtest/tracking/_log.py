@@ -1,0 +1,396 @@
+"""Logging one run directory (or one failed job) as MLflow runs."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import logging
+import subprocess
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from backtest import results
+from backtest.config import TrackingConfig
+from backtest.errors import BacktestError
+from backtest.tracking import _client
+from backtest.tracking._children import select_children, stored_children
+from backtest.tracking._flatten import (
+    RUN_KEY_TAG,
+    clean_key,
+    iso_to_ms,
+    param_value,
+    record_metrics,
+    run_key,
+    run_params,
+    tag_value,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger("backtest.tracking")
+
+SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every multirun sweep directory
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRun:
+    """Where a result went in MLflow.
+
+    Attributes:
+        run_id: The MLflow run of the result.
+        experiment_id: Its experiment.
+        run_key: The ``backtest.run_key`` tag (one per written result).
+        n_children: Nested child runs logged (trials or folds).
+        parent_run_id: The sweep's parent run, for a job of a Hydra multirun.
+        uri: The tracking URI used.
+    """
+
+    run_id: str
+    experiment_id: str
+    run_key: str
+    n_children: int
+    parent_run_id: str | None
+    uri: str
+
+
+def tracking_config(config: Mapping[str, Any]) -> TrackingConfig:
+    """The ``tracking`` section of a plain config as a :class:`TrackingConfig`."""
+    section = config.get("tracking") or {}
+    known = {f.name for f in fields(TrackingConfig)}
+    return TrackingConfig(**{k: v for k, v in section.items() if k in known})
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved config a run directory was computed from (empty when absent)."""
+    path = run_dir / results.CONFIG_FILE
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the ``backtest`` source checkout, ``None`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def _base_tags(record: Mapping[str, Any], experiment: str, commit: str | None) -> dict[str, str]:
+    from backtest import __version__
+
+    tags = {
+        "backtest.experiment": experiment,
+        "backtest.task": record.get("task"),
+        "backtest.job_id": record.get("job_id"),
+        "backtest.config_hash": record.get("config_hash"),
+        "backtest.data_fingerprint": record.get("data_fingerprint"),
+        "backtest.seed": record.get("seed"),
+        "backtest.version": record.get("version") or __version__,
+        "backtest.git_commit": commit,
+        "mlflow.source.git.commit": commit,
+        "mlflow.source.name": "backtest",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.user": _user(),
+    }
+    return {k: tag_value(v) for k, v in tags.items() if v is not None}
+
+
+def _log_entities(
+    client: MlflowClient,
+    run_id: str,
+    *,
+    params: Mapping[str, str] = {},
+    metrics: Mapping[str, float] = {},
+    tags: Mapping[str, str] = {},
+    timestamp_ms: int,
+    step: int = 0,
+) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, timestamp_ms, step) for k, v in metrics.items()],
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+
+
+def _log_files(client: MlflowClient, run_id: str, stored: results.StoredResult) -> None:
+    for name in (results.RESULT_FILE, results.CONFIG_FILE):
+        if (stored.path / name).is_file():
+            client.log_artifact(run_id, str(stored.path / name))
+    for table in stored.tables.values():
+        client.log_artifact(run_id, str(table), "tables")
+    figures = stored.path / results.FIGURES_DIR
+    for png in sorted(figures.rglob("*.png")) if figures.is_dir() else []:
+        sub = png.parent.relative_to(stored.path).as_posix()
+        client.log_artifact(run_id, str(png), sub)
+
+
+def sweep_parent(
+    client: MlflowClient, experiment_id: str, run_dir: Path, experiment: str
+) -> str | None:
+    """The parent run of a Hydra multirun sweep, created by the first job that logs.
+
+    Jobs of one sweep share its directory (which holds Hydra's ``multirun.yaml``).
+    Jobs that race to create the parent each create one, then keep the earliest
+    and delete their own if it lost, so the sweep ends with one parent.
+    """
+    from backtest.tracking._client import quote, search_all
+
+    sweep_dir = run_dir.resolve().parent
+    marker = sweep_dir / SWEEP_MARKER
+    if not marker.is_file():
+        return None
+    key = str(sweep_dir)
+    query = f"tags.`backtest.sweep_key` = {quote(key)}"
+    found = search_all(client, [experiment_id], query)
+    mine = None
+    if not found:
+        now = int(time.time() * 1000)
+        sweep = yaml.safe_load(marker.read_text()) or {}
+        overrides = (((sweep.get("hydra") or {}).get("overrides") or {}).get("task")) or []
+        run = client.create_run(experiment_id, start_time=now, run_name=f"sweep {sweep_dir.name}",
+                                tags={"backtest.kind": "sweep", "backtest.sweep_key": key,
+                                      "backtest.experiment": experiment})
+        mine = run.info.run_id
+        _log_entities(client, mine, params={"sweep.overrides": param_value(list(overrides))},
+                      timestamp_ms=now)
+        client.log_artifact(mine, str(marker))
+        client.set_terminated(mine, "FINISHED", end_time=now)
+        found = search_all(client, [experiment_id], query)
+    winner = min(found, key=lambda r: (r.info.start_time, r.info.run_id)) if found else None
+    if mine is not None and (winner is None or winner.info.run_id != mine):
+        if winner is None:
+            return mine
+        client.delete_run(mine)
+    return winner.info.run_id if winner else None
+
+
+def _log_children(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    children: Sequence[Mapping[str, Any]],
+    *,
+    kind: str,
+    base_tags: Mapping[str, str],
+    start_ms: int,
+    end_ms: int,
+) -> None:
+    for child in children:
+        tags = {**base_tags, PARENT_TAG: parent_id, "backtest.kind": kind}
+        run = client.create_run(experiment_id, start_time=start_ms, tags=tags,
+                                run_name=str(child.get("name", kind))[:250])
+        params = {clean_key(k): param_value(v) for k, v in (child.get("params") or {}).items()}
+        metrics = {clean_key(k): float(v) for k, v in (child.get("metrics") or {}).items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        _log_entities(client, run.info.run_id, params=params, metrics=metrics,
+                      timestamp_ms=end_ms)
+        client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
+
+
+def _run_name(record: Mapping[str, Any]) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items())
+    return f"{record.get('task', 'run')} {params}".strip()[:250]
+
+
+def _note(record: Mapping[str, Any]) -> str:
+    from backtest.app import format_summary
+
+    try:
+        return "```\n" + format_summary(record) + "\n```"
+    except (TypeError, ValueError, KeyError):
+        return ""
+
+
+def log_result(
+    run_dir: str | Path,
+    tracking_cfg: TrackingConfig | None = None,
+    children: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    uri: str | None = None,
+    infer_git: bool = True,
+) -> LoggedRun:
+    """Mirror a complete run directory into MLflow.
+
+    Args:
+        run_dir: A run directory holding ``result.json``.
+        tracking_cfg: Where and how to log; the run's own ``tracking`` config when unset.
+        children: Nested runs (dicts of ``name``, ``params``, ``metrics``): trials of a
+            search, folds of a walk-forward. Rebuilt from the run's files when ``None``.
+        uri: Overrides the tracking URI of ``tracking_cfg``.
+        infer_git: Tag the current git commit of the source when the record has none
+            (true when logging right after the run; ``backtest.sync`` turns it off).
+
+    Returns:
+        The run ids and counts logged.
+
+    Raises:
+        ResultPathMissing: ``run_dir`` holds no complete result.
+        BacktestError: MLflow is unreachable or refused the run; names the URI.
+    """
+    stored = results.load_result(run_dir)
+    record = stored.record
+    config = read_config(stored.path)
+    cfg = tracking_cfg or tracking_config(config)
+    tracking_uri = _client.resolve_uri(uri or cfg.uri)
+    experiment = cfg.experiment_name or str(record.get("name") or config.get("name") or "default")
+    commit = record.get("git_commit") or (git_commit() if infer_git else None)
+    key = run_key(record)
+    start_ms = iso_to_ms(record.get("started_at")) or int(time.time() * 1000)
+    end_ms = iso_to_ms(record.get("ended_at")) or int(time.time() * 1000)
+    if children is None:
+        children = stored_children(stored, config)
+    search = config.get("search") or {}
+    chosen = select_children(
+        children, task=str(record.get("task")), metric=str(search.get("metric", "sharpe_ratio")),
+        maximize=str(search.get("direction", "maximize")).endswith("maximize"),
+        cap=cfg.max_child_runs,
+    )
+    base = _base_tags(record, experiment, commit)
+    tags = {**base, RUN_KEY_TAG: key, "backtest.kind": "run",
+            "backtest.run_dir": tag_value(stored.path.resolve()),
+            "backtest.children_total": str(len(children)),
+            "backtest.children_logged": str(len(chosen)),
+            "mlflow.note.content": tag_value(_note(record))}
+    run_id = None
+    with _client.bounded_http(cfg.timeout_s):
+        try:
+            _client.check_reachable(tracking_uri, cfg.timeout_s)
+            client = _client.client_for(tracking_uri)
+            exp_id = _client.experiment_id(client, experiment, tracking_uri)
+            parent = sweep_parent(client, exp_id, stored.path, experiment)
+            if parent:
+                tags[PARENT_TAG] = parent
+            run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record))
+            run_id = run.info.run_id
+            metrics = record_metrics(record)
+            _log_entities(client, run_id, params=run_params(config, record.get("params") or {}),
+                          metrics=metrics, tags=tags, timestamp_ms=end_ms)
+            _log_files(client, run_id, stored)
+            kind = "fold" if record.get("task") == "walkforward" else "trial"
+            _log_children(client, exp_id, run_id, chosen, kind=kind,
+                          base_tags={**base, "backtest.parent_run_key": key},
+                          start_ms=start_ms, end_ms=end_ms)
+            if parent and "objective" in metrics:
+                step = int(stored.path.name) if stored.path.name.isdigit() else 0
+                _log_entities(client, parent, metrics={"objective": metrics["objective"]},
+                              timestamp_ms=end_ms, step=step)
+            client.set_terminated(run_id, "FINISHED", end_time=end_ms)
+        except Exception as exc:
+            if run_id is not None:
+                _end_quietly(tracking_uri, run_id, "FAILED")
+            if isinstance(exc, BacktestError):
+                raise
+            raise BacktestError(
+                f"logging {stored.path} to MLflow at {tracking_uri} failed: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
+    log.info("logged %s to MLflow run %s (experiment %r, %d child runs)",
+             stored.path, run_id, experiment, len(chosen))
+    return LoggedRun(run_id, exp_id, key, len(chosen), parent, tracking_uri)
+
+
+def _end_quietly(uri: str, run_id: str, status: str) -> None:
+    """Best effort: never leave a half-logged run RUNNING (the server may be gone)."""
+    try:
+        _client.client_for(uri).set_terminated(run_id, status)
+    except Exception:  # the original error is the one worth reporting
+        log.debug("could not mark MLflow run %s %s", run_id, status, exc_info=True)
+
+
+def failure_status(error: BaseException) -> str:
+    """``KILLED`` for an interrupted or terminated job, ``FAILED`` for any other error.
+
+    >>> failure_status(KeyboardInterrupt()), failure_status(ValueError("bad"))
+    ('KILLED', 'FAILED')
+    """
+    return "KILLED" if isinstance(error, KeyboardInterrupt | SystemExit) else "FAILED"
+
+
+def log_failure(
+    job: Any,
+    error: BaseException,
+    *,
+    run_dir: str | Path | None = None,
+    tracking_cfg: TrackingConfig | None = None,
+) -> str | None:
+    """Log a job that did not finish as an ended MLflow run (``FAILED`` or ``KILLED``).
+
+    The run carries the flattened config, the usual tags, ``backtest.error`` and the
+    traceback as its description; it is never left ``RUNNING``.
+
+    Args:
+        job: The :class:`~backtest.jobs.BacktestJob` that failed.
+        error: What stopped it (``KeyboardInterrupt``/``SystemExit`` mean ``KILLED``).
+        run_dir: Its run directory (attaches the run to a multirun sweep's parent).
+        tracking_cfg: Where to log; the job config's ``tracking`` section when unset.
+
+    Returns:
+        The MLflow run id, or ``None`` when tracking is disabled.
+
+    Raises:
+        BacktestError: MLflow is unreachable or refused the run.
+    """
+    config = dict(job.config)
+    cfg = tracking_cfg or tracking_config(config)
+    if not cfg.enabled:
+        return None
+    uri = _client.resolve_uri(cfg.uri)
+    experiment = cfg.experiment_name or str(config.get("name") or "default")
+    status = failure_status(error)
+    record = {"task": job.task, "job_id": job.job_id, "config_hash": job.config_hash,
+              "seed": config.get("seed")}
+    tags = {**_base_tags(record, experiment, git_commit()), "backtest.kind": "run",
+            "backtest.status": status.lower(),
+            "backtest.error": tag_value(f"{type(error).__name__}: {error}"),
+            "mlflow.note.content": tag_value("```\n" + "".join(
+                traceback.format_exception(error)) + "```")}
+    now = int(time.time() * 1000)
+    start = iso_to_ms(getattr(job, "started_at", None)) or now
+    with _client.bounded_http(cfg.timeout_s):
+        try:
+            _client.check_reachable(uri, cfg.timeout_s)
+            client = _client.client_for(uri)
+            exp_id = _client.experiment_id(client, experiment, uri)
+            if run_dir is not None:
+                parent = sweep_parent(client, exp_id, Path(run_dir), experiment)
+                if parent:
+                    tags[PARENT_TAG] = parent
+            run = client.create_run(exp_id, start_time=start,
+                                    run_name=f"{job.task} ({status.lower()})")
+            _log_entities(client, run.info.run_id, params=run_params(config, {}), tags=tags,
+                          timestamp_ms=now)
+            client.set_terminated(run.info.run_id, status, end_time=now)
+        except BacktestError:
+            raise
+        except Exception as exc:
+            raise BacktestError(
+                f"logging the {status} job {job.job_id} to MLflow at {uri} failed: "
+                f"{type(exc).__name__}"
+            ) from exc
+    return str(run.info.run_id)

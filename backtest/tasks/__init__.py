@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -160,8 +163,13 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
             f"(hash {str(record.get('config_hash'))[:12]}); choose another output_dir"
         )
     started_at = now_iso()
-    ctx = _context(job, run_dir, progress)
-    output = run_task(ctx)
+    try:
+        with _sigterm_raises():
+            ctx = _context(job, run_dir, progress)
+            output = run_task(ctx)
+    except BaseException as exc:
+        _track_failure(job, run_dir, exc)
+        raise
     bt = output.backtest
     figures = list(output.figures)
     try:
@@ -202,3 +210,35 @@ def _track(ctx: TaskContext, run_dir: Path, output: TaskOutput) -> None:
             run_dir,
             run_dir,
         )
+
+
+def _track_failure(job: BacktestJob, run_dir: Path, exc: BaseException) -> None:
+    """Log a failed (``FAILED``) or interrupted (``KILLED``) job as an ended MLflow run."""
+    try:
+        from backtest import tracking
+
+        tracking.log_failure(job, exc, run_dir=run_dir)
+    except Exception as track_exc:
+        log.warning("MLflow tracking of the failed job %s failed (%s)", job.job_id, track_exc)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` while a task runs, so it ends ``KILLED``.
+
+    Only in the main thread and only when SIGTERM has its default handler (an RQ
+    work horse, a plain CLI run); an application's own handler is left alone.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

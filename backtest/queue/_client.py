@@ -1,0 +1,478 @@
+"""The client side of the queue: submit backtest jobs, follow them, read their results.
+
+Redis holds the queue and, per queue, a durable index ``job_id -> submitted record``
+(a hash without TTL). rq forgets a finished job after ``result_ttl``; the index and
+the job's run directory still answer :meth:`BacktestJobQueue.status` and
+:meth:`BacktestJobQueue.result` afterwards. The run directory is the record: a job is
+finished when its ``result.json`` exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.job import JobStatus, Retry
+from rq.serializers import JSONSerializer
+
+from backtest.config import QueueConfig
+from backtest.errors import ConfigError, JobNotFound
+from backtest.jobs import BacktestJob, check_job_id
+from backtest.queue._errors import JobFailed, JobNotFinished, WaitTimeout
+from backtest.queue._execute import EXECUTE, job_payload, noop_payload, payload_job
+from backtest.queue._redis import (
+    EmbeddedRedis,
+    attempts_key,
+    connect,
+    guard,
+    index_key,
+    lock_key,
+    mask_url,
+    unavailable,
+)
+from backtest.queue._rqjob import BacktestRqJob
+from backtest.results import StoredResult, has_result, load_result
+
+log = logging.getLogger("backtest.queue")
+
+_STATUS = {
+    JobStatus.CREATED: "queued",
+    JobStatus.QUEUED: "queued",
+    JobStatus.DEFERRED: "queued",
+    JobStatus.SCHEDULED: "queued",  # a retry waiting out retry_backoff
+    JobStatus.STARTED: "started",
+    JobStatus.FINISHED: "finished",
+    JobStatus.FAILED: "failed",
+    JobStatus.STOPPED: "cancelled",
+    JobStatus.CANCELED: "cancelled",
+}
+DONE = ("finished", "failed", "cancelled")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds") if value else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _last_line(text: str | None) -> str | None:
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+class BacktestJobQueue:
+    """Submit :class:`~backtest.jobs.BacktestJob` s to workers through Redis (rq).
+
+    Args:
+        config: Queue settings. With no ``redis_url`` a private Redis server is
+            started for this object (a Unix socket, never exposed on the network) and
+            stopped by :meth:`close`; start workers for it with :meth:`start_workers`.
+        connection: Use this Redis client instead of ``config.redis_url``.
+
+    Raises:
+        QueueUnavailable: Redis cannot be reached; names the URL with the password
+            masked, within 10 seconds.
+
+    Example::
+
+        with BacktestJobQueue(QueueConfig(redis_url="redis://:pw@host:6379/0")) as q:
+            ids = q.submit_many(jobs)
+            q.wait(ids)
+            best = max(ids, key=lambda i: q.result(i).metrics["sharpe_ratio"])
+    """
+
+    def __init__(
+        self, config: QueueConfig | None = None, *, connection: redis.Redis | None = None
+    ) -> None:
+        self.config = config or QueueConfig()
+        self._server: EmbeddedRedis | None = None
+        if connection is not None:
+            self._url = self.config.redis_url or "redis://(given connection)"
+            self.connection = connection
+        else:
+            if self.config.redis_url:
+                self._url = self.config.redis_url
+            else:
+                self._server = EmbeddedRedis().start()
+                self._url = self._server.url
+            self.connection = connect(self._url)
+        if self.config.job_timeout <= 0:
+            raise ConfigError(
+                "queue.job_timeout must be a positive number of seconds "
+                f"(got {self.config.job_timeout})",
+                key="queue.job_timeout",
+            )
+        self.queue = Queue(
+            self.config.name,
+            connection=self.connection,
+            job_class=BacktestRqJob,
+            serializer=JSONSerializer,
+            default_timeout=self.config.job_timeout,
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The queue name."""
+        return self.config.name
+
+    @property
+    def url(self) -> str:
+        """The Redis URL workers should use (contains the password, if any; do not log)."""
+        return self._url
+
+    @property
+    def masked_url(self) -> str:
+        """The Redis URL with the password masked."""
+        return mask_url(self._url)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this object started its own Redis server."""
+        return self._server is not None
+
+    def _guard(self) -> Any:
+        return guard(self._url)
+
+    def _fetch(self, job_id: str) -> BacktestRqJob | None:
+        jobs = BacktestRqJob.fetch_many(
+            [job_id], connection=self.connection, serializer=JSONSerializer
+        )
+        return jobs[0]  # type: ignore[return-value]
+
+    def _indexed(self, job_id: str) -> BacktestJob | None:
+        raw = self.connection.hget(index_key(self.name), job_id)
+        return BacktestJob.from_json(raw) if raw else None
+
+    def _prepared(self, job: BacktestJob) -> BacktestJob:
+        path = Path(job.result_path) if job.result_path else job.default_result_path()
+        return job.with_status("queued", result_path=str(path.expanduser().absolute()))
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(self, job: BacktestJob) -> str:
+        """Queue a job; submitting the same job id again does not run it twice.
+
+        A job id that is queued, running or finished (in Redis, or with a complete
+        result in its run directory) is not queued again; a failed or cancelled one
+        is. A relative result path is made absolute here, so workers started
+        elsewhere write to the same place (on several machines, use a shared disk).
+
+        Returns:
+            The job id.
+
+        Raises:
+            QueueUnavailable: Redis cannot be reached.
+        """
+        job = self._prepared(job)
+        with (
+            self._guard(),
+            self.connection.lock(lock_key(self.name, job.job_id), timeout=30, blocking_timeout=15),
+        ):
+            existing = self._fetch(job.job_id)
+            if existing is not None:
+                status = existing.get_status(refresh=False)
+                if status in (JobStatus.FINISHED,) and not self._result_gone(job.job_id):
+                    log.info("job %s already finished; not queued again", job.job_id)
+                    return job.job_id
+                if status not in (
+                    JobStatus.FINISHED,
+                    JobStatus.FAILED,
+                    JobStatus.STOPPED,
+                    JobStatus.CANCELED,
+                ):
+                    log.info("job %s is already %s; not queued again", job.job_id, status.value)
+                    return job.job_id
+                existing.delete()
+            elif self._complete_on_disk(job):
+                self.connection.hset(index_key(self.name), job.job_id, job.to_json())
+                log.info(
+                    "job %s already has a complete result in %s; not queued",
+                    job.job_id,
+                    job.result_path,
+                )
+                return job.job_id
+            cfg = self.config
+            with self.connection.pipeline() as pipe:
+                self.queue.enqueue_call(
+                    EXECUTE,
+                    args=(job_payload(job),),
+                    timeout=cfg.job_timeout,
+                    result_ttl=cfg.result_ttl,
+                    failure_ttl=cfg.failure_ttl,
+                    job_id=job.job_id,
+                    description=f"{job.task} {job.job_id}",
+                    retry=Retry(max=cfg.retries, interval=cfg.retry_backoff)
+                    if cfg.retries > 0
+                    else None,
+                    pipeline=pipe,
+                )
+                pipe.hset(index_key(self.name), job.job_id, job.to_json())
+                pipe.hdel(attempts_key(self.name), job.job_id)
+                pipe.execute()
+        return job.job_id
+
+    def _result_gone(self, job_id: str) -> bool:
+        rec = self._indexed(job_id)
+        return rec is not None and rec.result_path is not None and not has_result(rec.result_path)
+
+    @staticmethod
+    def _complete_on_disk(job: BacktestJob) -> bool:
+        if not job.result_path or not has_result(job.result_path):
+            return False
+        try:
+            return bool(load_result(job.result_path).record.get("config_hash") == job.config_hash)
+        except (OSError, ValueError):
+            return False
+
+    def submit_many(self, jobs: Iterable[BacktestJob]) -> list[str]:
+        """:meth:`submit` each job; returns their ids in order (duplicates collapse)."""
+        return [self.submit(job) for job in jobs]
+
+    def submit_noop(self, job_id: str | None = None) -> str:
+        """Queue a job that does nothing (to measure overhead or check that workers run)."""
+        with self._guard():
+            job = self.queue.enqueue_call(
+                EXECUTE,
+                args=(noop_payload(),),
+                job_id=job_id,
+                timeout=self.config.job_timeout,
+                result_ttl=self.config.result_ttl,
+                description="noop",
+            )
+        return str(job.id)
+
+    # -- following --------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> BacktestJob:
+        """The job's record with its current status, timestamps, attempts and error.
+
+        Statuses: ``queued`` (including a retry waiting out ``retry_backoff``),
+        ``started``, ``finished``, ``failed``, ``cancelled``.
+
+        Raises:
+            JobNotFound: an unknown id, or one that expired from Redis and whose result
+                directory is gone; the error names the id.
+            QueueUnavailable: Redis cannot be reached.
+        """
+        check_job_id(job_id)
+        with self._guard():
+            submitted = self._indexed(job_id)
+            rq_job = self._fetch(job_id)
+            attempts = int(self.connection.hget(attempts_key(self.name), job_id) or 0)
+            if rq_job is None:
+                return self._from_disk(job_id, submitted, attempts)
+            record = submitted or payload_job(rq_job.args[0] if rq_job.args else None)
+            if record is None:
+                raise JobNotFound(
+                    job_id, f"job {job_id!r} is not a backtest job of queue {self.name!r}"
+                )
+            status = _STATUS.get(rq_job.get_status(refresh=False), "queued")
+            error = None
+            if (
+                status in ("failed", "cancelled")
+                or rq_job.get_status(refresh=False) == JobStatus.SCHEDULED
+            ):
+                latest = rq_job.latest_result()
+                error = _last_line(getattr(latest, "exc_string", None)) or (
+                    "cancelled" if status == "cancelled" else None
+                )
+            return record.with_status(
+                status,
+                started_at=_iso(rq_job.started_at),
+                ended_at=_iso(rq_job.ended_at) if status in DONE else None,
+                attempts=attempts,
+                error=error,
+            )
+
+    def _from_disk(self, job_id: str, submitted: BacktestJob | None, attempts: int) -> BacktestJob:
+        if submitted is None:
+            raise JobNotFound(job_id, f"no job with id {job_id!r} in queue {self.name!r}")
+        path = submitted.result_path
+        if path and has_result(path):
+            rec = load_result(path, job_id=job_id).record
+            return submitted.with_status(
+                "finished",
+                started_at=rec.get("started_at"),
+                ended_at=rec.get("ended_at"),
+                attempts=attempts,
+            )
+        raise JobNotFound(
+            job_id,
+            f"job {job_id!r} expired from Redis and its result directory {path!r} holds no result",
+        )
+
+    def result(self, job_id: str) -> StoredResult:
+        """The result of a finished job, read from its run directory.
+
+        Raises:
+            JobNotFound: unknown or expired id (see :meth:`status`).
+            JobFailed: the job failed or was cancelled; carries the reason.
+            JobNotFinished: the job is still queued or running.
+            ResultPathMissing: the job finished but its result directory was removed.
+        """
+        record = self.status(job_id)
+        if record.status == "finished":
+            return load_result(str(record.result_path), job_id=job_id)
+        if record.status in ("failed", "cancelled"):
+            raise JobFailed(job_id, record.status, record.error)
+        raise JobNotFinished(job_id, record.status)
+
+    def _poll(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(BacktestRqJob.key_for(job_id), "status")
+            raw = pipe.execute()
+        out: dict[str, str | None] = {}
+        for job_id, value in zip(job_ids, raw, strict=True):
+            out[job_id] = _STATUS.get(JobStatus(_text(value)), "queued") if value else None
+        return out
+
+    def wait(
+        self,
+        job_ids: Sequence[str],
+        timeout: float | None = None,
+        *,
+        progress: bool = True,
+        poll_interval: float = 0.25,
+    ) -> dict[str, BacktestJob]:
+        """Block until every job is finished, failed or cancelled.
+
+        Args:
+            job_ids: The jobs to wait for.
+            timeout: Seconds to wait at most (forever when ``None``).
+            progress: Show a progress bar (tqdm).
+            poll_interval: Seconds between polls.
+
+        Returns:
+            Job id -> final record (see :meth:`status`); failures are in the records,
+            not raised.
+
+        Raises:
+            JobNotFound: an id is unknown.
+            WaitTimeout: ``timeout`` passed first; lists the pending jobs.
+            QueueUnavailable: Redis went away (reported within 10 seconds).
+        """
+        from tqdm.auto import tqdm
+
+        ids = list(dict.fromkeys(job_ids))
+        for job_id in ids:
+            self.status(job_id)  # unknown ids fail now, not after waiting
+        start = time.monotonic()
+        pending = list(ids)
+        with tqdm(
+            total=len(ids),
+            desc=f"jobs on {self.name}",
+            unit="job",
+            disable=not progress,
+            leave=False,
+        ) as bar:
+            while True:
+                try:
+                    polled = self._poll(pending)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    raise unavailable(self._url, exc) from exc
+                finished_now = [j for j in pending if polled[j] in DONE or polled[j] is None]
+                if finished_now:
+                    bar.update(len(finished_now))
+                    pending = [j for j in pending if j not in set(finished_now)]
+                if not pending:
+                    break
+                if timeout is not None and time.monotonic() - start > timeout:
+                    raise WaitTimeout(pending, timeout)
+                time.sleep(poll_interval)
+        return {job_id: self.status(job_id) for job_id in ids}
+
+    def cancel(self, job_id: str) -> BacktestJob:
+        """Cancel a queued job, or stop a running one (its worker kills the work horse).
+
+        A finished or failed job is left as it is. Returns the job's record.
+
+        Raises:
+            JobNotFound: unknown id.
+        """
+        from rq.command import send_stop_job_command
+        from rq.exceptions import InvalidJobOperation
+
+        record = self.status(job_id)
+        with self._guard():
+            rq_job = self._fetch(job_id)
+            if rq_job is None or record.status in DONE:
+                return record
+            if record.status == "started":
+                try:
+                    send_stop_job_command(self.connection, job_id, serializer=JSONSerializer)
+                except InvalidJobOperation:
+                    rq_job.cancel()
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and self._poll([job_id])[job_id] == "started":
+                    time.sleep(0.1)
+            else:
+                rq_job.cancel()
+        return self.status(job_id)
+
+    def jobs(self) -> list[BacktestJob]:
+        """Every job submitted to this queue and still known, with its current status."""
+        with self._guard():
+            ids = sorted(_text(k) for k in self.connection.hkeys(index_key(self.name)))
+        out = []
+        for job_id in ids:
+            try:
+                out.append(self.status(job_id))
+            except JobNotFound:
+                continue
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per rq registry: queued, started, finished, failed, scheduled, cancelled."""
+        q = self.queue
+        with self._guard():
+            return {
+                "queued": q.count,
+                "started": len(q.started_job_registry.get_job_ids(cleanup=False)),
+                "finished": q.finished_job_registry.count,
+                "failed": q.failed_job_registry.count,
+                "scheduled": q.scheduled_job_registry.count,
+                "cancelled": q.canceled_job_registry.count,
+            }
+
+    # -- local workers and lifetime ---------------------------------------------------------
+
+    def start_workers(self, n: int | None = None, **kwargs: Any) -> Any:
+        """Start ``n`` (default ``queue.n_workers``) worker processes on this machine.
+
+        Returns:
+            A :class:`~backtest.queue.LocalWorkers`; call ``stop()`` (or use ``with``).
+        """
+        from backtest.queue._worker import LocalWorkers
+
+        return LocalWorkers(
+            self._url, self.name, self.config.n_workers if n is None else n, **kwargs
+        ).start()
+
+    def close(self) -> None:
+        """Close the connection; stop the embedded Redis server if this object started one."""
+        try:
+            self.connection.close()
+        finally:
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
+
+    def __enter__(self) -> BacktestJobQueue:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BacktestJobQueue(name={self.name!r}, url={self.masked_url!r})"

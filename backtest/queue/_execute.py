@@ -1,0 +1,147 @@
+"""The one function workers execute, and the payloads it accepts.
+
+A queued job carries a single JSON string. Workers run
+:func:`execute` on it and nothing else: :class:`backtest.queue._rqjob.BacktestRqJob`
+refuses any payload that names another function before importing anything. The
+payload says what to do:
+
+- ``{"kind": "job", "job": <BacktestJob record>}``: run the job with
+  :func:`backtest.jobs.run_backtest` (idempotent: a complete result is returned, not
+  recomputed), so a job retried after a killed worker never publishes twice;
+- ``{"kind": "study", "study": {...}}``: optimise a shared Optuna study
+  (:mod:`backtest.distributed`) until it has enough trials;
+- ``{"kind": "noop"}``: do nothing (measures queue overhead, checks workers).
+
+This module does not import rq or redis at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from backtest.errors import ConfigError
+from backtest.jobs import BacktestJob
+
+EXECUTE = "backtest.queue._execute.execute"
+KINDS = ("job", "study", "noop")
+
+log = logging.getLogger("backtest.queue")
+
+
+def job_payload(job: BacktestJob) -> str:
+    """The payload that runs ``job``."""
+    return json.dumps({"kind": "job", "job": job.to_dict()}, sort_keys=True)
+
+
+def study_payload(spec: dict[str, Any]) -> str:
+    """The payload that runs one distributed-study worker loop."""
+    return json.dumps({"kind": "study", "study": spec}, sort_keys=True)
+
+
+def noop_payload() -> str:
+    """The payload of a job that does nothing."""
+    return json.dumps({"kind": "noop"})
+
+
+def parse_payload(payload: object) -> dict[str, Any]:
+    """Check a payload's shape and return it as a dict.
+
+    Raises:
+        ConfigError: not a JSON object with a known ``kind`` (names what is wrong).
+    """
+    if not isinstance(payload, str):
+        raise ConfigError(
+            f"job payload must be a JSON string, got {type(payload).__name__}", key="payload"
+        )
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"job payload is not valid JSON: {exc}", key="payload") from exc
+    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+        kind = data.get("kind") if isinstance(data, dict) else None
+        raise ConfigError(f"job payload kind {kind!r} is not one of {KINDS}", key="payload.kind")
+    return data
+
+
+def payload_job(payload: object) -> BacktestJob | None:
+    """The :class:`BacktestJob` inside a ``job`` payload, else ``None`` (never raises)."""
+    try:
+        data = parse_payload(payload)
+        return BacktestJob.from_dict(data["job"]) if data["kind"] == "job" else None
+    except (ConfigError, KeyError, TypeError):
+        return None
+
+
+def remove_partial_files(run_dir: Path) -> list[Path]:
+    """Delete temporary files an interrupted write left in ``run_dir``.
+
+    Results are written to ``.<name>.<random>.tmp`` and renamed into place; a job
+    stopped mid-write (timeout, SIGKILL) can leave such a file behind. They never look
+    complete (only ``result.json`` marks a complete run), but they are removed so a
+    failed run leaves nothing that could be mistaken for output.
+    """
+    removed = []
+    for folder in (run_dir, run_dir / "figures"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
+def _count_attempt() -> int:
+    """Record that an attempt of the current rq job started; returns the attempt number."""
+    try:
+        from rq import get_current_job
+
+        from backtest.queue._redis import attempts_key
+    except ImportError:  # pragma: no cover - only called on workers, where rq exists
+        return 0
+    current = get_current_job()
+    if current is None:
+        return 0
+    return int(current.connection.hincrby(attempts_key(current.origin), current.id, 1))
+
+
+def execute(payload: str) -> dict[str, Any]:
+    """Run one queued payload (see the module docstring); the only job function.
+
+    Returns:
+        A small JSON summary: for a job, its id, result path, objective and metrics.
+
+    Raises:
+        ConfigError: a malformed payload (names what is wrong).
+        BacktestError: the job itself failed (bad config, bad data, ...).
+    """
+    data = parse_payload(payload)
+    attempt = _count_attempt()
+    kind = data["kind"]
+    if kind == "noop":
+        return {"kind": "noop", "attempt": attempt}
+    if kind == "study":
+        from backtest.distributed import run_study_worker
+
+        return {"kind": "study", "attempt": attempt, **run_study_worker(data["study"])}
+    job = BacktestJob.from_dict(data["job"])
+    run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
+    log.info("job %s (%s), attempt %d, into %s", job.job_id, job.task, attempt, run_dir)
+    from backtest.jobs import run_backtest
+    from backtest.results import load_result
+
+    try:
+        run_backtest(job)
+    except BaseException:
+        remove_partial_files(run_dir)
+        raise
+    record = load_result(run_dir, job_id=job.job_id).record
+    return {
+        "kind": "job",
+        "job_id": job.job_id,
+        "attempt": attempt,
+        "result_path": str(run_dir),
+        "objective": record.get("objective"),
+        "metrics": record.get("metrics", {}),
+    }

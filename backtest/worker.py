@@ -1,0 +1,98 @@
+"""Command line: start a worker that runs backtest jobs from Redis.
+
+    REDIS_URL=redis://:PASSWORD@queue-host:6379/0 python -m backtest.worker --queues backtest
+
+``--url`` works too, but a password on the command line is visible to every user of
+the machine (``ps``), so prefer ``REDIS_URL``. The worker runs until it receives
+SIGTERM or Ctrl+C (it finishes the current job first; a second signal stops it at
+once), or, with ``--burst``, until the queues are empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m backtest.worker`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m backtest.worker",
+        description="Run backtest jobs from a Redis queue.",
+    )
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="Redis URL, redis://[:password@]host:port/db (default: $REDIS_URL)",
+    )
+    parser.add_argument(
+        "--queues",
+        nargs="+",
+        default=["backtest"],
+        help="queue names to listen on (default: backtest)",
+    )
+    parser.add_argument("--name", default=None, help="worker name (default: random)")
+    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    parser.add_argument(
+        "--maintenance-interval",
+        type=int,
+        default=10,
+        help="seconds between abandoned-job checks (default: 10)",
+    )
+    parser.add_argument(
+        "--monitoring-interval",
+        type=int,
+        default=5,
+        help="seconds between job heartbeats (default: 5)",
+    )
+    parser.add_argument(
+        "--heartbeat-grace",
+        type=int,
+        default=15,
+        help="seconds a heartbeat may be late before a job counts as abandoned (default: 15)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="log level (default: INFO)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start a worker; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    url = args.url or os.environ.get("REDIS_URL")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    from backtest.errors import BacktestError
+
+    try:
+        from backtest.queue import BacktestWorker
+    except ImportError as exc:
+        print(
+            f"error: the worker needs rq and redis (pip install 'backtest[queue]'): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    from backtest.config import QueueConfig
+
+    try:
+        worker = BacktestWorker(
+            args.queues,
+            QueueConfig(redis_url=url, name=args.queues[0]),
+            name=args.name,
+            maintenance_interval=args.maintenance_interval,
+            monitoring_interval=args.monitoring_interval,
+            heartbeat_grace=args.heartbeat_grace,
+        )
+        worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level=args.log_level.upper())
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

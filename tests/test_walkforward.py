@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from itertools import combinations
+from itertools import combinations, pairwise
 
 import numpy as np
 import pandas as pd
@@ -11,10 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtest.config import Splitter, WalkForwardConfig
-from backtest.errors import ConfigError
+from backtest import metrics as bm
+from backtest.config import Direction, SearchConfig, SearchMethod, Splitter, WalkForwardConfig
+from backtest.data import synthetic_prices
+from backtest.engine import simulate
+from backtest.errors import BacktestError, ConfigError
+from backtest.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
+from backtest.strategies import Momentum, SmaCross
 from backtest.walkforward import (
     Splits,
+    StrategyReturnsEvaluator,
+    WalkForwardOptimizer,
+    WalkForwardResult,
     calendar_splits,
     cpcv_splits,
     make_splits,
@@ -120,11 +128,13 @@ def test_calendar_windows_follow_the_calendar(
         train_end_t = start + pd.DateOffset(years=years)
         assert idx[f.train_end - 1] < train_end_t <= idx[f.train_end]
         assert idx[f.train_start] == (idx[0] if anchored else idx[idx.searchsorted(start)])
-        assert idx[f.test_end - 1] < train_end_t + pd.DateOffset(months=test_months)
+        test_end_t = train_end_t + pd.DateOffset(months=test_months)
+        assert idx[f.test_end - 1 - gap] < test_end_t
+        assert f.test_end - gap == len(idx) or test_end_t <= idx[f.test_end - gap]
         assert f.test_start - f.train_end == gap
-    # The test windows tile the calendar: one starts where the previous ended.
-    for a, b in zip(s.folds, s.folds[1:], strict=False):
-        assert b.test_start == a.test_end + gap
+    # The test windows tile the history: one starts where the previous ended.
+    for a, b in pairwise(s.folds):
+        assert b.test_start == a.test_end
 
 
 def test_calendar_three_years_one_year_on_ten_years_of_days() -> None:
@@ -229,3 +239,262 @@ def test_make_splits_dispatches_on_the_config() -> None:
     cp = make_splits(WalkForwardConfig(splitter=Splitter.cpcv, n_groups=6, n_test_groups=2), idx)
     assert cp.splitter == "cpcv"
     assert len(cp) == 15
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+FEE = 10.0
+SMA_SPACE = {"fast": [5, 10, 20], "slow": [30, 60]}
+WF = WalkForwardConfig(train_bars=300, test_bars=100)
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    return synthetic_prices(n_bars=900, n_assets=2, seed=7)
+
+
+@pytest.fixture(scope="module")
+def result(prices: pd.DataFrame) -> WalkForwardResult:
+    ev = StrategyReturnsEvaluator(prices, SmaCross, fee_bps=FEE)
+    return WalkForwardOptimizer(WF, pbo_blocks=4).run(ev, SMA_SPACE)
+
+
+def _grid() -> list[dict[str, int]]:
+    return [{"fast": f, "slow": s} for f in SMA_SPACE["fast"] for s in SMA_SPACE["slow"]]
+
+
+def test_each_fold_chooses_the_best_train_sharpe_of_an_exhaustive_loop(
+    prices: pd.DataFrame, result: WalkForwardResult
+) -> None:
+    # Reference: simulate() every set on the prices up to the train end, score the
+    # train bars only, take the best: written without the walk-forward module.
+    assert len(result.folds) == 6
+    for row in result.folds.itertuples():
+        a = prices.index.get_loc(row.train_start)
+        b = prices.index.get_loc(row.train_end) + 1
+        scores = []
+        for p in _grid():
+            r = simulate(prices.iloc[:b], SmaCross(**p), fee_bps=FEE).returns.to_numpy()
+            scores.append(bm.sharpe_ratio(r[a:b]))
+        best = _grid()[int(np.argmax(scores))]
+        assert (row.fast, row.slow) == (best["fast"], best["slow"])
+        assert row.is_score == pytest.approx(max(scores), rel=1e-12)
+        assert row.n_trials == 6
+    assert len(result.trials) == 36
+
+
+def test_oos_returns_come_from_a_run_ending_at_the_test_window(
+    prices: pd.DataFrame, result: WalkForwardResult
+) -> None:
+    # Each test window: simulate the chosen parameters over prices[:test_end] and take
+    # the window's bars; the first bar carries the train position in without a fee.
+    # When the next fold switches parameters, moving from the old position to the new
+    # one costs fee * sum_j w_j |new_j - old_j| on the window's first bar.
+    prev_pos = None
+    for row in result.folds.itertuples():
+        a = prices.index.get_loc(row.test_start)
+        b = prices.index.get_loc(row.test_end) + 1
+        bt = simulate(prices.iloc[:b], SmaCross(row.fast, row.slow), fee_bps=FEE)
+        expected = bt.returns.to_numpy()[a:b].copy()
+        assert row.oos_sharpe_ratio == pytest.approx(bm.sharpe_ratio(expected), rel=1e-12)
+        if prev_pos is not None:
+            delta = np.abs(bt.positions.to_numpy()[a - 1] - prev_pos[a - 1])
+            switch = FEE / 1e4 * float(np.mean(delta))  # equal weights
+            expected[0] = (1 + expected[0]) * (1 - switch) - 1
+        np.testing.assert_allclose(
+            result.returns.to_numpy()[a - 300 : b - 300], expected, rtol=1e-12, atol=1e-15
+        )
+        prev_pos = bt.positions.to_numpy()
+    assert result.returns.index[0] == prices.index[300]
+    assert len(result.returns) == 600
+    np.testing.assert_allclose(result.equity, (1 + result.returns).cumprod())
+    assert result.metrics["sharpe_ratio"] == pytest.approx(bm.sharpe_ratio(result.returns))
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-history", "truncated-history"])
+@pytest.mark.parametrize("fold", [0, 2, 4], ids=["fold0", "fold2", "fold4"])
+def test_no_look_ahead_garbage_after_the_test_window_changes_nothing(
+    prices: pd.DataFrame, shared: bool, fold: int
+) -> None:
+    space = {"fast": [5, 10, 20], "slow": [30, 60, 120]}
+    base = WalkForwardOptimizer(WF, pbo_blocks=0).run(
+        StrategyReturnsEvaluator(prices, SmaCross, fee_bps=FEE, shared_history=shared), space
+    )
+    end = prices.index.get_loc(base.folds.loc[fold, "test_end"]) + 1
+    garbage = prices.copy()
+    rng = np.random.default_rng(fold)
+    garbage.iloc[end:] = rng.uniform(1.0, 1e4, size=garbage.iloc[end:].shape)
+    other = WalkForwardOptimizer(WF, pbo_blocks=0).run(
+        StrategyReturnsEvaluator(garbage, SmaCross, fee_bps=FEE, shared_history=shared), space
+    )
+    cols = ["fast", "slow", "is_score", "oos_total_return", "oos_sharpe_ratio"]
+    pd.testing.assert_frame_equal(base.folds.loc[:fold, cols], other.folds.loc[:fold, cols])
+    upto = base.returns.index <= prices.index[end - 1]
+    pd.testing.assert_series_equal(base.returns[upto], other.returns[upto])
+    # The garbage is really used after the window (the test can fail).
+    assert not base.returns.equals(other.returns)
+
+
+class _PeekingSma:
+    """Breaks the Strategy contract: trades on tomorrow's close."""
+
+    @classmethod
+    def batch_positions(cls, close: np.ndarray, params: dict) -> np.ndarray:
+        tomorrow = np.append(close[1:], close[-1])
+        pos = SmaCross.batch_positions(close, params)
+        return np.where(tomorrow[:, None] > close[:, None], 1.0, 0.0) * (pos >= 0)
+
+
+def test_a_strategy_that_looks_ahead_is_refused(prices: pd.DataFrame) -> None:
+    ev = StrategyReturnsEvaluator(prices, _PeekingSma, fee_bps=FEE)
+    with pytest.raises(BacktestError, match="looks ahead"):
+        WalkForwardOptimizer(WF, pbo_blocks=0).run(ev, SMA_SPACE)
+
+
+def test_overfitting_statistics_use_the_trials_actually_run(
+    prices: pd.DataFrame, result: WalkForwardResult
+) -> None:
+    for row in result.folds.itertuples():
+        a = prices.index.get_loc(row.train_start)
+        b = prices.index.get_loc(row.train_end) + 1
+        mat = np.column_stack(
+            [
+                simulate(prices.iloc[:b], SmaCross(**p), fee_bps=FEE).returns.to_numpy()[a:b]
+                for p in _grid()
+            ]
+        )
+        sharpes = mat.mean(0) / mat.std(0, ddof=1)
+        best = _grid().index({"fast": row.fast, "slow": row.slow})
+        col = mat[:, best]
+        dsr = deflated_sharpe_ratio(
+            sharpes[best],
+            len(col),
+            n_trials=6,
+            sharpe_variance=float(np.var(sharpes, ddof=1)),
+            skewness=_skew(col),
+            kurtosis=_kurt(col),
+        )
+        assert row.is_dsr == pytest.approx(dsr, rel=1e-9)
+        assert row.pbo == probability_of_backtest_overfitting(mat, n_blocks=4).pbo
+    of = result.overfitting
+    assert of.n_trials == 36
+    assert of.deflated_sharpe == pytest.approx(result.folds["is_dsr"].mean())
+    assert of.pbo == pytest.approx(result.folds["pbo"].mean())
+    assert of.pbo_walkforward == pytest.approx((result.folds["oos_rank"] <= 0.5).mean())
+    d = of.degradation
+    slope = np.polyfit(result.folds["is_sharpe"], result.folds["oos_sharpe_ratio"], 1)[0]
+    assert d.slope == pytest.approx(slope, rel=1e-9)
+
+
+def _skew(x: np.ndarray) -> float:
+    d = x - x.mean()
+    return float(np.mean(d**3) / np.mean(d**2) ** 1.5)
+
+
+def _kurt(x: np.ndarray) -> float:
+    d = x - x.mean()
+    return float(np.mean(d**4) / np.mean(d**2) ** 2)
+
+
+def test_efficiency_and_stability(result: WalkForwardResult) -> None:
+    f = result.folds
+    assert result.efficiency == pytest.approx(result.metrics["cagr"] / f["is_cagr"].mean())
+    assert result.sharpe_efficiency == pytest.approx(
+        result.metrics["sharpe_ratio"] / f["is_sharpe"].mean()
+    )
+    st = result.stability["fast"]
+    assert sum(st["counts"].values()) == len(f)
+    changes = (f["fast"].to_numpy()[1:] != f["fast"].to_numpy()[:-1]).mean()
+    assert st["change_rate"] == pytest.approx(changes)
+    assert st["mean_abs_step"] == pytest.approx(np.abs(np.diff(f["fast"])).mean())
+    assert st["relative_step"] == pytest.approx(st["mean_abs_step"] / 15)
+    summary = result.summary()
+    assert summary["n_folds"] == 6 and summary["last_params"] == result.last_params
+    assert set(summary["overfitting"]) >= {"deflated_sharpe", "pbo", "n_trials"}
+
+
+@pytest.mark.parametrize("method", [SearchMethod.random, SearchMethod.tpe], ids=["random", "tpe"])
+def test_random_and_tpe_searches_are_seeded_per_fold(
+    prices: pd.DataFrame, method: SearchMethod
+) -> None:
+    search = SearchConfig(
+        method=method,
+        n_iter=6,
+        seed=3,
+        constraint="fast < slow",
+        space={"fast": {"low": 3, "high": 30}, "slow": {"low": 20, "high": 90}},
+    )
+    ev = StrategyReturnsEvaluator(prices, SmaCross, fee_bps=FEE)
+    a = WalkForwardOptimizer(WF, search, pbo_blocks=0).run(ev)
+    b = WalkForwardOptimizer(WF, search, pbo_blocks=0).run(ev)
+    pd.testing.assert_frame_equal(a.trials, b.trials)
+    assert (a.trials["fast"] < a.trials["slow"]).all()
+    assert a.trials.groupby("fold").size().max() <= 6
+    # Each fold chose the best of its own trials.
+    best = a.trials.loc[a.trials.groupby("fold")["score"].idxmax()]
+    np.testing.assert_array_equal(best["fast"], a.folds["fast"])
+    c = WalkForwardOptimizer(WF, replace_seed(search, 4), pbo_blocks=0).run(ev)
+    assert not c.trials.equals(a.trials)
+
+
+def replace_seed(search: SearchConfig, seed: int) -> SearchConfig:
+    return SearchConfig(
+        method=search.method,
+        n_iter=search.n_iter,
+        seed=seed,
+        constraint=search.constraint,
+        space=search.space,
+    )
+
+
+def test_minimize_direction_and_metric_errors(prices: pd.DataFrame) -> None:
+    ev = StrategyReturnsEvaluator(prices, SmaCross, fee_bps=FEE)
+    search = SearchConfig(
+        method=SearchMethod.grid, metric="max_drawdown", direction=Direction.minimize
+    )
+    res = WalkForwardOptimizer(WF, search, pbo_blocks=0).run(ev, SMA_SPACE)
+    best = res.trials.loc[res.trials.groupby("fold")["score"].idxmin()]
+    np.testing.assert_array_equal(best["slow"], res.folds["slow"])
+    with pytest.raises(ConfigError) as err:
+        WalkForwardOptimizer(WF, SearchConfig(metric="win_rate"))
+    assert err.value.key == "search.metric"
+    with pytest.raises(ConfigError) as err:
+        WalkForwardOptimizer(WalkForwardConfig(train_bars=800, test_bars=200)).run(ev, SMA_SPACE)
+    assert err.value.key == "walkforward.train_bars"
+    with pytest.raises(ConfigError) as err:
+        WalkForwardOptimizer(WF, SearchConfig(constraint="fast < slow")).run(
+            ev, {"fast": [50], "slow": [30]}
+        )
+    assert err.value.key == "search.constraint"
+
+
+def test_cpcv_paths_cover_every_bar(prices: pd.DataFrame) -> None:
+    cfg = WalkForwardConfig(splitter=Splitter.cpcv, n_groups=5, n_test_groups=2, gap_bars=5)
+    ev = StrategyReturnsEvaluator(prices, Momentum, fee_bps=FEE)
+    res = WalkForwardOptimizer(cfg, pbo_blocks=0).run(
+        ev, {"lookback": [10, 40, 80], "skip": [0, 5]}
+    )
+    assert len(res.folds) == 10
+    assert res.paths is not None and res.paths.shape == (900, 4)
+    assert res.path_metrics is not None and len(res.path_metrics) == 4
+    pd.testing.assert_series_equal(res.returns, res.paths["path_0"].rename("returns"))
+    # A group is traded, on every path, with a fold that tested it; its bars' returns
+    # come from a run of that fold's parameters over the prices up to the group's end.
+    bounds = res.splits.group_bounds
+    for p, path in enumerate(res.splits.paths):
+        g = 3
+        fold = res.folds.iloc[int(path[g])]
+        lo, hi = int(bounds[g]), int(bounds[g + 1])
+        bt = simulate(prices.iloc[:hi], Momentum(int(fold.lookback), int(fold.skip)), fee_bps=FEE)
+        np.testing.assert_allclose(
+            res.paths[f"path_{p}"].to_numpy()[lo + 1 : hi],
+            bt.returns.to_numpy()[lo + 1 : hi],
+            rtol=1e-12,
+        )
+
+
+def test_figures_are_written(prices: pd.DataFrame, result: WalkForwardResult, tmp_path) -> None:
+    paths = result.save_figures(tmp_path)
+    assert [p.name for p in paths] == ["walkforward_folds.png", "walkforward_equity.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000

@@ -91,7 +91,7 @@ def overfitting_report(
             when more were run than columns kept; computed from the columns when None.
         periods_per_year: Bars per year, to annualise for display.
         n_blocks: S for the PBO; reduced to the largest even number that leaves at
-            least 4 bars per block on short data.
+            least 4 bars per block on short data; 0 skips the PBO (NaN).
 
     Returns:
         The :class:`OverfittingReport`.
@@ -131,11 +131,11 @@ def overfitting_report(
         mintrl = minimum_track_record_length(sr, skewness=mom.skewness, kurtosis=mom.kurtosis)
     except ConfigError:  # moments so extreme the variance factor is not positive
         psr = dsr = mintrl = math.nan
-    s = n_blocks
+    s = n_blocks - n_blocks % 2
     while s > 2 and n_obs // s < 4:
         s -= 2
     pbo = math.nan
-    if n_cols >= 2 and n_obs // s >= 2:
+    if s >= 2 and n_cols >= 2 and n_obs // s >= 2:
         pbo = probability_of_backtest_overfitting(m, n_blocks=s).pbo
     return OverfittingReport(
         n_trials=n_run,

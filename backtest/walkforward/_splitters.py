@@ -198,8 +198,8 @@ def calendar_splits(
 
     Fold i's train window covers ``[t0 + i·step, t0 + i·step + train)`` in time (from
     the first bar when anchored), where ``t0`` is the first timestamp; its test window
-    the following ``test_period`` less its first ``gap_bars`` bars (purged), so test
-    windows stay aligned to the calendar.
+    the following ``test_period``, shifted ``gap_bars`` bars later (the purged bars),
+    so consecutive test windows still tile the history.
     A test window is used only when the data reaches its end (the last bar is less
     than one median bar spacing before it).
 
@@ -237,9 +237,11 @@ def calendar_splits(
         lo = 0 if anchored else int(index.searchsorted(start_t))
         train_end = int(index.searchsorted(train_end_t))
         test_end = int(index.searchsorted(test_end_t))
-        if train_end > lo and test_end > train_end + gap:
+        if test_end + gap > len(index):
+            break
+        if train_end > lo and test_end > train_end:
             folds.append(
-                Fold(len(folds), _arange(lo, train_end), _arange(train_end + gap, test_end))
+                Fold(len(folds), _arange(lo, train_end), _arange(train_end + gap, test_end + gap))
             )
         i += 1
     if not folds:

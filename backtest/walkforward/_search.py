@@ -1,0 +1,148 @@
+"""The search inside one fold: which parameter sets are tried and how they score."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest.config import SearchConfig, SearchMethod
+from backtest.errors import TrialsFailed
+from backtest.walkforward._evaluator import ReturnsEvaluator
+from backtest.walkforward._space import _is_int_range, _range_spec, constraint_mask, random_frame
+from backtest.walkforward._splitters import Fold
+
+
+@dataclass(frozen=True, slots=True)
+class FoldSearch:
+    """The trials of one fold's search.
+
+    Attributes:
+        frame: The parameter sets tried, one row per trial.
+        train_returns: Their returns on the train bars, ``(train bars, trials)``.
+        scores: The search metric of each trial on the train bars.
+        best: Row of the chosen set (first of equal best scores).
+    """
+
+    frame: pd.DataFrame
+    train_returns: NDArray[np.float64]
+    scores: NDArray[np.float64]
+    best: int
+
+
+def fold_seed(seed: int, fold: int) -> np.random.SeedSequence:
+    """The seed of one fold, derived from the root seed and the fold number only."""
+    return np.random.SeedSequence(seed, spawn_key=(fold,))
+
+
+def _train_rows(fold: Fold, returns: NDArray[np.float64]) -> NDArray[np.float64]:
+    if fold.train_end - fold.train_start == len(fold.train):
+        return returns[fold.train_start : fold.train_end]
+    return returns[fold.train]
+
+
+def _suggest(trial: Any, name: str, spec: Any) -> Any:
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        return trial.suggest_categorical(name, list(spec))
+    if not isinstance(spec, Mapping):
+        return spec
+    low, high, step, log = _range_spec(name, spec)
+    if _is_int_range(spec["low"], spec["high"], step):
+        if log:
+            return trial.suggest_int(name, int(low), int(high), log=True)
+        return trial.suggest_int(name, int(low), int(high), step=int(step or 1))
+    if log:
+        return trial.suggest_float(name, low, high, log=True)
+    return trial.suggest_float(name, low, high, step=step)
+
+
+def _optuna_trials(
+    fold: Fold,
+    evaluator: ReturnsEvaluator,
+    space: Mapping[str, Any],
+    search: SearchConfig,
+    score: Callable[[NDArray[np.float64]], Any],
+    maximize: bool,
+    method: SearchMethod,
+) -> tuple[pd.DataFrame, NDArray[np.float64]]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = int(fold_seed(search.seed, fold.fold).generate_state(1)[0])
+    sampler = (
+        optuna.samplers.CmaEsSampler(seed=seed)
+        if method is SearchMethod.cmaes
+        else optuna.samplers.TPESampler(seed=seed)
+    )
+    study = optuna.create_study(direction="maximize" if maximize else "minimize", sampler=sampler)
+    rows, columns = [], []
+    for _ in range(search.n_iter):
+        trial = study.ask()
+        params = {name: _suggest(trial, name, spec) for name, spec in space.items()}
+        one = pd.DataFrame([params])
+        if not constraint_mask(one, search.constraint)[0]:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        r = _train_rows(fold, evaluator.returns(one, fold.train_end))[:, 0]
+        value = float(np.asarray(score(r[:, np.newaxis]))[0])
+        if np.isfinite(value):
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        rows.append(params)
+        columns.append(r)
+    if not rows:
+        raise TrialsFailed(f"fold {fold.fold}: search.constraint rejected every proposed trial")
+    return pd.DataFrame(rows), np.column_stack(columns)
+
+
+def search_fold(
+    fold: Fold,
+    evaluator: ReturnsEvaluator,
+    space: Mapping[str, Any] | pd.DataFrame,
+    grid: pd.DataFrame | None,
+    search: SearchConfig,
+    score: Callable[[NDArray[np.float64]], Any],
+    maximize: bool,
+    method: SearchMethod,
+) -> FoldSearch:
+    """Score parameter sets on the fold's train bars only and pick the best.
+
+    ``grid`` (when given) is tried as is; otherwise ``random`` draws ``n_iter`` sets
+    with the fold's own seed, and ``tpe``/``cmaes`` ask Optuna for ``n_iter`` trials.
+
+    Raises:
+        TrialsFailed: Every trial scored NaN (names the fold and its dates).
+    """
+    if grid is not None:
+        frame = grid
+        train = _train_rows(fold, evaluator.returns(frame, fold.train_end))
+    elif method is SearchMethod.random:
+        rng = np.random.default_rng(fold_seed(search.seed, fold.fold))
+        frame = random_frame(space, search.n_iter, rng, search.constraint)  # type: ignore[arg-type]
+        train = _train_rows(fold, evaluator.returns(frame, fold.train_end))
+    else:
+        frame, train = _optuna_trials(
+            fold,
+            evaluator,
+            space,
+            search,
+            score,
+            maximize,
+            method,  # type: ignore[arg-type]
+        )
+    scores = np.asarray(score(train), dtype=np.float64)
+    finite = np.isfinite(scores)
+    if not finite.any():
+        idx = evaluator.index
+        raise TrialsFailed(
+            f"fold {fold.fold} (train {idx[fold.train_start].date()} to "
+            f"{idx[fold.train_end - 1].date()}): all {len(frame)} trials have a non-finite "
+            f"{search.metric} (no trades in the train window?)"
+        )
+    ranked = np.where(finite, scores if maximize else -scores, -np.inf)
+    return FoldSearch(frame, train, scores, int(np.argmax(ranked)))

@@ -266,3 +266,19 @@ def test_fan_is_bounded_for_long_horizons() -> None:
     assert fan_size(10_000, 25_200, 1000) * 25_201 <= FAN_CELLS
     assert fan_size(10_000, 2_520, 1000) == 1000
     assert fan_size(30, 2_520, 1000) == 30
+
+
+@pytest.mark.parametrize(
+    "fan",
+    [
+        RNG.lognormal(0, 0.3, (301, 40)).astype(np.float32),
+        np.ones((50, 5), np.float32),
+        np.tile(np.array([1.0, 2.0, 2.0, 3.0], np.float32), 25).reshape(100, 1),
+        RNG.normal(1, 0.1, (2, 7)).astype(np.float32),
+    ],
+    ids=["lognormal", "all_equal", "ties", "two_paths"],
+)
+def test_fan_quantiles_match_numpy(fan: np.ndarray) -> None:
+    q = np.array([0.0, 0.025, 0.05, 0.5, 0.5, 0.95, 0.999, 1.0])
+    want = np.quantile(fan.astype(np.float64), q, axis=0).T
+    np.testing.assert_allclose(k.fan_quantiles(fan, q), want, rtol=1e-12, atol=0)

@@ -201,8 +201,9 @@ class MonteCarloSimulator:
     the report is identical whatever ``n_jobs`` and ``chunk_size`` are.
 
     The equity fan (per-bar quantiles) is computed from the first ``fan_paths``
-    paths (at most about 10 million equity values, so 396 paths at 25,200 bars):
-    they are a random sample of all paths, and memory stays bounded.
+    paths (500 by default; fewer on long horizons, so that at most about 10 million
+    equity values are kept: 396 paths at 25,200 bars). They are a random sample of
+    all paths, so memory stays bounded whatever ``n_paths`` is.
 
     Args:
         config: The settings (defaults: 10,000 stationary-bootstrap paths).
@@ -223,7 +224,7 @@ class MonteCarloSimulator:
 
     config: MonteCarloConfig = field(default_factory=MonteCarloConfig)
     progress: bool | None = None
-    fan_paths: int = 1000
+    fan_paths: int = 500
 
     def run(
         self,

@@ -437,3 +437,30 @@ def test_status_of_a_job_that_is_not_ours_is_not_found(redis_url: str, queue_nam
         )
         with pytest.raises(JobNotFound, match="not-ours"):
             q.status("not-ours")
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_redis_stopped_while_waiting_is_reported_within_ten_seconds(
+    own_redis: Any, base_config: dict[str, Any], tmp_path: Path, support_dir: Path
+) -> None:
+    name = f"tq-{uuid.uuid4().hex[:8]}"
+    job = make_job(base_config, tmp_path, 16, target="queue_support.SlowSmaCross", delay_s=30)
+    q = queue_for(own_redis.url, name)
+    with LocalWorkers(own_redis.url, name, 1, env={"PYTHONPATH": str(support_dir)}) as pool:
+        q.submit(job)
+        deadline = time.monotonic() + 30
+        while q.status(job.job_id).status != "started" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopped_at: list[float] = []
+
+        def stop_redis() -> None:
+            own_redis.stop()
+            stopped_at.append(time.monotonic())
+
+        threading.Timer(1.0, stop_redis).start()  # while wait() is polling
+        with pytest.raises(QueueUnavailable) as info:
+            q.wait([job.job_id], progress=False)
+        assert stopped_at and time.monotonic() - stopped_at[0] < 10
+        assert info.value.url == own_redis.url
+        pool.stop(timeout_s=2)

@@ -1,0 +1,278 @@
+"""Workers: a real SIGKILL mid-job, the console command, and life without rq installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+
+SLOW_STRATEGY = '''
+import time
+from dataclasses import dataclass
+
+from backtest.strategies import SmaCross
+
+
+@dataclass(frozen=True, slots=True)
+class SlowSmaCross(SmaCross):
+    """SmaCross that sleeps ``delay_s`` seconds first: a job long enough to be killed."""
+
+    delay_s: float = 1.0
+
+    def positions(self, prices):
+        time.sleep(self.delay_s)
+        return SmaCross.positions(self, prices)
+'''
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+def _base_config() -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from backtest.jobs import BacktestJob
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["tracking=none", "data.n_bars=300", "data.n_assets=1"],
+        )
+    GlobalHydra.instance().clear()
+    return BacktestJob.from_config(cfg).config
+
+
+# --- the console command ---------------------------------------------------------------------
+
+
+def test_worker_command_needs_a_url() -> None:
+    pytest.importorskip("rq")
+    proc = subprocess.run(
+        [sys.executable, "-m", "backtest.worker", "--queues", "q"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "queue.redis_url" in proc.stderr
+
+
+def test_worker_command_reports_an_unreachable_server_without_the_password() -> None:
+    pytest.importorskip("rq")
+    proc = subprocess.run(
+        [sys.executable, "-m", "backtest.worker", "--queues", "q"],
+        env=_env(REDIS_URL="redis://:hunter2@127.0.0.1:1/0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "redis://:***@127.0.0.1:1/0" in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout
+
+
+# --- without rq ------------------------------------------------------------------------------
+
+HIDE_RQ = """
+import sys
+# Pretend rq and redis are not installed: importing them raises ImportError and
+# importlib.util.find_spec() returns None.
+for _name in ("rq", "redis"):
+    sys.modules[_name] = None
+"""
+
+WITHOUT_RQ_CHECK = """
+import json, sys
+import backtest
+assert "rq" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
+assert backtest.BacktestJobQueue is None, backtest.BacktestJobQueue
+assert backtest.BacktestWorker is None, backtest.BacktestWorker
+config = json.loads(sys.argv[1])
+result = backtest.run_backtest(backtest.BacktestJob(config=config, result_path=sys.argv[2]))
+assert backtest.load_result(sys.argv[2]).metrics["sharpe_ratio"] == result.metrics["sharpe_ratio"]
+for name in backtest.__all__:
+    if name not in ("BacktestJobQueue", "BacktestWorker"):
+        try:
+            getattr(backtest, name)
+        except ModuleNotFoundError as exc:  # only a missing rq/redis would be our failure
+            assert exc.name.split(".")[0] not in ("rq", "redis"), (name, exc)
+print("ok")
+"""
+
+
+def test_without_rq_the_queue_names_are_none_and_backtests_still_run(tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HIDE_RQ)
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    config = json.dumps(_base_config())
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_RQ_CHECK, config, str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("ok")
+    worker = subprocess.run(
+        [sys.executable, "-m", "backtest.worker", "--url", "redis://127.0.0.1:6379/0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 2
+    assert "needs rq and redis" in worker.stderr
+
+
+# --- a worker in this process ----------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_burst_worker_runs_the_queue_and_stops(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    from backtest.config import QueueConfig
+    from backtest.jobs import BacktestJob
+    from backtest.queue import BacktestJobQueue, BacktestWorker
+
+    base = _base_config()
+    cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=60)
+    with BacktestJobQueue(cfg) as q:
+        job = BacktestJob(config=base, result_path=str(tmp_path / "run"))
+        q.submit(job)
+        worker = BacktestWorker([queue_name], cfg, maintenance_interval=1)
+        assert worker.work(burst=True) is True
+        assert q.status(job.job_id).status == "finished"
+        assert worker.work(burst=True) is False  # nothing left
+
+
+# --- SIGKILL mid-job -------------------------------------------------------------------------
+
+
+def _queue_processes(queue: str) -> dict[int, int]:
+    """pid -> ppid of every process started for ``queue`` (workers and their horses)."""
+    import psutil
+
+    found = {}
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "backtest.worker" in cmdline and queue in cmdline:
+            found[proc.info["pid"]] = proc.info["ppid"]
+    return found
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    from rq import Worker
+    from rq.results import Result
+
+    from backtest.config import QueueConfig
+    from backtest.jobs import BacktestJob
+    from backtest.queue import BacktestJobQueue, LocalWorkers
+
+    support = tmp_path / "support"
+    support.mkdir()
+    (support / "slow_support.py").write_text(textwrap.dedent(SLOW_STRATEGY))
+    base = _base_config()
+    jobs = []
+    for i in range(20):
+        config = json.loads(json.dumps(base))
+        config["allowed_modules"] = ["slow_support"]
+        config["strategy"] = {
+            "_target_": "slow_support.SlowSmaCross",
+            "fast": 5 + i,
+            "slow": 60,
+            "delay_s": 1.0,
+        }
+        jobs.append(BacktestJob(config=config, result_path=str(tmp_path / "out" / f"job{i:02d}")))
+
+    cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=60, retries=2)
+    pool = LocalWorkers(
+        redis_url,
+        queue_name,
+        2,
+        maintenance_interval=2,
+        monitoring_interval=1,
+        heartbeat_grace=3,
+        env={"PYTHONPATH": str(support)},
+        log_dir=tmp_path / "logs",
+    )
+    with BacktestJobQueue(cfg) as q, pool:
+        ids = q.submit_many(jobs)
+        assert len(set(ids)) == 20
+        # Kill a worker while it runs a job (its main process: as if its machine died).
+        victim, killed_job = None, None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline:
+            for w in Worker.all(connection=q.connection, queue=q.queue):
+                current = w.get_current_job_id()
+                ours = w.pid in {p.pid for p in pool.processes}
+                if ours and current and q.status(current).status == "started":
+                    victim, killed_job = w.pid, current
+                    break
+            time.sleep(0.05)
+        assert victim is not None and killed_job is not None
+        os.killpg(victim, signal.SIGKILL)
+        killed_at = time.time()
+        survivor = next(p.pid for p in pool.processes if p.pid != victim)
+
+        # Its work horse notices and exits: only the survivor and its horse remain.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            left = _queue_processes(queue_name)
+            strays = [pid for pid, ppid in left.items() if survivor not in (pid, ppid)]
+            if not strays:
+                break
+            time.sleep(0.2)
+        assert not strays, f"processes of the killed worker still run: {strays}"
+
+        done = q.wait(ids, timeout=150, progress=False)
+
+        assert {r.status for r in done.values()} == {"finished"}
+        retried = done[killed_job]
+        assert retried.attempts == 2
+        from datetime import datetime
+
+        restarted = datetime.fromisoformat(str(retried.started_at)).timestamp()
+        print(f"killed job {killed_job} restarted {restarted - killed_at:.1f} s after SIGKILL")
+        assert restarted - killed_at < 90, "the killed job was not retried within 90 s"
+        # Every result exactly once, complete, with no partial files left behind.
+        results = sorted((tmp_path / "out").rglob("result.json"))
+        assert [p.parent.name for p in results] == [f"job{i:02d}" for i in range(20)]
+        assert not list((tmp_path / "out").rglob("*.tmp"))
+        for job in jobs:
+            record = json.loads((Path(str(job.result_path)) / "result.json").read_text())
+            assert record["job_id"] == job.job_id
+            rq_job = q._fetch(job.job_id)
+            assert rq_job is not None
+            successes = [r for r in rq_job.results() if r.type == Result.Type.SUCCESSFUL]
+            assert len(successes) == 1, job.job_id
+        # Nothing is left in the started registry (with rq's own cleanup applied).
+        assert q.queue.started_job_registry.get_job_ids(cleanup=True) == []
+        assert q.counts()["started"] == 0
+        assert q.counts()["failed"] == 0

@@ -356,7 +356,7 @@ def _param_frame(param_sets: object) -> pd.DataFrame:
         frame = pd.DataFrame({k: list(v) for k, v in param_sets.items()})
     else:
         frame = pd.DataFrame(list(param_sets))  # type: ignore[call-overload]
-    if frame.empty:
+    if len(frame) == 0:  # (a strategy without parameters has sets without columns)
         raise ConfigError("simulate_batch needs at least one parameter set", key="param_sets")
     return frame
 
@@ -370,13 +370,17 @@ def simulate_batch(
     slippage_bps: float = 0.0,
     weights: Mapping[str, float] | None = None,
     periods_per_year: int = 252,
-    keep_returns: bool = False,
+    keep_returns: bool | Sequence[bool] | NDArray[np.bool_] = False,
     chunk_size: int | None = None,
 ) -> BatchResult:
     """Backtest many parameter sets of one strategy without a Python call per set.
 
-    Positions for a chunk of sets come from ``strategy_cls.batch_positions`` (one
-    array per asset); a compiled kernel turns them into portfolio returns, trade
+    ``SmaCross`` and ``Momentum`` run on fused compiled kernels
+    (:mod:`backtest._fused`): one signal row per distinct window, then one pass over
+    the bars per set computing positions, costs, trades and every metric, in parallel
+    over sets, without a ``(n_bars, k)`` matrix. Other strategies take the generic
+    path: positions for a chunk of sets come from ``strategy_cls.batch_positions``
+    (one array per asset); a compiled kernel turns them into portfolio returns, trade
     counts, exposure and turnover; metrics are computed column-wise. Memory is
     bounded by ``chunk_size`` sets at a time.
 
@@ -389,7 +393,8 @@ def simulate_batch(
         slippage_bps: Slippage per unit of traded notional, in basis points.
         weights: Symbol -> portfolio weight; equal weights when empty.
         periods_per_year: Bars per year, for annualised metrics.
-        keep_returns: Also return the ``(n_bars, k)`` matrix of portfolio returns.
+        keep_returns: Also return the ``(n_bars, k)`` matrix of portfolio returns; a
+            boolean mask of length ``k`` keeps only those sets' columns, in order.
         chunk_size: Sets evaluated at once (default: about 32 MB of positions).
 
     Returns:
@@ -404,6 +409,17 @@ def simulate_batch(
     close = prices.to_numpy(dtype=np.float64)
     n, n_assets = close.shape
     k = len(frame)
+    keep = _keep_mask(keep_returns, k)
+    from backtest import _fused
+
+    fused = _fused.fused_batch(close, strategy_cls, frame, cost=cost, weights=w,
+                               periods_per_year=periods_per_year, keep=keep)
+    if fused is not None:
+        values, kept_rows = fused
+        table = frame.copy()
+        for j, name in enumerate(m.METRIC_NAMES):
+            table[name] = values[:, j]
+        return BatchResult(table, None if kept_rows is None else kept_rows.T)
     chunk = chunk_size or max(1, 4_000_000 // max(n, 1))
     r_assets = [bar_returns(np.ascontiguousarray(close[:, j])) for j in range(n_assets)]
     out: dict[str, NDArray[np.float64]] = {
@@ -427,8 +443,8 @@ def simulate_batch(
             out[name][lo:hi] = counts[name]
         for name, value in _return_metrics(port, periods_per_year).items():
             ret_metrics.setdefault(name, []).append(np.atleast_1d(value))
-        if keep_returns:
-            kept.append(port)
+        if keep is not None:
+            kept.append(port[:, keep[lo:hi]])
     table = frame.copy()
     for name, parts in ret_metrics.items():
         table[name] = np.concatenate(parts)
@@ -437,5 +453,16 @@ def simulate_batch(
         table["win_rate"] = np.where(out["n_trades"] > 0, out["n_wins"] / out["n_trades"], np.nan)
     table["exposure"] = out["exposure"] / n
     table["turnover"] = out["turnover"] / n * periods_per_year
-    returns = np.concatenate(kept, axis=1) if keep_returns else None
+    returns = np.concatenate(kept, axis=1) if keep is not None else None
     return BatchResult(table, returns)
+
+
+def _keep_mask(keep_returns: object, k: int) -> NDArray[np.bool_] | None:
+    """``None`` (keep nothing) or a boolean mask of the sets whose returns are kept."""
+    if isinstance(keep_returns, bool | np.bool_):
+        return np.ones(k, dtype=bool) if keep_returns else None
+    mask = np.asarray(keep_returns, dtype=bool)
+    if mask.shape != (k,):
+        raise ConfigError(f"keep_returns must be a bool or a mask of {k} values, "
+                          f"got shape {mask.shape}", key="keep_returns")
+    return mask

@@ -1,0 +1,152 @@
+"""The fast path of :func:`backtest.engine.simulate_batch` for the common strategy families.
+
+For :class:`~backtest.strategies.SmaCross` and :class:`~backtest.strategies.Momentum`
+the positions are a comparison of two signals, so a batch of parameter sets needs
+only one signal row per distinct window (a moving average, a trailing return), not a
+``(n_bars, k)`` matrix of positions. :func:`fused_batch` builds those rows and hands
+them to the compiled kernels of :mod:`backtest._fused_kernels`, which compute every
+metric of every set in one pass over the bars, in parallel over sets.
+
+Other strategies (or subclasses, which may change ``positions``) return ``None`` here
+and take the generic ``batch_positions`` path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numba
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest import _fused_kernels as k
+from backtest.errors import ConfigError
+from backtest.strategies import Momentum, SmaCross
+from backtest.strategies._base import as_param_array
+
+#: Signal tables larger than this are recomputed on the fly instead (bytes).
+TABLE_BUDGET_BYTES = 64 * 2**20
+
+_FAMILIES: dict[type, tuple[str, ...]] = {
+    SmaCross: ("fast", "slow", "long_short"),
+    Momentum: ("lookback", "skip", "long_short"),
+}
+
+
+def supports(strategy_cls: type, columns: list[str]) -> bool:
+    """Whether ``strategy_cls`` with these parameter columns has a fused kernel."""
+    names = _FAMILIES.get(strategy_cls)
+    return names is not None and set(columns) <= set(names)
+
+
+def _sma_inputs(
+    close: NDArray[np.float64], params: Mapping[str, NDArray]
+) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
+    n, n_assets = close.shape
+    count = len(next(iter(params.values()))) if params else 1
+    fast = as_param_array(params, "fast", count, 10).astype(np.int64)
+    slow = as_param_array(params, "slow", count, 50).astype(np.int64)
+    long_short = as_param_array(params, "long_short", count, False).astype(bool)
+    bad = np.flatnonzero((fast < 1) | (fast >= slow))
+    if len(bad):
+        i = int(bad[0])
+        raise ConfigError(
+            f"strategy parameter 'fast' ({fast[i]}) must be >= 1 and smaller than "
+            f"'slow' ({slow[i]})",
+            key="fast",
+        )
+    csum = np.zeros((n + 1, n_assets))
+    np.cumsum(close, axis=0, out=csum[1:])
+    start = slow - 1
+    windows, inverse = np.unique(np.concatenate([fast, slow]), return_inverse=True)
+    if len(windows) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
+        return k.SMA_CUMSUM, np.empty((0, 0, 0)), csum, fast, slow, start, long_short
+    table = np.full((len(windows), n, n_assets), np.nan)
+    for row, w in enumerate(windows):
+        if w <= n:
+            # the same operations as strategies._sma_cross.rolling_mean
+            table[row, w - 1 :] = (csum[w:] - csum[:-w]) / int(w)
+    rows = inverse.astype(np.int64)
+    return k.TABLE, table, np.empty((0, 0)), rows[:count], rows[count:], start, long_short
+
+
+def _momentum_inputs(
+    close: NDArray[np.float64], params: Mapping[str, NDArray]
+) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
+    n, n_assets = close.shape
+    count = len(next(iter(params.values()))) if params else 1
+    lookback = as_param_array(params, "lookback", count, 126).astype(np.int64)
+    skip = as_param_array(params, "skip", count, 0).astype(np.int64)
+    long_short = as_param_array(params, "long_short", count, False).astype(bool)
+    bad = np.flatnonzero((lookback < 1) | (skip < 0))
+    if len(bad):
+        i = int(bad[0])
+        Momentum(int(lookback[i]), int(skip[i]))  # raises ConfigError naming the parameter
+    start = lookback + skip
+    pairs, inverse = np.unique(np.column_stack([lookback, skip]), axis=0, return_inverse=True)
+    if (len(pairs) + 1) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
+        data = np.ascontiguousarray(close)
+        return k.MOMENTUM_CLOSE, np.empty((0, 0, 0)), data, lookback, skip, start, long_short
+    table = np.full((len(pairs) + 1, n, n_assets), np.nan)
+    table[len(pairs)] = 0.0  # the zero line a trailing return is compared with
+    for row, (lb, sk) in enumerate(pairs):
+        first = lb + sk
+        if first < n:
+            # the same operations as strategies._momentum._trailing_return
+            table[row, first:] = close[first - sk : n - sk] / close[: n - first] - 1.0
+    rows = inverse.ravel().astype(np.int64)
+    zero = np.full(count, len(pairs), dtype=np.int64)
+    return k.TABLE, table, np.empty((0, 0)), rows, zero, start, long_short
+
+
+def fused_batch(
+    close: NDArray[np.float64],
+    strategy_cls: type,
+    frame: pd.DataFrame,
+    *,
+    cost: float,
+    weights: NDArray[np.float64],
+    periods_per_year: int,
+    keep: NDArray[np.bool_] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None] | None:
+    """Every metric of every parameter set in ``frame``, or ``None`` without a fused kernel.
+
+    Args:
+        close: Closes, ``(n_bars, n_assets)``.
+        strategy_cls: The strategy class (exactly ``SmaCross`` or ``Momentum``).
+        frame: One row per parameter set.
+        cost: Cost per unit of traded notional, as a fraction.
+        weights: Portfolio weight per asset.
+        periods_per_year: Bars per year.
+        keep: Which sets' portfolio returns to return (``None``: none).
+
+    Returns:
+        ``(metrics, kept)``: metrics ``(k, 11)`` in ``METRIC_NAMES`` order and the kept
+        returns ``(n_kept, n_bars)`` (``None`` when nothing is kept).
+
+    Raises:
+        ConfigError: an invalid parameter set (the first one, naming the parameter).
+    """
+    if not supports(strategy_cls, [str(c) for c in frame.columns]):
+        return None
+    close = np.ascontiguousarray(close, dtype=np.float64)
+    n, _ = close.shape
+    params = {str(c): frame[c].to_numpy() for c in frame.columns}
+    count = len(frame)
+    n_keep = 0 if keep is None else int(np.count_nonzero(keep))
+    build = _sma_inputs if strategy_cls is SmaCross else _momentum_inputs
+    source, table, data, a, b, start, long_short = build(close, params)
+    r = np.zeros_like(close)
+    r[1:] = close[1:] / close[:-1] - 1.0
+    keep_slot = np.full(count, -1, dtype=np.int64)
+    if n_keep:
+        keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
+    kept = np.empty((n_keep, n))
+    out = k.fused_backtests(
+        source, table, data, r, np.ascontiguousarray(weights, dtype=np.float64),
+        a, b, start, long_short, float(cost), int(periods_per_year), keep_slot, kept,
+        8 * numba.get_num_threads(),
+    )
+    k.finish_growth(out, n, int(periods_per_year))
+    return out[:, : k.N_METRICS], (kept if n_keep else None)

@@ -1,0 +1,162 @@
+"""Compare the runs of an experiment as one sorted table, from MLflow.
+
+::
+
+    python -m backtest.compare wf_momentum
+    python -m backtest.compare sma_cross --metric max_drawdown --children
+    python -m backtest.compare sma_cross --uri http://127.0.0.1:5000 --limit 20
+
+Rows are the runs of the experiment (the jobs of a sweep included; the trials and
+folds nested under a search or walk-forward only with ``--children``), sorted by the
+metric, best first: descending, except for metrics where less is better
+(``max_drawdown``, ``annual_volatility``, ``turnover``, ``duration_s``) or when
+``--ascending`` is given. Runs without the metric come last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+import pandas as pd
+
+from backtest.config import RootConfig
+from backtest.errors import BacktestError, ConfigError
+
+LOWER_IS_BETTER = frozenset({"max_drawdown", "annual_volatility", "turnover", "duration_s"})
+HEADLINE = ("sharpe_ratio", "total_return", "cagr", "max_drawdown", "n_trades")
+_CONFIG_KEYS = frozenset(f.name for f in fields(RootConfig))
+
+
+def _search_runs(experiment: str, uri: str) -> pd.DataFrame:
+    """``mlflow.search_runs`` of one experiment at ``uri`` (the global URI is restored)."""
+    import mlflow
+
+    from backtest.tracking._client import check_reachable, client_for
+
+    check_reachable(uri, 5.0)
+    exp = client_for(uri).get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client_for(uri).search_experiments())
+        raise BacktestError(
+            f"no MLflow experiment {experiment!r} at {uri}; experiments there: "
+            f"{', '.join(names) or 'none'}"
+        )
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        frame = mlflow.search_runs(experiment_ids=[exp.experiment_id], max_results=100_000)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert isinstance(frame, pd.DataFrame)
+    return frame
+
+
+def compare_runs(
+    experiment: str,
+    *,
+    metric: str = "sharpe_ratio",
+    uri: str | None = None,
+    ascending: bool | None = None,
+    children: bool = False,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """The runs of ``experiment`` as a table sorted by ``metric``, best first.
+
+    Args:
+        experiment: The MLflow experiment (the config's ``name``).
+        metric: Metric to sort by (``sharpe_ratio``, ``cagr``, ``montecarlo....``).
+        uri: Tracking URI; ``MLFLOW_TRACKING_URI`` or ``sqlite:///outputs/mlflow.db``.
+        ascending: Sort order; ascending only for metrics where less is better when unset.
+        children: Include the trials and folds nested under searches and walk-forwards.
+        limit: Keep the first ``limit`` rows.
+
+    Returns:
+        One row per run: name, task, status, start time, the strategy parameters
+        actually used, the sort metric and the headline metrics, and the run id.
+
+    Raises:
+        BacktestError: no such experiment (the message lists the ones there are), or
+            the tracking server is unreachable.
+        ConfigError: no run of the experiment has ``metric``; names the ones logged.
+    """
+    from backtest.tracking._client import bounded_http, resolve_uri
+
+    uri = resolve_uri(uri)
+    with bounded_http(5.0):
+        runs = _search_runs(experiment, uri)
+    if runs.empty:
+        return pd.DataFrame(columns=["run", "task", "status", "started", "run_id"])
+    kind = runs.get("tags.backtest.kind", pd.Series("run", index=runs.index)).fillna("run")
+    keep = kind != "sweep" if children else kind.isin(["run"])
+    runs = runs[keep]
+    metric_cols = [c for c in runs.columns if c.startswith("metrics.")]
+    if f"metrics.{metric}" not in metric_cols:
+        available = ", ".join(sorted(c.removeprefix("metrics.") for c in metric_cols))
+        raise ConfigError(
+            f"metric {metric!r} is not logged in experiment {experiment!r}; "
+            f"logged metrics: {available or 'none'}", key="metric")
+    if ascending is None:
+        ascending = metric in LOWER_IS_BETTER
+    runs = runs.sort_values(f"metrics.{metric}", ascending=ascending, na_position="last",
+                            kind="stable")
+    params = sorted(c for c in runs.columns if c.startswith("params.")
+                    and "." not in c.removeprefix("params.")
+                    and c.removeprefix("params.") not in _CONFIG_KEYS
+                    and runs[c].notna().any())
+    shown = [metric, *(m for m in HEADLINE if m != metric and f"metrics.{m}" in runs.columns)]
+    table = pd.DataFrame({
+        "run": runs.get("tags.mlflow.runName"),
+        "task": runs.get("tags.backtest.task"),
+        "status": runs["status"],
+        "started": runs["start_time"].dt.strftime("%Y-%m-%d %H:%M"),
+        **{p.removeprefix("params."): runs[p] for p in params},
+        **{m: runs[f"metrics.{m}"] for m in shown},
+        "run_id": runs["run_id"].str[:12],
+    })
+    return table.head(limit) if limit else table.reset_index(drop=True)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The table as text, numbers with four significant digits, missing values as ``-``."""
+    def fmt(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return table.map(fmt).to_string(index=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m backtest.compare EXPERIMENT [--metric M] [--uri URI]``; 2 on an error."""
+    parser = argparse.ArgumentParser(
+        prog="python -m backtest.compare",
+        description="Print the runs of an MLflow experiment sorted by a metric, best first.",
+    )
+    parser.add_argument("experiment", help="experiment name (the config's name)")
+    parser.add_argument("--metric", default="sharpe_ratio", help="sort metric (sharpe_ratio)")
+    parser.add_argument("--uri", help="tracking URI (MLFLOW_TRACKING_URI or "
+                                      "sqlite:///outputs/mlflow.db)")
+    parser.add_argument("--ascending", action="store_true", default=None,
+                        help="smallest first (default only for max_drawdown and similar)")
+    parser.add_argument("--children", action="store_true",
+                        help="include trials and folds nested under searches/walk-forwards")
+    parser.add_argument("--limit", type=int, help="show only the best N runs")
+    args = parser.parse_args(argv)
+    try:
+        table = compare_runs(args.experiment, metric=args.metric, uri=args.uri,
+                             ascending=args.ascending, children=args.children, limit=args.limit)
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(table)} runs of {args.experiment!r} by {args.metric}")
+    print(format_table(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""``python -m backtest.sync``: results on disk reach MLflow exactly once (real sqlite store)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from backtest import results
+from backtest.config import TrackingConfig
+from backtest.errors import ResultPathMissing
+from backtest.sync import main, sync
+from backtest.tracking import log_result, run_key
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture
+def experiment() -> str:
+    return f"sync-{uuid.uuid4().hex[:10]}"
+
+
+def write_run(run_dir: Path, experiment: str, uri: str, sharpe: float = 1.0) -> Path:
+    """A complete run directory whose config points at ``uri`` (as a run that could not log)."""
+    record = {"task": "backtest", "job_id": f"job-{uuid.uuid4().hex[:8]}", "name": experiment,
+              "params": {"fast": 10}, "metrics": {"sharpe_ratio": sharpe}, "seed": 1,
+              "config_hash": "a" * 64, "data_fingerprint": "b" * 64, "version": "0.1.0",
+              "started_at": "2026-01-01T00:00:00.000+00:00",
+              "ended_at": "2026-01-01T00:00:01.000+00:00"}
+    config = {"name": experiment, "tracking": {"enabled": True, "uri": uri, "timeout_s": 2.0}}
+    results.write_result(run_dir, record, config_yaml=yaml.safe_dump(config))
+    return run_dir
+
+
+def mirrors(uri: str, experiment: str) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else list(client.search_runs([exp.experiment_id]))
+
+
+def test_every_result_is_logged_once_however_often_sync_runs(
+    tmp_path: Path, store: str, experiment: str
+) -> None:
+    out = tmp_path / "outputs"
+    dirs = [write_run(out / experiment / f"run{i}", experiment, store, 0.1 * i) for i in range(3)]
+
+    first = sync(out)
+    assert sorted(d for d, _ in first.logged) == dirs and first.failed == []
+    again = sync(out)
+    assert again.logged == [] and sorted(again.present) == dirs
+    extra = write_run(out / experiment / "run9", experiment, store)
+    third = sync(out)
+    assert [d for d, _ in third.logged] == [extra] and len(third.present) == 3
+
+    runs = mirrors(store, experiment)
+    keys = [r.data.tags["backtest.run_key"] for r in runs]
+    expected = [run_key(results.load_result(d).record) for d in [*dirs, extra]]
+    assert sorted(keys) == sorted(expected)
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_result_logged_live_is_not_logged_again(tmp_path: Path, store: str,
+                                                   experiment: str) -> None:
+    run_dir = write_run(tmp_path / "run", experiment, store)
+    log_result(run_dir, TrackingConfig(uri=store))
+    report = sync(tmp_path)
+    assert report.logged == [] and report.present == [run_dir]
+    assert len(mirrors(store, experiment)) == 1
+
+
+def test_a_half_logged_mirror_is_replaced_by_a_complete_one(tmp_path: Path, store: str,
+                                                           experiment: str) -> None:
+    from mlflow import MlflowClient
+
+    run_dir = write_run(tmp_path / "run", experiment, store)
+    client = MlflowClient(tracking_uri=store)
+    exp_id = client.create_experiment(experiment)
+    key = run_key(results.load_result(run_dir).record)
+    stale = client.create_run(exp_id, tags={"backtest.run_key": key})  # crashed mid-logging
+
+    (logged,) = sync(tmp_path).logged
+    runs = mirrors(store, experiment)
+    assert [r.info.run_id for r in runs] == [logged[1]] != [stale.info.run_id]
+    assert runs[0].info.status == "FINISHED"
+    assert client.get_run(stale.info.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_uri_option_overrides_each_results_own_uri(tmp_path: Path, store: str,
+                                                   experiment: str, unused_port: int) -> None:
+    run_dir = write_run(tmp_path / "run", experiment, f"http://127.0.0.1:{unused_port}")
+    down = sync(tmp_path)
+    assert down.logged == [] and [d for d, _ in down.failed] == [run_dir]
+    assert "unreachable" in down.failed[0][1]
+    up = sync(tmp_path, uri=store)
+    assert [d for d, _ in up.logged] == [run_dir] and up.failed == []
+
+
+def test_copies_inside_the_artifact_store_are_not_results(tmp_path: Path,
+                                                          experiment: str) -> None:
+    out = tmp_path / "outputs"
+    uri = f"sqlite:///{out}/mlflow.db"  # artifacts land in outputs/mlartifacts/
+    write_run(out / "run", experiment, uri)
+    assert len(sync(out).logged) == 1
+    assert list((out / "mlartifacts").rglob("result.json"))  # the copy MLflow keeps
+    again = sync(out)
+    assert again.logged == [] and again.present == [out / "run"]
+
+
+def test_sweep_jobs_are_nested_under_one_sweep_run(tmp_path: Path, store: str,
+                                                   experiment: str) -> None:
+    sweep = tmp_path / "multirun" / "2026-01-01_00-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"overrides": {"task": ["strategy.fast=5,10,20"]}}}))
+    for job in range(3):
+        write_run(sweep / str(job), experiment, store, sharpe=job)
+    assert len(sync(tmp_path).logged) == 3
+
+    runs = mirrors(store, experiment)
+    (parent,) = [r for r in runs if r.data.tags.get("backtest.kind") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 4 and len(jobs) == 3
+    assert parent.data.params["sweep.overrides"] == '["strategy.fast=5,10,20"]'
+    assert parent.info.status == "FINISHED"
+
+
+def test_cli_prints_a_summary_and_fails_on_a_missing_path(
+    tmp_path: Path, store: str, experiment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_run(tmp_path / "a", experiment, store)
+    assert main([str(tmp_path), "--dry-run"]) == 0
+    assert "1 would log, 0 already in MLflow, 0 failed" in capsys.readouterr().out
+    assert mirrors(store, experiment) == []
+    assert main([str(tmp_path)]) == 0
+    assert "1 logged, 0 already in MLflow, 0 failed" in capsys.readouterr().out
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(ResultPathMissing):
+        sync(tmp_path / "nope")

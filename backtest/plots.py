@@ -213,7 +213,7 @@ def heatmap_figure(
         if data.size <= 150:
             for (r, c), v in np.ndenumerate(data):
                 if np.isfinite(v):
-                    ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8,
                             color="white" if v < np.nanmean(data) else "black")
     return save_figure(fig, path)
 
@@ -303,7 +303,7 @@ def windows_figure(
         title: Figure title.
         label: Column whose value is written on each test window (e.g. chosen params).
     """
-    fig, (ax,) = new_figure(1, figsize=(10, max(2.5, 0.35 * len(folds) + 1.5)))
+    fig, (ax,) = new_figure(1, figsize=(10, max(3.0, 0.35 * len(folds) + 1.5)))
     dates = pd.api.types.is_datetime64_any_dtype(folds["train_start"])
     for i, row in enumerate(folds.itertuples(index=False)):
         f = row._asdict()
@@ -317,7 +317,9 @@ def windows_figure(
     ax.set_yticks(range(len(folds)), [f"fold {len(folds) - 1 - i}" for i in range(len(folds))])
     ax.set_xlabel("Date" if dates else "Bar")
     ax.set_ylabel("Fold")
+    if label is not None:
+        ax.set_xmargin(0.15)  # room for the text after the last test window
     ax.set_title(title, fontsize=13, fontweight="bold")
-    ax.legend(loc="lower right", frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.grid(alpha=0.3, axis="x")
     return save_figure(fig, path)

@@ -1,0 +1,123 @@
+"""Figures: every one has a title, labelled axes, and draws the numbers it claims to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtest import plots
+from backtest.engine import simulate
+from backtest.metrics import max_drawdown
+from backtest.strategies import SmaCross
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every Figure saved during the test (they are still written to disk)."""
+    figures: list[Any] = []
+    real = plots.save_figure
+
+    def keep(fig: Any, path: str | Path) -> Path:
+        figures.append(fig)
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def assert_readable(fig: Any, path: Path) -> None:
+    """A title, and a label on both axes of every plotting area; a valid PNG without leftovers."""
+    title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    main_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert title or all(ax.get_title() for ax in main_axes)
+    for ax in main_axes:
+        assert ax.get_ylabel(), ax
+        assert ax.get_xlabel() or ax.get_shared_x_axes().get_siblings(ax) != [ax], ax
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def prices(n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    index = pd.bdate_range("2020-01-01", periods=n)
+    return pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, 2)), axis=0)),
+                        index=index, columns=["A", "B"])
+
+
+def test_equity_figure_draws_equity_and_its_drawdown(tmp_path: Path, drawn: list[Any]) -> None:
+    result = simulate(prices(), SmaCross(fast=5, slow=20), fee_bps=5)
+    path = plots.equity_figure(result, tmp_path / "figures" / "equity.png")
+    (fig,) = drawn
+    assert_readable(fig, path)
+    top, bottom = fig.axes
+    assert "fast=5" in fig._suptitle.get_text() and "Sharpe" in top.get_title()
+    assert top.get_ylabel() == "Equity (growth of 1 unit)"
+    assert bottom.get_ylabel() == "Drawdown (%)" and bottom.get_xlabel() == "Date"
+    np.testing.assert_allclose(top.lines[0].get_ydata(), result.equity.to_numpy())
+    peak, expected = 1.0, []
+    for value in result.equity:  # reference drawdown: a plain running-peak loop
+        peak = max(peak, value)
+        expected.append(value / peak - 1.0)
+    np.testing.assert_allclose(bottom.lines[0].get_ydata(), expected, atol=1e-12)
+    assert -min(expected) == pytest.approx(max_drawdown(result.returns), rel=1e-9)
+
+
+def test_heatmap_marks_the_best_cell(tmp_path: Path, drawn: list[Any]) -> None:
+    rng = np.random.default_rng(1)
+    grid = pd.DataFrame([(f, s, rng.normal()) for f in (5, 10, 20) for s in (50, 100, 150, 200)
+                         for _ in range(2)], columns=["fast", "slow", "sharpe_ratio"])
+    path = plots.heatmap_figure(grid, "slow", "fast", "sharpe_ratio", tmp_path / "h.png",
+                                value_label="Sharpe ratio (annualised)")
+    (fig,) = drawn
+    assert_readable(fig, path)
+    ax = fig.axes[0]
+    means = grid.groupby(["fast", "slow"])["sharpe_ratio"].mean()
+    best_fast, best_slow = means.idxmax()
+    (box,) = ax.patches
+    col, row = box.get_x() + 0.5, box.get_y() + 0.5
+    assert (sorted(grid.slow.unique())[int(col)], sorted(grid.fast.unique())[int(row)]) == (
+        best_slow, best_fast)
+    assert f"slow={best_slow}, fast={best_fast}" in box.get_label()
+    assert fig.axes[1].get_ylabel() == "Sharpe ratio (annualised)"
+    assert ax.get_xlabel() == "slow (parameter value)"
+
+
+def test_fan_histogram_line_and_windows_figures(tmp_path: Path, drawn: list[Any]) -> None:
+    rng = np.random.default_rng(2)
+    paths = np.cumprod(1 + rng.normal(0.0005, 0.01, (500, 252)), axis=1)
+    levels = [5, 25, 50, 75, 95]
+    fan = pd.DataFrame(np.percentile(paths, levels, axis=0).T, columns=levels)
+    plots.fan_figure(fan, tmp_path / "fan.png", title="Monte Carlo equity fan",
+                     ylabel="Equity (growth of 1 unit)", observed=pd.Series(paths[0]))
+    final = paths[:, -1] - 1
+    plots.histogram_figure(final, tmp_path / "hist.png", title="Total return of simulated paths",
+                           xlabel="Total return (%)", observed=0.1, percent=True)
+    plots.line_figure({"out-of-sample": pd.Series(paths[0], index=pd.bdate_range(
+        "2020-01-01", periods=252))}, tmp_path / "line.png", title="Out-of-sample equity",
+        ylabel="Equity (growth of 1 unit)")
+    folds = pd.DataFrame({"train_start": pd.to_datetime(["2010-01-01", "2011-01-01"]),
+                          "train_end": pd.to_datetime(["2012-12-31", "2013-12-31"]),
+                          "test_start": pd.to_datetime(["2013-01-01", "2014-01-01"]),
+                          "test_end": pd.to_datetime(["2013-12-31", "2014-12-31"]),
+                          "params": ["lookback=20", "lookback=60"]})
+    plots.windows_figure(folds, tmp_path / "folds.png", label="params")
+    fan_fig, hist_fig, _, win_fig = drawn
+    for fig, name in zip(drawn, ["fan", "hist", "line", "folds"], strict=True):
+        assert_readable(fig, tmp_path / f"{name}.png")
+    fan_ax = fan_fig.axes[0]
+    assert len(fan_ax.collections) == 2  # 5th-95th and 25th-75th bands
+    np.testing.assert_allclose(fan_ax.lines[0].get_ydata(), np.median(paths, axis=0))
+    assert sum(p.get_height() for p in hist_fig.axes[0].patches) == len(final)
+    assert len(win_fig.axes[0].patches) == 2 * len(folds)
+    assert win_fig.axes[0].get_xlabel() == "Date"
+
+
+def test_metrics_caption_formats_percent_metrics() -> None:
+    caption = plots.metrics_caption({"sharpe_ratio": float("nan"), "max_drawdown": 0.1234})
+    assert caption == "Sharpe n/a · max drawdown 12.3%"

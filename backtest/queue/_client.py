@@ -362,11 +362,30 @@ class BacktestJobQueue:
             WaitTimeout: ``timeout`` passed first; lists the pending jobs.
             QueueUnavailable: Redis went away (reported within 10 seconds).
         """
-        from tqdm.auto import tqdm
-
         ids = list(dict.fromkeys(job_ids))
         for job_id in ids:
             self.status(job_id)  # unknown ids fail now, not after waiting
+        self.wait_statuses(ids, timeout, progress=progress, poll_interval=poll_interval)
+        return {job_id: self.status(job_id) for job_id in ids}
+
+    def wait_statuses(
+        self,
+        job_ids: Sequence[str],
+        timeout: float | None = None,
+        *,
+        progress: bool = True,
+        poll_interval: float = 0.25,
+    ) -> dict[str, str | None]:
+        """Like :meth:`wait` for any job on the queue (also no-op and study jobs).
+
+        Returns:
+            Job id -> final status (``finished``, ``failed``, ``cancelled``), or ``None``
+            for a job that is no longer in Redis.
+        """
+        from tqdm.auto import tqdm
+
+        ids = list(dict.fromkeys(job_ids))
+        final: dict[str, str | None] = {}
         start = time.monotonic()
         pending = list(ids)
         with tqdm(
@@ -381,16 +400,17 @@ class BacktestJobQueue:
                     polled = self._poll(pending)
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     raise unavailable(self._url, exc) from exc
-                finished_now = [j for j in pending if polled[j] in DONE or polled[j] is None]
-                if finished_now:
-                    bar.update(len(finished_now))
-                    pending = [j for j in pending if j not in set(finished_now)]
+                done = [j for j in pending if polled[j] in DONE or polled[j] is None]
+                if done:
+                    bar.update(len(done))
+                    final.update({j: polled[j] for j in done})
+                    pending = [j for j in pending if j not in set(done)]
                 if not pending:
                     break
                 if timeout is not None and time.monotonic() - start > timeout:
                     raise WaitTimeout(pending, timeout)
                 time.sleep(poll_interval)
-        return {job_id: self.status(job_id) for job_id in ids}
+        return {job_id: final[job_id] for job_id in ids}
 
     def cancel(self, job_id: str) -> BacktestJob:
         """Cancel a queued job, or stop a running one (its worker kills the work horse).

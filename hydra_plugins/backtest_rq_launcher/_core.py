@@ -1,0 +1,190 @@
+"""What ``hydra/launcher=rq`` does for a batch of override lists (imports rq lazily)."""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+if TYPE_CHECKING:
+    from backtest.jobs import BacktestJob
+    from hydra_plugins.backtest_rq_launcher.rq_launcher import BacktestRQLauncher
+
+log = logging.getLogger("backtest.launcher")
+
+
+class _Runtime:
+    """The queue and the local workers of one launcher, kept across batches."""
+
+    def __init__(self, launcher: BacktestRQLauncher) -> None:
+        from backtest.config import QueueConfig
+        from backtest.errors import ConfigError
+        from backtest.queue import BacktestJobQueue
+
+        assert launcher.config is not None
+        queue_cfg = OmegaConf.to_object(launcher.config.queue)
+        if not isinstance(queue_cfg, QueueConfig):
+            raise ConfigError("hydra/launcher=rq needs the queue config group", key="queue")
+        self.queue = BacktestJobQueue(queue_cfg)
+        params = launcher.params
+        n = params.local_workers
+        if n is None:
+            n = queue_cfg.n_workers if self.queue.embedded else 0
+        self.workers = None
+        if n > 0:
+            self.workers = self.queue.start_workers(
+                n,
+                maintenance_interval=params.maintenance_interval,
+                monitoring_interval=params.monitoring_interval,
+                heartbeat_grace=params.heartbeat_grace,
+            )
+        where = "an embedded Redis" if self.queue.embedded else self.queue.masked_url
+        log.info("rq launcher: queue %r on %s, %d local worker(s)", self.queue.name, where, n)
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop the local workers, then the embedded Redis (if any)."""
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None
+        self.queue.close()
+
+
+def _job_for(
+    launcher: BacktestRQLauncher, overrides: Sequence[str], job_num: int
+) -> tuple[BacktestJob, DictConfig, DictConfig]:
+    """The backtest job of one sweep job, with its run directory and recorded overrides."""
+    from backtest.jobs import BacktestJob
+
+    assert launcher.config is not None and launcher.hydra_context is not None
+    loader = launcher.hydra_context.config_loader
+    sweep_config = loader.load_sweep_config(launcher.config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.num = job_num
+        sweep_config.hydra.job.id = f"rq_{job_num}"
+    HydraConfig.instance().set_config(sweep_config)
+    output_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    output_dir = output_dir.absolute()
+    with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
+        sweep_config.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(sweep_config)
+
+    task_cfg = copy.deepcopy(sweep_config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    run_dir = Path(str(task_cfg.output_dir)) if task_cfg.get("output_dir") else output_dir
+    probe = BacktestJob.from_config(task_cfg, result_path=str(run_dir.absolute()))
+    where = hashlib.sha256(str(probe.result_path).encode()).hexdigest()[:8]
+    job = BacktestJob(
+        config=probe.config,
+        task=probe.task,
+        job_id=f"{probe.task}-{probe.config_hash[:16]}-{where}",
+        result_path=probe.result_path,
+    )
+    with read_write(sweep_config.hydra.job), open_dict(sweep_config.hydra.job):
+        sweep_config.hydra.job.id = job.job_id
+    HydraConfig.instance().set_config(sweep_config)
+    hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+    subdir = sweep_config.hydra.output_subdir
+    if subdir is not None:  # what Hydra's own launchers record in each job directory
+        record = output_dir / str(subdir)
+        record.mkdir(parents=True, exist_ok=True)
+        (record / "config.yaml").write_text(OmegaConf.to_yaml(task_cfg))
+        (record / "hydra.yaml").write_text(OmegaConf.to_yaml(hydra_cfg))
+        (record / "overrides.yaml").write_text(OmegaConf.to_yaml(sweep_config.hydra.overrides.task))
+    return job, task_cfg, hydra_cfg  # type: ignore[return-value]
+
+
+def launch(
+    launcher: BacktestRQLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> Sequence[JobReturn]:
+    """Queue the batch, wait for it, and return one ``JobReturn`` per override list.
+
+    A finished job returns its objective (``result.json``'s ``objective``); a failed or
+    cancelled one returns status ``FAILED`` with a :class:`~backtest.queue.JobFailed`
+    that carries the reason. Redis going away raises ``QueueUnavailable``.
+    """
+    from backtest.queue import JobFailed
+    from backtest.results import load_result
+
+    setup_globals()
+    assert launcher.config is not None
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    if launcher.runtime is None:
+        launcher.runtime = _Runtime(launcher)
+    runtime: _Runtime = launcher.runtime
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    log.info("rq launcher: queueing %d job(s); sweep output dir: %s", len(job_overrides), sweep_dir)
+
+    prepared = []
+    original_hydra_cfg = HydraConfig.instance().cfg
+    try:
+        for idx, overrides in enumerate(job_overrides):
+            job, task_cfg, hydra_cfg = _job_for(launcher, overrides, initial_job_idx + idx)
+            prepared.append((list(overrides), job, task_cfg, hydra_cfg))
+            log.info(
+                "\t#%d : %s -> %s",
+                initial_job_idx + idx,
+                " ".join(filter_overrides(overrides)),
+                job.job_id,
+            )
+    finally:
+        HydraConfig.instance().cfg = original_hydra_cfg
+
+    ids = runtime.queue.submit_many(job for _, job, _, _ in prepared)
+    params = launcher.params
+    final = runtime.queue.wait(
+        ids, timeout=params.timeout, progress=params.progress, poll_interval=params.poll_interval
+    )
+
+    returns: list[JobReturn] = []
+    for (overrides, _job, task_cfg, hydra_cfg), job_id in zip(prepared, ids, strict=True):
+        record = final[job_id]
+        ret = JobReturn(
+            overrides=overrides,
+            cfg=task_cfg,
+            hydra_cfg=hydra_cfg,
+            working_dir=os.getcwd(),
+            task_name=str(hydra_cfg.hydra.job.name),
+        )
+        if record.status == "finished":
+            stored = load_result(str(record.result_path), job_id=job_id)
+            objective = stored.record.get("objective")
+            ret.status = JobStatus.COMPLETED
+            ret.return_value = None if objective is None else float(objective)
+            log.info(
+                "#%s %s: objective %s (%s)",
+                hydra_cfg.hydra.job.num,
+                " ".join(filter_overrides(overrides)),
+                objective,
+                record.result_path,
+            )
+        else:
+            ret.status = JobStatus.FAILED
+            ret.return_value = JobFailed(job_id, record.status, record.error)
+            log.error(
+                "#%s %s: %s: %s",
+                hydra_cfg.hydra.job.num,
+                " ".join(filter_overrides(overrides)),
+                record.status,
+                record.error,
+            )
+        returns.append(ret)
+    return returns
+
+
+def close(launcher: BacktestRQLauncher) -> None:
+    """Stop what the launcher started (also done at interpreter exit)."""
+    if launcher.runtime is not None:
+        launcher.runtime.close()
+        launcher.runtime = None

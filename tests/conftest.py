@@ -106,41 +106,75 @@ def unused_port() -> int:
     return free_port()
 
 
+class MlflowServer:
+    """A real ``mlflow server`` subprocess (sqlite store under ``root``) on 127.0.0.1.
+
+    It can be stopped and started again on the same port and store, like a tracking
+    server that goes down and comes back.
+    """
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: object | None = None
+
+    def start(self, timeout_s: float = 180.0) -> str:
+        """Start the server and wait until ``/health`` answers; return its URL."""
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "server.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server",
+                 "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+                 "--artifacts-destination", str(self.root / "artifacts"),
+                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
+            )
+        self.proc = proc
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2):
+                    return self.url
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail("mlflow server did not start:\n"
+                                + (self.root / "server.log").read_text()[-3000:])
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Stop the server's process group (SIGTERM, then SIGKILL after 30 s)."""
+        import signal
+        import subprocess
+
+        proc = self.proc
+        if not isinstance(proc, subprocess.Popen) or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a real ``mlflow server`` (sqlite store) on 127.0.0.1, stopped at the end."""
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    """URL of a real ``mlflow server`` (sqlite store) on 127.0.0.1 for the whole session."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    yield server.start()
+    server.stop()
 
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (root / "server.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server",
-             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-             "--artifacts-destination", str(root / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
-        )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-                pytest.fail("mlflow server did not start:\n"
-                            + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.3)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+
+@pytest.fixture
+def own_mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
+    """A server for one test, which the test starts, stops and restarts itself."""
+    server = MlflowServer(tmp_path / "mlflow_server")
+    yield server
+    server.stop()

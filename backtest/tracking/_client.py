@@ -60,13 +60,15 @@ def bounded_http(timeout_s: float) -> Iterator[None]:
     Sets ``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
     ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` and ``MLFLOW_HTTP_REQUEST_BACKOFF_JITTER``
     and restores them afterwards; silences urllib3's per-retry warnings, so a failure
-    surfaces as one warning from the caller.
+    surfaces as one warning from the caller, and MLflow's "View run at" line per run.
     """
     settings = {
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s))),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(_RETRIES),
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
         "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+        # no "View run at ..." line on stdout (and no extra request) per run ended
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     }
     saved = {key: os.environ.get(key) for key in settings}
     urllib3_log = logging.getLogger("urllib3.connectionpool")

@@ -310,8 +310,10 @@ def log_result(
                 f"logging {stored.path} to MLflow at {tracking_uri} failed: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             ) from exc
-    log.info("logged %s to MLflow run %s (experiment %r, %d child runs)",
-             stored.path, run_id, experiment, len(chosen))
+    where = (f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+             if _client.is_http(tracking_uri) else f"run {run_id} in {tracking_uri}")
+    log.info("logged %s to MLflow: %s (experiment %r, %d child runs)",
+             stored.path, where, experiment, len(chosen))
     return LoggedRun(run_id, exp_id, key, len(chosen), parent, tracking_uri)
 
 

@@ -14,6 +14,7 @@ and take the generic ``batch_positions`` path.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numba
 import numpy as np
@@ -103,7 +104,7 @@ def _momentum_inputs(
 def fused_batch(
     close: NDArray[np.float64],
     strategy_cls: type,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Mapping[str, NDArray[Any]],
     *,
     cost: float,
     weights: NDArray[np.float64],
@@ -115,7 +116,7 @@ def fused_batch(
     Args:
         close: Closes, ``(n_bars, n_assets)``.
         strategy_cls: The strategy class (exactly ``SmaCross`` or ``Momentum``).
-        frame: One row per parameter set.
+        frame: One row per parameter set (a frame, or name -> array).
         cost: Cost per unit of traded notional, as a fraction.
         weights: Portfolio weight per asset.
         periods_per_year: Bars per year.
@@ -128,12 +129,12 @@ def fused_batch(
     Raises:
         ConfigError: an invalid parameter set (the first one, naming the parameter).
     """
-    if not supports(strategy_cls, [str(c) for c in frame.columns]):
+    if not supports(strategy_cls, [str(c) for c in frame]):
         return None
     close = np.ascontiguousarray(close, dtype=np.float64)
     n, _ = close.shape
-    params = {str(c): frame[c].to_numpy() for c in frame.columns}
-    count = len(frame)
+    params = {str(c): np.asarray(frame[c]) for c in frame}
+    count = len(next(iter(params.values()))) if params else len(frame)
     n_keep = 0 if keep is None else int(np.count_nonzero(keep))
     build = _sma_inputs if strategy_cls is SmaCross else _momentum_inputs
     source, table, data, a, b, start, long_short = build(close, params)

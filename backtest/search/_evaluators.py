@@ -1,0 +1,230 @@
+"""Evaluators: what a search calls to score a parameter set.
+
+Two kinds:
+
+* any Python callable ``params -> float | Mapping[str, float] | BacktestResult``. If
+  it accepts a ``seed`` keyword it receives the trial's seed. With ``n_jobs > 1`` it
+  runs in worker processes; pass it as an import path (``"mypkg.mod:score"``) or
+  use a module-level function so workers can find it.
+* a batch evaluator: anything with ``evaluate_batch(params_frame, *, keep=None) ->
+  BatchResult``, such as :class:`StrategyEvaluator`, which scores thousands of sets
+  per call on the engine's fused kernels with no Python call per set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest.engine import BatchResult, simulate_batch
+from backtest.errors import ConfigError
+from backtest.metrics import METRIC_NAMES
+
+
+@runtime_checkable
+class BatchEvaluator(Protocol):
+    """Scores many parameter sets in one call."""
+
+    def evaluate_batch(
+        self, params: pd.DataFrame, *, keep: NDArray[np.bool_] | None = None
+    ) -> BatchResult:
+        """One metrics row per row of ``params`` (same order); returns of the kept rows."""
+        ...
+
+
+class StrategyEvaluator:
+    """Scores parameter sets of one strategy on fixed prices through the batched engine.
+
+    Its metrics equal :func:`backtest.engine.simulate` for the same parameters (the
+    engine's tests check this): a search over it is a search over real backtests.
+
+    Args:
+        prices: Validated wide closes (a ``DatetimeIndex``, one column per asset).
+        strategy_cls: The strategy class, or its import path
+            (``"backtest.strategies.SmaCross"``; other modules must be listed in
+            ``allowed_modules``).
+        fee_bps: Commission per unit of traded notional, in basis points.
+        slippage_bps: Slippage per unit of traded notional, in basis points.
+        weights: Symbol -> portfolio weight; equal weights when empty.
+        periods_per_year: Bars per year, for annualised metrics.
+        fixed_params: Parameters not searched (e.g. ``long_short``), under every set.
+        allowed_modules: Extra module prefixes a string ``strategy_cls`` may name.
+
+    Examples:
+        >>> from backtest.strategies import SmaCross
+        >>> idx = pd.bdate_range("2020-01-01", periods=300)
+        >>> prices = pd.DataFrame({"A": 100 + np.sin(np.arange(300) / 20) * 10}, index=idx)
+        >>> ev = StrategyEvaluator(prices, SmaCross, fee_bps=5)
+        >>> round(ev({"fast": 5, "slow": 20})["n_trades"])
+        3
+    """
+
+    def __init__(
+        self,
+        prices: pd.DataFrame,
+        strategy_cls: type | str,
+        *,
+        fee_bps: float = 0.0,
+        slippage_bps: float = 0.0,
+        weights: Mapping[str, float] | None = None,
+        periods_per_year: int = 252,
+        fixed_params: Mapping[str, Any] | None = None,
+        allowed_modules: Iterable[str] = (),
+    ) -> None:
+        if isinstance(strategy_cls, str):
+            from backtest.strategies._loader import load_strategy_class
+
+            strategy_cls = load_strategy_class(strategy_cls, allowed_modules)
+        if not hasattr(strategy_cls, "batch_positions"):
+            raise ConfigError(f"{strategy_cls!r} has no batch_positions; score it with a "
+                              "Python callable evaluator instead", key="strategy")
+        self.prices = prices
+        self.strategy_cls = strategy_cls
+        self.fee_bps = fee_bps
+        self.slippage_bps = slippage_bps
+        self.weights = dict(weights) if weights else None
+        self.periods_per_year = periods_per_year
+        self.fixed_params = dict(fixed_params or {})
+        self._engine: tuple[float, NDArray[np.float64], NDArray[np.float64]] | None = None
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        """The bars of the return series."""
+        return self.prices.index  # type: ignore[return-value]
+
+    def _frame(self, params: pd.DataFrame) -> pd.DataFrame:
+        frame = params.reset_index(drop=True)
+        fixed = {k: v for k, v in self.fixed_params.items() if k not in frame.columns}
+        if fixed:
+            frame = frame.assign(**fixed)
+        return frame
+
+    def evaluate_batch(
+        self, params: pd.DataFrame, *, keep: NDArray[np.bool_] | None = None
+    ) -> BatchResult:
+        """Every metric of every row of ``params``; returns of the rows in ``keep``.
+
+        Raises:
+            ConfigError: a parameter set the strategy rejects (the first, named).
+        """
+        frame = self._frame(params)
+        result = simulate_batch(
+            self.prices, self.strategy_cls, frame, fee_bps=self.fee_bps,
+            slippage_bps=self.slippage_bps, weights=self.weights,
+            periods_per_year=self.periods_per_year,
+            keep_returns=False if keep is None else keep,
+        )
+        return BatchResult(result.metrics.iloc[:, frame.shape[1]:], result.returns)
+
+    def evaluate_columns(
+        self, params: Mapping[str, NDArray[Any]], *, keep: NDArray[np.bool_] | None = None
+    ) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None]:
+        """The fast form of :meth:`evaluate_batch`, on arrays.
+
+        Returns:
+            ``(metric names, values (k, n_metrics), kept returns (n_bars, n_kept) or None)``.
+        """
+        from backtest import _fused
+        from backtest.engine import cost_rate, resolve_weights
+
+        columns = {**{k: np.full(len(next(iter(params.values()))), v)
+                      for k, v in self.fixed_params.items() if k not in params}, **params}
+        if not _fused.supports(self.strategy_cls, list(columns)):
+            result = self.evaluate_batch(pd.DataFrame(dict(params)), keep=keep)
+            return ([str(c) for c in result.metrics.columns],
+                    result.metrics.to_numpy(dtype=np.float64), result.returns)
+        if self._engine is None:
+            self._engine = (cost_rate(self.fee_bps, self.slippage_bps),
+                            resolve_weights(self.prices.columns, self.weights),
+                            self.prices.to_numpy(dtype=np.float64))
+        cost, weights, close = self._engine
+        fused = _fused.fused_batch(close, self.strategy_cls, columns, cost=cost, weights=weights,
+                                   periods_per_year=self.periods_per_year, keep=keep)
+        assert fused is not None
+        values, kept = fused
+        return list(METRIC_NAMES), values, None if kept is None else kept.T
+
+    def __call__(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """The metrics of one parameter set."""
+        row = self.evaluate_batch(pd.DataFrame([dict(params)])).metrics.iloc[0]
+        return {str(k): float(v) for k, v in row.items()}
+
+    def __repr__(self) -> str:
+        return (f"StrategyEvaluator({self.strategy_cls.__name__}, {self.prices.shape[1]} assets "
+                f"x {len(self.prices)} bars, fee_bps={self.fee_bps}, "
+                f"slippage_bps={self.slippage_bps})")
+
+
+def resolve_callable(evaluator: Any) -> Callable[..., Any]:
+    """An evaluator given as ``"module:function"`` / ``"module.function"``, imported.
+
+    Raises:
+        ConfigError: the path cannot be imported or does not name a callable.
+    """
+    if not isinstance(evaluator, str):
+        if not callable(evaluator):
+            raise ConfigError(f"evaluator must be callable, got {type(evaluator).__name__}",
+                              key="evaluator")
+        return evaluator  # type: ignore[no-any-return]
+    module_name, sep, attr = evaluator.partition(":")
+    if not sep:
+        module_name, _, attr = evaluator.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot import evaluator {evaluator!r}: {exc}",
+                          key="evaluator") from exc
+    if not callable(obj):
+        raise ConfigError(f"evaluator {evaluator!r} is not callable", key="evaluator")
+    return obj  # type: ignore[no-any-return]
+
+
+def accepts_seed(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` takes a ``seed`` keyword (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "seed" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def normalize_outcome(value: Any, metric: str) -> tuple[dict[str, float], pd.Series | None]:
+    """Metrics (and a return series, when given) from what an evaluator returned.
+
+    Raises:
+        TypeError: anything but a number, a mapping of numbers or a backtest result.
+    """
+    returns = None
+    if hasattr(value, "metrics") and hasattr(value, "returns"):  # a BacktestResult
+        returns = value.returns
+        value = value.metrics
+    if isinstance(value, numbers.Real | np.number) and not isinstance(value, bool):
+        return {metric: float(value)}, returns
+    if isinstance(value, Mapping):
+        out: dict[str, float] = {}
+        for key, v in value.items():
+            if isinstance(v, numbers.Real | np.number):
+                out[str(key)] = float(v)
+            elif v is None:
+                out[str(key)] = math.nan
+        return out, returns
+    raise TypeError(f"evaluator returned {type(value).__name__}; expected a number, a "
+                    "mapping of metric -> number, or a BacktestResult")
+
+
+def check_score(metrics: Mapping[str, float], metric: str) -> str | None:
+    """Why a trial's score is unusable (missing, NaN or infinite), or ``None``."""
+    if metric not in metrics:
+        return f"the evaluator returned no {metric!r} (it returned {sorted(metrics)})"
+    value = metrics[metric]
+    if not math.isfinite(value):
+        return f"{metric} is {value}"
+    return None

@@ -1,0 +1,206 @@
+"""The outcome of a search: every trial, the best one, and a heatmap."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtest.errors import ConfigError, TrialsFailed
+
+#: Columns of the trials table besides the parameters and metrics.
+TRIAL, SEED, STATUS, ERROR = "trial", "seed", "status", "error"
+OK, FAILED = "ok", "failed"
+_META_KEY = b"backtest.search"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Every trial of a parameter search and the best one.
+
+    Attributes:
+        trials: One row per trial, in trial order: ``trial`` (number), the parameters,
+            every metric, ``seed`` (the trial's seed), ``status`` (``ok`` or
+            ``failed``) and ``error`` (why it failed, else empty).
+        metric: The metric optimised.
+        direction: ``maximize`` or ``minimize``.
+        param_names: The searched parameters, in order.
+        best_params: The parameters of the best trial.
+        best_score: Its metric (always finite).
+        best_trial: Its trial number.
+        method: ``grid``, ``random``, ``tpe``, ``cmaes``, ...
+        seed: The root seed every trial's seed derives from.
+        returns: Per-bar returns of up to ``keep_returns`` successful trials (float32,
+            one column per trial number, a ``DatetimeIndex``), for overfitting
+            statistics such as PBO; ``None`` when none were kept.
+    """
+
+    trials: pd.DataFrame
+    metric: str
+    direction: str
+    param_names: tuple[str, ...]
+    best_params: dict[str, Any]
+    best_score: float
+    best_trial: int
+    method: str = "grid"
+    seed: int | None = None
+    returns: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def n_trials(self) -> int:
+        """Number of trials (failed ones included)."""
+        return len(self.trials)
+
+    @property
+    def n_failed(self) -> int:
+        """Number of failed trials."""
+        return int((self.trials[STATUS] == FAILED).sum())
+
+    def top(self, n: int = 10) -> pd.DataFrame:
+        """The ``n`` best successful trials, best first."""
+        ok = self.trials[self.trials[STATUS] == OK]
+        ascending = self.direction == "minimize"
+        return ok.sort_values([self.metric, TRIAL], ascending=[ascending, True],
+                              kind="stable").head(n)
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write the trials table (and the settings) to ``path``.
+
+        Kept returns go to ``<path stem>.returns.parquet`` beside it.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "metric": self.metric, "direction": self.direction,
+            "param_names": list(self.param_names), "method": self.method,
+            "seed": None if self.seed is None else str(self.seed),
+        }
+        table = pa.Table.from_pandas(self.trials, preserve_index=False)
+        schema_meta = dict(table.schema.metadata or {})
+        schema_meta[_META_KEY] = json.dumps(meta).encode()
+        pq.write_table(table.replace_schema_metadata(schema_meta), path)
+        returns_path = _returns_path(path)
+        if self.returns is not None:
+            frame = self.returns.copy()
+            frame.columns = [str(c) for c in frame.columns]
+            frame.to_parquet(returns_path)
+        else:
+            returns_path.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def read_parquet(cls, path: str | Path) -> SearchResult:
+        """Read a result written by :meth:`to_parquet`.
+
+        Raises:
+            ConfigError: the file is not a search result.
+        """
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(_META_KEY)
+        if raw is None:
+            raise ConfigError(f"{str(path)!r} is not a search result (no search metadata)",
+                              key="path")
+        meta = json.loads(raw)
+        trials = table.to_pandas()
+        returns = None
+        if _returns_path(path).is_file():
+            returns = pd.read_parquet(_returns_path(path))
+            returns.columns = [int(c) for c in returns.columns]
+        seed = None if meta["seed"] is None else int(meta["seed"])
+        return build_result(trials, metric=meta["metric"], direction=meta["direction"],
+                            param_names=tuple(meta["param_names"]), method=meta["method"],
+                            seed=seed, returns=returns)
+
+    def heatmap(self, x: str, y: str, path: str | Path, *, metric: str | None = None) -> Path:
+        """Draw the metric over two parameters as a PNG (best over the other parameters).
+
+        Args:
+            x: Parameter on the horizontal axis.
+            y: Parameter on the vertical axis.
+            path: The PNG file to write.
+            metric: The metric to show (the searched one by default).
+
+        Returns:
+            ``path``.
+
+        Raises:
+            ConfigError: ``x`` or ``y`` is not a parameter, or no trial succeeded.
+        """
+        metric = metric or self.metric
+        for name in (x, y):
+            if name not in self.param_names:
+                raise ConfigError(f"{name!r} is not a searched parameter "
+                                  f"({', '.join(self.param_names)})", key=name)
+        ok = self.trials[self.trials[STATUS] == OK]
+        agg = "min" if self.direction == "minimize" else "max"
+        grid = ok.pivot_table(index=y, columns=x, values=metric, aggfunc=agg)
+        from backtest.search._plot import draw_heatmap
+
+        best = (self.best_params[x], self.best_params[y])
+        others = [p for p in self.param_names if p not in (x, y)]
+        over = f" ({agg} over {', '.join(others)})" if others else ""
+        return draw_heatmap(grid, best, x=x, y=y, metric=metric, path=Path(path),
+                            title=f"{metric}{over}, {len(self.trials)} trials "
+                                  f"({self.n_failed} failed), best {self.best_score:.4g}")
+
+
+def _returns_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".returns.parquet")
+
+
+def failure_summary(errors: pd.Series) -> str:
+    """``"<reason>" (<count> trials)`` for the most common failure reason."""
+    counts = Counter(str(e) for e in errors)
+    reason, count = counts.most_common(1)[0]
+    return f"{reason!r} ({count} of {len(errors)} trials)"
+
+
+def build_result(
+    trials: pd.DataFrame,
+    *,
+    metric: str,
+    direction: str,
+    param_names: tuple[str, ...],
+    method: str,
+    seed: int | None,
+    returns: pd.DataFrame | None = None,
+) -> SearchResult:
+    """Pick the best successful trial and assemble the result.
+
+    Raises:
+        TrialsFailed: no trial succeeded (the message gives the most common reason).
+    """
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}",
+                          key="search.direction")
+    ok = trials[trials[STATUS] == OK]
+    if len(ok) == 0:
+        if len(trials) == 0:
+            raise TrialsFailed("the search ran no trials: the constraint or the space "
+                               "left no parameter combination")
+        raise TrialsFailed(f"all {len(trials)} trials failed; most common reason: "
+                           f"{failure_summary(trials[ERROR])}")
+    scores = ok[metric].to_numpy(dtype=np.float64)
+    pos = int(np.argmin(scores) if direction == "minimize" else np.argmax(scores))
+    row = ok.iloc[pos]
+    best_params = {name: _plain(row[name]) for name in param_names}
+    return SearchResult(
+        trials=trials, metric=metric, direction=direction, param_names=param_names,
+        best_params=best_params, best_score=float(scores[pos]), best_trial=int(row[TRIAL]),
+        method=method, seed=seed, returns=returns,
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

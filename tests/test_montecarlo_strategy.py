@@ -10,14 +10,8 @@ from backtest.config import EngineConfig
 from backtest.engine import simulate, trades_table
 from backtest.errors import ConfigError
 from backtest.montecarlo import MonteCarloConfig, MonteCarloSimulator
-from backtest.montecarlo._strategy import (
-    fit_gbm,
-    path_rng,
-    portfolio_returns,
-    random_positions,
-    strategy_positions,
-    trade_segments,
-)
+from backtest.montecarlo._entries import random_positions, trade_segments
+from backtest.montecarlo._strategy import fit_gbm, path_rng, portfolio_returns, strategy_positions
 from backtest.strategies import BuyAndHold, SmaCross
 
 INDEX = pd.bdate_range("2012-01-02", periods=600, name="date")
@@ -223,12 +217,23 @@ def test_missing_inputs_give_config_errors(method, kwargs, key) -> None:
     assert e.value.key == key
 
 
-@pytest.mark.parametrize("method", ["synthetic_prices", "parameter_jitter", "random_entries"])
-def test_strategy_methods_are_identical_whatever_n_jobs_and_chunk_size(method: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "n_jobs"),
+    [
+        ("synthetic_prices", 1),
+        ("parameter_jitter", 1),
+        ("random_entries", 1),
+        ("random_entries", 2),
+    ],
+    ids=["synthetic", "jitter", "random_entries", "random_entries_2_processes"],
+)
+def test_strategy_methods_are_identical_whatever_n_jobs_and_chunk_size(
+    method: str, n_jobs: int
+) -> None:
     strategy = SmaCross(8, 30)
     res = simulate(PRICES, strategy, fee_bps=5.0, slippage_bps=2.0)
     one = _run(method, res, strategy=strategy, n_paths=30)
-    two = _run(method, res, strategy=strategy, n_paths=30, n_jobs=2, chunk_size=7)
+    two = _run(method, res, strategy=strategy, n_paths=30, n_jobs=n_jobs, chunk_size=7)
     pd.testing.assert_frame_equal(one.paths, two.paths, check_exact=True)
     pd.testing.assert_frame_equal(one.fan, two.fan, check_exact=True)
     assert one.to_dict() == two.to_dict()

@@ -71,6 +71,21 @@ def _n_workers(n_jobs: int, n_chunks: int) -> int:
     return max(1, min(n_chunks, cores if n_jobs == -1 else n_jobs))
 
 
+def _process_context() -> multiprocessing.context.BaseContext:
+    """Worker processes that are safe to start from any parent.
+
+    Not ``fork``: the engine's batched kernels run numba ``prange`` loops on OpenMP
+    threads, and forking a process that has used OpenMP aborts the child. A fork
+    server (started once, before any such loop, with our modules preloaded) forks
+    cheap clean workers; ``spawn`` where there is no fork server.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["backtest.montecarlo._strategy"])
+    return ctx
+
+
 def run_chunks(
     fn: Callable[..., ChunkResult],
     args: tuple[Any, ...],
@@ -84,7 +99,7 @@ def run_chunks(
     """Run ``fn(*args, start, stop)`` for each chunk, yielding results as they finish.
 
     Threads suffice for the compiled kernels (they release the GIL); strategy
-    re-runs spend time in Python and use processes (forked where available).
+    re-runs spend time in Python and use processes (see :func:`_process_context`).
     The result of a chunk depends only on its paths' numbers, never on which
     worker ran it or in which order.
     """
@@ -109,9 +124,7 @@ def run_chunks(
             return
         pool: Executor
         if processes:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
         else:
             pool = ThreadPoolExecutor(max_workers=workers)
         with pool:

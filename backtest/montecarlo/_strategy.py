@@ -10,7 +10,6 @@ weighted sum as :func:`backtest.engine.simulate`).
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,9 @@ from backtest import engine as eng
 from backtest.config import EngineConfig, MonteCarloConfig, MonteCarloMethod
 from backtest.errors import BacktestError, ConfigError, DataValidationError
 from backtest.montecarlo import _kernels as k
+from backtest.montecarlo._entries import Segments, random_positions, trade_segments
 from backtest.montecarlo._inputs import bar_sample
+from backtest.montecarlo._jitter import check_jitter, draw_params, strategy_params
 from backtest.montecarlo._simulator import (
     ChunkResult,
     chunk_bounds,
@@ -36,9 +37,6 @@ from backtest.montecarlo._simulator import (
 if TYPE_CHECKING:
     from backtest.montecarlo._report import MonteCarloReport
     from backtest.montecarlo._simulator import MonteCarloSimulator
-
-_MAX_DRAWS = 100  # parameter draws per path before a jitter neighbourhood is declared invalid
-Segments = tuple[tuple[NDArray[np.float64], ...], ...]  # per asset: the trades' position runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,20 +92,6 @@ def strategy_positions(strategy: Any, prices: pd.DataFrame) -> NDArray[np.float6
     return pos
 
 
-def strategy_params(strategy: Any) -> dict[str, Any]:
-    """The strategy's parameters (``param_names``, else its dataclass fields)."""
-    names = getattr(strategy, "param_names", None)
-    if names is None:
-        if not dataclasses.is_dataclass(strategy):
-            raise ConfigError(
-                f"parameter_jitter needs a dataclass strategy (or one with param_names); "
-                f"got {type(strategy).__name__}",
-                key="strategy",
-            )
-        names = [f.name for f in dataclasses.fields(strategy) if not f.name.startswith("_")]
-    return {n: getattr(strategy, n) for n in names}
-
-
 # ---------------------------------------------------------------- synthetic prices
 
 
@@ -137,154 +121,6 @@ def synthetic_path(task: StrategyTask, rng: np.random.Generator) -> pd.DataFrame
     return pd.DataFrame(close, index=index, columns=task.prices.columns)
 
 
-# ---------------------------------------------------------------- parameter jitter
-
-
-def draw_params(task: StrategyTask, rng: np.random.Generator) -> dict[str, Any]:
-    """Jittered parameters that the strategy accepts (redrawn until it does)."""
-    last: ConfigError | None = None
-    for _ in range(_MAX_DRAWS):
-        params = dict(task.base_params)
-        for name, spec in task.jitter.items():
-            if isinstance(spec, list):
-                params[name] = spec[int(rng.integers(len(spec)))]
-                continue
-            base = task.base_params[name]
-            value = base * (1.0 + rng.uniform(-spec, spec))
-            params[name] = round(value) if isinstance(base, numbers.Integral) else value
-        try:
-            dataclasses.replace(task.strategy, **params)
-        except ConfigError as exc:
-            last = exc
-            continue
-        return params
-    raise ConfigError(
-        f"montecarlo.jitter gives no valid parameters in {_MAX_DRAWS} draws around "
-        f"{task.base_params} (last error: {last}); narrow the neighbourhood",
-        key="montecarlo.jitter",
-    )
-
-
-#: Relative half-width used for every numeric parameter when ``jitter`` is empty.
-DEFAULT_JITTER = 0.2
-
-
-def check_jitter(jitter: dict[str, Any], params: dict[str, Any], strategy: Any) -> dict[str, Any]:
-    """The jitter to apply: as configured, or ±20% on every numeric parameter when empty.
-
-    Raises:
-        ConfigError: an unknown parameter or a width for a non-numeric one, naming
-            ``montecarlo.jitter.<name>``; nothing to jitter (``montecarlo.jitter``).
-    """
-
-    def numeric(value: object) -> bool:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-    if not jitter:
-        jitter = {name: DEFAULT_JITTER for name, value in params.items() if numeric(value)}
-        if not jitter:
-            raise ConfigError(
-                f"{type(strategy).__name__} has no numeric parameter to jitter; set "
-                "montecarlo.jitter to lists of values",
-                key="montecarlo.jitter",
-            )
-    for name, spec in jitter.items():
-        key = f"montecarlo.jitter.{name}"
-        if name not in params:
-            raise ConfigError(
-                f"{type(strategy).__name__} has no parameter {name!r}; its "
-                f"parameters are {', '.join(params) or 'none'}",
-                key=key,
-            )
-        if not isinstance(spec, list) and not numeric(params[name]):
-            raise ConfigError(
-                f"{key}: parameter {name!r} = {params[name]!r} is not numeric; give a "
-                "list of values to draw from",
-                key=key,
-            )
-    return dict(jitter)
-
-
-# ---------------------------------------------------------------- random entries
-
-
-def trade_segments(positions: NDArray[np.float64]) -> Segments:
-    """Per asset, the position values of each trade (a run of one non-zero sign)."""
-    out = []
-    for j in range(positions.shape[1]):
-        x = positions[:, j]
-        s = np.sign(x)
-        change = np.flatnonzero(np.diff(np.concatenate(([0.0], s))) != 0)
-        runs = []
-        for i, start in enumerate(change):
-            stop = change[i + 1] if i + 1 < change.size else x.size
-            if s[start] != 0:
-                runs.append(x[start:stop].copy())
-        out.append(tuple(runs))
-    return tuple(out)
-
-
-def _place(
-    segments: tuple[NDArray[np.float64], ...],
-    order: NDArray[np.int64],
-    n: int,
-    rng: np.random.Generator,
-) -> NDArray[np.float64] | None:
-    """Put the trades in ``order`` at random times, or None if they cannot fit."""
-    lengths = np.array([segments[i].size for i in order])
-    signs = np.array([np.sign(segments[i][0]) for i in order])
-    needs_gap = np.concatenate(([False], signs[1:] == signs[:-1]))
-    spare = n - int(lengths.sum()) - int(needs_gap.sum())
-    if spare < 0:
-        return None
-    n_runs = order.size
-    # stars and bars: a uniformly random split of the spare flat bars into n_runs + 1 gaps
-    cuts = np.sort(rng.choice(spare + n_runs, size=n_runs, replace=False))
-    gaps = np.diff(np.concatenate(([-1], cuts))) - 1 + needs_gap
-    starts = np.cumsum(gaps) + np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    first = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    where = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
-    out = np.zeros(n)
-    out[where] = np.concatenate([segments[i] for i in order])
-    return out
-
-
-def random_positions(
-    segments: Segments, n_bars: int, rng: np.random.Generator
-) -> NDArray[np.float64]:
-    """Random entry times for the observed trades, per asset.
-
-    Each asset keeps its trades (their lengths, directions and position sizes), so the
-    number of trades and the exposure are exactly the observed ones; the trades are
-    put in a random order at random times, flat bars spread uniformly between them. Two
-    trades of the same direction keep at least one flat bar between them (else they
-    would merge into one trade); when flat bars are too few for a shuffled order (an
-    always-invested long/short book), the observed order of directions is kept and
-    trades are shuffled within each direction.
-    """
-    out = np.zeros((n_bars, len(segments)))
-    for j, segs in enumerate(segments):
-        if not segs:
-            continue
-        n_runs = len(segs)
-        roomy = n_bars - sum(s.size for s in segs) >= n_runs - 1  # any order fits
-        placed = None
-        for _ in range(1 if roomy else 3):
-            placed = _place(segs, rng.permutation(n_runs), n_bars, rng)
-            if placed is not None:
-                break
-        if placed is None:
-            signs = np.array([np.sign(s[0]) for s in segs])
-            order = np.arange(n_runs)
-            for sign in (-1.0, 1.0):
-                same = np.flatnonzero(signs == sign)
-                order[same] = rng.permutation(same)
-            placed = _place(segs, order, n_bars, rng)
-        assert placed is not None  # the observed order of directions always fits
-        out[:, j] = placed
-    return out
-
-
 # ---------------------------------------------------------------- chunks and the run
 
 
@@ -295,7 +131,10 @@ def strategy_chunk(task: StrategyTask, start: int, stop: int) -> ChunkResult:
     extra: dict[str, NDArray[Any]] = {}
     prices, engine, method = task.prices, task.engine, task.method
     if method is MonteCarloMethod.parameter_jitter:
-        drawn = [draw_params(task, path_rng(task.seed, p)) for p in range(start, stop)]
+        drawn = [
+            draw_params(task.strategy, task.base_params, task.jitter, path_rng(task.seed, p))
+            for p in range(start, stop)
+        ]
         frame = pd.DataFrame(drawn)
         if hasattr(type(task.strategy), "batch_positions"):
             batch = eng.simulate_batch(

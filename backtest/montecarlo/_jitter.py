@@ -1,0 +1,102 @@
+"""``parameter_jitter``: the strategy's parameters drawn around the chosen ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from backtest.errors import ConfigError
+
+_MAX_DRAWS = 100  # parameter draws per path before a jitter neighbourhood is declared invalid
+
+
+def strategy_params(strategy: Any) -> dict[str, Any]:
+    """The strategy's parameters (``param_names``, else its dataclass fields)."""
+    names = getattr(strategy, "param_names", None)
+    if names is None:
+        if not dataclasses.is_dataclass(strategy):
+            raise ConfigError(
+                f"parameter_jitter needs a dataclass strategy (or one with param_names); "
+                f"got {type(strategy).__name__}",
+                key="strategy",
+            )
+        names = [f.name for f in dataclasses.fields(strategy) if not f.name.startswith("_")]
+    return {n: getattr(strategy, n) for n in names}
+
+
+def draw_params(
+    strategy: Any,
+    base_params: Mapping[str, Any],
+    jitter: Mapping[str, Any],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Jittered parameters that the strategy accepts (redrawn until it does).
+
+    A float ``spec`` is a relative half-width: ``base * (1 + U(-spec, spec))``, rounded
+    for integer parameters; a list is a set of values drawn uniformly.
+    """
+    last: ConfigError | None = None
+    for _ in range(_MAX_DRAWS):
+        params = dict(base_params)
+        for name, spec in jitter.items():
+            if isinstance(spec, list):
+                params[name] = spec[int(rng.integers(len(spec)))]
+                continue
+            base = base_params[name]
+            value = base * (1.0 + rng.uniform(-spec, spec))
+            params[name] = round(value) if isinstance(base, numbers.Integral) else value
+        try:
+            dataclasses.replace(strategy, **params)
+        except ConfigError as exc:
+            last = exc
+            continue
+        return params
+    raise ConfigError(
+        f"montecarlo.jitter gives no valid parameters in {_MAX_DRAWS} draws around "
+        f"{base_params} (last error: {last}); narrow the neighbourhood",
+        key="montecarlo.jitter",
+    )
+
+
+#: Relative half-width used for every numeric parameter when ``jitter`` is empty.
+DEFAULT_JITTER = 0.2
+
+
+def check_jitter(jitter: dict[str, Any], params: dict[str, Any], strategy: Any) -> dict[str, Any]:
+    """The jitter to apply: as configured, or ±20% on every numeric parameter when empty.
+
+    Raises:
+        ConfigError: an unknown parameter or a width for a non-numeric one, naming
+            ``montecarlo.jitter.<name>``; nothing to jitter (``montecarlo.jitter``).
+    """
+
+    def numeric(value: object) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if not jitter:
+        jitter = {name: DEFAULT_JITTER for name, value in params.items() if numeric(value)}
+        if not jitter:
+            raise ConfigError(
+                f"{type(strategy).__name__} has no numeric parameter to jitter; set "
+                "montecarlo.jitter to lists of values",
+                key="montecarlo.jitter",
+            )
+    for name, spec in jitter.items():
+        key = f"montecarlo.jitter.{name}"
+        if name not in params:
+            raise ConfigError(
+                f"{type(strategy).__name__} has no parameter {name!r}; its "
+                f"parameters are {', '.join(params) or 'none'}",
+                key=key,
+            )
+        if not isinstance(spec, list) and not numeric(params[name]):
+            raise ConfigError(
+                f"{key}: parameter {name!r} = {params[name]!r} is not numeric; give a "
+                "list of values to draw from",
+                key=key,
+            )
+    return dict(jitter)

@@ -416,9 +416,7 @@ def simulate_batch(
                                periods_per_year=periods_per_year, keep=keep)
     if fused is not None:
         values, kept_rows = fused
-        table = frame.copy()
-        for j, name in enumerate(m.METRIC_NAMES):
-            table[name] = values[:, j]
+        table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
         return BatchResult(table, None if kept_rows is None else kept_rows.T)
     chunk = chunk_size or max(1, 4_000_000 // max(n, 1))
     r_assets = [bar_returns(np.ascontiguousarray(close[:, j])) for j in range(n_assets)]

@@ -123,7 +123,7 @@ class SearchResult:
                             seed=seed, returns=returns)
 
     def heatmap(self, x: str, y: str, path: str | Path, *, metric: str | None = None) -> Path:
-        """Draw the metric over two parameters as a PNG (best over the other parameters).
+        """Draw the metric over two parameters as a PNG (the best over the other parameters).
 
         Args:
             x: Parameter on the horizontal axis.
@@ -144,15 +144,16 @@ class SearchResult:
                                   f"({', '.join(self.param_names)})", key=name)
         ok = self.trials[self.trials[STATUS] == OK]
         agg = "min" if self.direction == "minimize" else "max"
-        grid = ok.pivot_table(index=y, columns=x, values=metric, aggfunc=agg)
-        from backtest.search._plot import draw_heatmap
-
-        best = (self.best_params[x], self.best_params[y])
+        best_cells = ok.groupby([x, y], as_index=False)[metric].agg(agg)
         others = [p for p in self.param_names if p not in (x, y)]
-        over = f" ({agg} over {', '.join(others)})" if others else ""
-        return draw_heatmap(grid, best, x=x, y=y, metric=metric, path=Path(path),
-                            title=f"{metric}{over}, {len(self.trials)} trials "
-                                  f"({self.n_failed} failed), best {self.best_score:.4g}")
+        over = f", {agg} over {', '.join(others)}" if others else ""
+        from backtest import plots
+
+        return plots.heatmap_figure(
+            best_cells, x, y, metric, path,
+            title=f"{metric} by {x} and {y} ({len(self.trials)} trials{over})",
+            maximize=self.direction == "maximize",
+        )
 
 
 def _returns_path(path: Path) -> Path:

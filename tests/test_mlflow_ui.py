@@ -1,0 +1,80 @@
+"""The MLflow UI shows our runs: a real server, a real headless Chromium, the rendered DOM (slow).
+
+The experiment's runs page is a React app: the run names exist only after its
+JavaScript has fetched the runs from the server, so finding them in the DOM that
+Chromium dumps shows that a user opening the page sees them.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from backtest import results
+from backtest.config import TrackingConfig
+from backtest.tracking import log_result
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--window-size=1400,900", "--virtual-time-budget=30000"]
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: apt-get install -y chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return path
+
+
+def rendered_text(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran, as visible text (tags stripped)."""
+    out = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=180,
+                         check=True).stdout
+    out = re.sub(r"<(script|style)\b.*?</\1>", " ", out, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", out)))
+
+
+def test_experiment_page_lists_the_runs(tmp_path: Path, mlflow_server: str) -> None:
+    chromium()
+    experiment = f"ui-{uuid.uuid4().hex[:8]}"
+    cfg = TrackingConfig(uri=mlflow_server, experiment_name=experiment)
+    names = []
+    for fast in (5, 10):
+        run_dir = tmp_path / f"bt{fast}"
+        results.write_result(run_dir, {"task": "backtest", "job_id": f"bt-{fast}",
+                                       "params": {"fast": fast, "slow": 50},
+                                       "metrics": {"sharpe_ratio": fast / 10}},
+                             config_yaml=yaml.safe_dump({"name": experiment}))
+        log_result(run_dir, cfg)
+        names.append(f"backtest fast={fast}, slow=50")
+    trials = pd.DataFrame({"fast": [5, 10, 15], "slow": [50, 60, 70],
+                           "sharpe_ratio": [0.1, 0.9, 0.5]})
+    results.write_result(tmp_path / "search", {"task": "search", "job_id": "s",
+                                               "params": {"fast": 10, "slow": 60},
+                                               "metrics": {"sharpe_ratio": 0.9}},
+                         tables={"trials": trials},
+                         config_yaml=yaml.safe_dump({"name": experiment, "search": {
+                             "space": {"fast": [5, 15], "slow": [50, 70]}}}))
+    logged = log_result(tmp_path / "search", cfg)
+    names.append("search fast=10, slow=60")
+
+    text = rendered_text(f"{mlflow_server}/#/experiments/{logged.experiment_id}/runs",
+                         tmp_path / "profile")
+    assert experiment in text
+    for name in names:
+        assert name in text, f"{name!r} not rendered; page text: {text[:2000]}"
+    assert "6 matching runs" in text  # three runs and the search's three nested trials

@@ -282,3 +282,19 @@ def test_fan_quantiles_match_numpy(fan: np.ndarray) -> None:
     q = np.array([0.0, 0.025, 0.05, 0.5, 0.5, 0.95, 0.999, 1.0])
     want = np.quantile(fan.astype(np.float64), q, axis=0).T
     np.testing.assert_allclose(k.fan_quantiles(fan, q), want, rtol=1e-12, atol=0)
+
+
+def test_paths_are_streamed_not_held_in_memory() -> None:
+    import tracemalloc
+
+    returns = pd.Series(RNG.normal(2e-4, 0.01, 5000))
+    _run("stationary_bootstrap", source=returns, n_paths=50)  # load the kernels first
+    tracemalloc.start()
+    try:
+        _run("stationary_bootstrap", source=returns, n_paths=3000, chunk_size=500)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    full_matrix = 3000 * 5000 * 8  # what holding every path's returns would take: 120 MB
+    fan = 500 * 5001 * 4  # the bounded fan sample: 10 MB
+    assert peak < fan + 8_000_000 < full_matrix / 4

@@ -144,17 +144,21 @@ def resample_chunk(
     horizon: int,
     key: NDArray[np.uint64],
     periods_per_year: float,
-    n_fan: int,
+    metrics: NDArray[np.float64],
+    fan: NDArray[np.float32],
     start: int,
     stop: int,
 ) -> ChunkResult:
-    """Resample and score paths ``start .. stop - 1`` with the compiled kernel."""
-    out = np.empty((stop - start, len(k.METRICS)))
-    fan = np.empty((max(0, min(stop, n_fan) - start), horizon + 1), np.float32)
-    k.resample_chunk(
-        src, code, block_size, horizon, start, key, periods_per_year, float(src.mean()), out, fan
-    )
-    return ChunkResult(start, out, fan)
+    """Resample and score paths ``start .. stop - 1`` straight into the shared arrays.
+
+    Worker threads write disjoint rows of ``metrics`` and ``fan`` (rows of the paths
+    in the fan sample), so nothing is copied.
+    """
+    out = metrics[start:stop]
+    rows = fan[start : max(start, min(stop, fan.shape[0]))]
+    mean = float(src.mean())
+    k.resample_chunk(src, code, block_size, horizon, start, key, periods_per_year, mean, out, rows)
+    return ChunkResult(start, out, rows)
 
 
 def observed_scores(
@@ -171,21 +175,37 @@ def observed_scores(
 
 
 def collect(
-    results: Iterator[ChunkResult], n_paths: int, horizon: int, n_fan: int
-) -> tuple[NDArray[np.float64], NDArray[np.float32], dict[str, NDArray[Any]]]:
-    """Place every chunk's rows by path number (order of arrival does not matter)."""
-    metrics = np.empty((n_paths, len(k.METRICS)))
-    fan = np.empty((n_fan, horizon + 1), np.float32)
+    results: Iterator[ChunkResult],
+    metrics: NDArray[np.float64],
+    fan: NDArray[np.float32],
+) -> dict[str, NDArray[Any]]:
+    """Place every chunk's rows by path number (order of arrival does not matter).
+
+    Returns:
+        The extra per-path columns (jittered parameters), by name.
+    """
+    n_paths = metrics.shape[0]
     extra: dict[str, NDArray[Any]] = {}
     for res in results:
         n = res.metrics.shape[0]
-        metrics[res.start : res.start + n] = res.metrics
-        fan[res.start : res.start + res.fan.shape[0]] = res.fan
+        for dst, src in (
+            (metrics[res.start : res.start + n], res.metrics),
+            (fan[res.start : res.start + res.fan.shape[0]], res.fan),
+        ):
+            if not np.shares_memory(dst, src):  # rows computed in another process
+                dst[...] = src
         for name, values in res.extra.items():
             if name not in extra:
                 extra[name] = np.empty(n_paths, dtype=values.dtype)
             extra[name][res.start : res.start + n] = values
-    return metrics, fan, extra
+    return extra
+
+
+def allocate(
+    n_paths: int, horizon: int, n_fan: int
+) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+    """The per-path metric rows and the fan sample's equity rows of a run."""
+    return np.empty((n_paths, len(k.METRICS))), np.empty((n_fan, horizon + 1), np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +326,9 @@ class MonteCarloSimulator:
                 "trade_reshuffle permutes; leave it unset or use trade_bootstrap",
                 key="montecarlo.horizon_bars",
             )
-        n_fan = fan_size(cfg.n_paths, horizon, self.fan_paths)
+        metrics, fan = allocate(
+            cfg.n_paths, horizon, fan_size(cfg.n_paths, horizon, self.fan_paths)
+        )
         args = (
             sample.returns,
             _RESAMPLING[method],
@@ -314,7 +336,8 @@ class MonteCarloSimulator:
             horizon,
             root_key(seed),
             sample.periods_per_year,
-            n_fan,
+            metrics,
+            fan,
         )
         chunks = run_chunks(
             resample_chunk,
@@ -325,7 +348,7 @@ class MonteCarloSimulator:
             progress=self.progress,
             desc=f"Monte Carlo ({method.value})",
         )
-        metrics, fan, _ = collect(chunks, cfg.n_paths, horizon, n_fan)
+        collect(chunks, metrics, fan)
         observed, observed_equity = observed_scores(sample.returns, sample.periods_per_year)
         details: dict[str, Any] = {"n_observed": n}
         if method in (

@@ -26,6 +26,7 @@ from backtest.montecarlo._inputs import bar_sample
 from backtest.montecarlo._jitter import check_jitter, draw_params, strategy_params
 from backtest.montecarlo._simulator import (
     ChunkResult,
+    allocate,
     chunk_bounds,
     collect,
     fan_size,
@@ -270,7 +271,8 @@ def run_strategy_method(
         progress=sim.progress,
         desc=f"Monte Carlo ({method.value})",
     )
-    metrics, fan, extra = collect(chunks, cfg.n_paths, horizon, n_fan)
+    metrics, fan = allocate(cfg.n_paths, horizon, n_fan)
+    extra = collect(chunks, metrics, fan)
     obs, obs_equity = observed_scores(observed, float(engine.periods_per_year))
     return finish(
         cfg,

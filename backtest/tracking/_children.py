@@ -22,7 +22,7 @@ from backtest.results import StoredResult
 
 # Columns that number a row rather than describe a parameter or an outcome.
 _ROW_IDS = ("trial", "number", "trial_number", "fold")
-_BOOKKEEPING = frozenset({*_ROW_IDS, "seed", "trial_seed"})
+_BOOKKEEPING = frozenset({*_ROW_IDS, "seed", "trial_seed", "status", "error"})
 
 
 def _score(child: Mapping[str, Any], metric: str) -> float | None:

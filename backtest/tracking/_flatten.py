@@ -24,6 +24,8 @@ RUN_KEY_TAG = "backtest.run_key"
 # Top-level record keys that are not sections of numbers (or are logged otherwise).
 _NOT_SECTIONS = frozenset({"params", "metrics", "children"})
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./: ]")
+# Keys inside sections that hold inputs or parameter values, not outcomes.
+_NOT_METRICS = frozenset({"space", "params", "best_params", "chosen_params", "jitter", "seed"})
 
 
 def clean_key(key: str) -> str:
@@ -85,13 +87,17 @@ def _number(value: Any) -> float | None:
 def numeric_leaves(section: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, float]]:
     """Every finite number (or bool, as 0/1) inside nested mappings, with its dotted key.
 
-    Lists are skipped: they stay in ``result.json``, which is logged as an artifact.
+    Lists, and inputs such as ``space``, ``best_params`` and ``seed``, are skipped:
+    they stay in ``result.json``, which is logged as an artifact.
 
-    >>> dict(numeric_leaves({"pbo": 0.25, "dsr": {"value": 0.9}, "n": [1, 2]}, "overfitting."))
+    >>> dict(numeric_leaves({"pbo": 0.25, "dsr": {"value": 0.9}, "n": [1, 2], "seed": 4},
+    ...                     "overfitting."))
     {'overfitting.pbo': 0.25, 'overfitting.dsr.value': 0.9}
     """
     for key, value in section.items():
         dotted = f"{prefix}{key}"
+        if key in _NOT_METRICS:
+            continue
         if isinstance(value, Mapping):
             yield from numeric_leaves(value, f"{dotted}.")
         else:

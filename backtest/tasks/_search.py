@@ -1,0 +1,162 @@
+"""The ``search`` task: search the strategy's parameters, then backtest the best.
+
+The space, method, metric and constraint come from the ``search`` config group; the
+parameters not searched keep their ``strategy`` config values. The headline result is
+a full :func:`~backtest.engine.simulate` backtest of the best parameters over all the
+data (its metric equals the best trial's score), with the trials table, a heatmap
+over the first two searched parameters and the overfitting statistics of the kept
+trial returns (PSR, DSR, PBO).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtest import results
+from backtest.engine import simulate
+from backtest.errors import BacktestError, ConfigError
+from backtest.search import SearchResult, StrategyEvaluator, run_search
+from backtest.tasks._context import TaskContext, TaskOutput
+
+log = logging.getLogger("backtest.tasks.search")
+
+
+class SimulateEvaluator:
+    """Scores one parameter set with :func:`simulate` (strategies without ``batch_positions``).
+
+    A module-level class, so worker processes can receive it.
+    """
+
+    def __init__(self, prices: pd.DataFrame, strategy_cls: type,
+                 fixed_params: dict[str, Any], engine_kwargs: dict[str, Any]) -> None:
+        self.prices = prices
+        self.strategy_cls = strategy_cls
+        self.fixed_params = fixed_params
+        self.engine_kwargs = engine_kwargs
+
+    def __call__(self, params: dict[str, Any]) -> Any:
+        """The single backtest of ``params`` (metrics and return series)."""
+        strategy = self.strategy_cls(**{**self.fixed_params, **params})
+        return simulate(self.prices, strategy, **self.engine_kwargs)
+
+
+def _overfitting(ctx: TaskContext, result: SearchResult, best_returns: pd.Series
+                 ) -> dict[str, float] | None:
+    """PSR, DSR and PBO over the kept trial returns plus the best trial's."""
+    if result.returns is None:
+        return None
+    from backtest.overfitting import overfitting_report
+
+    matrix = result.returns.astype(np.float64)
+    if result.best_trial not in matrix.columns:
+        matrix[result.best_trial] = best_returns.to_numpy()
+    if matrix.shape[1] < 2:
+        return None
+    ppy = ctx.settings.engine.periods_per_year
+    ok = result.trials[result.trials["status"] == "ok"]
+    sharpes = None
+    if "sharpe_ratio" in ok.columns:
+        sharpes = ok["sharpe_ratio"].to_numpy(dtype=np.float64) / math.sqrt(ppy)
+    try:
+        report = overfitting_report(
+            matrix.to_numpy(), best_trial=list(matrix.columns).index(result.best_trial),
+            n_trials=result.n_trials - result.n_failed, trial_sharpes=sharpes,
+            periods_per_year=ppy,
+        )
+    except BacktestError as exc:
+        log.warning("overfitting statistics skipped: %s", exc)
+        return None
+    return report.as_dict()
+
+
+def run(ctx: TaskContext) -> TaskOutput:
+    """Search, then backtest the best parameters over the whole data.
+
+    Raises:
+        ConfigError: an empty ``search.space`` or a space naming an unknown parameter.
+        TrialsFailed: every trial failed.
+    """
+    cfg = ctx.settings.search
+    method = str(getattr(cfg.method, "value", cfg.method))
+    direction = str(getattr(cfg.direction, "value", cfg.direction))
+    if not cfg.space:
+        raise ConfigError(
+            f"search.method is {method!r} but search.space is empty: list the strategy "
+            "parameters to search, e.g. search.space.fast: [5, 10, 20]", key="search.space")
+    names = getattr(ctx.strategy_cls, "param_names", None) or list(ctx.strategy_params)
+    unknown = [p for p in cfg.space if p not in names]
+    if unknown:
+        raise ConfigError(f"search.space.{unknown[0]} is not a parameter of "
+                          f"{ctx.strategy_cls.__name__} ({', '.join(names)})",
+                          key=f"search.space.{unknown[0]}")
+    fixed = {k: v for k, v in ctx.strategy_params.items() if k not in cfg.space}
+    engine = ctx.engine_kwargs()
+    if hasattr(ctx.strategy_cls, "batch_positions"):
+        evaluator: Any = StrategyEvaluator(ctx.prices, ctx.strategy_cls, fixed_params=fixed,
+                                           **engine)
+    else:
+        evaluator = SimulateEvaluator(ctx.prices, ctx.strategy_cls, fixed, engine)
+    started = time.perf_counter()
+    result = run_search(
+        method, dict(cfg.space), evaluator, n_iter=cfg.n_iter, metric=cfg.metric,
+        direction=direction, constraint=cfg.constraint, n_jobs=cfg.n_jobs, seed=cfg.seed,
+        progress=ctx.progress, keep_returns=cfg.keep_returns,
+    )
+    elapsed = time.perf_counter() - started
+    best = simulate(ctx.prices, ctx.strategy_cls(**{**fixed, **result.best_params}), **engine)
+    figures = []
+    if len(result.param_names) >= 2:
+        x, y = result.param_names[:2]
+        figures.append(result.heatmap(x, y, results.figures_dir(ctx.run_dir) / "heatmap.png"))
+    section: dict[str, Any] = {
+        "method": method,
+        "metric": cfg.metric,
+        "direction": direction,
+        "space": dict(cfg.space),
+        "constraint": cfg.constraint,
+        "n_trials": result.n_trials,
+        "n_failed": result.n_failed,
+        "best_trial": result.best_trial,
+        "best_params": result.best_params,
+        "best_score": result.best_score,
+        "seed": result.seed,
+        "elapsed_s": elapsed,
+        "trials_per_s": result.n_trials / elapsed if elapsed > 0 else None,
+    }
+    record: dict[str, Any] = {"search": section}
+    overfitting = _overfitting(ctx, result, best.returns)
+    if overfitting is not None:
+        record["overfitting"] = overfitting
+    top = result.top(ctx.settings.tracking.max_child_runs)
+    children = [
+        {"name": f"trial {int(row['trial'])}",
+         "params": {p: _plain(row[p]) for p in result.param_names},
+         "metrics": {m: float(row[m]) for m in top.columns
+                     if m not in ("trial", "seed", "status", "error", *result.param_names)
+                     and isinstance(row[m], int | float | np.number)}}
+        for _, row in top.iterrows()
+    ]
+    summary = [
+        ("search", f"{method}, {result.n_trials} trials ({result.n_failed} failed) "
+                   f"in {elapsed:.2f} s"),
+        ("best trial", f"#{result.best_trial}: "
+                       + ", ".join(f"{k}={v}" for k, v in result.best_params.items())),
+        (f"best {cfg.metric}", f"{result.best_score:.4f}"),
+    ]
+    if overfitting is not None:
+        summary.append(("deflated sharpe / pbo",
+                        f"{overfitting['deflated_sharpe']:.3f} / {overfitting['pbo']:.3f}"))
+    return TaskOutput(
+        backtest=best, record=record, tables={"trials": result.trials}, figures=figures,
+        summary=summary, objective=result.best_score, children=children,
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

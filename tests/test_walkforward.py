@@ -498,3 +498,59 @@ def test_figures_are_written(prices: pd.DataFrame, result: WalkForwardResult, tm
     assert [p.name for p in paths] == ["walkforward_folds.png", "walkforward_equity.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_evaluator_returns_equal_engine_simulate(prices: pd.DataFrame) -> None:
+    ev = StrategyReturnsEvaluator(
+        prices,
+        Momentum,
+        fee_bps=5,
+        slippage_bps=2,
+        weights={"SYN0": 0.7, "SYN1": 0.3},
+        fixed_params={"long_short": True},
+    )
+    sets = pd.DataFrame({"lookback": [10, 40, 80], "skip": [0, 5, 2]})
+    full = ev.returns(sets, 900)
+    for i, p in enumerate(sets.to_dict("records")):
+        bt = simulate(
+            prices.iloc[:600],
+            Momentum(**p, long_short=True),
+            fee_bps=5,
+            slippage_bps=2,
+            weights={"SYN0": 0.7, "SYN1": 0.3},
+        )
+        r, pos = ev.trade(p, 600)
+        np.testing.assert_array_equal(r, bt.returns.to_numpy())
+        np.testing.assert_array_equal(pos, bt.positions.to_numpy())
+        np.testing.assert_array_equal(full[:600, i], bt.returns.to_numpy())
+    truncated = StrategyReturnsEvaluator(
+        prices,
+        Momentum,
+        fee_bps=5,
+        slippage_bps=2,
+        weights={"SYN0": 0.7, "SYN1": 0.3},
+        fixed_params={"long_short": True},
+        shared_history=False,
+    )
+    np.testing.assert_array_equal(truncated.returns(sets, 600), full[:600])
+    with pytest.raises(ConfigError) as err:
+        StrategyReturnsEvaluator(prices, object)
+    assert err.value.key == "strategy"
+
+
+def test_windows_sharpe_matches_the_metric_per_window() -> None:
+    from backtest.walkforward._kernels import window_sharpe, windows_sharpe
+
+    rng = np.random.default_rng(5)
+    r = np.asfortranarray(rng.normal(3e-4, 0.01, size=(3000, 12)))
+    r[:, 3] = 0.0  # never trades
+    r[1000:1800, 4] = 0.0  # flat for a while
+    r[:, 5] = 0.001  # constant return: no variation
+    starts = np.array([0, 100, 1000, 1200, 2500, 7])
+    ends = np.array([756, 856, 1756, 1452, 3000, 8])
+    got = windows_sharpe(r, starts, ends)
+    for j, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        ref = np.asarray(bm.sharpe_ratio(r[a:b], periods_per_year=1))
+        np.testing.assert_array_equal(np.isnan(got[j]), np.isnan(ref))
+        np.testing.assert_allclose(got[j], ref, rtol=1e-11)
+        np.testing.assert_allclose(window_sharpe(r, a, b), ref, rtol=1e-13)

@@ -106,9 +106,10 @@ def overfitting_report(
             f"need at least two bars and one trial, got {n_obs} x {n_cols}",
             column="trial_returns",
         )
-    sd = m.std(axis=0, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sharpes = np.where(sd > 0.0, m.mean(axis=0) / sd, np.nan)
+    if trial_sharpes is None or best_trial is None:
+        sd = m.std(axis=0, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sharpes = np.where(sd > 0.0, m.mean(axis=0) / sd, np.nan)
     if best_trial is None:
         best_trial = int(np.nanargmax(sharpes)) if np.isfinite(sharpes).any() else 0
     pool = sharpes if trial_sharpes is None else np.asarray(trial_sharpes, dtype=np.float64)

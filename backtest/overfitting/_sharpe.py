@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from scipy.stats import norm
+from scipy.special import ndtr, ndtri  # standard normal CDF and its inverse (fast ufuncs)
 
 from backtest.errors import ConfigError, DataValidationError
 
@@ -159,7 +159,7 @@ def probabilistic_sharpe_ratio(
     if not math.isfinite(sharpe):
         return math.nan
     sd = sharpe_ratio_std(sharpe, n_obs, skewness=skewness, kurtosis=kurtosis)
-    return float(norm.cdf((sharpe - benchmark_sharpe) / sd))
+    return float(ndtr((sharpe - benchmark_sharpe) / sd))
 
 
 def expected_maximum_sharpe(
@@ -197,7 +197,7 @@ def expected_maximum_sharpe(
     if n_trials == 1:
         return float(mean_sharpe)
     g = EULER_MASCHERONI
-    z = (1.0 - g) * norm.ppf(1.0 - 1.0 / n_trials) + g * norm.ppf(1.0 - 1.0 / (n_trials * math.e))
+    z = (1.0 - g) * ndtri(1.0 - 1.0 / n_trials) + g * ndtri(1.0 - 1.0 / (n_trials * math.e))
     return float(mean_sharpe + math.sqrt(sharpe_variance) * z)
 
 
@@ -284,4 +284,4 @@ def minimum_track_record_length(
     if sharpe <= benchmark_sharpe:
         return math.inf
     factor = _variance_factor(sharpe, skewness, kurtosis)
-    return float(1.0 + factor * (norm.ppf(confidence) / (sharpe - benchmark_sharpe)) ** 2)
+    return float(1.0 + factor * (ndtri(confidence) / (sharpe - benchmark_sharpe)) ** 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +16,20 @@ from backtest import metrics as m
 from backtest.config import Direction, SearchConfig, SearchMethod, WalkForwardConfig
 from backtest.errors import BacktestError, ConfigError
 from backtest.overfitting import (
-    overfitting_report,
-    performance_degradation,
-    probabilistic_sharpe_ratio,
+    deflated_sharpe_ratio,
+    probability_of_backtest_overfitting,
     return_moments,
 )
 from backtest.walkforward._evaluator import ReturnsEvaluator
+from backtest.walkforward._kernels import window_sharpe, windows_sharpe
 from backtest.walkforward._result import (
-    WalkForwardOverfitting,
     WalkForwardResult,
     _plain,
-    parameter_stability,
-    walkforward_efficiency,
 )
 from backtest.walkforward._search import FoldSearch, search_fold
 from backtest.walkforward._space import grid_frame
 from backtest.walkforward._splitters import Fold, Splits, make_splits
+from backtest.walkforward._stitch import assemble_result
 
 RETURN_METRICS = (
     "total_return",
@@ -56,21 +54,19 @@ def score_function(metric: str, periods_per_year: int) -> Callable[[NDArray[np.f
             f"{list(RETURN_METRICS)}",
             key="search.metric",
         )
+    if metric == "sharpe_ratio":  # the common case, compiled: no temporaries
+        scale = math.sqrt(periods_per_year)
+        return lambda r: _sharpe(r) * scale
     fn = getattr(m, metric)
     if metric in ("total_return", "max_drawdown"):
         return lambda r: np.atleast_1d(fn(r))
     return lambda r: np.atleast_1d(fn(r, periods_per_year=periods_per_year))
 
 
-@dataclass(frozen=True, slots=True)
-class _Segment:
-    """Out-of-sample bars [start, end) traded with one fold's parameters."""
-
-    fold: int
-    start: int
-    end: int
-    returns: NDArray[np.float64]
-    run_positions: NDArray[np.float64] | None  # the run's positions over [0, end)
+def _sharpe(returns: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per-period Sharpe of each column (see :func:`window_sharpe`)."""
+    r = np.asarray(returns, dtype=np.float64)  # any layout: no copy of a slice
+    return window_sharpe(r, 0, r.shape[0])
 
 
 class WalkForwardOptimizer:
@@ -154,22 +150,86 @@ class WalkForwardOptimizer:
             grid = grid_frame(space, self.search.constraint)
         rows, trials, searched = [], [], []
         runs: dict[tuple[int, int], tuple[NDArray[np.float64], NDArray[np.float64] | None]] = {}
+        pre = self._window_scores(evaluator, splits, grid, ppy)
         for fold in tqdm(splits.folds, desc="walk-forward", disable=not self.progress):
-            fs = search_fold(fold, evaluator, space, grid, self.search, score, maximize, method)
+            fs = search_fold(
+                fold,
+                evaluator,
+                space,
+                grid,
+                self.search,
+                score,
+                maximize,
+                method,
+                ppy,
+                scores=None if pre is None else pre[0][fold.fold],
+            )
             searched.append(fs.frame)
-            trials.append(fs.frame.assign(fold=fold.fold, score=fs.scores))
-            row, fold_runs = self._fold_row(fold, fs, evaluator, splits, score, maximize, ppy)
+            trials.append((fold.fold, fs.scores))
+            row, fold_runs = self._fold_row(
+                fold,
+                fs,
+                evaluator,
+                splits,
+                score,
+                maximize,
+                ppy,
+                None if pre is None else pre[1][fold.fold],
+            )
             rows.append(row)
             runs.update(fold_runs)
         folds = pd.DataFrame(rows)
-        trials_frame = pd.concat(trials, ignore_index=True)
-        trials_frame = trials_frame[["fold", *searched[0].columns, "score"]]
-        result = self._assemble(evaluator, splits, folds, trials_frame, searched, runs, ppy)
+        trials_frame = pd.concat(
+            [
+                pd.DataFrame(
+                    {"fold": np.repeat([f for f, _ in trials], [len(s) for _, s in trials])}
+                ),
+                pd.concat(searched, ignore_index=True),
+                pd.DataFrame({"score": np.concatenate([s for _, s in trials])}),
+            ],
+            axis=1,
+        )
+        result = assemble_result(
+            self.search, evaluator, splits, folds, trials_frame, searched, runs, ppy
+        )
         if figures_dir is not None:
             result = replace(result, figures=result.save_figures(figures_dir))
         return result
 
     # ------------------------------------------------------------------ one fold
+
+    def _window_scores(
+        self,
+        evaluator: ReturnsEvaluator,
+        splits: Splits,
+        grid: pd.DataFrame | None,
+        ppy: int,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+        """Train and test Sharpe of every grid set in every fold, in one pass.
+
+        Only for a fixed grid ranked by Sharpe on a shared-history evaluator with
+        contiguous windows: then every window is a slice of one returns matrix and
+        :func:`windows_sharpe` scores them all from running sums (equal to the
+        per-window formula to about 1e-13).
+        """
+        folds = splits.folds
+        contiguous = all(
+            f.train_end - f.train_start == len(f.train) and f.test_end - f.test_start == len(f.test)
+            for f in folds
+        )
+        if (
+            grid is None
+            or self.search.metric != "sharpe_ratio"
+            or not getattr(evaluator, "shared_history", False)
+            or not contiguous
+        ):
+            return None
+        full = np.asarray(evaluator.returns(grid, len(evaluator.index)), dtype=np.float64)
+        starts = np.array([f.train_start for f in folds] + [f.test_start for f in folds])
+        ends = np.array([f.train_end for f in folds] + [f.test_end for f in folds])
+        both = windows_sharpe(full, starts.astype(np.int64), ends.astype(np.int64))
+        both *= math.sqrt(ppy)
+        return both[: len(folds)], both[len(folds) :]
 
     def _fold_row(
         self,
@@ -180,13 +240,12 @@ class WalkForwardOptimizer:
         score: Callable[[NDArray[np.float64]], Any],
         maximize: bool,
         ppy: int,
+        test_scores: NDArray[np.float64] | None = None,
     ) -> tuple[dict[str, Any], dict[tuple[int, int], Any]]:
         index = evaluator.index
         best = fs.best
         params = {str(k): _plain(v) for k, v in fs.frame.iloc[best].items()}
-        rep = overfitting_report(
-            fs.train_returns, best_trial=best, periods_per_year=ppy, n_blocks=self.pbo_blocks
-        )
+        is_sharpe, dsr, pbo = self._fold_overfitting(fs)
         # Out of sample: runs over the prices up to the end of each test stretch.
         ends = (
             [int(splits.group_bounds[g + 1]) for g in fold.test_groups]
@@ -205,8 +264,11 @@ class WalkForwardOptimizer:
             ]
         )
         oos = m.return_metrics(r_test, periods_per_year=ppy)
-        all_test = evaluator.returns(fs.frame, fold.test_end)[fold.test]
-        test_scores = np.asarray(score(all_test), dtype=np.float64)
+        if test_scores is None:
+            full = evaluator.returns(fs.frame, fold.test_end)
+            contiguous = fold.test_end - fold.test_start == len(fold.test)
+            all_test = full[fold.test_start : fold.test_end] if contiguous else full[fold.test]
+            test_scores = np.asarray(score(all_test), dtype=np.float64)
         if not maximize:
             test_scores = -test_scores
         test_scores = np.where(np.isfinite(test_scores), test_scores, -np.inf)
@@ -224,164 +286,43 @@ class WalkForwardOptimizer:
             **params,
             "n_trials": len(fs.frame),
             "is_score": float(fs.scores[best]),
-            "is_sharpe": rep.best_sharpe_annual,
+            "is_sharpe": is_sharpe * math.sqrt(ppy),
             "is_cagr": float(m.cagr(train_best, periods_per_year=ppy)),
-            "is_dsr": rep.dsr,
-            "pbo": rep.pbo,
+            "is_dsr": dsr,
+            "pbo": pbo,
             "oos_rank": float(rank / (len(test_scores) + 1)),
             **{f"oos_{k}": float(val) for k, val in oos.items()},
         }
         return row, runs
 
-    # ------------------------------------------------------------------ stitching
+    def _fold_overfitting(self, fs: FoldSearch) -> tuple[float, float, float]:
+        """Per-period in-sample Sharpe of the chosen set, its DSR and the fold's PBO.
 
-    def _segments(
-        self, splits: Splits, runs: Mapping[tuple[int, int], Any]
-    ) -> list[list[_Segment]]:
-        """Out-of-sample segments: one list for rolling/anchored, one per CPCV path."""
-        if splits.paths is None:
-            out = []
-            folds = splits.folds
-            for i, f in enumerate(folds):
-                end = min(f.test_end, folds[i + 1].test_start) if i + 1 < len(folds) else f.test_end
-                r_run, pos_run = runs[(f.fold, f.test_end)]
-                out.append(_Segment(f.fold, f.test_start, end, r_run[f.test_start : end], pos_run))
-            return [out]
-        bounds = splits.group_bounds
-        assert bounds is not None
-        paths = []
-        for path in splits.paths:
-            segs = []
-            for g, fold in enumerate(path):
-                lo, hi = int(bounds[g]), int(bounds[g + 1])
-                r_run, pos_run = runs[(int(fold), hi)]
-                segs.append(_Segment(int(fold), lo, hi, r_run[lo:hi], pos_run))
-            paths.append(segs)
-        return paths
-
-    def _stitch(
-        self, evaluator: ReturnsEvaluator, segments: list[_Segment]
-    ) -> tuple[pd.Series, pd.DataFrame]:
-        cost = float(getattr(evaluator, "cost", 0.0))
-        weights = getattr(evaluator, "weights", None)
-        parts, pos_parts = [], []
-        prev: _Segment | None = None
-        for seg in segments:
-            r = seg.returns.copy()
-            have_pos = seg.run_positions is not None and (
-                prev is None or prev.run_positions is not None
+        The DSR uses every trial the fold ran (N) and the variance of their in-sample
+        Sharpe ratios; the PBO is CSCV over the fold's (train bars x trials) matrix.
+        """
+        mom = return_moments(fs.train_returns[:, fs.best])
+        pool = fs.sharpes[np.isfinite(fs.sharpes)]
+        variance = float(np.var(pool, ddof=1)) if pool.size > 1 else 0.0
+        try:
+            dsr = deflated_sharpe_ratio(
+                mom.sharpe,
+                mom.n_obs,
+                n_trials=len(fs.frame),
+                sharpe_variance=variance,
+                skewness=mom.skewness,
+                kurtosis=mom.kurtosis,
             )
-            if prev is not None and prev.end == seg.start and have_pos and weights is not None:
-                assert seg.run_positions is not None and prev.run_positions is not None
-                delta = np.abs(seg.run_positions[seg.start - 1] - prev.run_positions[seg.start - 1])
-                switch = cost * float(np.dot(weights, delta))
-                r[0] = (1.0 + r[0]) * (1.0 - switch) - 1.0
-            parts.append(r)
-            if seg.run_positions is not None:
-                pos_parts.append(seg.run_positions[seg.start : seg.end])
-            prev = seg
-        bars = np.concatenate([np.arange(s.start, s.end) for s in segments])
-        idx = evaluator.index[bars]
-        returns = pd.Series(np.concatenate(parts), index=idx, name="returns")
-        columns = list(getattr(evaluator, "prices", pd.DataFrame()).columns)
-        if len(pos_parts) == len(segments):
-            pos = np.concatenate(pos_parts)
-            positions = pd.DataFrame(pos, index=idx, columns=columns or range(pos.shape[1]))
-        else:
-            positions = pd.DataFrame(index=idx)
-        return returns, positions
-
-    def _assemble(
-        self,
-        evaluator: ReturnsEvaluator,
-        splits: Splits,
-        folds: pd.DataFrame,
-        trials: pd.DataFrame,
-        searched: list[pd.DataFrame],
-        runs: Mapping[tuple[int, int], Any],
-        ppy: int,
-    ) -> WalkForwardResult:
-        from backtest.engine import trades_table
-
-        paths = self._segments(splits, runs)
-        stitched = [self._stitch(evaluator, segs) for segs in paths]
-        returns, positions = stitched[0]
-        prices = getattr(evaluator, "prices", None)
-        if prices is not None and positions.shape[1]:
-            trades = trades_table(prices.loc[positions.index], positions, float(evaluator.cost))  # type: ignore[attr-defined]
-        else:
-            trades = pd.DataFrame({"return": pd.Series(dtype=float)})
-        weights = getattr(evaluator, "weights", None)
-        metrics = (
-            m.compute_metrics(returns, positions, trades, weights=weights, periods_per_year=ppy)
-            if positions.shape[1]
-            else {
-                k: float(v)
-                for k, v in m.return_metrics(returns.to_numpy(), periods_per_year=ppy).items()
-            }
-        )
-        param_names = [c for c in searched[0].columns]
-        mom = return_moments(returns.to_numpy()) if len(returns) > 1 else None
-        oos_psr = (
-            probabilistic_sharpe_ratio(
-                mom.sharpe, mom.n_obs, skewness=mom.skewness, kurtosis=mom.kurtosis
-            )
-            if mom is not None and math.isfinite(mom.sharpe)
-            else math.nan
-        )
-        overfit = WalkForwardOverfitting(
-            n_trials=int(folds["n_trials"].sum()),
-            deflated_sharpe=_nanmean(folds["is_dsr"]),
-            deflated_sharpe_min=float(folds["is_dsr"].min()),
-            pbo=_nanmean(folds["pbo"]),
-            pbo_walkforward=float(np.mean(folds["oos_rank"] <= 0.5)),
-            oos_probabilistic_sharpe=oos_psr,
-            degradation=performance_degradation(folds["is_sharpe"], folds["oos_sharpe_ratio"]),
-        )
-        path_frame = path_metrics = None
-        if splits.paths is not None:
-            path_frame = pd.DataFrame({f"path_{i}": r for i, (r, _) in enumerate(stitched)})
-            path_metrics = pd.DataFrame(
-                [
-                    {
-                        "path": i,
-                        **{
-                            k: float(v)
-                            for k, v in m.return_metrics(r.to_numpy(), periods_per_year=ppy).items()
-                        },
-                    }
-                    for i, (r, _) in enumerate(stitched)
-                ]
-            )
-        return WalkForwardResult(
-            folds=folds,
-            trials=trials,
-            returns=returns,
-            equity=(1.0 + returns).cumprod().rename("equity"),
-            positions=positions,
-            trades=trades,
-            metrics=metrics,
-            efficiency=walkforward_efficiency(metrics["cagr"], folds["is_cagr"]),
-            sharpe_efficiency=walkforward_efficiency(metrics["sharpe_ratio"], folds["is_sharpe"]),
-            stability=parameter_stability(
-                folds[param_names], pd.concat(searched, ignore_index=True)
-            ),
-            overfitting=overfit,
-            splitter=splits.splitter,
-            metric=self.search.metric,
-            direction=Direction(self.search.direction).value,
-            paths=path_frame,
-            path_metrics=path_metrics,
-            periods_per_year=ppy,
-            splits=splits,
-            index=pd.DatetimeIndex(evaluator.index),
-        )
-
-
-def _nanmean(values: pd.Series) -> float:
-    arr = values.to_numpy(dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    return float(arr.mean()) if arr.size else math.nan
+        except ConfigError:  # moments so extreme that the Sharpe variance is not positive
+            dsr = math.nan
+        blocks = self.pbo_blocks - self.pbo_blocks % 2
+        n_obs = fs.train_returns.shape[0]
+        while blocks > 2 and n_obs // blocks < 4:
+            blocks -= 2
+        pbo = math.nan
+        if blocks >= 2 and len(fs.frame) >= 2 and n_obs // blocks >= 2:
+            pbo = probability_of_backtest_overfitting(fs.train_returns, n_blocks=blocks).pbo
+        return mom.sharpe, dsr, pbo
 
 
 def _check_no_look_ahead(
@@ -399,6 +340,8 @@ def _check_no_look_ahead(
     if not getattr(evaluator, "shared_history", False):
         return
     full = evaluator.returns(fs.frame, len(evaluator.index))[: len(r_run), best]
+    if np.array_equal(full, r_run):  # the usual case: bit-identical
+        return
     bad = ~np.isclose(full, r_run, rtol=1e-10, atol=1e-13)
     if bad.any():
         t = int(np.argmax(bad))

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from backtest.config import SearchConfig, SearchMethod
 from backtest.errors import TrialsFailed
 from backtest.walkforward._evaluator import ReturnsEvaluator
+from backtest.walkforward._kernels import window_sharpe
 from backtest.walkforward._space import _is_int_range, _range_spec, constraint_mask, random_frame
 from backtest.walkforward._splitters import Fold
 
@@ -26,12 +27,14 @@ class FoldSearch:
         train_returns: Their returns on the train bars, ``(train bars, trials)``.
         scores: The search metric of each trial on the train bars.
         best: Row of the chosen set (first of equal best scores).
+        sharpes: Per-period Sharpe of each trial on the train bars (for the DSR).
     """
 
     frame: pd.DataFrame
     train_returns: NDArray[np.float64]
     scores: NDArray[np.float64]
     best: int
+    sharpes: NDArray[np.float64]
 
 
 def fold_seed(seed: int, fold: int) -> np.random.SeedSequence:
@@ -109,11 +112,14 @@ def search_fold(
     score: Callable[[NDArray[np.float64]], Any],
     maximize: bool,
     method: SearchMethod,
+    periods_per_year: int = 252,
+    scores: NDArray[np.float64] | None = None,
 ) -> FoldSearch:
     """Score parameter sets on the fold's train bars only and pick the best.
 
     ``grid`` (when given) is tried as is; otherwise ``random`` draws ``n_iter`` sets
     with the fold's own seed, and ``tpe``/``cmaes`` ask Optuna for ``n_iter`` trials.
+    ``scores``, when given, are the grid's train scores computed beforehand.
 
     Raises:
         TrialsFailed: Every trial scored NaN (names the fold and its dates).
@@ -135,7 +141,8 @@ def search_fold(
             maximize,
             method,  # type: ignore[arg-type]
         )
-    scores = np.asarray(score(train), dtype=np.float64)
+    if scores is None:
+        scores = np.asarray(score(train), dtype=np.float64)
     finite = np.isfinite(scores)
     if not finite.any():
         idx = evaluator.index
@@ -145,4 +152,8 @@ def search_fold(
             f"{search.metric} (no trades in the train window?)"
         )
     ranked = np.where(finite, scores if maximize else -scores, -np.inf)
-    return FoldSearch(frame, train, scores, int(np.argmax(ranked)))
+    if search.metric == "sharpe_ratio":
+        sharpes = scores / np.sqrt(periods_per_year)
+    else:
+        sharpes = window_sharpe(np.asarray(train, dtype=np.float64), 0, train.shape[0])
+    return FoldSearch(frame, train, scores, int(np.argmax(ranked)), sharpes)

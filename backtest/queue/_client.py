@@ -11,64 +11,35 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import redis
-from rq import Queue
 from rq.job import JobStatus, Retry
 from rq.serializers import JSONSerializer
 
-from backtest.config import QueueConfig
-from backtest.errors import ConfigError, JobNotFound
+from backtest.errors import JobNotFound
 from backtest.jobs import BacktestJob, check_job_id
-from backtest.queue._errors import JobFailed, JobNotFinished, WaitTimeout
-from backtest.queue._execute import EXECUTE, job_payload, noop_payload, payload_job
+from backtest.queue._base import _STATUS, DONE, QueueBase, _iso, _last_line, _text
+from backtest.queue._errors import JobFailed, JobNotFinished
+from backtest.queue._execute import (
+    EXECUTE,
+    job_payload,
+    noop_payload,
+    payload_job,
+    study_payload,
+)
 from backtest.queue._redis import (
-    EmbeddedRedis,
     attempts_key,
-    connect,
-    guard,
     index_key,
     lock_key,
-    mask_url,
-    unavailable,
 )
-from backtest.queue._rqjob import BacktestRqJob
 from backtest.results import StoredResult, has_result, load_result
 
 log = logging.getLogger("backtest.queue")
 
-_STATUS = {
-    JobStatus.CREATED: "queued",
-    JobStatus.QUEUED: "queued",
-    JobStatus.DEFERRED: "queued",
-    JobStatus.SCHEDULED: "queued",  # a retry waiting out retry_backoff
-    JobStatus.STARTED: "started",
-    JobStatus.FINISHED: "finished",
-    JobStatus.FAILED: "failed",
-    JobStatus.STOPPED: "cancelled",
-    JobStatus.CANCELED: "cancelled",
-}
-DONE = ("finished", "failed", "cancelled")
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds") if value else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _last_line(text: str | None) -> str | None:
-    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else None
-
-
-class BacktestJobQueue:
+class BacktestJobQueue(QueueBase):
     """Submit :class:`~backtest.jobs.BacktestJob` s to workers through Redis (rq).
 
     Args:
@@ -88,74 +59,6 @@ class BacktestJobQueue:
             q.wait(ids)
             best = max(ids, key=lambda i: q.result(i).metrics["sharpe_ratio"])
     """
-
-    def __init__(
-        self, config: QueueConfig | None = None, *, connection: redis.Redis | None = None
-    ) -> None:
-        self.config = config or QueueConfig()
-        self._server: EmbeddedRedis | None = None
-        if connection is not None:
-            self._url = self.config.redis_url or "redis://(given connection)"
-            self.connection = connection
-        else:
-            if self.config.redis_url:
-                self._url = self.config.redis_url
-            else:
-                self._server = EmbeddedRedis().start()
-                self._url = self._server.url
-            self.connection = connect(self._url)
-        if self.config.job_timeout <= 0:
-            raise ConfigError(
-                "queue.job_timeout must be a positive number of seconds "
-                f"(got {self.config.job_timeout})",
-                key="queue.job_timeout",
-            )
-        self.queue = Queue(
-            self.config.name,
-            connection=self.connection,
-            job_class=BacktestRqJob,
-            serializer=JSONSerializer,
-            default_timeout=self.config.job_timeout,
-        )
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        """The queue name."""
-        return self.config.name
-
-    @property
-    def url(self) -> str:
-        """The Redis URL workers should use (contains the password, if any; do not log)."""
-        return self._url
-
-    @property
-    def masked_url(self) -> str:
-        """The Redis URL with the password masked."""
-        return mask_url(self._url)
-
-    @property
-    def embedded(self) -> bool:
-        """Whether this object started its own Redis server."""
-        return self._server is not None
-
-    def _guard(self) -> Any:
-        return guard(self._url)
-
-    def _fetch(self, job_id: str) -> BacktestRqJob | None:
-        jobs = BacktestRqJob.fetch_many(
-            [job_id], connection=self.connection, serializer=JSONSerializer
-        )
-        return jobs[0]  # type: ignore[return-value]
-
-    def _indexed(self, job_id: str) -> BacktestJob | None:
-        raw = self.connection.hget(index_key(self.name), job_id)
-        return BacktestJob.from_json(raw) if raw else None
-
-    def _prepared(self, job: BacktestJob) -> BacktestJob:
-        path = Path(job.result_path) if job.result_path else job.default_result_path()
-        return job.with_status("queued", result_path=str(path.expanduser().absolute()))
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -251,6 +154,28 @@ class BacktestJobQueue:
             )
         return str(job.id)
 
+    def submit_study(self, spec: dict[str, Any], n_workers: int) -> list[str]:
+        """Queue ``n_workers`` jobs that each optimise the shared study ``spec`` describes.
+
+        Used by :func:`backtest.distributed.distributed_search`; returns the job ids.
+        """
+        cfg = self.config
+        ids = []
+        with self._guard():
+            for worker in range(n_workers):
+                job = self.queue.enqueue_call(
+                    EXECUTE,
+                    args=(study_payload({**spec, "worker": worker}),),
+                    timeout=cfg.job_timeout,
+                    result_ttl=cfg.result_ttl,
+                    failure_ttl=cfg.failure_ttl,
+                    job_id=f"study-{spec['study_name']}-{worker}-{uuid.uuid4().hex[:8]}",
+                    description=f"study {spec['study_name']} worker {worker}",
+                    retry=Retry(max=cfg.retries) if cfg.retries > 0 else None,
+                )
+                ids.append(str(job.id))
+        return ids
+
     # -- following --------------------------------------------------------------------------
 
     def status(self, job_id: str) -> BacktestJob:
@@ -327,16 +252,6 @@ class BacktestJobQueue:
             raise JobFailed(job_id, record.status, record.error)
         raise JobNotFinished(job_id, record.status)
 
-    def _poll(self, job_ids: Sequence[str]) -> dict[str, str | None]:
-        with self.connection.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hget(BacktestRqJob.key_for(job_id), "status")
-            raw = pipe.execute()
-        out: dict[str, str | None] = {}
-        for job_id, value in zip(job_ids, raw, strict=True):
-            out[job_id] = _STATUS.get(JobStatus(_text(value)), "queued") if value else None
-        return out
-
     def wait(
         self,
         job_ids: Sequence[str],
@@ -367,50 +282,6 @@ class BacktestJobQueue:
             self.status(job_id)  # unknown ids fail now, not after waiting
         self.wait_statuses(ids, timeout, progress=progress, poll_interval=poll_interval)
         return {job_id: self.status(job_id) for job_id in ids}
-
-    def wait_statuses(
-        self,
-        job_ids: Sequence[str],
-        timeout: float | None = None,
-        *,
-        progress: bool = True,
-        poll_interval: float = 0.25,
-    ) -> dict[str, str | None]:
-        """Like :meth:`wait` for any job on the queue (also no-op and study jobs).
-
-        Returns:
-            Job id -> final status (``finished``, ``failed``, ``cancelled``), or ``None``
-            for a job that is no longer in Redis.
-        """
-        from tqdm.auto import tqdm
-
-        ids = list(dict.fromkeys(job_ids))
-        final: dict[str, str | None] = {}
-        start = time.monotonic()
-        pending = list(ids)
-        with tqdm(
-            total=len(ids),
-            desc=f"jobs on {self.name}",
-            unit="job",
-            disable=not progress,
-            leave=False,
-        ) as bar:
-            while True:
-                try:
-                    polled = self._poll(pending)
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    raise unavailable(self._url, exc) from exc
-                done = [j for j in pending if polled[j] in DONE or polled[j] is None]
-                if done:
-                    bar.update(len(done))
-                    final.update({j: polled[j] for j in done})
-                    pending = [j for j in pending if j not in set(done)]
-                if not pending:
-                    break
-                if timeout is not None and time.monotonic() - start > timeout:
-                    raise WaitTimeout(pending, timeout)
-                time.sleep(poll_interval)
-        return {job_id: final[job_id] for job_id in ids}
 
     def cancel(self, job_id: str) -> BacktestJob:
         """Cancel a queued job, or stop a running one (its worker kills the work horse).
@@ -451,48 +322,3 @@ class BacktestJobQueue:
             except JobNotFound:
                 continue
         return out
-
-    def counts(self) -> dict[str, int]:
-        """Jobs per rq registry: queued, started, finished, failed, scheduled, cancelled."""
-        q = self.queue
-        with self._guard():
-            return {
-                "queued": q.count,
-                "started": len(q.started_job_registry.get_job_ids(cleanup=False)),
-                "finished": q.finished_job_registry.count,
-                "failed": q.failed_job_registry.count,
-                "scheduled": q.scheduled_job_registry.count,
-                "cancelled": q.canceled_job_registry.count,
-            }
-
-    # -- local workers and lifetime ---------------------------------------------------------
-
-    def start_workers(self, n: int | None = None, **kwargs: Any) -> Any:
-        """Start ``n`` (default ``queue.n_workers``) worker processes on this machine.
-
-        Returns:
-            A :class:`~backtest.queue.LocalWorkers`; call ``stop()`` (or use ``with``).
-        """
-        from backtest.queue._worker import LocalWorkers
-
-        return LocalWorkers(
-            self._url, self.name, self.config.n_workers if n is None else n, **kwargs
-        ).start()
-
-    def close(self) -> None:
-        """Close the connection; stop the embedded Redis server if this object started one."""
-        try:
-            self.connection.close()
-        finally:
-            if self._server is not None:
-                self._server.stop()
-                self._server = None
-
-    def __enter__(self) -> BacktestJobQueue:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"BacktestJobQueue(name={self.name!r}, url={self.masked_url!r})"

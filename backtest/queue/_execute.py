@@ -122,7 +122,7 @@ def execute(payload: str) -> dict[str, Any]:
     if kind == "noop":
         return {"kind": "noop", "attempt": attempt}
     if kind == "study":
-        from backtest.distributed import run_study_worker
+        from backtest.queue._study import run_study_worker
 
         return {"kind": "study", "attempt": attempt, **run_study_worker(data["study"])}
     job = BacktestJob.from_dict(data["job"])

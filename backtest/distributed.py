@@ -1,0 +1,378 @@
+"""Distributed parameter search: workers on several machines optimise one Optuna study.
+
+:func:`distributed_search` creates a study in shared storage and queues one "study
+worker" job per worker; each worker (``python -m backtest.worker``, anywhere) loads
+the study and pulls trials until the study has ``n_trials`` finished ones. Storage:
+
+- ``redis://`` / ``rediss://`` / ``unix://`` (default: the queue's own Redis): Optuna's
+  journal on Redis (``JournalRedisBackend``), with heartbeats added here;
+- ``postgresql://`` / ``mysql://``: Optuna's ``RDBStorage`` with its heartbeats
+  (needs the database driver, e.g. ``psycopg2``);
+- ``sqlite:///``: one worker only. SQLite does not support concurrent writers, so
+  more than one worker is refused with a :class:`~backtest.errors.ConfigError`.
+
+A killed worker stops sending heartbeats for its running trial; after
+``grace_period`` seconds another worker marks the trial failed and queues a new one
+with the same parameters (Optuna's ``RetryHeartbeatStaleTrialCallback``), and the
+killed worker's queue job is itself retried by the queue.
+
+Reproducibility: each worker's sampler is seeded from ``search.seed`` and its index,
+but which worker evaluates which trial depends on timing, so a model-based search
+(TPE) over several workers is not bit-for-bit repeatable; a grid is.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from backtest.errors import ConfigError, TrialsFailed
+
+if TYPE_CHECKING:
+    import optuna
+
+    from backtest.queue import BacktestJobQueue
+
+log = logging.getLogger("backtest.distributed")
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+RDB_SCHEMES = ("postgresql", "postgres", "mysql")
+
+
+@dataclass(frozen=True, slots=True)
+class DistributedSearchResult:
+    """The outcome of a distributed search.
+
+    Attributes:
+        study_name: The Optuna study.
+        storage: Where it lives (password masked).
+        trials: One row per trial: number, state, value, every parameter
+            (``params_<name>``), every metric, and ``retry_of`` (the trial a retry
+            repeats, for trials re-run after a killed worker).
+        best_params: Parameters of the best complete trial.
+        best_value: Its objective.
+        n_retried: Trials re-run because their worker died.
+    """
+
+    study_name: str
+    storage: str
+    trials: pd.DataFrame
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_value: float = float("nan")
+    n_retried: int = 0
+
+
+# --- storage ---------------------------------------------------------------------------------
+
+
+def check_storage(url: str, n_workers: int) -> str:
+    """Return ``url`` if it can serve ``n_workers`` workers, else raise ``ConfigError``.
+
+    >>> check_storage("sqlite:///study.db", 1)
+    'sqlite:///study.db'
+    >>> check_storage("sqlite:///study.db", 2)
+    Traceback (most recent call last):
+    ...
+    backtest.errors.ConfigError: storage 'sqlite:///study.db' is SQLite, which cannot be shared by 2 workers (no concurrent writers); use the queue's Redis (the default), redis://... or postgresql://...
+    """  # noqa: E501 - a doctest's expected output is one line
+    if url.startswith("sqlite"):
+        if n_workers > 1:
+            raise ConfigError(
+                f"storage {url!r} is SQLite, which cannot be shared by {n_workers} workers "
+                "(no concurrent writers); use the queue's Redis (the default), redis://... "
+                "or postgresql://...",
+                key="storage",
+            )
+        return url
+    if url.startswith(REDIS_SCHEMES) or url.split(":", 1)[0].split("+")[0] in RDB_SCHEMES:
+        return url
+    raise ConfigError(
+        f"storage {url!r} is not supported: use redis://, unix://, postgresql://, mysql:// "
+        "or (one worker only) sqlite://",
+        key="storage",
+    )
+
+
+def study_storage(
+    url: str, *, heartbeat_interval: int = 5, grace_period: int = 20, max_retry: int = 3
+) -> optuna.storages.BaseStorage:
+    """Optuna storage for ``url`` with heartbeats and retries of stale trials."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        if url.startswith(REDIS_SCHEMES):
+            from backtest.queue._journal import HeartbeatJournalStorage
+
+            return HeartbeatJournalStorage(url, heartbeat_interval, grace_period, retry)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=retry,
+        )
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+
+def default_study_name(config: Mapping[str, Any] | Any) -> str:
+    """``backtest-<config hash>``: the same search configured twice is the same study."""
+    from backtest.jobs import config_hash, plain_config
+
+    return f"backtest-{config_hash(plain_config(config))[:16]}"
+
+
+def distributed_search(
+    config: Mapping[str, Any] | Any,
+    queue: BacktestJobQueue,
+    *,
+    n_trials: int | None = None,
+    n_workers: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    heartbeat_interval: int = 5,
+    grace_period: int = 20,
+    max_retry: int = 3,
+    timeout: float | None = None,
+    progress: bool = True,
+    output_dir: str | Path | None = None,
+) -> DistributedSearchResult:
+    """Optimise ``search.space`` of ``config`` with workers pulling from one shared study.
+
+    Args:
+        config: A composed config (``DictConfig``) or plain mapping; its ``search``
+            section gives the space, metric, direction, constraint and seed.
+        queue: The queue whose workers run the study (``python -m backtest.worker``).
+        n_trials: Finished trials wanted (``search.n_iter`` when unset).
+        n_workers: Study-worker jobs queued (``queue.n_workers`` when unset).
+        storage: Optuna storage URL; the queue's Redis when unset.
+        study_name: Study name; derived from the config hash when unset, so running
+            the same search again continues the same study.
+        heartbeat_interval: Seconds between a running trial's heartbeats.
+        grace_period: Seconds without heartbeat after which a trial counts as dead.
+        max_retry: Times a dead worker's trial is re-run with the same parameters.
+        timeout: Seconds to wait for the workers.
+        progress: Show a progress bar.
+        output_dir: Write ``result.json`` (best parameters and metrics) and the
+            ``trials`` table there.
+
+    Raises:
+        ConfigError: SQLite storage with more than one worker, no search space, ...
+        TrialsFailed: no trial completed.
+    """
+    import optuna
+
+    from backtest.jobs import plain_config
+
+    plain = plain_config(config)
+    search = plain.get("search") or {}
+    if not search.get("space"):
+        raise ConfigError("a distributed search needs search.space", key="search.space")
+    n_trials = int(n_trials or search.get("n_iter") or 50)
+    n_workers = int(n_workers or queue.config.n_workers)
+    url = check_storage(storage or queue.url, n_workers)
+    name = study_name or default_study_name(plain)
+    minimize = str(search.get("direction", "maximize")).split(".")[-1] == "minimize"
+    direction = (
+        optuna.study.StudyDirection.MINIMIZE if minimize else (optuna.study.StudyDirection.MAXIMIZE)
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = study_storage(
+        url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry
+    )
+    study = optuna.create_study(
+        study_name=name, storage=store, direction=direction, load_if_exists=True
+    )
+    spec = {
+        "storage": url,
+        "study_name": name,
+        "config": plain,
+        "n_trials": n_trials,
+        "heartbeat_interval": heartbeat_interval,
+        "grace_period": grace_period,
+        "max_retry": max_retry,
+        "seed": int(search.get("seed", plain.get("seed", 0))),
+    }
+    ids = queue.submit_study(spec, n_workers)
+    log.info("study %s: %d trials on %d worker job(s)", name, n_trials, n_workers)
+    statuses = queue.wait_statuses(ids, timeout, progress=progress)
+    reasons = [queue.failure_reason(i) for i, st in statuses.items() if st != "finished"]
+    try:
+        result = _result(study, name, queue.masked_url if storage is None else _mask(url))
+    except TrialsFailed as exc:
+        if reasons:
+            raise TrialsFailed(f"{exc}; the study workers failed: {reasons[0]}") from exc
+        raise
+    if output_dir is not None:
+        _write(Path(output_dir), result, plain, n_workers)
+    return result
+
+
+def _write(run_dir: Path, result: DistributedSearchResult, plain: dict[str, Any], n: int) -> None:
+    from backtest import __version__
+    from backtest.jobs import config_hash
+    from backtest.results import write_result
+
+    trials = result.trials
+    complete = trials[trials["state"] == "COMPLETE"]
+    best_row = complete.loc[complete["value"] == result.best_value].iloc[0]
+    skip = ("number", "state", "value", "retry_of")
+    metrics = {
+        c: best_row[c] for c in trials.columns if c not in skip and not c.startswith("params_")
+    }
+    write_result(
+        run_dir,
+        {
+            "task": "search",
+            "name": plain.get("name"),
+            "params": result.best_params,
+            "metrics": metrics,
+            "objective": result.best_value,
+            "seed": plain.get("seed"),
+            "config_hash": config_hash(plain),
+            "version": __version__,
+            "distributed": {
+                "study_name": result.study_name,
+                "storage": result.storage,
+                "n_workers": n,
+                "n_trials": len(trials),
+                "n_complete": int((trials["state"] == "COMPLETE").sum()),
+                "n_failed": int((trials["state"] == "FAIL").sum()),
+                "n_retried": result.n_retried,
+            },
+        },
+        tables={"trials": trials},
+    )
+
+
+def _mask(url: str) -> str:
+    from backtest.queue import mask_url
+
+    return mask_url(url)
+
+
+def _result(study: optuna.Study, name: str, where: str) -> DistributedSearchResult:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for t in trials:
+        history = t.system_attrs.get("retry_history", [])
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                **{f"params_{k}": v for k, v in t.params.items()},
+                **{k: v for k, v in t.user_attrs.items() if k != "error"},
+                "retry_of": history[0] if history else None,
+            }
+        )
+    table = pd.DataFrame(rows)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise TrialsFailed(f"study {name!r}: no trial completed ({len(trials)} trials)")
+    best = study.best_trial
+    return DistributedSearchResult(
+        study_name=name,
+        storage=where,
+        trials=table,
+        best_params=dict(best.params),
+        best_value=float(best.value if best.value is not None else np.nan),
+        n_retried=int(table["retry_of"].notna().sum()) if len(table) else 0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m backtest.distributed [options] [overrides]``: run a distributed search.
+
+    The config is composed from ``conf/`` with the Hydra overrides given (for example
+    ``+experiment=sma_cross search=tpe``); the queue comes from its ``queue`` group
+    (``REDIS_URL``). With no Redis URL, a private Redis and ``queue.n_workers`` local
+    workers are started for the run.
+    """
+    import argparse
+    import sys
+
+    from backtest.errors import BacktestError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m backtest.distributed",
+        description="Distributed Optuna search on queue workers.",
+    )
+    parser.add_argument("--n-trials", type=int, default=None, help="default: search.n_iter")
+    parser.add_argument("--workers", type=int, default=None, help="default: queue.n_workers")
+    parser.add_argument(
+        "--local-workers",
+        type=int,
+        default=None,
+        help="workers to start here (default: queue.n_workers with an embedded Redis, else 0)",
+    )
+    parser.add_argument(
+        "--storage", default=None, help="Optuna storage (default: the queue's Redis)"
+    )
+    parser.add_argument("--study", default=None, help="study name (default: from the config hash)")
+    parser.add_argument(
+        "--output", default=None, help="default: outputs/<name>/distributed/<study>"
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides")
+    args = parser.parse_args(argv)
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from backtest.__main__ import CONF_DIR
+    from backtest.config import QueueConfig, register_configs
+
+    try:
+        from backtest.queue import BacktestJobQueue
+    except ImportError as exc:
+        print(f"error: needs rq and redis (pip install 'backtest[queue]'): {exc}", file=sys.stderr)
+        return 2
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=args.overrides)
+        queue_cfg = OmegaConf.to_object(cfg.queue)
+        assert isinstance(queue_cfg, QueueConfig)
+        with BacktestJobQueue(queue_cfg) as queue:
+            local = args.local_workers
+            if local is None:
+                local = queue_cfg.n_workers if queue.embedded else 0
+            workers = queue.start_workers(local) if local else None
+            study = args.study or default_study_name(cfg)
+            try:
+                result = distributed_search(
+                    cfg,
+                    queue,
+                    n_trials=args.n_trials,
+                    n_workers=args.workers,
+                    storage=args.storage,
+                    study_name=study,
+                    output_dir=args.output
+                    or Path("outputs") / str(cfg.name) / "distributed" / study,
+                )
+            finally:
+                if workers is not None:
+                    workers.stop()
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    done = result.trials["state"].value_counts().to_dict()
+    print(f"study {result.study_name} on {result.storage}: {done}, {result.n_retried} retried")
+    print(f"best {cfg.search.metric} = {result.best_value:.4f} with {result.best_params}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""Distributed search: one Optuna study in Redis, trials pulled by real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rq")
+
+from backtest.config import QueueConfig
+from backtest.distributed import check_storage, distributed_search
+from backtest.errors import ConfigError
+from backtest.queue import BacktestJobQueue, LocalWorkers
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+SLOW_STRATEGY = """
+import time
+from dataclasses import dataclass
+
+from backtest.strategies import SmaCross
+
+
+@dataclass(frozen=True, slots=True)
+class SlowSmaCross(SmaCross):
+    delay_s: float = 0.0
+
+    def positions(self, prices):
+        time.sleep(self.delay_s)
+        return SmaCross.positions(self, prices)
+"""
+
+
+def search_config(**strategy: Any) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from backtest.jobs import plain_config
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["tracking=none", "data.n_bars=400", "data.n_assets=1", "search=tpe"],
+        )
+    GlobalHydra.instance().clear()
+    config = plain_config(cfg)
+    config["search"]["space"] = {"fast": {"low": 3, "high": 30}, "slow": [40, 60, 80, 100]}
+    config["search"]["constraint"] = "fast < slow"
+    if strategy:
+        config["strategy"] = {**config["strategy"], **strategy}
+        config["allowed_modules"] = ["dist_support"]
+    return config
+
+
+@pytest.fixture
+def support(tmp_path: Path) -> Path:
+    folder = tmp_path / "support"
+    folder.mkdir()
+    (folder / "dist_support.py").write_text(textwrap.dedent(SLOW_STRATEGY))
+    return folder
+
+
+# --- storage checks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "workers", "ok"),
+    [
+        ("sqlite:///study.db", 1, True),
+        ("sqlite:///study.db", 2, False),
+        ("redis://:pw@127.0.0.1:6379/0", 8, True),
+        ("unix:///tmp/redis.sock", 8, True),
+        ("postgresql://user@127.0.0.1:5432/test", 8, True),
+        ("postgresql+psycopg2://127.0.0.1/test", 8, True),
+        ("mongodb://127.0.0.1/x", 1, False),
+    ],
+    ids=["sqlite-1", "sqlite-2", "redis", "unix", "postgres", "postgres-driver", "unknown"],
+)
+def test_storage_is_checked_against_the_number_of_workers(url: str, workers: int, ok: bool) -> None:
+    if ok:
+        assert check_storage(url, workers) == url
+    else:
+        with pytest.raises(ConfigError) as info:
+            check_storage(url, workers)
+        assert info.value.key == "storage"
+
+
+@pytest.mark.redis
+def test_sqlite_with_several_workers_is_refused_before_anything_is_queued(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    with BacktestJobQueue(QueueConfig(redis_url=redis_url, name=queue_name)) as q:
+        with pytest.raises(ConfigError, match="SQLite") as info:
+            distributed_search(
+                search_config(),
+                q,
+                n_trials=4,
+                n_workers=2,
+                storage=f"sqlite:///{tmp_path / 'study.db'}",
+            )
+        assert info.value.key == "storage"
+        assert q.queue.count == 0
+        assert not (tmp_path / "study.db").exists()
+
+
+# --- heartbeats --------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_a_trial_without_heartbeats_is_failed_and_requeued_with_its_parameters(
+    redis_url: str,
+) -> None:
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    from backtest.distributed import study_storage
+
+    storage = study_storage(redis_url, heartbeat_interval=1, grace_period=2, max_retry=3)
+    study = optuna.create_study(study_name=f"hb-{uuid.uuid4().hex}", storage=storage)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        alive = study.ask()
+        dead = study.ask()
+    alive.suggest_int("fast", 3, 30)
+    params = {"fast": dead.suggest_int("fast", 3, 30), "slow": dead.suggest_int("slow", 40, 90)}
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        storage.record_heartbeat(alive._trial_id)  # only one of them beats
+        time.sleep(0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states[alive.number] == "RUNNING"
+    assert states[dead.number] == "FAIL"
+    (retry,) = [t for t in study.get_trials() if t.state.name == "WAITING"]
+    assert retry.params == params
+    assert retry.system_attrs["retry_history"] == [dead.number]
+
+
+# --- real workers ----------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_two_workers_fill_one_study_and_each_value_is_a_real_backtest(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    from backtest.data import load_prices
+    from backtest.engine import simulate
+    from backtest.strategies import SmaCross
+    from backtest.tasks import typed_settings
+
+    config = search_config()
+    cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=300, n_workers=2)
+    with (
+        BacktestJobQueue(cfg) as q,
+        LocalWorkers(
+            redis_url,
+            queue_name,
+            2,
+            maintenance_interval=2,
+            monitoring_interval=1,
+            heartbeat_grace=3,
+        ),
+    ):
+        result = distributed_search(
+            config,
+            q,
+            n_trials=16,
+            heartbeat_interval=1,
+            grace_period=4,
+            progress=False,
+            study_name=f"two-{uuid.uuid4().hex[:8]}",
+        )
+    trials = result.trials
+    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
+    # Exactly 16, or one more when both workers take the last slot at the same moment.
+    assert 16 <= len(finished) == len(trials) <= 17
+    complete = trials[trials["state"] == "COMPLETE"]
+    assert (complete["params_fast"] < complete["params_slow"]).all()
+    assert result.best_value == pytest.approx(complete["value"].max())
+    # Independent reference: the same backtests run here, one by one.
+    settings = typed_settings(config)
+    prices = load_prices(settings.data)
+    for _, row in complete.head(4).iterrows():
+        strategy = SmaCross(fast=int(row["params_fast"]), slow=int(row["params_slow"]))
+        local = simulate(
+            prices,
+            strategy,
+            fee_bps=settings.engine.fee_bps,
+            slippage_bps=settings.engine.slippage_bps,
+        )
+        assert row["value"] == pytest.approx(local.metrics["sharpe_ratio"])
+        assert row["max_drawdown"] == pytest.approx(local.metrics["max_drawdown"])
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_killed_worker_trial_is_retried_with_the_same_parameters(
+    redis_url: str, queue_name: str, tmp_path: Path, support: Path
+) -> None:
+    import optuna
+
+    from backtest.distributed import study_storage
+
+    config = search_config(_target_="dist_support.SlowSmaCross", delay_s=1.0)
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=300, retries=2, n_workers=2)
+    pool = LocalWorkers(
+        redis_url,
+        queue_name,
+        2,
+        maintenance_interval=2,
+        monitoring_interval=1,
+        heartbeat_grace=3,
+        env={"PYTHONPATH": str(support)},
+        log_dir=tmp_path / "logs",
+    )
+    storage = study_storage(redis_url, heartbeat_interval=1, grace_period=4)
+    with BacktestJobQueue(cfg) as q, pool:
+        import threading
+
+        outcome: dict[str, Any] = {}
+        driver = threading.Thread(
+            target=lambda: outcome.update(
+                result=distributed_search(
+                    config,
+                    q,
+                    n_trials=10,
+                    heartbeat_interval=1,
+                    grace_period=4,
+                    progress=False,
+                    study_name=name,
+                    timeout=240,
+                )
+            )
+        )
+        driver.start()
+        # Wait until both workers run trials, then kill one of them (and its trial).
+        victim = None
+        deadline = time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline:
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+                running = [t for t in study.get_trials() if t.state.name == "RUNNING"]
+            except KeyError:
+                running = []
+            if len(running) >= 2:
+                victim = pool.processes[0].pid
+            time.sleep(0.1)
+        assert victim is not None
+        os.killpg(victim, signal.SIGKILL)
+        driver.join(300)
+        assert not driver.is_alive()
+    result = outcome["result"]
+    trials = result.trials
+    assert 10 <= (trials["state"] == "COMPLETE").sum() <= 11
+    failed = trials[trials["state"] == "FAIL"]
+    assert len(failed) == 1 and result.n_retried == 1
+    retry = trials[trials["retry_of"] == failed["number"].iloc[0]]
+    assert len(retry) == 1 and retry["state"].iloc[0] == "COMPLETE"
+    for column in ("params_fast", "params_slow"):
+        assert retry[column].iloc[0] == failed[column].iloc[0]
+    assert np.isfinite(result.best_value)
+    print(json.dumps({"retried_trial": int(failed["number"].iloc[0])}))

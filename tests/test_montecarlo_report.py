@@ -210,3 +210,11 @@ def test_rank_and_p_value_treat_rounding_noise_as_ties() -> None:
     assert rank == 50.0
     assert p == pytest.approx((1 + 2) / (1 + 4))
     assert np.isnan(rank_and_p_value(sims, 0.25, "annual_volatility")[1])  # no direction
+
+
+def test_trade_weights_without_a_positions_table_come_from_the_trades() -> None:
+    # a result read back from disk may lack positions: equal weights over traded assets
+    loaded = dataclasses.replace(RESULT, positions=pd.DataFrame())
+    report = _sim(method="trade_reshuffle").run(loaded)
+    want = np.prod(1 + RESULT.trades["return"].to_numpy() / 2)
+    np.testing.assert_allclose(1 + report.paths["total_return"], want, rtol=1e-12)

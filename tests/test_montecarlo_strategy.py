@@ -237,3 +237,19 @@ def test_strategy_methods_are_identical_whatever_n_jobs_and_chunk_size(
     pd.testing.assert_frame_equal(one.paths, two.paths, check_exact=True)
     pd.testing.assert_frame_equal(one.fan, two.fan, check_exact=True)
     assert one.to_dict() == two.to_dict()
+
+
+def test_random_entries_on_an_out_of_sample_stretch_uses_its_bars() -> None:
+    # a walk-forward result covers only its test windows: prices are cut to its bars
+    res = simulate(PRICES, SmaCross(5, 30))
+    tail = slice(200, None)
+    oos = type(res)(
+        returns=res.returns.iloc[tail],
+        equity=res.equity.iloc[tail],
+        positions=res.positions.iloc[tail],
+        trades=res.trades[res.trades["entry_time"] >= PRICES.index[200]],
+        metrics=res.metrics,
+    )
+    rep = _run("random_entries", oos, n_paths=20)
+    assert rep.horizon_bars == len(PRICES) - 200
+    assert rep.details["n_bars"] == len(PRICES) - 200

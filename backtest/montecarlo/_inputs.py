@@ -162,6 +162,8 @@ def trade_sample(
     check_returns(values, pd.Index(label), "return")
     if isinstance(source, BacktestResult) and len(trades):
         columns = source.positions.columns
+        if len(columns) == 0:  # a result read back without its positions table
+            columns = pd.Index(sorted(trades["asset"].astype(str).unique()))
         w = dict(zip(map(str, columns), resolve_weights(columns, weights), strict=True))
         values = values * trades["asset"].astype(str).map(w).to_numpy(dtype=np.float64)
     tpy = _trades_per_year(trades, n_bars, periods_per_year)

@@ -210,6 +210,17 @@ def run_strategy_method(
             periods_per_year=engine.periods_per_year,
         )
     observed = bar_sample(source, method.value, engine.periods_per_year).returns
+    positions = getattr(source, "positions", None)
+    if method is MonteCarloMethod.random_entries:
+        if not isinstance(positions, pd.DataFrame) or positions.empty:
+            raise _needs(method, "the observed positions: pass the BacktestResult as source")
+        if len(positions) < len(prices) and positions.index.isin(prices.index).all():
+            prices = prices.loc[positions.index]  # e.g. walk-forward's out-of-sample bars
+        if positions.shape != prices.shape:
+            raise DataValidationError(
+                f"the result's positions {positions.shape} do not match the prices {prices.shape}",
+                column="positions",
+            )
     n_bars = len(prices)
     horizon = cfg.horizon_bars or n_bars
     if method is not MonteCarloMethod.synthetic_prices and horizon != n_bars:
@@ -232,14 +243,7 @@ def run_strategy_method(
         task_kw.update(jitter=jitter, base_params=params)
         details.update(base_params=params, jitter=jitter)
     else:
-        positions = getattr(source, "positions", None)
-        if not isinstance(positions, pd.DataFrame):
-            raise _needs(method, "the observed positions: pass the BacktestResult as source")
-        if positions.shape != prices.shape:
-            raise DataValidationError(
-                f"the result's positions {positions.shape} do not match the prices {prices.shape}",
-                column="positions",
-            )
+        assert isinstance(positions, pd.DataFrame)
         segments = trade_segments(positions.to_numpy(dtype=np.float64))
         n_trades = sum(len(s) for s in segments)
         if n_trades == 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from backtest.config import SearchConfig, SearchMethod
 from backtest.errors import TrialsFailed
 from backtest.walkforward._evaluator import ReturnsEvaluator
 from backtest.walkforward._kernels import window_sharpe
-from backtest.walkforward._space import _is_int_range, _range_spec, constraint_mask, random_frame
+from backtest.walkforward._space import constraint_mask, random_frame, suggest
 from backtest.walkforward._splitters import Fold
 
 
@@ -48,21 +48,6 @@ def _train_rows(fold: Fold, returns: NDArray[np.float64]) -> NDArray[np.float64]
     return returns[fold.train]
 
 
-def _suggest(trial: Any, name: str, spec: Any) -> Any:
-    if isinstance(spec, Sequence) and not isinstance(spec, str):
-        return trial.suggest_categorical(name, list(spec))
-    if not isinstance(spec, Mapping):
-        return spec
-    low, high, step, log = _range_spec(name, spec)
-    if _is_int_range(spec["low"], spec["high"], step):
-        if log:
-            return trial.suggest_int(name, int(low), int(high), log=True)
-        return trial.suggest_int(name, int(low), int(high), step=int(step or 1))
-    if log:
-        return trial.suggest_float(name, low, high, log=True)
-    return trial.suggest_float(name, low, high, step=step)
-
-
 def _optuna_trials(
     fold: Fold,
     evaluator: ReturnsEvaluator,
@@ -85,7 +70,7 @@ def _optuna_trials(
     rows, columns = [], []
     for _ in range(search.n_iter):
         trial = study.ask()
-        params = {name: _suggest(trial, name, spec) for name, spec in space.items()}
+        params = suggest(trial, space)
         one = pd.DataFrame([params])
         if not constraint_mask(one, search.constraint)[0]:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -1,0 +1,129 @@
+"""The ``walkforward`` task: optimise on each train window, trade on its test window.
+
+The windows come from the ``walkforward`` config group, the per-fold search (method,
+space, metric, direction, constraint, seed) from ``search`` (``method: none`` means a
+grid). Parameters not searched keep their ``strategy`` config values. The headline
+result is the stitched out-of-sample backtest; the record holds the fold table, the
+walk-forward efficiency, parameter stability and the overfitting statistics (deflated
+Sharpe with the trials each fold ran, PBO).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from backtest import results
+from backtest.engine import BacktestResult
+from backtest.errors import ConfigError
+from backtest.tasks._context import TaskContext, TaskOutput
+from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer, WalkForwardResult
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
+        return "n/a"
+    return format(value, spec) if isinstance(value, float | np.floating) else str(value)
+
+
+def fold_rows(result: WalkForwardResult, param_names: list[str]) -> list[tuple[str, str]]:
+    """One summary row per fold: test window, chosen parameters, IS and OOS score."""
+    metric = result.metric
+    rows = []
+    for row in result.folds.itertuples(index=False):
+        r = row._asdict()
+        params = ", ".join(f"{p}={r[p]}" for p in param_names)
+        rows.append(
+            (
+                f"fold {r['fold']}",
+                f"test {r['test_start']:%Y-%m-%d}..{r['test_end']:%Y-%m-%d}  {params}  "
+                f"IS {metric} {_fmt(r['is_score'], '.2f')}  OOS {metric} "
+                f"{_fmt(r.get(f'oos_{metric}', float('nan')), '.2f')}  DSR {_fmt(r['is_dsr'], '.2f')}",
+            )
+        )
+    return rows
+
+
+def run(ctx: TaskContext) -> TaskOutput:
+    """Walk-forward optimise the configured strategy.
+
+    Raises:
+        ConfigError: An empty ``search.space``, a space naming an unknown parameter,
+            a strategy without ``batch_positions``, or windows the data cannot hold.
+        TrialsFailed: Every trial of a fold scored NaN.
+    """
+    wf_cfg = ctx.settings.walkforward
+    assert wf_cfg is not None
+    search = ctx.settings.search
+    if not search.space:
+        raise ConfigError(
+            "walk-forward needs search.space: list the strategy parameters to optimise per "
+            "fold, e.g. search.space.lookback: [21, 63, 126]",
+            key="search.space",
+        )
+    names = list(getattr(ctx.strategy_cls, "param_names", None) or ctx.strategy_params)
+    unknown = [p for p in search.space if p not in names]
+    if unknown:
+        raise ConfigError(
+            f"search.space.{unknown[0]} is not a parameter of {ctx.strategy_cls.__name__} "
+            f"({', '.join(names)})",
+            key=f"search.space.{unknown[0]}",
+        )
+    fixed = {k: v for k, v in ctx.strategy_params.items() if k not in search.space}
+    evaluator = StrategyReturnsEvaluator(
+        ctx.prices, ctx.strategy_cls, fixed_params=fixed, **ctx.engine_kwargs()
+    )
+    result = WalkForwardOptimizer(wf_cfg, search, progress=ctx.progress).run(
+        evaluator, dict(search.space), figures_dir=results.figures_dir(ctx.run_dir)
+    )
+    headline = BacktestResult(
+        returns=result.returns,
+        equity=result.equity,
+        positions=result.positions,
+        trades=result.trades,
+        metrics=result.metrics,
+        params={**fixed, **result.last_params},
+    )
+    param_names = list(search.space)
+    of = result.overfitting
+    summary = [
+        *fold_rows(result, param_names),
+        (
+            "walk-forward",
+            f"{result.splitter}, {len(result.folds)} folds, {of.n_trials} trials, "
+            f"{search.metric} {getattr(search.direction, 'value', search.direction)}",
+        ),
+        (
+            "walk-forward efficiency",
+            f"{_fmt(result.efficiency)} (CAGR), {_fmt(result.sharpe_efficiency)} (Sharpe)",
+        ),
+        (
+            "deflated sharpe / pbo",
+            f"{_fmt(of.deflated_sharpe)} / {_fmt(of.pbo)} "
+            f"(mean over folds; min DSR {_fmt(of.deflated_sharpe_min)})",
+        ),
+        ("oos probabilistic sharpe", _fmt(of.oos_probabilistic_sharpe)),
+    ]
+    children = [
+        {
+            "name": f"fold {int(row['fold'])}",
+            "params": {p: row[p] for p in param_names},
+            "metrics": {
+                k: float(row[k])
+                for k in result.folds.columns
+                if k.startswith(("is_", "oos_")) or k in ("pbo", "n_trials")
+            },
+        }
+        for row in result.folds.to_dict("records")
+    ]
+    return TaskOutput(
+        backtest=headline,
+        record={"walkforward": result.summary(), "overfitting": of.as_dict()},
+        tables={"folds": result.folds, "trials": result.trials},
+        figures=list(result.figures),
+        summary=summary,
+        objective=result.metrics.get(search.metric),
+        children=children,
+    )

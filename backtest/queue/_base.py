@@ -198,6 +198,25 @@ class QueueBase:
             latest = job.latest_result()
             return _last_line(getattr(latest, "exc_string", None)) or "cancelled"
 
+    def worker_count(self) -> int:
+        """Workers currently listening on this queue (alive in Redis)."""
+        from rq import Worker
+
+        with self._guard():
+            return int(Worker.count(queue=self.queue))
+
+    def wait_for_workers(self, n: int, timeout: float = 60.0) -> None:
+        """Block until at least ``n`` workers listen on the queue.
+
+        Raises:
+            WaitTimeout: fewer than ``n`` after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while self.worker_count() < n:
+            if time.monotonic() > deadline:
+                raise WaitTimeout([f"worker {i + 1}" for i in range(n)], timeout)
+            time.sleep(0.1)
+
     def counts(self) -> dict[str, int]:
         """Jobs per rq registry: queued, started, finished, failed, scheduled, cancelled."""
         q = self.queue

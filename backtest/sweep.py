@@ -1,0 +1,143 @@
+"""The summary of a Hydra multirun: one row per job, written into the sweep directory.
+
+``python -m backtest -m strategy.fast=5,10 strategy.slow=50,100`` runs four jobs; at
+the end :class:`SweepSummary` (a Hydra callback enabled in ``conf/hydra/default.yaml``)
+reads every job directory of the sweep and writes ``summary.csv`` and
+``summary.parquet``: the job number, its overrides, status, objective, parameters,
+every metric and its run directory, best objective first. It reads only the files the
+jobs wrote, so it works with any launcher (in process, RQ workers, ...) and any
+sweeper (basic, our Optuna sweeper).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from backtest import results
+
+log = logging.getLogger("backtest.sweep")
+
+SUMMARY_NAME = "summary"
+_HYDRA_DIR = ".hydra"
+
+
+def _overrides(job_dir: Path) -> list[str]:
+    path = job_dir / _HYDRA_DIR / "overrides.yaml"
+    if not path.is_file():
+        return []
+    loaded = yaml.safe_load(path.read_text()) or []
+    return [str(o) for o in loaded]
+
+
+def _job_number(job_dir: Path, sweep_dir: Path) -> int | None:
+    path = job_dir / _HYDRA_DIR / "hydra.yaml"
+    if path.is_file():
+        try:
+            num = yaml.safe_load(path.read_text())["hydra"]["job"]["num"]
+            return int(num)
+        except (KeyError, TypeError, ValueError, yaml.YAMLError):
+            pass
+    rel = job_dir.relative_to(sweep_dir)
+    return int(rel.parts[0]) if rel.parts and rel.parts[0].isdigit() else None
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job directory: one with Hydra's record of the job or a result."""
+    found = {p.parent.parent for p in sweep_dir.rglob(f"{_HYDRA_DIR}/overrides.yaml")}
+    found |= {p.parent for p in sweep_dir.rglob(results.RESULT_FILE)}
+    return sorted(found - {sweep_dir})
+
+
+def summarize_sweep(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per job of a sweep: overrides, status, objective, params, metrics, run dir.
+
+    A job without a complete result (it failed or is still running) has status
+    ``failed`` and empty metrics. Rows are sorted best objective first (the direction
+    is the one its jobs optimised; largest first when unknown), then by job number.
+
+    Args:
+        sweep_dir: The multirun directory (``hydra.sweep.dir``).
+    """
+    sweep_dir = Path(sweep_dir)
+    rows: list[dict[str, Any]] = []
+    maximize = True
+    for job_dir in _job_dirs(sweep_dir):
+        row: dict[str, Any] = {
+            "job": _job_number(job_dir, sweep_dir),
+            "overrides": " ".join(_overrides(job_dir)),
+        }
+        if results.has_result(job_dir):
+            record = results.load_result(job_dir).record
+            objective = record.get("objective")
+            row.update(status="ok", task=record.get("task"),
+                       objective=math.nan if objective is None else float(objective))
+            search = record.get("search") or {}
+            if search.get("direction") == "minimize":
+                maximize = False
+            for name, value in (record.get("params") or {}).items():
+                row[f"param.{name}"] = json.dumps(value) if isinstance(value, list | dict) \
+                    else value
+            for name, value in (record.get("metrics") or {}).items():
+                row[name] = math.nan if value is None else value
+        else:
+            row.update(status="failed", task=None, objective=math.nan)
+        row["run_dir"] = str(job_dir.resolve())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=["job", "overrides", "status", "task", "objective",
+                                     "run_dir"])
+    table = table.sort_values(["objective", "job"], ascending=[not maximize, True],
+                              na_position="last", kind="stable", ignore_index=True)
+    ordered = ["job", "overrides", "status", "task", "objective"]
+    params = sorted(c for c in table.columns if c.startswith("param."))
+    rest = [c for c in table.columns if c not in ordered and c not in params and c != "run_dir"]
+    return table[ordered + params + rest + ["run_dir"]]
+
+
+def write_summary(sweep_dir: str | Path) -> pd.DataFrame:
+    """Write ``summary.csv`` and ``summary.parquet`` into ``sweep_dir``; return the table."""
+    sweep_dir = Path(sweep_dir)
+    table = summarize_sweep(sweep_dir)
+    results.atomic_write_bytes(sweep_dir / f"{SUMMARY_NAME}.csv",
+                               table.to_csv(index=False).encode())
+    results.write_table(sweep_dir, SUMMARY_NAME, table)
+    return table
+
+
+try:  # Hydra is a dependency, but keep this module importable without it
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    Callback = object  # type: ignore[misc,assignment]
+
+
+class SweepSummary(Callback):  # type: ignore[misc]
+    """Hydra callback: write the sweep summary when a multirun ends.
+
+    Enabled in ``conf/hydra/default.yaml`` under ``callbacks``.
+    """
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        """Summarise the sweep directory; a failure here never fails the sweep."""
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            table = write_summary(sweep_dir)
+        except Exception as exc:  # the jobs' results are on disk whatever happens here
+            log.warning("sweep summary not written: %s", exc)
+            return
+        ok = table[table["status"] == "ok"]
+        if len(ok) and ok["objective"].notna().any():
+            best = ok.iloc[0]
+            log.info("sweep summary: %d job(s), %d failed; best objective %.6g (job %s: %s) "
+                     "-> %s", len(table), len(table) - len(ok), best["objective"], best["job"],
+                     best["overrides"], sweep_dir / f"{SUMMARY_NAME}.csv")
+        else:
+            log.info("sweep summary: %d job(s), %d failed -> %s", len(table),
+                     len(table) - len(ok), sweep_dir / f"{SUMMARY_NAME}.csv")

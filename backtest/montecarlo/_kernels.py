@@ -117,6 +117,7 @@ def score(
     e = 1.0
     peak = 1.0
     mdd = 0.0
+    floor = 1.0  # equity below this is a new max drawdown: peak * (1 - mdd)
     under = 0
     run = 0
     longest = 0
@@ -129,10 +130,11 @@ def score(
         e *= 1.0 + x
         if e > peak:
             peak = e
+            floor = peak * (1.0 - mdd)
         if e < peak:
-            dd = 1.0 - e / peak
-            if dd > mdd:
-                mdd = dd
+            if e < floor:  # a deeper drawdown than any so far: divide only then
+                mdd = 1.0 - e / peak
+                floor = peak * (1.0 - mdd)
             under += 1
             run += 1
             if run > longest:

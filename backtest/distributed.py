@@ -44,6 +44,7 @@ log = logging.getLogger("backtest.distributed")
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 RDB_SCHEMES = ("postgresql", "postgres", "mysql")
+SAMPLERS = ("tpe", "cmaes", "random")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,14 @@ def distributed_search(
     search = plain.get("search") or {}
     if not search.get("space"):
         raise ConfigError("a distributed search needs search.space", key="search.space")
+    sampler = str(search.get("method", "tpe")).split(".")[-1]
+    if sampler not in SAMPLERS:
+        raise ConfigError(
+            f"a distributed search needs an Optuna sampler: search.method one of {SAMPLERS}, "
+            f"got {sampler!r} (a grid runs fastest on one machine, or as a sweep with "
+            "hydra/launcher=rq)",
+            key="search.method",
+        )
     n_trials = int(n_trials or search.get("n_iter") or 50)
     n_workers = int(n_workers or queue.config.n_workers)
     url = check_storage(storage or queue.url, n_workers)
@@ -202,6 +211,7 @@ def distributed_search(
         "grace_period": grace_period,
         "max_retry": max_retry,
         "seed": int(search.get("seed", plain.get("seed", 0))),
+        "sampler": sampler,
     }
     ids = queue.submit_study(spec, n_workers)
     log.info("study %s: %d trials on %d worker job(s)", name, n_trials, n_workers)
@@ -267,6 +277,8 @@ def _result(study: optuna.Study, name: str, where: str) -> DistributedSearchResu
     trials = study.get_trials(deepcopy=False)
     rows = []
     for t in trials:
+        if t.state == TrialState.PRUNED:
+            continue  # a proposal the constraint rejected: not a trial
         history = t.system_attrs.get("retry_history", [])
         rows.append(
             {

@@ -55,7 +55,7 @@ def search_config(**strategy: Any) -> dict[str, Any]:
         )
     GlobalHydra.instance().clear()
     config = plain_config(cfg)
-    config["search"]["space"] = {"fast": {"low": 3, "high": 30}, "slow": [40, 60, 80, 100]}
+    config["search"]["space"] = {"fast": {"low": 3, "high": 70}, "slow": [40, 60, 80, 100]}
     config["search"]["constraint"] = "fast < slow"
     if strategy:
         config["strategy"] = {**config["strategy"], **strategy}
@@ -94,6 +94,16 @@ def test_storage_is_checked_against_the_number_of_workers(url: str, workers: int
         with pytest.raises(ConfigError) as info:
             check_storage(url, workers)
         assert info.value.key == "storage"
+
+
+@pytest.mark.redis
+def test_a_grid_is_refused_with_a_pointer_to_the_launcher(redis_url: str, queue_name: str) -> None:
+    config = search_config()
+    config["search"]["method"] = "grid"
+    with BacktestJobQueue(QueueConfig(redis_url=redis_url, name=queue_name)) as q:
+        with pytest.raises(ConfigError, match="hydra/launcher=rq") as info:
+            distributed_search(config, q, n_trials=4)
+        assert info.value.key == "search.method"
 
 
 @pytest.mark.redis
@@ -185,10 +195,11 @@ def test_two_workers_fill_one_study_and_each_value_is_a_real_backtest(
             study_name=f"two-{uuid.uuid4().hex[:8]}",
         )
     trials = result.trials
-    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
-    # Exactly 16, or one more when both workers take the last slot at the same moment.
-    assert 16 <= len(finished) == len(trials) <= 17
-    complete = trials[trials["state"] == "COMPLETE"]
+    # Exactly 16, or one more when both workers take the last slot at the same moment;
+    # proposals the constraint rejects are not trials.
+    assert 16 <= len(trials) <= 17
+    assert set(trials["state"]) == {"COMPLETE"}
+    complete = trials
     assert (complete["params_fast"] < complete["params_slow"]).all()
     assert result.best_value == pytest.approx(complete["value"].max())
     # Independent reference: the same backtests run here, one by one.

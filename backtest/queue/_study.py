@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from backtest.distributed import study_storage
 from backtest.errors import ConfigError
@@ -25,36 +24,29 @@ if TYPE_CHECKING:
 log = logging.getLogger("backtest.distributed")
 
 
-def _suggest(trial: optuna.Trial, name: str, spec: Any) -> Any:
-    if isinstance(spec, list | tuple):
-        return trial.suggest_categorical(name, list(spec))
-    if not isinstance(spec, Mapping):
-        return spec
-    low, high, step, log = spec["low"], spec["high"], spec.get("step"), bool(spec.get("log"))
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) and (
-        step is None or isinstance(step, int)
-    ):
-        if log:
-            return trial.suggest_int(name, low, high, log=True)
-        return trial.suggest_int(name, low, high, step=step or 1)
-    return trial.suggest_float(name, float(low), float(high), step=step, log=log)
-
-
 class _Objective:
-    """Backtest one parameter set of the configured strategy on the configured data."""
+    """Backtest one parameter set of the configured strategy on the configured data.
+
+    The space and the constraint mean what they mean in :mod:`backtest.search`.
+    """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         from backtest.data import load_prices
+        from backtest.search import Constraint, parse_space
+        from backtest.search._optuna import to_distribution
         from backtest.strategies._loader import build_strategy, split_strategy_config
         from backtest.tasks import typed_settings
 
         self.settings = typed_settings(config)
-        self.target, self.base_params = split_strategy_config(self.settings.strategy)
+        _, self.base_params = split_strategy_config(self.settings.strategy)
         self.cls, _, _ = build_strategy(self.settings.strategy, self.settings.allowed_modules)
-        self.prices = load_prices(self.settings.data)
-        self.space = dict(self.settings.search.space)
-        if not self.space:
+        if not self.settings.search.space:
             raise ConfigError("a distributed search needs search.space", key="search.space")
+        dims = parse_space(dict(self.settings.search.space))
+        self.distributions = {name: to_distribution(dim) for name, dim in dims.items()}
+        rule = self.settings.search.constraint
+        self.constraint = Constraint(rule, names=list(dims)) if rule else None
+        self.prices = load_prices(self.settings.data)
         e = self.settings.engine
         self.engine: dict[str, Any] = {
             "fee_bps": e.fee_bps,
@@ -63,37 +55,37 @@ class _Objective:
             "periods_per_year": e.periods_per_year,
         }
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        import optuna
+    def allowed(self, params: Mapping[str, Any]) -> bool:
+        """Whether ``search.constraint`` allows these parameters."""
+        return self.constraint is None or self.constraint(params)
 
+    def __call__(self, trial: optuna.Trial) -> float:
         from backtest.engine import simulate
 
-        params = {name: _suggest(trial, name, spec) for name, spec in self.space.items()}
-        constraint = self.settings.search.constraint
-        if constraint:
-            from backtest.walkforward._space import constraint_mask
-
-            if not constraint_mask(pd.DataFrame([params]), constraint)[0]:
-                raise optuna.TrialPruned(f"search.constraint {constraint!r} is false")
-        result = simulate(self.prices, self.cls(**{**self.base_params, **params}), **self.engine)
+        strategy = self.cls(**{**self.base_params, **trial.params})
+        result = simulate(self.prices, strategy, **self.engine)
         for name, value in result.metrics.items():
             trial.set_user_attr(name, None if value is None else float(value))
         return float(result.metrics[self.settings.search.metric])
 
 
-def _budget_used(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int, int]:
-    """``(finished, running, waiting)``; a failed trial that was retried is not counted."""
+def _budget_used(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int, int, int]:
+    """``(finished, running, waiting, rejected)`` trials of the study.
+
+    Finished are complete trials and failed ones that were not retried; proposals the
+    constraint rejected (pruned) are not trials, as in :mod:`backtest.search`.
+    """
     from optuna.trial import TrialState
 
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     finished = sum(
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and t.number not in retried)
+        t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and t.number not in retried)
         for t in trials
     )
     running = sum(t.state == TrialState.RUNNING for t in trials)
     waiting = sum(t.state == TrialState.WAITING for t in trials)
-    return finished, running, waiting
+    rejected = sum(t.state == TrialState.PRUNED for t in trials)
+    return finished, running, waiting, rejected
 
 
 def _heartbeat(storage: Any, trial_id: int, stop: threading.Event) -> None:
@@ -124,12 +116,15 @@ def run_study_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
         grace_period=spec["grace_period"],
         max_retry=spec["max_retry"],
     )
+    from backtest.search._optuna import make_sampler
+    from backtest.search._random import MAX_REJECTIONS
+
     seeds = np.random.SeedSequence(spec["seed"], spawn_key=(spec["worker"],))
     seed = int(seeds.generate_state(1)[0])
     study = optuna.load_study(
         study_name=spec["study_name"],
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=make_sampler(spec.get("sampler", "tpe"), seed),
     )
     objective = _Objective(spec["config"])
     n_trials, evaluated = int(spec["n_trials"]), 0
@@ -137,16 +132,24 @@ def run_study_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        finished, running, waiting = _budget_used(study.get_trials(deepcopy=False))
+        finished, running, waiting, rejected = _budget_used(study.get_trials(deepcopy=False))
         if finished >= n_trials:
             break
+        if rejected > MAX_REJECTIONS * n_trials:
+            raise ConfigError(
+                f"search.constraint rejected {rejected:,} proposals; widen the space or relax it",
+                key="search.constraint",
+            )
         if finished + running >= n_trials and not waiting:
             time.sleep(storage.get_heartbeat_interval())  # others run the last trials
             continue
         with warnings.catch_warnings():
             # We run the heartbeats ourselves (Optuna only does inside Study.optimize).
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = study.ask()
+            trial = study.ask(fixed_distributions=objective.distributions)
+        if not objective.allowed(trial.params):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # not a trial
+            continue
         stop = threading.Event()
         beat = threading.Thread(
             target=_heartbeat, args=(storage, trial._trial_id, stop), daemon=True
@@ -154,8 +157,6 @@ def run_study_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
         beat.start()
         try:
             value = objective(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         except Exception as exc:
             log.warning("trial %d failed: %s", trial.number, exc)
             trial.set_user_attr("error", str(exc)[:500])

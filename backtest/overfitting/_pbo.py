@@ -10,13 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 
+import numba
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.errors import ConfigError, DataValidationError
-
-_COMBO_CHUNK = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,17 +150,77 @@ def _relative_rank(values: NDArray[np.float64], idx: NDArray[np.int64]) -> NDArr
     return rank / (values.shape[1] + 1)
 
 
-def _sharpe_from_sums(
-    s1: NDArray[np.float64], s2: NDArray[np.float64], n: int, shift: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Per-period Sharpe from sums of shifted returns; 0 where the std is 0."""
+@numba.njit(cache=True, nogil=True)
+def _half_sharpe(s1: float, s2: float, n: int, shift: float) -> float:  # pragma: no cover
     mean_y = s1 / n
-    var = np.maximum(s2 - n * mean_y**2, 0.0) / (n - 1)
-    std = np.sqrt(var)
-    mean = mean_y + shift
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(std > 0.0, mean / std, 0.0)
-    return out
+    var = max(s2 - n * mean_y * mean_y, 0.0) / (n - 1)
+    return (mean_y + shift) / np.sqrt(var) if var > 0.0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _record_split(
+    c: int,
+    r_is: NDArray[np.float64],
+    r_oos: NDArray[np.float64],
+    best: NDArray[np.int64],
+    is_perf: NDArray[np.float64],
+    oos_perf: NDArray[np.float64],
+    omega: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled; checked against a brute-force CSCV in the tests
+    n = r_is.shape[0]
+    idx = 0
+    for i in range(1, n):
+        if r_is[i] > r_is[idx]:
+            idx = i
+    v = r_oos[idx]
+    below = 0
+    equal = 0
+    for i in range(n):
+        if r_oos[i] < v:
+            below += 1
+        elif r_oos[i] == v:
+            equal += 1
+    best[c] = idx
+    is_perf[c] = r_is[idx]
+    oos_perf[c] = v
+    omega[c] = (below + (equal + 1) / 2.0) / (n + 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cscv_sharpe(
+    b1: NDArray[np.float64],
+    b2: NDArray[np.float64],
+    t1: NDArray[np.float64],
+    t2: NDArray[np.float64],
+    shift: NDArray[np.float64],
+    combos: NDArray[np.int64],
+    n_half: int,
+    best: NDArray[np.int64],
+    is_perf: NDArray[np.float64],
+    oos_perf: NDArray[np.float64],
+    omega: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled; checked against a brute-force CSCV in the tests
+    """Every CSCV split from per-block sums (``b1``/``b2``: trials x blocks).
+
+    ``combinations()`` lists splits so that split ``n-1-c`` is the complement of split
+    ``c``: one pair of Sharpe vectors serves both, so only half the splits are summed.
+    """
+    n_trials = b1.shape[0]
+    n_comb = combos.shape[0]
+    r_a = np.empty(n_trials)
+    r_b = np.empty(n_trials)
+    for c in range(n_comb // 2):
+        for i in range(n_trials):
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(combos.shape[1]):
+                g = combos[c, j]
+                s1 += b1[i, g]
+                s2 += b2[i, g]
+            r_a[i] = _half_sharpe(s1, s2, n_half, shift[i])
+            r_b[i] = _half_sharpe(t1[i] - s1, t2[i] - s2, n_half, shift[i])
+        _record_split(c, r_a, r_b, best, is_perf, oos_perf, omega)
+        _record_split(n_comb - 1 - c, r_b, r_a, best, is_perf, oos_perf, omega)
 
 
 def probability_of_backtest_overfitting(
@@ -235,24 +294,19 @@ def probability_of_backtest_overfitting(
         b2 = (y**2).sum(axis=1)
         t1, t2 = b1.sum(axis=0), b2.sum(axis=0)
         n_half = block * half
-        # combinations() lists splits so that split n-1-i is the complement of split i:
-        # one Sharpe matrix per half serves as in-sample for one and out-of-sample for
-        # the other, so only the first half of the splits is computed.
-        for start in range(0, n_comb // 2, _COMBO_CHUNK):
-            chunk = combos[start : min(start + _COMBO_CHUNK, n_comb // 2)]
-            ind = np.zeros((chunk.shape[0], n_blocks))
-            np.put_along_axis(ind, chunk, 1.0, axis=1)
-            s1, s2 = ind @ b1, ind @ b2
-            r_a = _sharpe_from_sums(s1, s2, n_half, shift)
-            r_b = _sharpe_from_sums(t1 - s1, t2 - s2, n_half, shift)
-            pos_a = np.arange(start, start + chunk.shape[0])
-            for pos, r_is, r_oos in ((pos_a, r_a, r_b), (n_comb - 1 - pos_a, r_b, r_a)):
-                idx = np.argmax(r_is, axis=1)
-                rows = np.arange(idx.size)
-                best[pos] = idx
-                is_perf[pos] = r_is[rows, idx]
-                oos_perf[pos] = r_oos[rows, idx]
-                omega[pos] = _relative_rank(r_oos, idx)
+        _cscv_sharpe(
+            np.ascontiguousarray(b1.T),
+            np.ascontiguousarray(b2.T),
+            t1,
+            t2,
+            shift,
+            combos,
+            n_half,
+            best,
+            is_perf,
+            oos_perf,
+            omega,
+        )
     else:
         blocks = m.reshape(n_blocks, block, n_trials)
         for c, chosen in enumerate(combos):

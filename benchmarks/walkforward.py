@@ -16,8 +16,8 @@ table, DSR per fold and parameter stability; the per-fold CSCV PBO (16 blocks) i
 timed separately because vectorbt computes nothing like it.
 
 Timings are the median of ``--repeat`` runs after one untimed warm-up run (numba
-compilation), measured in one process; the machine may be shared, so compare the
-ratio, not the seconds, across machines.
+compilation), ours and vectorbt's interleaved in one process so that the load of a
+shared machine weighs on both alike; compare the ratio, not the seconds.
 
 Run: python benchmarks/walkforward.py [--repeat 3] [--bars 2520 25200] [--no-vectorbt]
 """
@@ -46,26 +46,34 @@ SPACE = {"fast": list(range(5, 105, 5)), "slow": list(range(10, 310, 10))}
 
 def prices_for(n_bars: int) -> pd.DataFrame:
     return synthetic_prices(
-        n_bars=n_bars, n_assets=1, drift=0.0002, volatility=0.01, start_price=100.0,
-        regimes=False, seed=42,
+        n_bars=n_bars,
+        n_assets=1,
+        drift=0.0002,
+        volatility=0.01,
+        start_price=100.0,
+        regimes=False,
+        seed=42,
     )
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    fn()  # warm-up: numba compilation and caches
-    times, out = [], None
+def interleaved(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
+    """Median wall time of each function, runs interleaved (a, b, a, b, ...) after one
+    untimed warm-up of each, so a shared machine's load weighs on all of them alike."""
+    outs = {name: fn() for name, fn in fns.items()}  # warm-up: numba compilation, caches
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(times[name]), outs[name]) for name in fns}
 
 
 def ours(prices: pd.DataFrame, pbo_blocks: int) -> Any:
-    search = SearchConfig(method=SearchMethod.grid, metric="sharpe_ratio",
-                          constraint="fast < slow")
+    search = SearchConfig(method=SearchMethod.grid, metric="sharpe_ratio", constraint="fast < slow")
     wf = WalkForwardOptimizer(
-        WalkForwardConfig(train_bars=TRAIN, test_bars=TEST, step_bars=STEP), search,
+        WalkForwardConfig(train_bars=TRAIN, test_bars=TEST, step_bars=STEP),
+        search,
         pbo_blocks=pbo_blocks,
     )
     return wf.run(StrategyReturnsEvaluator(prices, SmaCross, fee_bps=FEE_BPS), SPACE)
@@ -111,8 +119,14 @@ def main() -> None:
     rows = []
     for n in args.bars:
         prices = prices_for(n)
-        t_ours, res = timed(lambda p=prices: ours(p, 0), args.repeat)
-        t_pbo, _ = timed(lambda p=prices: ours(p, 16), 1)
+        fns: dict[str, Callable[[], Any]] = {"ours": lambda p=prices: ours(p, 0)}
+        if vbt_version:
+            fns["vectorbt"] = lambda p=prices: vectorbt_walkforward(p)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            timing = interleaved(fns, args.repeat)
+        t_ours, res = timing["ours"]
+        t_pbo, _ = interleaved({"pbo": lambda p=prices: ours(p, 16)}, 1)["pbo"]
         row: dict[str, Any] = {
             "bars": n,
             "windows": len(res.folds),
@@ -121,18 +135,18 @@ def main() -> None:
             "ours_with_pbo_s": t_pbo,
         }
         if vbt_version:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t_vbt, chosen = timed(lambda p=prices: vectorbt_walkforward(p), args.repeat)
+            t_vbt, chosen = timing["vectorbt"]
             ours_chosen = list(zip(res.folds["fast"], res.folds["slow"], strict=True))
+            same = sum(a == b for a, b in zip(ours_chosen, chosen, strict=True))
             row["vectorbt_s"] = t_vbt
             row["speedup"] = t_vbt / t_ours
-            row["same_choice"] = f"{sum(a == b for a, b in zip(ours_chosen, chosen, strict=True))}"\
-                                 f"/{len(chosen)}"
+            row["same_choice"] = f"{same}/{len(chosen)}"
         rows.append(row)
     table = pd.DataFrame(rows)
-    print(f"walk-forward benchmark: SMA grid of 500, train {TRAIN} / test {TEST} / step {STEP}, "
-          f"{FEE_BPS:g} bps, vectorbt {vbt_version or 'not installed'}")
+    print(
+        f"walk-forward benchmark: SMA grid of 500, train {TRAIN} / test {TEST} / step {STEP}, "
+        f"{FEE_BPS:g} bps, vectorbt {vbt_version or 'not installed'}"
+    )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -244,7 +244,7 @@ class WalkForwardOptimizer:
     ) -> tuple[dict[str, Any], dict[tuple[int, int], Any]]:
         index = evaluator.index
         best = fs.best
-        params = {str(k): _plain(v) for k, v in fs.frame.iloc[best].items()}
+        params = {str(c): _plain(fs.frame[c].to_numpy()[best]) for c in fs.frame.columns}
         is_sharpe, dsr, pbo = self._fold_overfitting(fs)
         # Out of sample: runs over the prices up to the end of each test stretch.
         ends = (
@@ -257,12 +257,15 @@ class WalkForwardOptimizer:
             r_run, pos_run = evaluator.trade(params, end)
             _check_no_look_ahead(evaluator, fs, best, r_run, params)
             runs[(fold.fold, end)] = (r_run, pos_run)
-        r_test = np.concatenate(
-            [
-                runs[(fold.fold, e)][0][fold.test[(fold.test < e) & (fold.test >= s)]]
-                for s, e in zip([0, *ends[:-1]], ends, strict=True)
-            ]
-        )
+        if len(ends) == 1 and fold.test_end - fold.test_start == len(fold.test):
+            r_test = runs[(fold.fold, ends[0])][0][fold.test_start : fold.test_end]
+        else:
+            r_test = np.concatenate(
+                [
+                    runs[(fold.fold, e)][0][fold.test[(fold.test < e) & (fold.test >= s)]]
+                    for s, e in zip([0, *ends[:-1]], ends, strict=True)
+                ]
+            )
         oos = m.return_metrics(r_test, periods_per_year=ppy)
         if test_scores is None:
             full = evaluator.returns(fs.frame, fold.test_end)

@@ -234,3 +234,67 @@ def test_redis_stopped_during_a_sweep_fails_it_within_seconds(
     assert proc.returncode != 0
     assert "QueueUnavailable" in stderr and own_redis.url in stderr
     assert elapsed < 20, f"the sweep took {elapsed:.1f} s to notice"
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_concurrent_one_job_batches_from_sweeper_threads(
+    launcher_factory: Any, in_tmp_cwd: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hydra.core.utils import JobStatus
+
+    launcher = launcher_factory(*SMALL, "queue.n_workers=2")
+    fasts = [4, 6, 8, 12, 16, 24]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [
+            pool.submit(launcher.launch, [[*SMALL, f"strategy.fast={f}"]], n)
+            for n, f in enumerate(fasts)
+        ]
+        returns = [f.result()[0] for f in futures]
+    assert launcher.runtime is not None and len(launcher.runtime.workers.processes) == 2
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).absolute()
+    for n, (fast, ret) in enumerate(zip(fasts, returns, strict=True)):
+        assert ret.status == JobStatus.COMPLETED
+        assert ret.hydra_cfg.hydra.job.num == n
+        assert ret.cfg.strategy.fast == fast
+        record = json.loads((sweep_dir / str(n) / "result.json").read_text())
+        assert record["params"]["fast"] == fast
+        assert ret.return_value == pytest.approx(record["objective"])
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_optuna_sweeper_runs_its_trials_on_the_rq_launcher(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.backtest_optuna_sweeper.optuna_sweeper")
+    import yaml
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backtest",
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra/launcher=rq",
+            "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.seed=1",
+            "strategy.fast=range(3,30)",
+            "strategy.slow=choice(40,60,80)",
+            *SMALL,
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("outputs/default/multirun/*")
+    objectives = [json.loads(p.read_text())["objective"] for p in sweep.glob("*/result.json")]
+    assert len(objectives) == 6
+    summary = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert summary["n_complete"] == 6
+    assert summary["best_value"] == pytest.approx(max(objectives))

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,12 @@ if TYPE_CHECKING:
     from hydra_plugins.backtest_rq_launcher.rq_launcher import BacktestRQLauncher
 
 log = logging.getLogger("backtest.launcher")
+
+# A sweeper may call ``launch`` from several threads at once (our Optuna sweeper keeps
+# ``n_jobs`` one-job batches in flight). Preparing jobs sets Hydra's global
+# ``HydraConfig`` and starts the runtime once, so it runs under this lock; waiting for
+# the workers does not.
+_PREPARE = threading.Lock()
 
 
 class _Runtime:
@@ -116,35 +123,40 @@ def launch(
     from backtest.queue import JobFailed
     from backtest.results import load_result
 
-    setup_globals()
     assert launcher.config is not None
-    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    if launcher.runtime is None:
-        launcher.runtime = _Runtime(launcher)
-    runtime: _Runtime = launcher.runtime
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    log.info("rq launcher: queueing %d job(s); sweep output dir: %s", len(job_overrides), sweep_dir)
+    with _PREPARE:
+        setup_globals()
+        configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+        if launcher.runtime is None:
+            launcher.runtime = _Runtime(launcher)
+        runtime: _Runtime = launcher.runtime
+        sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "rq launcher: queueing %d job(s); sweep output dir: %s", len(job_overrides), sweep_dir
+        )
+        prepared = []
+        original_hydra_cfg = HydraConfig.instance().cfg
+        try:
+            for idx, overrides in enumerate(job_overrides):
+                job, task_cfg, hydra_cfg = _job_for(launcher, overrides, initial_job_idx + idx)
+                prepared.append((list(overrides), job, task_cfg, hydra_cfg))
+                log.info(
+                    "\t#%d : %s -> %s",
+                    initial_job_idx + idx,
+                    " ".join(filter_overrides(overrides)),
+                    job.job_id,
+                )
+        finally:
+            HydraConfig.instance().cfg = original_hydra_cfg
+        ids = runtime.queue.submit_many(job for _, job, _, _ in prepared)
 
-    prepared = []
-    original_hydra_cfg = HydraConfig.instance().cfg
-    try:
-        for idx, overrides in enumerate(job_overrides):
-            job, task_cfg, hydra_cfg = _job_for(launcher, overrides, initial_job_idx + idx)
-            prepared.append((list(overrides), job, task_cfg, hydra_cfg))
-            log.info(
-                "\t#%d : %s -> %s",
-                initial_job_idx + idx,
-                " ".join(filter_overrides(overrides)),
-                job.job_id,
-            )
-    finally:
-        HydraConfig.instance().cfg = original_hydra_cfg
-
-    ids = runtime.queue.submit_many(job for _, job, _, _ in prepared)
     params = launcher.params
-    final = runtime.queue.wait(
-        ids, timeout=params.timeout, progress=params.progress, poll_interval=params.poll_interval
+    final = runtime.queue.wait(  # outside the lock: other batches run meanwhile
+        ids,
+        timeout=params.timeout,
+        progress=params.progress and len(ids) > 1,  # sweepers send one-job batches
+        poll_interval=params.poll_interval,
     )
 
     returns: list[JobReturn] = []

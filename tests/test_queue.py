@@ -464,3 +464,16 @@ def test_redis_stopped_while_waiting_is_reported_within_ten_seconds(
         assert stopped_at and time.monotonic() - stopped_at[0] < 10
         assert info.value.url == own_redis.url
         pool.stop(timeout_s=2)
+
+
+def test_queue_configs_pick_the_server(compose: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@queue-host:6379/0")
+    assert compose().queue.redis_url == "redis://:pw@queue-host:6379/0"
+    assert compose("queue=remote").queue.redis_url == "redis://:pw@queue-host:6379/0"
+    monkeypatch.delenv("REDIS_URL")
+    assert compose().queue.redis_url is None  # embedded
+    with pytest.raises(InterpolationResolutionError, match="REDIS_URL"):
+        OmegaConf.to_object(compose("queue=remote").queue)

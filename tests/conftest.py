@@ -134,6 +134,9 @@ class MlflowServer:
                  "--artifacts-destination", str(self.root / "artifacts"),
                  "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
+                # no usage telemetry; no GenAI job runner (seven idle worker processes)
+                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             )
         self.proc = proc
         deadline = time.monotonic() + timeout_s

@@ -38,6 +38,9 @@ log = logging.getLogger("backtest.tracking")
 
 SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every multirun sweep directory
 PARENT_TAG = "mlflow.parentRunId"
+# A child run (trial, fold) repeats only these of its parent's tags; the rest is one
+# click away on the parent, and fewer rows keep a 100-child search fast to log.
+_CHILD_TAGS = ("backtest.experiment", "backtest.task", "backtest.job_id", "mlflow.user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,16 +141,20 @@ def _log_entities(
     )
 
 
-def _log_files(client: MlflowClient, run_id: str, stored: results.StoredResult) -> None:
+def _log_files(run: Any, tracking_uri: str, stored: results.StoredResult) -> None:
+    """Upload the run's files: config and result at the root, ``tables/``, ``figures/``."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    # The new run's artifact URI is known: no get_run per file, as client.log_artifact does.
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=tracking_uri)
     for name in (results.RESULT_FILE, results.CONFIG_FILE):
         if (stored.path / name).is_file():
-            client.log_artifact(run_id, str(stored.path / name))
+            repo.log_artifact(str(stored.path / name))
     for table in stored.tables.values():
-        client.log_artifact(run_id, str(table), "tables")
+        repo.log_artifact(str(table), "tables")
     figures = stored.path / results.FIGURES_DIR
     for png in sorted(figures.rglob("*.png")) if figures.is_dir() else []:
-        sub = png.parent.relative_to(stored.path).as_posix()
-        client.log_artifact(run_id, str(png), sub)
+        repo.log_artifact(str(png), png.parent.relative_to(stored.path).as_posix())
 
 
 def sweep_parent(
@@ -286,15 +293,17 @@ def log_result(
             parent = sweep_parent(client, exp_id, stored.path, experiment)
             if parent:
                 tags[PARENT_TAG] = parent
-            run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record))
+            run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record),
+                                    tags=tags)
             run_id = run.info.run_id
             metrics = record_metrics(record)
             _log_entities(client, run_id, params=run_params(config, record.get("params") or {}),
-                          metrics=metrics, tags=tags, timestamp_ms=end_ms)
-            _log_files(client, run_id, stored)
+                          metrics=metrics, timestamp_ms=end_ms)
+            _log_files(run, tracking_uri, stored)
             kind = "fold" if record.get("task") == "walkforward" else "trial"
             _log_children(client, exp_id, run_id, chosen, kind=kind,
-                          base_tags={**base, "backtest.parent_run_key": key},
+                          base_tags={**{k: base[k] for k in _CHILD_TAGS if k in base},
+                                     "backtest.parent_run_key": key},
                           start_ms=start_ms, end_ms=end_ms)
             if parent and "objective" in metrics:
                 step = int(stored.path.name) if stored.path.name.isdigit() else 0

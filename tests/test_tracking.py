@@ -382,10 +382,11 @@ def test_concurrent_loggers_into_one_new_experiment_make_one_experiment(
     assert sorted(r.info.status for r in runs_of(store, experiment)) == ["FINISHED"] * 6
 
 
-def test_import_backtest_tracking_stays_light() -> None:
+def test_import_stays_light_and_preload_opens_nothing(tmp_path: Path) -> None:
     code = ("import sys, backtest, backtest.tracking, backtest.plots, backtest.sync, "
             "backtest.compare; print(sorted(m for m in ('mlflow', 'matplotlib') "
-            "if m in sys.modules))")
+            "if m in sys.modules)); backtest.tracking.preload(); print('mlflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
+                         check=True, cwd=tmp_path)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]
+    assert list(tmp_path.iterdir()) == []  # no store, no outputs/ folder

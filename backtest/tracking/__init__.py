@@ -27,7 +27,13 @@ the task runner turns that into one warning, and the run stays complete on disk.
 
 from __future__ import annotations
 
-from backtest.tracking._client import DEFAULT_URI, bounded_http, experiment_id, resolve_uri
+from backtest.tracking._client import (
+    DEFAULT_URI,
+    bounded_http,
+    experiment_id,
+    preload,
+    resolve_uri,
+)
 from backtest.tracking._flatten import flatten_config, record_metrics, run_key, run_params
 from backtest.tracking._log import (
     LoggedRun,
@@ -49,6 +55,7 @@ __all__ = [
     "git_commit",
     "log_failure",
     "log_result",
+    "preload",
     "read_config",
     "record_metrics",
     "resolve_uri",

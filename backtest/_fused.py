@@ -28,6 +28,11 @@ from backtest.strategies._base import as_param_array
 
 #: Signal tables larger than this are recomputed on the fly instead (bytes).
 TABLE_BUDGET_BYTES = 64 * 2**20
+#: Fewer sets than this run on the calling thread (no thread start-up per small batch).
+MIN_PARALLEL_SETS = 8
+#: Set in worker processes of a search: run on the calling thread only (a process forked
+#: after OpenMP started may not use OpenMP, and the workers already use every core).
+SERIAL = False
 
 _FAMILIES: dict[type, tuple[str, ...]] = {
     SmaCross: ("fast", "slow", "long_short"),
@@ -144,10 +149,11 @@ def fused_batch(
     if n_keep:
         keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
     kept = np.empty((n_keep, n))
-    out = k.fused_backtests(
-        source, table, data, r, np.ascontiguousarray(weights, dtype=np.float64),
-        a, b, start, long_short, float(cost), int(periods_per_year), keep_slot, kept,
-        8 * numba.get_num_threads(),
-    )
+    args = (source, table, data, r, np.ascontiguousarray(weights, dtype=np.float64),
+            a, b, start, long_short, float(cost), int(periods_per_year), keep_slot, kept)
+    if SERIAL or count < MIN_PARALLEL_SETS or numba.get_num_threads() == 1:
+        out = k.fused_backtests_serial(*args)
+    else:
+        out = k.fused_backtests(*args, 8 * numba.get_num_threads())
     k.finish_growth(out, n, int(periods_per_year))
     return out[:, : k.N_METRICS], (kept if n_keep else None)

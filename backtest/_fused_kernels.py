@@ -437,6 +437,43 @@ def _many_assets(
     return trades, wins, expo, turn, wealth, ruined, min_ratio
 
 
+@numba.njit(cache=True, nogil=True)
+def _run_sets(
+    lo: int, hi: int, source: int, tab: NDArray[np.float64], data: NDArray[np.float64],
+    r: NDArray[np.float64], weights: NDArray[np.float64], a: NDArray[np.int64],
+    b: NDArray[np.int64], start: NDArray[np.int64], long_short: NDArray[np.bool_],
+    cost: float, ppy: int, keep_slot: NDArray[np.int64], kept: NDArray[np.float64],
+    out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """Sets ``lo`` to ``hi`` of :func:`fused_backtests`, with their own scratch buffers."""
+    n, n_assets = r.shape
+    buf = np.empty(n)
+    prev = np.empty(n_assets)
+    growth = np.empty(n_assets)
+    stack = np.empty((64, 3), np.int64)
+    values = np.empty((64, 2))
+    for i in range(lo, hi):
+        if n_assets == 1:
+            trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
+                source, tab, data, r, weights[0], a[i], b[i], start[i], long_short[i],
+                cost, buf,
+            )
+        else:
+            trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
+                source, tab, data, r, weights, a[i], b[i], start[i], long_short[i],
+                cost, buf, prev, growth,
+            )
+        row = out[i]
+        _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
+        row[N_TRADES] = trades
+        row[WIN_RATE] = wins / trades if trades > 0 else np.nan
+        row[EXPOSURE] = expo / n
+        row[TURNOVER] = turn / n * ppy
+        slot = keep_slot[i]
+        if slot >= 0:
+            kept[slot, :] = buf
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def fused_backtests(
     source: int,
@@ -478,38 +515,29 @@ def fused_backtests(
         ``(k, N_OUT)``: the metrics in the order of ``metrics.METRIC_NAMES`` (CAGR and
         Calmar still to be finished by :func:`finish_growth`), then wealth and ruin.
     """
-    n, n_assets = r.shape
     k = a.shape[0]
     out = np.empty((k, N_OUT))
     n_chunks = max(1, min(k, n_chunks))
     for c in numba.prange(n_chunks):
-        lo = c * k // n_chunks
-        hi = (c + 1) * k // n_chunks
-        buf = np.empty(n)
-        prev = np.empty(n_assets)
-        growth = np.empty(n_assets)
-        stack = np.empty((64, 3), np.int64)
-        values = np.empty((64, 2))
-        for i in range(lo, hi):
-            if n_assets == 1:
-                trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
-                    source, tab, data, r, weights[0], a[i], b[i], start[i], long_short[i],
-                    cost, buf,
-                )
-            else:
-                trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
-                    source, tab, data, r, weights, a[i], b[i], start[i], long_short[i],
-                    cost, buf, prev, growth,
-                )
-            row = out[i]
-            _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
-            row[N_TRADES] = trades
-            row[WIN_RATE] = wins / trades if trades > 0 else np.nan
-            row[EXPOSURE] = expo / n
-            row[TURNOVER] = turn / n * ppy
-            slot = keep_slot[i]
-            if slot >= 0:
-                kept[slot, :] = buf
+        _run_sets(c * k // n_chunks, (c + 1) * k // n_chunks, source, tab, data, r, weights,
+                  a, b, start, long_short, cost, ppy, keep_slot, kept, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def fused_backtests_serial(
+    source: int, tab: NDArray[np.float64], data: NDArray[np.float64], r: NDArray[np.float64],
+    weights: NDArray[np.float64], a: NDArray[np.int64], b: NDArray[np.int64],
+    start: NDArray[np.int64], long_short: NDArray[np.bool_], cost: float, ppy: int,
+    keep_slot: NDArray[np.int64], kept: NDArray[np.float64],
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to fused_backtests
+    """:func:`fused_backtests` on the calling thread only.
+
+    For few sets, and in worker processes forked after OpenMP started.
+    """
+    out = np.empty((a.shape[0], N_OUT))
+    _run_sets(0, a.shape[0], source, tab, data, r, weights, a, b, start, long_short, cost,
+              ppy, keep_slot, kept, out)
     return out
 
 

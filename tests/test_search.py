@@ -393,3 +393,15 @@ def test_best_score_is_the_extreme_of_the_trials(values, direction):
     assert res.best_score == (ok.max() if direction == "maximize" else ok.min())
     assert math.isfinite(res.best_score)
     assert res.n_failed == sum(math.isnan(v) for v in values)
+
+
+def test_strategy_evaluator_as_a_callable_in_worker_processes(prices):
+    # The parent has run the parallel kernels (OpenMP started); forked workers must not.
+    ev = StrategyEvaluator(prices, SmaCross)
+    grid_search({"fast": [5], "slow": [20, 30, 40, 50, 60, 70, 80, 90, 100]}, ev,
+                progress=False)
+    one = grid_search({"fast": [5, 8], "slow": [20, 40]}, ev.__call__, n_jobs=1, seed=1,
+                      progress=False)
+    two = grid_search({"fast": [5, 8], "slow": [20, 40]}, ev.__call__, n_jobs=2, seed=1,
+                      progress=False)
+    pd.testing.assert_frame_equal(one.trials, two.trials)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from backtest.errors import BacktestError
 from backtest.search._evaluators import (
     accepts_seed,
     check_score,
@@ -51,6 +53,9 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(evaluator: Any) -> None:
+    from backtest import _fused
+
+    _fused.SERIAL = True  # one thread per worker; no OpenMP in a forked child
     func = resolve_callable(evaluator)
     _WORKER["func"] = func
     _WORKER["pass_seed"] = accepts_seed(func)
@@ -110,9 +115,15 @@ def run_trials(
                         metric, list(keep[lo:hi]))
             for lo, hi in _chunks(n, size)
         ]
-        for future in futures:
-            chunk = future.result()
-            results.extend(chunk)
-            if on_done is not None:
-                on_done(len(chunk))
+        try:
+            for future in futures:
+                chunk = future.result()
+                results.extend(chunk)
+                if on_done is not None:
+                    on_done(len(chunk))
+        except BrokenProcessPool as exc:
+            raise BacktestError(
+                "a search worker process died abruptly (killed, out of memory, or numba "
+                "parallel code run in a process forked after OpenMP threads started: set "
+                "NUMBA_THREADING_LAYER=tbb or workqueue, or use n_jobs=1)") from exc
     return results

@@ -139,7 +139,7 @@ class StrategyReturnsEvaluator:
             or not (cached is param_sets or cached.equals(param_sets))
         ):
             self._cache = self._batch(param_sets, len(self.index))
-            self._cache_frame = param_sets
+        self._cache_frame = param_sets  # the next call with this frame is an identity check
         return self._cache[:end]
 
     def trade(

@@ -178,7 +178,7 @@ class WalkForwardOptimizer:
             )
             rows.append(row)
             runs.update(fold_runs)
-        folds = pd.DataFrame(rows)
+        folds = _folds_frame(rows, evaluator.index, ppy)
         trials_frame = pd.concat(
             [
                 pd.DataFrame(
@@ -242,9 +242,8 @@ class WalkForwardOptimizer:
         ppy: int,
         test_scores: NDArray[np.float64] | None = None,
     ) -> tuple[dict[str, Any], dict[tuple[int, int], Any]]:
-        index = evaluator.index
         best = fs.best
-        params = {str(c): _plain(fs.frame[c].to_numpy()[best]) for c in fs.frame.columns}
+        params = {name: _plain(values[best]) for name, values in fs.columns.items()}
         is_sharpe, dsr, pbo = self._fold_overfitting(fs)
         # Out of sample: runs over the prices up to the end of each test stretch.
         ends = (
@@ -266,7 +265,6 @@ class WalkForwardOptimizer:
                     for s, e in zip([0, *ends[:-1]], ends, strict=True)
                 ]
             )
-        oos = m.return_metrics(r_test, periods_per_year=ppy)
         if test_scores is None:
             full = evaluator.returns(fs.frame, fold.test_end)
             contiguous = fold.test_end - fold.test_start == len(fold.test)
@@ -280,10 +278,10 @@ class WalkForwardOptimizer:
         train_best = fs.train_returns[:, best]
         row: dict[str, Any] = {
             "fold": fold.fold,
-            "train_start": index[fold.train_start],
-            "train_end": index[fold.train_end - 1],
-            "test_start": index[fold.test_start],
-            "test_end": index[fold.test_end - 1],
+            "train_start": fold.train_start,
+            "train_end": fold.train_end - 1,
+            "test_start": fold.test_start,
+            "test_end": fold.test_end - 1,
             "train_bars": len(fold.train),
             "test_bars": len(fold.test),
             **params,
@@ -294,7 +292,7 @@ class WalkForwardOptimizer:
             "is_dsr": dsr,
             "pbo": pbo,
             "oos_rank": float(rank / (len(test_scores) + 1)),
-            **{f"oos_{k}": float(val) for k, val in oos.items()},
+            "_oos_returns": r_test,
         }
         return row, runs
 
@@ -326,6 +324,27 @@ class WalkForwardOptimizer:
         if blocks >= 2 and len(fs.frame) >= 2 and n_obs // blocks >= 2:
             pbo = probability_of_backtest_overfitting(fs.train_returns, n_blocks=blocks).pbo
         return mom.sharpe, dsr, pbo
+
+
+def _folds_frame(rows: list[dict[str, Any]], index: pd.DatetimeIndex, ppy: int) -> pd.DataFrame:
+    """The fold table, with timestamps and the return metrics of each test window.
+
+    The metrics take one vectorised pass per distinct test-window length.
+    """
+    tests = [row.pop("_oos_returns") for row in rows]
+    folds = pd.DataFrame(rows)
+    for col in ("train_start", "train_end", "test_start", "test_end"):
+        folds[col] = index[folds[col].to_numpy()]
+    lengths = np.array([len(r) for r in tests])
+    oos: dict[str, NDArray[np.float64]] = {}
+    for length in np.unique(lengths):
+        which = np.flatnonzero(lengths == length)
+        block = np.column_stack([tests[i] for i in which])
+        for name, values in m.return_metrics(block, periods_per_year=ppy).items():
+            oos.setdefault(name, np.full(len(rows), np.nan))[which] = values
+    for name, values in oos.items():
+        folds[f"oos_{name}"] = values
+    return folds
 
 
 def _check_no_look_ahead(

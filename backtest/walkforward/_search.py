@@ -28,6 +28,7 @@ class FoldSearch:
         scores: The search metric of each trial on the train bars.
         best: Row of the chosen set (first of equal best scores).
         sharpes: Per-period Sharpe of each trial on the train bars (for the DSR).
+        columns: The parameter columns of ``frame`` as arrays.
     """
 
     frame: pd.DataFrame
@@ -35,6 +36,7 @@ class FoldSearch:
     scores: NDArray[np.float64]
     best: int
     sharpes: NDArray[np.float64]
+    columns: dict[str, NDArray[Any]]
 
 
 def fold_seed(seed: int, fold: int) -> np.random.SeedSequence:
@@ -141,4 +143,5 @@ def search_fold(
         sharpes = scores / np.sqrt(periods_per_year)
     else:
         sharpes = window_sharpe(np.asarray(train, dtype=np.float64), 0, train.shape[0])
-    return FoldSearch(frame, train, scores, int(np.argmax(ranked)), sharpes)
+    columns = {str(c): frame[c].to_numpy() for c in frame.columns}
+    return FoldSearch(frame, train, scores, int(np.argmax(ranked)), sharpes, columns)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 _TRAIN, _TEST, _GAP = "#4C72B0", "#DD8452", "#BBBBBB"
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -42,6 +42,8 @@ def fold_chart(result: WalkForwardResult, path: Path) -> Path:
     import matplotlib.dates as mdates
 
     plt = _pyplot()
+    if result.splits is None or result.index is None:
+        raise ValueError("the fold chart needs the result's splits and index")
     folds = result.splits.folds
     n = len(folds)
     fig, ax = plt.subplots(figsize=(10, min(0.28 * n + 1.8, 14.0)))

@@ -116,7 +116,7 @@ def search_fold(
         train = _train_rows(fold, evaluator.returns(frame, fold.train_end))
     elif method is SearchMethod.random:
         rng = np.random.default_rng(fold_seed(search.seed, fold.fold))
-        frame = random_frame(space, search.n_iter, rng, search.constraint)  # type: ignore[arg-type]
+        frame = random_frame(space, search.n_iter, rng, search.constraint)
         train = _train_rows(fold, evaluator.returns(frame, fold.train_end))
     else:
         frame, train = _optuna_trials(
@@ -126,7 +126,7 @@ def search_fold(
             search,
             score,
             maximize,
-            method,  # type: ignore[arg-type]
+            method,
         )
     if scores is None:
         scores = np.asarray(score(train), dtype=np.float64)

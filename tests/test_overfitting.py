@@ -230,7 +230,9 @@ def _fixed_matrix(n_bars: int = 403, n_trials: int = 9) -> np.ndarray:
     return m
 
 
-@pytest.mark.parametrize("s", [2, 6, 16], ids=["S2", "S6", "S16"])
+@pytest.mark.parametrize(
+    "s", [2, 6, pytest.param(16, marks=pytest.mark.slow)], ids=["S2", "S6", "S16"]
+)
 def test_pbo_equals_brute_force_cscv(s: int) -> None:
     m = _fixed_matrix()
     pbo, logits, is_p, oos_p = _brute_force_cscv(m, s)

@@ -554,3 +554,15 @@ def test_windows_sharpe_matches_the_metric_per_window() -> None:
         np.testing.assert_array_equal(np.isnan(got[j]), np.isnan(ref))
         np.testing.assert_allclose(got[j], ref, rtol=1e-11)
         np.testing.assert_allclose(window_sharpe(r, a, b), ref, rtol=1e-13)
+
+
+def test_a_search_strategy_evaluator_is_accepted(prices: pd.DataFrame, result) -> None:
+    from backtest.search import StrategyEvaluator
+
+    res = WalkForwardOptimizer(WF, pbo_blocks=4).run(
+        StrategyEvaluator(prices, SmaCross, fee_bps=FEE), SMA_SPACE
+    )
+    pd.testing.assert_frame_equal(res.folds, result.folds)
+    with pytest.raises(ConfigError) as err:
+        WalkForwardOptimizer(WF).run(lambda p: 0.0, SMA_SPACE)
+    assert err.value.key == "evaluator"

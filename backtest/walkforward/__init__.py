@@ -1,5 +1,15 @@
 """Walk-forward optimisation: splitters, evaluators and the optimizer.
 
+:class:`WalkForwardOptimizer` cuts the history into folds (:func:`make_splits`:
+rolling, anchored, calendar periods such as ``3Y``/``1Y``, ``gap_bars`` purged between
+train and test, or combinatorial purged cross-validation with several out-of-sample
+paths), searches each train window (grid, random or Optuna, scored on the train bars
+only, indicators warmed up on all earlier bars) and trades the best parameters on the
+test window from a run over the prices up to that window's end. The result holds the
+fold table, the stitched out-of-sample returns and equity with their metrics, the
+walk-forward efficiency, parameter stability, the deflated Sharpe ratio and PBO of
+every fold's search, and PNG figures.
+
 >>> from backtest.data import synthetic_prices
 >>> from backtest.config import WalkForwardConfig
 >>> from backtest.strategies import Momentum

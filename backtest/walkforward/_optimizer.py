@@ -20,7 +20,7 @@ from backtest.overfitting import (
     probability_of_backtest_overfitting,
     return_moments,
 )
-from backtest.walkforward._evaluator import ReturnsEvaluator
+from backtest.walkforward._evaluator import ReturnsEvaluator, StrategyReturnsEvaluator
 from backtest.walkforward._kernels import window_sharpe, windows_sharpe
 from backtest.walkforward._result import (
     WalkForwardResult,
@@ -118,7 +118,8 @@ class WalkForwardOptimizer:
 
         Args:
             evaluator: Per-bar returns of parameter sets, e.g.
-                :class:`~backtest.walkforward.StrategyReturnsEvaluator`.
+                :class:`~backtest.walkforward.StrategyReturnsEvaluator` (a search
+                :class:`~backtest.search.StrategyEvaluator` is converted to one).
             param_space: The space (name -> list or ``{low, high, step, log}``), or a
                 frame of explicit parameter sets; ``search.space`` when None.
             figures_dir: Write the fold chart and out-of-sample equity PNGs here.
@@ -134,6 +135,7 @@ class WalkForwardOptimizer:
         """
         from tqdm.auto import tqdm
 
+        evaluator = as_returns_evaluator(evaluator)
         ppy = int(evaluator.periods_per_year)
         index = pd.DatetimeIndex(evaluator.index)
         splits = make_splits(self.config, index)
@@ -324,6 +326,35 @@ class WalkForwardOptimizer:
         if blocks >= 2 and len(fs.frame) >= 2 and n_obs // blocks >= 2:
             pbo = probability_of_backtest_overfitting(fs.train_returns, n_blocks=blocks).pbo
         return mom.sharpe, dsr, pbo
+
+
+def as_returns_evaluator(evaluator: Any) -> ReturnsEvaluator:
+    """The evaluator as a :class:`ReturnsEvaluator`.
+
+    A search :class:`~backtest.search.StrategyEvaluator` becomes a
+    :class:`StrategyReturnsEvaluator` with the same prices, strategy, costs, weights
+    and fixed parameters.
+
+    Raises:
+        ConfigError: Anything else (key ``evaluator``).
+    """
+    if isinstance(evaluator, ReturnsEvaluator):
+        return evaluator
+    if hasattr(evaluator, "prices") and hasattr(evaluator, "strategy_cls"):
+        return StrategyReturnsEvaluator(
+            evaluator.prices,
+            evaluator.strategy_cls,
+            fee_bps=getattr(evaluator, "fee_bps", 0.0),
+            slippage_bps=getattr(evaluator, "slippage_bps", 0.0),
+            weights=getattr(evaluator, "weights", None),
+            periods_per_year=getattr(evaluator, "periods_per_year", 252),
+            fixed_params=getattr(evaluator, "fixed_params", None),
+        )
+    raise ConfigError(
+        f"walk-forward needs an evaluator with returns(param_sets, end) and "
+        f"trade(params, end) (e.g. StrategyReturnsEvaluator), got {type(evaluator).__name__}",
+        key="evaluator",
+    )
 
 
 def _folds_frame(rows: list[dict[str, Any]], index: pd.DatetimeIndex, ppy: int) -> pd.DataFrame:

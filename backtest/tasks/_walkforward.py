@@ -32,15 +32,18 @@ def fold_rows(result: WalkForwardResult, param_names: list[str]) -> list[tuple[s
     """One summary row per fold: test window, chosen parameters, IS and OOS score."""
     metric = result.metric
     rows = []
-    for row in result.folds.itertuples(index=False):
-        r = row._asdict()
-        params = ", ".join(f"{p}={r[p]}" for p in param_names)
+    for row in result.folds.to_dict("records"):
+        if "test_groups" in row:
+            where = f"test groups {row['test_groups']}"
+        else:
+            where = f"test {row['test_start']:%Y-%m-%d}..{row['test_end']:%Y-%m-%d}"
+        params = ", ".join(f"{p}={row[p]}" for p in param_names)
+        oos = _fmt(row.get(f"oos_{metric}", float("nan")), ".2f")
         rows.append(
             (
-                f"fold {r['fold']}",
-                f"test {r['test_start']:%Y-%m-%d}..{r['test_end']:%Y-%m-%d}  {params}  "
-                f"IS {metric} {_fmt(r['is_score'], '.2f')}  OOS {metric} "
-                f"{_fmt(r.get(f'oos_{metric}', float('nan')), '.2f')}  DSR {_fmt(r['is_dsr'], '.2f')}",
+                f"fold {row['fold']}",
+                f"{where}  {params}  IS {metric} {_fmt(row['is_score'], '.2f')}  "
+                f"OOS {metric} {oos}  DSR {_fmt(row['is_dsr'], '.2f')}",
             )
         )
     return rows

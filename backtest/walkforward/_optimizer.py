@@ -286,6 +286,7 @@ class WalkForwardOptimizer:
             "test_end": fold.test_end - 1,
             "train_bars": len(fold.train),
             "test_bars": len(fold.test),
+            **({"test_groups": ",".join(map(str, fold.test_groups))} if fold.test_groups else {}),
             **params,
             "n_trials": len(fs.frame),
             "is_score": float(fs.scores[best]),

@@ -69,7 +69,9 @@ class WalkForwardResult:
         folds: One row per fold: ``fold``, train and test first/last timestamps and
             bar counts, the chosen parameters (one column each), ``n_trials``,
             ``is_score`` (the search metric in sample), ``is_sharpe``, ``is_cagr``,
-            ``is_dsr``, ``pbo``, ``oos_rank`` (relative rank of the chosen set among
+            ``is_dsr``, ``pbo`` (CPCV also ``test_groups``, e.g. ``"0,3"``: the test
+            set is those groups, not the span from its first to its last bar),
+            ``oos_rank`` (relative rank of the chosen set among
             all trials on the test window, in (0, 1)) and ``oos_<metric>`` for every
             return metric of its test window.
         trials: Every trial of every fold: ``fold``, the parameters, ``score``.

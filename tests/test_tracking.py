@@ -150,16 +150,14 @@ def search_run(tmp_path: Path, n_trials: int = 25) -> tuple[Path, pd.DataFrame]:
     return write_run(tmp_path / "search", record, config, {"trials": trials}), trials
 
 
-@pytest.mark.parametrize("given", [False, True], ids=["rebuilt-from-trials", "from-runner"])
+@pytest.mark.parametrize("given", [False, True], ids=["no-runner-children", "runner-children"])
 def test_search_is_a_parent_with_its_best_trials_nested_and_the_table_attached(
     tmp_path: Path, store: str, experiment: str, given: bool
 ) -> None:
+    """The trials table is the record: children come from it, as a later sync would see them."""
     run_dir, trials = search_run(tmp_path)
-    children = None
-    if given:
-        children = [{"name": f"trial {r.trial}", "params": {"fast": r.fast, "slow": r.slow},
-                     "metrics": {"sharpe_ratio": r.sharpe_ratio, "total_return": r.total_return}}
-                    for r in trials.itertuples()]
+    children = [{"name": "from the runner", "params": {}, "metrics": {"sharpe_ratio": 99.0}}
+                ] if given else None
     cfg = TrackingConfig(uri=store, experiment_name=experiment, max_child_runs=5)
     logged = log_result(run_dir, cfg, children=children)
 
@@ -172,11 +170,27 @@ def test_search_is_a_parent_with_its_best_trials_nested_and_the_table_attached(
         sorted(best5["sharpe_ratio"]))
     assert {(r.data.params["fast"], r.data.params["slow"]) for r in kids} == {
         (str(f), str(s)) for f, s in zip(best5.fast, best5.slow, strict=True)}
+    assert sorted(r.info.run_name for r in kids) == sorted(f"trial {t}" for t in best5.trial)
     assert all(r.info.status == "FINISHED" and r.data.tags["backtest.kind"] == "trial"
                for r in kids)
     assert parent.data.tags["backtest.children_total"] == "25"
     assert parent.data.metrics["search.best_score"] == pytest.approx(trials.sharpe_ratio.max())
     assert "tables/trials.parquet" in artifact_paths(store, logged.run_id)
+
+
+def test_runner_children_are_nested_when_the_files_hold_none(
+    tmp_path: Path, store: str, experiment: str
+) -> None:
+    run_dir = write_run(tmp_path / "mc", {"task": "montecarlo"}, {"name": "mc"})
+    children = [{"name": f"path {i}", "params": {"block": i}, "metrics": {"sharpe_ratio": i}}
+                for i in range(3)]
+    logged = log_result(run_dir, TrackingConfig(uri=store, experiment_name=experiment),
+                        children=children)
+    kids = [r for r in runs_of(store, experiment)
+            if r.data.tags.get("mlflow.parentRunId") == logged.run_id]
+    assert sorted((r.info.run_name, r.data.params["block"], r.data.metrics["sharpe_ratio"])
+                  for r in kids) == [("path 0", "0", 0.0), ("path 1", "1", 1.0),
+                                     ("path 2", "2", 2.0)]
 
 
 def test_walkforward_has_one_child_per_fold_whatever_the_cap(

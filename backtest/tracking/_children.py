@@ -5,9 +5,10 @@ search metric in its direction; trials without a finite score rank last) and its
 full trials table as an artifact, so a 10,000-trial search never creates 10,000
 runs. A walk-forward keeps one child per fold, in fold order.
 
-When the task runner does not hand the children over (``python -m backtest.sync``
-reading a run directory later), they are rebuilt from the run's ``result.json``
-``children`` section when it has one, else from its ``folds`` or ``trials`` table.
+Children come from the run directory, so a run mirrored right away and one mirrored
+later by ``python -m backtest.sync`` look the same: the ``result.json`` ``children``
+section when it has one, else the ``folds`` table of a walk-forward (fold windows
+and chosen parameters as params, scores as metrics) or the ``trials`` table.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ RUN_KEY_TAG = "backtest.run_key"
 _NOT_SECTIONS = frozenset({"params", "metrics", "children"})
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./: ]")
 # Keys inside sections that hold inputs or parameter values, not outcomes.
-_NOT_METRICS = frozenset({"space", "params", "best_params", "chosen_params", "jitter", "seed"})
+_NOT_METRICS = frozenset({"space", "params", "best_params", "chosen_params", "last_params",
+                          "jitter", "seed", "counts", "mode"})
 
 
 def clean_key(key: str) -> str:

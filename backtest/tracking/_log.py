@@ -247,8 +247,10 @@ def log_result(
     Args:
         run_dir: A run directory holding ``result.json``.
         tracking_cfg: Where and how to log; the run's own ``tracking`` config when unset.
-        children: Nested runs (dicts of ``name``, ``params``, ``metrics``): trials of a
-            search, folds of a walk-forward. Rebuilt from the run's files when ``None``.
+        children: Nested runs (dicts of ``name``, ``params``, ``metrics``) for a task
+            whose files hold none. A search's ``trials`` table and a walk-forward's
+            ``folds`` table are the record and win, so a run logged now and one logged
+            later by ``backtest.sync`` look the same.
         uri: Overrides the tracking URI of ``tracking_cfg``.
         infer_git: Tag the current git commit of the source when the record has none
             (true when logging right after the run; ``backtest.sync`` turns it off).
@@ -270,8 +272,7 @@ def log_result(
     key = run_key(record)
     start_ms = iso_to_ms(record.get("started_at")) or int(time.time() * 1000)
     end_ms = iso_to_ms(record.get("ended_at")) or int(time.time() * 1000)
-    if children is None:
-        children = stored_children(stored, config)
+    children = stored_children(stored, config) or list(children or [])
     search = config.get("search") or {}
     chosen = select_children(
         children, task=str(record.get("task")), metric=str(search.get("metric", "sharpe_ratio")),

@@ -566,3 +566,29 @@ def test_a_search_strategy_evaluator_is_accepted(prices: pd.DataFrame, result) -
     with pytest.raises(ConfigError) as err:
         WalkForwardOptimizer(WF).run(lambda p: 0.0, SMA_SPACE)
     assert err.value.key == "evaluator"
+
+
+def test_walkforward_task_writes_folds_and_overfitting(compose, tmp_path, capsys) -> None:
+    from backtest.app import run
+    from backtest.results import load_result
+
+    cfg = compose(
+        "+experiment=wf_momentum",
+        f"output_dir={tmp_path}",
+        "data.n_bars=1400",
+        "data.n_assets=2",
+        "tracking=none",
+    )
+    objective = run(cfg)
+    stored = load_result(tmp_path)
+    record = stored.record
+    assert record["task"] == "walkforward"
+    folds = stored.table("folds")
+    assert record["walkforward"]["n_folds"] == len(folds) == 2
+    assert record["overfitting"]["n_trials"] == 2 * 24
+    assert record["overfitting"]["deflated_sharpe"] == pytest.approx(folds["is_dsr"].mean())
+    assert objective == pytest.approx(record["metrics"]["sharpe_ratio"])
+    assert record["params"]["lookback"] == folds["lookback"].iloc[-1]
+    out = capsys.readouterr().out
+    assert "fold 1" in out and "walk-forward efficiency" in out and "deflated sharpe / pbo" in out
+    assert (tmp_path / "figures" / "walkforward_folds.png").exists()

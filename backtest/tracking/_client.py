@@ -209,6 +209,8 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+            log.debug("MLflow experiment %r was created by another process; reading it",
+                      name)
             last = exc  # created by another process between our read and our create
     raise BacktestError(f"could not create or read MLflow experiment {name!r}") from last
 

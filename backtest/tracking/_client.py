@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,3 +232,24 @@ def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: s
 def quote(value: str) -> str:
     """``value`` as a single-quoted string literal of MLflow's search filter syntax."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def log_entities(
+    client: MlflowClient,
+    run_id: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    tags: Mapping[str, str] | None = None,
+    timestamp_ms: int,
+    step: int = 0,
+) -> None:
+    """One ``log_batch`` call (MLflow splits it into batches within its limits)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, timestamp_ms, step) for k, v in (metrics or {}).items()],
+        params=[Param(k, v) for k, v in (params or {}).items()],
+        tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+    )

@@ -8,7 +8,8 @@ import logging
 import subprocess
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from backtest.config import TrackingConfig
 from backtest.errors import BacktestError
 from backtest.tracking import _client
 from backtest.tracking._children import select_children, stored_children
+from backtest.tracking._client import log_entities
 from backtest.tracking._flatten import (
     RUN_KEY_TAG,
     clean_key,
@@ -30,13 +32,13 @@ from backtest.tracking._flatten import (
     run_params,
     tag_value,
 )
+from backtest.tracking._sweep import sweep_parent
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger("backtest.tracking")
 
-SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every multirun sweep directory
 PARENT_TAG = "mlflow.parentRunId"
 # A child run (trial, fold) repeats only these of its parent's tags; the rest is one
 # click away on the parent, and fewer rows keep a 100-child search fast to log.
@@ -121,26 +123,6 @@ def _base_tags(record: Mapping[str, Any], experiment: str, commit: str | None) -
     return {k: tag_value(v) for k, v in tags.items() if v is not None}
 
 
-def _log_entities(
-    client: MlflowClient,
-    run_id: str,
-    *,
-    params: Mapping[str, str] = {},
-    metrics: Mapping[str, float] = {},
-    tags: Mapping[str, str] = {},
-    timestamp_ms: int,
-    step: int = 0,
-) -> None:
-    from mlflow.entities import Metric, Param, RunTag
-
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, timestamp_ms, step) for k, v in metrics.items()],
-        params=[Param(k, v) for k, v in params.items()],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
-
-
 def _log_files(run: Any, tracking_uri: str, stored: results.StoredResult) -> None:
     """Upload the run's files: config and result at the root, ``tables/``, ``figures/``."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -155,46 +137,6 @@ def _log_files(run: Any, tracking_uri: str, stored: results.StoredResult) -> Non
     figures = stored.path / results.FIGURES_DIR
     for png in sorted(figures.rglob("*.png")) if figures.is_dir() else []:
         repo.log_artifact(str(png), png.parent.relative_to(stored.path).as_posix())
-
-
-def sweep_parent(
-    client: MlflowClient, experiment_id: str, run_dir: Path, experiment: str
-) -> str | None:
-    """The parent run of a Hydra multirun sweep, created by the first job that logs.
-
-    Jobs of one sweep share its directory (which holds Hydra's ``multirun.yaml``).
-    Jobs that race to create the parent each create one, then keep the earliest
-    and delete their own if it lost, so the sweep ends with one parent.
-    """
-    from backtest.tracking._client import quote, search_all
-
-    sweep_dir = run_dir.resolve().parent
-    marker = sweep_dir / SWEEP_MARKER
-    if not marker.is_file():
-        return None
-    key = str(sweep_dir)
-    query = f"tags.`backtest.sweep_key` = {quote(key)}"
-    found = search_all(client, [experiment_id], query)
-    mine = None
-    if not found:
-        now = int(time.time() * 1000)
-        sweep = yaml.safe_load(marker.read_text()) or {}
-        overrides = (((sweep.get("hydra") or {}).get("overrides") or {}).get("task")) or []
-        run = client.create_run(experiment_id, start_time=now, run_name=f"sweep {sweep_dir.name}",
-                                tags={"backtest.kind": "sweep", "backtest.sweep_key": key,
-                                      "backtest.experiment": experiment})
-        mine = run.info.run_id
-        _log_entities(client, mine, params={"sweep.overrides": param_value(list(overrides))},
-                      timestamp_ms=now)
-        client.log_artifact(mine, str(marker))
-        client.set_terminated(mine, "FINISHED", end_time=now)
-        found = search_all(client, [experiment_id], query)
-    winner = min(found, key=lambda r: (r.info.start_time, r.info.run_id)) if found else None
-    if mine is not None and (winner is None or winner.info.run_id != mine):
-        if winner is None:
-            return mine
-        client.delete_run(mine)
-    return winner.info.run_id if winner else None
 
 
 def _log_children(
@@ -215,9 +157,28 @@ def _log_children(
         params = {clean_key(k): param_value(v) for k, v in (child.get("params") or {}).items()}
         metrics = {clean_key(k): float(v) for k, v in (child.get("metrics") or {}).items()
                    if isinstance(v, int | float) and not isinstance(v, bool)}
-        _log_entities(client, run.info.run_id, params=params, metrics=metrics,
-                      timestamp_ms=end_ms)
+        log_entities(client, run.info.run_id, params=params, metrics=metrics,
+                     timestamp_ms=end_ms)
         client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
+
+
+@contextmanager
+def _connected(
+    cfg: TrackingConfig, uri: str, experiment: str, what: str
+) -> Iterator[tuple[MlflowClient, str]]:
+    """A client and the experiment id, every call bounded; any failure one ``BacktestError``."""
+    with _client.bounded_http(cfg.timeout_s):
+        try:
+            _client.check_reachable(uri, cfg.timeout_s)
+            client = _client.client_for(uri)
+            yield client, _client.experiment_id(client, experiment, uri)
+        except BacktestError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise BacktestError(
+                f"logging {what} to MLflow at {uri} failed: {type(exc).__name__}: {first}"
+            ) from exc
 
 
 def _run_name(record: Mapping[str, Any]) -> str:
@@ -272,34 +233,30 @@ def log_result(
     key = run_key(record)
     start_ms = iso_to_ms(record.get("started_at")) or int(time.time() * 1000)
     end_ms = iso_to_ms(record.get("ended_at")) or int(time.time() * 1000)
-    children = stored_children(stored, config) or list(children or [])
+    nested: list[Mapping[str, Any]] = [*stored_children(stored, config)] or [*(children or [])]
     search = config.get("search") or {}
     chosen = select_children(
-        children, task=str(record.get("task")), metric=str(search.get("metric", "sharpe_ratio")),
+        nested, task=str(record.get("task")), metric=str(search.get("metric", "sharpe_ratio")),
         maximize=str(search.get("direction", "maximize")).endswith("maximize"),
         cap=cfg.max_child_runs,
     )
     base = _base_tags(record, experiment, commit)
     tags = {**base, RUN_KEY_TAG: key, "backtest.kind": "run",
             "backtest.run_dir": tag_value(stored.path.resolve()),
-            "backtest.children_total": str(len(children)),
+            "backtest.children_total": str(len(nested)),
             "backtest.children_logged": str(len(chosen)),
             "mlflow.note.content": tag_value(_note(record))}
-    run_id = None
-    with _client.bounded_http(cfg.timeout_s):
+    metrics = record_metrics(record)
+    with _connected(cfg, tracking_uri, experiment, str(stored.path)) as (client, exp_id):
+        parent = sweep_parent(client, exp_id, stored.path, experiment)
+        if parent:
+            tags[PARENT_TAG] = parent
+        run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record),
+                                tags=tags)
+        run_id = run.info.run_id
         try:
-            _client.check_reachable(tracking_uri, cfg.timeout_s)
-            client = _client.client_for(tracking_uri)
-            exp_id = _client.experiment_id(client, experiment, tracking_uri)
-            parent = sweep_parent(client, exp_id, stored.path, experiment)
-            if parent:
-                tags[PARENT_TAG] = parent
-            run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record),
-                                    tags=tags)
-            run_id = run.info.run_id
-            metrics = record_metrics(record)
-            _log_entities(client, run_id, params=run_params(config, record.get("params") or {}),
-                          metrics=metrics, timestamp_ms=end_ms)
+            log_entities(client, run_id, params=run_params(config, record.get("params") or {}),
+                         metrics=metrics, timestamp_ms=end_ms)
             _log_files(run, tracking_uri, stored)
             kind = "fold" if record.get("task") == "walkforward" else "trial"
             _log_children(client, exp_id, run_id, chosen, kind=kind,
@@ -308,18 +265,12 @@ def log_result(
                           start_ms=start_ms, end_ms=end_ms)
             if parent and "objective" in metrics:
                 step = int(stored.path.name) if stored.path.name.isdigit() else 0
-                _log_entities(client, parent, metrics={"objective": metrics["objective"]},
-                              timestamp_ms=end_ms, step=step)
+                log_entities(client, parent, metrics={"objective": metrics["objective"]},
+                             timestamp_ms=end_ms, step=step)
             client.set_terminated(run_id, "FINISHED", end_time=end_ms)
-        except Exception as exc:
-            if run_id is not None:
-                _end_quietly(tracking_uri, run_id, "FAILED")
-            if isinstance(exc, BacktestError):
-                raise
-            raise BacktestError(
-                f"logging {stored.path} to MLflow at {tracking_uri} failed: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from exc
+        except BaseException:
+            _end_quietly(client, run_id, "FAILED")  # never left RUNNING; sync redoes it
+            raise
     where = (f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
              if _client.is_http(tracking_uri) else f"run {run_id} in {tracking_uri}")
     log.info("logged %s to MLflow: %s (experiment %r, %d child runs)",
@@ -327,10 +278,10 @@ def log_result(
     return LoggedRun(run_id, exp_id, key, len(chosen), parent, tracking_uri)
 
 
-def _end_quietly(uri: str, run_id: str, status: str) -> None:
+def _end_quietly(client: MlflowClient, run_id: str, status: str) -> None:
     """Best effort: never leave a half-logged run RUNNING (the server may be gone)."""
     try:
-        _client.client_for(uri).set_terminated(run_id, status)
+        client.set_terminated(run_id, status)
     except Exception:  # the original error is the one worth reporting
         log.debug("could not mark MLflow run %s %s", run_id, status, exc_info=True)
 
@@ -384,25 +335,13 @@ def log_failure(
                 traceback.format_exception(error)) + "```")}
     now = int(time.time() * 1000)
     start = iso_to_ms(getattr(job, "started_at", None)) or now
-    with _client.bounded_http(cfg.timeout_s):
-        try:
-            _client.check_reachable(uri, cfg.timeout_s)
-            client = _client.client_for(uri)
-            exp_id = _client.experiment_id(client, experiment, uri)
-            if run_dir is not None:
-                parent = sweep_parent(client, exp_id, Path(run_dir), experiment)
-                if parent:
-                    tags[PARENT_TAG] = parent
-            run = client.create_run(exp_id, start_time=start,
-                                    run_name=f"{job.task} ({status.lower()})")
-            _log_entities(client, run.info.run_id, params=run_params(config, {}), tags=tags,
-                          timestamp_ms=now)
-            client.set_terminated(run.info.run_id, status, end_time=now)
-        except BacktestError:
-            raise
-        except Exception as exc:
-            raise BacktestError(
-                f"logging the {status} job {job.job_id} to MLflow at {uri} failed: "
-                f"{type(exc).__name__}"
-            ) from exc
+    with _connected(cfg, uri, experiment, f"the {status} job {job.job_id}") as (client, exp_id):
+        if run_dir is not None:
+            parent = sweep_parent(client, exp_id, Path(run_dir), experiment)
+            if parent:
+                tags[PARENT_TAG] = parent
+        run = client.create_run(exp_id, start_time=start, tags=tags,
+                                run_name=f"{job.task} ({status.lower()})")
+        log_entities(client, run.info.run_id, params=run_params(config, {}), timestamp_ms=now)
+        client.set_terminated(run.info.run_id, status, end_time=now)
     return str(run.info.run_id)

@@ -1,0 +1,53 @@
+"""Hydra multirun sweeps: one parent run per sweep directory, its jobs nested under it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from backtest.tracking._client import log_entities, quote, search_all
+from backtest.tracking._flatten import param_value
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every multirun sweep directory
+
+
+def sweep_parent(
+    client: MlflowClient, experiment_id: str, run_dir: Path, experiment: str
+) -> str | None:
+    """The parent run of a Hydra multirun sweep, created by the first job that logs.
+
+    Jobs of one sweep share its directory (which holds Hydra's ``multirun.yaml``).
+    Jobs that race to create the parent each create one, then keep the earliest
+    and delete their own if it lost, so the sweep ends with one parent.
+    """
+    sweep_dir = run_dir.resolve().parent
+    marker = sweep_dir / SWEEP_MARKER
+    if not marker.is_file():
+        return None
+    key = str(sweep_dir)
+    query = f"tags.`backtest.sweep_key` = {quote(key)}"
+    found = search_all(client, [experiment_id], query)
+    mine = None
+    if not found:
+        now = int(time.time() * 1000)
+        sweep = yaml.safe_load(marker.read_text()) or {}
+        overrides = (((sweep.get("hydra") or {}).get("overrides") or {}).get("task")) or []
+        run = client.create_run(experiment_id, start_time=now, run_name=f"sweep {sweep_dir.name}",
+                                tags={"backtest.kind": "sweep", "backtest.sweep_key": key,
+                                      "backtest.experiment": experiment})
+        mine = run.info.run_id
+        log_entities(client, mine, params={"sweep.overrides": param_value(list(overrides))},
+                     timestamp_ms=now)
+        client.log_artifact(mine, str(marker))
+        client.set_terminated(mine, "FINISHED", end_time=now)
+        found = search_all(client, [experiment_id], query) or [run]
+    winner = min(found, key=lambda r: (r.info.start_time, r.info.run_id))
+    if mine is not None and winner.info.run_id != mine:
+        client.delete_run(mine)
+    return str(winner.info.run_id)

@@ -312,6 +312,10 @@ def test_job_over_its_timeout_fails_and_publishes_nothing(
     redis_url: str, mq: str, workers: LocalWorkers, base_config: dict[str, Any], tmp_path: Path
 ) -> None:
     job = make_job(base_config, tmp_path, 12, target="queue_support.SlowSmaCross", delay_s=30)
+    run_dir = Path(job.result_path)  # type: ignore[arg-type]
+    run_dir.mkdir(parents=True)
+    leftover = run_dir / ".result.json.k3j2h1.tmp"  # as an interrupted write leaves it
+    leftover.write_text('{"task": "backtest"}')
     with BacktestJobQueue(QueueConfig(redis_url=redis_url, name=mq, job_timeout=1, retries=2)) as q:
         q.submit(job)
         start = time.monotonic()
@@ -320,9 +324,9 @@ def test_job_over_its_timeout_fails_and_publishes_nothing(
         assert record.status == "failed"
         assert "timeout of 1 s" in (record.error or "")
         assert record.attempts == 1  # a timeout is not retried
-        run_dir = Path(job.result_path)  # type: ignore[arg-type]
         assert not (run_dir / "result.json").exists()
-        assert not list(run_dir.rglob("*.tmp")) if run_dir.exists() else True
+        assert not leftover.exists()
+        assert not list(run_dir.rglob("*.tmp"))
         with pytest.raises(JobFailed, match="timeout"):
             q.result(job.job_id)
 
@@ -477,3 +481,38 @@ def test_queue_configs_pick_the_server(compose: Any, monkeypatch: pytest.MonkeyP
     assert compose().queue.redis_url is None  # embedded
     with pytest.raises(InterpolationResolutionError, match="REDIS_URL"):
         OmegaConf.to_object(compose("queue=remote").queue)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_crashed_work_horse_is_retried_and_its_partial_files_removed(
+    redis_url: str, mq: str, workers: LocalWorkers, base_config: dict[str, Any], tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    job = make_job(base_config, tmp_path, 17, target="queue_support.SlowSmaCross", delay_s=3)
+    run_dir = Path(job.result_path)  # type: ignore[arg-type]
+    with queue_for(redis_url, mq, retries=2) as q:
+        q.submit(job)
+        horse = None
+        deadline = time.monotonic() + 30
+        while horse is None and time.monotonic() < deadline:
+            if q.status(job.job_id).status == "started":
+                for proc in workers.processes:
+                    children = psutil.Process(proc.pid).children()
+                    if children:
+                        horse = children[0]
+            time.sleep(0.05)
+        assert horse is not None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        leftover = run_dir / ".trades.parquet.x8f2.tmp"
+        leftover.write_bytes(b"PAR1")
+        os.kill(horse.pid, signal.SIGKILL)  # the job's process dies, its worker lives
+        record = q.wait([job.job_id], timeout=60, progress=False)[job.job_id]
+        assert record.status == "finished"
+        assert record.attempts == 2
+        assert not leftover.exists()
+        assert (run_dir / "result.json").exists()

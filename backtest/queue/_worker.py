@@ -146,6 +146,10 @@ class _RqWorker(Worker):
         _cleanup_run_dir(job)
         super()._finalize_failure(job, queue, execution, exc_info)
 
+    def _handle_stopped_job(self, job: Job, queue: Queue, execution: Any) -> None:
+        _cleanup_run_dir(job)  # a cancelled job may have been stopped mid-write
+        super()._handle_stopped_job(job, queue, execution)
+
     def handle_work_horse_killed(self, job: Job, retpid: Any, ret_val: Any, rusage: Any) -> None:
         _cleanup_run_dir(job)
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from backtest import _fused, metrics
-from backtest._fused_kernels import finish_growth, pairwise_sums, return_metrics
+from backtest._fused_stats import finish_growth, pairwise_sums, return_metrics
 from backtest.engine import simulate, simulate_batch
 from backtest.errors import ConfigError
 from backtest.metrics import METRIC_NAMES

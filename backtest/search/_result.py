@@ -185,21 +185,20 @@ def build_result(
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}",
                           key="search.direction")
-    ok = trials[trials[STATUS] == OK]
+    ok = np.flatnonzero(trials[STATUS].to_numpy() == OK) if len(trials) else np.zeros(0, int)
     if len(ok) == 0:
         if len(trials) == 0:
             raise TrialsFailed("the search ran no trials: the constraint or the space "
                                "left no parameter combination")
         raise TrialsFailed(f"all {len(trials)} trials failed; most common reason: "
                            f"{failure_summary(trials[ERROR])}")
-    scores = ok[metric].to_numpy(dtype=np.float64)
-    pos = int(np.argmin(scores) if direction == "minimize" else np.argmax(scores))
-    row = ok.iloc[pos]
-    best_params = {name: _plain(row[name]) for name in param_names}
+    scores = trials[metric].to_numpy(dtype=np.float64)[ok]
+    pos = int(ok[np.argmin(scores) if direction == "minimize" else np.argmax(scores)])
+    best_params = {name: _plain(trials[name].iloc[pos]) for name in param_names}
     return SearchResult(
         trials=trials, metric=metric, direction=direction, param_names=param_names,
-        best_params=best_params, best_score=float(scores[pos]), best_trial=int(row[TRIAL]),
-        method=method, seed=seed, returns=returns,
+        best_params=best_params, best_score=float(trials[metric].iloc[pos]),
+        best_trial=int(trials[TRIAL].iloc[pos]), method=method, seed=seed, returns=returns,
     )
 
 

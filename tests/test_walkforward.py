@@ -552,7 +552,7 @@ def test_windows_sharpe_matches_the_metric_per_window() -> None:
     for j, (a, b) in enumerate(zip(starts, ends, strict=True)):
         ref = np.asarray(bm.sharpe_ratio(r[a:b], periods_per_year=1))
         np.testing.assert_array_equal(np.isnan(got[j]), np.isnan(ref))
-        np.testing.assert_allclose(got[j], ref, rtol=1e-11)
+        np.testing.assert_allclose(got[j], ref, rtol=1e-11, atol=1e-14)
         np.testing.assert_allclose(window_sharpe(r, a, b), ref, rtol=1e-13)
 
 

@@ -64,6 +64,37 @@ def window_sharpe(
     return out
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _column_sum(col: NDArray[np.float64]) -> float:  # pragma: no cover - compiled
+    total = 0.0
+    for t in range(col.shape[0]):
+        total += col[t]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _segment_sums(
+    col: NDArray[np.float64], lo: int, hi: int, shift: float
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Sum of ``col[lo:hi] - shift`` and of its square (vectorised reduction)."""
+    a = 0.0
+    b = 0.0
+    for t in range(lo, hi):
+        y = col[t] - shift
+        a += y
+        b += y * y
+    return a, b
+
+
+@numba.njit(cache=True, nogil=True)
+def _changes(col: NDArray[np.float64], lo: int, hi: int) -> bool:  # pragma: no cover
+    """Whether ``col`` changes between two consecutive rows of ``[lo, hi)``."""
+    for t in range(lo + 1, hi):  # noqa: SIM110 - a plain loop compiles; any(genexpr) does not
+        if col[t] != col[t - 1]:
+            return True
+    return False
+
+
 @numba.njit(cache=True, nogil=True)
 def windows_sharpe(
     returns: NDArray[np.float64], starts: NDArray[np.int64], ends: NDArray[np.int64]
@@ -93,28 +124,14 @@ def windows_sharpe(
     entry = np.empty(n_seg, dtype=np.bool_)  # a change from the row before the segment
     out = np.full((w, k), np.nan)
     for i in range(k):
-        total = 0.0
-        for t in range(n):
-            total += returns[t, i]
-        shift = total / n
+        col = returns[:, i]
+        shift = _column_sum(col) / n
         for g in range(n_seg):
             lo = edges[g]
             hi = edges[g + 1]
-            a = 0.0
-            b = 0.0
-            changed = False
-            prev = returns[lo, i]
-            for t in range(lo, hi):
-                x = returns[t, i]
-                y = x - shift
-                a += y
-                b += y * y
-                changed = changed or x != prev
-                prev = x
-            s1[g] = a
-            s2[g] = b
-            inner[g] = changed
-            entry[g] = lo > 0 and returns[lo, i] != returns[lo - 1, i]
+            s1[g], s2[g] = _segment_sums(col, lo, hi, shift)
+            inner[g] = _changes(col, lo, hi)
+            entry[g] = lo > 0 and col[lo] != col[lo - 1]
         for j in range(w):
             m = ends[j] - starts[j]
             if m < 2:
@@ -136,3 +153,34 @@ def windows_sharpe(
                 if sd > 1e-12 * abs(mean):
                     out[j, i] = mean / sd
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def sharpe_moments(x: NDArray[np.float64]) -> tuple[float, float, float]:  # pragma: no cover
+    """Per-period Sharpe, skewness and Pearson kurtosis of one return series.
+
+    The definitions of :func:`backtest.overfitting.return_moments` (Sharpe with
+    ``ddof=1``, moment skewness and kurtosis), compiled for the per-fold DSR; a
+    constant series gives ``(nan, 0, 3)``.
+    """
+    n = x.shape[0]
+    total = 0.0
+    for t in range(n):
+        total += x[t]
+    mean = total / n
+    m2 = 0.0
+    m3 = 0.0
+    m4 = 0.0
+    for t in range(n):
+        d = x[t] - mean
+        d2 = d * d
+        m2 += d2
+        m3 += d2 * d
+        m4 += d2 * d2
+    m2 /= n
+    m3 /= n
+    m4 /= n
+    if m2 <= 0.0 or n < 2:
+        return np.nan, 0.0, 3.0
+    std = np.sqrt(m2 * n / (n - 1))
+    return mean / std, m3 / m2**1.5, m4 / (m2 * m2)

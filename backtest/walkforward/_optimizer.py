@@ -18,10 +18,9 @@ from backtest.errors import BacktestError, ConfigError
 from backtest.overfitting import (
     deflated_sharpe_ratio,
     probability_of_backtest_overfitting,
-    return_moments,
 )
 from backtest.walkforward._evaluator import ReturnsEvaluator, StrategyReturnsEvaluator
-from backtest.walkforward._kernels import window_sharpe, windows_sharpe
+from backtest.walkforward._kernels import sharpe_moments, window_sharpe, windows_sharpe
 from backtest.walkforward._result import (
     WalkForwardResult,
     _plain,
@@ -305,17 +304,18 @@ class WalkForwardOptimizer:
         The DSR uses every trial the fold ran (N) and the variance of their in-sample
         Sharpe ratios; the PBO is CSCV over the fold's (train bars x trials) matrix.
         """
-        mom = return_moments(fs.train_returns[:, fs.best])
+        chosen = np.ascontiguousarray(fs.train_returns[:, fs.best], dtype=np.float64)
+        sharpe, skewness, kurtosis = sharpe_moments(chosen)
         pool = fs.sharpes[np.isfinite(fs.sharpes)]
         variance = float(np.var(pool, ddof=1)) if pool.size > 1 else 0.0
         try:
             dsr = deflated_sharpe_ratio(
-                mom.sharpe,
-                mom.n_obs,
+                sharpe,
+                len(chosen),
                 n_trials=len(fs.frame),
                 sharpe_variance=variance,
-                skewness=mom.skewness,
-                kurtosis=mom.kurtosis,
+                skewness=skewness,
+                kurtosis=kurtosis,
             )
         except ConfigError:  # moments so extreme that the Sharpe variance is not positive
             dsr = math.nan
@@ -326,7 +326,7 @@ class WalkForwardOptimizer:
         pbo = math.nan
         if blocks >= 2 and len(fs.frame) >= 2 and n_obs // blocks >= 2:
             pbo = probability_of_backtest_overfitting(fs.train_returns, n_blocks=blocks).pbo
-        return mom.sharpe, dsr, pbo
+        return sharpe, dsr, pbo
 
 
 def as_returns_evaluator(evaluator: Any) -> ReturnsEvaluator:

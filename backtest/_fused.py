@@ -146,7 +146,7 @@ def fused_batch(
     r = np.zeros_like(close)
     r[1:] = close[1:] / close[:-1] - 1.0
     keep_slot = np.full(count, -1, dtype=np.int64)
-    if n_keep:
+    if keep is not None and n_keep:
         keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
     kept = np.empty((n_keep, n))
     args = (source, table, data, r, np.ascontiguousarray(weights, dtype=np.float64),

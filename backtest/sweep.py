@@ -118,7 +118,7 @@ except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[misc,assignment]
 
 
-class SweepSummary(Callback):  # type: ignore[misc]
+class SweepSummary(Callback):
     """Hydra callback: write the sweep summary when a multirun ends.
 
     Enabled in ``conf/hydra/default.yaml`` under ``callbacks``.

@@ -146,12 +146,12 @@ def _evaluate(node: ast.expr, env: Mapping[str, Any]) -> Any:
         return out
     if isinstance(node, ast.Compare):
         left = _evaluate(node.left, env)
-        out: Any = True
+        result: Any = True
         for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = _evaluate(right_node, env)
-            out = np.logical_and(out, _COMPARE[type(op)](left, right))
+            result = np.logical_and(result, _COMPARE[type(op)](left, right))
             left = right
-        return out
+        return result
     raise ConfigError(f"{_KEY}: unsupported expression {ast.dump(node)}", key=_KEY)
 
 

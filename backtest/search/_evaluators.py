@@ -98,7 +98,7 @@ class StrategyEvaluator:
     @property
     def index(self) -> pd.DatetimeIndex:
         """The bars of the return series."""
-        return self.prices.index  # type: ignore[return-value]
+        return self.prices.index
 
     def _frame(self, params: pd.DataFrame) -> pd.DataFrame:
         frame = params.reset_index(drop=True)
@@ -173,7 +173,7 @@ def resolve_callable(evaluator: Any) -> Callable[..., Any]:
         if not callable(evaluator):
             raise ConfigError(f"evaluator must be callable, got {type(evaluator).__name__}",
                               key="evaluator")
-        return evaluator  # type: ignore[no-any-return]
+        return evaluator
     module_name, sep, attr = evaluator.partition(":")
     if not sep:
         module_name, _, attr = evaluator.rpartition(".")
@@ -184,7 +184,7 @@ def resolve_callable(evaluator: Any) -> Callable[..., Any]:
                           key="evaluator") from exc
     if not callable(obj):
         raise ConfigError(f"evaluator {evaluator!r} is not callable", key="evaluator")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def accepts_seed(func: Callable[..., Any]) -> bool:

@@ -32,8 +32,8 @@ def to_distribution(dim: Dimension) -> Any:
     if isinstance(dim, Choice):
         return CategoricalDistribution(list(dim.values))
     if isinstance(dim, IntRange):
-        high = dim.low + (dim.high - dim.low) // dim.step * dim.step
-        return IntDistribution(dim.low, high, log=dim.log, step=dim.step)
+        last = dim.low + (dim.high - dim.low) // dim.step * dim.step
+        return IntDistribution(dim.low, last, log=dim.log, step=dim.step)
     assert isinstance(dim, FloatRange)
     if dim.step is not None:
         # Optuna warns and trims a range that is not a multiple of step; trim it here.
@@ -129,14 +129,15 @@ def optuna_search(
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(direction=direction,
+        study = optuna.create_study(direction=direction,  # type: ignore[arg-type]
                                     sampler=make_sampler(sampler, sampler_seed))
         log = TrialLog(evaluator, list(dims), metric=metric, root=root, n_jobs=n_jobs,
                        keep=keep_selection(n_trials, keep_returns), progress=progress,
                        desc=f"{sampler} search")
         rejected = 0
         while log.n_done < n_trials:
-            asked, rows = [], []
+            asked: list[Any] = []
+            rows: list[dict[str, Any]] = []
             while len(asked) < min(batch_size, n_trials - log.n_done):
                 trial = study.ask(distributions)
                 if rule is not None and not rule(trial.params):

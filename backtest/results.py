@@ -191,6 +191,15 @@ def load_result(path: str | Path, *, job_id: str | None = None) -> StoredResult:
     return StoredResult(run_dir, record, tables)
 
 
+# MLflow's artifact stores hold copies of result.json; they are mirrors, not runs.
+_NOT_RUNS = ("mlartifacts", "mlruns")
+
+
 def find_results(root: str | Path) -> list[Path]:
-    """Every complete run directory under ``root`` (sorted)."""
-    return sorted(p.parent for p in Path(root).rglob(RESULT_FILE))
+    """Every complete run directory under ``root`` (sorted), skipping MLflow artifact copies."""
+    root = Path(root)
+    return sorted(
+        p.parent
+        for p in root.rglob(RESULT_FILE)
+        if not any(part in _NOT_RUNS for part in p.relative_to(root).parts)
+    )

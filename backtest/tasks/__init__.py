@@ -120,6 +120,8 @@ def run_task(ctx: TaskContext) -> TaskOutput:
 
 
 def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, Any]:
+    from backtest.tracking._log import git_commit  # a subprocess call; no MLflow import
+
     bt = output.backtest
     return {
         "task": ctx.job.task,
@@ -136,6 +138,7 @@ def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, 
         "start": str(ctx.prices.index[0].date()),
         "end": str(ctx.prices.index[-1].date()),
         "version": package_version(),
+        "git_commit": git_commit(),
         "started_at": started_at,
         "ended_at": now_iso(),
         "summary": [list(row) for row in output.summary],

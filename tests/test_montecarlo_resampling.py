@@ -298,3 +298,25 @@ def test_paths_are_streamed_not_held_in_memory() -> None:
     full_matrix = 3000 * 5000 * 8  # what holding every path's returns would take: 120 MB
     fan = 500 * 5001 * 4  # the bounded fan sample: 10 MB
     assert peak < fan + 8_000_000 < full_matrix / 4
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.lists(
+        st.sampled_from([0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.999, 1.0]),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_fan_quantiles_match_numpy_for_any_levels(
+    m: int, levels: list[float], seed: int, ties: bool
+) -> None:
+    fan = np.random.default_rng(seed).normal(1, 0.2, (m, 3)).astype(np.float32)
+    if ties:
+        fan = np.round(fan, 1)
+    q = np.array(levels)  # any order, repeats allowed
+    want = np.quantile(fan.astype(np.float64), q, axis=0).T
+    np.testing.assert_allclose(k.fan_quantiles(fan, q), want, rtol=1e-12, atol=1e-15)

@@ -286,8 +286,11 @@ def fan_quantiles(
             _select(col, 0, hi, below)
             value = col[below]
             if pos > below:
-                nxt = col[below + 1]  # the smallest value right of ``below``
-                for i in range(below + 2, m):
+                # the next order statistic: the smallest value right of ``below``; values
+                # right of ``hi`` are at least ``col[hi - 1]`` (the previous selection)
+                end = hi if below + 1 < hi else m  # (a repeated level: scan everything)
+                nxt = col[below + 1]
+                for i in range(below + 2, end):
                     nxt = min(nxt, col[i])
                 value += (nxt - value) * (pos - below)
             res[t, j] = value

@@ -251,6 +251,14 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
             time.sleep(0.2)
         assert not strays, f"processes of the killed worker still run: {strays}"
 
+        # The killed job leaves "started" once a maintenance run finds its heartbeat gone.
+        deadline = time.monotonic() + 120
+        while q._poll([killed_job])[killed_job] == "started" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        detected = time.time() - killed_at
+        print(f"killed job {killed_job} requeued {detected:.1f} s after SIGKILL")
+        assert detected < 90, "the killed worker's job was not requeued within 90 s"
+
         done = q.wait(ids, timeout=150, progress=False)
 
         assert {r.status for r in done.values()} == {"finished"}

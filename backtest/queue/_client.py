@@ -114,7 +114,7 @@ class BacktestJobQueue(QueueBase):
                     failure_ttl=cfg.failure_ttl,
                     job_id=job.job_id,
                     description=f"{job.task} {job.job_id}",
-                    retry=Retry(max=cfg.retries, interval=cfg.retry_backoff)
+                    retry=Retry(max=cfg.retries, interval=cfg.retry_backoff, enqueue_at_front=True)
                     if cfg.retries > 0
                     else None,
                     pipeline=pipe,
@@ -171,7 +171,9 @@ class BacktestJobQueue(QueueBase):
                     failure_ttl=cfg.failure_ttl,
                     job_id=f"study-{spec['study_name']}-{worker}-{uuid.uuid4().hex[:8]}",
                     description=f"study {spec['study_name']} worker {worker}",
-                    retry=Retry(max=cfg.retries) if cfg.retries > 0 else None,
+                    retry=Retry(max=cfg.retries, enqueue_at_front=True)
+                    if cfg.retries > 0
+                    else None,
                 )
                 ids.append(str(job.id))
         return ids

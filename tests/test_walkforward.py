@@ -592,3 +592,15 @@ def test_walkforward_task_writes_folds_and_overfitting(compose, tmp_path, capsys
     out = capsys.readouterr().out
     assert "fold 1" in out and "walk-forward efficiency" in out and "deflated sharpe / pbo" in out
     assert (tmp_path / "figures" / "walkforward_folds.png").exists()
+
+
+def test_ties_go_to_the_first_set_and_share_their_rank() -> None:
+    from backtest.walkforward._search import first_best, tie_rank
+
+    s = 1.6476861234
+    scores = np.array([1.2, s * (1 + 3e-16), s, s * (1 - 2e-16), 1.5, -np.inf])
+    assert first_best(scores) == 1  # last-bit noise does not pick the winner
+    assert first_best(np.array([0.1, 0.3, 0.2])) == 1
+    # Three tied at the top of six: ranks 4, 5, 6 share the average 5.
+    assert tie_rank(scores, s) == 5.0
+    assert tie_rank(scores, 1.2) == 2.0

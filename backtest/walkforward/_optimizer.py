@@ -25,7 +25,7 @@ from backtest.walkforward._result import (
     WalkForwardResult,
     _plain,
 )
-from backtest.walkforward._search import FoldSearch, search_fold
+from backtest.walkforward._search import FoldSearch, search_fold, tie_rank
 from backtest.walkforward._space import grid_frame
 from backtest.walkforward._splitters import Fold, Splits, make_splits
 from backtest.walkforward._stitch import assemble_result
@@ -274,8 +274,7 @@ class WalkForwardOptimizer:
         if not maximize:
             test_scores = -test_scores
         test_scores = np.where(np.isfinite(test_scores), test_scores, -np.inf)
-        v = test_scores[best]
-        rank = np.sum(test_scores < v) + (np.sum(test_scores == v) + 1) / 2.0
+        rank = tie_rank(test_scores, float(test_scores[best]))
         train_best = fs.train_returns[:, best]
         row: dict[str, Any] = {
             "fold": fold.fold,

@@ -26,7 +26,8 @@ class FoldSearch:
         frame: The parameter sets tried, one row per trial.
         train_returns: Their returns on the train bars, ``(train bars, trials)``.
         scores: The search metric of each trial on the train bars.
-        best: Row of the chosen set (first of equal best scores).
+        best: Row of the chosen set (the first of the best scores, ties within
+            :data:`TIE_RTOL`).
         sharpes: Per-period Sharpe of each trial on the train bars (for the DSR).
         columns: The parameter columns of ``frame`` as arrays.
     """
@@ -37,6 +38,25 @@ class FoldSearch:
     best: int
     sharpes: NDArray[np.float64]
     columns: dict[str, NDArray[Any]]
+
+
+TIE_RTOL = 1e-12
+"""Scores this close (relatively) are ties: the same returns scored along different
+numerical paths differ in the last bits, and must not decide which set wins."""
+
+
+def first_best(ranked: NDArray[np.float64]) -> int:
+    """The first position whose value ties the maximum (within :data:`TIE_RTOL`)."""
+    top = float(np.max(ranked))
+    return int(np.argmax(ranked >= top - TIE_RTOL * abs(top)))
+
+
+def tie_rank(values: NDArray[np.float64], v: float) -> float:
+    """Average rank (1..N) of ``v`` among ``values``, ties within :data:`TIE_RTOL`."""
+    tol = TIE_RTOL * abs(v)
+    below = int(np.sum(values < v - tol))
+    equal = int(np.sum(np.abs(values - v) <= tol)) if np.isfinite(v) else int(np.sum(values == v))
+    return below + (equal + 1) / 2.0
 
 
 def fold_seed(seed: int, fold: int) -> np.random.SeedSequence:
@@ -144,4 +164,4 @@ def search_fold(
     else:
         sharpes = window_sharpe(np.asarray(train, dtype=np.float64), 0, train.shape[0])
     columns = {str(c): frame[c].to_numpy() for c in frame.columns}
-    return FoldSearch(frame, train, scores, int(np.argmax(ranked)), sharpes, columns)
+    return FoldSearch(frame, train, scores, first_best(ranked), sharpes, columns)

@@ -258,7 +258,8 @@ class QueueConfig:
         job_timeout: Seconds a job may run before it is failed (rq's default is 180).
         result_ttl: Seconds a finished job's record stays in Redis.
         failure_ttl: Seconds a failed job's record stays in Redis.
-        retries: Times a failed or abandoned job is retried.
+        retries: Times a crashed or abandoned job (killed worker) is retried; timeouts,
+            config and data errors are not retried.
         retry_backoff: Seconds to wait before each retry.
         n_workers: Local workers started by the launcher for an embedded Redis.
     """

@@ -127,12 +127,21 @@ def test_circular_block_bootstrap_uses_fixed_wrapping_blocks() -> None:
     assert np.array_equal(idx[1:][inside], (idx[:-1][inside] + 1) % 100)
 
 
-def test_kernel_paths_are_the_drawn_indices_scored() -> None:
+@pytest.mark.parametrize(
+    ("method", "code"),
+    [
+        ("iid_bootstrap", k.IID),
+        ("stationary_bootstrap", k.STATIONARY),
+        ("circular_block_bootstrap", k.CIRCULAR),
+    ],
+    ids=["iid", "stationary", "circular"],
+)
+def test_kernel_paths_are_the_drawn_indices_scored(method: str, code: int) -> None:
     r = RETURNS.to_numpy()
-    rep = _run("stationary_bootstrap", n_paths=5, block_size=10.0, seed=99)
+    rep = _run(method, n_paths=5, block_size=10.0, seed=99)
     key = root_key(99)
     for path in range(5):
-        idx, _ = k.draw_indices(r.size, k.STATIONARY, 10.0, r.size, key, path)
+        idx, _ = k.draw_indices(r.size, code, 10.0, r.size, key, path)
         np.testing.assert_allclose(
             rep.paths.iloc[path][list(k.METRICS)].to_numpy(dtype=float), _score(r[idx]), rtol=1e-12
         )
@@ -320,3 +329,12 @@ def test_fan_quantiles_match_numpy_for_any_levels(
     q = np.array(levels)  # any order, repeats allowed
     want = np.quantile(fan.astype(np.float64), q, axis=0).T
     np.testing.assert_allclose(k.fan_quantiles(fan, q), want, rtol=1e-12, atol=1e-15)
+
+
+def test_iid_indices_are_uniform() -> None:
+    # every bar equally likely: a chi-square test on 7 bars drawn 70,000 times
+    idx, new = k.draw_indices(7, k.IID, 1.0, 70_000, root_key(8), 0)
+    assert new.all()
+    counts = np.bincount(idx, minlength=7)
+    assert counts.size == 7
+    assert stats.chisquare(counts).pvalue > 0.001

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from backtest.montecarlo._rng import randint, seed_path, uniform
+from backtest.montecarlo._rng import next_u64, randint, seed_path, uniform
 
 IID = 0
 STATIONARY = 1
@@ -47,9 +47,10 @@ def _step(
     state: NDArray[np.uint64],
     perm: NDArray[np.int64],
 ) -> tuple[int, bool]:  # pragma: no cover - compiled
-    """Source index of bar ``t`` of a path, and whether a new block starts there."""
-    if method == IID:
-        return randint(state, n_src), True
+    """Source index of bar ``t`` of a block or permutation path, and whether a block starts.
+
+    (``IID`` paths are drawn by :func:`_fill_iid`.)
+    """
     if method == STATIONARY:
         if t == 0 or uniform(state) < p_new:
             return randint(state, n_src), True
@@ -71,6 +72,37 @@ def _step(
     return chosen, True
 
 
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_iid(
+    src: NDArray[np.float64], state: NDArray[np.uint64], buf: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled
+    """``buf[t] = src[i_t]`` with ``i_t`` uniform on ``[0, len(src))``, drawn with replacement.
+
+    Two indices per 64 random bits: Lemire's multiply-shift on each 32-bit half, with
+    his rejection step, so every index is exactly equally likely.
+    """
+    n = np.uint64(src.size)
+    threshold = (np.uint64(4294967296) - n) % n  # 2**32 mod n
+    horizon = buf.size
+    t = 0
+    while t < horizon:
+        x = next_u64(state)
+        m = (x & _LOW32) * n
+        if (m & _LOW32) >= threshold:
+            buf[t] = src[m >> _SHIFT32]
+            t += 1
+            if t == horizon:
+                break
+        m = (x >> _SHIFT32) * n
+        if (m & _LOW32) >= threshold:
+            buf[t] = src[m >> _SHIFT32]
+            t += 1
+
+
 @numba.njit(cache=True, nogil=True)
 def draw_indices(
     n_src: int, method: int, block_size: float, horizon: int, key: NDArray[np.uint64], path: int
@@ -78,6 +110,10 @@ def draw_indices(
     """The source indices of one path and where its blocks start (for tests and plots)."""
     state = np.empty(4, np.uint64)
     seed_path(state, key, path)
+    if method == IID:  # the kernel's own draw, on a source whose values are the indices
+        drawn = np.empty(horizon)
+        _fill_iid(np.arange(n_src).astype(np.float64), state, drawn)
+        return drawn.astype(np.int64), np.ones(horizon, np.bool_)
     perm = np.empty(n_src if method == PERMUTE else 0, np.int64)
     idx = np.empty(horizon, np.int64)
     new = np.empty(horizon, np.bool_)
@@ -202,10 +238,13 @@ def resample_chunk(
     block_len = max(1, round(block_size))
     for j in range(out.shape[0]):
         seed_path(state, key, first_path + j)
-        prev = 0
-        for t in range(horizon):
-            prev, _ = _step(method, t, prev, n_src, p_new, block_len, state, perm)
-            buf[t] = src[prev]
+        if method == IID:
+            _fill_iid(src, state, buf)
+        else:
+            prev = 0
+            for t in range(horizon):
+                prev, _ = _step(method, t, prev, n_src, p_new, block_len, state, perm)
+                buf[t] = src[prev]
         score(buf, periods_per_year, shift, out[j], fan[j] if j < fan.shape[0] else no_equity)
 
 

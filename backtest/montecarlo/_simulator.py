@@ -319,6 +319,10 @@ class MonteCarloSimulator:
         else:
             sample = bar_sample(source, method.value, engine.periods_per_year)
         n = sample.returns.size
+        if n >= 2**32:  # the kernels draw indices from 32 random bits
+            raise ConfigError(
+                f"Monte Carlo resamples at most 2**32 - 1 values, got {n}", key="montecarlo.method"
+            )
         horizon = cfg.horizon_bars or n
         if method is MonteCarloMethod.trade_reshuffle and horizon > n:
             raise ConfigError(

@@ -103,6 +103,9 @@ class StrategyReturnsEvaluator:
             np.ascontiguousarray(prices.iloc[:, j].to_numpy(dtype=np.float64))
             for j in range(prices.shape[1])
         ]
+        # Bar returns r[t] = close[t] / close[t-1] - 1 use bars up to t only, so a
+        # prefix of these is exactly the bar returns of a price prefix.
+        self._bar_returns = [np.concatenate(([0.0], c[1:] / c[:-1] - 1.0)) for c in self._close]
         self._cache_frame: pd.DataFrame | None = None
         self._cache: NDArray[np.float64] | None = None
 
@@ -158,8 +161,8 @@ class StrategyReturnsEvaluator:
             pos = np.ascontiguousarray(
                 self.strategy_cls.batch_positions(c, arrays), dtype=np.float64
             )
-            r = np.zeros(end)
-            r[1:] = c[1:] / c[:-1] - 1.0
-            accumulate_returns(pos, r, self.cost, float(self.weights[j]), port)
+            accumulate_returns(
+                pos, self._bar_returns[j][:end], self.cost, float(self.weights[j]), port
+            )
             positions[:, j] = np.where(np.isnan(pos[:, 0]), 0.0, pos[:, 0])
         return port[:, 0], positions

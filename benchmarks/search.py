@@ -26,6 +26,7 @@ Run: python benchmarks/search.py [--quick] [--no-vectorbt] [--vbt-python PATH]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -76,10 +77,8 @@ def measure(fn, repeats: int):  # type: ignore[no-untyped-def]
     """Best wall time of ``repeats`` calls and the peak RSS above the level before them."""
     gc.collect()
     base = _status("VmRSS")
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    except OSError:
-        pass
     best, out = float("inf"), None
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -204,10 +203,9 @@ def callable_overhead() -> float:
 
 def cold_compile_seconds() -> float:
     with tempfile.TemporaryDirectory() as cache:
-        code = ("import time, sys; sys.path.insert(0, %r); t = time.perf_counter(); "
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
                 "from benchmarks.search import run_ours, GRID_500; "
-                "r = run_ours(GRID_500[:4], 300, 2, 1.0, None); print(r['first_call'])"
-                % str(ROOT))
+                "r = run_ours(GRID_500[:4], 300, 2, 1.0, None); print(r['first_call'])")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env={**os.environ, "NUMBA_CACHE_DIR": cache}, cwd=ROOT,
                               check=False)

@@ -47,7 +47,7 @@ DSR_BARS = 1250
 
 
 def test_dsr_paper_example_hundred_trials() -> None:
-    # [BLP2014]: "there is only a 90% chance that the true SR ... is above zero" (2 decimals).
+    # [BLP2014]: after N = 100 trials the DSR is about 0.90 (quoted to two decimals).
     dsr = deflated_sharpe_ratio(
         DSR_SHARPE, DSR_BARS, n_trials=100, sharpe_variance=DSR_VARIANCE, skewness=-3, kurtosis=10
     )

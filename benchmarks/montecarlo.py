@@ -1,13 +1,15 @@
 """Monte Carlo benchmark: 10,000 resamples of a daily return series, scored with
 Sharpe and max drawdown, ours against NumPy resampling + vectorbt's returns accessor.
 
-    python benchmarks/montecarlo.py            # all four cases, about two minutes
+    python benchmarks/montecarlo.py            # all four cases, about four minutes
     python benchmarks/montecarlo.py --quick    # 1,000 paths, a smoke test
 
 Each case runs in a fresh subprocess, so peak memory is that case's alone:
 ``peak RSS`` is the process's high-water mark (interpreter and libraries included),
-``run peak`` the rise of that mark during the timed calls. Times: the fastest of three
-calls after a warm-up (compilation excluded for both sides).
+``run peak`` the rise of that mark during the call. Times are measured in another
+process holding both sides, calling them alternately three times after a warm-up
+(compilation excluded for both), so a load spike on a shared machine hits both;
+the fastest call of each side is reported.
 
 The baseline draws the same resampling scheme with NumPy, one chunk of 1,000 paths
 at a time (a single 10,000 x 25,200 matrix would need 2 GB per array), and scores
@@ -64,39 +66,29 @@ def _returns(n_bars: int) -> pd.Series:
     return pd.Series(values, index=pd.date_range("1950-01-02", periods=n_bars, freq="D"))
 
 
-# ---------------------------------------------------------------- ours
+# ---------------------------------------------------------------- the two sides
 
 
-def run_ours(n_bars: int, method: str, n_paths: int, n_jobs: int) -> dict:
+def ours(n_bars: int, method: str, n_jobs: int):  # type: ignore[no-untyped-def]
+    """A callable running our simulator for ``n_paths`` paths; returns (Sharpe, drawdown)."""
     from backtest.montecarlo import MonteCarloConfig, MonteCarloSimulator
 
     returns = _returns(n_bars)
 
-    def call(paths: int):
+    def call(n_paths: int) -> tuple[np.ndarray, np.ndarray]:
         cfg = MonteCarloConfig(
-            method=method, n_paths=paths, block_size=BLOCK, seed=7, chunk_size=CHUNK, n_jobs=n_jobs
+            method=method,
+            n_paths=n_paths,
+            block_size=BLOCK,
+            seed=7,
+            chunk_size=CHUNK,
+            n_jobs=n_jobs,
         )
-        return MonteCarloSimulator(cfg, progress=False).run(returns)
+        paths = MonteCarloSimulator(cfg, progress=False).run(returns).paths
+        return paths["sharpe_ratio"].to_numpy(), paths["max_drawdown"].to_numpy()
 
     call(50)  # load the compiled kernels
-    before = _rss_mb()
-    times = []
-    for _ in range(REPEAT):
-        t0 = time.perf_counter()
-        report = call(n_paths)
-        times.append(time.perf_counter() - t0)
-    seconds = min(times)
-    peak = _peak_mb()
-    return {
-        "seconds": seconds,
-        "peak_rss_mb": peak,
-        "run_peak_mb": peak - before,
-        "median_sharpe": float(report.paths["sharpe_ratio"].median()),
-        "median_max_drawdown": float(report.paths["max_drawdown"].median()),
-    }
-
-
-# ---------------------------------------------------------------- baseline
+    return call
 
 
 def _resample(r: np.ndarray, method: str, n_paths: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,7 +117,8 @@ def _score_numpy(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return sharpe, 1 - (equity / peak).min(axis=0)
 
 
-def run_baseline(n_bars: int, method: str, n_paths: int, scorer: str) -> dict:
+def baseline(n_bars: int, method: str, scorer: str):  # type: ignore[no-untyped-def]
+    """A callable: NumPy resampling in chunks, each chunk scored by ``scorer``."""
     if scorer == "vectorbt":
         import vectorbt  # noqa: F401 - registers the .vbt accessor
 
@@ -135,27 +128,43 @@ def run_baseline(n_bars: int, method: str, n_paths: int, scorer: str) -> dict:
     returns = _returns(n_bars)
     r = returns.to_numpy()
     rng = np.random.default_rng(7)
-    score(pd.DataFrame(_resample(r[:300], method, 8, rng), index=returns.index[:300]))  # warm-up
-    before = _rss_mb()
-    times = []
-    for _ in range(REPEAT):
-        t0 = time.perf_counter()
+
+    def call(n_paths: int) -> tuple[np.ndarray, np.ndarray]:
         sharpe, mdd = [], []
         for lo in range(0, n_paths, CHUNK):
             paths = _resample(r, method, min(CHUNK, n_paths - lo), rng)
             s, d = score(pd.DataFrame(paths, index=returns.index))
             sharpe.append(s)
             mdd.append(d)
-        times.append(time.perf_counter() - t0)
-    seconds = min(times)
+        return np.concatenate(sharpe), np.concatenate(mdd)
+
+    score(pd.DataFrame(_resample(r[:300], method, 8, rng), index=returns.index[:300]))  # warm-up
+    return call
+
+
+def time_case(n_bars: int, method: str, n_paths: int, scorer: str, n_jobs: int) -> dict:
+    """Both sides in one process, timed alternately, so load on the machine hits both."""
+    sides = {"ours": ours(n_bars, method, n_jobs), "base": baseline(n_bars, method, scorer)}
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    medians: dict[str, tuple[float, float]] = {}
+    for _ in range(REPEAT):
+        for name, call in sides.items():
+            t0 = time.perf_counter()
+            sharpe, mdd = call(n_paths)
+            times[name].append(time.perf_counter() - t0)
+            medians[name] = (float(np.median(sharpe)), float(np.median(mdd)))
+    return {"seconds": {k: min(v) for k, v in times.items()}, "medians": medians}
+
+
+def memory_case(
+    side: str, n_bars: int, method: str, n_paths: int, scorer: str, n_jobs: int
+) -> dict:
+    """Peak memory of one side alone (its own process), one call after the warm-up."""
+    call = ours(n_bars, method, n_jobs) if side == "ours" else baseline(n_bars, method, scorer)
+    before = _rss_mb()
+    call(n_paths)
     peak = _peak_mb()
-    return {
-        "seconds": seconds,
-        "peak_rss_mb": peak,
-        "run_peak_mb": peak - before,
-        "median_sharpe": float(np.median(np.concatenate(sharpe))),
-        "median_max_drawdown": float(np.median(np.concatenate(mdd))),
-    }
+    return {"peak_rss_mb": peak, "run_peak_mb": peak - before}
 
 
 def check_agreement(n_paths: int = 200) -> float:
@@ -202,16 +211,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 paths instead of 10,000")
     parser.add_argument("--n-jobs", type=int, default=1, help="our worker threads")
-    parser.add_argument(
-        "--case", nargs=4, metavar=("SIDE", "METHOD", "BARS", "PATHS"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        side, method, bars, paths = args.case
-        if side == "ours":
-            res = run_ours(int(bars), method, int(paths), args.n_jobs)
+        kind, method, bars, paths, scorer = args.case
+        if kind == "time":
+            res = time_case(int(bars), method, int(paths), scorer, args.n_jobs)
         else:
-            res = run_baseline(int(bars), method, int(paths), side)
+            res = memory_case(kind, int(bars), method, int(paths), scorer, args.n_jobs)
         print(json.dumps(res))
         return
 
@@ -226,7 +233,7 @@ def main() -> None:
     print(
         f"Monte Carlo benchmark: {n_paths:,} paths, chunks of {CHUNK:,}, mean block "
         f"{BLOCK:g} (stationary), scored with Sharpe and max drawdown; ours n_jobs="
-        f"{args.n_jobs}"
+        f"{args.n_jobs}; times: fastest of {REPEAT}, the two sides alternating"
     )
     print(f"baseline: {label}")
     print(f"numpy {np.__version__}, pandas {pd.__version__}, python {sys.version.split()[0]}\n")
@@ -236,21 +243,22 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    jobs = ["--n-jobs", str(args.n_jobs)]
     for bars, method in CASES:
-        ours = _subprocess(
-            ["--case", "ours", method, str(bars), str(n_paths), "--n-jobs", str(args.n_jobs)]
-        )
-        base = _subprocess(["--case", scorer, method, str(bars), str(n_paths)])
+        case = [method, str(bars), str(n_paths), scorer]
+        timed = _subprocess(["--case", "time", *case, *jobs])
+        mem_ours = _subprocess(["--case", "ours", *case, *jobs])
+        mem_base = _subprocess(["--case", "base", *case, *jobs])
+        t_ours, t_base = timed["seconds"]["ours"], timed["seconds"]["base"]
+        (s_ours, d_ours), (s_base, d_base) = timed["medians"]["ours"], timed["medians"]["base"]
         print(
-            f"{method:<22}{bars:>7,}{ours['seconds']:>9.3f}{base['seconds']:>9.3f}"
-            f"{base['seconds'] / ours['seconds']:>9.1f}x"
-            f"{ours['peak_rss_mb']:>12.0f} MB{ours['run_peak_mb']:>7.0f} MB"
-            f"{base['peak_rss_mb']:>12.0f} MB"
+            f"{method:<22}{bars:>7,}{t_ours:>9.3f}{t_base:>9.3f}{t_base / t_ours:>9.1f}x"
+            f"{mem_ours['peak_rss_mb']:>12.0f} MB{mem_ours['run_peak_mb']:>7.0f} MB"
+            f"{mem_base['peak_rss_mb']:>12.0f} MB"
         )
         print(
-            f"{'':<22}{'':>7}  medians: Sharpe {ours['median_sharpe']:.3f} vs "
-            f"{base['median_sharpe']:.3f}, max drawdown {ours['median_max_drawdown']:.3f} vs "
-            f"{base['median_max_drawdown']:.3f}"
+            f"{'':<29}medians: Sharpe {s_ours:.3f} vs {s_base:.3f}, "
+            f"max drawdown {d_ours:.3f} vs {d_base:.3f}"
         )
     if scorer == "vectorbt":
         gap = _subprocess_agreement()

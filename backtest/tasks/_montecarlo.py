@@ -1,0 +1,79 @@
+"""Monte Carlo: the ``montecarlo`` task, and the analysis added to any other task's result.
+
+``run`` backtests the configured strategy, then simulates; ``attach`` analyses the
+headline result of a backtest, search (the best parameters) or walk-forward (the
+stitched out-of-sample returns). The report's summary goes into ``result.json`` under
+``montecarlo``, its per-path table, fan and percentiles into Parquet tables, its fan
+chart and histograms into ``figures/``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from backtest import results
+from backtest.errors import ConfigError
+from backtest.tasks import _backtest
+from backtest.tasks._context import TaskContext, TaskOutput
+
+
+def run(ctx: TaskContext) -> TaskOutput:
+    """Backtest with the configured parameters, then run the configured Monte Carlo."""
+    return attach(ctx, _backtest.run(ctx))
+
+
+def _strategy_for(ctx: TaskContext, output: TaskOutput) -> object:
+    """The strategy whose parameters are analysed: the headline result's, else the config's."""
+    params = {**ctx.strategy_params, **output.backtest.params}
+    try:
+        return ctx.strategy_cls(**params)
+    except (TypeError, ConfigError):
+        return ctx.strategy_cls(**ctx.strategy_params)
+
+
+def _pct(value: object) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else (
+        f"{float(value):.1%}"  # type: ignore[arg-type]
+    )
+
+
+def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
+    """Add a Monte Carlo analysis of ``output.backtest`` to the task's output."""
+    from backtest.montecarlo import MonteCarloSimulator
+
+    config = ctx.settings.montecarlo
+    if config is None:
+        return output
+    report = MonteCarloSimulator(config, progress=ctx.progress).run(
+        output.backtest,
+        prices=ctx.prices,
+        strategy=_strategy_for(ctx, output),
+        engine=ctx.settings.engine,
+    )
+    figures = report.save_figures(results.figures_dir(ctx.run_dir))
+    summary = report.summary()
+    levels = list(report.confidence)
+    rows = [
+        (
+            "monte carlo",
+            f"{report.method}, {report.n_paths} paths, seed {report.seed}",
+        ),
+        ("mc prob. of loss / ruin", f"{_pct(report.prob_loss)} / {_pct(report.prob_ruin)} "
+                                    f"(drawdown >= {config.ruin_drawdown:.0%})"),
+    ]
+    if "sharpe_ratio" in summary.index:
+        sharpe = summary.loc["sharpe_ratio"]
+        band = ", ".join(f"p{lv:g} {sharpe.iloc[2 + i]:.2f}" for i, lv in enumerate(levels))
+        rows.append(("mc sharpe_ratio", f"{band}; observed p-value {sharpe['p_value']:.3f}"))
+    if "max_drawdown" in summary.index:
+        dd = summary.loc["max_drawdown"]
+        band = ", ".join(f"p{lv:g} {dd.iloc[2 + i]:.1%}" for i, lv in enumerate(levels))
+        rows.append(("mc max_drawdown", band))
+    return replace(
+        output,
+        record={**output.record, "montecarlo": report.to_dict()},
+        tables={**output.tables, **report.tables()},
+        figures=[*output.figures, *figures],
+        summary=[*output.summary, *rows],
+    )

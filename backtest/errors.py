@@ -8,6 +8,9 @@ either::
     ├── ConfigError (ValueError)               a bad config value; names the key
     ├── DataValidationError (ValueError)       bad price data; names column, timestamp, count
     ├── JobNotFound (LookupError)              an unknown or expired job id; carries ``job_id``
+    ├── JobNotFinished (RuntimeError)          a job has no result yet; carries ``status``
+    │   └── JobFailed                          it failed or was cancelled; carries ``reason``
+    ├── WaitTimeout (TimeoutError)             waiting for jobs ran out of time; ``pending``
     ├── ResultPathMissing (FileNotFoundError)  no result where one was expected; carries ``path``
     ├── TrialsFailed (RuntimeError)            every trial of a search failed; says why
     └── QueueUnavailable (ConnectionError)     Redis could not be reached; names the URL
@@ -17,6 +20,7 @@ Context lives in attributes, not only in the message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -84,6 +88,40 @@ class ResultPathMissing(BacktestError, FileNotFoundError):
         super().__init__(f"no result{where} at {str(path)!r}")
         self.path = Path(path)
         self.job_id = job_id
+
+
+class JobNotFinished(BacktestError, RuntimeError):
+    """A job has no result (yet): it is queued, running, failed or cancelled.
+
+    Attributes:
+        job_id: The job.
+        status: Its status (``queued``, ``started``, ``failed``, ``cancelled``).
+        reason: Why it failed, when it did.
+    """
+
+    def __init__(self, job_id: str, status: str, reason: str | None = None) -> None:
+        why = f": {reason}" if reason else ""
+        super().__init__(f"job {job_id!r} has no result, it is {status}{why}")
+        self.job_id = job_id
+        self.status = status
+        self.reason = reason
+
+
+class JobFailed(JobNotFinished):
+    """A job failed (or was cancelled) and published no result."""
+
+
+class WaitTimeout(BacktestError, TimeoutError):
+    """:meth:`BacktestJobQueue.wait` ran out of time.
+
+    Attributes:
+        pending: The jobs that had not finished.
+    """
+
+    def __init__(self, pending: Sequence[str], timeout_s: float) -> None:
+        shown = ", ".join(pending[:5]) + (" ..." if len(pending) > 5 else "")
+        super().__init__(f"{len(pending)} job(s) not done after {timeout_s:g} s: {shown}")
+        self.pending = list(pending)
 
 
 class TrialsFailed(BacktestError, RuntimeError):

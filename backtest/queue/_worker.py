@@ -220,6 +220,12 @@ def _preload() -> None:
         log.warning("worker warm-up failed (%s); jobs will start cold", exc)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    try:  # MLflow's import and SQL store load once here, not in every forked job
+        from backtest.tracking import preload
+
+        preload()
+    except Exception as exc:  # tracking is a mirror; jobs still run without it
+        log.warning("MLflow preload failed (%s); each job will import it", exc)
 
 
 class BacktestWorker:

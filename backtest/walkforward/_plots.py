@@ -68,6 +68,7 @@ def fold_chart(result: WalkForwardResult, path: Path) -> Path:
         "CPCV splits" if result.splitter == "cpcv" else f"Walk-forward windows ({result.splitter})"
     )
     ax.set_title(f"{what}: {n} folds", loc="left")
+    ax.set_xlabel("Date (train window, then test window, per fold)")
     ax.xaxis_date()
     ax.set_ylim(-0.7, n - 0.3)
     fig.legend(loc="upper right", ncol=2, frameon=False)
@@ -108,7 +109,8 @@ def equity_chart(result: WalkForwardResult, path: Path) -> Path:
         fontsize=10,
     )
     ax.axhline(1.0, color="black", lw=0.6)
-    ax.set_ylabel("growth of 1")
+    ax.set_ylabel("Equity (growth of 1 unit, after costs)")
+    ax.set_xlabel("Date (out-of-sample test windows)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", frameon=False, fontsize=8, ncol=2)
     fig.autofmt_xdate()

@@ -25,6 +25,11 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Entry point of ``python -m backtest`` and the ``backtest`` script."""
+    if not Path(CONF_DIR, "config.yaml").is_file():
+        raise SystemExit(
+            f"backtest: no configs at {CONF_DIR}; install from a checkout with "
+            "`pip install -e .` so that conf/ stays next to the package"
+        )
     register_configs()
     _main()
 

@@ -149,8 +149,21 @@ def fused_batch(
     if keep is not None and n_keep:
         keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
     kept = np.empty((n_keep, n))
-    args = (source, table, data, r, np.ascontiguousarray(weights, dtype=np.float64),
-            a, b, start, long_short, float(cost), int(periods_per_year), keep_slot, kept)
+    args = (
+        source,
+        table,
+        data,
+        r,
+        np.ascontiguousarray(weights, dtype=np.float64),
+        a,
+        b,
+        start,
+        long_short,
+        float(cost),
+        int(periods_per_year),
+        keep_slot,
+        kept,
+    )
     if SERIAL or count < MIN_PARALLEL_SETS or numba.get_num_threads() == 1:
         out = k.fused_backtests_serial(*args)
     else:

@@ -53,8 +53,16 @@ MOMENTUM_CLOSE = 2
 
 @numba.njit(cache=True, nogil=True)
 def _one_asset(
-    source: int, tab: NDArray[np.float64], data: NDArray[np.float64],
-    r: NDArray[np.float64], w: float, a: int, b: int, start: int, ls: bool, cost: float,
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    r: NDArray[np.float64],
+    w: float,
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    cost: float,
     buf: NDArray[np.float64],
 ) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
     """One parameter set on one asset: fills ``buf``, returns counts and path stats."""
@@ -119,9 +127,18 @@ def _one_asset(
 
 @numba.njit(cache=True, nogil=True)
 def _many_assets(
-    source: int, tab: NDArray[np.float64], data: NDArray[np.float64],
-    r: NDArray[np.float64], weights: NDArray[np.float64], a: int, b: int, start: int,
-    ls: bool, cost: float, buf: NDArray[np.float64], prev: NDArray[np.float64],
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    r: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    cost: float,
+    buf: NDArray[np.float64],
+    prev: NDArray[np.float64],
     growth: NDArray[np.float64],
 ) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
     """One parameter set on every asset, combined with ``weights`` bar by bar."""
@@ -194,10 +211,21 @@ def _many_assets(
 
 @numba.njit(cache=True, nogil=True)
 def _run_sets(
-    lo: int, hi: int, source: int, tab: NDArray[np.float64], data: NDArray[np.float64],
-    r: NDArray[np.float64], weights: NDArray[np.float64], a: NDArray[np.int64],
-    b: NDArray[np.int64], start: NDArray[np.int64], long_short: NDArray[np.bool_],
-    cost: float, ppy: int, keep_slot: NDArray[np.int64], kept: NDArray[np.float64],
+    lo: int,
+    hi: int,
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    r: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    start: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+    cost: float,
+    ppy: int,
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
     out: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
     """Sets ``lo`` to ``hi`` of :func:`fused_backtests`, with their own scratch buffers."""
@@ -212,25 +240,49 @@ def _run_sets(
             # literal source and long_short: numba compiles a bar loop for each
             if long_short[i]:
                 trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
-                    0, tab, data, r, weights[0], a[i], b[i], start[i], True, cost, buf)
+                    0, tab, data, r, weights[0], a[i], b[i], start[i], True, cost, buf
+                )
             else:
                 trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
-                    0, tab, data, r, weights[0], a[i], b[i], start[i], False, cost, buf)
+                    0, tab, data, r, weights[0], a[i], b[i], start[i], False, cost, buf
+                )
         elif n_assets == 1:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
-                source, tab, data, r, weights[0], a[i], b[i], start[i], long_short[i],
-                cost, buf,
+                source,
+                tab,
+                data,
+                r,
+                weights[0],
+                a[i],
+                b[i],
+                start[i],
+                long_short[i],
+                cost,
+                buf,
             )
         elif source == TABLE and long_short[i]:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
-                0, tab, data, r, weights, a[i], b[i], start[i], True, cost, buf, prev, growth)
+                0, tab, data, r, weights, a[i], b[i], start[i], True, cost, buf, prev, growth
+            )
         elif source == TABLE:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
-                0, tab, data, r, weights, a[i], b[i], start[i], False, cost, buf, prev, growth)
+                0, tab, data, r, weights, a[i], b[i], start[i], False, cost, buf, prev, growth
+            )
         else:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
-                source, tab, data, r, weights, a[i], b[i], start[i], long_short[i],
-                cost, buf, prev, growth,
+                source,
+                tab,
+                data,
+                r,
+                weights,
+                a[i],
+                b[i],
+                start[i],
+                long_short[i],
+                cost,
+                buf,
+                prev,
+                growth,
             )
         row = out[i]
         _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
@@ -288,25 +340,64 @@ def fused_backtests(
     out = np.empty((k, N_OUT))
     n_chunks = max(1, min(k, n_chunks))
     for c in numba.prange(n_chunks):
-        _run_sets(c * k // n_chunks, (c + 1) * k // n_chunks, source, tab, data, r, weights,
-                  a, b, start, long_short, cost, ppy, keep_slot, kept, out)
+        _run_sets(
+            c * k // n_chunks,
+            (c + 1) * k // n_chunks,
+            source,
+            tab,
+            data,
+            r,
+            weights,
+            a,
+            b,
+            start,
+            long_short,
+            cost,
+            ppy,
+            keep_slot,
+            kept,
+            out,
+        )
     return out
 
 
 @numba.njit(cache=True, nogil=True)
 def fused_backtests_serial(
-    source: int, tab: NDArray[np.float64], data: NDArray[np.float64], r: NDArray[np.float64],
-    weights: NDArray[np.float64], a: NDArray[np.int64], b: NDArray[np.int64],
-    start: NDArray[np.int64], long_short: NDArray[np.bool_], cost: float, ppy: int,
-    keep_slot: NDArray[np.int64], kept: NDArray[np.float64],
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    r: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    start: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+    cost: float,
+    ppy: int,
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
 ) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to fused_backtests
     """:func:`fused_backtests` on the calling thread only.
 
     For few sets, and in worker processes forked after OpenMP started.
     """
     out = np.empty((a.shape[0], N_OUT))
-    _run_sets(0, a.shape[0], source, tab, data, r, weights, a, b, start, long_short, cost,
-              ppy, keep_slot, kept, out)
+    _run_sets(
+        0,
+        a.shape[0],
+        source,
+        tab,
+        data,
+        r,
+        weights,
+        a,
+        b,
+        start,
+        long_short,
+        cost,
+        ppy,
+        keep_slot,
+        kept,
+        out,
+    )
     return out
-
-

@@ -111,32 +111,32 @@ def _leaf_sqdev(a: NDArray[np.float64], lo: int, n: int, mean: float) -> float: 
     if n < 8:
         res = 0.0
         for i in range(lo, lo + n):
-            x = (((a[i]) - mean) * ((a[i]) - mean))
+            x = ((a[i]) - mean) * ((a[i]) - mean)
             res += x
         return res
-    r0 = (((a[lo]) - mean) * ((a[lo]) - mean))
-    r1 = (((a[lo + 1]) - mean) * ((a[lo + 1]) - mean))
-    r2 = (((a[lo + 2]) - mean) * ((a[lo + 2]) - mean))
-    r3 = (((a[lo + 3]) - mean) * ((a[lo + 3]) - mean))
-    r4 = (((a[lo + 4]) - mean) * ((a[lo + 4]) - mean))
-    r5 = (((a[lo + 5]) - mean) * ((a[lo + 5]) - mean))
-    r6 = (((a[lo + 6]) - mean) * ((a[lo + 6]) - mean))
-    r7 = (((a[lo + 7]) - mean) * ((a[lo + 7]) - mean))
+    r0 = ((a[lo]) - mean) * ((a[lo]) - mean)
+    r1 = ((a[lo + 1]) - mean) * ((a[lo + 1]) - mean)
+    r2 = ((a[lo + 2]) - mean) * ((a[lo + 2]) - mean)
+    r3 = ((a[lo + 3]) - mean) * ((a[lo + 3]) - mean)
+    r4 = ((a[lo + 4]) - mean) * ((a[lo + 4]) - mean)
+    r5 = ((a[lo + 5]) - mean) * ((a[lo + 5]) - mean)
+    r6 = ((a[lo + 6]) - mean) * ((a[lo + 6]) - mean)
+    r7 = ((a[lo + 7]) - mean) * ((a[lo + 7]) - mean)
     end = lo + n - n % 8
     j = lo + 8
     while j < end:
-        r0 += (((a[j]) - mean) * ((a[j]) - mean))
-        r1 += (((a[j + 1]) - mean) * ((a[j + 1]) - mean))
-        r2 += (((a[j + 2]) - mean) * ((a[j + 2]) - mean))
-        r3 += (((a[j + 3]) - mean) * ((a[j + 3]) - mean))
-        r4 += (((a[j + 4]) - mean) * ((a[j + 4]) - mean))
-        r5 += (((a[j + 5]) - mean) * ((a[j + 5]) - mean))
-        r6 += (((a[j + 6]) - mean) * ((a[j + 6]) - mean))
-        r7 += (((a[j + 7]) - mean) * ((a[j + 7]) - mean))
+        r0 += ((a[j]) - mean) * ((a[j]) - mean)
+        r1 += ((a[j + 1]) - mean) * ((a[j + 1]) - mean)
+        r2 += ((a[j + 2]) - mean) * ((a[j + 2]) - mean)
+        r3 += ((a[j + 3]) - mean) * ((a[j + 3]) - mean)
+        r4 += ((a[j + 4]) - mean) * ((a[j + 4]) - mean)
+        r5 += ((a[j + 5]) - mean) * ((a[j + 5]) - mean)
+        r6 += ((a[j + 6]) - mean) * ((a[j + 6]) - mean)
+        r7 += ((a[j + 7]) - mean) * ((a[j + 7]) - mean)
         j += 8
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while j < lo + n:
-        res += (((a[j]) - mean) * ((a[j]) - mean))
+        res += ((a[j]) - mean) * ((a[j]) - mean)
         j += 1
     return res
 
@@ -152,7 +152,10 @@ def _leaf_sum(
 
 @numba.njit(cache=True, nogil=True)
 def pairwise_sums(
-    a: NDArray[np.float64], mode: int, mean: float, stack: NDArray[np.int64],
+    a: NDArray[np.float64],
+    mode: int,
+    mean: float,
+    stack: NDArray[np.int64],
     values: NDArray[np.float64],
 ) -> tuple[float, float]:  # pragma: no cover - compiled; equal to np.sum in the tests
     """``np.sum`` of transforms of ``a`` with numpy's pairwise algorithm, bit for bit.
@@ -212,8 +215,14 @@ def pairwise_sums(
 
 @numba.njit(cache=True, nogil=True)
 def _finish(
-    buf: NDArray[np.float64], wealth: float, ruined: bool, min_ratio: float, ppy: int,
-    stack: NDArray[np.int64], values: NDArray[np.float64], out: NDArray[np.float64],
+    buf: NDArray[np.float64],
+    wealth: float,
+    ruined: bool,
+    min_ratio: float,
+    ppy: int,
+    stack: NDArray[np.int64],
+    values: NDArray[np.float64],
+    out: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled; equal to metrics.py in the tests
     """Write the seven return metrics into ``out[:7]`` (see :mod:`backtest.metrics`).
 

@@ -99,30 +99,40 @@ def compare_runs(
         available = ", ".join(sorted(c.removeprefix("metrics.") for c in metric_cols))
         raise ConfigError(
             f"metric {metric!r} is not logged in experiment {experiment!r}; "
-            f"logged metrics: {available or 'none'}", key="metric")
+            f"logged metrics: {available or 'none'}",
+            key="metric",
+        )
     if ascending is None:
         ascending = metric in LOWER_IS_BETTER
-    runs = runs.sort_values(f"metrics.{metric}", ascending=ascending, na_position="last",
-                            kind="stable")
-    params = sorted(c for c in runs.columns if c.startswith("params.")
-                    and "." not in c.removeprefix("params.")
-                    and c.removeprefix("params.") not in _CONFIG_KEYS
-                    and runs[c].notna().any())
+    runs = runs.sort_values(
+        f"metrics.{metric}", ascending=ascending, na_position="last", kind="stable"
+    )
+    params = sorted(
+        c
+        for c in runs.columns
+        if c.startswith("params.")
+        and "." not in c.removeprefix("params.")
+        and c.removeprefix("params.") not in _CONFIG_KEYS
+        and runs[c].notna().any()
+    )
     shown = [metric, *(m for m in HEADLINE if m != metric and f"metrics.{m}" in runs.columns)]
-    table = pd.DataFrame({
-        "run": runs.get("tags.mlflow.runName"),
-        "task": runs.get("tags.backtest.task"),
-        "status": runs["status"],
-        "started": runs["start_time"].dt.strftime("%Y-%m-%d %H:%M"),
-        **{p.removeprefix("params."): runs[p] for p in params},
-        **{m: runs[f"metrics.{m}"] for m in shown},
-        "run_id": runs["run_id"].str[:12],
-    })
+    table = pd.DataFrame(
+        {
+            "run": runs.get("tags.mlflow.runName"),
+            "task": runs.get("tags.backtest.task"),
+            "status": runs["status"],
+            "started": runs["start_time"].dt.strftime("%Y-%m-%d %H:%M"),
+            **{p.removeprefix("params."): runs[p] for p in params},
+            **{m: runs[f"metrics.{m}"] for m in shown},
+            "run_id": runs["run_id"].str[:12],
+        }
+    )
     return table.head(limit) if limit else table.reset_index(drop=True)
 
 
 def format_table(table: pd.DataFrame) -> str:
     """The table as text, numbers with four significant digits, missing values as ``-``."""
+
     def fmt(value: Any) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
@@ -139,17 +149,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("experiment", help="experiment name (the config's name)")
     parser.add_argument("--metric", default="sharpe_ratio", help="sort metric (sharpe_ratio)")
-    parser.add_argument("--uri", help="tracking URI (MLFLOW_TRACKING_URI or "
-                                      "sqlite:///outputs/mlflow.db)")
-    parser.add_argument("--ascending", action="store_true", default=None,
-                        help="smallest first (default only for max_drawdown and similar)")
-    parser.add_argument("--children", action="store_true",
-                        help="include trials and folds nested under searches/walk-forwards")
+    parser.add_argument(
+        "--uri", help="tracking URI (MLFLOW_TRACKING_URI or sqlite:///outputs/mlflow.db)"
+    )
+    parser.add_argument(
+        "--ascending",
+        action="store_true",
+        default=None,
+        help="smallest first (default only for max_drawdown and similar)",
+    )
+    parser.add_argument(
+        "--children",
+        action="store_true",
+        help="include trials and folds nested under searches/walk-forwards",
+    )
     parser.add_argument("--limit", type=int, help="show only the best N runs")
     args = parser.parse_args(argv)
     try:
-        table = compare_runs(args.experiment, metric=args.metric, uri=args.uri,
-                             ascending=args.ascending, children=args.children, limit=args.limit)
+        table = compare_runs(
+            args.experiment,
+            metric=args.metric,
+            uri=args.uri,
+            ascending=args.ascending,
+            children=args.children,
+            limit=args.limit,
+        )
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

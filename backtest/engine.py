@@ -83,8 +83,9 @@ def cost_rate(fee_bps: float, slippage_bps: float) -> float:
     """Cost per unit of traded notional as a fraction (``(fee + slippage) / 1e4``)."""
     for name, value in (("fee_bps", fee_bps), ("slippage_bps", slippage_bps)):
         if not np.isfinite(value) or value < 0:
-            raise ConfigError(f"engine.{name} must be a finite number >= 0, got {value}",
-                              key=f"engine.{name}")
+            raise ConfigError(
+                f"engine.{name} must be a finite number >= 0, got {value}", key=f"engine.{name}"
+            )
     return (fee_bps + slippage_bps) / 1e4
 
 
@@ -152,9 +153,7 @@ def _trades_kernel(
     return entries[:k], exits[:k], dirs[:k], rets[:k]
 
 
-def trades_table(
-    prices: pd.DataFrame, positions: pd.DataFrame, cost: float
-) -> pd.DataFrame:
+def trades_table(prices: pd.DataFrame, positions: pd.DataFrame, cost: float) -> pd.DataFrame:
     """One row per trade over every asset, in the order of ``TRADE_COLUMNS``."""
     close = prices.to_numpy(dtype=np.float64)
     pos = positions.to_numpy(dtype=np.float64)
@@ -201,12 +200,16 @@ def resolve_weights(columns: Sequence[object], weights: Mapping[str, float] | No
         return np.full(len(names), 1.0 / max(len(names), 1))
     unknown = sorted(set(weights) - set(names))
     if unknown:
-        raise ConfigError(f"engine.weights names unknown symbol {unknown[0]!r}",
-                          key=f"engine.weights.{unknown[0]}")
+        raise ConfigError(
+            f"engine.weights names unknown symbol {unknown[0]!r}",
+            key=f"engine.weights.{unknown[0]}",
+        )
     missing = [n for n in names if n not in weights]
     if missing:
-        raise ConfigError(f"engine.weights has no weight for symbol {missing[0]!r}",
-                          key=f"engine.weights.{missing[0]}")
+        raise ConfigError(
+            f"engine.weights has no weight for symbol {missing[0]!r}",
+            key=f"engine.weights.{missing[0]}",
+        )
     w = np.array([float(weights[n]) for n in names])
     if not np.all(np.isfinite(w)):
         bad = names[int(np.flatnonzero(~np.isfinite(w))[0])]
@@ -270,7 +273,9 @@ def simulate(
     equity = (1.0 + returns).cumprod().rename("equity")
     trades = trades_table(prices, positions, cost)
     metrics = m.compute_metrics(
-        returns, positions, trades,
+        returns,
+        positions,
+        trades,
         weights=dict(zip(map(str, prices.columns), w, strict=True)),
         periods_per_year=periods_per_year,
     )
@@ -337,16 +342,8 @@ def _accumulate_asset(
 
 
 def _return_metrics(port: NDArray[np.float64], ppy: int) -> dict[str, NDArray[np.float64]]:
-    """The return-based metrics of every column of ``port``, in report order."""
-    return {
-        "total_return": m.total_return(port),
-        "cagr": m.cagr(port, periods_per_year=ppy),
-        "annual_volatility": m.annual_volatility(port, periods_per_year=ppy),
-        "sharpe_ratio": m.sharpe_ratio(port, periods_per_year=ppy),
-        "sortino_ratio": m.sortino_ratio(port, periods_per_year=ppy),
-        "max_drawdown": m.max_drawdown(port),
-        "calmar_ratio": m.calmar_ratio(port, periods_per_year=ppy),
-    }  # type: ignore[dict-item]
+    """The return-based metrics of every column of ``port``, in report order (one pass)."""
+    return {k: np.atleast_1d(v) for k, v in m.return_metrics(port, periods_per_year=ppy).items()}
 
 
 def _param_frame(param_sets: object) -> pd.DataFrame:
@@ -401,8 +398,9 @@ def simulate_batch(
         A :class:`BatchResult` whose metrics equal :func:`simulate`'s for each set.
     """
     if not hasattr(strategy_cls, "batch_positions"):
-        raise ConfigError(f"{strategy_cls!r} has no batch_positions; use simulate() per set",
-                          key="strategy")
+        raise ConfigError(
+            f"{strategy_cls!r} has no batch_positions; use simulate() per set", key="strategy"
+        )
     cost = cost_rate(fee_bps, slippage_bps)
     w = resolve_weights(prices.columns, weights)
     frame = _param_frame(param_sets)
@@ -412,8 +410,15 @@ def simulate_batch(
     keep = _keep_mask(keep_returns, k)
     from backtest import _fused
 
-    fused = _fused.fused_batch(close, strategy_cls, frame, cost=cost, weights=w,
-                               periods_per_year=periods_per_year, keep=keep)
+    fused = _fused.fused_batch(
+        close,
+        strategy_cls,
+        frame,
+        cost=cost,
+        weights=w,
+        periods_per_year=periods_per_year,
+        keep=keep,
+    )
     if fused is not None:
         values, kept_rows = fused
         table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
@@ -435,8 +440,17 @@ def simulate_batch(
                 strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), params),
                 dtype=np.float64,
             )
-            _accumulate_asset(pos, r_assets[j], cost, float(w[j]), port, counts["n_trades"],
-                              counts["n_wins"], counts["exposure"], counts["turnover"])
+            _accumulate_asset(
+                pos,
+                r_assets[j],
+                cost,
+                float(w[j]),
+                port,
+                counts["n_trades"],
+                counts["n_wins"],
+                counts["exposure"],
+                counts["turnover"],
+            )
         for name in out:
             out[name][lo:hi] = counts[name]
         for name, value in _return_metrics(port, periods_per_year).items():
@@ -461,6 +475,8 @@ def _keep_mask(keep_returns: object, k: int) -> NDArray[np.bool_] | None:
         return np.ones(k, dtype=bool) if keep_returns else None
     mask = np.asarray(keep_returns, dtype=bool)
     if mask.shape != (k,):
-        raise ConfigError(f"keep_returns must be a bool or a mask of {k} values, "
-                          f"got shape {mask.shape}", key="keep_returns")
+        raise ConfigError(
+            f"keep_returns must be a bool or a mask of {k} values, got shape {mask.shape}",
+            key="keep_returns",
+        )
     return mask

@@ -29,21 +29,34 @@ if TYPE_CHECKING:
     from backtest.engine import BacktestResult
 
 DPI = 110
-_PERCENT_METRICS = {"total_return", "cagr", "annual_volatility", "max_drawdown", "win_rate",
-                    "exposure"}
+_PERCENT_METRICS = {
+    "total_return",
+    "cagr",
+    "annual_volatility",
+    "max_drawdown",
+    "win_rate",
+    "exposure",
+}
 
 
 def new_figure(
-    nrows: int = 1, *, height_ratios: Sequence[float] | None = None,
-    figsize: tuple[float, float] = (10.0, 5.5), sharex: bool = True,
+    nrows: int = 1,
+    *,
+    height_ratios: Sequence[float] | None = None,
+    figsize: tuple[float, float] = (10.0, 5.5),
+    sharex: bool = True,
 ) -> tuple[Figure, list[Axes]]:
     """A figure on the Agg canvas with ``nrows`` stacked axes (no ``pyplot``)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
-    axes = fig.subplots(nrows, 1, sharex=sharex, squeeze=False,
-                        gridspec_kw={"height_ratios": list(height_ratios)} if height_ratios
-                        else None)
+    axes = fig.subplots(
+        nrows,
+        1,
+        sharex=sharex,
+        squeeze=False,
+        gridspec_kw={"height_ratios": list(height_ratios)} if height_ratios else None,
+    )
     return fig, list(axes[:, 0])
 
 
@@ -66,16 +79,28 @@ def _format_value(name: str, value: Any) -> str:
     return f"{value:.2f}"
 
 
-def metrics_caption(metrics: Mapping[str, Any], names: Sequence[str] = (
-    "sharpe_ratio", "total_return", "cagr", "max_drawdown", "n_trades",
-)) -> str:
+def metrics_caption(
+    metrics: Mapping[str, Any],
+    names: Sequence[str] = (
+        "sharpe_ratio",
+        "total_return",
+        "cagr",
+        "max_drawdown",
+        "n_trades",
+    ),
+) -> str:
     """A one-line caption of headline metrics.
 
     >>> metrics_caption({"sharpe_ratio": 1.234, "total_return": 0.5, "n_trades": 12.0})
     'Sharpe 1.23 · total return 50.0% · trades 12'
     """
-    labels = {"sharpe_ratio": "Sharpe", "total_return": "total return", "cagr": "CAGR",
-              "max_drawdown": "max drawdown", "n_trades": "trades"}
+    labels = {
+        "sharpe_ratio": "Sharpe",
+        "total_return": "total return",
+        "cagr": "CAGR",
+        "max_drawdown": "max drawdown",
+        "n_trades": "trades",
+    }
     parts = [f"{labels.get(n, n)} {_format_value(n, metrics[n])}" for n in names if n in metrics]
     return " · ".join(parts)
 
@@ -114,16 +139,23 @@ def equity_figure(result: BacktestResult, path: str | Path, *, title: str | None
     equity = result.equity.astype(float)
     fig, (top, bottom) = new_figure(2, height_ratios=(3, 1.3), figsize=(10, 6))
     params = ", ".join(f"{k}={v}" for k, v in (result.params or {}).items())
-    fig.suptitle(title or f"Equity and drawdown{': ' + params if params else ''}",
-                 fontsize=13, fontweight="bold")
+    fig.suptitle(
+        title or f"Equity and drawdown{': ' + params if params else ''}",
+        fontsize=13,
+        fontweight="bold",
+    )
     top.set_title(metrics_caption(result.metrics), fontsize=10, color="0.3")
     if len(equity):
-        top.plot(equity.index, equity.to_numpy(), color="tab:blue", linewidth=1.2,
-                 label="strategy equity")
+        top.plot(
+            equity.index,
+            equity.to_numpy(),
+            color="tab:blue",
+            linewidth=1.2,
+            label="strategy equity",
+        )
         top.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--", label="initial capital")
         dd = drawdown(equity)
-        bottom.fill_between(dd.index, dd.to_numpy(), 0.0, color="tab:red", alpha=0.35,
-                            linewidth=0)
+        bottom.fill_between(dd.index, dd.to_numpy(), 0.0, color="tab:red", alpha=0.35, linewidth=0)
         bottom.plot(dd.index, dd.to_numpy(), color="tab:red", linewidth=0.8)
         top.legend(loc="upper left", frameon=False)
     else:
@@ -138,8 +170,14 @@ def equity_figure(result: BacktestResult, path: str | Path, *, title: str | None
 
 
 def line_figure(
-    series: Mapping[str, pd.Series], path: str | Path, *, title: str, ylabel: str,
-    xlabel: str | None = None, percent: bool = False, log_scale: bool = False,
+    series: Mapping[str, pd.Series],
+    path: str | Path,
+    *,
+    title: str,
+    ylabel: str,
+    xlabel: str | None = None,
+    percent: bool = False,
+    log_scale: bool = False,
 ) -> Path:
     """Several labelled lines on one axis (out-of-sample equity, cumulative returns, ...).
 
@@ -170,8 +208,15 @@ def line_figure(
 
 
 def heatmap_figure(
-    table: pd.DataFrame, x: str, y: str, value: str, path: str | Path, *,
-    title: str | None = None, value_label: str | None = None, maximize: bool = True,
+    table: pd.DataFrame,
+    x: str,
+    y: str,
+    value: str,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    value_label: str | None = None,
+    maximize: bool = True,
 ) -> Path:
     """A parameter-search heatmap: ``value`` over two parameters, the best cell outlined.
 
@@ -191,12 +236,14 @@ def heatmap_figure(
     grid = grid.reindex(sorted(grid.columns), axis=1)
     data = grid.to_numpy(dtype=float)
     fig, (ax,) = new_figure(1, figsize=(9, 6.5))
-    image = ax.imshow(data, origin="lower", aspect="auto", cmap="viridis",
-                      interpolation="nearest")
+    image = ax.imshow(data, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
     bar = fig.colorbar(image, ax=ax)
     bar.set_label(value_label or value)
-    ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns], rotation=90
-                  if len(grid.columns) > 12 else 0)
+    ax.set_xticks(
+        range(len(grid.columns)),
+        [str(c) for c in grid.columns],
+        rotation=90 if len(grid.columns) > 12 else 0,
+    )
     ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
     ax.set_xlabel(f"{x} (parameter value)")
     ax.set_ylabel(f"{y} (parameter value)")
@@ -206,21 +253,42 @@ def heatmap_figure(
         row, col = np.unravel_index(flat, data.shape)
         from matplotlib.patches import Rectangle
 
-        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red",
-                               linewidth=2, label=f"best: {x}={grid.columns[col]}, "
-                               f"{y}={grid.index[row]} ({data[row, col]:.3g})"))
+        ax.add_patch(
+            Rectangle(
+                (col - 0.5, row - 0.5),
+                1,
+                1,
+                fill=False,
+                edgecolor="red",
+                linewidth=2,
+                label=f"best: {x}={grid.columns[col]}, "
+                f"{y}={grid.index[row]} ({data[row, col]:.3g})",
+            )
+        )
         ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False)
         if data.size <= 150:
             for (r, c), v in np.ndenumerate(data):
                 if np.isfinite(v):
-                    ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if v < np.nanmean(data) else "black")
+                    ax.text(
+                        c,
+                        r,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if v < np.nanmean(data) else "black",
+                    )
     return save_figure(fig, path)
 
 
 def fan_figure(
-    quantiles: pd.DataFrame, path: str | Path, *, title: str, ylabel: str,
-    observed: pd.Series | None = None, xlabel: str | None = None,
+    quantiles: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str,
+    ylabel: str,
+    observed: pd.Series | None = None,
+    xlabel: str | None = None,
 ) -> Path:
     """A fan chart: bands between symmetric quantiles of simulated paths, median line.
 
@@ -239,16 +307,28 @@ def fan_figure(
     x = quantiles.index
     pairs = [(lo, hi) for lo, hi in zip(levels, reversed(levels), strict=True) if lo < hi]
     for i, (lo, hi) in enumerate(pairs):
-        ax.fill_between(x, quantiles[cols[lo]].to_numpy(float), quantiles[cols[hi]].to_numpy(
-            float), color="tab:blue", alpha=0.15 + 0.15 * i, linewidth=0,
-            label=f"{lo:g}th-{hi:g}th percentile")
+        ax.fill_between(
+            x,
+            quantiles[cols[lo]].to_numpy(float),
+            quantiles[cols[hi]].to_numpy(float),
+            color="tab:blue",
+            alpha=0.15 + 0.15 * i,
+            linewidth=0,
+            label=f"{lo:g}th-{hi:g}th percentile",
+        )
     middle = [lv for lv in levels if lv not in {p for pair in pairs for p in pair}]
     for lv in middle:
-        ax.plot(x, quantiles[cols[lv]].to_numpy(float), color="tab:blue", linewidth=1.3,
-                label=f"{lv:g}th percentile (median)" if lv == 50 else f"{lv:g}th percentile")
+        ax.plot(
+            x,
+            quantiles[cols[lv]].to_numpy(float),
+            color="tab:blue",
+            linewidth=1.3,
+            label=f"{lv:g}th percentile (median)" if lv == 50 else f"{lv:g}th percentile",
+        )
     if observed is not None:
-        ax.plot(observed.index, observed.to_numpy(float), color="black", linewidth=1.1,
-                label="observed")
+        ax.plot(
+            observed.index, observed.to_numpy(float), color="black", linewidth=1.1, label="observed"
+        )
     ax.set_title(title, fontsize=13, fontweight="bold")
     ax.set_ylabel(ylabel)
     ax.set_xlabel(xlabel or _x_label(x))
@@ -258,8 +338,14 @@ def fan_figure(
 
 
 def histogram_figure(
-    values: Sequence[float] | np.ndarray | pd.Series, path: str | Path, *, title: str,
-    xlabel: str, observed: float | None = None, bins: int = 50, percent: bool = False,
+    values: Sequence[float] | np.ndarray | pd.Series,
+    path: str | Path,
+    *,
+    title: str,
+    xlabel: str,
+    observed: float | None = None,
+    bins: int = 50,
+    percent: bool = False,
 ) -> Path:
     """A histogram of simulated values with the observed value marked.
 
@@ -275,11 +361,23 @@ def histogram_figure(
     data = np.asarray(values, dtype=float)
     data = data[np.isfinite(data)]
     fig, (ax,) = new_figure(1, figsize=(9, 5))
-    ax.hist(data, bins=bins, color="tab:blue", alpha=0.75, edgecolor="white", linewidth=0.4,
-            label=f"{len(data):,} simulated paths")
+    ax.hist(
+        data,
+        bins=bins,
+        color="tab:blue",
+        alpha=0.75,
+        edgecolor="white",
+        linewidth=0.4,
+        label=f"{len(data):,} simulated paths",
+    )
     if observed is not None and math.isfinite(observed):
-        ax.axvline(observed, color="black", linewidth=1.5, linestyle="--",
-                   label=f"observed: {observed:.1%}" if percent else f"observed: {observed:.3g}")
+        ax.axvline(
+            observed,
+            color="black",
+            linewidth=1.5,
+            linestyle="--",
+            label=f"observed: {observed:.1%}" if percent else f"observed: {observed:.3g}",
+        )
     ax.set_title(title, fontsize=13, fontweight="bold")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Number of paths")
@@ -291,7 +389,10 @@ def histogram_figure(
 
 
 def windows_figure(
-    folds: pd.DataFrame, path: str | Path, *, title: str = "Walk-forward windows",
+    folds: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str = "Walk-forward windows",
     label: str | None = None,
 ) -> Path:
     """Train and test windows of a walk-forward, one row per fold.
@@ -308,10 +409,19 @@ def windows_figure(
     for i, row in enumerate(folds.itertuples(index=False)):
         f = row._asdict()
         y = len(folds) - 1 - i
-        for start, end, colour, name in ((f["train_start"], f["train_end"], "tab:blue", "train"),
-                                         (f["test_start"], f["test_end"], "tab:orange", "test")):
-            ax.barh(y, end - start, left=start, height=0.6, color=colour, alpha=0.8,
-                    label=name if i == 0 else None)
+        for start, end, colour, name in (
+            (f["train_start"], f["train_end"], "tab:blue", "train"),
+            (f["test_start"], f["test_end"], "tab:orange", "test"),
+        ):
+            ax.barh(
+                y,
+                end - start,
+                left=start,
+                height=0.6,
+                color=colour,
+                alpha=0.8,
+                label=name if i == 0 else None,
+            )
         if label is not None:
             ax.text(f["test_end"], y, f"  {f[label]}", va="center", fontsize=7)
     ax.set_yticks(range(len(folds)), [f"fold {len(folds) - 1 - i}" for i in range(len(folds))])

@@ -76,14 +76,18 @@ def summarize_sweep(sweep_dir: str | Path) -> pd.DataFrame:
         if results.has_result(job_dir):
             record = results.load_result(job_dir).record
             objective = record.get("objective")
-            row.update(status="ok", task=record.get("task"),
-                       objective=math.nan if objective is None else float(objective))
+            row.update(
+                status="ok",
+                task=record.get("task"),
+                objective=math.nan if objective is None else float(objective),
+            )
             search = record.get("search") or {}
             if search.get("direction") == "minimize":
                 maximize = False
             for name, value in (record.get("params") or {}).items():
-                row[f"param.{name}"] = json.dumps(value) if isinstance(value, list | dict) \
-                    else value
+                row[f"param.{name}"] = (
+                    json.dumps(value) if isinstance(value, list | dict) else value
+                )
             for name, value in (record.get("metrics") or {}).items():
                 row[name] = math.nan if value is None else value
         else:
@@ -92,10 +96,14 @@ def summarize_sweep(sweep_dir: str | Path) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
-        return pd.DataFrame(columns=["job", "overrides", "status", "task", "objective",
-                                     "run_dir"])
-    table = table.sort_values(["objective", "job"], ascending=[not maximize, True],
-                              na_position="last", kind="stable", ignore_index=True)
+        return pd.DataFrame(columns=["job", "overrides", "status", "task", "objective", "run_dir"])
+    table = table.sort_values(
+        ["objective", "job"],
+        ascending=[not maximize, True],
+        na_position="last",
+        kind="stable",
+        ignore_index=True,
+    )
     ordered = ["job", "overrides", "status", "task", "objective"]
     params = sorted(c for c in table.columns if c.startswith("param."))
     rest = [c for c in table.columns if c not in ordered and c not in params and c != "run_dir"]
@@ -106,8 +114,9 @@ def write_summary(sweep_dir: str | Path) -> pd.DataFrame:
     """Write ``summary.csv`` and ``summary.parquet`` into ``sweep_dir``; return the table."""
     sweep_dir = Path(sweep_dir)
     table = summarize_sweep(sweep_dir)
-    results.atomic_write_bytes(sweep_dir / f"{SUMMARY_NAME}.csv",
-                               table.to_csv(index=False).encode())
+    results.atomic_write_bytes(
+        sweep_dir / f"{SUMMARY_NAME}.csv", table.to_csv(index=False).encode()
+    )
     results.write_table(sweep_dir, SUMMARY_NAME, table)
     return table
 
@@ -135,9 +144,19 @@ class SweepSummary(Callback):
         ok = table[table["status"] == "ok"]
         if len(ok) and ok["objective"].notna().any():
             best = ok.iloc[0]
-            log.info("sweep summary: %d job(s), %d failed; best objective %.6g (job %s: %s) "
-                     "-> %s", len(table), len(table) - len(ok), best["objective"], best["job"],
-                     best["overrides"], sweep_dir / f"{SUMMARY_NAME}.csv")
+            log.info(
+                "sweep summary: %d job(s), %d failed; best objective %.6g (job %s: %s) -> %s",
+                len(table),
+                len(table) - len(ok),
+                best["objective"],
+                best["job"],
+                best["overrides"],
+                sweep_dir / f"{SUMMARY_NAME}.csv",
+            )
         else:
-            log.info("sweep summary: %d job(s), %d failed -> %s", len(table),
-                     len(table) - len(ok), sweep_dir / f"{SUMMARY_NAME}.csv")
+            log.info(
+                "sweep summary: %d job(s), %d failed -> %s",
+                len(table),
+                len(table) - len(ok),
+                sweep_dir / f"{SUMMARY_NAME}.csv",
+            )

@@ -56,8 +56,7 @@ def _mirrors(client: Any, experiment: str) -> dict[str, list[tuple[str, str]]]:
         return {}
     found: dict[str, list[tuple[str, str]]] = {}
     for run in search_all(client, [exp.experiment_id], f"tags.`{RUN_KEY_TAG}` LIKE '%'"):
-        found.setdefault(run.data.tags[RUN_KEY_TAG], []).append(
-            (run.info.run_id, run.info.status))
+        found.setdefault(run.data.tags[RUN_KEY_TAG], []).append((run.info.run_id, run.info.status))
     return found
 
 
@@ -144,8 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{verb:<9} {run_dir}" + (f"  -> run {run_id}" if run_id else ""))
     for run_dir, reason in report.failed:
         print(f"failed    {run_dir}: {reason}", file=sys.stderr)
-    print(f"{len(report.logged)} {verb}, {len(report.present)} already in MLflow, "
-          f"{len(report.failed)} failed")
+    print(
+        f"{len(report.logged)} {verb}, {len(report.present)} already in MLflow, "
+        f"{len(report.failed)} failed"
+    )
     return 1 if report.failed else 0
 
 

@@ -91,8 +91,9 @@ def measure(fn, repeats: int):  # type: ignore[no-untyped-def]
 # --- the two workers --------------------------------------------------------------------
 
 
-def run_ours(grid: list[tuple[int, int]], n_bars: int, n_assets: int, share: float,
-             dump: str | None) -> dict:  # type: ignore[type-arg]
+def run_ours(
+    grid: list[tuple[int, int]], n_bars: int, n_assets: int, share: float, dump: str | None
+) -> dict:  # type: ignore[type-arg]
     sys.path.insert(0, str(ROOT))
     import numba
 
@@ -104,13 +105,17 @@ def run_ours(grid: list[tuple[int, int]], n_bars: int, n_assets: int, share: flo
     slow = sorted({s for _, s in grid})
     ev = StrategyEvaluator(prices, SmaCross, fee_bps=10.0)
     t0 = time.perf_counter()
-    grid_search({"fast": [5, 10], "slow": [20, 30]}, StrategyEvaluator(prices.iloc[:300], SmaCross),
-                progress=False)
+    grid_search(
+        {"fast": [5, 10], "slow": [20, 30]},
+        StrategyEvaluator(prices.iloc[:300], SmaCross),
+        progress=False,
+    )
     first = time.perf_counter() - t0
 
     def work():  # type: ignore[no-untyped-def]
-        return grid_search({"fast": fast, "slow": slow}, ev, constraint="fast < slow",
-                           progress=False)
+        return grid_search(
+            {"fast": fast, "slow": slow}, ev, constraint="fast < slow", progress=False
+        )
 
     size = len(grid) * n_bars * n_assets
     repeats = 20 if size < 5e7 else 5 if size < 5e8 else 1  # best of: the machine is shared
@@ -118,14 +123,26 @@ def run_ours(grid: list[tuple[int, int]], n_bars: int, n_assets: int, share: flo
     assert len(res.trials) == len(grid)
     if dump:
         t = res.trials
-        np.savez(dump, fast=t["fast"], slow=t["slow"], sharpe=t["sharpe_ratio"],
-                 total_return=t["total_return"], n_trades=t["n_trades"])
-    return {"seconds": seconds, "n": len(grid), "peak": peak, "first_call": first,
-            "threads": numba.get_num_threads()}
+        np.savez(
+            dump,
+            fast=t["fast"],
+            slow=t["slow"],
+            sharpe=t["sharpe_ratio"],
+            total_return=t["total_return"],
+            n_trades=t["n_trades"],
+        )
+    return {
+        "seconds": seconds,
+        "n": len(grid),
+        "peak": peak,
+        "first_call": first,
+        "threads": numba.get_num_threads(),
+    }
 
 
-def run_vectorbt(grid: list[tuple[int, int]], n_bars: int, n_assets: int, share: float,
-                 dump: str | None) -> dict:  # type: ignore[type-arg]
+def run_vectorbt(
+    grid: list[tuple[int, int]], n_bars: int, n_assets: int, share: float, dump: str | None
+) -> dict:  # type: ignore[type-arg]
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -155,22 +172,38 @@ def run_vectorbt(grid: list[tuple[int, int]], n_bars: int, n_assets: int, share:
     repeats = 5 if size < 2e6 else 3 if size < 2e7 else 1
     seconds, peak, out = measure(lambda: backtest(prices, pairs), repeats)
     if dump and out[1] is not None:
-        np.savez(dump, sharpe=np.asarray(out[0]), total_return=np.asarray(out[1]),
-                 n_trades=np.asarray(out[2]))
-    return {"seconds": seconds, "n": k, "peak": peak, "first_call": first,
-            "version": vbt.__version__}
+        np.savez(
+            dump,
+            sharpe=np.asarray(out[0]),
+            total_return=np.asarray(out[1]),
+            n_trades=np.asarray(out[2]),
+        )
+    return {
+        "seconds": seconds,
+        "n": k,
+        "peak": peak,
+        "first_call": first,
+        "version": vbt.__version__,
+    }
 
 
 # --- the driver -------------------------------------------------------------------------
 
 
-def spawn(python: str, lib: str, case: str, dump: str | None, env: dict | None = None
-          ) -> dict | None:  # type: ignore[type-arg]
+def spawn(
+    python: str, lib: str, case: str, dump: str | None, env: dict | None = None
+) -> dict | None:  # type: ignore[type-arg]
     cmd = [python, __file__, "--worker", lib, "--case", case]
     if dump:
         cmd += ["--dump", dump]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, check=False)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
     if proc.returncode != 0:
         print(f"  ! {lib} {case}: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
@@ -180,8 +213,13 @@ def spawn(python: str, lib: str, case: str, dump: str | None, env: dict | None =
 def vectorbt_python(explicit: str | None) -> str | None:
     candidates = [explicit] if explicit else [sys.executable, "/tmp/vbt/bin/python"]
     for python in candidates:
-        if python and subprocess.run([python, "-c", "import vectorbt"], capture_output=True,
-                                     check=False).returncode == 0:
+        if (
+            python
+            and subprocess.run(
+                [python, "-c", "import vectorbt"], capture_output=True, check=False
+            ).returncode
+            == 0
+        ):
             return python
     return None
 
@@ -206,12 +244,19 @@ def callable_overhead() -> float:
 
 def cold_compile_seconds() -> float:
     with tempfile.TemporaryDirectory() as cache:
-        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-                "from benchmarks.search import run_ours, GRID_500; "
-                "r = run_ours(GRID_500[:4], 300, 2, 1.0, None); print(r['first_call'])")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**os.environ, "NUMBA_CACHE_DIR": cache}, cwd=ROOT,
-                              check=False)
+        code = (
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+            "from benchmarks.search import run_ours, GRID_500; "
+            "r = run_ours(GRID_500[:4], 300, 2, 1.0, None); print(r['first_call'])"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NUMBA_CACHE_DIR": cache},
+            cwd=ROOT,
+            check=False,
+        )
         return float(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else float("nan")
 
 
@@ -234,13 +279,19 @@ def main() -> None:
     vbt_python = None if args.no_vectorbt else vectorbt_python(args.vbt_python)
     cases = [c for c in CASES if not args.quick or ("2,520" in c and "1 asset" in c)]
     load = os.getloadavg()[0]
-    print(f"backtest grid_search(StrategyEvaluator) vs vectorbt "
-          f"({'vectorbt in ' + vbt_python if vbt_python else 'vectorbt not available'}); "
-          f"{os.cpu_count()} cores, load average {load:.1f} at start")
-    print(f"numba compile of the kernels from a cold cache: {cold_compile_seconds():.1f} s "
-          "(then cached on disk)")
-    header = (f"{'case':<32}{'ours bt/s':>12}{'ours s':>9}{'ours MB':>9}"
-              f"{'vbt bt/s':>10}{'vbt s':>8}{'vbt MB':>9}{'speed x':>9}{'mem /':>8}")
+    print(
+        f"backtest grid_search(StrategyEvaluator) vs vectorbt "
+        f"({'vectorbt in ' + vbt_python if vbt_python else 'vectorbt not available'}); "
+        f"{os.cpu_count()} cores, load average {load:.1f} at start"
+    )
+    print(
+        f"numba compile of the kernels from a cold cache: {cold_compile_seconds():.1f} s "
+        "(then cached on disk)"
+    )
+    header = (
+        f"{'case':<32}{'ours bt/s':>12}{'ours s':>9}{'ours MB':>9}"
+        f"{'vbt bt/s':>10}{'vbt s':>8}{'vbt MB':>9}{'speed x':>9}{'mem /':>8}"
+    )
     print(header)
     print("-" * len(header))
     agreement = None
@@ -254,33 +305,40 @@ def main() -> None:
             if ours is None:
                 continue
             rate = ours["n"] / ours["seconds"]
-            line = (f"{case:<32}{rate:>12,.0f}{ours['seconds']:>9.3f}"
-                    f"{ours['peak'] / 2**20:>9.1f}")
+            line = f"{case:<32}{rate:>12,.0f}{ours['seconds']:>9.3f}{ours['peak'] / 2**20:>9.1f}"
             if vbt is not None:
                 vrate = vbt["n"] / vbt["seconds"]
                 subset = "" if vbt["n"] == ours["n"] else f" (vectorbt: {vbt['n']} combos)"
-                line += (f"{vrate:>10,.0f}{vbt['seconds']:>8.2f}{vbt['peak'] / 2**20:>9.1f}"
-                         f"{rate / vrate:>9.1f}{vbt['peak'] / max(ours['peak'], 1):>8.1f}"
-                         f"{subset}")
+                line += (
+                    f"{vrate:>10,.0f}{vbt['seconds']:>8.2f}{vbt['peak'] / 2**20:>9.1f}"
+                    f"{rate / vrate:>9.1f}{vbt['peak'] / max(ours['peak'], 1):>8.1f}"
+                    f"{subset}"
+                )
             print(line, flush=True)
             if dump_vbt and vbt is not None and Path(dump_vbt).exists():
                 a, b = np.load(dump_ours), np.load(dump_vbt)
                 agreement = (
                     np.nanmax(np.abs(a["sharpe"] - b["sharpe"])),
-                    np.nanmax(np.abs(a["total_return"] - b["total_return"])
-                              / np.abs(1 + b["total_return"])),
+                    np.nanmax(
+                        np.abs(a["total_return"] - b["total_return"])
+                        / np.abs(1 + b["total_return"])
+                    ),
                     int(np.sum(a["n_trades"] != b["n_trades"])),
                     len(a["sharpe"]),
                 )
     print("-" * len(header))
     print(f"python-callable evaluator overhead (serial): {callable_overhead():.1f} µs per trial")
     if agreement:
-        print(f"metrics vs vectorbt (500 x 2,520 x 1): max |Sharpe diff| {agreement[0]:.2e}, "
-              f"max relative equity diff {agreement[1]:.2e} (entry fee 1/(1+c) vs 1-c), "
-              f"trade counts differ in {agreement[2]} of {agreement[3]} combinations")
-    print("bt/s: backtests (parameter sets over all assets) per second; MB: peak resident "
-          "memory above the level before the timed run; speed x and mem /: vectorbt's "
-          "time and memory over ours.")
+        print(
+            f"metrics vs vectorbt (500 x 2,520 x 1): max |Sharpe diff| {agreement[0]:.2e}, "
+            f"max relative equity diff {agreement[1]:.2e} (entry fee 1/(1+c) vs 1-c), "
+            f"trade counts differ in {agreement[2]} of {agreement[3]} combinations"
+        )
+    print(
+        "bt/s: backtests (parameter sets over all assets) per second; MB: peak resident "
+        "memory above the level before the timed run; speed x and mem /: vectorbt's "
+        "time and memory over ours."
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,13 @@ class Runs:
     def time(self, tracking: bool, *overrides: str) -> tuple[float, Path]:
         self.count += 1
         out = self.root / f"run{self.count}"
-        cfg = compose(*overrides, f"output_dir={out}", "tracking.experiment_name=bench",
-                      f"tracking.uri={self.uri}", f"tracking.enabled={str(tracking).lower()}")
+        cfg = compose(
+            *overrides,
+            f"output_dir={out}",
+            "tracking.experiment_name=bench",
+            f"tracking.uri={self.uri}",
+            f"tracking.enabled={str(tracking).lower()}",
+        )
         job = BacktestJob.from_config(cfg)
         started = time.perf_counter()
         execute_job(job)
@@ -86,17 +91,26 @@ def one_second_backtest(runs: Runs, repeats: int) -> None:
         on.append(runs.time(True, *sized)[0])
     m_off, m_on = statistics.median(off), statistics.median(on)
     print(f"1. one-second backtest ({n_bars:,} bars x 8 assets, {repeats} runs each, median)")
-    print(f"   untracked run {m_off:6.3f} s, its log_result {statistics.median(logging):6.3f} s:"
-          f" overhead {statistics.median(ratios):+.1%}  (target <= +10%)")
-    print(f"   whole runs, tracking off {m_off:6.3f} s / on {m_on:6.3f} s: "
-          f"{m_on / m_off - 1:+.1%} (noisier: two different runs)")
+    print(
+        f"   untracked run {m_off:6.3f} s, its log_result {statistics.median(logging):6.3f} s:"
+        f" overhead {statistics.median(ratios):+.1%}  (target <= +10%)"
+    )
+    print(
+        f"   whole runs, tracking off {m_off:6.3f} s / on {m_on:6.3f} s: "
+        f"{m_on / m_off - 1:+.1%} (noisier: two different runs)"
+    )
 
 
 def search_logging(runs: Runs, repeats: int) -> None:
-    _, run_dir = runs.time(False, "+experiment=sma_cross", "search=random", "search.n_iter=100",
-                           "+search.space.fast=[5,10,15,20,25,30,35,40]",
-                           "+search.space.slow=[50,75,100,125,150,175,200,250]",
-                           "data.n_bars=2520")
+    _, run_dir = runs.time(
+        False,
+        "+experiment=sma_cross",
+        "search=random",
+        "search.n_iter=100",
+        "+search.space.fast=[5,10,15,20,25,30,35,40]",
+        "+search.space.slow=[50,75,100,125,150,175,200,250]",
+        "data.n_bars=2520",
+    )
     print("2. logging a 100-trial search (parent, children, trials table and figures; median)")
     for cap in (10, 100):
         cfg = TrackingConfig(uri=runs.uri, experiment_name="bench-search", max_child_runs=cap)
@@ -105,8 +119,10 @@ def search_logging(runs: Runs, repeats: int) -> None:
             started = time.perf_counter()
             logged = log_result(run_dir, cfg)
             times.append(time.perf_counter() - started)
-        print(f"   {logged.n_children:3d} child runs: {statistics.median(times):6.3f} s  "
-              f"(target <= 5 s, ratio {statistics.median(times) / 5:.2f} of the budget)")
+        print(
+            f"   {logged.n_children:3d} child runs: {statistics.median(times):6.3f} s  "
+            f"(target <= 5 s, ratio {statistics.median(times) / 5:.2f} of the budget)"
+        )
 
 
 COLD = """
@@ -122,8 +138,13 @@ print(f"{{t1 - t0:.3f}} {{t2 - t1:.3f}}")
 
 def cold_start(uri: str) -> None:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}  # as backtest.tracking sets it
-    out = subprocess.run([sys.executable, "-c", COLD.format(uri=uri)], capture_output=True,
-                         text=True, check=True, env=env).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", COLD.format(uri=uri)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.split()
     imp, store = float(out[0]), float(out[1])
     print("3. one-off cost of a fresh process before its first log")
     print(f"   import mlflow {imp:.3f} s + open the store {store:.3f} s = {imp + store:.3f} s")

@@ -129,14 +129,32 @@ class MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / "server.log").open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server",
-                 "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
-                 "--artifacts-destination", str(self.root / "artifacts"),
-                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    "--backend-store-uri",
+                    f"sqlite:///{self.root}/mlflow.db",
+                    "--artifacts-destination",
+                    str(self.root / "artifacts"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
                 # no usage telemetry; no GenAI job runner (seven idle worker processes)
-                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                env={
+                    **os.environ,
+                    "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                },
             )
         self.proc = proc
         deadline = time.monotonic() + timeout_s
@@ -147,8 +165,10 @@ class MlflowServer:
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    pytest.fail("mlflow server did not start:\n"
-                                + (self.root / "server.log").read_text()[-3000:])
+                    pytest.fail(
+                        "mlflow server did not start:\n"
+                        + (self.root / "server.log").read_text()[-3000:]
+                    )
                 time.sleep(0.3)
 
     def stop(self) -> None:

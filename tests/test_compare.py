@@ -28,16 +28,28 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     cfg = TrackingConfig(uri=uri, experiment_name=experiment)
     for i, (sharpe, dd) in enumerate(zip(SHARPES, DRAWDOWNS, strict=True)):
         metrics = {"sharpe_ratio": None if math.isnan(sharpe) else sharpe, "max_drawdown": dd}
-        record = {"task": "backtest", "job_id": f"job-{i}", "params": {"lookback": 10 * (i + 1)},
-                  "metrics": metrics, "started_at": f"2026-01-01T00:00:0{i}.000+00:00"}
+        record = {
+            "task": "backtest",
+            "job_id": f"job-{i}",
+            "params": {"lookback": 10 * (i + 1)},
+            "metrics": metrics,
+            "started_at": f"2026-01-01T00:00:0{i}.000+00:00",
+        }
         results.write_result(root / f"r{i}", record, config_yaml=yaml.safe_dump({"name": "x"}))
         log_result(root / f"r{i}", cfg)
     trials = pd.DataFrame({"lookback": [5, 7], "sharpe_ratio": [9.0, 8.0]})
-    record = {"task": "search", "job_id": "job-s", "params": {"lookback": 5},
-              "metrics": {"sharpe_ratio": 0.1, "max_drawdown": 0.4}}
-    results.write_result(root / "s", record, tables={"trials": trials},
-                         config_yaml=yaml.safe_dump({"name": "x", "search": {
-                             "space": {"lookback": [5, 7]}}}))
+    record = {
+        "task": "search",
+        "job_id": "job-s",
+        "params": {"lookback": 5},
+        "metrics": {"sharpe_ratio": 0.1, "max_drawdown": 0.4},
+    }
+    results.write_result(
+        root / "s",
+        record,
+        tables={"trials": trials},
+        config_yaml=yaml.safe_dump({"name": "x", "search": {"space": {"lookback": [5, 7]}}}),
+    )
     log_result(root / "s", cfg)
     return uri, experiment
 
@@ -76,8 +88,7 @@ def test_unknown_experiment_and_metric_are_named(logged: tuple[str, str]) -> Non
     assert info.value.key == "metric"
 
 
-def test_cli_prints_the_table(logged: tuple[str, str], capsys: pytest.CaptureFixture[str]
-                              ) -> None:
+def test_cli_prints_the_table(logged: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     uri, experiment = logged
     assert main([experiment, "--uri", uri, "--metric", "sharpe_ratio"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -50,19 +50,27 @@ MOMENTUM_SETS = [
 CASES = [
     pytest.param(SmaCross, SMA_SETS, 1, {}, id="sma-1-asset"),
     pytest.param(SmaCross, SMA_SETS, 3, {"fee_bps": 7.0, "slippage_bps": 3.0}, id="sma-3-assets"),
-    pytest.param(SmaCross, SMA_SETS, 3,
-                 {"fee_bps": 10.0, "weights": {"S0": 0.5, "S1": 0.3, "S2": 0.2}},
-                 id="sma-weighted"),
+    pytest.param(
+        SmaCross,
+        SMA_SETS,
+        3,
+        {"fee_bps": 10.0, "weights": {"S0": 0.5, "S1": 0.3, "S2": 0.2}},
+        id="sma-weighted",
+    ),
     pytest.param(Momentum, MOMENTUM_SETS, 1, {"fee_bps": 10.0}, id="momentum-1-asset"),
-    pytest.param(Momentum, MOMENTUM_SETS, 4, {"slippage_bps": 25.0, "periods_per_year": 52},
-                 id="momentum-4-assets"),
+    pytest.param(
+        Momentum,
+        MOMENTUM_SETS,
+        4,
+        {"slippage_bps": 25.0, "periods_per_year": 52},
+        id="momentum-4-assets",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("cls", "sets", "n_assets", "engine"), CASES)
 @pytest.mark.parametrize("table", [True, False], ids=["signal-table", "on-the-fly"])
-def test_fused_metrics_and_returns_equal_simulate(cls, sets, n_assets, engine, table,
-                                                  monkeypatch):
+def test_fused_metrics_and_returns_equal_simulate(cls, sets, n_assets, engine, table, monkeypatch):
     if not table:
         monkeypatch.setattr(_fused, "TABLE_BUDGET_BYTES", 0)
     prices = gbm(700, n_assets)
@@ -95,8 +103,9 @@ def plain_sma_backtest(close: np.ndarray, fast: int, slow: int, cost: float) -> 
 
 def test_fused_sma_matches_a_plain_loop():
     prices = gbm(400, 1, seed=3)
-    batch = simulate_batch(prices, SmaCross, [{"fast": 3, "slow": 30}], fee_bps=10.0,
-                           keep_returns=True)
+    batch = simulate_batch(
+        prices, SmaCross, [{"fast": 3, "slow": 30}], fee_bps=10.0, keep_returns=True
+    )
     expected = plain_sma_backtest(prices["S0"].to_numpy(), 3, 30, 0.001)
     np.testing.assert_allclose(batch.returns[:, 0], expected, rtol=0, atol=1e-13)
     row = batch.metrics.iloc[0]
@@ -107,8 +116,13 @@ def test_fused_sma_matches_a_plain_loop():
 @pytest.mark.parametrize(
     ("cls", "sets"),
     [
-        (MeanReversion, [{"lookback": 20, "entry_z": 1.5, "exit_z": 0.2},
-                         {"lookback": 5, "entry_z": 1.0, "exit_z": 0.0}]),
+        (
+            MeanReversion,
+            [
+                {"lookback": 20, "entry_z": 1.5, "exit_z": 0.2},
+                {"lookback": 5, "entry_z": 1.0, "exit_z": 0.0},
+            ],
+        ),
         (Breakout, [{"lookback": 20, "long_short": True}, {"lookback": 55}]),
         (BuyAndHold, [{}]),
     ],
@@ -116,8 +130,13 @@ def test_fused_sma_matches_a_plain_loop():
 )
 def test_generic_path_equals_simulate(cls, sets):
     prices = gbm(500, 2, seed=11)
-    batch = simulate_batch(prices, cls, pd.DataFrame(sets).fillna({"long_short": False})
-                           if sets != [{}] else [{}], fee_bps=5.0, keep_returns=[True] * len(sets))
+    batch = simulate_batch(
+        prices,
+        cls,
+        pd.DataFrame(sets).fillna({"long_short": False}) if sets != [{}] else [{}],
+        fee_bps=5.0,
+        keep_returns=[True] * len(sets),
+    )
     for i, params in enumerate(sets):
         single = simulate(prices, cls(**params), fee_bps=5.0)
         assert_same_metrics(batch.metrics.iloc[i], single.metrics)
@@ -144,8 +163,9 @@ def test_keep_returns_mask_keeps_only_those_columns():
     sets = SMA_SETS[:3]
     batch = simulate_batch(prices, SmaCross, sets, keep_returns=[False, True, True])
     assert batch.returns.shape == (300, 2)
-    np.testing.assert_array_equal(batch.returns[:, 0],
-                                  simulate(prices, SmaCross(**sets[1])).returns.to_numpy())
+    np.testing.assert_array_equal(
+        batch.returns[:, 0], simulate(prices, SmaCross(**sets[1])).returns.to_numpy()
+    )
     with pytest.raises(ConfigError, match="keep_returns"):
         simulate_batch(prices, SmaCross, sets, keep_returns=[True])
 
@@ -184,8 +204,12 @@ def test_return_metrics_kernel_equals_metrics_module():
     names = METRIC_NAMES[:7]
     for i, r in enumerate(rows):
         want = [
-            metrics.total_return(r), metrics.cagr(r), metrics.annual_volatility(r),
-            metrics.sharpe_ratio(r), metrics.sortino_ratio(r), metrics.max_drawdown(r),
+            metrics.total_return(r),
+            metrics.cagr(r),
+            metrics.annual_volatility(r),
+            metrics.sharpe_ratio(r),
+            metrics.sortino_ratio(r),
+            metrics.max_drawdown(r),
             metrics.calmar_ratio(r),
         ]
         np.testing.assert_array_equal(got[i], np.array(want), err_msg=f"row {i} {names}")

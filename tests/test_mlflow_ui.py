@@ -25,9 +25,17 @@ from backtest.tracking import log_result
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--window-size=1400,900", "--virtual-time-budget=30000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,900",
+    "--virtual-time-budget=30000",
+]
 
 
 def chromium() -> str:
@@ -41,9 +49,13 @@ def chromium() -> str:
 
 def rendered_text(url: str, profile: Path) -> str:
     """The page's DOM after its scripts ran, as visible text (tags stripped)."""
-    out = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                          "--dump-dom", url], capture_output=True, text=True, timeout=180,
-                         check=True).stdout
+    out = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
     out = re.sub(r"<(script|style)\b.*?</\1>", " ", out, flags=re.S)
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", out)))
 
@@ -55,25 +67,40 @@ def test_experiment_page_lists_the_runs(tmp_path: Path, mlflow_server: str) -> N
     names = []
     for fast in (5, 10):
         run_dir = tmp_path / f"bt{fast}"
-        results.write_result(run_dir, {"task": "backtest", "job_id": f"bt-{fast}",
-                                       "params": {"fast": fast, "slow": 50},
-                                       "metrics": {"sharpe_ratio": fast / 10}},
-                             config_yaml=yaml.safe_dump({"name": experiment}))
+        results.write_result(
+            run_dir,
+            {
+                "task": "backtest",
+                "job_id": f"bt-{fast}",
+                "params": {"fast": fast, "slow": 50},
+                "metrics": {"sharpe_ratio": fast / 10},
+            },
+            config_yaml=yaml.safe_dump({"name": experiment}),
+        )
         log_result(run_dir, cfg)
         names.append(f"backtest fast={fast}, slow=50")
-    trials = pd.DataFrame({"fast": [5, 10, 15], "slow": [50, 60, 70],
-                           "sharpe_ratio": [0.1, 0.9, 0.5]})
-    results.write_result(tmp_path / "search", {"task": "search", "job_id": "s",
-                                               "params": {"fast": 10, "slow": 60},
-                                               "metrics": {"sharpe_ratio": 0.9}},
-                         tables={"trials": trials},
-                         config_yaml=yaml.safe_dump({"name": experiment, "search": {
-                             "space": {"fast": [5, 15], "slow": [50, 70]}}}))
+    trials = pd.DataFrame(
+        {"fast": [5, 10, 15], "slow": [50, 60, 70], "sharpe_ratio": [0.1, 0.9, 0.5]}
+    )
+    results.write_result(
+        tmp_path / "search",
+        {
+            "task": "search",
+            "job_id": "s",
+            "params": {"fast": 10, "slow": 60},
+            "metrics": {"sharpe_ratio": 0.9},
+        },
+        tables={"trials": trials},
+        config_yaml=yaml.safe_dump(
+            {"name": experiment, "search": {"space": {"fast": [5, 15], "slow": [50, 70]}}}
+        ),
+    )
     logged = log_result(tmp_path / "search", cfg)
     names.append("search fast=10, slow=60")
 
-    text = rendered_text(f"{mlflow_server}/#/experiments/{logged.experiment_id}/runs",
-                         tmp_path / "profile")
+    text = rendered_text(
+        f"{mlflow_server}/#/experiments/{logged.experiment_id}/runs", tmp_path / "profile"
+    )
     assert experiment in text
     for name in names:
         assert name in text, f"{name!r} not rendered; page text: {text[:2000]}"

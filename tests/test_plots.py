@@ -46,8 +46,11 @@ def assert_readable(fig: Any, path: Path) -> None:
 def prices(n: int = 400) -> pd.DataFrame:
     rng = np.random.default_rng(5)
     index = pd.bdate_range("2020-01-01", periods=n)
-    return pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, 2)), axis=0)),
-                        index=index, columns=["A", "B"])
+    return pd.DataFrame(
+        100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, 2)), axis=0)),
+        index=index,
+        columns=["A", "B"],
+    )
 
 
 def test_equity_figure_draws_equity_and_its_drawdown(tmp_path: Path, drawn: list[Any]) -> None:
@@ -70,10 +73,18 @@ def test_equity_figure_draws_equity_and_its_drawdown(tmp_path: Path, drawn: list
 
 def test_heatmap_marks_the_best_cell(tmp_path: Path, drawn: list[Any]) -> None:
     rng = np.random.default_rng(1)
-    grid = pd.DataFrame([(f, s, rng.normal()) for f in (5, 10, 20) for s in (50, 100, 150, 200)
-                         for _ in range(2)], columns=["fast", "slow", "sharpe_ratio"])
-    path = plots.heatmap_figure(grid, "slow", "fast", "sharpe_ratio", tmp_path / "h.png",
-                                value_label="Sharpe ratio (annualised)")
+    grid = pd.DataFrame(
+        [(f, s, rng.normal()) for f in (5, 10, 20) for s in (50, 100, 150, 200) for _ in range(2)],
+        columns=["fast", "slow", "sharpe_ratio"],
+    )
+    path = plots.heatmap_figure(
+        grid,
+        "slow",
+        "fast",
+        "sharpe_ratio",
+        tmp_path / "h.png",
+        value_label="Sharpe ratio (annualised)",
+    )
     (fig,) = drawn
     assert_readable(fig, path)
     ax = fig.axes[0]
@@ -82,7 +93,9 @@ def test_heatmap_marks_the_best_cell(tmp_path: Path, drawn: list[Any]) -> None:
     (box,) = ax.patches
     col, row = box.get_x() + 0.5, box.get_y() + 0.5
     assert (sorted(grid.slow.unique())[int(col)], sorted(grid.fast.unique())[int(row)]) == (
-        best_slow, best_fast)
+        best_slow,
+        best_fast,
+    )
     assert f"slow={best_slow}, fast={best_fast}" in box.get_label()
     assert fig.axes[1].get_ylabel() == "Sharpe ratio (annualised)"
     assert ax.get_xlabel() == "slow (parameter value)"
@@ -93,19 +106,37 @@ def test_fan_histogram_line_and_windows_figures(tmp_path: Path, drawn: list[Any]
     paths = np.cumprod(1 + rng.normal(0.0005, 0.01, (500, 252)), axis=1)
     levels = [5, 25, 50, 75, 95]
     fan = pd.DataFrame(np.percentile(paths, levels, axis=0).T, columns=levels)
-    plots.fan_figure(fan, tmp_path / "fan.png", title="Monte Carlo equity fan",
-                     ylabel="Equity (growth of 1 unit)", observed=pd.Series(paths[0]))
+    plots.fan_figure(
+        fan,
+        tmp_path / "fan.png",
+        title="Monte Carlo equity fan",
+        ylabel="Equity (growth of 1 unit)",
+        observed=pd.Series(paths[0]),
+    )
     final = paths[:, -1] - 1
-    plots.histogram_figure(final, tmp_path / "hist.png", title="Total return of simulated paths",
-                           xlabel="Total return (%)", observed=0.1, percent=True)
-    plots.line_figure({"out-of-sample": pd.Series(paths[0], index=pd.bdate_range(
-        "2020-01-01", periods=252))}, tmp_path / "line.png", title="Out-of-sample equity",
-        ylabel="Equity (growth of 1 unit)")
-    folds = pd.DataFrame({"train_start": pd.to_datetime(["2010-01-01", "2011-01-01"]),
-                          "train_end": pd.to_datetime(["2012-12-31", "2013-12-31"]),
-                          "test_start": pd.to_datetime(["2013-01-01", "2014-01-01"]),
-                          "test_end": pd.to_datetime(["2013-12-31", "2014-12-31"]),
-                          "params": ["lookback=20", "lookback=60"]})
+    plots.histogram_figure(
+        final,
+        tmp_path / "hist.png",
+        title="Total return of simulated paths",
+        xlabel="Total return (%)",
+        observed=0.1,
+        percent=True,
+    )
+    plots.line_figure(
+        {"out-of-sample": pd.Series(paths[0], index=pd.bdate_range("2020-01-01", periods=252))},
+        tmp_path / "line.png",
+        title="Out-of-sample equity",
+        ylabel="Equity (growth of 1 unit)",
+    )
+    folds = pd.DataFrame(
+        {
+            "train_start": pd.to_datetime(["2010-01-01", "2011-01-01"]),
+            "train_end": pd.to_datetime(["2012-12-31", "2013-12-31"]),
+            "test_start": pd.to_datetime(["2013-01-01", "2014-01-01"]),
+            "test_end": pd.to_datetime(["2013-12-31", "2014-12-31"]),
+            "params": ["lookback=20", "lookback=60"],
+        }
+    )
     plots.windows_figure(folds, tmp_path / "folds.png", label="params")
     fan_fig, hist_fig, _, win_fig = drawn
     for fig, name in zip(drawn, ["fan", "hist", "line", "folds"], strict=True):

@@ -34,8 +34,11 @@ from backtest.strategies import Momentum, SmaCross
 def gbm(n_bars: int = 600, n_assets: int = 1, seed: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.012, (n_bars, n_assets)), axis=0))
-    return pd.DataFrame(close, index=pd.bdate_range("2012-01-02", periods=n_bars),
-                        columns=[f"S{j}" for j in range(n_assets)])
+    return pd.DataFrame(
+        close,
+        index=pd.bdate_range("2012-01-02", periods=n_bars),
+        columns=[f"S{j}" for j in range(n_assets)],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +59,12 @@ def noisy(params, seed):
 
 def test_grid_equals_an_exhaustive_loop_of_single_backtests(prices):
     grid = {"fast": [2, 5, 10, 30], "slow": [10, 20, 50]}
-    res = grid_search(grid, StrategyEvaluator(prices, SmaCross, fee_bps=10),
-                      constraint="fast < slow", progress=False)
+    res = grid_search(
+        grid,
+        StrategyEvaluator(prices, SmaCross, fee_bps=10),
+        constraint="fast < slow",
+        progress=False,
+    )
     combos = [(f, s) for f, s in itertools.product(grid["fast"], grid["slow"]) if f < s]
     assert list(zip(res.trials["fast"], res.trials["slow"], strict=True)) == combos
     assert list(res.trials["trial"]) == list(range(len(combos)))
@@ -66,16 +73,21 @@ def test_grid_equals_an_exhaustive_loop_of_single_backtests(prices):
         single = simulate(prices, SmaCross(fast, slow), fee_bps=10).metrics
         for name in METRIC_NAMES:
             np.testing.assert_allclose(row[name], single[name], rtol=1e-12, err_msg=name)
-    best = max(combos, key=lambda c: simulate(prices, SmaCross(*c), fee_bps=10)
-               .metrics["sharpe_ratio"])
+    best = max(
+        combos, key=lambda c: simulate(prices, SmaCross(*c), fee_bps=10).metrics["sharpe_ratio"]
+    )
     assert (res.best_params["fast"], res.best_params["slow"]) == best
     assert res.best_score == res.trials["sharpe_ratio"].max()
     assert res.trials.loc[res.best_trial, "sharpe_ratio"] == res.best_score
 
 
 def test_grid_with_a_callable_and_ranges():
-    res = grid_search({"x": {"low": 0, "high": 6}, "y": {"low": 0.0, "high": 1.0, "step": 0.25}},
-                      quadratic, metric="score", progress=False)
+    res = grid_search(
+        {"x": {"low": 0, "high": 6}, "y": {"low": 0.0, "high": 1.0, "step": 0.25}},
+        quadratic,
+        metric="score",
+        progress=False,
+    )
     assert len(res.trials) == 7 * 5
     assert res.best_params == {"x": 3, "y": 0.5}
     assert res.best_score == 0.0
@@ -83,8 +95,13 @@ def test_grid_with_a_callable_and_ranges():
 
 
 def test_minimize_picks_the_smallest():
-    res = grid_search({"x": [1, 2, 3]}, lambda p: {"loss": p["x"] ** 2, "other": 1.0},
-                      metric="loss", direction="minimize", progress=False)
+    res = grid_search(
+        {"x": [1, 2, 3]},
+        lambda p: {"loss": p["x"] ** 2, "other": 1.0},
+        metric="loss",
+        direction="minimize",
+        progress=False,
+    )
     assert res.best_params == {"x": 1}
     assert "other" in res.trials.columns
 
@@ -95,10 +112,18 @@ def test_minimize_picks_the_smallest():
     ids=["expression", "callable", "compiled"],
 )
 def test_constraint_skips_combinations(constraint):
-    res = grid_search({"fast": [5, 10, 20], "slow": [10, 20]}, lambda p: p["slow"] - p["fast"],
-                      metric="gap", constraint=constraint, progress=False)
+    res = grid_search(
+        {"fast": [5, 10, 20], "slow": [10, 20]},
+        lambda p: p["slow"] - p["fast"],
+        metric="gap",
+        constraint=constraint,
+        progress=False,
+    )
     assert list(zip(res.trials["fast"], res.trials["slow"], strict=True)) == [
-        (5, 10), (5, 20), (10, 20)]
+        (5, 10),
+        (5, 20),
+        (10, 20),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -180,14 +205,18 @@ def test_failed_trials_are_recorded_and_the_best_is_finite():
 
 def test_all_failed_raises_with_the_most_common_reason():
     with pytest.raises(TrialsFailed, match=r"all 4 trials failed.*'ValueError: no' \(3 of 4"):
-        grid_search({"x": [1, 2, 3, 4]},
-                    lambda p: (_ for _ in ()).throw(ValueError("no")) if p["x"] < 4 else math.nan,
-                    metric="s", progress=False)
+        grid_search(
+            {"x": [1, 2, 3, 4]},
+            lambda p: (_ for _ in ()).throw(ValueError("no")) if p["x"] < 4 else math.nan,
+            metric="s",
+            progress=False,
+        )
 
 
 def test_invalid_sets_of_a_batch_fail_alone(prices):
-    res = grid_search({"fast": [5, 20], "slow": [10, 30]},
-                      StrategyEvaluator(prices, SmaCross), progress=False)
+    res = grid_search(
+        {"fast": [5, 20], "slow": [10, 30]}, StrategyEvaluator(prices, SmaCross), progress=False
+    )
     bad = res.trials[(res.trials["fast"] == 20) & (res.trials["slow"] == 10)]
     assert bad["status"].tolist() == ["failed"]
     assert "ConfigError" in bad["error"].iloc[0] and "'fast' (20)" in bad["error"].iloc[0]
@@ -195,8 +224,9 @@ def test_invalid_sets_of_a_batch_fail_alone(prices):
 
 
 def test_flat_strategy_fails_with_a_nan_sharpe(prices):
-    res = grid_search({"fast": [5], "slow": [20, 10_000]},
-                      StrategyEvaluator(prices, SmaCross), progress=False)
+    res = grid_search(
+        {"fast": [5], "slow": [20, 10_000]}, StrategyEvaluator(prices, SmaCross), progress=False
+    )
     assert res.trials["status"].tolist() == ["ok", "failed"]
     assert res.trials["error"].iloc[1] == "sharpe_ratio is nan"
 
@@ -206,14 +236,16 @@ def test_flat_strategy_fails_with_a_nan_sharpe(prices):
 
 def test_random_search_distributions():
     rng = np.random.default_rng(0)
-    space = parse_space({
-        "i": {"low": 3, "high": 12},
-        "s": {"low": 10, "high": 50, "step": 10},
-        "f": {"low": -2.0, "high": 5.0},
-        "lf": {"low": 1e-3, "high": 10.0, "log": True},
-        "li": {"low": 1, "high": 100, "log": True},
-        "c": ["a", "b", "c"],
-    })
+    space = parse_space(
+        {
+            "i": {"low": 3, "high": 12},
+            "s": {"low": 10, "high": 50, "step": 10},
+            "f": {"low": -2.0, "high": 5.0},
+            "lf": {"low": 1e-3, "high": 10.0, "log": True},
+            "li": {"low": 1, "high": 100, "log": True},
+            "c": ["a", "b", "c"],
+        }
+    )
     draws = sample_frame(space, 40_000, rng)
     counts = draws["i"].value_counts().reindex(range(3, 13), fill_value=0)
     assert stats.chisquare(counts).pvalue > 1e-3
@@ -235,21 +267,40 @@ def test_random_search_distributions():
 
 def test_random_search_respects_the_constraint_and_the_seed():
     space = {"fast": {"low": 1, "high": 50}, "slow": {"low": 2, "high": 60}}
-    a = random_search(space, lambda p: p["slow"] - p["fast"], metric="gap", n_iter=300,
-                      constraint="fast < slow", seed=5, progress=False)
-    b = random_search(space, lambda p: p["slow"] - p["fast"], metric="gap", n_iter=300,
-                      constraint="fast < slow", seed=5, progress=False)
+    a = random_search(
+        space,
+        lambda p: p["slow"] - p["fast"],
+        metric="gap",
+        n_iter=300,
+        constraint="fast < slow",
+        seed=5,
+        progress=False,
+    )
+    b = random_search(
+        space,
+        lambda p: p["slow"] - p["fast"],
+        metric="gap",
+        n_iter=300,
+        constraint="fast < slow",
+        seed=5,
+        progress=False,
+    )
     assert len(a.trials) == 300
     assert (a.trials["fast"] < a.trials["slow"]).all()
     pd.testing.assert_frame_equal(a.trials, b.trials)
     with pytest.raises(ConfigError, match="rejected"):
-        random_search(space, quadratic, n_iter=5, constraint="fast > 100", seed=1,
-                      progress=False)
+        random_search(space, quadratic, n_iter=5, constraint="fast > 100", seed=1, progress=False)
 
 
 def test_random_search_finds_the_region_of_the_optimum():
-    res = random_search({"x": {"low": 0.0, "high": 6.0}, "y": {"low": 0.0, "high": 1.0}},
-                        quadratic, metric="score", n_iter=500, seed=2, progress=False)
+    res = random_search(
+        {"x": {"low": 0.0, "high": 6.0}, "y": {"low": 0.0, "high": 1.0}},
+        quadratic,
+        metric="score",
+        n_iter=500,
+        seed=2,
+        progress=False,
+    )
     assert abs(res.best_params["x"] - 3) < 0.3 and abs(res.best_params["y"] - 0.5) < 0.3
 
 
@@ -265,25 +316,32 @@ def test_trial_seeds_are_seed_sequence_children():
 @pytest.mark.parametrize("method", ["grid", "random", "tpe"])
 def test_same_seed_same_trials_whatever_n_jobs(method):
     space = {"x": list(range(12))}
-    one = run_search(method, space, noisy, n_iter=12, metric="value", seed=9, n_jobs=1,
-                     progress=False)
-    two = run_search(method, space, noisy, n_iter=12, metric="value", seed=9, n_jobs=2,
-                     progress=False)
+    one = run_search(
+        method, space, noisy, n_iter=12, metric="value", seed=9, n_jobs=1, progress=False
+    )
+    two = run_search(
+        method, space, noisy, n_iter=12, metric="value", seed=9, n_jobs=2, progress=False
+    )
     pd.testing.assert_frame_equal(one.trials, two.trials)
     assert one.trials["seed"].tolist() == trial_seeds(9, np.arange(12)).tolist()
 
 
 def test_parallel_workers_run_closures_and_import_paths():
     offset = 10.0
-    res = grid_search({"x": [1, 2, 3, 4]}, lambda p: p["x"] + offset, metric="v", n_jobs=2,
-                      progress=False)
+    res = grid_search(
+        {"x": [1, 2, 3, 4]}, lambda p: p["x"] + offset, metric="v", n_jobs=2, progress=False
+    )
     assert res.trials["v"].tolist() == [11.0, 12.0, 13.0, 14.0]
-    res = grid_search({"x": [2, 3, 4], "y": [0.5]}, "tests.test_search:quadratic", metric="s",
-                      n_jobs=2, progress=False)
+    res = grid_search(
+        {"x": [2, 3, 4], "y": [0.5]},
+        "tests.test_search:quadratic",
+        metric="s",
+        n_jobs=2,
+        progress=False,
+    )
     assert res.best_params == {"x": 3, "y": 0.5}
     with pytest.raises(ConfigError, match="cannot import evaluator"):
-        grid_search({"x": [1]}, "tests.test_search:missing", metric="s", n_jobs=2,
-                    progress=False)
+        grid_search({"x": [1]}, "tests.test_search:missing", metric="s", n_jobs=2, progress=False)
 
 
 def test_failures_in_workers_are_recorded():
@@ -306,16 +364,23 @@ def test_tpe_is_seeded_and_finds_the_optimum():
 
 def test_cmaes_on_a_continuous_space():
     space = {"x": {"low": 0.0, "high": 6.0}, "y": {"low": 0.0, "high": 1.0}}
-    res = optuna_search(space, quadratic, n_trials=80, sampler="cmaes", metric="s", seed=1,
-                        progress=False)
+    res = optuna_search(
+        space, quadratic, n_trials=80, sampler="cmaes", metric="s", seed=1, progress=False
+    )
     assert res.method == "cmaes"
     assert res.best_score > -0.05
 
 
 def test_optuna_search_with_strategy_evaluator_and_constraint(prices):
-    res = run_search("tpe", {"fast": {"low": 2, "high": 40}, "slow": {"low": 5, "high": 120}},
-                     StrategyEvaluator(prices, SmaCross), n_iter=25, constraint="fast < slow",
-                     seed=4, progress=False)
+    res = run_search(
+        "tpe",
+        {"fast": {"low": 2, "high": 40}, "slow": {"low": 5, "high": 120}},
+        StrategyEvaluator(prices, SmaCross),
+        n_iter=25,
+        constraint="fast < slow",
+        seed=4,
+        progress=False,
+    )
     assert len(res.trials) == 25
     assert (res.trials["fast"] < res.trials["slow"]).all()
     best = simulate(prices, SmaCross(**res.best_params)).metrics["sharpe_ratio"]
@@ -329,8 +394,9 @@ def test_optuna_search_with_strategy_evaluator_and_constraint(prices):
 
 def test_keep_returns_is_bounded_and_matches_the_backtests(prices):
     ev = StrategyEvaluator(prices, Momentum, fee_bps=5)
-    res = grid_search({"lookback": list(range(5, 105, 5)), "skip": [0, 1]}, ev,
-                      keep_returns=8, progress=False)
+    res = grid_search(
+        {"lookback": list(range(5, 105, 5)), "skip": [0, 1]}, ev, keep_returns=8, progress=False
+    )
     assert res.returns is not None and res.returns.shape == (len(prices), 8)
     assert res.returns.dtypes.eq(np.float32).all()
     assert list(res.returns.columns) == list(np.flatnonzero(keep_selection(40, 8)))
@@ -346,31 +412,43 @@ def test_callable_returning_backtests_keeps_returns(prices):
     def score(params):
         return simulate(prices, SmaCross(**params))
 
-    res = grid_search({"fast": [3, 5], "slow": [20, 10_000]}, score, keep_returns=10,
-                      progress=False)
+    res = grid_search(
+        {"fast": [3, 5], "slow": [20, 10_000]}, score, keep_returns=10, progress=False
+    )
     ok = res.trials.loc[res.trials["status"] == "ok", "trial"].tolist()
     assert list(res.returns.columns) == ok  # the flat (failed) trials are not kept
     pd.testing.assert_index_equal(res.returns.index, prices.index)
 
 
 def test_parquet_round_trip(tmp_path, prices):
-    res = grid_search({"fast": [3, 5, 8], "slow": [20, 40]},
-                      StrategyEvaluator(prices, SmaCross), keep_returns=3, seed=11,
-                      progress=False)
+    res = grid_search(
+        {"fast": [3, 5, 8], "slow": [20, 40]},
+        StrategyEvaluator(prices, SmaCross),
+        keep_returns=3,
+        seed=11,
+        progress=False,
+    )
     path = res.to_parquet(tmp_path / "search.parquet")
     back = SearchResult.read_parquet(path)
     pd.testing.assert_frame_equal(back.trials, res.trials)
     pd.testing.assert_frame_equal(back.returns, res.returns, check_freq=False)
     assert (back.best_params, back.best_score, back.best_trial, back.seed) == (
-        res.best_params, res.best_score, res.best_trial, 11)
+        res.best_params,
+        res.best_score,
+        res.best_trial,
+        11,
+    )
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "other.parquet")
     with pytest.raises(ConfigError, match="not a search result"):
         SearchResult.read_parquet(tmp_path / "other.parquet")
 
 
 def test_heatmap_png(tmp_path, prices):
-    res = grid_search({"fast": [2, 5, 10], "slow": [20, 30, 50, 80], "long_short": [False, True]},
-                      StrategyEvaluator(prices, SmaCross), progress=False)
+    res = grid_search(
+        {"fast": [2, 5, 10], "slow": [20, 30, 50, 80], "long_short": [False, True]},
+        StrategyEvaluator(prices, SmaCross),
+        progress=False,
+    )
     path = res.heatmap("fast", "slow", tmp_path / "figures" / "heatmap.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -379,16 +457,28 @@ def test_heatmap_png(tmp_path, prices):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(math.nan)), min_size=1, max_size=30),
-       st.sampled_from(["maximize", "minimize"]))
+@given(
+    st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(math.nan)), min_size=1, max_size=30),
+    st.sampled_from(["maximize", "minimize"]),
+)
 def test_best_score_is_the_extreme_of_the_trials(values, direction):
     if all(math.isnan(v) for v in values):
         with pytest.raises(TrialsFailed):
-            grid_search({"i": list(range(len(values)))}, lambda p: values[p["i"]],
-                        metric="v", direction=direction, progress=False)
+            grid_search(
+                {"i": list(range(len(values)))},
+                lambda p: values[p["i"]],
+                metric="v",
+                direction=direction,
+                progress=False,
+            )
         return
-    res = grid_search({"i": list(range(len(values)))}, lambda p: values[p["i"]],
-                      metric="v", direction=direction, progress=False)
+    res = grid_search(
+        {"i": list(range(len(values)))},
+        lambda p: values[p["i"]],
+        metric="v",
+        direction=direction,
+        progress=False,
+    )
     ok = res.trials[res.trials["status"] == "ok"]["v"]
     assert res.best_score == (ok.max() if direction == "maximize" else ok.min())
     assert math.isfinite(res.best_score)
@@ -398,10 +488,11 @@ def test_best_score_is_the_extreme_of_the_trials(values, direction):
 def test_strategy_evaluator_as_a_callable_in_worker_processes(prices):
     # The parent has run the parallel kernels (OpenMP started); forked workers must not.
     ev = StrategyEvaluator(prices, SmaCross)
-    grid_search({"fast": [5], "slow": [20, 30, 40, 50, 60, 70, 80, 90, 100]}, ev,
-                progress=False)
-    one = grid_search({"fast": [5, 8], "slow": [20, 40]}, ev.__call__, n_jobs=1, seed=1,
-                      progress=False)
-    two = grid_search({"fast": [5, 8], "slow": [20, 40]}, ev.__call__, n_jobs=2, seed=1,
-                      progress=False)
+    grid_search({"fast": [5], "slow": [20, 30, 40, 50, 60, 70, 80, 90, 100]}, ev, progress=False)
+    one = grid_search(
+        {"fast": [5, 8], "slow": [20, 40]}, ev.__call__, n_jobs=1, seed=1, progress=False
+    )
+    two = grid_search(
+        {"fast": [5, 8], "slow": [20, 40]}, ev.__call__, n_jobs=2, seed=1, progress=False
+    )
     pd.testing.assert_frame_equal(one.trials, two.trials)

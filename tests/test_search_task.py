@@ -31,9 +31,12 @@ def small(cfg, tmp_path: Path, **search):  # type: ignore[no-untyped-def]
 
 
 def test_sma_grid_experiment_writes_trials_best_backtest_and_heatmap(compose, tmp_path):
-    cfg = small(compose("+experiment=sma_grid"), tmp_path,
-                space={"fast": [5, 10, 20], "slow": {"low": 10, "high": 60, "step": 25}},
-                keep_returns=50)
+    cfg = small(
+        compose("+experiment=sma_grid"),
+        tmp_path,
+        space={"fast": [5, 10, 20], "slow": {"low": 10, "high": 60, "step": 25}},
+        keep_returns=50,
+    )
     objective = run(cfg)
     stored = load_result(tmp_path / "run")
     record = stored.record
@@ -50,10 +53,14 @@ def test_sma_grid_experiment_writes_trials_best_backtest_and_heatmap(compose, tm
     settings = typed_settings(cfg)
     prices = load_prices(settings.data)
     single = simulate(prices, SmaCross(int(best["fast"]), int(best["slow"])), fee_bps=10.0)
-    assert record["params"] == {"fast": int(best["fast"]), "slow": int(best["slow"]),
-                                "long_short": False}
-    assert record["metrics"]["sharpe_ratio"] == pytest.approx(single.metrics["sharpe_ratio"],
-                                                              rel=1e-12)
+    assert record["params"] == {
+        "fast": int(best["fast"]),
+        "slow": int(best["slow"]),
+        "long_short": False,
+    }
+    assert record["metrics"]["sharpe_ratio"] == pytest.approx(
+        single.metrics["sharpe_ratio"], rel=1e-12
+    )
     assert (tmp_path / "run" / "figures" / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     assert 0.0 <= record["overfitting"]["pbo"] <= 1.0
 
@@ -62,22 +69,32 @@ def test_children_are_the_best_k_trials(compose, tmp_path):
     from backtest.tasks import _search
     from backtest.tasks._context import TaskContext
 
-    cfg = small(compose("+experiment=sma_grid"), tmp_path,
-                space={"fast": [3, 5, 8, 13], "slow": [21, 34, 55]})
+    cfg = small(
+        compose("+experiment=sma_grid"),
+        tmp_path,
+        space={"fast": [3, 5, 8, 13], "slow": [21, 34, 55]},
+    )
     settings = typed_settings(cfg)
     prices = load_prices(settings.data)
     from backtest.jobs import BacktestJob
 
-    ctx = TaskContext(job=BacktestJob.from_config(cfg), settings=settings, prices=prices,
-                      strategy_cls=SmaCross, strategy_params={"fast": 10, "slow": 50,
-                                                              "long_short": False},
-                      run_dir=tmp_path / "ctx", data_fingerprint="x")
+    ctx = TaskContext(
+        job=BacktestJob.from_config(cfg),
+        settings=settings,
+        prices=prices,
+        strategy_cls=SmaCross,
+        strategy_params={"fast": 10, "slow": 50, "long_short": False},
+        run_dir=tmp_path / "ctx",
+        data_fingerprint="x",
+    )
     out = _search.run(ctx)
     trials = out.tables["trials"]
     top = trials.sort_values("sharpe_ratio", ascending=False).head(3)
     assert [c["name"] for c in out.children] == [f"trial {t}" for t in top["trial"]]
-    assert out.children[0]["params"] == {"fast": int(top["fast"].iloc[0]),
-                                         "slow": int(top["slow"].iloc[0])}
+    assert out.children[0]["params"] == {
+        "fast": int(top["fast"].iloc[0]),
+        "slow": int(top["slow"].iloc[0]),
+    }
     assert out.children[0]["metrics"]["sharpe_ratio"] == out.objective
     assert out.record["search"]["direction"] == "maximize"
     assert any(label == "best trial" for label, _ in out.summary)
@@ -99,8 +116,12 @@ def test_bad_search_config_names_the_key(compose, tmp_path, overrides, key):
 
 
 def test_tpe_experiment_and_fixed_parameters(compose, tmp_path):
-    cfg = small(compose("+experiment=sma_tpe", "strategy.long_short=true"), tmp_path,
-                n_iter=12, space={"fast": {"low": 2, "high": 30}, "slow": {"low": 40, "high": 200}})
+    cfg = small(
+        compose("+experiment=sma_tpe", "strategy.long_short=true"),
+        tmp_path,
+        n_iter=12,
+        space={"fast": {"low": 2, "high": 30}, "slow": {"low": 40, "high": 200}},
+    )
     run(cfg)
     record = load_result(tmp_path / "run").record
     assert record["search"]["method"] == "tpe" and record["search"]["n_trials"] == 12
@@ -108,15 +129,23 @@ def test_tpe_experiment_and_fixed_parameters(compose, tmp_path):
 
 
 def test_strategy_without_fused_kernel_is_searched_through_the_generic_path(compose, tmp_path):
-    cfg = small(compose("strategy=mean_reversion", "search=random"), tmp_path, n_iter=6,
-                seed=4, space={"lookback": {"low": 10, "high": 40},
-                               "entry_z": {"low": 1.0, "high": 2.5}})
+    cfg = small(
+        compose("strategy=mean_reversion", "search=random"),
+        tmp_path,
+        n_iter=6,
+        seed=4,
+        space={"lookback": {"low": 10, "high": 40}, "entry_z": {"low": 1.0, "high": 2.5}},
+    )
     run(cfg)
     stored = load_result(tmp_path / "run")
     trials = stored.table("trials")
     assert len(trials) == 6
     prices = load_prices(typed_settings(cfg).data)
     row = trials.iloc[0]
-    single = simulate(prices, MeanReversion(int(row["lookback"]), float(row["entry_z"]), 0.5),
-                      fee_bps=1.0, slippage_bps=1.0)
+    single = simulate(
+        prices,
+        MeanReversion(int(row["lookback"]), float(row["entry_z"]), 0.5),
+        fee_bps=1.0,
+        slippage_bps=1.0,
+    )
     np.testing.assert_allclose(row["total_return"], single.metrics["total_return"], rtol=1e-12)

@@ -95,10 +95,10 @@ def run_app(conf_dir: Path, overrides: list[str], monkeypatch) -> None:  # type:
     import hydra
 
     GlobalHydra.instance().clear()
-    app = hydra.main(version_base="1.3", config_path=str(conf_dir), config_name="config")(
-        objective)
-    monkeypatch.setattr(sys, "argv", ["app", "-m", "hydra/hydra_logging=none",
-                                      "hydra/job_logging=none", *overrides])
+    app = hydra.main(version_base="1.3", config_path=str(conf_dir), config_name="config")(objective)
+    monkeypatch.setattr(
+        sys, "argv", ["app", "-m", "hydra/hydra_logging=none", "hydra/job_logging=none", *overrides]
+    )
     try:
         app()
     finally:
@@ -126,7 +126,7 @@ def test_sweeper_runs_trials_and_reports_failures(app_dir, monkeypatch):
     assert res["n_failed"] == sum(reasons.values()) >= 1
     assert set(reasons) <= {"ValueError: x=3 breaks", "objective is nan"}
     assert res["best_params"]["x"] == 6
-    assert res["best_value"] == pytest.approx(-(0 ** 2) + res["best_params"]["y"])
+    assert res["best_value"] == pytest.approx(-(0**2) + res["best_params"]["y"])
     # one Hydra job directory per trial, numbered by the trial
     jobs = sorted(int(p.name) for p in (app_dir / "sweep").iterdir() if p.name.isdigit())
     assert len(jobs) == 25
@@ -155,8 +155,11 @@ def test_a_stopped_sweep_resumes_to_its_total(app_dir, monkeypatch):
 
 
 def test_constraint_prunes_proposals_that_are_not_trials(app_dir, monkeypatch):
-    run_app(app_dir / "conf", ["hydra.sweeper.n_trials=8", "hydra.sweeper.constraint='x > 5'"],
-            monkeypatch)
+    run_app(
+        app_dir / "conf",
+        ["hydra.sweeper.n_trials=8", "hydra.sweeper.constraint='x > 5'"],
+        monkeypatch,
+    )
     res = results_of(app_dir / "sweep")
     assert res["n_finished"] == 8
     study_trials = [p for p in (app_dir / "sweep").iterdir() if p.name.isdigit()]
@@ -174,15 +177,17 @@ def test_new_trials_start_as_soon_as_a_job_finishes(app_dir, monkeypatch):
     monkeypatch.syspath_prepend(str(app_dir / "plugins"))
     import hydra_plugins
 
-    monkeypatch.setattr(hydra_plugins, "__path__", [*hydra_plugins.__path__,
-                                                    str(plugin.parent)])
+    monkeypatch.setattr(hydra_plugins, "__path__", [*hydra_plugins.__path__, str(plugin.parent)])
     from hydra.core.plugins import Plugins
     from hydra.core.singleton import Singleton
 
     Singleton._instances.pop(Plugins, None)  # rescan, now with the test launcher
     try:
-        run_app(app_dir / "conf", ["hydra/launcher=thread_test", "hydra.sweeper.n_jobs=2",
-                                   "hydra.sweeper.n_trials=8"], monkeypatch)
+        run_app(
+            app_dir / "conf",
+            ["hydra/launcher=thread_test", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=8"],
+            monkeypatch,
+        )
         from hydra_plugins.thread_test_launcher.thread_launcher import EVENTS
     finally:
         Singleton._instances.pop(Plugins, None)
@@ -203,10 +208,23 @@ def test_sweep_summary_has_one_row_per_job(in_tmp_cwd, monkeypatch):
     from backtest.__main__ import main
 
     GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", [
-        "backtest", "-m", "strategy.fast=5,10", "strategy.slow=50,100", "tracking=none",
-        "data.n_bars=400", "data.n_assets=1", "summary=false", "hydra.sweep.dir=sweep",
-        "hydra/hydra_logging=none", "hydra/job_logging=none"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "backtest",
+            "-m",
+            "strategy.fast=5,10",
+            "strategy.slow=50,100",
+            "tracking=none",
+            "data.n_bars=400",
+            "data.n_assets=1",
+            "summary=false",
+            "hydra.sweep.dir=sweep",
+            "hydra/hydra_logging=none",
+            "hydra/job_logging=none",
+        ],
+    )
     try:
         main()
     finally:
@@ -221,8 +239,9 @@ def test_sweep_summary_has_one_row_per_job(in_tmp_cwd, monkeypatch):
     assert "strategy.fast=10" in row["overrides"] and "strategy.slow=50" in row["overrides"]
     assert (row["param.fast"], row["param.slow"]) == (10, 50)
     assert Path(row["run_dir"]).name == "2"
-    pd.testing.assert_frame_equal(pd.read_parquet(sweep / "summary.parquet"),
-                                  summarize_sweep(sweep))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(sweep / "summary.parquet"), summarize_sweep(sweep)
+    )
 
 
 def test_summary_marks_jobs_without_a_result_as_failed(tmp_path):
@@ -231,7 +250,8 @@ def test_summary_marks_jobs_without_a_result_as_failed(tmp_path):
     (job / "overrides.yaml").write_text("- strategy.fast=500\n")
     table = summarize_sweep(tmp_path)
     assert table[["job", "overrides", "status"]].to_dict("records") == [
-        {"job": 0, "overrides": "strategy.fast=500", "status": "failed"}]
+        {"job": 0, "overrides": "strategy.fast=500", "status": "failed"}
+    ]
 
 
 def test_plugin_is_registered_for_hydra():

@@ -28,11 +28,19 @@ def experiment() -> str:
 
 def write_run(run_dir: Path, experiment: str, uri: str, sharpe: float = 1.0) -> Path:
     """A complete run directory whose config points at ``uri`` (as a run that could not log)."""
-    record = {"task": "backtest", "job_id": f"job-{uuid.uuid4().hex[:8]}", "name": experiment,
-              "params": {"fast": 10}, "metrics": {"sharpe_ratio": sharpe}, "seed": 1,
-              "config_hash": "a" * 64, "data_fingerprint": "b" * 64, "version": "0.1.0",
-              "started_at": "2026-01-01T00:00:00.000+00:00",
-              "ended_at": "2026-01-01T00:00:01.000+00:00"}
+    record = {
+        "task": "backtest",
+        "job_id": f"job-{uuid.uuid4().hex[:8]}",
+        "name": experiment,
+        "params": {"fast": 10},
+        "metrics": {"sharpe_ratio": sharpe},
+        "seed": 1,
+        "config_hash": "a" * 64,
+        "data_fingerprint": "b" * 64,
+        "version": "0.1.0",
+        "started_at": "2026-01-01T00:00:00.000+00:00",
+        "ended_at": "2026-01-01T00:00:01.000+00:00",
+    }
     config = {"name": experiment, "tracking": {"enabled": True, "uri": uri, "timeout_s": 2.0}}
     results.write_result(run_dir, record, config_yaml=yaml.safe_dump(config))
     return run_dir
@@ -67,8 +75,9 @@ def test_every_result_is_logged_once_however_often_sync_runs(
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
-def test_a_result_logged_live_is_not_logged_again(tmp_path: Path, store: str,
-                                                   experiment: str) -> None:
+def test_a_result_logged_live_is_not_logged_again(
+    tmp_path: Path, store: str, experiment: str
+) -> None:
     run_dir = write_run(tmp_path / "run", experiment, store)
     log_result(run_dir, TrackingConfig(uri=store))
     report = sync(tmp_path)
@@ -76,8 +85,9 @@ def test_a_result_logged_live_is_not_logged_again(tmp_path: Path, store: str,
     assert len(mirrors(store, experiment)) == 1
 
 
-def test_a_half_logged_mirror_is_replaced_by_a_complete_one(tmp_path: Path, store: str,
-                                                           experiment: str) -> None:
+def test_a_half_logged_mirror_is_replaced_by_a_complete_one(
+    tmp_path: Path, store: str, experiment: str
+) -> None:
     from mlflow import MlflowClient
 
     run_dir = write_run(tmp_path / "run", experiment, store)
@@ -93,8 +103,9 @@ def test_a_half_logged_mirror_is_replaced_by_a_complete_one(tmp_path: Path, stor
     assert client.get_run(stale.info.run_id).info.lifecycle_stage == "deleted"
 
 
-def test_uri_option_overrides_each_results_own_uri(tmp_path: Path, store: str,
-                                                   experiment: str, unused_port: int) -> None:
+def test_uri_option_overrides_each_results_own_uri(
+    tmp_path: Path, store: str, experiment: str, unused_port: int
+) -> None:
     run_dir = write_run(tmp_path / "run", experiment, f"http://127.0.0.1:{unused_port}")
     down = sync(tmp_path)
     assert down.logged == [] and [d for d, _ in down.failed] == [run_dir]
@@ -103,8 +114,7 @@ def test_uri_option_overrides_each_results_own_uri(tmp_path: Path, store: str,
     assert [d for d, _ in up.logged] == [run_dir] and up.failed == []
 
 
-def test_copies_inside_the_artifact_store_are_not_results(tmp_path: Path,
-                                                          experiment: str) -> None:
+def test_copies_inside_the_artifact_store_are_not_results(tmp_path: Path, experiment: str) -> None:
     out = tmp_path / "outputs"
     uri = f"sqlite:///{out}/mlflow.db"  # artifacts land in outputs/mlartifacts/
     write_run(out / "run", experiment, uri)
@@ -114,12 +124,14 @@ def test_copies_inside_the_artifact_store_are_not_results(tmp_path: Path,
     assert again.logged == [] and again.present == [out / "run"]
 
 
-def test_sweep_jobs_are_nested_under_one_sweep_run(tmp_path: Path, store: str,
-                                                   experiment: str) -> None:
+def test_sweep_jobs_are_nested_under_one_sweep_run(
+    tmp_path: Path, store: str, experiment: str
+) -> None:
     sweep = tmp_path / "multirun" / "2026-01-01_00-00-00"
     sweep.mkdir(parents=True)
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump(
-        {"hydra": {"overrides": {"task": ["strategy.fast=5,10,20"]}}}))
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump({"hydra": {"overrides": {"task": ["strategy.fast=5,10,20"]}}})
+    )
     for job in range(3):
         write_run(sweep / str(job), experiment, store, sharpe=job)
     assert len(sync(tmp_path).logged) == 3

@@ -69,23 +69,48 @@ def artifact_paths(uri: str, run_id: str, path: str | None = None) -> set[str]:
     return found
 
 
-def run_config(compose: Any, tmp_path: Path, uri: str, experiment: str, *extra: str,
-               base: str = "+experiment=sma_cross") -> Any:
-    return compose(base, "data.n_bars=300", "data.n_assets=2",
-                   f"output_dir={tmp_path / 'run'}", f"tracking.uri={uri}",
-                   f"tracking.experiment_name={experiment}", *extra)
+def run_config(
+    compose: Any,
+    tmp_path: Path,
+    uri: str,
+    experiment: str,
+    *extra: str,
+    base: str = "+experiment=sma_cross",
+) -> Any:
+    return compose(
+        base,
+        "data.n_bars=300",
+        "data.n_assets=2",
+        f"output_dir={tmp_path / 'run'}",
+        f"tracking.uri={uri}",
+        f"tracking.experiment_name={experiment}",
+        *extra,
+    )
 
 
-def write_run(run_dir: Path, record: dict[str, Any], config: dict[str, Any],
-              tables: dict[str, pd.DataFrame] | None = None) -> Path:
+def write_run(
+    run_dir: Path,
+    record: dict[str, Any],
+    config: dict[str, Any],
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> Path:
     """A run directory written by the real writer, as a task would leave it."""
-    base = {"task": "backtest", "job_id": f"job-{uuid.uuid4().hex[:8]}", "name": "hand",
-            "params": {}, "metrics": {}, "seed": 7, "config_hash": "c" * 64,
-            "data_fingerprint": "d" * 64, "version": "0.1.0",
-            "started_at": "2026-01-02T03:04:05.000+00:00",
-            "ended_at": "2026-01-02T03:04:07.500+00:00"}
-    results.write_result(run_dir, {**base, **record}, tables=tables,
-                         config_yaml=yaml.safe_dump(config))
+    base = {
+        "task": "backtest",
+        "job_id": f"job-{uuid.uuid4().hex[:8]}",
+        "name": "hand",
+        "params": {},
+        "metrics": {},
+        "seed": 7,
+        "config_hash": "c" * 64,
+        "data_fingerprint": "d" * 64,
+        "version": "0.1.0",
+        "started_at": "2026-01-02T03:04:05.000+00:00",
+        "ended_at": "2026-01-02T03:04:07.500+00:00",
+    }
+    results.write_result(
+        run_dir, {**base, **record}, tables=tables, config_yaml=yaml.safe_dump(config)
+    )
     return run_dir
 
 
@@ -99,8 +124,10 @@ def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
 
     (run,) = runs_of(store, experiment)
     assert run.info.status == "FINISHED"
-    expected_params = {k: v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
-                       for k, v in flatten(config).items()}
+    expected_params = {
+        k: v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+        for k, v in flatten(config).items()
+    }
     for key, value in expected_params.items():
         assert run.data.params[key] == value, key
     assert run.data.params["fast"] == "20" and run.data.params["slow"] == "100"
@@ -108,7 +135,8 @@ def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
         if value is not None:
             assert run.data.metrics[name] == pytest.approx(value, rel=1e-12), name
     assert run.data.metrics["duration_s"] == pytest.approx(
-        (pd.Timestamp(record["ended_at"]) - pd.Timestamp(record["started_at"])).total_seconds())
+        (pd.Timestamp(record["ended_at"]) - pd.Timestamp(record["started_at"])).total_seconds()
+    )
     tags = run.data.tags
     assert tags["backtest.experiment"] == experiment
     assert tags["backtest.task"] == "backtest"
@@ -121,32 +149,48 @@ def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
     assert len(tags["backtest.git_commit"]) == 40
     assert "sharpe_ratio" in tags["mlflow.note.content"]
     assert artifact_paths(store, run.info.run_id) == {
-        "result.json", "config.yaml", "figures/equity.png", "tables/equity.parquet",
-        "tables/positions.parquet", "tables/trades.parquet"}
+        "result.json",
+        "config.yaml",
+        "figures/equity.png",
+        "tables/equity.parquet",
+        "tables/positions.parquet",
+        "tables/trades.parquet",
+    }
     copy = client(store).download_artifacts(run.info.run_id, "result.json", str(tmp_path))
     assert json.loads(Path(copy).read_text()) == record
 
 
 def search_run(tmp_path: Path, n_trials: int = 25) -> tuple[Path, pd.DataFrame]:
     rng = np.random.default_rng(3)
-    trials = pd.DataFrame({
-        "trial": np.arange(n_trials),
-        "fast": rng.integers(2, 50, n_trials),
-        "slow": rng.integers(60, 200, n_trials),
-        "sharpe_ratio": rng.normal(0.5, 0.4, n_trials),
-        "total_return": rng.normal(0.2, 0.1, n_trials),
-        "status": "complete",
-    })
+    trials = pd.DataFrame(
+        {
+            "trial": np.arange(n_trials),
+            "fast": rng.integers(2, 50, n_trials),
+            "slow": rng.integers(60, 200, n_trials),
+            "sharpe_ratio": rng.normal(0.5, 0.4, n_trials),
+            "total_return": rng.normal(0.2, 0.1, n_trials),
+            "status": "complete",
+        }
+    )
     trials.loc[4, "sharpe_ratio"] = np.nan  # a failed trial never ranks among the best
     trials.loc[4, "status"] = "failed"
     best = trials.loc[trials["sharpe_ratio"].idxmax()]
-    config = {"name": "hand", "search": {"method": "random", "metric": "sharpe_ratio",
-                                         "direction": "maximize",
-                                         "space": {"fast": [2, 50], "slow": [60, 200]}},
-              "strategy": {"_target_": "backtest.strategies.SmaCross", "fast": 10, "slow": 100}}
-    record = {"task": "search", "params": {"fast": int(best.fast), "slow": int(best.slow)},
-              "metrics": {"sharpe_ratio": float(best.sharpe_ratio)},
-              "search": {"n_trials": n_trials, "best_score": float(best.sharpe_ratio)}}
+    config = {
+        "name": "hand",
+        "search": {
+            "method": "random",
+            "metric": "sharpe_ratio",
+            "direction": "maximize",
+            "space": {"fast": [2, 50], "slow": [60, 200]},
+        },
+        "strategy": {"_target_": "backtest.strategies.SmaCross", "fast": 10, "slow": 100},
+    }
+    record = {
+        "task": "search",
+        "params": {"fast": int(best.fast), "slow": int(best.slow)},
+        "metrics": {"sharpe_ratio": float(best.sharpe_ratio)},
+        "search": {"n_trials": n_trials, "best_score": float(best.sharpe_ratio)},
+    }
     return write_run(tmp_path / "search", record, config, {"trials": trials}), trials
 
 
@@ -156,8 +200,11 @@ def test_search_is_a_parent_with_its_best_trials_nested_and_the_table_attached(
 ) -> None:
     """The trials table is the record: children come from it, as a later sync would see them."""
     run_dir, trials = search_run(tmp_path)
-    children = [{"name": "from the runner", "params": {}, "metrics": {"sharpe_ratio": 99.0}}
-                ] if given else None
+    children = (
+        [{"name": "from the runner", "params": {}, "metrics": {"sharpe_ratio": 99.0}}]
+        if given
+        else None
+    )
     cfg = TrackingConfig(uri=store, experiment_name=experiment, max_child_runs=5)
     logged = log_result(run_dir, cfg, children=children)
 
@@ -167,12 +214,15 @@ def test_search_is_a_parent_with_its_best_trials_nested_and_the_table_attached(
     assert len(runs) == 6 and len(kids) == 5 == logged.n_children
     best5 = trials.nlargest(5, "sharpe_ratio")
     assert sorted(r.data.metrics["sharpe_ratio"] for r in kids) == pytest.approx(
-        sorted(best5["sharpe_ratio"]))
+        sorted(best5["sharpe_ratio"])
+    )
     assert {(r.data.params["fast"], r.data.params["slow"]) for r in kids} == {
-        (str(f), str(s)) for f, s in zip(best5.fast, best5.slow, strict=True)}
+        (str(f), str(s)) for f, s in zip(best5.fast, best5.slow, strict=True)
+    }
     assert sorted(r.info.run_name for r in kids) == sorted(f"trial {t}" for t in best5.trial)
-    assert all(r.info.status == "FINISHED" and r.data.tags["backtest.kind"] == "trial"
-               for r in kids)
+    assert all(
+        r.info.status == "FINISHED" and r.data.tags["backtest.kind"] == "trial" for r in kids
+    )
     assert parent.data.tags["backtest.children_total"] == "25"
     assert parent.data.metrics["search.best_score"] == pytest.approx(trials.sharpe_ratio.max())
     assert "tables/trials.parquet" in artifact_paths(store, logged.run_id)
@@ -182,43 +232,62 @@ def test_runner_children_are_nested_when_the_files_hold_none(
     tmp_path: Path, store: str, experiment: str
 ) -> None:
     run_dir = write_run(tmp_path / "mc", {"task": "montecarlo"}, {"name": "mc"})
-    children = [{"name": f"path {i}", "params": {"block": i}, "metrics": {"sharpe_ratio": i}}
-                for i in range(3)]
-    logged = log_result(run_dir, TrackingConfig(uri=store, experiment_name=experiment),
-                        children=children)
-    kids = [r for r in runs_of(store, experiment)
-            if r.data.tags.get("mlflow.parentRunId") == logged.run_id]
-    assert sorted((r.info.run_name, r.data.params["block"], r.data.metrics["sharpe_ratio"])
-                  for r in kids) == [("path 0", "0", 0.0), ("path 1", "1", 1.0),
-                                     ("path 2", "2", 2.0)]
+    children = [
+        {"name": f"path {i}", "params": {"block": i}, "metrics": {"sharpe_ratio": i}}
+        for i in range(3)
+    ]
+    logged = log_result(
+        run_dir, TrackingConfig(uri=store, experiment_name=experiment), children=children
+    )
+    kids = [
+        r
+        for r in runs_of(store, experiment)
+        if r.data.tags.get("mlflow.parentRunId") == logged.run_id
+    ]
+    assert sorted(
+        (r.info.run_name, r.data.params["block"], r.data.metrics["sharpe_ratio"]) for r in kids
+    ) == [("path 0", "0", 0.0), ("path 1", "1", 1.0), ("path 2", "2", 2.0)]
 
 
 def test_walkforward_has_one_child_per_fold_whatever_the_cap(
     tmp_path: Path, store: str, experiment: str
 ) -> None:
-    folds = pd.DataFrame({
-        "fold": range(4),
-        "train_start": pd.date_range("2010-01-01", periods=4, freq="YS"),
-        "test_start": pd.date_range("2013-01-01", periods=4, freq="YS"),
-        "lookback": [20, 60, 60, 120],
-        "is_score": [1.1, 0.9, 1.4, 0.2],
-        "oos_sharpe_ratio": [0.3, -0.2, 0.8, 0.1],
-    })
-    config = {"name": "wf", "strategy": {"_target_": "backtest.strategies.Momentum",
-                                         "lookback": 60}}
-    record = {"task": "walkforward", "walkforward": {"efficiency": 0.42, "n_folds": 4},
-              "overfitting": {"pbo": 0.25, "deflated_sharpe": {"value": 0.91}}}
+    folds = pd.DataFrame(
+        {
+            "fold": range(4),
+            "train_start": pd.date_range("2010-01-01", periods=4, freq="YS"),
+            "test_start": pd.date_range("2013-01-01", periods=4, freq="YS"),
+            "lookback": [20, 60, 60, 120],
+            "is_score": [1.1, 0.9, 1.4, 0.2],
+            "oos_sharpe_ratio": [0.3, -0.2, 0.8, 0.1],
+        }
+    )
+    config = {
+        "name": "wf",
+        "strategy": {"_target_": "backtest.strategies.Momentum", "lookback": 60},
+    }
+    record = {
+        "task": "walkforward",
+        "walkforward": {"efficiency": 0.42, "n_folds": 4},
+        "overfitting": {"pbo": 0.25, "deflated_sharpe": {"value": 0.91}},
+    }
     run_dir = write_run(tmp_path / "wf", record, config, {"folds": folds})
     cfg = TrackingConfig(uri=store, experiment_name=experiment, max_child_runs=2)
     logged = log_result(run_dir, cfg)
 
     runs = runs_of(store, experiment)
-    kids = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == logged.run_id),
-                  key=lambda r: r.info.run_name)
+    kids = sorted(
+        (r for r in runs if r.data.tags.get("mlflow.parentRunId") == logged.run_id),
+        key=lambda r: r.info.run_name,
+    )
     assert [r.info.run_name for r in kids] == ["fold 0", "fold 1", "fold 2", "fold 3"]
     assert [r.data.params["lookback"] for r in kids] == ["20", "60", "60", "120"]
     assert [r.data.params["train_start"] for r in kids] == [
-        "2010-01-01", "2011-01-01", "2012-01-01", "2013-01-01"]
+        "2010-01-01",
+        "2011-01-01",
+        "2012-01-01",
+        "2013-01-01",
+    ]
     assert [r.data.metrics["oos_sharpe_ratio"] for r in kids] == [0.3, -0.2, 0.8, 0.1]
     parent = next(r for r in runs if r.info.run_id == logged.run_id)
     assert parent.data.metrics["walkforward.efficiency"] == 0.42
@@ -228,19 +297,31 @@ def test_walkforward_has_one_child_per_fold_whatever_the_cap(
 def test_monte_carlo_percentiles_are_metrics_of_the_run_they_analyse(
     tmp_path: Path, store: str, experiment: str
 ) -> None:
-    montecarlo = {"method": "stationary_bootstrap", "n_paths": 1000,
-                  "percentiles": {"total_return": {"p5": -0.1, "p50": 0.2, "p95": 0.5},
-                                  "max_drawdown": {"p5": 0.05, "p50": 0.12, "p95": 0.3}},
-                  "prob_loss": 0.18, "confidence": [5, 50, 95]}
-    record = {"task": "montecarlo", "metrics": {"sharpe_ratio": 0.9, "cagr": None},
-              "montecarlo": montecarlo}
+    montecarlo = {
+        "method": "stationary_bootstrap",
+        "n_paths": 1000,
+        "percentiles": {
+            "total_return": {"p5": -0.1, "p50": 0.2, "p95": 0.5},
+            "max_drawdown": {"p5": 0.05, "p50": 0.12, "p95": 0.3},
+        },
+        "prob_loss": 0.18,
+        "confidence": [5, 50, 95],
+    }
+    record = {
+        "task": "montecarlo",
+        "metrics": {"sharpe_ratio": 0.9, "cagr": None},
+        "montecarlo": montecarlo,
+    }
     run_dir = write_run(tmp_path / "mc", record, {"name": "mc"})
     logged = log_result(run_dir, TrackingConfig(uri=store, experiment_name=experiment))
 
     (run,) = runs_of(store, experiment)
     assert run.info.run_id == logged.run_id
-    expected = {f"montecarlo.percentiles.{m}.{p}": v
-                for m, levels in montecarlo["percentiles"].items() for p, v in levels.items()}
+    expected = {
+        f"montecarlo.percentiles.{m}.{p}": v
+        for m, levels in montecarlo["percentiles"].items()
+        for p, v in levels.items()
+    }
     expected["montecarlo.prob_loss"] = 0.18
     expected["montecarlo.n_paths"] = 1000.0
     assert {k: v for k, v in run.data.metrics.items() if k.startswith("montecarlo.")} == expected
@@ -250,8 +331,7 @@ def test_monte_carlo_percentiles_are_metrics_of_the_run_they_analyse(
 def test_failed_job_ends_failed_with_its_error(
     compose: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
-    cfg = run_config(compose, tmp_path, store, experiment, "strategy.fast=100",
-                     "strategy.slow=10")
+    cfg = run_config(compose, tmp_path, store, experiment, "strategy.fast=100", "strategy.slow=10")
     with pytest.raises(ConfigError):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)
@@ -262,7 +342,7 @@ def test_failed_job_ends_failed_with_its_error(
     assert not (tmp_path / "run" / "result.json").exists()
 
 
-STRATEGIES = textwrap.dedent('''
+STRATEGIES = textwrap.dedent("""
     import os, time
 
     class Interrupted:
@@ -274,7 +354,7 @@ STRATEGIES = textwrap.dedent('''
             open(os.environ["SLEEPY_READY"], "w").close()
             time.sleep(120)
             return prices * 0.0
-''')
+""")
 
 
 def test_interrupted_job_ends_killed(
@@ -282,9 +362,15 @@ def test_interrupted_job_ends_killed(
 ) -> None:
     (tmp_path / "tstrats.py").write_text(STRATEGIES)
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = run_config(compose, tmp_path, store, experiment,
-                     "strategy._target_=tstrats.Interrupted", "allowed_modules=[tstrats]",
-                     base="strategy=buy_and_hold")
+    cfg = run_config(
+        compose,
+        tmp_path,
+        store,
+        experiment,
+        "strategy._target_=tstrats.Interrupted",
+        "allowed_modules=[tstrats]",
+        base="strategy=buy_and_hold",
+    )
     with pytest.raises(KeyboardInterrupt):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)
@@ -292,8 +378,9 @@ def test_interrupted_job_ends_killed(
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_job_ends_its_run_killed(tmp_path: Path, store: str,
-                                                  experiment: str) -> None:
+def test_sigterm_during_a_job_ends_its_run_killed(
+    tmp_path: Path, store: str, experiment: str
+) -> None:
     (tmp_path / "tstrats.py").write_text(STRATEGIES)
     ready = tmp_path / "ready"
     script = textwrap.dedent(f"""
@@ -306,14 +393,17 @@ def test_sigterm_during_a_job_ends_its_run_killed(tmp_path: Path, store: str,
                                    version_base="1.3"):
             cfg = compose("config", overrides=[
                 "data.n_bars=300", "strategy=buy_and_hold", "strategy._target_=tstrats.Sleepy",
-                "allowed_modules=[tstrats]", "output_dir={tmp_path / 'run'}",
+                "allowed_modules=[tstrats]", "output_dir={tmp_path / "run"}",
                 "tracking.uri={store}", "tracking.experiment_name={experiment}"])
         execute_job(BacktestJob.from_config(cfg))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
-                            env={**os.environ, "SLEEPY_READY": str(ready),
-                                 "PYTHONPATH": str(tmp_path)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "SLEEPY_READY": str(ready), "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while not ready.exists():
         assert proc.poll() is None, proc.communicate()[0].decode()[-3000:]
@@ -327,8 +417,11 @@ def test_sigterm_during_a_job_ends_its_run_killed(tmp_path: Path, store: str,
 
 
 def tracking_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records
-            if r.levelno >= logging.WARNING and "tracking failed" in r.getMessage()]
+    return [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "tracking failed" in r.getMessage()
+    ]
 
 
 def test_unreachable_server_the_run_completes_with_one_warning(
@@ -360,10 +453,18 @@ def test_a_server_that_never_answers_is_given_up_on_after_the_timeout(tmp_path: 
     assert waited < 30  # a hang guard, not a benchmark: the default would be minutes
 
 
-def test_tracking_disabled_logs_nothing(compose: Any, tmp_path: Path, store: str,
-                                        experiment: str) -> None:
-    cfg = run_config(compose, tmp_path, store, experiment, "tracking=none",
-                     f"tracking.uri={store}", f"tracking.experiment_name={experiment}")
+def test_tracking_disabled_logs_nothing(
+    compose: Any, tmp_path: Path, store: str, experiment: str
+) -> None:
+    cfg = run_config(
+        compose,
+        tmp_path,
+        store,
+        experiment,
+        "tracking=none",
+        f"tracking.uri={store}",
+        f"tracking.experiment_name={experiment}",
+    )
     execute_job(BacktestJob.from_config(cfg))
     assert runs_of(store, experiment) == []
 
@@ -373,8 +474,10 @@ def test_concurrent_loggers_into_one_new_experiment_make_one_experiment(
 ) -> None:
     run_dirs = [write_run(tmp_path / f"r{i}", {}, {"name": experiment}) for i in range(6)]
     cfg = TrackingConfig(uri=store, experiment_name=experiment)
-    log_result(write_run(tmp_path / "warm", {}, {"name": "warm"}),
-               TrackingConfig(uri=store, experiment_name="warm"))  # store ready, then race
+    log_result(
+        write_run(tmp_path / "warm", {}, {"name": "warm"}),
+        TrackingConfig(uri=store, experiment_name="warm"),
+    )  # store ready, then race
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(run_dirs))
 
@@ -397,10 +500,13 @@ def test_concurrent_loggers_into_one_new_experiment_make_one_experiment(
 
 
 def test_import_stays_light_and_preload_opens_nothing(tmp_path: Path) -> None:
-    code = ("import sys, backtest, backtest.tracking, backtest.plots, backtest.sync, "
-            "backtest.compare; print(sorted(m for m in ('mlflow', 'matplotlib') "
-            "if m in sys.modules)); backtest.tracking.preload(); print('mlflow' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tmp_path)
+    code = (
+        "import sys, backtest, backtest.tracking, backtest.plots, backtest.sync, "
+        "backtest.compare; print(sorted(m for m in ('mlflow', 'matplotlib') "
+        "if m in sys.modules)); backtest.tracking.preload(); print('mlflow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     assert out.stdout.split("\n")[:2] == ["[]", "True"]
     assert list(tmp_path.iterdir()) == []  # no store, no outputs/ folder

@@ -32,18 +32,26 @@ def runs_of(uri: str, experiment: str) -> list[Any]:
 
 
 def job_config(compose: Any, run_dir: Path, uri: str, experiment: str) -> Any:
-    return compose("+experiment=sma_cross", "data.n_bars=300", "data.n_assets=2",
-                   f"output_dir={run_dir}", f"tracking.uri={uri}",
-                   f"tracking.experiment_name={experiment}", "tracking.timeout_s=2")
+    return compose(
+        "+experiment=sma_cross",
+        "data.n_bars=300",
+        "data.n_assets=2",
+        f"output_dir={run_dir}",
+        f"tracking.uri={uri}",
+        f"tracking.experiment_name={experiment}",
+        "tracking.timeout_s=2",
+    )
 
 
-def test_run_logged_to_a_server_carries_its_files(compose: Any, tmp_path: Path,
-                                                  mlflow_server: str) -> None:
+def test_run_logged_to_a_server_carries_its_files(
+    compose: Any, tmp_path: Path, mlflow_server: str
+) -> None:
     from mlflow import MlflowClient
 
     experiment = f"srv-{uuid.uuid4().hex[:8]}"
-    result = execute_job(BacktestJob.from_config(
-        job_config(compose, tmp_path / "run", mlflow_server, experiment)))
+    result = execute_job(
+        BacktestJob.from_config(job_config(compose, tmp_path / "run", mlflow_server, experiment))
+    )
     (run,) = runs_of(mlflow_server, experiment)
     assert run.info.status == "FINISHED"
     client = MlflowClient(tracking_uri=mlflow_server)
@@ -58,14 +66,16 @@ def test_server_down_then_back_the_sync_logs_each_result_once(
 ) -> None:
     experiment = "resilience"
     url = own_mlflow_server.start()
-    execute_job(BacktestJob.from_config(job_config(compose, tmp_path / "out" / "up", url,
-                                                   experiment)))
+    execute_job(
+        BacktestJob.from_config(job_config(compose, tmp_path / "out" / "up", url, experiment))
+    )
     own_mlflow_server.stop()
 
     started = time.monotonic()
     with caplog.at_level(logging.WARNING):
-        down = execute_job(BacktestJob.from_config(
-            job_config(compose, tmp_path / "out" / "down", url, experiment)))
+        down = execute_job(
+            BacktestJob.from_config(job_config(compose, tmp_path / "out" / "down", url, experiment))
+        )
     waited = time.monotonic() - started
     assert results.has_result(down.run_dir)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -98,20 +108,34 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_sixteen_processes_logging_into_one_new_experiment(tmp_path: Path,
-                                                           mlflow_server: str) -> None:
+def test_sixteen_processes_logging_into_one_new_experiment(
+    tmp_path: Path, mlflow_server: str
+) -> None:
     experiment = f"race-{uuid.uuid4().hex[:8]}"
     go = tmp_path / "go"
     run_dirs = []
     for i in range(16):
         run_dir = tmp_path / f"job{i}"
-        results.write_result(run_dir, {"task": "backtest", "job_id": f"job-{i}",
-                                       "metrics": {"sharpe_ratio": i / 10}, "params": {"i": i}},
-                             config_yaml=yaml.safe_dump({"name": experiment}))
+        results.write_result(
+            run_dir,
+            {
+                "task": "backtest",
+                "job_id": f"job-{i}",
+                "metrics": {"sharpe_ratio": i / 10},
+                "params": {"i": i},
+            },
+            config_yaml=yaml.safe_dump({"name": experiment}),
+        )
         run_dirs.append(run_dir)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(d), str(go), mlflow_server,
-                               experiment], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for d in run_dirs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(d), str(go), mlflow_server, experiment],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for d in run_dirs
+    ]
     deadline = time.monotonic() + 300
     while not all((d / "ready").exists() for d in run_dirs):
         assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]

@@ -80,8 +80,13 @@ def run_search(
     """
     method = str(getattr(method, "value", method))
     common: dict[str, Any] = {
-        "metric": metric, "direction": direction, "constraint": constraint,
-        "n_jobs": n_jobs, "seed": seed, "progress": progress, "keep_returns": keep_returns,
+        "metric": metric,
+        "direction": direction,
+        "constraint": constraint,
+        "n_jobs": n_jobs,
+        "seed": seed,
+        "progress": progress,
+        "keep_returns": keep_returns,
     }
     if method == "grid":
         return grid_search(space, evaluator, **common)
@@ -89,5 +94,6 @@ def run_search(
         return random_search(space, evaluator, n_iter=n_iter, **common)
     if method in ("tpe", "cmaes"):
         return optuna_search(space, evaluator, n_trials=n_iter, sampler=method, **common)
-    raise ConfigError(f"unknown search method {method!r}; expected one of {METHODS}",
-                      key="search.method")
+    raise ConfigError(
+        f"unknown search method {method!r}; expected one of {METHODS}", key="search.method"
+    )

@@ -36,8 +36,20 @@ _ARITH: dict[type, Callable[[Any, Any], Any]] = {
     ast.Div: operator.truediv,
 }
 _KEY = "search.constraint"
-_ALLOWED = (ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.Compare,
-            ast.BinOp, ast.Load, *_COMPARE, *_ARITH)
+_ALLOWED = (
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.Compare,
+    ast.BinOp,
+    ast.Load,
+    *_COMPARE,
+    *_ARITH,
+)
 
 
 class Constraint:
@@ -58,8 +70,9 @@ class Constraint:
         (True, False)
     """
 
-    def __init__(self, rule: str | Callable[[dict[str, Any]], bool],
-                 names: Collection[str] | None = None) -> None:
+    def __init__(
+        self, rule: str | Callable[[dict[str, Any]], bool], names: Collection[str] | None = None
+    ) -> None:
         self.text: str | None = None
         self._tree: ast.expr | None = None
         self._func: Callable[[dict[str, Any]], bool] | None = None
@@ -69,8 +82,10 @@ class Constraint:
         elif callable(rule):
             self._func = rule
         else:
-            raise ConfigError(f"{_KEY} must be an expression string or a callable, "
-                              f"got {type(rule).__name__}", key=_KEY)
+            raise ConfigError(
+                f"{_KEY} must be an expression string or a callable, got {type(rule).__name__}",
+                key=_KEY,
+            )
 
     def __call__(self, params: Mapping[str, Any]) -> bool:
         """Whether one combination is allowed."""
@@ -88,8 +103,11 @@ class Constraint:
         if self._func is not None:
             names = list(columns)
             rows = zip(*(columns[n].tolist() for n in names), strict=True)
-            return np.fromiter((bool(self._func(dict(zip(names, row, strict=True))))
-                                for row in rows), dtype=bool, count=count)
+            return np.fromiter(
+                (bool(self._func(dict(zip(names, row, strict=True)))) for row in rows),
+                dtype=bool,
+                count=count,
+            )
         assert self._tree is not None
         with np.errstate(divide="ignore", invalid="ignore"):
             value = _evaluate(self._tree, columns)
@@ -103,22 +121,29 @@ def _parse(text: str, names: Collection[str] | None) -> ast.expr:
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
-        raise ConfigError(f"{_KEY} {text!r} is not a valid expression: {exc.msg}",
-                          key=_KEY) from exc
+        raise ConfigError(
+            f"{_KEY} {text!r} is not a valid expression: {exc.msg}", key=_KEY
+        ) from exc
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             if names is not None and node.id not in names:
                 raise ConfigError(
                     f"{_KEY} {text!r} uses {node.id!r}, which is not a parameter "
-                    f"(parameters: {', '.join(sorted(names))})", key=_KEY)
+                    f"(parameters: {', '.join(sorted(names))})",
+                    key=_KEY,
+                )
         elif isinstance(node, ast.Constant):
             if not isinstance(node.value, int | float | bool):
-                raise ConfigError(f"{_KEY} {text!r}: only numbers are allowed as "
-                                  f"constants, not {node.value!r}", key=_KEY)
+                raise ConfigError(
+                    f"{_KEY} {text!r}: only numbers are allowed as constants, not {node.value!r}",
+                    key=_KEY,
+                )
         elif not isinstance(node, _ALLOWED):
             raise ConfigError(
                 f"{_KEY} {text!r} uses {type(node).__name__}; only parameter names, numbers, "
-                "comparisons, and/or/not and + - * / are allowed", key=_KEY)
+                "comparisons, and/or/not and + - * / are allowed",
+                key=_KEY,
+            )
     return tree
 
 
@@ -155,8 +180,9 @@ def _evaluate(node: ast.expr, env: Mapping[str, Any]) -> Any:
     raise ConfigError(f"{_KEY}: unsupported expression {ast.dump(node)}", key=_KEY)
 
 
-def as_constraint(rule: str | Callable[..., bool] | Constraint | None,
-                  names: Collection[str] | None = None) -> Constraint | None:
+def as_constraint(
+    rule: str | Callable[..., bool] | Constraint | None, names: Collection[str] | None = None
+) -> Constraint | None:
     """``None``, or ``rule`` compiled into a :class:`Constraint`."""
     if rule is None or isinstance(rule, Constraint):
         return rule

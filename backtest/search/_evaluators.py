@@ -84,8 +84,11 @@ class StrategyEvaluator:
 
             strategy_cls = load_strategy_class(strategy_cls, allowed_modules)
         if not hasattr(strategy_cls, "batch_positions"):
-            raise ConfigError(f"{strategy_cls!r} has no batch_positions; score it with a "
-                              "Python callable evaluator instead", key="strategy")
+            raise ConfigError(
+                f"{strategy_cls!r} has no batch_positions; score it with a "
+                "Python callable evaluator instead",
+                key="strategy",
+            )
         self.prices = prices
         self.strategy_cls = strategy_cls
         self.fee_bps = fee_bps
@@ -117,12 +120,16 @@ class StrategyEvaluator:
         """
         frame = self._frame(params)
         result = simulate_batch(
-            self.prices, self.strategy_cls, frame, fee_bps=self.fee_bps,
-            slippage_bps=self.slippage_bps, weights=self.weights,
+            self.prices,
+            self.strategy_cls,
+            frame,
+            fee_bps=self.fee_bps,
+            slippage_bps=self.slippage_bps,
+            weights=self.weights,
             periods_per_year=self.periods_per_year,
             keep_returns=False if keep is None else keep,
         )
-        return BatchResult(result.metrics.iloc[:, frame.shape[1]:], result.returns)
+        return BatchResult(result.metrics.iloc[:, frame.shape[1] :], result.returns)
 
     def evaluate_columns(
         self, params: Mapping[str, NDArray[Any]], *, keep: NDArray[np.bool_] | None = None
@@ -135,19 +142,37 @@ class StrategyEvaluator:
         from backtest import _fused
         from backtest.engine import cost_rate, resolve_weights
 
-        columns = {**{k: np.full(len(next(iter(params.values()))), v)
-                      for k, v in self.fixed_params.items() if k not in params}, **params}
+        columns = {
+            **{
+                k: np.full(len(next(iter(params.values()))), v)
+                for k, v in self.fixed_params.items()
+                if k not in params
+            },
+            **params,
+        }
         if not _fused.supports(self.strategy_cls, list(columns)):
             result = self.evaluate_batch(pd.DataFrame(dict(params)), keep=keep)
-            return ([str(c) for c in result.metrics.columns],
-                    result.metrics.to_numpy(dtype=np.float64), result.returns)
+            return (
+                [str(c) for c in result.metrics.columns],
+                result.metrics.to_numpy(dtype=np.float64),
+                result.returns,
+            )
         if self._engine is None:
-            self._engine = (cost_rate(self.fee_bps, self.slippage_bps),
-                            resolve_weights(self.prices.columns, self.weights),
-                            self.prices.to_numpy(dtype=np.float64))
+            self._engine = (
+                cost_rate(self.fee_bps, self.slippage_bps),
+                resolve_weights(self.prices.columns, self.weights),
+                self.prices.to_numpy(dtype=np.float64),
+            )
         cost, weights, close = self._engine
-        fused = _fused.fused_batch(close, self.strategy_cls, columns, cost=cost, weights=weights,
-                                   periods_per_year=self.periods_per_year, keep=keep)
+        fused = _fused.fused_batch(
+            close,
+            self.strategy_cls,
+            columns,
+            cost=cost,
+            weights=weights,
+            periods_per_year=self.periods_per_year,
+            keep=keep,
+        )
         assert fused is not None
         values, kept = fused
         return list(METRIC_NAMES), values, None if kept is None else kept.T
@@ -158,9 +183,11 @@ class StrategyEvaluator:
         return {str(k): float(v) for k, v in row.items()}
 
     def __repr__(self) -> str:
-        return (f"StrategyEvaluator({self.strategy_cls.__name__}, {self.prices.shape[1]} assets "
-                f"x {len(self.prices)} bars, fee_bps={self.fee_bps}, "
-                f"slippage_bps={self.slippage_bps})")
+        return (
+            f"StrategyEvaluator({self.strategy_cls.__name__}, {self.prices.shape[1]} assets "
+            f"x {len(self.prices)} bars, fee_bps={self.fee_bps}, "
+            f"slippage_bps={self.slippage_bps})"
+        )
 
 
 def resolve_callable(evaluator: Any) -> Callable[..., Any]:
@@ -171,8 +198,9 @@ def resolve_callable(evaluator: Any) -> Callable[..., Any]:
     """
     if not isinstance(evaluator, str):
         if not callable(evaluator):
-            raise ConfigError(f"evaluator must be callable, got {type(evaluator).__name__}",
-                              key="evaluator")
+            raise ConfigError(
+                f"evaluator must be callable, got {type(evaluator).__name__}", key="evaluator"
+            )
         return evaluator
     module_name, sep, attr = evaluator.partition(":")
     if not sep:
@@ -180,8 +208,7 @@ def resolve_callable(evaluator: Any) -> Callable[..., Any]:
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"cannot import evaluator {evaluator!r}: {exc}",
-                          key="evaluator") from exc
+        raise ConfigError(f"cannot import evaluator {evaluator!r}: {exc}", key="evaluator") from exc
     if not callable(obj):
         raise ConfigError(f"evaluator {evaluator!r} is not callable", key="evaluator")
     return obj
@@ -216,8 +243,10 @@ def normalize_outcome(value: Any, metric: str) -> tuple[dict[str, float], pd.Ser
             elif v is None:
                 out[str(key)] = math.nan
         return out, returns
-    raise TypeError(f"evaluator returned {type(value).__name__}; expected a number, a "
-                    "mapping of metric -> number, or a BacktestResult")
+    raise TypeError(
+        f"evaluator returned {type(value).__name__}; expected a number, a "
+        "mapping of metric -> number, or a BacktestResult"
+    )
 
 
 def check_score(metrics: Mapping[str, float], metric: str) -> str | None:

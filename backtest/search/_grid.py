@@ -25,8 +25,9 @@ def _column(values: Any) -> np.ndarray:
     return arr
 
 
-def grid_frame(space: Mapping[str, Dimension], constraint: Constraint | None = None
-               ) -> dict[str, np.ndarray]:
+def grid_frame(
+    space: Mapping[str, Dimension], constraint: Constraint | None = None
+) -> dict[str, np.ndarray]:
     """Every combination (name -> array), the constraint applied.
 
     The last parameter varies fastest.
@@ -43,8 +44,11 @@ def grid_frame(space: Mapping[str, Dimension], constraint: Constraint | None = N
     sizes = [len(v) for v in values.values()]
     total = int(np.prod(sizes, dtype=np.float64))
     if total > MAX_GRID:
-        raise ConfigError(f"the grid has {total:,} combinations (more than {MAX_GRID:,}); "
-                          "use random or tpe search instead", key="search.space")
+        raise ConfigError(
+            f"the grid has {total:,} combinations (more than {MAX_GRID:,}); "
+            "use random or tpe search instead",
+            key="search.space",
+        )
     index = np.unravel_index(np.arange(total), sizes)
     columns = {name: v[i] for (name, v), i in zip(values.items(), index, strict=True)}
     if constraint is not None:
@@ -57,8 +61,9 @@ def direction_name(direction: Any) -> str:
     """``"maximize"`` or ``"minimize"`` from a string or a ``Direction`` enum."""
     name = str(getattr(direction, "value", direction))
     if name not in ("maximize", "minimize"):
-        raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}",
-                          key="search.direction")
+        raise ConfigError(
+            f"direction must be 'maximize' or 'minimize', got {direction!r}", key="search.direction"
+        )
     return name
 
 
@@ -108,9 +113,15 @@ def grid_search(
     space = parse_space(param_grid)
     rule = as_constraint(constraint, names=list(space))
     frame = grid_frame(space, rule)
-    log = TrialLog(evaluator, list(space), metric=metric, root=root_seed(seed), n_jobs=n_jobs,
-                   keep=keep_selection(len(next(iter(frame.values()))), keep_returns),
-                   progress=progress,
-                   desc="grid search")
+    log = TrialLog(
+        evaluator,
+        list(space),
+        metric=metric,
+        root=root_seed(seed),
+        n_jobs=n_jobs,
+        keep=keep_selection(len(next(iter(frame.values()))), keep_returns),
+        progress=progress,
+        desc="grid search",
+    )
     log.run(frame)
     return log.result(method="grid", direction=direction_name(direction))

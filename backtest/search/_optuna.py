@@ -58,13 +58,15 @@ def make_sampler(name: str, seed: int) -> Any:
         try:
             import cmaes  # noqa: F401 - Optuna's CMA-ES needs it
         except ImportError as exc:
-            raise ConfigError("CMA-ES search needs the 'cmaes' package (pip install cmaes)",
-                              key="search.method") from exc
+            raise ConfigError(
+                "CMA-ES search needs the 'cmaes' package (pip install cmaes)", key="search.method"
+            ) from exc
         return optuna.samplers.CmaEsSampler(
-            seed=seed, warn_independent_sampling=False,
-            independent_sampler=optuna.samplers.RandomSampler(seed=seed))
-    raise ConfigError(f"unknown sampler {name!r}; expected one of {SAMPLERS}",
-                      key="search.method")
+            seed=seed,
+            warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+        )
+    raise ConfigError(f"unknown sampler {name!r}; expected one of {SAMPLERS}", key="search.method")
 
 
 def optuna_search(
@@ -129,11 +131,20 @@ def optuna_search(
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(direction=direction,  # type: ignore[arg-type]
-                                    sampler=make_sampler(sampler, sampler_seed))
-        log = TrialLog(evaluator, list(dims), metric=metric, root=root, n_jobs=n_jobs,
-                       keep=keep_selection(n_trials, keep_returns), progress=progress,
-                       desc=f"{sampler} search")
+        study = optuna.create_study(
+            direction=direction,  # type: ignore[arg-type]
+            sampler=make_sampler(sampler, sampler_seed),
+        )
+        log = TrialLog(
+            evaluator,
+            list(dims),
+            metric=metric,
+            root=root,
+            n_jobs=n_jobs,
+            keep=keep_selection(n_trials, keep_returns),
+            progress=progress,
+            desc=f"{sampler} search",
+        )
         rejected = 0
         while log.n_done < n_trials:
             asked: list[Any] = []
@@ -146,7 +157,9 @@ def optuna_search(
                     if rejected > MAX_REJECTIONS * n_trials:
                         raise ConfigError(
                             f"the constraint {rule!r} rejected {rejected:,} proposals; "
-                            "widen the space or relax it", key="search.constraint")
+                            "widen the space or relax it",
+                            key="search.constraint",
+                        )
                     continue
                 asked.append(trial)
                 rows.append({name: trial.params[name] for name in dims})

@@ -36,8 +36,14 @@ class Outcome:
     returns: Any = None  # a pd.Series of the trial's per-bar returns, when kept
 
 
-def run_trial(func: Callable[..., Any], pass_seed: bool, params: dict[str, Any], seed: int,
-              metric: str, keep: bool) -> Outcome:
+def run_trial(
+    func: Callable[..., Any],
+    pass_seed: bool,
+    params: dict[str, Any],
+    seed: int,
+    metric: str,
+    keep: bool,
+) -> Outcome:
     """Call the evaluator on one parameter set; any exception becomes the trial's error."""
     try:
         value = func(params, seed=seed) if pass_seed else func(params)
@@ -61,11 +67,14 @@ def _init_worker(evaluator: Any) -> None:
     _WORKER["pass_seed"] = accepts_seed(func)
 
 
-def _run_chunk(params: list[dict[str, Any]], seeds: list[int], metric: str,
-               keep: list[bool]) -> list[Outcome]:
+def _run_chunk(
+    params: list[dict[str, Any]], seeds: list[int], metric: str, keep: list[bool]
+) -> list[Outcome]:
     func, pass_seed = _WORKER["func"], _WORKER["pass_seed"]
-    return [run_trial(func, pass_seed, p, s, metric, k)
-            for p, s, k in zip(params, seeds, keep, strict=True)]
+    return [
+        run_trial(func, pass_seed, p, s, metric, k)
+        for p, s, k in zip(params, seeds, keep, strict=True)
+    ]
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
@@ -108,11 +117,20 @@ def run_trials(
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     size = max(1, min(256, n // (8 * n_jobs)))
     results: list[Outcome] = []
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context(method),
-                             initializer=_init_worker, initargs=(evaluator,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=n_jobs,
+        mp_context=mp.get_context(method),
+        initializer=_init_worker,
+        initargs=(evaluator,),
+    ) as pool:
         futures = [
-            pool.submit(_run_chunk, list(params[lo:hi]), [int(s) for s in seeds[lo:hi]],
-                        metric, list(keep[lo:hi]))
+            pool.submit(
+                _run_chunk,
+                list(params[lo:hi]),
+                [int(s) for s in seeds[lo:hi]],
+                metric,
+                list(keep[lo:hi]),
+            )
             for lo, hi in _chunks(n, size)
         ]
         try:
@@ -125,5 +143,6 @@ def run_trials(
             raise BacktestError(
                 "a search worker process died abruptly (killed, out of memory, or numba "
                 "parallel code run in a process forked after OpenMP threads started: set "
-                "NUMBA_THREADING_LAYER=tbb or workqueue, or use n_jobs=1)") from exc
+                "NUMBA_THREADING_LAYER=tbb or workqueue, or use n_jobs=1)"
+            ) from exc
     return results

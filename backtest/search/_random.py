@@ -20,8 +20,12 @@ from backtest.search._space import Dimension, parse_space
 MAX_REJECTIONS = 1000
 
 
-def sample_frame(space: Mapping[str, Dimension], n: int, rng: np.random.Generator,
-                 constraint: Constraint | None = None) -> pd.DataFrame:
+def sample_frame(
+    space: Mapping[str, Dimension],
+    n: int,
+    rng: np.random.Generator,
+    constraint: Constraint | None = None,
+) -> pd.DataFrame:
     """``n`` combinations drawn independently per parameter, redrawn until the constraint holds.
 
     Raises:
@@ -39,9 +43,11 @@ def sample_frame(space: Mapping[str, Dimension], n: int, rng: np.random.Generato
         parts.append(frame)
         accepted += len(frame)
         if accepted < n and drawn > MAX_REJECTIONS * max(n, 1) + 64:
-            raise ConfigError(f"the constraint {constraint!r} rejected {drawn - accepted:,} of "
-                              f"{drawn:,} random draws; widen the space or relax it",
-                              key="search.constraint")
+            raise ConfigError(
+                f"the constraint {constraint!r} rejected {drawn - accepted:,} of "
+                f"{drawn:,} random draws; widen the space or relax it",
+                key="search.constraint",
+            )
     return pd.concat(parts, ignore_index=True).iloc[:n].reset_index(drop=True)
 
 
@@ -96,8 +102,15 @@ def random_search(
     rule = as_constraint(constraint, names=list(space))
     root = root_seed(seed)
     frame = sample_frame(space, n_iter, np.random.default_rng(root), rule)
-    log = TrialLog(evaluator, list(space), metric=metric, root=root, n_jobs=n_jobs,
-                   keep=keep_selection(n_iter, keep_returns), progress=progress,
-                   desc="random search")
+    log = TrialLog(
+        evaluator,
+        list(space),
+        metric=metric,
+        root=root,
+        n_jobs=n_jobs,
+        keep=keep_selection(n_iter, keep_returns),
+        progress=progress,
+        desc="random search",
+    )
     log.run(frame)
     return log.result(method="random", direction=direction_name(direction))

@@ -65,8 +65,9 @@ class SearchResult:
         """The ``n`` best successful trials, best first."""
         ok = self.trials[self.trials[STATUS] == OK]
         ascending = self.direction == "minimize"
-        return ok.sort_values([self.metric, TRIAL], ascending=[ascending, True],
-                              kind="stable").head(n)
+        return ok.sort_values(
+            [self.metric, TRIAL], ascending=[ascending, True], kind="stable"
+        ).head(n)
 
     def to_parquet(self, path: str | Path) -> Path:
         """Write the trials table (and the settings) to ``path``.
@@ -79,8 +80,10 @@ class SearchResult:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
-            "metric": self.metric, "direction": self.direction,
-            "param_names": list(self.param_names), "method": self.method,
+            "metric": self.metric,
+            "direction": self.direction,
+            "param_names": list(self.param_names),
+            "method": self.method,
             "seed": None if self.seed is None else str(self.seed),
         }
         table = pa.Table.from_pandas(self.trials, preserve_index=False)
@@ -109,8 +112,9 @@ class SearchResult:
         table = pq.read_table(path)
         raw = (table.schema.metadata or {}).get(_META_KEY)
         if raw is None:
-            raise ConfigError(f"{str(path)!r} is not a search result (no search metadata)",
-                              key="path")
+            raise ConfigError(
+                f"{str(path)!r} is not a search result (no search metadata)", key="path"
+            )
         meta = json.loads(raw)
         trials = table.to_pandas()
         returns = None
@@ -118,9 +122,15 @@ class SearchResult:
             returns = pd.read_parquet(_returns_path(path))
             returns.columns = [int(c) for c in returns.columns]
         seed = None if meta["seed"] is None else int(meta["seed"])
-        return build_result(trials, metric=meta["metric"], direction=meta["direction"],
-                            param_names=tuple(meta["param_names"]), method=meta["method"],
-                            seed=seed, returns=returns)
+        return build_result(
+            trials,
+            metric=meta["metric"],
+            direction=meta["direction"],
+            param_names=tuple(meta["param_names"]),
+            method=meta["method"],
+            seed=seed,
+            returns=returns,
+        )
 
     def heatmap(self, x: str, y: str, path: str | Path, *, metric: str | None = None) -> Path:
         """Draw the metric over two parameters as a PNG (the best over the other parameters).
@@ -140,8 +150,10 @@ class SearchResult:
         metric = metric or self.metric
         for name in (x, y):
             if name not in self.param_names:
-                raise ConfigError(f"{name!r} is not a searched parameter "
-                                  f"({', '.join(self.param_names)})", key=name)
+                raise ConfigError(
+                    f"{name!r} is not a searched parameter ({', '.join(self.param_names)})",
+                    key=name,
+                )
         ok = self.trials[self.trials[STATUS] == OK]
         agg = "min" if self.direction == "minimize" else "max"
         best_cells = ok.groupby([x, y], as_index=False)[metric].agg(agg)
@@ -150,7 +162,11 @@ class SearchResult:
         from backtest import plots
 
         return plots.heatmap_figure(
-            best_cells, x, y, metric, path,
+            best_cells,
+            x,
+            y,
+            metric,
+            path,
             title=f"{metric} by {x} and {y} ({len(self.trials)} trials{over})",
             maximize=self.direction == "maximize",
         )
@@ -183,22 +199,33 @@ def build_result(
         TrialsFailed: no trial succeeded (the message gives the most common reason).
     """
     if direction not in ("maximize", "minimize"):
-        raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}",
-                          key="search.direction")
+        raise ConfigError(
+            f"direction must be 'maximize' or 'minimize', got {direction!r}", key="search.direction"
+        )
     ok = np.flatnonzero(trials[STATUS].to_numpy() == OK) if len(trials) else np.zeros(0, int)
     if len(ok) == 0:
         if len(trials) == 0:
-            raise TrialsFailed("the search ran no trials: the constraint or the space "
-                               "left no parameter combination")
-        raise TrialsFailed(f"all {len(trials)} trials failed; most common reason: "
-                           f"{failure_summary(trials[ERROR])}")
+            raise TrialsFailed(
+                "the search ran no trials: the constraint or the space "
+                "left no parameter combination"
+            )
+        raise TrialsFailed(
+            f"all {len(trials)} trials failed; most common reason: {failure_summary(trials[ERROR])}"
+        )
     scores = trials[metric].to_numpy(dtype=np.float64)[ok]
     pos = int(ok[np.argmin(scores) if direction == "minimize" else np.argmax(scores)])
     best_params = {name: _plain(trials[name].iloc[pos]) for name in param_names}
     return SearchResult(
-        trials=trials, metric=metric, direction=direction, param_names=param_names,
-        best_params=best_params, best_score=float(trials[metric].iloc[pos]),
-        best_trial=int(trials[TRIAL].iloc[pos]), method=method, seed=seed, returns=returns,
+        trials=trials,
+        metric=metric,
+        direction=direction,
+        param_names=param_names,
+        best_params=best_params,
+        best_score=float(trials[metric].iloc[pos]),
+        best_trial=int(trials[TRIAL].iloc[pos]),
+        method=method,
+        seed=seed,
+        returns=returns,
     )
 
 

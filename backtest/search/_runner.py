@@ -34,10 +34,12 @@ def _concat(parts: list[Columns], sizes: list[int]) -> Columns:
     for part in parts:
         names.update(dict.fromkeys(part))
     return {
-        name: np.concatenate([
-            np.asarray(part[name], dtype=np.float64) if name in part else np.full(size, np.nan)
-            for part, size in zip(parts, sizes, strict=True)
-        ])
+        name: np.concatenate(
+            [
+                np.asarray(part[name], dtype=np.float64) if name in part else np.full(size, np.nan)
+                for part, size in zip(parts, sizes, strict=True)
+            ]
+        )
         for name in names
     }
 
@@ -78,8 +80,18 @@ class TrialLog:
         desc: The progress bar's label.
     """
 
-    def __init__(self, evaluator: Any, param_names: Sequence[str], *, metric: str, root: int,
-                 n_jobs: int, keep: NDArray[np.bool_], progress: bool, desc: str) -> None:
+    def __init__(
+        self,
+        evaluator: Any,
+        param_names: Sequence[str],
+        *,
+        metric: str,
+        root: int,
+        n_jobs: int,
+        keep: NDArray[np.bool_],
+        progress: bool,
+        desc: str,
+    ) -> None:
         if n_jobs < 1:
             raise ConfigError(f"n_jobs must be >= 1, got {n_jobs}", key="search.n_jobs")
         self.evaluator = evaluator
@@ -122,8 +134,11 @@ class TrialLog:
             score = np.full(count, np.nan)
         for i in np.flatnonzero(~np.isfinite(score)):
             if errors[i] is None:
-                errors[i] = (f"{self.metric} is {score[i]}" if self.metric in metrics
-                             else f"the evaluator returned no {self.metric!r}")
+                errors[i] = (
+                    f"{self.metric} is {score[i]}"
+                    if self.metric in metrics
+                    else f"the evaluator returned no {self.metric!r}"
+                )
         failed = np.array([e is not None for e in errors], dtype=bool)
         score[failed] = np.nan
         for t in numbers[failed]:
@@ -136,8 +151,9 @@ class TrialLog:
         self.n_done += count
         return score
 
-    def _run_batched(self, cols: Columns, numbers: NDArray[np.int64], keep: NDArray[np.bool_]
-                     ) -> tuple[Columns, list[str | None]]:
+    def _run_batched(
+        self, cols: Columns, numbers: NDArray[np.int64], keep: NDArray[np.bool_]
+    ) -> tuple[Columns, list[str | None]]:
         parts: list[Columns] = []
         sizes: list[int] = []
         errors: list[str | None] = []
@@ -151,8 +167,9 @@ class TrialLog:
             self._bar.update(hi - lo)
         return _concat(parts, sizes), errors
 
-    def _evaluate(self, cols: Columns, keep: NDArray[np.bool_] | None
-                  ) -> tuple[Columns, NDArray[np.float64] | None]:
+    def _evaluate(
+        self, cols: Columns, keep: NDArray[np.bool_] | None
+    ) -> tuple[Columns, NDArray[np.float64] | None]:
         fast = getattr(self.evaluator, "evaluate_columns", None)
         if fast is not None:
             names, values, kept = fast(cols, keep=keep)
@@ -161,8 +178,9 @@ class TrialLog:
         metrics = {str(c): result.metrics[c].to_numpy() for c in result.metrics.columns}
         return metrics, result.returns
 
-    def _batch(self, cols: Columns, numbers: NDArray[np.int64], keep: NDArray[np.bool_]
-               ) -> tuple[Columns, list[str | None]]:
+    def _batch(
+        self, cols: Columns, numbers: NDArray[np.int64], keep: NDArray[np.bool_]
+    ) -> tuple[Columns, list[str | None]]:
         try:
             metrics, kept = self._evaluate(cols, keep if keep.any() else None)
         except Exception:  # find the failing sets one by one below
@@ -185,14 +203,27 @@ class TrialLog:
                 errors.append(f"{type(exc).__name__}: {exc}")
         return _concat(rows, [1] * len(rows)), errors
 
-    def _run_callable(self, cols: Columns, numbers: NDArray[np.int64],
-                      seeds: NDArray[np.int64], keep: NDArray[np.bool_]
-                      ) -> tuple[Columns, list[str | None]]:
+    def _run_callable(
+        self,
+        cols: Columns,
+        numbers: NDArray[np.int64],
+        seeds: NDArray[np.int64],
+        keep: NDArray[np.bool_],
+    ) -> tuple[Columns, list[str | None]]:
         names = list(cols)
-        records = [dict(zip(names, row, strict=True))
-                   for row in zip(*(cols[n].tolist() for n in names), strict=True)]
-        outcomes = run_trials(self.evaluator, records, seeds.tolist(), keep.tolist(),
-                              metric=self.metric, n_jobs=self.n_jobs, on_done=self._bar.update)
+        records = [
+            dict(zip(names, row, strict=True))
+            for row in zip(*(cols[n].tolist() for n in names), strict=True)
+        ]
+        outcomes = run_trials(
+            self.evaluator,
+            records,
+            seeds.tolist(),
+            keep.tolist(),
+            metric=self.metric,
+            n_jobs=self.n_jobs,
+            on_done=self._bar.update,
+        )
         for t, outcome in zip(numbers, outcomes, strict=True):
             if outcome.returns is not None:
                 self._returns[int(t)] = outcome.returns.to_numpy(dtype=np.float32)
@@ -201,8 +232,10 @@ class TrialLog:
         keys: dict[str, None] = {}
         for outcome in outcomes:
             keys.update(dict.fromkeys(outcome.metrics))
-        metrics = {key: np.array([o.metrics.get(key, np.nan) for o in outcomes], dtype=np.float64)
-                   for key in keys}
+        metrics = {
+            key: np.array([o.metrics.get(key, np.nan) for o in outcomes], dtype=np.float64)
+            for key in keys
+        }
         return metrics, [o.error for o in outcomes]
 
     def trials(self) -> pd.DataFrame:
@@ -214,8 +247,10 @@ class TrialLog:
             names += [c for c in part if c not in names and c not in last]
         columns: dict[str, Any] = {}
         for name in [*names, *last]:
-            pieces = [part[name] if name in part else np.full(len(part[TRIAL]), np.nan)
-                      for part in self._parts]
+            pieces = [
+                part[name] if name in part else np.full(len(part[TRIAL]), np.nan)
+                for part in self._parts
+            ]
             columns[name] = np.concatenate(pieces) if pieces else np.empty(0)
         return pd.DataFrame(columns)
 
@@ -229,10 +264,20 @@ class TrialLog:
         returns = None
         if self._returns:
             numbers = sorted(self._returns)
-            index = self._index if self._index is not None else pd.RangeIndex(
-                len(self._returns[numbers[0]]))
-            returns = pd.DataFrame(np.column_stack([self._returns[t] for t in numbers]),
-                                   index=index, columns=numbers)
-        return _build(self.trials(), metric=self.metric, direction=direction,
-                      param_names=self.param_names, method=method, seed=self.root,
-                      returns=returns)
+            index = (
+                self._index
+                if self._index is not None
+                else pd.RangeIndex(len(self._returns[numbers[0]]))
+            )
+            returns = pd.DataFrame(
+                np.column_stack([self._returns[t] for t in numbers]), index=index, columns=numbers
+            )
+        return _build(
+            self.trials(),
+            metric=self.metric,
+            direction=direction,
+            param_names=self.param_names,
+            method=method,
+            seed=self.root,
+            returns=returns,
+        )

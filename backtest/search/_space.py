@@ -43,8 +43,9 @@ class Choice:
             return np.asarray(self.values, dtype=bool)[idx]
         if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in self.values):
             return np.asarray(self.values, dtype=np.int64)[idx]
-        if all(isinstance(v, int | float | np.number) and not isinstance(v, bool)
-               for v in self.values):
+        if all(
+            isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in self.values
+        ):
             return np.asarray(self.values, dtype=np.float64)[idx]
         return [self.values[i] for i in idx]
 
@@ -87,7 +88,9 @@ class FloatRange:
         if self.step is None:
             raise ConfigError(
                 f"a float range [{self.low}, {self.high}] has no grid; give it a step "
-                "or a list of values", key="step")
+                "or a list of values",
+                key="step",
+            )
         n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
         return self.low + self.step * np.arange(n, dtype=np.float64)
 
@@ -129,20 +132,22 @@ def parse_dimension(name: str, spec: object, *, prefix: str = "search.space") ->
     if isinstance(spec, Mapping):
         unknown = sorted(set(map(str, spec)) - _RANGE_KEYS)
         if unknown:
-            raise ConfigError(f"{key} has unknown key {unknown[0]!r}; a range takes "
-                              "low, high, step and log", key=f"{key}.{unknown[0]}")
+            raise ConfigError(
+                f"{key} has unknown key {unknown[0]!r}; a range takes low, high, step and log",
+                key=f"{key}.{unknown[0]}",
+            )
         for required in ("low", "high"):
             if required not in spec:
-                raise ConfigError(f"{key} needs {required!r} (a range is {{low, high}})",
-                                  key=f"{key}.{required}")
+                raise ConfigError(
+                    f"{key} needs {required!r} (a range is {{low, high}})", key=f"{key}.{required}"
+                )
         low = _number(spec["low"], f"{key}.low")
         high = _number(spec["high"], f"{key}.high")
         step = spec.get("step")
         step = None if step is None else _number(step, f"{key}.step")
         log = bool(spec.get("log", False))
         if low > high:
-            raise ConfigError(f"{key}: low ({low}) must not exceed high ({high})",
-                              key=f"{key}.low")
+            raise ConfigError(f"{key}: low ({low}) must not exceed high ({high})", key=f"{key}.low")
         if step is not None and step <= 0:
             raise ConfigError(f"{key}.step must be positive, got {step}", key=f"{key}.step")
         if log and low <= 0:
@@ -167,10 +172,13 @@ def parse_space(space: Mapping[str, Any], *, prefix: str = "search.space") -> di
         ConfigError: an empty space (naming ``search.space``) or a bad dimension.
     """
     if not space:
-        raise ConfigError(f"{prefix} is empty: list the parameters to search, e.g. "
-                          f"{prefix}.fast: [5, 10, 20]", key=prefix)
-    return {str(name): parse_dimension(str(name), spec, prefix=prefix)
-            for name, spec in space.items()}
+        raise ConfigError(
+            f"{prefix} is empty: list the parameters to search, e.g. {prefix}.fast: [5, 10, 20]",
+            key=prefix,
+        )
+    return {
+        str(name): parse_dimension(str(name), spec, prefix=prefix) for name, spec in space.items()
+    }
 
 
 def grid_size(space: Mapping[str, Dimension]) -> int:

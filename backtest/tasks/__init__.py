@@ -232,8 +232,10 @@ def _sigterm_raises() -> Iterator[None]:
     Only in the main thread and only when SIGTERM has its default handler (an RQ
     work horse, a plain CLI run); an application's own handler is left alone.
     """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
 

@@ -33,8 +33,12 @@ def _strategy_for(ctx: TaskContext, output: TaskOutput) -> object:
 
 
 def _pct(value: object) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else (
-        f"{float(value):.1%}"  # type: ignore[arg-type]
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (
+            f"{float(value):.1%}"  # type: ignore[arg-type]
+        )
     )
 
 
@@ -59,8 +63,11 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
             "monte carlo",
             f"{report.method}, {report.n_paths} paths, seed {report.seed}",
         ),
-        ("mc prob. of loss / ruin", f"{_pct(report.prob_loss)} / {_pct(report.prob_ruin)} "
-                                    f"(drawdown >= {config.ruin_drawdown:.0%})"),
+        (
+            "mc prob. of loss / ruin",
+            f"{_pct(report.prob_loss)} / {_pct(report.prob_ruin)} "
+            f"(drawdown >= {config.ruin_drawdown:.0%})",
+        ),
     ]
     if "sharpe_ratio" in summary.index:
         sharpe = summary.loc["sharpe_ratio"]

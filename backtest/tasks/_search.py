@@ -33,8 +33,13 @@ class SimulateEvaluator:
     A module-level class, so worker processes can receive it.
     """
 
-    def __init__(self, prices: pd.DataFrame, strategy_cls: type,
-                 fixed_params: dict[str, Any], engine_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        prices: pd.DataFrame,
+        strategy_cls: type,
+        fixed_params: dict[str, Any],
+        engine_kwargs: dict[str, Any],
+    ) -> None:
         self.prices = prices
         self.strategy_cls = strategy_cls
         self.fixed_params = fixed_params
@@ -46,8 +51,9 @@ class SimulateEvaluator:
         return simulate(self.prices, strategy, **self.engine_kwargs)
 
 
-def _overfitting(ctx: TaskContext, result: SearchResult, best_returns: pd.Series
-                 ) -> dict[str, float] | None:
+def _overfitting(
+    ctx: TaskContext, result: SearchResult, best_returns: pd.Series
+) -> dict[str, float] | None:
     """PSR, DSR and PBO over the kept trial returns plus the best trial's."""
     if result.returns is None:
         return None
@@ -65,8 +71,10 @@ def _overfitting(ctx: TaskContext, result: SearchResult, best_returns: pd.Series
         sharpes = ok["sharpe_ratio"].to_numpy(dtype=np.float64) / math.sqrt(ppy)
     try:
         report = overfitting_report(
-            matrix.to_numpy(), best_trial=list(matrix.columns).index(result.best_trial),
-            n_trials=result.n_trials - result.n_failed, trial_sharpes=sharpes,
+            matrix.to_numpy(),
+            best_trial=list(matrix.columns).index(result.best_trial),
+            n_trials=result.n_trials - result.n_failed,
+            trial_sharpes=sharpes,
             periods_per_year=ppy,
         )
     except BacktestError as exc:
@@ -88,25 +96,38 @@ def run(ctx: TaskContext) -> TaskOutput:
     if not cfg.space:
         raise ConfigError(
             f"search.method is {method!r} but search.space is empty: list the strategy "
-            "parameters to search, e.g. search.space.fast: [5, 10, 20]", key="search.space")
+            "parameters to search, e.g. search.space.fast: [5, 10, 20]",
+            key="search.space",
+        )
     names = getattr(ctx.strategy_cls, "param_names", None) or list(ctx.strategy_params)
     unknown = [p for p in cfg.space if p not in names]
     if unknown:
-        raise ConfigError(f"search.space.{unknown[0]} is not a parameter of "
-                          f"{ctx.strategy_cls.__name__} ({', '.join(names)})",
-                          key=f"search.space.{unknown[0]}")
+        raise ConfigError(
+            f"search.space.{unknown[0]} is not a parameter of "
+            f"{ctx.strategy_cls.__name__} ({', '.join(names)})",
+            key=f"search.space.{unknown[0]}",
+        )
     fixed = {k: v for k, v in ctx.strategy_params.items() if k not in cfg.space}
     engine = ctx.engine_kwargs()
     if hasattr(ctx.strategy_cls, "batch_positions"):
-        evaluator: Any = StrategyEvaluator(ctx.prices, ctx.strategy_cls, fixed_params=fixed,
-                                           **engine)
+        evaluator: Any = StrategyEvaluator(
+            ctx.prices, ctx.strategy_cls, fixed_params=fixed, **engine
+        )
     else:
         evaluator = SimulateEvaluator(ctx.prices, ctx.strategy_cls, fixed, engine)
     started = time.perf_counter()
     result = run_search(
-        method, dict(cfg.space), evaluator, n_iter=cfg.n_iter, metric=cfg.metric,
-        direction=direction, constraint=cfg.constraint, n_jobs=cfg.n_jobs, seed=cfg.seed,
-        progress=ctx.progress, keep_returns=cfg.keep_returns,
+        method,
+        dict(cfg.space),
+        evaluator,
+        n_iter=cfg.n_iter,
+        metric=cfg.metric,
+        direction=direction,
+        constraint=cfg.constraint,
+        n_jobs=cfg.n_jobs,
+        seed=cfg.seed,
+        progress=ctx.progress,
+        keep_returns=cfg.keep_returns,
     )
     elapsed = time.perf_counter() - started
     best = simulate(ctx.prices, ctx.strategy_cls(**{**fixed, **result.best_params}), **engine)
@@ -135,26 +156,45 @@ def run(ctx: TaskContext) -> TaskOutput:
         record["overfitting"] = overfitting
     top = result.top(ctx.settings.tracking.max_child_runs)
     children = [
-        {"name": f"trial {int(row['trial'])}",
-         "params": {p: _plain(row[p]) for p in result.param_names},
-         "metrics": {m: float(row[m]) for m in top.columns
-                     if m not in ("trial", "seed", "status", "error", *result.param_names)
-                     and isinstance(row[m], int | float | np.number)}}
+        {
+            "name": f"trial {int(row['trial'])}",
+            "params": {p: _plain(row[p]) for p in result.param_names},
+            "metrics": {
+                m: float(row[m])
+                for m in top.columns
+                if m not in ("trial", "seed", "status", "error", *result.param_names)
+                and isinstance(row[m], int | float | np.number)
+            },
+        }
         for _, row in top.iterrows()
     ]
     summary = [
-        ("search", f"{method}, {result.n_trials} trials ({result.n_failed} failed) "
-                   f"in {elapsed:.2f} s"),
-        ("best trial", f"#{result.best_trial}: "
-                       + ", ".join(f"{k}={v}" for k, v in result.best_params.items())),
+        (
+            "search",
+            f"{method}, {result.n_trials} trials ({result.n_failed} failed) in {elapsed:.2f} s",
+        ),
+        (
+            "best trial",
+            f"#{result.best_trial}: "
+            + ", ".join(f"{k}={v}" for k, v in result.best_params.items()),
+        ),
         (f"best {cfg.metric}", f"{result.best_score:.4f}"),
     ]
     if overfitting is not None:
-        summary.append(("deflated sharpe / pbo",
-                        f"{overfitting['deflated_sharpe']:.3f} / {overfitting['pbo']:.3f}"))
+        summary.append(
+            (
+                "deflated sharpe / pbo",
+                f"{overfitting['deflated_sharpe']:.3f} / {overfitting['pbo']:.3f}",
+            )
+        )
     return TaskOutput(
-        backtest=best, record=record, tables={"trials": result.trials}, figures=figures,
-        summary=summary, objective=result.best_score, children=children,
+        backtest=best,
+        record=record,
+        tables={"trials": result.trials},
+        figures=figures,
+        summary=summary,
+        objective=result.best_score,
+        children=children,
     )
 
 

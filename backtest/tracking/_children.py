@@ -104,9 +104,9 @@ def stored_children(stored: StoredResult, config: Mapping[str, Any]) -> list[dic
     space = (config.get("search") or {}).get("space") or {}
     param_columns = [str(k) for k in (*strategy, *space) if k != "_target_"]
     if record.get("task") == "walkforward" and "folds" in stored.tables:
-        return children_from_table(stored.table("folds"), kind="fold",
-                                   param_columns=param_columns)
+        return children_from_table(stored.table("folds"), kind="fold", param_columns=param_columns)
     if "trials" in stored.tables:
-        return children_from_table(stored.table("trials"), kind="trial",
-                                   param_columns=param_columns)
+        return children_from_table(
+            stored.table("trials"), kind="trial", param_columns=param_columns
+        )
     return []

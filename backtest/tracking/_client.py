@@ -40,7 +40,7 @@ def resolve_uri(uri: str | None) -> str:
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     if uri.startswith(_SQLITE):
-        path = Path(uri[len(_SQLITE):])
+        path = Path(uri[len(_SQLITE) :])
         if not path.is_absolute():
             path = Path.cwd() / path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,7 @@ def fast_sqlite(uri: str) -> None:
 
     if not _FAST_SQLITE and not event.contains(Engine, "connect", _sqlite_pragmas):
         event.listen(Engine, "connect", _sqlite_pragmas)
-    _FAST_SQLITE.add(str(Path(uri[len(_SQLITE):])))
+    _FAST_SQLITE.add(str(Path(uri[len(_SQLITE) :])))
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -179,7 +179,7 @@ def artifact_location(uri: str, name: str) -> str | None:
     nothing lands in a stray ``./mlruns`` folder.
     """
     if uri.startswith(_SQLITE):
-        db = Path(uri[len(_SQLITE):])
+        db = Path(uri[len(_SQLITE) :])
         return (db.parent / "mlartifacts" / _slug(name)).as_uri()
     return None
 
@@ -201,16 +201,17 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
                 client.restore_experiment(exp.experiment_id)
             return str(exp.experiment_id)
         try:
-            return str(client.create_experiment(
-                name,
-                artifact_location=artifact_location(uri, name),
-                tags={**EXPERIMENT_KIND, "backtest.experiment": name},
-            ))
+            return str(
+                client.create_experiment(
+                    name,
+                    artifact_location=artifact_location(uri, name),
+                    tags={**EXPERIMENT_KIND, "backtest.experiment": name},
+                )
+            )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-            log.debug("MLflow experiment %r was created by another process; reading it",
-                      name)
+            log.debug("MLflow experiment %r was created by another process; reading it", name)
             last = exc  # created by another process between our read and our create
     raise BacktestError(f"could not create or read MLflow experiment {name!r}") from last
 

@@ -25,8 +25,19 @@ RUN_KEY_TAG = "backtest.run_key"
 _NOT_SECTIONS = frozenset({"params", "metrics", "children"})
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./: ]")
 # Keys inside sections that hold inputs or parameter values, not outcomes.
-_NOT_METRICS = frozenset({"space", "params", "best_params", "chosen_params", "last_params",
-                          "jitter", "seed", "counts", "mode"})
+_NOT_METRICS = frozenset(
+    {
+        "space",
+        "params",
+        "best_params",
+        "chosen_params",
+        "last_params",
+        "jitter",
+        "seed",
+        "counts",
+        "mode",
+    }
+)
 
 
 def clean_key(key: str) -> str:
@@ -48,8 +59,8 @@ def param_value(value: Any) -> str:
     >>> [param_value(v) for v in ("momentum", 20, 0.5, True, None, [5, 10])]
     ['momentum', '20', '0.5', 'true', 'null', '[5,10]']
     """
-    text = value if isinstance(value, str) else json.dumps(
-        value, separators=(",", ":"), default=str
+    text = (
+        value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
     )
     return _clip(text, MAX_PARAM_VALUE)
 
@@ -130,7 +141,7 @@ def record_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     started, ended = record.get("started_at"), record.get("ended_at")
     if started and ended:
         try:
-            seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(started))
+            seconds = datetime.fromisoformat(ended) - datetime.fromisoformat(started)
             out["duration_s"] = seconds.total_seconds()
         except ValueError:
             pass
@@ -169,9 +180,10 @@ def run_key(record: Mapping[str, Any]) -> str:
     >>> run_key({"job_id": "backtest-1", "config_hash": "ab", "started_at": "t0"})
     '9977301f560955655b32456e107195dc'
     """
-    identity = {k: record.get(k) for k in (
-        "job_id", "config_hash", "data_fingerprint", "started_at", "ended_at"
-    )}
+    identity = {
+        k: record.get(k)
+        for k in ("job_id", "config_hash", "data_fingerprint", "started_at", "ended_at")
+    }
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

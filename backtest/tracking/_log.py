@@ -88,7 +88,10 @@ def git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -152,13 +155,19 @@ def _log_children(
 ) -> None:
     for child in children:
         tags = {**base_tags, PARENT_TAG: parent_id, "backtest.kind": kind}
-        run = client.create_run(experiment_id, start_time=start_ms, tags=tags,
-                                run_name=str(child.get("name", kind))[:250])
+        run = client.create_run(
+            experiment_id,
+            start_time=start_ms,
+            tags=tags,
+            run_name=str(child.get("name", kind))[:250],
+        )
         params = {clean_key(k): param_value(v) for k, v in (child.get("params") or {}).items()}
-        metrics = {clean_key(k): float(v) for k, v in (child.get("metrics") or {}).items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}
-        log_entities(client, run.info.run_id, params=params, metrics=metrics,
-                     timestamp_ms=end_ms)
+        metrics = {
+            clean_key(k): float(v)
+            for k, v in (child.get("metrics") or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        log_entities(client, run.info.run_id, params=params, metrics=metrics, timestamp_ms=end_ms)
         client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
 
 
@@ -236,45 +245,77 @@ def log_result(
     nested: list[Mapping[str, Any]] = [*stored_children(stored, config)] or [*(children or [])]
     search = config.get("search") or {}
     chosen = select_children(
-        nested, task=str(record.get("task")), metric=str(search.get("metric", "sharpe_ratio")),
+        nested,
+        task=str(record.get("task")),
+        metric=str(search.get("metric", "sharpe_ratio")),
         maximize=str(search.get("direction", "maximize")).endswith("maximize"),
         cap=cfg.max_child_runs,
     )
     base = _base_tags(record, experiment, commit)
-    tags = {**base, RUN_KEY_TAG: key, "backtest.kind": "run",
-            "backtest.run_dir": tag_value(stored.path.resolve()),
-            "backtest.children_total": str(len(nested)),
-            "backtest.children_logged": str(len(chosen)),
-            "mlflow.note.content": tag_value(_note(record))}
+    tags = {
+        **base,
+        RUN_KEY_TAG: key,
+        "backtest.kind": "run",
+        "backtest.run_dir": tag_value(stored.path.resolve()),
+        "backtest.children_total": str(len(nested)),
+        "backtest.children_logged": str(len(chosen)),
+        "mlflow.note.content": tag_value(_note(record)),
+    }
     metrics = record_metrics(record)
     with _connected(cfg, tracking_uri, experiment, str(stored.path)) as (client, exp_id):
         parent = sweep_parent(client, exp_id, stored.path, experiment)
         if parent:
             tags[PARENT_TAG] = parent
-        run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record),
-                                tags=tags)
+        run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record), tags=tags)
         run_id = run.info.run_id
         try:
-            log_entities(client, run_id, params=run_params(config, record.get("params") or {}),
-                         metrics=metrics, timestamp_ms=end_ms)
+            log_entities(
+                client,
+                run_id,
+                params=run_params(config, record.get("params") or {}),
+                metrics=metrics,
+                timestamp_ms=end_ms,
+            )
             _log_files(run, tracking_uri, stored)
             kind = "fold" if record.get("task") == "walkforward" else "trial"
-            _log_children(client, exp_id, run_id, chosen, kind=kind,
-                          base_tags={**{k: base[k] for k in _CHILD_TAGS if k in base},
-                                     "backtest.parent_run_key": key},
-                          start_ms=start_ms, end_ms=end_ms)
+            _log_children(
+                client,
+                exp_id,
+                run_id,
+                chosen,
+                kind=kind,
+                base_tags={
+                    **{k: base[k] for k in _CHILD_TAGS if k in base},
+                    "backtest.parent_run_key": key,
+                },
+                start_ms=start_ms,
+                end_ms=end_ms,
+            )
             if parent and "objective" in metrics:
                 step = int(stored.path.name) if stored.path.name.isdigit() else 0
-                log_entities(client, parent, metrics={"objective": metrics["objective"]},
-                             timestamp_ms=end_ms, step=step)
+                log_entities(
+                    client,
+                    parent,
+                    metrics={"objective": metrics["objective"]},
+                    timestamp_ms=end_ms,
+                    step=step,
+                )
             client.set_terminated(run_id, "FINISHED", end_time=end_ms)
         except BaseException:
             _end_quietly(client, run_id, "FAILED")  # never left RUNNING; sync redoes it
             raise
-    where = (f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
-             if _client.is_http(tracking_uri) else f"run {run_id} in {tracking_uri}")
-    log.info("logged %s to MLflow: %s (experiment %r, %d child runs)",
-             stored.path, where, experiment, len(chosen))
+    where = (
+        f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+        if _client.is_http(tracking_uri)
+        else f"run {run_id} in {tracking_uri}"
+    )
+    log.info(
+        "logged %s to MLflow: %s (experiment %r, %d child runs)",
+        stored.path,
+        where,
+        experiment,
+        len(chosen),
+    )
     return LoggedRun(run_id, exp_id, key, len(chosen), parent, tracking_uri)
 
 
@@ -326,13 +367,21 @@ def log_failure(
     uri = _client.resolve_uri(cfg.uri)
     experiment = cfg.experiment_name or str(config.get("name") or "default")
     status = failure_status(error)
-    record = {"task": job.task, "job_id": job.job_id, "config_hash": job.config_hash,
-              "seed": config.get("seed")}
-    tags = {**_base_tags(record, experiment, git_commit()), "backtest.kind": "run",
-            "backtest.status": status.lower(),
-            "backtest.error": tag_value(f"{type(error).__name__}: {error}"),
-            "mlflow.note.content": tag_value("```\n" + "".join(
-                traceback.format_exception(error)) + "```")}
+    record = {
+        "task": job.task,
+        "job_id": job.job_id,
+        "config_hash": job.config_hash,
+        "seed": config.get("seed"),
+    }
+    tags = {
+        **_base_tags(record, experiment, git_commit()),
+        "backtest.kind": "run",
+        "backtest.status": status.lower(),
+        "backtest.error": tag_value(f"{type(error).__name__}: {error}"),
+        "mlflow.note.content": tag_value(
+            "```\n" + "".join(traceback.format_exception(error)) + "```"
+        ),
+    }
     now = int(time.time() * 1000)
     start = iso_to_ms(getattr(job, "started_at", None)) or now
     with _connected(cfg, uri, experiment, f"the {status} job {job.job_id}") as (client, exp_id):
@@ -340,8 +389,9 @@ def log_failure(
             parent = sweep_parent(client, exp_id, Path(run_dir), experiment)
             if parent:
                 tags[PARENT_TAG] = parent
-        run = client.create_run(exp_id, start_time=start, tags=tags,
-                                run_name=f"{job.task} ({status.lower()})")
+        run = client.create_run(
+            exp_id, start_time=start, tags=tags, run_name=f"{job.task} ({status.lower()})"
+        )
         log_entities(client, run.info.run_id, params=run_params(config, {}), timestamp_ms=now)
         client.set_terminated(run.info.run_id, status, end_time=now)
     return str(run.info.run_id)

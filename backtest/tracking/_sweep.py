@@ -38,12 +38,20 @@ def sweep_parent(
         now = int(time.time() * 1000)
         sweep = yaml.safe_load(marker.read_text()) or {}
         overrides = (((sweep.get("hydra") or {}).get("overrides") or {}).get("task")) or []
-        run = client.create_run(experiment_id, start_time=now, run_name=f"sweep {sweep_dir.name}",
-                                tags={"backtest.kind": "sweep", "backtest.sweep_key": key,
-                                      "backtest.experiment": experiment})
+        run = client.create_run(
+            experiment_id,
+            start_time=now,
+            run_name=f"sweep {sweep_dir.name}",
+            tags={
+                "backtest.kind": "sweep",
+                "backtest.sweep_key": key,
+                "backtest.experiment": experiment,
+            },
+        )
         mine = run.info.run_id
-        log_entities(client, mine, params={"sweep.overrides": param_value(list(overrides))},
-                     timestamp_ms=now)
+        log_entities(
+            client, mine, params={"sweep.overrides": param_value(list(overrides))}, timestamp_ms=now
+        )
         client.log_artifact(mine, str(marker))
         client.set_terminated(mine, "FINISHED", end_time=now)
         found = search_all(client, [experiment_id], query) or [run]

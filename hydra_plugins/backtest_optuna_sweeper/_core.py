@@ -54,9 +54,13 @@ def _counted(study: Any) -> list[Any]:
     from optuna.trial import TrialState
 
     interrupted = set(study.user_attrs.get(_INTERRUPTED_ATTR, []))
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state in (TrialState.COMPLETE, TrialState.FAIL)
-            and t.user_attrs.get(_JOB_ATTR) and t.number not in interrupted]
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+        and t.user_attrs.get(_JOB_ATTR)
+        and t.number not in interrupted
+    ]
 
 
 def _mark_interrupted(study: Any) -> int:
@@ -69,8 +73,12 @@ def _mark_interrupted(study: Any) -> int:
         study.set_user_attr(_INTERRUPTED_ATTR, numbers)
         for number in stale:
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-        log.warning("optuna sweeper: %d trial(s) left running by a stopped sweep marked as "
-                    "interrupted (not counted): %s", len(stale), stale)
+        log.warning(
+            "optuna sweeper: %d trial(s) left running by a stopped sweep marked as "
+            "interrupted (not counted): %s",
+            len(stale),
+            stale,
+        )
     return len(stale)
 
 
@@ -102,25 +110,35 @@ class _Study:
         config = sweeper.config
         assert config is not None
         if s.n_trials < 1 or s.n_jobs < 1:
-            raise ConfigError("hydra.sweeper.n_trials and n_jobs must be >= 1",
-                              key="hydra.sweeper.n_trials")
+            raise ConfigError(
+                "hydra.sweeper.n_trials and n_jobs must be >= 1", key="hydra.sweeper.n_trials"
+            )
         if s.direction not in ("maximize", "minimize"):
-            raise ConfigError(f"hydra.sweeper.direction must be maximize or minimize, got "
-                              f"{s.direction!r}", key="hydra.sweeper.direction")
+            raise ConfigError(
+                f"hydra.sweeper.direction must be maximize or minimize, got {s.direction!r}",
+                key="hydra.sweeper.direction",
+            )
         self.sweeper = sweeper
         self.settings = s
-        self.space, self.fixed = build_space(OmegaConf.to_container(OmegaConf.create(s.params))
-                                             if s.params else {}, arguments)
+        self.space, self.fixed = build_space(
+            OmegaConf.to_container(OmegaConf.create(s.params)) if s.params else {}, arguments
+        )
         self.constraint = _constraint(s.constraint, list(self.space))
         self.study_name = s.study_name or f"{config.get('name', 'sweep')}-optuna"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             self.study = optuna.create_study(
-                storage=s.storage, study_name=self.study_name, direction=s.direction,
-                sampler=_sampler(s.sampler, s.seed), load_if_exists=True)
+                storage=s.storage,
+                study_name=self.study_name,
+                direction=s.direction,
+                sampler=_sampler(s.sampler, s.seed),
+                load_if_exists=True,
+            )
         except ValueError as exc:
-            raise ConfigError(f"cannot open study {self.study_name!r} in {s.storage!r}: {exc}",
-                              key="hydra.sweeper.study_name") from exc
+            raise ConfigError(
+                f"cannot open study {self.study_name!r} in {s.storage!r}: {exc}",
+                key="hydra.sweeper.study_name",
+            ) from exc
         self.lock = threading.Lock()
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.new: list[tuple[int, float | None, str | None]] = []
@@ -134,13 +152,18 @@ class _Study:
                 trial = self.study.ask(self.space)
                 if self.constraint is None or self.constraint(trial.params):
                     trial.set_user_attr(_JOB_ATTR, True)
-                    overrides = [*self.fixed, *(f"{k}={format_value(v)}"
-                                                for k, v in trial.params.items())]
+                    overrides = [
+                        *self.fixed,
+                        *(f"{k}={format_value(v)}" for k, v in trial.params.items()),
+                    ]
                     trial.set_user_attr("overrides", overrides)
                     return trial, overrides
                 self.study.tell(trial, state=TrialState.PRUNED)
-        raise ConfigError(f"hydra.sweeper.constraint {self.settings.constraint!r} rejected "
-                          "10,000 proposals in a row", key="hydra.sweeper.constraint")
+        raise ConfigError(
+            f"hydra.sweeper.constraint {self.settings.constraint!r} rejected "
+            "10,000 proposals in a row",
+            key="hydra.sweeper.constraint",
+        )
 
     def launch(self, trial: Any, overrides: list[str]) -> tuple[float | None, str | None]:
         """Run one job through the launcher (blocks until it finishes)."""
@@ -183,9 +206,16 @@ def sweep(sweeper: BacktestOptunaSweeper, arguments: list[str]) -> dict[str, Any
     interrupted = _mark_interrupted(run.study)
     done_before = len(_counted(run.study))
     remaining = max(0, s.n_trials - done_before)
-    log.info("optuna sweeper: study %r (%s), %d trial(s) already finished, %d to run, "
-             "%d in flight at most; space: %s", run.study_name, s.storage or "in memory",
-             done_before, remaining, s.n_jobs, ", ".join(run.space))
+    log.info(
+        "optuna sweeper: study %r (%s), %d trial(s) already finished, %d to run, "
+        "%d in flight at most; space: %s",
+        run.study_name,
+        s.storage or "in memory",
+        done_before,
+        remaining,
+        s.n_jobs,
+        ", ".join(run.space),
+    )
     run.sweep_dir.mkdir(parents=True, exist_ok=True)
     slots = 1 if _in_process(sweeper.launcher) else s.n_jobs
     if slots != s.n_jobs:
@@ -244,19 +274,29 @@ def _report(run: _Study, done_before: int, interrupted: int) -> dict[str, Any]:
     }
     if complete:
         best = run.study.best_trial
-        summary.update(best_value=float(best.value), best_trial=best.number,
-                       best_params={k: _plain(v) for k, v in best.params.items()})
+        summary.update(
+            best_value=float(best.value),
+            best_trial=best.number,
+            best_params={k: _plain(v) for k, v in best.params.items()},
+        )
     from backtest.results import atomic_write_bytes
 
-    atomic_write_bytes(run.sweep_dir / RESULTS_FILE,
-                       OmegaConf.to_yaml(OmegaConf.create(summary)).encode())
+    atomic_write_bytes(
+        run.sweep_dir / RESULTS_FILE, OmegaConf.to_yaml(OmegaConf.create(summary)).encode()
+    )
     if complete:
-        log.info("optuna sweeper: %d trials (%d failed), best objective %.6g at trial %d: %s",
-                 len(counted), len(failed), summary["best_value"], summary["best_trial"],
-                 " ".join(f"{k}={v}" for k, v in summary["best_params"].items()))
+        log.info(
+            "optuna sweeper: %d trials (%d failed), best objective %.6g at trial %d: %s",
+            len(counted),
+            len(failed),
+            summary["best_value"],
+            summary["best_trial"],
+            " ".join(f"{k}={v}" for k, v in summary["best_params"].items()),
+        )
     else:
-        log.error("optuna sweeper: all %d trials failed: %s", len(counted),
-                  summary["failure_reasons"])
+        log.error(
+            "optuna sweeper: all %d trials failed: %s", len(counted), summary["failure_reasons"]
+        )
     return summary
 
 

@@ -16,14 +16,18 @@ def _range_distribution(key: str, start: Any, stop: Any, step: Any, log: bool) -
     from optuna.distributions import FloatDistribution, IntDistribution
 
     if step <= 0 or stop <= start:
-        raise ConfigError(f"hydra.sweeper.params.{key}: range({start}, {stop}, {step}) is empty",
-                          key=f"hydra.sweeper.params.{key}")
+        raise ConfigError(
+            f"hydra.sweeper.params.{key}: range({start}, {stop}, {step}) is empty",
+            key=f"hydra.sweeper.params.{key}",
+        )
     if all(isinstance(v, int) for v in (start, stop, step)):
         last = start + (stop - 1 - start) // step * step  # range() excludes stop
         if log:
             if step != 1:
-                raise ConfigError(f"hydra.sweeper.params.{key}: a log range has no step",
-                                  key=f"hydra.sweeper.params.{key}")
+                raise ConfigError(
+                    f"hydra.sweeper.params.{key}: a log range has no step",
+                    key=f"hydra.sweeper.params.{key}",
+                )
             return IntDistribution(start, last, log=True)
         return IntDistribution(start, last, step=step)
     n = math.ceil((stop - start) / step - 1e-9)
@@ -48,8 +52,10 @@ def hydra_distribution(key: str, text: str) -> Any:
     try:
         override = OverridesParser.create().parse_override(f"{key}={text}")
     except HydraException as exc:
-        raise ConfigError(f"hydra.sweeper.params.{key}: cannot parse {text!r}: {exc}",
-                          key=f"hydra.sweeper.params.{key}") from exc
+        raise ConfigError(
+            f"hydra.sweeper.params.{key}: cannot parse {text!r}: {exc}",
+            key=f"hydra.sweeper.params.{key}",
+        ) from exc
     if not override.is_sweep_override():
         return None
     sweep = override.value()
@@ -64,8 +70,9 @@ def hydra_distribution(key: str, text: str) -> Any:
         if "int" in tags:
             return IntDistribution(math.ceil(start), math.floor(end), log=log)
         return FloatDistribution(float(start), float(end), log=log)
-    raise ConfigError(f"hydra.sweeper.params.{key}: unsupported sweep {text!r}",
-                      key=f"hydra.sweeper.params.{key}")
+    raise ConfigError(
+        f"hydra.sweeper.params.{key}: unsupported sweep {text!r}", key=f"hydra.sweeper.params.{key}"
+    )
 
 
 def distribution(key: str, spec: Any) -> Any:
@@ -97,8 +104,9 @@ def format_value(value: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def build_space(params: Mapping[str, Any], arguments: Sequence[str]
-                ) -> tuple[dict[str, Any], list[str]]:
+def build_space(
+    params: Mapping[str, Any], arguments: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
     """Distributions by config key, and the overrides every job gets.
 
     ``params`` come from ``hydra.sweeper.params``; ``arguments`` are the command line
@@ -126,7 +134,9 @@ def build_space(params: Mapping[str, Any], arguments: Sequence[str]
         else:
             fixed.append(override.input_line)
     if not space:
-        raise ConfigError("the optuna sweeper has nothing to search: set hydra.sweeper.params "
-                          "(e.g. strategy.fast: range(5, 50)) or pass a sweep override",
-                          key="hydra.sweeper.params")
+        raise ConfigError(
+            "the optuna sweeper has nothing to search: set hydra.sweeper.params "
+            "(e.g. strategy.fast: range(5, 50)) or pass a sweep override",
+            key="hydra.sweeper.params",
+        )
     return space, fixed

@@ -65,7 +65,8 @@ class BacktestOptunaSweeper(Sweeper):
 
     def __init__(self, **params: Any) -> None:
         self.settings = BacktestOptunaSweeperConf(
-            **{k: v for k, v in params.items() if k != "_target_"})
+            **{k: v for k, v in params.items() if k != "_target_"}
+        )
         self.config: Optional[DictConfig] = None  # noqa: UP045
         self.hydra_context: Optional[HydraContext] = None  # noqa: UP045
         self.launcher: Any = None

@@ -330,6 +330,8 @@ class RootConfig:
         allowed_modules: Extra module prefixes a ``_target_`` may name (``backtest.`` always).
         output_dir: Where results are written; Hydra's run directory when unset.
         summary: Print the summary table at the end of a run.
+        figures: Write PNG figures (about 0.3 s each; turn off for large sweeps of short
+            backtests, where they cost more than the backtests).
     """
 
     name: str = "default"
@@ -337,6 +339,7 @@ class RootConfig:
     allowed_modules: list[str] = field(default_factory=list)
     output_dir: str | None = None
     summary: bool = True
+    figures: bool = True
     data: DataConfig = MISSING
     strategy: Any = MISSING
     engine: EngineConfig = MISSING

@@ -105,3 +105,17 @@ def test_config_yaml_has_no_experiment_default() -> None:
     """`+experiment=` must not fail with "Multiple values for experiment"."""
     cfg = OmegaConf.load(ROOT / "conf" / "config.yaml")
     assert not any("experiment" in str(d) for d in cfg.defaults)
+
+
+def test_figures_off_writes_no_png_and_keeps_the_job_identity(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from backtest import BacktestJob
+
+    on = compose("tracking=none", "data.n_bars=300", f"output_dir={tmp_path / 'on'}")
+    off = compose(
+        "tracking=none", "data.n_bars=300", "figures=false", f"output_dir={tmp_path / 'off'}"
+    )
+    run(on)
+    run(off)
+    assert list((tmp_path / "on" / "figures").glob("*.png"))
+    assert not list((tmp_path / "off").rglob("*.png"))
+    assert BacktestJob.from_config(on).job_id == BacktestJob.from_config(off).job_id

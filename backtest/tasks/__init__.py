@@ -174,13 +174,10 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
         _track_failure(job, run_dir, exc)
         raise
     bt = output.backtest
-    figures = list(output.figures)
-    try:
+    if ctx.settings.figures:
         from backtest import plots
 
-        figures.append(plots.equity_figure(bt, results.figures_dir(run_dir) / "equity.png"))
-    except (ImportError, AttributeError):
-        pass
+        plots.equity_figure(bt, results.figures_dir(run_dir) / "equity.png")
     tables = {
         "equity": pd.DataFrame({"returns": bt.returns, "equity": bt.equity}),
         "positions": bt.positions,

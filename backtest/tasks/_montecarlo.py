@@ -55,7 +55,7 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
         strategy=_strategy_for(ctx, output),
         engine=ctx.settings.engine,
     )
-    figures = report.save_figures(results.figures_dir(ctx.run_dir))
+    figures = report.save_figures(results.figures_dir(ctx.run_dir)) if ctx.settings.figures else []
     summary = report.summary()
     levels = list(report.confidence)
     rows = [

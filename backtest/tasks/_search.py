@@ -132,7 +132,7 @@ def run(ctx: TaskContext) -> TaskOutput:
     elapsed = time.perf_counter() - started
     best = simulate(ctx.prices, ctx.strategy_cls(**{**fixed, **result.best_params}), **engine)
     figures = []
-    if len(result.param_names) >= 2:
+    if ctx.settings.figures and len(result.param_names) >= 2:
         x, y = result.param_names[:2]
         figures.append(result.heatmap(x, y, results.figures_dir(ctx.run_dir) / "heatmap.png"))
     section: dict[str, Any] = {

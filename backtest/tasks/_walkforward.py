@@ -79,7 +79,9 @@ def run(ctx: TaskContext) -> TaskOutput:
         ctx.prices, ctx.strategy_cls, fixed_params=fixed, **ctx.engine_kwargs()
     )
     result = WalkForwardOptimizer(wf_cfg, search, progress=ctx.progress).run(
-        evaluator, dict(search.space), figures_dir=results.figures_dir(ctx.run_dir)
+        evaluator,
+        dict(search.space),
+        figures_dir=results.figures_dir(ctx.run_dir) if ctx.settings.figures else None,
     )
     headline = BacktestResult(
         returns=result.returns,

@@ -52,7 +52,7 @@ def base_config() -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             config_name="config",
-            overrides=["tracking=none", "data.n_bars=500", "data.n_assets=1"],
+            overrides=["tracking=none", "figures=false", "data.n_bars=500", "data.n_assets=1"],
         )
     GlobalHydra.instance().clear()
     return plain_config(cfg)

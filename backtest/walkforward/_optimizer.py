@@ -30,15 +30,7 @@ from backtest.walkforward._space import grid_frame
 from backtest.walkforward._splitters import Fold, Splits, make_splits
 from backtest.walkforward._stitch import assemble_result
 
-RETURN_METRICS = (
-    "total_return",
-    "cagr",
-    "annual_volatility",
-    "sharpe_ratio",
-    "sortino_ratio",
-    "max_drawdown",
-    "calmar_ratio",
-)
+RETURN_METRICS = m.RETURN_METRIC_NAMES  # the same metrics, in the same order, as the engine
 
 
 def score_function(metric: str, periods_per_year: int) -> Callable[[NDArray[np.float64]], Any]:

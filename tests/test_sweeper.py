@@ -263,3 +263,12 @@ def test_plugin_is_registered_for_hydra():
     assert "hydra_plugins.backtest_optuna_sweeper.optuna_sweeper.BacktestOptunaSweeper" in names
     assert "optuna.yaml" in ConfigStore.instance().list("hydra/sweeper")
     assert threading.active_count() >= 1 and time.monotonic() > 0
+
+
+def test_sqlite_storage_folder_is_created_and_bad_storage_is_named(tmp_path: Path) -> None:
+    from hydra_plugins.backtest_optuna_sweeper._core import _make_sqlite_folder
+
+    _make_sqlite_folder(f"sqlite:///{tmp_path}/new/folder/sweeps.db")
+    assert (tmp_path / "new" / "folder").is_dir()
+    _make_sqlite_folder("sqlite:///:memory:")
+    _make_sqlite_folder(None)

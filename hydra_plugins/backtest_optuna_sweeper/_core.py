@@ -126,7 +126,10 @@ class _Study:
         self.constraint = _constraint(s.constraint, list(self.space))
         self.study_name = s.study_name or f"{config.get('name', 'sweep')}-optuna"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
+            _make_sqlite_folder(s.storage)
             self.study = optuna.create_study(
                 storage=s.storage,
                 study_name=self.study_name,
@@ -134,7 +137,7 @@ class _Study:
                 sampler=_sampler(s.sampler, s.seed),
                 load_if_exists=True,
             )
-        except ValueError as exc:
+        except (ValueError, ImportError, OSError, RuntimeError, SQLAlchemyError) as exc:
             raise ConfigError(
                 f"cannot open study {self.study_name!r} in {s.storage!r}: {exc}",
                 key="hydra.sweeper.study_name",
@@ -302,3 +305,10 @@ def _report(run: _Study, done_before: int, interrupted: int) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+def _make_sqlite_folder(storage: str | None) -> None:
+    """Create the folder of a ``sqlite:///path/to/file.db`` storage (sqlite will not)."""
+    prefix = "sqlite:///"
+    if storage and storage.startswith(prefix) and storage != prefix + ":memory:":
+        Path(storage[len(prefix) :]).expanduser().parent.mkdir(parents=True, exist_ok=True)

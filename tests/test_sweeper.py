@@ -130,6 +130,10 @@ def test_sweeper_runs_trials_and_reports_failures(app_dir, monkeypatch):
     # one Hydra job directory per trial, numbered by the trial
     jobs = sorted(int(p.name) for p in (app_dir / "sweep").iterdir() if p.name.isdigit())
     assert len(jobs) == 25
+    # like Hydra's basic sweeper, the sweep's config marks the directory as one sweep
+    # (tracking nests its jobs under one parent run by it)
+    saved = yaml.safe_load((app_dir / "sweep" / "multirun.yaml").read_text())
+    assert saved["hydra"]["sweeper"]["n_trials"] == 25
 
 
 def test_a_stopped_sweep_resumes_to_its_total(app_dir, monkeypatch):

@@ -220,6 +220,9 @@ def sweep(sweeper: BacktestOptunaSweeper, arguments: list[str]) -> dict[str, Any
         ", ".join(run.space),
     )
     run.sweep_dir.mkdir(parents=True, exist_ok=True)
+    # As Hydra's basic sweeper does: the sweep's config marks the directory as one sweep,
+    # so tracking nests its jobs under one parent run.
+    OmegaConf.save(sweeper.config, run.sweep_dir / "multirun.yaml")
     slots = 1 if _in_process(sweeper.launcher) else s.n_jobs
     if slots != s.n_jobs:
         log.info("optuna sweeper: the basic launcher runs jobs in this process, one at a time")

@@ -111,6 +111,33 @@ def asset_returns(
 
 
 @numba.njit(cache=True, nogil=True)
+def _trade_step(
+    growth: float, prev: float, cur: float, rt: float, cost: float
+) -> tuple[float, bool, float]:  # pragma: no cover - compiled
+    """One bar of trade accounting, shared by the single and the batched path.
+
+    ``growth`` is the growth factor of the trade held coming into the bar (position
+    ``prev``); the target moves to ``cur`` at this bar's close. Returns the growth of
+    the trade held after the bar, whether a trade ended on this bar, and that ended
+    trade's final growth (its exit cost included). A sign flip ends one trade and
+    starts the next (charged its entry cost); a resize of the same sign is charged to
+    the trade held.
+    """
+    if prev != 0.0:
+        growth *= 1.0 + prev * rt
+    ended = False
+    ended_growth = 0.0
+    if np.sign(cur) != np.sign(prev):
+        if prev != 0.0:
+            ended = True
+            ended_growth = growth * (1.0 - cost * abs(prev))
+        growth = 1.0 - cost * abs(cur) if cur != 0.0 else 1.0
+    elif cur != prev:
+        growth *= 1.0 - cost * abs(cur - prev)
+    return growth, ended, ended_growth
+
+
+@numba.njit(cache=True, nogil=True)
 def _trades_kernel(
     pos: NDArray[np.float64], r: NDArray[np.float64], cost: float
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
@@ -131,20 +158,14 @@ def _trades_kernel(
     prev = 0.0
     for t in range(n):
         cur = pos[t]
-        if prev != 0.0:
-            growth *= 1.0 + prev * r[t]
-        if np.sign(cur) != np.sign(prev):
-            if prev != 0.0:
-                growth *= 1.0 - cost * abs(prev)
-                exits[k] = t
-                rets[k] = growth - 1.0
-                k += 1
-            if cur != 0.0:
-                growth = 1.0 - cost * abs(cur)
-                entries[k] = t
-                dirs[k] = np.sign(cur)
-        elif cur != prev:
-            growth *= 1.0 - cost * abs(cur - prev)
+        growth, ended, ended_growth = _trade_step(growth, prev, cur, r[t], cost)
+        if ended:
+            exits[k] = t
+            rets[k] = ended_growth - 1.0
+            k += 1
+        if cur != 0.0 and np.sign(cur) != np.sign(prev):
+            entries[k] = t
+            dirs[k] = np.sign(cur)
         prev = cur
     if prev != 0.0:
         exits[k] = n - 1
@@ -304,8 +325,8 @@ def _accumulate_asset(
 ) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
     """Add one asset's weighted returns of ``k`` parameter sets to ``port`` in place.
 
-    Counts trades and winning trades exactly as :func:`_trades_kernel` does and sums
-    gross exposure and turnover, so batched metrics equal :func:`simulate`'s.
+    Counts trades and winning trades with :func:`_trade_step`, as :func:`_trades_kernel`
+    does, and sums gross exposure and turnover, so batched metrics equal :func:`simulate`'s.
     """
     n, k = pos.shape
     growth = np.ones(k)
@@ -321,18 +342,11 @@ def _accumulate_asset(
             port[t, i] += weight * ((1.0 + p * rt) * (1.0 - cost * d) - 1.0)
             exposure[i] += weight * abs(cur)
             turnover[i] += weight * d
-            if p != 0.0:
-                growth[i] *= 1.0 + p * rt
-            if np.sign(cur) != np.sign(p):
-                if p != 0.0:
-                    growth[i] *= 1.0 - cost * abs(p)
-                    n_trades[i] += 1.0
-                    if growth[i] > 1.0:
-                        n_wins[i] += 1.0
-                if cur != 0.0:
-                    growth[i] = 1.0 - cost * abs(cur)
-            elif cur != p:
-                growth[i] *= 1.0 - cost * d
+            growth[i], ended, ended_growth = _trade_step(growth[i], p, cur, rt, cost)
+            if ended:
+                n_trades[i] += 1.0
+                if ended_growth > 1.0:
+                    n_wins[i] += 1.0
             prev[i] = cur
     for i in range(k):
         if prev[i] != 0.0:

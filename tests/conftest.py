@@ -201,3 +201,37 @@ def own_mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
     server = MlflowServer(tmp_path / "mlflow_server")
     yield server
     server.stop()
+
+
+# --- a deliberately slow strategy that worker processes can import ----------------------------
+
+SLOW_STRATEGY = '''
+import time
+from dataclasses import dataclass
+
+from backtest.strategies import SmaCross
+
+
+@dataclass(frozen=True, slots=True)
+class SlowSmaCross(SmaCross):
+    """SmaCross that sleeps ``delay_s`` seconds first: a job long enough to be killed."""
+
+    delay_s: float = 0.0
+
+    def positions(self, prices):
+        time.sleep(self.delay_s)
+        return SmaCross.positions(self, prices)
+'''
+
+
+@pytest.fixture
+def slow_strategy_dir(tmp_path: Path) -> Path:
+    """A folder holding ``slow_support.py`` with ``SlowSmaCross``.
+
+    Put the folder on the workers' ``PYTHONPATH`` and list ``slow_support`` in
+    ``allowed_modules``.
+    """
+    folder = tmp_path / "support"
+    folder.mkdir()
+    (folder / "slow_support.py").write_text(SLOW_STRATEGY)
+    return folder

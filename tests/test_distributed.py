@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import textwrap
 import time
 import uuid
 import warnings
@@ -23,22 +22,6 @@ from backtest.errors import ConfigError
 from backtest.queue import BacktestJobQueue, LocalWorkers
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-SLOW_STRATEGY = """
-import time
-from dataclasses import dataclass
-
-from backtest.strategies import SmaCross
-
-
-@dataclass(frozen=True, slots=True)
-class SlowSmaCross(SmaCross):
-    delay_s: float = 0.0
-
-    def positions(self, prices):
-        time.sleep(self.delay_s)
-        return SmaCross.positions(self, prices)
-"""
 
 
 def search_config(**strategy: Any) -> dict[str, Any]:
@@ -59,16 +42,8 @@ def search_config(**strategy: Any) -> dict[str, Any]:
     config["search"]["constraint"] = "fast < slow"
     if strategy:
         config["strategy"] = {**config["strategy"], **strategy}
-        config["allowed_modules"] = ["dist_support"]
+        config["allowed_modules"] = ["slow_support"]
     return config
-
-
-@pytest.fixture
-def support(tmp_path: Path) -> Path:
-    folder = tmp_path / "support"
-    folder.mkdir()
-    (folder / "dist_support.py").write_text(textwrap.dedent(SLOW_STRATEGY))
-    return folder
 
 
 # --- storage checks ---------------------------------------------------------------------------
@@ -220,13 +195,13 @@ def test_two_workers_fill_one_study_and_each_value_is_a_real_backtest(
 @pytest.mark.redis
 @pytest.mark.slow
 def test_killed_worker_trial_is_retried_with_the_same_parameters(
-    redis_url: str, queue_name: str, tmp_path: Path, support: Path
+    redis_url: str, queue_name: str, tmp_path: Path, slow_strategy_dir: Path
 ) -> None:
     import optuna
 
     from backtest.distributed import study_storage
 
-    config = search_config(_target_="dist_support.SlowSmaCross", delay_s=1.0)
+    config = search_config(_target_="slow_support.SlowSmaCross", delay_s=1.0)
     name = f"kill-{uuid.uuid4().hex[:8]}"
     cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=300, retries=2, n_workers=2)
     pool = LocalWorkers(
@@ -236,7 +211,7 @@ def test_killed_worker_trial_is_retried_with_the_same_parameters(
         maintenance_interval=2,
         monitoring_interval=1,
         heartbeat_grace=3,
-        env={"PYTHONPATH": str(support)},
+        env={"PYTHONPATH": str(slow_strategy_dir)},
         log_dir=tmp_path / "logs",
     )
     storage = study_storage(redis_url, heartbeat_interval=1, grace_period=4)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
-
-SLOW_STRATEGY = '''
-import time
-from dataclasses import dataclass
-
-from backtest.strategies import SmaCross
-
-
-@dataclass(frozen=True, slots=True)
-class SlowSmaCross(SmaCross):
-    """SmaCross that sleeps ``delay_s`` seconds first: a job long enough to be killed."""
-
-    delay_s: float = 1.0
-
-    def positions(self, prices):
-        time.sleep(self.delay_s)
-        return SmaCross.positions(self, prices)
-'''
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -186,7 +167,7 @@ def _queue_processes(queue: str) -> dict[int, int]:
 @pytest.mark.redis
 @pytest.mark.slow
 def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
-    redis_url: str, queue_name: str, tmp_path: Path
+    redis_url: str, queue_name: str, tmp_path: Path, slow_strategy_dir: Path
 ) -> None:
     from rq import Worker
     from rq.results import Result
@@ -195,9 +176,6 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
     from backtest.jobs import BacktestJob
     from backtest.queue import BacktestJobQueue, LocalWorkers
 
-    support = tmp_path / "support"
-    support.mkdir()
-    (support / "slow_support.py").write_text(textwrap.dedent(SLOW_STRATEGY))
     base = _base_config()
     jobs = []
     for i in range(20):
@@ -219,7 +197,7 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
         maintenance_interval=2,
         monitoring_interval=1,
         heartbeat_grace=3,
-        env={"PYTHONPATH": str(support)},
+        env={"PYTHONPATH": str(slow_strategy_dir)},
         log_dir=tmp_path / "logs",
     )
     with BacktestJobQueue(cfg) as q, pool:

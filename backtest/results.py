@@ -23,6 +23,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,8 @@ def _jsonable(value: Any) -> Any:
         return None
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
-    if hasattr(value, "value") and hasattr(value, "name") and type(value).__module__ != "builtins":
-        return getattr(value, "value", value)  # Enum
+    if isinstance(value, Enum):
+        return value.value
     return value
 
 

@@ -77,9 +77,9 @@ class Momentum:
         lookback = as_param_array(params, "lookback", k, 126).astype(np.int64)
         skip = as_param_array(params, "skip", k, 0).astype(np.int64)
         long_short = as_param_array(params, "long_short", k, False).astype(bool)
-        for i in range(k):  # validation only: cheap, and names the parameter
-            if lookback[i] < 1 or skip[i] < 0:
-                Momentum(int(lookback[i]), int(skip[i]))
+        bad = np.flatnonzero((lookback < 1) | (skip < 0))
+        if bad.size:  # the constructor's check names the parameter
+            Momentum(int(lookback[bad[0]]), int(skip[bad[0]]))
         pairs, inverse = np.unique(np.column_stack([lookback, skip]), axis=0, return_inverse=True)
         signals = np.column_stack([_trailing_return(close, int(lb), int(sk)) for lb, sk in pairs])
         signal = signals[:, inverse.ravel()]

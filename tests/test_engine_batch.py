@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest import _fused, metrics
-from backtest._fused_stats import finish_growth, pairwise_sums, return_metrics
-from backtest.engine import simulate, simulate_batch
+from backtest import metrics
+from backtest.engine import _fused, simulate, simulate_batch
+from backtest.engine._fused_stats import finish_growth, pairwise_sums, return_metrics
 from backtest.errors import ConfigError
 from backtest.metrics import METRIC_NAMES
 from backtest.strategies import Breakout, BuyAndHold, MeanReversion, Momentum, SmaCross

@@ -139,8 +139,7 @@ class StrategyEvaluator:
         Returns:
             ``(metric names, values (k, n_metrics), kept returns (n_bars, n_kept) or None)``.
         """
-        from backtest import _fused
-        from backtest.engine import cost_rate, resolve_weights
+        from backtest.engine import _fused, cost_rate, resolve_weights
 
         columns = {
             **{

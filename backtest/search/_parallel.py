@@ -59,7 +59,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(evaluator: Any) -> None:
-    from backtest import _fused
+    from backtest.engine import _fused
 
     _fused.SERIAL = True  # one thread per worker; no OpenMP in a forked child
     func = resolve_callable(evaluator)

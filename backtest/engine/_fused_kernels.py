@@ -32,7 +32,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from backtest._fused_stats import (  # noqa: F401 - re-exported for backtest._fused
+from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backtest.engine._fused
     EXPOSURE,
     N_METRICS,
     N_OUT,

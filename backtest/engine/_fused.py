@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from backtest import _fused_kernels as k
+from backtest.engine import _fused_kernels as k
 from backtest.errors import ConfigError
 from backtest.strategies import Momentum, SmaCross
 from backtest.strategies._base import as_param_array

@@ -332,6 +332,8 @@ class RootConfig:
         summary: Print the summary table at the end of a run.
         figures: Write PNG figures (about 0.3 s each; turn off for large sweeps of short
             backtests, where they cost more than the backtests).
+        report: Write ``report.html``, the self-contained interactive HTML report, into
+            the run directory (and a sweep's comparison of jobs into a multirun's).
     """
 
     name: str = "default"
@@ -340,6 +342,7 @@ class RootConfig:
     output_dir: str | None = None
     summary: bool = True
     figures: bool = True
+    report: bool = True
     data: DataConfig = MISSING
     strategy: Any = MISSING
     engine: EngineConfig = MISSING

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from backtest import results
-from backtest.report._page import COLORS, Page, dates, note, num, table, thin_positions
+from backtest.report._page import COLORS, Page, cell, dates, note, num, table, thin_positions
 
 MAX_OVERLAID = 12
 
@@ -132,10 +132,7 @@ def _esc(text: Any) -> str:
 
 
 def _metric_cell(name: str, value: Any) -> str:
-    from backtest.report._page import fmt
-
-    raw = "" if value is None else repr(float(value)) if isinstance(value, float) else str(value)
-    return f'<td data-v="{_esc(raw)}">{_esc(fmt(name, value))}</td>'
+    return cell(name, value, exact=True)
 
 
 def build_sweep_report(sweep_dir: str | Path) -> Path:

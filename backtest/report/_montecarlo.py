@@ -113,7 +113,8 @@ def _histogram(page: Page, values: np.ndarray, metric: str, observed: Any, rank:
             title += f", percentile {float(rank):.1f}"
     layout = {
         "title": {"text": title, "font": {"size": 13}},
-        "width": 390,
+        "width": 370,
+        "margin": {"l": 50, "r": 10, "t": 70, "b": 40},
         "shapes": shapes,
         "bargap": 0,
         "showlegend": False,

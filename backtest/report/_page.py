@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-MAX_POINTS = 600
+MAX_POINTS = 500
 """Longest series drawn as is; longer ones are thinned for display (said on the page)."""
 
 PERCENT_KEYS = frozenset(
@@ -103,17 +103,31 @@ def fmt(name: str, value: Any) -> str:
     return str(value)
 
 
-def _raw(value: Any) -> str:
-    """The sort key of a table cell (``data-v``): a number as written in ``result.json``."""
+def _raw(value: Any, exact: bool) -> str:
+    """The sort key of a table cell (``data-v``): the number itself (exact: as in JSON)."""
     if value is None:
         return ""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
+        if not math.isfinite(value):
+            return ""
+        return repr(value) if exact else f"{value:.10g}"
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     return str(value)
+
+
+def cell(name: str, value: Any, exact: bool = False) -> str:
+    """One ``<td>``: the formatted value, its raw value in ``data-v`` when they differ."""
+    text = html.escape(fmt(name, value))
+    raw = html.escape(_raw(value, exact))
+    if raw == text or (isinstance(value, pd.Timestamp) and raw.startswith(text)):
+        attr = ""  # the text sorts as the value does (ISO dates, labels, integers)
+    else:
+        attr = f' data-v="{raw}"'
+    cls = "" if isinstance(value, int | float | np.number) or value is None else ' class="t"'
+    return f"<td{cls}{attr}>{text}</td>"
 
 
 def table(
@@ -123,8 +137,9 @@ def table(
     sortable: bool = True,
     names: Sequence[str] | None = None,
     key: str | None = None,
+    exact: bool = False,
 ) -> str:
-    """An HTML table; each cell carries its raw value in ``data-v`` (sort key, tests).
+    """An HTML table; a cell carries its raw value in ``data-v`` (sort key, tests).
 
     Args:
         columns: Header labels.
@@ -132,15 +147,13 @@ def table(
         sortable: Click a header to sort (glue JS).
         names: Metric name per column for formatting (default: the labels).
         key: ``data-table`` attribute naming the table.
+        exact: ``data-v`` holds floats exactly (``repr``), else to 10 digits.
     """
     names = list(names or columns)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = []
     for row in rows:
-        cells = "".join(
-            f'<td data-v="{html.escape(_raw(v))}">{html.escape(fmt(n, v))}</td>'
-            for n, v in zip(names, row, strict=True)
-        )
+        cells = "".join(cell(n, v, exact) for n, v in zip(names, row, strict=True))
         body.append(f"<tr>{cells}</tr>")
     cls = ' class="sortable"' if sortable else ""
     attr = f' data-table="{html.escape(key)}"' if key else ""
@@ -148,8 +161,12 @@ def table(
 
 
 def key_values(pairs: Iterable[tuple[str, Any]], key: str | None = None) -> str:
-    """A two-column table of labels and values (not sortable)."""
-    return table(["", ""], [[k, v] for k, v in pairs], sortable=False, names=["", ""], key=key)
+    """A two-column table of labels and values, each value formatted by its label."""
+    rows = "".join(
+        f'<tr><td class="t">{html.escape(k)}</td>{cell(k, v, True)}</tr>' for k, v in pairs
+    )
+    attr = f' data-table="{html.escape(key)}"' if key else ""
+    return f"<table{attr}><tbody>{rows}</tbody></table>"
 
 
 def note(text: str) -> str:
@@ -257,7 +274,8 @@ box-shadow:0 1px 2px rgba(0,0,0,.08)}
 h2{font-size:16px;margin:6px 0 10px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 td,th{padding:3px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
-td:first-child,th:first-child{text-align:left}
+td:first-child,th:first-child,td.t{text-align:left}
+td{white-space:nowrap}td.wrap{white-space:normal;max-width:640px}
 th{background:#f3f4f6;position:sticky;top:0}
 table.sortable th{cursor:pointer}
 table.sortable th:after{content:" \\2195";color:#9ca3af}

@@ -203,7 +203,7 @@ def monthly_section(page: Page, returns: pd.Series) -> None:
         "z": [num(row, 5) for row in z],
         "text": text,
         "texttemplate": "%{text}",
-        "colorscale": "RdYlGn",
+        "colorscale": [[0.0, "#b91c1c"], [0.5, "#f9fafb"], [1.0, "#15803d"]],
         "zmid": 0,
         "zmin": -bound,
         "zmax": bound,

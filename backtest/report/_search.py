@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import itertools
 from collections.abc import Mapping
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.report._page import Page, note, num, table
+from backtest.report._page import Page, cell, note, num, table
 
 TOP_N = 20
 MAX_PAIRS = 15
@@ -171,16 +172,14 @@ def overfitting_section(page: Page, record: Mapping[str, Any]) -> None:
     first = ["deflated_sharpe", "deflated_sharpe_effective", "effective_trials", "pbo"]
     first.append("spa_pvalue")
     keys = [k for k in first if k in of] + [k for k in of if k not in first]
-    rows = [
-        [k, of[k], OVERFITTING_MEANINGS.get(k, "")]
+    rows = "".join(
+        f'<tr><td class="t">{html.escape(k)}</td>{cell(k, of[k], exact=True)}'
+        f'<td class="t wrap">{html.escape(OVERFITTING_MEANINGS.get(k, ""))}</td></tr>'
         for k in keys
         if isinstance(of[k], int | float) or of[k] is None
-    ]
-    body = table(
-        ["statistic", "value", "what it means"],
-        rows,
-        sortable=False,
-        names=["", "", ""],
-        key="overfitting",
+    )
+    body = (
+        '<table data-table="overfitting"><thead><tr><th>statistic</th><th>value</th>'
+        f"<th>what it means</th></tr></thead><tbody>{rows}</tbody></table>"
     )
     page.section("overfitting", "Overfitting", body)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from backtest.report._page import Page, key_values, note, table
+from backtest.report._page import Page, cell, key_values, note
 
 # Metrics that compare the strategy with its benchmark: they have no benchmark column.
 RELATIVE_METRICS = ("alpha", "beta", "information_ratio", "tracking_error", "excess_return")
@@ -105,16 +106,19 @@ def metrics_section(page: Page, record: Mapping[str, Any], bench: Mapping[str, A
     metrics = dict(record.get("metrics") or {})
     if not metrics:
         return
-    if bench:
-        rows = [
-            [name, value, None if name in RELATIVE_METRICS else bench.get(name)]
-            for name, value in metrics.items()
-        ]
-        names_for = [[name, name, name] for name, _ in metrics.items()]
-        body = _metric_table(["metric", "strategy", "benchmark"], rows, names_for)
-    else:
-        rows = [[name, value] for name, value in metrics.items()]
-        body = _metric_table(["metric", "strategy"], rows, [[n, n] for n in metrics])
+    columns = ["metric", "strategy", *(["benchmark"] if bench else [])]
+    rows = []
+    for name, value in metrics.items():
+        cells = cell(name, value, exact=True)
+        if bench:
+            other = None if name in RELATIVE_METRICS else bench.get(name)
+            cells += cell(name, other, exact=True)
+        rows.append(f'<tr><td class="t">{html.escape(name)}</td>{cells}</tr>')
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = (
+        f'<table data-table="metrics"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
     extra = []
     if record.get("objective") is not None:
         search = record.get("search") or record.get("walkforward") or {}
@@ -125,19 +129,3 @@ def metrics_section(page: Page, record: Mapping[str, Any], bench: Mapping[str, A
             )
         )
     page.section("metrics", "Headline metrics", body, *extra)
-
-
-def _metric_table(columns: list[str], rows: list[list[Any]], names: list[list[str]]) -> str:
-    # one metric per row: format each row by its own metric name
-    html_rows = []
-    for row, row_names in zip(rows, names, strict=True):
-        html_rows.append(
-            table(columns, [row], sortable=False, names=["", *row_names[1:]])
-            .split("<tbody>")[1]
-            .split("</tbody>")[0]
-        )
-    head = "".join(f"<th>{c}</th>" for c in columns)
-    return (
-        f'<table data-table="metrics"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(html_rows)}</tbody></table>"
-    )

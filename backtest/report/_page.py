@@ -122,7 +122,7 @@ def cell(name: str, value: Any, exact: bool = False) -> str:
     """One ``<td>``: the formatted value, its raw value in ``data-v`` when they differ."""
     text = html.escape(fmt(name, value))
     raw = html.escape(_raw(value, exact))
-    if raw == text or (isinstance(value, pd.Timestamp) and raw.startswith(text)):
+    if raw in ("", text) or (isinstance(value, pd.Timestamp) and raw.startswith(text)):
         attr = ""  # the text sorts as the value does (ISO dates, labels, integers)
     else:
         attr = f' data-v="{raw}"'

@@ -414,3 +414,73 @@ def test_module_cli_rebuilds_a_report(runs: dict[str, Path]) -> None:
     )
     assert out.stdout.strip() == str(run_dir / results.REPORT_FILE)
     assert (run_dir / results.REPORT_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_report_is_an_mlflow_artifact_of_the_run(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from backtest.app import run
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = _compose(
+        f"output_dir={tmp_path / 'run'}",
+        f"tracking.uri={store}",
+        "tracking.experiment_name=report-artifact",
+        "figures=false",
+        "summary=false",
+        "data.n_bars=300",
+    )
+    run(cfg)
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("report-artifact")
+    (logged,) = client.search_runs([exp.experiment_id])
+    names = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert results.REPORT_FILE in names
+    local = client.download_artifacts(logged.info.run_id, results.REPORT_FILE, str(tmp_path))
+    assert Path(local).read_bytes() == (tmp_path / "run" / results.REPORT_FILE).read_bytes()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "backtest", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.mark.slow
+def test_a_multirun_writes_the_sweep_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    _cli(
+        "-m",
+        "strategy.fast=5,10",
+        "data.n_bars=300",
+        "tracking=none",
+        "figures=false",
+        "summary=false",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    page = read_page(sweep / results.REPORT_FILE)
+    assert len(body_rows(page, "jobs")) == 2
+    assert all((sweep / str(i) / results.REPORT_FILE).is_file() for i in (0, 1))
+
+
+@pytest.mark.slow
+def test_flagship_ends_by_printing_its_report_path(tmp_path: Path) -> None:
+    out = _cli(
+        "+experiment=wf_momentum",
+        "data.n_bars=1300",
+        "montecarlo.n_paths=200",
+        "tracking=none",
+        f"output_dir={tmp_path / 'wf'}",
+        cwd=tmp_path,
+    ).stdout
+    last = out.strip().splitlines()[-1]
+    assert last == f"report: {tmp_path / 'wf' / results.REPORT_FILE}"
+    assert {"walkforward", "montecarlo"} <= set(read_page(Path(last.split(" ", 1)[1])).sections)

@@ -1,7 +1,7 @@
 """Report benchmark: build time and size of each kind of HTML report, on 2,520 daily bars.
 
     python benchmarks/report.py            # all six kinds, about a minute
-    python benchmarks/report.py --quick    # 600 bars, a smoke test
+    python benchmarks/report.py --quick    # 1,300 bars, a smoke test
 
 Run directories are made by real runs with ``report=false`` (single backtest, a
 500-trial grid search, the walk-forward flagship with its Monte Carlo, a Monte Carlo
@@ -79,9 +79,9 @@ def _cold(args: list[str]) -> float:
 def main() -> None:
     """Make the run directories, build every kind of report, print time and size."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="600 bars, a smoke test")
+    parser.add_argument("--quick", action="store_true", help="1,300 bars, a smoke test")
     args = parser.parse_args()
-    n_bars = 600 if args.quick else 2520
+    n_bars = 1300 if args.quick else 2520
 
     from backtest.report import build_comparison, build_report, build_sweep_report
 

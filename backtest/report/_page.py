@@ -166,7 +166,7 @@ def key_values(pairs: Iterable[tuple[str, Any]], key: str | None = None) -> str:
         f'<tr><td class="t">{html.escape(k)}</td>{cell(k, v, True)}</tr>' for k, v in pairs
     )
     attr = f' data-table="{html.escape(key)}"' if key else ""
-    return f"<table{attr}><tbody>{rows}</tbody></table>"
+    return f'<table class="kv"{attr}><tbody>{rows}</tbody></table>'
 
 
 def note(text: str) -> str:
@@ -275,7 +275,7 @@ h2{font-size:16px;margin:6px 0 10px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 td,th{padding:3px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
 td:first-child,th:first-child,td.t{text-align:left}
-td{white-space:nowrap}td.wrap{white-space:normal;max-width:640px}
+td{white-space:nowrap}table.kv td{text-align:left}td.wrap{white-space:normal;max-width:640px}
 th{background:#f3f4f6;position:sticky;top:0}
 table.sortable th{cursor:pointer}
 table.sortable th:after{content:" \\2195";color:#9ca3af}

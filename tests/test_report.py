@@ -484,3 +484,27 @@ def test_flagship_ends_by_printing_its_report_path(tmp_path: Path) -> None:
     last = out.strip().splitlines()[-1]
     assert last == f"report: {tmp_path / 'wf' / results.REPORT_FILE}"
     assert {"walkforward", "montecarlo"} <= set(read_page(Path(last.split(" ", 1)[1])).sections)
+
+
+def test_surface_has_a_pair_picker_and_each_cell_is_the_best_over_the_rest() -> None:
+    from backtest.report._page import Page
+    from backtest.report._search import surface
+
+    rng = np.random.default_rng(3)
+    grid = [(a, b, c) for a in (1, 2, 3) for b in (10, 20) for c in (5, 6, 7, 8)]
+    trials = pd.DataFrame(grid, columns=["a", "b", "c"])
+    trials["sharpe_ratio"] = rng.normal(size=len(trials))
+    page = Page(title="t")
+    html = surface(page, trials, ["a", "b", "c"], "sharpe_ratio", maximize=True)
+    spec = json.loads(html.split('data-figure="fig1">')[1].split("</script>")[0])
+    assert [t["name"] for t in spec["data"]] == ["a x b", "a x c", "b x c"]
+    assert [t["visible"] for t in spec["data"]] == [True, False, False]
+    assert len(spec["layout"]["updatemenus"][0]["buttons"]) == 3
+    b_x_c = spec["data"][2]
+    for i, c in enumerate(b_x_c["y"]):
+        for j, b in enumerate(b_x_c["x"]):
+            best = -math.inf
+            for row in trials.itertuples():  # plain loop: best over the third parameter
+                if row.b == b and row.c == c:
+                    best = max(best, row.sharpe_ratio)
+            assert b_x_c["z"][i][j] == pytest.approx(best, rel=1e-5)

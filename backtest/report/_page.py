@@ -274,7 +274,7 @@ box-shadow:0 1px 2px rgba(0,0,0,.08)}
 h2{font-size:16px;margin:6px 0 10px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 td,th{padding:3px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
-td:first-child,th:first-child,td.t{text-align:left}
+td:first-child,th:first-child,td.t,th.t{text-align:left}
 td{white-space:nowrap}table.kv td{text-align:left}td.wrap{white-space:normal;max-width:640px}
 th{background:#f3f4f6;position:sticky;top:0}
 table.sortable th{cursor:pointer}

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.report._page import Page, cell, note, num, table
+from backtest.report._page import Page, cell, key_values, note, num, table
 
 TOP_N = 20
 MAX_PAIRS = 15
@@ -86,7 +86,7 @@ def search_section(page: Page, record: Mapping[str, Any], trials: pd.DataFrame) 
         ("elapsed (s)", search.get("elapsed_s")),
     ]
     parts = [
-        table(["", ""], [[k, v] for k, v in facts], sortable=False, key="search"),
+        key_values(facts, key="search"),
         surface(page, trials, params, metric, maximize),
     ]
     top = trials.sort_values(metric, ascending=not maximize, kind="stable").head(TOP_N)
@@ -180,6 +180,7 @@ def overfitting_section(page: Page, record: Mapping[str, Any]) -> None:
     )
     body = (
         '<table data-table="overfitting"><thead><tr><th>statistic</th><th>value</th>'
-        f"<th>what it means</th></tr></thead><tbody>{rows}</tbody></table>"
+        f'<th class="t">what it means</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
     )
     page.section("overfitting", "Overfitting", body)

@@ -508,3 +508,18 @@ def test_surface_has_a_pair_picker_and_each_cell_is_the_best_over_the_rest() -> 
                 if row.b == b and row.c == c:
                     best = max(best, row.sharpe_ratio)
             assert b_x_c["z"][i][j] == pytest.approx(best, rel=1e-5)
+
+
+def test_continuous_parameters_are_binned_and_the_best_trial_survives() -> None:
+    from backtest.report._page import Page
+    from backtest.report._search import MAX_CELLS, surface
+
+    rng = np.random.default_rng(5)
+    trials = pd.DataFrame({"a": rng.uniform(0, 1, 500), "b": rng.uniform(10, 20, 500)})
+    trials["sharpe_ratio"] = rng.normal(size=500)
+    html = surface(Page(title="t"), trials, ["a", "b"], "sharpe_ratio", maximize=True)
+    heat = json.loads(html.split('data-figure="fig1">')[1].split("</script>")[0])["data"][0]
+    assert len(heat["x"]) <= MAX_CELLS and len(heat["y"]) <= MAX_CELLS
+    cells = [v for row in heat["z"] for v in row if v is not None]
+    assert max(cells) == pytest.approx(max(trials["sharpe_ratio"]), rel=1e-5)
+    assert "binned" in html

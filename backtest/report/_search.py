@@ -14,6 +14,7 @@ from backtest.report._page import Page, cell, key_values, note, num, table
 
 TOP_N = 20
 MAX_PAIRS = 15
+MAX_CELLS = 25  # per axis: a parameter with more distinct values is binned for the heatmap
 
 # Each overfitting statistic with one sentence saying what it means.
 OVERFITTING_MEANINGS: dict[str, str] = {
@@ -118,6 +119,8 @@ def surface(
     pairs = list(itertools.combinations(numeric, 2))[:MAX_PAIRS]
     if not pairs:
         return ""
+    binned = [p for p in numeric if trials[p].nunique() > MAX_CELLS]
+    trials = trials.assign(**{p: _bin(trials[p]) for p in binned})
     traces = []
     for i, (px, py) in enumerate(pairs):
         best = _best(trials, [px, py], metric, maximize)
@@ -151,8 +154,22 @@ def surface(
         f"Each cell: the {'best' if maximize else 'lowest'} {metric} over the trials with "
         "those two parameter values (the other parameters at their best)."
         + (" Pick another pair of parameters in the menu." if len(pairs) > 1 else "")
+        + (
+            f" {', '.join(binned)} binned into {MAX_CELLS} equal ranges (cell: the range's middle)."
+            if binned
+            else ""
+        )
     )
     return page.figure(traces, layout, height=460) + note(text)
+
+
+def _bin(values: pd.Series) -> pd.Series:
+    """Values replaced by the middle of their range among ``MAX_CELLS`` equal ranges."""
+    x = values.to_numpy(dtype=np.float64)
+    lo, hi = np.nanmin(x), np.nanmax(x)
+    edges = np.linspace(lo, hi, MAX_CELLS + 1)
+    index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, MAX_CELLS - 1)
+    return pd.Series((edges[index] + edges[index + 1]) / 2, index=values.index)
 
 
 def _best(trials: pd.DataFrame, by: list[str], metric: str, maximize: bool) -> pd.DataFrame:

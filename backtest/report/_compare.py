@@ -15,6 +15,7 @@ from backtest import results
 from backtest.report._page import COLORS, Page, cell, dates, note, num, table, thin_positions
 
 MAX_OVERLAID = 12
+MAX_JOB_ROWS = 500
 
 
 def _label(stored: results.StoredResult, taken: set[str]) -> str:
@@ -156,17 +157,28 @@ def build_sweep_report(sweep_dir: str | Path) -> Path:
     metric, direction = _objective_name(ok)
     page = Page(
         title=f"Sweep {sweep_dir.name}: {len(summary)} jobs",
-        data={"kind": "sweep", "jobs": json.loads(summary.to_json(orient="records"))},
+        data={
+            "kind": "sweep",
+            "jobs": json.loads(summary.head(MAX_JOB_ROWS).to_json(orient="records")),
+        },
     )
     params = [c for c in summary.columns if c.startswith("param.")]
     columns = ["job", "status", "objective", *params, "overrides"]
     columns += [c for c in summary.columns if c not in columns and c not in ("task", "run_dir")]
-    rows = [[_plain(v) for v in row] for row in summary[columns].itertuples(index=False)]
+    shown = summary.head(MAX_JOB_ROWS)
+    rows = [[_plain(v) for v in row] for row in shown[columns].itertuples(index=False)]
     page.section(
         "jobs",
         f"Jobs, best {metric} first ({direction})",
         f'<div class="scroll">{table(columns, rows, key="jobs")}</div>',
-        note("Click a header to sort; summary.csv beside this page holds the same table."),
+        note(
+            "Click a header to sort; summary.csv beside this page holds the same table"
+            + (
+                f" (the page shows the best {MAX_JOB_ROWS})."
+                if len(summary) > MAX_JOB_ROWS
+                else "."
+            )
+        ),
     )
     if len(ok) and params:
         page.section("params", "Parameters vs objective", _params_view(page, ok, params, metric))

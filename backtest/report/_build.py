@@ -68,7 +68,7 @@ def page_for(stored: results.StoredResult) -> Page:
         _walkforward.walkforward_section(page, record, folds)
     _search.overfitting_section(page, record)
     if record.get("montecarlo"):
-        mc_tables = {
+        mc_tables: dict[str, pd.DataFrame] = {
             name: stored.table(name)
             for name in ("montecarlo_fan", "montecarlo_paths")
             if name in stored.tables

@@ -94,12 +94,11 @@ def build_comparison(run_dirs: Sequence[str | Path], out_path: str | Path) -> Pa
         "header", "Runs", table(["run", "task", "start", "end", "run directory"], rows, key="runs")
     )
     names = list(dict.fromkeys(k for s in stored for k in s.metrics))
-    metric_rows = []
-    for name in names:
-        metric_rows.append([name, *[s.metrics.get(name) for s in stored]])
     body = "".join(
-        f"<tr><td>{name}</td>" + "".join(_metric_cell(name, v) for v in values) + "</tr>"
-        for name, *values in metric_rows
+        f'<tr><td class="t">{_esc(name)}</td>'
+        + "".join(_metric_cell(name, s.metrics.get(name)) for s in stored)
+        + "</tr>"
+        for name in names
     )
     head = "".join(f"<th>{_esc(c)}</th>" for c in ["metric", *labels])
     page.section(

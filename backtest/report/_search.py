@@ -114,8 +114,8 @@ def surface(
         best = _best(trials, [p], metric, maximize)
         trace = {"type": "scatter", "mode": "lines+markers", "x": num(best[p]),
                  "y": num(best[metric]), "name": metric}  # fmt: skip
-        layout = {"xaxis": {"title": {"text": p}}, "yaxis": {"title": {"text": metric}}}
-        return page.figure([trace], layout, height=360)
+        line = {"xaxis": {"title": {"text": p}}, "yaxis": {"title": {"text": metric}}}
+        return page.figure([trace], line, height=360)
     pairs = list(itertools.combinations(numeric, 2))[:MAX_PAIRS]
     if not pairs:
         return ""

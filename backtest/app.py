@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from backtest import results
 from backtest.jobs import BacktestJob, run_backtest
 from backtest.logs import kv, use_structlog
 from backtest.results import load_result
@@ -76,5 +77,8 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.get("summary", True):
         print(format_summary(record))
         print(f"result written to {run_dir}")
+        report = run_dir / results.REPORT_FILE
+        if report.is_file():
+            print(f"report: {report}")
     objective = record.get("objective")
     return None if objective is None else float(objective)

@@ -332,6 +332,9 @@ class RootConfig:
         summary: Print the summary table at the end of a run.
         figures: Write PNG figures (about 0.3 s each; turn off for large sweeps of short
             backtests, where they cost more than the backtests).
+        report: Write ``report.html``, the self-contained interactive HTML report, into
+            the run directory (and a sweep's comparison of jobs into a multirun's);
+            about 0.2 s and 5 MB a run, so large sweeps of short backtests may turn it off.
     """
 
     name: str = "default"
@@ -340,6 +343,7 @@ class RootConfig:
     output_dir: str | None = None
     summary: bool = True
     figures: bool = True
+    report: bool = True
     data: DataConfig = MISSING
     strategy: Any = MISSING
     engine: EngineConfig = MISSING

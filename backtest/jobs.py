@@ -23,7 +23,7 @@ JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 TASKS = ("backtest", "search", "walkforward", "montecarlo")
 STATUSES = ("created", "queued", "started", "finished", "failed", "cancelled")
 # Keys that say where or how a run is recorded, not what is computed.
-_VOLATILE_KEYS = ("output_dir", "summary", "figures", "tracking", "queue", "hydra")
+_VOLATILE_KEYS = ("output_dir", "summary", "figures", "report", "tracking", "queue", "hydra")
 
 
 def now_iso() -> str:

@@ -7,8 +7,11 @@ A run directory holds::
     config.yaml        the resolved config
     equity.parquet     returns and equity per bar
     trades.parquet     one row per trade
+    prices.parquet     the closes traded (thinned to at most 5,000 bars and 20 assets),
+                       for the report's price panel
     <name>.parquet     further tables (trials, folds, Monte Carlo paths summary)
     figures/*.png      pictures
+    report.html        the self-contained HTML report (written after result.json)
 
 Every file is written to a temporary name and renamed into place, and
 ``result.json`` is written last: a directory with a ``result.json`` is complete, so
@@ -37,6 +40,10 @@ CONFIG_FILE = "config.yaml"
 EQUITY_FILE = "equity.parquet"
 TRADES_FILE = "trades.parquet"
 FIGURES_DIR = "figures"
+REPORT_FILE = "report.html"
+PRICES_TABLE = "prices"
+PRICES_MAX_BARS = 5000
+PRICES_MAX_ASSETS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,28 @@ def figures_dir(run_dir: str | Path) -> Path:
     path = Path(run_dir) / FIGURES_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def price_table(prices: pd.DataFrame, trades: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The closes stored beside a result for the report's price panel (thinned).
+
+    At most ``PRICES_MAX_ASSETS`` assets (those traded first, most trades first) and
+    ``PRICES_MAX_BARS`` bars (every k-th bar, the last one kept), so a long or wide
+    price history never bloats the run directory.
+    """
+    columns = [str(c) for c in prices.columns]
+    if trades is not None and len(trades) and "asset" in trades.columns:
+        counts = trades["asset"].astype(str).value_counts()
+        traded = [c for c in counts.index if c in columns]
+        columns = traded + [c for c in columns if c not in traded]
+    frame = prices.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    frame = frame[columns[:PRICES_MAX_ASSETS]]
+    if len(frame) > PRICES_MAX_BARS:
+        step = math.ceil(len(frame) / PRICES_MAX_BARS)
+        keep = np.unique(np.r_[np.arange(0, len(frame), step), len(frame) - 1])
+        frame = frame.iloc[keep]
+    return frame
 
 
 def write_result(

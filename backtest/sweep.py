@@ -127,6 +127,18 @@ except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[misc,assignment]
 
 
+def _sweep_report(sweep_dir: Path) -> None:
+    """Write the sweep's ``report.html``; a failure warns (the summary is written)."""
+    try:
+        from backtest.report import build_sweep_report
+
+        path = build_sweep_report(sweep_dir)
+    except Exception as exc:
+        log.warning("sweep report not written: %s: %s", type(exc).__name__, exc)
+        return
+    log.info("sweep report: %s", path)
+
+
 class SweepSummary(Callback):
     """Hydra callback: write the sweep summary when a multirun ends.
 
@@ -141,6 +153,8 @@ class SweepSummary(Callback):
         except Exception as exc:  # the jobs' results are on disk whatever happens here
             log.warning("sweep summary not written: %s", exc)
             return
+        if config.get("report", True):
+            _sweep_report(sweep_dir)
         ok = table[table["status"] == "ok"]
         if len(ok) and ok["objective"].notna().any():
             best = ok.iloc[0]

@@ -151,9 +151,11 @@ def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
     assert artifact_paths(store, run.info.run_id) == {
         "result.json",
         "config.yaml",
+        "report.html",
         "figures/equity.png",
         "tables/equity.parquet",
         "tables/positions.parquet",
+        "tables/prices.parquet",
         "tables/trades.parquet",
     }
     copy = client(store).download_artifacts(run.info.run_id, "result.json", str(tmp_path))

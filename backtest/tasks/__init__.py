@@ -184,14 +184,33 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
         "trades": bt.trades,
         **output.tables,
     }
+    if ctx.settings.report:
+        tables[results.PRICES_TABLE] = results.price_table(ctx.prices, bt.trades)
     from omegaconf import OmegaConf
 
     record = _record(ctx, output, started_at)
     results.write_result(run_dir, record, tables=tables, config_yaml=OmegaConf.to_yaml(job.config))
     log.info(kv("result written", task=job.task, job_id=job.job_id, run_dir=run_dir))
+    if ctx.settings.report:
+        _report(run_dir)
     if ctx.settings.tracking.enabled:
         _track(ctx, run_dir, output)
     return replace(bt, run_dir=str(run_dir))
+
+
+def _report(run_dir: Path) -> None:
+    """Write the HTML report; a failure warns and loses nothing (the result is complete)."""
+    try:
+        from backtest.report import build_report
+
+        build_report(run_dir)
+    except Exception as exc:
+        log.warning(
+            "report.html not written (%s: %s); rebuild it with: python -m backtest.report %s",
+            type(exc).__name__,
+            exc,
+            run_dir,
+        )
 
 
 def _track(ctx: TaskContext, run_dir: Path, output: TaskOutput) -> None:

@@ -13,7 +13,8 @@ Every run directory becomes one MLflow run in the experiment named by the config
   ``.seed``, ``.git_commit``, ``.version``, ``.job_id`` and ``.run_key`` (one per
   written result, used by ``python -m backtest.sync`` to log each result exactly
   once); the printed summary is the run's description;
-* artifacts: ``result.json``, ``config.yaml``, ``tables/*.parquet``, ``figures/*.png``.
+* artifacts: ``result.json``, ``config.yaml``, ``report.html``, ``tables/*.parquet``,
+  ``figures/*.png``.
 
 A search is a parent run with its best ``tracking.max_child_runs`` trials as nested
 children (the full trials table is an artifact); a walk-forward is a parent with

@@ -132,7 +132,7 @@ def _log_files(run: Any, tracking_uri: str, stored: results.StoredResult) -> Non
 
     # The new run's artifact URI is known: no get_run per file, as client.log_artifact does.
     repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=tracking_uri)
-    for name in (results.RESULT_FILE, results.CONFIG_FILE):
+    for name in (results.RESULT_FILE, results.CONFIG_FILE, results.REPORT_FILE):
         if (stored.path / name).is_file():
             repo.log_artifact(str(stored.path / name))
     for table in stored.tables.values():

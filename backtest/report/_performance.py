@@ -1,0 +1,253 @@
+"""The headline backtest: equity and drawdown, prices with trades, trades, months, rolling."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtest.report._page import COLORS, MAX_POINTS, Page, dates, note, num, table, thin_positions
+from backtest.report._summary import benchmark_curve
+
+MAX_TRADE_ROWS = 200
+MAX_PRICE_ASSETS = 6
+# Exits by a rule rather than by the strategy's signal, marked apart on the price panel.
+RULE_EXITS = ("stop_loss", "take_profit", "trailing_stop", "max_bars")
+
+
+def thinning_note(n: int) -> str:
+    """The sentence that says a series was thinned for display, or nothing."""
+    if n <= MAX_POINTS:
+        return ""
+    return note(
+        f"Series of {n:,} bars are thinned for display to about {MAX_POINTS:,} points "
+        "(every k-th bar plus each stretch's high and low); the Parquet tables in the run "
+        "directory hold every bar."
+    )
+
+
+def equity_section(page: Page, equity: pd.DataFrame, title: str = "Equity and drawdown") -> None:
+    """Equity (log-scale toggle) over drawdown, the benchmark line when there is one."""
+    eq = equity["equity"].astype(np.float64)
+    drawdown = eq / eq.cummax() - 1.0
+    pos = thin_positions(len(eq), drawdown.to_numpy())
+    x = dates(eq.index[pos])
+    traces: list[dict[str, Any]] = [
+        {"type": "scatter", "x": x, "y": num(eq.to_numpy()[pos]), "name": "strategy",
+         "line": {"color": COLORS[0], "width": 1.5}},
+    ]  # fmt: skip
+    bench = benchmark_curve(equity)
+    if bench is not None:
+        bench = bench.reindex(eq.index)
+        traces.append(
+            {"type": "scatter", "x": x, "y": num(bench.to_numpy()[pos]), "name": "benchmark",
+             "line": {"color": "#6b7280", "width": 1.2, "dash": "dot"}}
+        )  # fmt: skip
+    traces.append(
+        {"type": "scatter", "x": x, "y": num(drawdown.to_numpy()[pos]), "name": "drawdown",
+         "yaxis": "y2", "fill": "tozeroy", "line": {"color": COLORS[3], "width": 1}}
+    )  # fmt: skip
+    layout = {
+        "xaxis": {"anchor": "y2", "rangeslider": {"visible": False}},
+        "yaxis": {"domain": [0.34, 1.0], "title": {"text": "equity"}, "type": "linear"},
+        "yaxis2": {"domain": [0.0, 0.28], "title": {"text": "drawdown"}, "tickformat": ".0%"},
+        "updatemenus": [
+            {
+                "type": "buttons",
+                "direction": "right",
+                "x": 0.0,
+                "y": 1.22,
+                "xanchor": "left",
+                "buttons": [
+                    {"label": "linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
+                    {"label": "log scale", "method": "relayout", "args": [{"yaxis.type": "log"}]},
+                ],
+            }
+        ],
+    }
+    page.data["thinned"] = {**page.data.get("thinned", {}), "equity": [len(eq), len(pos)]}
+    page.section(
+        "equity",
+        title,
+        page.figure(traces, layout, height=520),
+        note("Drag to zoom, double-click to reset; the buttons switch the equity axis to log."),
+        thinning_note(len(eq)),
+    )
+
+
+def price_section(page: Page, prices: pd.DataFrame, trades: pd.DataFrame) -> None:
+    """Closes of one asset (picker) with its entries, exits and rule (stop) exits."""
+    if prices.empty:
+        return
+    traded = list(trades["asset"].astype(str).value_counts().index) if len(trades) else []
+    assets = [a for a in traded if a in prices.columns] + [
+        a for a in prices.columns if a not in traded
+    ]
+    assets = assets[:MAX_PRICE_ASSETS]
+    traces: list[dict[str, Any]] = []
+    groups: list[int] = []
+    for i, asset in enumerate(assets):
+        close = prices[asset].dropna()
+        pos = thin_positions(len(close), close.to_numpy())
+        visible = i == 0
+        traces.append(
+            {"type": "scatter", "x": dates(close.index[pos]), "y": num(close.to_numpy()[pos]),
+             "name": f"{asset} close", "visible": visible, "line": {"color": COLORS[0]}}
+        )  # fmt: skip
+        mine = trades[trades["asset"].astype(str) == asset] if len(trades) else trades
+        marks = _trade_marks(mine)
+        for mark in marks:
+            mark["visible"] = visible
+        traces.extend(marks)
+        groups.append(1 + len(marks))
+    buttons = []
+    start = 0
+    for asset, size in zip(assets, groups, strict=True):
+        vis = [False] * len(traces)
+        vis[start : start + size] = [True] * size
+        buttons.append({"label": asset, "method": "update", "args": [{"visible": vis}]})
+        start += size
+    layout: dict[str, Any] = {"yaxis": {"title": {"text": "close"}}, "hovermode": "closest"}
+    if len(assets) > 1:
+        layout["updatemenus"] = [
+            {"buttons": buttons, "x": 0.0, "y": 1.22, "xanchor": "left", "showactive": True}
+        ]
+    page.section(
+        "prices",
+        "Prices and trades",
+        page.figure(traces, layout, height=420),
+        note(
+            f"Pick an asset in the menu (the {len(assets)} most traded). Triangles up: "
+            "entries; triangles down: exits on the strategy's signal; crosses: exits by a "
+            "rule (stop loss, take profit, trailing stop, holding limit)."
+        ),
+        thinning_note(len(prices)),
+    )
+
+
+def _trade_marks(trades: pd.DataFrame) -> list[dict[str, Any]]:
+    if trades.empty:
+        return []
+    reason = (
+        trades["exit_reason"].astype(str)
+        if "exit_reason" in trades.columns
+        else pd.Series("signal", index=trades.index)
+    )
+    closed = trades[~trades.get("is_open", pd.Series(False, index=trades.index)).astype(bool)]
+    rule = closed[reason.loc[closed.index].isin(RULE_EXITS)]
+    plain = closed[~reason.loc[closed.index].isin(RULE_EXITS)]
+    marks = [
+        {"type": "scatter", "mode": "markers", "name": "entry", "x": dates(trades["entry_time"]),
+         "y": num(trades["entry_price"]), "marker": {"symbol": "triangle-up", "size": 9,
+         "color": COLORS[2]}},
+        {"type": "scatter", "mode": "markers", "name": "exit", "x": dates(plain["exit_time"]),
+         "y": num(plain["exit_price"]), "text": list(reason.loc[plain.index]),
+         "marker": {"symbol": "triangle-down", "size": 9, "color": COLORS[3]}},
+    ]  # fmt: skip
+    if len(rule):
+        marks.append(
+            {"type": "scatter", "mode": "markers", "name": "stop exit",
+             "x": dates(rule["exit_time"]), "y": num(rule["exit_price"]),
+             "text": list(reason.loc[rule.index]),
+             "marker": {"symbol": "x", "size": 10, "color": "#111827"}}
+        )  # fmt: skip
+    return marks
+
+
+def trades_section(page: Page, trades: pd.DataFrame) -> None:
+    """The trades table, sortable, at most ``MAX_TRADE_ROWS`` rows."""
+    if trades.empty:
+        page.section("trades", "Trades", note("No trades."))
+        return
+    columns = [c for c in trades.columns if c != "is_open"]
+    if "is_open" in trades.columns:
+        columns.append("is_open")
+    shown = trades.head(MAX_TRADE_ROWS)
+    rows = [[_cell(v) for v in row] for row in shown[columns].itertuples(index=False)]
+    parts = [f'<div class="scroll">{table(columns, rows, key="trades")}</div>']
+    if len(trades) > MAX_TRADE_ROWS:
+        parts.append(
+            note(f"First {MAX_TRADE_ROWS} of {len(trades):,} trades; trades.parquet has all.")
+        )
+    if "exit_reason" in trades.columns:
+        counts = trades["exit_reason"].astype(str).value_counts()
+        parts.append(note("Exits by reason: " + ", ".join(f"{k} {v}" for k, v in counts.items())))
+    page.section("trades", f"Trades ({len(trades):,})", note("Click a header to sort."), *parts)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def monthly_section(page: Page, returns: pd.Series) -> None:
+    """Compounded return of each calendar month, a year per row."""
+    r = returns.astype(np.float64).fillna(0.0)
+    if not isinstance(r.index, pd.DatetimeIndex) or len(r) < 2:
+        return
+    monthly = (1.0 + r).groupby([r.index.year, r.index.month]).prod() - 1.0
+    years = sorted({int(y) for y, _ in monthly.index})
+    z = [[monthly.get((y, m), math.nan) for m in range(1, 13)] for y in years]
+    text = [["" if math.isnan(v) else f"{v:.1%}" for v in row] for row in z]
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    bound = float(np.nanmax(np.abs(monthly.to_numpy()))) if len(monthly) else 1.0
+    trace = {
+        "type": "heatmap",
+        "x": months,
+        "y": [str(y) for y in years],
+        "z": [num(row, 5) for row in z],
+        "text": text,
+        "texttemplate": "%{text}",
+        "colorscale": [[0.0, "#b91c1c"], [0.5, "#f9fafb"], [1.0, "#15803d"]],
+        "zmid": 0,
+        "zmin": -bound,
+        "zmax": bound,
+        "hovertemplate": "%{y} %{x}: %{text}<extra></extra>",
+        "colorbar": {"tickformat": ".0%"},
+    }
+    layout = {"yaxis": {"autorange": "reversed", "type": "category"}, "hovermode": "closest"}
+    page.section(
+        "monthly",
+        "Monthly returns",
+        page.figure([trace], layout, height=max(220, 26 * len(years) + 90)),
+    )
+
+
+def rolling_section(page: Page, returns: pd.Series, periods_per_year: int) -> None:
+    """Rolling Sharpe ratio and annualised volatility over a quarter of a year of bars."""
+    window = max(2, periods_per_year // 4)
+    r = returns.astype(np.float64)
+    if len(r) <= window:
+        return
+    mean = r.rolling(window).mean()
+    std = r.rolling(window).std(ddof=1)
+    sharpe = (mean / std.where(std > 0)) * math.sqrt(periods_per_year)
+    vol = std * math.sqrt(periods_per_year)
+    pos = thin_positions(len(r), sharpe.to_numpy())
+    x = dates(r.index[pos])
+    traces = [
+        {"type": "scatter", "x": x, "y": num(sharpe.to_numpy()[pos]), "name": "rolling Sharpe",
+         "line": {"color": COLORS[0], "width": 1.2}},
+        {"type": "scatter", "x": x, "y": num(vol.to_numpy()[pos]), "name": "rolling volatility",
+         "yaxis": "y2", "line": {"color": COLORS[1], "width": 1.2}},
+    ]  # fmt: skip
+    layout = {
+        "xaxis": {"anchor": "y2"},
+        "yaxis": {"domain": [0.52, 1.0], "title": {"text": "Sharpe"}},
+        "yaxis2": {"domain": [0.0, 0.46], "title": {"text": "volatility"}, "tickformat": ".0%"},
+    }
+    page.section(
+        "rolling",
+        "Rolling Sharpe and volatility",
+        page.figure(traces, layout, height=420),
+        note(
+            f"Over the last {window} bars at each bar (a quarter of the {periods_per_year} bars "
+            "a year), annualised."
+        ),
+        thinning_note(len(r)),
+    )

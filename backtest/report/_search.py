@@ -1,0 +1,203 @@
+"""A parameter search: the metric surface over two parameters, top trials, overfitting."""
+
+from __future__ import annotations
+
+import html
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtest.report._page import Page, cell, key_values, note, num, table
+
+TOP_N = 20
+MAX_PAIRS = 15
+MAX_CELLS = 25  # per axis: a parameter with more distinct values is binned for the heatmap
+
+# Each overfitting statistic with one sentence saying what it means.
+OVERFITTING_MEANINGS: dict[str, str] = {
+    "deflated_sharpe": (
+        "Deflated Sharpe ratio: the probability that the best Sharpe ratio is above zero "
+        "after accounting for how many trials were run (near 1: unlikely to be luck)."
+    ),
+    "deflated_sharpe_effective": (
+        "Deflated Sharpe ratio counting only the effective number of independent trials "
+        "(correlated trials count as fewer)."
+    ),
+    "effective_trials": (
+        "Effective number of independent trials: how many uncorrelated strategies the "
+        "search was really worth."
+    ),
+    "n_trials": "Trials run: the number of parameter sets the deflation accounts for.",
+    "pbo": (
+        "Probability of backtest overfitting: how often the best in-sample choice ranks "
+        "below the median out of sample (near 0 good, above 0.5 worse than chance)."
+    ),
+    "spa_pvalue": (
+        "Hansen's SPA test p-value: the chance that no strategy beats the benchmark and "
+        "the best result is data snooping (small: a real edge)."
+    ),
+    "deflated_sharpe_min": "Lowest deflated Sharpe ratio over the walk-forward folds.",
+    "pbo_walkforward": (
+        "Share of folds whose in-sample choice ranked below the median out of sample."
+    ),
+    "probabilistic_sharpe": (
+        "Probabilistic Sharpe ratio: the probability that the true Sharpe ratio is above "
+        "zero, given the track record's length, skew and kurtosis."
+    ),
+    "oos_probabilistic_sharpe": (
+        "Probabilistic Sharpe ratio of the stitched out-of-sample returns."
+    ),
+    "expected_max_sharpe_annual": (
+        "The best annual Sharpe ratio expected from this many trials of pure noise."
+    ),
+    "best_sharpe_annual": "The best annual Sharpe ratio found in sample.",
+    "min_track_record_years": (
+        "Minimum track record length: years of returns needed for the Sharpe ratio to be "
+        "significantly above zero."
+    ),
+    "degradation_slope": (
+        "Slope of out-of-sample on in-sample score over folds (negative: the better a "
+        "fold looked in sample, the worse it did out of sample)."
+    ),
+    "degradation_r_squared": "How much of the out-of-sample score the in-sample one explains.",
+    "oos_loss_share": "Share of folds that lost money out of sample.",
+}
+
+
+def search_section(page: Page, record: Mapping[str, Any], trials: pd.DataFrame) -> None:
+    """Metric surface (heatmap with a pair picker) and the top trials of a search."""
+    search = record.get("search") or {}
+    metric = str(search.get("metric", "sharpe_ratio"))
+    maximize = search.get("direction", "maximize") != "minimize"
+    params = [p for p in (search.get("space") or {}) if p in trials.columns]
+    if "status" in trials.columns:
+        trials = trials[trials["status"].astype(str).isin(["ok", "complete", "COMPLETE"])]
+    if metric not in trials.columns or trials.empty:
+        return
+    facts = [
+        ("method", search.get("method")),
+        ("trials", search.get("n_trials")),
+        ("failed", search.get("n_failed")),
+        ("best trial", search.get("best_trial")),
+        ("best score", search.get("best_score")),
+        ("metric", f"{metric} ({'maximize' if maximize else 'minimize'})"),
+        ("elapsed (s)", search.get("elapsed_s")),
+    ]
+    parts = [
+        key_values(facts, key="search"),
+        surface(page, trials, params, metric, maximize),
+    ]
+    top = trials.sort_values(metric, ascending=not maximize, kind="stable").head(TOP_N)
+    columns = [
+        c
+        for c in ["trial", *params, metric]
+        + [c for c in trials.columns if c not in ("trial", "seed", "status", "error", *params)]
+        if c in top.columns
+    ]
+    columns = list(dict.fromkeys(columns))
+    rows = [[_plain(v) for v in row] for row in top[columns].itertuples(index=False)]
+    parts.append(f"<h3>Top {len(top)} trials by {metric}</h3>")
+    parts.append(f'<div class="scroll">{table(columns, rows, key="top_trials")}</div>')
+    page.section("search", "Parameter search", *parts)
+
+
+def surface(
+    page: Page, trials: pd.DataFrame, params: list[str], metric: str, maximize: bool
+) -> str:
+    """Heatmap of the metric over two parameters (best over the others), a picker for more."""
+    numeric = [p for p in params if pd.api.types.is_numeric_dtype(trials[p])]
+    if len(numeric) == 1:
+        p = numeric[0]
+        best = _best(trials, [p], metric, maximize)
+        trace = {"type": "scatter", "mode": "lines+markers", "x": num(best[p]),
+                 "y": num(best[metric]), "name": metric}  # fmt: skip
+        line = {"xaxis": {"title": {"text": p}}, "yaxis": {"title": {"text": metric}}}
+        return page.figure([trace], line, height=360)
+    pairs = list(itertools.combinations(numeric, 2))[:MAX_PAIRS]
+    if not pairs:
+        return ""
+    binned = [p for p in numeric if trials[p].nunique() > MAX_CELLS]
+    trials = trials.assign(**{p: _bin(trials[p]) for p in binned})
+    traces = []
+    for i, (px, py) in enumerate(pairs):
+        best = _best(trials, [px, py], metric, maximize)
+        grid = best.pivot_table(index=py, columns=px, values=metric, aggfunc="first")
+        traces.append(
+            {"type": "heatmap", "x": num(grid.columns), "y": num(grid.index),
+             "z": [num(row) for row in grid.to_numpy()], "visible": i == 0,
+             "colorscale": "Viridis", "reversescale": not maximize, "name": f"{px} x {py}",
+             "colorbar": {"title": {"text": metric}},
+             "hovertemplate": f"{px}=%{{x}}<br>{py}=%{{y}}<br>{metric}=%{{z}}<extra></extra>"}
+        )  # fmt: skip
+    layout: dict[str, Any] = {
+        "xaxis": {"title": {"text": pairs[0][0]}},
+        "yaxis": {"title": {"text": pairs[0][1]}},
+        "hovermode": "closest",
+    }
+    if len(pairs) > 1:
+        buttons = [
+            {
+                "label": f"{px} x {py}",
+                "method": "update",
+                "args": [
+                    {"visible": [j == i for j in range(len(pairs))]},
+                    {"xaxis.title.text": px, "yaxis.title.text": py},
+                ],
+            }
+            for i, (px, py) in enumerate(pairs)
+        ]
+        layout["updatemenus"] = [{"buttons": buttons, "x": 0.0, "y": 1.2, "xanchor": "left"}]
+    text = (
+        f"Each cell: the {'best' if maximize else 'lowest'} {metric} over the trials with "
+        "those two parameter values (the other parameters at their best)."
+        + (" Pick another pair of parameters in the menu." if len(pairs) > 1 else "")
+        + (
+            f" {', '.join(binned)} binned into {MAX_CELLS} equal ranges (cell: the range's middle)."
+            if binned
+            else ""
+        )
+    )
+    return page.figure(traces, layout, height=460) + note(text)
+
+
+def _bin(values: pd.Series) -> pd.Series:
+    """Values replaced by the middle of their range among ``MAX_CELLS`` equal ranges."""
+    x = values.to_numpy(dtype=np.float64)
+    lo, hi = np.nanmin(x), np.nanmax(x)
+    edges = np.linspace(lo, hi, MAX_CELLS + 1)
+    index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, MAX_CELLS - 1)
+    return pd.Series((edges[index] + edges[index + 1]) / 2, index=values.index)
+
+
+def _best(trials: pd.DataFrame, by: list[str], metric: str, maximize: bool) -> pd.DataFrame:
+    grouped = trials.groupby(by, sort=True)[metric]
+    return (grouped.max() if maximize else grouped.min()).reset_index()
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def overfitting_section(page: Page, record: Mapping[str, Any]) -> None:
+    """DSR (raw and effective trials), PBO, SPA p-value and the rest, each with its meaning."""
+    of = record.get("overfitting")
+    if not isinstance(of, Mapping) or not of:
+        return
+    first = ["deflated_sharpe", "deflated_sharpe_effective", "effective_trials", "pbo"]
+    first.append("spa_pvalue")
+    keys = [k for k in first if k in of] + [k for k in of if k not in first]
+    rows = "".join(
+        f'<tr><td class="t">{html.escape(k)}</td>{cell(k, of[k], exact=True)}'
+        f'<td class="t wrap">{html.escape(OVERFITTING_MEANINGS.get(k, ""))}</td></tr>'
+        for k in keys
+        if isinstance(of[k], int | float) or of[k] is None
+    )
+    body = (
+        '<table data-table="overfitting"><thead><tr><th>statistic</th><th>value</th>'
+        f'<th class="t">what it means</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+    page.section("overfitting", "Overfitting", body)

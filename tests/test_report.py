@@ -1,0 +1,525 @@
+"""The HTML report: every kind of run gets one, its numbers are the run's, it opens offline.
+
+Run directories are made by real runs (small data). The numbers are read back from the
+page itself (the embedded JSON, the tables' ``data-v`` cells, the figures' JSON) and
+compared with ``result.json`` and with plain loops over the Parquet tables. The page is
+opened by a real headless Chromium with the network pointed at a closed port.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import open_dict
+
+from backtest import results
+from backtest.report import build_comparison, build_report, build_sweep_report, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- reading a page back ------------------------------------------------------------
+
+
+class _PageParser(HTMLParser):
+    """Tables by ``data-table`` (cells: ``data-v`` else text), sections, figures, data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.sections: list[str] = []
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self._table: str | None = None
+        self._cell: dict[str, Any] | None = None
+        self._script: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(str(a.get("data-section")))
+        elif tag == "table" and a.get("data-table"):
+            self._table = str(a["data-table"])
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag == "td" and self._table:
+            self._cell = {"v": a.get("data-v"), "text": ""}
+        elif tag == "script":
+            self._script, self._text = a, []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._table = None
+        elif tag == "td" and self._cell is not None and self._table:
+            value = self._cell["v"] if self._cell["v"] is not None else self._cell["text"]
+            self.tables[self._table][-1].append(value)
+            self._cell = None
+        elif tag == "script" and self._script is not None:
+            self.scripts.append((self._script, "".join(self._text)))
+            self._script = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell["text"] += data
+        if self._script is not None:
+            self._text.append(data)
+
+
+def read_page(path: Path) -> _PageParser:
+    parser = _PageParser()
+    parser.feed(path.read_text())
+    return parser
+
+
+def embedded(page: _PageParser) -> dict[str, Any]:
+    return next(json.loads(t) for a, t in page.scripts if a.get("id") == "report-data")
+
+
+def figures(page: _PageParser) -> list[dict[str, Any]]:
+    return [json.loads(t) for a, t in page.scripts if a.get("data-figure")]
+
+
+def body_rows(page: _PageParser, key: str) -> list[list[str]]:
+    """The rows of a table's body (header rows have no ``td``)."""
+    return [row for row in page.tables[key] if row]
+
+
+def rows_by_label(page: _PageParser, key: str) -> dict[str, list[str]]:
+    return {row[0]: row[1:] for row in body_rows(page, key)}
+
+
+# --- run directories made by real runs ------------------------------------------------
+
+
+def _compose(*overrides: str) -> Any:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _run(run_dir: Path, *overrides: str, n_bars: int = 600) -> Path:
+    from backtest.app import run
+
+    cfg = _compose(
+        *overrides,
+        f"output_dir={run_dir}",
+        "tracking=none",
+        "figures=false",
+        "summary=false",
+        f"data.n_bars={n_bars}",
+    )
+    with open_dict(cfg):
+        cfg.data.n_assets = min(int(cfg.data.n_assets), 3)
+        if cfg.get("montecarlo"):
+            cfg.montecarlo.n_paths = 300
+    run(cfg)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One run directory per task (the report is written by the run itself)."""
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "single": _run(root / "single"),
+        "search": _run(root / "search", "+experiment=sma_grid"),
+        "walkforward": _run(root / "walkforward", "+experiment=wf_momentum", n_bars=1300),
+        "montecarlo": _run(root / "montecarlo", "+experiment=mc_sma_cross"),
+    }
+
+
+EXPECTED_SECTIONS = {
+    "single": ["header", "metrics", "equity", "prices", "trades", "monthly", "rolling"],
+    "search": ["header", "metrics", "equity", "prices", "trades", "search", "overfitting"],
+    "walkforward": ["header", "equity", "prices", "walkforward", "overfitting", "montecarlo"],
+    "montecarlo": ["header", "metrics", "equity", "trades", "montecarlo"],
+}
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED_SECTIONS), ids=list(EXPECTED_SECTIONS))
+def test_every_run_writes_its_report_with_its_sections(runs: dict[str, Path], kind: str) -> None:
+    path = runs[kind] / results.REPORT_FILE
+    assert path.is_file(), f"the {kind} run wrote no report.html"
+    page = read_page(path)
+    assert set(EXPECTED_SECTIONS[kind]) <= set(page.sections)
+    assert embedded(page)["sections"] == page.sections
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED_SECTIONS), ids=list(EXPECTED_SECTIONS))
+def test_numbers_on_the_page_equal_result_json(runs: dict[str, Path], kind: str) -> None:
+    record = json.loads((runs[kind] / results.RESULT_FILE).read_text())
+    page = read_page(runs[kind] / results.REPORT_FILE)
+    assert embedded(page)["record"] == record
+    shown = rows_by_label(page, "metrics")
+    assert set(shown) == set(record["metrics"])
+    for name, value in record["metrics"].items():
+        cell = shown[name][0]
+        if value is None:
+            assert cell == "n/a"
+        else:
+            assert float(cell) == value, name
+    header = rows_by_label(page, "data") | rows_by_label(page, "code")
+    assert header["data fingerprint"][0] == record["data_fingerprint"]
+    assert header["config hash"][0] == record["config_hash"]
+    assert int(header["bars"][0]) == record["n_bars"]
+
+
+def test_equity_figure_is_the_equity_table_thinned(runs: dict[str, Path]) -> None:
+    run_dir = runs["walkforward"]
+    equity = pd.read_parquet(run_dir / "equity.parquet")["equity"]
+    page = read_page(run_dir / results.REPORT_FILE)
+    fig = next(f for f in figures(page) if f["data"][0].get("name") == "strategy")
+    strategy, drawdown = fig["data"][0], fig["data"][-1]
+    by_date = dict(zip(equity.index.strftime("%Y-%m-%d"), equity.to_numpy(), strict=True))
+    for x, y in zip(strategy["x"], strategy["y"], strict=True):
+        assert y == pytest.approx(by_date[x], rel=1e-5)
+    assert strategy["x"][-1] == equity.index[-1].strftime("%Y-%m-%d")
+    # the deepest drawdown survives thinning: a plain running-peak loop finds it
+    peak, worst = -math.inf, 0.0
+    for value in equity:
+        peak = max(peak, value)
+        worst = min(worst, value / peak - 1.0)
+    assert min(v for v in drawdown["y"] if v is not None) == pytest.approx(worst, rel=1e-5)
+
+
+def test_search_section_shows_the_best_trial_and_the_overfitting_block(
+    runs: dict[str, Path],
+) -> None:
+    run_dir = runs["search"]
+    record = json.loads((run_dir / results.RESULT_FILE).read_text())
+    page = read_page(run_dir / results.REPORT_FILE)
+    top = body_rows(page, "top_trials")
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    metric = record["search"]["metric"]
+    assert len(top) == 20
+    assert float(top[0][0]) == record["search"]["best_trial"]
+    # the heatmap's best cell is the best trial (a plain loop over the trials table)
+    best = max(trials[metric])
+    heat = next(f for f in figures(page) if " x " in f["data"][0].get("name", ""))["data"][0]
+    cells = [v for row in heat["z"] for v in row if v is not None]
+    assert max(cells) == pytest.approx(best, rel=1e-5)
+    assert best == pytest.approx(record["search"]["best_score"])
+    of = rows_by_label(page, "overfitting")
+    for key in ("deflated_sharpe", "pbo"):
+        assert float(of[key][0]) == record["overfitting"][key]
+        assert len(of[key][1]) > 30  # one sentence of meaning
+
+
+def test_walkforward_and_montecarlo_sections_hold_the_run_numbers(runs: dict[str, Path]) -> None:
+    run_dir = runs["walkforward"]
+    record = json.loads((run_dir / results.RESULT_FILE).read_text())
+    page = read_page(run_dir / results.REPORT_FILE)
+    wf = rows_by_label(page, "walkforward")
+    assert float(wf["walk-forward efficiency (CAGR)"][0]) == record["walkforward"]["efficiency"]
+    folds = pd.read_parquet(run_dir / "folds.parquet")
+    assert len(body_rows(page, "folds")) == len(folds)
+    mc = rows_by_label(page, "montecarlo")
+    assert float(mc["prob_loss"][0]) == record["montecarlo"]["prob_loss"]
+    assert float(mc["prob_ruin"][0]) == record["montecarlo"]["prob_ruin"]
+    hists = [f for f in figures(page) if f["layout"].get("shapes")]
+    assert len(hists) == 3
+    paths = pd.read_parquet(run_dir / "montecarlo_paths.parquet")
+    for fig in hists:
+        metric = fig["data"][0]["name"]
+        assert sum(fig["data"][0]["y"]) == int(np.isfinite(paths[metric]).sum())
+        assert fig["layout"]["shapes"][0]["x0"] == record["montecarlo"]["observed"][metric]
+
+
+def _with_benchmark_and_exit_reasons(src: Path, dst: Path) -> tuple[Path, pd.Series]:
+    """A copy of a run as the extended engine will write it: benchmark and exit reasons."""
+    shutil.copytree(src, dst)
+    (dst / results.REPORT_FILE).unlink()
+    equity = pd.read_parquet(dst / "equity.parquet")
+    rng = np.random.default_rng(7)
+    bench_returns = pd.Series(rng.normal(0.0003, 0.01, len(equity)), index=equity.index)
+    equity["benchmark"] = 100.0 * (1.0 + bench_returns).cumprod()
+    results.write_table(dst, "equity", equity)
+    trades = pd.read_parquet(dst / "trades.parquet")
+    reasons = ["signal", "stop_loss", "take_profit", "trailing_stop", "max_bars", "end"]
+    trades["exit_reason"] = [reasons[i % len(reasons)] for i in range(len(trades))]
+    results.write_table(dst, "trades", trades)
+    record = json.loads((dst / results.RESULT_FILE).read_text())
+    record["metrics"].update(alpha=0.01, beta=0.5, information_ratio=0.3, tracking_error=0.1)
+    results.write_json(dst / results.RESULT_FILE, record)
+    first = bench_returns.copy()
+    first.iloc[0] = 0.0  # the curve's first bar has no return before it
+    return dst, first
+
+
+def test_benchmark_beside_the_metrics_and_stop_exits_marked(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    run_dir, bench_returns = _with_benchmark_and_exit_reasons(runs["single"], tmp_path / "b")
+    page = read_page(build_report(run_dir))
+    metrics = rows_by_label(page, "metrics")
+    growth = 1.0
+    for r in bench_returns:  # plain loop: compounded benchmark return
+        growth *= 1.0 + r
+    assert float(metrics["total_return"][1]) == pytest.approx(growth - 1.0, rel=1e-9)
+    assert metrics["beta"] == ["0.5", "n/a"]  # relative metrics have no benchmark value
+    names = [t.get("name") for f in figures(page) for t in f["data"]]
+    assert "benchmark" in names
+    trades = pd.read_parquet(run_dir / "trades.parquet")
+    rule = {"stop_loss", "take_profit", "trailing_stop", "max_bars"}
+    marked = sum(
+        len(t["x"]) for f in figures(page) for t in f["data"] if t.get("name") == "stop exit"
+    )
+    closed = trades[~trades["is_open"]]  # an open trade has no exit to mark
+    assert marked == int(closed["exit_reason"].isin(rule).sum()) > 0
+
+
+def test_report_false_writes_none_and_keeps_the_job_identity(tmp_path: Path) -> None:
+    from backtest import BacktestJob
+
+    run_dir = _run(tmp_path / "off", "report=false", n_bars=300)
+    assert results.has_result(run_dir)
+    assert not (run_dir / results.REPORT_FILE).exists()
+    on = _compose("data.n_bars=300", "tracking=none")
+    off = _compose("data.n_bars=300", "tracking=none", "report=false")
+    assert BacktestJob.from_config(on).job_id == BacktestJob.from_config(off).job_id
+
+
+def test_search_report_builds_fast_and_small(runs: dict[str, Path]) -> None:
+    build_report(runs["search"])  # warm imports
+    started = time.perf_counter()
+    path = build_report(runs["search"])
+    elapsed = time.perf_counter() - started
+    assert elapsed < 2.0  # < 1 s measured (benchmarks/report.py); slack for a loaded CI box
+    assert path.stat().st_size < 5_000_000
+
+
+def test_comparison_and_cli(runs: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = build_comparison([runs["single"], runs["search"]], tmp_path / "cmp.html")
+    page = read_page(out)
+    shown = body_rows(page, "metrics")
+    single = json.loads((runs["single"] / results.RESULT_FILE).read_text())["metrics"]
+    search = json.loads((runs["search"] / results.RESULT_FILE).read_text())["metrics"]
+    row = next(r for r in shown if r[0] == "sharpe_ratio")
+    assert [float(v) for v in row[1:]] == [single["sharpe_ratio"], search["sharpe_ratio"]]
+    overlaid = next(f for f in figures(page) if len(f["data"]) == 2)
+    assert all(t["y"][0] == pytest.approx(1.0, abs=0.05) for t in overlaid["data"])
+    assert main([str(runs["single"]), str(runs["search"]), "-o", str(tmp_path / "c2.html")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "c2.html")
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_sweep_report_compares_the_jobs(runs: dict[str, Path], tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for i, fast in enumerate((5, 10, 20)):
+        _run(sweep / str(i), f"strategy.fast={fast}", "report=false", n_bars=300)
+    path = build_sweep_report(sweep)
+    page = read_page(path)
+    objectives = [float(r[2]) for r in body_rows(page, "jobs")]
+    assert objectives == sorted(objectives, reverse=True)
+    assert {"jobs", "params", "equity"} <= set(page.sections)
+
+
+# --- a real browser, network off -----------------------------------------------------
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--proxy-server=127.0.0.1:9",  # nothing listens there: any network request fails
+    "--proxy-bypass-list=<-loopback>",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--window-size=1400,3000",
+    "--virtual-time-budget=15000",
+]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: apt-get install -y chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return path
+
+
+def _open(path: Path, profile: Path, *action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+
+
+@pytest.mark.slow
+def test_chromium_opens_every_kind_of_report_offline(runs: dict[str, Path], tmp_path: Path) -> None:
+    _chromium()
+    sweep = tmp_path / "sweep"
+    for i, fast in enumerate((5, 10)):
+        _run(sweep / str(i), f"strategy.fast={fast}", "report=false", n_bars=300)
+    pages = {kind: runs[kind] / results.REPORT_FILE for kind in runs}
+    pages["sweep"] = build_sweep_report(sweep)
+    pages["comparison"] = build_comparison(list(runs.values()), tmp_path / "cmp.html")
+    for kind, path in pages.items():
+        text = path.read_text()
+        assert "<script src" not in text and "<link" not in text  # nothing to fetch
+        dom = _open(path, tmp_path / f"profile-{kind}", "--dump-dom")
+        assert "Uncaught" not in dom.stderr, dom.stderr[-2000:]
+        body = dom.stdout[
+            dom.stdout.index("<body") : dom.stdout.index(">", dom.stdout.index("<body"))
+        ]
+        assert "data-errors" not in body, body
+        drawn = embedded(read_page(path))["sections"]
+        n_figs = text.count("data-figure=")
+        assert f'data-figures="{n_figs}"' in body and f'data-figures-drawn="{n_figs}"' in body
+        for section in drawn:
+            assert f'data-section="{section}"' in dom.stdout
+        assert dom.stdout.count('class="main-svg"') >= n_figs  # plotly drew every figure
+        shot = tmp_path / f"{kind}.png"
+        _open(path, tmp_path / f"shot-{kind}", f"--screenshot={shot}")
+        assert shot.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_module_cli_rebuilds_a_report(runs: dict[str, Path]) -> None:
+    run_dir = runs["single"]
+    (run_dir / results.REPORT_FILE).unlink()
+    out = subprocess.run(
+        [sys.executable, "-m", "backtest.report", str(run_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.stdout.strip() == str(run_dir / results.REPORT_FILE)
+    assert (run_dir / results.REPORT_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_report_is_an_mlflow_artifact_of_the_run(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from backtest.app import run
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = _compose(
+        f"output_dir={tmp_path / 'run'}",
+        f"tracking.uri={store}",
+        "tracking.experiment_name=report-artifact",
+        "figures=false",
+        "summary=false",
+        "data.n_bars=300",
+    )
+    run(cfg)
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("report-artifact")
+    (logged,) = client.search_runs([exp.experiment_id])
+    names = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert results.REPORT_FILE in names
+    local = client.download_artifacts(logged.info.run_id, results.REPORT_FILE, str(tmp_path))
+    assert Path(local).read_bytes() == (tmp_path / "run" / results.REPORT_FILE).read_bytes()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "backtest", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.mark.slow
+def test_a_multirun_writes_the_sweep_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    _cli(
+        "-m",
+        "strategy.fast=5,10",
+        "data.n_bars=300",
+        "tracking=none",
+        "figures=false",
+        "summary=false",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    page = read_page(sweep / results.REPORT_FILE)
+    assert len(body_rows(page, "jobs")) == 2
+    assert all((sweep / str(i) / results.REPORT_FILE).is_file() for i in (0, 1))
+
+
+@pytest.mark.slow
+def test_flagship_ends_by_printing_its_report_path(tmp_path: Path) -> None:
+    out = _cli(
+        "+experiment=wf_momentum",
+        "data.n_bars=1300",
+        "montecarlo.n_paths=200",
+        "tracking=none",
+        f"output_dir={tmp_path / 'wf'}",
+        cwd=tmp_path,
+    ).stdout
+    last = out.strip().splitlines()[-1]
+    assert last == f"report: {tmp_path / 'wf' / results.REPORT_FILE}"
+    assert {"walkforward", "montecarlo"} <= set(read_page(Path(last.split(" ", 1)[1])).sections)
+
+
+def test_surface_has_a_pair_picker_and_each_cell_is_the_best_over_the_rest() -> None:
+    from backtest.report._page import Page
+    from backtest.report._search import surface
+
+    rng = np.random.default_rng(3)
+    grid = [(a, b, c) for a in (1, 2, 3) for b in (10, 20) for c in (5, 6, 7, 8)]
+    trials = pd.DataFrame(grid, columns=["a", "b", "c"])
+    trials["sharpe_ratio"] = rng.normal(size=len(trials))
+    page = Page(title="t")
+    html = surface(page, trials, ["a", "b", "c"], "sharpe_ratio", maximize=True)
+    spec = json.loads(html.split('data-figure="fig1">')[1].split("</script>")[0])
+    assert [t["name"] for t in spec["data"]] == ["a x b", "a x c", "b x c"]
+    assert [t["visible"] for t in spec["data"]] == [True, False, False]
+    assert len(spec["layout"]["updatemenus"][0]["buttons"]) == 3
+    b_x_c = spec["data"][2]
+    for i, c in enumerate(b_x_c["y"]):
+        for j, b in enumerate(b_x_c["x"]):
+            best = -math.inf
+            for row in trials.itertuples():  # plain loop: best over the third parameter
+                if row.b == b and row.c == c:
+                    best = max(best, row.sharpe_ratio)
+            assert b_x_c["z"][i][j] == pytest.approx(best, rel=1e-5)
+
+
+def test_continuous_parameters_are_binned_and_the_best_trial_survives() -> None:
+    from backtest.report._page import Page
+    from backtest.report._search import MAX_CELLS, surface
+
+    rng = np.random.default_rng(5)
+    trials = pd.DataFrame({"a": rng.uniform(0, 1, 500), "b": rng.uniform(10, 20, 500)})
+    trials["sharpe_ratio"] = rng.normal(size=500)
+    html = surface(Page(title="t"), trials, ["a", "b"], "sharpe_ratio", maximize=True)
+    heat = json.loads(html.split('data-figure="fig1">')[1].split("</script>")[0])["data"][0]
+    assert len(heat["x"]) <= MAX_CELLS and len(heat["y"]) <= MAX_CELLS
+    cells = [v for row in heat["z"] for v in row if v is not None]
+    assert max(cells) == pytest.approx(max(trials["sharpe_ratio"]), rel=1e-5)
+    assert "binned" in html

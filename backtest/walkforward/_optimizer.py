@@ -13,7 +13,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest import metrics as m
-from backtest.config import Direction, SearchConfig, SearchMethod, WalkForwardConfig
+from backtest.config import Direction, SearchConfig, SearchMethod, Splitter, WalkForwardConfig
 from backtest.errors import BacktestError, ConfigError
 from backtest.overfitting import (
     deflated_sharpe_ratio,
@@ -28,9 +28,10 @@ from backtest.walkforward._result import (
     _plain,
 )
 from backtest.walkforward._search import FoldSearch, fold_seed, search_fold, tie_rank
-from backtest.walkforward._space import grid_frame
+from backtest.walkforward._space import grid_frame, random_frame
 from backtest.walkforward._splitters import Fold, Splits, make_splits
 from backtest.walkforward._stitch import assemble_result
+from backtest.walkforward._warmup import strategy_warmup
 
 RETURN_METRICS = m.RETURN_METRIC_NAMES  # the same metrics, in the same order, as the engine
 
@@ -84,6 +85,9 @@ class WalkForwardOptimizer:
             test of the chosen set against the benchmark; 0 skips it (NaN).
         benchmark: Per-bar benchmark returns aligned with the evaluator's bars, for
             the SPA test; flat (zero returns) when None.
+        warmup_bars: CPCV: the strategy's longest warm-up, so that train bars whose
+            indicators read a test group are embargoed; declared by the strategy's
+            ``warmup_bars`` or measured over the searched sets when None.
         progress: Show a progress bar over folds.
 
     Raises:
@@ -98,6 +102,7 @@ class WalkForwardOptimizer:
         pbo_blocks: int = 16,
         spa_bootstrap: int = 1000,
         benchmark: pd.Series | NDArray[np.float64] | None = None,
+        warmup_bars: int | None = None,
         progress: bool = False,
     ) -> None:
         self.config = config
@@ -105,6 +110,7 @@ class WalkForwardOptimizer:
         score_function(self.search.metric, 252)
         self.pbo_blocks = int(pbo_blocks)
         self.spa_bootstrap = int(spa_bootstrap)
+        self.warmup_bars = warmup_bars
         self.benchmark = None if benchmark is None else np.asarray(benchmark, dtype=np.float64)
         self.progress = progress
 
@@ -139,7 +145,6 @@ class WalkForwardOptimizer:
         evaluator = as_returns_evaluator(evaluator)
         ppy = int(evaluator.periods_per_year)
         index = pd.DatetimeIndex(evaluator.index)
-        splits = make_splits(self.config, index)
         score = score_function(self.search.metric, ppy)
         maximize = Direction(self.search.direction) is Direction.maximize
         space: Mapping[str, Any] | pd.DataFrame = (
@@ -151,6 +156,16 @@ class WalkForwardOptimizer:
             grid = space.reset_index(drop=True)
         elif method in (SearchMethod.none, SearchMethod.grid):
             grid = grid_frame(space, self.search.constraint)
+        warmup = None
+        if Splitter(self.config.splitter) is Splitter.cpcv:
+            warmup = self.warmup_bars
+            if warmup is None:
+                probe = grid
+                if probe is None:  # sampled methods: a sample of the space stands for it
+                    rng = np.random.default_rng(int(self.search.seed))
+                    probe = random_frame(space, 64, rng, self.search.constraint)
+                warmup = strategy_warmup(evaluator, probe)
+        splits = make_splits(self.config, index, warmup_bars=warmup)
         rows, trials, searched = [], [], []
         runs: dict[tuple[int, int], tuple[NDArray[np.float64], NDArray[np.float64] | None]] = {}
         pre = self._window_scores(evaluator, splits, grid, ppy)

@@ -36,7 +36,7 @@ N_PATHS = 40  # p < 0.05 <=> at most 1 of 40 paths beats the observed: 2/41 = 0.
 INDEX = pd.bdate_range("2010-01-04", periods=N_BARS, name="date")
 ENGINE = EngineConfig(fee_bps=5.0)
 SHARPE = METRICS.index("sharpe_ratio")
-BLOCK = 20  # MonteCarloConfig's default block_size
+BLOCK = 5  # conf/montecarlo/random_entries.yaml
 
 
 def _prices(seed: int, n_assets: int, trend: float = 0.0) -> pd.DataFrame:
@@ -63,7 +63,7 @@ def _p_value(prices: pd.DataFrame, strategy: object, seed: int) -> float:
         horizon=N_BARS,
         n_fan=0,
         observed_positions=pos,
-        displacement=displacement_range(pos),
+        displacement=displacement_range(pos, getattr(strategy, "warmup_bars", None)),
         block=BLOCK,
     )
     sims = strategy_chunk(task, 0, N_PATHS).metrics[:, SHARPE]

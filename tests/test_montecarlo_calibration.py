@@ -40,7 +40,7 @@ BLOCK = 5  # conf/montecarlo/random_entries.yaml
 
 
 def _prices(seed: int, n_assets: int, trend: float = 0.0) -> pd.DataFrame:
-    """GBM closes; ``trend`` adds a drift that flips sign every 150-odd bars (trends: a real edge)."""
+    """GBM closes; ``trend`` adds a drift flipping sign every 150-odd bars (a real edge)."""
     rng = np.random.default_rng(seed)
     lr = rng.normal(2e-4, 0.01, (N_BARS - 1, n_assets))
     if trend:

@@ -186,14 +186,38 @@ def test_importing_montecarlo_stays_light() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_trades_of_a_portfolio_are_scaled_by_their_asset_weight() -> None:
-    weights = {"SYN0": 0.8, "SYN1": 0.2}
-    report = _sim(method="trade_reshuffle").run(RESULT, engine=EngineConfig(weights=weights))
-    trades = RESULT.trades.sort_values("exit_time", kind="stable")
-    scaled = trades["return"] * trades["asset"].map(weights)
+@pytest.mark.parametrize(
+    ("n_assets", "weights", "long_short"),
+    [(2, None, False), (4, {"SYN0": 0.4, "SYN1": 0.3, "SYN2": 0.2, "SYN3": 0.1}, True)],
+    ids=["2-assets-equal", "4-assets-weighted-long-short"],
+)
+@pytest.mark.parametrize("method", ["trade_reshuffle", "trade_bootstrap"])
+def test_trade_methods_observe_the_backtests_own_figures_with_several_assets(
+    method: str, n_assets: int, weights: dict[str, float] | None, long_short: bool
+) -> None:
+    prices = synthetic_prices(600, n_assets, seed=3)
+    res = simulate(prices, SmaCross(5, 20, long_short=long_short), fee_bps=5.0, weights=weights)
+    assert res.trades["entry_time"].duplicated().any() or n_assets > 1  # overlapping trades
+    engine = EngineConfig(fee_bps=5.0, weights=weights or {})
+    report = _sim(method=method, n_paths=60).run(res, engine=engine)
+    for name in ("total_return", "cagr"):
+        assert report.observed[name] == pytest.approx(res.metrics[name], rel=1e-12, abs=1e-15)
+    if method == "trade_reshuffle":  # a reordering of the same steps ends at the same wealth
+        np.testing.assert_allclose(
+            report.paths["total_return"], res.metrics["total_return"], rtol=1e-12
+        )
+
+
+def test_portfolio_steps_of_one_asset_are_its_trades() -> None:
+    from backtest.montecarlo._inputs import portfolio_steps
+
+    prices = synthetic_prices(500, 1, seed=4)
+    res = simulate(prices, SmaCross(5, 20), fee_bps=5.0)
+    trades = res.trades.sort_values("exit_time")
     np.testing.assert_allclose(
-        1 + report.paths["total_return"], np.prod(1 + scaled.to_numpy()), rtol=1e-12
+        portfolio_steps(res.returns, trades), trades["return"].to_numpy(), rtol=1e-12
     )
+    # a bare trades table is used as given
     as_given = _sim(method="trade_reshuffle").run(RESULT.trades)
     np.testing.assert_allclose(
         1 + as_given.paths["total_return"], np.prod(1 + RESULT.trades["return"]), rtol=1e-12
@@ -212,9 +236,10 @@ def test_rank_and_p_value_treat_rounding_noise_as_ties() -> None:
     assert np.isnan(rank_and_p_value(sims, 0.25, "annual_volatility")[1])  # no direction
 
 
-def test_trade_weights_without_a_positions_table_come_from_the_trades() -> None:
-    # a result read back from disk may lack positions: equal weights over traded assets
+def test_trade_methods_need_no_positions_table() -> None:
+    # a result read back from disk may lack positions: the portfolio returns suffice
     loaded = dataclasses.replace(RESULT, positions=pd.DataFrame())
     report = _sim(method="trade_reshuffle").run(loaded)
-    want = np.prod(1 + RESULT.trades["return"].to_numpy() / 2)
-    np.testing.assert_allclose(1 + report.paths["total_return"], want, rtol=1e-12)
+    np.testing.assert_allclose(
+        1 + report.paths["total_return"], 1 + RESULT.metrics["total_return"], rtol=1e-12
+    )

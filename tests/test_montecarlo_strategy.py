@@ -7,11 +7,17 @@ import pandas as pd
 import pytest
 
 from backtest.config import EngineConfig
-from backtest.engine import simulate, trades_table
+from backtest.engine import simulate
 from backtest.errors import ConfigError
 from backtest.montecarlo import MonteCarloConfig, MonteCarloSimulator
-from backtest.montecarlo._entries import random_positions, trade_segments
-from backtest.montecarlo._strategy import fit_gbm, path_rng, portfolio_returns, strategy_positions
+from backtest.montecarlo._entries import displacement_range, return_order
+from backtest.montecarlo._strategy import (
+    fit_gbm,
+    path_rng,
+    portfolio_returns,
+    reordered_returns,
+    strategy_positions,
+)
 from backtest.strategies import BuyAndHold, SmaCross
 
 INDEX = pd.bdate_range("2012-01-02", periods=600, name="date")
@@ -28,10 +34,10 @@ def _gbm(mu: np.ndarray, cov: np.ndarray, n: int = 600, seed: int = 0) -> pd.Dat
 PRICES = _gbm(np.array([3e-4, 1e-4]), np.array([[1e-4, 4e-5], [4e-5, 2.25e-4]]))
 
 
-def _run(method: str, source=None, *, prices=PRICES, strategy=None, **kw):
+def _run(method: str, source=None, *, prices=PRICES, strategy=None, engine_free=False, **kw):
     cfg = MonteCarloConfig(method=method, **{"n_paths": 120, "seed": 5, **kw})
     return MonteCarloSimulator(cfg, progress=False).run(
-        source, prices=prices, strategy=strategy, engine=ENGINE
+        source, prices=prices, strategy=strategy, engine=EngineConfig() if engine_free else ENGINE
     )
 
 
@@ -46,34 +52,57 @@ def test_portfolio_returns_equal_the_engine() -> None:
 # ---------------------------------------------------------------- random entries
 
 
-def test_random_positions_keep_trades_lengths_and_exposure() -> None:
-    res = simulate(PRICES, SmaCross(5, 30, long_short=True))
-    observed = res.positions.to_numpy()
-    segments = trade_segments(observed)
-    for path in range(20):
-        pos = random_positions(segments, len(PRICES), path_rng(1, path))
-        assert not np.array_equal(pos, observed)
-        np.testing.assert_allclose(np.abs(pos).sum(axis=0), np.abs(observed).sum(axis=0))
-        frame = pd.DataFrame(pos, index=PRICES.index, columns=PRICES.columns)
-        trades = trades_table(PRICES, frame, 0.0)
-        assert (
-            trades.groupby("asset").size().to_dict() == res.trades.groupby("asset").size().to_dict()
-        )
-        assert sorted(trades["direction"]) == sorted(res.trades["direction"])
-        for mine, theirs in zip(trade_segments(pos), segments, strict=True):
-            assert sorted(map(len, mine)) == sorted(map(len, theirs))  # same holding periods
+@pytest.mark.parametrize(("block", "lo", "hi"), [(20, 69, 440), (1, 2, 598), (7, 300, 320)])
+def test_return_orders_are_permutations_within_the_displacement_range(
+    block: int, lo: int, hi: int
+) -> None:
+    n = 500 if block == 20 else 600
+    hi = min(hi, n - 1)
+    for path in range(50):
+        src = return_order(n, block, lo, hi, path_rng(4, path))
+        np.testing.assert_array_equal(np.sort(src), np.arange(n))  # every return once
+        moved = (np.arange(n) - src) % n
+        assert ((moved >= lo) & (moved <= hi)).all()
+    assert not np.array_equal(
+        return_order(n, block, lo, hi, path_rng(4, 0)),
+        return_order(n, block, lo, hi, path_rng(4, 1)),
+    )
 
 
-def test_random_positions_fit_an_always_invested_long_short_book() -> None:
-    # alternating long/short with no flat bar: every same-direction pair needs a gap
-    pos = np.zeros((40, 1))
-    pos[:10], pos[10:25], pos[25:] = 1.0, -1.0, 1.0
-    segments = trade_segments(pos)
-    for path in range(30):
-        out = random_positions(segments, 40, path_rng(2, path))
-        assert np.abs(out).sum() == 40
-        signs = np.sign(out[:, 0])
-        assert np.count_nonzero(np.diff(signs)) == 2  # still three trades
+def test_displacements_skip_the_warm_up_and_one_trade() -> None:
+    pos = np.zeros((100, 2))
+    pos[30:40, 0], pos[50:70, 1] = 1.0, -1.0  # first position at bar 30; trades of 10 and 20
+    assert displacement_range(pos) == (31, 99 - 15 - 1)  # 99 bar returns
+    assert displacement_range(pos, warmup_bars=50) == (51, 83)  # a declared warm-up wins
+    assert displacement_range(pos, warmup_bars=90) == (91, 98)  # trades too long to clear
+    with pytest.raises(ConfigError, match="cannot hold") as err:
+        displacement_range(pos, warmup_bars=98)
+    assert err.value.key == "montecarlo.method"
+
+
+def test_random_entries_keep_the_positions_and_the_total_growth() -> None:
+    # Always long one asset, no costs: a reordering of its returns compounds to the same
+    # total return on every path (the drift is the observed one; only timing differs).
+    prices = PRICES[["A0"]]
+    res = simulate(prices, BuyAndHold())
+    rep = _run("random_entries", res, prices=prices, n_paths=30, engine_free=True)
+    np.testing.assert_allclose(rep.paths["total_return"], res.metrics["total_return"], rtol=1e-9)
+    assert rep.details["exposure"] == pytest.approx(np.abs(res.positions.to_numpy()).mean())
+    # A strategy that trades: each path pays exactly the observed costs on the same trades.
+    strategy = SmaCross(5, 30, long_short=True)
+    res = simulate(PRICES, strategy, fee_bps=5.0, slippage_bps=2.0)
+    pos = res.positions.to_numpy()
+    lo, hi = displacement_range(pos)
+    orders = np.column_stack(
+        [return_order(len(PRICES) - 1, 20, lo, hi, path_rng(9, p)) for p in range(3)]
+    )
+    got = reordered_returns(PRICES.to_numpy(), pos, orders, ENGINE, PRICES.columns)
+    flat = reordered_returns(np.ones_like(PRICES.to_numpy()), pos, orders, ENGINE, PRICES.columns)
+    # with flat prices only costs remain: the same on every path, the engine's costs
+    no_moves = portfolio_returns(np.ones_like(PRICES.to_numpy()), pos, ENGINE, PRICES.columns)
+    for c in range(3):
+        np.testing.assert_array_equal(flat[:, c], no_moves)
+    assert not np.allclose(got[:, 0], res.returns.to_numpy())
 
 
 def test_random_entries_gives_a_tiny_p_value_to_a_clairvoyant_strategy() -> None:
@@ -92,12 +121,13 @@ def test_random_entries_gives_a_tiny_p_value_to_a_clairvoyant_strategy() -> None
 
 
 def test_random_entries_p_values_are_uniform_for_a_random_strategy() -> None:
-    # an observed strategy that is itself a draw from the null: its p-value is uniform
-    base = simulate(PRICES, SmaCross(5, 30)).positions.to_numpy()
-    segments = trade_segments(base)
+    # positions from a coin of their own (independent of the prices): no skill, so the
+    # p-value is uniform; the calibration file checks the rate at 5% over 1,000 cases
     pvals = []
     for i in range(16):
-        pos = random_positions(segments, len(PRICES), path_rng(10_000 + i, 0))
+        rng = np.random.default_rng(10_000 + i)
+        regime = np.sign(np.sin(np.arange(len(PRICES)) / 9.0 + rng.uniform(0, 6, (1, 2)).T)).T
+        pos = np.where(np.arange(len(PRICES))[:, None] < 30, 0.0, regime)
 
         class Fixed:
             def positions(self, prices: pd.DataFrame, pos=pos) -> pd.DataFrame:

@@ -62,7 +62,13 @@ def test_sma_grid_experiment_writes_trials_best_backtest_and_heatmap(compose, tm
         single.metrics["sharpe_ratio"], rel=1e-12
     )
     assert (tmp_path / "run" / "figures" / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    assert 0.0 <= record["overfitting"]["pbo"] <= 1.0
+    of = record["overfitting"]
+    assert 0.0 <= of["pbo"] <= 1.0
+    # the SPA of the kept trials and the DSR with the effective number of trials
+    kept = stored.table("trials")  # all 7 trials were kept (keep_returns=50)
+    assert 1.0 <= of["effective_trials"] <= len(kept)
+    assert of["deflated_sharpe_effective"] >= of["deflated_sharpe"]
+    assert 0.0 <= of["spa_pvalue"] <= of["reality_check_pvalue"] <= 1.0
 
 
 def test_children_are_the_best_k_trials(compose, tmp_path):

@@ -588,9 +588,22 @@ def test_walkforward_task_writes_folds_and_overfitting(compose, tmp_path, capsys
     assert record["overfitting"]["n_trials"] == 2 * 24
     assert record["overfitting"]["deflated_sharpe"] == pytest.approx(folds["is_dsr"].mean())
     assert objective == pytest.approx(record["metrics"]["sharpe_ratio"])
-    assert record["params"]["lookback"] == folds["lookback"].iloc[-1]
+    # The stitched result traded every fold's choice: labelled by the path, not the last set.
+    assert "lookback" not in record["params"]
+    chosen = [f"{a}/{b}" for a, b in zip(folds["lookback"], folds["skip"], strict=True)]
+    expected = " → ".join(chosen) if chosen[0] != chosen[1] else f"{chosen[0]} ×2"
+    assert record["params"]["walk-forward"] == f"lookback/skip {expected} (2 folds)"
+    assert record["walkforward"]["parameter_path"] == record["params"]["walk-forward"]
+    of = record["overfitting"]
+    assert of["deflated_sharpe_effective"] == pytest.approx(folds["is_dsr_effective"].mean())
+    assert of["effective_trials"] == pytest.approx(folds["effective_trials"].sum())
+    assert 1.0 <= folds["effective_trials"].min() and folds["effective_trials"].max() <= 24
+    assert of["spa_pvalue"] == pytest.approx(folds["spa_pvalue"].mean())
+    assert 0.0 <= of["spa_pvalue"] <= of["reality_check_pvalue"] <= 1.0
     out = capsys.readouterr().out
-    assert "fold 1" in out and "walk-forward efficiency" in out and "deflated sharpe / pbo" in out
+    assert "fold 1" in out and "walk-forward efficiency" in out
+    assert "deflated sharpe (raw N / effective N)" in out and "spa / reality check p-value" in out
+    assert "walk-forward=lookback/skip" in out
     assert (tmp_path / "figures" / "walkforward_folds.png").exists()
 
 

@@ -9,7 +9,6 @@ column, the first bad timestamp (or row) and how many values are bad.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from backtest.engine import BacktestResult, resolve_weights
+from backtest.engine import BacktestResult
 from backtest.errors import ConfigError, DataValidationError
 
 Source = BacktestResult | pd.Series | pd.DataFrame | NDArray[np.float64]
@@ -116,20 +115,48 @@ def _trades_per_year(trades: pd.DataFrame, n_bars: int | None, periods_per_year:
     return float(periods_per_year)
 
 
-def trade_sample(
-    source: Any, method: str, periods_per_year: float, weights: Mapping[str, float] | None = None
-) -> Sample:
+def portfolio_steps(returns: pd.Series, trades: pd.DataFrame) -> NDArray[np.float64]:
+    """The portfolio's growth from one trade exit to the next, one value per exit time.
+
+    The bars are cut after every bar on which a trade closes (the last stretch runs to
+    the final bar, so open trades are included); each step is the compounded portfolio
+    return of its bars. The steps compound exactly to the backtest's total return,
+    whatever the number of assets and however their trades overlap: a one-asset book's
+    steps are its trades (with the flat bars before each, which earn nothing).
+
+    Raises:
+        DataValidationError: An exit time outside the returns' index.
+    """
+    index = pd.DatetimeIndex(returns.index) if len(returns) else returns.index
+    exits = index.get_indexer(pd.to_datetime(trades["exit_time"]))
+    if (exits < 0).any():
+        bad = trades["exit_time"].iloc[int(np.flatnonzero(exits < 0)[0])]
+        raise DataValidationError(
+            f"{int((exits < 0).sum())} trade exit time(s) are not bars of the returns, "
+            f"first {bad}: pass the result's own trades table",
+            column="exit_time",
+            timestamp=bad,
+            count=int((exits < 0).sum()),
+        )
+    cuts = np.unique(exits)
+    cuts = cuts[cuts < len(returns) - 1]
+    starts = np.concatenate(([0], cuts + 1))
+    growth = 1.0 + returns.to_numpy(dtype=np.float64)
+    return np.multiply.reduceat(growth, starts) - 1.0
+
+
+def trade_sample(source: Any, method: str, periods_per_year: float) -> Sample:
     """Per-trade returns of ``source`` (a result or a trades table), in order of exit.
 
-    A trade of a several-asset :class:`~backtest.engine.BacktestResult` moves the
-    portfolio by its asset's weight times its return, so its return is scaled by that
-    weight (``weights``, equal when empty): trades are then compounded one after the
-    other as portfolio returns, and drawdowns are the portfolio's, not those of a
-    book that put all its capital in every trade. A bare trades table is used as given.
+    For a :class:`~backtest.engine.BacktestResult` a "trade" is the portfolio's step
+    from one trade exit to the next (:func:`portfolio_steps`): with several assets,
+    trades overlap in time and move the portfolio by their weight, so their own
+    returns do not compound to the portfolio's; the steps do, so the observed total
+    return and CAGR are the backtest's own. A bare trades table is used as given.
 
-    Annualising uses trades per year: the result's trade count over its bars, or the
-    trades' calendar span (entry of the first to exit of the last); failing both,
-    ``periods_per_year`` (one trade per bar).
+    Annualising uses trades per year: the result's step count over its bars (which
+    makes the CAGR the backtest's), or the trades' calendar span (entry of the first
+    to exit of the last); failing both, ``periods_per_year`` (one trade per bar).
 
     Raises:
         ConfigError: ``source`` is a return series (use a bar method).
@@ -160,11 +187,10 @@ def trade_sample(
     values = np.ascontiguousarray(trades["return"].to_numpy(dtype=np.float64, na_value=np.nan))
     label = trades["entry_time"] if "entry_time" in trades.columns else trades.index.to_series()
     check_returns(values, pd.Index(label), "return")
-    if isinstance(source, BacktestResult) and len(trades):
-        columns = source.positions.columns
-        if len(columns) == 0:  # a result read back without its positions table
-            columns = pd.Index(sorted(trades["asset"].astype(str).unique()))
-        w = dict(zip(map(str, columns), resolve_weights(columns, weights), strict=True))
-        values = values * trades["asset"].astype(str).map(w).to_numpy(dtype=np.float64)
+    if isinstance(source, BacktestResult) and len(trades) and len(source.returns):
+        values = np.ascontiguousarray(portfolio_steps(source.returns, trades))
+        check_returns(values, pd.RangeIndex(values.size), "return")
+        tpy = values.size * periods_per_year / len(source.returns)
+        return Sample(values, tpy, "trade", pd.RangeIndex(values.size))
     tpy = _trades_per_year(trades, n_bars, periods_per_year)
     return Sample(values, tpy, "trade", pd.RangeIndex(len(values)))

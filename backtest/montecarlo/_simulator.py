@@ -314,8 +314,7 @@ class MonteCarloSimulator:
         method = cfg.method
         sample: Sample
         if method in _TRADE_METHODS:
-            weights = engine.weights or None
-            sample = trade_sample(source, method.value, engine.periods_per_year, weights)
+            sample = trade_sample(source, method.value, engine.periods_per_year)
         else:
             sample = bar_sample(source, method.value, engine.periods_per_year)
         n = sample.returns.size

@@ -21,7 +21,7 @@ from backtest import engine as eng
 from backtest.config import EngineConfig, MonteCarloConfig, MonteCarloMethod
 from backtest.errors import BacktestError, ConfigError, DataValidationError
 from backtest.montecarlo import _kernels as k
-from backtest.montecarlo._entries import Segments, random_positions, trade_segments
+from backtest.montecarlo._entries import displacement_range, return_order, trade_segments
 from backtest.montecarlo._inputs import bar_sample
 from backtest.montecarlo._jitter import check_jitter, draw_params, strategy_params
 from backtest.montecarlo._simulator import (
@@ -55,7 +55,9 @@ class StrategyTask:
     base_params: dict[str, Any] = field(default_factory=dict)
     drift: NDArray[np.float64] | None = None
     scale: NDArray[np.float64] | None = None
-    segments: Segments | None = None
+    observed_positions: NDArray[np.float64] | None = None
+    displacement: tuple[int, int] = (1, 1)
+    block: int = 20
 
 
 def path_rng(seed: int, path: int) -> np.random.Generator:
@@ -76,6 +78,33 @@ def portfolio_returns(
     combined = np.zeros(close.shape[0])
     for j in range(per_asset.shape[1]):  # the engine's summation order
         combined += w[j] * per_asset[:, j]
+    return combined
+
+
+def reordered_returns(
+    close: NDArray[np.float64],
+    positions: NDArray[np.float64],
+    orders: NDArray[np.int64],
+    engine: EngineConfig,
+    columns: pd.Index,
+) -> NDArray[np.float64]:
+    """Portfolio returns of fixed positions on reordered bar returns, one column per order.
+
+    ``orders[:, c]`` reorders the close-to-close returns of bars 1.. (the first bar has
+    none) on path ``c``, the same for every asset; the closes are rebuilt from those
+    returns and passed to :func:`backtest.engine.asset_returns`, so costs and the
+    summation order are the engine's.
+    """
+    cost = eng.cost_rate(engine.fee_bps, engine.slippage_bps)
+    w = eng.resolve_weights(columns, engine.weights or None)
+    n, count = orders.shape[0] + 1, orders.shape[1]
+    growth = np.ones((n, count, close.shape[1]))
+    growth[1:] += eng.bar_returns(close)[1:][orders]  # (bars, paths, assets)
+    closes = np.cumprod(growth, axis=0)
+    combined = np.zeros((n, count))
+    for j in range(positions.shape[1]):
+        held = np.broadcast_to(positions[:, j : j + 1], (n, count))
+        combined += w[j] * eng.asset_returns(closes[:, :, j], held, cost)
     return combined
 
 
@@ -162,11 +191,21 @@ def strategy_chunk(task: StrategyTask, start: int, stop: int) -> ChunkResult:
             pos = strategy_positions(task.strategy, path)
             returns[:, j] = portfolio_returns(path.to_numpy(), pos, engine, prices.columns)
     else:  # random_entries
-        assert task.segments is not None
-        close = prices.to_numpy(dtype=np.float64)
-        for j, p in enumerate(range(start, stop)):
-            pos = random_positions(task.segments, task.horizon, path_rng(task.seed, p))
-            returns[:, j] = portfolio_returns(close, pos, engine, prices.columns)
+        assert task.observed_positions is not None
+        lo, hi = task.displacement
+        orders = np.column_stack(
+            [
+                return_order(task.horizon - 1, task.block, lo, hi, path_rng(task.seed, p))
+                for p in range(start, stop)
+            ]
+        )
+        returns[:] = reordered_returns(
+            prices.to_numpy(dtype=np.float64),
+            task.observed_positions,
+            orders,
+            engine,
+            prices.columns,
+        )
     metrics = np.empty((count, len(k.METRICS)))
     fan = np.empty((max(0, min(stop, task.n_fan) - start), task.horizon + 1), np.float32)
     k.score_columns(returns, float(engine.periods_per_year), metrics, fan)
@@ -244,16 +283,24 @@ def run_strategy_method(
         details.update(base_params=params, jitter=jitter)
     else:
         assert isinstance(positions, pd.DataFrame)
-        segments = trade_segments(positions.to_numpy(dtype=np.float64))
-        n_trades = sum(len(s) for s in segments)
+        observed_pos = np.nan_to_num(positions.to_numpy(dtype=np.float64), nan=0.0)
+        n_trades = sum(len(s) for s in trade_segments(observed_pos))
         if n_trades == 0:
             raise ConfigError(
                 "random_entries needs at least one trade in the observed positions",
                 key="montecarlo.method",
             )
-        task_kw.update(segments=segments)
+        declared = getattr(strategy, "warmup_bars", None)
+        lo, hi = displacement_range(observed_pos, None if declared is None else int(declared))
+        block = max(1, round(cfg.block_size))
+        task_kw.update(observed_positions=observed_pos, displacement=(lo, hi), block=block)
         details.update(
-            n_trades=n_trades, exposure=float(np.abs(positions.to_numpy()).sum() / positions.size)
+            n_trades=n_trades,
+            exposure=float(np.abs(observed_pos).sum() / observed_pos.size),
+            null="observed positions; bar returns in blocks, reordered",
+            block_bars=block,
+            min_displacement_bars=lo,
+            max_displacement_bars=hi,
         )
     n_fan = fan_size(cfg.n_paths, horizon, sim.fan_paths)
     task = StrategyTask(

@@ -18,12 +18,18 @@ have skewness 0 and kurtosis 3. Track-record lengths are counted in bars.
 * :func:`probability_of_backtest_overfitting` (PBO): combinatorially symmetric
   cross-validation over a time x trials return matrix (Bailey, Borwein, López de
   Prado & Zhu 2015, "The Probability of Backtest Overfitting").
+* :func:`superior_predictive_ability`: Hansen's SPA and White's Reality Check
+  p-values of the best trial against a benchmark (White 2000; Hansen 2005), from a
+  stationary bootstrap of all trials.
+* :func:`effective_trials`: the effective number of independent trials (Li & Ji
+  2005 eigenvalue count), the N of the "effective" deflated Sharpe.
 * :func:`performance_degradation`: how in-sample performance carries out of sample.
 * :func:`overfitting_report`: all of the above for the trials a search actually ran.
 """
 
 from __future__ import annotations
 
+from backtest.overfitting._effective import effective_trials, effective_trials_from_correlation
 from backtest.overfitting._pbo import (
     DegradationResult,
     PBOResult,
@@ -41,6 +47,11 @@ from backtest.overfitting._sharpe import (
     return_moments,
     sharpe_ratio_std,
 )
+from backtest.overfitting._snooping import (
+    SPAResult,
+    stationary_bootstrap_indices,
+    superior_predictive_ability,
+)
 
 __all__ = [
     "EULER_MASCHERONI",
@@ -48,7 +59,10 @@ __all__ = [
     "OverfittingReport",
     "PBOResult",
     "ReturnMoments",
+    "SPAResult",
     "deflated_sharpe_ratio",
+    "effective_trials",
+    "effective_trials_from_correlation",
     "expected_maximum_sharpe",
     "minimum_track_record_length",
     "overfitting_report",
@@ -57,4 +71,6 @@ __all__ = [
     "probability_of_backtest_overfitting",
     "return_moments",
     "sharpe_ratio_std",
+    "stationary_bootstrap_indices",
+    "superior_predictive_ability",
 ]

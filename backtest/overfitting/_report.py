@@ -10,6 +10,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.errors import ConfigError, DataValidationError
+from backtest.overfitting._effective import effective_trials
 from backtest.overfitting._pbo import _as_matrix, probability_of_backtest_overfitting
 from backtest.overfitting._sharpe import (
     deflated_sharpe_ratio,
@@ -18,6 +19,7 @@ from backtest.overfitting._sharpe import (
     probabilistic_sharpe_ratio,
     return_moments,
 )
+from backtest.overfitting._snooping import superior_predictive_ability
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,13 @@ class OverfittingReport:
             e.g. one trial or too few bars).
         pbo_n_blocks: S used for the PBO.
         periods_per_year: Bars per year used to annualise.
+        effective_trials: Effective number of independent trials (Li & Ji's
+            eigenvalue count of the kept trials' return correlations, scaled by
+            ``n_trials / kept`` when fewer were kept than run).
+        dsr_effective: The deflated Sharpe ratio with ``effective_trials`` as N.
+        spa_pvalue: Hansen's SPA p-value of the best trial against the benchmark
+            (stationary bootstrap of the kept trials); NaN when not computed.
+        reality_check_pvalue: White's Reality Check p-value of the same.
     """
 
     n_trials: int
@@ -54,6 +63,10 @@ class OverfittingReport:
     pbo: float
     pbo_n_blocks: int
     periods_per_year: int
+    effective_trials: float = math.nan
+    dsr_effective: float = math.nan
+    spa_pvalue: float = math.nan
+    reality_check_pvalue: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         """The statistics as a flat ``{name: float}`` for ``result.json`` and tables."""
@@ -64,6 +77,10 @@ class OverfittingReport:
             * math.sqrt(self.periods_per_year),
             "probabilistic_sharpe": self.psr,
             "deflated_sharpe": self.dsr,
+            "effective_trials": self.effective_trials,
+            "deflated_sharpe_effective": self.dsr_effective,
+            "spa_pvalue": self.spa_pvalue,
+            "reality_check_pvalue": self.reality_check_pvalue,
             "min_track_record_years": self.min_track_record_bars / self.periods_per_year,
             "pbo": self.pbo,
         }
@@ -77,8 +94,11 @@ def overfitting_report(
     trial_sharpes: NDArray[np.float64] | None = None,
     periods_per_year: int = 252,
     n_blocks: int = 16,
+    benchmark: pd.Series | NDArray[np.float64] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int | np.random.Generator | None = None,
 ) -> OverfittingReport:
-    """PSR, DSR, MinTRL and PBO for the trials a search ran.
+    """PSR, DSR (raw and effective N), MinTRL, PBO and SPA for the trials a search ran.
 
     Args:
         trial_returns: Per-bar returns of the trials (bars x trials), e.g. the kept
@@ -92,6 +112,10 @@ def overfitting_report(
         periods_per_year: Bars per year, to annualise for display.
         n_blocks: S for the PBO; reduced to the largest even number that leaves at
             least 4 bars per block on short data; 0 skips the PBO (NaN).
+        benchmark: Per-bar benchmark returns for the SPA / Reality Check; flat
+            (zero returns) when None.
+        n_bootstrap: Stationary-bootstrap draws of the SPA; 0 skips it (NaN).
+        seed: Seed of the SPA's bootstrap draws.
 
     Returns:
         The :class:`OverfittingReport`.
@@ -132,6 +156,23 @@ def overfitting_report(
         mintrl = minimum_track_record_length(sr, skewness=mom.skewness, kurtosis=mom.kurtosis)
     except ConfigError:  # moments so extreme the variance factor is not positive
         psr = dsr = mintrl = math.nan
+    n_eff = effective_trials(m) * max(n_run, 1) / n_cols
+    n_eff = min(max(n_eff, 1.0), float(max(n_run, 1)))
+    try:
+        dsr_eff = deflated_sharpe_ratio(
+            sr,
+            n_obs,
+            n_trials=n_eff,
+            sharpe_variance=variance,
+            skewness=mom.skewness,
+            kurtosis=mom.kurtosis,
+        )
+    except ConfigError:
+        dsr_eff = math.nan
+    spa = rc = math.nan
+    if n_bootstrap > 0:
+        snoop = superior_predictive_ability(m, benchmark, n_bootstrap=n_bootstrap, seed=seed)
+        spa, rc = snoop.spa_pvalue, snoop.reality_check_pvalue
     s = n_blocks - n_blocks % 2
     while s > 2 and n_obs // s < 4:
         s -= 2
@@ -152,4 +193,8 @@ def overfitting_report(
         pbo=pbo,
         pbo_n_blocks=s,
         periods_per_year=periods_per_year,
+        effective_trials=n_eff,
+        dsr_effective=dsr_eff,
+        spa_pvalue=spa,
+        reality_check_pvalue=rc,
     )

@@ -163,17 +163,19 @@ def probabilistic_sharpe_ratio(
 
 
 def expected_maximum_sharpe(
-    n_trials: int, sharpe_variance: float, *, mean_sharpe: float = 0.0
+    n_trials: float, sharpe_variance: float, *, mean_sharpe: float = 0.0
 ) -> float:
     """Expected best per-period Sharpe of ``n_trials`` skill-less trials.
 
     ``E[max SR] ≈ E[SR] + sqrt(V[SR])·((1 - γ)·Φ⁻¹(1 - 1/N) + γ·Φ⁻¹(1 - 1/(N·e)))``,
     with γ the Euler-Mascheroni constant (Bailey & López de Prado 2014, eq. 6 and
     appendix; the False Strategy theorem). With one trial nothing was selected and
-    the result is ``mean_sharpe``.
+    the result is ``mean_sharpe``; a fractional count (an effective number of
+    independent trials) is accepted, and never gives less than ``mean_sharpe``.
 
     Args:
-        n_trials: Number of trials run (parameter sets tried), at least 1.
+        n_trials: Number of trials run (parameter sets tried), at least 1; may be
+            fractional (see :func:`effective_trials`).
         sharpe_variance: Variance across trials of their per-period Sharpe ratios.
         mean_sharpe: Mean Sharpe of the trials under the null (0 = no skill).
 
@@ -198,14 +200,14 @@ def expected_maximum_sharpe(
         return float(mean_sharpe)
     g = EULER_MASCHERONI
     z = (1.0 - g) * ndtri(1.0 - 1.0 / n_trials) + g * ndtri(1.0 - 1.0 / (n_trials * math.e))
-    return float(mean_sharpe + math.sqrt(sharpe_variance) * z)
+    return float(mean_sharpe + math.sqrt(sharpe_variance) * max(float(z), 0.0))
 
 
 def deflated_sharpe_ratio(
     sharpe: float,
     n_obs: int,
     *,
-    n_trials: int,
+    n_trials: float,
     sharpe_variance: float,
     skewness: float = 0.0,
     kurtosis: float = 3.0,
@@ -220,7 +222,8 @@ def deflated_sharpe_ratio(
     Args:
         sharpe: Per-period Sharpe of the selected (best) trial.
         n_obs: Bars behind that Sharpe.
-        n_trials: Trials run in the search that selected it.
+        n_trials: Trials run in the search that selected it (or their effective
+            number, see :func:`effective_trials`).
         sharpe_variance: Variance across those trials of their per-period Sharpes.
         skewness: Sample skewness of the selected trial's returns.
         kurtosis: Sample Pearson kurtosis of its returns (3 = normal).

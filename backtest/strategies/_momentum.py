@@ -59,6 +59,11 @@ class Momentum:
         object.__setattr__(self, "lookback", check_int("lookback", self.lookback, 1))
         object.__setattr__(self, "skip", check_int("skip", self.skip, 0))
 
+    @property
+    def warmup_bars(self) -> int:
+        """Bars before the first possible position: the signal reads ``lookback + skip`` back."""
+        return self.lookback + self.skip
+
     def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
         """Target positions: see the class docstring."""
         return apply_per_column(

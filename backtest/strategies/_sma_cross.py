@@ -74,6 +74,11 @@ class SmaCross:
         object.__setattr__(self, "fast", fast)
         object.__setattr__(self, "slow", slow)
 
+    @property
+    def warmup_bars(self) -> int:
+        """Bars before the first possible position: the slow average needs ``slow`` closes."""
+        return self.slow - 1
+
     def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
         """Target positions: see the class docstring."""
 

@@ -54,7 +54,7 @@ class SimulateEvaluator:
 def _overfitting(
     ctx: TaskContext, result: SearchResult, best_returns: pd.Series
 ) -> dict[str, float] | None:
-    """PSR, DSR and PBO over the kept trial returns plus the best trial's."""
+    """PSR, DSR (raw and effective N), PBO and SPA over the kept trial returns."""
     if result.returns is None:
         return None
     from backtest.overfitting import overfitting_report
@@ -76,6 +76,7 @@ def _overfitting(
             n_trials=result.n_trials - result.n_failed,
             trial_sharpes=sharpes,
             periods_per_year=ppy,
+            seed=ctx.settings.search.seed,
         )
     except BacktestError as exc:
         log.warning("overfitting statistics skipped: %s", exc)
@@ -181,12 +182,7 @@ def run(ctx: TaskContext) -> TaskOutput:
         (f"best {cfg.metric}", f"{result.best_score:.4f}"),
     ]
     if overfitting is not None:
-        summary.append(
-            (
-                "deflated sharpe / pbo",
-                f"{overfitting['deflated_sharpe']:.3f} / {overfitting['pbo']:.3f}",
-            )
-        )
+        summary.extend(overfitting_rows(overfitting))
     return TaskOutput(
         backtest=best,
         record=record,
@@ -196,6 +192,27 @@ def run(ctx: TaskContext) -> TaskOutput:
         objective=result.best_score,
         children=children,
     )
+
+
+def overfitting_rows(of: dict[str, float], note: str = "") -> list[tuple[str, str]]:
+    """Summary rows of an ``overfitting`` section: both DSRs, PBO, effective N, SPA."""
+
+    def f(key: str, spec: str = ".3f") -> str:
+        value = of.get(key, math.nan)
+        return format(value, spec) if value is not None and math.isfinite(value) else "n/a"
+
+    return [
+        (
+            "deflated sharpe (raw N / effective N)",
+            f"{f('deflated_sharpe')} / {f('deflated_sharpe_effective')}{note}",
+        ),
+        ("trials (run / effective)", f"{f('n_trials', '.0f')} / {f('effective_trials', '.1f')}"),
+        ("pbo", f"{f('pbo')}{note}"),
+        (
+            "spa / reality check p-value",
+            f"{f('spa_pvalue')} / {f('reality_check_pvalue')}{note}",
+        ),
+    ]
 
 
 def _plain(value: Any) -> Any:

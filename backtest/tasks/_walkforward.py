@@ -19,6 +19,7 @@ from backtest import results
 from backtest.engine import BacktestResult
 from backtest.errors import ConfigError
 from backtest.tasks._context import TaskContext, TaskOutput
+from backtest.tasks._search import overfitting_rows
 from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer, WalkForwardResult
 
 
@@ -89,7 +90,7 @@ def run(ctx: TaskContext) -> TaskOutput:
         positions=result.positions,
         trades=result.trades,
         metrics=result.metrics,
-        params={**fixed, **result.last_params},
+        params={**fixed, "walk-forward": result.parameter_path},
     )
     param_names = list(search.space)
     of = result.overfitting
@@ -104,10 +105,10 @@ def run(ctx: TaskContext) -> TaskOutput:
             "walk-forward efficiency",
             f"{_fmt(result.efficiency)} (CAGR), {_fmt(result.sharpe_efficiency)} (Sharpe)",
         ),
+        *overfitting_rows(of.as_dict(), " (mean over folds)"),
         (
-            "deflated sharpe / pbo",
-            f"{_fmt(of.deflated_sharpe)} / {_fmt(of.pbo)} "
-            f"(mean over folds; min DSR {_fmt(of.deflated_sharpe_min)})",
+            "min fold DSR / max fold SPA p",
+            f"{_fmt(of.deflated_sharpe_min)} / {_fmt(of.spa_pvalue_max)}",
         ),
         ("oos probabilistic sharpe", _fmt(of.oos_probabilistic_sharpe)),
     ]
@@ -118,7 +119,15 @@ def run(ctx: TaskContext) -> TaskOutput:
             "metrics": {
                 k: float(row[k])
                 for k in result.folds.columns
-                if k.startswith(("is_", "oos_")) or k in ("pbo", "n_trials")
+                if k.startswith(("is_", "oos_"))
+                or k
+                in (
+                    "pbo",
+                    "n_trials",
+                    "effective_trials",
+                    "spa_pvalue",
+                    "reality_check_pvalue",
+                )
             },
         }
         for row in result.folds.to_dict("records")

@@ -13,11 +13,13 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest import metrics as m
-from backtest.config import Direction, SearchConfig, SearchMethod, WalkForwardConfig
+from backtest.config import Direction, SearchConfig, SearchMethod, Splitter, WalkForwardConfig
 from backtest.errors import BacktestError, ConfigError
 from backtest.overfitting import (
     deflated_sharpe_ratio,
+    effective_trials,
     probability_of_backtest_overfitting,
+    superior_predictive_ability,
 )
 from backtest.walkforward._evaluator import ReturnsEvaluator, StrategyReturnsEvaluator
 from backtest.walkforward._kernels import sharpe_moments, window_sharpe, windows_sharpe
@@ -25,10 +27,11 @@ from backtest.walkforward._result import (
     WalkForwardResult,
     _plain,
 )
-from backtest.walkforward._search import FoldSearch, search_fold, tie_rank
-from backtest.walkforward._space import grid_frame
+from backtest.walkforward._search import FoldSearch, fold_seed, search_fold, tie_rank
+from backtest.walkforward._space import grid_frame, random_frame
 from backtest.walkforward._splitters import Fold, Splits, make_splits
 from backtest.walkforward._stitch import assemble_result
+from backtest.walkforward._warmup import strategy_warmup
 
 RETURN_METRICS = m.RETURN_METRIC_NAMES  # the same metrics, in the same order, as the engine
 
@@ -78,6 +81,13 @@ class WalkForwardOptimizer:
         pbo_blocks: S of the per-fold CSCV probability of backtest overfitting
             (16 in the paper); 0 skips it (it costs about 0.15 s per fold for 500
             trials).
+        spa_bootstrap: Stationary-bootstrap draws of each fold's SPA / Reality Check
+            test of the chosen set against the benchmark; 0 skips it (NaN).
+        benchmark: Per-bar benchmark returns aligned with the evaluator's bars, for
+            the SPA test; flat (zero returns) when None.
+        warmup_bars: CPCV: the strategy's longest warm-up, so that train bars whose
+            indicators read a test group are embargoed; declared by the strategy's
+            ``warmup_bars`` or measured over the searched sets when None.
         progress: Show a progress bar over folds.
 
     Raises:
@@ -90,12 +100,18 @@ class WalkForwardOptimizer:
         search: SearchConfig | None = None,
         *,
         pbo_blocks: int = 16,
+        spa_bootstrap: int = 1000,
+        benchmark: pd.Series | NDArray[np.float64] | None = None,
+        warmup_bars: int | None = None,
         progress: bool = False,
     ) -> None:
         self.config = config
         self.search = search if search is not None else SearchConfig(method=SearchMethod.grid)
         score_function(self.search.metric, 252)
         self.pbo_blocks = int(pbo_blocks)
+        self.spa_bootstrap = int(spa_bootstrap)
+        self.warmup_bars = warmup_bars
+        self.benchmark = None if benchmark is None else np.asarray(benchmark, dtype=np.float64)
         self.progress = progress
 
     def run(
@@ -129,7 +145,6 @@ class WalkForwardOptimizer:
         evaluator = as_returns_evaluator(evaluator)
         ppy = int(evaluator.periods_per_year)
         index = pd.DatetimeIndex(evaluator.index)
-        splits = make_splits(self.config, index)
         score = score_function(self.search.metric, ppy)
         maximize = Direction(self.search.direction) is Direction.maximize
         space: Mapping[str, Any] | pd.DataFrame = (
@@ -141,6 +156,16 @@ class WalkForwardOptimizer:
             grid = space.reset_index(drop=True)
         elif method in (SearchMethod.none, SearchMethod.grid):
             grid = grid_frame(space, self.search.constraint)
+        warmup = None
+        if Splitter(self.config.splitter) is Splitter.cpcv:
+            warmup = self.warmup_bars
+            if warmup is None:
+                probe = grid
+                if probe is None:  # sampled methods: a sample of the space stands for it
+                    rng = np.random.default_rng(int(self.search.seed))
+                    probe = random_frame(space, 64, rng, self.search.constraint)
+                warmup = strategy_warmup(evaluator, probe)
+        splits = make_splits(self.config, index, warmup_bars=warmup)
         rows, trials, searched = [], [], []
         runs: dict[tuple[int, int], tuple[NDArray[np.float64], NDArray[np.float64] | None]] = {}
         pre = self._window_scores(evaluator, splits, grid, ppy)
@@ -238,6 +263,7 @@ class WalkForwardOptimizer:
         best = fs.best
         params = {name: _plain(values[best]) for name, values in fs.columns.items()}
         is_sharpe, dsr, pbo = self._fold_overfitting(fs)
+        snoop = self._fold_snooping(fold, fs, is_sharpe)
         # Out of sample: runs over the prices up to the end of each test stretch.
         ends = (
             [int(splits.group_bounds[g + 1]) for g in fold.test_groups]
@@ -283,6 +309,7 @@ class WalkForwardOptimizer:
             "is_sharpe": is_sharpe * math.sqrt(ppy),
             "is_cagr": float(m.cagr(train_best, periods_per_year=ppy)),
             "is_dsr": dsr,
+            **snoop,
             "pbo": pbo,
             "oos_rank": float(rank / (len(test_scores) + 1)),
             "_oos_returns": r_test,
@@ -318,6 +345,48 @@ class WalkForwardOptimizer:
         if blocks >= 2 and len(fs.frame) >= 2 and n_obs // blocks >= 2:
             pbo = probability_of_backtest_overfitting(fs.train_returns, n_blocks=blocks).pbo
         return sharpe, dsr, pbo
+
+    def _fold_snooping(self, fold: Fold, fs: FoldSearch, sharpe: float) -> dict[str, float]:
+        """Effective trials, the DSR with them, and the SPA / Reality Check p-values.
+
+        The effective number is Li & Ji's eigenvalue count of the fold's trial
+        returns; the SPA bootstrap is seeded by the search seed and the fold number.
+        """
+        train = fs.train_returns
+        n_eff = effective_trials(train) if train.shape[1] > 1 else 1.0
+        chosen = np.ascontiguousarray(train[:, fs.best], dtype=np.float64)
+        _, skewness, kurtosis = sharpe_moments(chosen)
+        pool = fs.sharpes[np.isfinite(fs.sharpes)]
+        variance = float(np.var(pool, ddof=1)) if pool.size > 1 else 0.0
+        try:
+            dsr_eff = deflated_sharpe_ratio(
+                sharpe,
+                len(chosen),
+                n_trials=n_eff,
+                sharpe_variance=variance,
+                skewness=skewness,
+                kurtosis=kurtosis,
+            )
+        except ConfigError:
+            dsr_eff = math.nan
+        spa = rc = math.nan
+        if self.spa_bootstrap > 0 and train.shape[0] > 2:
+            bench = None
+            if self.benchmark is not None:
+                bench = self.benchmark[fold.train]
+            result = superior_predictive_ability(
+                train,
+                bench,
+                n_bootstrap=self.spa_bootstrap,
+                seed=np.random.default_rng(fold_seed(int(self.search.seed), fold.fold)),
+            )
+            spa, rc = result.spa_pvalue, result.reality_check_pvalue
+        return {
+            "effective_trials": n_eff,
+            "is_dsr_effective": dsr_eff,
+            "spa_pvalue": spa,
+            "reality_check_pvalue": rc,
+        }
 
 
 def as_returns_evaluator(evaluator: Any) -> ReturnsEvaluator:

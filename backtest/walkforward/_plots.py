@@ -94,7 +94,7 @@ def equity_chart(result: WalkForwardResult, path: Path) -> Path:
         if len(result.folds) <= 40:
             for start in pd.to_datetime(result.folds["test_start"]).iloc[1:]:
                 ax.axvline(start, color=_GAP, lw=0.6, zorder=0)
-        title = f"Walk-forward out-of-sample equity ({len(result.folds)} test windows)"
+        title = f"Walk-forward out-of-sample equity: {result.parameter_path}"
     mt, of = result.metrics, result.overfitting
 
     def fmt(value: float, spec: str) -> str:
@@ -105,7 +105,7 @@ def equity_chart(result: WalkForwardResult, path: Path) -> Path:
         f"CAGR {fmt(mt.get('cagr', np.nan), '.1%')}, "
         f"max drawdown {fmt(mt.get('max_drawdown', np.nan), '.1%')}, "
         f"WFE {fmt(result.efficiency, '.2f')}, DSR {fmt(of.deflated_sharpe, '.2f')}, "
-        f"PBO {fmt(of.pbo, '.2f')}",
+        f"PBO {fmt(of.pbo, '.2f')}, SPA p {fmt(of.spa_pvalue, '.2f')}",
         fontsize=10,
     )
     ax.axhline(1.0, color="black", lw=0.6)

@@ -35,6 +35,14 @@ class WalkForwardOverfitting:
             no deflation is needed.
         degradation: Regression of each fold's out-of-sample Sharpe on its
             in-sample Sharpe (annualised), with the share of losing folds.
+        effective_trials: Effective independent trials over all folds (the sum of
+            each fold's Li & Ji eigenvalue count, beside ``n_trials``).
+        deflated_sharpe_effective: Mean over folds of the deflated Sharpe ratio with
+            the fold's effective number of trials as N.
+        spa_pvalue: Mean over folds of Hansen's SPA p-value of the chosen set
+            against the benchmark (flat unless given).
+        spa_pvalue_max: The highest fold value (the least convincing fold).
+        reality_check_pvalue: Mean over folds of White's Reality Check p-value.
     """
 
     n_trials: int
@@ -44,6 +52,11 @@ class WalkForwardOverfitting:
     pbo_walkforward: float
     oos_probabilistic_sharpe: float
     degradation: DegradationResult
+    effective_trials: float = math.nan
+    deflated_sharpe_effective: float = math.nan
+    spa_pvalue: float = math.nan
+    spa_pvalue_max: float = math.nan
+    reality_check_pvalue: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         """Flat ``{name: float}`` for ``result.json`` and the summary table."""
@@ -52,6 +65,11 @@ class WalkForwardOverfitting:
             "n_trials": float(self.n_trials),
             "deflated_sharpe": self.deflated_sharpe,
             "deflated_sharpe_min": self.deflated_sharpe_min,
+            "effective_trials": self.effective_trials,
+            "deflated_sharpe_effective": self.deflated_sharpe_effective,
+            "spa_pvalue": self.spa_pvalue,
+            "spa_pvalue_max": self.spa_pvalue_max,
+            "reality_check_pvalue": self.reality_check_pvalue,
             "pbo": self.pbo,
             "pbo_walkforward": self.pbo_walkforward,
             "oos_probabilistic_sharpe": self.oos_probabilistic_sharpe,
@@ -69,7 +87,8 @@ class WalkForwardResult:
         folds: One row per fold: ``fold``, train and test first/last timestamps and
             bar counts, the chosen parameters (one column each), ``n_trials``,
             ``is_score`` (the search metric in sample), ``is_sharpe``, ``is_cagr``,
-            ``is_dsr``, ``pbo`` (CPCV also ``test_groups``, e.g. ``"0,3"``: the test
+            ``is_dsr``, ``effective_trials``, ``is_dsr_effective``, ``spa_pvalue``,
+            ``reality_check_pvalue``, ``pbo`` (CPCV also ``test_groups``, e.g. ``"0,3"``: the test
             set is those groups, not the span from its first to its last bar),
             ``oos_rank`` (relative rank of the chosen set among
             all trials on the test window, in (0, 1)) and ``oos_<metric>`` for every
@@ -128,6 +147,16 @@ class WalkForwardResult:
         row = self.folds.iloc[-1]
         return {n: _plain(row[n]) for n in names}
 
+    @property
+    def parameter_path(self) -> str:
+        """The parameters each fold traded, in fold order: the label of the stitched result.
+
+        The stitched out-of-sample result traded every fold's choice in turn, not one
+        parameter set; e.g. ``lookback/skip 126/5 → 63/10 ×2 → 252/0 (4 folds)``.
+        """
+        names = [c for c in self.trials.columns if c not in ("fold", "score")]
+        return parameter_path(self.folds, names)
+
     def summary(self) -> dict[str, Any]:
         """JSON-able headline numbers for ``result.json`` (``walkforward`` section)."""
         return {
@@ -141,6 +170,7 @@ class WalkForwardResult:
             "stability": self.stability,
             "overfitting": self.overfitting.as_dict(),
             "last_params": self.last_params,
+            "parameter_path": self.parameter_path,
             "n_paths": None if self.paths is None else self.paths.shape[1],
         }
 
@@ -212,3 +242,26 @@ def walkforward_efficiency(oos: float, in_sample: Sequence[float]) -> float:
         return math.nan
     mean = float(values.mean())
     return oos / mean if mean > 0 else math.nan
+
+
+def parameter_path(folds: pd.DataFrame, param_names: Sequence[str]) -> str:
+    """The parameters each fold traded, in fold order, repeats collapsed.
+
+    The headline of a walk-forward is the stitched out-of-sample result, which traded
+    every fold's choice in turn, not one parameter set: its label is this path.
+
+    Examples:
+        >>> import pandas as pd
+        >>> folds = pd.DataFrame({"lookback": [126, 63, 63, 252], "skip": [5, 10, 10, 0]})
+        >>> parameter_path(folds, ["lookback", "skip"])
+        'lookback/skip 126/5 → 63/10 ×2 → 252/0 (4 folds)'
+    """
+    chosen = ["/".join(str(row[p]) for p in param_names) for row in folds.to_dict("records")]
+    steps: list[list[Any]] = []
+    for value in chosen:
+        if steps and steps[-1][0] == value:
+            steps[-1][1] += 1
+        else:
+            steps.append([value, 1])
+    path = " → ".join(f"{v} ×{n}" if n > 1 else str(v) for v, n in steps)
+    return f"{'/'.join(param_names)} {path} ({len(chosen)} folds)"

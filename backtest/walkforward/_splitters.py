@@ -260,13 +260,19 @@ def cpcv_splits(
     n_test_groups: int,
     gap_bars: int = 0,
     embargo_bars: int | None = None,
+    warmup_bars: int | None = None,
 ) -> Splits:
     """Combinatorial purged cross-validation splits and their out-of-sample paths.
 
     The bars are cut into ``n_groups`` contiguous groups of (nearly) equal size. Each
     of the ``C(n_groups, n_test_groups)`` choices of test groups is a fold; its train
     set is every other bar except the ``gap_bars`` bars before each test group
-    (purged) and the ``embargo_bars`` bars after it (embargoed).
+    (purged) and the bars after it whose returns depend on it (embargoed): the
+    ``embargo_bars`` after it, and at least ``warmup_bars + 1`` when the strategy's
+    warm-up is given. A strategy whose first position can come at bar ``W`` (its
+    longest lookback) holds at bar t a position computed from closes ``t-W .. t``, so
+    the return of bar t reads closes ``t-1-W .. t``: the ``W + 1`` bars after a test
+    group still read its closes through their indicators, and are not trained on.
 
     Args:
         n_bars: Bars in the price history.
@@ -274,6 +280,9 @@ def cpcv_splits(
         n_test_groups: Groups per test set, in [1, n_groups).
         gap_bars: Bars purged before each test group.
         embargo_bars: Bars embargoed after each test group; ``gap_bars`` when None.
+        warmup_bars: The strategy's warm-up ``W`` (bars before its first possible
+            position); at least ``W + 1`` bars are then embargoed after each test group.
+            None: only ``embargo_bars``.
 
     Returns:
         The :class:`Splits`, with ``group_bounds`` and ``paths``
@@ -287,6 +296,9 @@ def cpcv_splits(
         >>> s = cpcv_splits(600, n_groups=6, n_test_groups=2, gap_bars=5)
         >>> len(s), s.paths.shape
         (15, (5, 6))
+        >>> s = cpcv_splits(600, n_groups=6, n_test_groups=1, warmup_bars=19)
+        >>> int(s.folds[0].train[0])  # group 0 is bars 0..99; 100..119 read it
+        120
     """
     n_groups = _check_int("n_groups", n_groups, 2)
     k = _check_int("n_test_groups", n_test_groups, 1)
@@ -297,6 +309,8 @@ def cpcv_splits(
         )
     gap = _check_int("gap_bars", gap_bars, 0)
     embargo = _check_int("embargo_bars", gap if embargo_bars is None else embargo_bars, 0)
+    if warmup_bars is not None:
+        embargo = max(embargo, _check_int("warmup_bars", warmup_bars, 0) + 1)
     if n_bars < 2 * n_groups:
         raise ConfigError(
             f"{n_bars} bars are too few for {n_groups} CPCV groups of at least two bars",
@@ -325,11 +339,15 @@ def cpcv_splits(
     return Splits(tuple(folds), "cpcv", group_bounds=bounds, paths=paths)
 
 
-def make_splits(config: WalkForwardConfig, index: pd.DatetimeIndex) -> Splits:
+def make_splits(
+    config: WalkForwardConfig, index: pd.DatetimeIndex, *, warmup_bars: int | None = None
+) -> Splits:
     """The splits a :class:`~backtest.config.WalkForwardConfig` describes over ``index``.
 
     Calendar periods (``train_period``/``test_period``) take precedence over bar
-    counts for rolling and anchored splitters.
+    counts for rolling and anchored splitters. ``warmup_bars`` (the strategy's longest
+    lookback) embargoes CPCV train bars whose indicators read a test group; rolling
+    and anchored train windows end before their test windows and need none.
 
     Raises:
         ConfigError: Invalid settings or data too short for one fold, naming the key.
@@ -342,6 +360,7 @@ def make_splits(config: WalkForwardConfig, index: pd.DatetimeIndex) -> Splits:
             n_groups=config.n_groups,
             n_test_groups=config.n_test_groups,
             gap_bars=config.gap_bars,
+            warmup_bars=warmup_bars,
         )
     if config.train_period or config.test_period:
         if not (config.train_period and config.test_period):

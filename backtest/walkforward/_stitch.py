@@ -135,6 +135,11 @@ def assemble_result(
         pbo_walkforward=float(np.mean(folds["oos_rank"] <= 0.5)),
         oos_probabilistic_sharpe=oos_psr,
         degradation=performance_degradation(folds["is_sharpe"], folds["oos_sharpe_ratio"]),
+        effective_trials=float(folds["effective_trials"].sum()),
+        deflated_sharpe_effective=_nanmean(folds["is_dsr_effective"]),
+        spa_pvalue=_nanmean(folds["spa_pvalue"]),
+        spa_pvalue_max=_nanmax(folds["spa_pvalue"]),
+        reality_check_pvalue=_nanmean(folds["reality_check_pvalue"]),
     )
     path_frame = path_metrics = None
     if splits.paths is not None:
@@ -178,3 +183,9 @@ def _nanmean(values: pd.Series) -> float:
     arr = values.to_numpy(dtype=np.float64)
     arr = arr[np.isfinite(arr)]
     return float(arr.mean()) if arr.size else math.nan
+
+
+def _nanmax(values: pd.Series) -> float:
+    arr = values.to_numpy(dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.max()) if arr.size else math.nan

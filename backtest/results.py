@@ -21,7 +21,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -37,6 +38,7 @@ CONFIG_FILE = "config.yaml"
 EQUITY_FILE = "equity.parquet"
 TRADES_FILE = "trades.parquet"
 FIGURES_DIR = "figures"
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,10 @@ class StoredResult:
         """
         if name not in self.tables:
             raise ResultPathMissing(self.path / f"{name}.parquet")
-        return pd.read_parquet(self.tables[name])
+        try:
+            return pd.read_parquet(self.tables[name])
+        except FileNotFoundError as exc:  # removed after load_result
+            raise ResultPathMissing(self.tables[name]) from exc
 
 
 def _jsonable(value: Any) -> Any:
@@ -189,7 +194,43 @@ def load_result(path: str | Path, *, job_id: str | None = None) -> StoredResult:
         raise ResultPathMissing(run_dir, job_id=job_id)
     record = json.loads(file.read_text())
     tables = {p.stem: p for p in sorted(run_dir.glob("*.parquet"))}
+    missing = [name for name in record.get("tables") or [] if name not in tables]
+    if missing:  # result.json lists the tables written before it; one has gone
+        raise ResultPathMissing(run_dir / f"{missing[0]}.parquet", job_id=job_id)
     return StoredResult(run_dir, record, tables)
+
+
+def incomplete_reason(run_dir: str | Path) -> str | None:
+    """Why ``run_dir`` holds a ``result.json`` but no complete result, else ``None``.
+
+    A table listed in ``result.json`` that is missing makes a result incomplete: it
+    must be computed again, never served with empty trades.
+    """
+    try:
+        load_result(run_dir)
+    except ResultPathMissing as exc:
+        return f"{exc.path} is missing"
+    return None
+
+
+@contextmanager
+def locked(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive cross-process lock on ``run_dir`` (``fcntl.flock`` of ``.lock``).
+
+    Used around mirroring a result to MLflow, so a live run, a retry and several
+    ``backtest sync`` processes never log the same result twice. The kernel drops the
+    lock when its holder dies (even by SIGKILL), so a crash never blocks the next one.
+    """
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # MLflow's artifact stores hold copies of result.json; they are mirrors, not runs.

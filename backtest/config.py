@@ -369,6 +369,13 @@ _STRATEGY_SCHEMAS: dict[str, type] = {
 }
 
 
+def unique_suffix(n_hex: int = 4) -> str:
+    """A short random suffix (``${unique_suffix:}`` in ``conf/hydra/default.yaml``)."""
+    import secrets
+
+    return secrets.token_hex((int(n_hex) + 1) // 2)[: int(n_hex)]
+
+
 def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore as ``base_<group>``.
 
@@ -376,7 +383,11 @@ def register_configs() -> None:
     files with ``base_strategy_<name>``.
     """
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    if not OmegaConf.has_resolver("unique_suffix"):
+        # cached per config (like Hydra's ${now:}), so every read of a run dir agrees
+        OmegaConf.register_new_resolver("unique_suffix", unique_suffix, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RootConfig)
     for group, schema in _GROUP_SCHEMAS.items():

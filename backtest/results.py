@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.errors import ResultPathMissing
+from backtest.errors import BacktestError, ResultPathMissing
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -39,6 +39,9 @@ EQUITY_FILE = "equity.parquet"
 TRADES_FILE = "trades.parquet"
 FIGURES_DIR = "figures"
 LOCK_FILE = ".lock"
+CLAIM_FILE = ".claim"
+# What a run or sweep leaves in its directory: a folder holding one of these is in use.
+_OUTPUT_MARKERS = (CLAIM_FILE, RESULT_FILE, ".hydra", "multirun.yaml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,71 @@ def incomplete_reason(run_dir: str | Path) -> str | None:
     except ResultPathMissing as exc:
         return f"{exc.path} is missing"
     return None
+
+
+class DirectoryClaimed(BacktestError, FileExistsError):
+    """An output directory already belongs to another run; nothing was written into it.
+
+    Attributes:
+        path: The directory.
+        owner: What its claim file says (who claimed it, when), when readable.
+    """
+
+    def __init__(self, path: Path, owner: str, key: str) -> None:
+        super().__init__(
+            f"output directory {str(path)!r} already holds another run ({owner}); "
+            f"choose a new one ({key}=...) or leave {key} at its default, which is unique"
+        )
+        self.path = path
+        self.owner = owner
+        self.key = key
+
+
+def claim_dir(path: str | Path, *, key: str = "hydra.run.dir", note: str = "") -> Path:
+    """Claim ``path`` for one run before anything is written into it.
+
+    The claim is ``<path>/.claim``, created with ``O_CREAT | O_EXCL``: of several
+    processes claiming one directory at once exactly one succeeds, and a directory
+    that already holds a run (a claim, a ``result.json``, Hydra's ``.hydra/`` or
+    ``multirun.yaml``) is refused, so two runs never write into one directory.
+
+    Args:
+        path: The run or sweep directory (created when missing).
+        key: The setting that chose it, named in the error.
+        note: Who claims it (written into the claim file).
+
+    Returns:
+        The claimed directory.
+
+    Raises:
+        DirectoryClaimed: the directory belongs to another run; it is left untouched.
+    """
+    path = Path(path)
+    if path.is_dir():
+        used = [m for m in _OUTPUT_MARKERS if (path / m).exists()]
+        if used:
+            raise DirectoryClaimed(path, _owner(path, used[0]), key)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _umask_mode())
+    except FileExistsError:
+        raise DirectoryClaimed(path, _owner(path, CLAIM_FILE), key) from None
+    import datetime
+    import socket
+
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} at {when} {note}".strip() + "\n")
+    return path
+
+
+def _owner(path: Path, marker: str) -> str:
+    if marker != CLAIM_FILE:
+        return f"it has {marker}"
+    try:
+        return "claimed by " + (path / CLAIM_FILE).read_text().strip()
+    except OSError:
+        return "claimed"
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,40 @@ class SweepSummary(Callback):
                 len(table) - len(ok),
                 sweep_dir / f"{SUMMARY_NAME}.csv",
             )
+
+
+class ClaimOutputDir(Callback):
+    """Hydra callback: claim the run (or sweep) directory before Hydra writes into it.
+
+    Enabled in ``conf/hydra/default.yaml``. A directory that holds another run is
+    refused before Hydra writes its ``.hydra/*.yaml`` or a log line there (see
+    :func:`backtest.results.claim_dir`): the message of
+    :class:`~backtest.results.DirectoryClaimed` is printed and the process exits with
+    status 2.
+
+    Args:
+        reuse: Accept a directory that already holds a run (to resume an Optuna sweep
+            into its own directory: ``hydra.callbacks.claim_output_dir.reuse=true``).
+    """
+
+    def __init__(self, reuse: bool = False) -> None:
+        self.reuse = reuse
+
+    def _claim(self, directory: str, key: str) -> None:
+        if self.reuse:
+            return
+        try:
+            results.claim_dir(Path(directory).absolute(), key=key, note=key)
+        except results.DirectoryClaimed as exc:
+            # Hydra turns an Exception in a callback into a warning and carries on
+            # writing into the directory: only SystemExit stops it in time.
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        """Claim ``hydra.run.dir``."""
+        self._claim(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """Claim ``hydra.sweep.dir`` (its job directories are inside it)."""
+        self._claim(str(config.hydra.sweep.dir), "hydra.sweep.dir")

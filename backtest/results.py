@@ -39,6 +39,7 @@ EQUITY_FILE = "equity.parquet"
 TRADES_FILE = "trades.parquet"
 FIGURES_DIR = "figures"
 LOCK_FILE = ".lock"
+FAILURE_FILE = "failure.json"  # why a sweep job failed (it has no result.json)
 CLAIM_FILE = ".claim"
 # What a run or sweep leaves in its directory: a folder holding one of these is in use.
 _OUTPUT_MARKERS = (CLAIM_FILE, RESULT_FILE, ".hydra", "multirun.yaml")

@@ -182,8 +182,15 @@ def launch(
                 record.result_path,
             )
         else:
+            from backtest.sweep import write_failure
+
             ret.status = JobStatus.FAILED
             ret.return_value = JobFailed(job_id, record.status, record.error)
+            write_failure(  # the sweep summary lists it with its overrides and error
+                Path(str(hydra_cfg.hydra.runtime.output_dir)),
+                list(overrides),
+                f"{record.status}: {record.error}",
+            )
             log.error(
                 "#%s %s: %s: %s",
                 hydra_cfg.hydra.job.num,

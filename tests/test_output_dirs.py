@@ -134,3 +134,25 @@ def test_identical_runs_started_together_get_their_own_directories(tmp_path: Pat
     assert len(runs) == 2 and len(sweeps) == 2
     assert all(results.has_result(r) for r in runs)
     assert all(results.has_result(s / "0") for s in sweeps)
+
+
+@pytest.mark.slow
+def test_a_relative_data_path_means_the_folder_the_user_ran_in_with_chdir(
+    tmp_path: Path,
+) -> None:
+    from backtest.data import sample_prices
+
+    prices = sample_prices()
+    prices.to_csv(tmp_path / "px.csv")
+    proc = start(
+        tmp_path,
+        "data.source=csv",
+        "data.path=px.csv",
+        "hydra.job.chdir=true",
+        "hydra.run.dir=deep/er/run",
+    )
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-3000:]
+    record = results.load_result(tmp_path / "deep" / "er" / "run").record
+    assert record["n_bars"] == len(prices)
+    assert record["start"] == str(prices.index[0].date())

@@ -198,6 +198,7 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
         monitoring_interval=1,
         heartbeat_grace=3,
         env={"PYTHONPATH": str(slow_strategy_dir)},
+        allowed_modules=["slow_support"],
         log_dir=tmp_path / "logs",
     )
     with BacktestJobQueue(cfg) as q, pool:
@@ -262,3 +263,52 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
         assert q.queue.started_job_registry.get_job_ids(cleanup=True) == []
         assert q.counts()["started"] == 0
         assert q.counts()["failed"] == 0
+
+
+# --- the allow-list is the worker's, not the job's --------------------------------------------
+
+EVIL = """
+from pathlib import Path
+import os
+Path(os.environ["EVIL_MARKER"]).write_text("imported")
+from backtest.strategies import SmaCross as Evil
+"""
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.parametrize("allowed", [False, True], ids=["refused", "worker-allows"])
+def test_a_queued_job_cannot_widen_the_workers_allow_list(
+    redis_url: str, queue_name: str, tmp_path: Path, allowed: bool
+) -> None:
+    from backtest.config import QueueConfig
+    from backtest.jobs import BacktestJob
+    from backtest.queue import BacktestJobQueue, LocalWorkers
+
+    support = tmp_path / "support"
+    support.mkdir()
+    (support / "evilmod.py").write_text(EVIL)
+    marker = tmp_path / "imported"
+    config = _base_config()
+    config["allowed_modules"] = ["evilmod"]  # the payload tries to allow itself
+    config["strategy"] = {**config["strategy"], "_target_": "evilmod.Evil"}
+    job = BacktestJob(config=config, result_path=str(tmp_path / "run"))
+    cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=60, retries=0)
+    with (
+        BacktestJobQueue(cfg) as q,
+        LocalWorkers(
+            redis_url,
+            queue_name,
+            1,
+            env={"PYTHONPATH": str(support), "EVIL_MARKER": str(marker)},
+            allowed_modules=["evilmod"] if allowed else [],
+        ),
+    ):
+        q.submit(job)
+        (record,) = q.wait([job.job_id], timeout=120, progress=False).values()
+    if allowed:  # the control: the module is importable and would have run
+        assert record.status == "finished" and marker.read_text() == "imported"
+        return
+    assert record.status == "failed"
+    assert "evilmod.Evil" in str(record.error) and "--allow-module" in str(record.error)
+    assert not marker.exists()  # refused before import: its side effect never ran

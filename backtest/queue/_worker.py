@@ -239,6 +239,9 @@ class BacktestWorker:
         maintenance_interval: Seconds between maintenance runs (abandoned-job checks).
         monitoring_interval: Seconds between heartbeats of a running job.
         heartbeat_grace: Seconds a heartbeat may be late before the job counts as abandoned.
+        allowed_modules: Module prefixes (besides ``backtest.``) a job's strategy may
+            come from. Fixed for the worker's life: a job's own ``allowed_modules``
+            cannot widen it, and nothing outside it is imported.
 
     A killed worker's job is retried within about ``monitoring_interval +
     heartbeat_grace + maintenance_interval`` seconds (35 s with the defaults), provided
@@ -259,9 +262,11 @@ class BacktestWorker:
         maintenance_interval: int = 10,
         monitoring_interval: int = 5,
         heartbeat_grace: int = 15,
+        allowed_modules: Sequence[str] = (),
     ) -> None:
         from backtest.errors import ConfigError
 
+        self.allowed_modules = tuple(allowed_modules)
         self.config = config or QueueConfig()
         names = [queues] if isinstance(queues, str) else list(queues)
         self.queue_names = names or [self.config.name]
@@ -307,8 +312,24 @@ class BacktestWorker:
         Returns:
             Whether any job was processed.
         """
+        from backtest.strategies import _loader
+
+        previous = _loader._WORKER_MODULES
+        _loader.restrict_modules(self.allowed_modules)  # before any job: it cannot widen it
+        try:
+            return self._work(burst, max_jobs, logging_level)
+        finally:
+            _loader.restrict_modules(previous)  # a worker run inside another program
+
+    def _work(self, burst: bool, max_jobs: int | None, logging_level: str) -> bool:
         _preload()
-        log.info("worker %s on %s, queues %s", self.name, mask_url(self.url), self.queue_names)
+        log.info(
+            "worker %s on %s, queues %s, strategies from backtest.%s",
+            self.name,
+            mask_url(self.url),
+            self.queue_names,
+            "".join(f", {m}" for m in self.allowed_modules),
+        )
         return bool(self._worker.work(burst=burst, max_jobs=max_jobs, logging_level=logging_level))
 
 
@@ -328,6 +349,7 @@ class LocalWorkers:
         heartbeat_grace: Passed to each worker.
         env: Extra environment variables for the workers.
         log_dir: Write each worker's output to ``<log_dir>/worker-<i>.log`` (else discarded).
+        allowed_modules: The workers' strategy allow-list (``--allow-module``).
     """
 
     def __init__(
@@ -342,6 +364,7 @@ class LocalWorkers:
         env: dict[str, str] | None = None,
         log_dir: str | Path | None = None,
         burst: bool = False,
+        allowed_modules: Sequence[str] = (),
     ) -> None:
         self.url, self.queue, self.n = url, queue, int(n)
         self._args = [
@@ -354,6 +377,7 @@ class LocalWorkers:
             "--heartbeat-grace",
             str(heartbeat_grace),
             *(["--burst"] if burst else []),
+            *(["--allow-module", *allowed_modules] if allowed_modules else []),
         ]
         self._env = env or {}
         self._log_dir = Path(log_dir) if log_dir else None

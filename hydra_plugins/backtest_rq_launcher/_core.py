@@ -53,6 +53,7 @@ class _Runtime:
                 maintenance_interval=params.maintenance_interval,
                 monitoring_interval=params.monitoring_interval,
                 heartbeat_grace=params.heartbeat_grace,
+                allowed_modules=list(launcher.config.get("allowed_modules") or []),
             )
         where = "an embedded Redis" if self.queue.embedded else self.queue.masked_url
         log.info("rq launcher: queue %r on %s, %d local worker(s)", self.queue.name, where, n)

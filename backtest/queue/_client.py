@@ -31,6 +31,7 @@ from backtest.queue._execute import (
 )
 from backtest.queue._redis import (
     attempts_key,
+    failures_key,
     index_key,
     lock_key,
 )
@@ -121,6 +122,7 @@ class BacktestJobQueue(QueueBase):
                 )
                 pipe.hset(index_key(self.name), job.job_id, job.to_json())
                 pipe.hdel(attempts_key(self.name), job.job_id)
+                pipe.delete(failures_key(self.name, job.job_id))
                 pipe.execute()
         return job.job_id
 
@@ -219,6 +221,10 @@ class BacktestJobQueue(QueueBase):
                 ended_at=_iso(rq_job.ended_at) if status in DONE else None,
                 attempts=attempts,
                 error=error,
+                attempt_errors=[
+                    x.decode() if isinstance(x, bytes) else str(x)
+                    for x in self.connection.lrange(failures_key(self.name, job_id), 0, -1)
+                ],
             )
 
     def _from_disk(self, job_id: str, submitted: BacktestJob | None, attempts: int) -> BacktestJob:

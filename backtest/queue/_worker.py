@@ -47,7 +47,7 @@ from rq.utils import current_timestamp
 from backtest.config import QueueConfig
 from backtest.errors import BacktestError
 from backtest.queue._execute import payload_job, remove_partial_files
-from backtest.queue._redis import connect, die_with_parent, mask_url
+from backtest.queue._redis import attempts_key, connect, die_with_parent, failures_key, mask_url
 from backtest.queue._rqjob import BacktestRqJob
 
 log = logging.getLogger("backtest.queue")
@@ -169,7 +169,37 @@ class _RqWorker(Worker):
 
     def handle_work_horse_killed(self, job: Job, retpid: Any, ret_val: Any, rusage: Any) -> None:
         _cleanup_run_dir(job)
+        if isinstance(ret_val, int) and os.WIFSIGNALED(ret_val):
+            sig = signal.Signals(os.WTERMSIG(ret_val)).name
+            why = f"its process was killed by {sig} (out of memory, or killed by hand)"
+        else:
+            why = f"its process exited unexpectedly (wait status {ret_val})"
+        note_failure(job, why)
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+
+
+def note_failure(job: Job, reason: str) -> None:
+    """Append ``"attempt N: reason"`` to the job's failure list (shown by ``status()``)."""
+    try:
+        attempt = job.connection.hget(attempts_key(job.origin), job.id)
+        job.connection.rpush(
+            failures_key(job.origin, job.id), f"attempt {int(attempt or 0)}: {reason}"
+        )
+    except redis.RedisError:  # the reason is a courtesy; the job's fate does not depend on it
+        log.debug("could not record why job %s failed", job.id, exc_info=True)
+
+
+def _failure_reason(job: Job, exc_type: Any, exc_value: Any, tb: Any) -> bool:
+    """Exception handler of rq: record why an attempt failed (a raised error or abandonment)."""
+    from rq.exceptions import AbandonedJobError
+
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
+        why = "abandoned: its worker stopped sending heartbeats (killed, or its machine lost)"
+    else:
+        text = str(exc_value).strip().splitlines()
+        why = f"{getattr(exc_type, '__name__', exc_type)}: {text[-1] if text else ''}".rstrip(": ")
+    note_failure(job, why)
+    return True  # go on to rq's own handling
 
 
 def _cleanup_run_dir(job: Job) -> None:
@@ -293,6 +323,7 @@ class BacktestWorker:
             log_job_description=False,
         )
         self._worker.heartbeat_grace = int(heartbeat_grace)
+        self._worker.push_exc_handler(_failure_reason)
 
     @property
     def name(self) -> str:

@@ -95,6 +95,10 @@ class DataConfig:
         start: First date kept (inclusive), ISO format.
         end: Last date kept (inclusive), ISO format.
         repair: ``none`` refuses bad rows; ``ffill``/``drop`` repair them and log each change.
+        date_format: How the date column is written when it is not ISO, e.g. ``%Y%m%d``
+            for ``20240131`` (needed for dates written as plain numbers).
+        date_unit: The dates are epoch numbers in this unit: ``s``, ``ms``, ``us``,
+            ``ns`` or ``D`` (numbers are refused as dates without a format or unit).
         n_bars: Synthetic: number of daily bars.
         n_assets: Synthetic: number of assets.
         drift: Synthetic: mean log return per bar.
@@ -114,6 +118,8 @@ class DataConfig:
     start: str | None = None
     end: str | None = None
     repair: RepairMode = RepairMode.none
+    date_format: str | None = None
+    date_unit: str | None = None
     n_bars: int = 2520
     n_assets: int = 4
     drift: float = 0.0002

@@ -69,10 +69,12 @@ def typed_settings(config: Mapping[str, Any]) -> RootConfig:
 
 
 def _context(job: BacktestJob, run_dir: Path, progress: bool) -> TaskContext:
+    from backtest._limits import check_sizes
     from backtest.data import data_fingerprint, load_prices
     from backtest.strategies._loader import build_strategy
 
     settings = typed_settings(job.config)
+    check_sizes(settings)  # a named error with the memory estimate, before any work
     cls, params, _ = build_strategy(settings.strategy, settings.allowed_modules)
     prices = load_prices(settings.data)
     return TaskContext(

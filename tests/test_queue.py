@@ -471,7 +471,7 @@ def test_redis_stopped_while_waiting_is_reported_within_ten_seconds(
 
         threading.Timer(1.0, stop_redis).start()  # while wait() is polling
         with pytest.raises(QueueUnavailable) as info:
-            q.wait([job.job_id], progress=False)
+            q.wait([job.job_id], progress=False, outage_s=3)  # waits out 3 s, then says so
         assert stopped_at and time.monotonic() - stopped_at[0] < 10
         assert info.value.url == own_redis.url
         pool.stop(timeout_s=2)

@@ -267,6 +267,7 @@ class BacktestJobQueue(QueueBase):
         *,
         progress: bool = True,
         poll_interval: float = 0.25,
+        outage_s: float = 120.0,
     ) -> dict[str, BacktestJob]:
         """Block until every job is finished, failed or cancelled.
 
@@ -275,6 +276,8 @@ class BacktestJobQueue(QueueBase):
             timeout: Seconds to wait at most (forever when ``None``).
             progress: Show a progress bar (tqdm).
             poll_interval: Seconds between polls.
+            outage_s: A Redis outage is reported and waited out for this long
+                (workers reconnect by themselves), then raised.
 
         Returns:
             Job id -> final record (see :meth:`status`); failures are in the records,
@@ -283,12 +286,14 @@ class BacktestJobQueue(QueueBase):
         Raises:
             JobNotFound: an id is unknown.
             WaitTimeout: ``timeout`` passed first; lists the pending jobs.
-            QueueUnavailable: Redis went away (reported within 10 seconds).
+            QueueUnavailable: Redis stayed away for ``outage_s`` seconds.
         """
         ids = list(dict.fromkeys(job_ids))
         for job_id in ids:
             self.status(job_id)  # unknown ids fail now, not after waiting
-        self.wait_statuses(ids, timeout, progress=progress, poll_interval=poll_interval)
+        self.wait_statuses(
+            ids, timeout, progress=progress, poll_interval=poll_interval, outage_s=outage_s
+        )
         return {job_id: self.status(job_id) for job_id in ids}
 
     def cancel(self, job_id: str) -> BacktestJob:

@@ -310,20 +310,28 @@ class BacktestWorker:
         else:
             kwargs = connection.connection_pool.connection_kwargs
             self.url = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
-        worker_ttl = max(int(maintenance_interval), 1) + 15  # rq blocks dequeue for ttl - 15 s
-        self._worker = _RqWorker(
+        self._connection = connection
+        self._settings = {
+            "worker_ttl": max(int(maintenance_interval), 1) + 15,  # rq blocks dequeue ttl - 15 s
+            "job_monitoring_interval": monitoring_interval,
+            "maintenance_interval": maintenance_interval,
+        }
+        self._heartbeat_grace = int(heartbeat_grace)
+        self._worker = self._new_worker(name)
+
+    def _new_worker(self, name: str | None = None) -> _RqWorker:
+        worker = _RqWorker(
             self.queue_names,
             name=name,
-            connection=connection,
+            connection=self._connection,
             serializer=JSONSerializer,
-            worker_ttl=worker_ttl,
-            job_monitoring_interval=monitoring_interval,
-            maintenance_interval=maintenance_interval,
             default_result_ttl=self.config.result_ttl,
             log_job_description=False,
+            **self._settings,
         )
-        self._worker.heartbeat_grace = int(heartbeat_grace)
-        self._worker.push_exc_handler(_failure_reason)
+        worker.heartbeat_grace = self._heartbeat_grace
+        worker.push_exc_handler(_failure_reason)
+        return worker
 
     @property
     def name(self) -> str:
@@ -352,7 +360,7 @@ class BacktestWorker:
         finally:
             _loader.restrict_modules(previous)  # a worker run inside another program
 
-    def _work(self, burst: bool, max_jobs: int | None, logging_level: str) -> bool:
+    def _work(self, burst: bool, max_jobs: int | None, level: str) -> bool:
         _preload()
         log.info(
             "worker %s on %s, queues %s, strategies from backtest.%s",
@@ -361,7 +369,60 @@ class BacktestWorker:
             self.queue_names,
             "".join(f", {m}" for m in self.allowed_modules),
         )
-        return bool(self._worker.work(burst=burst, max_jobs=max_jobs, logging_level=logging_level))
+        did = False
+        while True:
+            worker = self._worker
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                # (raised by rq's teardown when it cannot reach Redis either)
+                did |= bool(worker.work(burst=burst, max_jobs=max_jobs, logging_level=level))
+            if getattr(worker, "_stop_requested", False) or self._redis_up():
+                return did  # a normal end: stopped, burst done, max_jobs reached
+            # rq's loop quits when Redis goes away mid-job; this process stays, waits
+            # for Redis and carries on under a fresh registration.
+            horse = getattr(worker, "_horse_pid", 0) or 0
+            self._wait_for_redis(worker.name)
+            self._worker = self._new_worker()
+            self._recover(worker.name, horse)
+
+    def _redis_up(self) -> bool:
+        try:
+            return bool(self._connection.ping())
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+
+    def _wait_for_redis(self, old_name: str) -> None:
+        """Ping Redis with backoff (0.5 s doubling to 10 s) until it answers."""
+        start, delay = time.monotonic(), 0.5
+        log.warning(
+            "worker %s: Redis at %s went away; this worker keeps running and reconnects",
+            old_name,
+            mask_url(self.url),
+        )
+        while not self._redis_up():
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        log.warning(
+            "worker %s: Redis at %s is back after %.1f s; resuming",
+            old_name,
+            mask_url(self.url),
+            time.monotonic() - start,
+        )
+
+    def _recover(self, old_name: str, horse: int) -> None:
+        """Let the job this worker ran when Redis went away end, then retry it at once.
+
+        Its work horse may have finished the job during the outage without being able
+        to say so. Once the horse has ended, rq's abandoned-job check runs now (not
+        at the next maintenance): a job still marked started is retried, and since its
+        result is complete on disk the retry answers from there; nothing is computed
+        twice.
+        """
+        if horse:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(horse, 0)  # let the horse finish (and reap it)
+        log.info("worker %s (was %s): checking for jobs left started", self.name, old_name)
+        with contextlib.suppress(redis.RedisError):
+            self._worker.clean_registries()
 
 
 class LocalWorkers:

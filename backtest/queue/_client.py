@@ -35,6 +35,7 @@ from backtest.queue._redis import (
     index_key,
     lock_key,
 )
+from backtest.queue._rqjob import BacktestRqJob
 from backtest.results import StoredResult, has_result, load_result
 
 log = logging.getLogger("backtest.queue")
@@ -140,8 +141,65 @@ class BacktestJobQueue(QueueBase):
             return False
 
     def submit_many(self, jobs: Iterable[BacktestJob]) -> list[str]:
-        """:meth:`submit` each job; returns their ids in order (duplicates collapse)."""
-        return [self.submit(job) for job in jobs]
+        """:meth:`submit` every job in two round trips to Redis; ids in order.
+
+        The first round trip takes each job's submission lock and reads its status;
+        the second queues every new job (and releases the locks). A job another client
+        is submitting right now, or one to queue again (failed, cancelled, finished
+        with its result gone), goes through :meth:`submit` on its own. Duplicates
+        collapse.
+        """
+        prepared = [self._prepared(job) for job in jobs]
+        unique = list({job.job_id: job for job in prepared}.values())
+        token = uuid.uuid4().hex
+        fresh: list[BacktestJob] = []
+        alone: list[BacktestJob] = []
+        with self._guard():
+            with self.connection.pipeline(transaction=False) as pipe:
+                for job in unique:
+                    pipe.set(lock_key(self.name, job.job_id), token, nx=True, px=30_000)
+                    pipe.hget(BacktestRqJob.key_for(job.job_id), "status")
+                replies = pipe.execute()
+            locked = []
+            for job, got, status in zip(unique, replies[::2], replies[1::2], strict=True):
+                if not got:
+                    alone.append(job)  # another client holds its lock: wait for it there
+                    continue
+                locked.append(job)
+                if status is None:
+                    if self._complete_on_disk(job):
+                        self.connection.hset(index_key(self.name), job.job_id, job.to_json())
+                    else:
+                        fresh.append(job)
+                elif _text(status) in ("finished", "failed", "stopped", "canceled"):
+                    alone.append(job)  # maybe queued again: the careful path decides
+            cfg = self.config
+            with self.connection.pipeline() as pipe:
+                for job in fresh:
+                    self.queue.enqueue_call(
+                        EXECUTE,
+                        args=(job_payload(job),),
+                        timeout=cfg.job_timeout,
+                        result_ttl=cfg.result_ttl,
+                        failure_ttl=cfg.failure_ttl,
+                        job_id=job.job_id,
+                        description=f"{job.task} {job.job_id}",
+                        retry=Retry(
+                            max=cfg.retries, interval=cfg.retry_backoff, enqueue_at_front=True
+                        )
+                        if cfg.retries > 0
+                        else None,
+                        pipeline=pipe,
+                    )
+                    pipe.hset(index_key(self.name), job.job_id, job.to_json())
+                    pipe.hdel(attempts_key(self.name), job.job_id)
+                    pipe.delete(failures_key(self.name, job.job_id))
+                for job in locked:
+                    pipe.delete(lock_key(self.name, job.job_id))
+                pipe.execute()
+        for job in alone:
+            self.submit(job)
+        return [job.job_id for job in prepared]
 
     def submit_noop(self, job_id: str | None = None) -> str:
         """Queue a job that does nothing (to measure overhead or check that workers run)."""

@@ -67,6 +67,69 @@ class _Runtime:
         self.queue.close()
 
 
+_NOT_SET = object()
+
+
+def _value_sweep_config(launcher: BacktestRQLauncher, overrides: list[str]) -> DictConfig | None:
+    """A job's config from the sweep's own, when the job only sets swept values.
+
+    Hydra composes every job's config from scratch (``load_sweep_config``): about a
+    third of a second each, which made queueing 40 jobs slower than running them. A
+    job whose overrides differ from the sweep's only where the sweep listed values
+    of existing plain keys (``strategy.fast=5,10,20``, not a config group) gets the
+    same config by setting those values on a copy of the sweep's config. Anything
+    else (a group choice, an added or deleted key) returns ``None``: composed in full.
+    """
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    assert launcher.config is not None and launcher.hydra_context is not None
+    master = launcher.config
+    base = [str(o) for o in master.hydra.overrides.task]
+    if len(base) != len(overrides):
+        return None
+    parser = OverridesParser.create()
+    repo = getattr(launcher.hydra_context.config_loader, "repository", None)
+    changes = []
+    try:
+        parsed = parser.parse_overrides(overrides)
+        for swept, job, line in zip(parser.parse_overrides(base), parsed, overrides, strict=True):
+            if str(swept.input_line) == line:
+                continue
+            key = job.key_or_group
+            if (
+                job.type is not OverrideType.CHANGE
+                or job.package is not None
+                or job.is_sweep_override()
+                or not swept.is_sweep_override()
+                or swept.key_or_group != key
+                or key.split(".")[0] == "hydra"
+                or repo is None
+                or repo.group_exists(key.replace(".", "/"))
+                or OmegaConf.select(master, key, default=_NOT_SET) is _NOT_SET
+            ):
+                return None
+            changes.append((key, job.value()))
+    except Exception:  # anything unusual: let Hydra compose it
+        return None
+    cfg = copy.deepcopy(master)
+    with read_write(cfg), open_dict(cfg):
+        for key, value in changes:
+            OmegaConf.update(cfg, key, value, merge=False)
+        cfg.hydra.overrides.task = list(overrides)
+        job_cfg = cfg.hydra.job.config.override_dirname
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=parsed,
+            kv_sep=job_cfg.kv_sep,
+            item_sep=job_cfg.item_sep,
+            exclude_keys=job_cfg.exclude_keys,
+        )
+        cfg.hydra.mode = None  # as load_sweep_config leaves it
+    OmegaConf.copy_cache(from_config=master, to_config=cfg)
+    return cfg
+
+
 def _job_for(
     launcher: BacktestRQLauncher, overrides: Sequence[str], job_num: int
 ) -> tuple[BacktestJob, DictConfig, DictConfig]:
@@ -75,7 +138,9 @@ def _job_for(
 
     assert launcher.config is not None and launcher.hydra_context is not None
     loader = launcher.hydra_context.config_loader
-    sweep_config = loader.load_sweep_config(launcher.config, list(overrides))
+    sweep_config = _value_sweep_config(launcher, list(overrides))
+    if sweep_config is None:  # group choices changed: compose it as Hydra does
+        sweep_config = loader.load_sweep_config(launcher.config, list(overrides))
     with open_dict(sweep_config):
         sweep_config.hydra.job.num = job_num
         sweep_config.hydra.job.id = f"rq_{job_num}"

@@ -262,7 +262,7 @@ class QueueBase:
         Returns:
             A :class:`~backtest.queue.LocalWorkers`; call ``stop()`` (or use ``with``).
         """
-        from backtest.queue._worker import LocalWorkers
+        from backtest.queue._local import LocalWorkers
 
         return LocalWorkers(
             self._url, self.name, self.config.n_workers if n is None else n, **kwargs

@@ -68,6 +68,7 @@ def check_sizes(settings: Any) -> None:
     n_assets = max(1, int(data.n_assets)) if source == "synthetic" else 1
     if source == "synthetic":
         check_size("data.n_bars", int(data.n_bars), data.n_bars * n_assets * _BAR_BYTES, "prices")
+        _check_calendar(int(data.n_bars), str(data.start_date))
         check_size("data.n_assets", int(n_assets), data.n_bars * n_assets * _BAR_BYTES, "prices")
     mc = settings.montecarlo
     if mc is not None:
@@ -81,3 +82,22 @@ def check_sizes(settings: Any) -> None:
         except (ConfigError, ValueError, OverflowError):
             return  # a bad space is reported by the search itself, with its own key
         check_size("search.space", size, size * _TRIAL_BYTES, f"a grid of {size:,} trials")
+
+
+def _check_calendar(n_bars: int, start_date: str) -> None:
+    """Synthetic bars are business days: they must end before pandas' last date (2262)."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        start = pd.Timestamp(start_date)
+    except ValueError:
+        return  # the data loader names a bad start_date
+    last = pd.Timestamp.max.normalize() - pd.Timedelta(days=1)
+    room = int(np.busday_count(start.date(), last.date()))
+    if n_bars > room:
+        raise ConfigError(
+            f"data.n_bars={n_bars:,} business days from data.start_date={start_date} run past "
+            f"{last.date()}, the last date pandas can hold: at most {room:,}",
+            key="data.n_bars",
+        )

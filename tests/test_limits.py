@@ -64,3 +64,11 @@ def test_sizes_within_memory_run(compose: Any, tmp_path: Path) -> None:
         "montecarlo.n_paths=50",
     )
     assert execute_job(BacktestJob.from_config(cfg)).metrics
+
+
+def test_synthetic_bars_past_the_last_representable_date_are_refused(
+    compose: Any, tmp_path: Path
+) -> None:
+    cfg = compose("+experiment=sma_cross", "data.n_bars=800000", f"output_dir={tmp_path}/r")
+    with pytest.raises(ConfigError, match=r"data.n_bars=800,000 business days .* at most [\d,]+"):
+        execute_job(BacktestJob.from_config(cfg))

@@ -16,7 +16,7 @@
    workers over 1 (bounded by the number of free cores).
 
 3. ``--sweep`` only: a Hydra multirun of 40 one-second backtests (an SMA crossover on
-   800,000 synthetic bars), run by the serial (basic) launcher and by the rq launcher
+   20,000 bars of 10 synthetic assets), run by the serial (basic) launcher and by the rq launcher
    with 2 local workers, each as the user runs it (``python -m backtest -m ...``): wall
    time of the whole command, workers' start-up included.
 
@@ -90,14 +90,14 @@ def timed_queue_run(q: BacktestJobQueue, jobs: list[BacktestJob]) -> float:
     return elapsed
 
 
-def sweep_benchmark(n_jobs: int = 40, n_bars: int = 800_000) -> None:
+def sweep_benchmark(n_jobs: int = 40, n_bars: int = 20_000, n_assets: int = 10) -> None:
     """Serial launcher vs rq launcher (2 local workers) on one ``n_jobs``-job sweep."""
     import subprocess
 
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     common = [
         sys.executable, "-m", "backtest", "-m", "+experiment=sma_cross",
-        f"data.n_bars={n_bars}", "data.n_assets=1", "tracking=none", "summary=false",
+        f"data.n_bars={n_bars}", f"data.n_assets={n_assets}", "tracking=none", "summary=false",
         "figures=false", f"strategy.fast=range(2,{2 + n_jobs})",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

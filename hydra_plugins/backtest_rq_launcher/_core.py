@@ -114,18 +114,24 @@ def _value_sweep_config(launcher: BacktestRQLauncher, overrides: list[str]) -> D
     except Exception:  # anything unusual: let Hydra compose it
         return None
     cfg = copy.deepcopy(master)
-    with read_write(cfg), open_dict(cfg):
-        for key, value in changes:
-            OmegaConf.update(cfg, key, value, merge=False)
-        cfg.hydra.overrides.task = list(overrides)
-        job_cfg = cfg.hydra.job.config.override_dirname
-        cfg.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=parsed,
-            kv_sep=job_cfg.kv_sep,
-            item_sep=job_cfg.item_sep,
-            exclude_keys=job_cfg.exclude_keys,
-        )
-        cfg.hydra.mode = None  # as load_sweep_config leaves it
+    hydra = cfg.hydra
+    OmegaConf.set_readonly(hydra, None)  # HydraConfig.set_config froze it; a fresh one is not
+    try:  # Hydra marks its own nodes read-only: open each one that changes
+        with read_write(cfg), open_dict(cfg), read_write(hydra), open_dict(hydra):
+            for key, value in changes:
+                OmegaConf.update(cfg, key, value, merge=False)
+            with read_write(hydra.overrides), read_write(hydra.job), open_dict(hydra.job):
+                hydra.overrides.task = list(overrides)
+                dirname = hydra.job.config.override_dirname
+                hydra.job.override_dirname = get_overrides_dirname(
+                    overrides=parsed,
+                    kv_sep=dirname.kv_sep,
+                    item_sep=dirname.item_sep,
+                    exclude_keys=dirname.exclude_keys,
+                )
+            hydra.mode = None  # as load_sweep_config leaves it
+    except Exception:
+        return None
     OmegaConf.copy_cache(from_config=master, to_config=cfg)
     return cfg
 
@@ -165,8 +171,9 @@ def _job_for(
     )
     with read_write(sweep_config.hydra.job), open_dict(sweep_config.hydra.job):
         sweep_config.hydra.job.id = job.job_id
-    HydraConfig.instance().set_config(sweep_config)
-    hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+    hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)  # set above; only the id changed
+    with read_write(hydra_cfg.hydra.job), open_dict(hydra_cfg.hydra.job):
+        hydra_cfg.hydra.job.id = job.job_id
     subdir = sweep_config.hydra.output_subdir
     if subdir is not None:  # what Hydra's own launchers record in each job directory
         record = output_dir / str(subdir)
@@ -223,6 +230,7 @@ def launch(
         timeout=params.timeout,
         progress=params.progress and len(ids) > 1,  # sweepers send one-job batches
         poll_interval=params.poll_interval,
+        outage_s=params.outage_s,
     )
 
     returns: list[JobReturn] = []

@@ -61,6 +61,23 @@ def run_dir_for(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _paths_as_typed(cfg: DictConfig) -> DictConfig:
+    """Relative ``data.path`` against the directory the user ran in (``hydra.job.chdir``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    path = cfg.get("data", {}).get("path")
+    if not path or Path(path).is_absolute() or not HydraConfig.initialized():
+        return cfg
+    original = Path(HydraConfig.get().runtime.cwd)
+    if original.resolve() == Path.cwd().resolve():
+        return cfg  # nothing moved: the path means the same here (and keeps its hash)
+    from omegaconf import OmegaConf
+
+    cfg = cfg.copy()
+    OmegaConf.update(cfg, "data.path", str(original / path), merge=False)
+    return cfg
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run the composed config and return its objective (for sweepers).
 
@@ -70,6 +87,7 @@ def run(cfg: DictConfig) -> float | None:
     """
     use_structlog()  # only when structlog is installed
     run_dir = run_dir_for(cfg)
+    cfg = _paths_as_typed(cfg)
     job = BacktestJob.from_config(cfg, result_path=str(run_dir))
     log.info(kv("run started", task=job.task, job_id=job.job_id, run_dir=run_dir))
     run_backtest(job, progress=True)

@@ -95,6 +95,10 @@ class DataConfig:
         start: First date kept (inclusive), ISO format.
         end: Last date kept (inclusive), ISO format.
         repair: ``none`` refuses bad rows; ``ffill``/``drop`` repair them and log each change.
+        date_format: How the date column is written when it is not ISO, e.g. ``%Y%m%d``
+            for ``20240131`` (needed for dates written as plain numbers).
+        date_unit: The dates are epoch numbers in this unit: ``s``, ``ms``, ``us``,
+            ``ns`` or ``D`` (numbers are refused as dates without a format or unit).
         n_bars: Synthetic: number of daily bars.
         n_assets: Synthetic: number of assets.
         drift: Synthetic: mean log return per bar.
@@ -114,6 +118,8 @@ class DataConfig:
     start: str | None = None
     end: str | None = None
     repair: RepairMode = RepairMode.none
+    date_format: str | None = None
+    date_unit: str | None = None
     n_bars: int = 2520
     n_assets: int = 4
     drift: float = 0.0002
@@ -373,6 +379,13 @@ _STRATEGY_SCHEMAS: dict[str, type] = {
 }
 
 
+def unique_suffix(n_hex: int = 4) -> str:
+    """A short random suffix (``${unique_suffix:}`` in ``conf/hydra/default.yaml``)."""
+    import secrets
+
+    return secrets.token_hex((int(n_hex) + 1) // 2)[: int(n_hex)]
+
+
 def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore as ``base_<group>``.
 
@@ -380,7 +393,11 @@ def register_configs() -> None:
     files with ``base_strategy_<name>``.
     """
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    if not OmegaConf.has_resolver("unique_suffix"):
+        # cached per config (like Hydra's ${now:}), so every read of a run dir agrees
+        OmegaConf.register_new_resolver("unique_suffix", unique_suffix, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RootConfig)
     for group, schema in _GROUP_SCHEMAS.items():

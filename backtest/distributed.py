@@ -361,7 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             local = args.local_workers
             if local is None:
                 local = queue_cfg.n_workers if queue.embedded else 0
-            workers = queue.start_workers(local) if local else None
+            workers = (
+                queue.start_workers(local, allowed_modules=list(cfg.get("allowed_modules") or []))
+                if local
+                else None
+            )
             study = args.study or default_study_name(cfg)
             try:
                 result = distributed_search(

@@ -107,6 +107,8 @@ class BacktestJob:
         attempts: Attempts started so far.
         result_path: The run directory of the result.
         error: Why the job failed.
+        attempt_errors: Why each earlier attempt failed (``"attempt 1: ..."``), also
+            for a job that was retried and then finished.
     """
 
     config: dict[str, Any]
@@ -119,6 +121,7 @@ class BacktestJob:
     attempts: int = 0
     result_path: str | None = None
     error: str | None = None
+    attempt_errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         config = plain_config(self.config)

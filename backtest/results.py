@@ -24,7 +24,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.errors import ResultPathMissing
+from backtest.errors import BacktestError, ResultPathMissing
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -44,6 +45,11 @@ REPORT_FILE = "report.html"
 PRICES_TABLE = "prices"
 PRICES_MAX_BARS = 5000
 PRICES_MAX_ASSETS = 20
+LOCK_FILE = ".lock"
+FAILURE_FILE = "failure.json"  # why a sweep job failed (it has no result.json)
+CLAIM_FILE = ".claim"
+# What a run or sweep leaves in its directory: a folder holding one of these is in use.
+_OUTPUT_MARKERS = (CLAIM_FILE, RESULT_FILE, ".hydra", "multirun.yaml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,10 @@ class StoredResult:
         """
         if name not in self.tables:
             raise ResultPathMissing(self.path / f"{name}.parquet")
-        return pd.read_parquet(self.tables[name])
+        try:
+            return pd.read_parquet(self.tables[name])
+        except FileNotFoundError as exc:  # removed after load_result
+            raise ResultPathMissing(self.tables[name]) from exc
 
 
 def _jsonable(value: Any) -> Any:
@@ -218,7 +227,108 @@ def load_result(path: str | Path, *, job_id: str | None = None) -> StoredResult:
         raise ResultPathMissing(run_dir, job_id=job_id)
     record = json.loads(file.read_text())
     tables = {p.stem: p for p in sorted(run_dir.glob("*.parquet"))}
+    missing = [name for name in record.get("tables") or [] if name not in tables]
+    if missing:  # result.json lists the tables written before it; one has gone
+        raise ResultPathMissing(run_dir / f"{missing[0]}.parquet", job_id=job_id)
     return StoredResult(run_dir, record, tables)
+
+
+def incomplete_reason(run_dir: str | Path) -> str | None:
+    """Why ``run_dir`` holds a ``result.json`` but no complete result, else ``None``.
+
+    A table listed in ``result.json`` that is missing makes a result incomplete: it
+    must be computed again, never served with empty trades.
+    """
+    try:
+        load_result(run_dir)
+    except ResultPathMissing as exc:
+        return f"{exc.path} is missing"
+    return None
+
+
+class DirectoryClaimed(BacktestError, FileExistsError):
+    """An output directory already belongs to another run; nothing was written into it.
+
+    Attributes:
+        path: The directory.
+        owner: What its claim file says (who claimed it, when), when readable.
+    """
+
+    def __init__(self, path: Path, owner: str, key: str) -> None:
+        super().__init__(
+            f"output directory {str(path)!r} already holds another run ({owner}); "
+            f"choose a new one ({key}=...) or leave {key} at its default, which is unique"
+        )
+        self.path = path
+        self.owner = owner
+        self.key = key
+
+
+def claim_dir(path: str | Path, *, key: str = "hydra.run.dir", note: str = "") -> Path:
+    """Claim ``path`` for one run before anything is written into it.
+
+    The claim is ``<path>/.claim``, created with ``O_CREAT | O_EXCL``: of several
+    processes claiming one directory at once exactly one succeeds, and a directory
+    that already holds a run (a claim, a ``result.json``, Hydra's ``.hydra/`` or
+    ``multirun.yaml``) is refused, so two runs never write into one directory.
+
+    Args:
+        path: The run or sweep directory (created when missing).
+        key: The setting that chose it, named in the error.
+        note: Who claims it (written into the claim file).
+
+    Returns:
+        The claimed directory.
+
+    Raises:
+        DirectoryClaimed: the directory belongs to another run; it is left untouched.
+    """
+    path = Path(path)
+    if path.is_dir():
+        used = [m for m in _OUTPUT_MARKERS if (path / m).exists()]
+        if used:
+            raise DirectoryClaimed(path, _owner(path, used[0]), key)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _umask_mode())
+    except FileExistsError:
+        raise DirectoryClaimed(path, _owner(path, CLAIM_FILE), key) from None
+    import datetime
+    import socket
+
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} at {when} {note}".strip() + "\n")
+    return path
+
+
+def _owner(path: Path, marker: str) -> str:
+    if marker != CLAIM_FILE:
+        return f"it has {marker}"
+    try:
+        return "claimed by " + (path / CLAIM_FILE).read_text().strip()
+    except OSError:
+        return "claimed"
+
+
+@contextmanager
+def locked(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive cross-process lock on ``run_dir`` (``fcntl.flock`` of ``.lock``).
+
+    Used around mirroring a result to MLflow, so a live run, a retry and several
+    ``backtest sync`` processes never log the same result twice. The kernel drops the
+    lock when its holder dies (even by SIGKILL), so a crash never blocks the next one.
+    """
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # MLflow's artifact stores hold copies of result.json; they are mirrors, not runs.

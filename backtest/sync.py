@@ -15,12 +15,13 @@ half-written (not ``FINISHED``) is deleted and logged again.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from backtest import results
 from backtest.errors import BacktestError, ResultPathMissing
@@ -46,29 +47,67 @@ class SyncReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _mirrors(client: Any, experiment: str) -> dict[str, list[tuple[str, str]]]:
-    """Run key -> ``(run id, status)`` of the runs that carry it, in one query."""
-    from backtest.tracking._client import search_all
-    from backtest.tracking._flatten import RUN_KEY_TAG
+INDEX_FILE = ".backtest-sync.json"
 
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+
+def _context(uri: str | None) -> str:
+    """What decides where a result goes, besides its own files (the index is valid for it)."""
+    return json.dumps([uri, os.environ.get("MLFLOW_TRACKING_URI"), str(Path.cwd())])
+
+
+def _stamp(run_dir: Path) -> str:
+    """A cheap fingerprint of a result's files: sizes and mtimes of ``result.json``/config."""
+    parts = []
+    for name in (results.RESULT_FILE, results.CONFIG_FILE):
+        try:
+            st = (run_dir / name).stat()
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            parts.append("-")
+    return "/".join(parts)
+
+
+def _read_index(root: Path, context: str) -> dict[str, str]:
+    """Run directory (relative to ``root``) -> stamp of the results known to be mirrored."""
+    try:
+        data = json.loads((root / INDEX_FILE).read_text())
+    except (OSError, ValueError):
         return {}
-    found: dict[str, list[tuple[str, str]]] = {}
-    for run in search_all(client, [exp.experiment_id], f"tags.`{RUN_KEY_TAG}` LIKE '%'"):
-        found.setdefault(run.data.tags[RUN_KEY_TAG], []).append((run.info.run_id, run.info.status))
-    return found
+    if not isinstance(data, dict) or data.get("context") != context:
+        return {}
+    synced = data.get("synced")
+    return synced if isinstance(synced, dict) else {}
+
+
+def _write_index(root: Path, context: str, synced: dict[str, str]) -> None:
+    """Atomically replace the index (a concurrent sync may win: entries are only hints)."""
+    if root.is_dir():
+        data = {"context": context, "synced": synced}
+        results.atomic_write_bytes(root / INDEX_FILE, json.dumps(data).encode())
 
 
 def sync(
-    paths: str | Path | Sequence[str | Path], *, uri: str | None = None, dry_run: bool = False
+    paths: str | Path | Sequence[str | Path],
+    *,
+    uri: str | None = None,
+    dry_run: bool = False,
+    use_index: bool = True,
 ) -> SyncReport:
     """Log every complete result under ``paths`` that MLflow does not hold yet.
+
+    Each result is mirrored under its run directory's lock (see
+    :mod:`backtest.tracking._mirror`), so concurrent syncs, a retried job and a live
+    run never log it twice, and a half-logged run left ``RUNNING`` by a killed process
+    is closed (``KILLED``) before the result is logged again. Results found mirrored
+    are remembered in ``<path>/.backtest-sync.json`` (by their files' sizes and
+    mtimes), so a sync with nothing to do opens neither MLflow nor any result.
 
     Args:
         paths: Run directories or folders containing them (searched recursively).
         uri: Tracking URI for every result; each result's own ``tracking.uri`` when unset.
         dry_run: Only report what would be logged.
+        use_index: Trust the index of results already mirrored (``False`` asks MLflow
+            about every result, e.g. after the tracking store was replaced).
 
     Returns:
         The run directories logged, already present and failed.
@@ -76,50 +115,60 @@ def sync(
     Raises:
         ResultPathMissing: a path does not exist.
     """
-    from backtest.tracking import _client
-    from backtest.tracking._flatten import run_key
-    from backtest.tracking._log import log_result, read_config, tracking_config
-
     roots = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     report = SyncReport()
-    mirrors: dict[tuple[str, str], dict[str, list[tuple[str, str]]]] = {}
+    context = _context(uri)
     for root in roots:
         if not root.exists():
             raise ResultPathMissing(root)
+        index = _read_index(root, context) if use_index else {}
+        synced: dict[str, str] = {}
         for run_dir in results.find_results(root):
-            if _ARTIFACT_STORES & set(run_dir.parts):
+            if _ARTIFACT_STORES & set(run_dir.relative_to(root).parts):
                 continue  # a copy inside MLflow's own artifact store, not a result
-            config = read_config(run_dir)
-            cfg = tracking_config(config)
-            record = results.load_result(run_dir).record
-            target = _client.resolve_uri(uri or cfg.uri)
-            experiment = cfg.experiment_name or str(record.get("name") or "default")
-            key = run_key(record)
+            rel, stamp = run_dir.relative_to(root).as_posix(), _stamp(run_dir)
+            if index.get(rel) == stamp:
+                report.present.append(run_dir)
+                synced[rel] = stamp
+                continue
             try:
-                with _client.bounded_http(cfg.timeout_s):
-                    _client.check_reachable(target, cfg.timeout_s)
-                    client = _client.client_for(target)
-                    known = mirrors.setdefault((target, experiment), _mirrors(client, experiment))
-                    runs = known.get(key, [])
-                    if any(status == "FINISHED" for _, status in runs):
-                        report.present.append(run_dir)
-                        continue
-                    if dry_run:
-                        report.logged.append((run_dir, ""))
-                        continue
-                    for stale_id, _ in runs:
-                        log.info("deleting half-logged MLflow run %s of %s", stale_id, run_dir)
-                        client.delete_run(stale_id)
-                logged = log_result(run_dir, cfg, uri=target, infer_git=False)
+                done = _sync_one(run_dir, uri, dry_run)
             except BacktestError as exc:
                 report.failed.append((run_dir, str(exc)))
                 continue
             except Exception as exc:  # an MLflow error on one result must not stop the rest
                 report.failed.append((run_dir, f"{type(exc).__name__}: {exc}"))
                 continue
-            known[key] = [(logged.run_id, "FINISHED")]
-            report.logged.append((run_dir, logged.run_id))
+            if done is None:
+                report.present.append(run_dir)
+                synced[rel] = stamp
+            else:
+                report.logged.append((run_dir, done))
+                synced[rel] = "" if dry_run else stamp
+        if not dry_run:
+            _write_index(root, context, {k: v for k, v in synced.items() if v})
     return report
+
+
+def _sync_one(run_dir: Path, uri: str | None, dry_run: bool) -> str | None:
+    """Mirror one result: ``None`` when already in MLflow, else the new run id."""
+    from backtest.tracking import _client
+    from backtest.tracking._log import read_config, tracking_config
+    from backtest.tracking._mirror import mirror_result, runs_with_key
+
+    cfg = tracking_config(read_config(run_dir))
+    if dry_run:
+        from backtest.tracking._flatten import run_key
+
+        record = results.load_result(run_dir).record
+        target = _client.resolve_uri(uri or cfg.uri)
+        experiment = cfg.experiment_name or str(record.get("name") or "default")
+        with _client.bounded_http(cfg.timeout_s):
+            _client.check_reachable(target, cfg.timeout_s)
+            found = runs_with_key(_client.client_for(target), experiment, run_key(record))
+        return None if any(status == "FINISHED" for _, status in found) else ""
+    mirror = mirror_result(run_dir, cfg, uri=uri, infer_git=False)
+    return mirror.run_id if mirror.logged else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,10 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="run directories or folders such as outputs/")
     parser.add_argument("--uri", help="tracking URI (default: each result's tracking.uri)")
     parser.add_argument("--dry-run", action="store_true", help="only list what would be logged")
+    parser.add_argument(
+        "--full", action="store_true", help="ask MLflow about every result (ignore the index)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = sync(args.paths, uri=args.uri, dry_run=args.dry_run)
+        report = sync(args.paths, uri=args.uri, dry_run=args.dry_run, use_index=not args.full)
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=15,
         help="seconds a heartbeat may be late before a job counts as abandoned (default: 15)",
     )
+    parser.add_argument(
+        "--allow-module",
+        nargs="+",
+        default=None,
+        metavar="PREFIX",
+        help="module prefixes (besides backtest.) strategies may come from; a job cannot "
+        "widen this list (default: $BACKTEST_ALLOWED_MODULES, comma-separated)",
+    )
     parser.add_argument("--log-level", default="INFO", help="log level (default: INFO)")
     return parser
 
@@ -78,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from backtest.config import QueueConfig
 
+    allowed = args.allow_module
+    if allowed is None:
+        env = os.environ.get("BACKTEST_ALLOWED_MODULES", "")
+        allowed = [m.strip() for m in env.split(",") if m.strip()]
     try:
         worker = BacktestWorker(
             args.queues,
@@ -86,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             maintenance_interval=args.maintenance_interval,
             monitoring_interval=args.monitoring_interval,
             heartbeat_grace=args.heartbeat_grace,
+            allowed_modules=allowed,
         )
         worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level=args.log_level.upper())
     except BacktestError as exc:

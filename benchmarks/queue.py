@@ -3,6 +3,7 @@
     python benchmarks/queue.py                  # embedded Redis (a Unix socket)
     python benchmarks/queue.py --url redis://:PASSWORD@127.0.0.1:6379/0
     python benchmarks/queue.py --quick          # fewer jobs, a smoke test
+    python benchmarks/queue.py --sweep          # 40-job Hydra sweep: serial vs rq launcher
 
 1. Per-job overhead: no-op jobs (the worker's job function returns at once).
    - latency: one job at a time, submit -> worker -> finished seen by the client
@@ -13,6 +14,11 @@
    then on the queue with 1 and with 2 workers. Workers are started and warm before
    the clock starts. Reported: wall time, jobs per second and the speed-up of 2
    workers over 1 (bounded by the number of free cores).
+
+3. ``--sweep`` only: a Hydra multirun of 40 one-second backtests (an SMA crossover on
+   20,000 bars of 10 synthetic assets), run by the serial (basic) launcher and by the rq launcher
+   with 2 local workers, each as the user runs it (``python -m backtest -m ...``): wall
+   time of the whole command, workers' start-up included.
 
 Every job writes its result files; each run uses fresh output folders, so nothing is
 answered from an earlier result.
@@ -84,11 +90,55 @@ def timed_queue_run(q: BacktestJobQueue, jobs: list[BacktestJob]) -> float:
     return elapsed
 
 
+def sweep_benchmark(n_jobs: int = 40, n_bars: int = 20_000, n_assets: int = 10) -> None:
+    """Serial launcher vs rq launcher (2 local workers) on one ``n_jobs``-job sweep."""
+    import subprocess
+
+    work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    common = [
+        sys.executable, "-m", "backtest", "-m", "+experiment=sma_cross",
+        f"data.n_bars={n_bars}", f"data.n_assets={n_assets}", "tracking=none", "summary=false",
+        "figures=false", f"strategy.fast=range(2,{2 + n_jobs})",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    walls = {}
+    try:
+        for name, extra in [
+            ("serial (basic launcher)", []),
+            (
+                "rq launcher, 2 local workers",
+                [
+                    "hydra/launcher=rq",
+                    "hydra.launcher.local_workers=2",
+                    "hydra.launcher.progress=false",
+                ],
+            ),
+        ]:
+            start = time.perf_counter()
+            done = subprocess.run(
+                [*common, *extra, f"hydra.sweep.dir={work / str(len(walls))}"],
+                cwd=work, env=env, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            walls[name] = time.perf_counter() - start
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+            n_done = len(list((work / str(len(walls) - 1)).glob("*/result.json")))
+            print(f"{name:<30} {walls[name]:6.1f} s  ({n_done} results)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    serial, rq = walls.values()
+    print(f"rq launcher speed-up over serial: {serial / rq:.2f}x ({os.cpu_count()} CPUs)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default=None, help="Redis URL (default: an embedded server)")
     parser.add_argument("--quick", action="store_true", help="fewer jobs")
+    parser.add_argument("--sweep", action="store_true", help="only the 40-job sweep comparison")
     args = parser.parse_args()
+    if args.sweep:
+        sweep_benchmark()
+        return
     n_noop_latency, n_noop, n_jobs = (5, 40, 40) if args.quick else (30, 200, 200)
     work = Path(tempfile.mkdtemp(prefix="bench-queue-"))
     rows: list[tuple[str, str, str, str]] = []

@@ -212,6 +212,7 @@ def test_killed_worker_trial_is_retried_with_the_same_parameters(
         monitoring_interval=1,
         heartbeat_grace=3,
         env={"PYTHONPATH": str(slow_strategy_dir)},
+        allowed_modules=["slow_support"],
         log_dir=tmp_path / "logs",
     )
     storage = study_storage(redis_url, heartbeat_interval=1, grace_period=4)

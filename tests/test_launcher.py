@@ -207,6 +207,7 @@ def test_redis_stopped_during_a_sweep_fails_it_within_seconds(
             "hydra/launcher=rq",
             "hydra.launcher.local_workers=1",
             "hydra.launcher.progress=false",
+            "hydra.launcher.outage_s=3",  # reported, waited out 3 s, then the sweep fails
             "allowed_modules=[slow_support]",
             "strategy._target_=slow_support.SlowSmaCross",
             "strategy.fast=5,6,7,8",
@@ -226,13 +227,15 @@ def test_redis_stopped_during_a_sweep_fails_it_within_seconds(
         assert client.zcard("rq:wip:backtest"), "no job started"
         own_redis.stop()
         stopped = time.monotonic()
-        _, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
         elapsed = time.monotonic() - stopped
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
     assert "QueueUnavailable" in stderr and own_redis.url in stderr
+    said = stdout + stderr
+    assert "is unreachable" in said and "waiting up to 3 s" in said  # the outage, reported
     assert elapsed < 20, f"the sweep took {elapsed:.1f} s to notice"
 
 

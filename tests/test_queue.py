@@ -106,6 +106,7 @@ def workers(redis_url: str, mq: str, support_dir: Path, tmp_path_factory: pytest
         monitoring_interval=1,
         heartbeat_grace=3,
         env={"PYTHONPATH": str(support_dir)},
+        allowed_modules=["queue_support"],
         log_dir=logs,
     )
     pool.start()
@@ -451,7 +452,13 @@ def test_redis_stopped_while_waiting_is_reported_within_ten_seconds(
     name = f"tq-{uuid.uuid4().hex[:8]}"
     job = make_job(base_config, tmp_path, 16, target="queue_support.SlowSmaCross", delay_s=30)
     q = queue_for(own_redis.url, name)
-    with LocalWorkers(own_redis.url, name, 1, env={"PYTHONPATH": str(support_dir)}) as pool:
+    with LocalWorkers(
+        own_redis.url,
+        name,
+        1,
+        env={"PYTHONPATH": str(support_dir)},
+        allowed_modules=["queue_support"],
+    ) as pool:
         q.submit(job)
         deadline = time.monotonic() + 30
         while q.status(job.job_id).status != "started" and time.monotonic() < deadline:
@@ -464,7 +471,7 @@ def test_redis_stopped_while_waiting_is_reported_within_ten_seconds(
 
         threading.Timer(1.0, stop_redis).start()  # while wait() is polling
         with pytest.raises(QueueUnavailable) as info:
-            q.wait([job.job_id], progress=False)
+            q.wait([job.job_id], progress=False, outage_s=3)  # waits out 3 s, then says so
         assert stopped_at and time.monotonic() - stopped_at[0] < 10
         assert info.value.url == own_redis.url
         pool.stop(timeout_s=2)

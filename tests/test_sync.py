@@ -97,10 +97,10 @@ def test_a_half_logged_mirror_is_replaced_by_a_complete_one(
     stale = client.create_run(exp_id, tags={"backtest.run_key": key})  # crashed mid-logging
 
     (logged,) = sync(tmp_path).logged
-    runs = mirrors(store, experiment)
-    assert [r.info.run_id for r in runs] == [logged[1]] != [stale.info.run_id]
-    assert runs[0].info.status == "FINISHED"
-    assert client.get_run(stale.info.run_id).info.lifecycle_stage == "deleted"
+    status = {r.info.run_id: r.info.status for r in mirrors(store, experiment)}
+    assert status == {logged[1]: "FINISHED", stale.info.run_id: "KILLED"}
+    assert client.get_run(stale.info.run_id).data.tags["backtest.superseded"] == "true"
+    assert sync(tmp_path).logged == []  # closed, not reopened
 
 
 def test_uri_option_overrides_each_results_own_uri(

@@ -198,6 +198,7 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
         monitoring_interval=1,
         heartbeat_grace=3,
         env={"PYTHONPATH": str(slow_strategy_dir)},
+        allowed_modules=["slow_support"],
         log_dir=tmp_path / "logs",
     )
     with BacktestJobQueue(cfg) as q, pool:
@@ -242,6 +243,8 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
         assert {r.status for r in done.values()} == {"finished"}
         retried = done[killed_job]
         assert retried.attempts == 2
+        (reason,) = retried.attempt_errors  # why attempt 1 was retried, kept after success
+        assert reason.startswith("attempt 1: abandoned"), reason
         from datetime import datetime
 
         restarted = datetime.fromisoformat(str(retried.started_at)).timestamp()
@@ -262,3 +265,100 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
         assert q.queue.started_job_registry.get_job_ids(cleanup=True) == []
         assert q.counts()["started"] == 0
         assert q.counts()["failed"] == 0
+
+
+# --- the allow-list is the worker's, not the job's --------------------------------------------
+
+EVIL = """
+from pathlib import Path
+import os
+Path(os.environ["EVIL_MARKER"]).write_text("imported")
+from backtest.strategies import SmaCross as Evil
+"""
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.parametrize("allowed", [False, True], ids=["refused", "worker-allows"])
+def test_a_queued_job_cannot_widen_the_workers_allow_list(
+    redis_url: str, queue_name: str, tmp_path: Path, allowed: bool
+) -> None:
+    from backtest.config import QueueConfig
+    from backtest.jobs import BacktestJob
+    from backtest.queue import BacktestJobQueue, LocalWorkers
+
+    support = tmp_path / "support"
+    support.mkdir()
+    (support / "evilmod.py").write_text(EVIL)
+    marker = tmp_path / "imported"
+    config = _base_config()
+    config["allowed_modules"] = ["evilmod"]  # the payload tries to allow itself
+    config["strategy"] = {**config["strategy"], "_target_": "evilmod.Evil"}
+    job = BacktestJob(config=config, result_path=str(tmp_path / "run"))
+    cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=60, retries=0)
+    with (
+        BacktestJobQueue(cfg) as q,
+        LocalWorkers(
+            redis_url,
+            queue_name,
+            1,
+            env={"PYTHONPATH": str(support), "EVIL_MARKER": str(marker)},
+            allowed_modules=["evilmod"] if allowed else [],
+        ),
+    ):
+        q.submit(job)
+        (record,) = q.wait([job.job_id], timeout=120, progress=False).values()
+    if allowed:  # the control: the module is importable and would have run
+        assert record.status == "finished" and marker.read_text() == "imported"
+        return
+    assert record.status == "failed"
+    assert "evilmod.Evil" in str(record.error) and "--allow-module" in str(record.error)
+    assert not marker.exists()  # refused before import: its side effect never ran
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_killed_work_horse_says_why_its_job_was_retried(
+    redis_url: str, queue_name: str, tmp_path: Path, slow_strategy_dir: Path
+) -> None:
+    import psutil
+
+    from backtest.config import QueueConfig
+    from backtest.jobs import BacktestJob
+    from backtest.queue import BacktestJobQueue, LocalWorkers
+
+    config = _base_config()
+    config["allowed_modules"] = ["slow_support"]
+    config["strategy"] = {
+        "_target_": "slow_support.SlowSmaCross",
+        "fast": 5,
+        "slow": 60,
+        "delay_s": 3.0,
+    }
+    job = BacktestJob(config=config, result_path=str(tmp_path / "run"))
+    cfg = QueueConfig(
+        redis_url=redis_url, name=queue_name, job_timeout=60, retries=1, retry_backoff=1
+    )
+    pool = LocalWorkers(
+        redis_url,
+        queue_name,
+        1,
+        maintenance_interval=1,
+        env={"PYTHONPATH": str(slow_strategy_dir)},
+        allowed_modules=["slow_support"],
+    )
+    with BacktestJobQueue(cfg) as q, pool:
+        q.submit(job)
+        deadline = time.monotonic() + 60
+        horses: list[Any] = []
+        while not horses and time.monotonic() < deadline:
+            if q.status(job.job_id).status == "started":
+                horses = psutil.Process(pool.processes[0].pid).children()
+            time.sleep(0.05)
+        assert horses, "the job never started"
+        horses[0].send_signal(signal.SIGKILL)  # as the kernel's OOM killer would
+        (record,) = q.wait([job.job_id], timeout=120, progress=False).values()
+    assert record.status == "finished" and record.attempts == 2
+    assert record.attempt_errors == [
+        "attempt 1: its process was killed by SIGKILL (out of memory, or killed by hand)"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,8 @@ def read_prices(
     start: str | None = None,
     end: str | None = None,
     repair: RepairMode | str = RepairMode.none,
+    date_format: str | None = None,
+    date_unit: str | None = None,
 ) -> pd.DataFrame:
     """Read, validate and reshape a CSV or Parquet price file into wide closes.
 
@@ -72,6 +75,9 @@ def read_prices(
         end: Last date kept (inclusive), ISO format.
         repair: ``none`` refuses bad data; ``ffill`` / ``drop`` repair it and log
             every change (see :func:`validate_prices`).
+        date_format: ``strftime`` format of the date column (``%Y%m%d``).
+        date_unit: The dates are epoch numbers in this unit (``s``, ``ms``, ``us``,
+            ``ns``, ``D``). Numbers are never taken as dates without one of the two.
 
     Returns:
         Wide closes: ``DatetimeIndex`` named ``date``, one float64 column per
@@ -94,7 +100,7 @@ def read_prices(
         [names["date"]] + ([names["symbol"], names["close"]] if layout is DataLayout.long else []),
         path,
     )
-    dates = _parse_dates(raw[names["date"]], names["date"])
+    dates = parse_dates(raw[names["date"]], names["date"], date_format, date_unit)
     if layout is DataLayout.long:
         closes, ohlc = _pivot_long(raw, dates, names, repair)
     else:
@@ -136,10 +142,76 @@ def _require(raw: pd.DataFrame, needed: list[str], path: Path) -> None:
             )
 
 
-def _parse_dates(values: pd.Series, name: str) -> pd.DatetimeIndex:
-    parsed = pd.to_datetime(values, errors="coerce")
+_UNITS = ("s", "ms", "us", "ns", "D")
+_OFFSET = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+_AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
+
+
+def parse_dates(
+    values: pd.Series,
+    name: str,
+    date_format: str | None = None,
+    date_unit: str | None = None,
+) -> pd.DatetimeIndex:
+    """The date column as a ``DatetimeIndex``, or one error that says what is wrong.
+
+    Numbers (``20240131``, ``1704067200``) are refused unless ``date_format`` or
+    ``date_unit`` says what they are: read as nanoseconds they would silently become
+    1970-01-01. Mixed UTC offsets and a mix of naive and zone-aware timestamps are
+    named as such.
+
+    Raises:
+        DataValidationError: names the column, the first bad value and the fix.
+        ConfigError: an unknown ``date_unit``.
+    """
+    if date_unit is not None and date_unit not in _UNITS:
+        raise ConfigError(
+            f"data.date_unit must be one of {', '.join(_UNITS)}, got {date_unit!r}",
+            key="data.date_unit",
+        )
+    text = values.astype(str).str.strip()
+    if date_unit is not None:
+        parsed = pd.to_datetime(
+            pd.to_numeric(values, errors="coerce"), unit=date_unit, errors="coerce"
+        )
+    elif date_format is not None:
+        parsed = pd.to_datetime(text, format=date_format, errors="coerce")
+    else:
+        numeric = text.str.fullmatch(_NUMBER.pattern)
+        if len(text) and numeric.all():
+            raise DataValidationError(
+                f"column {name!r} holds numbers, not dates (first {values.iloc[0]!r}); say "
+                "what they are: data.date_format='%Y%m%d' for 20240131, or data.date_unit="
+                "s|ms|us|ns|D for epoch numbers",
+                column=name,
+                timestamp=values.iloc[0],
+                count=len(values),
+            )
+        try:
+            parsed = pd.to_datetime(values, errors="coerce")
+        except ValueError as exc:  # pandas refuses several UTC offsets in one column
+            offsets = sorted({m.group(1) for v in text if (m := _OFFSET.search(v))})
+            raise DataValidationError(
+                f"column {name!r} mixes UTC offsets ({', '.join(offsets[:5])}): write every "
+                "date in one offset (or in UTC), e.g. convert with a spreadsheet or pandas "
+                "tz_convert('UTC')",
+                column=name,
+                count=len(offsets),
+            ) from exc
     bad = parsed.isna().to_numpy()
     if bad.any():
+        aware = text.str.contains(_AWARE).to_numpy()
+        if aware.any() and not aware.all():
+            first_aware, first_naive = text[aware].iloc[0], text[~aware].iloc[0]
+            raise DataValidationError(
+                f"column {name!r} mixes timezone-aware dates ({int(aware.sum())}, first "
+                f"{first_aware!r}) and naive ones ({int((~aware).sum())}, first "
+                f"{first_naive!r}): write all of them with an offset, or none",
+                column=name,
+                timestamp=first_naive,
+                count=int(min(aware.sum(), (~aware).sum())),
+            )
         first = values[bad].iloc[0]
         raise DataValidationError(
             f"column {name!r}: {int(bad.sum())} unparseable date(s), first {first!r}",
@@ -267,4 +339,6 @@ def load_prices(config: DataConfig) -> pd.DataFrame:
         start=start,
         end=end,
         repair=config.repair,
+        date_format=config.date_format,
+        date_unit=config.date_unit,
     )

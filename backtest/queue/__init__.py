@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from backtest.queue._client import BacktestJobQueue
 from backtest.queue._errors import JobFailed, JobNotFinished, WaitTimeout
+from backtest.queue._local import LocalWorkers
 from backtest.queue._redis import EmbeddedRedis, mask_url
 from backtest.queue._rqjob import ForeignJobRefused
-from backtest.queue._worker import BacktestWorker, JobTimeout, LocalWorkers
+from backtest.queue._worker import BacktestWorker, JobTimeout
 
 __all__ = [
     "BacktestJobQueue",

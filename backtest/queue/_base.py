@@ -149,8 +149,12 @@ class QueueBase:
         *,
         progress: bool = True,
         poll_interval: float = 0.25,
+        outage_s: float = 120.0,
     ) -> dict[str, str | None]:
         """Like :meth:`wait` for any job on the queue (also no-op and study jobs).
+
+        A Redis outage is reported (one warning) and waited out, polling with backoff,
+        for up to ``outage_s`` seconds; then :class:`QueueUnavailable` is raised.
 
         Returns:
             Job id -> final status (``finished``, ``failed``, ``cancelled``), or ``None``
@@ -169,11 +173,31 @@ class QueueBase:
             disable=not progress,
             leave=False,
         ) as bar:
+            down_since: float | None = None
             while True:
                 try:
                     polled = self._poll(pending)
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    raise unavailable(self._url, exc) from exc
+                    now = time.monotonic()
+                    if down_since is None:
+                        down_since = now
+                        log.warning(
+                            "Redis at %s is unreachable (%s); waiting up to %g s for it",
+                            mask_url(self._url),
+                            type(exc).__name__,
+                            outage_s,
+                        )
+                    if now - down_since >= outage_s:
+                        raise unavailable(self._url, exc) from exc
+                    time.sleep(min(2.0, max(poll_interval, 0.1) * 2))
+                    continue
+                if down_since is not None:
+                    log.warning(
+                        "Redis at %s is back after %.1f s; waiting for the jobs again",
+                        mask_url(self._url),
+                        time.monotonic() - down_since,
+                    )
+                    down_since = None
                 done = [j for j in pending if polled[j] in DONE or polled[j] is None]
                 if done:
                     bar.update(len(done))
@@ -238,7 +262,7 @@ class QueueBase:
         Returns:
             A :class:`~backtest.queue.LocalWorkers`; call ``stop()`` (or use ``with``).
         """
-        from backtest.queue._worker import LocalWorkers
+        from backtest.queue._local import LocalWorkers
 
         return LocalWorkers(
             self._url, self.name, self.config.n_workers if n is None else n, **kwargs

@@ -31,9 +31,11 @@ from backtest.queue._execute import (
 )
 from backtest.queue._redis import (
     attempts_key,
+    failures_key,
     index_key,
     lock_key,
 )
+from backtest.queue._rqjob import BacktestRqJob
 from backtest.results import StoredResult, has_result, load_result
 
 log = logging.getLogger("backtest.queue")
@@ -121,6 +123,7 @@ class BacktestJobQueue(QueueBase):
                 )
                 pipe.hset(index_key(self.name), job.job_id, job.to_json())
                 pipe.hdel(attempts_key(self.name), job.job_id)
+                pipe.delete(failures_key(self.name, job.job_id))
                 pipe.execute()
         return job.job_id
 
@@ -138,8 +141,65 @@ class BacktestJobQueue(QueueBase):
             return False
 
     def submit_many(self, jobs: Iterable[BacktestJob]) -> list[str]:
-        """:meth:`submit` each job; returns their ids in order (duplicates collapse)."""
-        return [self.submit(job) for job in jobs]
+        """:meth:`submit` every job in two round trips to Redis; ids in order.
+
+        The first round trip takes each job's submission lock and reads its status;
+        the second queues every new job (and releases the locks). A job another client
+        is submitting right now, or one to queue again (failed, cancelled, finished
+        with its result gone), goes through :meth:`submit` on its own. Duplicates
+        collapse.
+        """
+        prepared = [self._prepared(job) for job in jobs]
+        unique = list({job.job_id: job for job in prepared}.values())
+        token = uuid.uuid4().hex
+        fresh: list[BacktestJob] = []
+        alone: list[BacktestJob] = []
+        with self._guard():
+            with self.connection.pipeline(transaction=False) as pipe:
+                for job in unique:
+                    pipe.set(lock_key(self.name, job.job_id), token, nx=True, px=30_000)
+                    pipe.hget(BacktestRqJob.key_for(job.job_id), "status")
+                replies = pipe.execute()
+            locked = []
+            for job, got, status in zip(unique, replies[::2], replies[1::2], strict=True):
+                if not got:
+                    alone.append(job)  # another client holds its lock: wait for it there
+                    continue
+                locked.append(job)
+                if status is None:
+                    if self._complete_on_disk(job):
+                        self.connection.hset(index_key(self.name), job.job_id, job.to_json())
+                    else:
+                        fresh.append(job)
+                elif _text(status) in ("finished", "failed", "stopped", "canceled"):
+                    alone.append(job)  # maybe queued again: the careful path decides
+            cfg = self.config
+            with self.connection.pipeline() as pipe:
+                for job in fresh:
+                    self.queue.enqueue_call(
+                        EXECUTE,
+                        args=(job_payload(job),),
+                        timeout=cfg.job_timeout,
+                        result_ttl=cfg.result_ttl,
+                        failure_ttl=cfg.failure_ttl,
+                        job_id=job.job_id,
+                        description=f"{job.task} {job.job_id}",
+                        retry=Retry(
+                            max=cfg.retries, interval=cfg.retry_backoff, enqueue_at_front=True
+                        )
+                        if cfg.retries > 0
+                        else None,
+                        pipeline=pipe,
+                    )
+                    pipe.hset(index_key(self.name), job.job_id, job.to_json())
+                    pipe.hdel(attempts_key(self.name), job.job_id)
+                    pipe.delete(failures_key(self.name, job.job_id))
+                for job in locked:
+                    pipe.delete(lock_key(self.name, job.job_id))
+                pipe.execute()
+        for job in alone:
+            self.submit(job)
+        return [job.job_id for job in prepared]
 
     def submit_noop(self, job_id: str | None = None) -> str:
         """Queue a job that does nothing (to measure overhead or check that workers run)."""
@@ -219,6 +279,10 @@ class BacktestJobQueue(QueueBase):
                 ended_at=_iso(rq_job.ended_at) if status in DONE else None,
                 attempts=attempts,
                 error=error,
+                attempt_errors=[
+                    x.decode() if isinstance(x, bytes) else str(x)
+                    for x in self.connection.lrange(failures_key(self.name, job_id), 0, -1)
+                ],
             )
 
     def _from_disk(self, job_id: str, submitted: BacktestJob | None, attempts: int) -> BacktestJob:
@@ -261,6 +325,7 @@ class BacktestJobQueue(QueueBase):
         *,
         progress: bool = True,
         poll_interval: float = 0.25,
+        outage_s: float = 120.0,
     ) -> dict[str, BacktestJob]:
         """Block until every job is finished, failed or cancelled.
 
@@ -269,6 +334,8 @@ class BacktestJobQueue(QueueBase):
             timeout: Seconds to wait at most (forever when ``None``).
             progress: Show a progress bar (tqdm).
             poll_interval: Seconds between polls.
+            outage_s: A Redis outage is reported and waited out for this long
+                (workers reconnect by themselves), then raised.
 
         Returns:
             Job id -> final record (see :meth:`status`); failures are in the records,
@@ -277,12 +344,14 @@ class BacktestJobQueue(QueueBase):
         Raises:
             JobNotFound: an id is unknown.
             WaitTimeout: ``timeout`` passed first; lists the pending jobs.
-            QueueUnavailable: Redis went away (reported within 10 seconds).
+            QueueUnavailable: Redis stayed away for ``outage_s`` seconds.
         """
         ids = list(dict.fromkeys(job_ids))
         for job_id in ids:
             self.status(job_id)  # unknown ids fail now, not after waiting
-        self.wait_statuses(ids, timeout, progress=progress, poll_interval=poll_interval)
+        self.wait_statuses(
+            ids, timeout, progress=progress, poll_interval=poll_interval, outage_s=outage_s
+        )
         return {job_id: self.status(job_id) for job_id in ids}
 
     def cancel(self, job_id: str) -> BacktestJob:

@@ -270,6 +270,11 @@ def attempts_key(queue_name: str) -> str:
     return f"{KEY_PREFIX}:{queue_name}:attempts"
 
 
+def failures_key(queue_name: str, job_id: str) -> str:
+    """List of ``"attempt N: reason"``: why each failed attempt of a job failed."""
+    return f"{KEY_PREFIX}:{queue_name}:failures:{job_id}"
+
+
 def lock_key(queue_name: str, job_id: str) -> str:
     """Short-lived lock held while a job is submitted (makes duplicate submission atomic)."""
     return f"{KEY_PREFIX}:{queue_name}:lock:{job_id}"

@@ -28,8 +28,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -47,7 +45,7 @@ from rq.utils import current_timestamp
 from backtest.config import QueueConfig
 from backtest.errors import BacktestError
 from backtest.queue._execute import payload_job, remove_partial_files
-from backtest.queue._redis import connect, die_with_parent, mask_url
+from backtest.queue._redis import attempts_key, connect, failures_key, mask_url
 from backtest.queue._rqjob import BacktestRqJob
 
 log = logging.getLogger("backtest.queue")
@@ -169,7 +167,37 @@ class _RqWorker(Worker):
 
     def handle_work_horse_killed(self, job: Job, retpid: Any, ret_val: Any, rusage: Any) -> None:
         _cleanup_run_dir(job)
+        if isinstance(ret_val, int) and os.WIFSIGNALED(ret_val):
+            sig = signal.Signals(os.WTERMSIG(ret_val)).name
+            why = f"its process was killed by {sig} (out of memory, or killed by hand)"
+        else:
+            why = f"its process exited unexpectedly (wait status {ret_val})"
+        note_failure(job, why)
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+
+
+def note_failure(job: Job, reason: str) -> None:
+    """Append ``"attempt N: reason"`` to the job's failure list (shown by ``status()``)."""
+    try:
+        attempt = job.connection.hget(attempts_key(job.origin), job.id)
+        job.connection.rpush(
+            failures_key(job.origin, job.id), f"attempt {int(attempt or 0)}: {reason}"
+        )
+    except redis.RedisError:  # the reason is a courtesy; the job's fate does not depend on it
+        log.debug("could not record why job %s failed", job.id, exc_info=True)
+
+
+def _failure_reason(job: Job, exc_type: Any, exc_value: Any, tb: Any) -> bool:
+    """Exception handler of rq: record why an attempt failed (a raised error or abandonment)."""
+    from rq.exceptions import AbandonedJobError
+
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
+        why = "abandoned: its worker stopped sending heartbeats (killed, or its machine lost)"
+    else:
+        text = str(exc_value).strip().splitlines()
+        why = f"{getattr(exc_type, '__name__', exc_type)}: {text[-1] if text else ''}".rstrip(": ")
+    note_failure(job, why)
+    return True  # go on to rq's own handling
 
 
 def _cleanup_run_dir(job: Job) -> None:
@@ -239,6 +267,9 @@ class BacktestWorker:
         maintenance_interval: Seconds between maintenance runs (abandoned-job checks).
         monitoring_interval: Seconds between heartbeats of a running job.
         heartbeat_grace: Seconds a heartbeat may be late before the job counts as abandoned.
+        allowed_modules: Module prefixes (besides ``backtest.``) a job's strategy may
+            come from. Fixed for the worker's life: a job's own ``allowed_modules``
+            cannot widen it, and nothing outside it is imported.
 
     A killed worker's job is retried within about ``monitoring_interval +
     heartbeat_grace + maintenance_interval`` seconds (35 s with the defaults), provided
@@ -259,9 +290,11 @@ class BacktestWorker:
         maintenance_interval: int = 10,
         monitoring_interval: int = 5,
         heartbeat_grace: int = 15,
+        allowed_modules: Sequence[str] = (),
     ) -> None:
         from backtest.errors import ConfigError
 
+        self.allowed_modules = tuple(allowed_modules)
         self.config = config or QueueConfig()
         names = [queues] if isinstance(queues, str) else list(queues)
         self.queue_names = names or [self.config.name]
@@ -275,19 +308,28 @@ class BacktestWorker:
         else:
             kwargs = connection.connection_pool.connection_kwargs
             self.url = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
-        worker_ttl = max(int(maintenance_interval), 1) + 15  # rq blocks dequeue for ttl - 15 s
-        self._worker = _RqWorker(
+        self._connection = connection
+        self._settings = {
+            "worker_ttl": max(int(maintenance_interval), 1) + 15,  # rq blocks dequeue ttl - 15 s
+            "job_monitoring_interval": monitoring_interval,
+            "maintenance_interval": maintenance_interval,
+        }
+        self._heartbeat_grace = int(heartbeat_grace)
+        self._worker = self._new_worker(name)
+
+    def _new_worker(self, name: str | None = None) -> _RqWorker:
+        worker = _RqWorker(
             self.queue_names,
             name=name,
-            connection=connection,
+            connection=self._connection,
             serializer=JSONSerializer,
-            worker_ttl=worker_ttl,
-            job_monitoring_interval=monitoring_interval,
-            maintenance_interval=maintenance_interval,
             default_result_ttl=self.config.result_ttl,
             log_job_description=False,
+            **self._settings,
         )
-        self._worker.heartbeat_grace = int(heartbeat_grace)
+        worker.heartbeat_grace = self._heartbeat_grace
+        worker.push_exc_handler(_failure_reason)
+        return worker
 
     @property
     def name(self) -> str:
@@ -307,104 +349,75 @@ class BacktestWorker:
         Returns:
             Whether any job was processed.
         """
+        from backtest.strategies import _loader
+
+        previous = _loader._WORKER_MODULES
+        _loader.restrict_modules(self.allowed_modules)  # before any job: it cannot widen it
+        try:
+            return self._work(burst, max_jobs, logging_level)
+        finally:
+            _loader.restrict_modules(previous)  # a worker run inside another program
+
+    def _work(self, burst: bool, max_jobs: int | None, level: str) -> bool:
         _preload()
-        log.info("worker %s on %s, queues %s", self.name, mask_url(self.url), self.queue_names)
-        return bool(self._worker.work(burst=burst, max_jobs=max_jobs, logging_level=logging_level))
-
-
-class LocalWorkers:
-    """Start ``n`` worker processes on this machine (``python -m backtest.worker``).
-
-    Used by the launcher for an embedded Redis, by tests and by the benchmark. The
-    processes are stopped by :meth:`stop` (warm shutdown, then SIGKILL after
-    ``stop_timeout_s``).
-
-    Args:
-        url: Redis URL the workers connect to.
-        queue: Queue name.
-        n: Number of worker processes.
-        maintenance_interval: Passed to each worker.
-        monitoring_interval: Passed to each worker.
-        heartbeat_grace: Passed to each worker.
-        env: Extra environment variables for the workers.
-        log_dir: Write each worker's output to ``<log_dir>/worker-<i>.log`` (else discarded).
-    """
-
-    def __init__(
-        self,
-        url: str,
-        queue: str,
-        n: int,
-        *,
-        maintenance_interval: int = 10,
-        monitoring_interval: int = 5,
-        heartbeat_grace: int = 15,
-        env: dict[str, str] | None = None,
-        log_dir: str | Path | None = None,
-        burst: bool = False,
-    ) -> None:
-        self.url, self.queue, self.n = url, queue, int(n)
-        self._args = [
-            "--queues",
-            queue,
-            "--maintenance-interval",
-            str(maintenance_interval),
-            "--monitoring-interval",
-            str(monitoring_interval),
-            "--heartbeat-grace",
-            str(heartbeat_grace),
-            *(["--burst"] if burst else []),
-        ]
-        self._env = env or {}
-        self._log_dir = Path(log_dir) if log_dir else None
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> LocalWorkers:
-        """Start the processes (the URL goes through ``REDIS_URL``, never the command line)."""
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, **self._env, "REDIS_URL": self.url}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+        log.info(
+            "worker %s on %s, queues %s, strategies from backtest.%s",
+            self.name,
+            mask_url(self.url),
+            self.queue_names,
+            "".join(f", {m}" for m in self.allowed_modules),
         )
-        for i in range(len(self.processes), self.n):
-            out: Any = subprocess.DEVNULL
-            if self._log_dir is not None:
-                self._log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self._log_dir / f"worker-{i}.log", "ab")  # noqa: SIM115
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "backtest.worker", *self._args],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-            if out is not subprocess.DEVNULL:
-                out.close()
-            self.processes.append(proc)
-        return self
+        did = False
+        while True:
+            worker = self._worker
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                # (raised by rq's teardown when it cannot reach Redis either)
+                did |= bool(worker.work(burst=burst, max_jobs=max_jobs, logging_level=level))
+            if getattr(worker, "_stop_requested", False) or self._redis_up():
+                return did  # a normal end: stopped, burst done, max_jobs reached
+            # rq's loop quits when Redis goes away mid-job; this process stays, waits
+            # for Redis and carries on under a fresh registration.
+            horse = getattr(worker, "_horse_pid", 0) or 0
+            self._wait_for_redis(worker.name)
+            self._worker = self._new_worker()
+            self._recover(worker.name, horse)
 
-    def alive(self) -> list[subprocess.Popen[bytes]]:
-        """The worker processes still running."""
-        return [p for p in self.processes if p.poll() is None]
+    def _redis_up(self) -> bool:
+        try:
+            return bool(self._connection.ping())
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Ask every worker to stop after its current job; SIGKILL those still running."""
-        for proc in self.alive():
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in self.processes:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        self.processes = []
+    def _wait_for_redis(self, old_name: str) -> None:
+        """Ping Redis with backoff (0.5 s doubling to 10 s) until it answers."""
+        start, delay = time.monotonic(), 0.5
+        log.warning(
+            "worker %s: Redis at %s went away; this worker keeps running and reconnects",
+            old_name,
+            mask_url(self.url),
+        )
+        while not self._redis_up():
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        log.warning(
+            "worker %s: Redis at %s is back after %.1f s; resuming",
+            old_name,
+            mask_url(self.url),
+            time.monotonic() - start,
+        )
 
-    def __enter__(self) -> LocalWorkers:
-        return self.start()
+    def _recover(self, old_name: str, horse: int) -> None:
+        """Let the job this worker ran when Redis went away end, then retry it at once.
 
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        Its work horse may have finished the job during the outage without being able
+        to say so. Once the horse has ended, rq's abandoned-job check runs now (not
+        at the next maintenance): a job still marked started is retried, and since its
+        result is complete on disk the retry answers from there; nothing is computed
+        twice.
+        """
+        if horse:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(horse, 0)  # let the horse finish (and reap it)
+        log.info("worker %s (was %s): checking for jobs left started", self.name, old_name)
+        with contextlib.suppress(redis.RedisError):
+            self._worker.clean_registries()

@@ -4,6 +4,10 @@ A config file must never be able to import or call arbitrary code (think
 ``_target_: subprocess.run``), so the target is checked against an allow-list of
 module prefixes *before anything is imported*: ``backtest.`` plus what the user
 lists in ``allowed_modules``.
+
+A worker runs configs that arrive through a queue, so a queued job must not widen
+the allow-list: :func:`restrict_modules` (called by every worker at start, with the
+list it was started with) makes that list the only one, whatever a config says.
 """
 
 from __future__ import annotations
@@ -17,6 +21,17 @@ from backtest.errors import ConfigError
 
 _TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 BUILTIN_PREFIX = "backtest."
+_WORKER_MODULES: tuple[str, ...] | None = None  # set in worker processes only
+
+
+def restrict_modules(prefixes: Iterable[str] | None) -> None:
+    """Fix the allow-list of this process: configs' ``allowed_modules`` no longer count.
+
+    Called by :class:`~backtest.queue.BacktestWorker` with the prefixes it was started
+    with (``--allow-module``/``BACKTEST_ALLOWED_MODULES``); ``None`` lifts it.
+    """
+    global _WORKER_MODULES
+    _WORKER_MODULES = None if prefixes is None else tuple(prefixes)
 
 
 def check_target(target: object, allowed_modules: Iterable[str] = ()) -> str:
@@ -31,11 +46,19 @@ def check_target(target: object, allowed_modules: Iterable[str] = ()) -> str:
             f"'backtest.strategies.SmaCross', got {target!r}",
             key="strategy._target_",
         )
-    prefixes = [BUILTIN_PREFIX, *(p if p.endswith(".") else p + "." for p in allowed_modules)]
+    fixed = _WORKER_MODULES is not None
+    listed = _WORKER_MODULES if _WORKER_MODULES is not None else tuple(allowed_modules)
+    prefixes = [BUILTIN_PREFIX, *(p if p.endswith(".") else p + "." for p in listed)]
     if not any(target.startswith(p) for p in prefixes):
+        fix = (
+            "this worker's allow-list is fixed when it starts and a job cannot widen it: "
+            "start the worker with --allow-module PREFIX"
+            if fixed
+            else "add yours to allowed_modules"
+        )
         raise ConfigError(
             f"strategy._target_ {target!r} is not in an allowed module; allowed prefixes: "
-            f"{', '.join(prefixes)} (add yours to allowed_modules)",
+            f"{', '.join(prefixes)} ({fix})",
             key="strategy._target_",
         )
     return target

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from backtest import results
-from backtest.config import RootConfig
+from backtest.config import RootConfig, TrackingConfig
 from backtest.engine import BacktestResult
 from backtest.errors import BacktestError, ConfigError
 from backtest.jobs import BacktestJob, now_iso
@@ -69,10 +69,12 @@ def typed_settings(config: Mapping[str, Any]) -> RootConfig:
 
 
 def _context(job: BacktestJob, run_dir: Path, progress: bool) -> TaskContext:
+    from backtest._limits import check_sizes
     from backtest.data import data_fingerprint, load_prices
     from backtest.strategies._loader import build_strategy
 
     settings = typed_settings(job.config)
+    check_sizes(settings)  # a named error with the memory estimate, before any work
     cls, params, _ = build_strategy(settings.strategy, settings.allowed_modules)
     prices = load_prices(settings.data)
     return TaskContext(
@@ -154,12 +156,18 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
             (nothing is overwritten).
     """
     run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
+    if results.has_result(run_dir) and (missing := results.incomplete_reason(run_dir)):
+        log.warning(kv("incomplete result computed again", reason=missing, run_dir=run_dir))
+        (run_dir / results.RESULT_FILE).unlink(missing_ok=True)  # never served half
     if results.has_result(run_dir):
         record = results.load_result(run_dir, job_id=job.job_id).record
         if record.get("config_hash") == job.config_hash:
             log.info(
                 kv("result already complete; not recomputed", job_id=job.job_id, run_dir=run_dir)
             )
+            tracking_cfg = typed_settings(job.config).tracking
+            if tracking_cfg.enabled:  # a retry after a crash mid-mirror logs it now, once
+                _track(tracking_cfg, run_dir, None)
             return load_backtest(run_dir)
         raise BacktestError(
             f"run directory {str(run_dir)!r} already holds the result of another config "
@@ -194,7 +202,7 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
     if ctx.settings.report:
         _report(run_dir)
     if ctx.settings.tracking.enabled:
-        _track(ctx, run_dir, output)
+        _track(ctx.settings.tracking, run_dir, output.children)
     return replace(bt, run_dir=str(run_dir))
 
 
@@ -213,14 +221,16 @@ def _report(run_dir: Path) -> None:
         )
 
 
-def _track(ctx: TaskContext, run_dir: Path, output: TaskOutput) -> None:
-    """Mirror the written result to MLflow; a failure warns and loses nothing on disk."""
+def _track(
+    tracking_cfg: TrackingConfig, run_dir: Path, children: list[dict[str, Any]] | None
+) -> None:
+    """Mirror the written result to MLflow once; a failure warns and loses nothing on disk."""
     try:
-        from backtest import tracking
+        from backtest.tracking._mirror import mirror_result
     except ImportError:  # tracking module not present
         return
     try:
-        tracking.log_result(run_dir, ctx.settings.tracking, children=output.children)
+        mirror_result(run_dir, tracking_cfg, children=children)
     except Exception as exc:
         log.warning(
             "MLflow tracking failed (%s); the result is complete in %s and can be "

@@ -160,11 +160,44 @@ def fast_sqlite(uri: str) -> None:
     _FAST_SQLITE.add(str(Path(uri[len(_SQLITE) :])))
 
 
+_READY: set[str] = set()
+
+
+def prepare_store(uri: str) -> None:
+    """Create or upgrade the sqlite store ``uri`` once, under a cross-process file lock.
+
+    MLflow creates a new store's tables (and migrates an old one) when a process first
+    opens it, without any lock: several processes opening a fresh
+    ``sqlite:///outputs/mlflow.db`` at once (the workers of an rq sweep on a fresh
+    checkout) run the schema creation concurrently, fail with "table experiments
+    already exists" or "duplicate column name", or leave the store stuck
+    mid-migration. Here the first process to get ``<db>.lock`` (``fcntl.flock``)
+    creates the store; the others wait for it, then find every table in place. Done
+    once per process and URI; a no-op for servers and other databases.
+    """
+    if not uri.startswith(_SQLITE) or uri in _READY:
+        return
+    import fcntl
+
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    db = Path(uri[len(_SQLITE) :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _get_store(uri)  # creates the tables, or only checks them when present
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY.add(uri)
+
+
 def client_for(uri: str) -> MlflowClient:
-    """An ``MlflowClient`` for ``uri`` (already resolved; sqlite stores made fast)."""
+    """An ``MlflowClient`` for ``uri`` (already resolved; sqlite stores made fast and ready)."""
     from mlflow import MlflowClient
 
     fast_sqlite(uri)
+    prepare_store(uri)
     return MlflowClient(tracking_uri=uri)
 
 

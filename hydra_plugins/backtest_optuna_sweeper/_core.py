@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from backtest.errors import ConfigError
+from backtest.errors import BacktestError, ConfigError
 from hydra_plugins.backtest_optuna_sweeper._space import build_space, format_value
 
 if TYPE_CHECKING:
@@ -251,7 +251,28 @@ def sweep(sweeper: BacktestOptunaSweeper, arguments: list[str]) -> dict[str, Any
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
                     run.tell(in_flight.pop(future), *future.result())
-    return _report(run, done_before, interrupted)
+    summary = _report(run, done_before, interrupted)
+    if stop():
+        raise _stopped(run)
+    return summary
+
+
+class SweepStopped(BacktestError, RuntimeError):
+    """An Optuna sweep stopped early on ``max_failures``; names the failed trials."""
+
+
+def _stopped(run: _Study) -> SweepStopped:
+    """The error a sweep stopped by ``max_failures`` exits with: the failed trials named."""
+    lines = []
+    for number, value, error in run.new:
+        if value is None:
+            overrides = run.study.trials[number].user_attrs.get("overrides") or []
+            lines.append(f"  trial {number} [{' '.join(overrides)}]: {error}")
+    return SweepStopped(
+        f"optuna sweeper stopped after {run.failures()} failed trial(s) "
+        f"(hydra.sweeper.max_failures={run.settings.max_failures}); results so far are in "
+        f"{run.sweep_dir}:\n" + "\n".join(lines)
+    )
 
 
 def _report(run: _Study, done_before: int, interrupted: int) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class BacktestRQLauncherConf:
         maintenance_interval: Local workers: seconds between abandoned-job checks.
         monitoring_interval: Local workers: seconds between job heartbeats.
         heartbeat_grace: Local workers: seconds a heartbeat may be late.
+        outage_s: A Redis outage is reported and waited out this long (workers
+            reconnect by themselves), then the sweep fails with ``QueueUnavailable``.
     """
 
     _target_: str = "hydra_plugins.backtest_rq_launcher.rq_launcher.BacktestRQLauncher"
@@ -43,6 +45,7 @@ class BacktestRQLauncherConf:
     maintenance_interval: int = 10
     monitoring_interval: int = 5
     heartbeat_grace: int = 15
+    outage_s: float = 120.0
 
 
 ConfigStore.instance().store(

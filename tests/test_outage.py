@@ -1,0 +1,158 @@
+"""Workers and wait() outlive a Redis outage (a real redis-server stopped and restarted)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+COUNTING = """
+import os, time, uuid
+from dataclasses import dataclass
+from pathlib import Path
+from backtest.strategies import SmaCross
+
+@dataclass(frozen=True, slots=True)
+class CountingSmaCross(SmaCross):
+    delay_s: float = 0.0
+
+    def positions(self, prices):
+        runs = Path(os.environ["COUNT_DIR"])
+        (runs / f"{self.fast}-{uuid.uuid4().hex[:8]}").write_text("ran")
+        time.sleep(self.delay_s)
+        return SmaCross.positions(self, prices)
+"""
+
+
+class PersistentRedis:
+    """redis-server on a Unix socket that saves its data when stopped and reloads it."""
+
+    def __init__(self, folder: Path) -> None:
+        from backtest.queue._redis import redis_server_executable
+
+        self.folder = folder
+        self.url = f"unix://{folder / 'redis.sock'}"
+        self.args = [
+            redis_server_executable(),
+            "--port", "0",
+            "--unixsocket", str(folder / "redis.sock"),
+            "--unixsocketperm", "700",
+            "--dir", str(folder),
+            "--appendonly", "no",
+            "--logfile", str(folder / "redis.log"),
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from backtest.errors import QueueUnavailable
+        from backtest.queue._redis import connect
+
+        self.proc = subprocess.Popen(
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                connect(self.url).close()
+                return
+            except QueueUnavailable:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        """``SHUTDOWN SAVE``: Redis writes the queue to disk and exits (as a restart would)."""
+        import redis
+
+        from backtest.queue._redis import connect
+
+        if self.proc is not None:
+            with contextlib.suppress(redis.ConnectionError):  # it hangs up as it exits
+                connect(self.url).shutdown(save=True)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
+    from backtest.config import QueueConfig
+    from backtest.jobs import BacktestJob
+    from backtest.queue import BacktestJobQueue, LocalWorkers
+    from tests.test_worker import _base_config
+
+    (tmp_path / "support").mkdir()
+    (tmp_path / "support" / "counting.py").write_text(COUNTING)
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    server = PersistentRedis(tmp_path)
+    server.start()
+    base = _base_config()
+    jobs = []
+    for i in range(6):
+        config = json.loads(json.dumps(base))
+        config["allowed_modules"] = ["counting"]
+        config["strategy"] = {
+            "_target_": "counting.CountingSmaCross", "fast": 5 + i, "slow": 60, "delay_s": 3.0,
+        }  # fmt: skip
+        jobs.append(BacktestJob(config=config, result_path=str(tmp_path / "out" / f"job{i}")))
+    cfg = QueueConfig(redis_url=server.url, name="outage", job_timeout=120, retries=2)
+    pool = LocalWorkers(
+        server.url,
+        "outage",
+        2,
+        maintenance_interval=1,
+        monitoring_interval=1,
+        heartbeat_grace=3,
+        env={"PYTHONPATH": str(tmp_path / "support"), "COUNT_DIR": str(counts)},
+        allowed_modules=["counting"],
+        log_dir=tmp_path / "logs",
+    )
+    try:
+        with BacktestJobQueue(cfg) as q, pool:
+            ids = q.submit_many(jobs)
+            deadline = time.monotonic() + 120
+            while sum(q.status(i).status == "started" for i in ids) < 2:
+                assert time.monotonic() < deadline, "the workers never started two jobs"
+                time.sleep(0.1)
+            times: dict[str, float] = {}
+
+            def outage() -> None:
+                time.sleep(1.0)  # wait() is polling by now
+                server.stop()  # and both workers are busy
+                times["down"] = time.monotonic()
+                time.sleep(10)
+                server.start()
+                times["up"] = time.monotonic()
+
+            thread = threading.Thread(target=outage)
+            thread.start()
+            final = q.wait(ids, timeout=300, progress=False, outage_s=120)
+            thread.join()
+            done = time.monotonic()
+            alive = len(pool.alive())
+        print(f"all 6 jobs finished {done - times['up']:.1f} s after Redis came back")
+        assert {r.status for r in final.values()} == {"finished"}
+        assert alive == 2, "a worker process exited during the outage"
+        ran: dict[str, int] = {}
+        for marker in counts.iterdir():
+            fast = marker.name.split("-")[0]
+            ran[fast] = ran.get(fast, 0) + 1
+        assert ran == {str(5 + i): 1 for i in range(6)}, ran  # nothing computed twice
+        logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+        assert "went away" in logs and "is back after" in logs
+    finally:
+        if "thread" in locals():
+            thread.join()
+        server.stop()

@@ -597,7 +597,7 @@ def test_walkforward_task_writes_folds_and_overfitting(compose, tmp_path, capsys
     of = record["overfitting"]
     assert of["deflated_sharpe_effective"] == pytest.approx(folds["is_dsr_effective"].mean())
     assert of["effective_trials"] == pytest.approx(folds["effective_trials"].sum())
-    assert 1.0 <= folds["effective_trials"].min() and folds["effective_trials"].max() <= 24
+    assert folds["effective_trials"].min() >= 1.0 and folds["effective_trials"].max() <= 24
     assert of["spa_pvalue"] == pytest.approx(folds["spa_pvalue"].mean())
     assert 0.0 <= of["spa_pvalue"] <= of["reality_check_pvalue"] <= 1.0
     out = capsys.readouterr().out

@@ -98,9 +98,9 @@ def reordered_returns(
     cost = eng.cost_rate(engine.fee_bps, engine.slippage_bps)
     w = eng.resolve_weights(columns, engine.weights or None)
     n, count = orders.shape[0] + 1, orders.shape[1]
-    growth = np.ones((n, count, close.shape[1]))
+    growth = np.ones((n, count, close.shape[1]), dtype=np.float64)
     growth[1:] += eng.bar_returns(close)[1:][orders]  # (bars, paths, assets)
-    closes = np.cumprod(growth, axis=0)
+    closes = np.cumprod(growth, axis=0, dtype=np.float64)
     combined = np.zeros((n, count))
     for j in range(positions.shape[1]):
         held = np.broadcast_to(positions[:, j : j + 1], (n, count))

@@ -15,19 +15,14 @@ from numpy.typing import NDArray
 from backtest import metrics as m
 from backtest.config import Direction, SearchConfig, SearchMethod, Splitter, WalkForwardConfig
 from backtest.errors import BacktestError, ConfigError
-from backtest.overfitting import (
-    deflated_sharpe_ratio,
-    effective_trials,
-    probability_of_backtest_overfitting,
-    superior_predictive_ability,
-)
 from backtest.walkforward._evaluator import ReturnsEvaluator, StrategyReturnsEvaluator
-from backtest.walkforward._kernels import sharpe_moments, window_sharpe, windows_sharpe
+from backtest.walkforward._fold_stats import fold_overfitting, fold_snooping
+from backtest.walkforward._kernels import window_sharpe, windows_sharpe
 from backtest.walkforward._result import (
     WalkForwardResult,
     _plain,
 )
-from backtest.walkforward._search import FoldSearch, fold_seed, search_fold, tie_rank
+from backtest.walkforward._search import FoldSearch, search_fold, tie_rank
 from backtest.walkforward._space import grid_frame, random_frame
 from backtest.walkforward._splitters import Fold, Splits, make_splits
 from backtest.walkforward._stitch import assemble_result
@@ -262,8 +257,10 @@ class WalkForwardOptimizer:
     ) -> tuple[dict[str, Any], dict[tuple[int, int], Any]]:
         best = fs.best
         params = {name: _plain(values[best]) for name, values in fs.columns.items()}
-        is_sharpe, dsr, pbo = self._fold_overfitting(fs)
-        snoop = self._fold_snooping(fold, fs, is_sharpe)
+        is_sharpe, dsr, pbo = fold_overfitting(fs, self.pbo_blocks)
+        snoop = fold_snooping(
+            fold, fs, is_sharpe, self.spa_bootstrap, self.benchmark, int(self.search.seed)
+        )
         # Out of sample: runs over the prices up to the end of each test stretch.
         ends = (
             [int(splits.group_bounds[g + 1]) for g in fold.test_groups]
@@ -315,78 +312,6 @@ class WalkForwardOptimizer:
             "_oos_returns": r_test,
         }
         return row, runs
-
-    def _fold_overfitting(self, fs: FoldSearch) -> tuple[float, float, float]:
-        """Per-period in-sample Sharpe of the chosen set, its DSR and the fold's PBO.
-
-        The DSR uses every trial the fold ran (N) and the variance of their in-sample
-        Sharpe ratios; the PBO is CSCV over the fold's (train bars x trials) matrix.
-        """
-        chosen = np.ascontiguousarray(fs.train_returns[:, fs.best], dtype=np.float64)
-        sharpe, skewness, kurtosis = sharpe_moments(chosen)
-        pool = fs.sharpes[np.isfinite(fs.sharpes)]
-        variance = float(np.var(pool, ddof=1)) if pool.size > 1 else 0.0
-        try:
-            dsr = deflated_sharpe_ratio(
-                sharpe,
-                len(chosen),
-                n_trials=len(fs.frame),
-                sharpe_variance=variance,
-                skewness=skewness,
-                kurtosis=kurtosis,
-            )
-        except ConfigError:  # moments so extreme that the Sharpe variance is not positive
-            dsr = math.nan
-        blocks = self.pbo_blocks - self.pbo_blocks % 2
-        n_obs = fs.train_returns.shape[0]
-        while blocks > 2 and n_obs // blocks < 4:
-            blocks -= 2
-        pbo = math.nan
-        if blocks >= 2 and len(fs.frame) >= 2 and n_obs // blocks >= 2:
-            pbo = probability_of_backtest_overfitting(fs.train_returns, n_blocks=blocks).pbo
-        return sharpe, dsr, pbo
-
-    def _fold_snooping(self, fold: Fold, fs: FoldSearch, sharpe: float) -> dict[str, float]:
-        """Effective trials, the DSR with them, and the SPA / Reality Check p-values.
-
-        The effective number is Li & Ji's eigenvalue count of the fold's trial
-        returns; the SPA bootstrap is seeded by the search seed and the fold number.
-        """
-        train = fs.train_returns
-        n_eff = effective_trials(train) if train.shape[1] > 1 else 1.0
-        chosen = np.ascontiguousarray(train[:, fs.best], dtype=np.float64)
-        _, skewness, kurtosis = sharpe_moments(chosen)
-        pool = fs.sharpes[np.isfinite(fs.sharpes)]
-        variance = float(np.var(pool, ddof=1)) if pool.size > 1 else 0.0
-        try:
-            dsr_eff = deflated_sharpe_ratio(
-                sharpe,
-                len(chosen),
-                n_trials=n_eff,
-                sharpe_variance=variance,
-                skewness=skewness,
-                kurtosis=kurtosis,
-            )
-        except ConfigError:
-            dsr_eff = math.nan
-        spa = rc = math.nan
-        if self.spa_bootstrap > 0 and train.shape[0] > 2:
-            bench = None
-            if self.benchmark is not None:
-                bench = self.benchmark[fold.train]
-            result = superior_predictive_ability(
-                train,
-                bench,
-                n_bootstrap=self.spa_bootstrap,
-                seed=np.random.default_rng(fold_seed(int(self.search.seed), fold.fold)),
-            )
-            spa, rc = result.spa_pvalue, result.reality_check_pvalue
-        return {
-            "effective_trials": n_eff,
-            "is_dsr_effective": dsr_eff,
-            "spa_pvalue": spa,
-            "reality_check_pvalue": rc,
-        }
 
 
 def as_returns_evaluator(evaluator: Any) -> ReturnsEvaluator:

@@ -2,53 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
-from collections.abc import Mapping
+import shutil
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from backtest.jobs import BacktestJob, run_backtest
+from backtest.errors import BacktestError
+from backtest.jobs import BacktestJob
 from backtest.logs import kv, use_structlog
+from backtest.masking import mask_files, mask_logs, remember_config
 from backtest.results import load_result
+from backtest.summary import format_summary
+from backtest.tasks import execute_job, prepare
 
 log = logging.getLogger("backtest")
-
-_PERCENT = {"total_return", "cagr", "annual_volatility", "max_drawdown", "win_rate", "exposure"}
-
-
-def _fmt(name: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        if name in _PERCENT:
-            return f"{value:.2%}"
-        if name == "n_trades":
-            return f"{value:.0f}"
-        return f"{value:.3f}"
-    return str(value)
-
-
-def format_summary(record: Mapping[str, Any]) -> str:
-    """The short table printed at the end of a run, from its ``result.json`` record."""
-    rows: list[tuple[str, str]] = [
-        ("experiment", str(record.get("name"))),
-        ("task", str(record.get("task"))),
-        (
-            "data",
-            f"{record.get('n_bars')} bars, {len(record.get('symbols', []))} assets, "
-            f"{record.get('start')} to {record.get('end')}",
-        ),
-        ("params", ", ".join(f"{k}={v}" for k, v in record.get("params", {}).items()) or "-"),
-    ]
-    rows += [(k, _fmt(k, v)) for k, v in record.get("metrics", {}).items()]
-    rows += [(str(a), str(b)) for a, b in record.get("summary", [])]
-    width = max(len(a) for a, _ in rows)
-    lines = [f"{a:<{width}}  {b}" for a, b in rows]
-    rule = "-" * max(len(line) for line in lines)
-    return "\n".join([rule, *lines, rule])
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
@@ -60,18 +30,44 @@ def run_dir_for(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _hydra_files(run_dir: Path) -> list[Path]:
+    """Hydra's record of the run (``.hydra/*.yaml``) and the sweep's ``multirun.yaml``."""
+    return [*run_dir.glob(".hydra/*.yaml"), run_dir.parent / "multirun.yaml"]
+
+
+def _remove_untouched(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but what Hydra put there before the run."""
+    if not run_dir.is_dir():
+        return
+    entries = list(run_dir.iterdir())
+    if all(e.name == ".hydra" or e.suffix == ".log" for e in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run the composed config and return its objective (for sweepers).
 
     The task is ``walkforward`` when ``walkforward`` is set, ``search`` when
     ``search.method`` is not ``none``, ``montecarlo`` for a backtest with a
-    ``montecarlo`` section, otherwise ``backtest``.
+    ``montecarlo`` section, otherwise ``backtest``. Settings, conflicts, the strategy
+    and the data are checked before anything runs: a bad config or bad data raises
+    and leaves no run directory and no MLflow run behind. Secrets in URLs are masked
+    in every file, log line and MLflow entry (:mod:`backtest.masking`).
     """
     use_structlog()  # only when structlog is installed
+    mask_logs()
+    with contextlib.suppress(OmegaConfBaseException):  # the job record reports the key
+        remember_config(OmegaConf.to_container(cfg, resolve=True))
     run_dir = run_dir_for(cfg)
+    mask_files(_hydra_files(run_dir))
     job = BacktestJob.from_config(cfg, result_path=str(run_dir))
+    try:
+        ctx = prepare(job, run_dir, progress=True)
+    except BacktestError:
+        _remove_untouched(run_dir)
+        raise
     log.info(kv("run started", task=job.task, job_id=job.job_id, run_dir=run_dir))
-    run_backtest(job, progress=True)
+    execute_job(job, progress=True, ctx=ctx)
     record = load_result(run_dir).record
     if cfg.get("summary", True):
         print(format_summary(record))

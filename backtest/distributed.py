@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.errors import ConfigError, TrialsFailed
+from backtest.masking import mask_url
 
 if TYPE_CHECKING:
     import optuna
@@ -203,7 +204,9 @@ def distributed_search(
         study_name=name, storage=store, direction=direction, load_if_exists=True
     )
     spec = {
-        "storage": url,
+        # masked: each worker connects with the URL from its own environment
+        # (REDIS_URL for the queue's Redis, BACKTEST_STUDY_STORAGE for another store)
+        "storage": mask_url(url),
         "study_name": name,
         "config": plain,
         "n_trials": n_trials,
@@ -218,7 +221,7 @@ def distributed_search(
     statuses = queue.wait_statuses(ids, timeout, progress=progress)
     reasons = [queue.failure_reason(i) for i, st in statuses.items() if st != "finished"]
     try:
-        result = _result(study, name, queue.masked_url if storage is None else _mask(url))
+        result = _result(study, name, mask_url(url))
     except TrialsFailed as exc:
         if reasons:
             raise TrialsFailed(f"{exc}; the study workers failed: {reasons[0]}") from exc
@@ -263,12 +266,6 @@ def _write(run_dir: Path, result: DistributedSearchResult, plain: dict[str, Any]
         },
         tables={"trials": trials},
     )
-
-
-def _mask(url: str) -> str:
-    from backtest.queue import mask_url
-
-    return mask_url(url)
 
 
 def _result(study: optuna.Study, name: str, where: str) -> DistributedSearchResult:
@@ -361,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             local = args.local_workers
             if local is None:
                 local = queue_cfg.n_workers if queue.embedded else 0
-            workers = queue.start_workers(local) if local else None
+            env = {"BACKTEST_STUDY_STORAGE": args.storage} if args.storage else {}
+            workers = queue.start_workers(local, env=env) if local else None
             study = args.study or default_study_name(cfg)
             try:
                 result = distributed_search(

@@ -106,8 +106,9 @@ def test_batches_come_back_per_override_with_objectives_and_failures(
 ) -> None:
     from hydra.core.utils import JobStatus
 
-    from backtest.jobs import BacktestJob, run_backtest
+    from backtest.jobs import BacktestJob
     from backtest.queue import JobFailed
+    from backtest.tasks import run_backtest
 
     before = _our_processes()
     launcher = launcher_factory(*SMALL, "queue.n_workers=2")

@@ -128,8 +128,8 @@ def execute(payload: str) -> dict[str, Any]:
     job = BacktestJob.from_dict(data["job"])
     run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
     log.info("job %s (%s), attempt %d, into %s", job.job_id, job.task, attempt, run_dir)
-    from backtest.jobs import run_backtest
     from backtest.results import load_result
+    from backtest.tasks import run_backtest
 
     try:
         run_backtest(job)

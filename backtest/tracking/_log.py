@@ -19,6 +19,8 @@ import yaml
 from backtest import results
 from backtest.config import TrackingConfig
 from backtest.errors import BacktestError
+from backtest.masking import mask_text, reveal
+from backtest.summary import format_summary
 from backtest.tracking import _client
 from backtest.tracking._children import select_children, stored_children
 from backtest.tracking._client import log_entities
@@ -186,7 +188,9 @@ def _connected(
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise BacktestError(
-                f"logging {what} to MLflow at {uri} failed: {type(exc).__name__}: {first}"
+                mask_text(
+                    f"logging {what} to MLflow at {uri} failed: {type(exc).__name__}: {first}"
+                )
             ) from exc
 
 
@@ -196,8 +200,6 @@ def _run_name(record: Mapping[str, Any]) -> str:
 
 
 def _note(record: Mapping[str, Any]) -> str:
-    from backtest.app import format_summary
-
     try:
         return "```\n" + format_summary(record) + "\n```"
     except (TypeError, ValueError, KeyError):
@@ -236,7 +238,7 @@ def log_result(
     record = stored.record
     config = read_config(stored.path)
     cfg = tracking_cfg or tracking_config(config)
-    tracking_uri = _client.resolve_uri(uri or cfg.uri)
+    tracking_uri = _client.resolve_uri(reveal(uri or cfg.uri))
     experiment = cfg.experiment_name or str(record.get("name") or config.get("name") or "default")
     commit = record.get("git_commit") or (git_commit() if infer_git else None)
     key = run_key(record)
@@ -309,6 +311,7 @@ def log_result(
         if _client.is_http(tracking_uri)
         else f"run {run_id} in {tracking_uri}"
     )
+    where = mask_text(where)
     log.info(
         "logged %s to MLflow: %s (experiment %r, %d child runs)",
         stored.path,
@@ -364,7 +367,7 @@ def log_failure(
     cfg = tracking_cfg or tracking_config(config)
     if not cfg.enabled:
         return None
-    uri = _client.resolve_uri(cfg.uri)
+    uri = _client.resolve_uri(reveal(cfg.uri))
     experiment = cfg.experiment_name or str(config.get("name") or "default")
     status = failure_status(error)
     record = {
@@ -377,9 +380,9 @@ def log_failure(
         **_base_tags(record, experiment, git_commit()),
         "backtest.kind": "run",
         "backtest.status": status.lower(),
-        "backtest.error": tag_value(f"{type(error).__name__}: {error}"),
+        "backtest.error": tag_value(mask_text(f"{type(error).__name__}: {error}")),
         "mlflow.note.content": tag_value(
-            "```\n" + "".join(traceback.format_exception(error)) + "```"
+            "```\n" + mask_text("".join(traceback.format_exception(error))) + "```"
         ),
     }
     now = int(time.time() * 1000)

@@ -42,6 +42,9 @@ def _remove_untouched(run_dir: Path) -> None:
     entries = list(run_dir.iterdir())
     if all(e.name == ".hydra" or e.suffix == ".log" for e in entries):
         shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in list(run_dir.parents)[:2]:  # outputs/<name>/ when now empty
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
+
+# The Hydra configs: ``conf/`` next to the package (kept there by ``pip install -e .``).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 class DataSource(Enum):

@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from backtest.errors import BacktestError
+    from backtest.errors import BacktestError, describe
 
     parser = argparse.ArgumentParser(
         prog="python -m backtest.distributed",
@@ -340,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from backtest.__main__ import CONF_DIR
-    from backtest.config import QueueConfig, register_configs
+    from backtest.config import CONF_DIR, QueueConfig, register_configs
 
     try:
         from backtest.queue import BacktestJobQueue
@@ -376,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                 if workers is not None:
                     workers.stop()
     except BacktestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(describe(exc), file=sys.stderr)
+        return 2
     done = result.trials["state"].value_counts().to_dict()
     print(f"study {result.study_name} on {result.storage}: {done}, {result.n_retried} retried")
     print(f"best {cfg.search.metric} = {result.best_value:.4f} with {result.best_params}")

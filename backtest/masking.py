@@ -26,6 +26,9 @@ MASK = "***"
 SECRET_SUFFIXES = ("password", "token", "secret")
 # Environment variables a worker or a tracking client reads its connection URLs from.
 URL_VARIABLES = ("REDIS_URL", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "BACKTEST_STUDY_STORAGE")
+# Local worker processes started by this one inherit the URLs it was given through this
+# variable (an environment is private to the user; a command line is not).
+KNOWN_URLS_VARIABLE = "BACKTEST_KNOWN_URLS"
 
 _URL_IN_TEXT = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s/@:]*):(?P<pw>[^\s/@]+)@"
@@ -118,6 +121,13 @@ def remember_config(config: Any) -> None:
         remember(config)
 
 
+def known_urls_env() -> dict[str, str]:
+    """Environment for local worker processes: the URLs this process was given."""
+    inherited = [u for u in os.environ.get(KNOWN_URLS_VARIABLE, "").split("\n") if u]
+    urls = list(dict.fromkeys([*inherited, *_KNOWN.values()]))
+    return {KNOWN_URLS_VARIABLE: "\n".join(urls)} if urls else {}
+
+
 def reveal(value: str | None, variables: Iterable[str] = URL_VARIABLES) -> str | None:
     """The real URL behind a masked one, from this process's own knowledge only.
 
@@ -132,6 +142,10 @@ def reveal(value: str | None, variables: Iterable[str] = URL_VARIABLES) -> str |
         return value
     if value in _KNOWN:
         return _KNOWN[value]
+    inherited = os.environ.get(KNOWN_URLS_VARIABLE, "")
+    for real in filter(None, inherited.split("\n")):
+        if mask_url(real) == value:
+            return real
     for name in variables:
         real = os.environ.get(name)
         if real and mask_url(real) == value:

@@ -47,6 +47,7 @@ from rq.utils import current_timestamp
 from backtest.config import QueueConfig
 from backtest.errors import BacktestError
 from backtest.queue._execute import payload_job, remove_partial_files
+from backtest.masking import known_urls_env
 from backtest.queue._redis import connect, die_with_parent, mask_url
 from backtest.queue._rqjob import BacktestRqJob
 
@@ -363,7 +364,7 @@ class LocalWorkers:
     def start(self) -> LocalWorkers:
         """Start the processes (the URL goes through ``REDIS_URL``, never the command line)."""
         package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, **self._env, "REDIS_URL": self.url}
+        env = {**os.environ, **known_urls_env(), **self._env, "REDIS_URL": self.url}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )

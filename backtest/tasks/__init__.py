@@ -95,6 +95,13 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
     check_conflicts(job.config)
     settings = typed_settings(job.config)
     cls, params, _ = build_strategy(settings.strategy, settings.allowed_modules)
+    if job.task in ("search", "walkforward") and not settings.search.space:
+        name = next(iter(params), "fast")
+        raise ConfigError(
+            f"a {job.task} needs a search space but search.space is empty: list the strategy "
+            f"parameters to search, on the command line e.g. '+search.space.{name}=[5,10,20]'",
+            key="search.space",
+        )
     prices = load_prices(settings.data)
     return TaskContext(
         job=job,

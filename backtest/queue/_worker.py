@@ -46,8 +46,8 @@ from rq.utils import current_timestamp
 
 from backtest.config import QueueConfig
 from backtest.errors import BacktestError
-from backtest.queue._execute import payload_job, remove_partial_files
 from backtest.masking import known_urls_env
+from backtest.queue._execute import payload_job, remove_partial_files
 from backtest.queue._redis import connect, die_with_parent, mask_url
 from backtest.queue._rqjob import BacktestRqJob
 

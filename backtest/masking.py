@@ -30,10 +30,12 @@ URL_VARIABLES = ("REDIS_URL", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "BACKTEST
 # variable (an environment is private to the user; a command line is not).
 KNOWN_URLS_VARIABLE = "BACKTEST_KNOWN_URLS"
 
+# Also Hydra's escaped form of an override, ``http\\://user\\:pw@host``.
 _URL_IN_TEXT = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s/@:]*):(?P<pw>[^\s/@]+)@"
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*\\?://)(?P<user>[^\s/@:]*?)(?P<sep>\\?:)(?P<pw>[^\s/@]+)@"
 )
 _QUERY_SECRET = re.compile(r"(?P<key>(?:password|token|secret)=)(?P<value>[^&\s#]+)", re.IGNORECASE)
+_FACTORY_INSTALLED = False
 _KNOWN: dict[str, str] = {}  # masked URL -> real URL, for URLs given to this process
 
 
@@ -66,7 +68,7 @@ def mask_text(text: str) -> str:
     >>> mask_text("cannot reach redis://:pw@host:6379/0 (timeout); url=x?token=abc")
     'cannot reach redis://:***@host:6379/0 (timeout); url=x?token=***'
     """
-    text = _URL_IN_TEXT.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _URL_IN_TEXT.sub(lambda m: f"{m['scheme']}{m['user']}{m['sep']}{MASK}@", text)
     return _QUERY_SECRET.sub(lambda m: m["key"] + MASK, text)
 
 
@@ -170,11 +172,25 @@ class MaskingFilter(logging.Filter):
         return True
 
 
-def mask_logs(logger: logging.Logger | None = None) -> None:
-    """Add :class:`MaskingFilter` to every handler of ``logger`` (default: root), once."""
-    for handler in (logger or logging.getLogger()).handlers:
-        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
-            handler.addFilter(MaskingFilter())
+def mask_logs() -> None:
+    """Mask secrets in every log record of this process, whichever handler writes it.
+
+    Installs a record factory (once), so records are masked when they are made, before
+    any handler (Hydra's console and file handlers, rq's, ours) formats them.
+    """
+    global _FACTORY_INSTALLED
+    if _FACTORY_INSTALLED:
+        return
+    previous = logging.getLogRecordFactory()
+    masking = MaskingFilter()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        masking.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _FACTORY_INSTALLED = True
 
 
 def mask_files(paths: Iterable[os.PathLike[str] | str]) -> None:

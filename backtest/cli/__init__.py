@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from backtest.cli._errors import reported
+from backtest.masking import mask_logs
 
 # name -> (module, what it does); every module has ``main(argv) -> int``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(0)
     name = args[0] if args and args[0] in SUBCOMMANDS else "run"
     rest = args[1:] if args and args[0] in SUBCOMMANDS else args
+    mask_logs()  # no secret in any log line of this process
     with reported(verbose=verbose):
         code = _load(name)(rest)
     raise SystemExit(code or 0)

@@ -24,6 +24,7 @@ from typing import Any
 
 from backtest.errors import ConfigError
 from backtest.jobs import BacktestJob
+from backtest.masking import mask_logs
 
 EXECUTE = "backtest.queue._execute.execute"
 KINDS = ("job", "study", "noop")
@@ -116,6 +117,7 @@ def execute(payload: str) -> dict[str, Any]:
         ConfigError: a malformed payload (names what is wrong).
         BacktestError: the job itself failed (bad config, bad data, ...).
     """
+    mask_logs()  # no secret in a worker's log lines either
     data = parse_payload(payload)
     attempt = _count_attempt()
     kind = data["kind"]

@@ -37,10 +37,37 @@ def config_groups() -> list[tuple[str, list[str]]]:
     return groups
 
 
+def optional_groups() -> list[str]:
+    """Groups whose default in ``conf/config.yaml`` is ``null`` (walkforward, montecarlo)."""
+    import yaml
+
+    config = yaml.safe_load(Path(CONF_DIR, "config.yaml").read_text())
+    return [
+        name
+        for entry in config.get("defaults", [])
+        if isinstance(entry, dict)
+        for name, option in entry.items()
+        if option is None
+    ]
+
+
+def normalise(argv: Sequence[str]) -> list[str]:
+    """``+walkforward=rolling`` means ``walkforward=rolling`` for a group with a null default.
+
+    Hydra refuses ``+group=option`` there ("Multiple values for walkforward"), though
+    ``+`` is how other optional groups (``+experiment=``) are added; both forms work here.
+
+    >>> normalise(["+experiment=sma_cross", "+montecarlo=random_entries", "+x.y=1"])
+    ['+experiment=sma_cross', 'montecarlo=random_entries', '+x.y=1']
+    """
+    groups = tuple(f"+{g}=" for g in optional_groups())
+    return [a[1:] if a.startswith(groups) else a for a in argv]
+
+
 @contextmanager
 def _argv(argv: Sequence[str]) -> Iterator[None]:
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    sys.argv = ["backtest", *argv]
+    sys.argv = ["backtest", *normalise(argv)]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions come back to us, see the docstring
     try:
         yield

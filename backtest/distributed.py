@@ -24,7 +24,6 @@ but which worker evaluates which trial depends on timing, so a model-based searc
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,28 +101,6 @@ def check_storage(url: str, n_workers: int) -> str:
     )
 
 
-def study_storage(
-    url: str, *, heartbeat_interval: int = 5, grace_period: int = 20, max_retry: int = 3
-) -> optuna.storages.BaseStorage:
-    """Optuna storage for ``url`` with heartbeats and retries of stale trials."""
-    import optuna
-    from optuna.exceptions import ExperimentalWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        if url.startswith(REDIS_SCHEMES):
-            from backtest.queue._journal import HeartbeatJournalStorage
-
-            return HeartbeatJournalStorage(url, heartbeat_interval, grace_period, retry)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
-
-
 # --- the driver ------------------------------------------------------------------------------
 
 
@@ -197,6 +174,8 @@ def distributed_search(
         optuna.study.StudyDirection.MINIMIZE if minimize else (optuna.study.StudyDirection.MAXIMIZE)
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from backtest.queue._storage import study_storage
+
     store = study_storage(
         url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry
     )

@@ -109,7 +109,7 @@ def test_a_trial_without_heartbeats_is_failed_and_requeued_with_its_parameters(
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
-    from backtest.distributed import study_storage
+    from backtest.queue._storage import study_storage
 
     storage = study_storage(redis_url, heartbeat_interval=1, grace_period=2, max_retry=3)
     study = optuna.create_study(study_name=f"hb-{uuid.uuid4().hex}", storage=storage)
@@ -199,7 +199,7 @@ def test_killed_worker_trial_is_retried_with_the_same_parameters(
 ) -> None:
     import optuna
 
-    from backtest.distributed import study_storage
+    from backtest.queue._storage import study_storage
 
     config = search_config(_target_="slow_support.SlowSmaCross", delay_s=1.0)
     name = f"kill-{uuid.uuid4().hex[:8]}"

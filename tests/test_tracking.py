@@ -356,8 +356,9 @@ def test_failed_job_ends_failed_with_its_error(
     (run,) = runs_of(store, experiment)
     assert run.info.status == "FAILED"
     assert run.data.tags["backtest.error"].startswith("ConfigError: ")
-    assert "walkforward.train_bars" in run.data.tags["backtest.error"] or "too few" in (
-        run.data.tags["backtest.error"]
+    assert (
+        "walkforward.train_bars" in run.data.tags["backtest.error"]
+        or "too few" in (run.data.tags["backtest.error"])
     )
     assert run.data.params["search.space.fast"] == "[5,10]"
     assert not (tmp_path / "run" / "result.json").exists()

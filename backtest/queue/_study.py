@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backtest.distributed import study_storage
 from backtest.errors import ConfigError
 from backtest.masking import reveal
+from backtest.queue._storage import study_storage
 
 if TYPE_CHECKING:
     import optuna

@@ -345,7 +345,7 @@ class RootConfig:
             backtests, where they cost more than the backtests).
     """
 
-    name: str = "default"
+    name: str = "backtest"
     seed: int = 42
     allowed_modules: list[str] = field(default_factory=list)
     output_dir: str | None = None

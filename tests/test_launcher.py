@@ -178,7 +178,7 @@ def test_command_line_sweep_on_an_embedded_redis(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = sorted(tmp_path.glob("outputs/default/multirun/*/*/result.json"))
+    results = sorted(tmp_path.glob("outputs/backtest/multirun/*/*/result.json"))
     assert [p.parent.name for p in results] == ["0", "1"]
     fast = [json.loads(p.read_text())["params"]["fast"] for p in results]
     assert fast == [5, 10]
@@ -293,7 +293,7 @@ def test_optuna_sweeper_runs_its_trials_on_the_rq_launcher(tmp_path: Path) -> No
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (sweep,) = tmp_path.glob("outputs/default/multirun/*")
+    (sweep,) = tmp_path.glob("outputs/backtest/multirun/*")
     objectives = [json.loads(p.read_text())["objective"] for p in sweep.glob("*/result.json")]
     assert len(objectives) == 6
     summary = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

@@ -31,6 +31,7 @@ from backtest.tracking._flatten import (
     param_value,
     record_metrics,
     run_key,
+    run_name,
     run_params,
     tag_value,
 )
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("backtest.tracking")
 
 PARENT_TAG = "mlflow.parentRunId"
+# Not "default": MLflow's own experiment is "Default", and two look-alikes confuse.
+DEFAULT_EXPERIMENT = "backtest"
+UI_VIEW = f"workflowType=machine_learning&viewStateShareKey={_client.VIEW_KEY}"
 # A child run (trial, fold) repeats only these of its parent's tags; the rest is one
 # click away on the parent, and fewer rows keep a 100-child search fast to log.
 _CHILD_TAGS = ("backtest.experiment", "backtest.task", "backtest.job_id", "mlflow.user")
@@ -194,9 +198,22 @@ def _connected(
             ) from exc
 
 
-def _run_name(record: Mapping[str, Any]) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items())
-    return f"{record.get('task', 'run')} {params}".strip()[:250]
+def ui_url(server: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment (or one run) on the classic runs table.
+
+    MLflow 3.17's UI opens every experiment on its GenAI "Overview" unless the page is
+    asked for the model-training view (``workflowType=machine_learning``; the experiment
+    tag ``mlflow.experimentKind`` is only read when that switch is absent), and shows
+    no metric column until asked: ``viewStateShareKey`` opens the view saved on the
+    experiment (:data:`backtest.tracking._client.RUNS_VIEW`), headline metrics as columns.
+
+    >>> ui_url("http://127.0.0.1:5000/", "3")
+    'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=backtest'
+    """
+    page = f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    if run_id:
+        page += f"/{run_id}"
+    return mask_text(page) + "?" + UI_VIEW
 
 
 def _note(record: Mapping[str, Any]) -> str:
@@ -239,7 +256,9 @@ def log_result(
     config = read_config(stored.path)
     cfg = tracking_cfg or tracking_config(config)
     tracking_uri = _client.resolve_uri(reveal(uri or cfg.uri))
-    experiment = cfg.experiment_name or str(record.get("name") or config.get("name") or "default")
+    experiment = cfg.experiment_name or str(
+        record.get("name") or config.get("name") or DEFAULT_EXPERIMENT
+    )
     commit = record.get("git_commit") or (git_commit() if infer_git else None)
     key = run_key(record)
     start_ms = iso_to_ms(record.get("started_at")) or int(time.time() * 1000)
@@ -268,7 +287,9 @@ def log_result(
         parent = sweep_parent(client, exp_id, stored.path, experiment)
         if parent:
             tags[PARENT_TAG] = parent
-        run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record), tags=tags)
+        job = stored.path.name if stored.path.name.isdigit() else None  # a sweep's job number
+        name = run_name(record, config, job=job)
+        run = client.create_run(exp_id, start_time=start_ms, run_name=name, tags=tags)
         run_id = run.info.run_id
         try:
             log_entities(
@@ -307,9 +328,10 @@ def log_result(
             _end_quietly(client, run_id, "FAILED")  # never left RUNNING; sync redoes it
             raise
     where = (
-        f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+        ui_url(tracking_uri, exp_id, run_id)
         if _client.is_http(tracking_uri)
-        else f"run {run_id} in {tracking_uri}"
+        else f"run {run_id} in {tracking_uri} (view: mlflow ui --backend-store-uri "
+        f"{tracking_uri}, then open {ui_url('http://127.0.0.1:5000', exp_id)})"
     )
     where = mask_text(where)
     log.info(
@@ -368,7 +390,7 @@ def log_failure(
     if not cfg.enabled:
         return None
     uri = _client.resolve_uri(reveal(cfg.uri))
-    experiment = cfg.experiment_name or str(config.get("name") or "default")
+    experiment = cfg.experiment_name or str(config.get("name") or DEFAULT_EXPERIMENT)
     status = failure_status(error)
     record = {
         "task": job.task,
@@ -392,9 +414,9 @@ def log_failure(
             parent = sweep_parent(client, exp_id, Path(run_dir), experiment)
             if parent:
                 tags[PARENT_TAG] = parent
-        run = client.create_run(
-            exp_id, start_time=start, tags=tags, run_name=f"{job.task} ({status.lower()})"
-        )
+        params = {k: v for k, v in (config.get("strategy") or {}).items() if k != "_target_"}
+        name = run_name({"task": job.task, "params": params}, config) + f" ({status.lower()})"
+        run = client.create_run(exp_id, start_time=start, tags=tags, run_name=name)
         log_entities(client, run.info.run_id, params=run_params(config, {}), timestamp_ms=now)
         client.set_terminated(run.info.run_id, status, end_time=now)
     return str(run.info.run_id)

@@ -52,16 +52,27 @@ def optional_groups() -> list[str]:
 
 
 def normalise(argv: Sequence[str]) -> list[str]:
-    """``+walkforward=rolling`` means ``walkforward=rolling`` for a group with a null default.
+    """The command line as Hydra needs it.
 
-    Hydra refuses ``+group=option`` there ("Multiple values for walkforward"), though
-    ``+`` is how other optional groups (``+experiment=``) are added; both forms work here.
+    ``+walkforward=rolling`` means ``walkforward=rolling`` for a group with a null
+    default: Hydra refuses ``+group=option`` there ("Multiple values for walkforward"),
+    though ``+`` is how other optional groups (``+experiment=``) are added; both forms
+    work here. A ``conf/`` folder in the working directory is searched for your own
+    options (``conf/strategy/my_strategy.yaml``) after the package's ``conf/``.
 
     >>> normalise(["+experiment=sma_cross", "+montecarlo=random_entries", "+x.y=1"])
     ['+experiment=sma_cross', 'montecarlo=random_entries', '+x.y=1']
     """
     groups = tuple(f"+{g}=" for g in optional_groups())
-    return [a[1:] if a.startswith(groups) else a for a in argv]
+    out = [a[1:] if a.startswith(groups) else a for a in argv]
+    local = Path.cwd() / "conf"
+    if (
+        local.is_dir()
+        and local.resolve() != Path(CONF_DIR).resolve()
+        and not any(a.startswith("hydra.searchpath") for a in out)
+    ):
+        out.append(f"hydra.searchpath=[file://{local.resolve()}]")
+    return out
 
 
 @contextmanager

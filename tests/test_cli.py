@@ -152,7 +152,7 @@ def test_unreachable_redis_is_one_line_within_seconds(tmp_path: Path) -> None:
 
 def test_plus_form_of_an_optional_group_works(tmp_path: Path) -> None:
     proc = cli(
-        "+montecarlo=iid_bootstrap",
+        "+montecarlo=random_entries",
         "montecarlo.n_paths=50",
         "tracking=none",
         "figures=false",
@@ -163,3 +163,4 @@ def test_plus_form_of_an_optional_group_works(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "montecarlo" in (tmp_path / "mc" / "result.json").read_text()
+    assert "observed p-value" in proc.stdout and "p-value 0.000" not in proc.stdout

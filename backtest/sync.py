@@ -1,10 +1,13 @@
 """Log every result on disk that is not yet in MLflow, exactly once.
 
 Run directories are the record; MLflow is their mirror. When the tracking server
-was down (or ``tracking=none`` was used), the results are complete on disk, and::
+was down, the results are complete on disk, and::
 
     python -m backtest.sync outputs/
     python -m backtest.sync outputs/ --uri http://127.0.0.1:5000
+
+Results of runs made with ``tracking=none`` are skipped (their owner chose not to
+track them) unless ``--include-untracked`` asks for them too.
 
 logs each of them to the tracking URI of its own config (``--uri`` overrides). Each
 MLflow run carries the ``backtest.run_key`` tag of the result it mirrors, so running
@@ -24,6 +27,7 @@ from typing import Any
 
 from backtest import results
 from backtest.errors import BacktestError, ResultPathMissing
+from backtest.masking import reveal
 
 log = logging.getLogger("backtest.sync")
 
@@ -39,11 +43,13 @@ class SyncReport:
         logged: Run directories logged now, with their new MLflow run ids.
         present: Run directories already mirrored by a finished run.
         failed: Run directories that could not be logged, with the reason.
+        untracked: Run directories made with ``tracking=none``, skipped.
     """
 
     logged: list[tuple[Path, str]] = field(default_factory=list)
     present: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    untracked: list[Path] = field(default_factory=list)
 
 
 def _mirrors(client: Any, experiment: str) -> dict[str, list[tuple[str, str]]]:
@@ -61,7 +67,11 @@ def _mirrors(client: Any, experiment: str) -> dict[str, list[tuple[str, str]]]:
 
 
 def sync(
-    paths: str | Path | Sequence[str | Path], *, uri: str | None = None, dry_run: bool = False
+    paths: str | Path | Sequence[str | Path],
+    *,
+    uri: str | None = None,
+    dry_run: bool = False,
+    include_untracked: bool = False,
 ) -> SyncReport:
     """Log every complete result under ``paths`` that MLflow does not hold yet.
 
@@ -69,6 +79,7 @@ def sync(
         paths: Run directories or folders containing them (searched recursively).
         uri: Tracking URI for every result; each result's own ``tracking.uri`` when unset.
         dry_run: Only report what would be logged.
+        include_untracked: Also log results of runs made with ``tracking=none``.
 
     Returns:
         The run directories logged, already present and failed.
@@ -78,7 +89,12 @@ def sync(
     """
     from backtest.tracking import _client
     from backtest.tracking._flatten import run_key
-    from backtest.tracking._log import log_result, read_config, tracking_config
+    from backtest.tracking._log import (
+        DEFAULT_EXPERIMENT,
+        log_result,
+        read_config,
+        tracking_config,
+    )
 
     roots = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     report = SyncReport()
@@ -91,9 +107,12 @@ def sync(
                 continue  # a copy inside MLflow's own artifact store, not a result
             config = read_config(run_dir)
             cfg = tracking_config(config)
+            if not cfg.enabled and not include_untracked:
+                report.untracked.append(run_dir)
+                continue
             record = results.load_result(run_dir).record
-            target = _client.resolve_uri(uri or cfg.uri)
-            experiment = cfg.experiment_name or str(record.get("name") or "default")
+            target = _client.resolve_uri(reveal(uri or cfg.uri))
+            experiment = cfg.experiment_name or str(record.get("name") or DEFAULT_EXPERIMENT)
             key = run_key(record)
             try:
                 with _client.bounded_http(cfg.timeout_s):
@@ -131,10 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="run directories or folders such as outputs/")
     parser.add_argument("--uri", help="tracking URI (default: each result's tracking.uri)")
     parser.add_argument("--dry-run", action="store_true", help="only list what would be logged")
+    parser.add_argument(
+        "--include-untracked",
+        action="store_true",
+        help="also log results of runs made with tracking=none (skipped by default)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = sync(args.paths, uri=args.uri, dry_run=args.dry_run)
+        report = sync(
+            args.paths,
+            uri=args.uri,
+            dry_run=args.dry_run,
+            include_untracked=args.include_untracked,
+        )
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -146,6 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{len(report.logged)} {verb}, {len(report.present)} already in MLflow, "
         f"{len(report.failed)} failed"
+        + (
+            f", {len(report.untracked)} made with tracking=none skipped (--include-untracked)"
+            if report.untracked
+            else ""
+        )
     )
     return 1 if report.failed else 0
 

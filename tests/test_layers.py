@@ -57,9 +57,13 @@ def _module_name(path: Path) -> str:
 
 
 def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """Nodes under ``if TYPE_CHECKING:`` (not run) and ``if __name__ == "__main__":`` (a
+    script's entry point sits above everything, like the ``backtest`` command)."""
     skip: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and (
+            "TYPE_CHECKING" in ast.unparse(node.test) or "__main__" in ast.unparse(node.test)
+        ):
             skip.update(id(n) for n in ast.walk(node))
     return skip
 

@@ -29,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sync": ("backtest.sync", "log results not yet in MLflow, each exactly once"),
     "worker": ("backtest.worker", "run a queue worker (REDIS_URL=redis://...)"),
     "search-distributed": (
-        "backtest.distributed",
+        "backtest.cli._distributed",
         "an Optuna search shared by queue workers",
     ),
     "report": ("backtest.report", "write the self-contained HTML report of a run"),

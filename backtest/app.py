@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from backtest.config import CONF_DIR
 from backtest.errors import BacktestError
 from backtest.jobs import BacktestJob
 from backtest.logs import kv, use_structlog
@@ -19,6 +21,71 @@ from backtest.summary import format_summary
 from backtest.tasks import execute_job, prepare
 
 log = logging.getLogger("backtest")
+
+
+def optional_groups() -> list[str]:
+    """Groups whose default in ``conf/config.yaml`` is ``null`` (walkforward, montecarlo)."""
+    import yaml
+
+    config = yaml.safe_load(Path(CONF_DIR, "config.yaml").read_text())
+    return [
+        name
+        for entry in config.get("defaults", [])
+        if isinstance(entry, dict)
+        for name, option in entry.items()
+        if option is None
+    ]
+
+
+def normalise(argv: Sequence[str]) -> list[str]:
+    """The command line as Hydra needs it.
+
+    ``+walkforward=rolling`` means ``walkforward=rolling`` for a group with a null
+    default: Hydra refuses ``+group=option`` there ("Multiple values for walkforward"),
+    though ``+`` is how other optional groups (``+experiment=``) are added; both forms
+    work here. A ``conf/`` folder in the working directory is searched for your own
+    options (``conf/strategy/my_strategy.yaml``) after the package's ``conf/``.
+
+    >>> normalise(["+experiment=sma_cross", "+montecarlo=random_entries", "+x.y=1"])
+    ['+experiment=sma_cross', 'montecarlo=random_entries', '+x.y=1']
+    """
+    groups = tuple(f"+{g}=" for g in optional_groups())
+    out = [a[1:] if a.startswith(groups) else a for a in argv]
+    local = Path.cwd() / "conf"
+    if (
+        local.is_dir()
+        and local.resolve() != Path(CONF_DIR).resolve()
+        and not any(a.startswith("hydra.searchpath") for a in out)
+    ):
+        out.append(f"hydra.searchpath=[file://{local.resolve()}]")
+    return out
+
+
+def compose(*overrides: str) -> DictConfig:
+    """The config ``backtest run OVERRIDES`` would run, composed from ``conf/`` in Python.
+
+    For building :class:`~backtest.jobs.BacktestJob` records to submit to a
+    :class:`~backtest.queue.BacktestJobQueue` without the command line::
+
+        jobs = [BacktestJob.from_config(compose("+experiment=sma_cross", f"strategy.fast={f}"))
+                for f in (5, 10, 20)]
+
+    Raises:
+        ConfigError: an override names an unknown key or option (the key is named).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    from backtest.config import register_configs
+    from backtest.errors import ConfigError
+
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=normalise(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{exc}".strip()) from exc
 
 
 def run_dir_for(cfg: DictConfig) -> Path:

@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from backtest.cli._run import normalise
+    from backtest.app import normalise
     from backtest.config import CONF_DIR, QueueConfig, register_configs
     from backtest.masking import remember_config
 

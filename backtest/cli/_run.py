@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from backtest.app import normalise
 from backtest.config import CONF_DIR, register_configs
 
 
@@ -35,44 +36,6 @@ def config_groups() -> list[tuple[str, list[str]]]:
         options = sorted(f.stem for f in folder.glob("*.yaml") if not f.stem.startswith("base_"))
         groups.append((folder.name, options))
     return groups
-
-
-def optional_groups() -> list[str]:
-    """Groups whose default in ``conf/config.yaml`` is ``null`` (walkforward, montecarlo)."""
-    import yaml
-
-    config = yaml.safe_load(Path(CONF_DIR, "config.yaml").read_text())
-    return [
-        name
-        for entry in config.get("defaults", [])
-        if isinstance(entry, dict)
-        for name, option in entry.items()
-        if option is None
-    ]
-
-
-def normalise(argv: Sequence[str]) -> list[str]:
-    """The command line as Hydra needs it.
-
-    ``+walkforward=rolling`` means ``walkforward=rolling`` for a group with a null
-    default: Hydra refuses ``+group=option`` there ("Multiple values for walkforward"),
-    though ``+`` is how other optional groups (``+experiment=``) are added; both forms
-    work here. A ``conf/`` folder in the working directory is searched for your own
-    options (``conf/strategy/my_strategy.yaml``) after the package's ``conf/``.
-
-    >>> normalise(["+experiment=sma_cross", "+montecarlo=random_entries", "+x.y=1"])
-    ['+experiment=sma_cross', 'montecarlo=random_entries', '+x.y=1']
-    """
-    groups = tuple(f"+{g}=" for g in optional_groups())
-    out = [a[1:] if a.startswith(groups) else a for a in argv]
-    local = Path.cwd() / "conf"
-    if (
-        local.is_dir()
-        and local.resolve() != Path(CONF_DIR).resolve()
-        and not any(a.startswith("hydra.searchpath") for a in out)
-    ):
-        out.append(f"hydra.searchpath=[file://{local.resolve()}]")
-    return out
 
 
 @contextmanager

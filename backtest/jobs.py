@@ -48,7 +48,7 @@ def plain_config(cfg: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
     data.pop("hydra", None)
-    return mask_config(data)  # type: ignore[no-any-return]
+    return mask_config(data)
 
 
 def _default(value: Any) -> Any:

@@ -149,9 +149,9 @@ def reveal(value: str | None, variables: Iterable[str] = URL_VARIABLES) -> str |
         if mask_url(real) == value:
             return real
     for name in variables:
-        real = os.environ.get(name)
-        if real and mask_url(real) == value:
-            return real
+        candidate = os.environ.get(name)
+        if candidate and mask_url(candidate) == value:
+            return candidate
     return value
 
 

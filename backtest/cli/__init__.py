@@ -83,7 +83,7 @@ def _load(name: str) -> Callable[[Sequence[str]], int]:
             )
             raise SystemExit(2) from exc
         raise
-    return module.main  # type: ignore[no-any-return]
+    return module.main
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -437,7 +437,8 @@ def check_conflicts(config: Any) -> None:
 
     ``walkforward.train_bars`` with ``walkforward.train_period`` (and the test and step
     pairs), a bar or period length with the ``cpcv`` splitter, ``montecarlo.jitter``
-    with a method other than ``parameter_jitter``, ``data.path`` with synthetic data.
+    with a method other than ``parameter_jitter``, ``data.path`` with synthetic data,
+    ``search.space`` with ``search.method=none`` (outside a walk-forward).
 
     Args:
         config: A plain (or ``DictConfig``) resolved config.
@@ -460,6 +461,17 @@ def check_conflicts(config: Any) -> None:
                 f"{a}={va} and {b}={vb} are both set, but {why}; drop one (e.g. {b}=null)",
                 key=f"{a}, {b}",
             )
+    search = _get(config, "search") or {}
+    if (
+        _is_set(search.get("space"))
+        and _option(search.get("method")) == "none"
+        and not _is_set(_get(config, "walkforward"))
+    ):
+        raise ConfigError(
+            "search.space is set but search.method=none runs one backtest and ignores it; "
+            "choose a method (search=grid, random, tpe) or drop search.space",
+            key="search.space, search.method",
+        )
     for key, option_key, used_by in _ONLY_WITH:
         value = _get(config, key)
         section = _get(config, key.split(".")[0])

@@ -24,7 +24,7 @@ PACKAGE = Path(backtest.__file__).resolve().parent
 LAYERS: list[set[str]] = [
     {"masking"},
     {"errors", "logs"},
-    {"config", "metrics", "_fused_stats"},
+    {"config", "conflicts", "metrics", "_fused_stats"},
     {"strategies", "data", "results", "summary", "jobs", "overfitting", "_fused_kernels"},
     {"_fused", "plots"},
     {"engine"},

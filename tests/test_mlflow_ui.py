@@ -22,7 +22,7 @@ import yaml
 from backtest import results
 from backtest.config import TrackingConfig
 from backtest.tracking import log_result
-from backtest.tracking._log import ui_url
+from backtest.tracking._ui import ui_url
 
 pytestmark = pytest.mark.slow
 

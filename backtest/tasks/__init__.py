@@ -86,7 +86,7 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
         ConfigError: a bad or conflicting setting (names the keys).
         DataValidationError: the prices fail validation (names the column and the fix).
     """
-    from backtest.config import check_conflicts
+    from backtest.conflicts import check_conflicts
     from backtest.data import data_fingerprint, load_prices
     from backtest.strategies._loader import build_strategy
 

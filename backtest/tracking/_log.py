@@ -36,6 +36,7 @@ from backtest.tracking._flatten import (
     tag_value,
 )
 from backtest.tracking._sweep import sweep_parent
+from backtest.tracking._ui import DEFAULT_EXPERIMENT, ui_url
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("backtest.tracking")
 
 PARENT_TAG = "mlflow.parentRunId"
-# Not "default": MLflow's own experiment is "Default", and two look-alikes confuse.
-DEFAULT_EXPERIMENT = "backtest"
-UI_VIEW = f"workflowType=machine_learning&viewStateShareKey={_client.VIEW_KEY}"
 # A child run (trial, fold) repeats only these of its parent's tags; the rest is one
 # click away on the parent, and fewer rows keep a 100-child search fast to log.
 _CHILD_TAGS = ("backtest.experiment", "backtest.task", "backtest.job_id", "mlflow.user")
@@ -196,24 +194,6 @@ def _connected(
                     f"logging {what} to MLflow at {uri} failed: {type(exc).__name__}: {first}"
                 )
             ) from exc
-
-
-def ui_url(server: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI page of an experiment (or one run) on the classic runs table.
-
-    MLflow 3.17's UI opens every experiment on its GenAI "Overview" unless the page is
-    asked for the model-training view (``workflowType=machine_learning``; the experiment
-    tag ``mlflow.experimentKind`` is only read when that switch is absent), and shows
-    no metric column until asked: ``viewStateShareKey`` opens the view saved on the
-    experiment (:data:`backtest.tracking._client.RUNS_VIEW`), headline metrics as columns.
-
-    >>> ui_url("http://127.0.0.1:5000/", "3")
-    'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=backtest'
-    """
-    page = f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
-    if run_id:
-        page += f"/{run_id}"
-    return mask_text(page) + "?" + UI_VIEW
 
 
 def _note(record: Mapping[str, Any]) -> str:

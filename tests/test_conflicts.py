@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backtest.config import check_conflicts
+from backtest.conflicts import check_conflicts
 from backtest.errors import ConfigError
 from backtest.jobs import BacktestJob
 from backtest.tasks import prepare

@@ -8,4 +8,4 @@ from backtest.config import CONF_DIR
 __all__ = ["CONF_DIR", "main"]
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -86,17 +86,17 @@ def _load(name: str) -> Callable[[Sequence[str]], int]:
     return module.main
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``backtest`` script and of ``python -m backtest``."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``backtest`` script and of ``python -m backtest``; the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in VERBOSE_FLAGS for a in args)
     args = [a for a in args if a not in VERBOSE_FLAGS]
     if args[:1] in (["-h"], ["--help"], ["help"]):
         print(usage())
-        raise SystemExit(0)
+        return 0
     name = args[0] if args and args[0] in SUBCOMMANDS else "run"
     rest = args[1:] if args and args[0] in SUBCOMMANDS else args
     mask_logs()  # no secret in any log line of this process
     with reported(verbose=verbose):
         code = _load(name)(rest)
-    raise SystemExit(code or 0)
+    return int(code or 0)

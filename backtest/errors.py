@@ -167,7 +167,10 @@ def hint(exc: BaseException) -> str | None:
 
 
 def describe(exc: BaseException) -> str:
-    """The message printed for an error: ``error: ...`` and, when there is one, a hint."""
+    """The message printed for an error: ``error: ...`` (secrets masked) and any ``hint: ...``.
+
+    ``--verbose`` (or ``HYDRA_FULL_ERROR=1``) shows the traceback instead (``backtest --help``).
+    """
     first = str(exc).strip() or type(exc).__name__
     from backtest.masking import mask_text
 
@@ -175,5 +178,4 @@ def describe(exc: BaseException) -> str:
     advice = hint(exc)
     if advice:
         lines.append(f"hint: {advice}")
-    lines.append("(--verbose shows the traceback)")
     return "\n".join(lines)

@@ -67,7 +67,7 @@ __all__ = [
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY = {
     "BacktestJob": "backtest.jobs",
-    "run_backtest": "backtest.jobs",
+    "run_backtest": "backtest.tasks",
     "BacktestResult": "backtest.engine",
     "simulate": "backtest.engine",
     "simulate_batch": "backtest.engine",

@@ -2,54 +2,91 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
-from collections.abc import Mapping
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from backtest import results
-from backtest.jobs import BacktestJob, run_backtest
+from backtest.config import CONF_DIR
+from backtest.errors import BacktestError
+from backtest.jobs import BacktestJob
 from backtest.logs import kv, use_structlog
+from backtest.masking import mask_files, mask_logs, remember_config
 from backtest.results import load_result
+from backtest.summary import format_summary
+from backtest.tasks import execute_job, prepare
 
 log = logging.getLogger("backtest")
 
-_PERCENT = {"total_return", "cagr", "annual_volatility", "max_drawdown", "win_rate", "exposure"}
 
+def optional_groups() -> list[str]:
+    """Groups whose default in ``conf/config.yaml`` is ``null`` (walkforward, montecarlo)."""
+    import yaml
 
-def _fmt(name: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        if name in _PERCENT:
-            return f"{value:.2%}"
-        if name == "n_trades":
-            return f"{value:.0f}"
-        return f"{value:.3f}"
-    return str(value)
-
-
-def format_summary(record: Mapping[str, Any]) -> str:
-    """The short table printed at the end of a run, from its ``result.json`` record."""
-    rows: list[tuple[str, str]] = [
-        ("experiment", str(record.get("name"))),
-        ("task", str(record.get("task"))),
-        (
-            "data",
-            f"{record.get('n_bars')} bars, {len(record.get('symbols', []))} assets, "
-            f"{record.get('start')} to {record.get('end')}",
-        ),
-        ("params", ", ".join(f"{k}={v}" for k, v in record.get("params", {}).items()) or "-"),
+    config = yaml.safe_load(Path(CONF_DIR, "config.yaml").read_text())
+    return [
+        name
+        for entry in config.get("defaults", [])
+        if isinstance(entry, dict)
+        for name, option in entry.items()
+        if option is None
     ]
-    rows += [(k, _fmt(k, v)) for k, v in record.get("metrics", {}).items()]
-    rows += [(str(a), str(b)) for a, b in record.get("summary", [])]
-    width = max(len(a) for a, _ in rows)
-    lines = [f"{a:<{width}}  {b}" for a, b in rows]
-    rule = "-" * max(len(line) for line in lines)
-    return "\n".join([rule, *lines, rule])
+
+
+def normalise(argv: Sequence[str]) -> list[str]:
+    """The command line as Hydra needs it.
+
+    ``+walkforward=rolling`` means ``walkforward=rolling`` for a group with a null
+    default: Hydra refuses ``+group=option`` there ("Multiple values for walkforward"),
+    though ``+`` is how other optional groups (``+experiment=``) are added; both forms
+    work here. A ``conf/`` folder in the working directory is searched for your own
+    options (``conf/strategy/my_strategy.yaml``) after the package's ``conf/``.
+
+    >>> normalise(["+experiment=sma_cross", "+montecarlo=random_entries", "+x.y=1"])
+    ['+experiment=sma_cross', 'montecarlo=random_entries', '+x.y=1']
+    """
+    groups = tuple(f"+{g}=" for g in optional_groups())
+    out = [a[1:] if a.startswith(groups) else a for a in argv]
+    local = Path.cwd() / "conf"
+    if (
+        local.is_dir()
+        and local.resolve() != Path(CONF_DIR).resolve()
+        and not any(a.startswith("hydra.searchpath") for a in out)
+    ):
+        out.append(f"hydra.searchpath=[file://{local.resolve()}]")
+    return out
+
+
+def compose(*overrides: str) -> DictConfig:
+    """The config ``backtest run OVERRIDES`` would run, composed from ``conf/`` in Python.
+
+    For building :class:`~backtest.jobs.BacktestJob` records to submit to a
+    :class:`~backtest.queue.BacktestJobQueue` without the command line::
+
+        jobs = [BacktestJob.from_config(compose("+experiment=sma_cross", f"strategy.fast={f}"))
+                for f in (5, 10, 20)]
+
+    Raises:
+        ConfigError: an override names an unknown key or option (the key is named).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    from backtest.config import register_configs
+    from backtest.errors import ConfigError
+
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=normalise(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{exc}".strip()) from exc
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
@@ -71,11 +108,38 @@ def _paths_as_typed(cfg: DictConfig) -> DictConfig:
     original = Path(HydraConfig.get().runtime.cwd)
     if original.resolve() == Path.cwd().resolve():
         return cfg  # nothing moved: the path means the same here (and keeps its hash)
-    from omegaconf import OmegaConf
-
     cfg = cfg.copy()
     OmegaConf.update(cfg, "data.path", str(original / path), merge=False)
     return cfg
+
+
+def _hydra_files(run_dir: Path) -> list[Path]:
+    """Hydra's record of the run (``.hydra/*.yaml``) and the sweep's ``multirun.yaml``."""
+    return [*run_dir.glob(".hydra/*.yaml"), run_dir.parent / "multirun.yaml"]
+
+
+def _in_sweep() -> bool:
+    """Whether this is a job of a multirun (whose failures the sweep summary lists)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _remove_untouched(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but what Hydra (and its claim) put there.
+
+    A sweep job's directory stays: its log holds the traceback and the sweep summary
+    lists the failure (:mod:`backtest.sweep`).
+    """
+    if not run_dir.is_dir() or _in_sweep():
+        return
+    entries = list(run_dir.iterdir())
+    if all(e.name in (".hydra", results.CLAIM_FILE) or e.suffix == ".log" for e in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in list(run_dir.parents)[:2]:  # outputs/<name>/ when now empty
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -83,14 +147,26 @@ def run(cfg: DictConfig) -> float | None:
 
     The task is ``walkforward`` when ``walkforward`` is set, ``search`` when
     ``search.method`` is not ``none``, ``montecarlo`` for a backtest with a
-    ``montecarlo`` section, otherwise ``backtest``.
+    ``montecarlo`` section, otherwise ``backtest``. Settings, conflicts, the strategy
+    and the data are checked before anything runs: a bad config or bad data raises
+    and leaves no run directory and no MLflow run behind. Secrets in URLs are masked
+    in every file, log line and MLflow entry (:mod:`backtest.masking`).
     """
     use_structlog()  # only when structlog is installed
+    mask_logs()
+    with contextlib.suppress(OmegaConfBaseException):  # the job record reports the key
+        remember_config(OmegaConf.to_container(cfg, resolve=True))
     run_dir = run_dir_for(cfg)
+    mask_files(_hydra_files(run_dir))
     cfg = _paths_as_typed(cfg)
     job = BacktestJob.from_config(cfg, result_path=str(run_dir))
+    try:
+        ctx = prepare(job, run_dir, progress=True)
+    except BacktestError:
+        _remove_untouched(run_dir)
+        raise
     log.info(kv("run started", task=job.task, job_id=job.job_id, run_dir=run_dir))
-    run_backtest(job, progress=True)
+    execute_job(job, progress=True, ctx=ctx)
     record = load_result(run_dir).record
     if cfg.get("summary", True):
         print(format_summary(record))

@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from backtest.config import RootConfig
-from backtest.errors import BacktestError, ConfigError
+from backtest.errors import BacktestError, ConfigError, describe
+from backtest.summary import PERCENT_METRICS, format_value
 
 LOWER_IS_BETTER = frozenset({"max_drawdown", "annual_volatility", "turnover", "duration_s"})
 HEADLINE = ("sharpe_ratio", "total_return", "cagr", "max_drawdown", "n_trades")
@@ -131,20 +132,33 @@ def compare_runs(
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The table as text, numbers with four significant digits, missing values as ``-``."""
+    """The table as text; metrics as the run summary prints them, missing values as ``-``.
 
-    def fmt(value: Any) -> str:
+    Returns, drawdowns and rates are percentages (``12.34%``) as in the summary printed
+    at the end of a run (:func:`backtest.summary.format_value`); other numbers keep four
+    significant digits.
+
+    >>> print(format_table(pd.DataFrame({"run": ["a"], "max_drawdown": [0.1234],
+    ...                                  "sharpe_ratio": [1.23456], "fast": [None]})))
+    run max_drawdown sharpe_ratio fast
+      a       12.34%        1.235    -
+    """
+
+    def fmt(name: str, value: Any) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
+        if isinstance(value, float) and name in PERCENT_METRICS:
+            return format_value(name, value)
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    return table.map(fmt).to_string(index=False)
+    shown = pd.DataFrame({c: [fmt(str(c), v) for v in table[c]] for c in table.columns})
+    return shown.to_string(index=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m backtest.compare EXPERIMENT [--metric M] [--uri URI]``; 2 on an error."""
     parser = argparse.ArgumentParser(
-        prog="python -m backtest.compare",
+        prog="backtest compare",
         description="Print the runs of an MLflow experiment sorted by a metric, best first.",
     )
     parser.add_argument("experiment", help="experiment name (the config's name)")
@@ -175,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limit=args.limit,
         )
     except BacktestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(describe(exc), file=sys.stderr)
         return 2
     print(f"{len(table)} runs of {args.experiment!r} by {args.metric}")
     print(format_table(table))

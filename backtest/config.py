@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
+
+# The Hydra configs: ``conf/`` next to the package (kept there by ``pip install -e .``).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 class DataSource(Enum):
@@ -176,26 +180,33 @@ class SearchConfig:
     seed: int = 42
 
 
+DEFAULT_TRAIN_BARS = 756
+DEFAULT_TEST_BARS = 252
+
+
 @dataclass
 class WalkForwardConfig:
     """Walk-forward windows; the search group says what is optimised in each.
 
     Attributes:
         splitter: ``rolling``, ``anchored`` (expanding train window) or ``cpcv``.
-        train_bars: Bars in each train window (rolling).
-        test_bars: Bars in each test window.
+        train_bars: Bars in each train window (756 when neither it nor
+            ``train_period`` is set).
+        test_bars: Bars in each test window (252 when neither it nor ``test_period``
+            is set).
         step_bars: Bars between window starts (``test_bars`` when unset).
-        train_period: Calendar train length such as ``3Y`` (overrides ``train_bars``).
-        test_period: Calendar test length such as ``1Y``.
-        step_period: Calendar step such as ``1Y``.
+        train_period: Calendar train length such as ``3Y``; setting it together with
+            ``train_bars`` is a :class:`~backtest.errors.ConfigError`.
+        test_period: Calendar test length such as ``1Y`` (not with ``test_bars``).
+        step_period: Calendar step such as ``1Y`` (not with ``step_bars``).
         gap_bars: Bars purged between train and test (embargo).
         n_groups: CPCV: number of contiguous groups.
         n_test_groups: CPCV: groups in each test set.
     """
 
     splitter: Splitter = Splitter.rolling
-    train_bars: int = 756
-    test_bars: int = 252
+    train_bars: int | None = None
+    test_bars: int | None = None
     step_bars: int | None = None
     train_period: str | None = None
     test_period: str | None = None
@@ -343,7 +354,7 @@ class RootConfig:
             about 0.2 s and 5 MB a run, so large sweeps of short backtests may turn it off.
     """
 
-    name: str = "default"
+    name: str = "backtest"
     seed: int = 42
     allowed_modules: list[str] = field(default_factory=list)
     output_dir: str | None = None

@@ -24,7 +24,6 @@ but which worker evaluates which trial depends on timing, so a model-based searc
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from backtest.errors import ConfigError, TrialsFailed
+from backtest.masking import mask_url
+from backtest.search._result import OK
 
 if TYPE_CHECKING:
     import optuna
@@ -53,10 +54,12 @@ class DistributedSearchResult:
 
     Attributes:
         study_name: The Optuna study.
-        storage: Where it lives (password masked).
-        trials: One row per trial: number, state, value, every parameter
-            (``params_<name>``), every metric, and ``retry_of`` (the trial a retry
-            repeats, for trials re-run after a killed worker).
+        storage: Where it lives (password masked; a private Redis that is gone after
+            the run is named as such).
+        trials: One row per trial, the columns of an ordinary search: ``trial``,
+            every parameter, every metric, ``seed``, ``status`` (``ok``, ``failed``)
+            and ``error``; plus ``retry_of`` (the trial a retry repeats, for trials
+            re-run after a killed worker).
         best_params: Parameters of the best complete trial.
         best_value: Its objective.
         n_retried: Trials re-run because their worker died.
@@ -101,28 +104,6 @@ def check_storage(url: str, n_workers: int) -> str:
     )
 
 
-def study_storage(
-    url: str, *, heartbeat_interval: int = 5, grace_period: int = 20, max_retry: int = 3
-) -> optuna.storages.BaseStorage:
-    """Optuna storage for ``url`` with heartbeats and retries of stale trials."""
-    import optuna
-    from optuna.exceptions import ExperimentalWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        if url.startswith(REDIS_SCHEMES):
-            from backtest.queue._journal import HeartbeatJournalStorage
-
-            return HeartbeatJournalStorage(url, heartbeat_interval, grace_period, retry)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
-
-
 # --- the driver ------------------------------------------------------------------------------
 
 
@@ -164,8 +145,8 @@ def distributed_search(
         max_retry: Times a dead worker's trial is re-run with the same parameters.
         timeout: Seconds to wait for the workers.
         progress: Show a progress bar.
-        output_dir: Write ``result.json`` (best parameters and metrics) and the
-            ``trials`` table there.
+        output_dir: Write ``result.json`` (best parameters and metrics), ``config.yaml``
+            and the ``trials`` table there, and mirror them to MLflow (``tracking``).
 
     Raises:
         ConfigError: SQLite storage with more than one worker, no search space, ...
@@ -173,8 +154,9 @@ def distributed_search(
     """
     import optuna
 
-    from backtest.jobs import plain_config
+    from backtest.jobs import now_iso, plain_config
 
+    started_at = now_iso()
     plain = plain_config(config)
     search = plain.get("search") or {}
     if not search.get("space"):
@@ -196,6 +178,8 @@ def distributed_search(
         optuna.study.StudyDirection.MINIMIZE if minimize else (optuna.study.StudyDirection.MAXIMIZE)
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from backtest.queue._storage import study_storage
+
     store = study_storage(
         url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry
     )
@@ -203,7 +187,9 @@ def distributed_search(
         study_name=name, storage=store, direction=direction, load_if_exists=True
     )
     spec = {
-        "storage": url,
+        # masked: each worker connects with the URL from its own environment
+        # (REDIS_URL for the queue's Redis, BACKTEST_STUDY_STORAGE for another store)
+        "storage": mask_url(url),
         "study_name": name,
         "config": plain,
         "n_trials": n_trials,
@@ -217,33 +203,53 @@ def distributed_search(
     log.info("study %s: %d trials on %d worker job(s)", name, n_trials, n_workers)
     statuses = queue.wait_statuses(ids, timeout, progress=progress)
     reasons = [queue.failure_reason(i) for i, st in statuses.items() if st != "finished"]
+    # the queue's private Redis is gone after the run: say so rather than name its socket
+    where = (
+        "the queue's private Redis (stopped after the run)"
+        if (storage is None and queue.embedded)
+        else mask_url(url)
+    )
     try:
-        result = _result(study, name, queue.masked_url if storage is None else _mask(url))
+        result = _result(study, name, where)
     except TrialsFailed as exc:
         if reasons:
             raise TrialsFailed(f"{exc}; the study workers failed: {reasons[0]}") from exc
         raise
     if output_dir is not None:
-        _write(Path(output_dir), result, plain, n_workers)
+        _write(Path(output_dir), result, plain, n_workers, started_at)
+        _track(Path(output_dir), plain)
     return result
 
 
-def _write(run_dir: Path, result: DistributedSearchResult, plain: dict[str, Any], n: int) -> None:
+_STATUS = {"COMPLETE": "ok", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+
+
+def _write(
+    run_dir: Path,
+    result: DistributedSearchResult,
+    plain: dict[str, Any],
+    n: int,
+    started_at: str,
+) -> None:
+    """``result.json``, ``config.yaml`` and the trials table, as an ordinary search writes."""
+    import yaml
+
     from backtest import __version__
-    from backtest.jobs import config_hash
+    from backtest.jobs import config_hash, now_iso
     from backtest.results import write_result
 
     trials = result.trials
-    complete = trials[trials["state"] == "COMPLETE"]
-    best_row = complete.loc[complete["value"] == result.best_value].iloc[0]
-    skip = ("number", "state", "value", "retry_of")
-    metrics = {
-        c: best_row[c] for c in trials.columns if c not in skip and not c.startswith("params_")
-    }
+    metric = str((plain.get("search") or {}).get("metric", "sharpe_ratio"))
+    ok = trials[trials["status"] == OK]
+    best_row = ok.loc[ok[metric] == result.best_value].iloc[0]
+    skip = {"trial", "seed", "status", "error", "retry_of", *result.best_params}
+    metrics = {c: best_row[c] for c in trials.columns if c not in skip}
+    where = result.storage
     write_result(
         run_dir,
         {
             "task": "search",
+            "job_id": f"search-distributed-{result.study_name}"[:128],
             "name": plain.get("name"),
             "params": result.best_params,
             "metrics": metrics,
@@ -251,27 +257,48 @@ def _write(run_dir: Path, result: DistributedSearchResult, plain: dict[str, Any]
             "seed": plain.get("seed"),
             "config_hash": config_hash(plain),
             "version": __version__,
+            "started_at": started_at,
+            "ended_at": now_iso(),
             "distributed": {
                 "study_name": result.study_name,
-                "storage": result.storage,
+                "storage": where,
                 "n_workers": n,
                 "n_trials": len(trials),
-                "n_complete": int((trials["state"] == "COMPLETE").sum()),
-                "n_failed": int((trials["state"] == "FAIL").sum()),
+                "n_complete": len(ok),
+                "n_failed": int((trials["status"] == "failed").sum()),
                 "n_retried": result.n_retried,
             },
         },
         tables={"trials": trials},
+        config_yaml=yaml.safe_dump(plain, sort_keys=False),
     )
 
 
-def _mask(url: str) -> str:
-    from backtest.queue import mask_url
+def _track(run_dir: Path, plain: Mapping[str, Any]) -> None:
+    """Mirror the written result to MLflow like any run; a failure warns, the files stay."""
+    from backtest.tracking._log import log_result, tracking_config
 
-    return mask_url(url)
+    cfg = tracking_config(plain)
+    if not cfg.enabled:
+        return
+    try:
+        log_result(run_dir, cfg)
+    except Exception as exc:
+        log.warning(
+            "MLflow tracking failed (%s); the result is complete in %s and can be logged "
+            "later with: backtest sync %s",
+            exc,
+            run_dir,
+            run_dir,
+        )
 
 
 def _result(study: optuna.Study, name: str, where: str) -> DistributedSearchResult:
+    """The study as a search result, its trials in the columns of an ordinary search.
+
+    One row per trial: ``trial``, the parameters, every metric, ``seed``, ``status``,
+    ``error``, plus ``retry_of``.
+    """
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -282,11 +309,12 @@ def _result(study: optuna.Study, name: str, where: str) -> DistributedSearchResu
         history = t.system_attrs.get("retry_history", [])
         rows.append(
             {
-                "number": t.number,
-                "state": t.state.name,
-                "value": t.value,
-                **{f"params_{k}": v for k, v in t.params.items()},
+                "trial": t.number,
+                **t.params,
                 **{k: v for k, v in t.user_attrs.items() if k != "error"},
+                "seed": None,  # the worker's sampler seed proposes; a backtest uses none
+                "status": _STATUS.get(t.state.name, t.state.name.lower()),
+                "error": t.user_attrs.get("error", ""),
                 "retry_of": history[0] if history else None,
             }
         )
@@ -305,90 +333,9 @@ def _result(study: optuna.Study, name: str, where: str) -> DistributedSearchResu
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m backtest.distributed [options] [overrides]``: run a distributed search.
+if (
+    __name__ == "__main__"
+):  # python -m backtest.distributed: the same as backtest search-distributed
+    from backtest.cli._distributed import main
 
-    The config is composed from ``conf/`` with the Hydra overrides given (for example
-    ``+experiment=sma_cross search=tpe``); the queue comes from its ``queue`` group
-    (``REDIS_URL``). With no Redis URL, a private Redis and ``queue.n_workers`` local
-    workers are started for the run.
-    """
-    import argparse
-    import sys
-
-    from backtest.errors import BacktestError
-
-    parser = argparse.ArgumentParser(
-        prog="python -m backtest.distributed",
-        description="Distributed Optuna search on queue workers.",
-    )
-    parser.add_argument("--n-trials", type=int, default=None, help="default: search.n_iter")
-    parser.add_argument("--workers", type=int, default=None, help="default: queue.n_workers")
-    parser.add_argument(
-        "--local-workers",
-        type=int,
-        default=None,
-        help="workers to start here (default: queue.n_workers with an embedded Redis, else 0)",
-    )
-    parser.add_argument(
-        "--storage", default=None, help="Optuna storage (default: the queue's Redis)"
-    )
-    parser.add_argument("--study", default=None, help="study name (default: from the config hash)")
-    parser.add_argument(
-        "--output", default=None, help="default: outputs/<name>/distributed/<study>"
-    )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides")
-    args = parser.parse_args(argv)
-
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from backtest.__main__ import CONF_DIR
-    from backtest.config import QueueConfig, register_configs
-
-    try:
-        from backtest.queue import BacktestJobQueue
-    except ImportError as exc:
-        print(f"error: needs rq and redis (pip install 'backtest[queue]'): {exc}", file=sys.stderr)
-        return 2
-    register_configs()
-    try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=args.overrides)
-        queue_cfg = OmegaConf.to_object(cfg.queue)
-        assert isinstance(queue_cfg, QueueConfig)
-        with BacktestJobQueue(queue_cfg) as queue:
-            local = args.local_workers
-            if local is None:
-                local = queue_cfg.n_workers if queue.embedded else 0
-            workers = (
-                queue.start_workers(local, allowed_modules=list(cfg.get("allowed_modules") or []))
-                if local
-                else None
-            )
-            study = args.study or default_study_name(cfg)
-            try:
-                result = distributed_search(
-                    cfg,
-                    queue,
-                    n_trials=args.n_trials,
-                    n_workers=args.workers,
-                    storage=args.storage,
-                    study_name=study,
-                    output_dir=args.output
-                    or Path("outputs") / str(cfg.name) / "distributed" / study,
-                )
-            finally:
-                if workers is not None:
-                    workers.stop()
-    except BacktestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    done = result.trials["state"].value_counts().to_dict()
-    print(f"study {result.study_name} on {result.storage}: {done}, {result.n_retried} retried")
-    print(f"best {cfg.search.metric} = {result.best_value:.4f} with {result.best_params}")
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

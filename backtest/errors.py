@@ -15,7 +15,8 @@ either::
     ├── TrialsFailed (RuntimeError)            every trial of a search failed; says why
     └── QueueUnavailable (ConnectionError)     Redis could not be reached; names the URL
 
-Context lives in attributes, not only in the message.
+Context lives in attributes, not only in the message. :func:`describe` is how the
+command line prints one: the message, secrets masked, and a :func:`hint` naming the fix.
 """
 
 from __future__ import annotations
@@ -138,3 +139,43 @@ class QueueUnavailable(BacktestError, ConnectionError):
     def __init__(self, url: str, message: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+def hint(exc: BaseException) -> str | None:
+    """What to do about an error, in command-line terms (``None`` when the message says it).
+
+    >>> hint(DataValidationError("column 'A': 2 NaN price(s), first at 2020-01-02"))
+    'repair the data with data.repair=ffill (forward-fill) or data.repair=drop'
+    >>> hint(ConfigError("empty", key="search.space"))
+    "give the space on the command line: '+search.space.fast=[5,10,20]'"
+    """
+    text = str(exc)
+    if isinstance(exc, DataValidationError):
+        if "NaN" in text or "non-positive" in text or "high < low" in text:
+            return "repair the data with data.repair=ffill (forward-fill) or data.repair=drop"
+        if "not sorted" in text or "duplicate" in text:
+            return "data.repair=drop drops duplicate timestamps and sorts the bars"
+        return None
+    if isinstance(exc, QueueUnavailable):
+        return "start Redis or point REDIS_URL / queue.redis_url at a running server"
+    if isinstance(exc, ConfigError):
+        if exc.key == "search.space" and "+search.space" not in text:
+            return "give the space on the command line: '+search.space.fast=[5,10,20]'"
+        if exc.key and exc.key not in text:
+            return f"check {exc.key}"
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """The message printed for an error: ``error: ...`` (secrets masked) and any ``hint: ...``.
+
+    ``--verbose`` (or ``HYDRA_FULL_ERROR=1``) shows the traceback instead (``backtest --help``).
+    """
+    first = str(exc).strip() or type(exc).__name__
+    from backtest.masking import mask_text
+
+    lines = [f"error: {mask_text(first)}"]
+    advice = hint(exc)
+    if advice:
+        lines.append(f"hint: {advice}")
+    return "\n".join(lines)

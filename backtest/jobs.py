@@ -1,4 +1,4 @@
-"""Job records and :func:`run_backtest`, which runs any task end to end, idempotently.
+"""Job records: what to run, with its lifecycle (:func:`backtest.tasks.run_backtest` runs one).
 
 A :class:`BacktestJob` is plain JSON: id, task, resolved config, status, timestamps,
 attempts, result path and error. Its default id is derived from the task and the
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backtest.errors import ConfigError
+from backtest.masking import mask_config
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 TASKS = ("backtest", "search", "walkforward", "montecarlo")
@@ -32,7 +33,12 @@ def now_iso() -> str:
 
 
 def plain_config(cfg: Any) -> dict[str, Any]:
-    """A resolved config as plain JSON-able dicts (enums as their names)."""
+    """A resolved config as plain JSON-able dicts (enums as their names), secrets masked.
+
+    Passwords in URLs and values of keys ending in ``password``/``token``/``secret``
+    become ``***`` (:func:`backtest.masking.mask_config`): a job record, and everything
+    written from it, never holds a secret.
+    """
     if isinstance(cfg, Mapping) and not hasattr(cfg, "_metadata"):
         data: Any = json.loads(json.dumps(cfg, default=_default))
     else:
@@ -42,7 +48,7 @@ def plain_config(cfg: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
     data.pop("hydra", None)
-    return data
+    return mask_config(data)
 
 
 def _default(value: Any) -> Any:
@@ -188,26 +194,3 @@ class BacktestJob:
         if "config" not in data:
             raise ConfigError("job record has no 'config'", key="config")
         return cls(**dict(data))
-
-
-def run_backtest(job_or_config: Any, *, progress: bool = False) -> Any:
-    """Run any task end to end and write its result; idempotent.
-
-    Args:
-        job_or_config: A :class:`BacktestJob`, a composed ``DictConfig`` or a plain mapping.
-        progress: Show progress bars.
-
-    Returns:
-        The headline :class:`~backtest.engine.BacktestResult` (for a search, the best
-        parameters' backtest; for a walk-forward, the stitched out-of-sample one), with
-        ``run_dir`` set. If a complete result for the same job and config already
-        exists in the result path, it is read back instead of recomputed.
-    """
-    from backtest.tasks import execute_job
-
-    job = (
-        job_or_config
-        if isinstance(job_or_config, BacktestJob)
-        else BacktestJob.from_config(job_or_config)
-    )
-    return execute_job(job, progress=progress)

@@ -1,10 +1,13 @@
 """Log every result on disk that is not yet in MLflow, exactly once.
 
 Run directories are the record; MLflow is their mirror. When the tracking server
-was down (or ``tracking=none`` was used), the results are complete on disk, and::
+was down, the results are complete on disk, and::
 
     python -m backtest.sync outputs/
     python -m backtest.sync outputs/ --uri http://127.0.0.1:5000
+
+Results of runs made with ``tracking=none`` are skipped (their owner chose not to
+track them) unless ``--include-untracked`` asks for them too.
 
 logs each of them to the tracking URI of its own config (``--uri`` overrides). Each
 MLflow run carries the ``backtest.run_key`` tag of the result it mirrors, so running
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from backtest import results
 from backtest.errors import BacktestError, ResultPathMissing
+from backtest.masking import reveal
 
 log = logging.getLogger("backtest.sync")
 
@@ -40,14 +44,17 @@ class SyncReport:
         logged: Run directories logged now, with their new MLflow run ids.
         present: Run directories already mirrored by a finished run.
         failed: Run directories that could not be logged, with the reason.
+        untracked: Run directories made with ``tracking=none``, skipped.
     """
 
     logged: list[tuple[Path, str]] = field(default_factory=list)
     present: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    untracked: list[Path] = field(default_factory=list)
 
 
 INDEX_FILE = ".backtest-sync.json"
+_UNTRACKED = "untracked:"  # index entry of a result made with tracking=none (skipped)
 
 
 def _context(uri: str | None) -> str:
@@ -92,6 +99,7 @@ def sync(
     uri: str | None = None,
     dry_run: bool = False,
     use_index: bool = True,
+    include_untracked: bool = False,
 ) -> SyncReport:
     """Log every complete result under ``paths`` that MLflow does not hold yet.
 
@@ -108,6 +116,7 @@ def sync(
         dry_run: Only report what would be logged.
         use_index: Trust the index of results already mirrored (``False`` asks MLflow
             about every result, e.g. after the tracking store was replaced).
+        include_untracked: Also log results of runs made with ``tracking=none``.
 
     Returns:
         The run directories logged, already present and failed.
@@ -115,6 +124,8 @@ def sync(
     Raises:
         ResultPathMissing: a path does not exist.
     """
+    from backtest.tracking._log import read_config, tracking_config
+
     roots = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     report = SyncReport()
     context = _context(uri)
@@ -130,6 +141,14 @@ def sync(
             if index.get(rel) == stamp:
                 report.present.append(run_dir)
                 synced[rel] = stamp
+                continue
+            if not include_untracked and index.get(rel) == _UNTRACKED + stamp:
+                report.untracked.append(run_dir)
+                synced[rel] = _UNTRACKED + stamp
+                continue
+            if not include_untracked and not tracking_config(read_config(run_dir)).enabled:
+                report.untracked.append(run_dir)
+                synced[rel] = _UNTRACKED + stamp
                 continue
             try:
                 done = _sync_one(run_dir, uri, dry_run)
@@ -159,10 +178,11 @@ def _sync_one(run_dir: Path, uri: str | None, dry_run: bool) -> str | None:
     cfg = tracking_config(read_config(run_dir))
     if dry_run:
         from backtest.tracking._flatten import run_key
+        from backtest.tracking._ui import DEFAULT_EXPERIMENT
 
         record = results.load_result(run_dir).record
-        target = _client.resolve_uri(uri or cfg.uri)
-        experiment = cfg.experiment_name or str(record.get("name") or "default")
+        target = _client.resolve_uri(reveal(uri or cfg.uri))
+        experiment = cfg.experiment_name or str(record.get("name") or DEFAULT_EXPERIMENT)
         with _client.bounded_http(cfg.timeout_s):
             _client.check_reachable(target, cfg.timeout_s)
             found = runs_with_key(_client.client_for(target), experiment, run_key(record))
@@ -183,10 +203,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--full", action="store_true", help="ask MLflow about every result (ignore the index)"
     )
+    parser.add_argument(
+        "--include-untracked",
+        action="store_true",
+        help="also log results of runs made with tracking=none (skipped by default)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = sync(args.paths, uri=args.uri, dry_run=args.dry_run, use_index=not args.full)
+        report = sync(
+            args.paths,
+            uri=args.uri,
+            dry_run=args.dry_run,
+            use_index=not args.full,
+            include_untracked=args.include_untracked,
+        )
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -198,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{len(report.logged)} {verb}, {len(report.present)} already in MLflow, "
         f"{len(report.failed)} failed"
+        + (
+            f", {len(report.untracked)} made with tracking=none skipped (--include-untracked)"
+            if report.untracked
+            else ""
+        )
     )
     return 1 if report.failed else 0
 

@@ -45,8 +45,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from backtest.config import QueueConfig, register_configs  # noqa: E402
-from backtest.jobs import BacktestJob, plain_config, run_backtest  # noqa: E402
+from backtest.jobs import BacktestJob, plain_config  # noqa: E402
 from backtest.queue import BacktestJobQueue  # noqa: E402
+from backtest.tasks import run_backtest  # noqa: E402
 
 
 def base_config() -> dict[str, Any]:

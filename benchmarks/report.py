@@ -33,7 +33,8 @@ def _run(run_dir: Path, n_bars: int, *overrides: str) -> Path:
     from hydra.core.global_hydra import GlobalHydra
 
     from backtest.config import register_configs
-    from backtest.jobs import BacktestJob, run_backtest
+    from backtest.jobs import BacktestJob
+    from backtest.tasks import run_backtest
 
     register_configs()
     GlobalHydra.instance().clear()

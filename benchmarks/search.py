@@ -31,6 +31,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -210,17 +211,18 @@ def spawn(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+INSTALL_HINT = "pip install -e '.[bench]'  (vectorbt, the peer this benchmark compares with)"
+
+
 def vectorbt_python(explicit: str | None) -> str | None:
-    candidates = [explicit] if explicit else [sys.executable, "/tmp/vbt/bin/python"]
-    for python in candidates:
-        if (
-            python
-            and subprocess.run(
-                [python, "-c", "import vectorbt"], capture_output=True, check=False
-            ).returncode
-            == 0
-        ):
-            return python
+    """This interpreter if it imports vectorbt, else ``--vbt-python``; None says how to install."""
+    python = explicit or sys.executable
+    if explicit and shutil.which(explicit) is None and not Path(explicit).is_file():
+        raise SystemExit(f"--vbt-python {explicit!r} does not exist")
+    probe = subprocess.run([python, "-c", "import vectorbt"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        return python
+    print(f"vectorbt is not importable in {python}; to compare with it: {INSTALL_HINT}")
     return None
 
 

@@ -109,7 +109,7 @@ def test_a_trial_without_heartbeats_is_failed_and_requeued_with_its_parameters(
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
-    from backtest.distributed import study_storage
+    from backtest.queue._storage import study_storage
 
     storage = study_storage(redis_url, heartbeat_interval=1, grace_period=2, max_retry=3)
     study = optuna.create_study(study_name=f"hb-{uuid.uuid4().hex}", storage=storage)
@@ -173,22 +173,22 @@ def test_two_workers_fill_one_study_and_each_value_is_a_real_backtest(
     # Exactly 16, or one more when both workers take the last slot at the same moment;
     # proposals the constraint rejects are not trials.
     assert 16 <= len(trials) <= 17
-    assert set(trials["state"]) == {"COMPLETE"}
+    assert set(trials["status"]) == {"ok"}
     complete = trials
-    assert (complete["params_fast"] < complete["params_slow"]).all()
-    assert result.best_value == pytest.approx(complete["value"].max())
+    assert (complete["fast"] < complete["slow"]).all()
+    assert result.best_value == pytest.approx(complete["sharpe_ratio"].max())
     # Independent reference: the same backtests run here, one by one.
     settings = typed_settings(config)
     prices = load_prices(settings.data)
     for _, row in complete.head(4).iterrows():
-        strategy = SmaCross(fast=int(row["params_fast"]), slow=int(row["params_slow"]))
+        strategy = SmaCross(fast=int(row["fast"]), slow=int(row["slow"]))
         local = simulate(
             prices,
             strategy,
             fee_bps=settings.engine.fee_bps,
             slippage_bps=settings.engine.slippage_bps,
         )
-        assert row["value"] == pytest.approx(local.metrics["sharpe_ratio"])
+        assert row["sharpe_ratio"] == pytest.approx(local.metrics["sharpe_ratio"])
         assert row["max_drawdown"] == pytest.approx(local.metrics["max_drawdown"])
 
 
@@ -199,7 +199,7 @@ def test_killed_worker_trial_is_retried_with_the_same_parameters(
 ) -> None:
     import optuna
 
-    from backtest.distributed import study_storage
+    from backtest.queue._storage import study_storage
 
     config = search_config(_target_="slow_support.SlowSmaCross", delay_s=1.0)
     name = f"kill-{uuid.uuid4().hex[:8]}"
@@ -253,12 +253,77 @@ def test_killed_worker_trial_is_retried_with_the_same_parameters(
         assert not driver.is_alive()
     result = outcome["result"]
     trials = result.trials
-    assert 10 <= (trials["state"] == "COMPLETE").sum() <= 11
-    failed = trials[trials["state"] == "FAIL"]
+    assert 10 <= (trials["status"] == "ok").sum() <= 11
+    failed = trials[trials["status"] == "failed"]
     assert len(failed) == 1 and result.n_retried == 1
-    retry = trials[trials["retry_of"] == failed["number"].iloc[0]]
-    assert len(retry) == 1 and retry["state"].iloc[0] == "COMPLETE"
-    for column in ("params_fast", "params_slow"):
+    retry = trials[trials["retry_of"] == failed["trial"].iloc[0]]
+    assert len(retry) == 1 and retry["status"].iloc[0] == "ok"
+    for column in ("fast", "slow"):
         assert retry[column].iloc[0] == failed[column].iloc[0]
     assert np.isfinite(result.best_value)
-    print(json.dumps({"retried_trial": int(failed["number"].iloc[0])}))
+    print(json.dumps({"retried_trial": int(failed["trial"].iloc[0])}))
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_command_writes_an_ordinary_search_result_and_logs_it_to_mlflow(tmp_path: Path) -> None:
+    """``backtest search-distributed`` on a private Redis: where it wrote is printed, the
+    trials table has the columns of an ordinary search, result.json names no dead socket,
+    and the run is in MLflow like every other run."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from backtest.results import load_result
+    from backtest.search import grid_search
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("REDIS_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backtest",
+            "search-distributed",
+            "--n-trials",
+            "6",
+            "--workers",
+            "1",
+            "--output",
+            "out",
+            "+experiment=sma_cross",
+            "search=random",
+            "+search.space={fast: [5, 10, 20], slow: [40, 60]}",
+            "data.n_bars=300",
+            "queue.n_workers=1",
+            f"tracking.uri={store}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "result written to out" in proc.stdout
+    stored = load_result(tmp_path / "out")
+    trials = stored.table("trials")
+    ordinary = grid_search(
+        {"fast": [5], "slow": [40]}, lambda p: {"sharpe_ratio": 1.0}, metric="sharpe_ratio"
+    ).trials
+    assert set(ordinary.columns) <= set(trials.columns) | {"sharpe_ratio"}
+    assert {"trial", "fast", "slow", "status", "error", "sharpe_ratio"} <= set(trials.columns)
+    assert set(trials["status"]) == {"ok"}
+    storage = stored.record["distributed"]["storage"]
+    assert "unix://" not in storage and "private Redis" in storage
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("sma_cross")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`backtest.kind` = 'run'")
+    assert len(runs) == 1 and runs[0].data.tags["backtest.task"] == "search"
+    trials_logged = client.search_runs([experiment.experiment_id], "tags.`backtest.kind` = 'trial'")
+    assert len(trials_logged) == len(trials)  # nested like an ordinary search's trials
+    assert runs[0].data.metrics["objective"] == pytest.approx(stored.record["objective"])

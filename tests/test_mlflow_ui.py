@@ -22,6 +22,7 @@ import yaml
 from backtest import results
 from backtest.config import TrackingConfig
 from backtest.tracking import log_result
+from backtest.tracking._ui import ui_url
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def test_experiment_page_lists_the_runs(tmp_path: Path, mlflow_server: str) -> N
             config_yaml=yaml.safe_dump({"name": experiment}),
         )
         log_result(run_dir, cfg)
-        names.append(f"backtest fast={fast}, slow=50")
+        names.append(f"backtest fast={fast} slow=50")
     trials = pd.DataFrame(
         {"fast": [5, 10, 15], "slow": [50, 60, 70], "sharpe_ratio": [0.1, 0.9, 0.5]}
     )
@@ -96,7 +97,7 @@ def test_experiment_page_lists_the_runs(tmp_path: Path, mlflow_server: str) -> N
         ),
     )
     logged = log_result(tmp_path / "search", cfg)
-    names.append("search fast=10, slow=60")
+    names.append("search fast=10 slow=60")
 
     text = rendered_text(
         f"{mlflow_server}/#/experiments/{logged.experiment_id}/runs", tmp_path / "profile"
@@ -105,3 +106,55 @@ def test_experiment_page_lists_the_runs(tmp_path: Path, mlflow_server: str) -> N
     for name in names:
         assert name in text, f"{name!r} not rendered; page text: {text[:2000]}"
     assert "6 matching runs" in text  # three runs and the search's three nested trials
+
+
+def screenshot(url: str, profile: Path, path: Path) -> Path:
+    """A PNG of the page as a user sees it after its scripts ran."""
+    subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}", url],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+    return path
+
+
+def test_experiment_opens_on_the_runs_table_with_metric_columns(
+    tmp_path: Path, mlflow_server: str
+) -> None:
+    """The experiment's own page (no /runs in the URL) is the classic runs table, not
+    MLflow 3's GenAI overview: run names and the metric columns are on screen."""
+    chromium()
+    from mlflow import MlflowClient
+
+    experiment = f"table-{uuid.uuid4().hex[:8]}"
+    cfg = TrackingConfig(uri=mlflow_server, experiment_name=experiment)
+    for fast in (5, 10, 20):
+        run_dir = tmp_path / f"bt{fast}"
+        results.write_result(
+            run_dir,
+            {
+                "task": "backtest",
+                "job_id": f"bt-{fast}",
+                "params": {"fast": fast, "slow": 50},
+                "metrics": {"sharpe_ratio": fast / 10, "max_drawdown": 0.1},
+            },
+            config_yaml=yaml.safe_dump(
+                {"name": experiment, "strategy": {"_target_": "backtest.strategies.SmaCross"}}
+            ),
+        )
+        logged = log_result(run_dir, cfg)
+    exp = MlflowClient(mlflow_server).get_experiment(logged.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    url = ui_url(mlflow_server, logged.experiment_id)  # the page our log line points at
+    text = rendered_text(url, tmp_path / "profile")
+    for fast in (5, 10, 20):
+        assert f"backtest SmaCross fast={fast} slow=50" in text, text[:2000]
+    assert "sharpe_ratio" in text and "max_drawdown" in text, text[:2000]
+    assert "3 matching runs" in text
+    png = screenshot(url, tmp_path / "profile2", tmp_path / "runs_table.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    keep = os.environ.get("BACKTEST_SCREENSHOT_DIR")
+    if keep:  # CI keeps it as an artifact to look at
+        shutil.copy(png, Path(keep) / "mlflow_runs_table.png")

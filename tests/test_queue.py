@@ -17,7 +17,7 @@ pytest.importorskip("rq")
 
 from backtest.config import QueueConfig
 from backtest.errors import ConfigError, JobNotFound, QueueUnavailable
-from backtest.jobs import BacktestJob, run_backtest
+from backtest.jobs import BacktestJob
 from backtest.queue import (
     BacktestJobQueue,
     JobFailed,
@@ -27,6 +27,7 @@ from backtest.queue import (
     mask_url,
 )
 from backtest.results import load_result
+from backtest.tasks import run_backtest
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 

@@ -157,3 +157,21 @@ def test_cli_prints_a_summary_and_fails_on_a_missing_path(
     assert "nope" in capsys.readouterr().err
     with pytest.raises(ResultPathMissing):
         sync(tmp_path / "nope")
+
+
+def test_results_made_with_tracking_none_are_skipped_unless_asked(
+    tmp_path: Path, store: str, experiment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "outputs"
+    tracked = write_run(out / experiment / "tracked", experiment, store)
+    untracked = write_run(out / experiment / "untracked", experiment, store)
+    config = yaml.safe_load((untracked / "config.yaml").read_text())
+    config["tracking"]["enabled"] = False
+    (untracked / "config.yaml").write_text(yaml.safe_dump(config))
+
+    report = sync(out)
+    assert [d for d, _ in report.logged] == [tracked] and report.untracked == [untracked]
+    assert main([str(out)]) == 0
+    assert "1 made with tracking=none skipped (--include-untracked)" in capsys.readouterr().out
+    assert main([str(out), "--include-untracked"]) == 0
+    assert len(mirrors(store, experiment)) == 2

@@ -330,17 +330,39 @@ def test_monte_carlo_percentiles_are_metrics_of_the_run_they_analyse(
     assert "cagr" not in run.data.metrics  # a missing (NaN) metric is not invented
 
 
-def test_failed_job_ends_failed_with_its_error(
+def test_bad_config_fails_before_any_mlflow_run(
     compose: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
     cfg = run_config(compose, tmp_path, store, experiment, "strategy.fast=100", "strategy.slow=10")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="fast"):
+        execute_job(BacktestJob.from_config(cfg))
+    assert runs_of(store, experiment) == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_failed_job_ends_failed_with_its_error(
+    compose: Any, tmp_path: Path, store: str, experiment: str
+) -> None:
+    """A job that fails while it runs (data too short for one walk-forward fold)."""
+    cfg = run_config(
+        compose,
+        tmp_path,
+        store,
+        experiment,
+        "walkforward=rolling",
+        "search=grid",
+        "+search.space.fast=[5,10]",
+    )
+    with pytest.raises(ConfigError, match="too few"):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)
     assert run.info.status == "FAILED"
     assert run.data.tags["backtest.error"].startswith("ConfigError: ")
-    assert "fast" in run.data.tags["backtest.error"]
-    assert run.data.params["strategy.fast"] == "100"
+    assert (
+        "walkforward.train_bars" in run.data.tags["backtest.error"]
+        or "too few" in (run.data.tags["backtest.error"])
+    )
+    assert run.data.params["search.space.fast"] == "[5,10]"
     assert not (tmp_path / "run" / "result.json").exists()
 
 

@@ -5,7 +5,7 @@ them; :class:`BacktestWorker` (``python -m backtest.worker``) runs them. RQ alon
 promises at-least-once delivery at best; on top of it:
 
 - exactly one result per job: results are written atomically into the job's run
-  directory and :func:`~backtest.jobs.run_backtest` returns a complete result instead of
+  directory and :func:`~backtest.tasks.run_backtest` returns a complete result instead of
   recomputing it, so a job retried after a killed worker never publishes twice, and
   submitting the same job twice queues it once;
 - a killed worker's job is detected and retried within about 35 seconds;

@@ -6,7 +6,7 @@ refuses any payload that names another function before importing anything. The
 payload says what to do:
 
 - ``{"kind": "job", "job": <BacktestJob record>}``: run the job with
-  :func:`backtest.jobs.run_backtest` (idempotent: a complete result is returned, not
+  :func:`backtest.tasks.run_backtest` (idempotent: a complete result is returned, not
   recomputed), so a job retried after a killed worker never publishes twice;
 - ``{"kind": "study", "study": {...}}``: optimise a shared Optuna study
   (:mod:`backtest.distributed`) until it has enough trials;
@@ -24,6 +24,7 @@ from typing import Any
 
 from backtest.errors import ConfigError
 from backtest.jobs import BacktestJob
+from backtest.masking import mask_logs
 
 EXECUTE = "backtest.queue._execute.execute"
 KINDS = ("job", "study", "noop")
@@ -116,6 +117,7 @@ def execute(payload: str) -> dict[str, Any]:
         ConfigError: a malformed payload (names what is wrong).
         BacktestError: the job itself failed (bad config, bad data, ...).
     """
+    mask_logs()  # no secret in a worker's log lines either
     data = parse_payload(payload)
     attempt = _count_attempt()
     kind = data["kind"]
@@ -128,8 +130,8 @@ def execute(payload: str) -> dict[str, Any]:
     job = BacktestJob.from_dict(data["job"])
     run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
     log.info("job %s (%s), attempt %d, into %s", job.job_id, job.task, attempt, run_dir)
-    from backtest.jobs import run_backtest
     from backtest.results import load_result
+    from backtest.tasks import run_backtest
 
     try:
         run_backtest(job)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backtest.masking import known_urls_env
 from backtest.queue._redis import die_with_parent
 
 
@@ -68,7 +69,7 @@ class LocalWorkers:
     def start(self) -> LocalWorkers:
         """Start the processes (the URL goes through ``REDIS_URL``, never the command line)."""
         package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, **self._env, "REDIS_URL": self.url}
+        env = {**os.environ, **known_urls_env(), **self._env, "REDIS_URL": self.url}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )

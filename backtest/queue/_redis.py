@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from backtest.errors import QueueUnavailable
+from backtest.masking import mask_url
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -25,31 +25,6 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT_S = 3.0
 SOCKET_TIMEOUT_S = 3.0
 KEY_PREFIX = "backtest"
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (safe to print and log).
-
-    >>> mask_url("redis://:s3cret@db.internal:6379/0")
-    'redis://:***@db.internal:6379/0'
-    >>> mask_url("redis://user:pw@host/1")
-    'redis://user:***@host/1'
-    >>> mask_url("unix:///tmp/redis.sock?db=0&password=pw")
-    'unix:///tmp/redis.sock?db=0&password=***'
-    """
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query = (
-        "&".join("password=***" if q.startswith("password=") else q for q in parts.query.split("&"))
-        if parts.query
-        else ""
-    )
-    out = f"{parts.scheme}://{netloc}{parts.path}"
-    return out + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def connect(

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backtest.distributed import study_storage
 from backtest.errors import ConfigError
+from backtest.masking import reveal
+from backtest.queue._storage import study_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -111,7 +112,7 @@ def run_study_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage: Any = study_storage(
-        spec["storage"],
+        reveal(spec["storage"]) or "",
         heartbeat_interval=spec["heartbeat_interval"],
         grace_period=spec["grace_period"],
         max_retry=spec["max_retry"],

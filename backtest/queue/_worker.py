@@ -228,7 +228,8 @@ def _preload() -> None:
         SmaCrossConfig,
         TrackingConfig,
     )
-    from backtest.jobs import BacktestJob, run_backtest
+    from backtest.jobs import BacktestJob
+    from backtest.tasks import run_backtest
 
     folder = tempfile.mkdtemp(prefix="backtest-warmup-")
     config = {

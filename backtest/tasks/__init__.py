@@ -29,7 +29,15 @@ from backtest.jobs import BacktestJob, now_iso
 from backtest.logs import kv
 from backtest.tasks._context import TaskContext, TaskOutput
 
-__all__ = ["TaskContext", "TaskOutput", "execute_job", "load_backtest", "typed_settings"]
+__all__ = [
+    "TaskContext",
+    "TaskOutput",
+    "execute_job",
+    "load_backtest",
+    "prepare",
+    "run_backtest",
+    "typed_settings",
+]
 
 log = logging.getLogger("backtest.tasks")
 
@@ -68,14 +76,34 @@ def typed_settings(config: Mapping[str, Any]) -> RootConfig:
     return settings
 
 
-def _context(job: BacktestJob, run_dir: Path, progress: bool) -> TaskContext:
+def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = False) -> TaskContext:
+    """Validate a job before anything runs: settings, sizes, conflicts, strategy, data.
+
+    Nothing is written and nothing is logged to MLflow, so a bad config or bad data
+    fails with one clear error and leaves no trace.
+
+    Raises:
+        ConfigError: a bad or conflicting setting (names the keys).
+        DataValidationError: the prices fail validation (names the column and the fix).
+    """
     from backtest._limits import check_sizes
+    from backtest.conflicts import check_conflicts
     from backtest.data import data_fingerprint, load_prices
     from backtest.strategies._loader import build_strategy
 
+    if run_dir is None:
+        run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
+    check_conflicts(job.config)
     settings = typed_settings(job.config)
     check_sizes(settings)  # a named error with the memory estimate, before any work
     cls, params, _ = build_strategy(settings.strategy, settings.allowed_modules)
+    if job.task in ("search", "walkforward") and not settings.search.space:
+        name = next(iter(params), "fast")
+        raise ConfigError(
+            f"a {job.task} needs a search space but search.space is empty: list the strategy "
+            f"parameters to search, on the command line e.g. '+search.space.{name}=[5,10,20]'",
+            key="search.space",
+        )
     prices = load_prices(settings.data)
     return TaskContext(
         job=job,
@@ -148,8 +176,36 @@ def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, 
     }
 
 
-def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
+def run_backtest(job_or_config: Any, *, progress: bool = False) -> BacktestResult:
+    """Run any task end to end and write its result; idempotent.
+
+    Args:
+        job_or_config: A :class:`~backtest.jobs.BacktestJob`, a composed ``DictConfig``
+            or a plain mapping.
+        progress: Show progress bars.
+
+    Returns:
+        The headline :class:`~backtest.engine.BacktestResult` (for a search, the best
+        parameters' backtest; for a walk-forward, the stitched out-of-sample one), with
+        ``run_dir`` set. If a complete result for the same job and config already
+        exists in the result path, it is read back instead of recomputed.
+    """
+    job = (
+        job_or_config
+        if isinstance(job_or_config, BacktestJob)
+        else BacktestJob.from_config(job_or_config)
+    )
+    return execute_job(job, progress=progress)
+
+
+def execute_job(
+    job: BacktestJob, *, progress: bool = False, ctx: TaskContext | None = None
+) -> BacktestResult:
     """Run a job and write its result; return the stored one if it is already complete.
+
+    The job is validated first (:func:`prepare`, or pass its ``ctx``); a validation error
+    leaves no run directory and no MLflow run. A failure while the task runs is logged
+    to MLflow as a ``FAILED`` (or, interrupted, ``KILLED``) run.
 
     Raises:
         BacktestError: the run directory already holds a result of another config
@@ -174,9 +230,10 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
             f"(hash {str(record.get('config_hash'))[:12]}); choose another output_dir"
         )
     started_at = now_iso()
+    if ctx is None:
+        ctx = prepare(job, run_dir, progress)
     try:
         with _sigterm_raises():
-            ctx = _context(job, run_dir, progress)
             output = run_task(ctx)
     except BaseException as exc:
         _track_failure(job, run_dir, exc)

@@ -72,7 +72,8 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
     if "sharpe_ratio" in summary.index:
         sharpe = summary.loc["sharpe_ratio"]
         band = ", ".join(f"p{lv:g} {sharpe.iloc[2 + i]:.2f}" for i, lv in enumerate(levels))
-        rows.append(("mc sharpe_ratio", f"{band}; observed p-value {sharpe['p_value']:.3f}"))
+        p_text = p_value_text(float(sharpe["p_value"]), report.n_paths)
+        rows.append(("mc sharpe_ratio", f"{band}; observed p-value {p_text}"))
     if "max_drawdown" in summary.index:
         dd = summary.loc["max_drawdown"]
         band = ", ".join(f"p{lv:g} {dd.iloc[2 + i]:.1%}" for i, lv in enumerate(levels))
@@ -84,3 +85,19 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
         figures=[*output.figures, *figures],
         summary=[*output.summary, *rows],
     )
+
+
+def p_value_text(p_value: float, n_paths: int) -> str:
+    """A Monte Carlo p-value as printed: never ``0.000``, since its floor is ``1/(n+1)``.
+
+    With ``n`` paths and none as good as the observed result, the p-value is
+    ``1/(n+1)``: it is printed as such, a bound set by the number of paths.
+
+    >>> p_value_text(1 / 2001, 2000), p_value_text(0.0123, 2000), p_value_text(3 / 2001, 2000)
+    ('<= 1/2001 (no path did as well)', '0.012', '1.5e-03')
+    """
+    if p_value != p_value:  # NaN
+        return "n/a"
+    if p_value * (n_paths + 1) <= 1.0 + 1e-9:
+        return f"<= 1/{n_paths + 1} (no path did as well)"
+    return f"{p_value:.3f}" if p_value >= 0.01 else f"{p_value:.1e}"

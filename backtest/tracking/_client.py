@@ -10,6 +10,7 @@ milliseconds with one clear message.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -28,6 +29,19 @@ log = logging.getLogger("backtest.tracking")
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# A saved view of the runs table (MLflow UI's "shared view state"): the headline metrics
+# as columns, best Sharpe first. Opened by ``?viewStateShareKey=backtest`` (see _log.ui_url).
+VIEW_KEY = "backtest"
+_VIEW_METRICS = ("sharpe_ratio", "total_return", "cagr", "max_drawdown", "objective")
+RUNS_VIEW = {
+    f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(
+        {
+            "selectedColumns": [f"metrics.`{m}`" for m in _VIEW_METRICS],
+            "orderByKey": "metrics.`sharpe_ratio`",
+            "orderByAsc": False,
+        }
+    )
+}
 _RETRIES = 2  # a transient 5xx (a busy sqlite behind the server) is retried twice
 _SQLITE = "sqlite:///"
 
@@ -238,7 +252,7 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
                 client.create_experiment(
                     name,
                     artifact_location=artifact_location(uri, name),
-                    tags={**EXPERIMENT_KIND, "backtest.experiment": name},
+                    tags={**EXPERIMENT_KIND, **RUNS_VIEW, "backtest.experiment": name},
                 )
             )
         except MlflowException as exc:

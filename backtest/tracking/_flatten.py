@@ -196,3 +196,35 @@ def iso_to_ms(text: str | None) -> int | None:
         return int(datetime.fromisoformat(text).timestamp() * 1000)
     except ValueError:
         return None
+
+
+MAX_RUN_NAME = 60
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
+def run_name(
+    record: Mapping[str, Any], config: Mapping[str, Any], *, job: str | None = None
+) -> str:
+    """A short, readable MLflow run name: task, strategy, the parameters used (and job number).
+
+    Runs of one sweep differ in their parameters or, failing that, in the sweep's job
+    number, so their names differ; long names are cut at 60 characters.
+
+    >>> run_name({"task": "search", "params": {"fast": 10, "slow": 60.0}},
+    ...          {"strategy": {"_target_": "backtest.strategies.SmaCross"}}, job="3")
+    'search SmaCross fast=10 slow=60 #3'
+    """
+    target = str((config.get("strategy") or {}).get("_target_") or "")
+    strategy = target.rsplit(".", 1)[-1]
+    params = " ".join(f"{k}={_short(v)}" for k, v in (record.get("params") or {}).items())
+    name = " ".join(p for p in (str(record.get("task") or "run"), strategy, params) if p)
+    if len(name) > MAX_RUN_NAME:
+        name = name[: MAX_RUN_NAME - 1] + "…"
+    return f"{name} #{job}" if job else name

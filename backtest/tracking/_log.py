@@ -19,6 +19,8 @@ import yaml
 from backtest import results
 from backtest.config import TrackingConfig
 from backtest.errors import BacktestError
+from backtest.masking import mask_text, reveal
+from backtest.summary import format_summary
 from backtest.tracking import _client
 from backtest.tracking._children import select_children, stored_children
 from backtest.tracking._client import log_entities
@@ -29,10 +31,12 @@ from backtest.tracking._flatten import (
     param_value,
     record_metrics,
     run_key,
+    run_name,
     run_params,
     tag_value,
 )
 from backtest.tracking._sweep import sweep_parent
+from backtest.tracking._ui import DEFAULT_EXPERIMENT, ui_url
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -186,18 +190,13 @@ def _connected(
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise BacktestError(
-                f"logging {what} to MLflow at {uri} failed: {type(exc).__name__}: {first}"
+                mask_text(
+                    f"logging {what} to MLflow at {uri} failed: {type(exc).__name__}: {first}"
+                )
             ) from exc
 
 
-def _run_name(record: Mapping[str, Any]) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items())
-    return f"{record.get('task', 'run')} {params}".strip()[:250]
-
-
 def _note(record: Mapping[str, Any]) -> str:
-    from backtest.app import format_summary
-
     try:
         return "```\n" + format_summary(record) + "\n```"
     except (TypeError, ValueError, KeyError):
@@ -236,8 +235,10 @@ def log_result(
     record = stored.record
     config = read_config(stored.path)
     cfg = tracking_cfg or tracking_config(config)
-    tracking_uri = _client.resolve_uri(uri or cfg.uri)
-    experiment = cfg.experiment_name or str(record.get("name") or config.get("name") or "default")
+    tracking_uri = _client.resolve_uri(reveal(uri or cfg.uri))
+    experiment = cfg.experiment_name or str(
+        record.get("name") or config.get("name") or DEFAULT_EXPERIMENT
+    )
     commit = record.get("git_commit") or (git_commit() if infer_git else None)
     key = run_key(record)
     start_ms = iso_to_ms(record.get("started_at")) or int(time.time() * 1000)
@@ -266,7 +267,9 @@ def log_result(
         parent = sweep_parent(client, exp_id, stored.path, experiment)
         if parent:
             tags[PARENT_TAG] = parent
-        run = client.create_run(exp_id, start_time=start_ms, run_name=_run_name(record), tags=tags)
+        job = stored.path.name if stored.path.name.isdigit() else None  # a sweep's job number
+        name = run_name(record, config, job=job)
+        run = client.create_run(exp_id, start_time=start_ms, run_name=name, tags=tags)
         run_id = run.info.run_id
         try:
             log_entities(
@@ -305,10 +308,12 @@ def log_result(
             _end_quietly(client, run_id, "FAILED")  # never left RUNNING; sync redoes it
             raise
     where = (
-        f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+        ui_url(tracking_uri, exp_id, run_id)
         if _client.is_http(tracking_uri)
-        else f"run {run_id} in {tracking_uri}"
+        else f"run {run_id} in {tracking_uri} (view: mlflow ui --backend-store-uri "
+        f"{tracking_uri}, then open {ui_url('http://127.0.0.1:5000', exp_id)})"
     )
+    where = mask_text(where)
     log.info(
         "logged %s to MLflow: %s (experiment %r, %d child runs)",
         stored.path,
@@ -364,8 +369,8 @@ def log_failure(
     cfg = tracking_cfg or tracking_config(config)
     if not cfg.enabled:
         return None
-    uri = _client.resolve_uri(cfg.uri)
-    experiment = cfg.experiment_name or str(config.get("name") or "default")
+    uri = _client.resolve_uri(reveal(cfg.uri))
+    experiment = cfg.experiment_name or str(config.get("name") or DEFAULT_EXPERIMENT)
     status = failure_status(error)
     record = {
         "task": job.task,
@@ -377,9 +382,9 @@ def log_failure(
         **_base_tags(record, experiment, git_commit()),
         "backtest.kind": "run",
         "backtest.status": status.lower(),
-        "backtest.error": tag_value(f"{type(error).__name__}: {error}"),
+        "backtest.error": tag_value(mask_text(f"{type(error).__name__}: {error}")),
         "mlflow.note.content": tag_value(
-            "```\n" + "".join(traceback.format_exception(error)) + "```"
+            "```\n" + mask_text("".join(traceback.format_exception(error))) + "```"
         ),
     }
     now = int(time.time() * 1000)
@@ -389,9 +394,9 @@ def log_failure(
             parent = sweep_parent(client, exp_id, Path(run_dir), experiment)
             if parent:
                 tags[PARENT_TAG] = parent
-        run = client.create_run(
-            exp_id, start_time=start, tags=tags, run_name=f"{job.task} ({status.lower()})"
-        )
+        params = {k: v for k, v in (config.get("strategy") or {}).items() if k != "_target_"}
+        name = run_name({"task": job.task, "params": params}, config) + f" ({status.lower()})"
+        run = client.create_run(exp_id, start_time=start, tags=tags, run_name=name)
         log_entities(client, run.info.run_id, params=run_params(config, {}), timestamp_ms=now)
         client.set_terminated(run.info.run_id, status, end_time=now)
     return str(run.info.run_id)

@@ -27,8 +27,10 @@ from typing import Any
 from backtest import results
 from backtest.config import TrackingConfig
 from backtest.errors import BacktestError
+from backtest.masking import mask_text, reveal
 from backtest.tracking import _client
 from backtest.tracking._flatten import RUN_KEY_TAG, run_key
+from backtest.tracking._ui import DEFAULT_EXPERIMENT
 
 log = logging.getLogger("backtest.tracking")
 
@@ -90,9 +92,9 @@ def mirror_result(
 
     stored = results.load_result(run_dir)
     cfg = tracking_cfg or tracking_config(read_config(stored.path))
-    target = _client.resolve_uri(uri or cfg.uri)
+    target = _client.resolve_uri(reveal(uri or cfg.uri))
     experiment = cfg.experiment_name or str(
-        stored.record.get("name") or read_config(stored.path).get("name") or "default"
+        stored.record.get("name") or read_config(stored.path).get("name") or DEFAULT_EXPERIMENT
     )
     key = run_key(stored.record)
     with results.locked(stored.path):
@@ -115,7 +117,7 @@ def mirror_result(
             except Exception as exc:
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 raise BacktestError(
-                    f"reading MLflow at {target} failed: {type(exc).__name__}: {first}"
+                    mask_text(f"reading MLflow at {target} failed: {type(exc).__name__}: {first}")
                 ) from exc
         logged = log_result(stored.path, cfg, children, uri=target, infer_git=infer_git)
     return Mirror(logged.run_id, logged=True, closed=tuple(stale))

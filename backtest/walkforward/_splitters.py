@@ -28,7 +28,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from backtest.config import Splitter, WalkForwardConfig
+from backtest.config import (
+    DEFAULT_TEST_BARS,
+    DEFAULT_TRAIN_BARS,
+    Splitter,
+    WalkForwardConfig,
+)
 from backtest.errors import ConfigError
 
 _PERIOD = re.compile(r"^\s*(\d+)\s*([DWMQY])\s*$", re.IGNORECASE)
@@ -344,10 +349,11 @@ def make_splits(
 ) -> Splits:
     """The splits a :class:`~backtest.config.WalkForwardConfig` describes over ``index``.
 
-    Calendar periods (``train_period``/``test_period``) take precedence over bar
-    counts for rolling and anchored splitters. ``warmup_bars`` (the strategy's longest
-    lookback) embargoes CPCV train bars whose indicators read a test group; rolling
-    and anchored train windows end before their test windows and need none.
+    Rolling and anchored splitters use calendar periods (``train_period``/``test_period``)
+    or bar counts; :func:`backtest.conflicts.check_conflicts` refuses both at once.
+    ``warmup_bars`` (the strategy's longest lookback) embargoes CPCV train bars whose
+    indicators read a test group; rolling and anchored train windows end before their
+    test windows and need none.
 
     Raises:
         ConfigError: Invalid settings or data too short for one fold, naming the key.
@@ -379,8 +385,8 @@ def make_splits(
         )
     return rolling_splits(
         len(index),
-        train_bars=config.train_bars,
-        test_bars=config.test_bars,
+        train_bars=DEFAULT_TRAIN_BARS if config.train_bars is None else config.train_bars,
+        test_bars=DEFAULT_TEST_BARS if config.test_bars is None else config.test_bars,
         step_bars=config.step_bars,
         gap_bars=config.gap_bars,
         anchored=anchored,

@@ -141,6 +141,7 @@ def _job_for(
 ) -> tuple[BacktestJob, DictConfig, DictConfig]:
     """The backtest job of one sweep job, with its run directory and recorded overrides."""
     from backtest.jobs import BacktestJob
+    from backtest.masking import mask_text
 
     assert launcher.config is not None and launcher.hydra_context is not None
     loader = launcher.hydra_context.config_loader
@@ -178,9 +179,10 @@ def _job_for(
     if subdir is not None:  # what Hydra's own launchers record in each job directory
         record = output_dir / str(subdir)
         record.mkdir(parents=True, exist_ok=True)
-        (record / "config.yaml").write_text(OmegaConf.to_yaml(task_cfg))
-        (record / "hydra.yaml").write_text(OmegaConf.to_yaml(hydra_cfg))
-        (record / "overrides.yaml").write_text(OmegaConf.to_yaml(sweep_config.hydra.overrides.task))
+        overrides = sweep_config.hydra.overrides.task
+        (record / "config.yaml").write_text(mask_text(OmegaConf.to_yaml(task_cfg)))
+        (record / "hydra.yaml").write_text(mask_text(OmegaConf.to_yaml(hydra_cfg)))
+        (record / "overrides.yaml").write_text(mask_text(OmegaConf.to_yaml(overrides)))
     return job, task_cfg, hydra_cfg  # type: ignore[return-value]
 
 
@@ -193,6 +195,7 @@ def launch(
     cancelled one returns status ``FAILED`` with a :class:`~backtest.queue.JobFailed`
     that carries the reason. Redis going away raises ``QueueUnavailable``.
     """
+    from backtest.masking import mask_files, mask_logs, remember_config
     from backtest.queue import JobFailed
     from backtest.results import load_result
 
@@ -200,11 +203,14 @@ def launch(
     with _PREPARE:
         setup_globals()
         configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+        mask_logs()
+        remember_config(OmegaConf.to_container(launcher.config, resolve=False))
         if launcher.runtime is None:
             launcher.runtime = _Runtime(launcher)
         runtime: _Runtime = launcher.runtime
         sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        mask_files([sweep_dir / "multirun.yaml"])  # the sweeper's record of the command line
         log.info(
             "rq launcher: queueing %d job(s); sweep output dir: %s", len(job_overrides), sweep_dir
         )

@@ -1,0 +1,102 @@
+"""The ``backtest`` command and its subcommands (``python -m backtest`` is the same).
+
+::
+
+    backtest [run] +experiment=NAME [overrides] [-m]   run an experiment (Hydra)
+    backtest compare EXPERIMENT [--metric ...]         compare tracked runs
+    backtest sync outputs/ [--uri ...]                 log results not yet in MLflow
+    backtest worker [--queues backtest]                run a queue worker (REDIS_URL)
+    backtest search-distributed [options] [overrides]  Optuna search on queue workers
+    backtest report RUN_DIR [...]                      the HTML report of a run
+
+Thin on purpose: each subcommand hands its arguments to the module that does the work,
+imported only when it is used. A :class:`~backtest.errors.BacktestError` prints one
+line and a hint, without a traceback, and exits with status 2 (:mod:`backtest.cli._errors`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from backtest.cli._errors import reported
+from backtest.masking import mask_logs
+
+# name -> (module, what it does); every module has ``main(argv) -> int``.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("backtest.cli._run", "run an experiment: backtest run +experiment=sma_cross"),
+    "compare": ("backtest.compare", "compare tracked runs of an experiment, best first"),
+    "sync": ("backtest.sync", "log results not yet in MLflow, each exactly once"),
+    "worker": ("backtest.worker", "run a queue worker (REDIS_URL=redis://...)"),
+    "search-distributed": (
+        "backtest.cli._distributed",
+        "an Optuna search shared by queue workers",
+    ),
+    "report": ("backtest.report", "write the self-contained HTML report of a run"),
+}
+VERBOSE_FLAGS = ("--verbose", "-v")
+
+
+def usage() -> str:
+    """The text of ``backtest --help``: subcommands, config groups and examples."""
+    from backtest.cli._run import config_groups
+
+    width = max(map(len, SUBCOMMANDS))
+    lines = [
+        "usage: backtest [SUBCOMMAND] [options] [overrides]",
+        "",
+        "Declarative backtests: Hydra configs in, results and MLflow runs out.",
+        "Without a subcommand, `backtest ARGS` is `backtest run ARGS`.",
+        "",
+        "subcommands:",
+        *(f"  {name:<{width}}  {about}" for name, (_, about) in SUBCOMMANDS.items()),
+        "",
+        "config groups (choose with group=option; add with +group=option):",
+        *(f"  {group:<{width}}  {', '.join(options)}" for group, options in config_groups()),
+        "",
+        "options:",
+        "  -h, --help      this help; `backtest SUBCOMMAND --help` for a subcommand's",
+        "  -m, --multirun  run a sweep: backtest -m strategy.fast=5,10 strategy.slow=50,100",
+        "  --cfg job       print the composed config instead of running",
+        "  -v, --verbose   show the full traceback of an error",
+        "",
+        "examples:",
+        "  backtest +experiment=wf_momentum",
+        "  backtest +experiment=sma_cross strategy.fast=5 engine.fee_bps=10",
+        "  backtest compare wf_momentum --metric sharpe_ratio",
+    ]
+    return "\n".join(lines)
+
+
+def _load(name: str) -> Callable[[Sequence[str]], int]:
+    import importlib
+
+    module_name = SUBCOMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            print(
+                f"error: backtest {name} is not available in this installation "
+                f"({module_name} is missing); update backtest (pip install -e .)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from exc
+        raise
+    return module.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``backtest`` script and of ``python -m backtest``; the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in VERBOSE_FLAGS for a in args)
+    args = [a for a in args if a not in VERBOSE_FLAGS]
+    if args[:1] in (["-h"], ["--help"], ["help"]):
+        print(usage())
+        return 0
+    name = args[0] if args and args[0] in SUBCOMMANDS else "run"
+    rest = args[1:] if args and args[0] in SUBCOMMANDS else args
+    mask_logs()  # no secret in any log line of this process
+    with reported(verbose=verbose):
+        code = _load(name)(rest)
+    return int(code or 0)

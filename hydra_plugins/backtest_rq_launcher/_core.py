@@ -27,6 +27,7 @@ log = logging.getLogger("backtest.launcher")
 # ``HydraConfig`` and starts the runtime once, so it runs under this lock; waiting for
 # the workers does not.
 _PREPARE = threading.Lock()
+_CHUNK = 8  # jobs queued per Redis round trip while the rest of a batch is prepared
 
 
 class _Runtime:
@@ -210,6 +211,7 @@ def launch(
         )
         prepared = []
         original_hydra_cfg = HydraConfig.instance().cfg
+        ids: list[str] = []
         try:
             for idx, overrides in enumerate(job_overrides):
                 job, task_cfg, hydra_cfg = _job_for(launcher, overrides, initial_job_idx + idx)
@@ -220,9 +222,11 @@ def launch(
                     " ".join(filter_overrides(overrides)),
                     job.job_id,
                 )
+                if len(prepared) - len(ids) >= _CHUNK:  # workers start while the rest is made
+                    ids += runtime.queue.submit_many(j for _, j, _, _ in prepared[len(ids) :])
         finally:
             HydraConfig.instance().cfg = original_hydra_cfg
-        ids = runtime.queue.submit_many(job for _, job, _, _ in prepared)
+        ids += runtime.queue.submit_many(j for _, j, _, _ in prepared[len(ids) :])
 
     params = launcher.params
     final = runtime.queue.wait(  # outside the lock: other batches run meanwhile

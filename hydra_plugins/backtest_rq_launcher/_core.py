@@ -151,7 +151,9 @@ def _job_for(
     with open_dict(sweep_config):
         sweep_config.hydra.job.num = job_num
         sweep_config.hydra.job.id = f"rq_{job_num}"
-    HydraConfig.instance().set_config(sweep_config)
+    sweep_node = OmegaConf.to_container(sweep_config.hydra.sweep, resolve=False)
+    if "${hydra:" in str(sweep_node):  # the folder names read the job's Hydra config
+        HydraConfig.instance().set_config(sweep_config)
     output_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
     output_dir = output_dir.absolute()
     with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):

@@ -16,7 +16,7 @@
    workers over 1 (bounded by the number of free cores).
 
 3. ``--sweep`` only: a Hydra multirun of 40 one-second backtests (an SMA crossover on
-   20,000 bars of 10 synthetic assets), run by the serial (basic) launcher and by the rq launcher
+   50,000 bars of 10 synthetic assets), run by the serial (basic) launcher and by the rq launcher
    with 2 local workers, each as the user runs it (``python -m backtest -m ...``): wall
    time of the whole command, workers' start-up included.
 
@@ -91,7 +91,7 @@ def timed_queue_run(q: BacktestJobQueue, jobs: list[BacktestJob]) -> float:
     return elapsed
 
 
-def sweep_benchmark(n_jobs: int = 40, n_bars: int = 20_000, n_assets: int = 10) -> None:
+def sweep_benchmark(n_jobs: int = 40, n_bars: int = 50_000, n_assets: int = 10) -> None:
     """Serial launcher vs rq launcher (2 local workers) on one ``n_jobs``-job sweep."""
     import subprocess
 

@@ -27,6 +27,7 @@ log = logging.getLogger("backtest.launcher")
 # ``HydraConfig`` and starts the runtime once, so it runs under this lock; waiting for
 # the workers does not.
 _PREPARE = threading.Lock()
+_CHUNK = 8  # jobs queued per Redis round trip while the rest of a batch is prepared
 
 
 class _Runtime:
@@ -151,7 +152,9 @@ def _job_for(
     with open_dict(sweep_config):
         sweep_config.hydra.job.num = job_num
         sweep_config.hydra.job.id = f"rq_{job_num}"
-    HydraConfig.instance().set_config(sweep_config)
+    sweep_node = OmegaConf.to_container(sweep_config.hydra.sweep, resolve=False)
+    if "${hydra:" in str(sweep_node):  # the folder names read the job's Hydra config
+        HydraConfig.instance().set_config(sweep_config)
     output_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
     output_dir = output_dir.absolute()
     with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
@@ -216,6 +219,7 @@ def launch(
         )
         prepared = []
         original_hydra_cfg = HydraConfig.instance().cfg
+        ids: list[str] = []
         try:
             for idx, overrides in enumerate(job_overrides):
                 job, task_cfg, hydra_cfg = _job_for(launcher, overrides, initial_job_idx + idx)
@@ -226,9 +230,11 @@ def launch(
                     " ".join(filter_overrides(overrides)),
                     job.job_id,
                 )
+                if len(prepared) - len(ids) >= _CHUNK:  # workers start while the rest is made
+                    ids += runtime.queue.submit_many(j for _, j, _, _ in prepared[len(ids) :])
         finally:
             HydraConfig.instance().cfg = original_hydra_cfg
-        ids = runtime.queue.submit_many(job for _, job, _, _ in prepared)
+        ids += runtime.queue.submit_many(j for _, j, _, _ in prepared[len(ids) :])
 
     params = launcher.params
     final = runtime.queue.wait(  # outside the lock: other batches run meanwhile

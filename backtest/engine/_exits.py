@@ -45,7 +45,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from backtest.errors import ConfigError
+from backtest.errors import ConfigError, DataValidationError
 
 #: Exit reason codes used by the kernels; ``EXIT_REASONS[code]`` is the trades table's label.
 NO_EXIT = 0
@@ -109,8 +109,12 @@ def intrabar_exit(
             short: the lowest of ``entry`` and those lows (see :func:`update_peak`).
         atr: The trade's ATR (ignored unless ``use_atr``; NaN disables every level).
         use_atr: Levels are ATR multiples instead of fractions of the price.
-        stop_loss, take_profit, trailing_stop: The levels; NaN when disabled.
-        open_, high, low: This bar's prices.
+        stop_loss: Stop-loss level (fraction or ATR multiple); NaN when disabled.
+        take_profit: Take-profit level; NaN when disabled.
+        trailing_stop: Trailing-stop level; NaN when disabled.
+        open_: This bar's open.
+        high: This bar's high.
+        low: This bar's low.
 
     Returns:
         ``(reason, fill)``: :data:`NO_EXIT` and NaN, or :data:`STOP_LOSS`,
@@ -343,7 +347,7 @@ def validate_stop_rules(
             key="engine.atr_lookback",
         )
     bars = 0 if max_bars is None else int(max_bars)
-    if bars < 0 or bars != max_bars and max_bars is not None:
+    if bars < 0 or (max_bars is not None and bars != max_bars):
         raise ConfigError(
             f"engine.max_bars must be an integer >= 1 (or 0/null for none), got {max_bars}",
             key="engine.max_bars",
@@ -369,3 +373,22 @@ def stop_atr(
             rules.atr_lookback,
         )
     return out
+
+
+def require_high_low(
+    open_: object | None, high: object | None, low: object | None, *, key: str = "engine.stop_loss"
+) -> None:
+    """Check that the data has the opens, highs and lows price-level exits trigger on.
+
+    Raises:
+        DataValidationError: a missing field, naming the column and the config key using it.
+    """
+    for column, values in (("high", high), ("low", low), ("open", open_)):
+        if values is None:
+            raise DataValidationError(
+                f"{key} (and take_profit / trailing_stop) trigger on each bar's high and low "
+                f"and gap at its open, but the data has no {column!r} column; load OHLC data "
+                "(a long file with open/high/low/close columns, or data.source=sample) or "
+                "remove the stop levels",
+                column=column,
+            )

@@ -1,0 +1,389 @@
+"""Fused kernels with exits: the SmaCross / Momentum sets of a search with stop levels.
+
+The same one-pass-per-set design as :mod:`backtest.engine._fused_kernels` (signals read
+from a shared table, metrics streamed, no ``(n_bars, k)`` matrix), with the per-position
+exits of :mod:`backtest.engine._exits` evaluated inside each bar from the opens, highs and
+lows. Each set carries its own ``stop_loss``, ``take_profit``, ``trailing_stop`` (NaN:
+none) and ``max_bars`` (0: none), so a grid of strategy parameters x stop levels runs in one
+call with no Python per set.
+
+Accounting (``execution = close``, ``rebalance = bar``, the sleeve of each asset reset to
+its target every bar): ``ret = (1 + p * r) * (1 - c * |p' - p|) - 1`` on a bar without a
+stop; on a stop bar the sleeve earns ``p * (fill / close[t-1] - 1)``, pays ``c * |p|`` on
+that growth, then ``c * |p'|`` for what it holds after the close (0 while locked flat).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_exit, update_peak
+from backtest.engine._fused_stats import (
+    EXPOSURE,
+    N_OUT,
+    N_TRADES,
+    TURNOVER,
+    WIN_RATE,
+    _close_drawdown,
+    _drawdown_step,
+    _finish,
+)
+
+TABLE = 0
+SMA_CUMSUM = 1
+MOMENTUM_CLOSE = 2
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _target(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    t: int,
+    j: int,
+) -> float:  # pragma: no cover - compiled
+    """The strategy's target at bar ``t`` for asset ``j``: 1, -1 or 0 (as ``_fused_kernels``)."""
+    if t < start:
+        return 0.0
+    if source == TABLE:
+        x = tab[a, t, j]
+        y = tab[b, t, j]
+    elif source == SMA_CUMSUM:
+        x = (data[t + 1, j] - data[t + 1 - a, j]) / a
+        y = (data[t + 1, j] - data[t + 1 - b, j]) / b
+    else:
+        x = data[t - b, j] / data[t - b - a, j] - 1.0
+        y = 0.0
+    if x > y:
+        return 1.0
+    if ls and x < y:
+        return -1.0
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _set_with_stops(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    ohlc: NDArray[np.float64],
+    atr: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    cost: float,
+    sl: float,
+    tp: float,
+    tsl: float,
+    max_bars: int,
+    use_atr: bool,
+    lock: bool,
+    buf: NDArray[np.float64],
+    state: NDArray[np.float64],
+) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
+    """One parameter set over every asset; ``state`` is scratch ``(8, n_assets)``."""
+    n = buf.shape[0]
+    n_assets = weights.shape[0]
+    prev = state[0]
+    growth = state[1]
+    entry = state[2]
+    peak = state[3]
+    trade_atr = state[4]
+    entry_bar = state[5]
+    locked = state[6]
+    locked_value = state[7]
+    state[:] = 0.0
+    growth[:] = 1.0
+    trades = 0.0
+    wins = 0.0
+    expo = 0.0
+    turn = 0.0
+    wealth = 1.0
+    ruined = False
+    dd_peak = 1.0
+    trough = 1.0
+    min_ratio = 1.0
+    for t in range(n):
+        port = 0.0
+        for j in range(n_assets):
+            p = prev[j]
+            wj = weights[j]
+            close = ohlc[3, t, j]
+            part = 1.0
+            stopped = False
+            if p != 0.0:
+                g = growth[j]
+                reason, fill = intrabar_exit(
+                    p,
+                    entry[j],
+                    peak[j],
+                    trade_atr[j],
+                    use_atr,
+                    sl,
+                    tp,
+                    tsl,
+                    ohlc[0, t, j],
+                    ohlc[1, t, j],
+                    ohlc[2, t, j],
+                )
+                if reason != NO_EXIT:
+                    part = 1.0 + p * (fill / ohlc[3, t - 1, j] - 1.0)
+                    g *= part
+                    g *= 1.0 - cost * abs(p)
+                    part *= 1.0 - cost * abs(p)
+                    turn += wj * abs(p)
+                    trades += 1.0
+                    if g > 1.0:
+                        wins += 1.0
+                    stopped = True
+                    if lock:
+                        locked[j] = 1.0
+                        locked_value[j] = _target(source, tab, data, a, b, start, ls, t - 1, j)
+                    p = 0.0
+                else:
+                    part = 1.0 + p * (close / ohlc[3, t - 1, j] - 1.0)
+                    g *= part
+                    peak[j] = update_peak(p, peak[j], ohlc[1, t, j], ohlc[2, t, j])
+                growth[j] = g
+            raw = _target(source, tab, data, a, b, start, ls, t, j)
+            cur, still = reentry_gate(raw, locked[j] != 0.0, locked_value[j])
+            locked[j] = 1.0 if still else 0.0
+            if (
+                p != 0.0
+                and not stopped
+                and np.sign(cur) == np.sign(p)
+                and time_exit(t - int(entry_bar[j]), max_bars)
+            ):
+                cur = 0.0
+                if lock:
+                    locked[j] = 1.0
+                    locked_value[j] = raw
+            d = abs(cur - p)
+            port += wj * (part * (1.0 - cost * d) - 1.0)
+            expo += wj * abs(cur)
+            turn += wj * d
+            if cur != p:
+                g = growth[j]
+                if p != 0.0 and np.sign(cur) != np.sign(p):
+                    g *= 1.0 - cost * abs(p)
+                    trades += 1.0
+                    if g > 1.0:
+                        wins += 1.0
+                    p = 0.0
+                if p == 0.0:
+                    g = 1.0 - cost * abs(cur)
+                    entry[j] = close
+                    peak[j] = close
+                    trade_atr[j] = atr[t, j]
+                    entry_bar[j] = t
+                else:
+                    g *= 1.0 - cost * d
+                growth[j] = g
+            prev[j] = cur
+        buf[t] = port
+        gp = 1.0 + port
+        if gp <= 0.0:
+            ruined = True
+        wealth *= gp
+        dd_peak, trough, min_ratio = _drawdown_step(wealth, dd_peak, trough, min_ratio)
+    for j in range(n_assets):
+        if prev[j] != 0.0:
+            trades += 1.0
+            if growth[j] > 1.0:
+                wins += 1.0
+    min_ratio = _close_drawdown(dd_peak, trough, min_ratio)
+    return trades, wins, expo, turn, wealth, ruined, min_ratio
+
+
+@numba.njit(cache=True, nogil=True)
+def _run_sets(
+    lo: int,
+    hi: int,
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    ohlc: NDArray[np.float64],
+    atr: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    start: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+    cost: float,
+    stops: NDArray[np.float64],
+    use_atr: bool,
+    lock: bool,
+    ppy: int,
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
+    out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """Sets ``lo`` to ``hi``, with their own scratch buffers."""
+    n = ohlc.shape[1]
+    buf = np.empty(n)
+    state = np.empty((8, weights.shape[0]))
+    stack = np.empty((64, 3), np.int64)
+    values = np.empty((64, 2))
+    for i in range(lo, hi):
+        trades, wins, expo, turn, wealth, ruined, min_ratio = _set_with_stops(
+            source,
+            tab,
+            data,
+            ohlc,
+            atr,
+            weights,
+            a[i],
+            b[i],
+            start[i],
+            long_short[i],
+            cost,
+            stops[i, 0],
+            stops[i, 1],
+            stops[i, 2],
+            int(stops[i, 3]),
+            use_atr,
+            lock,
+            buf,
+            state,
+        )
+        row = out[i]
+        _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
+        row[N_TRADES] = trades
+        row[WIN_RATE] = wins / trades if trades > 0 else np.nan
+        row[EXPOSURE] = expo / n
+        row[TURNOVER] = turn / n * ppy
+        slot = keep_slot[i]
+        if slot >= 0:
+            kept[slot, :] = buf
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def fused_backtests_stops(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    ohlc: NDArray[np.float64],
+    atr: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    start: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+    cost: float,
+    stops: NDArray[np.float64],
+    use_atr: bool,
+    lock: bool,
+    ppy: int,
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
+    n_chunks: int,
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the reference loop in the tests
+    """Every metric of ``k`` sets with exits, in parallel over groups of sets.
+
+    Args:
+        source: Where signals come from, as ``_fused_kernels.fused_backtests``.
+        tab: Signal table (``TABLE``).
+        data: Cumulative sums or closes (the other sources).
+        a: Left signal row / fast window / lookback per set.
+        b: Right signal row / slow window / skip per set.
+        start: First bar with a defined signal, per set.
+        long_short: Per set, whether it goes short.
+        ohlc: ``(4, n_bars, n_assets)``: opens, highs, lows, closes.
+        atr: ``(n_bars, n_assets)`` ATR known at each close (NaN when unused).
+        weights: Portfolio weight per asset.
+        cost: Cost per unit of traded notional, as a fraction.
+        stops: ``(k, 4)``: stop_loss, take_profit, trailing_stop (NaN: none), max_bars (0: none).
+        use_atr: Levels are ATR multiples.
+        lock: ``stop_reentry = signal_change``.
+        ppy: Bars per year.
+        keep_slot: Per set, the row of ``kept`` receiving its returns, or -1.
+        kept: ``(n_kept, n_bars)`` returns of the kept sets (written).
+        n_chunks: Groups of sets run in parallel (a few per thread).
+
+    Returns:
+        ``(k, N_OUT)`` as ``_fused_kernels.fused_backtests``.
+    """
+    k = a.shape[0]
+    out = np.empty((k, N_OUT))
+    chunks = max(1, min(k, n_chunks))
+    for c in numba.prange(chunks):
+        _run_sets(
+            c * k // chunks,
+            (c + 1) * k // chunks,
+            source,
+            tab,
+            data,
+            ohlc,
+            atr,
+            weights,
+            a,
+            b,
+            start,
+            long_short,
+            cost,
+            stops,
+            use_atr,
+            lock,
+            ppy,
+            keep_slot,
+            kept,
+            out,
+        )
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def fused_backtests_stops_serial(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    ohlc: NDArray[np.float64],
+    atr: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    start: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+    cost: float,
+    stops: NDArray[np.float64],
+    use_atr: bool,
+    lock: bool,
+    ppy: int,
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
+    n_chunks: int,
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the reference loop in the tests
+    """:func:`fused_backtests_stops` on the calling thread only (``n_chunks`` ignored)."""
+    k = a.shape[0]
+    out = np.empty((k, N_OUT))
+    _run_sets(
+        0,
+        k,
+        source,
+        tab,
+        data,
+        ohlc,
+        atr,
+        weights,
+        a,
+        b,
+        start,
+        long_short,
+        cost,
+        stops,
+        use_atr,
+        lock,
+        ppy,
+        keep_slot,
+        kept,
+        out,
+    )
+    return out

@@ -138,6 +138,7 @@ def sleeve_with_stops(
     trade_atr = math.nan
     for t in range(n):
         growth = 1.0
+        stopped_now = False
         if pos != 0.0 and trade is not None:
             hit = exit_in_bar(
                 int(np.sign(pos)), trade.entry_price, peak, trade_atr, rules, o[t], h[t], low[t]
@@ -153,6 +154,7 @@ def sleeve_with_stops(
                 out.trades.append(trade)
                 trade = None
                 pos = 0.0
+                stopped_now = True
                 if rules.lock:
                     locked, locked_value = True, prev_target
             else:
@@ -167,6 +169,8 @@ def sleeve_with_stops(
                 want = 0.0
             else:
                 locked = False
+        if trade is None and pos == 0.0 and stopped_now and not rules.lock:
+            want = 0.0  # next_bar: re-entry from the next bar's decision on
         reason = "signal"
         if (
             trade is not None

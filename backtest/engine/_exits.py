@@ -29,8 +29,9 @@ A stop is active from the bar after a fill at the close, and from the fill bar i
 for a fill at the open (that bar's high and low then count for the trigger, not for the
 trailing peak). After an exit by one of these rules the asset stays flat until the
 strategy's target for it changes from the value it had when the exit happened
-(``stop_reentry = signal_change``), or may re-enter at the next decision
-(``stop_reentry = next_bar``).
+(``stop_reentry = signal_change``), or, with ``stop_reentry = next_bar``, skips only the
+decision at the close of the bar the stop hit and follows the target again from the next
+bar's decision on (as vectorbt's ``from_signals``, whose stop exit replaces that bar's signals).
 
 A disabled level is ``NaN`` (``max_bars``: 0).
 """
@@ -179,7 +180,8 @@ def reentry_gate(target: float, locked: bool, locked_value: float) -> tuple[floa
 
     While ``locked``, a target equal to ``locked_value`` (the strategy's target when the
     exit happened) is replaced by 0 (flat); the first different target unlocks the asset
-    and is followed. With ``stop_reentry = next_bar`` the kernel never locks.
+    and is followed. With ``stop_reentry = next_bar`` the kernel never locks; it holds the
+    target at 0 for the decision at the stop bar's close only.
     """
     if locked:
         if target == locked_value:

@@ -156,6 +156,8 @@ def _set_with_stops(
             raw = _target(source, tab, data, a, b, start, ls, t, j)
             cur, still = reentry_gate(raw, locked[j] != 0.0, locked_value[j])
             locked[j] = 1.0 if still else 0.0
+            if stopped and not lock:
+                cur = 0.0  # next_bar: the decision at the stop bar's close is skipped
             if (
                 p != 0.0
                 and not stopped

@@ -124,6 +124,20 @@ class DataConfig:
     seed: int = 42
 
 
+class StopUnit(Enum):
+    """What stop levels are measured in: a fraction of the price, or ATR multiples."""
+
+    fraction = "fraction"
+    atr = "atr"
+
+
+class StopReentry(Enum):
+    """When an asset may be re-entered after an exit by a stop."""
+
+    signal_change = "signal_change"
+    next_bar = "next_bar"
+
+
 @dataclass
 class EngineConfig:
     """How positions become returns.
@@ -134,12 +148,34 @@ class EngineConfig:
         slippage_bps: Extra cost per unit of traded notional, in basis points.
         weights: Per-symbol portfolio weights; equal weights when empty.
         periods_per_year: Bars per year, for annualising (252 for daily bars).
+        stop_loss: Exit a long when a bar's low reaches ``entry * (1 - stop_loss)`` (a short:
+            the high, ``entry * (1 + stop_loss)``); filled at that level, or at the open when
+            the bar opens through it. A fraction in (0, 1), or an ATR multiple (``stop_unit``).
+        take_profit: Exit a long when a bar's high reaches ``entry * (1 + take_profit)``
+            (short mirrored); a bar reaching both a stop and the take-profit takes the stop.
+        trailing_stop: Exit a long when a bar's low reaches ``peak * (1 - trailing_stop)``,
+            ``peak`` the highest of the entry and the highs of earlier bars since entry.
+        stop_unit: ``fraction`` (of the price) or ``atr`` (multiples of the average true
+            range over ``atr_lookback`` bars, taken when the entry is decided).
+        atr_lookback: Bars in the average true range.
+        max_bars: Time stop: exit (at the close, like a signal) once a trade was held this
+            many bars; ``null`` for none.
+        stop_reentry: After an exit by a stop: ``signal_change`` stays flat until the
+            strategy's target changes; ``next_bar`` follows the target from the next bar.
     """
 
     fee_bps: float = 0.0
     slippage_bps: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)
     periods_per_year: int = 252
+    # --- exits (issue 11, backtest/engine/_exits.py); a strategy attribute of the same name wins
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    trailing_stop: float | None = None
+    stop_unit: StopUnit = StopUnit.fraction
+    atr_lookback: int = 14
+    max_bars: int | None = None
+    stop_reentry: StopReentry = StopReentry.signal_change
 
 
 @dataclass

@@ -131,6 +131,13 @@ class StopUnit(Enum):
     atr = "atr"
 
 
+class Execution(Enum):
+    """When a decision taken at the close of bar t is filled."""
+
+    close = "close"
+    next_open = "next_open"
+
+
 class StopReentry(Enum):
     """When an asset may be re-entered after an exit by a stop."""
 
@@ -140,14 +147,33 @@ class StopReentry(Enum):
 
 @dataclass
 class EngineConfig:
-    """How positions become returns.
+    """How target weights become a portfolio (README "Portfolio engine").
 
     Attributes:
         fee_bps: Commission per unit of traded notional, in basis points
-            (10 = 0.1%), charged on every change of position.
+            (10 = 0.1%), charged on every traded unit.
         slippage_bps: Extra cost per unit of traded notional, in basis points.
-        weights: Per-symbol portfolio weights; equal weights when empty.
-        periods_per_year: Bars per year, for annualising (252 for daily bars).
+        weights: Per-symbol weights applied to positions; equal weights when empty.
+        periods_per_year: Bars per year, for annualising; null infers it from the
+            index (252 daily, 52 weekly, 12 monthly, bars per session x 252 intraday,
+            bars per day x 365 round the clock).
+        initial_capital: Starting cash in currency; null means 1.0 (fractions).
+        rebalance: ``bar`` (every bar, the default), ``D``, ``W``, ``M``, ``Q`` (first bar
+            of each period) or a number of bars.
+        rebalance_threshold: Trade an asset at a rebalance only when its weight drifted
+            more than this from target (0: always).
+        execution: ``close`` (fill at the decision close) or ``next_open``.
+        fixed_cost: Cost per order, in currency (needs ``initial_capital``).
+        min_commission: Minimum fee per order, in currency (needs ``initial_capital``).
+        borrow_rate: Annual fee on short notional, accrued per bar.
+        financing_rate: Annual rate on gross exposure above equity, accrued per bar.
+        cash_rate: Annual interest on positive idle cash.
+        max_gross_leverage: Largest sum of absolute weights; null for none.
+        max_weight: Largest absolute weight of one asset; null for none.
+        long_only: Clip short targets to 0.
+        target_volatility: Annual volatility the book is scaled to; null for off.
+        vol_lookback: Bars of the realised-volatility estimate of the overlay.
+        benchmark: null, ``equal_weight`` or a symbol of the data.
         stop_loss: Exit a long when a bar's low reaches ``entry * (1 - stop_loss)`` (a short:
             the high, ``entry * (1 + stop_loss)``); filled at that level, or at the open when
             the bar opens through it. A fraction in (0, 1), or an ATR multiple (``stop_unit``).
@@ -167,7 +193,22 @@ class EngineConfig:
     fee_bps: float = 0.0
     slippage_bps: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)
-    periods_per_year: int = 252
+    periods_per_year: float | None = None
+    initial_capital: float | None = None
+    rebalance: str = "bar"
+    rebalance_threshold: float = 0.0
+    execution: Execution = Execution.close
+    fixed_cost: float = 0.0
+    min_commission: float = 0.0
+    borrow_rate: float = 0.0
+    financing_rate: float = 0.0
+    cash_rate: float = 0.0
+    max_gross_leverage: float | None = None
+    max_weight: float | None = None
+    long_only: bool = False
+    target_volatility: float | None = None
+    vol_lookback: int = 63
+    benchmark: str | None = None
     # --- exits (issue 11, backtest/engine/_exits.py); a strategy attribute of the same name wins
     stop_loss: float | None = None
     take_profit: float | None = None

@@ -23,18 +23,28 @@ from __future__ import annotations
 
 from backtest.engine._batch import BatchResult, simulate_batch
 from backtest.engine._costs import asset_returns, bar_returns, cost_rate
+from backtest.engine._options import check_engine_config, engine_options
+from backtest.engine._params import EngineParams, engine_params
+from backtest.engine._periods import infer_periods_per_year
 from backtest.engine._single import BacktestResult, resolve_weights, simulate
+from backtest.engine._targets import target_weights
 from backtest.engine._trades import TRADE_COLUMNS, trades_table
 
 __all__ = [
     "TRADE_COLUMNS",
     "BacktestResult",
     "BatchResult",
+    "EngineParams",
     "asset_returns",
     "bar_returns",
+    "check_engine_config",
     "cost_rate",
+    "engine_options",
+    "engine_params",
+    "infer_periods_per_year",
     "resolve_weights",
     "simulate",
     "simulate_batch",
+    "target_weights",
     "trades_table",
 ]

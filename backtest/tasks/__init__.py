@@ -69,15 +69,21 @@ def typed_settings(config: Mapping[str, Any]) -> RootConfig:
 
 
 def _context(job: BacktestJob, run_dir: Path, progress: bool) -> TaskContext:
-    from backtest.data import data_fingerprint, load_prices
+    from backtest.data import data_fingerprint, load_bars
+    from backtest.engine import check_engine_config
     from backtest.strategies._loader import build_strategy
 
     settings = typed_settings(job.config)
     cls, params, _ = build_strategy(settings.strategy, settings.allowed_modules)
-    prices = load_prices(settings.data)
+    bars = load_bars(settings.data)
+    prices = bars.close
+    # the engine's options checked against the data before anything runs; an unset
+    # periods_per_year becomes the figure inferred from the index, for every task
+    settings.engine.periods_per_year = check_engine_config(settings.engine, bars)
     return TaskContext(
         job=job,
         settings=settings,
+        bars=bars,
         prices=prices,
         strategy_cls=cls,
         strategy_params=params,
@@ -135,6 +141,7 @@ def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, 
         "data_fingerprint": ctx.data_fingerprint,
         "n_bars": len(ctx.prices),
         "symbols": [str(c) for c in ctx.prices.columns],
+        "periods_per_year": ctx.settings.engine.periods_per_year,
         "start": str(ctx.prices.index[0].date()),
         "end": str(ctx.prices.index[-1].date()),
         "version": package_version(),

@@ -9,6 +9,6 @@ from backtest.tasks._context import TaskContext, TaskOutput
 def run(ctx: TaskContext) -> TaskOutput:
     """Backtest the configured strategy with its configured parameters."""
     strategy = ctx.strategy_cls(**ctx.strategy_params)
-    result = simulate(ctx.prices, strategy, **ctx.engine_kwargs())
+    result = simulate(ctx.data, strategy, **ctx.engine_kwargs())
     metric = ctx.settings.search.metric
     return TaskOutput(backtest=result, objective=result.metrics.get(metric))

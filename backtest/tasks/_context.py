@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from backtest.config import RootConfig
+from backtest.data import Bars
 from backtest.engine import BacktestResult
 from backtest.jobs import BacktestJob
 
@@ -20,7 +21,8 @@ class TaskContext:
     Attributes:
         job: The job record (id, task, resolved config).
         settings: The typed config (``RootConfig`` with its group dataclasses).
-        prices: Validated wide closes.
+        bars: The data as :class:`~backtest.data.Bars` (OHLCV when the source has it).
+        prices: Validated wide closes (``bars.close``).
         strategy_cls: The strategy class named by ``strategy._target_``.
         strategy_params: Its parameters from the config.
         run_dir: Where the result is written.
@@ -36,16 +38,23 @@ class TaskContext:
     run_dir: Path
     data_fingerprint: str
     progress: bool = False
+    bars: Bars | None = None
+
+    @property
+    def data(self) -> Bars:
+        """The bars (OHLCV when loaded), or bars of the closes only."""
+        return self.bars if self.bars is not None else Bars.from_close(self.prices)
 
     def engine_kwargs(self) -> dict[str, Any]:
-        """``fee_bps``, ``slippage_bps``, ``weights`` and ``periods_per_year`` for the engine."""
-        e = self.settings.engine
-        return {
-            "fee_bps": e.fee_bps,
-            "slippage_bps": e.slippage_bps,
-            "weights": dict(e.weights) or None,
-            "periods_per_year": e.periods_per_year,
-        }
+        """The engine options of the config for :func:`~backtest.engine.simulate`.
+
+        ``fee_bps``, ``slippage_bps``, ``weights`` and ``periods_per_year`` always; every
+        other option (portfolio engine, stops) only when it differs from its default, so
+        paths that predate them keep their exact behaviour.
+        """
+        from backtest.engine import engine_options
+
+        return engine_options(self.settings.engine, self.prices.index)
 
 
 @dataclass(frozen=True, slots=True)

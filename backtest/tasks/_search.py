@@ -64,7 +64,7 @@ def _overfitting(
         matrix[result.best_trial] = best_returns.to_numpy()
     if matrix.shape[1] < 2:
         return None
-    ppy = ctx.settings.engine.periods_per_year
+    ppy = ctx.engine_kwargs()["periods_per_year"]
     ok = result.trials[result.trials["status"] == "ok"]
     sharpes = None
     if "sharpe_ratio" in ok.columns:

@@ -81,13 +81,13 @@ STOP_FIELDS = (
 )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _distance(level: float, ref: float, atr: float, use_atr: bool) -> float:
     """Distance of a level from ``ref``: a fraction of ``ref`` or a multiple of the ATR."""
     return level * atr if use_atr else level * ref
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def intrabar_exit(
     direction: float,
     entry: float,
@@ -158,7 +158,7 @@ def intrabar_exit(
     return NO_EXIT, np.nan
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def update_peak(direction: float, peak: float, high: float, low: float) -> float:
     """The trailing peak after a bar held through: highest high (long) / lowest low (short)."""
     if direction > 0.0:
@@ -168,13 +168,13 @@ def update_peak(direction: float, peak: float, high: float, low: float) -> float
     return peak
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def time_exit(bars_held: int, max_bars: int) -> bool:
     """Whether the time stop ends a trade held ``bars_held`` bars (``max_bars`` 0: never)."""
     return max_bars > 0 and bars_held >= max_bars
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def reentry_gate(target: float, locked: bool, locked_value: float) -> tuple[float, bool]:
     """The target the engine follows after an exit by a stop, and whether it stays locked.
 

@@ -206,6 +206,125 @@ def _set_with_stops(
 
 
 @numba.njit(cache=True, nogil=True)
+def _one_asset_stops(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    ohlc: NDArray[np.float64],
+    atr: NDArray[np.float64],
+    w: float,
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    cost: float,
+    sl: float,
+    tp: float,
+    tsl: float,
+    max_bars: int,
+    use_atr: bool,
+    lock: bool,
+    buf: NDArray[np.float64],
+) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
+    """:func:`_set_with_stops` for one asset, its state in scalars (the search's hot loop)."""
+    n = buf.shape[0]
+    p = 0.0
+    g = 1.0
+    entry = 0.0
+    peak = 0.0
+    trade_atr = 0.0
+    entry_bar = 0
+    locked = False
+    locked_value = 0.0
+    raw_prev = 0.0
+    trades = 0.0
+    wins = 0.0
+    expo = 0.0
+    turn = 0.0
+    wealth = 1.0
+    ruined = False
+    dd_peak = 1.0
+    trough = 1.0
+    min_ratio = 1.0
+    prev_close = ohlc[3, 0, 0]
+    for t in range(n):
+        close = ohlc[3, t, 0]
+        part = 1.0
+        stopped = False
+        if p != 0.0:
+            reason, fill = intrabar_exit(
+                p, entry, peak, trade_atr, use_atr, sl, tp, tsl,
+                ohlc[0, t, 0], ohlc[1, t, 0], ohlc[2, t, 0],
+            )  # fmt: skip
+            if reason != NO_EXIT:
+                part = 1.0 + p * (fill / prev_close - 1.0)
+                g *= part
+                g *= 1.0 - cost * abs(p)
+                part *= 1.0 - cost * abs(p)
+                turn += w * abs(p)
+                trades += 1.0
+                if g > 1.0:
+                    wins += 1.0
+                stopped = True
+                if lock:
+                    locked = True
+                    locked_value = raw_prev
+                p = 0.0
+            else:
+                part = 1.0 + p * (close / prev_close - 1.0)
+                g *= part
+                peak = update_peak(p, peak, ohlc[1, t, 0], ohlc[2, t, 0])
+        raw = _target(source, tab, data, a, b, start, ls, t, 0)
+        cur, locked = reentry_gate(raw, locked, locked_value)
+        if stopped and not lock:
+            cur = 0.0
+        if (
+            p != 0.0
+            and (cur > 0.0) == (p > 0.0)
+            and (cur < 0.0) == (p < 0.0)
+            and time_exit(t - entry_bar, max_bars)
+        ):
+            cur = 0.0
+            if lock:
+                locked = True
+                locked_value = raw
+        d = abs(cur - p)
+        ret = w * (part * (1.0 - cost * d) - 1.0)
+        expo += w * abs(cur)
+        turn += w * d
+        if cur != p:
+            if p != 0.0 and ((cur > 0.0) != (p > 0.0) or (cur < 0.0) != (p < 0.0)):
+                g *= 1.0 - cost * abs(p)
+                trades += 1.0
+                if g > 1.0:
+                    wins += 1.0
+                p = 0.0
+            if p == 0.0:
+                g = 1.0 - cost * abs(cur)
+                entry = close
+                peak = close
+                trade_atr = atr[t, 0]
+                entry_bar = t
+            else:
+                g *= 1.0 - cost * d
+        p = cur
+        raw_prev = raw
+        prev_close = close
+        buf[t] = ret
+        gp = 1.0 + ret
+        if gp <= 0.0:
+            ruined = True
+        wealth *= gp
+        dd_peak, trough, min_ratio = _drawdown_step(wealth, dd_peak, trough, min_ratio)
+    if p != 0.0:
+        trades += 1.0
+        if g > 1.0:
+            wins += 1.0
+    min_ratio = _close_drawdown(dd_peak, trough, min_ratio)
+    return trades, wins, expo, turn, wealth, ruined, min_ratio
+
+
+@numba.njit(cache=True, nogil=True)
 def _run_sets(
     lo: int,
     hi: int,
@@ -235,6 +354,21 @@ def _run_sets(
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))
     for i in range(lo, hi):
+        if weights.shape[0] == 1:
+            trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset_stops(
+                source, tab, data, ohlc, atr, weights[0], a[i], b[i], start[i], long_short[i],
+                cost, stops[i, 0], stops[i, 1], stops[i, 2], int(stops[i, 3]), use_atr, lock, buf,
+            )  # fmt: skip
+            row = out[i]
+            _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
+            row[N_TRADES] = trades
+            row[WIN_RATE] = wins / trades if trades > 0 else np.nan
+            row[EXPOSURE] = expo / n
+            row[TURNOVER] = turn / n * ppy
+            slot = keep_slot[i]
+            if slot >= 0:
+                kept[slot, :] = buf
+            continue
         trades, wins, expo, turn, wealth, ruined, min_ratio = _set_with_stops(
             source,
             tab,

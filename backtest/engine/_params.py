@@ -152,7 +152,7 @@ def engine_params(**options: Any) -> EngineParams:
     unknown = sorted(set(options) - set(ENGINE_KEYS))
     if unknown:
         raise ConfigError(
-            f"unknown engine option {unknown[0]!r} (known: {', '.join(ENGINE_KEYS)})",
+            f"unknown engine option engine.{unknown[0]} (known: {', '.join(ENGINE_KEYS)})",
             key=f"engine.{unknown[0]}",
         )
     values = {k: getattr(v, "value", v) for k, v in options.items()}

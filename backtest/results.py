@@ -7,6 +7,8 @@ A run directory holds::
     config.yaml        the resolved config
     equity.parquet     returns and equity per bar
     trades.parquet     one row per trade
+    costs.parquet      the engine's per-bar cost table (fees, slippage, fixed, borrow,
+                       financing, cash_interest), in currency
     <name>.parquet     further tables (trials, folds, Monte Carlo paths summary)
     figures/*.png      pictures
 
@@ -36,6 +38,7 @@ RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
 EQUITY_FILE = "equity.parquet"
 TRADES_FILE = "trades.parquet"
+COSTS_FILE = "costs.parquet"
 FIGURES_DIR = "figures"
 
 

@@ -111,6 +111,10 @@ def load_backtest(run_dir: str | Path) -> BacktestResult:
         metrics={k: (float("nan") if v is None else v) for k, v in stored.metrics.items()},
         params=dict(stored.record.get("params", {})),
         run_dir=str(stored.path),
+        costs=stored.table("costs") if "costs" in stored.tables else None,
+        benchmark=equity["benchmark"] if "benchmark" in equity.columns else None,
+        benchmark_metrics=dict(stored.record.get("benchmark_metrics", {})),
+        periods_per_year=stored.record.get("periods_per_year"),
     )
 
 
@@ -149,6 +153,7 @@ def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, 
         "started_at": started_at,
         "ended_at": now_iso(),
         "summary": [list(row) for row in output.summary],
+        **({"benchmark_metrics": bt.benchmark_metrics} if bt.benchmark_metrics else {}),
         **output.record,
     }
 
@@ -185,10 +190,14 @@ def execute_job(job: BacktestJob, *, progress: bool = False) -> BacktestResult:
         from backtest import plots
 
         plots.equity_figure(bt, results.figures_dir(run_dir) / "equity.png")
+    equity = pd.DataFrame({"returns": bt.returns, "equity": bt.equity})
+    if bt.benchmark is not None:
+        equity["benchmark"] = bt.benchmark
     tables = {
-        "equity": pd.DataFrame({"returns": bt.returns, "equity": bt.equity}),
+        "equity": equity,
         "positions": bt.positions,
         "trades": bt.trades,
+        **({results.COSTS_FILE.removesuffix(".parquet"): bt.costs} if bt.costs is not None else {}),
         **output.tables,
     }
     from omegaconf import OmegaConf

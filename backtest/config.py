@@ -391,6 +391,17 @@ class BreakoutConfig:
 
 
 @dataclass
+class CrossSectionalMomentumConfig:
+    """Schema of ``strategy=xs_momentum``."""
+
+    _target_: str = "backtest.strategies.CrossSectionalMomentum"
+    lookback: int = 252
+    skip: int = 21
+    top_n: int = 2
+    long_short: bool = False
+
+
+@dataclass
 class BuyAndHoldConfig:
     """Schema of ``strategy=buy_and_hold``."""
 
@@ -443,6 +454,7 @@ _STRATEGY_SCHEMAS: dict[str, type] = {
     "mean_reversion": MeanReversionConfig,
     "breakout": BreakoutConfig,
     "buy_and_hold": BuyAndHoldConfig,
+    "xs_momentum": CrossSectionalMomentumConfig,
 }
 
 

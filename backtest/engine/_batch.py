@@ -12,8 +12,11 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest import metrics as m
+from backtest.data._bars import Bars, as_bars
 from backtest.engine._costs import bar_returns, cost_rate
-from backtest.engine._single import resolve_weights
+from backtest.engine._params import EngineParams, engine_params
+from backtest.engine._periods import resolve_periods_per_year
+from backtest.engine._targets import resolve_weights
 from backtest.engine._trades import _trade_step
 from backtest.errors import ConfigError
 
@@ -93,55 +96,112 @@ def _param_frame(param_sets: object) -> pd.DataFrame:
 
 
 def simulate_batch(
-    prices: pd.DataFrame,
+    prices: Bars | pd.DataFrame,
     strategy_cls: type,
     param_sets: pd.DataFrame | Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
     *,
     fee_bps: float = 0.0,
     slippage_bps: float = 0.0,
     weights: Mapping[str, float] | None = None,
-    periods_per_year: int = 252,
+    periods_per_year: float | None = None,
     keep_returns: bool | Sequence[bool] | NDArray[np.bool_] = False,
     chunk_size: int | None = None,
+    **options: Any,
 ) -> BatchResult:
     """Backtest many parameter sets of one strategy without a Python call per set.
 
-    ``SmaCross`` and ``Momentum`` run on fused compiled kernels
-    (:mod:`backtest.engine._fused`): one signal row per distinct window, then one pass over
-    the bars per set computing positions, costs, trades and every metric, in parallel
-    over sets, without a ``(n_bars, k)`` matrix. Other strategies take the generic
-    path: positions for a chunk of sets come from ``strategy_cls.batch_positions``
-    (one array per asset); a compiled kernel turns them into portfolio returns, trade
-    counts, exposure and turnover; metrics are computed column-wise. Memory is
-    bounded by ``chunk_size`` sets at a time.
+    Parameter sets may mix strategy parameters with engine options as ``engine.<key>``
+    columns (``engine.rebalance``, ``engine.target_volatility``, ``engine.stop_loss``, ...):
+    each set then runs with its own options.
+
+    With engine v1's options only (proportional costs, ``rebalance=bar``, ``close``
+    fills, no limits), ``SmaCross`` and ``Momentum`` run on fused compiled kernels
+    (:mod:`backtest.engine._fused`, with stops too): one signal row per distinct window,
+    then one pass over the bars per set computing positions, costs, trades and every
+    metric, in parallel over sets. Other strategies take the generic path:
+    ``batch_positions`` per asset, a compiled kernel for returns, trade counts, exposure
+    and turnover. Any other option (or a cross-sectional strategy with
+    ``batch_weights``) takes the kernel path (:mod:`backtest.engine._batch_kernel`): the
+    single backtest's per-bar state machine for every set in a compiled parallel loop.
+    Memory is bounded by ``chunk_size`` sets at a time.
 
     Args:
-        prices: Validated wide closes.
-        strategy_cls: A strategy class with ``batch_positions`` (every built-in).
+        prices: :class:`~backtest.data.Bars` or validated wide closes.
+        strategy_cls: A strategy class with ``batch_positions`` or ``batch_weights``.
         param_sets: A frame with one row per set, a mapping of name -> values, or a
             list of dicts.
         fee_bps: Commission per unit of traded notional, in basis points.
         slippage_bps: Slippage per unit of traded notional, in basis points.
         weights: Symbol -> portfolio weight; equal weights when empty.
-        periods_per_year: Bars per year, for annualised metrics.
+        periods_per_year: Bars per year, for annualised metrics (inferred when None).
         keep_returns: Also return the ``(n_bars, k)`` matrix of portfolio returns; a
             boolean mask of length ``k`` keeps only those sets' columns, in order.
         chunk_size: Sets evaluated at once (default: about 32 MB of positions).
+        **options: Further engine options (see :func:`~backtest.engine.simulate`).
 
     Returns:
         A :class:`BatchResult` whose metrics equal :func:`simulate`'s for each set.
     """
+    from backtest.engine import _exits
+    from backtest.engine._batch_kernel import kernel_batch, split_columns
+
+    bars = as_bars(prices)
+    prices = bars.close
+    frame = _param_frame(param_sets)
+    k = len(frame)
+    keep = _keep_mask(keep_returns, k)
+    ppy_f = resolve_periods_per_year(bars.index, periods_per_year)
+    periods_per_year = int(ppy_f) if float(ppy_f).is_integer() else ppy_f  # type: ignore[assignment]
+    stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
+    base = engine_params(fee_bps=fee_bps, slippage_bps=slippage_bps, weights=weights,
+                         periods_per_year=ppy_f, **options)  # fmt: skip
+    rules = _exits.stop_rules(None, None, **stops)
+    _, engine_cols = split_columns(frame)
+    only_stop_columns = set(engine_cols.columns) <= set(_exits.STOP_FIELDS)
+    v1 = (
+        _is_v1(base)
+        and only_stop_columns
+        and hasattr(strategy_cls, "batch_positions")
+        and not hasattr(strategy_cls, "batch_weights")
+        and getattr(strategy_cls, "output", "positions") != "weights"
+    )
+    if not v1 or rules.active or len(engine_cols.columns):
+        fused = None
+        if v1:
+            from backtest.engine import _fused
+            from backtest.engine._single import check_inputs, price_arrays
+
+            check_inputs(bars, base, rules)
+            arrays = price_arrays(bars)
+            ohlc = tuple(
+                arr if bars.has(f) else None
+                for arr, f in zip(arrays, ("open", "high", "low"), strict=True)
+            )
+            fused = _fused.fused_batch(
+                prices.to_numpy(dtype=np.float64), strategy_cls, frame,
+                cost=cost_rate(fee_bps, slippage_bps),
+                weights=resolve_weights(prices.columns, weights),
+                periods_per_year=periods_per_year, keep=keep, ohlc=ohlc, rules=rules,  # type: ignore[arg-type]
+            )  # fmt: skip
+        if fused is not None:
+            values, kept_rows = fused
+            table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
+            return BatchResult(table, None if kept_rows is None else kept_rows.T)
+        options = {**options, "fee_bps": fee_bps, "slippage_bps": slippage_bps,
+                   "weights": weights, **stops}  # fmt: skip
+        table, kept = kernel_batch(
+            bars, strategy_cls, frame, options, periods_per_year=ppy_f, keep=keep,
+            chunk_size=chunk_size,
+        )  # fmt: skip
+        return BatchResult(table, kept)
     if not hasattr(strategy_cls, "batch_positions"):
         raise ConfigError(
             f"{strategy_cls!r} has no batch_positions; use simulate() per set", key="strategy"
         )
     cost = cost_rate(fee_bps, slippage_bps)
     w = resolve_weights(prices.columns, weights)
-    frame = _param_frame(param_sets)
     close = prices.to_numpy(dtype=np.float64)
     n, n_assets = close.shape
-    k = len(frame)
-    keep = _keep_mask(keep_returns, k)
     from backtest.engine import _fused
 
     fused = _fused.fused_batch(
@@ -150,7 +210,7 @@ def simulate_batch(
         frame,
         cost=cost,
         weights=w,
-        periods_per_year=periods_per_year,
+        periods_per_year=periods_per_year,  # type: ignore[arg-type]
         keep=keep,
     )
     if fused is not None:
@@ -201,6 +261,16 @@ def simulate_batch(
     table["turnover"] = out["turnover"] / n * periods_per_year
     returns = np.concatenate(kept, axis=1) if keep is not None else None
     return BatchResult(table, returns)
+
+
+def _is_v1(p: EngineParams) -> bool:
+    """Whether only engine v1's options (costs, weights, periods) differ from the defaults."""
+    from dataclasses import replace
+
+    return (
+        replace(p, fee_bps=0.0, slippage_bps=0.0, weights={}, periods_per_year=None)
+        == EngineParams()
+    )
 
 
 def _keep_mask(keep_returns: object, k: int) -> NDArray[np.bool_] | None:

@@ -78,12 +78,22 @@ class StrategyEvaluator:
         periods_per_year: int = 252,
         fixed_params: Mapping[str, Any] | None = None,
         allowed_modules: Iterable[str] = (),
+        **engine_options: Any,
     ) -> None:
+        from backtest.data import Bars
+
+        # Bars carry opens/highs/lows for next_open fills and stops; further engine
+        # options (rebalance, limits, stops, ...) go to simulate_batch as given
+        self.bars = prices if isinstance(prices, Bars) else None
+        prices = prices.close if isinstance(prices, Bars) else prices
+        self.engine_options = dict(engine_options)
         if isinstance(strategy_cls, str):
             from backtest.strategies._loader import load_strategy_class
 
             strategy_cls = load_strategy_class(strategy_cls, allowed_modules)
-        if not hasattr(strategy_cls, "batch_positions"):
+        if not hasattr(strategy_cls, "batch_positions") and not hasattr(
+            strategy_cls, "batch_weights"
+        ):
             raise ConfigError(
                 f"{strategy_cls!r} has no batch_positions; score it with a "
                 "Python callable evaluator instead",
@@ -120,7 +130,7 @@ class StrategyEvaluator:
         """
         frame = self._frame(params)
         result = simulate_batch(
-            self.prices,
+            self.bars if self.bars is not None else self.prices,
             self.strategy_cls,
             frame,
             fee_bps=self.fee_bps,
@@ -128,6 +138,7 @@ class StrategyEvaluator:
             weights=self.weights,
             periods_per_year=self.periods_per_year,
             keep_returns=False if keep is None else keep,
+            **self.engine_options,
         )
         return BatchResult(result.metrics.iloc[:, frame.shape[1] :], result.returns)
 
@@ -149,7 +160,12 @@ class StrategyEvaluator:
             },
             **params,
         }
-        if not _fused.supports(self.strategy_cls, list(columns)):
+        engine_columns = any(str(c).startswith("engine.") for c in columns)
+        if (
+            self.engine_options
+            or engine_columns
+            or not _fused.supports(self.strategy_cls, list(columns))
+        ):
             result = self.evaluate_batch(pd.DataFrame(dict(params)), keep=keep)
             return (
                 [str(c) for c in result.metrics.columns],

@@ -14,11 +14,13 @@ from backtest.strategies._buy_and_hold import BuyAndHold
 from backtest.strategies._mean_reversion import MeanReversion
 from backtest.strategies._momentum import Momentum
 from backtest.strategies._sma_cross import SmaCross
+from backtest.strategies._xs_momentum import CrossSectionalMomentum
 
 __all__ = [
     "BatchStrategy",
     "Breakout",
     "BuyAndHold",
+    "CrossSectionalMomentum",
     "MeanReversion",
     "Momentum",
     "SmaCross",

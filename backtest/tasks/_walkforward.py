@@ -19,6 +19,7 @@ from backtest import results
 from backtest.engine import BacktestResult
 from backtest.errors import ConfigError
 from backtest.tasks._context import TaskContext, TaskOutput
+from backtest.tasks._search import is_engine_key
 from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer, WalkForwardResult
 
 
@@ -67,7 +68,7 @@ def run(ctx: TaskContext) -> TaskOutput:
             key="search.space",
         )
     names = list(getattr(ctx.strategy_cls, "param_names", None) or ctx.strategy_params)
-    unknown = [p for p in search.space if p not in names]
+    unknown = [p for p in search.space if p not in names and not is_engine_key(p)]
     if unknown:
         raise ConfigError(
             f"search.space.{unknown[0]} is not a parameter of {ctx.strategy_cls.__name__} "
@@ -76,7 +77,7 @@ def run(ctx: TaskContext) -> TaskOutput:
         )
     fixed = {k: v for k, v in ctx.strategy_params.items() if k not in search.space}
     evaluator = StrategyReturnsEvaluator(
-        ctx.prices, ctx.strategy_cls, fixed_params=fixed, **ctx.engine_kwargs()
+        ctx.data, ctx.strategy_cls, fixed_params=fixed, **ctx.engine_kwargs()
     )
     result = WalkForwardOptimizer(wf_cfg, search, progress=ctx.progress).run(
         evaluator,

@@ -82,8 +82,18 @@ class StrategyReturnsEvaluator:
         periods_per_year: int = 252,
         fixed_params: Mapping[str, Any] | None = None,
         shared_history: bool = True,
+        **engine_options: Any,
     ) -> None:
-        if not hasattr(strategy_cls, "batch_positions"):
+        from backtest.data import Bars
+
+        # Bars (opens for next_open, highs/lows for stops) and further engine options
+        # (rebalance, limits, ...) run through the engine's kernel path
+        self.bars = prices if isinstance(prices, Bars) else Bars.from_close(prices)
+        prices = self.bars.close
+        self.engine_options = dict(engine_options)
+        if not hasattr(strategy_cls, "batch_positions") and not hasattr(
+            strategy_cls, "batch_weights"
+        ):
             raise ConfigError(
                 f"{strategy_cls.__name__} has no batch_positions, which walk-forward needs",
                 key="strategy",
@@ -112,9 +122,9 @@ class StrategyReturnsEvaluator:
     def _batch(self, param_sets: pd.DataFrame, end: int) -> NDArray[np.float64]:
         """The engine's batched path over ``prices[:end]``, keeping the returns."""
         fixed = {k: v for k, v in self.fixed_params.items() if k not in param_sets.columns}
-        prices = self.prices if end == len(self.prices) else self.prices.iloc[:end]
+        bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
         batch = simulate_batch(
-            prices,
+            bars,
             self.strategy_cls,
             param_sets.assign(**fixed) if fixed else param_sets,
             fee_bps=self.fee_bps,
@@ -122,6 +132,7 @@ class StrategyReturnsEvaluator:
             weights=self._weights_map,
             periods_per_year=self.periods_per_year,
             keep_returns=True,
+            **self.engine_options,
         )
         assert batch.returns is not None
         return batch.returns
@@ -153,6 +164,9 @@ class StrategyReturnsEvaluator:
         Returns:
             Its returns, shape ``(end,)``, and its positions, shape ``(end, n_assets)``.
         """
+        engine = {k: v for k, v in params.items() if str(k).startswith("engine.")}
+        if self.engine_options or engine or not hasattr(self.strategy_cls, "batch_positions"):
+            return self._simulate(params, engine, end)
         arrays = {k: np.array([v]) for k, v in {**self.fixed_params, **params}.items()}
         port = np.zeros((end, 1))
         positions = np.empty((end, len(self._close)))
@@ -166,3 +180,26 @@ class StrategyReturnsEvaluator:
             )
             positions[:, j] = np.where(np.isnan(pos[:, 0]), 0.0, pos[:, 0])
         return port[:, 0], positions
+
+    def _simulate(
+        self, params: Mapping[str, Any], engine: Mapping[str, Any], end: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """:meth:`trade` through :func:`~backtest.engine.simulate` (engine v2 options).
+
+        The positions returned are the weights held after each close.
+        """
+        from backtest.engine import simulate
+
+        own = {k: v for k, v in {**self.fixed_params, **params}.items() if k not in engine}
+        options = {
+            "fee_bps": self.fee_bps,
+            "slippage_bps": self.slippage_bps,
+            "weights": self._weights_map,
+            "periods_per_year": self.periods_per_year,
+            **self.engine_options,
+            **{str(k).removeprefix("engine."): v for k, v in engine.items()},
+        }
+        bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
+        result = simulate(bars, self.strategy_cls(**own), **options)
+        assert result.weights is not None
+        return result.returns.to_numpy(), result.weights.to_numpy()

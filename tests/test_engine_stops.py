@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backtest import metrics
-from backtest.engine import _exits, _fused
+from backtest.data import Bars
+from backtest.engine import _exits, _fused, simulate
 from backtest.engine._exits import StopRules, stop_rules, validate_stop_rules
 from backtest.errors import ConfigError, DataValidationError
 from backtest.metrics import METRIC_NAMES
@@ -240,6 +242,17 @@ def test_trailing_stop_binding_level_and_tie() -> None:
 
 # ------------------------------------------------------------------ Hypothesis properties
 
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Fixed:
+    """A strategy whose target for the single asset is given."""
+
+    target: np.ndarray
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"A": self.target}, index=prices.index)
+
+
 bars_st = st.lists(
     st.tuples(
         st.floats(-0.06, 0.06), st.floats(-0.05, 0.05), st.floats(0, 0.04), st.floats(0, 0.04)
@@ -274,10 +287,21 @@ def _bars(steps: list[tuple[float, float, float, float]]) -> tuple[np.ndarray, .
 def test_property_fills_within_bar_unless_gapped_and_never_before_entry(
     steps: list, signal: list[float], sl: float, tsl: float | None, tp: float | None
 ) -> None:
+    """On the engine's own trades table (and the reference loop's)."""
     o, h, lo, c = _bars(steps)
     target = np.array(signal[: len(c)])
-    res = sleeve_with_stops(target, o, h, lo, c, 0.0, Rules(sl, tp, tsl))
-    for tr in res.trades:
+    index = pd.bdate_range("2020-01-01", periods=len(c))
+    frames = {
+        k: pd.DataFrame({"A": v}, index=index) for k, v in zip("ohlc", (o, h, lo, c), strict=True)
+    }
+    bars = Bars(close=frames["c"], open=frames["o"], high=frames["h"], low=frames["l"])
+    res = simulate(bars, Fixed(target), stop_loss=sl, trailing_stop=tsl, take_profit=tp)
+    ref = sleeve_with_stops(target, o, h, lo, c, 0.0, Rules(sl, tp, tsl))
+    engine = res.trades
+    assert len(engine) == len(ref.trades)
+    for tr, (_, row) in zip(ref.trades, engine.iterrows(), strict=True):
+        assert index[tr.exit_bar] == row["exit_time"] and tr.reason == row["exit_reason"]
+        assert tr.exit_price == pytest.approx(row["exit_price"], rel=1e-12)
         assert tr.exit_bar >= tr.entry_bar
         if tr.reason in ("stop_loss", "take_profit", "trailing_stop"):
             t = tr.exit_bar
@@ -309,9 +333,13 @@ def test_property_tighter_stop_never_worsens_the_loss(
     def one(level: float) -> tuple[float, float]:
         rules = Rules(trailing_stop=level) if trailing else Rules(stop_loss=level)
         (trade,) = sleeve_with_stops(target, o, h, lo, c, 0.0, rules).trades
-        held = slice(trade.entry_bar + 1, trade.exit_bar + 1)
-        extreme = lo[held].min(initial=np.inf) if side > 0 else h[held].max(initial=-np.inf)
-        worst_seen = min(trade.growth, 1.0 + side * (extreme / trade.entry_price - 1.0))
+        # the trade's growth marked at each held bar's adverse extreme (the sleeve compounds
+        # bar by bar: growth before the bar x (1 + side * (extreme / previous close - 1)))
+        worst_seen, growth = trade.growth, 1.0
+        for t in range(trade.entry_bar + 1, trade.exit_bar + 1):
+            extreme = lo[t] if side > 0 else h[t]
+            worst_seen = min(worst_seen, growth * (1.0 + side * (extreme / c[t - 1] - 1.0)))
+            growth *= 1.0 + side * (c[t] / c[t - 1] - 1.0)
         return trade.growth, worst_seen
 
     tight_growth, _ = one(loose * tighten)
@@ -393,6 +421,8 @@ def test_strategy_attribute_overrides_engine() -> None:
     rules = stop_rules(Engine(), Strat())
     assert (rules.stop_loss, rules.trailing_stop) == (0.02, 0.1)
     assert math.isnan(rules.take_profit)
+    # keywords stand for engine options: the strategy still wins
+    assert stop_rules(None, Strat(), stop_loss=0.3).stop_loss == 0.02
 
 
 def test_search_column_level_out_of_range_is_named() -> None:
@@ -417,3 +447,118 @@ def test_stops_without_high_low_name_the_column() -> None:
             rules=validate_stop_rules(stop_loss=0.05),
         )
     assert info.value.column == "high"
+
+
+# ------------------------------------------------------------------ the single backtest
+
+
+def _as_bars(data: dict[str, pd.DataFrame]) -> Bars:
+    return Bars(close=data["close"], open=data["open"], high=data["high"], low=data["low"])
+
+
+def _reference_trades(
+    data: dict[str, pd.DataFrame], targets: pd.DataFrame, cost: float, rules: Rules
+) -> tuple[np.ndarray, pd.DataFrame]:
+    n, n_assets = data["close"].shape
+    port = np.zeros(n)
+    rows = []
+    index = data["close"].index
+    for j, asset in enumerate(data["close"].columns):
+        o, h, lo, c = (data[k].iloc[:, j].to_numpy() for k in ("open", "high", "low", "close"))
+        res = sleeve_with_stops(targets.iloc[:, j].to_numpy(), o, h, lo, c, cost, rules)
+        port += np.array(res.returns) / n_assets
+        rows += [
+            {
+                "asset": asset,
+                "direction": tr.direction,
+                "entry_time": index[tr.entry_bar],
+                "exit_time": index[tr.exit_bar],
+                "entry_price": tr.entry_price,
+                "exit_price": tr.exit_price,
+                "return": tr.growth - 1.0,
+                "exit_reason": tr.reason,
+            }
+            for tr in res.trades
+        ]
+    trades = pd.DataFrame(rows).sort_values(["entry_time", "asset"], kind="stable")
+    return port, trades.reset_index(drop=True)
+
+
+@pytest.mark.parametrize(("sl", "tp", "tsl", "max_bars"), STOP_CASES)
+@pytest.mark.parametrize("lock", [True, False], ids=["signal_change", "next_bar"])
+def test_simulate_with_stops_equals_reference_loop(
+    sl: float, tp: float, tsl: float, max_bars: int, lock: bool
+) -> None:
+    """The engine's per-bar kernel (execution=close, rebalance=bar): returns and trades."""
+    data = ohlc(500, 2, seed=21)
+    strategy = SmaCross(5, 20, long_short=True)
+    res = simulate(
+        _as_bars(data),
+        strategy,
+        fee_bps=8.0,
+        slippage_bps=2.0,
+        stop_loss=None if math.isnan(sl) else sl,
+        take_profit=None if math.isnan(tp) else tp,
+        trailing_stop=None if math.isnan(tsl) else tsl,
+        max_bars=max_bars,
+        stop_reentry="signal_change" if lock else "next_bar",
+    )
+    want, trades = _reference_trades(
+        data,
+        strategy.positions(data["close"]),
+        0.001,
+        _ref_rules(sl, tp, tsl, max_bars, lock, False),
+    )
+    np.testing.assert_allclose(res.returns.to_numpy(), want, rtol=0, atol=1e-9)
+    got = res.trades.sort_values(["entry_time", "asset"], kind="stable").reset_index(drop=True)
+    got = got.assign(exit_reason=got["exit_reason"].replace({"end": "end"}))
+    pd.testing.assert_frame_equal(
+        got[list(trades.columns)], trades, check_dtype=False, rtol=1e-9, atol=1e-9
+    )
+    # and the fused kernel of a search says the same
+    fused = fused_metrics(
+        data,
+        SmaCross,
+        [{"fast": 5, "slow": 20, "long_short": True}],
+        0.001,
+        validate_stop_rules(
+            stop_loss=sl,
+            take_profit=tp,
+            trailing_stop=tsl,
+            max_bars=max_bars,
+            stop_reentry="signal_change" if lock else "next_bar",
+        ),
+    ).iloc[0]
+    for name in ("total_return", "sharpe_ratio", "max_drawdown", "n_trades", "win_rate"):
+        np.testing.assert_allclose(fused[name], res.metrics[name], rtol=1e-9, err_msg=name)
+
+
+def test_summary_counts_exit_reasons() -> None:
+    data = ohlc(400, 2, seed=4)
+    res = simulate(
+        _as_bars(data), SmaCross(5, 20, True), stop_loss=0.02, take_profit=0.1, trailing_stop=0.06
+    )
+    counts = _exits.exit_reason_counts(res.trades)
+    assert sum(counts.values()) == len(res.trades)
+    for reason in ("stop_loss", "take_profit", "trailing_stop"):
+        assert counts.get(reason, 0) > 0, reason
+        assert counts[reason] == int((res.trades["exit_reason"] == reason).sum())
+
+
+def test_strategy_stop_attribute_wins_over_engine() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Stopped(SmaCross):
+        stop_loss: float | None = 0.01
+
+    data = ohlc(300, 1, seed=2)
+    tight = simulate(_as_bars(data), Stopped(5, 20), stop_loss=0.2)
+    loose = simulate(_as_bars(data), SmaCross(5, 20), stop_loss=0.2)
+    plain = simulate(_as_bars(data), SmaCross(5, 20), stop_loss=0.01)
+    assert not tight.returns.equals(loose.returns)
+    np.testing.assert_array_equal(tight.returns.to_numpy(), plain.returns.to_numpy())
+
+
+def test_simulate_stops_on_closes_only_is_refused() -> None:
+    with pytest.raises(DataValidationError) as info:
+        simulate(ohlc(100, 1)["close"], SmaCross(5, 20), trailing_stop=0.05)
+    assert info.value.column in ("high", "low", "open")

@@ -276,10 +276,11 @@ def _enum_value(value: object) -> object:
 
 
 def stop_rules(engine: Any = None, strategy: object | None = None, **overrides: Any) -> StopRules:
-    """Validated exits from an engine config (or keywords), overridden by the strategy.
+    """Validated exits from an engine config and/or keywords, overridden by the strategy.
 
-    A strategy overrides a rule with an attribute of the same name (``stop_loss = 0.05``)
-    that is not ``None``; keywords override both.
+    Keywords (``engine.*`` options given to :func:`~backtest.engine.simulate`) override the
+    config object; a strategy overrides both with an attribute of the same name
+    (``stop_loss = 0.05``) that is not ``None``.
 
     Raises:
         ConfigError: a level <= 0 (or >= 1 as a fraction), an ATR lookback < 1, a negative
@@ -288,10 +289,10 @@ def stop_rules(engine: Any = None, strategy: object | None = None, **overrides: 
     values: dict[str, Any] = {}
     for name in STOP_FIELDS:
         value = getattr(engine, name, None) if engine is not None else None
+        if overrides.get(name) is not None:
+            value = overrides[name]
         if strategy is not None and getattr(strategy, name, None) is not None:
             value = getattr(strategy, name)
-        if name in overrides and overrides[name] is not None:
-            value = overrides[name]
         if value is not None:
             values[name] = _enum_value(value)
     return validate_stop_rules(**values)
@@ -394,3 +395,17 @@ def require_high_low(
                 "remove the stop levels",
                 column=column,
             )
+
+
+def exit_reason_counts(trades: Any) -> dict[str, int]:
+    """Trades per exit reason (``signal``, ``stop_loss``, ...), in ``EXIT_REASONS`` order.
+
+    >>> import pandas as pd
+    >>> exit_reason_counts(pd.DataFrame({"exit_reason": ["stop_loss", "signal", "stop_loss"]}))
+    {'signal': 1, 'stop_loss': 2}
+    """
+    if trades is None or "exit_reason" not in getattr(trades, "columns", ()):
+        return {}
+    counts = trades["exit_reason"].value_counts()
+    order = [r for r in EXIT_REASONS if r] + sorted(set(counts.index) - set(EXIT_REASONS))
+    return {str(r): int(counts[r]) for r in order if r in counts.index}

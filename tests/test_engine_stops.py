@@ -562,3 +562,33 @@ def test_simulate_stops_on_closes_only_is_refused() -> None:
     with pytest.raises(DataValidationError) as info:
         simulate(ohlc(100, 1)["close"], SmaCross(5, 20), trailing_stop=0.05)
     assert info.value.column in ("high", "low", "open")
+
+
+# ------------------------------------------------------------------ search, walk-forward, app
+
+
+def test_search_over_stop_levels_scores_real_backtests(compose, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """engine.stop_loss in search.space: trials come from the fused stop kernel, and the
+    best trial's score equals the full single backtest of its parameters (with its stops)."""
+    from omegaconf import open_dict
+
+    from backtest.app import run
+    from backtest.results import load_result
+
+    cfg = compose(
+        "+experiment=sma_stops_wf",
+        f"output_dir={tmp_path}",
+        "tracking.enabled=false",
+    )
+    with open_dict(cfg):
+        cfg.data.n_bars = 800
+        cfg.walkforward = None  # the search alone
+        cfg.montecarlo = None
+    run(cfg)
+    record = load_result(tmp_path).record
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert {"engine.stop_loss", "engine.trailing_stop"} <= set(trials.columns)
+    assert trials["engine.stop_loss"].nunique() == 5
+    assert record["metrics"]["sharpe_ratio"] == pytest.approx(record["objective"], rel=1e-9)
+    assert sum(record["exit_reasons"].values()) == record["metrics"]["n_trades"]
+    assert "exits" in capsys.readouterr().out

@@ -130,9 +130,14 @@ def run_task(ctx: TaskContext) -> TaskOutput:
 
 
 def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, Any]:
+    from backtest.engine._exits import exit_reason_counts
     from backtest.tracking._log import git_commit  # a subprocess call; no MLflow import
 
     bt = output.backtest
+    exits = exit_reason_counts(bt.trades)
+    summary = [*output.summary]
+    if exits:  # how the headline backtest's trades ended (signal, stop_loss, ...)
+        summary.append(("exits", ", ".join(f"{k} {v}" for k, v in exits.items())))
     return {
         "task": ctx.job.task,
         "job_id": ctx.job.job_id,
@@ -152,7 +157,8 @@ def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, 
         "git_commit": git_commit(),
         "started_at": started_at,
         "ended_at": now_iso(),
-        "summary": [list(row) for row in output.summary],
+        "summary": [list(row) for row in summary],
+        "exit_reasons": exits,
         **({"benchmark_metrics": bt.benchmark_metrics} if bt.benchmark_metrics else {}),
         **output.record,
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from backtest.engine import simulate
-from backtest.engine._exits import exit_reason_counts
 from backtest.tasks._context import TaskContext, TaskOutput
 
 
@@ -12,10 +11,4 @@ def run(ctx: TaskContext) -> TaskOutput:
     strategy = ctx.strategy_cls(**ctx.strategy_params)
     result = simulate(ctx.data, strategy, **ctx.engine_kwargs())
     metric = ctx.settings.search.metric
-    exits = exit_reason_counts(result.trades)
-    return TaskOutput(
-        backtest=result,
-        objective=result.metrics.get(metric),
-        record={"exit_reasons": exits},
-        summary=[("exits", ", ".join(f"{k} {v}" for k, v in exits.items()) or "-")],
-    )
+    return TaskOutput(backtest=result, objective=result.metrics.get(metric))

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numba
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -108,21 +109,52 @@ class CrossSectionalMomentum:
         top_n = as_param_array(params, "top_n", k, 2).astype(np.int64)
         long_short = as_param_array(params, "long_short", k, False).astype(bool)
         close = np.asarray(close, dtype=np.float64)
-        out = np.empty((*close.shape, k))
-        scores: dict[tuple[int, int], NDArray[np.float64]] = {}
-        done: dict[tuple[int, int, int, bool], int] = {}
-        for i in range(k):
-            key = (int(lookback[i]), int(skip[i]), int(top_n[i]), bool(long_short[i]))
-            if key in done:
-                out[:, :, i] = out[:, :, done[key]]
-                continue
-            cls(*key)  # the constructor's checks name a bad parameter
-            _check_universe(key[2], key[3], close.shape[1])
-            if key[:2] not in scores:
-                scores[key[:2]] = trailing_returns(close, key[0], key[1])
-            out[:, :, i] = rank_weights(scores[key[:2]], key[2], key[3])
-            done[key] = i
+        n, a = close.shape
+        for i in np.unique(np.column_stack([lookback, skip, top_n, long_short]), axis=0):
+            cls(int(i[0]), int(i[1]), int(i[2]), bool(i[3]))  # the constructor names a bad one
+            _check_universe(int(i[2]), bool(i[3]), a)
+        pairs, inverse = np.unique(np.column_stack([lookback, skip]), axis=0, return_inverse=True)
+        best = np.empty((len(pairs), n, a), dtype=np.int64)
+        worst = np.empty((len(pairs), n, a), dtype=np.int64)
+        n_valid = np.empty((len(pairs), n), dtype=np.int64)
+        for u, (lb, sk) in enumerate(pairs):
+            score = trailing_returns(close, int(lb), int(sk))
+            nan = np.isnan(score)
+            best[u] = np.argsort(np.where(nan, np.inf, -score), axis=1, kind="stable")
+            if long_short.any():
+                worst[u] = np.argsort(np.where(nan, np.inf, score), axis=1, kind="stable")
+            n_valid[u] = (~nan).sum(axis=1)
+        out = np.zeros((n, a, k))
+        _fill(best, worst, n_valid, inverse.ravel().astype(np.int64), top_n, long_short, out)
         return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill(
+    best: NDArray[np.int64],
+    worst: NDArray[np.int64],
+    n_valid: NDArray[np.int64],
+    pair_of: NDArray[np.int64],
+    top_n: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+    out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled; equal to rank_weights in the tests
+    """``out[:, :, i]``: the weights of :func:`rank_weights` from precomputed orders."""
+    n, _, k = out.shape
+    for i in range(k):
+        u = pair_of[i]
+        m = top_n[i]
+        ls = long_short[i]
+        need = 2 * m if ls else m
+        size = 0.5 / m if ls else 1.0 / m
+        for t in range(n):
+            if n_valid[u, t] < need:
+                continue
+            for r in range(m):
+                out[t, best[u, t, r], i] = size
+            if ls:
+                for r in range(m):
+                    out[t, worst[u, t, r], i] = -size
 
 
 def _check_universe(top_n: int, long_short: bool, n_assets: int) -> None:

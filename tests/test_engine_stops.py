@@ -592,3 +592,81 @@ def test_search_over_stop_levels_scores_real_backtests(compose, tmp_path, capsys
     assert record["metrics"]["sharpe_ratio"] == pytest.approx(record["objective"], rel=1e-9)
     assert sum(record["exit_reasons"].values()) == record["metrics"]["n_trades"]
     assert "exits" in capsys.readouterr().out
+
+
+def test_parameter_jitter_draws_stop_levels_and_runs_them() -> None:
+    """Monte Carlo parameter_jitter of engine.stop_loss: each path is a real backtest with
+    its drawn stop level (equal to simulate() with that level)."""
+    from backtest.config import EngineConfig, MonteCarloConfig, MonteCarloMethod
+    from backtest.montecarlo import MonteCarloSimulator
+
+    data = ohlc(400, 2, seed=8)
+    bars = _as_bars(data)
+    engine = EngineConfig(fee_bps=5.0, stop_loss=0.04, trailing_stop=0.08)
+    strategy = SmaCross(5, 30)
+    cfg = MonteCarloConfig(
+        method=MonteCarloMethod.parameter_jitter,
+        n_paths=12,
+        seed=3,
+        jitter={"engine.stop_loss": 0.5, "fast": [5, 10]},
+    )
+    report = MonteCarloSimulator(cfg, progress=False).run(
+        None, prices=bars, strategy=strategy, engine=engine
+    )
+    paths = report.paths
+    levels = paths["engine.stop_loss"].to_numpy()
+    assert ((levels > 0.02 - 1e-12) & (levels < 0.06 + 1e-12)).all() and len(set(levels)) > 5
+    for i in (0, 5):
+        res = simulate(
+            bars,
+            SmaCross(int(paths["fast"].iloc[i]), 30),
+            fee_bps=5.0,
+            stop_loss=float(levels[i]),
+            trailing_stop=0.08,
+        )
+        np.testing.assert_allclose(
+            paths["sharpe_ratio"].iloc[i], res.metrics["sharpe_ratio"], rtol=1e-9
+        )
+
+
+def test_parameter_jitter_of_a_stop_level_needs_it_set() -> None:
+    from backtest.config import EngineConfig, MonteCarloConfig, MonteCarloMethod
+    from backtest.montecarlo import MonteCarloSimulator
+
+    cfg = MonteCarloConfig(
+        method=MonteCarloMethod.parameter_jitter, n_paths=4, jitter={"engine.take_profit": 0.2}
+    )
+    with pytest.raises(ConfigError) as info:
+        MonteCarloSimulator(cfg, progress=False).run(
+            None, prices=_as_bars(ohlc(200, 1)), strategy=SmaCross(5, 30), engine=EngineConfig()
+        )
+    assert info.value.key == "montecarlo.jitter.engine.take_profit"
+
+
+def test_search_then_parameter_jitter_of_its_best_stop(compose, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Monte Carlo attached to a search jitters the BEST trial's stop level."""
+    from omegaconf import open_dict
+
+    from backtest.app import run
+    from backtest.results import load_result
+
+    cfg = compose(
+        "+experiment=sma_stops_wf",
+        "montecarlo=parameter_jitter",
+        f"output_dir={tmp_path}",
+        "tracking.enabled=false",
+        "figures=false",
+    )
+    with open_dict(cfg):
+        cfg.data.n_bars = 800
+        cfg.walkforward = None
+        cfg.montecarlo.n_paths = 40
+        cfg.montecarlo.jitter = {"engine.stop_loss": 0.25}
+    run(cfg)
+    record = load_result(tmp_path).record
+    best = record["search"]["best_params"]["engine.stop_loss"]
+    mc = record["montecarlo"]
+    assert mc["details"]["base_params"]["engine.stop_loss"] == pytest.approx(best)
+    paths = pd.read_parquet(tmp_path / "montecarlo_paths.parquet")
+    drawn = paths["engine.stop_loss"]
+    assert drawn.min() >= best * 0.75 - 1e-12 and drawn.max() <= best * 1.25 + 1e-12

@@ -263,7 +263,7 @@ class MonteCarloSimulator:
         self,
         source: Any = None,
         *,
-        prices: pd.DataFrame | None = None,
+        prices: pd.DataFrame | Any = None,
         strategy: Any = None,
         engine: EngineConfig | None = None,
     ) -> MonteCarloReport:
@@ -274,8 +274,9 @@ class MonteCarloSimulator:
                 (fractional returns per bar) or a trades table (``return`` column).
                 The strategy methods may leave it out: the strategy is then run on
                 ``prices`` to get it.
-            prices: Wide closes; needed by ``synthetic_prices``, ``parameter_jitter``
-                and ``random_entries``.
+            prices: Wide closes (or :class:`~backtest.data.Bars`, whose highs and lows
+                ``parameter_jitter`` needs when the engine has stop levels); needed by
+                ``synthetic_prices``, ``parameter_jitter`` and ``random_entries``.
             strategy: The strategy instance; needed by ``synthetic_prices`` and
                 ``parameter_jitter``.
             engine: Costs, weights and ``periods_per_year`` (252 when omitted).

@@ -204,3 +204,133 @@ def sleeve_with_stops(
         trade.exit_bar, trade.exit_price, trade.reason = n - 1, c[n - 1], "end"
         out.trades.append(trade)
     return out
+
+
+# ---------------------------------------------------------------- cash and units with exits
+
+
+def units_with_stops(
+    o: np.ndarray,
+    h: np.ndarray,
+    low: np.ndarray,
+    c: np.ndarray,
+    weights: np.ndarray,
+    signal: np.ndarray,
+    rebal: list[bool],
+    cost: float,
+    rules: Rules,
+    next_open: bool,
+) -> tuple[list[float], list[dict]]:
+    """Cash/units book (proportional costs, no carry, no band) with exits: returns, trades.
+
+    ``weights``/``signal`` are ``(n, a)``: the target weights and the strategy's own output
+    (the re-entry lock compares signals). Orders decided at the close of t fill at that
+    close, or at the open of t+1 with ``next_open``; a stop fills inside the bar; a time
+    stop trades off schedule. A trade's return is ``side * (x - 1) - cost * (1 + x)`` with
+    ``x = exit / entry``.
+    """
+    n, a = c.shape
+    cash, equity = 1.0, 1.0
+    units = [0.0] * a
+    trade: list[dict | None] = [None] * a
+    locked = [False] * a
+    locked_value = [0.0] * a
+    last_signal = [0.0] * a
+    returns: list[float] = []
+    trades: list[dict] = []
+    pending: dict | None = None
+
+    def execute(t: int, prices: np.ndarray, order: dict) -> None:
+        nonlocal cash
+        value = cash + sum(units[j] * prices[j] for j in range(a))
+        for j in range(a):
+            if not (order["scheduled"] or order["force"][j]):
+                continue
+            u, w = units[j], order["want"][j]
+            new = w * value / prices[j]
+            if new == u:
+                continue
+            cash -= (new - u) * prices[j] + cost * abs(new - u) * prices[j]
+            tr = trade[j]
+            if u != 0 and np.sign(new) != np.sign(u):
+                assert tr is not None
+                x = prices[j] / tr["entry_price"]
+                tr.update(exit_bar=t, exit_price=prices[j], reason=order["why"][j])
+                tr["return"] = tr["direction"] * (x - 1) - cost * (1 + x)
+                trades.append(tr)
+                trade[j] = None
+            if new != 0 and np.sign(new) != np.sign(u):
+                trade[j] = {"asset": j, "direction": int(np.sign(new)), "entry_bar": t,
+                            "entry_price": float(prices[j]), "peak": float(prices[j])}  # fmt: skip
+            units[j] = new
+
+    for t in range(n):
+        if pending is not None:
+            execute(t, o[t], pending)
+            pending = None
+        stopped = [False] * a
+        for j in range(a):
+            tr = trade[j]
+            if tr is None or not (t > tr["entry_bar"] or next_open):
+                continue
+            hit = exit_in_bar(tr["direction"], tr["entry_price"], tr["peak"], math.nan, rules,
+                              o[t, j], h[t, j], low[t, j])  # fmt: skip
+            if hit is None:
+                tr["peak"] = (
+                    max(tr["peak"], h[t, j]) if tr["direction"] > 0 else min(tr["peak"], low[t, j])
+                )
+                continue
+            reason, fill = hit
+            cash += units[j] * fill - cost * abs(units[j]) * fill
+            x = fill / tr["entry_price"]
+            tr.update(exit_bar=t, exit_price=fill, reason=reason)
+            tr["return"] = tr["direction"] * (x - 1) - cost * (1 + x)
+            trades.append(tr)
+            trade[j] = None
+            units[j] = 0.0
+            stopped[j] = True
+            if rules.lock:
+                locked[j], locked_value[j] = True, last_signal[j]
+        want, force, why = [0.0] * a, [False] * a, [""] * a
+        for j in range(a):
+            sig = float(signal[t, j])
+            w = float(weights[t, j])
+            if locked[j]:
+                if sig == locked_value[j]:
+                    w = 0.0
+                else:
+                    locked[j] = False
+            if stopped[j] and not rules.lock:
+                w = 0.0
+            changed = t == 0 or np.sign(sig) != np.sign(signal[t - 1, j])
+            why[j] = "signal" if changed else "rebalance"
+            tr = trade[j]
+            held = t - tr["entry_bar"] + (1 if next_open else 0) if tr is not None else -1
+            if (
+                tr is not None
+                and rules.max_bars > 0
+                and np.sign(w) == tr["direction"]
+                and held >= rules.max_bars
+            ):
+                w, force[j], why[j] = 0.0, True, "max_bars"
+                if rules.lock:
+                    locked[j], locked_value[j] = True, sig
+            last_signal[j] = sig
+            want[j] = w
+        if rebal[t] or any(force):
+            order = {"want": want, "force": force, "why": why, "scheduled": rebal[t]}
+            if next_open:
+                pending = order
+            else:
+                execute(t, c[t], order)
+        value = cash + sum(units[j] * c[t, j] for j in range(a))
+        returns.append(value / equity - 1.0)
+        equity = value
+    for j in range(a):
+        tr = trade[j]
+        if tr is not None:
+            x = c[n - 1, j] / tr["entry_price"]
+            tr.update(exit_bar=n - 1, exit_price=float(c[n - 1, j]), reason="end")
+            tr["return"] = tr["direction"] * (x - 1) - cost * (1 + x)
+            trades.append(tr)
+    return returns, trades

@@ -670,3 +670,69 @@ def test_search_then_parameter_jitter_of_its_best_stop(compose, tmp_path) -> Non
     paths = pd.read_parquet(tmp_path / "montecarlo_paths.parquet")
     drawn = paths["engine.stop_loss"]
     assert drawn.min() >= best * 0.75 - 1e-12 and drawn.max() <= best * 1.25 + 1e-12
+
+
+# ------------------------------------------------------------------ cash/units with exits
+
+UNITS_CASES = [
+    pytest.param("next_open", "bar", id="next_open"),
+    pytest.param("next_open", "W", id="next_open-weekly"),
+    pytest.param("close", "W", id="close-weekly"),
+]
+
+
+@pytest.mark.parametrize(("sl", "tp", "tsl", "max_bars"), STOP_CASES)
+@pytest.mark.parametrize(("execution", "rebalance"), UNITS_CASES)
+@pytest.mark.parametrize("lock", [True, False], ids=["signal_change", "next_bar"])
+def test_units_book_with_stops_equals_reference_loop(
+    sl: float, tp: float, tsl: float, max_bars: int, execution: str, rebalance: str, lock: bool
+) -> None:
+    """Both execution timings in cash/units accounting: returns and trades to 1e-9."""
+    from tests.engine_reference import schedule
+    from tests.reference_exits import units_with_stops
+
+    data = ohlc(400, 2, seed=31)
+    strategy = SmaCross(5, 20, long_short=True)
+    res = simulate(
+        _as_bars(data),
+        strategy,
+        fee_bps=6.0,
+        slippage_bps=4.0,
+        execution=execution,
+        rebalance=rebalance,
+        stop_loss=None if math.isnan(sl) else sl,
+        take_profit=None if math.isnan(tp) else tp,
+        trailing_stop=None if math.isnan(tsl) else tsl,
+        max_bars=max_bars,
+        stop_reentry="signal_change" if lock else "next_bar",
+    )
+    signal = strategy.positions(data["close"]).to_numpy()
+    arrays = [data[k].to_numpy() for k in ("open", "high", "low", "close")]
+    returns, trades = units_with_stops(
+        *arrays,
+        signal * 0.5,
+        signal,
+        schedule(data["close"].index, rebalance),
+        0.001,
+        _ref_rules(sl, tp, tsl, max_bars, lock, False),
+        execution == "next_open",
+    )
+    np.testing.assert_allclose(res.returns.to_numpy(), returns, rtol=0, atol=1e-9)
+    index = data["close"].index
+    want = pd.DataFrame(
+        {
+            "asset": [f"S{tr['asset']}" for tr in trades],
+            "entry_time": index[[tr["entry_bar"] for tr in trades]],
+            "exit_time": index[[tr["exit_bar"] for tr in trades]],
+            "entry_price": [tr["entry_price"] for tr in trades],
+            "exit_price": [tr["exit_price"] for tr in trades],
+            "return": [tr["return"] for tr in trades],
+            "exit_reason": [tr["reason"] for tr in trades],
+        }
+    )
+    want = want.sort_values(["entry_time", "asset"], kind="stable").reset_index(drop=True)
+    got = res.trades.sort_values(["entry_time", "asset"], kind="stable").reset_index(drop=True)
+    assert len(got) == len(want)
+    pd.testing.assert_frame_equal(
+        got[list(want.columns)], want, check_dtype=False, rtol=1e-9, atol=1e-9
+    )

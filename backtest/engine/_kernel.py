@@ -292,7 +292,9 @@ def _units(
             force[j] = False
             why[j] = SIGNAL if (t == 0 or _sign(sig) != _sign(signal[t - 1, j])) else REBALANCE
             held_sign = _sign(units[j])
-            if held_sign != 0.0 and _sign(w) == held_sign and time_exit(t - entry_bar[j], max_bars):
+            # bars held when the exit fills: at this close, or at the next open (t + 1)
+            held = t - entry_bar[j] + (1 if next_open else 0)
+            if held_sign != 0.0 and _sign(w) == held_sign and time_exit(held, max_bars):
                 w = 0.0
                 force[j] = True
                 any_force = True

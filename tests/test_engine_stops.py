@@ -736,3 +736,47 @@ def test_units_book_with_stops_equals_reference_loop(
     pd.testing.assert_frame_equal(
         got[list(want.columns)], want, check_dtype=False, rtol=1e-9, atol=1e-9
     )
+
+
+@pytest.mark.parametrize("lock", [True, False], ids=["signal_change", "next_bar"])
+def test_simulate_atr_stops_equal_reference_loop(lock: bool) -> None:
+    data = ohlc(400, 2, seed=17)
+    strategy = SmaCross(5, 20, long_short=True)
+    res = simulate(
+        _as_bars(data),
+        strategy,
+        fee_bps=10.0,
+        stop_unit="atr",
+        atr_lookback=10,
+        stop_loss=2.0,
+        take_profit=3.0,
+        trailing_stop=1.5,
+        stop_reentry="signal_change" if lock else "next_bar",
+    )
+    want, n_trades, *_ = reference_portfolio(
+        data, strategy.positions(data["close"]), 0.001, Rules(2.0, 3.0, 1.5, True, 0, lock), 10
+    )
+    np.testing.assert_allclose(res.returns.to_numpy(), want, rtol=0, atol=1e-9)
+    assert len(res.trades) == n_trades
+
+
+@pytest.mark.parametrize("execution", ["close", "next_open"])
+def test_simulate_no_look_ahead_with_stops(execution: str) -> None:
+    """Overwrite every bar after t: the engine's returns up to t unchanged."""
+    data = ohlc(300, 2, seed=6)
+    t = 150
+    changed = {k: v.copy() for k, v in data.items()}
+    rng = np.random.default_rng(1)
+    for k in changed:
+        changed[k].iloc[t + 1 :] *= rng.uniform(0.6, 1.4, changed[k].iloc[t + 1 :].shape)
+    changed["high"] = np.maximum(changed["high"], np.maximum(changed["open"], changed["close"]))
+    changed["low"] = np.minimum(changed["low"], np.minimum(changed["open"], changed["close"]))
+    kw = {"stop_loss": 0.03, "take_profit": 0.06, "trailing_stop": 0.04, "max_bars": 8}
+
+    def run(d: dict[str, pd.DataFrame]) -> np.ndarray:
+        res = simulate(_as_bars(d), SmaCross(3, 12, True), execution=execution, **kw)
+        return res.returns.to_numpy()
+
+    a, b = run(data), run(changed)
+    np.testing.assert_array_equal(a[: t + 1], b[: t + 1])
+    assert not np.array_equal(a, b)

@@ -223,19 +223,13 @@ def fused_batch(
     serial = SERIAL or count < MIN_PARALLEL_SETS or numba.get_num_threads() == 1
     if with_stops:
         prices, atr = _stop_prices(close, ohlc, rules, stops)
-        run = ks.fused_backtests_stops_serial if serial else ks.fused_backtests_stops
-        out = run(
-            *args[:3],
-            prices,
-            atr,
-            *args[4:9],
-            float(cost),
-            stops,
-            rules.use_atr,
-            rules.lock,
-            *args[10:],
-            8 * numba.get_num_threads(),
-        )
+        stop_args = (*args[:3], prices, atr, *args[4:9], float(cost), stops, rules.use_atr,
+                     rules.lock, *args[10:])  # fmt: skip
+        if serial:
+            out = np.empty((count, k.N_OUT))
+            ks.run_sets(0, count, *stop_args, out)
+        else:
+            out = ks.fused_backtests_stops(*stop_args, 8 * numba.get_num_threads())
     elif serial:
         out = k.fused_backtests_serial(*args)
     else:

@@ -68,150 +68,13 @@ def _target(
 
 
 @numba.njit(cache=True, nogil=True)
-def _set_with_stops(
+def _asset_stops(
     source: int,
     tab: NDArray[np.float64],
     data: NDArray[np.float64],
     ohlc: NDArray[np.float64],
     atr: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    a: int,
-    b: int,
-    start: int,
-    ls: bool,
-    cost: float,
-    sl: float,
-    tp: float,
-    tsl: float,
-    max_bars: int,
-    use_atr: bool,
-    lock: bool,
-    buf: NDArray[np.float64],
-    state: NDArray[np.float64],
-) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
-    """One parameter set over every asset; ``state`` is scratch ``(8, n_assets)``."""
-    n = buf.shape[0]
-    n_assets = weights.shape[0]
-    prev = state[0]
-    growth = state[1]
-    entry = state[2]
-    peak = state[3]
-    trade_atr = state[4]
-    entry_bar = state[5]
-    locked = state[6]
-    locked_value = state[7]
-    state[:] = 0.0
-    growth[:] = 1.0
-    trades = 0.0
-    wins = 0.0
-    expo = 0.0
-    turn = 0.0
-    wealth = 1.0
-    ruined = False
-    dd_peak = 1.0
-    trough = 1.0
-    min_ratio = 1.0
-    for t in range(n):
-        port = 0.0
-        for j in range(n_assets):
-            p = prev[j]
-            wj = weights[j]
-            close = ohlc[3, t, j]
-            part = 1.0
-            stopped = False
-            if p != 0.0:
-                g = growth[j]
-                reason, fill = intrabar_exit(
-                    p,
-                    entry[j],
-                    peak[j],
-                    trade_atr[j],
-                    use_atr,
-                    sl,
-                    tp,
-                    tsl,
-                    ohlc[0, t, j],
-                    ohlc[1, t, j],
-                    ohlc[2, t, j],
-                )
-                if reason != NO_EXIT:
-                    part = 1.0 + p * (fill / ohlc[3, t - 1, j] - 1.0)
-                    g *= part
-                    g *= 1.0 - cost * abs(p)
-                    part *= 1.0 - cost * abs(p)
-                    turn += wj * abs(p)
-                    trades += 1.0
-                    if g > 1.0:
-                        wins += 1.0
-                    stopped = True
-                    if lock:
-                        locked[j] = 1.0
-                        locked_value[j] = _target(source, tab, data, a, b, start, ls, t - 1, j)
-                    p = 0.0
-                else:
-                    part = 1.0 + p * (close / ohlc[3, t - 1, j] - 1.0)
-                    g *= part
-                    peak[j] = update_peak(p, peak[j], ohlc[1, t, j], ohlc[2, t, j])
-                growth[j] = g
-            raw = _target(source, tab, data, a, b, start, ls, t, j)
-            cur, still = reentry_gate(raw, locked[j] != 0.0, locked_value[j])
-            locked[j] = 1.0 if still else 0.0
-            if stopped and not lock:
-                cur = 0.0  # next_bar: the decision at the stop bar's close is skipped
-            if (
-                p != 0.0
-                and not stopped
-                and np.sign(cur) == np.sign(p)
-                and time_exit(t - int(entry_bar[j]), max_bars)
-            ):
-                cur = 0.0
-                if lock:
-                    locked[j] = 1.0
-                    locked_value[j] = raw
-            d = abs(cur - p)
-            port += wj * (part * (1.0 - cost * d) - 1.0)
-            expo += wj * abs(cur)
-            turn += wj * d
-            if cur != p:
-                g = growth[j]
-                if p != 0.0 and np.sign(cur) != np.sign(p):
-                    g *= 1.0 - cost * abs(p)
-                    trades += 1.0
-                    if g > 1.0:
-                        wins += 1.0
-                    p = 0.0
-                if p == 0.0:
-                    g = 1.0 - cost * abs(cur)
-                    entry[j] = close
-                    peak[j] = close
-                    trade_atr[j] = atr[t, j]
-                    entry_bar[j] = t
-                else:
-                    g *= 1.0 - cost * d
-                growth[j] = g
-            prev[j] = cur
-        buf[t] = port
-        gp = 1.0 + port
-        if gp <= 0.0:
-            ruined = True
-        wealth *= gp
-        dd_peak, trough, min_ratio = _drawdown_step(wealth, dd_peak, trough, min_ratio)
-    for j in range(n_assets):
-        if prev[j] != 0.0:
-            trades += 1.0
-            if growth[j] > 1.0:
-                wins += 1.0
-    min_ratio = _close_drawdown(dd_peak, trough, min_ratio)
-    return trades, wins, expo, turn, wealth, ruined, min_ratio
-
-
-@numba.njit(cache=True, nogil=True)
-def _one_asset_stops(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    ohlc: NDArray[np.float64],
-    atr: NDArray[np.float64],
+    j: int,
     w: float,
     a: int,
     b: int,
@@ -225,8 +88,11 @@ def _one_asset_stops(
     use_atr: bool,
     lock: bool,
     buf: NDArray[np.float64],
-) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
-    """:func:`_set_with_stops` for one asset, its state in scalars (the search's hot loop)."""
+) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+    """One asset's sleeve of one set, added into ``buf`` (weighted); its state in scalars.
+
+    Returns the asset's trades, winning trades, exposure and turnover (weighted).
+    """
     n = buf.shape[0]
     p = 0.0
     g = 1.0
@@ -241,20 +107,15 @@ def _one_asset_stops(
     wins = 0.0
     expo = 0.0
     turn = 0.0
-    wealth = 1.0
-    ruined = False
-    dd_peak = 1.0
-    trough = 1.0
-    min_ratio = 1.0
-    prev_close = ohlc[3, 0, 0]
+    prev_close = ohlc[3, 0, j]
     for t in range(n):
-        close = ohlc[3, t, 0]
+        close = ohlc[3, t, j]
         part = 1.0
         stopped = False
         if p != 0.0:
             reason, fill = intrabar_exit(
                 p, entry, peak, trade_atr, use_atr, sl, tp, tsl,
-                ohlc[0, t, 0], ohlc[1, t, 0], ohlc[2, t, 0],
+                ohlc[0, t, j], ohlc[1, t, j], ohlc[2, t, j],
             )  # fmt: skip
             if reason != NO_EXIT:
                 part = 1.0 + p * (fill / prev_close - 1.0)
@@ -273,8 +134,8 @@ def _one_asset_stops(
             else:
                 part = 1.0 + p * (close / prev_close - 1.0)
                 g *= part
-                peak = update_peak(p, peak, ohlc[1, t, 0], ohlc[2, t, 0])
-        raw = _target(source, tab, data, a, b, start, ls, t, 0)
+                peak = update_peak(p, peak, ohlc[1, t, j], ohlc[2, t, j])
+        raw = _target(source, tab, data, a, b, start, ls, t, j)
         cur, locked = reentry_gate(raw, locked, locked_value)
         if stopped and not lock:
             cur = 0.0
@@ -303,29 +164,23 @@ def _one_asset_stops(
                 g = 1.0 - cost * abs(cur)
                 entry = close
                 peak = close
-                trade_atr = atr[t, 0]
+                trade_atr = atr[t, j]
                 entry_bar = t
             else:
                 g *= 1.0 - cost * d
         p = cur
         raw_prev = raw
         prev_close = close
-        buf[t] = ret
-        gp = 1.0 + ret
-        if gp <= 0.0:
-            ruined = True
-        wealth *= gp
-        dd_peak, trough, min_ratio = _drawdown_step(wealth, dd_peak, trough, min_ratio)
+        buf[t] += ret
     if p != 0.0:
         trades += 1.0
         if g > 1.0:
             wins += 1.0
-    min_ratio = _close_drawdown(dd_peak, trough, min_ratio)
-    return trades, wins, expo, turn, wealth, ruined, min_ratio
+    return trades, wins, expo, turn
 
 
 @numba.njit(cache=True, nogil=True)
-def _run_sets(
+def run_sets(
     lo: int,
     hi: int,
     source: int,
@@ -347,49 +202,40 @@ def _run_sets(
     kept: NDArray[np.float64],
     out: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
-    """Sets ``lo`` to ``hi``, with their own scratch buffers."""
+    """Sets ``lo`` to ``hi`` into ``out``, with their own scratch buffers.
+
+    Called over all sets on the calling thread for few sets and in worker processes
+    forked after OpenMP started; :func:`fused_backtests_stops` runs groups in parallel.
+    """
     n = ohlc.shape[1]
     buf = np.empty(n)
-    state = np.empty((8, weights.shape[0]))
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))
     for i in range(lo, hi):
-        if weights.shape[0] == 1:
-            trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset_stops(
-                source, tab, data, ohlc, atr, weights[0], a[i], b[i], start[i], long_short[i],
-                cost, stops[i, 0], stops[i, 1], stops[i, 2], int(stops[i, 3]), use_atr, lock, buf,
+        buf[:] = 0.0
+        trades = wins = expo = turn = 0.0
+        for j in range(weights.shape[0]):  # sleeves are independent: one asset at a time
+            tr, wi, ex, tu = _asset_stops(
+                source, tab, data, ohlc, atr, j, weights[j], a[i], b[i], start[i],
+                long_short[i], cost, stops[i, 0], stops[i, 1], stops[i, 2], int(stops[i, 3]),
+                use_atr, lock, buf,
             )  # fmt: skip
-            row = out[i]
-            _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
-            row[N_TRADES] = trades
-            row[WIN_RATE] = wins / trades if trades > 0 else np.nan
-            row[EXPOSURE] = expo / n
-            row[TURNOVER] = turn / n * ppy
-            slot = keep_slot[i]
-            if slot >= 0:
-                kept[slot, :] = buf
-            continue
-        trades, wins, expo, turn, wealth, ruined, min_ratio = _set_with_stops(
-            source,
-            tab,
-            data,
-            ohlc,
-            atr,
-            weights,
-            a[i],
-            b[i],
-            start[i],
-            long_short[i],
-            cost,
-            stops[i, 0],
-            stops[i, 1],
-            stops[i, 2],
-            int(stops[i, 3]),
-            use_atr,
-            lock,
-            buf,
-            state,
-        )
+            trades += tr
+            wins += wi
+            expo += ex
+            turn += tu
+        wealth = 1.0
+        ruined = False
+        peak = 1.0
+        trough = 1.0
+        min_ratio = 1.0
+        for t in range(n):
+            g = 1.0 + buf[t]
+            if g <= 0.0:
+                ruined = True
+            wealth *= g
+            peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
+        min_ratio = _close_drawdown(peak, trough, min_ratio)
         row = out[i]
         _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
         row[N_TRADES] = trades
@@ -451,7 +297,7 @@ def fused_backtests_stops(
     out = np.empty((k, N_OUT))
     chunks = max(1, min(k, n_chunks))
     for c in numba.prange(chunks):
-        _run_sets(
+        run_sets(
             c * k // chunks,
             (c + 1) * k // chunks,
             source,
@@ -473,53 +319,4 @@ def fused_backtests_stops(
             kept,
             out,
         )
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def fused_backtests_stops_serial(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    ohlc: NDArray[np.float64],
-    atr: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    a: NDArray[np.int64],
-    b: NDArray[np.int64],
-    start: NDArray[np.int64],
-    long_short: NDArray[np.bool_],
-    cost: float,
-    stops: NDArray[np.float64],
-    use_atr: bool,
-    lock: bool,
-    ppy: int,
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-    n_chunks: int,
-) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the reference loop in the tests
-    """:func:`fused_backtests_stops` on the calling thread only (``n_chunks`` ignored)."""
-    k = a.shape[0]
-    out = np.empty((k, N_OUT))
-    _run_sets(
-        0,
-        k,
-        source,
-        tab,
-        data,
-        ohlc,
-        atr,
-        weights,
-        a,
-        b,
-        start,
-        long_short,
-        cost,
-        stops,
-        use_atr,
-        lock,
-        ppy,
-        keep_slot,
-        kept,
-        out,
-    )
     return out

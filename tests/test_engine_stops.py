@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from backtest import metrics
 from backtest.data import Bars
-from backtest.engine import _exits, _fused, simulate
+from backtest.engine import _exits, _fused, simulate, simulate_batch
 from backtest.engine._exits import StopRules, stop_rules, validate_stop_rules
 from backtest.errors import ConfigError, DataValidationError
 from backtest.metrics import METRIC_NAMES
-from backtest.strategies import Momentum, SmaCross
+from backtest.strategies import MeanReversion, Momentum, SmaCross
 from tests.reference_exits import Rules, atr_reference, exit_in_bar, sleeve_with_stops
 
 
@@ -780,3 +780,67 @@ def test_simulate_no_look_ahead_with_stops(execution: str) -> None:
     a, b = run(data), run(changed)
     np.testing.assert_array_equal(a[: t + 1], b[: t + 1])
     assert not np.array_equal(a, b)
+
+
+# ------------------------------------------------------------------ batched paths, bad config
+
+
+@pytest.mark.parametrize(
+    ("cls", "params"),
+    [
+        pytest.param(SmaCross, {"fast": 5, "slow": 20, "long_short": True}, id="fused"),
+        pytest.param(MeanReversion, {"lookback": 10, "entry_z": 1.0}, id="generic"),
+    ],
+)
+def test_simulate_batch_stop_columns_equal_simulate(cls: type, params: dict) -> None:
+    """engine.* stop columns per set: the batched path (fused or the engine's kernel loop)
+    equals one simulate() per set."""
+    data = ohlc(300, 2, seed=12)
+    bars = _as_bars(data)
+    frame = pd.DataFrame(
+        [
+            {**params, "engine.stop_loss": sl, "engine.trailing_stop": tsl}
+            for sl in (0.02, 0.05)
+            for tsl in (0.03, None)
+        ]
+    )
+    batch = simulate_batch(bars, cls, frame, fee_bps=5.0, take_profit=0.08).metrics
+    for i, row in frame.iterrows():
+        tsl = row["engine.trailing_stop"]
+        res = simulate(
+            bars,
+            cls(**params),
+            fee_bps=5.0,
+            take_profit=0.08,
+            stop_loss=row["engine.stop_loss"],
+            trailing_stop=None if pd.isna(tsl) else tsl,
+        )
+        for name in ("total_return", "sharpe_ratio", "max_drawdown", "n_trades"):
+            np.testing.assert_allclose(batch.loc[i, name], res.metrics[name], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["engine.stop_loss=1.5"], "engine.stop_loss"),
+        (["engine.trailing_stop=0"], "engine.trailing_stop"),
+        (
+            ["engine.stop_unit=atr", "engine.stop_loss=2", "engine.atr_lookback=0"],
+            "engine.atr_lookback",
+        ),
+    ],
+    ids=["stop_loss", "trailing_stop", "atr_lookback"],
+)
+def test_bad_stop_config_fails_before_anything_runs(compose, tmp_path, overrides, key) -> None:  # type: ignore[no-untyped-def]
+    from backtest.app import run
+
+    cfg = compose(
+        "+experiment=sma_cross",
+        *overrides,
+        f"output_dir={tmp_path / 'run'}",
+        "tracking.enabled=false",
+    )
+    with pytest.raises(ConfigError) as info:
+        run(cfg)
+    assert info.value.key == key
+    assert not (tmp_path / "run" / "result.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -844,3 +845,16 @@ def test_bad_stop_config_fails_before_anything_runs(compose, tmp_path, overrides
         run(cfg)
     assert info.value.key == key
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_strategy_class_stop_attribute_applies_in_the_batched_path() -> None:
+    class TightSma(SmaCross):
+        stop_loss: ClassVar[float] = 0.01
+
+    data = ohlc(300, 1, seed=2)
+    bars = _as_bars(data)
+    frame = pd.DataFrame([{"fast": 5, "slow": 20}])
+    got = simulate_batch(bars, TightSma, frame, stop_loss=0.2).metrics.iloc[0]
+    want = simulate(bars, SmaCross(5, 20), stop_loss=0.01).metrics
+    np.testing.assert_allclose(got["sharpe_ratio"], want["sharpe_ratio"], rtol=1e-9)
+    assert got["n_trades"] == want["n_trades"]

@@ -143,7 +143,7 @@ def simulate_batch(
         A :class:`BatchResult` whose metrics equal :func:`simulate`'s for each set.
     """
     from backtest.engine import _exits
-    from backtest.engine._batch_kernel import kernel_batch, split_columns
+    from backtest.engine._batch_kernel import kernel_batch
 
     bars = as_bars(prices)
     prices = bars.close
@@ -155,9 +155,13 @@ def simulate_batch(
     stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
     base = engine_params(fee_bps=fee_bps, slippage_bps=slippage_bps, weights=weights,
                          periods_per_year=ppy_f, **options)  # fmt: skip
-    rules = _exits.stop_rules(None, None, **stops)
-    _, engine_cols = split_columns(frame)
-    only_stop_columns = set(engine_cols.columns) <= set(_exits.STOP_FIELDS)
+    rules = _exits.stop_rules(None, strategy_cls, **stops)  # class-level stop attributes win
+    engine_names = [
+        str(c).removeprefix("engine.")
+        for c in frame.columns
+        if str(c).startswith("engine.") or str(c) in _exits.STOP_FIELDS
+    ]
+    only_stop_columns = set(engine_names) <= set(_exits.STOP_FIELDS)
     v1 = (
         _is_v1(base)
         and only_stop_columns
@@ -165,7 +169,7 @@ def simulate_batch(
         and not hasattr(strategy_cls, "batch_weights")
         and getattr(strategy_cls, "output", "positions") != "weights"
     )
-    if not v1 or rules.active or len(engine_cols.columns):
+    if not v1 or rules.active or engine_names:
         fused = None
         if v1:
             from backtest.engine import _fused

@@ -96,7 +96,11 @@ def run_books(
 
 
 def _set_options(
-    engine_frame: pd.DataFrame, base: Mapping[str, Any], base_stops: Mapping[str, Any], k: int
+    engine_frame: pd.DataFrame,
+    base: Mapping[str, Any],
+    base_stops: Mapping[str, Any],
+    k: int,
+    strategy: object = None,
 ) -> tuple[list[EngineParams], list[Any]]:
     """Validated engine options and stop rules of each set (validated once per distinct combo)."""
     rows = engine_frame.to_dict("records") if engine_frame.shape[1] else [{}] * k
@@ -110,7 +114,7 @@ def _set_options(
             stop = {c: v for c, v in clean.items() if c in _exits.STOP_FIELDS}
             cache[key] = (
                 engine_params(**{**base, **eng}),
-                _exits.stop_rules(None, None, **{**base_stops, **stop}),
+                _exits.stop_rules(None, strategy, **{**base_stops, **stop}),
             )
         p, r = cache[key]
         params.append(p)
@@ -135,7 +139,8 @@ def kernel_batch(
     base = {k: v for k, v in options.items() if k in ENGINE_KEYS}
     base_stops = {k: v for k, v in options.items() if k in _exits.STOP_FIELDS}
     k = len(frame)
-    set_params, set_rules = _set_options(engine_frame, base, base_stops, k)
+    # a strategy class's own stop attributes win, as in simulate()
+    set_params, set_rules = _set_options(engine_frame, base, base_stops, k, strategy_cls)
     for p, r in {id(p): (p, r) for p, r in zip(set_params, set_rules, strict=True)}.values():
         check_inputs(bars, p, r)
     close = np.ascontiguousarray(bars.close.to_numpy(dtype=np.float64))

@@ -33,6 +33,7 @@ __all__ = [
     "BacktestJobQueue",
     "BacktestResult",
     "BacktestWorker",
+    "Bars",
     "ConfigError",
     "DataValidationError",
     "JobNotFound",
@@ -62,6 +63,7 @@ __all__ = [
     "run_search",
     "simulate",
     "simulate_batch",
+    "target_weights",
 ]
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
@@ -71,6 +73,8 @@ _LAZY = {
     "BacktestResult": "backtest.engine",
     "simulate": "backtest.engine",
     "simulate_batch": "backtest.engine",
+    "target_weights": "backtest.engine",
+    "Bars": "backtest.data",
     "load_result": "backtest.results",
     "QueueConfig": "backtest.config",
     "WalkForwardConfig": "backtest.config",

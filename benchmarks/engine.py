@@ -18,7 +18,7 @@
 Times: each side warmed up once (compilation excluded), then the best of ``--repeats``
 calls; both run in this process, alternately, so a load spike on a shared machine hits both.
 
-Run: python benchmarks/engine.py [--quick] [--repeats N]
+Run: python benchmarks/engine.py [--quick] [--repeats N] [--only sma|xs]
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ def main() -> None:
     """Run both parts and print one table with the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer bars and sets (smoke test)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=("sma", "xs"), help="run one part only")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     try:
@@ -168,11 +169,11 @@ def main() -> None:
     lengths = (504,) if args.quick else (2_520, 25_200)
     print(f"vectorbt {vbt.__version__}; best of {args.repeats}, compilation excluded\n")
     print(f"{'case':<52} {'ours s':>9} {'vbt s':>9} {'ratio':>8}  check")
-    for n in lengths:
+    for n in lengths if args.only != "xs" else ():
         r = sma_case(n, args.repeats)
-        print(f"{'SMA grid 500 sets x ' + format(n, ',') + ' bars (defaults)':<52} {r['ours']:9.4f} "
-              f"{r['vbt']:9.4f} {r['vbt'] / r['ours']:7.1f}x  max |Sharpe diff| "
-              f"{r['sharpe_diff']:.2e}")  # fmt: skip
+        label = f"SMA grid 500 sets x {n:,} bars (defaults)"
+        print(f"{label:<52} {r['ours']:9.4f} {r['vbt']:9.4f} {r['vbt'] / r['ours']:7.1f}x  "
+              f"max |Sharpe diff| {r['sharpe_diff']:.2e}")  # fmt: skip
     grid = XS_GRID[::10] if args.quick else XS_GRID
     n_bars = 504 if args.quick else 2_520
     r = xs_case(n_bars, 20, grid, args.repeats)

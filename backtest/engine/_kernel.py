@@ -236,9 +236,12 @@ def _units(
     pending = False
     dec_bar = 0
     stopped = np.zeros(a, np.bool_)
+    carry = borrow_bar != 0.0 or fin_bar != 0.0 or cash_bar != 0.0
+    exits = has_stops or max_bars > 0
     for t in range(n):
-        stopped[:] = False
-        if t > 0:  # carry over bar t, on what the previous close left
+        if exits:
+            stopped[:] = False
+        if t > 0 and carry:  # carry over bar t, on what the previous close left
             short = 0.0
             gross = 0.0
             for j in range(a):
@@ -282,9 +285,11 @@ def _units(
                 if lock:
                     locked[j] = True
                     locked_value[j] = last_signal[j]
-        # ---- the close of bar t: decide
+        # ---- the close of bar t: decide (off-schedule decisions matter only with exits)
         any_force = False
         for j in range(a):
+            if not (rebal[t] or exits):
+                break
             sig = signal[t, j]
             w = _gate(sig, target[t, j], locked, locked_value, j)
             if stopped[j] and not lock:  # stop_reentry=next_bar: this decision is skipped

@@ -59,7 +59,7 @@ def apply_limits(
                 hit = True
             base[t, j] = w
             out[t, j] = w
-        if t > 0:
+        if t > 0 and target_vol == target_vol:  # the book's returns feed the overlay only
             s = 0.0
             for j in range(a):
                 s += base[t - 1, j] * (close[t, j] / close[t - 1, j] - 1.0)

@@ -314,11 +314,12 @@ class MonteCarloSimulator:
     ) -> MonteCarloReport:
         method = cfg.method
         sample: Sample
+        ppy = _periods_per_year(engine, source)
         if method in _TRADE_METHODS:
             weights = engine.weights or None
-            sample = trade_sample(source, method.value, engine.periods_per_year, weights)
+            sample = trade_sample(source, method.value, ppy, weights)
         else:
-            sample = bar_sample(source, method.value, engine.periods_per_year)
+            sample = bar_sample(source, method.value, ppy)
         n = sample.returns.size
         if n >= 2**32:  # the kernels draw indices from 32 random bits
             raise ConfigError(
@@ -405,3 +406,17 @@ def finish(
         observed_equity=observed_equity,
         details=details,
     )
+
+
+def _periods_per_year(engine: EngineConfig, source: Any) -> float:
+    """Bars per year: the engine's; else the source's (inferred from its index); else 252."""
+    if engine.periods_per_year is not None:
+        return float(engine.periods_per_year)
+    if getattr(source, "periods_per_year", None) is not None:
+        return float(source.periods_per_year)
+    index = getattr(getattr(source, "returns", source), "index", None)
+    if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
+        from backtest.engine import infer_periods_per_year
+
+        return infer_periods_per_year(index)[0]
+    return 252.0

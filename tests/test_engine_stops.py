@@ -858,3 +858,23 @@ def test_strategy_class_stop_attribute_applies_in_the_batched_path() -> None:
     want = simulate(bars, SmaCross(5, 20), stop_loss=0.01).metrics
     np.testing.assert_allclose(got["sharpe_ratio"], want["sharpe_ratio"], rtol=1e-9)
     assert got["n_trades"] == want["n_trades"]
+
+
+def test_stops_on_a_closes_only_file_name_the_column(compose, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A wide CSV has closes only: a stop level is refused before the run, naming 'high'."""
+    from backtest.app import run
+
+    path = tmp_path / "wide.csv"
+    ohlc(300, 2)["close"].rename_axis("date").to_csv(path)
+    cfg = compose(
+        "+experiment=sma_cross",
+        "data=csv",
+        f"data.path={path}",
+        "engine.trailing_stop=0.05",
+        f"output_dir={tmp_path / 'run'}",
+        "tracking.enabled=false",
+    )
+    with pytest.raises(DataValidationError, match="high and low") as info:
+        run(cfg)
+    assert info.value.column in ("high", "low", "open")
+    assert not (tmp_path / "run" / "result.json").exists()

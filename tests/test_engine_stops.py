@@ -312,6 +312,15 @@ def test_property_fills_within_bar_unless_gapped_and_never_before_entry(
             # a fill away from the level happens only at the open (a gap), on the worse side
             if not math.isclose(tr.exit_price, o[t]):
                 assert (tr.exit_price < o[t]) == stop_side
+    # next_open: entries fill at the open and are protected from that bar's low/high on
+    nxt = simulate(
+        bars, Fixed(target), execution="next_open", stop_loss=sl, trailing_stop=tsl, take_profit=tp
+    ).trades
+    for _, row in nxt.iterrows():
+        t0, t = index.get_loc(row["entry_time"]), index.get_loc(row["exit_time"])
+        assert t >= t0 and row["entry_price"] == o[t0]
+        if row["exit_reason"] in ("stop_loss", "take_profit", "trailing_stop"):
+            assert lo[t] - 1e-9 <= row["exit_price"] <= h[t] + 1e-9
 
 
 @settings(max_examples=80, deadline=None)

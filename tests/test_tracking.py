@@ -152,6 +152,7 @@ def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
         "result.json",
         "config.yaml",
         "figures/equity.png",
+        "tables/costs.parquet",
         "tables/equity.parquet",
         "tables/positions.parquet",
         "tables/trades.parquet",

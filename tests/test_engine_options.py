@@ -170,3 +170,23 @@ def test_data_errors_name_the_column_or_symbol() -> None:
     with pytest.raises(DataValidationError, match="'SPY'") as info:
         simulate(close, BuyAndHold(), benchmark="SPY")
     assert info.value.column == "SPY"
+
+
+class UpDay:
+    """Long an asset after a bar that closed above its open (reads bars, not closes)."""
+
+    inputs = "bars"
+
+    def positions(self, bars: Bars) -> pd.DataFrame:
+        assert isinstance(bars, Bars) and bars.open is not None
+        return (bars.close > bars.open).astype(float)
+
+
+def test_a_bars_strategy_receives_bars() -> None:
+    from backtest.engine import target_weights
+
+    bars = load_bars(DataConfig(n_bars=120, n_assets=3, seed=6))
+    expected = (bars.close > bars.open).astype(float) / 3
+    pd.testing.assert_frame_equal(target_weights(UpDay(), bars), expected, check_names=False)
+    result = simulate(bars, UpDay(), fee_bps=1.0)
+    np.testing.assert_array_equal(result.positions.to_numpy(), (bars.close > bars.open).to_numpy())

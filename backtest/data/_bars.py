@@ -67,7 +67,7 @@ class Bars:
     @property
     def index(self) -> pd.DatetimeIndex:
         """The bars' timestamps."""
-        return self.close.index  # type: ignore[return-value]
+        return pd.DatetimeIndex(self.close.index)
 
     @property
     def symbols(self) -> list[str]:
@@ -177,8 +177,9 @@ def bars_from_long_file(
         fill = (
             close if f != "volume" else pd.DataFrame(0.0, index=close.index, columns=close.columns)
         )
-        out[f] = wide.fillna(fill)
-        out[f].columns.name = None
+        filled = wide.fillna(fill)
+        filled.columns.name = None
+        out[f] = filled
     return Bars(close, out["open"], out["high"], out["low"], out["volume"])
 
 

@@ -78,9 +78,10 @@ def _accumulate_asset(
                 n_wins[i] += 1.0
 
 
-def _return_metrics(port: NDArray[np.float64], ppy: int) -> dict[str, NDArray[np.float64]]:
+def _return_metrics(port: NDArray[np.float64], ppy: float) -> dict[str, NDArray[np.float64]]:
     """The return-based metrics of every column of ``port``, in report order (one pass)."""
-    return {k: np.atleast_1d(v) for k, v in m.return_metrics(port, periods_per_year=ppy).items()}
+    out = m.return_metrics(port, periods_per_year=ppy)  # type: ignore[arg-type]
+    return {k: np.atleast_1d(v) for k, v in out.items()}
 
 
 def _param_frame(param_sets: object) -> pd.DataFrame:
@@ -151,7 +152,7 @@ def simulate_batch(
     k = len(frame)
     keep = _keep_mask(keep_returns, k)
     ppy_f = resolve_periods_per_year(bars.index, periods_per_year)
-    periods_per_year = int(ppy_f) if float(ppy_f).is_integer() else ppy_f  # type: ignore[assignment]
+    periods_per_year = int(ppy_f) if float(ppy_f).is_integer() else ppy_f
     stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
     base = engine_params(fee_bps=fee_bps, slippage_bps=slippage_bps, weights=weights,
                          periods_per_year=ppy_f, **options)  # fmt: skip
@@ -193,11 +194,11 @@ def simulate_batch(
             return BatchResult(table, None if kept_rows is None else kept_rows.T)
         options = {**options, "fee_bps": fee_bps, "slippage_bps": slippage_bps,
                    "weights": weights, **stops}  # fmt: skip
-        table, kept = kernel_batch(
+        table, kept_k = kernel_batch(
             bars, strategy_cls, frame, options, periods_per_year=ppy_f, keep=keep,
             chunk_size=chunk_size,
         )  # fmt: skip
-        return BatchResult(table, kept)
+        return BatchResult(table, kept_k)
     if not hasattr(strategy_cls, "batch_positions"):
         raise ConfigError(
             f"{strategy_cls!r} has no batch_positions; use simulate() per set", key="strategy"

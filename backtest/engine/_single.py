@@ -133,7 +133,7 @@ def run_simulation(
     returns = pd.Series(ret, index=index, name="returns")
     equity = (1.0 + returns).cumprod().rename("equity")
     table = trades_frame(trades[: int(stats[0])], bars)
-    metrics = m.compute_metrics(returns, np.zeros((n, 0)), table, periods_per_year=ppy)
+    metrics = m.compute_metrics(returns, np.zeros((n, 0)), table, periods_per_year=ppy)  # type: ignore[arg-type]
     metrics["exposure"] = float(stats[2] / n) if n else float("nan")
     metrics["turnover"] = float(stats[3] / n * ppy) if n else float("nan")
     cost_table = pd.DataFrame(costs, index=index, columns=list(COST_COLUMNS))
@@ -146,7 +146,8 @@ def run_simulation(
         b = benchmark_returns(bars.close, params.benchmark)
         bench = (1.0 + b).cumprod().rename("benchmark")
         metrics.update(m.relative_metrics(ret, b.to_numpy(), periods_per_year=ppy))
-        bench_metrics = {k: float(v) for k, v in m.return_metrics(b, periods_per_year=ppy).items()}
+        own = m.return_metrics(b, periods_per_year=ppy)  # type: ignore[arg-type]
+        bench_metrics = {k: float(v) for k, v in own.items()}
     return BacktestResult(
         returns,
         equity,

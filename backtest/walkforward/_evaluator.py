@@ -186,7 +186,9 @@ class StrategyReturnsEvaluator:
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """:meth:`trade` through :func:`~backtest.engine.simulate` (engine v2 options).
 
-        The positions returned are the weights held after each close.
+        The positions returned are the weights held after each close divided by the
+        evaluator's asset weights, so that stitched exposure, turnover and fold-switch
+        costs (which multiply positions by those weights) see the held weights.
         """
         from backtest.engine import simulate
 
@@ -202,4 +204,7 @@ class StrategyReturnsEvaluator:
         bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
         result = simulate(bars, self.strategy_cls(**own), **options)
         assert result.weights is not None
-        return result.returns.to_numpy(), result.weights.to_numpy()
+        w = np.asarray(self.weights, dtype=np.float64)
+        held = result.weights.to_numpy()
+        positions = np.divide(held, w, out=np.zeros_like(held), where=w != 0.0)
+        return result.returns.to_numpy(), positions

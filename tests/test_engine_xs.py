@@ -180,3 +180,29 @@ def test_xs_momentum_experiment_runs_search_walkforward_and_monte_carlo(
     )
     best = trials.sort_values("sharpe_ratio", ascending=False).iloc[0]
     assert stored.record["metrics"]["sharpe_ratio"] == pytest.approx(best["sharpe_ratio"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_monthly_xs_book_equals_vectorbt_from_orders() -> None:
+    """The cash/units book equals vectorbt's targetpercent orders with cash sharing.
+
+    To 1e-6 relative over 11 years of the sample (the issue's bar); the residual (8e-7
+    observed) has not been traced to a convention yet.
+    """
+    vbt = pytest.importorskip("vectorbt")
+    from backtest.engine._schedule import rebalance_flags
+
+    bars = load_bars(DataConfig(source="sample"))
+    close = bars.close
+    strategy = CrossSectionalMomentum(lookback=63, skip=0, top_n=1)
+    options = {"fee_bps": 10.0, "rebalance": "M", "max_gross_leverage": 0.98}
+    ours = simulate(close, strategy, **options)
+    size = strategy.positions(close).to_numpy() * 0.98
+    size[~rebalance_flags(close.index, "M")] = np.nan
+    pf = vbt.Portfolio.from_orders(
+        close, pd.DataFrame(size, index=close.index, columns=close.columns),
+        size_type="targetpercent", fees=0.001, group_by=True, cash_sharing=True,
+        call_seq="auto", init_cash=1.0, freq="1D",
+    )  # fmt: skip
+    np.testing.assert_allclose(ours.equity.to_numpy(), pf.value().to_numpy(), rtol=1e-6)
+    assert len(pf.orders.records) > 20

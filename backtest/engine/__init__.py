@@ -16,7 +16,8 @@ of the same rules is kept in ``tests/engine_reference.py``.
   :mod:`._exits`; ``periods_per_year`` is inferred from the index (:mod:`._periods`);
   a benchmark adds relative metrics (:mod:`._benchmark`).
 
-Modules: ``_params`` (options), ``_targets`` (strategy -> target weights), ``_kernel``,
+Modules: ``_params`` (options), ``_targets`` (strategy -> target weights), ``_kernel``
+(with ``_sleeves``),
 ``_limits``, ``_schedule``, ``_periods``, ``_benchmark``, ``_exits``, ``_single``,
 ``_batch`` / ``_batch_kernel``, ``_costs``, ``_trades``, ``_fused*``. Nothing here knows
 about Hydra, MLflow or Redis.

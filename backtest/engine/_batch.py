@@ -14,8 +14,7 @@ from numpy.typing import NDArray
 from backtest import metrics as m
 from backtest.engine._costs import bar_returns, cost_rate
 from backtest.engine._single import resolve_weights
-from backtest.engine._trades import _trade_step
-from backtest.errors import ConfigError
+from backtest.errors import BacktestError, ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,55 +28,6 @@ class BatchResult:
 
     metrics: pd.DataFrame
     returns: NDArray[np.float64] | None = None
-
-
-@numba.njit(cache=True, nogil=True)
-def _accumulate_asset(
-    pos: NDArray[np.float64],
-    r: NDArray[np.float64],
-    cost: float,
-    weight: float,
-    port: NDArray[np.float64],
-    n_trades: NDArray[np.float64],
-    n_wins: NDArray[np.float64],
-    exposure: NDArray[np.float64],
-    turnover: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
-    """Add one asset's weighted returns of ``k`` parameter sets to ``port`` in place.
-
-    Counts trades and winning trades with :func:`_trade_step`, as :func:`_trades_kernel`
-    does, and sums gross exposure and turnover, so batched metrics equal :func:`simulate`'s.
-    """
-    n, k = pos.shape
-    growth = np.ones(k)
-    prev = np.zeros(k)
-    for t in range(n):
-        rt = r[t]
-        for i in range(k):
-            cur = pos[t, i]
-            if cur != cur:  # NaN while warming up means flat
-                cur = 0.0
-            p = prev[i]
-            d = abs(cur - p)
-            port[t, i] += weight * ((1.0 + p * rt) * (1.0 - cost * d) - 1.0)
-            exposure[i] += weight * abs(cur)
-            turnover[i] += weight * d
-            growth[i], ended, ended_growth = _trade_step(growth[i], p, cur, rt, cost)
-            if ended:
-                n_trades[i] += 1.0
-                if ended_growth > 1.0:
-                    n_wins[i] += 1.0
-            prev[i] = cur
-    for i in range(k):
-        if prev[i] != 0.0:
-            n_trades[i] += 1.0
-            if growth[i] > 1.0:
-                n_wins[i] += 1.0
-
-
-def _return_metrics(port: NDArray[np.float64], ppy: int) -> dict[str, NDArray[np.float64]]:
-    """The return-based metrics of every column of ``port``, in report order (one pass)."""
-    return {k: np.atleast_1d(v) for k, v in m.return_metrics(port, periods_per_year=ppy).items()}
 
 
 def _param_frame(param_sets: object) -> pd.DataFrame:
@@ -111,9 +61,13 @@ def simulate_batch(
     the bars per set computing positions, costs, trades and every metric, in parallel
     over sets, without a ``(n_bars, k)`` matrix. Other strategies take the generic
     path: positions for a chunk of sets come from ``strategy_cls.batch_positions``
-    (one array per asset); a compiled kernel turns them into portfolio returns, trade
-    counts, exposure and turnover; metrics are computed column-wise. Memory is
-    bounded by ``chunk_size`` sets at a time.
+    (one array per asset); compiled kernels (:mod:`backtest.engine._generic`) turn
+    them into portfolio returns, trade counts, exposure, turnover and every metric,
+    in parallel over blocks of sets. Memory is bounded by ``chunk_size`` sets at a time.
+
+    A strategy class whose ``batch_positions`` is inherited from a class above the one
+    defining its ``positions`` (a subclass overriding only ``positions``) has no fast
+    path of its own: it is refused here (see :func:`backtest.strategies.has_fast_path`).
 
     Args:
         prices: Validated wide closes.
@@ -139,7 +93,6 @@ def simulate_batch(
     w = resolve_weights(prices.columns, weights)
     frame = _param_frame(param_sets)
     close = prices.to_numpy(dtype=np.float64)
-    n, n_assets = close.shape
     k = len(frame)
     keep = _keep_mask(keep_returns, k)
     from backtest.engine import _fused
@@ -157,48 +110,53 @@ def simulate_batch(
         values, kept_rows = fused
         table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
         return BatchResult(table, None if kept_rows is None else kept_rows.T)
+    return _generic_batch(close, strategy_cls, frame, cost, w, periods_per_year, keep, chunk_size)
+
+
+def _generic_batch(
+    close: NDArray[np.float64],
+    strategy_cls: type,
+    frame: pd.DataFrame,
+    cost: float,
+    w: NDArray[np.float64],
+    periods_per_year: int,
+    keep: NDArray[np.bool_] | None,
+    chunk_size: int | None,
+) -> BatchResult:
+    """The generic path: ``batch_positions`` per asset, metrics in compiled kernels."""
+    from backtest.engine import _fused, _generic
+
+    n, n_assets = close.shape
+    k = len(frame)
     chunk = chunk_size or max(1, 4_000_000 // max(n, 1))
     r_assets = [bar_returns(np.ascontiguousarray(close[:, j])) for j in range(n_assets)]
-    out: dict[str, NDArray[np.float64]] = {
-        name: np.empty(k) for name in ("n_trades", "n_wins", "exposure", "turnover")
-    }
-    ret_metrics: dict[str, list[NDArray[np.float64]]] = {}
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
+    values = np.empty((k, len(m.METRIC_NAMES)))
     kept: list[NDArray[np.float64]] = []
     for lo in range(0, k, chunk):
         hi = min(k, lo + chunk)
-        params = {c: frame[c].to_numpy()[lo:hi] for c in frame.columns}
-        port = np.zeros((n, hi - lo))
-        counts = {name: np.zeros(hi - lo) for name in out}
+        params = {c: v[lo:hi] for c, v in columns.items()}
+        parallel = not _fused.SERIAL and hi - lo >= _fused.MIN_PARALLEL_SETS
+        parallel = parallel and numba.get_num_threads() > 1
+        port = np.zeros((hi - lo, n))
+        counts = np.zeros((hi - lo, 4))
         for j in range(n_assets):
             pos = np.ascontiguousarray(
                 strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), params),
                 dtype=np.float64,
             )
-            _accumulate_asset(
-                pos,
-                r_assets[j],
-                cost,
-                float(w[j]),
-                port,
-                counts["n_trades"],
-                counts["n_wins"],
-                counts["exposure"],
-                counts["turnover"],
+            if pos.shape != (n, hi - lo):
+                raise BacktestError(
+                    f"{strategy_cls.__name__}.batch_positions returned shape {pos.shape}; "
+                    f"expected (n_bars, n_sets) = {(n, hi - lo)}"
+                )
+            _generic.accumulate(
+                pos, r_assets[j], cost, float(w[j]), port, counts, parallel=parallel
             )
-        for name in out:
-            out[name][lo:hi] = counts[name]
-        for name, value in _return_metrics(port, periods_per_year).items():
-            ret_metrics.setdefault(name, []).append(np.atleast_1d(value))
+        values[lo:hi] = _generic.finish_metrics(port, counts, periods_per_year, parallel=parallel)
         if keep is not None:
-            kept.append(port[:, keep[lo:hi]])
-    table = frame.copy()
-    for name, parts in ret_metrics.items():
-        table[name] = np.concatenate(parts)
-    table["n_trades"] = out["n_trades"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        table["win_rate"] = np.where(out["n_trades"] > 0, out["n_wins"] / out["n_trades"], np.nan)
-    table["exposure"] = out["exposure"] / n
-    table["turnover"] = out["turnover"] / n * periods_per_year
+            kept.append(port[keep[lo:hi]].T)
+    table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
     returns = np.concatenate(kept, axis=1) if keep is not None else None
     return BatchResult(table, returns)
 

@@ -36,8 +36,10 @@ from backtest.engine._fused_stats import (
 )
 from backtest.engine._trades import _trade_step
 
-#: Sets per block: a block's positions of one bar share cache lines (8 doubles each).
+#: Sets per block of the parallel kernels.
 BLOCK = 16
+#: Doubles per cache line: sets whose positions are copied out of ``pos`` together.
+LINE = 8
 
 
 @numba.njit(cache=True, nogil=True)
@@ -57,7 +59,15 @@ def _accumulate_block(
     contiguous row of ``port``; the sets of a block read the same cache lines of ``pos``.
     """
     n = pos.shape[0]
+    tmp = np.empty((LINE, n))
     for i in range(lo, hi):
+        s = (i - lo) % LINE
+        if s == 0:  # copy the next LINE sets' columns: each cache line of pos read once
+            m = min(LINE, hi - i)
+            for t in range(n):
+                for q in range(m):
+                    tmp[q, t] = pos[t, i + q]
+        col = tmp[s]
         row = port[i]
         growth = 1.0
         prev = 0.0
@@ -66,7 +76,7 @@ def _accumulate_block(
         expo = 0.0
         turn = 0.0
         for t in range(n):
-            cur = pos[t, i]
+            cur = col[t]
             if cur != cur:  # NaN while warming up means flat
                 cur = 0.0
             rt = r[t]

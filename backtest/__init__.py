@@ -22,6 +22,7 @@ from backtest.errors import (
     JobNotFound,
     QueueUnavailable,
     ResultPathMissing,
+    StrategyContractError,
     TrialsFailed,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "QueueUnavailable",
     "ResultPathMissing",
     "SearchResult",
+    "StrategyContractError",
     "StrategyEvaluator",
     "StrategyReturnsEvaluator",
     "TrialsFailed",
@@ -50,6 +52,7 @@ __all__ = [
     "WalkForwardOptimizer",
     "WalkForwardResult",
     "__version__",
+    "check_strategy",
     "deflated_sharpe_ratio",
     "distributed_search",
     "grid_search",
@@ -71,6 +74,7 @@ _LAZY = {
     "BacktestResult": "backtest.engine",
     "simulate": "backtest.engine",
     "simulate_batch": "backtest.engine",
+    "check_strategy": "backtest.strategies",
     "load_result": "backtest.results",
     "QueueConfig": "backtest.config",
     "WalkForwardConfig": "backtest.config",

@@ -137,7 +137,6 @@ def simulate(
 
 
 def _strategy_params(strategy: object) -> dict[str, Any]:
-    names = getattr(strategy, "param_names", None)
-    if names is None:
-        names = [n for n in getattr(strategy, "__dataclass_fields__", {}) if not n.startswith("_")]
-    return {n: getattr(strategy, n) for n in names}
+    from backtest.strategies._params import strategy_params
+
+    return strategy_params(strategy)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,13 +65,15 @@ def simulate_batch(
     them into portfolio returns, trade counts, exposure, turnover and every metric,
     in parallel over blocks of sets. Memory is bounded by ``chunk_size`` sets at a time.
 
-    A strategy class whose ``batch_positions`` is inherited from a class above the one
-    defining its ``positions`` (a subclass overriding only ``positions``) has no fast
-    path of its own: it is refused here (see :func:`backtest.strategies.has_fast_path`).
+    A strategy class without a ``batch_positions`` of its own (none, or one inherited
+    from a class above the one defining its ``positions``: see
+    :func:`backtest.strategies.has_fast_path`) gets its positions from one
+    ``positions(prices)`` call per set, then the same kernels.
 
     Args:
         prices: Validated wide closes.
-        strategy_cls: A strategy class with ``batch_positions`` (every built-in).
+        strategy_cls: A strategy class; with a ``batch_positions`` of its own (every
+            built-in) no Python call per set, else one ``positions`` call per set.
         param_sets: A frame with one row per set, a mapping of name -> values, or a
             list of dicts.
         fee_bps: Commission per unit of traded notional, in basis points.
@@ -85,10 +87,9 @@ def simulate_batch(
     Returns:
         A :class:`BatchResult` whose metrics equal :func:`simulate`'s for each set.
     """
-    if not hasattr(strategy_cls, "batch_positions"):
-        raise ConfigError(
-            f"{strategy_cls!r} has no batch_positions; use simulate() per set", key="strategy"
-        )
+    from backtest.strategies._checks import require_strategy_class
+
+    require_strategy_class(strategy_cls)
     cost = cost_rate(fee_bps, slippage_bps)
     w = resolve_weights(prices.columns, weights)
     frame = _param_frame(param_sets)
@@ -110,10 +111,58 @@ def simulate_batch(
         values, kept_rows = fused
         table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
         return BatchResult(table, None if kept_rows is None else kept_rows.T)
-    return _generic_batch(close, strategy_cls, frame, cost, w, periods_per_year, keep, chunk_size)
+    return _generic_batch(
+        prices, close, strategy_cls, frame, cost, w, periods_per_year, keep, chunk_size
+    )
+
+
+def set_positions(
+    prices: pd.DataFrame,
+    close: NDArray[np.float64],
+    strategy_cls: type,
+    params: Mapping[str, NDArray[Any]],
+    k: int,
+) -> Callable[[int], NDArray[np.float64]]:
+    """``j -> (n_bars, k)`` positions of asset ``j`` for ``k`` parameter sets.
+
+    With a fast path of the class's own (:func:`backtest.strategies.has_fast_path`)
+    they come from ``batch_positions``; otherwise from one ``positions(prices)`` call per
+    set (one backtest per set: slower, the same numbers).
+    """
+    from backtest.engine._single import _checked_positions
+    from backtest.strategies import has_fast_path
+
+    n, n_assets = close.shape
+    name = strategy_cls.__name__
+    if has_fast_path(strategy_cls):
+
+        def batch(j: int) -> NDArray[np.float64]:
+            pos = np.ascontiguousarray(
+                strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), params),
+                dtype=np.float64,
+            )
+            if pos.shape != (n, k):
+                raise BacktestError(
+                    f"{name}.batch_positions returned shape {pos.shape}; "
+                    f"expected (n_bars, n_sets) = {(n, k)}"
+                )
+            return pos
+
+        return batch
+    wide = np.empty((n_assets, n, k))
+    names = list(params)
+    for i in range(k):
+        one = {c: _plain(params[c][i]) for c in names}
+        wide[:, :, i] = _checked_positions(strategy_cls(**one).positions(prices), prices).T
+    return lambda j: wide[j]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _generic_batch(
+    prices: pd.DataFrame,
     close: NDArray[np.float64],
     strategy_cls: type,
     frame: pd.DataFrame,
@@ -123,12 +172,14 @@ def _generic_batch(
     keep: NDArray[np.bool_] | None,
     chunk_size: int | None,
 ) -> BatchResult:
-    """The generic path: ``batch_positions`` per asset, metrics in compiled kernels."""
+    """The generic path: positions per asset, metrics in compiled kernels."""
     from backtest.engine import _fused, _generic
+    from backtest.strategies import has_fast_path
 
     n, n_assets = close.shape
     k = len(frame)
-    chunk = chunk_size or max(1, 4_000_000 // max(n, 1))
+    per_set = n if has_fast_path(strategy_cls) else n * n_assets
+    chunk = chunk_size or max(1, 4_000_000 // max(per_set, 1))
     r_assets = [bar_returns(np.ascontiguousarray(close[:, j])) for j in range(n_assets)]
     columns = {c: frame[c].to_numpy() for c in frame.columns}
     values = np.empty((k, len(m.METRIC_NAMES)))
@@ -140,16 +191,9 @@ def _generic_batch(
         parallel = parallel and numba.get_num_threads() > 1
         port = np.zeros((hi - lo, n))
         counts = np.zeros((hi - lo, 4))
+        positions = set_positions(prices, close, strategy_cls, params, hi - lo)
         for j in range(n_assets):
-            pos = np.ascontiguousarray(
-                strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), params),
-                dtype=np.float64,
-            )
-            if pos.shape != (n, hi - lo):
-                raise BacktestError(
-                    f"{strategy_cls.__name__}.batch_positions returned shape {pos.shape}; "
-                    f"expected (n_bars, n_sets) = {(n, hi - lo)}"
-                )
+            pos = positions(j)
             _generic.accumulate(
                 pos, r_assets[j], cost, float(w[j]), port, counts, parallel=parallel
             )

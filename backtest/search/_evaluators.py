@@ -57,6 +57,11 @@ class StrategyEvaluator:
         periods_per_year: Bars per year, for annualised metrics.
         fixed_params: Parameters not searched (e.g. ``long_short``), under every set.
         allowed_modules: Extra module prefixes a string ``strategy_cls`` may name.
+        verify: Before the first batch, compare ``batch_positions`` with ``positions``
+            on a few sets of that batch (:func:`verify_fast_path`).
+
+    A strategy without a ``batch_positions`` of its own runs one ``positions`` call
+    per set (slower, the same metrics).
 
     Examples:
         >>> from backtest.strategies import SmaCross
@@ -78,17 +83,15 @@ class StrategyEvaluator:
         periods_per_year: int = 252,
         fixed_params: Mapping[str, Any] | None = None,
         allowed_modules: Iterable[str] = (),
+        verify: bool = True,
     ) -> None:
         if isinstance(strategy_cls, str):
             from backtest.strategies._loader import load_strategy_class
 
             strategy_cls = load_strategy_class(strategy_cls, allowed_modules)
-        if not hasattr(strategy_cls, "batch_positions"):
-            raise ConfigError(
-                f"{strategy_cls!r} has no batch_positions; score it with a "
-                "Python callable evaluator instead",
-                key="strategy",
-            )
+        from backtest.strategies._checks import require_strategy_class
+
+        require_strategy_class(strategy_cls)
         self.prices = prices
         self.strategy_cls = strategy_cls
         self.fee_bps = fee_bps
@@ -97,6 +100,14 @@ class StrategyEvaluator:
         self.periods_per_year = periods_per_year
         self.fixed_params = dict(fixed_params or {})
         self._engine: tuple[float, NDArray[np.float64], NDArray[np.float64]] | None = None
+        self._verified = not verify
+
+    def _verify(self, frame: pd.DataFrame) -> None:
+        """Before the first batch: ``batch_positions`` equals ``positions`` on sampled sets."""
+        if self._verified:
+            return
+        self._verified = True
+        verify_fast_path(self.strategy_cls, self.prices, frame)
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -119,6 +130,7 @@ class StrategyEvaluator:
             ConfigError: a parameter set the strategy rejects (the first, named).
         """
         frame = self._frame(params)
+        self._verify(frame)
         result = simulate_batch(
             self.prices,
             self.strategy_cls,
@@ -150,6 +162,7 @@ class StrategyEvaluator:
             **params,
         }
         if not _fused.supports(self.strategy_cls, list(columns)):
+            self._verify(pd.DataFrame(columns))
             result = self.evaluate_batch(pd.DataFrame(dict(params)), keep=keep)
             return (
                 [str(c) for c in result.metrics.columns],
@@ -187,6 +200,35 @@ class StrategyEvaluator:
             f"x {len(self.prices)} bars, fee_bps={self.fee_bps}, "
             f"slippage_bps={self.slippage_bps})"
         )
+
+
+def verify_fast_path(strategy_cls: type, prices: pd.DataFrame, frame: pd.DataFrame) -> int:
+    """Compare ``batch_positions`` with ``positions`` on a few rows of ``frame``.
+
+    Only for a strategy with a generic fast path of its own (the fused kernels of the
+    built-ins are checked by the engine's tests); the first, middle and last rows.
+
+    Returns:
+        How many sets were compared.
+
+    Raises:
+        StrategyContractError: they differ; names the strategy, the set and the bar.
+    """
+    from backtest.engine import _fused
+    from backtest.strategies._checks import check_batch_positions, has_fast_path, sample_rows
+
+    if len(frame) == 0 or not has_fast_path(strategy_cls):
+        return 0
+    if _fused.supports(strategy_cls, [str(c) for c in frame.columns]):
+        return 0
+    sets = [
+        {str(c): _plain(frame[c].iloc[i]) for c in frame.columns} for i in sample_rows(len(frame))
+    ]
+    return check_batch_positions(strategy_cls, prices, sets)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def resolve_callable(evaluator: Any) -> Callable[..., Any]:

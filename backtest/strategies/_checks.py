@@ -59,10 +59,29 @@ def has_fast_path(cls: type) -> bool:
     """
     batch = _owner(cls, "batch_positions")
     single = _owner(cls, "positions")
-    if batch is None or single is None:
-        return False
+    if batch is None or single is None:  # a batch-only class has nothing else to use
+        return batch is not None
     mro = cls.__mro__
     return mro.index(batch) <= mro.index(single)
+
+
+def require_strategy_class(cls: object) -> type:
+    """Return ``cls`` if it has ``positions`` (or ``batch_positions``), else raise.
+
+    Raises:
+        ConfigError: not a strategy class (key ``strategy``).
+    """
+    from backtest.errors import ConfigError
+
+    if not isinstance(cls, type) or not any(
+        callable(getattr(cls, a, None)) for a in ("positions", "batch_positions")
+    ):
+        raise ConfigError(
+            f"{cls!r} is not a strategy class: it needs a positions(prices) method "
+            "(see README 'Writing a strategy')",
+            key="strategy",
+        )
+    return cls
 
 
 def strategy_name(obj: object) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.engine import cost_rate, resolve_weights, simulate_batch
-from backtest.errors import ConfigError
+from backtest.engine._batch import set_positions
 from backtest.walkforward._kernels import accumulate_returns
 
 
@@ -66,9 +66,14 @@ class StrategyReturnsEvaluator:
             checks the chosen sets against runs that end at their test windows and
             refuses a strategy that looks ahead). When False every call runs over
             ``prices[:end]`` only: slower, and needs no contract.
+        verify: Before the first batch, compare ``batch_positions`` with ``positions``
+            on a few of its sets (:func:`backtest.search.verify_fast_path`).
+
+    A strategy without a ``batch_positions`` of its own is accepted: each set runs one
+    ``positions`` call (slower, the same returns).
 
     Raises:
-        ConfigError: The strategy has no ``batch_positions``; bad costs or weights.
+        ConfigError: Bad costs or weights.
     """
 
     def __init__(
@@ -82,12 +87,11 @@ class StrategyReturnsEvaluator:
         periods_per_year: int = 252,
         fixed_params: Mapping[str, Any] | None = None,
         shared_history: bool = True,
+        verify: bool = True,
     ) -> None:
-        if not hasattr(strategy_cls, "batch_positions"):
-            raise ConfigError(
-                f"{strategy_cls.__name__} has no batch_positions, which walk-forward needs",
-                key="strategy",
-            )
+        from backtest.strategies._checks import require_strategy_class
+
+        require_strategy_class(strategy_cls)
         self.prices = prices
         self.index = pd.DatetimeIndex(prices.index)
         self.strategy_cls = strategy_cls
@@ -106,6 +110,7 @@ class StrategyReturnsEvaluator:
         # Bar returns r[t] = close[t] / close[t-1] - 1 use bars up to t only, so a
         # prefix of these is exactly the bar returns of a price prefix.
         self._bar_returns = [np.concatenate(([0.0], c[1:] / c[:-1] - 1.0)) for c in self._close]
+        self._verified = not verify
         self._cache_frame: pd.DataFrame | None = None
         self._cache: NDArray[np.float64] | None = None
 
@@ -113,10 +118,16 @@ class StrategyReturnsEvaluator:
         """The engine's batched path over ``prices[:end]``, keeping the returns."""
         fixed = {k: v for k, v in self.fixed_params.items() if k not in param_sets.columns}
         prices = self.prices if end == len(self.prices) else self.prices.iloc[:end]
+        frame = param_sets.assign(**fixed) if fixed else param_sets
+        if not self._verified:
+            from backtest.search._evaluators import verify_fast_path
+
+            self._verified = True
+            verify_fast_path(self.strategy_cls, self.prices, frame.reset_index(drop=True))
         batch = simulate_batch(
             prices,
             self.strategy_cls,
-            param_sets.assign(**fixed) if fixed else param_sets,
+            frame,
             fee_bps=self.fee_bps,
             slippage_bps=self.slippage_bps,
             weights=self._weights_map,
@@ -156,11 +167,11 @@ class StrategyReturnsEvaluator:
         arrays = {k: np.array([v]) for k, v in {**self.fixed_params, **params}.items()}
         port = np.zeros((end, 1))
         positions = np.empty((end, len(self._close)))
-        for j, close in enumerate(self._close):
-            c = close[:end]
-            pos = np.ascontiguousarray(
-                self.strategy_cls.batch_positions(c, arrays), dtype=np.float64
-            )
+        prices = self.prices.iloc[:end]
+        close = np.ascontiguousarray(prices.to_numpy(dtype=np.float64))
+        per_asset = set_positions(prices, close, self.strategy_cls, arrays, 1)
+        for j in range(len(self._close)):
+            pos = per_asset(j)
             accumulate_returns(
                 pos, self._bar_returns[j][:end], self.cost, float(self.weights[j]), port
             )

@@ -134,12 +134,16 @@ class EngineConfig:
         slippage_bps: Extra cost per unit of traded notional, in basis points.
         weights: Per-symbol portfolio weights; equal weights when empty.
         periods_per_year: Bars per year, for annualising (252 for daily bars).
+        check_lookahead: Before a run relies on the strategy, check that its positions
+            up to a few bars t do not change when the bars after t are removed (a
+            strategy that looks ahead is refused, naming the first bar that changed).
     """
 
     fee_bps: float = 0.0
     slippage_bps: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)
     periods_per_year: int = 252
+    check_lookahead: bool = True
 
 
 @dataclass

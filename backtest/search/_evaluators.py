@@ -59,6 +59,7 @@ class StrategyEvaluator:
         allowed_modules: Extra module prefixes a string ``strategy_cls`` may name.
         verify: Before the first batch, compare ``batch_positions`` with ``positions``
             on a few sets of that batch (:func:`verify_fast_path`).
+        check_lookahead: Before the first batch, check a set of it for look-ahead.
 
     A strategy without a ``batch_positions`` of its own runs one ``positions`` call
     per set (slower, the same metrics).
@@ -84,6 +85,7 @@ class StrategyEvaluator:
         fixed_params: Mapping[str, Any] | None = None,
         allowed_modules: Iterable[str] = (),
         verify: bool = True,
+        check_lookahead: bool = True,
     ) -> None:
         if isinstance(strategy_cls, str):
             from backtest.strategies._loader import load_strategy_class
@@ -100,14 +102,17 @@ class StrategyEvaluator:
         self.periods_per_year = periods_per_year
         self.fixed_params = dict(fixed_params or {})
         self._engine: tuple[float, NDArray[np.float64], NDArray[np.float64]] | None = None
-        self._verified = not verify
+        self._verified = not (verify or check_lookahead)
+        self._check_lookahead = check_lookahead
 
     def _verify(self, frame: pd.DataFrame) -> None:
-        """Before the first batch: ``batch_positions`` equals ``positions`` on sampled sets."""
+        """Before the first batch: no look-ahead, ``batch_positions`` equals ``positions``."""
         if self._verified:
             return
         self._verified = True
-        verify_fast_path(self.strategy_cls, self.prices, frame)
+        verify_fast_path(
+            self.strategy_cls, self.prices, frame, check_lookahead=self._check_lookahead
+        )
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -202,28 +207,53 @@ class StrategyEvaluator:
         )
 
 
-def verify_fast_path(strategy_cls: type, prices: pd.DataFrame, frame: pd.DataFrame) -> int:
-    """Compare ``batch_positions`` with ``positions`` on a few rows of ``frame``.
+def verify_fast_path(
+    strategy_cls: type,
+    prices: pd.DataFrame,
+    frame: pd.DataFrame,
+    *,
+    check_lookahead: bool = True,
+) -> int:
+    """Check a strategy on a few rows of ``frame`` before a search relies on it.
 
-    Only for a strategy with a generic fast path of its own (the fused kernels of the
-    built-ins are checked by the engine's tests); the first, middle and last rows.
+    The look-ahead check (:func:`backtest.strategies.check_strategy`'s) on the first set
+    the strategy accepts; then, for a strategy with a generic fast path of its own,
+    ``batch_positions`` against ``positions`` on the first, middle and last rows (the
+    fused kernels of the built-ins are checked by the engine's tests).
 
     Returns:
-        How many sets were compared.
+        How many sets were compared with ``positions``.
 
     Raises:
-        StrategyContractError: they differ; names the strategy, the set and the bar.
+        StrategyContractError: it looks ahead, or the two disagree; names the
+            strategy, the set and the first differing bar.
     """
     from backtest.engine import _fused
-    from backtest.strategies._checks import check_batch_positions, has_fast_path, sample_rows
+    from backtest.strategies._checks import (
+        check_batch_positions,
+        has_fast_path,
+        sample_rows,
+        set_positions_fn,
+    )
+    from backtest.strategies._checks import (
+        check_lookahead as lookahead,
+    )
 
-    if len(frame) == 0 or not has_fast_path(strategy_cls):
-        return 0
-    if _fused.supports(strategy_cls, [str(c) for c in frame.columns]):
+    if len(frame) == 0:
         return 0
     sets = [
         {str(c): _plain(frame[c].iloc[i]) for c in frame.columns} for i in sample_rows(len(frame))
     ]
+    if check_lookahead:
+        for params in sets:
+            fn = set_positions_fn(strategy_cls, params)
+            if fn is not None:
+                lookahead(fn, prices, name=strategy_cls.__name__, params=params)
+                break
+    if not has_fast_path(strategy_cls) or not callable(getattr(strategy_cls, "positions", None)):
+        return 0
+    if _fused.supports(strategy_cls, [str(c) for c in frame.columns]):
+        return 0
     return check_batch_positions(strategy_cls, prices, sets)
 
 

@@ -186,6 +186,36 @@ def check_lookahead(
     return cuts
 
 
+def set_positions_fn(strategy_cls: type, params: Mapping[str, Any]) -> PositionsFn | None:
+    """``prices -> wide positions`` of one parameter set, or ``None`` if it is rejected.
+
+    ``strategy_cls(**params).positions``; for a class with only ``batch_positions``,
+    its one-set column per asset.
+    """
+    from backtest.errors import ConfigError
+
+    if not callable(getattr(strategy_cls, "positions", None)):
+        arrays = {k: np.array([v]) for k, v in params.items()}
+
+        def batch(prices: pd.DataFrame) -> NDArray[np.float64]:
+            close = prices.to_numpy(dtype=np.float64)
+            return np.column_stack(
+                [
+                    np.asarray(
+                        strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), arrays),
+                        dtype=np.float64,
+                    ).reshape(len(prices), -1)[:, 0]
+                    for j in range(close.shape[1])
+                ]
+            )
+
+        return batch
+    try:
+        return strategy_cls(**params).positions  # type: ignore[no-any-return]
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
 def sample_rows(n_rows: int, n_samples: int = 3) -> list[int]:
     """Which rows of a parameter frame to verify: the first, the last and evenly between."""
     if n_rows <= n_samples:

@@ -37,6 +37,29 @@ class TaskContext:
     data_fingerprint: str
     progress: bool = False
 
+    def check_strategy(self, strategy: Any, full: Any = None) -> None:
+        """The look-ahead check of ``strategy`` on the run's prices, unless turned off.
+
+        Args:
+            strategy: The strategy instance.
+            full: Its positions over all the prices (NaN as 0), when already computed.
+
+        Raises:
+            StrategyContractError: the strategy looks ahead (names the first bar).
+        """
+        if not self.settings.engine.check_lookahead:
+            return
+        from backtest.strategies._checks import check_lookahead, strategy_name
+        from backtest.strategies._params import strategy_params
+
+        check_lookahead(
+            strategy.positions,
+            self.prices,
+            name=strategy_name(strategy),
+            params=strategy_params(strategy),
+            full=full,
+        )
+
     def engine_kwargs(self) -> dict[str, Any]:
         """``fee_bps``, ``slippage_bps``, ``weights`` and ``periods_per_year`` for the engine."""
         e = self.settings.engine

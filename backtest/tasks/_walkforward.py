@@ -54,7 +54,9 @@ def run(ctx: TaskContext) -> TaskOutput:
 
     Raises:
         ConfigError: An empty ``search.space``, a space naming an unknown parameter,
-            a strategy without ``batch_positions``, or windows the data cannot hold.
+            or windows the data cannot hold.
+        StrategyContractError: the strategy looks ahead, or its ``batch_positions``
+            disagrees with ``positions``.
         TrialsFailed: Every trial of a fold scored NaN.
     """
     wf_cfg = ctx.settings.walkforward
@@ -66,7 +68,9 @@ def run(ctx: TaskContext) -> TaskOutput:
             "fold, e.g. search.space.lookback: [21, 63, 126]",
             key="search.space",
         )
-    names = list(getattr(ctx.strategy_cls, "param_names", None) or ctx.strategy_params)
+    from backtest.strategies import param_names
+
+    names = param_names(ctx.strategy_cls)
     unknown = [p for p in search.space if p not in names]
     if unknown:
         raise ConfigError(
@@ -75,8 +79,13 @@ def run(ctx: TaskContext) -> TaskOutput:
             key=f"search.space.{unknown[0]}",
         )
     fixed = {k: v for k, v in ctx.strategy_params.items() if k not in search.space}
-    evaluator = StrategyReturnsEvaluator(
-        ctx.prices, ctx.strategy_cls, fixed_params=fixed, **ctx.engine_kwargs()
+    ctx.check_strategy(ctx.strategy_cls(**ctx.strategy_params))
+    evaluator = StrategyReturnsEvaluator(  # look-ahead checked above
+        ctx.prices,
+        ctx.strategy_cls,
+        fixed_params=fixed,
+        check_lookahead=False,
+        **ctx.engine_kwargs(),
     )
     result = WalkForwardOptimizer(wf_cfg, search, progress=ctx.progress).run(
         evaluator,

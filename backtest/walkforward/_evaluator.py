@@ -68,6 +68,8 @@ class StrategyReturnsEvaluator:
             ``prices[:end]`` only: slower, and needs no contract.
         verify: Before the first batch, compare ``batch_positions`` with ``positions``
             on a few of its sets (:func:`backtest.search.verify_fast_path`).
+        check_lookahead: Before the first batch, check a set of it for look-ahead
+            (whatever ``shared_history`` and the costs).
 
     A strategy without a ``batch_positions`` of its own is accepted: each set runs one
     ``positions`` call (slower, the same returns).
@@ -88,6 +90,7 @@ class StrategyReturnsEvaluator:
         fixed_params: Mapping[str, Any] | None = None,
         shared_history: bool = True,
         verify: bool = True,
+        check_lookahead: bool = True,
     ) -> None:
         from backtest.strategies._checks import require_strategy_class
 
@@ -110,7 +113,8 @@ class StrategyReturnsEvaluator:
         # Bar returns r[t] = close[t] / close[t-1] - 1 use bars up to t only, so a
         # prefix of these is exactly the bar returns of a price prefix.
         self._bar_returns = [np.concatenate(([0.0], c[1:] / c[:-1] - 1.0)) for c in self._close]
-        self._verified = not verify
+        self._verified = not (verify or check_lookahead)
+        self._check_lookahead = check_lookahead
         self._cache_frame: pd.DataFrame | None = None
         self._cache: NDArray[np.float64] | None = None
 
@@ -123,7 +127,12 @@ class StrategyReturnsEvaluator:
             from backtest.search._evaluators import verify_fast_path
 
             self._verified = True
-            verify_fast_path(self.strategy_cls, self.prices, frame.reset_index(drop=True))
+            verify_fast_path(
+                self.strategy_cls,
+                self.prices,
+                frame.reset_index(drop=True),
+                check_lookahead=self._check_lookahead,
+            )
         batch = simulate_batch(
             prices,
             self.strategy_cls,

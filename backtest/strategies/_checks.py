@@ -119,9 +119,10 @@ def cut_points(full: NDArray[np.float64], n_cuts: int = len(CUT_FRACTIONS)) -> l
 
     Each cut ends just after a bar where some position changes to a non-zero value, the
     first such bar from one of :data:`CUT_FRACTIONS` of the data (or after the previous
-    cut); short prefixes keep the check cheap (about 5-10% of a backtest) (a strategy reading bar t+1 decides that
+    cut); half the data when nothing changes. A strategy reading bar t+1 decides such a
     change one bar early, which a cut there exposes whether it fills the missing bar
-    with NaN, 0 or the previous value); half the data when nothing changes.
+    with NaN, 0 or the previous value. Short prefixes keep the check cheap (about 5-10%
+    of a backtest).
     """
     n = full.shape[0]
     if n < 3:

@@ -189,17 +189,27 @@ def _generic_batch(
         params = {c: v[lo:hi] for c, v in columns.items()}
         parallel = not _fused.SERIAL and hi - lo >= _fused.MIN_PARALLEL_SETS
         parallel = parallel and numba.get_num_threads() > 1
-        port = np.zeros((hi - lo, n))
+        port = np.zeros((hi - lo, n) if n_assets > 1 else (0, n))  # no rows: one asset
         counts = np.zeros((hi - lo, 4))
         positions = set_positions(prices, close, strategy_cls, params, hi - lo)
-        for j in range(n_assets):
-            pos = positions(j)
+        for j in range(n_assets - 1):
             _generic.accumulate(
-                pos, r_assets[j], cost, float(w[j]), port, counts, parallel=parallel
+                positions(j), r_assets[j], cost, float(w[j]), port, counts, parallel=parallel
             )
-        values[lo:hi] = _generic.finish_metrics(port, counts, periods_per_year, parallel=parallel)
+        j = n_assets - 1
+        values[lo:hi], rows = _generic.finish(
+            positions(j),
+            r_assets[j],
+            cost,
+            float(w[j]),
+            port,
+            counts,
+            periods_per_year,
+            None if keep is None else keep[lo:hi],
+            parallel=parallel,
+        )
         if keep is not None:
-            kept.append(port[keep[lo:hi]].T)
+            kept.append(rows if rows is not None else np.empty((n, 0)))
     table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
     returns = np.concatenate(kept, axis=1) if keep is not None else None
     return BatchResult(table, returns)

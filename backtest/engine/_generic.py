@@ -2,12 +2,13 @@
 
 Any strategy with its own ``batch_positions`` (see :mod:`backtest.strategies`) takes
 this path in :func:`backtest.engine.simulate_batch`: the strategy gives an ``(n_bars,
-k)`` array of positions per asset, :func:`accumulate` adds each asset's weighted
-returns of the ``k`` sets into one ``(k, n_bars)`` matrix (counting trades and
-winners, exposure and turnover on the way) and :func:`finish_metrics` computes the
-return metrics of every row with the fused kernels' streaming statistics
-(:mod:`backtest.engine._fused_stats`): bit-identical to :mod:`backtest.metrics`, with
-no temporary ``(n_bars, k)`` arrays and in parallel over blocks of sets.
+k)`` array of positions per asset. :func:`accumulate` adds each asset but the last's
+weighted returns of the ``k`` sets into one ``(k, n_bars)`` matrix (counting trades and
+winners, exposure and turnover on the way); :func:`finish` adds the last asset's set
+by set into a buffer that stays in the CPU cache and computes every metric from it
+with the fused kernels' streaming statistics (:mod:`backtest.engine._fused_stats`):
+bit-identical to :mod:`backtest.metrics`. On one asset nothing of shape ``(k,
+n_bars)`` is built besides the positions. Blocks of sets run in parallel.
 
 The arithmetic is :func:`backtest.engine.simulate`'s, operation for operation
 (``(1 + p[t-1] r[t]) (1 - c |p[t] - p[t-1]|) - 1`` per asset, added with its weight to
@@ -43,7 +44,7 @@ LINE = 8
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate_block(
+def _block(
     lo: int,
     hi: int,
     pos: NDArray[np.float64],
@@ -52,14 +53,25 @@ def _accumulate_block(
     weight: float,
     port: NDArray[np.float64],
     counts: NDArray[np.float64],
+    last: bool,
+    ppy: int,
+    out: NDArray[np.float64],
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
-    """Sets ``lo`` to ``hi`` of :func:`accumulate` (one asset), one set at a time.
+    """Sets ``lo`` to ``hi`` of one asset, one set at a time.
 
-    The running state lives in registers; a set's returns are written to one
-    contiguous row of ``port``; the sets of a block read the same cache lines of ``pos``.
+    Not ``last``: add the asset's weighted returns to ``port[i]``. ``last``: add them to
+    ``port[i]`` (when ``port`` has rows) in a buffer, track equity and drawdown on the
+    way, and write the set's metrics to ``out[i]``. The running state lives in
+    registers; the sets of a block read the same cache lines of ``pos``.
     """
     n = pos.shape[0]
     tmp = np.empty((LINE, n))
+    buf = np.empty(n)
+    stack = np.empty((64, 3), np.int64)
+    values = np.empty((64, 2))
+    has_port = port.shape[0] > 0
     for i in range(lo, hi):
         s = (i - lo) % LINE
         if s == 0:  # copy the next LINE sets' columns: each cache line of pos read once
@@ -68,20 +80,25 @@ def _accumulate_block(
                 for q in range(m):
                     tmp[q, t] = pos[t, i + q]
         col = tmp[s]
-        row = port[i]
+        row = port[i] if has_port else buf
         growth = 1.0
         prev = 0.0
         trades = 0.0
         wins = 0.0
         expo = 0.0
         turn = 0.0
+        wealth = 1.0
+        ruined = False
+        peak = 1.0
+        trough = 1.0
+        min_ratio = 1.0
         for t in range(n):
             cur = col[t]
             if cur != cur:  # NaN while warming up means flat
                 cur = 0.0
             rt = r[t]
             d = abs(cur - prev)
-            row[t] += weight * ((1.0 + prev * rt) * (1.0 - cost * d) - 1.0)
+            ret = weight * ((1.0 + prev * rt) * (1.0 - cost * d) - 1.0)
             expo += abs(cur)
             turn += d
             if cur != prev or prev != 0.0:
@@ -91,6 +108,16 @@ def _accumulate_block(
                     if ended_growth > 1.0:
                         wins += 1.0
             prev = cur
+            if not last:
+                row[t] += ret
+                continue
+            x = (row[t] if has_port else 0.0) + ret
+            buf[t] = x
+            g = 1.0 + x
+            if g <= 0.0:
+                ruined = True
+            wealth *= g
+            peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
         if prev != 0.0:
             trades += 1.0
             if growth > 1.0:
@@ -99,33 +126,58 @@ def _accumulate_block(
         counts[i, 1] += wins
         counts[i, 2] += weight * expo
         counts[i, 3] += weight * turn
+        if not last:
+            continue
+        min_ratio = _close_drawdown(peak, trough, min_ratio)
+        res = out[i]
+        _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, res)
+        total = counts[i, 0]
+        res[N_TRADES] = total
+        res[WIN_RATE] = counts[i, 1] / total if total > 0 else np.nan
+        res[EXPOSURE] = counts[i, 2] / n
+        res[TURNOVER] = counts[i, 3] / n * ppy
+        slot = keep_slot[i]
+        if slot >= 0:
+            kept[slot, :] = buf
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _accumulate_parallel(
+def _blocks_parallel(
     pos: NDArray[np.float64],
     r: NDArray[np.float64],
     cost: float,
     weight: float,
     port: NDArray[np.float64],
     counts: NDArray[np.float64],
+    last: bool,
+    ppy: int,
+    out: NDArray[np.float64],
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
     k = pos.shape[1]
     n_blocks = (k + BLOCK - 1) // BLOCK
     for b in numba.prange(n_blocks):
-        _accumulate_block(b * BLOCK, min(k, (b + 1) * BLOCK), pos, r, cost, weight, port, counts)
+        _block(
+            b * BLOCK,
+            min(k, (b + 1) * BLOCK),
+            pos,
+            r,
+            cost,
+            weight,
+            port,
+            counts,
+            last,
+            ppy,
+            out,
+            keep_slot,
+            kept,
+        )
 
 
-@numba.njit(cache=True, nogil=True)
-def _accumulate_serial(
-    pos: NDArray[np.float64],
-    r: NDArray[np.float64],
-    cost: float,
-    weight: float,
-    port: NDArray[np.float64],
-    counts: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled
-    _accumulate_block(0, pos.shape[1], pos, r, cost, weight, port, counts)
+_NO_OUT = np.empty((0, N_OUT))
+_NO_SLOT = np.empty(0, np.int64)
+_NO_KEPT = np.empty((0, 0))
 
 
 def accumulate(
@@ -150,82 +202,53 @@ def accumulate(
             turnover, added to.
         parallel: Run blocks of sets on all of numba's threads.
     """
+    args = (pos, r, cost, weight, port, counts, False, 0, _NO_OUT, _NO_SLOT, _NO_KEPT)
     if parallel:
-        _accumulate_parallel(pos, r, cost, weight, port, counts)
+        _blocks_parallel(*args)
     else:
-        _accumulate_serial(pos, r, cost, weight, port, counts)
+        _block(0, pos.shape[1], *args)
 
 
-@numba.njit(cache=True, nogil=True)
-def _metrics_block(
-    lo: int,
-    hi: int,
+def finish(
+    pos: NDArray[np.float64],
+    r: NDArray[np.float64],
+    cost: float,
+    weight: float,
     port: NDArray[np.float64],
     counts: NDArray[np.float64],
     ppy: int,
-    out: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled; equal to metrics.py in the tests
-    n = port.shape[1]
-    stack = np.empty((64, 3), np.int64)
-    values = np.empty((64, 2))
-    for i in range(lo, hi):
-        buf = port[i]
-        wealth = 1.0
-        ruined = False
-        peak = 1.0
-        trough = 1.0
-        min_ratio = 1.0
-        for t in range(n):
-            g = 1.0 + buf[t]
-            if g <= 0.0:
-                ruined = True
-            wealth *= g
-            peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
-        min_ratio = _close_drawdown(peak, trough, min_ratio)
-        row = out[i]
-        _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
-        trades = counts[i, 0]
-        row[N_TRADES] = trades
-        row[WIN_RATE] = counts[i, 1] / trades if trades > 0 else np.nan
-        row[EXPOSURE] = counts[i, 2] / n
-        row[TURNOVER] = counts[i, 3] / n * ppy
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _metrics_parallel(
-    port: NDArray[np.float64], counts: NDArray[np.float64], ppy: int, out: NDArray[np.float64]
-) -> None:  # pragma: no cover - compiled
-    k = port.shape[0]
-    n_blocks = (k + BLOCK - 1) // BLOCK
-    for b in numba.prange(n_blocks):
-        _metrics_block(b * BLOCK, min(k, (b + 1) * BLOCK), port, counts, ppy, out)
-
-
-@numba.njit(cache=True, nogil=True)
-def _metrics_serial(
-    port: NDArray[np.float64], counts: NDArray[np.float64], ppy: int, out: NDArray[np.float64]
-) -> None:  # pragma: no cover - compiled
-    _metrics_block(0, port.shape[0], port, counts, ppy, out)
-
-
-def finish_metrics(
-    port: NDArray[np.float64], counts: NDArray[np.float64], ppy: int, *, parallel: bool
-) -> NDArray[np.float64]:
-    """Every metric of each row of ``port``, in ``metrics.METRIC_NAMES`` order.
+    keep: NDArray[np.bool_] | None,
+    *,
+    parallel: bool,
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+    """Add the last asset and compute every metric of the ``k`` sets.
 
     Args:
-        port: Portfolio returns ``(k, n_bars)``.
-        counts: What :func:`accumulate` counted, ``(k, 4)``.
+        pos: The last asset's positions ``(n_bars, k)``.
+        r: Its bar returns.
+        cost: Cost per unit of traded notional, as a fraction.
+        weight: Its portfolio weight.
+        port: The other assets' summed returns ``(k, n_bars)``; no rows for one asset.
+        counts: What :func:`accumulate` counted for the other assets (zeros for none).
         ppy: Bars per year.
+        keep: Which sets' portfolio returns to return (``None``: none).
         parallel: Run blocks of sets on all of numba's threads.
 
     Returns:
-        ``(k, 11)`` metrics.
+        ``(metrics (k, 11) in metrics.METRIC_NAMES order, kept returns (n_bars, n_kept)
+        or None)``.
     """
-    out = np.empty((port.shape[0], N_OUT))
+    n, k = pos.shape
+    out = np.empty((k, N_OUT))
+    keep_slot = np.full(k, -1, dtype=np.int64)
+    n_keep = 0 if keep is None else int(np.count_nonzero(keep))
+    if n_keep:
+        keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
+    kept = np.empty((n_keep, n))
+    args = (pos, r, cost, weight, port, counts, True, int(ppy), out, keep_slot, kept)
     if parallel:
-        _metrics_parallel(port, counts, int(ppy), out)
+        _blocks_parallel(*args)
     else:
-        _metrics_serial(port, counts, int(ppy), out)
-    finish_growth(out, port.shape[1], int(ppy))
-    return out[:, :N_METRICS]
+        _block(0, k, *args)
+    finish_growth(out, n, int(ppy))
+    return out[:, :N_METRICS], (kept.T if n_keep else None)

@@ -73,7 +73,11 @@ def _breakout_batch(
     rows: NDArray[np.int64],
     long_short: NDArray[np.bool_],
 ) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the kernel in the tests
-    """Positions ``(n_bars, k)`` of ``k`` sets from channel rows (one per lookback)."""
+    """Positions ``(n_bars, k)`` of ``k`` sets from channel columns (one per lookback).
+
+    ``uppers`` and ``lowers`` are ``(n_bars, n_lookbacks)``: a bar's channels share
+    cache lines.
+    """
     n = close.shape[0]
     k = rows.shape[0]
     out = np.empty((n, k))
@@ -81,11 +85,11 @@ def _breakout_batch(
     for t in range(n):
         c = close[t]
         for i in range(k):
-            u = uppers[rows[i], t]
+            u = uppers[t, rows[i]]
             if u == u:  # the channel exists from bar lookback on
                 if c > u:
                     pos[i] = 1.0
-                elif c < lowers[rows[i], t]:
+                elif c < lowers[t, rows[i]]:
                     pos[i] = -1.0 if long_short[i] else 0.0
             out[t, i] = pos[i]
     return out
@@ -137,6 +141,6 @@ class Breakout:
         windows, rows = np.unique(lookback, return_inverse=True)
         close = np.ascontiguousarray(close, dtype=np.float64)
         channels = [_channel(close, int(w)) for w in windows]
-        uppers = np.stack([u for u, _ in channels])
-        lowers = np.stack([lo for _, lo in channels])
+        uppers = np.stack([u for u, _ in channels], axis=1)
+        lowers = np.stack([lo for _, lo in channels], axis=1)
         return _breakout_batch(close, uppers, lowers, rows.astype(np.int64).ravel(), long_short)

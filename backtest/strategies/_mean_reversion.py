@@ -77,14 +77,17 @@ def _mean_reversion_batch(
     entry_z: NDArray[np.float64],
     exit_z: NDArray[np.float64],
 ) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the kernel in the tests
-    """Positions ``(n_bars, k)`` of ``k`` sets from z-score rows (one per lookback)."""
-    n = ztab.shape[1]
+    """Positions ``(n_bars, k)`` of ``k`` sets from z-score columns (one per lookback).
+
+    ``ztab`` is ``(n_bars, n_lookbacks)``: a bar's z-scores share cache lines.
+    """
+    n = ztab.shape[0]
     k = rows.shape[0]
     out = np.empty((n, k))
     pos = np.zeros(k)
     for t in range(n):
         for i in range(k):
-            pos[i] = _step(pos[i], ztab[rows[i], t], entry_z[i], exit_z[i])
+            pos[i] = _step(pos[i], ztab[t, rows[i]], entry_z[i], exit_z[i])
             out[t, i] = pos[i]
     return out
 
@@ -156,5 +159,5 @@ class MeanReversion:
             MeanReversion(int(lookback[i]), float(entry[i]), float(exit_[i]))
         windows, rows = np.unique(lookback, return_inverse=True)
         close = np.ascontiguousarray(close, dtype=np.float64)
-        ztab = np.stack([_zscores(close, int(w)) for w in windows])
+        ztab = np.stack([_zscores(close, int(w)) for w in windows], axis=1)
         return _mean_reversion_batch(ztab, rows.astype(np.int64).ravel(), entry, exit_)

@@ -189,7 +189,7 @@ def _generic_batch(
         params = {c: v[lo:hi] for c, v in columns.items()}
         parallel = not _fused.SERIAL and hi - lo >= _fused.MIN_PARALLEL_SETS
         parallel = parallel and numba.get_num_threads() > 1
-        port = np.zeros((hi - lo, n) if n_assets > 1 else (0, n))  # no rows: one asset
+        port = np.zeros((hi - lo if n_assets > 1 else 1, n))  # one asset: one row of zeros
         counts = np.zeros((hi - lo, 4))
         positions = set_positions(prices, close, strategy_cls, params, hi - lo)
         for j in range(n_assets - 1):

@@ -43,6 +43,34 @@ BLOCK = 16
 LINE = 8
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step(
+    cur: float, prev: float, rt: float, cost: float, growth: float, trades: float, wins: float
+) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+    """One bar of one set: the asset's return, and the trade count / winners / growth."""
+    d = abs(cur - prev)
+    ret = (1.0 + prev * rt) * (1.0 - cost * d) - 1.0
+    if cur != prev or prev != 0.0:
+        growth, ended, ended_growth = _trade_step(growth, prev, cur, rt, cost)
+        if ended:
+            trades += 1.0
+            if ended_growth > 1.0:
+                wins += 1.0
+    return ret, growth, trades, wins
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _copy_line(
+    pos: NDArray[np.float64], i: int, hi: int, tmp: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled
+    """Copy up to LINE sets' columns from ``i`` on (each cache line of pos read once)."""
+    m = min(LINE, hi - i)
+    for t in range(pos.shape[0]):
+        for q in range(m):
+            v = pos[t, i + q]
+            tmp[q, t] = 0.0 if v != v else v  # NaN while warming up means flat
+
+
 @numba.njit(cache=True, nogil=True)
 def _block(
     lo: int,
@@ -62,62 +90,58 @@ def _block(
     """Sets ``lo`` to ``hi`` of one asset, one set at a time.
 
     Not ``last``: add the asset's weighted returns to ``port[i]``. ``last``: add them to
-    ``port[i]`` (when ``port`` has rows) in a buffer, track equity and drawdown on the
-    way, and write the set's metrics to ``out[i]``. The running state lives in
-    registers; the sets of a block read the same cache lines of ``pos``.
+    ``port[i]`` (a row of zeros when ``port`` has one row: one asset) in a buffer,
+    track equity and drawdown on the way, and write the set's metrics to ``out[i]``.
+    The running state lives in registers; the sets of a block read the same cache lines
+    of ``pos``; the bar loops hold no test of ``last``.
     """
     n = pos.shape[0]
     tmp = np.empty((LINE, n))
     buf = np.empty(n)
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))
-    has_port = port.shape[0] > 0
+    shared = port.shape[0] == 1 and last
     for i in range(lo, hi):
         s = (i - lo) % LINE
-        if s == 0:  # copy the next LINE sets' columns: each cache line of pos read once
-            m = min(LINE, hi - i)
-            for t in range(n):
-                for q in range(m):
-                    tmp[q, t] = pos[t, i + q]
+        if s == 0:
+            _copy_line(pos, i, hi, tmp)
         col = tmp[s]
-        row = port[i] if has_port else buf
+        row = port[0] if shared else port[i]
         growth = 1.0
         prev = 0.0
         trades = 0.0
         wins = 0.0
         expo = 0.0
         turn = 0.0
-        wealth = 1.0
-        ruined = False
-        peak = 1.0
-        trough = 1.0
-        min_ratio = 1.0
-        for t in range(n):
-            cur = col[t]
-            if cur != cur:  # NaN while warming up means flat
-                cur = 0.0
-            rt = r[t]
-            d = abs(cur - prev)
-            ret = weight * ((1.0 + prev * rt) * (1.0 - cost * d) - 1.0)
-            expo += abs(cur)
-            turn += d
-            if cur != prev or prev != 0.0:
-                growth, ended, ended_growth = _trade_step(growth, prev, cur, rt, cost)
-                if ended:
-                    trades += 1.0
-                    if ended_growth > 1.0:
-                        wins += 1.0
-            prev = cur
-            if not last:
-                row[t] += ret
-                continue
-            x = (row[t] if has_port else 0.0) + ret
-            buf[t] = x
-            g = 1.0 + x
-            if g <= 0.0:
-                ruined = True
-            wealth *= g
-            peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
+        if not last:
+            for t in range(n):
+                cur = col[t]
+                ret, growth, trades, wins = _step(cur, prev, r[t], cost, growth, trades, wins)
+                row[t] += weight * ret
+                expo += abs(cur)
+                turn += abs(cur - prev)
+                prev = cur
+        else:
+            wealth = 1.0
+            ruined = False
+            peak = 1.0
+            trough = 1.0
+            min_ratio = 1.0
+            for t in range(n):
+                cur = col[t]
+                ret, growth, trades, wins = _step(cur, prev, r[t], cost, growth, trades, wins)
+                x = row[t] + weight * ret
+                buf[t] = x
+                expo += abs(cur)
+                turn += abs(cur - prev)
+                prev = cur
+                g = 1.0 + x
+                if g <= 0.0:
+                    ruined = True
+                wealth *= g
+                peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
+            min_ratio = _close_drawdown(peak, trough, min_ratio)
+            _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, out[i])
         if prev != 0.0:
             trades += 1.0
             if growth > 1.0:
@@ -128,9 +152,7 @@ def _block(
         counts[i, 3] += weight * turn
         if not last:
             continue
-        min_ratio = _close_drawdown(peak, trough, min_ratio)
         res = out[i]
-        _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, res)
         total = counts[i, 0]
         res[N_TRADES] = total
         res[WIN_RATE] = counts[i, 1] / total if total > 0 else np.nan
@@ -228,7 +250,8 @@ def finish(
         r: Its bar returns.
         cost: Cost per unit of traded notional, as a fraction.
         weight: Its portfolio weight.
-        port: The other assets' summed returns ``(k, n_bars)``; no rows for one asset.
+        port: The other assets' summed returns ``(k, n_bars)``; one row of zeros for
+            one asset.
         counts: What :func:`accumulate` counted for the other assets (zeros for none).
         ppy: Bars per year.
         keep: Which sets' portfolio returns to return (``None``: none).

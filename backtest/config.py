@@ -216,7 +216,9 @@ class MonteCarloConfig:
         ruin_drawdown: Drawdown counted as ruin (0.5 = a 50% fall from a peak).
         jitter: ``parameter_jitter``: parameter -> relative half-width (0.2 = ±20%)
             or a list of values to draw from.
-        n_jobs: Worker processes.
+        n_jobs: Workers: ``-1`` (default) one per core (threads running the compiled
+            resampling kernels; processes for methods that re-run the strategy), or a
+            number. The report is identical whatever the number.
         chunk_size: Paths simulated at once (bounds memory).
         seed: Root seed (interpolates the root ``seed``).
     """
@@ -228,7 +230,7 @@ class MonteCarloConfig:
     confidence: list[float] = field(default_factory=lambda: [5.0, 50.0, 95.0])
     ruin_drawdown: float = 0.5
     jitter: dict[str, Any] = field(default_factory=dict)
-    n_jobs: int = 1
+    n_jobs: int = -1
     chunk_size: int = 1000
     seed: int = 42
 

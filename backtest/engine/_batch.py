@@ -135,10 +135,11 @@ def set_positions(
     n, n_assets = close.shape
     name = strategy_cls.__name__
     if has_fast_path(strategy_cls):
+        fast = strategy_cls.batch_positions  # type: ignore[attr-defined]
 
         def batch(j: int) -> NDArray[np.float64]:
             pos = np.ascontiguousarray(
-                strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), params),
+                fast(np.ascontiguousarray(close[:, j]), params),
                 dtype=np.float64,
             )
             if pos.shape != (n, k):

@@ -265,7 +265,7 @@ def finish(
     out = np.empty((k, N_OUT))
     keep_slot = np.full(k, -1, dtype=np.int64)
     n_keep = 0 if keep is None else int(np.count_nonzero(keep))
-    if n_keep:
+    if keep is not None and n_keep:
         keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
     kept = np.empty((n_keep, n))
     args = (pos, r, cost, weight, port, counts, True, int(ppy), out, keep_slot, kept)

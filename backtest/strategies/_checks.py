@@ -185,6 +185,20 @@ def check_lookahead(
     return cuts
 
 
+def batch_column(
+    strategy_cls: type, prices: pd.DataFrame, params: Mapping[str, Any]
+) -> NDArray[np.float64]:
+    """One parameter set's positions from ``batch_positions``, asset by asset (wide)."""
+    arrays = {k: np.array([v]) for k, v in params.items()}
+    fast = strategy_cls.batch_positions  # type: ignore[attr-defined]
+    close = prices.to_numpy(dtype=np.float64)
+    columns = [
+        np.asarray(fast(np.ascontiguousarray(close[:, j]), arrays), dtype=np.float64)
+        for j in range(close.shape[1])
+    ]
+    return np.column_stack([c.reshape(len(prices), -1)[:, 0] for c in columns])
+
+
 def set_positions_fn(strategy_cls: type, params: Mapping[str, Any]) -> PositionsFn | None:
     """``prices -> wide positions`` of one parameter set, or ``None`` if it is rejected.
 
@@ -194,23 +208,9 @@ def set_positions_fn(strategy_cls: type, params: Mapping[str, Any]) -> Positions
     from backtest.errors import ConfigError
 
     if not callable(getattr(strategy_cls, "positions", None)):
-        arrays = {k: np.array([v]) for k, v in params.items()}
-
-        def batch(prices: pd.DataFrame) -> NDArray[np.float64]:
-            close = prices.to_numpy(dtype=np.float64)
-            return np.column_stack(
-                [
-                    np.asarray(
-                        strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), arrays),
-                        dtype=np.float64,
-                    ).reshape(len(prices), -1)[:, 0]
-                    for j in range(close.shape[1])
-                ]
-            )
-
-        return batch
+        return lambda prices: batch_column(strategy_cls, prices, params)
     try:
-        return strategy_cls(**params).positions  # type: ignore[no-any-return]
+        return strategy_cls(**params).positions
     except (ConfigError, TypeError, ValueError):
         return None
 
@@ -251,7 +251,6 @@ def check_batch_positions(
     from backtest.errors import ConfigError
 
     name = strategy_cls.__name__
-    close = prices.to_numpy(dtype=np.float64)
     checked = 0
     for params in param_sets:
         try:
@@ -259,16 +258,7 @@ def check_batch_positions(
         except (ConfigError, TypeError, ValueError):
             continue
         single = positions_values(fn(prices), prices)
-        arrays = {k: np.array([v]) for k, v in params.items()}
-        batch = np.column_stack(
-            [
-                np.asarray(
-                    strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), arrays),
-                    dtype=np.float64,
-                ).reshape(len(prices), -1)[:, 0]
-                for j in range(close.shape[1])
-            ]
-        )
+        batch = batch_column(strategy_cls, prices, params)
         batch = np.where(np.isnan(batch), 0.0, batch)
         diff = _first_difference(batch, single)
         checked += 1

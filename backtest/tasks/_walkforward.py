@@ -68,9 +68,9 @@ def run(ctx: TaskContext) -> TaskOutput:
             "fold, e.g. search.space.lookback: [21, 63, 126]",
             key="search.space",
         )
-    from backtest.strategies import param_names
+    from backtest.strategies import param_names as strategy_param_names
 
-    names = param_names(ctx.strategy_cls)
+    names = strategy_param_names(ctx.strategy_cls)
     unknown = [p for p in search.space if p not in names]
     if unknown:
         raise ConfigError(

@@ -175,13 +175,12 @@ def _generic_batch(
 ) -> BatchResult:
     """The generic path: positions per asset, metrics in compiled kernels."""
     from backtest.engine import _fused, _generic
-    from backtest.strategies import has_fast_path
 
     n, n_assets = close.shape
     k = len(frame)
-    per_set = n if has_fast_path(strategy_cls) else n * n_assets
-    chunk = chunk_size or max(1, 4_000_000 // max(per_set, 1))
-    r_assets = [bar_returns(np.ascontiguousarray(close[:, j])) for j in range(n_assets)]
+    # positions of every asset for a chunk of sets: about 32 MB
+    chunk = chunk_size or max(_generic.LINE, 4_000_000 // max(n * n_assets, 1))
+    r_assets = np.stack([bar_returns(np.ascontiguousarray(close[:, j])) for j in range(n_assets)])
     columns = {c: frame[c].to_numpy() for c in frame.columns}
     values = np.empty((k, len(m.METRIC_NAMES)))
     kept: list[NDArray[np.float64]] = []
@@ -190,21 +189,18 @@ def _generic_batch(
         params = {c: v[lo:hi] for c, v in columns.items()}
         parallel = not _fused.SERIAL and hi - lo >= _fused.MIN_PARALLEL_SETS
         parallel = parallel and numba.get_num_threads() > 1
-        port = np.zeros((hi - lo if n_assets > 1 else 1, n))  # one asset: one row of zeros
-        counts = np.zeros((hi - lo, 4))
         positions = set_positions(prices, close, strategy_cls, params, hi - lo)
-        for j in range(n_assets - 1):
-            _generic.accumulate(
-                positions(j), r_assets[j], cost, float(w[j]), port, counts, parallel=parallel
-            )
-        j = n_assets - 1
-        values[lo:hi], rows = _generic.finish(
-            positions(j),
-            r_assets[j],
+        if n_assets == 1:
+            pos = positions(0)[np.newaxis]
+        else:
+            pos = np.empty((n_assets, n, hi - lo))
+            for j in range(n_assets):
+                pos[j] = positions(j)
+        values[lo:hi], rows = _generic.evaluate(
+            pos,
+            r_assets,
             cost,
-            float(w[j]),
-            port,
-            counts,
+            w,
             periods_per_year,
             None if keep is None else keep[lo:hi],
             parallel=parallel,

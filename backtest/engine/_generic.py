@@ -89,8 +89,8 @@ def _sets(
     For a group of LINE sets, asset after asset: copy the group's position columns
     (each cache line of ``pos`` read once), then run each set's bars, adding the
     weighted return to its row of ``acc`` (a group's rows stay in the CPU cache) and
-    counting trades, exposure and turnover. Then each set's equity, drawdown and
-    return metrics from its row.
+    counting trades, exposure and turnover; on the last asset also the equity and
+    drawdown, and the set's return metrics right after its bars.
     """
     n_assets, n, _ = pos.shape
     tmp = np.empty((LINE, n))
@@ -106,6 +106,7 @@ def _sets(
             _copy_line(pos[j], first, hi, tmp)
             w = weights[j]
             rj = r[j]
+            last = j == n_assets - 1
             for s in range(m):
                 col = tmp[s]
                 row = acc[s]
@@ -115,13 +116,37 @@ def _sets(
                 wins = 0.0
                 expo = 0.0
                 turn = 0.0
-                for t in range(n):
-                    cur = col[t]
-                    ret, growth, trades, wins = _step(cur, prev, rj[t], cost, growth, trades, wins)
-                    row[t] += w * ret
-                    expo += abs(cur)
-                    turn += abs(cur - prev)
-                    prev = cur
+                wealth = 1.0
+                ruined = False
+                peak = 1.0
+                trough = 1.0
+                min_ratio = 1.0
+                if not last:
+                    for t in range(n):
+                        cur = col[t]
+                        ret, growth, trades, wins = _step(
+                            cur, prev, rj[t], cost, growth, trades, wins
+                        )
+                        row[t] += w * ret
+                        expo += abs(cur)
+                        turn += abs(cur - prev)
+                        prev = cur
+                else:  # the last asset: equity and drawdown while the row is in cache
+                    for t in range(n):
+                        cur = col[t]
+                        ret, growth, trades, wins = _step(
+                            cur, prev, rj[t], cost, growth, trades, wins
+                        )
+                        x = row[t] + w * ret
+                        row[t] = x
+                        expo += abs(cur)
+                        turn += abs(cur - prev)
+                        prev = cur
+                        g = 1.0 + x
+                        if g <= 0.0:
+                            ruined = True
+                        wealth *= g
+                        peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
                 if prev != 0.0:
                     trades += 1.0
                     if growth > 1.0:
@@ -130,31 +155,20 @@ def _sets(
                 cnt[s, 1] += wins
                 cnt[s, 2] += w * expo
                 cnt[s, 3] += w * turn
-        for s in range(m):
-            row = acc[s]
-            wealth = 1.0
-            ruined = False
-            peak = 1.0
-            trough = 1.0
-            min_ratio = 1.0
-            for t in range(n):
-                g = 1.0 + row[t]
-                if g <= 0.0:
-                    ruined = True
-                wealth *= g
-                peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
-            min_ratio = _close_drawdown(peak, trough, min_ratio)
-            i = first + s
-            res = out[i]
-            _finish(row, wealth, ruined, min_ratio, ppy, stack, values, res)
-            total = cnt[s, 0]
-            res[N_TRADES] = total
-            res[WIN_RATE] = cnt[s, 1] / total if total > 0 else np.nan
-            res[EXPOSURE] = cnt[s, 2] / n
-            res[TURNOVER] = cnt[s, 3] / n * ppy
-            slot = keep_slot[i]
-            if slot >= 0:
-                kept[slot, :] = row
+                if not last:
+                    continue
+                min_ratio = _close_drawdown(peak, trough, min_ratio)
+                i = first + s
+                res = out[i]
+                _finish(row, wealth, ruined, min_ratio, ppy, stack, values, res)
+                total = cnt[s, 0]
+                res[N_TRADES] = total
+                res[WIN_RATE] = cnt[s, 1] / total if total > 0 else np.nan
+                res[EXPOSURE] = cnt[s, 2] / n
+                res[TURNOVER] = cnt[s, 3] / n * ppy
+                slot = keep_slot[i]
+                if slot >= 0:
+                    kept[slot, :] = row
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

@@ -22,6 +22,7 @@ from backtest.errors import (
     JobNotFound,
     QueueUnavailable,
     ResultPathMissing,
+    StrategyContractError,
     TrialsFailed,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "QueueUnavailable",
     "ResultPathMissing",
     "SearchResult",
+    "StrategyContractError",
     "StrategyEvaluator",
     "StrategyReturnsEvaluator",
     "TrialsFailed",
@@ -51,6 +53,7 @@ __all__ = [
     "WalkForwardOptimizer",
     "WalkForwardResult",
     "__version__",
+    "check_strategy",
     "deflated_sharpe_ratio",
     "distributed_search",
     "grid_search",
@@ -75,6 +78,7 @@ _LAZY = {
     "simulate_batch": "backtest.engine",
     "target_weights": "backtest.engine",
     "Bars": "backtest.data",
+    "check_strategy": "backtest.strategies",
     "load_result": "backtest.results",
     "QueueConfig": "backtest.config",
     "WalkForwardConfig": "backtest.config",

@@ -188,6 +188,9 @@ class EngineConfig:
             many bars; ``null`` for none.
         stop_reentry: After an exit by a stop: ``signal_change`` stays flat until the
             strategy's target changes; ``next_bar`` follows the target from the next bar.
+        check_lookahead: Before a run relies on the strategy, check that its target
+            weights up to a few bars t do not change when the bars after t are removed (a
+            strategy that looks ahead is refused, naming the first bar that changed).
     """
 
     fee_bps: float = 0.0
@@ -217,6 +220,8 @@ class EngineConfig:
     atr_lookback: int = 14
     max_bars: int | None = None
     stop_reentry: StopReentry = StopReentry.signal_change
+    # --- checks (issue 12, backtest/strategies/_checks.py); not an option of the engine
+    check_lookahead: bool = True
 
 
 @dataclass
@@ -289,7 +294,9 @@ class MonteCarloConfig:
         ruin_drawdown: Drawdown counted as ruin (0.5 = a 50% fall from a peak).
         jitter: ``parameter_jitter``: parameter -> relative half-width (0.2 = ±20%)
             or a list of values to draw from.
-        n_jobs: Worker processes.
+        n_jobs: Workers: ``-1`` (default) one per core (threads running the compiled
+            resampling kernels; processes for methods that re-run the strategy), or a
+            number. The report is identical whatever the number.
         chunk_size: Paths simulated at once (bounds memory).
         seed: Root seed (interpolates the root ``seed``).
     """
@@ -301,7 +308,7 @@ class MonteCarloConfig:
     confidence: list[float] = field(default_factory=lambda: [5.0, 50.0, 95.0])
     ruin_drawdown: float = 0.5
     jitter: dict[str, Any] = field(default_factory=dict)
-    n_jobs: int = 1
+    n_jobs: int = -1
     chunk_size: int = 1000
     seed: int = 42
 

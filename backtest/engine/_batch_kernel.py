@@ -241,10 +241,14 @@ def _targets(
     weights_output: bool,
 ) -> NDArray[np.float64]:
     """``(n, a, k)`` unlimited target weights of ``k`` sets."""
+    from backtest.engine._targets import strategy_output
+    from backtest.strategies._checks import fast_method
+
     n, a = close.shape
-    if hasattr(strategy_cls, "batch_weights"):
+    fast = fast_method(strategy_cls)
+    if fast == "batch_weights":
         data = bars if getattr(strategy_cls, "inputs", "close") == "bars" else close
-        out = np.asarray(strategy_cls.batch_weights(data, params), dtype=np.float64)
+        out = np.asarray(strategy_cls.batch_weights(data, params), dtype=np.float64)  # type: ignore[attr-defined]
         if out.shape != (n, a, k):
             raise ConfigError(
                 f"{strategy_cls.__name__}.batch_weights returned shape {out.shape}, "
@@ -253,15 +257,28 @@ def _targets(
             )
         # NaN targets are flat: the limits turn them into 0 inside the kernel
         return out if weights_output else out * sleeve[None, :, None]
-    if not hasattr(strategy_cls, "batch_positions"):
-        raise ConfigError(
-            f"{strategy_cls!r} has no batch_positions or batch_weights; use simulate() per set",
-            key="strategy",
-        )
     out = np.empty((n, a, k))
+    if fast is None:  # no fast path of its own: one positions call per set
+        names = list(params)
+        for i in range(k):
+            one = {c: _plain(params[c][i]) for c in names}
+            values = strategy_output(strategy_cls(**one), bars).to_numpy()
+            out[:, :, i] = values * sleeve[None, :]
+        return out
     for j in range(a):
         pos = np.asarray(
-            strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), params), np.float64
+            strategy_cls.batch_positions(np.ascontiguousarray(close[:, j]), params),  # type: ignore[attr-defined]
+            np.float64,
         )
+        if pos.shape != (n, k):
+            raise ConfigError(
+                f"{strategy_cls.__name__}.batch_positions returned shape {pos.shape}, "
+                f"expected {(n, k)}",
+                key="strategy",
+            )
         out[:, j, :] = np.where(np.isnan(pos), 0.0, pos) * sleeve[j]
     return out
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value

@@ -206,7 +206,6 @@ def trades_frame(records: np.ndarray, bars: Bars) -> pd.DataFrame:
 
 
 def _strategy_params(strategy: object) -> dict[str, Any]:
-    names = getattr(strategy, "param_names", None)
-    if names is None:
-        names = [n for n in getattr(strategy, "__dataclass_fields__", {}) if not n.startswith("_")]
-    return {n: getattr(strategy, n) for n in names}
+    from backtest.strategies._params import strategy_params
+
+    return strategy_params(strategy)

@@ -10,5 +10,6 @@ def run(ctx: TaskContext) -> TaskOutput:
     """Backtest the configured strategy with its configured parameters."""
     strategy = ctx.strategy_cls(**ctx.strategy_params)
     result = simulate(ctx.data, strategy, **ctx.engine_kwargs())
+    ctx.check_strategy(strategy, full=result.positions.to_numpy(dtype=float))
     metric = ctx.settings.search.metric
     return TaskOutput(backtest=result, objective=result.metrics.get(metric))

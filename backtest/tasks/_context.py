@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from backtest.config import RootConfig
@@ -44,6 +45,42 @@ class TaskContext:
     def data(self) -> Bars:
         """The bars (OHLCV when loaded), or bars of the closes only."""
         return self.bars if self.bars is not None else Bars.from_close(self.prices)
+
+    def check_strategy(self, strategy: Any, full: Any = None) -> None:
+        """The look-ahead check of ``strategy`` on the run's bars, unless turned off.
+
+        Compares the target weights of :func:`~backtest.engine.target_weights` (with the
+        run's engine options) on the bars cut at a few bars t with the full run's.
+
+        Args:
+            strategy: The strategy instance.
+            full: Its output over all the bars (``BacktestResult.positions``), when
+                already computed; turned into target weights as the engine does.
+
+        Raises:
+            StrategyContractError: the strategy looks ahead (names the first bar).
+        """
+        if not self.settings.engine.check_lookahead:
+            return
+        from backtest.engine._params import ENGINE_KEYS, engine_params
+        from backtest.engine._targets import limits_of, outputs_weights, resolve_weights
+        from backtest.strategies._checks import check_lookahead, strategy_name, targets_fn
+        from backtest.strategies._params import strategy_params
+
+        options = {k: v for k, v in self.engine_kwargs().items() if k in ENGINE_KEYS}
+        bars = self.data
+        if full is not None:
+            output = np.nan_to_num(np.asarray(full, dtype=np.float64))
+            if not outputs_weights(strategy):
+                output = output * resolve_weights(bars.symbols, options.get("weights"))
+            full, _ = limits_of(output, bars, engine_params(**options))
+        check_lookahead(
+            targets_fn(strategy, options),
+            bars,
+            name=strategy_name(strategy),
+            params=strategy_params(strategy),
+            full=full,
+        )
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The engine options of the config for :func:`~backtest.engine.simulate`.

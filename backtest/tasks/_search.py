@@ -116,7 +116,9 @@ def run(ctx: TaskContext) -> TaskOutput:
             "parameters to search, e.g. search.space.fast: [5, 10, 20]",
             key="search.space",
         )
-    names = getattr(ctx.strategy_cls, "param_names", None) or list(ctx.strategy_params)
+    from backtest.strategies import has_fast_path, param_names
+
+    names = param_names(ctx.strategy_cls)
     unknown = [p for p in cfg.space if p not in names and not is_engine_key(p)]
     if unknown:
         raise ConfigError(
@@ -126,9 +128,19 @@ def run(ctx: TaskContext) -> TaskOutput:
         )
     fixed = {k: v for k, v in ctx.strategy_params.items() if k not in cfg.space}
     engine = ctx.engine_kwargs()
-    if hasattr(ctx.strategy_cls, "batch_positions") or hasattr(ctx.strategy_cls, "batch_weights"):
-        evaluator: Any = StrategyEvaluator(ctx.data, ctx.strategy_cls, fixed_params=fixed, **engine)
+    ctx.check_strategy(ctx.strategy_cls(**ctx.strategy_params))
+    if has_fast_path(ctx.strategy_cls):
+        evaluator: Any = StrategyEvaluator(  # look-ahead checked above
+            ctx.data, ctx.strategy_cls, fixed_params=fixed, check_lookahead=False, **engine
+        )
     else:
+        log.warning(
+            "%s has no batch_positions of its own: the search runs one backtest per "
+            "parameter set (search.n_jobs processes help); for the fast path add a "
+            "classmethod batch_positions(close, params) -> (n_bars, n_sets) positions "
+            "(README: Writing a strategy)",
+            ctx.strategy_cls.__name__,
+        )
         evaluator = SimulateEvaluator(ctx.data, ctx.strategy_cls, fixed, engine)
     started = time.perf_counter()
     result = run_search(

@@ -55,7 +55,9 @@ def run(ctx: TaskContext) -> TaskOutput:
 
     Raises:
         ConfigError: An empty ``search.space``, a space naming an unknown parameter,
-            a strategy without ``batch_positions``, or windows the data cannot hold.
+            or windows the data cannot hold.
+        StrategyContractError: the strategy looks ahead, or its ``batch_positions``
+            disagrees with ``positions``.
         TrialsFailed: Every trial of a fold scored NaN.
     """
     wf_cfg = ctx.settings.walkforward
@@ -67,7 +69,9 @@ def run(ctx: TaskContext) -> TaskOutput:
             "fold, e.g. search.space.lookback: [21, 63, 126]",
             key="search.space",
         )
-    names = list(getattr(ctx.strategy_cls, "param_names", None) or ctx.strategy_params)
+    from backtest.strategies import param_names as strategy_param_names
+
+    names = strategy_param_names(ctx.strategy_cls)
     unknown = [p for p in search.space if p not in names and not is_engine_key(p)]
     if unknown:
         raise ConfigError(
@@ -76,8 +80,13 @@ def run(ctx: TaskContext) -> TaskOutput:
             key=f"search.space.{unknown[0]}",
         )
     fixed = {k: v for k, v in ctx.strategy_params.items() if k not in search.space}
-    evaluator = StrategyReturnsEvaluator(
-        ctx.data, ctx.strategy_cls, fixed_params=fixed, **ctx.engine_kwargs()
+    ctx.check_strategy(ctx.strategy_cls(**ctx.strategy_params))
+    evaluator = StrategyReturnsEvaluator(  # look-ahead checked above
+        ctx.data,
+        ctx.strategy_cls,
+        fixed_params=fixed,
+        check_lookahead=False,
+        **ctx.engine_kwargs(),
     )
     result = WalkForwardOptimizer(wf_cfg, search, progress=ctx.progress).run(
         evaluator,

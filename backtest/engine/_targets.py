@@ -99,7 +99,7 @@ def raw_targets(
     if outputs_weights(strategy):
         return out, out, np.ones(out.shape[1])
     w = resolve_weights(out.columns, params.weights)
-    return out, out * w, w
+    return out, pd.DataFrame(out.to_numpy() * w, index=out.index, columns=out.columns), w
 
 
 def target_weights(

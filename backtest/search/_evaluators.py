@@ -266,10 +266,13 @@ def verify_fast_path(
         StrategyContractError: it looks ahead, or the two disagree; names the
             strategy, the set and the first differing bar.
     """
+    from backtest.data._bars import as_bars
     from backtest.engine import _fused
     from backtest.engine._batch_kernel import split_columns
     from backtest.strategies._checks import (
+        _with_periods,
         check_batch_positions,
+        check_data,
         has_fast_path,
         sample_rows,
         set_positions_fn,
@@ -289,9 +292,11 @@ def verify_fast_path(
                 **(engine or {}),
                 **{str(c): _option(engine_frame[c].iloc[i]) for c in engine_frame.columns},
             }
-            fn = set_positions_fn(strategy_cls, params, options)
+            bars = as_bars(prices)
+            fn = set_positions_fn(strategy_cls, params, _with_periods(options, bars))
             if fn is not None:
-                lookahead(fn, prices, name=strategy_cls.__name__, params=params)
+                data = check_data(strategy_cls, bars)
+                lookahead(fn, data, name=strategy_cls.__name__, params=params)
                 break
     if not has_fast_path(strategy_cls) or not callable(getattr(strategy_cls, "positions", None)):
         return 0

@@ -64,7 +64,12 @@ class TaskContext:
             return
         from backtest.engine._params import ENGINE_KEYS, engine_params
         from backtest.engine._targets import limits_of, outputs_weights, resolve_weights
-        from backtest.strategies._checks import check_lookahead, strategy_name, targets_fn
+        from backtest.strategies._checks import (
+            check_data,
+            check_lookahead,
+            strategy_name,
+            targets_fn,
+        )
         from backtest.strategies._params import strategy_params
 
         options = {k: v for k, v in self.engine_kwargs().items() if k in ENGINE_KEYS}
@@ -76,7 +81,7 @@ class TaskContext:
             full, _ = limits_of(output, bars, engine_params(**options))
         check_lookahead(
             targets_fn(strategy, options),
-            bars,
+            check_data(strategy, bars),
             name=strategy_name(strategy),
             params=strategy_params(strategy),
             full=full,

@@ -22,6 +22,7 @@ from backtest.errors import (
     JobNotFound,
     QueueUnavailable,
     ResultPathMissing,
+    StrategyContractError,
     TrialsFailed,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "BacktestJobQueue",
     "BacktestResult",
     "BacktestWorker",
+    "Bars",
     "ConfigError",
     "DataValidationError",
     "JobNotFound",
@@ -43,6 +45,7 @@ __all__ = [
     "QueueUnavailable",
     "ResultPathMissing",
     "SearchResult",
+    "StrategyContractError",
     "StrategyEvaluator",
     "StrategyReturnsEvaluator",
     "TrialsFailed",
@@ -50,6 +53,7 @@ __all__ = [
     "WalkForwardOptimizer",
     "WalkForwardResult",
     "__version__",
+    "check_strategy",
     "deflated_sharpe_ratio",
     "distributed_search",
     "grid_search",
@@ -62,6 +66,7 @@ __all__ = [
     "run_search",
     "simulate",
     "simulate_batch",
+    "target_weights",
 ]
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
@@ -71,6 +76,9 @@ _LAZY = {
     "BacktestResult": "backtest.engine",
     "simulate": "backtest.engine",
     "simulate_batch": "backtest.engine",
+    "target_weights": "backtest.engine",
+    "Bars": "backtest.data",
+    "check_strategy": "backtest.strategies",
     "load_result": "backtest.results",
     "QueueConfig": "backtest.config",
     "WalkForwardConfig": "backtest.config",

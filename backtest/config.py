@@ -134,22 +134,104 @@ class DataConfig:
     seed: int = 42
 
 
+class StopUnit(Enum):
+    """What stop levels are measured in: a fraction of the price, or ATR multiples."""
+
+    fraction = "fraction"
+    atr = "atr"
+
+
+class Execution(Enum):
+    """When a decision taken at the close of bar t is filled."""
+
+    close = "close"
+    next_open = "next_open"
+
+
+class StopReentry(Enum):
+    """When an asset may be re-entered after an exit by a stop."""
+
+    signal_change = "signal_change"
+    next_bar = "next_bar"
+
+
 @dataclass
 class EngineConfig:
-    """How positions become returns.
+    """How target weights become a portfolio (README "Portfolio engine").
 
     Attributes:
         fee_bps: Commission per unit of traded notional, in basis points
-            (10 = 0.1%), charged on every change of position.
+            (10 = 0.1%), charged on every traded unit.
         slippage_bps: Extra cost per unit of traded notional, in basis points.
-        weights: Per-symbol portfolio weights; equal weights when empty.
-        periods_per_year: Bars per year, for annualising (252 for daily bars).
+        weights: Per-symbol weights applied to positions; equal weights when empty.
+        periods_per_year: Bars per year, for annualising; null infers it from the
+            index (252 daily, 52 weekly, 12 monthly, bars per session x 252 intraday,
+            bars per day x 365 round the clock).
+        initial_capital: Starting cash in currency; null means 1.0 (fractions).
+        rebalance: ``bar`` (every bar, the default), ``D``, ``W``, ``M``, ``Q`` (first bar
+            of each period) or a number of bars.
+        rebalance_threshold: Trade an asset at a rebalance only when its weight drifted
+            more than this from target (0: always).
+        execution: ``close`` (fill at the decision close) or ``next_open``.
+        fixed_cost: Cost per order, in currency (needs ``initial_capital``).
+        min_commission: Minimum fee per order, in currency (needs ``initial_capital``).
+        borrow_rate: Annual fee on short notional, accrued per bar.
+        financing_rate: Annual rate on gross exposure above equity, accrued per bar.
+        cash_rate: Annual interest on positive idle cash.
+        max_gross_leverage: Largest sum of absolute weights; null for none.
+        max_weight: Largest absolute weight of one asset; null for none.
+        long_only: Clip short targets to 0.
+        target_volatility: Annual volatility the book is scaled to; null for off.
+        vol_lookback: Bars of the realised-volatility estimate of the overlay.
+        benchmark: null, ``equal_weight`` or a symbol of the data.
+        stop_loss: Exit a long when a bar's low reaches ``entry * (1 - stop_loss)`` (a short:
+            the high, ``entry * (1 + stop_loss)``); filled at that level, or at the open when
+            the bar opens through it. A fraction in (0, 1), or an ATR multiple (``stop_unit``).
+        take_profit: Exit a long when a bar's high reaches ``entry * (1 + take_profit)``
+            (short mirrored); a bar reaching both a stop and the take-profit takes the stop.
+        trailing_stop: Exit a long when a bar's low reaches ``peak * (1 - trailing_stop)``,
+            ``peak`` the highest of the entry and the highs of earlier bars since entry.
+        stop_unit: ``fraction`` (of the price) or ``atr`` (multiples of the average true
+            range over ``atr_lookback`` bars, taken when the entry is decided).
+        atr_lookback: Bars in the average true range.
+        max_bars: Time stop: exit (at the close, like a signal) once a trade was held this
+            many bars; ``null`` for none.
+        stop_reentry: After an exit by a stop: ``signal_change`` stays flat until the
+            strategy's target changes; ``next_bar`` follows the target from the next bar.
+        check_lookahead: Before a run relies on the strategy, check that its target
+            weights up to a few bars t do not change when the bars after t are removed (a
+            strategy that looks ahead is refused, naming the first bar that changed).
     """
 
     fee_bps: float = 0.0
     slippage_bps: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)
-    periods_per_year: int = 252
+    periods_per_year: float | None = None
+    initial_capital: float | None = None
+    rebalance: str = "bar"
+    rebalance_threshold: float = 0.0
+    execution: Execution = Execution.close
+    fixed_cost: float = 0.0
+    min_commission: float = 0.0
+    borrow_rate: float = 0.0
+    financing_rate: float = 0.0
+    cash_rate: float = 0.0
+    max_gross_leverage: float | None = None
+    max_weight: float | None = None
+    long_only: bool = False
+    target_volatility: float | None = None
+    vol_lookback: int = 63
+    benchmark: str | None = None
+    # --- exits (issue 11, backtest/engine/_exits.py); a strategy attribute of the same name wins
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    trailing_stop: float | None = None
+    stop_unit: StopUnit = StopUnit.fraction
+    atr_lookback: int = 14
+    max_bars: int | None = None
+    stop_reentry: StopReentry = StopReentry.signal_change
+    # --- checks (issue 12, backtest/strategies/_checks.py); not an option of the engine
+    check_lookahead: bool = True
 
 
 @dataclass
@@ -229,7 +311,9 @@ class MonteCarloConfig:
         ruin_drawdown: Drawdown counted as ruin (0.5 = a 50% fall from a peak).
         jitter: ``parameter_jitter``: parameter -> relative half-width (0.2 = ±20%)
             or a list of values to draw from.
-        n_jobs: Worker processes.
+        n_jobs: Workers: ``-1`` (default) one per core (threads running the compiled
+            resampling kernels; processes for methods that re-run the strategy), or a
+            number. The report is identical whatever the number.
         chunk_size: Paths simulated at once (bounds memory).
         seed: Root seed (interpolates the root ``seed``).
     """
@@ -241,7 +325,7 @@ class MonteCarloConfig:
     confidence: list[float] = field(default_factory=lambda: [5.0, 50.0, 95.0])
     ruin_drawdown: float = 0.5
     jitter: dict[str, Any] = field(default_factory=dict)
-    n_jobs: int = 1
+    n_jobs: int = -1
     chunk_size: int = 1000
     seed: int = 42
 
@@ -331,6 +415,17 @@ class BreakoutConfig:
 
 
 @dataclass
+class CrossSectionalMomentumConfig:
+    """Schema of ``strategy=xs_momentum``."""
+
+    _target_: str = "backtest.strategies.CrossSectionalMomentum"
+    lookback: int = 252
+    skip: int = 21
+    top_n: int = 2
+    long_short: bool = False
+
+
+@dataclass
 class BuyAndHoldConfig:
     """Schema of ``strategy=buy_and_hold``."""
 
@@ -387,6 +482,7 @@ _STRATEGY_SCHEMAS: dict[str, type] = {
     "mean_reversion": MeanReversionConfig,
     "breakout": BreakoutConfig,
     "buy_and_hold": BuyAndHoldConfig,
+    "xs_momentum": CrossSectionalMomentumConfig,
 }
 
 

@@ -13,6 +13,8 @@ either::
     ├── WaitTimeout (TimeoutError)             waiting for jobs ran out of time; ``pending``
     ├── ResultPathMissing (FileNotFoundError)  no result where one was expected; carries ``path``
     ├── TrialsFailed (RuntimeError)            every trial of a search failed; says why
+    ├── StrategyContractError                  a strategy looks ahead, or its batch_positions
+    │                                          disagrees with positions; names strategy and bar
     └── QueueUnavailable (ConnectionError)     Redis could not be reached; names the URL
 
 Context lives in attributes, not only in the message. :func:`describe` is how the
@@ -127,6 +129,32 @@ class WaitTimeout(BacktestError, TimeoutError):
 
 class TrialsFailed(BacktestError, RuntimeError):
     """Every trial of a search failed, so there is no best result."""
+
+
+class StrategyContractError(BacktestError):
+    """A strategy breaks its contract: it looks ahead, or its fast path disagrees.
+
+    Attributes:
+        strategy: The strategy class name.
+        params: The parameter set at fault.
+        bar: The first bar (timestamp) that differs.
+        asset: The asset column where it differs first.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        strategy: str,
+        params: dict[str, object] | None = None,
+        bar: object = None,
+        asset: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.strategy = strategy
+        self.params = dict(params or {})
+        self.bar = bar
+        self.asset = asset
 
 
 class QueueUnavailable(BacktestError, ConnectionError):

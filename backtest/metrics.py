@@ -564,3 +564,48 @@ def compute_metrics(
         "exposure": float(exposure(positions, weights)),
         "turnover": float(turnover(positions, weights, periods_per_year=ppy)),
     }
+
+
+def relative_metrics(
+    returns: Returns, benchmark: Returns, *, periods_per_year: float = 252
+) -> dict[str, float]:
+    """Benchmark-relative metrics of one backtest (per-bar simple returns, same length).
+
+    * ``beta``: ``cov(r, b) / var(b)`` (sample moments);
+    * ``alpha``: ``(mean(r) - beta * mean(b)) * periods_per_year`` (annualised, CAPM with a
+      zero risk-free rate);
+    * ``tracking_error``: ``std(r - b) * sqrt(periods_per_year)`` (``ddof=1``);
+    * ``information_ratio``: ``mean(r - b) * periods_per_year / tracking_error``;
+    * ``excess_return``: the strategy's CAGR minus the benchmark's.
+
+    NaN where undefined (fewer than two bars, a constant benchmark, no tracking error).
+
+    Examples:
+        >>> b = np.array([0.0, 0.01, -0.02, 0.015, 0.005])
+        >>> out = relative_metrics(2 * b, b, periods_per_year=252)
+        >>> round(out["beta"], 6), round(out["alpha"], 6)
+        (2.0, 0.0)
+    """
+    r = _as_2d(returns)[0][:, 0]
+    bm = _as_2d(benchmark)[0][:, 0]
+    nan = float("nan")
+    out = {
+        k: nan for k in ("alpha", "beta", "information_ratio", "tracking_error", "excess_return")
+    }
+    if len(r) < 2:
+        return out
+    var_b = float(np.var(bm, ddof=1))
+    if var_b > 0:
+        beta = float(np.cov(r, bm, ddof=1)[0, 1] / var_b)
+        out["beta"] = beta
+        out["alpha"] = float((r.mean() - beta * bm.mean()) * periods_per_year)
+    diff = r - bm
+    te = float(np.std(diff, ddof=1) * np.sqrt(periods_per_year))
+    out["tracking_error"] = te
+    if te > _STD_RTOL:
+        out["information_ratio"] = float(diff.mean() * periods_per_year / te)
+    ppy = int(periods_per_year) if float(periods_per_year).is_integer() else periods_per_year
+    out["excess_return"] = float(cagr(r, periods_per_year=ppy)) - float(  # type: ignore[arg-type]
+        cagr(bm, periods_per_year=ppy)  # type: ignore[arg-type]
+    )
+    return out

@@ -153,6 +153,9 @@ def equity_figure(result: BacktestResult, path: str | Path, *, title: str | None
             linewidth=1.2,
             label="strategy equity",
         )
+        bench = getattr(result, "benchmark", None)
+        if bench is not None and len(bench):
+            top.plot(bench.index, bench.to_numpy(), color="0.4", linewidth=1.0, label="benchmark")
         top.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--", label="initial capital")
         dd = drawdown(equity)
         bottom.fill_between(dd.index, dd.to_numpy(), 0.0, color="tab:red", alpha=0.35, linewidth=0)

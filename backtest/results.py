@@ -9,6 +9,8 @@ A run directory holds::
     trades.parquet     one row per trade
     prices.parquet     the closes traded (thinned to at most 5,000 bars and 20 assets),
                        for the report's price panel
+    costs.parquet      the engine's per-bar cost table (fees, slippage, fixed, borrow,
+                       financing, cash_interest), in currency
     <name>.parquet     further tables (trials, folds, Monte Carlo paths summary)
     figures/*.png      pictures
     report.html        the self-contained HTML report (written after result.json)
@@ -40,6 +42,7 @@ RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
 EQUITY_FILE = "equity.parquet"
 TRADES_FILE = "trades.parquet"
+COSTS_FILE = "costs.parquet"
 FIGURES_DIR = "figures"
 REPORT_FILE = "report.html"
 PRICES_TABLE = "prices"

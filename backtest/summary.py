@@ -46,6 +46,8 @@ def format_summary(record: Mapping[str, Any]) -> str:
         ),
         ("params", ", ".join(f"{k}={v}" for k, v in record.get("params", {}).items()) or "-"),
     ]
+    if record.get("periods_per_year") is not None:
+        rows.append(("periods_per_year", f"{record['periods_per_year']:g}"))
     rows += [(k, format_value(k, v)) for k, v in record.get("metrics", {}).items()]
     rows += [(str(a), str(b)) for a, b in record.get("summary", [])]
     width = max(len(a) for a, _ in rows)

@@ -56,6 +56,23 @@ def test_summary_prints_na_for_undefined_metrics() -> None:
     assert "n/a" in text and "10.00%" in text
 
 
+def test_summary_prints_periods_per_year_and_exit_reasons() -> None:
+    record = {
+        "name": "x",
+        "task": "backtest",
+        "n_bars": 3,
+        "symbols": ["A"],
+        "params": {},
+        "periods_per_year": 52.0,
+        "metrics": {"cagr": 0.1},
+        "summary": [["exits", "signal 3, stop_loss 2"]],
+    }
+    lines = format_summary(record).splitlines()
+    assert any(line.split() == ["periods_per_year", "52"] for line in lines)
+    assert any(line.split()[:1] == ["exits"] and "stop_loss 2" in line for line in lines)
+    assert "periods_per_year" not in format_summary({**record, "periods_per_year": None})
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -34,7 +34,7 @@ from backtest.strategies import Momentum, SmaCross
 N_BARS = 500
 N_PATHS = 40  # p < 0.05 <=> at most 1 of 40 paths beats the observed: 2/41 = 0.0488
 INDEX = pd.bdate_range("2010-01-04", periods=N_BARS, name="date")
-ENGINE = EngineConfig(fee_bps=5.0)
+ENGINE = EngineConfig(fee_bps=5.0, periods_per_year=252.0)  # tasks built by hand: set, not inferred
 SHARPE = METRICS.index("sharpe_ratio")
 BLOCK = 5  # conf/montecarlo/random_entries.yaml
 

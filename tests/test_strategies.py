@@ -167,5 +167,5 @@ def test_allowed_modules_admit_user_strategies(tmp_path, monkeypatch) -> None:  
         check_target("mystrats.Half")
     cls, params, inst = build_strategy({"_target_": "mystrats.Half", "level": 0.25}, ["mystrats"])
     assert cls.__name__ == "Half" and params == {"level": 0.25} and inst.level == 0.25
-    with pytest.raises(ConfigError, match="bad parameters"):
+    with pytest.raises(ConfigError, match=r"strategy\.nope is not a parameter of Half"):
         build_strategy({"_target_": "mystrats.Half", "nope": 1}, ["mystrats"])

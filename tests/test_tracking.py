@@ -153,6 +153,7 @@ def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
         "config.yaml",
         "report.html",
         "figures/equity.png",
+        "tables/costs.parquet",
         "tables/equity.parquet",
         "tables/positions.parquet",
         "tables/prices.parquet",

@@ -15,6 +15,8 @@ Every loader returns *wide closes*: a DataFrame with a ``DatetimeIndex`` named
   high, low, close, volume``, one row per date and symbol) or wide layout (a date
   column and one close column per symbol), with column names mapped to yours.
 * :func:`load_prices`: dispatches on a :class:`~backtest.config.DataConfig`.
+* :class:`Bars` and :func:`load_bars`: open/high/low/close/volume of every asset (see
+  :mod:`backtest.data._bars`).
 
 Bad data is refused by :func:`validate_prices` with a
 :class:`~backtest.errors.DataValidationError` naming the column, the first bad
@@ -24,12 +26,15 @@ logged on the ``backtest.data`` logger.
 
 from __future__ import annotations
 
+from backtest.data._bars import Bars, load_bars
 from backtest.data._files import load_prices, read_prices, sample_prices
 from backtest.data._synthetic import synthetic_prices
 from backtest.data._validate import data_fingerprint, validate_prices
 
 __all__ = [
+    "Bars",
     "data_fingerprint",
+    "load_bars",
     "load_prices",
     "read_prices",
     "sample_prices",

@@ -22,6 +22,8 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.engine import _fused_kernels as k
+from backtest.engine import _fused_stops as ks
+from backtest.engine._exits import StopRules, validate_stop_rules
 from backtest.errors import ConfigError
 from backtest.strategies import Momentum, SmaCross
 from backtest.strategies._base import as_param_array
@@ -40,10 +42,54 @@ _FAMILIES: dict[type, tuple[str, ...]] = {
 }
 
 
+#: Per-set exit columns the fused kernels take (plain or as ``engine.<name>``).
+STOP_COLUMNS = ("stop_loss", "take_profit", "trailing_stop", "max_bars")
+
+
+def _stop_name(column: str) -> str:
+    return column.removeprefix("engine.")
+
+
 def supports(strategy_cls: type, columns: list[str]) -> bool:
     """Whether ``strategy_cls`` with these parameter columns has a fused kernel."""
     names = _FAMILIES.get(strategy_cls)
-    return names is not None and set(columns) <= set(names)
+    if names is None:
+        return False
+    strategy = {c for c in columns if _stop_name(c) not in STOP_COLUMNS}
+    return strategy <= set(names)
+
+
+def _stop_table(
+    params: dict[str, NDArray], rules: StopRules, count: int
+) -> tuple[NDArray[np.float64], bool]:
+    """``(k, 4)`` per-set stop_loss, take_profit, trailing_stop, max_bars; whether any is set.
+
+    Each set's levels are validated like ``engine.<name>`` (the first bad one is named).
+    """
+    table = np.empty((count, 4))
+    base = (rules.stop_loss, rules.take_profit, rules.trailing_stop, float(rules.max_bars))
+    for col, name in enumerate(STOP_COLUMNS):
+        table[:, col] = base[col]
+        for key in (name, f"engine.{name}"):
+            if key in params:
+                values = np.array(
+                    [np.nan if v is None else v for v in params.pop(key)], dtype=np.float64
+                )
+                if name == "max_bars":
+                    values = np.where(np.isnan(values), 0.0, values)
+                table[:, col] = values
+    for col, name in enumerate(STOP_COLUMNS[:3]):
+        levels = table[:, col]
+        bad = ~np.isnan(levels) & ~(levels > 0)
+        if not rules.use_atr:
+            bad |= levels >= 1
+        if bad.any():
+            validate_stop_rules(stop_unit=rules.stop_unit, **{name: float(levels[bad][0])})
+    bars = table[:, 3]
+    if ((bars < 0) | (bars != np.floor(bars))).any():
+        validate_stop_rules(max_bars=float(bars[(bars < 0) | (bars != np.floor(bars))][0]))
+    active = bool((~np.isnan(table[:, :3])).any() or (bars > 0).any())
+    return table, active
 
 
 def _sma_inputs(
@@ -115,6 +161,9 @@ def fused_batch(
     weights: NDArray[np.float64],
     periods_per_year: int,
     keep: NDArray[np.bool_] | None = None,
+    ohlc: tuple[NDArray[np.float64] | None, NDArray[np.float64] | None, NDArray[np.float64] | None]
+    | None = None,
+    rules: StopRules | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None] | None:
     """Every metric of every parameter set in ``frame``, or ``None`` without a fused kernel.
 
@@ -126,6 +175,10 @@ def fused_batch(
         weights: Portfolio weight per asset.
         periods_per_year: Bars per year.
         keep: Which sets' portfolio returns to return (``None``: none).
+        ohlc: Opens, highs and lows like ``close`` (each may be ``None``), for exits.
+        rules: The exits of every set; per-set columns ``stop_loss``, ``take_profit``,
+            ``trailing_stop`` and ``max_bars`` of ``frame`` (also as ``engine.<name>``,
+            NaN/None = none) override them (only ``execution = close``, ``rebalance = bar``).
 
     Returns:
         ``(metrics, kept)``: metrics ``(k, 11)`` in ``METRIC_NAMES`` order and the kept
@@ -133,6 +186,7 @@ def fused_batch(
 
     Raises:
         ConfigError: an invalid parameter set (the first one, naming the parameter).
+        DataValidationError: stop levels on data without highs and lows.
     """
     if not supports(strategy_cls, [str(c) for c in frame]):
         return None
@@ -140,6 +194,8 @@ def fused_batch(
     n, _ = close.shape
     params = {str(c): np.asarray(frame[c]) for c in frame}
     count = len(next(iter(params.values()))) if params else len(frame)
+    rules = rules or StopRules()
+    stops, with_stops = _stop_table(params, rules, count)
     n_keep = 0 if keep is None else int(np.count_nonzero(keep))
     build = _sma_inputs if strategy_cls is SmaCross else _momentum_inputs
     source, table, data, a, b, start, long_short = build(close, params)
@@ -164,9 +220,40 @@ def fused_batch(
         keep_slot,
         kept,
     )
-    if SERIAL or count < MIN_PARALLEL_SETS or numba.get_num_threads() == 1:
+    serial = SERIAL or count < MIN_PARALLEL_SETS or numba.get_num_threads() == 1
+    if with_stops:
+        prices, atr = _stop_prices(close, ohlc, rules, stops)
+        stop_args = (*args[:3], prices, atr, *args[4:9], float(cost), stops, rules.use_atr,
+                     rules.lock, *args[10:])  # fmt: skip
+        if serial:
+            out = np.empty((count, k.N_OUT))
+            ks.run_sets(0, count, *stop_args, out)
+        else:
+            out = ks.fused_backtests_stops(*stop_args, 8 * numba.get_num_threads())
+    elif serial:
         out = k.fused_backtests_serial(*args)
     else:
         out = k.fused_backtests(*args, 8 * numba.get_num_threads())
     k.finish_growth(out, n, int(periods_per_year))
     return out[:, : k.N_METRICS], (kept if n_keep else None)
+
+
+def _stop_prices(
+    close: NDArray[np.float64],
+    ohlc: tuple[NDArray[np.float64] | None, NDArray[np.float64] | None, NDArray[np.float64] | None]
+    | None,
+    rules: StopRules,
+    stops: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``(4, n, n_assets)`` opens, highs, lows, closes and the ATR the exits read."""
+    from backtest.engine._exits import require_high_low, stop_atr
+
+    open_, high, low = ohlc if ohlc is not None else (None, None, None)
+    if (~np.isnan(stops[:, :3])).any():
+        require_high_low(open_, high, low)
+    prices = np.empty((4, *close.shape))
+    prices[3] = close
+    prices[0] = close if open_ is None else open_
+    prices[1] = close if high is None else high
+    prices[2] = close if low is None else low
+    return prices, stop_atr(rules, high, low, close)

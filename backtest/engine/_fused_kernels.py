@@ -22,7 +22,7 @@ Position sources (``source`` argument):
 * :data:`SMA_CUMSUM` / :data:`MOMENTUM_CLOSE`: the same signals recomputed on the fly
   from cumulative sums or closes, when a table would be too large.
 
-Any other strategy goes through ``batch_positions`` and ``engine._accumulate_asset``.
+Any other strategy goes through ``batch_positions`` and :mod:`backtest.engine._generic`.
 The return metrics are computed by :mod:`backtest._fused_stats`.
 """
 

@@ -1,20 +1,26 @@
-"""The single backtest: one strategy's positions over wide closes -> returns, trades, metrics."""
+"""The single backtest: one strategy over bars -> returns, equity, costs, trades, metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
 
 from backtest import metrics as m
-from backtest.engine._costs import asset_returns, cost_rate
-from backtest.engine._trades import trades_table
-from backtest.errors import BacktestError, ConfigError
+from backtest.data._bars import Bars, as_bars
+from backtest.engine import _exits
+from backtest.engine._benchmark import benchmark_returns, check_benchmark
+from backtest.engine._kernel import COST_COLUMNS, TRADE_FIELDS, run_book
+from backtest.engine._params import EngineParams, engine_params
+from backtest.engine._periods import resolve_periods_per_year
+from backtest.engine._schedule import rebalance_flags
+from backtest.engine._targets import limits_of, raw_targets, resolve_weights
+from backtest.engine._trades import TRADE_COLUMNS
 from backtest.strategies import Strategy
+
+__all__ = ["BacktestResult", "resolve_weights", "simulate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,14 +28,23 @@ class BacktestResult:
     """One backtest: the portfolio's returns, equity, positions, trades and metrics.
 
     Attributes:
-        returns: Portfolio return per bar after costs (``returns.iloc[0] == 0``).
+        returns: Portfolio return per bar after costs (``returns.iloc[0]`` is the cost of
+            the first close's trades, 0 when nothing is opened there).
         equity: Growth of 1 unit of capital: ``(1 + returns).cumprod()``.
-        positions: Target position per bar and asset, in [-1, 1].
-        trades: One row per trade (see ``TRADE_COLUMNS``); an open trade is marked
-            to the last close with ``is_open=True``.
-        metrics: Every metric of :func:`backtest.metrics.compute_metrics`.
+        positions: The strategy's output per bar and asset (positions in [-1, 1], or
+            target weights for ``output = "weights"`` strategies).
+        trades: One row per trade (see ``TRADE_COLUMNS``), with actual fill prices and an
+            ``exit_reason``; an open trade is marked to the last close (``end``).
+        metrics: Every metric of :func:`backtest.metrics.compute_metrics`, the cost totals
+            (``cost_<column>`` as fractions of the initial capital), ``limit_scaled_fraction``
+            and, with a benchmark, the benchmark-relative metrics.
         params: The strategy's parameters.
         run_dir: The run directory it was written to, when it was.
+        costs: Per-bar cost table in currency (:data:`COST_COLUMNS`).
+        weights: Weights held after each bar's close.
+        benchmark: The benchmark's equity (growth of 1), when one is set.
+        benchmark_metrics: The benchmark's own return metrics.
+        periods_per_year: Bars per year used for annualising (given or inferred).
     """
 
     returns: pd.Series
@@ -39,105 +54,158 @@ class BacktestResult:
     metrics: dict[str, float]
     params: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
+    costs: pd.DataFrame | None = None
+    weights: pd.DataFrame | None = None
+    benchmark: pd.Series | None = None
+    benchmark_metrics: dict[str, float] = field(default_factory=dict)
+    periods_per_year: float | None = None
 
 
-def resolve_weights(columns: Sequence[object], weights: Mapping[str, float] | None) -> NDArray:
-    """Portfolio weight per column: equal when ``weights`` is empty, else as given.
-
-    Raises:
-        ConfigError: a symbol without a weight, a weight for an unknown symbol, or a
-            non-finite weight; the message names the symbol.
-    """
-    names = [str(c) for c in columns]
-    if not weights:
-        return np.full(len(names), 1.0 / max(len(names), 1))
-    unknown = sorted(set(weights) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"engine.weights names unknown symbol {unknown[0]!r}",
-            key=f"engine.weights.{unknown[0]}",
-        )
-    missing = [n for n in names if n not in weights]
-    if missing:
-        raise ConfigError(
-            f"engine.weights has no weight for symbol {missing[0]!r}",
-            key=f"engine.weights.{missing[0]}",
-        )
-    w = np.array([float(weights[n]) for n in names])
-    if not np.all(np.isfinite(w)):
-        bad = names[int(np.flatnonzero(~np.isfinite(w))[0])]
-        raise ConfigError(f"engine.weights.{bad} is not finite", key=f"engine.weights.{bad}")
-    return w
-
-
-def _checked_positions(raw: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:
-    if not isinstance(raw, pd.DataFrame) or raw.shape != prices.shape:
-        raise BacktestError(
-            f"strategy returned {type(raw).__name__} of shape {getattr(raw, 'shape', None)}; "
-            f"expected a DataFrame of shape {prices.shape}"
-        )
-    values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
-    values = np.where(np.isnan(values), 0.0, values)
-    bad = np.abs(values) > 1.0 + 1e-12
-    if bad.any():
-        t, j = np.argwhere(bad)[0]
-        raise BacktestError(
-            f"strategy position {values[t, j]} for {prices.columns[j]!r} at {prices.index[t]} "
-            f"is outside [-1, 1] ({int(bad.sum())} such values)"
-        )
-    return pd.DataFrame(values, index=prices.index, columns=prices.columns)
-
-
-def simulate(
-    prices: pd.DataFrame,
-    strategy: Strategy,
-    *,
-    fee_bps: float = 0.0,
-    slippage_bps: float = 0.0,
-    weights: Mapping[str, float] | None = None,
-    periods_per_year: int = 252,
-) -> BacktestResult:
-    """Backtest one strategy on wide closes.
+def simulate(prices: Bars | pd.DataFrame, strategy: Strategy, **options: Any) -> BacktestResult:
+    """Backtest one strategy on bars (or wide closes).
 
     Args:
-        prices: Validated closes: a ``DatetimeIndex`` and one column per asset.
-        strategy: Anything with ``positions(prices)``; see :mod:`backtest.strategies`.
-        fee_bps: Commission per unit of traded notional, in basis points.
-        slippage_bps: Slippage per unit of traded notional, in basis points.
-        weights: Symbol -> portfolio weight; equal weights when empty.
-        periods_per_year: Bars per year, for annualised metrics.
+        prices: :class:`~backtest.data.Bars` or validated wide closes.
+        strategy: Anything with ``positions``; see :mod:`backtest.strategies`.
+        **options: Engine options, named as the ``engine.*`` config keys
+            (:class:`~backtest.engine._params.EngineParams`: ``fee_bps``,
+            ``slippage_bps``, ``weights``, ``periods_per_year``, ``initial_capital``,
+            ``rebalance``, ``execution``, costs, limits, ``target_volatility``,
+            ``benchmark``) and the stops of :mod:`backtest.engine._exits`
+            (``stop_loss``, ...). A strategy's own stop attributes override the engine's.
 
     Returns:
-        The portfolio's returns, equity, positions, trades and metrics.
+        The portfolio's returns, equity, positions, trades, costs and metrics.
 
     Raises:
-        ConfigError: a negative cost or bad weights.
-        BacktestError: the strategy returned positions outside [-1, 1] or of the wrong shape.
+        ConfigError: a bad option, naming ``engine.<key>``.
+        DataValidationError: ``next_open`` without opens, stops without highs/lows, a
+            benchmark symbol not in the data.
+        BacktestError: the strategy's output has the wrong shape or bad values.
     """
-    cost = cost_rate(fee_bps, slippage_bps)
-    w = resolve_weights(prices.columns, weights)
-    positions = _checked_positions(strategy.positions(prices), prices)
-    close = prices.to_numpy(dtype=np.float64)
-    per_asset = asset_returns(close, positions.to_numpy(), cost)
-    combined = np.zeros(len(prices))
-    for j in range(per_asset.shape[1]):  # same summation order as the batched path
-        combined += w[j] * per_asset[:, j]
-    returns = pd.Series(combined, index=prices.index, name="returns")
+    stop_opts = {k: options.pop(k) for k in list(options) if k in _exits.STOP_FIELDS}
+    params = engine_params(**options)
+    rules = _exits.stop_rules(None, strategy, **stop_opts)
+    bars = as_bars(prices)
+    check_inputs(bars, params, rules)
+    return run_simulation(bars, strategy, params, rules)
+
+
+def check_inputs(bars: Bars, params: EngineParams, rules: Any) -> None:
+    """Refuse data the options cannot run on, before anything runs."""
+    if params.next_open:
+        bars.require("open", why="engine.execution=next_open")
+    if rules.needs_high_low:
+        _exits.require_high_low(bars.open, bars.high, bars.low)
+        bars.require(
+            "high", "low", why="stop levels (engine.stop_loss / take_profit / trailing_stop)"
+        )
+    check_benchmark(params.benchmark, bars.symbols)
+
+
+def run_simulation(
+    bars: Bars, strategy: Strategy, params: EngineParams, rules: Any
+) -> BacktestResult:
+    """:func:`simulate` after validation."""
+    index = bars.index
+    close = bars.close.to_numpy(dtype=np.float64)
+    n, a = close.shape
+    ppy = resolve_periods_per_year(index, params.periods_per_year)
+    output, target, sleeve = raw_targets(strategy, bars, params)
+    limited, bound = limits_of(target.to_numpy(dtype=np.float64), bars, params)
+    arrays = price_arrays(bars)
+    atr = _exits.stop_atr(rules, arrays[1] if bars.has("high") else None,
+                          arrays[2] if bars.has("low") else None, close)  # fmt: skip
+    ret = np.zeros(n)
+    costs = np.zeros((n, len(COST_COLUMNS)))
+    held = np.zeros((n, a))
+    trades = np.zeros((2 * n * a + a, len(TRADE_FIELDS)))
+    stats = np.zeros(4)
+    run_book(
+        *arrays, close, limited, target.to_numpy(dtype=np.float64), np.asarray(sleeve, np.float64),
+        rebalance_flags(index, params.rebalance), not params.sleeves, params.next_open,
+        params.rebalance_threshold, params.capital, params.fee_bps / 1e4,
+        params.slippage_bps / 1e4, params.fixed_cost, params.min_commission,
+        params.borrow_rate / ppy, params.financing_rate / ppy, params.cash_rate / ppy,
+        np.array(rules.levels(), dtype=np.float64), atr, rules.use_atr, rules.max_bars,
+        rules.lock, ret, costs, held, trades, stats,
+    )  # fmt: skip
+    returns = pd.Series(ret, index=index, name="returns")
     equity = (1.0 + returns).cumprod().rename("equity")
-    trades = trades_table(prices, positions, cost)
-    metrics = m.compute_metrics(
+    table = trades_frame(trades[: int(stats[0])], bars)
+    metrics = m.compute_metrics(returns, np.zeros((n, 0)), table, periods_per_year=ppy)  # type: ignore[arg-type]
+    metrics["exposure"] = float(stats[2] / n) if n else float("nan")
+    metrics["turnover"] = float(stats[3] / n * ppy) if n else float("nan")
+    cost_table = pd.DataFrame(costs, index=index, columns=list(COST_COLUMNS))
+    for name in COST_COLUMNS:
+        metrics[f"cost_{name}"] = float(cost_table[name].sum() / params.capital)
+    metrics["limit_scaled_fraction"] = float(bound.mean()) if n else 0.0
+    bench = None
+    bench_metrics: dict[str, float] = {}
+    if params.benchmark is not None:
+        b = benchmark_returns(bars.close, params.benchmark)
+        bench = (1.0 + b).cumprod().rename("benchmark")
+        metrics.update(m.relative_metrics(ret, b.to_numpy(), periods_per_year=ppy))
+        own = m.return_metrics(b, periods_per_year=ppy)  # type: ignore[arg-type]
+        bench_metrics = {k: float(v) for k, v in own.items()}
+    return BacktestResult(
         returns,
-        positions,
-        trades,
-        weights=dict(zip(map(str, prices.columns), w, strict=True)),
-        periods_per_year=periods_per_year,
+        equity,
+        output,
+        table,
+        metrics,
+        _strategy_params(strategy),
+        costs=cost_table,
+        weights=pd.DataFrame(held, index=index, columns=bars.close.columns),
+        benchmark=bench,
+        benchmark_metrics=bench_metrics,
+        periods_per_year=ppy,
     )
-    params = _strategy_params(strategy)
-    return BacktestResult(returns, equity, positions, trades, metrics, params)
+
+
+def price_arrays(bars: Bars) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(open, high, low)`` as float arrays; the closes stand in for a missing field."""
+    close = bars.close.to_numpy(dtype=np.float64)
+    out = []
+    for name in ("open", "high", "low"):
+        frame = getattr(bars, name)
+        out.append(
+            close if frame is None else np.ascontiguousarray(frame.to_numpy(dtype=np.float64))
+        )
+    return out[0], out[1], out[2]
+
+
+def trades_frame(records: np.ndarray, bars: Bars) -> pd.DataFrame:
+    """The trades table from the kernel's records, sorted by entry time and asset."""
+    columns = [*TRADE_COLUMNS, "exit_reason"]
+    if len(records) == 0:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    index = bars.index
+    asset = records[:, 0].astype(np.int64)
+    entry = records[:, 2].astype(np.int64)
+    exit_ = records[:, 3].astype(np.int64)
+    reason = records[:, 7].astype(np.int64)
+    names = np.array(bars.symbols, dtype=object)
+    frame = pd.DataFrame(
+        {
+            "asset": pd.Series(names[asset], dtype=object),
+            "direction": records[:, 1].astype(np.int64),
+            "entry_time": index[entry],
+            "exit_time": index[exit_],
+            "entry_price": records[:, 4],
+            "exit_price": records[:, 5],
+            "return": records[:, 6],
+            "bars_held": exit_ - entry,
+            "is_open": reason == _exits.END,
+            "exit_reason": pd.Series(
+                np.array(_exits.EXIT_REASONS, dtype=object)[reason], dtype=object
+            ),
+        }
+    )
+    return frame.sort_values(["entry_time", "asset"], kind="stable", ignore_index=True)
 
 
 def _strategy_params(strategy: object) -> dict[str, Any]:
-    names = getattr(strategy, "param_names", None)
-    if names is None:
-        names = [n for n in getattr(strategy, "__dataclass_fields__", {}) if not n.startswith("_")]
-    return {n: getattr(strategy, n) for n in names}
+    from backtest.strategies._params import strategy_params
+
+    return strategy_params(strategy)

@@ -1,4 +1,9 @@
-"""``parameter_jitter``: the strategy's parameters drawn around the chosen ones."""
+"""``parameter_jitter``: the strategy's parameters drawn around the chosen ones.
+
+The engine's exit levels take part as ``engine.<name>`` parameters (``engine.stop_loss``,
+``engine.take_profit``, ``engine.trailing_stop``, ``engine.max_bars``) when they are set,
+so a jitter of ``{engine.stop_loss: 0.2}`` tests how much a result owes to the exact stop.
+"""
 
 from __future__ import annotations
 
@@ -28,16 +33,42 @@ def strategy_params(strategy: Any) -> dict[str, Any]:
     return {n: getattr(strategy, n) for n in names}
 
 
+#: Exit levels of the engine that parameter_jitter can draw (as ``engine.<name>``).
+STOP_LEVELS = ("stop_loss", "take_profit", "trailing_stop", "max_bars")
+
+
+def engine_stop_params(engine: Any) -> dict[str, Any]:
+    """The engine's exit levels that are set, as ``{"engine.stop_loss": 0.05, ...}``."""
+    out: dict[str, Any] = {}
+    for name in STOP_LEVELS:
+        value = getattr(engine, name, None)
+        if value is not None and not (name == "max_bars" and not value):
+            out[f"engine.{name}"] = value
+    return out
+
+
+def _check_drawn(strategy: Any, params: Mapping[str, Any], engine: Any) -> None:
+    own = {k: v for k, v in params.items() if not k.startswith("engine.")}
+    dataclasses.replace(strategy, **own)
+    stops = {k.removeprefix("engine."): v for k, v in params.items() if k.startswith("engine.")}
+    if stops:
+        from backtest.engine._exits import stop_rules
+
+        stop_rules(engine, None, **stops)
+
+
 def draw_params(
     strategy: Any,
     base_params: Mapping[str, Any],
     jitter: Mapping[str, Any],
     rng: np.random.Generator,
+    engine: Any = None,
 ) -> dict[str, Any]:
-    """Jittered parameters that the strategy accepts (redrawn until it does).
+    """Jittered parameters that the strategy (and the engine's stop rules) accept.
 
     A float ``spec`` is a relative half-width: ``base * (1 + U(-spec, spec))``, rounded
-    for integer parameters; a list is a set of values drawn uniformly.
+    for integer parameters; a list is a set of values drawn uniformly. Draws are repeated
+    until valid (a stop-loss fraction must stay in (0, 1), ``fast < slow``, ...).
     """
     last: ConfigError | None = None
     for _ in range(_MAX_DRAWS):
@@ -50,7 +81,7 @@ def draw_params(
             value = base * (1.0 + rng.uniform(-spec, spec))
             params[name] = round(value) if isinstance(base, numbers.Integral) else value
         try:
-            dataclasses.replace(strategy, **params)
+            _check_drawn(strategy, params, engine)
         except ConfigError as exc:
             last = exc
             continue

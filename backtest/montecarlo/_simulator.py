@@ -263,7 +263,7 @@ class MonteCarloSimulator:
         self,
         source: Any = None,
         *,
-        prices: pd.DataFrame | None = None,
+        prices: pd.DataFrame | Any = None,
         strategy: Any = None,
         engine: EngineConfig | None = None,
     ) -> MonteCarloReport:
@@ -274,8 +274,9 @@ class MonteCarloSimulator:
                 (fractional returns per bar) or a trades table (``return`` column).
                 The strategy methods may leave it out: the strategy is then run on
                 ``prices`` to get it.
-            prices: Wide closes; needed by ``synthetic_prices``, ``parameter_jitter``
-                and ``random_entries``.
+            prices: Wide closes (or :class:`~backtest.data.Bars`, whose highs and lows
+                ``parameter_jitter`` needs when the engine has stop levels); needed by
+                ``synthetic_prices``, ``parameter_jitter`` and ``random_entries``.
             strategy: The strategy instance; needed by ``synthetic_prices`` and
                 ``parameter_jitter``.
             engine: Costs, weights and ``periods_per_year`` (252 when omitted).
@@ -313,10 +314,11 @@ class MonteCarloSimulator:
     ) -> MonteCarloReport:
         method = cfg.method
         sample: Sample
+        ppy = _periods_per_year(engine, source)
         if method in _TRADE_METHODS:
-            sample = trade_sample(source, method.value, engine.periods_per_year)
+            sample = trade_sample(source, method.value, ppy)
         else:
-            sample = bar_sample(source, method.value, engine.periods_per_year)
+            sample = bar_sample(source, method.value, ppy)
         n = sample.returns.size
         if n >= 2**32:  # the kernels draw indices from 32 random bits
             raise ConfigError(
@@ -403,3 +405,17 @@ def finish(
         observed_equity=observed_equity,
         details=details,
     )
+
+
+def _periods_per_year(engine: EngineConfig, source: Any) -> float:
+    """Bars per year: the engine's; else the source's (inferred from its index); else 252."""
+    if engine.periods_per_year is not None:
+        return float(engine.periods_per_year)
+    if getattr(source, "periods_per_year", None) is not None:
+        return float(source.periods_per_year)
+    index = getattr(getattr(source, "returns", source), "index", None)
+    if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
+        from backtest.engine import infer_periods_per_year
+
+        return infer_periods_per_year(index)[0]
+    return 252.0

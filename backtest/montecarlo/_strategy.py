@@ -23,7 +23,12 @@ from backtest.errors import BacktestError, ConfigError, DataValidationError
 from backtest.montecarlo import _kernels as k
 from backtest.montecarlo._entries import displacement_range, return_order, trade_segments
 from backtest.montecarlo._inputs import bar_sample
-from backtest.montecarlo._jitter import check_jitter, draw_params, strategy_params
+from backtest.montecarlo._jitter import (
+    check_jitter,
+    draw_params,
+    engine_stop_params,
+    strategy_params,
+)
 from backtest.montecarlo._simulator import (
     ChunkResult,
     allocate,
@@ -58,6 +63,7 @@ class StrategyTask:
     observed_positions: NDArray[np.float64] | None = None
     displacement: tuple[int, int] = (1, 1)
     block: int = 20
+    bars: Any = None  # Bars with opens/highs/lows, for exits and next_open fills
 
 
 def path_rng(seed: int, path: int) -> np.random.Generator:
@@ -162,11 +168,24 @@ def strategy_chunk(task: StrategyTask, start: int, stop: int) -> ChunkResult:
     prices, engine, method = task.prices, task.engine, task.method
     if method is MonteCarloMethod.parameter_jitter:
         drawn = [
-            draw_params(task.strategy, task.base_params, task.jitter, path_rng(task.seed, p))
+            draw_params(
+                task.strategy, task.base_params, task.jitter, path_rng(task.seed, p), engine
+            )
             for p in range(start, stop)
         ]
         frame = pd.DataFrame(drawn)
-        if hasattr(type(task.strategy), "batch_positions"):
+        if any(str(c).startswith("engine.") for c in frame):
+            # the engine's own options and exits (the drawn stop levels as engine.* columns)
+            batch = eng.simulate_batch(
+                task.bars if task.bars is not None else prices,
+                type(task.strategy),
+                frame,
+                keep_returns=True,
+                **eng.engine_options(engine, prices.index),
+            )
+            assert batch.returns is not None
+            returns[:] = batch.returns
+        elif hasattr(type(task.strategy), "batch_positions"):
             batch = eng.simulate_batch(
                 prices,
                 type(task.strategy),
@@ -229,24 +248,27 @@ def run_strategy_method(
     engine: EngineConfig,
 ) -> MonteCarloReport:
     """Run ``synthetic_prices``, ``parameter_jitter`` or ``random_entries``."""
-    from backtest.data import validate_prices
+    from backtest.data import Bars, validate_prices
 
     method = cfg.method
     if prices is None:
         raise _needs(method, "prices=: the closes the strategy trades")
+    bars = None
+    if isinstance(prices, Bars):
+        bars, prices = prices, prices.close
     prices = validate_prices(prices)
+    if getattr(engine, "periods_per_year", 252) is None:  # inferred from the data, once
+        ppy = eng.engine_options(engine, prices.index)["periods_per_year"]
+        engine = dataclasses.replace(engine, periods_per_year=ppy)
     if strategy is None and method is not MonteCarloMethod.random_entries:
         raise _needs(method, "strategy=: the strategy instance to re-run")
     if source is None:
         if strategy is None:
             raise _needs(method, "the observed BacktestResult (or strategy= to compute it)")
         source = eng.simulate(
-            prices,
+            bars if bars is not None else prices,
             strategy,
-            fee_bps=engine.fee_bps,
-            slippage_bps=engine.slippage_bps,
-            weights=engine.weights or None,
-            periods_per_year=engine.periods_per_year,
+            **eng.engine_options(engine, prices.index),
         )
     observed = bar_sample(source, method.value, engine.periods_per_year).returns
     positions = getattr(source, "positions", None)
@@ -277,8 +299,10 @@ def run_strategy_method(
         details["drift_per_bar"] = dict(zip(details["assets"], drift.tolist(), strict=True))
         details["volatility_per_bar"] = dict(zip(details["assets"], vol.tolist(), strict=True))
     elif method is MonteCarloMethod.parameter_jitter:
-        params = strategy_params(strategy)
+        params = {**strategy_params(strategy), **engine_stop_params(engine)}
         jitter = check_jitter(cfg.jitter, params, strategy)
+        if any(k.startswith("engine.") for k in params):  # exits: the engine's kernels
+            task_kw.update(bars=bars)
         task_kw.update(jitter=jitter, base_params=params)
         details.update(base_params=params, jitter=jitter)
     else:

@@ -32,7 +32,7 @@ class _Objective:
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        from backtest.data import load_prices
+        from backtest.data import load_bars
         from backtest.search import Constraint, parse_space
         from backtest.search._optuna import to_distribution
         from backtest.strategies._loader import build_strategy, split_strategy_config
@@ -47,14 +47,11 @@ class _Objective:
         self.distributions = {name: to_distribution(dim) for name, dim in dims.items()}
         rule = self.settings.search.constraint
         self.constraint = Constraint(rule, names=list(dims)) if rule else None
-        self.prices = load_prices(self.settings.data)
-        e = self.settings.engine
-        self.engine: dict[str, Any] = {
-            "fee_bps": e.fee_bps,
-            "slippage_bps": e.slippage_bps,
-            "weights": dict(e.weights) or None,
-            "periods_per_year": e.periods_per_year,
-        }
+        from backtest.engine import engine_options
+
+        # Bars: opens for next_open fills, highs and lows for stops
+        self.prices = load_bars(self.settings.data)
+        self.engine: dict[str, Any] = engine_options(self.settings.engine, self.prices.index)
 
     def allowed(self, params: Mapping[str, Any]) -> bool:
         """Whether ``search.constraint`` allows these parameters."""
@@ -62,9 +59,11 @@ class _Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         from backtest.engine import simulate
+        from backtest.tasks._search import split_params
 
-        strategy = self.cls(**{**self.base_params, **trial.params})
-        result = simulate(self.prices, strategy, **self.engine)
+        own, engine = split_params(dict(trial.params))
+        strategy = self.cls(**{**self.base_params, **own})
+        result = simulate(self.prices, strategy, **{**self.engine, **engine})
         for name, value in result.metrics.items():
             trial.set_user_attr(name, None if value is None else float(value))
         return float(result.metrics[self.settings.search.metric])

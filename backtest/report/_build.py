@@ -13,7 +13,13 @@ from backtest.report._page import Page
 
 
 def periods_per_year(stored: results.StoredResult) -> int:
-    """Bars per year of the run: its config's ``engine.periods_per_year``, else 252."""
+    """Bars per year of the run.
+
+    ``result.json``'s (the engine's, inferred from the index when unset), else its
+    config's ``engine.periods_per_year``, else 252.
+    """
+    if stored.record.get("periods_per_year"):
+        return max(1, round(float(stored.record["periods_per_year"])))
     mc = stored.record.get("montecarlo") or {}
     if mc.get("periods_per_year"):
         return int(mc["periods_per_year"])

@@ -29,7 +29,7 @@ import numpy as np
 
 from backtest.errors import ConfigError
 from backtest.search._constraint import Constraint
-from backtest.search._evaluators import BatchEvaluator, StrategyEvaluator
+from backtest.search._evaluators import BatchEvaluator, StrategyEvaluator, verify_fast_path
 from backtest.search._grid import grid_search
 from backtest.search._optuna import optuna_search
 from backtest.search._random import random_search
@@ -50,6 +50,7 @@ __all__ = [
     "parse_space",
     "random_search",
     "run_search",
+    "verify_fast_path",
 ]
 
 #: Search methods by name (``search.method`` in config).

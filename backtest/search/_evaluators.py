@@ -57,6 +57,12 @@ class StrategyEvaluator:
         periods_per_year: Bars per year, for annualised metrics.
         fixed_params: Parameters not searched (e.g. ``long_short``), under every set.
         allowed_modules: Extra module prefixes a string ``strategy_cls`` may name.
+        verify: Before the first batch, compare ``batch_positions`` with ``positions``
+            on a few sets of that batch (:func:`verify_fast_path`).
+        check_lookahead: Before the first batch, check a set of it for look-ahead.
+
+    A strategy without a ``batch_positions`` of its own runs one ``positions`` call
+    per set (slower, the same metrics).
 
     Examples:
         >>> from backtest.strategies import SmaCross
@@ -78,17 +84,24 @@ class StrategyEvaluator:
         periods_per_year: int = 252,
         fixed_params: Mapping[str, Any] | None = None,
         allowed_modules: Iterable[str] = (),
+        verify: bool = True,
+        check_lookahead: bool = True,
+        **engine_options: Any,
     ) -> None:
+        from backtest.data import Bars
+
+        # Bars carry opens/highs/lows for next_open fills and stops; further engine
+        # options (rebalance, limits, stops, ...) go to simulate_batch as given
+        self.bars = prices if isinstance(prices, Bars) else None
+        prices = prices.close if isinstance(prices, Bars) else prices
+        self.engine_options = dict(engine_options)
         if isinstance(strategy_cls, str):
             from backtest.strategies._loader import load_strategy_class
 
             strategy_cls = load_strategy_class(strategy_cls, allowed_modules)
-        if not hasattr(strategy_cls, "batch_positions"):
-            raise ConfigError(
-                f"{strategy_cls!r} has no batch_positions; score it with a "
-                "Python callable evaluator instead",
-                key="strategy",
-            )
+        from backtest.strategies._checks import require_strategy_class
+
+        require_strategy_class(strategy_cls)
         self.prices = prices
         self.strategy_cls = strategy_cls
         self.fee_bps = fee_bps
@@ -97,6 +110,31 @@ class StrategyEvaluator:
         self.periods_per_year = periods_per_year
         self.fixed_params = dict(fixed_params or {})
         self._engine: tuple[float, NDArray[np.float64], NDArray[np.float64]] | None = None
+        self._verified = not (verify or check_lookahead)
+        self._check_lookahead = check_lookahead
+
+    def _verify(self, frame: pd.DataFrame) -> None:
+        """Before the first batch: no look-ahead, ``batch_positions`` equals ``positions``."""
+        if self._verified:
+            return
+        self._verified = True
+        verify_fast_path(
+            self.strategy_cls,
+            self.bars if self.bars is not None else self.prices,
+            frame,
+            check_lookahead=self._check_lookahead,
+            engine=self._engine_kwargs(),
+        )
+
+    def _engine_kwargs(self) -> dict[str, Any]:
+        """Every engine option of this evaluator, as :func:`simulate` keywords."""
+        return {
+            "fee_bps": self.fee_bps,
+            "slippage_bps": self.slippage_bps,
+            "weights": self.weights,
+            "periods_per_year": self.periods_per_year,
+            **self.engine_options,
+        }
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -119,8 +157,9 @@ class StrategyEvaluator:
             ConfigError: a parameter set the strategy rejects (the first, named).
         """
         frame = self._frame(params)
+        self._verify(frame)
         result = simulate_batch(
-            self.prices,
+            self.bars if self.bars is not None else self.prices,
             self.strategy_cls,
             frame,
             fee_bps=self.fee_bps,
@@ -128,6 +167,7 @@ class StrategyEvaluator:
             weights=self.weights,
             periods_per_year=self.periods_per_year,
             keep_returns=False if keep is None else keep,
+            **self.engine_options,
         )
         return BatchResult(result.metrics.iloc[:, frame.shape[1] :], result.returns)
 
@@ -149,7 +189,13 @@ class StrategyEvaluator:
             },
             **params,
         }
-        if not _fused.supports(self.strategy_cls, list(columns)):
+        engine_columns = any(str(c).startswith("engine.") for c in columns)
+        if (
+            self.engine_options
+            or engine_columns
+            or not _fused.supports(self.strategy_cls, list(columns))
+        ):
+            self._verify(pd.DataFrame(columns))
             result = self.evaluate_batch(pd.DataFrame(dict(params)), keep=keep)
             return (
                 [str(c) for c in result.metrics.columns],
@@ -187,6 +233,86 @@ class StrategyEvaluator:
             f"x {len(self.prices)} bars, fee_bps={self.fee_bps}, "
             f"slippage_bps={self.slippage_bps})"
         )
+
+
+def verify_fast_path(
+    strategy_cls: type,
+    prices: Any,
+    frame: pd.DataFrame,
+    *,
+    check_lookahead: bool = True,
+    engine: Mapping[str, Any] | None = None,
+) -> int:
+    """Check a strategy on a few rows of ``frame`` before a search relies on it.
+
+    The look-ahead check (:func:`backtest.strategies.check_strategy`'s, on the target
+    weights of :func:`backtest.engine.target_weights` with the run's engine options and
+    the set's ``engine.<key>`` columns) on the first set the strategy accepts; then, for
+    a strategy with a generic fast path of its own, ``batch_positions`` (or
+    ``batch_weights``) against ``positions`` on the first, middle and last rows (the
+    fused kernels of the built-ins are checked by the engine's tests).
+
+    Args:
+        strategy_cls: The strategy class.
+        prices: :class:`~backtest.data.Bars` or wide closes.
+        frame: Parameter sets (strategy parameters, maybe ``engine.<key>`` columns).
+        check_lookahead: Run the look-ahead check.
+        engine: The run's engine options.
+
+    Returns:
+        How many sets were compared with ``positions``.
+
+    Raises:
+        StrategyContractError: it looks ahead, or the two disagree; names the
+            strategy, the set and the first differing bar.
+    """
+    from backtest.data._bars import as_bars
+    from backtest.engine import _fused
+    from backtest.engine._batch_kernel import split_columns
+    from backtest.strategies._checks import (
+        _with_periods,
+        check_batch_positions,
+        check_data,
+        has_fast_path,
+        sample_rows,
+        set_positions_fn,
+    )
+    from backtest.strategies._checks import (
+        check_lookahead as lookahead,
+    )
+
+    if len(frame) == 0:
+        return 0
+    own, engine_frame = split_columns(frame.reset_index(drop=True))
+    rows = sample_rows(len(frame))
+    sets = [{str(c): _plain(own[c].iloc[i]) for c in own.columns} for i in rows]
+    if check_lookahead:
+        for i, params in zip(rows, sets, strict=True):
+            options = {
+                **(engine or {}),
+                **{str(c): _option(engine_frame[c].iloc[i]) for c in engine_frame.columns},
+            }
+            bars = as_bars(prices)
+            fn = set_positions_fn(strategy_cls, params, _with_periods(options, bars))
+            if fn is not None:
+                data = check_data(strategy_cls, bars)
+                lookahead(fn, data, name=strategy_cls.__name__, params=params)
+                break
+    if not has_fast_path(strategy_cls) or not callable(getattr(strategy_cls, "positions", None)):
+        return 0
+    if _fused.supports(strategy_cls, [str(c) for c in own.columns]):
+        return 0
+    return check_batch_positions(strategy_cls, prices, sets)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _option(value: Any) -> Any:
+    """An ``engine.<key>`` cell: NaN / None (a missing value: the option is off) as None."""
+    value = _plain(value)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def resolve_callable(evaluator: Any) -> Callable[..., Any]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from backtest.errors import ConfigError
+from backtest.errors import ConfigError, StrategyContractError
 from backtest.search._evaluators import BatchEvaluator
 from backtest.search._parallel import run_trials
 from backtest.search._result import ERROR, FAILED, OK, SEED, STATUS, TRIAL, SearchResult
@@ -183,6 +183,8 @@ class TrialLog:
     ) -> tuple[Columns, list[str | None]]:
         try:
             metrics, kept = self._evaluate(cols, keep if keep.any() else None)
+        except StrategyContractError:  # the strategy is wrong, not one set: stop the search
+            raise
         except Exception:  # find the failing sets one by one below
             if len(numbers) == 1:
                 raise
@@ -198,6 +200,8 @@ class TrialLog:
             try:
                 rows.append(self._batch(one, numbers[i : i + 1], keep[i : i + 1])[0])
                 errors.append(None)
+            except StrategyContractError:
+                raise
             except Exception as exc:  # recorded as the trial's failure
                 rows.append({})
                 errors.append(f"{type(exc).__name__}: {exc}")

@@ -10,6 +10,21 @@ A strategy maps prices up to bar t to a target position in [-1, 1] per asset at 
 
 Built-in strategies also offer ``batch_positions``: positions for many parameter sets
 of one asset at once, as an ``(n_bars, k)`` array, which is what makes searches fast.
+
+Contract v2 (engine v2), both optional class attributes:
+
+* ``inputs: ClassVar[str] = "bars"``: ``positions`` receives a :class:`~backtest.data.Bars`
+  (open, high, low, close, volume of every asset) instead of wide closes;
+* ``output: ClassVar[str] = "weights"``: what ``positions`` returns are target weights per
+  asset (any sign; a gross above 1 is allowed, within ``engine.max_gross_leverage``), used
+  as they are (``engine.weights`` is not applied). Otherwise positions in [-1, 1] are
+  multiplied by ``engine.weights`` (equal ``1/n`` when empty).
+
+Cross-sectional strategies offer ``batch_weights(close_or_bars, params) -> (n_bars,
+n_assets, k)``: the target weights of ``k`` parameter sets from all assets at once (closes
+as a 2-D array, or :class:`~backtest.data.Bars` when ``inputs = "bars"``).
+:func:`backtest.engine.target_weights` is the one function turning any strategy into the
+engine's target weights.
 """
 
 from __future__ import annotations
@@ -26,16 +41,23 @@ from backtest.errors import ConfigError
 
 @runtime_checkable
 class Strategy(Protocol):
-    """Anything with a ``positions`` method is a strategy."""
+    """Anything with a ``positions`` method is a strategy.
+
+    No look-ahead (row t uses data up to t), never mutates its input, deterministic.
+    Optional class attributes ``inputs = "bars"`` (receive :class:`~backtest.data.Bars`)
+    and ``output = "weights"`` (return target weights, not positions): see the module
+    docstring.
+    """
 
     def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        """Target positions in [-1, 1].
+        """Target positions in [-1, 1] (or target weights with ``output = "weights"``).
 
         Args:
-            prices: Wide closes, a ``DatetimeIndex`` and one column per asset.
+            prices: Wide closes, a ``DatetimeIndex`` and one column per asset (a
+                :class:`~backtest.data.Bars` with ``inputs = "bars"``).
 
         Returns:
-            A frame of the same shape; row t depends on rows up to t only.
+            A frame of the closes' shape; row t depends on rows up to t only.
         """
         ...
 

@@ -15,23 +15,113 @@ from backtest.strategies._base import apply_per_column, as_param_array, check_in
 
 
 @numba.njit(cache=True, nogil=True)
+def _channel(
+    close: NDArray[np.float64], lookback: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # pragma: no cover - compiled
+    """Highest and lowest close of the ``lookback`` bars before t (NaN before ``lookback``)."""
+    n = close.shape[0]
+    upper = np.full(n, np.nan)
+    lower = np.full(n, np.nan)
+    # Monotone queues of bar numbers: O(n) whatever the lookback (max and min are exact,
+    # so any order of comparisons gives the same channel).
+    qmax = np.empty(n, np.int64)
+    qmin = np.empty(n, np.int64)
+    h0 = h1 = 0  # qmax[h0:h1]
+    l0 = l1 = 0
+    for t in range(n):
+        if t >= lookback:
+            while qmax[h0] < t - lookback:
+                h0 += 1
+            while qmin[l0] < t - lookback:
+                l0 += 1
+            upper[t] = close[qmax[h0]]
+            lower[t] = close[qmin[l0]]
+        c = close[t]
+        while h1 > h0 and close[qmax[h1 - 1]] <= c:
+            h1 -= 1
+        qmax[h1] = t
+        h1 += 1
+        while l1 > l0 and close[qmin[l1 - 1]] >= c:
+            l1 -= 1
+        qmin[l1] = t
+        l1 += 1
+    return upper, lower
+
+
+@numba.njit(cache=True, nogil=True)
 def _breakout_kernel(
     close: NDArray[np.float64], lookback: int, long_short: bool
 ) -> NDArray[np.float64]:  # pragma: no cover - compiled; checked against a loop in the tests
+    upper, lower = _channel(close, lookback)
     n = close.shape[0]
     out = np.zeros(n)
     pos = 0.0
     for t in range(lookback, n):
-        upper = close[t - lookback]
-        lower = close[t - lookback]
-        for s in range(t - lookback + 1, t):
-            upper = max(upper, close[s])
-            lower = min(lower, close[s])
-        if close[t] > upper:
+        if close[t] > upper[t]:
             pos = 1.0
-        elif close[t] < lower:
+        elif close[t] < lower[t]:
             pos = -1.0 if long_short else 0.0
         out[t] = pos
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _sparse_tables(
+    close: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # pragma: no cover - compiled
+    """Max and min of ``close[t : t + 2**j]`` for every level j and bar t (sparse tables)."""
+    n = close.shape[0]
+    levels = 1
+    while (1 << levels) <= n:
+        levels += 1
+    hi = np.empty((levels, n))
+    lo = np.empty((levels, n))
+    hi[0] = close
+    lo[0] = close
+    for j in range(1, levels):
+        half = 1 << (j - 1)
+        for t in range(n - (1 << j) + 1):
+            hi[j, t] = max(hi[j - 1, t], hi[j - 1, t + half])
+            lo[j, t] = min(lo[j - 1, t], lo[j - 1, t + half])
+    return hi, lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _breakout_batch(
+    close: NDArray[np.float64],
+    lookback: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the kernel in the tests
+    """Positions ``(n_bars, k)`` of ``k`` sets, every channel from two sparse-table lookups.
+
+    The channel of bar t is the max / min of ``close[t - lookback : t]``: the max of two
+    overlapping power-of-two ranges, exactly :func:`_channel`'s value (max and min are
+    exact), in O(1) per set and bar whatever the lookbacks.
+    """
+    n = close.shape[0]
+    k = lookback.shape[0]
+    hi, lo = _sparse_tables(close)
+    level = np.empty(k, np.int64)
+    for i in range(k):
+        j = 0
+        while (2 << j) <= lookback[i]:
+            j += 1
+        level[i] = j
+    out = np.empty((n, k))
+    pos = np.zeros(k)
+    for t in range(n):
+        c = close[t]
+        for i in range(k):
+            w = lookback[i]
+            if t >= w:  # the channel exists from bar lookback on
+                j = level[i]
+                a = t - w
+                b = t - (1 << j)
+                if c > max(hi[j, a], hi[j, b]):
+                    pos[i] = 1.0
+                elif c < min(lo[j, a], lo[j, b]):
+                    pos[i] = -1.0 if long_short[i] else 0.0
+            out[t, i] = pos[i]
     return out
 
 
@@ -70,12 +160,13 @@ class Breakout:
     def batch_positions(
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
-        """Positions for many parameter sets (one compiled pass each)."""
+        """Positions for many parameter sets in one compiled pass (see ``_breakout_batch``)."""
         k = n_sets(params)
-        lookback = as_param_array(params, "lookback", k, 55).astype(np.int64)
+        raw = as_param_array(params, "lookback", k, 55)
+        bad = np.flatnonzero((raw < 1) | (raw != np.round(raw)))
+        if len(bad):
+            check_int("lookback", raw[int(bad[0])], 1)  # raises, naming the parameter
+        lookback = raw.astype(np.int64)
         long_short = as_param_array(params, "long_short", k, False).astype(bool)
-        out = np.empty((close.shape[0], k))
-        for i in range(k):
-            lb = check_int("lookback", int(lookback[i]), 1)
-            out[:, i] = _breakout_kernel(close, lb, bool(long_short[i]))
-        return out
+        close = np.ascontiguousarray(close, dtype=np.float64)
+        return _breakout_batch(close, lookback, long_short)

@@ -104,10 +104,14 @@ def build_strategy(
         ``(strategy_cls, params, instance)``.
 
     Raises:
-        ConfigError: a disallowed or unknown target, or a bad parameter (named).
+        ConfigError: a disallowed or unknown target, or a bad parameter (an unknown
+            key, a missing value or a wrong type, named before the class is called).
     """
+    from backtest.strategies._params import validate_params
+
     target, params = split_strategy_config(strategy_cfg)
     cls = load_strategy_class(target, allowed_modules)
+    params = validate_params(cls, params)
     try:
         instance = cls(**params)
     except TypeError as exc:

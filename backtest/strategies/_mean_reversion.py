@@ -22,32 +22,73 @@ from backtest.strategies._base import (
 
 
 @numba.njit(cache=True, nogil=True)
+def _zscores(
+    close: NDArray[np.float64], lookback: int
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; checked against a loop in the tests
+    """The z-score (close - mean) / std over the last ``lookback`` closes; NaN where undefined."""
+    n = close.shape[0]
+    out = np.full(n, np.nan)
+    for t in range(lookback - 1, n):
+        mean = 0.0
+        for s in range(t - lookback + 1, t + 1):
+            mean += close[s]
+        mean /= lookback
+        var = 0.0
+        for s in range(t - lookback + 1, t + 1):
+            var += (close[s] - mean) ** 2
+        std = np.sqrt(var / (lookback - 1))
+        if std > 0.0:
+            out[t] = (close[t] - mean) / std
+    return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step(pos: float, z: float, entry_z: float, exit_z: float) -> float:  # pragma: no cover
+    """One bar of the entry / exit rule (a NaN z holds the position)."""
+    if z == z:
+        if (pos > 0.0 and z >= -exit_z) or (pos < 0.0 and z <= exit_z):
+            pos = 0.0
+        if pos == 0.0:
+            if z < -entry_z:
+                pos = 1.0
+            elif z > entry_z:
+                pos = -1.0
+    return pos
+
+
+@numba.njit(cache=True, nogil=True)
 def _mean_reversion_kernel(
     close: NDArray[np.float64], lookback: int, entry_z: float, exit_z: float
 ) -> NDArray[np.float64]:  # pragma: no cover - compiled; checked against a loop in the tests
+    z = _zscores(close, lookback)
     n = close.shape[0]
     out = np.zeros(n)
     pos = 0.0
     for t in range(n):
-        if t >= lookback - 1:
-            mean = 0.0
-            for s in range(t - lookback + 1, t + 1):
-                mean += close[s]
-            mean /= lookback
-            var = 0.0
-            for s in range(t - lookback + 1, t + 1):
-                var += (close[s] - mean) ** 2
-            std = np.sqrt(var / (lookback - 1))
-            if std > 0.0:
-                z = (close[t] - mean) / std
-                if (pos > 0.0 and z >= -exit_z) or (pos < 0.0 and z <= exit_z):
-                    pos = 0.0
-                if pos == 0.0:
-                    if z < -entry_z:
-                        pos = 1.0
-                    elif z > entry_z:
-                        pos = -1.0
+        pos = _step(pos, z[t], entry_z, exit_z)
         out[t] = pos
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_reversion_batch(
+    ztab: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    entry_z: NDArray[np.float64],
+    exit_z: NDArray[np.float64],
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the kernel in the tests
+    """Positions ``(n_bars, k)`` of ``k`` sets from z-score columns (one per lookback).
+
+    ``ztab`` is ``(n_bars, n_lookbacks)``: a bar's z-scores share cache lines.
+    """
+    n = ztab.shape[0]
+    k = rows.shape[0]
+    out = np.empty((n, k))
+    pos = np.zeros(k)
+    for t in range(n):
+        for i in range(k):
+            pos[i] = _step(pos[i], ztab[t, rows[i]], entry_z[i], exit_z[i])
+            out[t, i] = pos[i]
     return out
 
 
@@ -100,13 +141,23 @@ class MeanReversion:
     def batch_positions(
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
-        """Positions for many parameter sets (one compiled pass each)."""
+        """Positions for many parameter sets: one z-score row per distinct lookback."""
         k = n_sets(params)
         lookback = as_param_array(params, "lookback", k, 20).astype(np.int64)
         entry = as_param_array(params, "entry_z", k, 2.0).astype(np.float64)
         exit_ = as_param_array(params, "exit_z", k, 0.5).astype(np.float64)
-        out = np.empty((close.shape[0], k))
-        for i in range(k):
-            s = MeanReversion(int(lookback[i]), float(entry[i]), float(exit_[i]))
-            out[:, i] = _mean_reversion_kernel(close, s.lookback, s.entry_z, s.exit_z)
-        return out
+        bad = np.flatnonzero(
+            (lookback < 2)
+            | ~np.isfinite(entry)
+            | ~np.isfinite(exit_)
+            | (entry <= 0)
+            | (exit_ < 0)
+            | (exit_ >= entry)
+        )
+        if len(bad):  # the constructor names the parameter
+            i = int(bad[0])
+            MeanReversion(int(lookback[i]), float(entry[i]), float(exit_[i]))
+        windows, rows = np.unique(lookback, return_inverse=True)
+        close = np.ascontiguousarray(close, dtype=np.float64)
+        ztab = np.stack([_zscores(close, int(w)) for w in windows], axis=1)
+        return _mean_reversion_batch(ztab, rows.astype(np.int64).ravel(), entry, exit_)

@@ -47,6 +47,8 @@ _TASK_MODULES = {
     "walkforward": "backtest.tasks._walkforward",
     "montecarlo": "backtest.tasks._montecarlo",
 }
+# tasks whose configured strategy is checked for look-ahead in prepare()
+_CHECKED_TASKS = ("backtest", "search", "walkforward")
 
 
 def package_version() -> str:
@@ -84,11 +86,14 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
 
     Raises:
         ConfigError: a bad or conflicting setting (names the keys).
-        DataValidationError: the prices fail validation (names the column and the fix).
+        DataValidationError: the prices fail validation (names the column and the fix),
+            or the engine's options need data the file lacks (opens, highs, a symbol).
+        StrategyContractError: the strategy looks ahead (``engine.check_lookahead``).
     """
     from backtest._limits import check_sizes
     from backtest.conflicts import check_conflicts
-    from backtest.data import data_fingerprint, load_prices
+    from backtest.data import data_fingerprint, load_bars
+    from backtest.engine import check_engine_config
     from backtest.strategies._loader import build_strategy
 
     if run_dir is None:
@@ -104,10 +109,15 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
             f"parameters to search, on the command line e.g. '+search.space.{name}=[5,10,20]'",
             key="search.space",
         )
-    prices = load_prices(settings.data)
-    return TaskContext(
+    bars = load_bars(settings.data)
+    prices = bars.close
+    # the engine's options checked against the data before anything runs; an unset
+    # periods_per_year becomes the figure inferred from the index, for every task
+    settings.engine.periods_per_year = check_engine_config(settings.engine, bars)
+    ctx = TaskContext(
         job=job,
         settings=settings,
+        bars=bars,
         prices=prices,
         strategy_cls=cls,
         strategy_params=params,
@@ -115,6 +125,16 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
         data_fingerprint=data_fingerprint(prices),
         progress=progress,
     )
+    if job.task in _CHECKED_TASKS:  # the look-ahead check, before any run dir or MLflow run
+        try:
+            with _sigterm_raises():
+                ctx.check_strategy(cls(**params))
+        except BacktestError:
+            raise  # the strategy breaks its contract: a validation error, no trace
+        except BaseException as exc:  # its own code failed or was interrupted: as in a run
+            _track_failure(job, run_dir, exc)
+            raise
+    return ctx
 
 
 def load_backtest(run_dir: str | Path) -> BacktestResult:
@@ -135,6 +155,10 @@ def load_backtest(run_dir: str | Path) -> BacktestResult:
         metrics={k: (float("nan") if v is None else v) for k, v in stored.metrics.items()},
         params=dict(stored.record.get("params", {})),
         run_dir=str(stored.path),
+        costs=stored.table("costs") if "costs" in stored.tables else None,
+        benchmark=equity["benchmark"] if "benchmark" in equity.columns else None,
+        benchmark_metrics=dict(stored.record.get("benchmark_metrics", {})),
+        periods_per_year=stored.record.get("periods_per_year"),
     )
 
 
@@ -150,9 +174,14 @@ def run_task(ctx: TaskContext) -> TaskOutput:
 
 
 def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, Any]:
+    from backtest.engine._exits import exit_reason_counts
     from backtest.tracking._log import git_commit  # a subprocess call; no MLflow import
 
     bt = output.backtest
+    exits = exit_reason_counts(bt.trades)
+    summary = [*output.summary]
+    if exits:  # how the headline backtest's trades ended (signal, stop_loss, ...)
+        summary.append(("exits", ", ".join(f"{k} {v}" for k, v in exits.items())))
     return {
         "task": ctx.job.task,
         "job_id": ctx.job.job_id,
@@ -165,13 +194,16 @@ def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, 
         "data_fingerprint": ctx.data_fingerprint,
         "n_bars": len(ctx.prices),
         "symbols": [str(c) for c in ctx.prices.columns],
+        "periods_per_year": ctx.settings.engine.periods_per_year,
         "start": str(ctx.prices.index[0].date()),
         "end": str(ctx.prices.index[-1].date()),
         "version": package_version(),
         "git_commit": git_commit(),
         "started_at": started_at,
         "ended_at": now_iso(),
-        "summary": [list(row) for row in output.summary],
+        "summary": [list(row) for row in summary],
+        "exit_reasons": exits,
+        **({"benchmark_metrics": bt.benchmark_metrics} if bt.benchmark_metrics else {}),
         **output.record,
     }
 
@@ -243,10 +275,14 @@ def execute_job(
         from backtest import plots
 
         plots.equity_figure(bt, results.figures_dir(run_dir) / "equity.png")
+    equity = pd.DataFrame({"returns": bt.returns, "equity": bt.equity})
+    if bt.benchmark is not None:
+        equity["benchmark"] = bt.benchmark
     tables = {
-        "equity": pd.DataFrame({"returns": bt.returns, "equity": bt.equity}),
+        "equity": equity,
         "positions": bt.positions,
         "trades": bt.trades,
+        **({results.COSTS_FILE.removesuffix(".parquet"): bt.costs} if bt.costs is not None else {}),
         **output.tables,
     }
     if ctx.settings.report:

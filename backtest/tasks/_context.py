@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from backtest.config import RootConfig
+from backtest.data import Bars
 from backtest.engine import BacktestResult
 from backtest.jobs import BacktestJob
 
@@ -20,7 +22,8 @@ class TaskContext:
     Attributes:
         job: The job record (id, task, resolved config).
         settings: The typed config (``RootConfig`` with its group dataclasses).
-        prices: Validated wide closes.
+        bars: The data as :class:`~backtest.data.Bars` (OHLCV when the source has it).
+        prices: Validated wide closes (``bars.close``).
         strategy_cls: The strategy class named by ``strategy._target_``.
         strategy_params: Its parameters from the config.
         run_dir: Where the result is written.
@@ -36,16 +39,64 @@ class TaskContext:
     run_dir: Path
     data_fingerprint: str
     progress: bool = False
+    bars: Bars | None = None
+
+    @property
+    def data(self) -> Bars:
+        """The bars (OHLCV when loaded), or bars of the closes only."""
+        return self.bars if self.bars is not None else Bars.from_close(self.prices)
+
+    def check_strategy(self, strategy: Any, full: Any = None) -> None:
+        """The look-ahead check of ``strategy`` on the run's bars, unless turned off.
+
+        Compares the target weights of :func:`~backtest.engine.target_weights` (with the
+        run's engine options) on the bars cut at a few bars t with the full run's.
+
+        Args:
+            strategy: The strategy instance.
+            full: Its output over all the bars (``BacktestResult.positions``), when
+                already computed; turned into target weights as the engine does.
+
+        Raises:
+            StrategyContractError: the strategy looks ahead (names the first bar).
+        """
+        if not self.settings.engine.check_lookahead:
+            return
+        from backtest.engine._params import ENGINE_KEYS, engine_params
+        from backtest.engine._targets import limits_of, outputs_weights, resolve_weights
+        from backtest.strategies._checks import (
+            check_data,
+            check_lookahead,
+            strategy_name,
+            targets_fn,
+        )
+        from backtest.strategies._params import strategy_params
+
+        options = {k: v for k, v in self.engine_kwargs().items() if k in ENGINE_KEYS}
+        bars = self.data
+        if full is not None:
+            output = np.nan_to_num(np.asarray(full, dtype=np.float64))
+            if not outputs_weights(strategy):
+                output = output * resolve_weights(bars.symbols, options.get("weights"))
+            full, _ = limits_of(output, bars, engine_params(**options))
+        check_lookahead(
+            targets_fn(strategy, options),
+            check_data(strategy, bars),
+            name=strategy_name(strategy),
+            params=strategy_params(strategy),
+            full=full,
+        )
 
     def engine_kwargs(self) -> dict[str, Any]:
-        """``fee_bps``, ``slippage_bps``, ``weights`` and ``periods_per_year`` for the engine."""
-        e = self.settings.engine
-        return {
-            "fee_bps": e.fee_bps,
-            "slippage_bps": e.slippage_bps,
-            "weights": dict(e.weights) or None,
-            "periods_per_year": e.periods_per_year,
-        }
+        """The engine options of the config for :func:`~backtest.engine.simulate`.
+
+        ``fee_bps``, ``slippage_bps``, ``weights`` and ``periods_per_year`` always; every
+        other option (portfolio engine, stops) only when it differs from its default, so
+        paths that predate them keep their exact behaviour.
+        """
+        from backtest.engine import engine_options
+
+        return engine_options(self.settings.engine, self.prices.index)
 
 
 @dataclass(frozen=True, slots=True)

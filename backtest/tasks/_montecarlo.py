@@ -32,6 +32,17 @@ def _strategy_for(ctx: TaskContext, output: TaskOutput) -> object:
         return ctx.strategy_cls(**ctx.strategy_params)
 
 
+def _engine_for(ctx: TaskContext, output: TaskOutput) -> object:
+    """The engine config with a search's best ``engine.*`` values (stop levels, ...)."""
+    best = output.record.get("search", {}).get("best_params", {})
+    engine = {
+        k.removeprefix("engine."): v
+        for k, v in best.items()
+        if k.startswith("engine.") and hasattr(ctx.settings.engine, k.removeprefix("engine."))
+    }
+    return replace(ctx.settings.engine, **engine) if engine else ctx.settings.engine
+
+
 def _pct(value: object) -> str:
     return (
         "n/a"
@@ -51,9 +62,9 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
         return output
     report = MonteCarloSimulator(config, progress=ctx.progress).run(
         output.backtest,
-        prices=ctx.prices,
+        prices=ctx.data,
         strategy=_strategy_for(ctx, output),
-        engine=ctx.settings.engine,
+        engine=_engine_for(ctx, output),
     )
     figures = report.save_figures(results.figures_dir(ctx.run_dir)) if ctx.settings.figures else []
     summary = report.summary()

@@ -27,6 +27,22 @@ from backtest.tasks._context import TaskContext, TaskOutput
 log = logging.getLogger("backtest.tasks.search")
 
 
+def is_engine_key(name: str) -> bool:
+    """Whether a search-space key is an engine option (``engine.rebalance``, ...)."""
+    from backtest.engine import _exits
+    from backtest.engine._params import ENGINE_KEYS
+
+    key = name.removeprefix("engine.")
+    return name.startswith("engine.") and (key in ENGINE_KEYS or key in _exits.STOP_FIELDS)
+
+
+def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(strategy parameters, engine options)`` of a trial's parameters."""
+    strategy = {k: v for k, v in params.items() if not is_engine_key(k)}
+    engine = {k.removeprefix("engine."): v for k, v in params.items() if is_engine_key(k)}
+    return strategy, engine
+
+
 class SimulateEvaluator:
     """Scores one parameter set with :func:`simulate` (strategies without ``batch_positions``).
 
@@ -47,8 +63,9 @@ class SimulateEvaluator:
 
     def __call__(self, params: dict[str, Any]) -> Any:
         """The single backtest of ``params`` (metrics and return series)."""
-        strategy = self.strategy_cls(**{**self.fixed_params, **params})
-        return simulate(self.prices, strategy, **self.engine_kwargs)
+        own, engine = split_params(params)
+        strategy = self.strategy_cls(**{**self.fixed_params, **own})
+        return simulate(self.prices, strategy, **{**self.engine_kwargs, **engine})
 
 
 def _overfitting(
@@ -64,7 +81,7 @@ def _overfitting(
         matrix[result.best_trial] = best_returns.to_numpy()
     if matrix.shape[1] < 2:
         return None
-    ppy = ctx.settings.engine.periods_per_year
+    ppy = ctx.engine_kwargs()["periods_per_year"]
     ok = result.trials[result.trials["status"] == "ok"]
     sharpes = None
     if "sharpe_ratio" in ok.columns:
@@ -100,8 +117,10 @@ def run(ctx: TaskContext) -> TaskOutput:
             "parameters to search, e.g. search.space.fast: [5, 10, 20]",
             key="search.space",
         )
-    names = getattr(ctx.strategy_cls, "param_names", None) or list(ctx.strategy_params)
-    unknown = [p for p in cfg.space if p not in names]
+    from backtest.strategies import has_fast_path, param_names
+
+    names = param_names(ctx.strategy_cls)
+    unknown = [p for p in cfg.space if p not in names and not is_engine_key(p)]
     if unknown:
         raise ConfigError(
             f"search.space.{unknown[0]} is not a parameter of "
@@ -110,12 +129,19 @@ def run(ctx: TaskContext) -> TaskOutput:
         )
     fixed = {k: v for k, v in ctx.strategy_params.items() if k not in cfg.space}
     engine = ctx.engine_kwargs()
-    if hasattr(ctx.strategy_cls, "batch_positions"):
-        evaluator: Any = StrategyEvaluator(
-            ctx.prices, ctx.strategy_cls, fixed_params=fixed, **engine
+    if has_fast_path(ctx.strategy_cls):
+        evaluator: Any = StrategyEvaluator(  # look-ahead checked in prepare()
+            ctx.data, ctx.strategy_cls, fixed_params=fixed, check_lookahead=False, **engine
         )
     else:
-        evaluator = SimulateEvaluator(ctx.prices, ctx.strategy_cls, fixed, engine)
+        log.warning(
+            "%s has no batch_positions of its own: the search runs one backtest per "
+            "parameter set (search.n_jobs processes help); for the fast path add a "
+            "classmethod batch_positions(close, params) -> (n_bars, n_sets) positions "
+            "(README: Writing a strategy)",
+            ctx.strategy_cls.__name__,
+        )
+        evaluator = SimulateEvaluator(ctx.data, ctx.strategy_cls, fixed, engine)
     started = time.perf_counter()
     result = run_search(
         method,
@@ -131,7 +157,10 @@ def run(ctx: TaskContext) -> TaskOutput:
         keep_returns=cfg.keep_returns,
     )
     elapsed = time.perf_counter() - started
-    best = simulate(ctx.prices, ctx.strategy_cls(**{**fixed, **result.best_params}), **engine)
+    best_strategy, best_engine = split_params(result.best_params)
+    best = simulate(
+        ctx.data, ctx.strategy_cls(**{**fixed, **best_strategy}), **{**engine, **best_engine}
+    )
     figures = []
     if ctx.settings.figures and len(result.param_names) >= 2:
         x, y = result.param_names[:2]

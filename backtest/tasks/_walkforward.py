@@ -19,8 +19,28 @@ from backtest import results
 from backtest.engine import BacktestResult
 from backtest.errors import ConfigError
 from backtest.tasks._context import TaskContext, TaskOutput
-from backtest.tasks._search import overfitting_rows
+from backtest.tasks._search import is_engine_key, overfitting_rows
 from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer, WalkForwardResult
+
+
+def _benchmark(ctx: TaskContext, returns: Any) -> dict[str, Any]:
+    """``engine.benchmark`` over the out-of-sample bars, as a single backtest records it.
+
+    Its equity (bought at the first out-of-sample close) and its own headline metrics.
+    """
+    name = ctx.settings.engine.benchmark
+    if not name or len(returns) == 0:
+        return {}
+    from backtest import metrics as m
+    from backtest.engine._benchmark import benchmark_returns
+
+    b = benchmark_returns(ctx.prices.loc[returns.index], name)
+    ppy = ctx.settings.engine.periods_per_year or 252.0
+    own = m.return_metrics(b, periods_per_year=ppy)  # type: ignore[arg-type]
+    return {
+        "benchmark": (1.0 + b).cumprod().rename("benchmark"),
+        "benchmark_metrics": {k: float(v) for k, v in own.items()},
+    }
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -55,7 +75,9 @@ def run(ctx: TaskContext) -> TaskOutput:
 
     Raises:
         ConfigError: An empty ``search.space``, a space naming an unknown parameter,
-            a strategy without ``batch_positions``, or windows the data cannot hold.
+            or windows the data cannot hold.
+        StrategyContractError: the strategy looks ahead, or its ``batch_positions``
+            disagrees with ``positions``.
         TrialsFailed: Every trial of a fold scored NaN.
     """
     wf_cfg = ctx.settings.walkforward
@@ -67,8 +89,10 @@ def run(ctx: TaskContext) -> TaskOutput:
             "fold, e.g. search.space.lookback: [21, 63, 126]",
             key="search.space",
         )
-    names = list(getattr(ctx.strategy_cls, "param_names", None) or ctx.strategy_params)
-    unknown = [p for p in search.space if p not in names]
+    from backtest.strategies import param_names as strategy_param_names
+
+    names = strategy_param_names(ctx.strategy_cls)
+    unknown = [p for p in search.space if p not in names and not is_engine_key(p)]
     if unknown:
         raise ConfigError(
             f"search.space.{unknown[0]} is not a parameter of {ctx.strategy_cls.__name__} "
@@ -76,8 +100,12 @@ def run(ctx: TaskContext) -> TaskOutput:
             key=f"search.space.{unknown[0]}",
         )
     fixed = {k: v for k, v in ctx.strategy_params.items() if k not in search.space}
-    evaluator = StrategyReturnsEvaluator(
-        ctx.prices, ctx.strategy_cls, fixed_params=fixed, **ctx.engine_kwargs()
+    evaluator = StrategyReturnsEvaluator(  # look-ahead checked in prepare()
+        ctx.data,
+        ctx.strategy_cls,
+        fixed_params=fixed,
+        check_lookahead=False,
+        **ctx.engine_kwargs(),
     )
     result = WalkForwardOptimizer(wf_cfg, search, progress=ctx.progress).run(
         evaluator,
@@ -91,6 +119,7 @@ def run(ctx: TaskContext) -> TaskOutput:
         trades=result.trades,
         metrics=result.metrics,
         params={**fixed, "walk-forward": result.parameter_path},
+        **_benchmark(ctx, result.returns),
     )
     param_names = list(search.space)
     of = result.overfitting

@@ -18,7 +18,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.engine import cost_rate, resolve_weights, simulate_batch
-from backtest.errors import ConfigError
+from backtest.engine._batch import set_positions
 from backtest.walkforward._kernels import accumulate_returns
 
 
@@ -53,8 +53,10 @@ class StrategyReturnsEvaluator:
     """Evaluates parameter sets of a batch-capable strategy on wide closes.
 
     Args:
-        prices: Validated wide closes with a ``DatetimeIndex``.
-        strategy_cls: A strategy class with ``batch_positions`` (every built-in).
+        prices: :class:`~backtest.data.Bars` or validated wide closes with a
+            ``DatetimeIndex``.
+        strategy_cls: A strategy class (with a fast path of its own, as every
+            built-in, no Python call per set).
         fee_bps: Commission per unit of traded notional, in basis points.
         slippage_bps: Slippage per unit of traded notional, in basis points.
         weights: Symbol -> portfolio weight; equal weights when empty.
@@ -66,9 +68,17 @@ class StrategyReturnsEvaluator:
             checks the chosen sets against runs that end at their test windows and
             refuses a strategy that looks ahead). When False every call runs over
             ``prices[:end]`` only: slower, and needs no contract.
+        verify: Before the first batch, compare ``batch_positions`` with ``positions``
+            on a few of its sets (:func:`backtest.search.verify_fast_path`).
+        check_lookahead: Before the first batch, check a set of it for look-ahead
+            (whatever ``shared_history`` and the costs).
+        **engine_options: Further engine options (rebalance, limits, stops, ...).
+
+    A strategy without a ``batch_positions`` of its own is accepted: each set runs one
+    ``positions`` call (slower, the same returns).
 
     Raises:
-        ConfigError: The strategy has no ``batch_positions``; bad costs or weights.
+        ConfigError: Bad costs or weights.
     """
 
     def __init__(
@@ -82,12 +92,19 @@ class StrategyReturnsEvaluator:
         periods_per_year: int = 252,
         fixed_params: Mapping[str, Any] | None = None,
         shared_history: bool = True,
+        verify: bool = True,
+        check_lookahead: bool = True,
+        **engine_options: Any,
     ) -> None:
-        if not hasattr(strategy_cls, "batch_positions"):
-            raise ConfigError(
-                f"{strategy_cls.__name__} has no batch_positions, which walk-forward needs",
-                key="strategy",
-            )
+        from backtest.data import Bars
+        from backtest.strategies._checks import require_strategy_class
+
+        # Bars (opens for next_open, highs/lows for stops) and further engine options
+        # (rebalance, limits, ...) run through the engine's kernel path
+        self.bars = prices if isinstance(prices, Bars) else Bars.from_close(prices)
+        prices = self.bars.close
+        self.engine_options = dict(engine_options)
+        require_strategy_class(strategy_cls)
         self.prices = prices
         self.index = pd.DatetimeIndex(prices.index)
         self.strategy_cls = strategy_cls
@@ -106,22 +123,43 @@ class StrategyReturnsEvaluator:
         # Bar returns r[t] = close[t] / close[t-1] - 1 use bars up to t only, so a
         # prefix of these is exactly the bar returns of a price prefix.
         self._bar_returns = [np.concatenate(([0.0], c[1:] / c[:-1] - 1.0)) for c in self._close]
+        self._verified = not (verify or check_lookahead)
+        self._check_lookahead = check_lookahead
         self._cache_frame: pd.DataFrame | None = None
         self._cache: NDArray[np.float64] | None = None
 
     def _batch(self, param_sets: pd.DataFrame, end: int) -> NDArray[np.float64]:
         """The engine's batched path over ``prices[:end]``, keeping the returns."""
         fixed = {k: v for k, v in self.fixed_params.items() if k not in param_sets.columns}
-        prices = self.prices if end == len(self.prices) else self.prices.iloc[:end]
+        bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
+        frame = param_sets.assign(**fixed) if fixed else param_sets
+        if not self._verified:
+            from backtest.search._evaluators import verify_fast_path
+
+            self._verified = True
+            verify_fast_path(
+                self.strategy_cls,
+                self.bars,
+                frame.reset_index(drop=True),
+                check_lookahead=self._check_lookahead,
+                engine={
+                    "fee_bps": self.fee_bps,
+                    "slippage_bps": self.slippage_bps,
+                    "weights": self._weights_map,
+                    "periods_per_year": self.periods_per_year,
+                    **self.engine_options,
+                },
+            )
         batch = simulate_batch(
-            prices,
+            bars,
             self.strategy_cls,
-            param_sets.assign(**fixed) if fixed else param_sets,
+            frame,
             fee_bps=self.fee_bps,
             slippage_bps=self.slippage_bps,
             weights=self._weights_map,
             periods_per_year=self.periods_per_year,
             keep_returns=True,
+            **self.engine_options,
         )
         assert batch.returns is not None
         return batch.returns
@@ -153,16 +191,68 @@ class StrategyReturnsEvaluator:
         Returns:
             Its returns, shape ``(end,)``, and its positions, shape ``(end, n_assets)``.
         """
+        engine = {k: v for k, v in params.items() if str(k).startswith("engine.")}
+        if self.engine_options or engine or not self._sleeves_path():
+            return self._simulate(params, engine, end)
         arrays = {k: np.array([v]) for k, v in {**self.fixed_params, **params}.items()}
         port = np.zeros((end, 1))
         positions = np.empty((end, len(self._close)))
-        for j, close in enumerate(self._close):
-            c = close[:end]
-            pos = np.ascontiguousarray(
-                self.strategy_cls.batch_positions(c, arrays), dtype=np.float64
-            )
+        prices = self.prices.iloc[:end]
+        close = np.ascontiguousarray(prices.to_numpy(dtype=np.float64))
+        bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
+        per_asset = set_positions(bars, close, self.strategy_cls, arrays, 1)
+        for j in range(len(self._close)):
+            pos = per_asset(j)
             accumulate_returns(
                 pos, self._bar_returns[j][:end], self.cost, float(self.weights[j]), port
             )
             positions[:, j] = np.where(np.isnan(pos[:, 0]), 0.0, pos[:, 0])
         return port[:, 0], positions
+
+    def _sleeves_path(self) -> bool:
+        """Whether :meth:`trade` may run engine v1's sleeve formula itself.
+
+        Only for a legacy (positions) strategy without stops (class attributes) and
+        without a ``batch_weights``; its positions come from :func:`set_positions`
+        (the class's own ``batch_positions``, else one checked ``positions`` call).
+        Anything else runs :func:`~backtest.engine.simulate`.
+        """
+        from backtest.engine import _exits
+        from backtest.engine._targets import outputs_weights
+        from backtest.strategies._checks import fast_method
+
+        cls = self.strategy_cls
+        return (
+            callable(getattr(cls, "positions", None))
+            and fast_method(cls) != "batch_weights"
+            and not outputs_weights(cls)
+            and not _exits.stop_rules(None, cls).active
+        )
+
+    def _simulate(
+        self, params: Mapping[str, Any], engine: Mapping[str, Any], end: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """:meth:`trade` through :func:`~backtest.engine.simulate` (engine v2 options).
+
+        The positions returned are the weights held after each close divided by the
+        evaluator's asset weights, so that stitched exposure, turnover and fold-switch
+        costs (which multiply positions by those weights) see the held weights.
+        """
+        from backtest.engine import simulate
+
+        own = {k: v for k, v in {**self.fixed_params, **params}.items() if k not in engine}
+        options = {
+            "fee_bps": self.fee_bps,
+            "slippage_bps": self.slippage_bps,
+            "weights": self._weights_map,
+            "periods_per_year": self.periods_per_year,
+            **self.engine_options,
+            **{str(k).removeprefix("engine."): v for k, v in engine.items()},
+        }
+        bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
+        result = simulate(bars, self.strategy_cls(**own), **options)
+        assert result.weights is not None
+        w = np.asarray(self.weights, dtype=np.float64)
+        held = result.weights.to_numpy()
+        positions = np.divide(held, w, out=np.zeros_like(held), where=w != 0.0)
+        return result.returns.to_numpy(), positions

@@ -1,0 +1,217 @@
+"""Bars: open, high, low, close and volume of every asset, as wide frames on one index.
+
+Strategies that declare ``inputs = "bars"`` receive a :class:`Bars`; the engine reads
+opens for ``next_open`` fills and highs/lows for stops. :func:`load_bars` loads them
+for a :class:`~backtest.config.DataConfig`: long files carry OHLCV, wide files closes
+only, the shipped sample OHLCV, and synthetic data gets a seeded OHLC around the same
+closes as :func:`~backtest.data.synthetic_prices` for the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from backtest.errors import DataValidationError
+
+FIELDS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, slots=True)
+class Bars:
+    """OHLCV of every asset: wide frames with the same ``DatetimeIndex`` and symbol columns.
+
+    Attributes:
+        close: Closes (required).
+        open: Opens, or ``None`` when the data has none.
+        high: Highs, or ``None``.
+        low: Lows, or ``None``.
+        volume: Volumes, or ``None``.
+
+    Examples:
+        >>> idx = pd.date_range("2024-01-01", periods=3, name="date")
+        >>> bars = Bars.from_close(pd.DataFrame({"A": [1.0, 2.0, 3.0]}, index=idx))
+        >>> bars.symbols, bars.has("open"), len(bars.iloc[:2])
+        (['A'], False, 2)
+    """
+
+    close: pd.DataFrame
+    open: pd.DataFrame | None = None
+    high: pd.DataFrame | None = None
+    low: pd.DataFrame | None = None
+    volume: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        """Check that every field given has the index and columns of ``close``."""
+        for f in FIELDS:
+            frame = getattr(self, f)
+            if frame is None or f == "close":
+                continue
+            if not frame.index.equals(self.close.index) or list(frame.columns) != list(
+                self.close.columns
+            ):
+                raise DataValidationError(
+                    f"bars field {f!r} does not have the index and symbols of the closes",
+                    column=f,
+                )
+
+    @classmethod
+    def from_close(cls, close: pd.DataFrame) -> Bars:
+        """Bars with closes only."""
+        return cls(close=close)
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        """The bars' timestamps."""
+        return pd.DatetimeIndex(self.close.index)
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols, in column order."""
+        return [str(c) for c in self.close.columns]
+
+    def __len__(self) -> int:
+        """Number of bars."""
+        return len(self.close)
+
+    def has(self, field: str) -> bool:
+        """Whether ``field`` (open, high, low, close, volume) is present."""
+        return getattr(self, field) is not None
+
+    def require(self, *names: str, why: str) -> None:
+        """Raise ``DataValidationError`` naming the first missing field and why it is needed."""
+        for name in names:
+            if not self.has(name):
+                raise DataValidationError(
+                    f"the data has no {name!r} column, needed for {why}; load a long file "
+                    f"with {name} (or data=sample / data=synthetic, which have OHLC)",
+                    column=name,
+                )
+
+    @property
+    def iloc(self) -> _BarsSlicer:
+        """Positional row slicing, ``bars.iloc[:t]``, returning :class:`Bars`."""
+        return _BarsSlicer(self)
+
+    def map(self, fn: object) -> Bars:
+        """Apply ``fn(frame) -> frame`` to every present field."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Bars(**{k: (None if v is None else fn(v)) for k, v in out.items()})  # type: ignore[operator]
+
+
+class _BarsSlicer:
+    def __init__(self, bars: Bars) -> None:
+        self._bars = bars
+
+    def __getitem__(self, key: slice) -> Bars:
+        return self._bars.map(lambda frame: frame.iloc[key])
+
+
+def as_bars(data: Bars | pd.DataFrame) -> Bars:
+    """``data`` as :class:`Bars` (wide closes become bars with closes only)."""
+    return data if isinstance(data, Bars) else Bars.from_close(data)
+
+
+def synthetic_ohlc(close: pd.DataFrame, volatility: float, seed: int | None) -> Bars:
+    """Seeded opens, highs, lows and volumes around given closes.
+
+    The open gaps from the previous close by ``N(0, volatility / 4)`` in log terms (the
+    first open equals the first close); the high and low extend beyond ``max(open,
+    close)`` and ``min(open, close)`` by ``|N(0, volatility / 2)|``; volume is lognormal
+    around 1e6. A separate stream of ``seed``, so the closes are those of the same seed.
+    """
+    rng = np.random.default_rng([0 if seed is None else int(seed), 0x0C])
+    c = close.to_numpy(dtype=np.float64)
+    n, a = c.shape
+    gap = rng.normal(0.0, volatility / 4.0, size=(n, a))
+    up = np.abs(rng.normal(0.0, volatility / 2.0, size=(n, a)))
+    down = np.abs(rng.normal(0.0, volatility / 2.0, size=(n, a)))
+    vol = rng.lognormal(np.log(1e6), 0.3, size=(n, a))
+    o = np.empty_like(c)
+    o[0] = c[0]
+    o[1:] = c[:-1] * np.exp(gap[1:])
+    h = np.maximum(o, c) * np.exp(up)
+    lo = np.minimum(o, c) * np.exp(-down)
+
+    def frame(values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(values, index=close.index, columns=close.columns)
+
+    return Bars(close, frame(o), frame(h), frame(lo), frame(np.round(vol)))
+
+
+def bars_from_long_file(
+    path: str | Path, close: pd.DataFrame, columns: dict[str, str] | None = None
+) -> Bars:
+    """OHLCV of a long file, aligned on the validated closes (missing fields are ``None``).
+
+    Rows the validation repaired away are dropped; a field absent from the file is
+    ``None``; a value missing after alignment is filled from the close (open/high/low)
+    or 0 (volume).
+    """
+    path = Path(path)
+    raw = pd.read_parquet(path) if path.suffix.lower() in {".parquet", ".pq"} else pd.read_csv(path)
+    if not isinstance(raw.index, pd.RangeIndex):
+        raw = raw.reset_index()
+    names = {f: (columns or {}).get(f, f) for f in ("date", "symbol", *FIELDS)}
+    if names["symbol"] not in raw.columns:
+        return Bars.from_close(close)
+    dates = pd.DatetimeIndex(pd.to_datetime(raw[names["date"]]), name="date").as_unit("ns")
+    out: dict[str, pd.DataFrame | None] = {}
+    for f in ("open", "high", "low", "volume"):
+        if names[f] not in raw.columns:
+            out[f] = None
+            continue
+        table = pd.DataFrame(
+            {
+                "date": dates,
+                "symbol": raw[names["symbol"]].astype(str).to_numpy(),
+                "v": raw[names[f]],
+            }
+        ).drop_duplicates(["date", "symbol"])
+        wide = table.pivot(index="date", columns="symbol", values="v")  # noqa: PD010
+        wide = wide.reindex(index=close.index, columns=close.columns).astype(np.float64)
+        fill = (
+            close if f != "volume" else pd.DataFrame(0.0, index=close.index, columns=close.columns)
+        )
+        filled = wide.fillna(fill)
+        filled.columns.name = None
+        out[f] = filled
+    return Bars(close, out["open"], out["high"], out["low"], out["volume"])
+
+
+def sample_path() -> Path:
+    """Path of the shipped sample CSV."""
+    with resources.as_file(resources.files("backtest") / "_data" / "sample.csv") as file:
+        return Path(file)
+
+
+def load_bars(config: object) -> Bars:
+    """Load the bars a :class:`~backtest.config.DataConfig` describes (closes validated).
+
+    The closes are exactly those of :func:`~backtest.data.load_prices`; synthetic data gets
+    :func:`synthetic_ohlc` around them, the sample and long files their own OHLCV, wide
+    files closes only.
+
+    Examples:
+        >>> from backtest.config import DataConfig
+        >>> bars = load_bars(DataConfig(n_bars=3, n_assets=2, seed=7))
+        >>> bars.has("open"), bool((bars.high >= bars.close).all().all())
+        (True, True)
+    """
+    from backtest.config import DataLayout, DataSource
+    from backtest.data._files import load_prices
+
+    close = load_prices(config)  # type: ignore[arg-type]
+    source = DataSource(getattr(config.source, "value", config.source))  # type: ignore[attr-defined]
+    if source is DataSource.synthetic:
+        return synthetic_ohlc(close, float(config.volatility), int(config.seed))  # type: ignore[attr-defined]
+    if source is DataSource.sample:
+        return bars_from_long_file(sample_path(), close)
+    layout = DataLayout(getattr(config.layout, "value", config.layout))  # type: ignore[attr-defined]
+    if layout is DataLayout.wide:
+        return Bars.from_close(close)
+    return bars_from_long_file(config.path, close, dict(config.columns))  # type: ignore[attr-defined]

@@ -1,0 +1,322 @@
+"""Fused kernels with exits: the SmaCross / Momentum sets of a search with stop levels.
+
+The same one-pass-per-set design as :mod:`backtest.engine._fused_kernels` (signals read
+from a shared table, metrics streamed, no ``(n_bars, k)`` matrix), with the per-position
+exits of :mod:`backtest.engine._exits` evaluated inside each bar from the opens, highs and
+lows. Each set carries its own ``stop_loss``, ``take_profit``, ``trailing_stop`` (NaN:
+none) and ``max_bars`` (0: none), so a grid of strategy parameters x stop levels runs in one
+call with no Python per set.
+
+Accounting (``execution = close``, ``rebalance = bar``, the sleeve of each asset reset to
+its target every bar): ``ret = (1 + p * r) * (1 - c * |p' - p|) - 1`` on a bar without a
+stop; on a stop bar the sleeve earns ``p * (fill / close[t-1] - 1)``, pays ``c * |p|`` on
+that growth, then ``c * |p'|`` for what it holds after the close (0 while locked flat).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_exit, update_peak
+from backtest.engine._fused_stats import (
+    EXPOSURE,
+    N_OUT,
+    N_TRADES,
+    TURNOVER,
+    WIN_RATE,
+    _close_drawdown,
+    _drawdown_step,
+    _finish,
+)
+
+TABLE = 0
+SMA_CUMSUM = 1
+MOMENTUM_CLOSE = 2
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _target(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    t: int,
+    j: int,
+) -> float:  # pragma: no cover - compiled
+    """The strategy's target at bar ``t`` for asset ``j``: 1, -1 or 0 (as ``_fused_kernels``)."""
+    if t < start:
+        return 0.0
+    if source == TABLE:
+        x = tab[a, t, j]
+        y = tab[b, t, j]
+    elif source == SMA_CUMSUM:
+        x = (data[t + 1, j] - data[t + 1 - a, j]) / a
+        y = (data[t + 1, j] - data[t + 1 - b, j]) / b
+    else:
+        x = data[t - b, j] / data[t - b - a, j] - 1.0
+        y = 0.0
+    if x > y:
+        return 1.0
+    if ls and x < y:
+        return -1.0
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _asset_stops(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    ohlc: NDArray[np.float64],
+    atr: NDArray[np.float64],
+    j: int,
+    w: float,
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    cost: float,
+    sl: float,
+    tp: float,
+    tsl: float,
+    max_bars: int,
+    use_atr: bool,
+    lock: bool,
+    buf: NDArray[np.float64],
+) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+    """One asset's sleeve of one set, added into ``buf`` (weighted); its state in scalars.
+
+    Returns the asset's trades, winning trades, exposure and turnover (weighted).
+    """
+    n = buf.shape[0]
+    p = 0.0
+    g = 1.0
+    entry = 0.0
+    peak = 0.0
+    trade_atr = 0.0
+    entry_bar = 0
+    locked = False
+    locked_value = 0.0
+    raw_prev = 0.0
+    trades = 0.0
+    wins = 0.0
+    expo = 0.0
+    turn = 0.0
+    prev_close = ohlc[3, 0, j]
+    for t in range(n):
+        close = ohlc[3, t, j]
+        part = 1.0
+        stopped = False
+        if p != 0.0:
+            reason, fill = intrabar_exit(
+                p, entry, peak, trade_atr, use_atr, sl, tp, tsl,
+                ohlc[0, t, j], ohlc[1, t, j], ohlc[2, t, j],
+            )  # fmt: skip
+            if reason != NO_EXIT:
+                part = 1.0 + p * (fill / prev_close - 1.0)
+                g *= part
+                g *= 1.0 - cost * abs(p)
+                part *= 1.0 - cost * abs(p)
+                turn += w * abs(p)
+                trades += 1.0
+                if g > 1.0:
+                    wins += 1.0
+                stopped = True
+                if lock:
+                    locked = True
+                    locked_value = raw_prev
+                p = 0.0
+            else:
+                part = 1.0 + p * (close / prev_close - 1.0)
+                g *= part
+                peak = update_peak(p, peak, ohlc[1, t, j], ohlc[2, t, j])
+        raw = _target(source, tab, data, a, b, start, ls, t, j)
+        cur, locked = reentry_gate(raw, locked, locked_value)
+        if stopped and not lock:
+            cur = 0.0
+        if (
+            p != 0.0
+            and (cur > 0.0) == (p > 0.0)
+            and (cur < 0.0) == (p < 0.0)
+            and time_exit(t - entry_bar, max_bars)
+        ):
+            cur = 0.0
+            if lock:
+                locked = True
+                locked_value = raw
+        d = abs(cur - p)
+        ret = w * (part * (1.0 - cost * d) - 1.0)
+        expo += w * abs(cur)
+        turn += w * d
+        if cur != p:
+            if p != 0.0 and ((cur > 0.0) != (p > 0.0) or (cur < 0.0) != (p < 0.0)):
+                g *= 1.0 - cost * abs(p)
+                trades += 1.0
+                if g > 1.0:
+                    wins += 1.0
+                p = 0.0
+            if p == 0.0:
+                g = 1.0 - cost * abs(cur)
+                entry = close
+                peak = close
+                trade_atr = atr[t, j]
+                entry_bar = t
+            else:
+                g *= 1.0 - cost * d
+        p = cur
+        raw_prev = raw
+        prev_close = close
+        buf[t] += ret
+    if p != 0.0:
+        trades += 1.0
+        if g > 1.0:
+            wins += 1.0
+    return trades, wins, expo, turn
+
+
+@numba.njit(cache=True, nogil=True)
+def run_sets(
+    lo: int,
+    hi: int,
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    ohlc: NDArray[np.float64],
+    atr: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    start: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+    cost: float,
+    stops: NDArray[np.float64],
+    use_atr: bool,
+    lock: bool,
+    ppy: int,
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
+    out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """Sets ``lo`` to ``hi`` into ``out``, with their own scratch buffers.
+
+    Called over all sets on the calling thread for few sets and in worker processes
+    forked after OpenMP started; :func:`fused_backtests_stops` runs groups in parallel.
+    """
+    n = ohlc.shape[1]
+    buf = np.empty(n)
+    stack = np.empty((64, 3), np.int64)
+    values = np.empty((64, 2))
+    for i in range(lo, hi):
+        buf[:] = 0.0
+        trades = wins = expo = turn = 0.0
+        for j in range(weights.shape[0]):  # sleeves are independent: one asset at a time
+            tr, wi, ex, tu = _asset_stops(
+                source, tab, data, ohlc, atr, j, weights[j], a[i], b[i], start[i],
+                long_short[i], cost, stops[i, 0], stops[i, 1], stops[i, 2], int(stops[i, 3]),
+                use_atr, lock, buf,
+            )  # fmt: skip
+            trades += tr
+            wins += wi
+            expo += ex
+            turn += tu
+        wealth = 1.0
+        ruined = False
+        peak = 1.0
+        trough = 1.0
+        min_ratio = 1.0
+        for t in range(n):
+            g = 1.0 + buf[t]
+            if g <= 0.0:
+                ruined = True
+            wealth *= g
+            peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
+        min_ratio = _close_drawdown(peak, trough, min_ratio)
+        row = out[i]
+        _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
+        row[N_TRADES] = trades
+        row[WIN_RATE] = wins / trades if trades > 0 else np.nan
+        row[EXPOSURE] = expo / n
+        row[TURNOVER] = turn / n * ppy
+        slot = keep_slot[i]
+        if slot >= 0:
+            kept[slot, :] = buf
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def fused_backtests_stops(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    ohlc: NDArray[np.float64],
+    atr: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    start: NDArray[np.int64],
+    long_short: NDArray[np.bool_],
+    cost: float,
+    stops: NDArray[np.float64],
+    use_atr: bool,
+    lock: bool,
+    ppy: int,
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
+    n_chunks: int,
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the reference loop in the tests
+    """Every metric of ``k`` sets with exits, in parallel over groups of sets.
+
+    Args:
+        source: Where signals come from, as ``_fused_kernels.fused_backtests``.
+        tab: Signal table (``TABLE``).
+        data: Cumulative sums or closes (the other sources).
+        a: Left signal row / fast window / lookback per set.
+        b: Right signal row / slow window / skip per set.
+        start: First bar with a defined signal, per set.
+        long_short: Per set, whether it goes short.
+        ohlc: ``(4, n_bars, n_assets)``: opens, highs, lows, closes.
+        atr: ``(n_bars, n_assets)`` ATR known at each close (NaN when unused).
+        weights: Portfolio weight per asset.
+        cost: Cost per unit of traded notional, as a fraction.
+        stops: ``(k, 4)``: stop_loss, take_profit, trailing_stop (NaN: none), max_bars (0: none).
+        use_atr: Levels are ATR multiples.
+        lock: ``stop_reentry = signal_change``.
+        ppy: Bars per year.
+        keep_slot: Per set, the row of ``kept`` receiving its returns, or -1.
+        kept: ``(n_kept, n_bars)`` returns of the kept sets (written).
+        n_chunks: Groups of sets run in parallel (a few per thread).
+
+    Returns:
+        ``(k, N_OUT)`` as ``_fused_kernels.fused_backtests``.
+    """
+    k = a.shape[0]
+    out = np.empty((k, N_OUT))
+    chunks = max(1, min(k, n_chunks))
+    for c in numba.prange(chunks):
+        run_sets(
+            c * k // chunks,
+            (c + 1) * k // chunks,
+            source,
+            tab,
+            data,
+            ohlc,
+            atr,
+            weights,
+            a,
+            b,
+            start,
+            long_short,
+            cost,
+            stops,
+            use_atr,
+            lock,
+            ppy,
+            keep_slot,
+            kept,
+            out,
+        )
+    return out

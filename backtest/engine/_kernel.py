@@ -1,0 +1,296 @@
+"""The per-bar state machine: target weights + bars -> portfolio returns, costs, trades.
+
+One compiled function, :func:`run_book`, holds every rule of the portfolio engine: the
+schedule of rebalances, the drift band, the two execution timings, each cost, the exits
+of :mod:`backtest.engine._exits`, and the trades. The single backtest calls it once; the
+batched path calls it once per parameter set inside a compiled loop (:func:`run_books`).
+``tests/engine_reference.py`` is the plain Python loop of the same rules.
+
+Two accountings:
+
+* **sleeves** (``units=False``; the default ``rebalance=bar``, ``execution=close``, no
+  band, no per-order costs; :mod:`backtest.engine._sleeves`): capital is split into one
+  sleeve per asset of weight
+  ``sleeve[j]``, reset to target at every close; sleeve j holds ``q = w / sleeve[j]`` of
+  its capital and returns ``(1 + q[t-1] r[t]) (1 - c |q[t] - q[t-1]|) - 1``: engine v1's
+  formula, reproduced exactly;
+* **units** (everything else): cash and units per asset from ``capital``; holdings drift
+  with prices; at a rebalance each asset is traded to ``w * equity / price`` (only when
+  its weight left the band, or its sign changes), and every traded unit pays
+  ``fee + slippage`` (with ``min_commission`` on the fee of each order) plus
+  ``fixed_cost`` per order.
+
+Carry costs accrue at the start of each bar on what was held over it: borrow on short
+notional, financing on gross exposure above equity, interest on positive cash.
+Cost table columns (:data:`COST_COLUMNS`) are in currency and positive when paid
+(``cash_interest`` is positive when earned).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from backtest.engine._exits import (
+    END,
+    MAX_BARS,
+    NO_EXIT,
+    REBALANCE,
+    SIGNAL,
+    intrabar_exit,
+    time_exit,
+    update_peak,
+)
+from backtest.engine._sleeves import _gate, _record, _sign, _sleeves
+
+COST_COLUMNS = ("fees", "slippage", "fixed", "borrow", "financing", "cash_interest")
+#: Trade record fields written by :func:`run_book` (float64 rows).
+TRADE_FIELDS = (
+    "asset",
+    "direction",
+    "entry_bar",
+    "exit_bar",
+    "entry_fill",
+    "exit_fill",
+    "return",
+    "reason",
+)
+#: Per-set statistics written by :func:`run_book`.
+STAT_FIELDS = ("n_trades", "n_wins", "exposure", "turnover")
+
+
+@numba.njit(cache=True, nogil=True)
+def _units(
+    open_, high, low, close, target, signal, rebal, next_open, threshold, capital, fee, slip,
+    fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock,
+    ret_out, cost_out, held_out, trades, stats,
+):  # pragma: no cover - compiled  # fmt: skip
+    """Cash and units accounting (see the module docstring)."""
+    n, a = close.shape
+    c = fee + slip
+    has_stops = (stops[0] == stops[0]) or (stops[1] == stops[1]) or (stops[2] == stops[2])
+    units = np.zeros(a)
+    cash = capital
+    equity = capital
+    entry_bar = np.zeros(a, np.int64)
+    entry_fill = np.zeros(a)
+    peak = np.zeros(a)
+    trade_atr = np.full(a, np.nan)
+    locked = np.zeros(a, np.bool_)
+    locked_value = np.zeros(a)
+    last_signal = np.zeros(a)
+    want = np.zeros(a)  # target weights of the latest decision
+    force = np.zeros(a, np.bool_)  # a time stop trades off schedule
+    why = np.zeros(a, np.int64)  # exit reason of a decision that closes a trade
+    pending = False
+    dec_bar = 0
+    stopped = np.zeros(a, np.bool_)
+    carry = borrow_bar != 0.0 or fin_bar != 0.0 or cash_bar != 0.0
+    exits = has_stops or max_bars > 0
+    for t in range(n):
+        if exits:
+            stopped[:] = False
+        if t > 0 and carry:  # carry over bar t, on what the previous close left
+            short = 0.0
+            gross = 0.0
+            for j in range(a):
+                v = units[j] * close[t - 1, j]
+                gross += abs(v)
+                if v < 0.0:
+                    short -= v
+            borrow = borrow_bar * short
+            financing = fin_bar * max(0.0, gross - equity)
+            interest = cash_bar * max(0.0, cash)
+            cash += interest - borrow - financing
+            cost_out[t, 3] = borrow
+            cost_out[t, 4] = financing
+            cost_out[t, 5] = interest
+        if next_open and pending:
+            cash = _rebalance(open_[t], t, dec_bar, want, force, why, rebal[dec_bar], threshold,
+                              cash, units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
+                              fixed, min_comm, cost_out, trades, stats)  # fmt: skip
+            pending = False
+        if has_stops:
+            for j in range(a):
+                u = units[j]
+                if u == 0.0 or not (t > entry_bar[j] or (next_open and t == entry_bar[j])):
+                    continue
+                reason, fill = intrabar_exit(
+                    _sign(u), entry_fill[j], peak[j], trade_atr[j], use_atr,
+                    stops[0], stops[1], stops[2], open_[t, j], high[t, j], low[t, j],
+                )  # fmt: skip
+                if reason == NO_EXIT:
+                    peak[j] = update_peak(_sign(u), peak[j], high[t, j], low[t, j])
+                    continue
+                notional = abs(u) * fill
+                cash += _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out) * -1.0
+                cash += u * fill
+                stats[3] += notional / equity
+                x = fill / entry_fill[j]
+                _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], fill,
+                        _sign(u) * (x - 1.0) - c * (1.0 + x), reason)  # fmt: skip
+                units[j] = 0.0
+                stopped[j] = True
+                if lock:
+                    locked[j] = True
+                    locked_value[j] = last_signal[j]
+        # ---- the close of bar t: decide (off-schedule decisions matter only with exits)
+        any_force = False
+        for j in range(a):
+            if not (rebal[t] or exits):
+                break
+            sig = signal[t, j]
+            w = _gate(sig, target[t, j], locked, locked_value, j)
+            if stopped[j] and not lock:  # stop_reentry=next_bar: this decision is skipped
+                w = 0.0
+            force[j] = False
+            why[j] = SIGNAL if (t == 0 or _sign(sig) != _sign(signal[t - 1, j])) else REBALANCE
+            held_sign = _sign(units[j])
+            # bars held when the exit fills: at this close, or at the next open (t + 1)
+            held = t - entry_bar[j] + (1 if next_open else 0)
+            if held_sign != 0.0 and _sign(w) == held_sign and time_exit(held, max_bars):
+                w = 0.0
+                force[j] = True
+                any_force = True
+                why[j] = MAX_BARS
+                if lock:
+                    locked[j] = True
+                    locked_value[j] = sig
+            last_signal[j] = sig
+            want[j] = w
+        if rebal[t] or any_force:
+            if next_open:
+                pending = True
+                dec_bar = t
+            else:
+                cash = _rebalance(close[t], t, t, want, force, why, rebal[t], threshold, cash,
+                                  units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
+                                  fixed, min_comm, cost_out, trades, stats)  # fmt: skip
+        value = cash
+        gross = 0.0
+        for j in range(a):
+            v = units[j] * close[t, j]
+            value += v
+            gross += abs(v)
+        ret_out[t] = value / equity - 1.0
+        if value != 0.0:
+            stats[2] += gross / value
+        if held_out.shape[0] == n:
+            for j in range(a):
+                held_out[t, j] = units[j] * close[t, j] / value
+        equity = value
+    for j in range(a):
+        if units[j] != 0.0:
+            x = close[n - 1, j] / entry_fill[j]
+            _record(trades, stats, j, _sign(units[j]), entry_bar[j], n - 1, entry_fill[j],
+                    close[n - 1, j], _sign(units[j]) * (x - 1.0) - c * (1.0 + x), END)  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _order_costs(
+    notional: float, t: int, fee: float, slip: float, fixed: float, min_comm: float,
+    cost_out: NDArray[np.float64],
+) -> float:  # pragma: no cover - compiled  # fmt: skip
+    """Cost of one order of ``notional`` (currency), added to the cost table; returns it."""
+    f = max(fee * notional, min_comm)
+    s = slip * notional
+    cost_out[t, 0] += f
+    cost_out[t, 1] += s
+    cost_out[t, 2] += fixed
+    return f + s + fixed
+
+
+@numba.njit(cache=True, nogil=True)
+def _rebalance(
+    price, t, dec, want, force, why, scheduled, threshold, cash, units, entry_bar, entry_fill,
+    peak, trade_atr, atr, fee, slip, fixed, min_comm, cost_out, trades, stats,
+):  # pragma: no cover - compiled  # fmt: skip
+    """Trade each asset towards ``want`` at ``price`` (one row); returns the new cash.
+
+    Every asset is sized from the equity before this rebalance's orders. An asset is
+    traded when the rebalance is scheduled (its weight outside the band, or its sign
+    changing) or when a time stop forces it; then to exactly its target.
+    """
+    a = units.shape[0]
+    c = fee + slip
+    value = cash
+    for j in range(a):
+        value += units[j] * price[j]
+    if value <= 0.0:
+        return cash
+    for j in range(a):
+        u = units[j]
+        w = want[j]
+        if not (scheduled or force[j]):
+            continue
+        in_band = abs(u * price[j] / value - w) <= threshold
+        if threshold > 0.0 and not force[j] and _sign(w) == _sign(u) and in_band:
+            continue
+        desired = w * value / price[j]
+        delta = desired - u
+        if delta == 0.0:
+            continue
+        notional = abs(delta) * price[j]
+        cash -= delta * price[j] + _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out)
+        stats[3] += notional / value
+        if u != 0.0 and _sign(desired) != _sign(u):
+            x = price[j] / entry_fill[j]
+            _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], price[j],
+                    _sign(u) * (x - 1.0) - c * (1.0 + x), why[j])  # fmt: skip
+        if desired != 0.0 and _sign(desired) != _sign(u):
+            entry_bar[j] = t
+            entry_fill[j] = price[j]
+            peak[j] = price[j]
+            trade_atr[j] = atr[dec, j]
+        units[j] = desired
+    return cash
+
+
+@numba.njit(cache=True, nogil=True)
+def run_book(
+    open_, high, low, close, target, signal, sleeve, rebal, units_mode, next_open, threshold,
+    capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
+    max_bars, lock, ret_out, cost_out, held_out, trades, stats,
+):  # pragma: no cover - compiled; equal to tests/engine_reference.py  # fmt: skip
+    """Simulate one book; results go into the ``*_out``, ``trades`` and ``stats`` arrays.
+
+    Args:
+        open_: Opens, ``(n, a)`` (the closes when unused); likewise ``high``, ``low``.
+        high: Highs.
+        low: Lows.
+        close: Closes.
+        target: Target weights decided at each close (after limits and overlays).
+        signal: The strategy's own targets (the re-entry lock, signal vs rebalance exits).
+        sleeve: Sleeve weight per asset (sleeve accounting only).
+        rebal: ``(n,)`` bool: whether the decision of bar t is traded (the schedule).
+        units_mode: Cash and units accounting (else sleeves).
+        next_open: Fill decisions at the next bar's open (else at the decision close).
+        threshold: Drift band on weights (0: no band).
+        capital: Initial capital (units accounting).
+        fee: Fee per unit of traded notional (a fraction).
+        slip: Slippage per unit of traded notional (a fraction).
+        fixed: Cost per order, in currency.
+        min_comm: Minimum fee per order, in currency.
+        borrow_bar: Per-bar borrow rate on short notional.
+        fin_bar: Per-bar financing rate on gross exposure above equity.
+        cash_bar: Per-bar interest rate on positive cash.
+        stops: ``[stop_loss, take_profit, trailing_stop]``, NaN when off.
+        atr: ATR per bar and asset (used when ``use_atr``).
+        use_atr: Stop levels are ATR multiples.
+        max_bars: Time stop (0: off).
+        lock: After an exit by a stop, stay flat until the signal changes.
+        ret_out: Portfolio return per bar, ``(n,)``.
+        cost_out: Cost table in currency, ``(n, 6)`` (:data:`COST_COLUMNS`), zeroed.
+        held_out: Weights held after each close ``(n, a)``, or ``(0, 0)`` (not kept).
+        trades: Trade records ``(m, 8)`` (:data:`TRADE_FIELDS`); beyond ``m`` only counted.
+        stats: ``[n_trades, n_wins, exposure sum, turnover sum]``, zeroed.
+    """
+    if units_mode:
+        _units(open_, high, low, close, target, signal, rebal, next_open, threshold, capital,
+               fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
+               max_bars, lock, ret_out, cost_out, held_out, trades, stats)  # fmt: skip
+    else:
+        _sleeves(open_, high, low, close, target, signal, sleeve, fee + slip, fee, slip,
+                 borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, ret_out,
+                 cost_out, held_out, trades, stats)  # fmt: skip

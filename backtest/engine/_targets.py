@@ -1,0 +1,156 @@
+"""Strategy -> target weights: what the engine trades.
+
+:func:`target_weights` is the one function that turns a strategy's output into the
+engine's target weights; the engine and the look-ahead checker both call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest.data._bars import Bars, as_bars
+from backtest.engine._limits import limit_targets
+from backtest.engine._params import EngineParams, engine_params
+from backtest.engine._periods import resolve_periods_per_year
+from backtest.errors import BacktestError, ConfigError
+
+
+def resolve_weights(columns: Sequence[object], weights: Mapping[str, float] | None) -> NDArray:
+    """Portfolio weight per column: equal when ``weights`` is empty, else as given.
+
+    Raises:
+        ConfigError: a symbol without a weight, a weight for an unknown symbol, or a
+            non-finite weight; the message names the symbol.
+    """
+    names = [str(c) for c in columns]
+    if not weights:
+        return np.full(len(names), 1.0 / max(len(names), 1))
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"engine.weights names unknown symbol {unknown[0]!r}",
+            key=f"engine.weights.{unknown[0]}",
+        )
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise ConfigError(
+            f"engine.weights has no weight for symbol {missing[0]!r}",
+            key=f"engine.weights.{missing[0]}",
+        )
+    w = np.array([float(weights[n]) for n in names])
+    if not np.all(np.isfinite(w)):
+        bad = names[int(np.flatnonzero(~np.isfinite(w))[0])]
+        raise ConfigError(f"engine.weights.{bad} is not finite", key=f"engine.weights.{bad}")
+    return w
+
+
+def wants_bars(strategy: object) -> bool:
+    """Whether the strategy declares ``inputs = "bars"``."""
+    return getattr(strategy, "inputs", "close") == "bars"
+
+
+def outputs_weights(strategy: object) -> bool:
+    """Whether the strategy declares ``output = "weights"``."""
+    return getattr(strategy, "output", "positions") == "weights"
+
+
+def strategy_output(strategy: object, bars: Bars) -> pd.DataFrame:
+    """The strategy's raw output on ``bars``, checked: a frame of the closes' shape, NaN -> 0.
+
+    Raises:
+        BacktestError: the wrong type or shape, an infinite value, or (legacy positions)
+            a value outside [-1, 1]; the message names the asset and the timestamp.
+    """
+    prices = bars.close
+    raw = strategy.positions(bars if wants_bars(strategy) else prices)  # type: ignore[attr-defined]
+    if not isinstance(raw, pd.DataFrame) or raw.shape != prices.shape:
+        raise BacktestError(
+            f"strategy returned {type(raw).__name__} of shape {getattr(raw, 'shape', None)}; "
+            f"expected a DataFrame of shape {prices.shape}"
+        )
+    values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = np.where(np.isnan(values), 0.0, values)
+    limit = np.inf if outputs_weights(strategy) else 1.0 + 1e-12
+    bad = ~(np.abs(values) <= limit)
+    if bad.any():
+        t, j = np.argwhere(bad)[0]
+        what = "weight" if outputs_weights(strategy) else "position"
+        bound = "not finite" if outputs_weights(strategy) else "outside [-1, 1]"
+        raise BacktestError(
+            f"strategy {what} {values[t, j]} for {prices.columns[j]!r} at {prices.index[t]} "
+            f"is {bound} ({int(bad.sum())} such values)"
+        )
+    return pd.DataFrame(values, index=prices.index, columns=prices.columns)
+
+
+def raw_targets(
+    strategy: object, bars: Bars, params: EngineParams
+) -> tuple[pd.DataFrame, pd.DataFrame, NDArray[np.float64]]:
+    """``(output, unlimited target weights, sleeve weights)`` of a strategy.
+
+    Legacy positions times the engine weights (sleeve weights = engine weights); target
+    weights as returned (sleeve weight 1 per asset; ``engine.weights`` is not applied).
+    """
+    out = strategy_output(strategy, bars)
+    if outputs_weights(strategy):
+        return out, out, np.ones(out.shape[1])
+    w = resolve_weights(out.columns, params.weights)
+    return out, pd.DataFrame(out.to_numpy() * w, index=out.index, columns=out.columns), w
+
+
+def target_weights(
+    strategy: object,
+    bars: Bars | pd.DataFrame,
+    engine: EngineParams | Mapping[str, object] | None = None,
+) -> pd.DataFrame:
+    """The target weights the engine trades: the strategy's output, weighted and limited.
+
+    Args:
+        strategy: Anything with ``positions`` (see :mod:`backtest.strategies`).
+        bars: :class:`~backtest.data.Bars` or wide closes.
+        engine: :class:`EngineParams` or a mapping of engine options (defaults when None).
+
+    Returns:
+        Weights per bar and asset, decided at each close (row t uses data up to t only).
+
+    Examples:
+        >>> from backtest.strategies import BuyAndHold
+        >>> idx = pd.bdate_range("2024-01-01", periods=3)
+        >>> close = pd.DataFrame({"A": [1.0, 2.0, 3.0], "B": [1.0, 1.0, 1.0]}, index=idx)
+        >>> target_weights(BuyAndHold(), close, {"max_weight": 0.4}).iloc[-1].tolist()
+        [0.4, 0.4]
+    """
+    params = _params(engine)
+    bars = as_bars(bars)
+    _, target, _ = raw_targets(strategy, bars, params)
+    limited, _ = limits_of(target.to_numpy(), bars, params)
+    return pd.DataFrame(limited, index=target.index, columns=target.columns)
+
+
+def limits_of(
+    target: NDArray[np.float64], bars: Bars, params: EngineParams
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """:func:`~backtest.engine._limits.limit_targets` with the engine's options."""
+    ppy = resolve_periods_per_year(bars.index, params.periods_per_year)
+    return limit_targets(
+        target,
+        bars.close.to_numpy(dtype=np.float64),
+        long_only=params.long_only,
+        max_weight=params.max_weight,
+        max_gross_leverage=params.max_gross_leverage,
+        target_volatility=params.target_volatility,
+        vol_lookback=params.vol_lookback,
+        periods_per_year=ppy,
+    )
+
+
+def _params(engine: EngineParams | Mapping[str, object] | None) -> EngineParams:
+    if engine is None:
+        return EngineParams()
+    if isinstance(engine, EngineParams):
+        return engine
+    return engine_params(**dict(engine))

@@ -1,0 +1,95 @@
+"""The generic batched path (engine/_generic.py) against single backtests, every shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtest.engine import _fused, simulate, simulate_batch
+from backtest.metrics import METRIC_NAMES
+from backtest.strategies import MeanReversion
+
+ORDER_DEPENDENT = {"exposure", "turnover"}  # summed in another order: equal to rounding
+
+
+def gbm(n_bars: int, n_assets: int, seed: int = 21) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0.0001, 0.015, (n_bars, n_assets)), axis=0))
+    index = pd.bdate_range("2011-01-03", periods=n_bars)
+    return pd.DataFrame(close, index=index, columns=[f"S{j}" for j in range(n_assets)])
+
+
+class Scaled(MeanReversion):
+    """Fractional positions with NaN warm-up and sign flips: the general case."""
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        base = super().positions(prices)
+        z = (prices - prices.rolling(self.lookback).mean()) / prices.rolling(self.lookback).std()
+        return (base * 0.5 - np.tanh(z) * 0.5).clip(-1, 1)
+
+    @classmethod
+    def batch_positions(cls, close, params):  # type: ignore[no-untyped-def]
+        k = len(params["lookback"])
+        frame = pd.DataFrame({"A": close})
+        return np.column_stack(
+            [
+                cls(
+                    int(params["lookback"][i]),
+                    float(params["entry_z"][i]),
+                    float(params["exit_z"][i]),
+                )
+                .positions(frame)["A"]
+                .to_numpy()
+                for i in range(k)
+            ]
+        )
+
+
+SETS = pd.DataFrame(
+    {
+        "lookback": [5, 20, 20, 60, 3000],
+        "entry_z": [1.0, 1.5, 2.0, 1.2, 2.0],
+        "exit_z": [0.0, 0.5, 0.2, 1.0, 0.5],
+    }
+)
+
+
+def _same(row: pd.Series, expected: dict[str, float]) -> None:
+    for name in METRIC_NAMES:
+        got, want = float(row[name]), expected[name]
+        if name in ORDER_DEPENDENT:
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=name)
+        elif np.isnan(want):
+            assert np.isnan(got), name
+        else:
+            assert got == want, f"{name}: {got!r} != {want!r}"
+
+
+@pytest.mark.parametrize("serial", [True, False], ids=["serial", "parallel"])
+@pytest.mark.parametrize(
+    ("n_assets", "engine", "chunk"),
+    [
+        (1, {"fee_bps": 10.0}, None),
+        (1, {"slippage_bps": 30.0}, 2),
+        (3, {"fee_bps": 5.0, "weights": {"S0": 0.6, "S1": 0.3, "S2": 0.1}}, None),
+        (4, {"fee_bps": 20.0, "periods_per_year": 52}, 3),
+    ],
+    ids=["1-asset", "1-asset-chunks", "3-weighted", "4-assets-chunks"],
+)
+def test_generic_metrics_and_kept_returns_equal_simulate(
+    n_assets, engine, chunk, serial, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(_fused, "SERIAL", serial)
+    monkeypatch.setattr(_fused, "MIN_PARALLEL_SETS", 1)
+    prices = gbm(700, n_assets)
+    keep = [True, False, True, False, True]
+    batch = simulate_batch(prices, Scaled, SETS, keep_returns=keep, chunk_size=chunk, **engine)
+    assert batch.returns is not None and batch.returns.shape == (700, 3)
+    kept = 0
+    for i, params in enumerate(SETS.to_dict("records")):
+        single = simulate(prices, Scaled(**params), **engine)
+        _same(batch.metrics.iloc[i], single.metrics)
+        if keep[i]:
+            np.testing.assert_array_equal(batch.returns[:, kept], single.returns.to_numpy())
+            kept += 1

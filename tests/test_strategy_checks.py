@@ -1,0 +1,212 @@
+"""A user's own strategy: look-ahead check, batch-vs-positions check, fast-path ownership."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtest import StrategyContractError, check_strategy
+from backtest.engine import simulate, simulate_batch
+from backtest.search import StrategyEvaluator, grid_search
+from backtest.strategies import (
+    Breakout,
+    BuyAndHold,
+    MeanReversion,
+    Momentum,
+    SmaCross,
+    has_fast_path,
+)
+from backtest.strategies._checks import check_batch_positions, check_lookahead, cut_points
+from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer
+
+
+def gbm(n_bars: int = 900, n_assets: int = 2, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0.0002, 0.012, (n_bars, n_assets)), axis=0))
+    index = pd.bdate_range("2012-01-02", periods=n_bars)
+    return pd.DataFrame(close, index=index, columns=[f"S{j}" for j in range(n_assets)])
+
+
+class Peeking(SmaCross):
+    """SmaCross that trades on the next bar's signal: looks one bar ahead."""
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        return super().positions(prices).shift(-1)
+
+    @classmethod
+    def batch_positions(cls, close, params):  # type: ignore[no-untyped-def]
+        out = SmaCross.batch_positions(close, params)
+        return np.vstack([out[1:], np.full((1, out.shape[1]), np.nan)])
+
+
+class Contrarian(SmaCross):
+    """Overrides only positions(): the parent's batch_positions is not its fast path."""
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        return -super().positions(prices)
+
+
+@dataclass(frozen=True)
+class Drifting:
+    """A planted fast path that differs from positions() after bar 500."""
+
+    level: float = 0.5
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self.level, index=prices.index, columns=prices.columns)
+
+    @classmethod
+    def batch_positions(cls, close, params):  # type: ignore[no-untyped-def]
+        level = np.asarray(params["level"], dtype=float)
+        out = np.tile(level, (len(close), 1))
+        out[500:] *= 0.5
+        return out
+
+
+def test_has_fast_path_belongs_to_the_positions_class() -> None:
+    assert has_fast_path(SmaCross) and has_fast_path(MeanReversion) and has_fast_path(Peeking)
+    assert not has_fast_path(Contrarian)
+    assert has_fast_path(Drifting)
+
+    class OnlyPositions:
+        def positions(self, prices):  # type: ignore[no-untyped-def]
+            return prices * 0
+
+    assert not has_fast_path(OnlyPositions)
+
+
+def test_subclass_overriding_only_positions_is_searched_as_itself() -> None:
+    # issue 16 item 10: the trial must equal the subclass's own backtest, not the parent's
+    prices = gbm()
+    batch = simulate_batch(prices, Contrarian, [{"fast": 5, "slow": 30}], fee_bps=5.0)
+    own = simulate(prices, Contrarian(5, 30), fee_bps=5.0)
+    parent = simulate(prices, SmaCross(5, 30), fee_bps=5.0)
+    row = batch.metrics.iloc[0]
+    assert row["sharpe_ratio"] == own.metrics["sharpe_ratio"]
+    assert row["n_trades"] == own.metrics["n_trades"]
+    assert row["sharpe_ratio"] != parent.metrics["sharpe_ratio"]
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        SmaCross(5, 30),
+        SmaCross(10, 50, long_short=True),
+        Momentum(60, 5),
+        MeanReversion(),
+        Breakout(20, long_short=True),
+        BuyAndHold(),
+    ],
+    ids=["sma", "sma-ls", "momentum", "mean-reversion", "breakout", "buy-and-hold"],
+)
+def test_every_builtin_passes_the_checks(strategy) -> None:  # type: ignore[no-untyped-def]
+    check_strategy(strategy, gbm())
+
+
+def test_lookahead_is_caught_and_named() -> None:
+    prices = gbm()
+    with pytest.raises(StrategyContractError, match="Peeking looks ahead") as info:
+        check_strategy(Peeking(5, 30), prices)
+    err = info.value
+    assert err.strategy == "Peeking" and err.params == {"fast": 5, "slow": 30, "long_short": False}
+    assert err.bar in prices.index and err.asset in prices.columns
+    # the named bar really changes when the later bars are removed
+    t = prices.index.get_loc(err.bar)
+    full = Peeking(5, 30).positions(prices).fillna(0.0)
+    cut = Peeking(5, 30).positions(prices.iloc[: t + 1]).fillna(0.0)
+    assert full.loc[err.bar, err.asset] != cut.loc[err.bar, err.asset]
+
+
+def test_full_sample_statistics_are_lookahead() -> None:
+    class Demeaned:
+        def positions(self, prices):  # type: ignore[no-untyped-def]
+            return np.sign(prices - prices.mean())  # the mean of all bars, future included
+
+    with pytest.raises(StrategyContractError, match="looks ahead"):
+        check_lookahead(Demeaned().positions, gbm(), name="Demeaned")
+
+
+def test_cut_points_end_after_a_change_to_a_nonzero_position() -> None:
+    full = np.zeros((1000, 1))
+    full[400:700] = 1.0
+    full[820:] = -1.0
+    cuts = cut_points(full)
+    assert cuts == [401, 821]
+    assert cut_points(np.zeros((100, 2))) == [50]
+
+
+def test_lookahead_check_costs_little_next_to_a_backtest() -> None:
+    import time
+
+    prices = gbm(2520, 4)
+    strategy = SmaCross(10, 50)
+
+    def best(f) -> float:  # type: ignore[no-untyped-def]
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    result = simulate(prices, strategy)
+    full = result.positions.to_numpy()
+    run = best(lambda: simulate(prices, strategy))
+    check = best(lambda: check_lookahead(strategy.positions, prices, name="x", full=full))
+    assert check < 0.5 * run  # measured about 5-10 % (see README); loose for shared CI
+
+
+def test_batch_differing_from_positions_is_named() -> None:
+    prices = gbm()
+    with pytest.raises(StrategyContractError, match=r"Drifting\.batch_positions disagrees") as info:
+        check_batch_positions(Drifting, prices, [{"level": 0.5}])
+    assert info.value.bar == prices.index[500]
+    assert info.value.params == {"level": 0.5}
+    assert "0.25" in str(info.value) and "0.5" in str(info.value)
+
+
+def test_search_refuses_a_lying_fast_path_instead_of_recording_failed_trials() -> None:
+    prices = gbm()
+    with pytest.raises(StrategyContractError, match="disagrees"):
+        grid_search({"level": [0.2, 0.4, 0.6]}, StrategyEvaluator(prices, Drifting))
+
+
+def test_search_refuses_a_peeking_strategy() -> None:
+    prices = gbm()
+    with pytest.raises(StrategyContractError, match="looks ahead"):
+        grid_search({"fast": [5, 10], "slow": [30, 50]}, StrategyEvaluator(prices, Peeking))
+
+
+def test_frictionless_walkforward_without_shared_history_refuses_look_ahead() -> None:
+    from backtest.config import SearchConfig, WalkForwardConfig
+
+    prices = gbm(1300, 1)
+    ev = StrategyReturnsEvaluator(prices, Peeking, fee_bps=0.0, shared_history=False)
+    wf = WalkForwardConfig(train_bars=500, test_bars=200)
+    with pytest.raises(StrategyContractError, match="looks ahead"):
+        WalkForwardOptimizer(wf, SearchConfig(), pbo_blocks=0).run(
+            ev, {"fast": [5, 10], "slow": [30, 50]}
+        )
+
+
+def test_positions_only_strategy_is_accepted_everywhere() -> None:
+    from backtest.config import SearchConfig, WalkForwardConfig
+
+    prices = gbm(1300, 2)
+    ev = StrategyEvaluator(prices, Contrarian, fee_bps=5.0)
+    got = ev({"fast": 5, "slow": 30})
+    assert (
+        got["sharpe_ratio"]
+        == simulate(prices, Contrarian(5, 30), fee_bps=5.0).metrics["sharpe_ratio"]
+    )
+    result = grid_search({"fast": [5, 10], "slow": [30, 50]}, ev)
+    assert result.n_trials == 4 and result.n_failed == 0
+    wf = WalkForwardConfig(train_bars=500, test_bars=200)
+    out = WalkForwardOptimizer(wf, SearchConfig(), pbo_blocks=0).run(
+        StrategyReturnsEvaluator(prices, Contrarian, fee_bps=5.0),
+        {"fast": [5, 10], "slow": [30, 50]},
+    )
+    assert len(out.folds) >= 3

@@ -226,7 +226,9 @@ def test_rsi_walkforward_with_monte_carlo(tmp_path: Path) -> None:
         tmp_path=tmp_path,
     )
     assert record["task"] == "walkforward" and "montecarlo" in record
-    assert set(record["params"]) == {"period", "lower", "upper"}
+    # searched parameters sit in the walk-forward's parameter path, the fixed one beside it
+    assert set(record["params"]) == {"walk-forward", "upper"}
+    assert record["params"]["walk-forward"].startswith("period/lower ")
 
 
 @pytest.mark.slow

@@ -106,6 +106,8 @@ def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
         config["strategy"] = {
             "_target_": "counting.CountingSmaCross", "fast": 5 + i, "slow": 60, "delay_s": 3.0,
         }  # fmt: skip
+        # each positions call is counted: the look-ahead check's calls would count too
+        config.setdefault("engine", {})["check_lookahead"] = False
         jobs.append(BacktestJob(config=config, result_path=str(tmp_path / "out" / f"job{i}")))
     cfg = QueueConfig(redis_url=server.url, name="outage", job_timeout=120, retries=2)
     pool = LocalWorkers(

@@ -425,7 +425,11 @@ def test_sigterm_during_a_job_ends_its_run_killed(
     proc = subprocess.Popen(
         [sys.executable, "-c", script],
         cwd=tmp_path,
-        env={**os.environ, "SLEEPY_READY": str(ready), "PYTHONPATH": str(tmp_path)},
+        env={  # the code under test (this tree), then the test's strategy module
+            **os.environ,
+            "SLEEPY_READY": str(ready),
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), str(tmp_path)]),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -189,6 +190,8 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
     cwd.mkdir()
     _write_example_files(text, cwd)
     _write_user_data(cwd)
+    # The README's commands run from a clone's root, where examples/ lies beside conf/.
+    shutil.copytree(ROOT / "examples", cwd / "examples")
     password = secrets.token_hex(8)
     redis_proc, redis_url = _start_redis(cwd, password)
     env = {

@@ -97,7 +97,8 @@ def simulate_batch(
         periods_per_year: Bars per year, for annualised metrics (inferred when None).
         keep_returns: Also return the ``(n_bars, k)`` matrix of portfolio returns; a
             boolean mask of length ``k`` keeps only those sets' columns, in order.
-        chunk_size: Sets evaluated at once (default: about 32 MB of positions).
+        chunk_size: Sets evaluated at once (default: a block that fits the CPU cache on
+            the generic path, about 32 MB of positions on the per-bar kernel path).
         **options: Further engine options (see :func:`~backtest.engine.simulate`).
 
     Returns:
@@ -235,6 +236,57 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def block_positions(
+    prices: Bars,
+    close: NDArray[np.float64],
+    strategy_cls: type,
+    columns: Mapping[str, NDArray[Any]],
+) -> Callable[[int, int], Callable[[int], NDArray[np.float64]]]:
+    """``(lo, hi) -> (j -> (n_bars, hi - lo) positions of asset j for sets lo..hi)``.
+
+    :func:`set_positions` for a block of the sets in ``columns`` (name -> one value
+    per set).
+    """
+
+    def block(lo: int, hi: int) -> Callable[[int], NDArray[np.float64]]:
+        params = {c: v[lo:hi] for c, v in columns.items()}
+        return set_positions(prices, close, strategy_cls, params, hi - lo)
+
+    return block
+
+
+def lanes_for(strategy_cls: type, k: int) -> int:
+    """Threads for the generic path: numba's, for a strategy with its own fast path.
+
+    One in a search's worker process (:data:`backtest.engine._fused.SERIAL`), for
+    fewer than ``MIN_PARALLEL_SETS`` sets, for a strategy answering with one
+    ``positions`` call per set (plain Python, often pandas: little to gain, and
+    nothing asks it to be thread-safe), and where numba's threading layer is
+    ``workqueue`` (which refuses parallel kernels launched from two threads at once,
+    as a strategy's own ``parallel=True`` code would be).
+    """
+    from backtest.engine import _fused
+    from backtest.strategies._checks import fast_method
+
+    lanes = numba.get_num_threads()
+    if _fused.SERIAL or k < _fused.MIN_PARALLEL_SETS or lanes < 2:
+        return 1
+    if fast_method(strategy_cls) != "batch_positions" or _threading_layer() == "workqueue":
+        return 1
+    return lanes
+
+
+def _threading_layer() -> str:
+    """Numba's threading layer, starting it with a tiny parallel kernel if need be."""
+    try:
+        return str(numba.threading_layer())
+    except ValueError:  # no parallel kernel has run yet
+        from backtest.engine._fused_stats import return_metrics
+
+        return_metrics(np.zeros((1, 2)), 1, 1)
+        return str(numba.threading_layer())
+
+
 def _generic_batch(
     prices: Bars,
     close: NDArray[np.float64],
@@ -246,42 +298,23 @@ def _generic_batch(
     keep: NDArray[np.bool_] | None,
     chunk_size: int | None,
 ) -> BatchResult:
-    """The generic path: positions per asset, metrics in compiled kernels."""
-    from backtest.engine import _fused, _generic
+    """The generic path: positions per block of sets and asset, metrics in compiled kernels."""
+    from backtest.engine import _generic
+    from backtest.engine._memory import reuse_freed_memory
 
     n, n_assets = close.shape
     k = len(frame)
-    # positions of every asset for a chunk of sets: about 32 MB
-    chunk = chunk_size or max(_generic.LINE, 4_000_000 // max(n * n_assets, 1))
     r_assets = np.stack([bar_returns(np.ascontiguousarray(close[:, j])) for j in range(n_assets)])
     columns = {c: frame[c].to_numpy() for c in frame.columns}
-    values = np.empty((k, len(m.METRIC_NAMES)))
-    kept: list[NDArray[np.float64]] = []
-    for lo in range(0, k, chunk):
-        hi = min(k, lo + chunk)
-        params = {c: v[lo:hi] for c, v in columns.items()}
-        parallel = not _fused.SERIAL and hi - lo >= _fused.MIN_PARALLEL_SETS
-        parallel = parallel and numba.get_num_threads() > 1
-        positions = set_positions(prices, close, strategy_cls, params, hi - lo)
-        if n_assets == 1:
-            pos = positions(0)[np.newaxis]
-        else:
-            pos = np.empty((n_assets, n, hi - lo))
-            for j in range(n_assets):
-                pos[j] = positions(j)
-        values[lo:hi], rows = _generic.evaluate(
-            pos,
-            r_assets,
-            cost,
-            w,
-            periods_per_year,
-            None if keep is None else keep[lo:hi],
-            parallel=parallel,
-        )
-        if keep is not None:
-            kept.append(rows if rows is not None else np.empty((n, 0)))
+    with reuse_freed_memory():
+        values, returns = _generic.evaluate_blocks(
+            block_positions(prices, close, strategy_cls, columns),
+            n_assets, n, k, r_assets, cost, w, periods_per_year, keep,
+            lanes=lanes_for(strategy_cls, k), block=chunk_size,
+        )  # fmt: skip
     table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
-    returns = np.concatenate(kept, axis=1) if keep is not None else None
+    if keep is not None and returns is None:
+        returns = np.empty((n, 0))
     return BatchResult(table, returns)
 
 

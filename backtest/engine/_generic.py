@@ -1,14 +1,21 @@
 """The generic batched path: positions of many parameter sets -> every metric, compiled.
 
 Any strategy with its own ``batch_positions`` (see :mod:`backtest.strategies`) takes
-this path in :func:`backtest.engine.simulate_batch`: the strategy gives an ``(n_bars,
-k)`` array of positions per asset. :func:`evaluate` takes eight sets at a time: asset
-after asset it adds each set's weighted returns to the set's row of a small buffer
-that stays in the CPU cache (counting trades and winners, exposure and turnover on the
-way), then computes every metric of each row with the fused kernels' streaming
-statistics (:mod:`backtest.engine._fused_stats`): bit-identical to
-:mod:`backtest.metrics`. Nothing of shape ``(k, n_bars)`` is built besides the
-positions. Blocks of sets run in parallel.
+this path in :func:`backtest.engine.simulate_batch`. The sets are cut into blocks small
+enough for the CPU cache (:func:`block_size`); a block's positions are asked of the
+strategy asset after asset (``(n_bars, m)`` per call) and each asset is added at once,
+while its positions are still in cache, by :func:`_add_asset`: each set's weighted
+return goes into the set's row of a block buffer, counting trades and winners,
+exposure and turnover on the way; with the last asset come the equity and drawdown
+and every metric, with the fused kernels' streaming statistics
+(:mod:`backtest.engine._fused_stats`): bit-identical to :mod:`backtest.metrics`.
+Nothing of shape ``(k, n_bars)`` is built, and nothing of ``(n_assets, n_bars, k)``.
+
+Blocks run on several threads (:func:`evaluate_blocks`), each calling the strategy and
+then the kernel (compiled without the GIL) for its own block, so a strategy whose
+``batch_positions`` releases the GIL (numba ``nogil``, numpy on large arrays) runs on
+every core along with the kernels. The outcome does not depend on the number of
+threads: each set is computed by one thread, the same way.
 
 The arithmetic is :func:`backtest.engine.simulate`'s under engine v1's defaults (the
 sleeve accounting of :mod:`backtest.engine._sleeves`), operation for operation
@@ -22,8 +29,12 @@ sends them to the fused-stops or the per-bar kernel paths).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
+from numba.typed import List
 from numpy.typing import NDArray
 
 from backtest.engine._fused_stats import (
@@ -40,10 +51,30 @@ from backtest.engine._fused_stats import (
 )
 from backtest.engine._trades import _trade_step
 
-#: Sets per block of the parallel kernels.
-BLOCK = 16
-#: Doubles per cache line: sets whose positions are copied out of ``pos`` together.
+#: Sets whose positions are copied out of a block together (a cache line of doubles).
 LINE = 8
+#: One array per asset (numba.typed.List of C-contiguous 2-D float arrays).
+ListOfArrays = List
+#: Bytes of one block's positions (every asset): a block asks the strategy for many sets
+#: at once (so it shares its work per distinct parameter between them), and its
+#: positions still fit the CPU's last-level cache when the kernel reads them.
+BLOCK_BYTES = 8 * 2**20
+
+
+def block_size(n_bars: int, n_assets: int, k: int, lanes: int) -> int:
+    """Sets per block: about :data:`BLOCK_BYTES` of positions, a multiple of LINE.
+
+    At least ``LINE`` sets; with several lanes, blocks are cut so that every lane gets
+    an equal number of them.
+    """
+    m = BLOCK_BYTES // max(8 * n_bars * n_assets, 1)
+    m = max(LINE, m - m % LINE)
+    if lanes > 1:
+        n_blocks = -(-k // m)
+        n_blocks = -(-n_blocks // lanes) * lanes  # a multiple of the lanes
+        share = -(-k // n_blocks)
+        m = max(LINE, share + (-share) % LINE)
+    return m
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -53,7 +84,10 @@ def _step(
     """One bar of one set: the asset's return, and the trade count / winners / growth."""
     d = abs(cur - prev)
     ret = (1.0 + prev * rt) * (1.0 - cost * d) - 1.0
-    if cur != prev or prev != 0.0:
+    if cur == prev:  # held (or flat): what _trade_step does then, without its branches
+        if prev != 0.0:
+            growth *= 1.0 + prev * rt
+    else:
         growth, ended, ended_growth = _trade_step(growth, prev, cur, rt, cost)
         if ended:
             trades += 1.0
@@ -64,30 +98,31 @@ def _step(
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _copy_line(
-    pos: NDArray[np.float64], i: int, hi: int, w: float, tmp: NDArray[np.float64]
-) -> None:  # pragma: no cover - compiled
+    pos: NDArray[np.float64], i: int, w: float, tmp: NDArray[np.float64]
+) -> int:  # pragma: no cover - compiled
     """Copy up to LINE sets' columns from ``i`` on (each cache line of pos read once).
 
     A position ``p`` becomes the sleeve's holding ``(p w) / w`` that
     :func:`backtest.engine._sleeves._sleeves` derives from the target weight ``p w``
-    (0 for a zero weight), so the returns equal :func:`~backtest.engine.simulate`'s
-    bit for bit.
+    (0 for a zero weight; NaN while warming up is flat), so the returns equal
+    :func:`~backtest.engine.simulate`'s bit for bit. Returns the sets copied.
     """
-    m = min(LINE, hi - i)
+    m = min(LINE, pos.shape[1] - i)
     for t in range(pos.shape[0]):
         for q in range(m):
             v = pos[t, i + q]
-            if v != v or w == 0.0:  # NaN while warming up means flat
+            if v != v or w == 0.0:
                 tmp[q, t] = 0.0
+            elif v == 1.0 or v == -1.0 or v == 0.0:  # (v w) / w == v: no division
+                tmp[q, t] = v
             else:
                 tmp[q, t] = (v * w) / w
+    return m
 
 
 @numba.njit(cache=True, nogil=True)
 def _sets(
-    lo: int,
-    hi: int,
-    pos: NDArray[np.float64],
+    pos: ListOfArrays,
     r: NDArray[np.float64],
     cost: float,
     weights: NDArray[np.float64],
@@ -96,32 +131,34 @@ def _sets(
     keep_slot: NDArray[np.int64],
     kept: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
-    """Sets ``lo`` to ``hi``, LINE at a time: every asset, then every metric.
+    """A block of ``m`` sets, LINE at a time: every asset, then every metric.
 
-    For a group of LINE sets, asset after asset: copy the group's position columns
-    (each cache line of ``pos`` read once), then run each set's bars, adding the
-    weighted return to its row of ``acc`` (a group's rows stay in the CPU cache) and
-    counting trades, exposure and turnover; on the last asset also the equity and
-    drawdown, and the set's return metrics right after its bars.
+    ``pos[j]`` is asset j's positions ``(n_bars, m)``. For a group of LINE sets, asset
+    after asset: copy the group's position columns (:func:`_copy_line`), then run each
+    set's bars, adding the weighted return to its row of ``acc`` (a group's rows stay
+    in the CPU cache) and counting trades, exposure and turnover; on the last asset
+    also the equity and drawdown, and the set's metrics into ``out[s]`` right after
+    its bars (its returns into ``kept[keep_slot[s]]`` when that is >= 0).
     """
-    n_assets, n, _ = pos.shape
+    n_assets = len(pos)
+    n, m_all = pos[0].shape
     tmp = np.empty((LINE, n))
     acc = np.empty((LINE, n))
     cnt = np.empty((LINE, 4))
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))
-    for first in range(lo, hi, LINE):
-        m = min(LINE, hi - first)
+    for first in range(0, m_all, LINE):
         acc[:] = 0.0
         cnt[:] = 0.0
+        m = 0
         for j in range(n_assets):
             w = weights[j]
-            _copy_line(pos[j], first, hi, w, tmp)
+            m = _copy_line(pos[j], first, w, tmp)
             rj = r[j]
             last = j == n_assets - 1
-            for s in range(m):
-                col = tmp[s]
-                row = acc[s]
+            for q in range(m):
+                col = tmp[q]
+                row = acc[q]
                 growth = 1.0
                 prev = 0.0
                 trades = 0.0
@@ -163,79 +200,86 @@ def _sets(
                     trades += 1.0
                     if growth > 1.0:
                         wins += 1.0
-                cnt[s, 0] += trades
-                cnt[s, 1] += wins
-                cnt[s, 2] += w * expo
-                cnt[s, 3] += w * turn
+                cnt[q, 0] += trades
+                cnt[q, 1] += wins
+                cnt[q, 2] += w * expo
+                cnt[q, 3] += w * turn
                 if not last:
                     continue
                 min_ratio = _close_drawdown(peak, trough, min_ratio)
-                i = first + s
-                res = out[i]
+                s = first + q
+                res = out[s]
                 _finish(row, wealth, ruined, min_ratio, ppy, stack, values, res)
-                total = cnt[s, 0]
+                total = cnt[q, 0]
                 res[N_TRADES] = total
-                res[WIN_RATE] = cnt[s, 1] / total if total > 0 else np.nan
-                res[EXPOSURE] = cnt[s, 2] / n
-                res[TURNOVER] = cnt[s, 3] / n * ppy
-                slot = keep_slot[i]
+                res[WIN_RATE] = cnt[q, 1] / total if total > 0 else np.nan
+                res[EXPOSURE] = cnt[q, 2] / n
+                res[TURNOVER] = cnt[q, 3] / n * ppy
+                slot = keep_slot[s]
                 if slot >= 0:
                     kept[slot, :] = row
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _sets_parallel(
-    pos: NDArray[np.float64],
-    r: NDArray[np.float64],
-    cost: float,
-    weights: NDArray[np.float64],
-    ppy: int,
-    out: NDArray[np.float64],
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled
-    k = pos.shape[2]
-    n_blocks = (k + BLOCK - 1) // BLOCK
-    for b in numba.prange(n_blocks):
-        _sets(b * BLOCK, min(k, (b + 1) * BLOCK), pos, r, cost, weights, ppy, out, keep_slot, kept)
+#: ``(lo, hi) -> (j -> positions (n_bars, hi - lo) of asset j for sets lo..hi)``.
+BlockPositions = Callable[[int, int], Callable[[int], NDArray[np.float64]]]
 
 
-def evaluate(
-    pos: NDArray[np.float64],
+def evaluate_blocks(
+    positions: BlockPositions,
+    n_assets: int,
+    n_bars: int,
+    k: int,
     r: NDArray[np.float64],
     cost: float,
     weights: NDArray[np.float64],
     ppy: int,
     keep: NDArray[np.bool_] | None,
     *,
-    parallel: bool,
+    lanes: int = 1,
+    block: int | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-    """Every metric of ``k`` parameter sets over all assets.
+    """Every metric of ``k`` parameter sets over all assets, a block of sets at a time.
 
     Args:
-        pos: Positions ``(n_assets, n_bars, k)`` (NaN is flat).
+        positions: ``(lo, hi) -> (j -> (n_bars, hi - lo) positions of asset j)``; NaN is
+            flat. Asked for assets in order, once per block.
+        n_assets: Assets.
+        n_bars: Bars.
+        k: Parameter sets.
         r: Bar returns ``close[t] / close[t-1] - 1`` (0 first), ``(n_assets, n_bars)``.
         cost: Cost per unit of traded notional, as a fraction.
         weights: Portfolio weight per asset.
         ppy: Bars per year.
         keep: Which sets' portfolio returns to return (``None``: none).
-        parallel: Run blocks of sets on all of numba's threads.
+        lanes: Threads running blocks at once (the strategy and the kernel both).
+        block: Sets per block (default :func:`block_size`).
 
     Returns:
         ``(metrics (k, 11) in metrics.METRIC_NAMES order, kept returns (n_bars, n_kept)
         or None)``.
     """
-    _, n, k = pos.shape
     out = np.empty((k, N_OUT))
     keep_slot = np.full(k, -1, dtype=np.int64)
     n_keep = 0 if keep is None else int(np.count_nonzero(keep))
     if keep is not None and n_keep:
         keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
-    kept = np.empty((n_keep, n))
+    kept = np.empty((n_keep, n_bars))
     w = np.ascontiguousarray(weights, dtype=np.float64)
-    if parallel:
-        _sets_parallel(pos, r, cost, w, int(ppy), out, keep_slot, kept)
+    size = block or block_size(n_bars, n_assets, k, lanes)
+
+    def run(lo: int) -> None:
+        hi = min(k, lo + size)
+        of_asset = positions(lo, hi)
+        pos = List([np.ascontiguousarray(of_asset(j), dtype=np.float64) for j in range(n_assets)])
+        _sets(pos, r, cost, w, int(ppy), out[lo:hi], keep_slot[lo:hi], kept)
+
+    starts = range(0, k, size)
+    if lanes > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(min(lanes, len(starts)), thread_name_prefix="backtest") as pool:
+            for _ in pool.map(run, starts):  # raises the first block's error, if any
+                pass
     else:
-        _sets(0, k, pos, r, cost, w, int(ppy), out, keep_slot, kept)
-    finish_growth(out, n, int(ppy))
+        for lo in starts:
+            run(lo)
+    finish_growth(out, n_bars, int(ppy))
     return out[:, :N_METRICS], (kept.T if n_keep else None)

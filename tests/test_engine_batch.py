@@ -128,7 +128,7 @@ def test_fused_sma_matches_a_plain_loop():
     ],
     ids=["mean-reversion", "breakout", "buy-and-hold"],
 )
-def test_generic_path_equals_simulate(cls, sets):
+def test_batched_builtins_equal_simulate(cls, sets):
     prices = gbm(500, 2, seed=11)
     batch = simulate_batch(
         prices,
@@ -213,3 +213,42 @@ def test_return_metrics_kernel_equals_metrics_module():
             metrics.calmar_ratio(r),
         ]
         np.testing.assert_array_equal(got[i], np.array(want), err_msg=f"row {i} {names}")
+
+
+@pytest.mark.parametrize("n_assets", [1, 3])
+@pytest.mark.parametrize("budget", ["fused", "over-budget"])
+def test_fused_mean_reversion_and_breakout_equal_simulate(n_assets, budget, monkeypatch):
+    """MeanReversion's fused kernel (its rule run inside the metrics pass; the generic
+    path when its z-score table is over budget) and Breakout's generic path: every set
+    equals its backtest."""
+    if budget == "over-budget":
+        monkeypatch.setattr(_fused, "TABLE_BUDGET_BYTES", 0)
+    prices = gbm(600, n_assets, seed=5)
+    prices.iloc[200:260] = prices.iloc[199].to_numpy()  # flat closes: a NaN z-score holds
+    weights = {c: w for c, w in zip(prices.columns, [0.5, 0.3, 0.2], strict=False)}
+    cases = {
+        MeanReversion: pd.DataFrame(
+            {
+                "lookback": [2, 5, 20, 20, 60, 900],
+                "entry_z": [1.0, 1.0, 1.5, 2.0, 1.2, 2.0],
+                "exit_z": [0.0, 0.5, 0.2, 1.9, 1.0, 0.5],
+            }
+        ),
+        Breakout: pd.DataFrame(
+            {
+                "lookback": [1, 2, 3, 7, 8, 55, 255, 900],
+                "long_short": [True, False, True, False, True, True, False, True],
+            }
+        ),
+    }
+    for cls, sets in cases.items():
+        batch = simulate_batch(prices, cls, sets, fee_bps=7.0, weights=weights, keep_returns=True)
+        if budget == "fused" and cls is MeanReversion:
+            assert _fused.fused_batch(
+                prices.to_numpy(), cls, sets, cost=0.0007,
+                weights=np.ones(n_assets), periods_per_year=252,
+            ) is not None  # fmt: skip
+        for i, params in enumerate(sets.to_dict("records")):
+            single = simulate(prices, cls(**params), fee_bps=7.0, weights=weights)
+            assert_same_metrics(batch.metrics.iloc[i], single.metrics)
+            np.testing.assert_array_equal(batch.returns[:, i], single.returns.to_numpy())

@@ -65,15 +65,15 @@ def simulate_batch(
     each set then runs with its own options.
 
     With engine v1's options only (proportional costs, ``rebalance=bar``, ``close``
-    fills, no limits), ``SmaCross`` and ``Momentum`` run on fused compiled kernels
-    (:mod:`backtest.engine._fused`, with stops too): one signal row per distinct window,
-    then one pass over the bars per set computing positions, costs, trades and every
-    metric, in parallel over sets, without a ``(n_bars, k)`` matrix. Other legacy
-    (positions) strategies without stops take the generic path: positions for a chunk
-    of sets come from ``strategy_cls.batch_positions`` (one array per asset); compiled
-    kernels (:mod:`backtest.engine._generic`, v1's per-asset sleeve formula) turn them
-    into portfolio returns, trade counts, exposure, turnover and every metric, in
-    parallel over blocks of sets. Any other option, any stop (engine option or a
+    fills, no limits), ``SmaCross``, ``Momentum`` (with stops too) and ``MeanReversion``
+    run on fused compiled kernels (:mod:`backtest.engine._fused`): one signal row per
+    distinct window, then one pass over the bars per set computing positions, costs,
+    trades and every metric, in parallel over sets, without a ``(n_bars, k)`` matrix.
+    Other legacy (positions) strategies without stops take the generic path: blocks of
+    sets, on several threads, get their positions from ``strategy_cls.batch_positions``
+    (one array per asset) and compiled kernels (:mod:`backtest.engine._generic`, v1's
+    per-asset sleeve formula) turn them into portfolio returns, trade counts, exposure,
+    turnover and every metric. Any other option, any stop (engine option or a
     strategy class attribute), a weights strategy or a cross-sectional strategy with
     ``batch_weights`` takes the kernel path (:mod:`backtest.engine._batch_kernel`): the
     single backtest's per-bar state machine for every set in a compiled parallel loop.

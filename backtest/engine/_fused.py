@@ -3,12 +3,16 @@
 For :class:`~backtest.strategies.SmaCross` and :class:`~backtest.strategies.Momentum`
 the positions are a comparison of two signals, so a batch of parameter sets needs
 only one signal row per distinct window (a moving average, a trailing return), not a
-``(n_bars, k)`` matrix of positions. :func:`fused_batch` builds those rows and hands
+``(n_bars, k)`` matrix of positions. :class:`~backtest.strategies.MeanReversion` needs
+one z-score row per distinct lookback, and its entry / exit rule runs inside the
+kernel, on the previous bar's position. :func:`fused_batch` builds those rows and hands
 them to the compiled kernels of :mod:`backtest._fused_kernels`, which compute every
 metric of every set in one pass over the bars, in parallel over sets.
 
 Other strategies (or subclasses, which may change ``positions``) return ``None`` here
-and take the generic ``batch_positions`` path.
+and take the generic ``batch_positions`` path, as does a family whose rows would not
+fit :data:`TABLE_BUDGET_BYTES` (where no on-the-fly source exists) or, with stops, any
+family but the first two.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from backtest.engine import _fused_kernels as k
 from backtest.engine import _fused_stops as ks
 from backtest.engine._exits import StopRules, validate_stop_rules
 from backtest.errors import ConfigError
-from backtest.strategies import Momentum, SmaCross
+from backtest.strategies import MeanReversion, Momentum, SmaCross
 from backtest.strategies._base import as_param_array
 
 #: Signal tables larger than this are recomputed on the fly instead (bytes).
@@ -39,7 +43,10 @@ SERIAL = False
 _FAMILIES: dict[type, tuple[str, ...]] = {
     SmaCross: ("fast", "slow", "long_short"),
     Momentum: ("lookback", "skip", "long_short"),
+    MeanReversion: ("lookback", "entry_z", "exit_z"),
 }
+#: Families whose kernels also take stops (the others take the per-bar kernel then).
+_WITH_STOPS = (SmaCross, Momentum)
 
 
 #: Per-set exit columns the fused kernels take (plain or as ``engine.<name>``).
@@ -152,6 +159,29 @@ def _momentum_inputs(
     return k.TABLE, table, np.empty((0, 0)), rows, zero, start, long_short
 
 
+def _mean_reversion_inputs(
+    close: NDArray[np.float64], params: Mapping[str, NDArray], th: NDArray[np.float64]
+) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray] | None:
+    """A z-score row per distinct lookback (the strategy's own ``_zscores``); ``th`` filled."""
+    from backtest.strategies._mean_reversion import _zscores
+
+    n, n_assets = close.shape
+    lookback, entry, exit_ = MeanReversion.param_arrays(params)
+    th[:, 0] = entry
+    th[:, 1] = exit_
+    windows, rows = np.unique(lookback, return_inverse=True)
+    if len(windows) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
+        return None
+    table = np.empty((len(windows), n, n_assets))
+    for row, w in enumerate(windows):
+        for j in range(n_assets):
+            table[row, :, j] = _zscores(np.ascontiguousarray(close[:, j]), int(w))
+    count = len(lookback)
+    zeros = np.zeros(count, dtype=np.int64)
+    return (k.MEAN_REVERSION, table, np.empty((0, 0)), rows.ravel().astype(np.int64), zeros,
+            zeros, np.zeros(count, dtype=bool))  # fmt: skip
+
+
 def fused_batch(
     close: NDArray[np.float64],
     strategy_cls: type,
@@ -197,8 +227,17 @@ def fused_batch(
     rules = rules or StopRules()
     stops, with_stops = _stop_table(params, rules, count)
     n_keep = 0 if keep is None else int(np.count_nonzero(keep))
-    build = _sma_inputs if strategy_cls is SmaCross else _momentum_inputs
-    source, table, data, a, b, start, long_short = build(close, params)
+    if with_stops and strategy_cls not in _WITH_STOPS:
+        return None
+    th = np.zeros((count, 2))
+    if strategy_cls is MeanReversion:
+        built = _mean_reversion_inputs(close, params, th)
+    else:
+        build = _sma_inputs if strategy_cls is SmaCross else _momentum_inputs
+        built = build(close, params)
+    if built is None:  # its signal table would not fit the budget: the generic path
+        return None
+    source, table, data, a, b, start, long_short = built
     r = np.zeros_like(close)
     r[1:] = close[1:] / close[:-1] - 1.0
     keep_slot = np.full(count, -1, dtype=np.int64)
@@ -215,6 +254,7 @@ def fused_batch(
         b,
         start,
         long_short,
+        th,
         float(cost),
         int(periods_per_year),
         keep_slot,
@@ -223,8 +263,17 @@ def fused_batch(
     serial = SERIAL or count < MIN_PARALLEL_SETS or numba.get_num_threads() == 1
     if with_stops:
         prices, atr = _stop_prices(close, ohlc, rules, stops)
-        stop_args = (*args[:3], prices, atr, *args[4:9], float(cost), stops, rules.use_atr,
-                     rules.lock, *args[10:])  # fmt: skip
+        stop_args = (
+            *args[:3],
+            prices,
+            atr,
+            *args[4:9],
+            float(cost),
+            stops,
+            rules.use_atr,
+            rules.lock,
+            *args[11:],
+        )  # fmt: skip (args[9:11]: th, cost)
         if serial:
             out = np.empty((count, k.N_OUT))
             ks.run_sets(0, count, *stop_args, out)

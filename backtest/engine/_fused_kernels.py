@@ -44,11 +44,49 @@ from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backt
     _finish,
     finish_growth,
 )
+from backtest.strategies._mean_reversion import _step as _mean_reversion_step
 
 #: Position sources of :func:`fused_backtests`.
 TABLE = 0
 SMA_CUMSUM = 1
 MOMENTUM_CLOSE = 2
+MEAN_REVERSION = 3
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _target(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    t: int,
+    j: int,
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    ea: float,
+    eb: float,
+    prev: float,
+) -> float:  # pragma: no cover - compiled
+    """The target of asset ``j`` at bar ``t`` from the source's signals (see the module)."""
+    if t < start:
+        return 0.0
+    if source == MEAN_REVERSION:  # the strategy's own rule on its z-score row a
+        return _mean_reversion_step(prev, tab[a, t, j], ea, eb)
+    if source == TABLE:
+        x = tab[a, t, j]
+        y = tab[b, t, j]
+    elif source == SMA_CUMSUM:
+        x = (data[t + 1, j] - data[t + 1 - a, j]) / a
+        y = (data[t + 1, j] - data[t + 1 - b, j]) / b
+    else:
+        x = data[t - b, j] / data[t - b - a, j] - 1.0
+        y = 0.0
+    if x > y:
+        return 1.0
+    if ls and x < y:
+        return -1.0
+    return 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -62,6 +100,8 @@ def _one_asset(
     b: int,
     start: int,
     ls: bool,
+    ea: float,
+    eb: float,
     cost: float,
     buf: NDArray[np.float64],
 ) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
@@ -79,21 +119,7 @@ def _one_asset(
     trough = 1.0
     min_ratio = 1.0
     for t in range(n):
-        cur = 0.0
-        if t >= start:
-            if source == TABLE:
-                x = tab[a, t, 0]
-                y = tab[b, t, 0]
-            elif source == SMA_CUMSUM:
-                x = (data[t + 1, 0] - data[t + 1 - a, 0]) / a
-                y = (data[t + 1, 0] - data[t + 1 - b, 0]) / b
-            else:
-                x = data[t - b, 0] / data[t - b - a, 0] - 1.0
-                y = 0.0
-            if x > y:
-                cur = 1.0
-            elif ls and x < y:
-                cur = -1.0
+        cur = _target(source, tab, data, t, 0, a, b, start, ls, ea, eb, prev)
         rt = r[t, 0]
         d = abs(cur - prev)
         ret = 0.0 + w * ((1.0 + prev * rt) * (1.0 - cost * d) - 1.0)
@@ -136,6 +162,8 @@ def _many_assets(
     b: int,
     start: int,
     ls: bool,
+    ea: float,
+    eb: float,
     cost: float,
     buf: NDArray[np.float64],
     prev: NDArray[np.float64],
@@ -158,21 +186,7 @@ def _many_assets(
     for t in range(n):
         port = 0.0
         for j in range(n_assets):
-            cur = 0.0
-            if t >= start:
-                if source == TABLE:
-                    x = tab[a, t, j]
-                    y = tab[b, t, j]
-                elif source == SMA_CUMSUM:
-                    x = (data[t + 1, j] - data[t + 1 - a, j]) / a
-                    y = (data[t + 1, j] - data[t + 1 - b, j]) / b
-                else:
-                    x = data[t - b, j] / data[t - b - a, j] - 1.0
-                    y = 0.0
-                if x > y:
-                    cur = 1.0
-                elif ls and x < y:
-                    cur = -1.0
+            cur = _target(source, tab, data, t, j, a, b, start, ls, ea, eb, prev[j])
             p = prev[j]
             rt = r[t, j]
             d = abs(cur - p)
@@ -222,6 +236,7 @@ def _run_sets(
     b: NDArray[np.int64],
     start: NDArray[np.int64],
     long_short: NDArray[np.bool_],
+    th: NDArray[np.float64],
     cost: float,
     ppy: int,
     keep_slot: NDArray[np.int64],
@@ -240,12 +255,17 @@ def _run_sets(
             # literal source and long_short: numba compiles a bar loop for each
             if long_short[i]:
                 trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
-                    0, tab, data, r, weights[0], a[i], b[i], start[i], True, cost, buf
+                    0, tab, data, r, weights[0], a[i], b[i], start[i], True, 0.0, 0.0, cost, buf
                 )
             else:
                 trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
-                    0, tab, data, r, weights[0], a[i], b[i], start[i], False, cost, buf
+                    0, tab, data, r, weights[0], a[i], b[i], start[i], False, 0.0, 0.0, cost, buf
                 )
+        elif n_assets == 1 and source == MEAN_REVERSION:  # a literal source, as above
+            trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
+                MEAN_REVERSION, tab, data, r, weights[0], a[i], b[i], start[i], False,
+                th[i, 0], th[i, 1], cost, buf,
+            )  # fmt: skip
         elif n_assets == 1:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _one_asset(
                 source,
@@ -257,16 +277,51 @@ def _run_sets(
                 b[i],
                 start[i],
                 long_short[i],
+                th[i, 0],
+                th[i, 1],
                 cost,
                 buf,
             )
+        elif source == MEAN_REVERSION:  # a literal source, as above
+            trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
+                MEAN_REVERSION, tab, data, r, weights, a[i], b[i], start[i], False,
+                th[i, 0], th[i, 1], cost, buf, prev, growth,
+            )  # fmt: skip
         elif source == TABLE and long_short[i]:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
-                0, tab, data, r, weights, a[i], b[i], start[i], True, cost, buf, prev, growth
+                0,
+                tab,
+                data,
+                r,
+                weights,
+                a[i],
+                b[i],
+                start[i],
+                True,
+                0.0,
+                0.0,
+                cost,
+                buf,
+                prev,
+                growth,
             )
         elif source == TABLE:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
-                0, tab, data, r, weights, a[i], b[i], start[i], False, cost, buf, prev, growth
+                0,
+                tab,
+                data,
+                r,
+                weights,
+                a[i],
+                b[i],
+                start[i],
+                False,
+                0.0,
+                0.0,
+                cost,
+                buf,
+                prev,
+                growth,
             )
         else:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
@@ -279,6 +334,8 @@ def _run_sets(
                 b[i],
                 start[i],
                 long_short[i],
+                th[i, 0],
+                th[i, 1],
                 cost,
                 buf,
                 prev,
@@ -306,6 +363,7 @@ def fused_backtests(
     b: NDArray[np.int64],
     start: NDArray[np.int64],
     long_short: NDArray[np.bool_],
+    th: NDArray[np.float64],
     cost: float,
     ppy: int,
     keep_slot: NDArray[np.int64],
@@ -315,17 +373,21 @@ def fused_backtests(
     """Every metric of ``k`` parameter sets over all assets, in one pass per set.
 
     Args:
-        source: :data:`TABLE`, :data:`SMA_CUMSUM` or :data:`MOMENTUM_CLOSE`.
-        tab: ``TABLE``: signals ``(n_rows, n_bars, n_assets)`` (NaN while undefined).
+        source: :data:`TABLE`, :data:`SMA_CUMSUM`, :data:`MOMENTUM_CLOSE` or
+            :data:`MEAN_REVERSION`.
+        tab: ``TABLE``: signals ``(n_rows, n_bars, n_assets)`` (NaN while undefined);
+            ``MEAN_REVERSION``: z-scores, a row per lookback.
         data: ``SMA_CUMSUM``: cumulative sums of closes after a zero row,
             ``(n_bars + 1, n_assets)``; ``MOMENTUM_CLOSE``: closes ``(n_bars, n_assets)``.
         r: Bar returns ``close[t] / close[t-1] - 1`` (0 on the first bar),
             ``(n_bars, n_assets)``.
         weights: Portfolio weight per asset.
-        a: ``TABLE``: row of the left signal; otherwise SMA ``fast`` / momentum ``lookback``.
+        a: ``TABLE``: row of the left signal; ``MEAN_REVERSION``: the z-score row;
+            otherwise SMA ``fast`` / momentum ``lookback``.
         b: ``TABLE``: row of the right signal; otherwise SMA ``slow`` / momentum ``skip``.
         start: Per set, the first bar whose signal is defined (flat before).
         long_short: Per set, whether it goes short when left < right.
+        th: Per set, ``MEAN_REVERSION``'s entry and exit z (``(k, 2)``; unused otherwise).
         cost: Cost per unit of traded notional, as a fraction.
         ppy: Bars per year.
         keep_slot: Per set, the row of ``kept`` that receives its returns, or -1.
@@ -352,6 +414,7 @@ def fused_backtests(
             b,
             start,
             long_short,
+            th,
             cost,
             ppy,
             keep_slot,
@@ -372,6 +435,7 @@ def fused_backtests_serial(
     b: NDArray[np.int64],
     start: NDArray[np.int64],
     long_short: NDArray[np.bool_],
+    th: NDArray[np.float64],
     cost: float,
     ppy: int,
     keep_slot: NDArray[np.int64],
@@ -394,6 +458,7 @@ def fused_backtests_serial(
         b,
         start,
         long_short,
+        th,
         cost,
         ppy,
         keep_slot,

@@ -190,18 +190,22 @@ class StrategyEvaluator:
             **params,
         }
         engine_columns = any(str(c).startswith("engine.") for c in columns)
-        if (
-            self.engine_options
-            or engine_columns
-            or not _fused.supports(self.strategy_cls, list(columns))
-        ):
-            self._verify(pd.DataFrame(columns))
+
+        def batched() -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None]:
             result = self.evaluate_batch(pd.DataFrame(dict(params)), keep=keep)
             return (
                 [str(c) for c in result.metrics.columns],
                 result.metrics.to_numpy(dtype=np.float64),
                 result.returns,
             )
+
+        if (
+            self.engine_options
+            or engine_columns
+            or not _fused.supports(self.strategy_cls, list(columns))
+        ):
+            self._verify(pd.DataFrame(columns))
+            return batched()
         if self._engine is None:
             self._engine = (
                 cost_rate(self.fee_bps, self.slippage_bps),
@@ -218,7 +222,8 @@ class StrategyEvaluator:
             periods_per_year=self.periods_per_year,
             keep=keep,
         )
-        assert fused is not None
+        if fused is None:  # a signal table over its budget: the generic path
+            return batched()
         values, kept = fused
         return list(METRIC_NAMES), values, None if kept is None else kept.T
 

@@ -138,10 +138,10 @@ class MeanReversion:
         )
 
     @classmethod
-    def batch_positions(
-        cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
-    ) -> NDArray[np.float64]:
-        """Positions for many parameter sets: one z-score row per distinct lookback."""
+    def param_arrays(
+        cls, params: Mapping[str, NDArray]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+        """``lookback, entry_z, exit_z`` of ``k`` sets, checked (the first bad one named)."""
         k = n_sets(params)
         lookback = as_param_array(params, "lookback", k, 20).astype(np.int64)
         entry = as_param_array(params, "entry_z", k, 2.0).astype(np.float64)
@@ -157,6 +157,14 @@ class MeanReversion:
         if len(bad):  # the constructor names the parameter
             i = int(bad[0])
             MeanReversion(int(lookback[i]), float(entry[i]), float(exit_[i]))
+        return lookback, entry, exit_
+
+    @classmethod
+    def batch_positions(
+        cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
+    ) -> NDArray[np.float64]:
+        """Positions for many parameter sets: one z-score row per distinct lookback."""
+        lookback, entry, exit_ = cls.param_arrays(params)
         windows, rows = np.unique(lookback, return_inverse=True)
         close = np.ascontiguousarray(close, dtype=np.float64)
         ztab = np.stack([_zscores(close, int(w)) for w in windows], axis=1)

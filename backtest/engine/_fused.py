@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from backtest.engine import _fused_kernels as k
 from backtest.engine import _fused_stops as ks
 from backtest.engine._exits import StopRules, validate_stop_rules
+from backtest.engine._lanes import run_in_lanes
 from backtest.errors import ConfigError
 from backtest.strategies import MeanReversion, Momentum, SmaCross
 from backtest.strategies._base import as_param_array
@@ -173,9 +174,14 @@ def _mean_reversion_inputs(
     if len(windows) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
         return None
     table = np.empty((len(windows), n, n_assets))
-    for row, w in enumerate(windows):
-        for j in range(n_assets):
-            table[row, :, j] = _zscores(np.ascontiguousarray(close[:, j]), int(w))
+    columns = [np.ascontiguousarray(close[:, j]) for j in range(n_assets)]
+
+    def fill(cell: tuple[int, int]) -> None:  # _zscores releases the GIL: rows in threads
+        row, j = cell
+        table[row, :, j] = _zscores(columns[j], int(windows[row]))
+
+    cells = [(row, j) for row in range(len(windows)) for j in range(n_assets)]
+    run_in_lanes(fill, cells, 1 if SERIAL else numba.get_num_threads())
     count = len(lookback)
     zeros = np.zeros(count, dtype=np.int64)
     return (k.MEAN_REVERSION, table, np.empty((0, 0)), rows.ravel().astype(np.int64), zeros,

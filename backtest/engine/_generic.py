@@ -30,7 +30,6 @@ sends them to the fused-stops or the per-bar kernel paths).
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -49,6 +48,7 @@ from backtest.engine._fused_stats import (
     _finish,
     finish_growth,
 )
+from backtest.engine._lanes import run_in_lanes
 from backtest.engine._trades import _trade_step
 
 #: Sets whose positions are copied out of a block together (a cache line of doubles).
@@ -97,27 +97,19 @@ def _step(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _copy_line(
-    pos: NDArray[np.float64], i: int, w: float, tmp: NDArray[np.float64]
-) -> int:  # pragma: no cover - compiled
-    """Copy up to LINE sets' columns from ``i`` on (each cache line of pos read once).
+def _holding(v: float, w: float) -> float:  # pragma: no cover - compiled
+    """The sleeve's holding of a position ``v`` at weight ``w``.
 
-    A position ``p`` becomes the sleeve's holding ``(p w) / w`` that
-    :func:`backtest.engine._sleeves._sleeves` derives from the target weight ``p w``
-    (0 for a zero weight; NaN while warming up is flat), so the returns equal
-    :func:`~backtest.engine.simulate`'s bit for bit. Returns the sets copied.
+    ``(v w) / w``, what :func:`backtest.engine._sleeves._sleeves` derives from the
+    target weight ``v w`` (0 for a zero weight; NaN while warming up is flat), so the
+    returns equal :func:`~backtest.engine.simulate`'s bit for bit; -1, 0 and 1 without
+    the division (it gives them back unchanged).
     """
-    m = min(LINE, pos.shape[1] - i)
-    for t in range(pos.shape[0]):
-        for q in range(m):
-            v = pos[t, i + q]
-            if v != v or w == 0.0:
-                tmp[q, t] = 0.0
-            elif v == 1.0 or v == -1.0 or v == 0.0:  # (v w) / w == v: no division
-                tmp[q, t] = v
-            else:
-                tmp[q, t] = (v * w) / w
-    return m
+    if v != v or w == 0.0:
+        return 0.0
+    if v == 1.0 or v == -1.0 or v == 0.0:
+        return v
+    return (v * w) / w
 
 
 @numba.njit(cache=True, nogil=True)
@@ -133,31 +125,31 @@ def _sets(
 ) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
     """A block of ``m`` sets, LINE at a time: every asset, then every metric.
 
-    ``pos[j]`` is asset j's positions ``(n_bars, m)``. For a group of LINE sets, asset
-    after asset: copy the group's position columns (:func:`_copy_line`), then run each
-    set's bars, adding the weighted return to its row of ``acc`` (a group's rows stay
-    in the CPU cache) and counting trades, exposure and turnover; on the last asset
-    also the equity and drawdown, and the set's metrics into ``out[s]`` right after
+    ``pos[j]`` is asset j's positions ``(n_bars, m)``. For a group of LINE sets (their
+    columns share cache lines of ``pos``), asset after asset, run each set's bars,
+    adding the weighted return to its row of ``acc`` (a group's rows stay in the CPU
+    cache) and counting trades, exposure and turnover; on the last asset also the
+    equity and drawdown, and the set's metrics into ``out[s]`` right after
     its bars (its returns into ``kept[keep_slot[s]]`` when that is >= 0).
     """
     n_assets = len(pos)
     n, m_all = pos[0].shape
-    tmp = np.empty((LINE, n))
     acc = np.empty((LINE, n))
     cnt = np.empty((LINE, 4))
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))
     for first in range(0, m_all, LINE):
-        acc[:] = 0.0
+        if n_assets > 1:  # (one asset: the returns are written, not added)
+            acc[:] = 0.0
         cnt[:] = 0.0
-        m = 0
+        m = min(LINE, m_all - first)
         for j in range(n_assets):
             w = weights[j]
-            m = _copy_line(pos[j], first, w, tmp)
+            pj = pos[j]
             rj = r[j]
             last = j == n_assets - 1
             for q in range(m):
-                col = tmp[q]
+                c = first + q
                 row = acc[q]
                 growth = 1.0
                 prev = 0.0
@@ -172,7 +164,7 @@ def _sets(
                 min_ratio = 1.0
                 if not last:
                     for t in range(n):
-                        cur = col[t]
+                        cur = _holding(pj[t, c], w)
                         ret, growth, trades, wins = _step(
                             cur, prev, rj[t], cost, growth, trades, wins
                         )
@@ -182,11 +174,11 @@ def _sets(
                         prev = cur
                 else:  # the last asset: equity and drawdown while the row is in cache
                     for t in range(n):
-                        cur = col[t]
+                        cur = _holding(pj[t, c], w)
                         ret, growth, trades, wins = _step(
                             cur, prev, rj[t], cost, growth, trades, wins
                         )
-                        x = row[t] + w * ret
+                        x = (0.0 if n_assets == 1 else row[t]) + w * ret
                         row[t] = x
                         expo += abs(cur)
                         turn += abs(cur - prev)
@@ -273,13 +265,6 @@ def evaluate_blocks(
         pos = List([np.ascontiguousarray(of_asset(j), dtype=np.float64) for j in range(n_assets)])
         _sets(pos, r, cost, w, int(ppy), out[lo:hi], keep_slot[lo:hi], kept)
 
-    starts = range(0, k, size)
-    if lanes > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(min(lanes, len(starts)), thread_name_prefix="backtest") as pool:
-            for _ in pool.map(run, starts):  # raises the first block's error, if any
-                pass
-    else:
-        for lo in starts:
-            run(lo)
+    run_in_lanes(run, range(0, k, size), lanes)  # raises the first block's error, if any
     finish_growth(out, n_bars, int(ppy))
     return out[:, :N_METRICS], (kept.T if n_keep else None)

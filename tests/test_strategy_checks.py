@@ -138,25 +138,36 @@ def test_cut_points_end_after_a_change_to_a_nonzero_position() -> None:
     assert cut_points(np.zeros((100, 2))) == [50]
 
 
-def test_lookahead_check_costs_little_next_to_a_backtest() -> None:
-    import time
+def test_a_checked_backtest_calls_the_strategy_once_on_all_the_bars(
+    compose, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The look-ahead check's output over all the bars is the backtest's: the check
+    costs only the cut prefixes, and the result is the unchecked run's."""
+    from backtest.jobs import BacktestJob
+    from backtest.results import load_result
+    from backtest.tasks import execute_job
 
-    prices = gbm(2520, 4)
-    strategy = SmaCross(10, 50)
+    lengths: list[int] = []
+    original = SmaCross.positions
 
-    def best(f) -> float:  # type: ignore[no-untyped-def]
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+    def counting(self, prices):  # type: ignore[no-untyped-def]
+        lengths.append(len(prices))
+        return original(self, prices)
 
-    result = simulate(prices, strategy)
-    full = result.positions.to_numpy()
-    run = best(lambda: simulate(prices, strategy))
-    check = best(lambda: check_lookahead(strategy.positions, prices, name="x", full=full))
-    assert check < 0.5 * run  # measured about 5-10 % (see README); loose for shared CI
+    monkeypatch.setattr(SmaCross, "positions", counting)
+    overrides = ["data.n_bars=800", "tracking=none", "figures=false", "report=false"]
+    records = {}
+    for check in ("true", "false"):
+        lengths.clear()
+        cfg = compose(*overrides, f"engine.check_lookahead={check}")
+        job = BacktestJob.from_config(cfg, result_path=str(tmp_path / check))
+        execute_job(job)
+        records[check] = load_result(tmp_path / check).record
+        full = [n for n in lengths if n == 800]
+        assert len(full) == 1, lengths  # once, whether the check runs or not
+        cuts = [n for n in lengths if n < 800]
+        assert (len(cuts) == 2) if check == "true" else not cuts, lengths
+    assert records["true"]["metrics"] == records["false"]["metrics"]
 
 
 def test_batch_differing_from_positions_is_named() -> None:

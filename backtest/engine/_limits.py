@@ -100,6 +100,11 @@ def limit_targets(
     periods_per_year: float = 252.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Limited target weights and the per-bar "a limit bound" flags (see the module docstring)."""
+    unbounded = max_weight is None or math.isinf(max_weight)
+    unbounded = unbounded and (max_gross_leverage is None or math.isinf(max_gross_leverage))
+    if not long_only and unbounded and target_volatility is None:  # nothing to limit
+        target = np.asarray(target, dtype=np.float64)
+        return np.where(np.isnan(target), 0.0, target), np.zeros(target.shape[0], dtype=bool)
     out = np.empty_like(target, dtype=np.float64)
     limited = np.zeros(target.shape[0], dtype=bool)
     apply_limits(

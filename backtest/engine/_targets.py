@@ -6,7 +6,9 @@ engine's target weights; the engine and the look-ahead checker both call it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,14 +60,37 @@ def outputs_weights(strategy: object) -> bool:
     return getattr(strategy, "output", "positions") == "weights"
 
 
-def strategy_output(strategy: object, bars: Bars) -> pd.DataFrame:
-    """The strategy's raw output on ``bars``, checked: a frame of the closes' shape, NaN -> 0.
+_reused = threading.local()
+
+
+@contextlib.contextmanager
+def reused_output(strategy: object, values: NDArray[np.float64]) -> Iterator[None]:
+    """Within: :func:`output_values` of this ``strategy`` is ``values`` (no new call).
+
+    Only for this very instance, on bars of ``values``' shape. For a run that already
+    has the strategy's output over its bars (the look-ahead check computes it before
+    the run): a strategy is pure by contract, so calling it again on the same bars
+    gives the same output.
+    """
+    before = getattr(_reused, "entry", None)
+    _reused.entry = (strategy, values)
+    try:
+        yield
+    finally:
+        _reused.entry = before
+
+
+def output_values(strategy: object, bars: Bars) -> NDArray[np.float64]:
+    """The strategy's raw output on ``bars`` as floats, checked: the closes' shape, NaN -> 0.
 
     Raises:
         BacktestError: the wrong type or shape, an infinite value, or (legacy positions)
             a value outside [-1, 1]; the message names the asset and the timestamp.
     """
     prices = bars.close
+    entry = getattr(_reused, "entry", None)
+    if entry is not None and entry[0] is strategy and entry[1].shape == prices.shape:
+        return np.array(entry[1], dtype=np.float64)
     raw = strategy.positions(bars if wants_bars(strategy) else prices)  # type: ignore[attr-defined]
     if not isinstance(raw, pd.DataFrame) or raw.shape != prices.shape:
         raise BacktestError(
@@ -84,7 +109,13 @@ def strategy_output(strategy: object, bars: Bars) -> pd.DataFrame:
             f"strategy {what} {values[t, j]} for {prices.columns[j]!r} at {prices.index[t]} "
             f"is {bound} ({int(bad.sum())} such values)"
         )
-    return pd.DataFrame(values, index=prices.index, columns=prices.columns)
+    return values
+
+
+def strategy_output(strategy: object, bars: Bars) -> pd.DataFrame:
+    """:func:`output_values` as a frame of the closes' index and columns."""
+    prices = bars.close
+    return pd.DataFrame(output_values(strategy, bars), index=prices.index, columns=prices.columns)
 
 
 def raw_targets(
@@ -124,11 +155,20 @@ def target_weights(
         >>> target_weights(BuyAndHold(), close, {"max_weight": 0.4}).iloc[-1].tolist()
         [0.4, 0.4]
     """
-    params = _params(engine)
     bars = as_bars(bars)
-    _, target, _ = raw_targets(strategy, bars, params)
-    limited, _ = limits_of(target.to_numpy(), bars, params)
-    return pd.DataFrame(limited, index=target.index, columns=target.columns)
+    prices = bars.close
+    return pd.DataFrame(
+        target_values(strategy, bars, _params(engine)), index=prices.index, columns=prices.columns
+    )
+
+
+def target_values(strategy: object, bars: Bars, params: EngineParams) -> NDArray[np.float64]:
+    """:func:`target_weights` as an array, without the frames in between."""
+    out = output_values(strategy, bars)
+    if not outputs_weights(strategy):
+        out = out * resolve_weights(bars.close.columns, params.weights)
+    limited, _ = limits_of(out, bars, params)
+    return limited
 
 
 def limits_of(

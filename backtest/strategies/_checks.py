@@ -36,8 +36,13 @@ FAST_METHODS = ("batch_weights", "batch_positions")
 
 #: Positions agree when within this relative / absolute tolerance (float summation order).
 RTOL, ATOL = 1e-9, 1e-12
-#: Cut points of the look-ahead check: bars near these fractions of the data.
-CUT_FRACTIONS = (0.05, 0.1, 0.2)
+#: Cut points of the look-ahead check: bars near these fractions of the data, but no
+#: later than these bars (a cut costs a call of the strategy on that many bars).
+CUT_FRACTIONS = (0.05, 0.15, 0.3)
+CUT_LATEST = (400, 1_200, 2_400)
+#: Cuts a run checks (the first of CUT_FRACTIONS): each costs one call of the strategy
+#: on a prefix; a strategy reading a later bar is caught by any of them.
+DEFAULT_CUTS = 2
 
 
 def _owner(cls: type, name: str) -> type | None:
@@ -125,29 +130,35 @@ def positions_values(positions: Any, prices: Bars | pd.DataFrame) -> NDArray[np.
     return np.where(np.isnan(values), 0.0, values)
 
 
-def targets_fn(strategy: Any, engine: Mapping[str, Any] | None = None) -> PositionsFn:
+def targets_fn(strategy: Any, engine: Any = None) -> PositionsFn:
     """``data -> target weights`` of ``strategy``: :func:`backtest.engine.target_weights`.
 
     Args:
         strategy: A strategy instance.
-        engine: Engine options (keys of ``engine.*``); options that are not target
-            options (stops, ``check_lookahead``) are ignored. ``periods_per_year`` should
-            be given when a vol target is set (a short prefix cannot infer it).
+        engine: Engine options (keys of ``engine.*``) or ``EngineParams``; options that
+            are not target options (stops, ``check_lookahead``) are ignored.
+            ``periods_per_year`` should be given when a vol target is set (a short
+            prefix cannot infer it).
     """
-    from backtest.engine._params import ENGINE_KEYS, engine_params
-    from backtest.engine._targets import target_weights
+    from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
+    from backtest.engine._targets import target_values
 
-    params = engine_params(
-        **{k: getattr(v, "value", v) for k, v in (engine or {}).items() if k in ENGINE_KEYS}
-    )
+    if isinstance(engine, EngineParams):
+        params = engine
+    else:
+        params = engine_params(
+            **{k: getattr(v, "value", v) for k, v in (engine or {}).items() if k in ENGINE_KEYS}
+        )
 
-    def fn(data: Any) -> pd.DataFrame:
-        return target_weights(strategy, data, params)
+    def fn(data: Any) -> NDArray[np.float64]:  # target_weights' values, without frames
+        return target_values(strategy, as_bars(data), params)
 
     return fn
 
 
 def _first_difference(a: NDArray[np.float64], b: NDArray[np.float64]) -> tuple[int, int] | None:
+    if np.array_equal(a, b):  # the usual case, at a fraction of isclose's cost
+        return None
     bad = ~np.isclose(a, b, rtol=RTOL, atol=ATOL)
     if not bad.any():
         return None
@@ -156,15 +167,15 @@ def _first_difference(a: NDArray[np.float64], b: NDArray[np.float64]) -> tuple[i
     return t, int(np.flatnonzero(bad[t])[0])
 
 
-def cut_points(full: NDArray[np.float64], n_cuts: int = len(CUT_FRACTIONS)) -> list[int]:
+def cut_points(full: NDArray[np.float64], n_cuts: int = DEFAULT_CUTS) -> list[int]:
     """Prefix lengths of the look-ahead check, from the full run's positions.
 
     Each cut ends just after a bar where some position changes to a non-zero value, the
-    first such bar from one of :data:`CUT_FRACTIONS` of the data (or after the previous
-    cut); half the data when nothing changes. A strategy reading bar t+1 decides such a
-    change one bar early, which a cut there exposes whether it fills the missing bar
-    with NaN, 0 or the previous value. Short prefixes keep the check cheap (about 15-25%
-    of a backtest on 2,520-25,200 bars).
+    first such bar from one of :data:`CUT_FRACTIONS` of the data (no later than bar
+    :data:`CUT_LATEST`, or after the previous cut); half the data when nothing changes.
+    A strategy reading bar t+1 decides such a change one bar early, which a cut there
+    exposes whether it fills the missing bar with NaN, 0 or the previous value. Short
+    prefixes keep the check cheap (see ``benchmarks/lookahead.py``).
     """
     n = full.shape[0]
     if n < 3:
@@ -172,8 +183,8 @@ def cut_points(full: NDArray[np.float64], n_cuts: int = len(CUT_FRACTIONS)) -> l
     prev = np.vstack([np.zeros((1, full.shape[1])), full[:-1]])
     changes = np.flatnonzero(((full != prev) & (full != 0.0)).any(axis=1))
     cuts: list[int] = []
-    for frac in CUT_FRACTIONS[:n_cuts]:
-        target = max(int(n * frac), cuts[-1] if cuts else 0)  # each cut at a new change
+    for frac, latest in list(zip(CUT_FRACTIONS, CUT_LATEST, strict=True))[:n_cuts]:
+        target = max(min(int(n * frac), latest), cuts[-1] if cuts else 0)  # a new change
         after = changes[changes >= target]
         if len(after) and after[0] < n - 1:
             cuts.append(int(after[0]) + 1)
@@ -187,7 +198,7 @@ def check_lookahead(
     name: str,
     params: Mapping[str, Any] | None = None,
     full: NDArray[np.float64] | None = None,
-    n_cuts: int = len(CUT_FRACTIONS),
+    n_cuts: int = DEFAULT_CUTS,
 ) -> list[int]:
     """Raise if the targets up to bar t change when the bars after t are removed.
 
@@ -353,7 +364,7 @@ def check_strategy(
     strategy: Any,
     prices: Bars | pd.DataFrame,
     *,
-    n_cuts: int = len(CUT_FRACTIONS),
+    n_cuts: int = DEFAULT_CUTS,
     engine: Mapping[str, Any] | None = None,
 ) -> None:
     """Check a strategy on ``prices`` the way every run does before it relies on it.

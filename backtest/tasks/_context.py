@@ -29,6 +29,8 @@ class TaskContext:
         run_dir: Where the result is written.
         data_fingerprint: Hash of the prices.
         progress: Show progress bars.
+        checked: What the look-ahead check computed (``strategy``: the instance it
+            checked, ``output``: its output over all the bars), for the backtest to reuse.
     """
 
     job: BacktestJob
@@ -40,6 +42,7 @@ class TaskContext:
     data_fingerprint: str
     progress: bool = False
     bars: Bars | None = None
+    checked: dict[str, Any] = field(default_factory=dict)
 
     @property
     def data(self) -> Bars:
@@ -63,7 +66,12 @@ class TaskContext:
         if not self.settings.engine.check_lookahead:
             return
         from backtest.engine._params import ENGINE_KEYS, engine_params
-        from backtest.engine._targets import limits_of, outputs_weights, resolve_weights
+        from backtest.engine._targets import (
+            limits_of,
+            output_values,
+            outputs_weights,
+            resolve_weights,
+        )
         from backtest.strategies._checks import (
             check_data,
             check_lookahead,
@@ -74,13 +82,16 @@ class TaskContext:
 
         options = {k: v for k, v in self.engine_kwargs().items() if k in ENGINE_KEYS}
         bars = self.data
-        if full is not None:
-            output = np.nan_to_num(np.asarray(full, dtype=np.float64))
-            if not outputs_weights(strategy):
-                output = output * resolve_weights(bars.symbols, options.get("weights"))
-            full, _ = limits_of(output, bars, engine_params(**options))
+        if full is None:  # computed once: the backtest reuses it (positions are pure)
+            full = output_values(strategy, bars)
+            self.checked.update(strategy=strategy, output=full)
+        params = engine_params(**options)
+        output = np.nan_to_num(np.asarray(full, dtype=np.float64))
+        if not outputs_weights(strategy):
+            output = output * resolve_weights(bars.symbols, params.weights)
+        full, _ = limits_of(output, bars, params)
         check_lookahead(
-            targets_fn(strategy, options),
+            targets_fn(strategy, params),
             check_data(strategy, bars),
             name=strategy_name(strategy),
             params=strategy_params(strategy),

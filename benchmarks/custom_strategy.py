@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples" / "rsi"))
 
+from benchmarks._measure import best_in_turns  # noqa: E402
+
 FEE_BPS = 10.0
 RSI_SPACE = {
     "period": list(range(5, 30)),
@@ -94,12 +96,7 @@ def ours(prices: pd.DataFrame, strategies: dict, repeats: int) -> dict[str, floa
         res = run()  # warm up (numba load / compile, caches) and check
         assert res.n_trials == 500, (name, res.n_trials)  # a set never trading: NaN Sharpe
         runs[name] = run
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - t0)
+    best = best_in_turns(runs, repeats)
     return {name: 500 / seconds for name, seconds in best.items()}
 
 

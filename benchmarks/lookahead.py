@@ -24,14 +24,14 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples" / "rsi"))
+
+from benchmarks._measure import best_in_turns  # noqa: E402
 
 CASES = [(2520, 4), (25200, 4)]
 STRATEGIES = {
@@ -60,18 +60,6 @@ def job_for(overrides: list[str], out: Path) -> Any:  # a BacktestJob as the CLI
     return BacktestJob(config=plain_config(cfg), job_id="bench-lookahead", result_path=str(out))
 
 
-def best_times(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    for fn in runs.values():
-        fn()  # warm up
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
-        for key, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            best[key] = min(best[key], time.perf_counter() - t0)
-    return best
-
-
 def measure(overrides: list[str], work: Path, repeats: int) -> dict[str, float]:
     from backtest.jobs import BacktestJob
     from backtest.tasks import _backtest, execute_job, prepare
@@ -93,7 +81,7 @@ def measure(overrides: list[str], work: Path, repeats: int) -> dict[str, float]:
         _backtest.run(on)
 
     runs = {"backtest": lambda: _backtest.run(off), "+ check": with_check, "whole run": whole}
-    return best_times(runs, repeats)
+    return best_in_turns(runs, repeats)
 
 
 def main() -> None:

@@ -27,8 +27,6 @@ Run: python benchmarks/search.py [--quick] [--no-vectorbt] [--vbt-python PATH]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import os
 import shutil
@@ -41,6 +39,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._measure import measure  # noqa: E402
+
 COST = 0.001  # 10 bp
 GRID_500 = [(f, s) for f in range(5, 105, 5) for s in range(10, 310, 10) if f < s]
 GRID_10K = [(f, s) for f in range(1, 101) for s in range(102, 302, 2)]
@@ -66,27 +68,6 @@ def gbm(n_bars: int, n_assets: int):  # type: ignore[no-untyped-def]
 
 
 # --- measuring --------------------------------------------------------------------------
-
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def measure(fn, repeats: int):  # type: ignore[no-untyped-def]
-    """Best wall time of ``repeats`` calls and the peak RSS above the level before them."""
-    gc.collect()
-    base = _status("VmRSS")
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, max(_status("VmHWM") - base, 0), out
 
 
 # --- the two workers --------------------------------------------------------------------

@@ -28,18 +28,19 @@ Run: python benchmarks/stops.py [--quick]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._measure import measure  # noqa: E402
+
 PAIRS = [(f, s) for f in range(5, 105, 5) for s in range(10, 310, 10) if f < s]
 SL_LEVELS = [round(0.01 * i, 2) for i in range(1, 11)]
 TSL_LEVELS = [0.02, 0.04, 0.06, 0.08, 0.10]
@@ -60,27 +61,6 @@ def ohlc(n_bars: int) -> dict[str, np.ndarray]:
 def grid(n_pairs: int) -> list[tuple[int, int, float, float]]:
     """(fast, slow, stop_loss, trailing_stop), pair-major."""
     return [(f, s, sl, tsl) for f, s in PAIRS[:n_pairs] for sl in SL_LEVELS for tsl in TSL_LEVELS]
-
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def measure(fn, repeats: int):  # type: ignore[no-untyped-def]
-    """Best wall time of ``repeats`` calls and the peak RSS above the level before them."""
-    gc.collect()
-    base = _status("VmRSS")
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, max(_status("VmHWM") - base, 0), out
 
 
 def run_ours(n_pairs: int, repeats: int) -> dict:  # type: ignore[type-arg]

@@ -1,0 +1,51 @@
+"""Timing and memory helpers shared by the benchmarks (run as scripts from this folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, int, Any]:
+    """Best wall time of ``repeats`` calls and the peak RSS above the level before them.
+
+    The peak is Linux's VmHWM after clearing it (0 where /proc is missing).
+    """
+    gc.collect()
+    base = _status("VmRSS")
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, max(_status("VmHWM") - base, 0), out
+
+
+def best_in_turns(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Each run's best wall time, the runs taking turns repeat after repeat.
+
+    One warm-up call each first. Taking turns, a burst of load on a shared machine hits
+    every run alike, so their ratios hold.
+    """
+    for fn in runs.values():
+        fn()
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return best

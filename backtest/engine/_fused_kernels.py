@@ -43,6 +43,7 @@ from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backt
     _drawdown_step,
     _finish,
     finish_growth,
+    finish_row,
 )
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step
 
@@ -342,14 +343,8 @@ def _run_sets(
                 growth,
             )
         row = out[i]
-        _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
-        row[N_TRADES] = trades
-        row[WIN_RATE] = wins / trades if trades > 0 else np.nan
-        row[EXPOSURE] = expo / n
-        row[TURNOVER] = turn / n * ppy
-        slot = keep_slot[i]
-        if slot >= 0:
-            kept[slot, :] = buf
+        finish_row(buf, wealth, ruined, min_ratio, ppy, trades, wins, expo, turn, stack, values,
+                   row, kept, keep_slot[i])  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

@@ -256,6 +256,39 @@ def _finish(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def finish_row(
+    buf: NDArray[np.float64],
+    wealth: float,
+    ruined: bool,
+    min_ratio: float,
+    ppy: int,
+    trades: float,
+    wins: float,
+    expo: float,
+    turn: float,
+    stack: NDArray[np.int64],
+    values: NDArray[np.float64],
+    row: NDArray[np.float64],
+    kept: NDArray[np.float64],
+    slot: int,
+) -> None:  # pragma: no cover - compiled
+    """Every metric of one set into ``row``, and its returns ``buf`` into ``kept[slot]``.
+
+    The return metrics of :func:`_finish`, then the trade count, win rate, exposure and
+    turnover from the summed ``trades``, ``wins``, ``expo`` (``|weight|`` per bar) and
+    ``turn`` (``|change of weight|`` per bar); ``slot < 0`` keeps nothing.
+    """
+    n = buf.shape[0]
+    _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
+    row[N_TRADES] = trades
+    row[WIN_RATE] = wins / trades if trades > 0 else np.nan
+    row[EXPOSURE] = expo / n
+    row[TURNOVER] = turn / n * ppy
+    if slot >= 0:
+        kept[slot, :] = buf
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _drawdown_step(
     wealth: float, peak: float, trough: float, min_ratio: float
 ) -> tuple[float, float, float]:  # pragma: no cover - compiled

@@ -21,14 +21,10 @@ from numpy.typing import NDArray
 
 from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_exit, update_peak
 from backtest.engine._fused_stats import (
-    EXPOSURE,
     N_OUT,
-    N_TRADES,
-    TURNOVER,
-    WIN_RATE,
     _close_drawdown,
     _drawdown_step,
-    _finish,
+    finish_row,
 )
 
 TABLE = 0
@@ -237,14 +233,8 @@ def run_sets(
             peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
         min_ratio = _close_drawdown(peak, trough, min_ratio)
         row = out[i]
-        _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
-        row[N_TRADES] = trades
-        row[WIN_RATE] = wins / trades if trades > 0 else np.nan
-        row[EXPOSURE] = expo / n
-        row[TURNOVER] = turn / n * ppy
-        slot = keep_slot[i]
-        if slot >= 0:
-            kept[slot, :] = buf
+        finish_row(buf, wealth, ruined, min_ratio, ppy, trades, wins, expo, turn, stack, values,
+                   row, kept, keep_slot[i])  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

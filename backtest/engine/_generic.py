@@ -37,21 +37,17 @@ from numba.typed import List
 from numpy.typing import NDArray
 
 from backtest.engine._fused_stats import (
-    EXPOSURE,
     N_METRICS,
     N_OUT,
-    N_TRADES,
-    TURNOVER,
-    WIN_RATE,
     _close_drawdown,
     _drawdown_step,
-    _finish,
     finish_growth,
+    finish_row,
 )
 from backtest.engine._lanes import run_in_lanes
 from backtest.engine._trades import _trade_step
 
-#: Sets whose positions are copied out of a block together (a cache line of doubles).
+#: Sets run together through every asset (their positions share cache lines).
 LINE = 8
 #: One array per asset (numba.typed.List of C-contiguous 2-D float arrays).
 ListOfArrays = List
@@ -200,16 +196,8 @@ def _sets(
                     continue
                 min_ratio = _close_drawdown(peak, trough, min_ratio)
                 s = first + q
-                res = out[s]
-                _finish(row, wealth, ruined, min_ratio, ppy, stack, values, res)
-                total = cnt[q, 0]
-                res[N_TRADES] = total
-                res[WIN_RATE] = cnt[q, 1] / total if total > 0 else np.nan
-                res[EXPOSURE] = cnt[q, 2] / n
-                res[TURNOVER] = cnt[q, 3] / n * ppy
-                slot = keep_slot[s]
-                if slot >= 0:
-                    kept[slot, :] = row
+                finish_row(row, wealth, ruined, min_ratio, ppy, cnt[q, 0], cnt[q, 1], cnt[q, 2],
+                           cnt[q, 3], stack, values, out[s], kept, keep_slot[s])  # fmt: skip
 
 
 #: ``(lo, hi) -> (j -> positions (n_bars, hi - lo) of asset j for sets lo..hi)``.

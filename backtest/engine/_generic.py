@@ -1,15 +1,16 @@
 """The generic batched path: positions of many parameter sets -> every metric, compiled.
 
 Any strategy with its own ``batch_positions`` (see :mod:`backtest.strategies`) takes
-this path in :func:`backtest.engine.simulate_batch`. The sets are cut into blocks small
-enough for the CPU cache (:func:`block_size`); a block's positions are asked of the
-strategy asset after asset (``(n_bars, m)`` per call) and each asset is added at once,
-while its positions are still in cache, by :func:`_add_asset`: each set's weighted
-return goes into the set's row of a block buffer, counting trades and winners,
-exposure and turnover on the way; with the last asset come the equity and drawdown
-and every metric, with the fused kernels' streaming statistics
-(:mod:`backtest.engine._fused_stats`): bit-identical to :mod:`backtest.metrics`.
-Nothing of shape ``(k, n_bars)`` is built, and nothing of ``(n_assets, n_bars, k)``.
+this path in :func:`backtest.engine.simulate_batch`. The sets are cut into blocks of a
+few MB of positions (:func:`block_size`): many sets per call of the strategy (so it
+shares its work per distinct parameter), few enough that the block's positions are
+still in the CPU's cache when :func:`_sets` reads them. There, LINE sets at a time,
+asset after asset, each set's weighted return goes into its row of a small buffer,
+counting trades and winners, exposure and turnover on the way; with the last asset
+come the equity and drawdown and every metric, with the fused kernels' streaming
+statistics (:mod:`backtest.engine._fused_stats`): bit-identical to
+:mod:`backtest.metrics`. Nothing of shape ``(k, n_bars)`` is built, nor positions of
+more than a block.
 
 Blocks run on several threads (:func:`evaluate_blocks`), each calling the strategy and
 then the kernel (compiled without the GIL) for its own block, so a strategy whose
@@ -33,7 +34,6 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
-from numba.typed import List
 from numpy.typing import NDArray
 
 from backtest.engine._fused_stats import (
@@ -49,8 +49,6 @@ from backtest.engine._trades import _trade_step
 
 #: Sets run together through every asset (their positions share cache lines).
 LINE = 8
-#: One array per asset (numba.typed.List of C-contiguous 2-D float arrays).
-ListOfArrays = List
 #: Bytes of one block's positions (every asset): a block asks the strategy for many sets
 #: at once (so it shares its work per distinct parameter between them), and its
 #: positions still fit the CPU's last-level cache when the kernel reads them.
@@ -110,7 +108,7 @@ def _holding(v: float, w: float) -> float:  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _sets(
-    pos: ListOfArrays,
+    pos: NDArray[np.float64],
     r: NDArray[np.float64],
     cost: float,
     weights: NDArray[np.float64],
@@ -128,8 +126,7 @@ def _sets(
     equity and drawdown, and the set's metrics into ``out[s]`` right after
     its bars (its returns into ``kept[keep_slot[s]]`` when that is >= 0).
     """
-    n_assets = len(pos)
-    n, m_all = pos[0].shape
+    n_assets, n, m_all = pos.shape
     acc = np.empty((LINE, n))
     cnt = np.empty((LINE, 4))
     stack = np.empty((64, 3), np.int64)
@@ -250,7 +247,12 @@ def evaluate_blocks(
     def run(lo: int) -> None:
         hi = min(k, lo + size)
         of_asset = positions(lo, hi)
-        pos = List([np.ascontiguousarray(of_asset(j), dtype=np.float64) for j in range(n_assets)])
+        if n_assets == 1:
+            pos = np.ascontiguousarray(of_asset(0), dtype=np.float64)[np.newaxis]
+        else:  # a block's positions, a few MB: copied while in cache
+            pos = np.empty((n_assets, n_bars, hi - lo))
+            for j in range(n_assets):
+                pos[j] = of_asset(j)
         _sets(pos, r, cost, w, int(ppy), out[lo:hi], keep_slot[lo:hi], kept)
 
     run_in_lanes(run, range(0, k, size), lanes)  # raises the first block's error, if any

@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
@@ -71,6 +71,20 @@ class _Runtime:
 _NOT_SET = object()
 
 
+def _same_override(swept: Any, job: Any) -> bool:
+    """Whether a job's override is the sweep's own non-sweep one, however it is spelled.
+
+    Hydra's basic sweeper writes each job's overrides anew from the parsed values, so
+    ``summary=false`` on the command line reaches the launcher as ``summary=False``.
+    """
+    if swept.is_sweep_override() or job.is_sweep_override():
+        return False
+    if (swept.type, swept.key_or_group, swept.package) != (job.type, job.key_or_group, job.package):
+        return False
+    a, b = swept.value(), job.value()
+    return type(a) is type(b) and repr(a) == repr(b)
+
+
 def _value_sweep_config(launcher: BacktestRQLauncher, overrides: list[str]) -> DictConfig | None:
     """A job's config from the sweep's own, when the job only sets swept values.
 
@@ -96,8 +110,8 @@ def _value_sweep_config(launcher: BacktestRQLauncher, overrides: list[str]) -> D
     try:
         parsed = parser.parse_overrides(overrides)
         for swept, job, line in zip(parser.parse_overrides(base), parsed, overrides, strict=True):
-            if str(swept.input_line) == line:
-                continue
+            if str(swept.input_line) == line or _same_override(swept, job):
+                continue  # the sweep's own override (Hydra may spell it anew: false -> False)
             key = job.key_or_group
             if (
                 job.type is not OverrideType.CHANGE

@@ -362,3 +362,43 @@ def test_a_killed_work_horse_says_why_its_job_was_retried(
     assert record.attempt_errors == [
         "attempt 1: its process was killed by SIGKILL (out of memory, or killed by hand)"
     ]
+
+
+LAZY_MLFLOW = """
+import json, sys
+from backtest.config import QueueConfig
+from backtest.jobs import BacktestJob
+from backtest.queue import BacktestJobQueue, BacktestWorker
+
+url, name, out = sys.argv[1], sys.argv[2], sys.argv[3]
+config = json.loads(sys.argv[4])
+cfg = QueueConfig(redis_url=url, name=name, job_timeout=60)
+tracked = {**config, "tracking": {**config["tracking"], "enabled": True,
+                                  "uri": f"sqlite:///{out}/mlflow.db"}}
+with BacktestJobQueue(cfg) as q:
+    worker = BacktestWorker([name], cfg, maintenance_interval=1)
+    q.submit(BacktestJob(config=config, job_id=f"{name}-a", result_path=f"{out}/untracked"))
+    assert worker.work(burst=True)
+    print("after an untracked job:", "mlflow" in sys.modules)
+    job = BacktestJob(config=tracked, job_id=f"{name}-b", result_path=f"{out}/tracked")
+    q.submit(job)
+    assert BacktestWorker([name], cfg, maintenance_interval=1).work(burst=True)
+    assert q.status(job.job_id).status == "finished"
+    print("after a tracked job:", "mlflow" in sys.modules)
+"""
+
+
+@pytest.mark.redis
+def test_a_worker_loads_mlflow_only_once_a_job_tracks(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    """MLflow (two CPU seconds) is loaded before the first tracked job forks, not at start."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LAZY_MLFLOW, redis_url, queue_name, str(tmp_path),
+         json.dumps(_base_config())],
+        env=_env(), capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "after an untracked job: False" in proc.stdout
+    assert "after a tracked job: True" in proc.stdout
+    assert (tmp_path / "mlflow.db").exists()

@@ -44,7 +44,7 @@ from rq.utils import current_timestamp
 
 from backtest.config import QueueConfig
 from backtest.errors import BacktestError
-from backtest.queue._execute import payload_job, remove_partial_files
+from backtest.queue._execute import parse_payload, payload_job, remove_partial_files
 from backtest.queue._redis import attempts_key, connect, failures_key, mask_url
 from backtest.queue._rqjob import BacktestRqJob
 
@@ -142,6 +142,10 @@ class _RqWorker(Worker):
                 queue.enqueue_job(job, at_front=at_front)
                 promoted += 1
         return promoted
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        _preload_tracking(job)  # before the fork: the work horse inherits it
+        super().execute_job(job, queue)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         parent = os.getppid()
@@ -249,7 +253,38 @@ def _preload() -> None:
         log.warning("worker warm-up failed (%s); jobs will start cold", exc)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    try:  # MLflow's import and SQL store load once here, not in every forked job
+
+
+_TRACKING_LOADED = False
+
+
+def _tracks(job: Job) -> bool:
+    """Whether an rq job may log to MLflow: a study, or a backtest job with tracking on."""
+    try:
+        data = parse_payload(job.args[0]) if job.args else None
+    except Exception:
+        return False
+    if data is None or data["kind"] == "noop":
+        return False
+    if data["kind"] == "job":
+        tracking = (data["job"].get("config") or {}).get("tracking")
+        return not isinstance(tracking, dict) or bool(tracking.get("enabled", True))
+    return True
+
+
+def _preload_tracking(job: Job) -> None:
+    """Load MLflow in the worker before the first job that logs to it is forked.
+
+    MLflow's import and SQL store cost a fresh process about two CPU seconds; loaded
+    here once, every later work horse inherits them. A worker whose jobs do not track
+    (``tracking=none``) never pays it: on a small machine that time is taken from the
+    jobs of the other workers and from the sweep's own preparation.
+    """
+    global _TRACKING_LOADED
+    if _TRACKING_LOADED or not _tracks(job):
+        return
+    _TRACKING_LOADED = True
+    try:
         from backtest.tracking import preload
 
         preload()

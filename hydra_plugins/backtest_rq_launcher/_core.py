@@ -51,6 +51,7 @@ class _Runtime:
         if n > 0:
             self.workers = self.queue.start_workers(
                 n,
+                env=worker_env(n),
                 maintenance_interval=params.maintenance_interval,
                 monitoring_interval=params.monitoring_interval,
                 heartbeat_grace=params.heartbeat_grace,
@@ -66,6 +67,38 @@ class _Runtime:
             self.workers.stop()
             self.workers = None
         self.queue.close()
+
+
+def worker_env(n_workers: int) -> dict[str, str]:
+    """Environment of the launcher's local workers: a fair share of the cores for numba.
+
+    Each worker's jobs would otherwise start numba's threads on every core, so ``n``
+    workers oversubscribe the machine ``n`` times. ``NUMBA_NUM_THREADS`` becomes
+    ``max(1, cores // n_workers)``, unless the user set it. The numbers do not depend
+    on it: the engine's parallel loops split work per parameter set or per chunk, and
+    each is computed alone.
+    """
+    if os.environ.get("NUMBA_NUM_THREADS"):
+        return {}
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return {"NUMBA_NUM_THREADS": str(max(1, cores // max(1, n_workers)))}
+
+
+def start(launcher: BacktestRQLauncher) -> None:
+    """Start the queue and the local workers, if not yet done.
+
+    Called from the launcher's ``setup``: the workers import the package and warm up
+    while the sweeper still validates the sweep's configs, not after.
+    """
+    from backtest.masking import mask_logs
+
+    with _PREPARE:
+        if launcher.runtime is None:
+            mask_logs()
+            launcher.runtime = _Runtime(launcher)
 
 
 _NOT_SET = object()

@@ -70,10 +70,17 @@ class BacktestRQLauncher(Launcher):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
-        """Keep what :meth:`launch` needs."""
+        """Keep what :meth:`launch` needs and start the queue and the local workers.
+
+        Hydra sets the launcher up before the sweeper composes and validates every
+        job's config; the workers start up meanwhile, not after.
+        """
+        from hydra_plugins.backtest_rq_launcher import _core
+
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        _core.start(self)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int

@@ -402,3 +402,27 @@ def test_a_worker_loads_mlflow_only_once_a_job_tracks(
     assert "after an untracked job: False" in proc.stdout
     assert "after a tracked job: True" in proc.stdout
     assert (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.redis
+def test_a_stopped_worker_exits_at_once_with_its_log_flushed(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    """SIGTERM to an idle worker: gone in well under the 0.6 s an interpreter teardown
+    takes (the launcher waits for its workers at the end of every sweep)."""
+    from backtest.config import QueueConfig
+    from backtest.queue import BacktestJobQueue
+
+    with BacktestJobQueue(QueueConfig(redis_url=redis_url, name=queue_name)) as q:
+        workers = q.start_workers(1, log_dir=tmp_path)
+        q.wait_for_workers(1)
+        (proc,) = workers.processes
+        time.sleep(0.5)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        elapsed = time.monotonic() - start
+        workers.stop()
+    assert code == 0
+    assert elapsed < 0.4, f"the worker took {elapsed:.2f} s to exit"
+    assert "unsubscribing from channel" in (tmp_path / "worker-0.log").read_text()

@@ -143,6 +143,15 @@ class _RqWorker(Worker):
                 promoted += 1
         return promoted
 
+    def unsubscribe(self) -> None:
+        # rq sends UNSUBSCRIBE, then stops its pubsub thread: a thread that reads the
+        # reply before it is stopped waits for the next message (60 s), and rq's join
+        # gives up only after a second, which every stopped worker then took at random.
+        # Stopped first, the thread ends on the reply.
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         _preload_tracking(job)  # before the fork: the work horse inherits it
         super().execute_job(job, queue)

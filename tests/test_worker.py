@@ -364,44 +364,49 @@ def test_a_killed_work_horse_says_why_its_job_was_retried(
     ]
 
 
-LAZY_MLFLOW = """
+LAZY_PRELOAD = """
 import json, sys
 from backtest.config import QueueConfig
 from backtest.jobs import BacktestJob
 from backtest.queue import BacktestJobQueue, BacktestWorker
 
+def loaded():
+    return sorted(m for m in ("mlflow", "matplotlib") if m in sys.modules)
+
 url, name, out = sys.argv[1], sys.argv[2], sys.argv[3]
-config = json.loads(sys.argv[4])
+config = {**json.loads(sys.argv[4]), "figures": False}
 cfg = QueueConfig(redis_url=url, name=name, job_timeout=60)
-tracked = {**config, "tracking": {**config["tracking"], "enabled": True,
-                                  "uri": f"sqlite:///{out}/mlflow.db"}}
+tracked = {**config, "figures": True, "tracking": {**config["tracking"], "enabled": True,
+                                                   "uri": f"sqlite:///{out}/mlflow.db"}}
 with BacktestJobQueue(cfg) as q:
     worker = BacktestWorker([name], cfg, maintenance_interval=1)
-    q.submit(BacktestJob(config=config, job_id=f"{name}-a", result_path=f"{out}/untracked"))
+    q.submit(BacktestJob(config=config, job_id=f"{name}-a", result_path=f"{out}/plain"))
     assert worker.work(burst=True)
-    print("after an untracked job:", "mlflow" in sys.modules)
+    print("after a plain job:", loaded())
     job = BacktestJob(config=tracked, job_id=f"{name}-b", result_path=f"{out}/tracked")
     q.submit(job)
     assert BacktestWorker([name], cfg, maintenance_interval=1).work(burst=True)
     assert q.status(job.job_id).status == "finished"
-    print("after a tracked job:", "mlflow" in sys.modules)
+    print("after a tracked job with figures:", loaded())
 """
 
 
 @pytest.mark.redis
-def test_a_worker_loads_mlflow_only_once_a_job_tracks(
+def test_a_worker_loads_mlflow_and_matplotlib_only_once_a_job_needs_them(
     redis_url: str, queue_name: str, tmp_path: Path
 ) -> None:
-    """MLflow (two CPU seconds) is loaded before the first tracked job forks, not at start."""
+    """About a CPU second each, loaded before the first job that needs them forks, not
+    at start-up: a ``figures=false tracking=none`` sweep never pays for them."""
     proc = subprocess.run(
-        [sys.executable, "-c", LAZY_MLFLOW, redis_url, queue_name, str(tmp_path),
+        [sys.executable, "-c", LAZY_PRELOAD, redis_url, queue_name, str(tmp_path),
          json.dumps(_base_config())],
         env=_env(), capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "after an untracked job: False" in proc.stdout
-    assert "after a tracked job: True" in proc.stdout
+    assert "after a plain job: []" in proc.stdout
+    assert "after a tracked job with figures: ['matplotlib', 'mlflow']" in proc.stdout
     assert (tmp_path / "mlflow.db").exists()
+    assert (tmp_path / "tracked" / "figures" / "equity.png").exists()
 
 
 @pytest.mark.redis

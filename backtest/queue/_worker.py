@@ -153,7 +153,7 @@ class _RqWorker(Worker):
         super().unsubscribe()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        _preload_tracking(job)  # before the fork: the work horse inherits it
+        _preload_for(job)  # before the fork: the work horse inherits it
         super().execute_job(job, queue)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
@@ -222,12 +222,17 @@ def _cleanup_run_dir(job: Job) -> None:
         remove_partial_files(Path(record.result_path))
 
 
+_WARM: dict[str, Any] = {}  # the warm-up's backtest, and what was loaded on demand
+
+
 def _preload() -> None:
     """Import and warm up the engine once in the worker, so each forked job starts warm.
 
     A tiny backtest is run into a temporary directory: it loads the compiled numba
     kernels, pyarrow and the strategies, which every job would otherwise do again in
-    its short-lived work horse.
+    its short-lived work horse. What only some jobs need (matplotlib for figures,
+    MLflow for tracking; about a CPU second each) is loaded before the first job that
+    needs it (:func:`_preload_for`).
     """
     import shutil
     import tempfile
@@ -249,6 +254,7 @@ def _preload() -> None:
         "name": "warmup",
         "seed": 0,
         "summary": False,
+        "figures": False,
         "data": asdict(DataConfig(n_bars=120, n_assets=1)),
         "strategy": asdict(SmaCrossConfig(fast=2, slow=5)),
         "engine": asdict(EngineConfig()),
@@ -257,48 +263,57 @@ def _preload() -> None:
         "queue": asdict(QueueConfig()),
     }
     try:
-        run_backtest(BacktestJob(config=config, result_path=folder))
+        _WARM["backtest"] = run_backtest(BacktestJob(config=config, result_path=folder))
     except Exception as exc:
         log.warning("worker warm-up failed (%s); jobs will start cold", exc)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-_TRACKING_LOADED = False
-
-
-def _tracks(job: Job) -> bool:
-    """Whether an rq job may log to MLflow: a study, or a backtest job with tracking on."""
+def _needs(job: Job) -> set[str]:
+    """What an rq job will load: ``figures`` (matplotlib) and/or ``tracking`` (MLflow)."""
     try:
         data = parse_payload(job.args[0]) if job.args else None
     except Exception:
-        return False
+        return set()
     if data is None or data["kind"] == "noop":
-        return False
-    if data["kind"] == "job":
-        tracking = (data["job"].get("config") or {}).get("tracking")
-        return not isinstance(tracking, dict) or bool(tracking.get("enabled", True))
-    return True
+        return set()
+    if data["kind"] == "study":
+        return {"tracking"}
+    config = data["job"].get("config") or {}
+    tracking = config.get("tracking")
+    needs = set()
+    if not isinstance(tracking, dict) or tracking.get("enabled", True):
+        needs.add("tracking")
+    if config.get("figures", True):
+        needs.add("figures")
+    return needs
 
 
-def _preload_tracking(job: Job) -> None:
-    """Load MLflow in the worker before the first job that logs to it is forked.
+def _preload_for(job: Job) -> None:
+    """Load what ``job`` needs and this worker has not loaded yet, before it is forked.
 
-    MLflow's import and SQL store cost a fresh process about two CPU seconds; loaded
-    here once, every later work horse inherits them. A worker whose jobs do not track
-    (``tracking=none``) never pays it: on a small machine that time is taken from the
-    jobs of the other workers and from the sweep's own preparation.
+    Loaded here once, every later work horse inherits it; a sweep whose jobs draw no
+    figures and track nothing (``figures=false tracking=none``) never pays for it,
+    which on a small machine would be taken from the other workers' jobs and from
+    the sweep's own preparation.
     """
-    global _TRACKING_LOADED
-    if _TRACKING_LOADED or not _tracks(job):
-        return
-    _TRACKING_LOADED = True
-    try:
-        from backtest.tracking import preload
+    for need in sorted(_needs(job) - _WARM.keys()):
+        _WARM[need] = True
+        try:
+            if need == "tracking":
+                from backtest.tracking import preload
 
-        preload()
-    except Exception as exc:  # tracking is a mirror; jobs still run without it
-        log.warning("MLflow preload failed (%s); each job will import it", exc)
+                preload()
+            elif "backtest" in _WARM:
+                import tempfile
+
+                from backtest import plots
+
+                with tempfile.TemporaryDirectory(prefix="backtest-warmup-") as folder:
+                    plots.equity_figure(_WARM["backtest"], Path(folder) / "equity.png")
+        except Exception as exc:  # a job still runs without it, only slower
+            log.warning("preloading %s failed (%s); each job will load it", need, exc)
 
 
 class BacktestWorker:

@@ -26,7 +26,9 @@ class BacktestRQLauncherConf:
     Attributes:
         local_workers: Worker processes started on this machine for the sweep. Unset:
             ``queue.n_workers`` with an embedded Redis, none with ``queue.redis_url``
-            (workers run elsewhere, started with ``python -m backtest.worker``).
+            (workers run elsewhere, started with ``python -m backtest.worker``). They
+            start when the launcher is set up, and each runs numba on ``cores //
+            local_workers`` threads unless ``NUMBA_NUM_THREADS`` is set.
         timeout: Seconds to wait for a batch (forever when unset).
         poll_interval: Seconds between status polls.
         progress: Show a progress bar.

@@ -18,7 +18,11 @@
 3. ``--sweep`` only: a Hydra multirun of 40 one-second backtests (an SMA crossover on
    50,000 bars of 10 synthetic assets), run by the serial (basic) launcher and by the rq launcher
    with 2 local workers, each as the user runs it (``python -m backtest -m ...``): wall
-   time of the whole command, workers' start-up included.
+   time of the whole command, workers' start-up included; every job's params and
+   metrics (result.json) must be identical in both runs. The CPU time of each command
+   (its workers included) and the load average before it are printed too: the machine
+   may be shared, and a run that others slowed down shows a wall time far above its
+   CPU time divided by the free cores.
 
 Every job writes its result files; each run uses fresh output folders, so nothing is
 answered from an earlier result.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -103,6 +108,7 @@ def sweep_benchmark(n_jobs: int = 40, n_bars: int = 50_000, n_assets: int = 10) 
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     walls = {}
+    outcomes: list[dict[str, Any]] = []
     try:
         for name, extra in [
             ("serial (basic launcher)", []),
@@ -115,20 +121,36 @@ def sweep_benchmark(n_jobs: int = 40, n_bars: int = 50_000, n_assets: int = 10) 
                 ],
             ),
         ]:
+            load = os.getloadavg()[0]
+            cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             done = subprocess.run(
                 [*common, *extra, f"hydra.sweep.dir={work / str(len(walls))}"],
                 cwd=work, env=env, capture_output=True, text=True, check=False,
             )  # fmt: skip
             walls[name] = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
             if done.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-            n_done = len(list((work / str(len(walls) - 1)).glob("*/result.json")))
-            print(f"{name:<30} {walls[name]:6.1f} s  ({n_done} results)")
+            found = {
+                p.parent.name: json.loads(p.read_text())
+                for p in (work / str(len(walls) - 1)).glob("*/result.json")
+            }
+            outcomes.append({k: (r["params"], r["metrics"]) for k, r in found.items()})
+            print(
+                f"{name:<30} {walls[name]:6.1f} s  ({len(found)} results; "
+                f"{used:.0f} CPU s incl. workers; load before {load:.1f})"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     serial, rq = walls.values()
     print(f"rq launcher speed-up over serial: {serial / rq:.2f}x ({os.cpu_count()} CPUs)")
+    # The workers run numba on a share of the cores: the numbers must not change.
+    same = outcomes[0] == outcomes[1]
+    print(f"every job's params and metrics identical in both runs: {'yes' if same else 'NO'}")
+    if not same:
+        raise SystemExit("the rq launcher's results differ from the serial launcher's")
 
 
 def main() -> None:

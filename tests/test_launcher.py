@@ -157,6 +157,29 @@ def test_batches_come_back_per_override_with_objectives_and_failures(
     assert not _our_processes() - before, "workers or Redis outlived the sweep"
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize(("workers", "user_threads"), [(2, None), (1, None), (1, "1")])
+def test_local_workers_start_at_setup_with_a_share_of_the_cores_for_numba(
+    launcher_factory: Any, monkeypatch: pytest.MonkeyPatch, workers: int, user_threads: str | None
+) -> None:
+    """Started before the first batch (they warm up while the sweeper validates), each
+    with ``cores // workers`` numba threads, unless the user chose a number."""
+    import psutil
+
+    if user_threads is None:
+        monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+        expected = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    else:
+        monkeypatch.setenv("NUMBA_NUM_THREADS", user_threads)
+        expected = user_threads
+    launcher = launcher_factory(*SMALL, f"hydra.launcher.local_workers={workers}")
+    assert launcher.runtime is not None, "no workers started at setup"
+    procs = launcher.runtime.workers.alive()
+    assert len(procs) == workers
+    for proc in procs:
+        assert psutil.Process(proc.pid).environ().get("NUMBA_NUM_THREADS") == expected
+
+
 def record_config(ret: Any) -> dict[str, Any]:
     from backtest.jobs import plain_config
 

@@ -84,3 +84,21 @@ def test_preparing_a_job_costs_a_fraction_of_composing_it() -> None:
     copied = time.perf_counter() - start
     print(f"per job: composed {composed * 100:.0f} ms, copied {copied * 100:.1f} ms")
     assert copied < composed / 5
+
+
+def test_the_sweeps_own_overrides_respelled_by_the_basic_sweeper_take_the_fast_path() -> None:
+    """``summary=false`` reaches the launcher as ``summary=False``: still only a value sweep."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [*TASK, "summary=false", "figures=false", "engine.fee_bps=1", "strategy.fast=5,10"]
+    launcher, loader = launcher_for([*task, "hydra/launcher=rq"])
+    parsed = OverridesParser.create().parse_overrides(task)
+    (batch,) = BasicSweeper.split_arguments(parsed, None)
+    job = list(batch[1])
+    assert "summary=False" in job  # what the sweeper hands the launcher
+    fast = _value_sweep_config(launcher, job)
+    slow = loader.load_sweep_config(launcher.config, job)
+    assert fast is not None
+    as_dict = OmegaConf.to_container
+    assert as_dict(fast, resolve=False) == as_dict(slow, resolve=False)

@@ -362,3 +362,72 @@ def test_a_killed_work_horse_says_why_its_job_was_retried(
     assert record.attempt_errors == [
         "attempt 1: its process was killed by SIGKILL (out of memory, or killed by hand)"
     ]
+
+
+LAZY_PRELOAD = """
+import json, sys
+from backtest.config import QueueConfig
+from backtest.jobs import BacktestJob
+from backtest.queue import BacktestJobQueue, BacktestWorker
+
+def loaded():
+    return sorted(m for m in ("mlflow", "matplotlib") if m in sys.modules)
+
+url, name, out = sys.argv[1], sys.argv[2], sys.argv[3]
+config = {**json.loads(sys.argv[4]), "figures": False}
+cfg = QueueConfig(redis_url=url, name=name, job_timeout=60)
+tracked = {**config, "figures": True, "tracking": {**config["tracking"], "enabled": True,
+                                                   "uri": f"sqlite:///{out}/mlflow.db"}}
+with BacktestJobQueue(cfg) as q:
+    worker = BacktestWorker([name], cfg, maintenance_interval=1)
+    q.submit(BacktestJob(config=config, job_id=f"{name}-a", result_path=f"{out}/plain"))
+    assert worker.work(burst=True)
+    print("after a plain job:", loaded())
+    job = BacktestJob(config=tracked, job_id=f"{name}-b", result_path=f"{out}/tracked")
+    q.submit(job)
+    assert BacktestWorker([name], cfg, maintenance_interval=1).work(burst=True)
+    assert q.status(job.job_id).status == "finished"
+    print("after a tracked job with figures:", loaded())
+"""
+
+
+@pytest.mark.redis
+def test_a_worker_loads_mlflow_and_matplotlib_only_once_a_job_needs_them(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    """About a CPU second each, loaded before the first job that needs them forks, not
+    at start-up: a ``figures=false tracking=none`` sweep never pays for them."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LAZY_PRELOAD, redis_url, queue_name, str(tmp_path),
+         json.dumps(_base_config())],
+        env=_env(), capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "after a plain job: []" in proc.stdout
+    assert "after a tracked job with figures: ['matplotlib', 'mlflow']" in proc.stdout
+    assert (tmp_path / "mlflow.db").exists()
+    assert (tmp_path / "tracked" / "figures" / "equity.png").exists()
+
+
+@pytest.mark.redis
+def test_a_stopped_worker_exits_at_once_with_its_log_flushed(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    """SIGTERM to an idle worker: gone in well under the 0.6 s an interpreter teardown
+    takes (the launcher waits for its workers at the end of every sweep)."""
+    from backtest.config import QueueConfig
+    from backtest.queue import BacktestJobQueue
+
+    with BacktestJobQueue(QueueConfig(redis_url=redis_url, name=queue_name)) as q:
+        workers = q.start_workers(1, log_dir=tmp_path)
+        q.wait_for_workers(1)
+        (proc,) = workers.processes
+        time.sleep(0.5)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        elapsed = time.monotonic() - start
+        workers.stop()
+    assert code == 0
+    assert elapsed < 0.4, f"the worker took {elapsed:.2f} s to exit"
+    assert "unsubscribing from channel" in (tmp_path / "worker-0.log").read_text()

@@ -44,7 +44,7 @@ from rq.utils import current_timestamp
 
 from backtest.config import QueueConfig
 from backtest.errors import BacktestError
-from backtest.queue._execute import payload_job, remove_partial_files
+from backtest.queue._execute import parse_payload, payload_job, remove_partial_files
 from backtest.queue._redis import attempts_key, connect, failures_key, mask_url
 from backtest.queue._rqjob import BacktestRqJob
 
@@ -143,6 +143,19 @@ class _RqWorker(Worker):
                 promoted += 1
         return promoted
 
+    def unsubscribe(self) -> None:
+        # rq sends UNSUBSCRIBE, then stops its pubsub thread: a thread that reads the
+        # reply before it is stopped waits for the next message (60 s), and rq's join
+        # gives up only after a second, which every stopped worker then took at random.
+        # Stopped first, the thread ends on the reply.
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        _preload_for(job)  # before the fork: the work horse inherits it
+        super().execute_job(job, queue)
+
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         parent = os.getppid()
 
@@ -209,12 +222,17 @@ def _cleanup_run_dir(job: Job) -> None:
         remove_partial_files(Path(record.result_path))
 
 
+_WARM: dict[str, Any] = {}  # the warm-up's backtest, and what was loaded on demand
+
+
 def _preload() -> None:
     """Import and warm up the engine once in the worker, so each forked job starts warm.
 
     A tiny backtest is run into a temporary directory: it loads the compiled numba
     kernels, pyarrow and the strategies, which every job would otherwise do again in
-    its short-lived work horse.
+    its short-lived work horse. What only some jobs need (matplotlib for figures,
+    MLflow for tracking; about a CPU second each) is loaded before the first job that
+    needs it (:func:`_preload_for`).
     """
     import shutil
     import tempfile
@@ -236,6 +254,7 @@ def _preload() -> None:
         "name": "warmup",
         "seed": 0,
         "summary": False,
+        "figures": False,
         "data": asdict(DataConfig(n_bars=120, n_assets=1)),
         "strategy": asdict(SmaCrossConfig(fast=2, slow=5)),
         "engine": asdict(EngineConfig()),
@@ -244,17 +263,57 @@ def _preload() -> None:
         "queue": asdict(QueueConfig()),
     }
     try:
-        run_backtest(BacktestJob(config=config, result_path=folder))
+        _WARM["backtest"] = run_backtest(BacktestJob(config=config, result_path=folder))
     except Exception as exc:
         log.warning("worker warm-up failed (%s); jobs will start cold", exc)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    try:  # MLflow's import and SQL store load once here, not in every forked job
-        from backtest.tracking import preload
 
-        preload()
-    except Exception as exc:  # tracking is a mirror; jobs still run without it
-        log.warning("MLflow preload failed (%s); each job will import it", exc)
+
+def _needs(job: Job) -> set[str]:
+    """What an rq job will load: ``figures`` (matplotlib) and/or ``tracking`` (MLflow)."""
+    try:
+        data = parse_payload(job.args[0]) if job.args else None
+    except Exception:
+        return set()
+    if data is None or data["kind"] == "noop":
+        return set()
+    if data["kind"] == "study":
+        return {"tracking"}
+    config = data["job"].get("config") or {}
+    tracking = config.get("tracking")
+    needs = set()
+    if not isinstance(tracking, dict) or tracking.get("enabled", True):
+        needs.add("tracking")
+    if config.get("figures", True):
+        needs.add("figures")
+    return needs
+
+
+def _preload_for(job: Job) -> None:
+    """Load what ``job`` needs and this worker has not loaded yet, before it is forked.
+
+    Loaded here once, every later work horse inherits it; a sweep whose jobs draw no
+    figures and track nothing (``figures=false tracking=none``) never pays for it,
+    which on a small machine would be taken from the other workers' jobs and from
+    the sweep's own preparation.
+    """
+    for need in sorted(_needs(job) - _WARM.keys()):
+        _WARM[need] = True
+        try:
+            if need == "tracking":
+                from backtest.tracking import preload
+
+                preload()
+            elif "backtest" in _WARM:
+                import tempfile
+
+                from backtest import plots
+
+                with tempfile.TemporaryDirectory(prefix="backtest-warmup-") as folder:
+                    plots.equity_figure(_WARM["backtest"], Path(folder) / "equity.png")
+        except Exception as exc:  # a job still runs without it, only slower
+            log.warning("preloading %s failed (%s); each job will load it", need, exc)
 
 
 class BacktestWorker:

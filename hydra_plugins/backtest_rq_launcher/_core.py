@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
@@ -51,6 +51,7 @@ class _Runtime:
         if n > 0:
             self.workers = self.queue.start_workers(
                 n,
+                env=worker_env(n),
                 maintenance_interval=params.maintenance_interval,
                 monitoring_interval=params.monitoring_interval,
                 heartbeat_grace=params.heartbeat_grace,
@@ -68,7 +69,53 @@ class _Runtime:
         self.queue.close()
 
 
+def worker_env(n_workers: int) -> dict[str, str]:
+    """Environment of the launcher's local workers: a fair share of the cores for numba.
+
+    Each worker's jobs would otherwise start numba's threads on every core, so ``n``
+    workers oversubscribe the machine ``n`` times. ``NUMBA_NUM_THREADS`` becomes
+    ``max(1, cores // n_workers)``, unless the user set it. The numbers do not depend
+    on it: the engine's parallel loops split work per parameter set or per chunk, and
+    each is computed alone.
+    """
+    if os.environ.get("NUMBA_NUM_THREADS"):
+        return {}
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return {"NUMBA_NUM_THREADS": str(max(1, cores // max(1, n_workers)))}
+
+
+def start(launcher: BacktestRQLauncher) -> None:
+    """Start the queue and the local workers, if not yet done.
+
+    Called from the launcher's ``setup``: the workers import the package and warm up
+    while the sweeper still validates the sweep's configs, not after.
+    """
+    from backtest.masking import mask_logs
+
+    with _PREPARE:
+        if launcher.runtime is None:
+            mask_logs()
+            launcher.runtime = _Runtime(launcher)
+
+
 _NOT_SET = object()
+
+
+def _same_override(swept: Any, job: Any) -> bool:
+    """Whether a job's override is the sweep's own non-sweep one, however it is spelled.
+
+    Hydra's basic sweeper writes each job's overrides anew from the parsed values, so
+    ``summary=false`` on the command line reaches the launcher as ``summary=False``.
+    """
+    if swept.is_sweep_override() or job.is_sweep_override():
+        return False
+    if (swept.type, swept.key_or_group, swept.package) != (job.type, job.key_or_group, job.package):
+        return False
+    a, b = swept.value(), job.value()
+    return type(a) is type(b) and repr(a) == repr(b)
 
 
 def _value_sweep_config(launcher: BacktestRQLauncher, overrides: list[str]) -> DictConfig | None:
@@ -96,8 +143,8 @@ def _value_sweep_config(launcher: BacktestRQLauncher, overrides: list[str]) -> D
     try:
         parsed = parser.parse_overrides(overrides)
         for swept, job, line in zip(parser.parse_overrides(base), parsed, overrides, strict=True):
-            if str(swept.input_line) == line:
-                continue
+            if str(swept.input_line) == line or _same_override(swept, job):
+                continue  # the sweep's own override (Hydra may spell it anew: false -> False)
             key = job.key_or_group
             if (
                 job.type is not OverrideType.CHANGE

@@ -26,7 +26,9 @@ class BacktestRQLauncherConf:
     Attributes:
         local_workers: Worker processes started on this machine for the sweep. Unset:
             ``queue.n_workers`` with an embedded Redis, none with ``queue.redis_url``
-            (workers run elsewhere, started with ``python -m backtest.worker``).
+            (workers run elsewhere, started with ``python -m backtest.worker``). They
+            start when the launcher is set up, and each runs numba on ``cores //
+            local_workers`` threads unless ``NUMBA_NUM_THREADS`` is set.
         timeout: Seconds to wait for a batch (forever when unset).
         poll_interval: Seconds between status polls.
         progress: Show a progress bar.
@@ -70,10 +72,17 @@ class BacktestRQLauncher(Launcher):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
-        """Keep what :meth:`launch` needs."""
+        """Keep what :meth:`launch` needs and start the queue and the local workers.
+
+        Hydra sets the launcher up before the sweeper composes and validates every
+        job's config; the workers start up meanwhile, not after.
+        """
+        from hydra_plugins.backtest_rq_launcher import _core
+
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        _core.start(self)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int

@@ -93,3 +93,22 @@ def test_generic_metrics_and_kept_returns_equal_simulate(
         if keep[i]:
             np.testing.assert_array_equal(batch.returns[:, kept], single.returns.to_numpy())
             kept += 1
+
+
+def test_a_search_on_the_generic_path_equals_simulate_batch() -> None:
+    """A search's evaluator calls the generic path directly (no frames per batch):
+    the same metrics and kept returns as simulate_batch, bit for bit."""
+    from backtest.search import StrategyEvaluator
+
+    prices = gbm(700, 3)
+    engine = {"fee_bps": 5.0, "weights": {"S0": 0.6, "S1": 0.3, "S2": 0.1}}
+    keep = np.array([True, False, True, False, True])
+    evaluator = StrategyEvaluator(prices, Scaled, **engine)
+    names, values, kept = evaluator.evaluate_columns(
+        {c: SETS[c].to_numpy() for c in SETS.columns}, keep=keep
+    )
+    assert evaluator._generic_inputs() is not None  # the direct path was taken
+    batch = simulate_batch(prices, Scaled, SETS, keep_returns=keep, **engine)
+    assert names == list(METRIC_NAMES)
+    np.testing.assert_array_equal(values, batch.metrics[list(METRIC_NAMES)].to_numpy())
+    np.testing.assert_array_equal(kept, batch.returns)

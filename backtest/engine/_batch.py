@@ -287,6 +287,66 @@ def _threading_layer() -> str:
         return str(numba.threading_layer())
 
 
+def generic_values(
+    prices: Bars,
+    close: NDArray[np.float64],
+    strategy_cls: type,
+    columns: Mapping[str, NDArray[Any]],
+    cost: float,
+    w: NDArray[np.float64],
+    periods_per_year: int,
+    keep: NDArray[np.bool_] | None,
+    chunk_size: int | None = None,
+    r_assets: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+    """The generic path's metrics ``(k, 11)`` and kept returns ``(n_bars, n_kept)``.
+
+    ``columns`` maps each parameter to its ``k`` values; ``r_assets`` are the bar
+    returns per asset when already computed (a search asks many times).
+    """
+    from backtest.engine import _generic
+    from backtest.engine._memory import reuse_freed_memory
+
+    n, n_assets = close.shape
+    k = len(next(iter(columns.values()))) if columns else 1
+    if r_assets is None:
+        r_assets = asset_returns(close)
+    with reuse_freed_memory():
+        values, returns = _generic.evaluate_blocks(
+            block_positions(prices, close, strategy_cls, columns),
+            n_assets, n, k, r_assets, cost, w, periods_per_year, keep,
+            lanes=lanes_for(strategy_cls, k), block=chunk_size,
+        )  # fmt: skip
+    if keep is not None and returns is None:
+        returns = np.empty((n, 0))
+    return values, returns
+
+
+def asset_returns(close: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Bar returns per asset, ``(n_assets, n_bars)`` (0 on the first bar)."""
+    return np.stack([bar_returns(np.ascontiguousarray(close[:, j])) for j in range(close.shape[1])])
+
+
+def takes_generic_path(strategy_cls: type, **options: Any) -> bool:
+    """Whether :func:`simulate_batch` sends plain sets of ``strategy_cls`` to the generic path.
+
+    Plain: no ``engine.*`` columns; ``options`` are the batch's engine options.
+    """
+    from backtest.engine import _exits, _fused
+    from backtest.strategies._checks import fast_method
+
+    stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
+    base = engine_params(**options)
+    return (
+        _is_v1(base)
+        and float(options.get("periods_per_year") or 0.0).is_integer()
+        and fast_method(strategy_cls) != "batch_weights"
+        and not outputs_weights(strategy_cls)
+        and not _exits.stop_rules(None, strategy_cls, **stops).active
+        and strategy_cls not in _fused.FAMILIES
+    )
+
+
 def _generic_batch(
     prices: Bars,
     close: NDArray[np.float64],
@@ -299,22 +359,11 @@ def _generic_batch(
     chunk_size: int | None,
 ) -> BatchResult:
     """The generic path: positions per block of sets and asset, metrics in compiled kernels."""
-    from backtest.engine import _generic
-    from backtest.engine._memory import reuse_freed_memory
-
-    n, n_assets = close.shape
-    k = len(frame)
-    r_assets = np.stack([bar_returns(np.ascontiguousarray(close[:, j])) for j in range(n_assets)])
     columns = {c: frame[c].to_numpy() for c in frame.columns}
-    with reuse_freed_memory():
-        values, returns = _generic.evaluate_blocks(
-            block_positions(prices, close, strategy_cls, columns),
-            n_assets, n, k, r_assets, cost, w, periods_per_year, keep,
-            lanes=lanes_for(strategy_cls, k), block=chunk_size,
-        )  # fmt: skip
+    values, returns = generic_values(
+        prices, close, strategy_cls, columns, cost, w, periods_per_year, keep, chunk_size
+    )
     table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
-    if keep is not None and returns is None:
-        returns = np.empty((n, 0))
     return BatchResult(table, returns)
 
 

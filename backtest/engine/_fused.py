@@ -41,7 +41,7 @@ MIN_PARALLEL_SETS = 8
 #: after OpenMP started may not use OpenMP, and the workers already use every core).
 SERIAL = False
 
-_FAMILIES: dict[type, tuple[str, ...]] = {
+FAMILIES: dict[type, tuple[str, ...]] = {
     SmaCross: ("fast", "slow", "long_short"),
     Momentum: ("lookback", "skip", "long_short"),
     MeanReversion: ("lookback", "entry_z", "exit_z"),
@@ -60,7 +60,7 @@ def _stop_name(column: str) -> str:
 
 def supports(strategy_cls: type, columns: list[str]) -> bool:
     """Whether ``strategy_cls`` with these parameter columns has a fused kernel."""
-    names = _FAMILIES.get(strategy_cls)
+    names = FAMILIES.get(strategy_cls)
     if names is None:
         return False
     strategy = {c for c in columns if _stop_name(c) not in STOP_COLUMNS}

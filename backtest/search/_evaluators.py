@@ -110,8 +110,40 @@ class StrategyEvaluator:
         self.periods_per_year = periods_per_year
         self.fixed_params = dict(fixed_params or {})
         self._engine: tuple[float, NDArray[np.float64], NDArray[np.float64]] | None = None
+        self._generic: tuple[Any, ...] | bool | None = None  # see _generic_inputs
         self._verified = not (verify or check_lookahead)
         self._check_lookahead = check_lookahead
+
+    def _generic_inputs(self) -> tuple[Any, ...] | None:
+        """The generic path's inputs, built once: ``None`` when sets go elsewhere.
+
+        ``(bars, closes, cost, weights, periods per year, returns per asset)`` when
+        :func:`~backtest.engine.simulate_batch` with this evaluator's options would send
+        plain parameter sets to the generic path, which a search then calls directly.
+        """
+        if self._generic is None:
+            from backtest.data import Bars
+            from backtest.engine import cost_rate, resolve_weights
+            from backtest.engine._batch import asset_returns, takes_generic_path
+            from backtest.engine._periods import resolve_periods_per_year
+
+            bars = self.bars if self.bars is not None else Bars.from_close(self.prices)
+            ppy = resolve_periods_per_year(bars.index, self.periods_per_year)
+            options = {**self.engine_options, "fee_bps": self.fee_bps,
+                       "slippage_bps": self.slippage_bps, "weights": self.weights}  # fmt: skip
+            if not takes_generic_path(self.strategy_cls, periods_per_year=ppy, **options):
+                self._generic = False
+            else:
+                close = np.ascontiguousarray(bars.close.to_numpy(dtype=np.float64))
+                self._generic = (
+                    bars,
+                    close,
+                    cost_rate(self.fee_bps, self.slippage_bps),
+                    resolve_weights(bars.close.columns, self.weights),
+                    int(ppy),
+                    asset_returns(close),
+                )
+        return self._generic or None
 
     def _verify(self, frame: pd.DataFrame) -> None:
         """Before the first batch: no look-ahead, ``batch_positions`` equals ``positions``."""
@@ -180,6 +212,7 @@ class StrategyEvaluator:
             ``(metric names, values (k, n_metrics), kept returns (n_bars, n_kept) or None)``.
         """
         from backtest.engine import _fused, cost_rate, resolve_weights
+        from backtest.engine._batch import generic_values
 
         columns = {
             **{
@@ -204,8 +237,16 @@ class StrategyEvaluator:
             or engine_columns
             or not _fused.supports(self.strategy_cls, list(columns))
         ):
-            self._verify(pd.DataFrame(columns))
-            return batched()
+            if not self._verified:
+                self._verify(pd.DataFrame(columns))
+            generic = None if engine_columns else self._generic_inputs()
+            if generic is None:
+                return batched()
+            values, returns = generic_values(
+                generic[0], generic[1], self.strategy_cls, columns, *generic[2:5], keep,
+                r_assets=generic[5],
+            )  # fmt: skip
+            return list(METRIC_NAMES), values, returns
         if self._engine is None:
             self._engine = (
                 cost_rate(self.fee_bps, self.slippage_bps),

@@ -124,9 +124,10 @@ class RsiReversion:
         period = np.asarray(params.get("period", np.full(k, 14))).astype(np.int64)
         lower = np.asarray(params.get("lower", np.full(k, 30.0)), dtype=np.float64)
         upper = np.asarray(params.get("upper", np.full(k, 70.0)), dtype=np.float64)
-        for i in range(k):  # the same checks as the constructor, before any work
-            if period[i] < 2 or not 0.0 < lower[i] < upper[i] < 100.0:
-                cls(int(period[i]), float(lower[i]), float(upper[i]))
+        bad = (period < 2) | ~((0.0 < lower) & (lower < upper) & (upper < 100.0))
+        if bad.any():  # the constructor's checks, before any work: it names the problem
+            i = int(np.argmax(bad))
+            cls(int(period[i]), float(lower[i]), float(upper[i]))
         periods, which = np.unique(period, return_inverse=True)
         table = np.stack([rsi(close, int(p)) for p in periods], axis=1)  # (n, n_periods)
         return hold(table, which.ravel().astype(np.int64), lower, upper)

@@ -124,7 +124,7 @@ class RsiReversion:
         period = np.asarray(params.get("period", np.full(k, 14))).astype(np.int64)
         lower = np.asarray(params.get("lower", np.full(k, 30.0)), dtype=np.float64)
         upper = np.asarray(params.get("upper", np.full(k, 70.0)), dtype=np.float64)
-        bad = (period < 2) | ~((0.0 < lower) & (lower < upper) & (upper < 100.0))
+        bad = (period < 2) | ~((lower > 0.0) & (lower < upper) & (upper < 100.0))
         if bad.any():  # the constructor's checks, before any work: it names the problem
             i = int(np.argmax(bad))
             cls(int(period[i]), float(lower[i]), float(upper[i]))

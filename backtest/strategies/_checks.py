@@ -180,15 +180,31 @@ def cut_points(full: NDArray[np.float64], n_cuts: int = DEFAULT_CUTS) -> list[in
     n = full.shape[0]
     if n < 3:
         return []
-    prev = np.vstack([np.zeros((1, full.shape[1])), full[:-1]])
-    changes = np.flatnonzero(((full != prev) & (full != 0.0)).any(axis=1))
     cuts: list[int] = []
     for frac, latest in list(zip(CUT_FRACTIONS, CUT_LATEST, strict=True))[:n_cuts]:
         target = max(min(int(n * frac), latest), cuts[-1] if cuts else 0)  # a new change
-        after = changes[changes >= target]
-        if len(after) and after[0] < n - 1:
-            cuts.append(int(after[0]) + 1)
+        change = _first_change(full, target)
+        if change is not None and change < n - 1:
+            cuts.append(change + 1)
     return cuts or [max(2, n // 2)]
+
+
+def _first_change(full: NDArray[np.float64], start: int) -> int | None:
+    """The first bar from ``start`` on where some position changes to a non-zero value.
+
+    Looks at growing windows of bars, so a long history is read only as far as needed.
+    """
+    n = full.shape[0]
+    lo, width = max(start, 0), 256
+    while lo < n:
+        hi = min(n, lo + width)
+        rows = full[lo:hi]
+        prev = full[lo - 1 : hi - 1] if lo > 0 else np.vstack([np.zeros_like(rows[:1]), rows[:-1]])
+        found = np.flatnonzero(((rows != prev) & (rows != 0.0)).any(axis=1))
+        if len(found):
+            return lo + int(found[0])
+        lo, width = hi, width * 4
+    return None
 
 
 def check_lookahead(

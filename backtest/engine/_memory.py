@@ -6,10 +6,10 @@ and a strategy's compiled code allocates its output each time (numba's allocator
 to ``mmap``, and returns the freed top of its heap to the system above a threshold
 that follows the last such block (twice its size): so each call's output came as
 fresh pages, one page fault per 4 KiB, which cost more than the strategy's own work
-(55 ms of 59 for 500 sets of 25,200 bars). While :func:`reuse_freed_memory` is open,
-blocks up to 32 MiB come from the heap and freed memory stays there for the next
-call; on leaving, the heap keeps at most 64 MiB of free memory. The figures are glibc's
-own: 32 MiB is the highest its moving threshold reaches by itself.
+(55 ms of 59 for 500 sets of 25,200 bars). From the first :func:`reuse_freed_memory`
+on, blocks up to 32 MiB come from the heap (the highest value glibc's own moving
+threshold reaches); while one is open, freed memory stays in the heap for the next
+call, and after it the heap keeps at most 64 MiB of free memory.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def reuse_freed_memory() -> Iterator[None]:
     """Within: allocations up to 32 MiB reuse freed heap memory instead of new pages.
 
     Nests and may be entered from several threads; the outermost exit lets the heap
-    shrink back to 64 MiB of free memory.
+    shrink back to 64 MiB of free memory (blocks up to 32 MiB keep coming from it).
     """
     global _open
     libc = _glibc()

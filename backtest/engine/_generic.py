@@ -53,18 +53,28 @@ LINE = 8
 #: at once (so it shares its work per distinct parameter between them), and its
 #: positions still fit the CPU's last-level cache when the kernel reads them.
 BLOCK_BYTES = 8 * 2**20
+#: Sets per block at least while a block stays under MAX_BLOCK_BYTES: a strategy's call
+#: costs some fixed work (its Python, its per-parameter tables), shared by the block.
+MIN_BLOCK_SETS = 32
+MAX_BLOCK_BYTES = 32 * 2**20
+#: Blocks per lane at least, where there are sets enough: sets differ in cost (a short
+#: window trades more), and several blocks per lane let a lane that finished early take
+#: another instead of waiting.
+BLOCKS_PER_LANE = 4
 
 
 def block_size(n_bars: int, n_assets: int, k: int, lanes: int) -> int:
     """Sets per block: about :data:`BLOCK_BYTES` of positions, a multiple of LINE.
 
-    At least ``LINE`` sets; with several lanes, blocks are cut so that every lane gets
-    an equal number of them.
+    At least ``LINE`` sets, and :data:`MIN_BLOCK_SETS` while that stays under
+    :data:`MAX_BLOCK_BYTES`; with several lanes, at least :data:`BLOCKS_PER_LANE`
+    blocks per lane where the sets allow, in a number the lanes share evenly.
     """
-    m = BLOCK_BYTES // max(8 * n_bars * n_assets, 1)
+    per_set = max(8 * n_bars * n_assets, 1)
+    m = max(BLOCK_BYTES // per_set, min(MIN_BLOCK_SETS, MAX_BLOCK_BYTES // per_set))
     m = max(LINE, m - m % LINE)
     if lanes > 1:
-        n_blocks = -(-k // m)
+        n_blocks = max(-(-k // m), BLOCKS_PER_LANE * lanes)
         n_blocks = -(-n_blocks // lanes) * lanes  # a multiple of the lanes
         share = -(-k // n_blocks)
         m = max(LINE, share + (-share) % LINE)

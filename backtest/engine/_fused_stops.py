@@ -20,47 +20,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_exit, update_peak
+from backtest.engine._fused_kernels import _target  # the same position sources
 from backtest.engine._fused_stats import (
     N_OUT,
     _close_drawdown,
     _drawdown_step,
     finish_row,
 )
-
-TABLE = 0
-SMA_CUMSUM = 1
-MOMENTUM_CLOSE = 2
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _target(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    a: int,
-    b: int,
-    start: int,
-    ls: bool,
-    t: int,
-    j: int,
-) -> float:  # pragma: no cover - compiled
-    """The strategy's target at bar ``t`` for asset ``j``: 1, -1 or 0 (as ``_fused_kernels``)."""
-    if t < start:
-        return 0.0
-    if source == TABLE:
-        x = tab[a, t, j]
-        y = tab[b, t, j]
-    elif source == SMA_CUMSUM:
-        x = (data[t + 1, j] - data[t + 1 - a, j]) / a
-        y = (data[t + 1, j] - data[t + 1 - b, j]) / b
-    else:
-        x = data[t - b, j] / data[t - b - a, j] - 1.0
-        y = 0.0
-    if x > y:
-        return 1.0
-    if ls and x < y:
-        return -1.0
-    return 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -131,7 +97,7 @@ def _asset_stops(
                 part = 1.0 + p * (close / prev_close - 1.0)
                 g *= part
                 peak = update_peak(p, peak, ohlc[1, t, j], ohlc[2, t, j])
-        raw = _target(source, tab, data, a, b, start, ls, t, j)
+        raw = _target(source, tab, data, t, j, a, b, start, ls, 0.0, 0.0, 0.0)
         cur, locked = reentry_gate(raw, locked, locked_value)
         if stopped and not lock:
             cur = 0.0

@@ -314,6 +314,23 @@ def _close_drawdown(peak: float, trough: float, min_ratio: float) -> float:  # p
     return ratio if (ratio < min_ratio or ratio != ratio) else min_ratio
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def path_stats(buf: NDArray[np.float64]) -> tuple[float, bool, float]:  # pragma: no cover
+    """Final wealth, whether some ``1 + r <= 0``, and the lowest equity / running peak."""
+    wealth = 1.0
+    ruined = False
+    peak = 1.0
+    trough = 1.0
+    min_ratio = 1.0
+    for t in range(buf.shape[0]):
+        g = 1.0 + buf[t]
+        if g <= 0.0:
+            ruined = True
+        wealth *= g
+        peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
+    return wealth, ruined, _close_drawdown(peak, trough, min_ratio)
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def return_metrics(
     returns: NDArray[np.float64], ppy: int, n_chunks: int
@@ -335,18 +352,7 @@ def return_metrics(
         values = np.empty((64, 2))
         for i in range(lo, hi):
             buf[:] = returns[i]
-            wealth = 1.0
-            ruined = False
-            peak = 1.0
-            trough = 1.0
-            min_ratio = 1.0
-            for t in range(n):
-                g = 1.0 + buf[t]
-                if g <= 0.0:
-                    ruined = True
-                wealth *= g
-                peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
-            min_ratio = _close_drawdown(peak, trough, min_ratio)
+            wealth, ruined, min_ratio = path_stats(buf)
             _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, out[i])
     return out
 

@@ -23,9 +23,8 @@ from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_ex
 from backtest.engine._fused_kernels import _target  # the same position sources
 from backtest.engine._fused_stats import (
     N_OUT,
-    _close_drawdown,
-    _drawdown_step,
     finish_row,
+    path_stats,
 )
 
 
@@ -186,18 +185,7 @@ def run_sets(
             wins += wi
             expo += ex
             turn += tu
-        wealth = 1.0
-        ruined = False
-        peak = 1.0
-        trough = 1.0
-        min_ratio = 1.0
-        for t in range(n):
-            g = 1.0 + buf[t]
-            if g <= 0.0:
-                ruined = True
-            wealth *= g
-            peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
-        min_ratio = _close_drawdown(peak, trough, min_ratio)
+        wealth, ruined, min_ratio = path_stats(buf)
         row = out[i]
         finish_row(buf, wealth, ruined, min_ratio, ppy, trades, wins, expo, turn, stack, values,
                    row, kept, keep_slot[i])  # fmt: skip

@@ -106,7 +106,7 @@ def simulate_batch(
     """
     from backtest.engine import _exits
     from backtest.engine._batch_kernel import kernel_batch
-    from backtest.strategies._checks import fast_method, require_strategy_class
+    from backtest.strategies._checks import require_strategy_class
 
     require_strategy_class(strategy_cls)
     bars = as_bars(prices)
@@ -128,13 +128,7 @@ def simulate_batch(
     only_stop_columns = set(engine_names) <= set(_exits.STOP_FIELDS)
     # engine v1 (sleeves): the fused kernels and the generic path; anything else (or a
     # weights strategy) goes to the per-bar kernel of simulate()
-    v1 = (
-        _is_v1(base)
-        and only_stop_columns
-        and fast_method(strategy_cls) != "batch_weights"
-        and not outputs_weights(strategy_cls)
-        and isinstance(periods_per_year, int)
-    )
+    v1 = only_stop_columns and _sleeve_sets(strategy_cls, base, ppy_f)
     if not v1 or rules.active or engine_names:
         fused = None
         if v1:
@@ -333,17 +327,29 @@ def takes_generic_path(strategy_cls: type, **options: Any) -> bool:
     Plain: no ``engine.*`` columns; ``options`` are the batch's engine options.
     """
     from backtest.engine import _exits, _fused
-    from backtest.strategies._checks import fast_method
 
     stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
-    base = engine_params(**options)
     return (
-        _is_v1(base)
-        and float(options.get("periods_per_year") or 0.0).is_integer()
-        and fast_method(strategy_cls) != "batch_weights"
-        and not outputs_weights(strategy_cls)
+        _sleeve_sets(strategy_cls, engine_params(**options), options.get("periods_per_year"))
         and not _exits.stop_rules(None, strategy_cls, **stops).active
         and strategy_cls not in _fused.FAMILIES
+    )
+
+
+def _sleeve_sets(strategy_cls: type, base: EngineParams, periods_per_year: Any) -> bool:
+    """Whether a batch may run on engine v1's sleeves: the fused kernels or the generic path.
+
+    Only v1's options differ from the defaults, the strategy outputs positions without a
+    ``batch_weights``, and the bars per year are a whole number; anything else goes to
+    the per-bar kernel of :func:`~backtest.engine.simulate`.
+    """
+    from backtest.strategies._checks import fast_method
+
+    return (
+        _is_v1(base)
+        and fast_method(strategy_cls) != "batch_weights"
+        and not outputs_weights(strategy_cls)
+        and float(periods_per_year or 0.0).is_integer()
     )
 
 

@@ -118,18 +118,30 @@ def strategy_output(strategy: object, bars: Bars) -> pd.DataFrame:
     return pd.DataFrame(output_values(strategy, bars), index=prices.index, columns=prices.columns)
 
 
+def sleeve_weights(
+    strategy: object, symbols: Sequence[str], params: EngineParams
+) -> NDArray[np.float64]:
+    """What the engine multiplies a strategy's output by: its weights or ones.
+
+    Legacy positions are scaled by the engine weights; target weights are used as given
+    (a sleeve weight of 1 per asset; ``engine.weights`` is not applied).
+    """
+    if outputs_weights(strategy):
+        return np.ones(len(symbols))
+    return resolve_weights(symbols, params.weights)
+
+
 def raw_targets(
     strategy: object, bars: Bars, params: EngineParams
 ) -> tuple[pd.DataFrame, pd.DataFrame, NDArray[np.float64]]:
     """``(output, unlimited target weights, sleeve weights)`` of a strategy.
 
-    Legacy positions times the engine weights (sleeve weights = engine weights); target
-    weights as returned (sleeve weight 1 per asset; ``engine.weights`` is not applied).
+    See :func:`sleeve_weights`.
     """
     out = strategy_output(strategy, bars)
+    w = sleeve_weights(strategy, out.columns, params)
     if outputs_weights(strategy):
-        return out, out, np.ones(out.shape[1])
-    w = resolve_weights(out.columns, params.weights)
+        return out, out, w
     return out, pd.DataFrame(out.to_numpy() * w, index=out.index, columns=out.columns), w
 
 
@@ -164,10 +176,16 @@ def target_weights(
 
 def target_values(strategy: object, bars: Bars, params: EngineParams) -> NDArray[np.float64]:
     """:func:`target_weights` as an array, without the frames in between."""
-    out = output_values(strategy, bars)
+    return targets_of(strategy, output_values(strategy, bars), bars, params)
+
+
+def targets_of(
+    strategy: object, output: NDArray[np.float64], bars: Bars, params: EngineParams
+) -> NDArray[np.float64]:
+    """The target weights of a strategy's output already at hand (:func:`output_values`)."""
     if not outputs_weights(strategy):
-        out = out * resolve_weights(bars.close.columns, params.weights)
-    limited, _ = limits_of(out, bars, params)
+        output = output * sleeve_weights(strategy, bars.close.columns, params)
+    limited, _ = limits_of(output, bars, params)
     return limited
 
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from backtest.config import RootConfig
@@ -49,16 +48,16 @@ class TaskContext:
         """The bars (OHLCV when loaded), or bars of the closes only."""
         return self.bars if self.bars is not None else Bars.from_close(self.prices)
 
-    def check_strategy(self, strategy: Any, full: Any = None) -> None:
+    def check_strategy(self, strategy: Any) -> None:
         """The look-ahead check of ``strategy`` on the run's bars, unless turned off.
 
         Compares the target weights of :func:`~backtest.engine.target_weights` (with the
         run's engine options) on the bars cut at a few bars t with the full run's.
 
+        Its output over all the bars is kept in :attr:`checked` for the backtest.
+
         Args:
             strategy: The strategy instance.
-            full: Its output over all the bars (``BacktestResult.positions``), when
-                already computed; turned into target weights as the engine does.
 
         Raises:
             StrategyContractError: the strategy looks ahead (names the first bar).
@@ -66,12 +65,7 @@ class TaskContext:
         if not self.settings.engine.check_lookahead:
             return
         from backtest.engine._params import ENGINE_KEYS, engine_params
-        from backtest.engine._targets import (
-            limits_of,
-            output_values,
-            outputs_weights,
-            resolve_weights,
-        )
+        from backtest.engine._targets import output_values, targets_of
         from backtest.strategies._checks import (
             check_data,
             check_lookahead,
@@ -82,20 +76,15 @@ class TaskContext:
 
         options = {k: v for k, v in self.engine_kwargs().items() if k in ENGINE_KEYS}
         bars = self.data
-        if full is None:  # computed once: the backtest reuses it (positions are pure)
-            full = output_values(strategy, bars)
-            self.checked.update(strategy=strategy, output=full)
+        full = output_values(strategy, bars)  # computed once: the backtest reuses it
+        self.checked.update(strategy=strategy, output=full)
         params = engine_params(**options)
-        output = np.nan_to_num(np.asarray(full, dtype=np.float64))
-        if not outputs_weights(strategy):
-            output = output * resolve_weights(bars.symbols, params.weights)
-        full, _ = limits_of(output, bars, params)
         check_lookahead(
             targets_fn(strategy, params),
             check_data(strategy, bars),
             name=strategy_name(strategy),
             params=strategy_params(strategy),
-            full=full,
+            full=targets_of(strategy, full, bars, params),
         )
 
     def engine_kwargs(self) -> dict[str, Any]:

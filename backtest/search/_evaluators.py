@@ -123,7 +123,6 @@ class StrategyEvaluator:
         """
         if self._generic is None:
             from backtest.data import Bars
-            from backtest.engine import cost_rate, resolve_weights
             from backtest.engine._batch import asset_returns, takes_generic_path
             from backtest.engine._periods import resolve_periods_per_year
 
@@ -134,16 +133,21 @@ class StrategyEvaluator:
             if not takes_generic_path(self.strategy_cls, periods_per_year=ppy, **options):
                 self._generic = False
             else:
-                close = np.ascontiguousarray(bars.close.to_numpy(dtype=np.float64))
-                self._generic = (
-                    bars,
-                    close,
-                    cost_rate(self.fee_bps, self.slippage_bps),
-                    resolve_weights(bars.close.columns, self.weights),
-                    int(ppy),
-                    asset_returns(close),
-                )
+                cost, weights, close = self._arrays()
+                self._generic = (bars, close, cost, weights, int(ppy), asset_returns(close))
         return self._generic or None
+
+    def _arrays(self) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
+        """``(cost rate, weights, closes)`` of the kernels, built once."""
+        if self._engine is None:
+            from backtest.engine import cost_rate, resolve_weights
+
+            self._engine = (
+                cost_rate(self.fee_bps, self.slippage_bps),
+                resolve_weights(self.prices.columns, self.weights),
+                np.ascontiguousarray(self.prices.to_numpy(dtype=np.float64)),
+            )
+        return self._engine
 
     def _verify(self, frame: pd.DataFrame) -> None:
         """Before the first batch: no look-ahead, ``batch_positions`` equals ``positions``."""
@@ -211,7 +215,7 @@ class StrategyEvaluator:
         Returns:
             ``(metric names, values (k, n_metrics), kept returns (n_bars, n_kept) or None)``.
         """
-        from backtest.engine import _fused, cost_rate, resolve_weights
+        from backtest.engine import _fused
         from backtest.engine._batch import generic_values
 
         columns = {
@@ -247,13 +251,7 @@ class StrategyEvaluator:
                 r_assets=generic[5],
             )  # fmt: skip
             return list(METRIC_NAMES), values, returns
-        if self._engine is None:
-            self._engine = (
-                cost_rate(self.fee_bps, self.slippage_bps),
-                resolve_weights(self.prices.columns, self.weights),
-                self.prices.to_numpy(dtype=np.float64),
-            )
-        cost, weights, close = self._engine
+        cost, weights, close = self._arrays()
         fused = _fused.fused_batch(
             close,
             self.strategy_cls,

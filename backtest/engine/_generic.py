@@ -36,14 +36,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from backtest.engine._fused_stats import (
-    N_METRICS,
-    N_OUT,
-    _close_drawdown,
-    _drawdown_step,
-    finish_growth,
-    finish_row,
-)
+from backtest.engine._fused_stats import N_METRICS, N_OUT, finish_growth, finish_row, path_stats
 from backtest.engine._lanes import run_in_lanes
 from backtest.engine._trades import _trade_step
 
@@ -117,94 +110,71 @@ def _holding(v: float, w: float) -> float:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _sets(
+def _asset_pass(
     pos: NDArray[np.float64],
     r: NDArray[np.float64],
+    w: float,
     cost: float,
-    weights: NDArray[np.float64],
+    acc: NDArray[np.float64],
+    counts: NDArray[np.float64],
+    first: bool,
+) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
+    """One asset of a block of ``m`` sets, set after set, while its positions are in cache.
+
+    ``pos`` is the asset's positions ``(n_bars, m)`` just returned by the strategy;
+    each set's weighted return goes into its row of ``acc`` (``(m, n_bars)``, written
+    on the ``first`` asset, added to after it), and its trades, winners, exposure and
+    turnover into its row of ``counts``.
+    """
+    n, m = pos.shape
+    for c in range(m):
+        row = acc[c]
+        growth = 1.0
+        prev = 0.0
+        trades = 0.0
+        wins = 0.0
+        expo = 0.0
+        turn = 0.0
+        for t in range(n):
+            cur = _holding(pos[t, c], w)
+            ret, growth, trades, wins = _step(cur, prev, r[t], cost, growth, trades, wins)
+            # the portfolio starts at 0 (``0.0 + x``, as simulate adds its first asset)
+            row[t] = (0.0 if first else row[t]) + w * ret
+            expo += abs(cur)
+            turn += abs(cur - prev)
+            prev = cur
+        if prev != 0.0:
+            trades += 1.0
+            if growth > 1.0:
+                wins += 1.0
+        counts[c, 0] += trades
+        counts[c, 1] += wins
+        counts[c, 2] += w * expo
+        counts[c, 3] += w * turn
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish_sets(
+    acc: NDArray[np.float64],
+    counts: NDArray[np.float64],
     ppy: int,
     out: NDArray[np.float64],
     keep_slot: NDArray[np.int64],
     kept: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
-    """A block of ``m`` sets, LINE at a time: every asset, then every metric.
+) -> None:  # pragma: no cover - compiled; equal to metrics.py in the tests
+    """Every metric of a block's sets from their portfolio returns ``acc`` ``(m, n_bars)``.
 
-    ``pos[j]`` is asset j's positions ``(n_bars, m)``. For a group of LINE sets (their
-    columns share cache lines of ``pos``), asset after asset, run each set's bars,
-    adding the weighted return to its row of ``acc`` (a group's rows stay in the CPU
-    cache) and counting trades, exposure and turnover; on the last asset also the
-    equity and drawdown, and the set's metrics into ``out[s]`` right after
-    its bars (its returns into ``kept[keep_slot[s]]`` when that is >= 0).
+    Equity and drawdown in one pass over each row, then :func:`finish_row` into
+    ``out[s]`` (and the row into ``kept[keep_slot[s]]`` when that is >= 0).
     """
-    n_assets, n, m_all = pos.shape
-    acc = np.empty((LINE, n))
-    cnt = np.empty((LINE, 4))
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))
-    for first in range(0, m_all, LINE):
-        if n_assets > 1:  # (one asset: the returns are written, not added)
-            acc[:] = 0.0
-        cnt[:] = 0.0
-        m = min(LINE, m_all - first)
-        for j in range(n_assets):
-            w = weights[j]
-            pj = pos[j]
-            rj = r[j]
-            last = j == n_assets - 1
-            for q in range(m):
-                c = first + q
-                row = acc[q]
-                growth = 1.0
-                prev = 0.0
-                trades = 0.0
-                wins = 0.0
-                expo = 0.0
-                turn = 0.0
-                wealth = 1.0
-                ruined = False
-                peak = 1.0
-                trough = 1.0
-                min_ratio = 1.0
-                if not last:
-                    for t in range(n):
-                        cur = _holding(pj[t, c], w)
-                        ret, growth, trades, wins = _step(
-                            cur, prev, rj[t], cost, growth, trades, wins
-                        )
-                        row[t] += w * ret
-                        expo += abs(cur)
-                        turn += abs(cur - prev)
-                        prev = cur
-                else:  # the last asset: equity and drawdown while the row is in cache
-                    for t in range(n):
-                        cur = _holding(pj[t, c], w)
-                        ret, growth, trades, wins = _step(
-                            cur, prev, rj[t], cost, growth, trades, wins
-                        )
-                        x = (0.0 if n_assets == 1 else row[t]) + w * ret
-                        row[t] = x
-                        expo += abs(cur)
-                        turn += abs(cur - prev)
-                        prev = cur
-                        g = 1.0 + x
-                        if g <= 0.0:
-                            ruined = True
-                        wealth *= g
-                        peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
-                if prev != 0.0:
-                    trades += 1.0
-                    if growth > 1.0:
-                        wins += 1.0
-                cnt[q, 0] += trades
-                cnt[q, 1] += wins
-                cnt[q, 2] += w * expo
-                cnt[q, 3] += w * turn
-                if not last:
-                    continue
-                min_ratio = _close_drawdown(peak, trough, min_ratio)
-                s = first + q
-                finish_row(row, wealth, ruined, min_ratio, ppy, cnt[q, 0], cnt[q, 1], cnt[q, 2],
-                           cnt[q, 3], stack, values, out[s], kept, keep_slot[s])  # fmt: skip
+    for s in range(acc.shape[0]):
+        row = acc[s]
+        wealth, ruined, min_ratio = path_stats(row)
+        c = counts[s]
+        finish_row(row, wealth, ruined, min_ratio, ppy, c[0], c[1], c[2], c[3], stack, values,
+                   out[s], kept, keep_slot[s])  # fmt: skip
 
 
 #: ``(lo, hi) -> (j -> positions (n_bars, hi - lo) of asset j for sets lo..hi)``.
@@ -257,13 +227,12 @@ def evaluate_blocks(
     def run(lo: int) -> None:
         hi = min(k, lo + size)
         of_asset = positions(lo, hi)
-        if n_assets == 1:
-            pos = np.ascontiguousarray(of_asset(0), dtype=np.float64)[np.newaxis]
-        else:  # a block's positions, a few MB: copied while in cache
-            pos = np.empty((n_assets, n_bars, hi - lo))
-            for j in range(n_assets):
-                pos[j] = of_asset(j)
-        _sets(pos, r, cost, w, int(ppy), out[lo:hi], keep_slot[lo:hi], kept)
+        acc = np.empty((hi - lo, n_bars))
+        counts = np.zeros((hi - lo, 4))
+        for j in range(n_assets):  # each asset's positions while they are in cache
+            pos = np.ascontiguousarray(of_asset(j), dtype=np.float64)
+            _asset_pass(pos, r[j], float(w[j]), cost, acc, counts, j == 0)
+        _finish_sets(acc, counts, int(ppy), out[lo:hi], keep_slot[lo:hi], kept)
 
     run_in_lanes(run, range(0, k, size), lanes)  # raises the first block's error, if any
     finish_growth(out, n_bars, int(ppy))

@@ -3,14 +3,16 @@
 Any strategy with its own ``batch_positions`` (see :mod:`backtest.strategies`) takes
 this path in :func:`backtest.engine.simulate_batch`. The sets are cut into blocks of a
 few MB of positions (:func:`block_size`): many sets per call of the strategy (so it
-shares its work per distinct parameter), few enough that the block's positions are
-still in the CPU's cache when :func:`_sets` reads them. There, LINE sets at a time,
-asset after asset, each set's weighted return goes into its row of a small buffer,
-counting trades and winners, exposure and turnover on the way; with the last asset
-come the equity and drawdown and every metric, with the fused kernels' streaming
-statistics (:mod:`backtest.engine._fused_stats`): bit-identical to
-:mod:`backtest.metrics`. Nothing of shape ``(k, n_bars)`` is built, nor positions of
-more than a block.
+shares its work per distinct parameter). A block is asset-major: the strategy returns
+one asset's positions of every set in the block, and :func:`_asset_pass` reads them at
+once, while they are still in the CPU's cache (read later, from a block of every
+asset, they cost almost twice as much), adding each set's weighted return to its row
+of the block's portfolio returns and counting trades and winners, exposure and
+turnover; on the last asset also the equity and drawdown. :func:`_finish_sets` then
+computes every metric of the block's rows with the fused kernels' streaming statistics
+(:mod:`backtest.engine._fused_stats`): bit-identical to :mod:`backtest.metrics`.
+Nothing of shape ``(k, n_bars)`` is built, nor positions of more than one asset of a
+block.
 
 Blocks run on several threads (:func:`evaluate_blocks`), each calling the strategy and
 then the kernel (compiled without the GIL) for its own block, so a strategy whose
@@ -36,15 +38,22 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from backtest.engine._fused_stats import N_METRICS, N_OUT, finish_growth, finish_row, path_stats
+from backtest.engine._fused_stats import (
+    N_METRICS,
+    N_OUT,
+    _close_drawdown,
+    _drawdown_step,
+    finish_growth,
+    finish_row,
+)
 from backtest.engine._lanes import run_in_lanes
 from backtest.engine._trades import _trade_step
 
-#: Sets run together through every asset (their positions share cache lines).
+#: Sets per block are a multiple of this (a cache line of positions per bar).
 LINE = 8
 #: Bytes of one block's positions (every asset): a block asks the strategy for many sets
 #: at once (so it shares its work per distinct parameter between them), and its
-#: positions still fit the CPU's last-level cache when the kernel reads them.
+#: portfolio rows and one asset's positions stay small.
 BLOCK_BYTES = 8 * 2**20
 #: Sets per block at least while a block stays under MAX_BLOCK_BYTES: a strategy's call
 #: costs some fixed work (its Python, its per-parameter tables), shared by the block.
@@ -109,6 +118,11 @@ def _holding(v: float, w: float) -> float:  # pragma: no cover - compiled
     return (v * w) / w
 
 
+#: Columns of a block's running counts per set (see :func:`_asset_pass`).
+TRADES, WINS, EXPO, TURN, WEALTH, RUINED, MIN_RATIO = range(7)
+N_COUNTS = 7
+
+
 @numba.njit(cache=True, nogil=True)
 def _asset_pass(
     pos: NDArray[np.float64],
@@ -118,13 +132,15 @@ def _asset_pass(
     acc: NDArray[np.float64],
     counts: NDArray[np.float64],
     first: bool,
+    last: bool,
 ) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
     """One asset of a block of ``m`` sets, set after set, while its positions are in cache.
 
     ``pos`` is the asset's positions ``(n_bars, m)`` just returned by the strategy;
     each set's weighted return goes into its row of ``acc`` (``(m, n_bars)``, written
     on the ``first`` asset, added to after it), and its trades, winners, exposure and
-    turnover into its row of ``counts``.
+    turnover into its row of ``counts``; on the ``last`` asset also the equity and
+    drawdown of the finished row, while it is in cache.
     """
     n, m = pos.shape
     for c in range(m):
@@ -135,22 +151,39 @@ def _asset_pass(
         wins = 0.0
         expo = 0.0
         turn = 0.0
+        wealth = 1.0
+        ruined = False
+        peak = 1.0
+        trough = 1.0
+        min_ratio = 1.0
         for t in range(n):
             cur = _holding(pos[t, c], w)
             ret, growth, trades, wins = _step(cur, prev, r[t], cost, growth, trades, wins)
             # the portfolio starts at 0 (``0.0 + x``, as simulate adds its first asset)
-            row[t] = (0.0 if first else row[t]) + w * ret
+            x = (0.0 if first else row[t]) + w * ret
+            row[t] = x
             expo += abs(cur)
             turn += abs(cur - prev)
             prev = cur
+            if last:  # (the branch is the same for every bar: no cost)
+                g = 1.0 + x
+                if g <= 0.0:
+                    ruined = True
+                wealth *= g
+                peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
         if prev != 0.0:
             trades += 1.0
             if growth > 1.0:
                 wins += 1.0
-        counts[c, 0] += trades
-        counts[c, 1] += wins
-        counts[c, 2] += w * expo
-        counts[c, 3] += w * turn
+        k = counts[c]
+        k[TRADES] += trades
+        k[WINS] += wins
+        k[EXPO] += w * expo
+        k[TURN] += w * turn
+        if last:
+            k[WEALTH] = wealth
+            k[RUINED] = 1.0 if ruined else 0.0
+            k[MIN_RATIO] = _close_drawdown(peak, trough, min_ratio)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -164,17 +197,15 @@ def _finish_sets(
 ) -> None:  # pragma: no cover - compiled; equal to metrics.py in the tests
     """Every metric of a block's sets from their portfolio returns ``acc`` ``(m, n_bars)``.
 
-    Equity and drawdown in one pass over each row, then :func:`finish_row` into
-    ``out[s]`` (and the row into ``kept[keep_slot[s]]`` when that is >= 0).
+    :func:`finish_row` with the counts of :func:`_asset_pass` into ``out[s]`` (and the
+    row into ``kept[keep_slot[s]]`` when that is >= 0).
     """
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))
     for s in range(acc.shape[0]):
-        row = acc[s]
-        wealth, ruined, min_ratio = path_stats(row)
-        c = counts[s]
-        finish_row(row, wealth, ruined, min_ratio, ppy, c[0], c[1], c[2], c[3], stack, values,
-                   out[s], kept, keep_slot[s])  # fmt: skip
+        k = counts[s]
+        finish_row(acc[s], k[WEALTH], k[RUINED] != 0.0, k[MIN_RATIO], ppy, k[TRADES], k[WINS],
+                   k[EXPO], k[TURN], stack, values, out[s], kept, keep_slot[s])  # fmt: skip
 
 
 #: ``(lo, hi) -> (j -> positions (n_bars, hi - lo) of asset j for sets lo..hi)``.
@@ -228,10 +259,10 @@ def evaluate_blocks(
         hi = min(k, lo + size)
         of_asset = positions(lo, hi)
         acc = np.empty((hi - lo, n_bars))
-        counts = np.zeros((hi - lo, 4))
+        counts = np.zeros((hi - lo, N_COUNTS))
         for j in range(n_assets):  # each asset's positions while they are in cache
             pos = np.ascontiguousarray(of_asset(j), dtype=np.float64)
-            _asset_pass(pos, r[j], float(w[j]), cost, acc, counts, j == 0)
+            _asset_pass(pos, r[j], float(w[j]), cost, acc, counts, j == 0, j == n_assets - 1)
         _finish_sets(acc, counts, int(ppy), out[lo:hi], keep_slot[lo:hi], kept)
 
     run_in_lanes(run, range(0, k, size), lanes)  # raises the first block's error, if any

@@ -96,32 +96,45 @@ def _breakout_batch(
 
     The channel of bar t is the max / min of ``close[t - lookback : t]``: the max of two
     overlapping power-of-two ranges, exactly :func:`_channel`'s value (max and min are
-    exact), in O(1) per set and bar whatever the lookbacks.
+    exact), in O(1) per bar and distinct lookback whatever the lookbacks. Each bar, the
+    breakout of every distinct lookback is found once (up 1, down -1, inside 0), then
+    every set follows its own.
     """
     n = close.shape[0]
     k = lookback.shape[0]
     hi, lo = _sparse_tables(close)
-    level = np.empty(k, np.int64)
-    for i in range(k):
+    looks = np.unique(lookback)
+    n_looks = looks.shape[0]
+    which = np.searchsorted(looks, lookback)
+    level = np.empty(n_looks, np.int64)
+    for u in range(n_looks):
         j = 0
-        while (2 << j) <= lookback[i]:
+        while (2 << j) <= looks[u]:
             j += 1
-        level[i] = j
+        level[u] = j
+    down = np.where(long_short, -1.0, 0.0)  # a set's position after a downside breakout
     out = np.empty((n, k))
     pos = np.zeros(k)
+    sig = np.zeros(n_looks)
     for t in range(n):
         c = close[t]
-        for i in range(k):
-            w = lookback[i]
+        for u in range(n_looks):
+            w = looks[u]
+            s = 0.0
             if t >= w:  # the channel exists from bar lookback on
-                j = level[i]
+                j = level[u]
                 a = t - w
                 b = t - (1 << j)
                 if c > max(hi[j, a], hi[j, b]):
-                    pos[i] = 1.0
+                    s = 1.0
                 elif c < min(lo[j, a], lo[j, b]):
-                    pos[i] = -1.0 if long_short[i] else 0.0
-            out[t, i] = pos[i]
+                    s = -1.0
+            sig[u] = s
+        for i in range(k):
+            s = sig[which[i]]
+            p = 1.0 if s > 0.0 else (down[i] if s < 0.0 else pos[i])
+            pos[i] = p
+            out[t, i] = p
     return out
 
 

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from backtest.engine import _fused_kernels as k
 from backtest.engine import _fused_stops as ks
 from backtest.engine._exits import StopRules, validate_stop_rules
-from backtest.engine._lanes import run_in_lanes
+from backtest.engine._lanes import run_chunks, run_in_lanes
 from backtest.errors import ConfigError
 from backtest.strategies import MeanReversion, Momentum, SmaCross
 from backtest.strategies._base import as_param_array
@@ -37,8 +37,8 @@ from backtest.strategies._base import as_param_array
 TABLE_BUDGET_BYTES = 64 * 2**20
 #: Fewer sets than this run on the calling thread (no thread start-up per small batch).
 MIN_PARALLEL_SETS = 8
-#: Set in worker processes of a search: run on the calling thread only (a process forked
-#: after OpenMP started may not use OpenMP, and the workers already use every core).
+#: Set in worker processes of a search: run on the calling thread only (the workers
+#: already use every core).
 SERIAL = False
 
 FAMILIES: dict[type, tuple[str, ...]] = {
@@ -181,7 +181,7 @@ def _mean_reversion_inputs(
         table[row, :, j] = _zscores(columns[j], int(windows[row]))
 
     cells = [(row, j) for row in range(len(windows)) for j in range(n_assets)]
-    run_in_lanes(fill, cells, 1 if SERIAL else numba.get_num_threads())
+    run_in_lanes(fill, cells, _lanes(len(cells)))
     count = len(lookback)
     zeros = np.zeros(count, dtype=np.int64)
     return (k.MEAN_REVERSION, table, np.empty((0, 0)), rows.ravel().astype(np.int64), zeros,
@@ -266,7 +266,7 @@ def fused_batch(
         keep_slot,
         kept,
     )
-    serial = SERIAL or count < MIN_PARALLEL_SETS or numba.get_num_threads() == 1
+    out = np.empty((count, k.N_OUT))
     if with_stops:
         prices, atr = _stop_prices(close, ohlc, rules, stops)
         stop_args = (
@@ -280,17 +280,16 @@ def fused_batch(
             rules.lock,
             *args[11:],
         )  # fmt: skip (args[9:11]: th, cost)
-        if serial:
-            out = np.empty((count, k.N_OUT))
-            ks.run_sets(0, count, *stop_args, out)
-        else:
-            out = ks.fused_backtests_stops(*stop_args, 8 * numba.get_num_threads())
-    elif serial:
-        out = k.fused_backtests_serial(*args)
+        run_chunks(lambda lo, hi: ks.run_sets(lo, hi, *stop_args, out), count, _lanes(count))
     else:
-        out = k.fused_backtests(*args, 8 * numba.get_num_threads())
+        run_chunks(lambda lo, hi: k.run_sets(lo, hi, *args, out), count, _lanes(count))
     k.finish_growth(out, n, int(periods_per_year))
     return out[:, : k.N_METRICS], (kept if n_keep else None)
+
+
+def _lanes(count: int) -> int:
+    """Threads for ``count`` sets: numba's; one in a search's worker or for few sets."""
+    return 1 if SERIAL or count < MIN_PARALLEL_SETS else numba.get_num_threads()
 
 
 def _stop_prices(

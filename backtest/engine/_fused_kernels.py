@@ -5,7 +5,8 @@ every change of position, each asset's return, the portfolio's return and equity
 its drawdown, the trade count and winners, exposure and turnover; the remaining
 return metrics come from a buffer of ``n_bars`` returns that stays in the CPU cache.
 Nothing of shape ``(n_bars, k)`` is built unless the caller keeps the return series.
-Parameter sets run in parallel (``numba.prange``), one buffer per group of sets.
+Groups of parameter sets run on the batched paths' threads
+(:func:`backtest.engine._lanes.run_chunks`), one buffer per group.
 
 The arithmetic is :func:`backtest.engine.simulate`'s, operation for operation: the
 moving averages come from the same cumulative sums, the momentum signal from the same
@@ -47,7 +48,7 @@ from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backt
 )
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step
 
-#: Position sources of :func:`fused_backtests`.
+#: Position sources of :func:`run_sets`.
 TABLE = 0
 SMA_CUMSUM = 1
 MOMENTUM_CLOSE = 2
@@ -225,7 +226,7 @@ def _many_assets(
 
 
 @numba.njit(cache=True, nogil=True)
-def _run_sets(
+def run_sets(
     lo: int,
     hi: int,
     source: int,
@@ -244,7 +245,34 @@ def _run_sets(
     kept: NDArray[np.float64],
     out: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
-    """Sets ``lo`` to ``hi`` of :func:`fused_backtests`, with their own scratch buffers."""
+    """Every metric of sets ``lo`` to ``hi`` into ``out``, one pass per set over the bars.
+
+    Args:
+        lo: First set.
+        hi: One past the last set.
+        source: :data:`TABLE`, :data:`SMA_CUMSUM`, :data:`MOMENTUM_CLOSE` or
+            :data:`MEAN_REVERSION`.
+        tab: ``TABLE``: signals ``(n_rows, n_bars, n_assets)`` (NaN while undefined);
+            ``MEAN_REVERSION``: z-scores, a row per lookback.
+        data: ``SMA_CUMSUM``: cumulative sums of closes after a zero row,
+            ``(n_bars + 1, n_assets)``; ``MOMENTUM_CLOSE``: closes ``(n_bars, n_assets)``.
+        r: Bar returns ``close[t] / close[t-1] - 1`` (0 on the first bar),
+            ``(n_bars, n_assets)``.
+        weights: Portfolio weight per asset.
+        a: ``TABLE``: row of the left signal; ``MEAN_REVERSION``: the z-score row;
+            otherwise SMA ``fast`` / momentum ``lookback``.
+        b: ``TABLE``: row of the right signal; otherwise SMA ``slow`` / momentum ``skip``.
+        start: Per set, the first bar whose signal is defined (flat before).
+        long_short: Per set, whether it goes short when left < right.
+        th: Per set, ``MEAN_REVERSION``'s entry and exit z (``(k, 2)``; unused otherwise).
+        cost: Cost per unit of traded notional, as a fraction.
+        ppy: Bars per year.
+        keep_slot: Per set, the row of ``kept`` that receives its returns, or -1.
+        kept: ``(n_kept, n_bars)`` portfolio returns of the kept sets (written).
+        out: ``(k, N_OUT)``: the metrics in the order of ``metrics.METRIC_NAMES`` (CAGR
+            and Calmar still to be finished by :func:`finish_growth`), then wealth and
+            ruin (rows ``lo`` to ``hi`` written).
+    """
     n, n_assets = r.shape
     buf = np.empty(n)
     prev = np.empty(n_assets)
@@ -345,119 +373,3 @@ def _run_sets(
         row = out[i]
         finish_row(buf, wealth, ruined, min_ratio, ppy, trades, wins, expo, turn, stack, values,
                    row, kept, keep_slot[i])  # fmt: skip
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def fused_backtests(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    r: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    a: NDArray[np.int64],
-    b: NDArray[np.int64],
-    start: NDArray[np.int64],
-    long_short: NDArray[np.bool_],
-    th: NDArray[np.float64],
-    cost: float,
-    ppy: int,
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-    n_chunks: int,
-) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to simulate() in the tests
-    """Every metric of ``k`` parameter sets over all assets, in one pass per set.
-
-    Args:
-        source: :data:`TABLE`, :data:`SMA_CUMSUM`, :data:`MOMENTUM_CLOSE` or
-            :data:`MEAN_REVERSION`.
-        tab: ``TABLE``: signals ``(n_rows, n_bars, n_assets)`` (NaN while undefined);
-            ``MEAN_REVERSION``: z-scores, a row per lookback.
-        data: ``SMA_CUMSUM``: cumulative sums of closes after a zero row,
-            ``(n_bars + 1, n_assets)``; ``MOMENTUM_CLOSE``: closes ``(n_bars, n_assets)``.
-        r: Bar returns ``close[t] / close[t-1] - 1`` (0 on the first bar),
-            ``(n_bars, n_assets)``.
-        weights: Portfolio weight per asset.
-        a: ``TABLE``: row of the left signal; ``MEAN_REVERSION``: the z-score row;
-            otherwise SMA ``fast`` / momentum ``lookback``.
-        b: ``TABLE``: row of the right signal; otherwise SMA ``slow`` / momentum ``skip``.
-        start: Per set, the first bar whose signal is defined (flat before).
-        long_short: Per set, whether it goes short when left < right.
-        th: Per set, ``MEAN_REVERSION``'s entry and exit z (``(k, 2)``; unused otherwise).
-        cost: Cost per unit of traded notional, as a fraction.
-        ppy: Bars per year.
-        keep_slot: Per set, the row of ``kept`` that receives its returns, or -1.
-        kept: ``(n_kept, n_bars)`` portfolio returns of the kept sets (written).
-        n_chunks: Groups of sets run in parallel (a few per thread).
-
-    Returns:
-        ``(k, N_OUT)``: the metrics in the order of ``metrics.METRIC_NAMES`` (CAGR and
-        Calmar still to be finished by :func:`finish_growth`), then wealth and ruin.
-    """
-    k = a.shape[0]
-    out = np.empty((k, N_OUT))
-    n_chunks = max(1, min(k, n_chunks))
-    for c in numba.prange(n_chunks):
-        _run_sets(
-            c * k // n_chunks,
-            (c + 1) * k // n_chunks,
-            source,
-            tab,
-            data,
-            r,
-            weights,
-            a,
-            b,
-            start,
-            long_short,
-            th,
-            cost,
-            ppy,
-            keep_slot,
-            kept,
-            out,
-        )
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def fused_backtests_serial(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    r: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    a: NDArray[np.int64],
-    b: NDArray[np.int64],
-    start: NDArray[np.int64],
-    long_short: NDArray[np.bool_],
-    th: NDArray[np.float64],
-    cost: float,
-    ppy: int,
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to fused_backtests
-    """:func:`fused_backtests` on the calling thread only.
-
-    For few sets, and in worker processes forked after OpenMP started.
-    """
-    out = np.empty((a.shape[0], N_OUT))
-    _run_sets(
-        0,
-        a.shape[0],
-        source,
-        tab,
-        data,
-        r,
-        weights,
-        a,
-        b,
-        start,
-        long_short,
-        th,
-        cost,
-        ppy,
-        keep_slot,
-        kept,
-        out,
-    )
-    return out

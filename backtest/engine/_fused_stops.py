@@ -22,7 +22,6 @@ from numpy.typing import NDArray
 from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_exit, update_peak
 from backtest.engine._fused_kernels import _target  # the same position sources
 from backtest.engine._fused_stats import (
-    N_OUT,
     finish_row,
     path_stats,
 )
@@ -163,10 +162,29 @@ def run_sets(
     kept: NDArray[np.float64],
     out: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
-    """Sets ``lo`` to ``hi`` into ``out``, with their own scratch buffers.
+    """Every metric of sets ``lo`` to ``hi`` with exits into ``out``, with their own buffers.
 
-    Called over all sets on the calling thread for few sets and in worker processes
-    forked after OpenMP started; :func:`fused_backtests_stops` runs groups in parallel.
+    Args:
+        lo: First set.
+        hi: One past the last set.
+        source: Where signals come from, as ``_fused_kernels.run_sets``.
+        tab: Signal table (``TABLE``).
+        data: Cumulative sums or closes (the other sources).
+        ohlc: ``(4, n_bars, n_assets)``: opens, highs, lows, closes.
+        atr: ``(n_bars, n_assets)`` ATR known at each close (NaN when unused).
+        weights: Portfolio weight per asset.
+        a: Left signal row / fast window / lookback per set.
+        b: Right signal row / slow window / skip per set.
+        start: First bar with a defined signal, per set.
+        long_short: Per set, whether it goes short.
+        cost: Cost per unit of traded notional, as a fraction.
+        stops: ``(k, 4)``: stop_loss, take_profit, trailing_stop (NaN: none), max_bars (0: none).
+        use_atr: Levels are ATR multiples.
+        lock: ``stop_reentry = signal_change``.
+        ppy: Bars per year.
+        keep_slot: Per set, the row of ``kept`` receiving its returns, or -1.
+        kept: ``(n_kept, n_bars)`` returns of the kept sets (written).
+        out: ``(k, N_OUT)`` as ``_fused_kernels.run_sets`` (rows ``lo`` to ``hi``).
     """
     n = ohlc.shape[1]
     buf = np.empty(n)
@@ -189,78 +207,3 @@ def run_sets(
         row = out[i]
         finish_row(buf, wealth, ruined, min_ratio, ppy, trades, wins, expo, turn, stack, values,
                    row, kept, keep_slot[i])  # fmt: skip
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def fused_backtests_stops(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    ohlc: NDArray[np.float64],
-    atr: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    a: NDArray[np.int64],
-    b: NDArray[np.int64],
-    start: NDArray[np.int64],
-    long_short: NDArray[np.bool_],
-    cost: float,
-    stops: NDArray[np.float64],
-    use_atr: bool,
-    lock: bool,
-    ppy: int,
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-    n_chunks: int,
-) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the reference loop in the tests
-    """Every metric of ``k`` sets with exits, in parallel over groups of sets.
-
-    Args:
-        source: Where signals come from, as ``_fused_kernels.fused_backtests``.
-        tab: Signal table (``TABLE``).
-        data: Cumulative sums or closes (the other sources).
-        a: Left signal row / fast window / lookback per set.
-        b: Right signal row / slow window / skip per set.
-        start: First bar with a defined signal, per set.
-        long_short: Per set, whether it goes short.
-        ohlc: ``(4, n_bars, n_assets)``: opens, highs, lows, closes.
-        atr: ``(n_bars, n_assets)`` ATR known at each close (NaN when unused).
-        weights: Portfolio weight per asset.
-        cost: Cost per unit of traded notional, as a fraction.
-        stops: ``(k, 4)``: stop_loss, take_profit, trailing_stop (NaN: none), max_bars (0: none).
-        use_atr: Levels are ATR multiples.
-        lock: ``stop_reentry = signal_change``.
-        ppy: Bars per year.
-        keep_slot: Per set, the row of ``kept`` receiving its returns, or -1.
-        kept: ``(n_kept, n_bars)`` returns of the kept sets (written).
-        n_chunks: Groups of sets run in parallel (a few per thread).
-
-    Returns:
-        ``(k, N_OUT)`` as ``_fused_kernels.fused_backtests``.
-    """
-    k = a.shape[0]
-    out = np.empty((k, N_OUT))
-    chunks = max(1, min(k, n_chunks))
-    for c in numba.prange(chunks):
-        run_sets(
-            c * k // chunks,
-            (c + 1) * k // chunks,
-            source,
-            tab,
-            data,
-            ohlc,
-            atr,
-            weights,
-            a,
-            b,
-            start,
-            long_short,
-            cost,
-            stops,
-            use_atr,
-            lock,
-            ppy,
-            keep_slot,
-            kept,
-            out,
-        )
-    return out

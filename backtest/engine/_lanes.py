@@ -53,3 +53,18 @@ def run_in_lanes(fn: Callable[[T], R], items: Iterable[T], lanes: int) -> list[R
     pool = _executor(lanes)
     futures = [pool.submit(fn, x) for x in items]
     return [f.result() for f in futures]
+
+
+#: Groups of sets per lane in :func:`run_chunks`: sets differ in cost (a short window
+#: trades more), and a lane that finished early takes another group instead of waiting.
+CHUNKS_PER_LANE = 8
+
+
+def run_chunks(fn: Callable[[int, int], object], k: int, lanes: int) -> None:
+    """``fn(lo, hi)`` over ``range(k)`` cut into contiguous groups, on up to ``lanes`` threads.
+
+    :data:`CHUNKS_PER_LANE` groups per lane (one group where ``lanes <= 1``); each set
+    is in exactly one group, so the outcome does not depend on the number of lanes.
+    """
+    chunks = max(1, min(k, CHUNKS_PER_LANE * lanes if lanes > 1 else 1))
+    run_in_lanes(lambda c: fn(c * k // chunks, (c + 1) * k // chunks), range(chunks), lanes)

@@ -116,17 +116,17 @@ def _sma_inputs(
             f"'slow' ({slow[i]})",
             key="fast",
         )
-    csum = np.zeros((n + 1, n_assets))
-    np.cumsum(close, axis=0, out=csum[1:])
+    csum = np.zeros((n_assets, n + 1))  # asset-major, as every input of the kernels
+    np.cumsum(close.T, axis=1, out=csum[:, 1:])
     start = slow - 1
     windows, inverse = np.unique(np.concatenate([fast, slow]), return_inverse=True)
     if len(windows) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
         return k.SMA_CUMSUM, np.empty((0, 0, 0)), csum, fast, slow, start, long_short
-    table = np.full((len(windows), n, n_assets), np.nan)
+    table = np.full((len(windows), n_assets, n), np.nan)
     for row, w in enumerate(windows):
         if w <= n:
             # the same operations as strategies._sma_cross.rolling_mean
-            table[row, w - 1 :] = (csum[w:] - csum[:-w]) / int(w)
+            table[row, :, w - 1 :] = (csum[:, w:] - csum[:, :-w]) / int(w)
     rows = inverse.astype(np.int64)
     return k.TABLE, table, np.empty((0, 0)), rows[:count], rows[count:], start, long_short
 
@@ -146,15 +146,18 @@ def _momentum_inputs(
     start = lookback + skip
     pairs, inverse = np.unique(np.column_stack([lookback, skip]), axis=0, return_inverse=True)
     if (len(pairs) + 1) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
-        data = np.ascontiguousarray(close)
+        data = np.ascontiguousarray(close.T)
         return k.MOMENTUM_CLOSE, np.empty((0, 0, 0)), data, lookback, skip, start, long_short
-    table = np.full((len(pairs) + 1, n, n_assets), np.nan)
+    table = np.full((len(pairs) + 1, n_assets, n), np.nan)
     table[len(pairs)] = 0.0  # the zero line a trailing return is compared with
+    by_asset = close.T
     for row, (lb, sk) in enumerate(pairs):
         first = lb + sk
         if first < n:
             # the same operations as strategies._momentum._trailing_return
-            table[row, first:] = close[first - sk : n - sk] / close[: n - first] - 1.0
+            table[row, :, first:] = (
+                by_asset[:, first - sk : n - sk] / by_asset[:, : n - first] - 1.0
+            )
     rows = inverse.ravel().astype(np.int64)
     zero = np.full(count, len(pairs), dtype=np.int64)
     return k.TABLE, table, np.empty((0, 0)), rows, zero, start, long_short
@@ -173,12 +176,12 @@ def _mean_reversion_inputs(
     windows, rows = np.unique(lookback, return_inverse=True)
     if len(windows) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
         return None
-    table = np.empty((len(windows), n, n_assets))
+    table = np.empty((len(windows), n_assets, n))
     columns = [np.ascontiguousarray(close[:, j]) for j in range(n_assets)]
 
     def fill(cell: tuple[int, int]) -> None:  # _zscores releases the GIL: rows in threads
         row, j = cell
-        table[row, :, j] = _zscores(columns[j], int(windows[row]))
+        table[row, j] = _zscores(columns[j], int(windows[row]))
 
     cells = [(row, j) for row in range(len(windows)) for j in range(n_assets)]
     run_in_lanes(fill, cells, _lanes(len(cells)))
@@ -244,8 +247,9 @@ def fused_batch(
     if built is None:  # its signal table would not fit the budget: the generic path
         return None
     source, table, data, a, b, start, long_short = built
-    r = np.zeros_like(close)
-    r[1:] = close[1:] / close[:-1] - 1.0
+    by_asset = np.ascontiguousarray(close.T)  # every input of the kernels is asset-major
+    r = np.zeros_like(by_asset)
+    r[:, 1:] = by_asset[:, 1:] / by_asset[:, :-1] - 1.0
     keep_slot = np.full(count, -1, dtype=np.int64)
     if keep is not None and n_keep:
         keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
@@ -299,7 +303,10 @@ def _stop_prices(
     rules: StopRules,
     stops: NDArray[np.float64],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """``(4, n, n_assets)`` opens, highs, lows, closes and the ATR the exits read."""
+    """Opens, highs, lows and closes ``(4, n_assets, n)`` and the ATR the exits read.
+
+    Asset-major (the ATR ``(n_assets, n)``), as every input of the kernels.
+    """
     from backtest.engine._exits import require_high_low, stop_atr
 
     open_, high, low = ohlc if ohlc is not None else (None, None, None)
@@ -310,4 +317,5 @@ def _stop_prices(
     prices[0] = close if open_ is None else open_
     prices[1] = close if high is None else high
     prices[2] = close if low is None else low
-    return prices, stop_atr(rules, high, low, close)
+    atr = stop_atr(rules, high, low, close)
+    return np.ascontiguousarray(prices.transpose(0, 2, 1)), np.ascontiguousarray(atr.T)

@@ -16,8 +16,8 @@ summed in another order and agree to rounding).
 
 Position sources (``source`` argument):
 
-* :data:`TABLE`: a table of signals per distinct window, ``(n_rows, n_bars,
-  n_assets)``; a set is long while row ``a`` is above row ``b`` (SMA: the fast and slow
+* :data:`TABLE`: a table of signals per distinct window, ``(n_rows, n_assets,
+  n_bars)``; a set is long while row ``a`` is above row ``b`` (SMA: the fast and slow
   averages; momentum: the trailing return and a row of zeros), short while below
   when it is long-short. Used while the table fits in memory.
 * :data:`SMA_CUMSUM` / :data:`MOMENTUM_CLOSE`: the same signals recomputed on the fly
@@ -45,6 +45,7 @@ from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backt
     _finish,
     finish_growth,
     finish_row,
+    path_stats,
 )
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step
 
@@ -74,15 +75,15 @@ def _target(
     if t < start:
         return 0.0
     if source == MEAN_REVERSION:  # the strategy's own rule on its z-score row a
-        return _mean_reversion_step(prev, tab[a, t, j], ea, eb)
+        return _mean_reversion_step(prev, tab[a, j, t], ea, eb)
     if source == TABLE:
-        x = tab[a, t, j]
-        y = tab[b, t, j]
+        x = tab[a, j, t]
+        y = tab[b, j, t]
     elif source == SMA_CUMSUM:
-        x = (data[t + 1, j] - data[t + 1 - a, j]) / a
-        y = (data[t + 1, j] - data[t + 1 - b, j]) / b
+        x = (data[j, t + 1] - data[j, t + 1 - a]) / a
+        y = (data[j, t + 1] - data[j, t + 1 - b]) / b
     else:
-        x = data[t - b, j] / data[t - b - a, j] - 1.0
+        x = data[j, t - b] / data[j, t - b - a] - 1.0
         y = 0.0
     if x > y:
         return 1.0
@@ -122,7 +123,7 @@ def _one_asset(
     min_ratio = 1.0
     for t in range(n):
         cur = _target(source, tab, data, t, 0, a, b, start, ls, ea, eb, prev)
-        rt = r[t, 0]
+        rt = r[0, t]
         d = abs(cur - prev)
         ret = 0.0 + w * ((1.0 + prev * rt) * (1.0 - cost * d) - 1.0)
         buf[t] = ret
@@ -154,6 +155,63 @@ def _one_asset(
 
 
 @numba.njit(cache=True, nogil=True)
+def _sleeve(
+    source: int,
+    tab: NDArray[np.float64],
+    data: NDArray[np.float64],
+    r: NDArray[np.float64],
+    j: int,
+    w: float,
+    a: int,
+    b: int,
+    start: int,
+    ls: bool,
+    ea: float,
+    eb: float,
+    cost: float,
+    buf: NDArray[np.float64],
+    first: bool,
+) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+    """Asset ``j``'s weighted returns of one set, written (``first``) or added into ``buf``.
+
+    Its state in scalars, its signals and returns read in order (asset-major inputs).
+    Returns the asset's trades, winning trades, exposure and turnover (weighted).
+    """
+    n = buf.shape[0]
+    prev = 0.0
+    growth = 1.0
+    trades = 0.0
+    wins = 0.0
+    expo = 0.0
+    turn = 0.0
+    for t in range(n):
+        cur = _target(source, tab, data, t, j, a, b, start, ls, ea, eb, prev)
+        rt = r[j, t]
+        d = abs(cur - prev)
+        # the portfolio starts at 0 and adds its assets in order (``0.0 + x0 + x1 ...``)
+        buf[t] = (0.0 if first else buf[t]) + w * ((1.0 + prev * rt) * (1.0 - cost * d) - 1.0)
+        expo += w * abs(cur)
+        turn += w * d
+        # Trades: positions are -1, 0 or 1 here, so a change is a close and/or an open.
+        if prev != 0.0:
+            growth *= 1.0 + prev * rt
+        if cur != prev:
+            if prev != 0.0:
+                growth *= 1.0 - cost * abs(prev)
+                trades += 1.0
+                if growth > 1.0:
+                    wins += 1.0
+            if cur != 0.0:
+                growth = 1.0 - cost * abs(cur)
+        prev = cur
+    if prev != 0.0:
+        trades += 1.0
+        if growth > 1.0:
+            wins += 1.0
+    return trades, wins, expo, turn
+
+
+@numba.njit(cache=True, nogil=True)
 def _many_assets(
     source: int,
     tab: NDArray[np.float64],
@@ -168,60 +226,25 @@ def _many_assets(
     eb: float,
     cost: float,
     buf: NDArray[np.float64],
-    prev: NDArray[np.float64],
-    growth: NDArray[np.float64],
 ) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
-    """One parameter set on every asset, combined with ``weights`` bar by bar."""
-    n = buf.shape[0]
-    n_assets = weights.shape[0]
-    prev[:] = 0.0
-    growth[:] = 1.0
+    """One parameter set on every asset: sleeve after sleeve into ``buf``, then its path.
+
+    Asset after asset (each sleeve's state stays in registers and its inputs are read
+    in order: 1.8x faster than bar after bar over 20 assets), the same sums as adding
+    the weighted sleeves bar by bar.
+    """
     trades = 0.0
     wins = 0.0
     expo = 0.0
     turn = 0.0
-    wealth = 1.0
-    ruined = False
-    peak = 1.0
-    trough = 1.0
-    min_ratio = 1.0
-    for t in range(n):
-        port = 0.0
-        for j in range(n_assets):
-            cur = _target(source, tab, data, t, j, a, b, start, ls, ea, eb, prev[j])
-            p = prev[j]
-            rt = r[t, j]
-            d = abs(cur - p)
-            wj = weights[j]
-            port += wj * ((1.0 + p * rt) * (1.0 - cost * d) - 1.0)
-            expo += wj * abs(cur)
-            turn += wj * d
-            if cur != p or p != 0.0:
-                g = growth[j]
-                if p != 0.0:
-                    g *= 1.0 + p * rt
-                if cur != p:
-                    if p != 0.0:
-                        g *= 1.0 - cost * abs(p)
-                        trades += 1.0
-                        if g > 1.0:
-                            wins += 1.0
-                    if cur != 0.0:
-                        g = 1.0 - cost * abs(cur)
-                growth[j] = g
-                prev[j] = cur
-        buf[t] = port
-        gp = 1.0 + port
-        if gp <= 0.0:
-            ruined = True
-        wealth *= gp
-        peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
-    for j in range(n_assets):
-        if prev[j] != 0.0:
-            trades += 1.0
-            if growth[j] > 1.0:
-                wins += 1.0
-    min_ratio = _close_drawdown(peak, trough, min_ratio)
+    for j in range(weights.shape[0]):
+        tr, wi, ex, tu = _sleeve(source, tab, data, r, j, weights[j], a, b, start, ls, ea, eb,
+                                 cost, buf, j == 0)  # fmt: skip
+        trades += tr
+        wins += wi
+        expo += ex
+        turn += tu
+    wealth, ruined, min_ratio = path_stats(buf)
     return trades, wins, expo, turn, wealth, ruined, min_ratio
 
 
@@ -252,12 +275,12 @@ def run_sets(
         hi: One past the last set.
         source: :data:`TABLE`, :data:`SMA_CUMSUM`, :data:`MOMENTUM_CLOSE` or
             :data:`MEAN_REVERSION`.
-        tab: ``TABLE``: signals ``(n_rows, n_bars, n_assets)`` (NaN while undefined);
+        tab: ``TABLE``: signals ``(n_rows, n_assets, n_bars)`` (NaN while undefined);
             ``MEAN_REVERSION``: z-scores, a row per lookback.
         data: ``SMA_CUMSUM``: cumulative sums of closes after a zero row,
-            ``(n_bars + 1, n_assets)``; ``MOMENTUM_CLOSE``: closes ``(n_bars, n_assets)``.
+            ``(n_assets, n_bars + 1)``; ``MOMENTUM_CLOSE``: closes ``(n_assets, n_bars)``.
         r: Bar returns ``close[t] / close[t-1] - 1`` (0 on the first bar),
-            ``(n_bars, n_assets)``.
+            ``(n_assets, n_bars)``.
         weights: Portfolio weight per asset.
         a: ``TABLE``: row of the left signal; ``MEAN_REVERSION``: the z-score row;
             otherwise SMA ``fast`` / momentum ``lookback``.
@@ -273,10 +296,8 @@ def run_sets(
             and Calmar still to be finished by :func:`finish_growth`), then wealth and
             ruin (rows ``lo`` to ``hi`` written).
     """
-    n, n_assets = r.shape
+    n_assets, n = r.shape
     buf = np.empty(n)
-    prev = np.empty(n_assets)
-    growth = np.empty(n_assets)
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))
     for i in range(lo, hi):
@@ -314,7 +335,7 @@ def run_sets(
         elif source == MEAN_REVERSION:  # a literal source, as above
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
                 MEAN_REVERSION, tab, data, r, weights, a[i], b[i], start[i], False,
-                th[i, 0], th[i, 1], cost, buf, prev, growth,
+                th[i, 0], th[i, 1], cost, buf,
             )  # fmt: skip
         elif source == TABLE and long_short[i]:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
@@ -331,8 +352,6 @@ def run_sets(
                 0.0,
                 cost,
                 buf,
-                prev,
-                growth,
             )
         elif source == TABLE:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
@@ -349,8 +368,6 @@ def run_sets(
                 0.0,
                 cost,
                 buf,
-                prev,
-                growth,
             )
         else:
             trades, wins, expo, turn, wealth, ruined, min_ratio = _many_assets(
@@ -367,8 +384,6 @@ def run_sets(
                 th[i, 1],
                 cost,
                 buf,
-                prev,
-                growth,
             )
         row = out[i]
         finish_row(buf, wealth, ruined, min_ratio, ppy, trades, wins, expo, turn, stack, values,

@@ -67,15 +67,15 @@ def _asset_stops(
     wins = 0.0
     expo = 0.0
     turn = 0.0
-    prev_close = ohlc[3, 0, j]
+    prev_close = ohlc[3, j, 0]
     for t in range(n):
-        close = ohlc[3, t, j]
+        close = ohlc[3, j, t]
         part = 1.0
         stopped = False
         if p != 0.0:
             reason, fill = intrabar_exit(
                 p, entry, peak, trade_atr, use_atr, sl, tp, tsl,
-                ohlc[0, t, j], ohlc[1, t, j], ohlc[2, t, j],
+                ohlc[0, j, t], ohlc[1, j, t], ohlc[2, j, t],
             )  # fmt: skip
             if reason != NO_EXIT:
                 part = 1.0 + p * (fill / prev_close - 1.0)
@@ -94,7 +94,7 @@ def _asset_stops(
             else:
                 part = 1.0 + p * (close / prev_close - 1.0)
                 g *= part
-                peak = update_peak(p, peak, ohlc[1, t, j], ohlc[2, t, j])
+                peak = update_peak(p, peak, ohlc[1, j, t], ohlc[2, j, t])
         raw = _target(source, tab, data, t, j, a, b, start, ls, 0.0, 0.0, 0.0)
         cur, locked = reentry_gate(raw, locked, locked_value)
         if stopped and not lock:
@@ -124,7 +124,7 @@ def _asset_stops(
                 g = 1.0 - cost * abs(cur)
                 entry = close
                 peak = close
-                trade_atr = atr[t, j]
+                trade_atr = atr[j, t]
                 entry_bar = t
             else:
                 g *= 1.0 - cost * d
@@ -170,8 +170,8 @@ def run_sets(
         source: Where signals come from, as ``_fused_kernels.run_sets``.
         tab: Signal table (``TABLE``).
         data: Cumulative sums or closes (the other sources).
-        ohlc: ``(4, n_bars, n_assets)``: opens, highs, lows, closes.
-        atr: ``(n_bars, n_assets)`` ATR known at each close (NaN when unused).
+        ohlc: ``(4, n_assets, n_bars)``: opens, highs, lows, closes.
+        atr: ``(n_assets, n_bars)`` ATR known at each close (NaN when unused).
         weights: Portfolio weight per asset.
         a: Left signal row / fast window / lookback per set.
         b: Right signal row / slow window / skip per set.
@@ -186,7 +186,7 @@ def run_sets(
         kept: ``(n_kept, n_bars)`` returns of the kept sets (written).
         out: ``(k, N_OUT)`` as ``_fused_kernels.run_sets`` (rows ``lo`` to ``hi``).
     """
-    n = ohlc.shape[1]
+    n = ohlc.shape[2]
     buf = np.empty(n)
     stack = np.empty((64, 3), np.int64)
     values = np.empty((64, 2))

@@ -51,30 +51,27 @@ from backtest.engine._trades import _trade_step
 
 #: Sets per block are a multiple of this (a cache line of positions per bar).
 LINE = 8
-#: Bytes of one block's positions (every asset): a block asks the strategy for many sets
-#: at once (so it shares its work per distinct parameter between them), and its
-#: portfolio rows and one asset's positions stay small.
+#: Bytes a block holds at once: its portfolio rows and one asset's positions (a row of
+#: each per set). As large as that allows, a block asks the strategy for many sets at
+#: once (its call costs some fixed work, its Python and its per-parameter tables,
+#: shared by the block).
 BLOCK_BYTES = 8 * 2**20
-#: Sets per block at least while a block stays under MAX_BLOCK_BYTES: a strategy's call
-#: costs some fixed work (its Python, its per-parameter tables), shared by the block.
-MIN_BLOCK_SETS = 32
-MAX_BLOCK_BYTES = 32 * 2**20
 #: Blocks per lane at least, where there are sets enough: sets differ in cost (a short
 #: window trades more), and several blocks per lane let a lane that finished early take
 #: another instead of waiting.
 BLOCKS_PER_LANE = 4
 
 
-def block_size(n_bars: int, n_assets: int, k: int, lanes: int) -> int:
-    """Sets per block: about :data:`BLOCK_BYTES` of positions, a multiple of LINE.
+def block_size(n_bars: int, k: int, lanes: int) -> int:
+    """Sets per block: at most :data:`BLOCK_BYTES` held at once, a multiple of LINE.
 
-    At least ``LINE`` sets, and :data:`MIN_BLOCK_SETS` while that stays under
-    :data:`MAX_BLOCK_BYTES`; with several lanes, at least :data:`BLOCKS_PER_LANE`
-    blocks per lane where the sets allow, in a number the lanes share evenly.
+    At least ``LINE`` sets; with several lanes, at least :data:`BLOCKS_PER_LANE` blocks
+    per lane where the sets allow, in a number the lanes share evenly. The number of
+    assets does not matter: a block holds one asset's positions at a time.
     """
-    per_set = max(8 * n_bars * n_assets, 1)
-    m = max(BLOCK_BYTES // per_set, min(MIN_BLOCK_SETS, MAX_BLOCK_BYTES // per_set))
-    m = max(LINE, m - m % LINE)
+    per_set = max(16 * n_bars, 1)  # a portfolio row and a row of positions
+    m = max(LINE, BLOCK_BYTES // per_set)
+    m -= m % LINE
     if lanes > 1:
         n_blocks = max(-(-k // m), BLOCKS_PER_LANE * lanes)
         n_blocks = -(-n_blocks // lanes) * lanes  # a multiple of the lanes
@@ -253,7 +250,7 @@ def evaluate_blocks(
         keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
     kept = np.empty((n_keep, n_bars))
     w = np.ascontiguousarray(weights, dtype=np.float64)
-    size = block or block_size(n_bars, n_assets, k, lanes)
+    size = block or block_size(n_bars, k, lanes)
 
     def run(lo: int) -> None:
         hi = min(k, lo + size)

@@ -67,13 +67,10 @@ def _breakout_kernel(
 
 @numba.njit(cache=True, nogil=True)
 def _sparse_tables(
-    close: NDArray[np.float64],
+    close: NDArray[np.float64], levels: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # pragma: no cover - compiled
-    """Max and min of ``close[t : t + 2**j]`` for every level j and bar t (sparse tables)."""
+    """Max and min of ``close[t : t + 2**j]`` for levels j < ``levels`` and every bar t."""
     n = close.shape[0]
-    levels = 1
-    while (1 << levels) <= n:
-        levels += 1
     hi = np.empty((levels, n))
     lo = np.empty((levels, n))
     hi[0] = close
@@ -102,7 +99,6 @@ def _breakout_batch(
     """
     n = close.shape[0]
     k = lookback.shape[0]
-    hi, lo = _sparse_tables(close)
     looks = np.unique(lookback)
     n_looks = looks.shape[0]
     which = np.searchsorted(looks, lookback)
@@ -112,6 +108,7 @@ def _breakout_batch(
         while (2 << j) <= looks[u]:
             j += 1
         level[u] = j
+    hi, lo = _sparse_tables(close, level.max() + 1)  # the levels the lookbacks need
     down = np.where(long_short, -1.0, 0.0)  # a set's position after a downside breakout
     out = np.empty((n, k))
     pos = np.zeros(k)

@@ -8,8 +8,8 @@ one asset's positions of every set in the block, and :func:`_asset_pass` reads t
 once, while they are still in the CPU's cache (read later, from a block of every
 asset, they cost almost twice as much), adding each set's weighted return to its row
 of the block's portfolio returns and counting trades and winners, exposure and
-turnover; on the last asset also the equity and drawdown. :func:`_finish_sets` then
-computes every metric of the block's rows with the fused kernels' streaming statistics
+turnover; on the last asset also the equity and drawdown, and then, while the row is
+in cache, every metric with the fused kernels' streaming statistics
 (:mod:`backtest.engine._fused_stats`): bit-identical to :mod:`backtest.metrics`.
 Nothing of shape ``(k, n_bars)`` is built, nor positions of more than one asset of a
 block.
@@ -116,8 +116,8 @@ def _holding(v: float, w: float) -> float:  # pragma: no cover - compiled
 
 
 #: Columns of a block's running counts per set (see :func:`_asset_pass`).
-TRADES, WINS, EXPO, TURN, WEALTH, RUINED, MIN_RATIO = range(7)
-N_COUNTS = 7
+TRADES, WINS, EXPO, TURN = range(4)
+N_COUNTS = 4
 
 
 @numba.njit(cache=True, nogil=True)
@@ -130,16 +130,24 @@ def _asset_pass(
     counts: NDArray[np.float64],
     first: bool,
     last: bool,
+    ppy: int,
+    out: NDArray[np.float64],
+    keep_slot: NDArray[np.int64],
+    kept: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
     """One asset of a block of ``m`` sets, set after set, while its positions are in cache.
 
     ``pos`` is the asset's positions ``(n_bars, m)`` just returned by the strategy;
     each set's weighted return goes into its row of ``acc`` (``(m, n_bars)``, written
     on the ``first`` asset, added to after it), and its trades, winners, exposure and
-    turnover into its row of ``counts``; on the ``last`` asset also the equity and
-    drawdown of the finished row, while it is in cache.
+    turnover into its row of ``counts``. On the ``last`` asset the row is finished
+    while it is in cache: the equity and drawdown on the way, then every metric with
+    :func:`finish_row` into ``out[s]`` (and the row into ``kept[keep_slot[s]]`` when
+    that is >= 0).
     """
     n, m = pos.shape
+    stack = np.empty((64, 3), np.int64)
+    values = np.empty((64, 2))
     for c in range(m):
         row = acc[c]
         growth = 1.0
@@ -178,31 +186,9 @@ def _asset_pass(
         k[EXPO] += w * expo
         k[TURN] += w * turn
         if last:
-            k[WEALTH] = wealth
-            k[RUINED] = 1.0 if ruined else 0.0
-            k[MIN_RATIO] = _close_drawdown(peak, trough, min_ratio)
-
-
-@numba.njit(cache=True, nogil=True)
-def _finish_sets(
-    acc: NDArray[np.float64],
-    counts: NDArray[np.float64],
-    ppy: int,
-    out: NDArray[np.float64],
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled; equal to metrics.py in the tests
-    """Every metric of a block's sets from their portfolio returns ``acc`` ``(m, n_bars)``.
-
-    :func:`finish_row` with the counts of :func:`_asset_pass` into ``out[s]`` (and the
-    row into ``kept[keep_slot[s]]`` when that is >= 0).
-    """
-    stack = np.empty((64, 3), np.int64)
-    values = np.empty((64, 2))
-    for s in range(acc.shape[0]):
-        k = counts[s]
-        finish_row(acc[s], k[WEALTH], k[RUINED] != 0.0, k[MIN_RATIO], ppy, k[TRADES], k[WINS],
-                   k[EXPO], k[TURN], stack, values, out[s], kept, keep_slot[s])  # fmt: skip
+            min_ratio = _close_drawdown(peak, trough, min_ratio)
+            finish_row(row, wealth, ruined, min_ratio, ppy, k[TRADES], k[WINS], k[EXPO],
+                       k[TURN], stack, values, out[c], kept, keep_slot[c])  # fmt: skip
 
 
 #: ``(lo, hi) -> (j -> positions (n_bars, hi - lo) of asset j for sets lo..hi)``.
@@ -259,8 +245,8 @@ def evaluate_blocks(
         counts = np.zeros((hi - lo, N_COUNTS))
         for j in range(n_assets):  # each asset's positions while they are in cache
             pos = np.ascontiguousarray(of_asset(j), dtype=np.float64)
-            _asset_pass(pos, r[j], float(w[j]), cost, acc, counts, j == 0, j == n_assets - 1)
-        _finish_sets(acc, counts, int(ppy), out[lo:hi], keep_slot[lo:hi], kept)
+            _asset_pass(pos, r[j], float(w[j]), cost, acc, counts, j == 0, j == n_assets - 1,
+                        int(ppy), out[lo:hi], keep_slot[lo:hi], kept)  # fmt: skip
 
     run_in_lanes(run, range(0, k, size), lanes)  # raises the first block's error, if any
     finish_growth(out, n_bars, int(ppy))

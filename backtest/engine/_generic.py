@@ -81,25 +81,6 @@ def block_size(n_bars: int, k: int, lanes: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _step(
-    cur: float, prev: float, rt: float, cost: float, growth: float, trades: float, wins: float
-) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
-    """One bar of one set: the asset's return, and the trade count / winners / growth."""
-    d = abs(cur - prev)
-    ret = (1.0 + prev * rt) * (1.0 - cost * d) - 1.0
-    if cur == prev:  # held (or flat): what _trade_step does then, without its branches
-        if prev != 0.0:
-            growth *= 1.0 + prev * rt
-    else:
-        growth, ended, ended_growth = _trade_step(growth, prev, cur, rt, cost)
-        if ended:
-            trades += 1.0
-            if ended_growth > 1.0:
-                wins += 1.0
-    return ret, growth, trades, wins
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _holding(v: float, w: float) -> float:  # pragma: no cover - compiled
     """The sleeve's holding of a position ``v`` at weight ``w``.
 
@@ -110,7 +91,7 @@ def _holding(v: float, w: float) -> float:  # pragma: no cover - compiled
     """
     if v != v or w == 0.0:
         return 0.0
-    if v == 1.0 or v == -1.0 or v == 0.0:
+    if (v == 1.0) | (v == -1.0) | (v == 0.0):  # one branch, taken alike for every bar
         return v
     return (v * w) / w
 
@@ -163,13 +144,34 @@ def _asset_pass(
         min_ratio = 1.0
         for t in range(n):
             cur = _holding(pos[t, c], w)
-            ret, growth, trades, wins = _step(cur, prev, r[t], cost, growth, trades, wins)
             # the portfolio starts at 0 (``0.0 + x``, as simulate adds its first asset)
-            x = (0.0 if first else row[t]) + w * ret
-            row[t] = x
-            expo += abs(cur)
-            turn += abs(cur - prev)
-            prev = cur
+            if cur == prev:
+                if prev == 0.0:  # flat: a return of 0 (the portfolio's is never -0.0)
+                    if first:
+                        row[t] = 0.0
+                    if not last:
+                        continue
+                    x = row[t]
+                else:  # held: (1 + p r) (1 - c * 0) - 1, as simulate computes it
+                    held = 1.0 + prev * r[t]
+                    growth *= held
+                    x = (0.0 if first else row[t]) + w * (held - 1.0)
+                    row[t] = x
+                    expo += abs(cur)
+            else:
+                rt = r[t]
+                d = abs(cur - prev)
+                ret = (1.0 + prev * rt) * (1.0 - cost * d) - 1.0
+                growth, ended, ended_growth = _trade_step(growth, prev, cur, rt, cost)
+                if ended:
+                    trades += 1.0
+                    if ended_growth > 1.0:
+                        wins += 1.0
+                x = (0.0 if first else row[t]) + w * ret
+                row[t] = x
+                expo += abs(cur)
+                turn += d
+                prev = cur
             if last:  # (the branch is the same for every bar: no cost)
                 g = 1.0 + x
                 if g <= 0.0:

@@ -81,6 +81,29 @@ def test_breakout_matches_loop(prices: pd.DataFrame) -> None:
         np.testing.assert_array_equal(got[col].to_numpy(), out)
 
 
+def test_breakout_batch_equals_a_loop_for_every_lookback_with_ties() -> None:
+    """The batch finds breakouts from the last close at least as high / low: every
+    lookback (1 to past the data), long-only and long-short, on closes with repeats
+    (a close equal to the channel's edge is no breakout), against a plain loop."""
+    rng = np.random.default_rng(11)
+    close = np.round(50 + np.cumsum(rng.normal(0, 1.0, 300)), 0)  # many ties
+    close[100:130] = close[100]  # a flat stretch
+    lookbacks = np.array([1, 2, 3, 5, 12, 29, 64, 200, 299, 300, 350] * 2)
+    long_short = np.repeat([False, True], 11)
+    batch = Breakout.batch_positions(close, {"lookback": lookbacks, "long_short": long_short})
+    for i, (w, ls) in enumerate(zip(lookbacks, long_short, strict=True)):
+        pos, want = 0.0, []
+        for t in range(len(close)):
+            if t >= w:
+                window = close[t - w : t]
+                if close[t] > window.max():
+                    pos = 1.0
+                elif close[t] < window.min():
+                    pos = -1.0 if ls else 0.0
+            want.append(pos)
+        np.testing.assert_array_equal(batch[:, i], want, err_msg=f"lookback {w}, ls {ls}")
+
+
 @pytest.mark.parametrize(
     ("cls", "params"),
     [

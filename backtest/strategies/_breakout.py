@@ -66,21 +66,26 @@ def _breakout_kernel(
 
 
 @numba.njit(cache=True, nogil=True)
-def _sparse_tables(
-    close: NDArray[np.float64], levels: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # pragma: no cover - compiled
-    """Max and min of ``close[t : t + 2**j]`` for levels j < ``levels`` and every bar t."""
+def _last_at_least(
+    close: NDArray[np.float64], sign: float
+) -> NDArray[np.int64]:  # pragma: no cover - compiled
+    """For each bar t, the last bar s < t with ``sign * close[s] >= sign * close[t]`` (-1: none).
+
+    ``sign = 1``: the last close at least as high; ``-1``: at least as low. One pass with
+    a stack of bars whose closes fall (rise) strictly: O(n).
+    """
     n = close.shape[0]
-    hi = np.empty((levels, n))
-    lo = np.empty((levels, n))
-    hi[0] = close
-    lo[0] = close
-    for j in range(1, levels):
-        half = 1 << (j - 1)
-        for t in range(n - (1 << j) + 1):
-            hi[j, t] = max(hi[j - 1, t], hi[j - 1, t + half])
-            lo[j, t] = min(lo[j - 1, t], lo[j - 1, t + half])
-    return hi, lo
+    out = np.empty(n, np.int64)
+    stack = np.empty(n, np.int64)
+    top = 0
+    for t in range(n):
+        c = sign * close[t]
+        while top > 0 and sign * close[stack[top - 1]] < c:
+            top -= 1
+        out[t] = stack[top - 1] if top > 0 else -1
+        stack[top] = t
+        top += 1
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -89,49 +94,33 @@ def _breakout_batch(
     lookback: NDArray[np.int64],
     long_short: NDArray[np.bool_],
 ) -> NDArray[np.float64]:  # pragma: no cover - compiled; equal to the kernel in the tests
-    """Positions ``(n_bars, k)`` of ``k`` sets, every channel from two sparse-table lookups.
+    """Positions ``(n_bars, k)`` of ``k`` sets, every breakout from two numbers per bar.
 
-    The channel of bar t is the max / min of ``close[t - lookback : t]``: the max of two
-    overlapping power-of-two ranges, exactly :func:`_channel`'s value (max and min are
-    exact), in O(1) per bar and distinct lookback whatever the lookbacks. Each bar, the
-    breakout of every distinct lookback is found once (up 1, down -1, inside 0), then
-    every set follows its own.
+    A close breaks out above the channel of ``lookback`` bars (``close[t] > max(close[t -
+    lookback : t])``) exactly when the last close at least as high is more than
+    ``lookback`` bars back, and below it when the last close at least as low is. Those
+    two bar numbers are found once per bar for every lookback (:func:`_last_at_least`),
+    so each set and bar costs two integer comparisons: exact, as :func:`_channel`'s
+    max and min.
     """
     n = close.shape[0]
     k = lookback.shape[0]
-    looks = np.unique(lookback)
-    n_looks = looks.shape[0]
-    which = np.searchsorted(looks, lookback)
-    level = np.empty(n_looks, np.int64)
-    for u in range(n_looks):
-        j = 0
-        while (2 << j) <= looks[u]:
-            j += 1
-        level[u] = j
-    hi, lo = _sparse_tables(close, level.max() + 1)  # the levels the lookbacks need
+    high = _last_at_least(close, 1.0)
+    low = _last_at_least(close, -1.0)
     down = np.where(long_short, -1.0, 0.0)  # a set's position after a downside breakout
     out = np.empty((n, k))
     pos = np.zeros(k)
-    sig = np.zeros(n_looks)
     for t in range(n):
-        c = close[t]
-        for u in range(n_looks):
-            w = looks[u]
-            s = 0.0
-            if t >= w:  # the channel exists from bar lookback on
-                j = level[u]
-                a = t - w
-                b = t - (1 << j)
-                if c > max(hi[j, a], hi[j, b]):
-                    s = 1.0
-                elif c < min(lo[j, a], lo[j, b]):
-                    s = -1.0
-            sig[u] = s
+        h = high[t]
+        lw = low[t]
         for i in range(k):
-            s = sig[which[i]]
-            p = 1.0 if s > 0.0 else (down[i] if s < 0.0 else pos[i])
-            pos[i] = p
-            out[t, i] = p
+            w = lookback[i]
+            if t >= w:  # the channel exists from bar lookback on
+                if h < t - w:
+                    pos[i] = 1.0
+                elif lw < t - w:
+                    pos[i] = down[i]
+            out[t, i] = pos[i]
     return out
 
 

@@ -205,11 +205,10 @@ def set_positions(
     if fast_method(strategy_cls) == "batch_positions":
         fast = strategy_cls.batch_positions  # type: ignore[attr-defined]
 
+        by_asset = [np.ascontiguousarray(close[:, j]) for j in range(n_assets)]
+
         def batch(j: int) -> NDArray[np.float64]:
-            pos = np.ascontiguousarray(
-                fast(np.ascontiguousarray(close[:, j]), params),
-                dtype=np.float64,
-            )
+            pos = _in_order(fast(by_asset[j], params))
             if pos.shape != (n, k):
                 raise BacktestError(
                     f"{name}.batch_positions returned shape {pos.shape}; "
@@ -224,6 +223,12 @@ def set_positions(
         one = {c: _plain(params[c][i]) for c in names}
         wide[:, :, i] = strategy_output(strategy_cls(**one), bars).to_numpy().T
     return lambda j: wide[j]
+
+
+def _in_order(pos: Any) -> NDArray[np.float64]:
+    """Float positions, row- or column-major as they came (both read fast), else row-major."""
+    pos = np.asarray(pos, dtype=np.float64)
+    return pos if pos.flags.c_contiguous or pos.flags.f_contiguous else np.ascontiguousarray(pos)
 
 
 def _plain(value: Any) -> Any:

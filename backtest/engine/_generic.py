@@ -246,7 +246,7 @@ def evaluate_blocks(
         acc = np.empty((hi - lo, n_bars))
         counts = np.zeros((hi - lo, N_COUNTS))
         for j in range(n_assets):  # each asset's positions while they are in cache
-            pos = np.ascontiguousarray(of_asset(j), dtype=np.float64)
+            pos = of_asset(j)  # row- or column-major (column-major reads a set in order)
             _asset_pass(pos, r[j], float(w[j]), cost, acc, counts, j == 0, j == n_assets - 1,
                         int(ppy), out[lo:hi], keep_slot[lo:hi], kept)  # fmt: skip
 

@@ -12,10 +12,11 @@ It shows the whole contract (README, "Writing a strategy"):
   missing value or a wrong type is named);
 * the fast path ``batch_positions(close, params)``: one asset's closes and arrays of
   ``k`` parameter sets in, ``(n_bars, k)`` positions out. It computes one RSI per
-  distinct ``period`` (pandas) and runs the entry / exit state machine of all sets in
-  one compiled pass (numba), and ``positions`` calls the same functions, so the two
-  agree exactly (every search and walk-forward checks that on a few sets before
-  relying on it).
+  distinct ``period`` and runs the entry / exit state machine of every set, compiled
+  (numba), writing each set's positions in order (a column-major array, which the
+  engine reads fastest); ``positions`` calls the same functions, so the two agree
+  exactly (every search and walk-forward checks that on a few sets before relying
+  on it).
 """
 
 from __future__ import annotations
@@ -64,24 +65,27 @@ def hold(
 ) -> NDArray[np.float64]:  # pragma: no cover - compiled
     """Long from an RSI below ``lower`` until one above ``upper``: ``(n_bars, k)`` positions.
 
-    ``table`` holds one RSI column per distinct period, ``(n_bars, n_periods)``; set
-    ``i`` reads column ``which[i]`` with thresholds ``lower[i]`` and ``upper[i]``. A
-    state machine over the bars, all sets side by side (the part numpy cannot do
-    without several passes over an ``(n_bars, k)`` array).
+    ``table`` holds one RSI row per distinct period, ``(n_periods, n_bars)``; set ``i``
+    reads row ``which[i]`` with thresholds ``lower[i]`` and ``upper[i]``. A state
+    machine over the bars (the part numpy cannot do without several passes), set after
+    set, each set's positions written in order: the result is column-major, which the
+    engine reads fastest (it takes row-major arrays too).
     """
-    n = table.shape[0]
+    n = table.shape[1]
     k = which.shape[0]
-    out = np.empty((n, k))
-    state = np.zeros(k)
-    for t in range(n):
-        for i in range(k):
-            x = table[t, which[i]]
-            if x < lower[i]:
-                state[i] = 1.0
-            elif x > upper[i]:
-                state[i] = 0.0
-            out[t, i] = state[i]
-    return out
+    out = np.empty((k, n))  # a row per set ...
+    for i in range(k):
+        x = table[which[i]]
+        lo = lower[i]
+        up = upper[i]
+        state = 0.0
+        for t in range(n):
+            if x[t] < lo:
+                state = 1.0
+            elif x[t] > up:
+                state = 0.0
+            out[i, t] = state
+    return out.T  # ... seen as (n_bars, k)
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,8 @@ class RsiReversion:
         for j in range(prices.shape[1]):
             values = rsi(prices.iloc[:, j].to_numpy(dtype=np.float64), self.period)
             one = np.zeros(1, dtype=np.int64)
-            out[:, j] = hold(values[:, None], one, np.array([self.lower]), np.array([self.upper]))[
-                :, 0
-            ]
+            lower, upper = np.array([self.lower]), np.array([self.upper])
+            out[:, j] = hold(values[None], one, lower, upper)[:, 0]
         return pd.DataFrame(out, index=prices.index, columns=prices.columns)
 
     @classmethod
@@ -129,5 +132,5 @@ class RsiReversion:
             i = int(np.argmax(bad))
             cls(int(period[i]), float(lower[i]), float(upper[i]))
         periods, which = np.unique(period, return_inverse=True)
-        table = np.stack([rsi(close, int(p)) for p in periods], axis=1)  # (n, n_periods)
+        table = np.stack([rsi(close, int(p)) for p in periods])  # (n_periods, n_bars)
         return hold(table, which.ravel().astype(np.int64), lower, upper)

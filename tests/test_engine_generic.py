@@ -46,6 +46,24 @@ class Scaled(MeanReversion):
         )
 
 
+class ScaledColumnMajor(Scaled):
+    """The same positions, each set's bars in order (a column-major array)."""
+
+    @classmethod
+    def batch_positions(cls, close, params):  # type: ignore[no-untyped-def]
+        return np.asfortranarray(super().batch_positions(close, params))
+
+
+class ScaledStrided(Scaled):
+    """The same positions as a strided view (neither row- nor column-major)."""
+
+    @classmethod
+    def batch_positions(cls, close, params):  # type: ignore[no-untyped-def]
+        pos = super().batch_positions(close, params)
+        wide = np.repeat(pos, 2, axis=1)
+        return wide[:, ::2]
+
+
 SETS = pd.DataFrame(
     {
         "lookback": [5, 20, 20, 60, 3000],
@@ -66,6 +84,8 @@ def _same(row: pd.Series, expected: dict[str, float]) -> None:
             assert got == want, f"{name}: {got!r} != {want!r}"
 
 
+@pytest.mark.parametrize("cls", [Scaled, ScaledColumnMajor, ScaledStrided],
+                         ids=["row-major", "column-major", "strided"])  # fmt: skip
 @pytest.mark.parametrize("serial", [True, False], ids=["serial", "parallel"])
 @pytest.mark.parametrize(
     ("n_assets", "engine", "chunk"),
@@ -78,13 +98,13 @@ def _same(row: pd.Series, expected: dict[str, float]) -> None:
     ids=["1-asset", "1-asset-chunks", "3-weighted", "4-assets-chunks"],
 )
 def test_generic_metrics_and_kept_returns_equal_simulate(
-    n_assets, engine, chunk, serial, monkeypatch
+    n_assets, engine, chunk, serial, cls, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(_fused, "SERIAL", serial)
     monkeypatch.setattr(_fused, "MIN_PARALLEL_SETS", 1)
     prices = gbm(700, n_assets)
     keep = [True, False, True, False, True]
-    batch = simulate_batch(prices, Scaled, SETS, keep_returns=keep, chunk_size=chunk, **engine)
+    batch = simulate_batch(prices, cls, SETS, keep_returns=keep, chunk_size=chunk, **engine)
     assert batch.returns is not None and batch.returns.shape == (700, 3)
     kept = 0
     for i, params in enumerate(SETS.to_dict("records")):

@@ -338,8 +338,9 @@ def return_metrics(
     """The seven return metrics of each row of ``returns`` (``(k, n_bars)``), in parallel.
 
     Returns:
-        ``(k, N_OUT)`` like :func:`fused_backtests`, the trade columns left undefined
-        (CAGR and Calmar still to be finished by :func:`finish_growth`).
+        ``(k, N_OUT)`` like the fused kernels (``_fused_kernels.run_sets``), the trade
+        columns left undefined (CAGR and Calmar still to be finished by
+        :func:`finish_growth`).
     """
     k, n = returns.shape
     out = np.empty((k, N_OUT))

@@ -61,7 +61,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(evaluator: Any) -> None:
     from backtest.engine import _fused
 
-    _fused.SERIAL = True  # one thread per worker; no OpenMP in a forked child
+    _fused.SERIAL = True  # one thread per worker: the workers already use every core
     func = resolve_callable(evaluator)
     _WORKER["func"] = func
     _WORKER["pass_seed"] = accepts_seed(func)

@@ -88,6 +88,24 @@ def apply_limits(
                 out[t, j] *= scale
 
 
+def limits_active(
+    long_only: bool,
+    max_weight: float | None,
+    max_gross_leverage: float | None,
+    target_volatility: float | None,
+) -> bool:
+    """Whether any limit can change a target (else :func:`unlimited` is the whole answer)."""
+    bounded = max_weight is not None and not math.isinf(max_weight)
+    bounded = bounded or (max_gross_leverage is not None and not math.isinf(max_gross_leverage))
+    return bool(long_only) or bounded or target_volatility is not None
+
+
+def unlimited(target: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """:func:`limit_targets` with no limit: NaN is flat, no bar bound."""
+    target = np.asarray(target, dtype=np.float64)
+    return np.where(np.isnan(target), 0.0, target), np.zeros(target.shape[0], dtype=bool)
+
+
 def limit_targets(
     target: NDArray[np.float64],
     close: NDArray[np.float64],
@@ -100,11 +118,8 @@ def limit_targets(
     periods_per_year: float = 252.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Limited target weights and the per-bar "a limit bound" flags (see the module docstring)."""
-    unbounded = max_weight is None or math.isinf(max_weight)
-    unbounded = unbounded and (max_gross_leverage is None or math.isinf(max_gross_leverage))
-    if not long_only and unbounded and target_volatility is None:  # nothing to limit
-        target = np.asarray(target, dtype=np.float64)
-        return np.where(np.isnan(target), 0.0, target), np.zeros(target.shape[0], dtype=bool)
+    if not limits_active(long_only, max_weight, max_gross_leverage, target_volatility):
+        return unlimited(target)
     out = np.empty_like(target, dtype=np.float64)
     limited = np.zeros(target.shape[0], dtype=bool)
     apply_limits(

@@ -15,7 +15,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.data._bars import Bars, as_bars
-from backtest.engine._limits import limit_targets
+from backtest.engine._limits import limit_targets, limits_active, unlimited
 from backtest.engine._params import EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.errors import BacktestError, ConfigError
@@ -193,6 +193,9 @@ def limits_of(
     target: NDArray[np.float64], bars: Bars, params: EngineParams
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """:func:`~backtest.engine._limits.limit_targets` with the engine's options."""
+    if not limits_active(params.long_only, params.max_weight, params.max_gross_leverage,
+                         params.target_volatility):  # fmt: skip
+        return unlimited(target)  # (no bars per year to infer, no closes to read)
     ppy = resolve_periods_per_year(bars.index, params.periods_per_year)
     return limit_targets(
         target,

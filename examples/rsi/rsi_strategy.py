@@ -110,11 +110,12 @@ class RsiReversion:
 
     def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
         """Target positions (1 long, 0 flat) per bar and asset."""
-        out = np.empty(prices.shape)
-        for j in range(prices.shape[1]):
-            values = rsi(prices.iloc[:, j].to_numpy(dtype=np.float64), self.period)
-            one = np.zeros(1, dtype=np.int64)
-            lower, upper = np.array([self.lower]), np.array([self.upper])
+        close = prices.to_numpy(dtype=np.float64)
+        out = np.empty(close.shape)
+        one = np.zeros(1, dtype=np.int64)
+        lower, upper = np.array([self.lower]), np.array([self.upper])
+        for j in range(close.shape[1]):
+            values = rsi(np.ascontiguousarray(close[:, j]), self.period)
             out[:, j] = hold(values[None], one, lower, upper)[:, 0]
         return pd.DataFrame(out, index=prices.index, columns=prices.columns)
 

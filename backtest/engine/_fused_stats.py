@@ -315,6 +315,23 @@ def _close_drawdown(peak: float, trough: float, min_ratio: float) -> float:  # p
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def wealth_step(
+    x: float, wealth: float, ruined: bool, peak: float, trough: float, min_ratio: float
+) -> tuple[float, bool, float, float, float]:  # pragma: no cover - compiled
+    """One bar's portfolio return ``x``: the wealth, ruin (``1 + x <= 0``) and drawdown state.
+
+    Start from ``(1.0, False, 1.0, 1.0, 1.0)``; :func:`_close_drawdown` finishes the
+    lowest equity / running peak.
+    """
+    g = 1.0 + x
+    if g <= 0.0:
+        ruined = True
+    wealth *= g
+    peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
+    return wealth, ruined, peak, trough, min_ratio
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def path_stats(buf: NDArray[np.float64]) -> tuple[float, bool, float]:  # pragma: no cover
     """Final wealth, whether some ``1 + r <= 0``, and the lowest equity / running peak."""
     wealth = 1.0
@@ -323,11 +340,9 @@ def path_stats(buf: NDArray[np.float64]) -> tuple[float, bool, float]:  # pragma
     trough = 1.0
     min_ratio = 1.0
     for t in range(buf.shape[0]):
-        g = 1.0 + buf[t]
-        if g <= 0.0:
-            ruined = True
-        wealth *= g
-        peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
+        wealth, ruined, peak, trough, min_ratio = wealth_step(
+            buf[t], wealth, ruined, peak, trough, min_ratio
+        )
     return wealth, ruined, _close_drawdown(peak, trough, min_ratio)
 
 

@@ -42,9 +42,9 @@ from backtest.engine._fused_stats import (
     N_METRICS,
     N_OUT,
     _close_drawdown,
-    _drawdown_step,
     finish_growth,
     finish_row,
+    wealth_step,
 )
 from backtest.engine._lanes import run_in_lanes
 from backtest.engine._trades import _trade_step
@@ -173,11 +173,9 @@ def _asset_pass(
                 turn += d
                 prev = cur
             if last:  # (the branch is the same for every bar: no cost)
-                g = 1.0 + x
-                if g <= 0.0:
-                    ruined = True
-                wealth *= g
-                peak, trough, min_ratio = _drawdown_step(wealth, peak, trough, min_ratio)
+                wealth, ruined, peak, trough, min_ratio = wealth_step(
+                    x, wealth, ruined, peak, trough, min_ratio
+                )
         if prev != 0.0:
             trades += 1.0
             if growth > 1.0:

@@ -38,6 +38,7 @@ from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backt
     N_METRICS,
     N_OUT,
     N_TRADES,
+    PATH_START,
     TURNOVER,
     WIN_RATE,
     _close_drawdown,
@@ -125,11 +126,7 @@ def _sleeve(
     wins = 0.0
     expo = 0.0
     turn = 0.0
-    wealth = 1.0
-    ruined = False
-    peak = 1.0
-    trough = 1.0
-    min_ratio = 1.0
+    wealth, ruined, peak, trough, min_ratio = PATH_START
     for t in range(n):
         cur = _target(source, tab, data, t, j, a, b, start, ls, ea, eb, prev)
         rt = r[j, t]

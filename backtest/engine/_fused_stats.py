@@ -314,14 +314,18 @@ def _close_drawdown(peak: float, trough: float, min_ratio: float) -> float:  # p
     return ratio if (ratio < min_ratio or ratio != ratio) else min_ratio
 
 
+#: :func:`wealth_step`'s state before the first bar: wealth, ruined, peak, trough, min_ratio.
+PATH_START = (1.0, False, 1.0, 1.0, 1.0)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def wealth_step(
     x: float, wealth: float, ruined: bool, peak: float, trough: float, min_ratio: float
 ) -> tuple[float, bool, float, float, float]:  # pragma: no cover - compiled
     """One bar's portfolio return ``x``: the wealth, ruin (``1 + x <= 0``) and drawdown state.
 
-    Start from ``(1.0, False, 1.0, 1.0, 1.0)``; :func:`_close_drawdown` finishes the
-    lowest equity / running peak.
+    Start from :data:`PATH_START`; :func:`_close_drawdown` finishes the lowest equity /
+    running peak.
     """
     g = 1.0 + x
     if g <= 0.0:
@@ -334,11 +338,7 @@ def wealth_step(
 @numba.njit(cache=True, nogil=True, inline="always")
 def path_stats(buf: NDArray[np.float64]) -> tuple[float, bool, float]:  # pragma: no cover
     """Final wealth, whether some ``1 + r <= 0``, and the lowest equity / running peak."""
-    wealth = 1.0
-    ruined = False
-    peak = 1.0
-    trough = 1.0
-    min_ratio = 1.0
+    wealth, ruined, peak, trough, min_ratio = PATH_START
     for t in range(buf.shape[0]):
         wealth, ruined, peak, trough, min_ratio = wealth_step(
             buf[t], wealth, ruined, peak, trough, min_ratio

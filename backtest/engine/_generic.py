@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from backtest.engine._fused_stats import (
     N_METRICS,
     N_OUT,
+    PATH_START,
     _close_drawdown,
     finish_growth,
     finish_row,
@@ -137,11 +138,7 @@ def _asset_pass(
         wins = 0.0
         expo = 0.0
         turn = 0.0
-        wealth = 1.0
-        ruined = False
-        peak = 1.0
-        trough = 1.0
-        min_ratio = 1.0
+        wealth, ruined, peak, trough, min_ratio = PATH_START
         for t in range(n):
             cur = _holding(pos[t, c], w)
             # the portfolio starts at 0 (``0.0 + x``, as simulate adds its first asset)

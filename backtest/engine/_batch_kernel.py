@@ -27,7 +27,7 @@ from backtest.engine._kernel import COST_COLUMNS, run_book
 from backtest.engine._limits import apply_limits
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._schedule import rebalance_flags
-from backtest.engine._targets import resolve_weights
+from backtest.engine._targets import outputs_weights, sleeve_weights
 from backtest.errors import ConfigError
 
 PREFIX = "engine."
@@ -161,8 +161,8 @@ def kernel_batch(
     open_, high, low = price_arrays(bars)
     atr = _exits.stop_atr(rules0, high if bars.has("high") else None,
                           low if bars.has("low") else None, close)  # fmt: skip
-    weights_output = getattr(strategy_cls, "output", "positions") == "weights"
-    sleeve = np.ones(a) if weights_output else resolve_weights(bars.symbols, base.get("weights"))
+    weights_output = outputs_weights(strategy_cls)
+    sleeve = sleeve_weights(strategy_cls, bars.symbols, base.get("weights"))
     chunk = chunk_size or max(1, 4_000_000 // max(n * a, 1))
     ret_all = np.empty((k, n)) if keep is not None else None
     metrics = np.empty((k, len(m.METRIC_NAMES)))

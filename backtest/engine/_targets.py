@@ -119,16 +119,16 @@ def strategy_output(strategy: object, bars: Bars) -> pd.DataFrame:
 
 
 def sleeve_weights(
-    strategy: object, symbols: Sequence[str], params: EngineParams
+    strategy: object, symbols: Sequence[str], weights: Mapping[str, float] | None
 ) -> NDArray[np.float64]:
-    """What the engine multiplies a strategy's output by: its weights or ones.
+    """What the engine multiplies a strategy's output by: its ``weights`` or ones.
 
-    Legacy positions are scaled by the engine weights; target weights are used as given
-    (a sleeve weight of 1 per asset; ``engine.weights`` is not applied).
+    Legacy positions are scaled by the engine weights (``engine.weights``; equal when
+    empty); target weights are used as given (a sleeve weight of 1 per asset).
     """
     if outputs_weights(strategy):
         return np.ones(len(symbols))
-    return resolve_weights(symbols, params.weights)
+    return resolve_weights(symbols, weights)
 
 
 def raw_targets(
@@ -139,7 +139,7 @@ def raw_targets(
     See :func:`sleeve_weights`.
     """
     out = strategy_output(strategy, bars)
-    w = sleeve_weights(strategy, out.columns, params)
+    w = sleeve_weights(strategy, out.columns, params.weights)
     if outputs_weights(strategy):
         return out, out, w
     return out, pd.DataFrame(out.to_numpy() * w, index=out.index, columns=out.columns), w
@@ -184,7 +184,7 @@ def targets_of(
 ) -> NDArray[np.float64]:
     """The target weights of a strategy's output already at hand (:func:`output_values`)."""
     if not outputs_weights(strategy):
-        output = output * sleeve_weights(strategy, bars.close.columns, params)
+        output = output * sleeve_weights(strategy, bars.close.columns, params.weights)
     limited, _ = limits_of(output, bars, params)
     return limited
 

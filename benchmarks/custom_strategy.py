@@ -11,9 +11,9 @@ may be shared).
 * custom: the example ``examples/rsi/rsi_strategy.py`` (RsiReversion: period 5..29 x
   lower 20..40 x upper 55..70 = 500 sets) on the generic batched path (its own
   ``batch_positions``, metrics in compiled kernels);
-* built-in: SmaCross (fast 5..100 x slow 10..300, fast < slow = 500 sets) on its fused
-  kernel; MeanReversion (lookback x entry_z x exit_z = 500) and Breakout (lookback
-  5..254 x long_short = 500) on the generic path;
+* built-in: SmaCross (fast 5..100 x slow 10..300, fast < slow = 500 sets) and
+  MeanReversion (lookback x entry_z x exit_z = 500) on their fused kernels, Breakout
+  (lookback 5..254 x long_short = 500) on the generic path;
 * vectorbt: the same RSI rule through ``IndicatorFactory`` (the same RSI function) and
   ``Portfolio.from_signals`` (fees 10 bp), computing every column's Sharpe ratio; on 20
   assets or 25,200 bars a share of the sets (its arrays grow with sets x assets x bars)

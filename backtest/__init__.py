@@ -78,7 +78,7 @@ _LAZY = {
     "simulate_batch": "backtest.engine",
     "target_weights": "backtest.engine",
     "Bars": "backtest.data",
-    "check_strategy": "backtest.strategies",
+    "check_strategy": "backtest.engine",
     "load_result": "backtest.results",
     "QueueConfig": "backtest.config",
     "WalkForwardConfig": "backtest.config",

@@ -19,9 +19,10 @@ from backtest import StrategyContractError, check_strategy
 from backtest.config import DataConfig
 from backtest.data import Bars, load_bars
 from backtest.engine import simulate, simulate_batch
+from backtest.engine._checks import check_batch_positions
 from backtest.search import StrategyEvaluator
 from backtest.strategies import CrossSectionalMomentum, SmaCross, has_fast_path
-from backtest.strategies._checks import check_batch_positions, fast_method
+from backtest.strategies._checks import fast_method
 
 
 @pytest.fixture(scope="module")

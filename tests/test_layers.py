@@ -39,11 +39,9 @@ LAYERS: list[set[str]] = [
     {"__main__"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
-# Known upward edges, each a function-level import in one file (named with the reason):
-# the strategy checks run a strategy through the engine's own target_weights, and the
-# engine's batched paths ask the checks which fast path a class owns. Splitting the
-# engine-dependent checks out of strategies/_checks.py would remove this edge.
-ALLOWED_LAZY = {("strategies", "engine"): "backtest/strategies/_checks.py"}
+# Known upward edges, each a function-level import in one file (named with the reason).
+# None left: the strategy checks that need the engine live in engine/_checks.py.
+ALLOWED_LAZY: dict[tuple[str, str], str] = {}
 # ``from backtest import __version__`` reads a constant of the package root.
 IGNORED_TARGETS = {"__version__", "__init__"}
 

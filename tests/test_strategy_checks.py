@@ -10,6 +10,7 @@ import pytest
 
 from backtest import StrategyContractError, check_strategy
 from backtest.engine import simulate, simulate_batch
+from backtest.engine._checks import check_batch_positions
 from backtest.search import StrategyEvaluator, grid_search
 from backtest.strategies import (
     Breakout,
@@ -19,7 +20,7 @@ from backtest.strategies import (
     SmaCross,
     has_fast_path,
 )
-from backtest.strategies._checks import check_batch_positions, check_lookahead, cut_points
+from backtest.strategies._checks import check_lookahead, cut_points
 from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer
 
 

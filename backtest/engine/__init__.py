@@ -19,13 +19,15 @@ of the same rules is kept in ``tests/engine_reference.py``.
 Modules: ``_params`` (options), ``_targets`` (strategy -> target weights), ``_kernel``
 (with ``_sleeves``),
 ``_limits``, ``_schedule``, ``_periods``, ``_benchmark``, ``_exits``, ``_single``,
-``_batch`` / ``_batch_kernel``, ``_costs``, ``_trades``, ``_fused*``. Nothing here knows
+``_batch`` / ``_batch_kernel``, ``_costs``, ``_trades``, ``_fused*``, ``_checks`` (the strategy
+checks that need the engine). Nothing here knows
 about Hydra, MLflow or Redis.
 """
 
 from __future__ import annotations
 
 from backtest.engine._batch import BatchResult, simulate_batch
+from backtest.engine._checks import check_strategy
 from backtest.engine._costs import asset_returns, bar_returns, cost_rate
 from backtest.engine._options import check_engine_config, engine_options
 from backtest.engine._params import EngineParams, engine_params
@@ -42,6 +44,7 @@ __all__ = [
     "asset_returns",
     "bar_returns",
     "check_engine_config",
+    "check_strategy",
     "cost_rate",
     "engine_options",
     "engine_params",

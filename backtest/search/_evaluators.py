@@ -289,7 +289,7 @@ def verify_fast_path(
 ) -> int:
     """Check a strategy on a few rows of ``frame`` before a search relies on it.
 
-    The look-ahead check (:func:`backtest.strategies.check_strategy`'s, on the target
+    The look-ahead check (:func:`backtest.check_strategy`'s, on the target
     weights of :func:`backtest.engine.target_weights` with the run's engine options and
     the set's ``engine.<key>`` columns) on the first set the strategy accepts; then, for
     a strategy with a generic fast path of its own, ``batch_positions`` (or
@@ -313,17 +313,9 @@ def verify_fast_path(
     from backtest.data._bars import as_bars
     from backtest.engine import _fused
     from backtest.engine._batch_kernel import split_columns
-    from backtest.strategies._checks import (
-        _with_periods,
-        check_batch_positions,
-        check_data,
-        has_fast_path,
-        sample_rows,
-        set_positions_fn,
-    )
-    from backtest.strategies._checks import (
-        check_lookahead as lookahead,
-    )
+    from backtest.engine._checks import _with_periods, check_batch_positions, set_positions_fn
+    from backtest.strategies._checks import check_data, has_fast_path, sample_rows
+    from backtest.strategies._checks import check_lookahead as lookahead
 
     if len(frame) == 0:
         return 0

@@ -7,7 +7,7 @@ backtest.strategies.SmaCross``). A user strategy is any class with a
 its ``__init__`` signature (:func:`param_names`), checked before a run
 (:func:`validate_params`). Every run checks it for look-ahead and, when it has a
 ``batch_positions`` of its own (:func:`has_fast_path`), that the fast path agrees with
-``positions`` (:func:`check_strategy`).
+``positions`` (:func:`backtest.check_strategy`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from backtest.strategies._base import BatchStrategy, Strategy
 from backtest.strategies._breakout import Breakout
 from backtest.strategies._buy_and_hold import BuyAndHold
-from backtest.strategies._checks import check_strategy, has_fast_path
+from backtest.strategies._checks import has_fast_path
 from backtest.strategies._mean_reversion import MeanReversion
 from backtest.strategies._momentum import Momentum
 from backtest.strategies._params import param_names, validate_params
@@ -31,7 +31,6 @@ __all__ = [
     "Momentum",
     "SmaCross",
     "Strategy",
-    "check_strategy",
     "has_fast_path",
     "param_names",
     "validate_params",

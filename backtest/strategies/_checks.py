@@ -3,23 +3,24 @@
 * :func:`check_lookahead`: positions computed on the data cut at a few bars t equal
   the full run's positions up to t. A strategy that reads a later bar (``shift(-1)``,
   a full-sample mean, a centred window) changes its past when the future is removed.
-* :func:`check_batch_positions`: a strategy's ``batch_positions`` (the fast path of
-  searches and walk-forwards) gives the same positions as ``positions`` for a few
-  sampled parameter sets.
+* :func:`batch_column`: one parameter set's output from a class's batched form, which
+  :func:`backtest.engine._checks.check_batch_positions` compares with ``positions``.
 * :func:`has_fast_path`: a ``batch_positions`` counts only when it belongs to the class
   whose ``positions`` it replaces (a subclass overriding only ``positions`` must not be
   searched through its parent's fast path).
 
 The look-ahead check takes "a callable computing targets for the data" (``data ->
 wide frame``, the data cut with ``.iloc[:t]``, :class:`~backtest.data.Bars` or wide
-closes); every run plugs in :func:`targets_fn`, the engine's own conversion of a
-strategy into target weights (:func:`backtest.engine.target_weights`), so strategies
-that declare ``inputs = "bars"`` or ``output = "weights"`` are checked like any other.
+closes); every run plugs in the engine's own conversion of a strategy into target
+weights (:func:`backtest.engine._checks.targets_fn`), so strategies that declare
+``inputs = "bars"`` or ``output = "weights"`` are checked like any other. What needs the
+engine (that conversion, :func:`~backtest.engine.check_strategy`, the batch-vs-positions
+check) lives in :mod:`backtest.engine._checks`: nothing here imports the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -130,32 +131,6 @@ def positions_values(positions: Any, prices: Bars | pd.DataFrame) -> NDArray[np.
     return np.where(np.isnan(values), 0.0, values)
 
 
-def targets_fn(strategy: Any, engine: Any = None) -> PositionsFn:
-    """``data -> target weights`` of ``strategy``: :func:`backtest.engine.target_weights`.
-
-    Args:
-        strategy: A strategy instance.
-        engine: Engine options (keys of ``engine.*``) or ``EngineParams``; options that
-            are not target options (stops, ``check_lookahead``) are ignored.
-            ``periods_per_year`` should be given when a vol target is set (a short
-            prefix cannot infer it).
-    """
-    from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
-    from backtest.engine._targets import target_values
-
-    if isinstance(engine, EngineParams):
-        params = engine
-    else:
-        params = engine_params(
-            **{k: getattr(v, "value", v) for k, v in (engine or {}).items() if k in ENGINE_KEYS}
-        )
-
-    def fn(data: Any) -> NDArray[np.float64]:  # target_weights' values, without frames
-        return target_values(strategy, as_bars(data), params)
-
-    return fn
-
-
 def _first_difference(a: NDArray[np.float64], b: NDArray[np.float64]) -> tuple[int, int] | None:
     if np.array_equal(a, b):  # the usual case, at a fraction of isclose's cost
         return None
@@ -219,8 +194,8 @@ def check_lookahead(
     """Raise if the targets up to bar t change when the bars after t are removed.
 
     Args:
-        positions: ``data -> wide targets`` (:func:`targets_fn` of a strategy, or a
-            strategy's bound ``positions``); it receives ``prices`` cut with
+        positions: ``data -> wide targets`` (``engine._checks.targets_fn`` of a
+            strategy, or a strategy's bound ``positions``); it receives ``prices`` cut with
             ``.iloc[:t]`` (Bars stay Bars).
         prices: The run's :class:`~backtest.data.Bars` or wide closes.
         name: The strategy's name, for the message.
@@ -281,170 +256,11 @@ def batch_column(
     return np.column_stack([c.reshape(len(close), -1)[:, 0] for c in columns])
 
 
-def set_positions_fn(
-    strategy_cls: type, params: Mapping[str, Any], engine: Mapping[str, Any] | None = None
-) -> PositionsFn | None:
-    """``data -> wide target weights`` of one parameter set, or ``None`` if it is rejected.
-
-    :func:`targets_fn` of ``strategy_cls(**params)`` (with the engine options); for a
-    class with only a batched form, its one-set output.
-    """
-    from backtest.errors import ConfigError
-
-    if not callable(getattr(strategy_cls, "positions", None)):
-        return lambda prices: batch_column(strategy_cls, prices, params)
-    try:
-        return targets_fn(strategy_cls(**params), engine)
-    except (ConfigError, TypeError, ValueError):
-        return None
-
-
 def sample_rows(n_rows: int, n_samples: int = 3) -> list[int]:
     """Which rows of a parameter frame to verify: the first, the last and evenly between."""
     if n_rows <= n_samples:
         return list(range(n_rows))
     return sorted({int(i) for i in np.linspace(0, n_rows - 1, n_samples).round()})
-
-
-def check_batch_positions(
-    strategy_cls: type,
-    prices: Bars | pd.DataFrame,
-    param_sets: Sequence[Mapping[str, Any]],
-    *,
-    positions: Callable[[Mapping[str, Any]], PositionsFn] | None = None,
-) -> int:
-    """Raise if the batched form differs from ``positions`` for any of ``param_sets``.
-
-    The batched form is ``batch_positions`` (or ``batch_weights``, see
-    :func:`batch_column`); it is compared with the strategy's checked output
-    (:func:`backtest.engine._targets.strategy_output`, what
-    :func:`~backtest.engine.target_weights` weights and limits). A set the strategy's
-    constructor rejects is skipped (the search records it as a failed trial).
-
-    Args:
-        strategy_cls: The strategy class.
-        prices: The run's :class:`~backtest.data.Bars` or wide closes.
-        param_sets: Full parameter sets (searched and fixed parameters).
-        positions: ``params -> (data -> wide positions)``; default the checked output
-            of ``strategy_cls(**params).positions``.
-
-    Returns:
-        How many sets were compared.
-
-    Raises:
-        StrategyContractError: naming the strategy, the set, the first differing bar
-            and asset, and both values.
-    """
-    from backtest.engine._targets import strategy_output
-    from backtest.errors import ConfigError
-
-    bars = as_bars(prices)
-    close = bars.close
-    name = strategy_cls.__name__
-    method = fast_method(strategy_cls) or "batch_positions"
-    checked = 0
-    for params in param_sets:
-        try:
-            if positions is not None:
-                fn = positions(params)
-            else:
-                strategy = strategy_cls(**params)
-
-                def fn(data: Any, strategy: Any = strategy) -> pd.DataFrame:
-                    return strategy_output(strategy, as_bars(data))
-        except (ConfigError, TypeError, ValueError):
-            continue
-        data = prices if positions is not None else bars
-        single = positions_values(fn(data), bars)
-        batch = batch_column(strategy_cls, bars, params)
-        batch = np.where(np.isnan(batch), 0.0, batch)
-        diff = _first_difference(batch, single)
-        checked += 1
-        if diff is not None:
-            bar, j = diff
-            raise StrategyContractError(
-                f"{name}.{method} disagrees with {name}.positions for params "
-                f"{dict(params)}: at {close.index[bar]} for {close.columns[j]!r} the batch "
-                f"position is {batch[bar, j]:g}, positions() gives {single[bar, j]:g}; a search "
-                f"would score another strategy than the one it reports (fix {method}, "
-                "or remove it to run one backtest per set)",
-                strategy=name,
-                params=dict(params),
-                bar=close.index[bar],
-                asset=close.columns[j],
-            )
-    return checked
-
-
-def check_strategy(
-    strategy: Any,
-    prices: Bars | pd.DataFrame,
-    *,
-    n_cuts: int = DEFAULT_CUTS,
-    engine: Mapping[str, Any] | None = None,
-) -> None:
-    """Check a strategy on ``prices`` the way every run does before it relies on it.
-
-    Runs the look-ahead check (the target weights of
-    :func:`backtest.engine.target_weights` on the data cut at a few bars t equal the
-    full run's up to t) and, when the class has a fast path of its own, the
-    comparison of ``batch_positions`` (or ``batch_weights``) with ``positions`` for the
-    strategy's parameters.
-
-    Args:
-        strategy: A strategy instance (anything with ``positions``; ``inputs = "bars"``
-            and ``output = "weights"`` strategies too).
-        prices: :class:`~backtest.data.Bars` or wide closes: a ``DatetimeIndex`` and one
-            column per asset.
-        n_cuts: Cut points of the look-ahead check.
-        engine: Engine options of the run (``weights``, limits, ``target_volatility``,
-            ...), applied to the targets as the engine applies them.
-
-    Raises:
-        StrategyContractError: the strategy looks ahead, or its batched form
-            disagrees with ``positions``; names the strategy, its parameters and the
-            first bar that changed.
-
-    Examples:
-        >>> import numpy as np, pandas as pd
-        >>> from backtest.strategies import SmaCross
-        >>> idx = pd.bdate_range("2020-01-01", periods=300)
-        >>> prices = pd.DataFrame({"A": 100 + np.sin(np.arange(300) / 9) * 10}, index=idx)
-        >>> check_strategy(SmaCross(5, 20), prices)  # passes silently
-        >>> class Peeking(SmaCross):
-        ...     def positions(self, prices):
-        ...         return super().positions(prices).shift(-1)
-        >>> check_strategy(Peeking(5, 20), prices)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        backtest.errors.StrategyContractError: strategy Peeking looks ahead: ...
-    """
-    from backtest.strategies._params import strategy_params
-
-    bars = as_bars(prices)
-    params = strategy_params(strategy)
-    name = strategy_name(strategy)
-    engine = _with_periods(engine, bars)
-    data = check_data(strategy, bars)
-    check_lookahead(targets_fn(strategy, engine), data, name=name, params=params, n_cuts=n_cuts)
-    cls = type(strategy)
-    if has_fast_path(cls) and params:
-        from backtest.engine._targets import strategy_output
-
-        def output(data: Any) -> pd.DataFrame:
-            return strategy_output(strategy, as_bars(data))
-
-        check_batch_positions(cls, bars, [params], positions=lambda _: output)
-
-
-def _with_periods(engine: Mapping[str, Any] | None, bars: Bars) -> dict[str, Any]:
-    """``engine`` with ``periods_per_year`` inferred once from the full data when unset."""
-    from backtest.engine._periods import resolve_periods_per_year
-
-    out = dict(engine or {})
-    if out.get("periods_per_year") is None:
-        out["periods_per_year"] = resolve_periods_per_year(bars.index, None)
-    return out
 
 
 def check_data(strategy: Any, bars: Bars) -> Bars | pd.DataFrame:

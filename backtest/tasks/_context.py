@@ -64,14 +64,10 @@ class TaskContext:
         """
         if not self.settings.engine.check_lookahead:
             return
+        from backtest.engine._checks import targets_fn
         from backtest.engine._params import ENGINE_KEYS, engine_params
         from backtest.engine._targets import output_values, targets_of
-        from backtest.strategies._checks import (
-            check_data,
-            check_lookahead,
-            strategy_name,
-            targets_fn,
-        )
+        from backtest.strategies._checks import check_data, check_lookahead, strategy_name
         from backtest.strategies._params import strategy_params
 
         options = {k: v for k, v in self.engine_kwargs().items() if k in ENGINE_KEYS}

@@ -23,7 +23,9 @@ from numpy.typing import NDArray
 from backtest import metrics as m
 from backtest.data._bars import Bars
 from backtest.engine import _exits
+from backtest.engine._fused import lanes_for_sets
 from backtest.engine._kernel import COST_COLUMNS, run_book
+from backtest.engine._lanes import run_chunks
 from backtest.engine._limits import apply_limits
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._schedule import rebalance_flags
@@ -56,20 +58,21 @@ def split_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame.drop(columns=engine), renamed
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def run_books(
-    open_, high, low, close, targets, sleeve, rebal, rebal_of, opts, ppy, atr, use_atr, lock,
-    ret_out, stats_out, limited_out, cost_out,
+    lo, hi, open_, high, low, close, targets, sleeve, rebal, rebal_of, opts, ppy, atr, use_atr,
+    lock, ret_out, stats_out, limited_out, cost_out,
 ):  # pragma: no cover - compiled; equal to simulate() per set in the tests  # fmt: skip
-    """Limits + :func:`run_book` for every set ``i`` of ``targets[:, :, i]``.
+    """Limits + :func:`run_book` for sets ``lo`` to ``hi`` of ``targets[:, :, i]``.
 
     ``opts[:, i]`` holds the set's options (:data:`_OPT_FIELDS`), ``rebal[rebal_of[i]]``
     its schedule (``rebal`` is ``(n_schedules, n)``). Writes ``ret_out[i]`` (returns),
     ``stats_out[i]``, ``limited_out[i]``
     (fraction of bars a limit bound) and ``cost_out[i]`` (cost totals per column).
+    Groups of sets run on the batched paths' threads (:func:`~backtest.engine._lanes.run_chunks`).
     """
-    n, a, k = targets.shape
-    for i in numba.prange(k):
+    n, a, _ = targets.shape
+    for i in range(lo, hi):
         o = opts[:, i]
         raw = np.ascontiguousarray(targets[:, :, i])
         limited = np.empty((n, a))
@@ -175,9 +178,11 @@ def kernel_batch(
         stats = np.zeros((hi - lo, 4))
         limited = np.zeros(hi - lo)
         costs = np.zeros((hi - lo, 6))
-        run_books(open_, high, low, close, targets, sleeve, rebal, rebal_of[lo:hi],
-                  np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
-                  ret, stats, limited, costs)  # fmt: skip
+        books = (open_, high, low, close, targets, sleeve, rebal, rebal_of[lo:hi],
+                 np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
+                 ret, stats, limited, costs)  # fmt: skip
+        run_chunks(lambda first, last, books=books: run_books(first, last, *books), hi - lo,
+                   lanes_for_sets(hi - lo))  # fmt: skip
         port = np.ascontiguousarray(ret.T)
         values = m.return_metrics(port, periods_per_year=_ppy(ppy))
         for col, name in enumerate(m.RETURN_METRIC_NAMES):

@@ -184,7 +184,7 @@ def _mean_reversion_inputs(
         table[row, j] = _zscores(columns[j], int(windows[row]))
 
     cells = [(row, j) for row in range(len(windows)) for j in range(n_assets)]
-    run_in_lanes(fill, cells, _lanes(len(cells)))
+    run_in_lanes(fill, cells, lanes_for_sets(len(cells)))
     count = len(lookback)
     zeros = np.zeros(count, dtype=np.int64)
     return (k.MEAN_REVERSION, table, np.empty((0, 0)), rows.ravel().astype(np.int64), zeros,
@@ -284,14 +284,15 @@ def fused_batch(
             rules.lock,
             *args[11:],
         )  # fmt: skip (args[9:11]: th, cost)
-        run_chunks(lambda lo, hi: ks.run_sets(lo, hi, *stop_args, out), count, _lanes(count))
+        lanes = lanes_for_sets(count)
+        run_chunks(lambda lo, hi: ks.run_sets(lo, hi, *stop_args, out), count, lanes)
     else:
-        run_chunks(lambda lo, hi: k.run_sets(lo, hi, *args, out), count, _lanes(count))
+        run_chunks(lambda lo, hi: k.run_sets(lo, hi, *args, out), count, lanes_for_sets(count))
     k.finish_growth(out, n, int(periods_per_year))
     return out[:, : k.N_METRICS], (kept if n_keep else None)
 
 
-def _lanes(count: int) -> int:
+def lanes_for_sets(count: int) -> int:
     """Threads for ``count`` sets: numba's; one in a search's worker or for few sets."""
     return 1 if SERIAL or count < MIN_PARALLEL_SETS else numba.get_num_threads()
 

@@ -5,8 +5,8 @@ Each parameter set may carry its own engine options (``engine.rebalance``,
 frame). Target weights of a chunk of sets come from the strategy's batched form
 (``batch_positions`` per asset, or ``batch_weights`` for cross-sectional strategies);
 then :func:`run_books` applies the limits and runs :func:`~backtest.engine._kernel.run_book`
-for every set in a ``prange`` loop: the same state machine as :func:`simulate`, with no
-Python call per set.
+for every set, groups of sets on the batched paths' threads: the same state machine as
+:func:`simulate`, with no Python call per set.
 """
 
 from __future__ import annotations

@@ -74,10 +74,10 @@ def _n_workers(n_jobs: int, n_chunks: int) -> int:
 def _process_context() -> multiprocessing.context.BaseContext:
     """Worker processes that are safe to start from any parent.
 
-    Not ``fork``: the engine's batched kernels run numba ``prange`` loops on OpenMP
-    threads, and forking a process that has used OpenMP aborts the child. A fork
-    server (started once, before any such loop, with our modules preloaded) forks
-    cheap clean workers; ``spawn`` where there is no fork server.
+    Not ``fork``: numba ``parallel=True`` code (a strategy's own, numba's threading-layer
+    probe) runs on OpenMP threads, and forking a process that has used OpenMP aborts the
+    child. A fork server (started once, before any such loop, with our modules preloaded)
+    forks cheap clean workers; ``spawn`` where there is no fork server.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")

@@ -187,8 +187,12 @@ def set_positions(
     strategy_cls: type,
     params: Mapping[str, NDArray[Any]],
     k: int,
+    by_asset: NDArray[np.float64] | None = None,
 ) -> Callable[[int], NDArray[np.float64]]:
     """``j -> (n_bars, k)`` positions of asset ``j`` for ``k`` parameter sets.
+
+    ``by_asset`` are the closes asset-major (``(n_assets, n_bars)``, each asset's in
+    order, what ``batch_positions`` receives) when already at hand.
 
     With a ``batch_positions`` of the class's own (:func:`backtest.strategies.has_fast_path`)
     they come from it; otherwise from one ``positions`` call per set (one backtest per
@@ -204,8 +208,8 @@ def set_positions(
     name = strategy_cls.__name__
     if fast_method(strategy_cls) == "batch_positions":
         fast = strategy_cls.batch_positions  # type: ignore[attr-defined]
-
-        by_asset = [np.ascontiguousarray(close[:, j]) for j in range(n_assets)]
+        if by_asset is None:
+            by_asset = np.ascontiguousarray(close.T)
 
         def batch(j: int) -> NDArray[np.float64]:
             pos = _in_order(fast(by_asset[j], params))
@@ -240,16 +244,17 @@ def block_positions(
     close: NDArray[np.float64],
     strategy_cls: type,
     columns: Mapping[str, NDArray[Any]],
+    by_asset: NDArray[np.float64],
 ) -> Callable[[int, int], Callable[[int], NDArray[np.float64]]]:
     """``(lo, hi) -> (j -> (n_bars, hi - lo) positions of asset j for sets lo..hi)``.
 
     :func:`set_positions` for a block of the sets in ``columns`` (name -> one value
-    per set).
+    per set), every block reading the same asset-major closes ``by_asset``.
     """
 
     def block(lo: int, hi: int) -> Callable[[int], NDArray[np.float64]]:
         params = {c: v[lo:hi] for c, v in columns.items()}
-        return set_positions(prices, close, strategy_cls, params, hi - lo)
+        return set_positions(prices, close, strategy_cls, params, hi - lo, by_asset)
 
     return block
 
@@ -264,11 +269,11 @@ def lanes_for(strategy_cls: type, k: int) -> int:
     ``workqueue`` (which refuses parallel kernels launched from two threads at once,
     as a strategy's own ``parallel=True`` code would be).
     """
-    from backtest.engine import _fused
+    from backtest.engine._fused import lanes_for_sets
     from backtest.strategies._checks import fast_method
 
-    lanes = numba.get_num_threads()
-    if _fused.SERIAL or k < _fused.MIN_PARALLEL_SETS or lanes < 2:
+    lanes = lanes_for_sets(k)
+    if lanes < 2:
         return 1
     if fast_method(strategy_cls) != "batch_positions" or _threading_layer() == "workqueue":
         return 1
@@ -308,22 +313,18 @@ def generic_values(
 
     n, n_assets = close.shape
     k = len(next(iter(columns.values()))) if columns else 1
+    by_asset = np.ascontiguousarray(close.T)
     if r_assets is None:
-        r_assets = asset_returns(close)
+        r_assets = bar_returns(by_asset, axis=1)
     with reuse_freed_memory():
         values, returns = _generic.evaluate_blocks(
-            block_positions(prices, close, strategy_cls, columns),
+            block_positions(prices, close, strategy_cls, columns, by_asset),
             n_assets, n, k, r_assets, cost, w, periods_per_year, keep,
             lanes=lanes_for(strategy_cls, k), block=chunk_size,
         )  # fmt: skip
     if keep is not None and returns is None:
         returns = np.empty((n, 0))
     return values, returns
-
-
-def asset_returns(close: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Bar returns per asset, ``(n_assets, n_bars)`` (0 on the first bar)."""
-    return np.stack([bar_returns(np.ascontiguousarray(close[:, j])) for j in range(close.shape[1])])
 
 
 def takes_generic_path(strategy_cls: type, **options: Any) -> bool:

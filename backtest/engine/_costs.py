@@ -18,10 +18,15 @@ def cost_rate(fee_bps: float, slippage_bps: float) -> float:
     return (fee_bps + slippage_bps) / 1e4
 
 
-def bar_returns(close: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Close-to-close returns with a leading 0, along axis 0."""
+def bar_returns(close: NDArray[np.float64], axis: int = 0) -> NDArray[np.float64]:
+    """Close-to-close returns with a leading 0, along ``axis`` (the bars).
+
+    ``axis=1`` for asset-major closes ``(n_assets, n_bars)``, as the batched kernels read them.
+    """
     r = np.zeros_like(close, dtype=np.float64)
-    r[1:] = close[1:] / close[:-1] - 1.0
+    out = np.moveaxis(r, axis, 0)
+    bars = np.moveaxis(np.asarray(close), axis, 0)
+    out[1:] = bars[1:] / bars[:-1] - 1.0
     return r
 
 

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from backtest.engine import _fused_kernels as k
 from backtest.engine import _fused_stops as ks
+from backtest.engine._costs import bar_returns
 from backtest.engine._exits import StopRules, validate_stop_rules
 from backtest.engine._lanes import run_chunks, run_in_lanes
 from backtest.errors import ConfigError
@@ -101,9 +102,9 @@ def _stop_table(
 
 
 def _sma_inputs(
-    close: NDArray[np.float64], params: Mapping[str, NDArray]
+    by_asset: NDArray[np.float64], params: Mapping[str, NDArray]
 ) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
-    n, n_assets = close.shape
+    n_assets, n = by_asset.shape
     count = len(next(iter(params.values()))) if params else 1
     fast = as_param_array(params, "fast", count, 10).astype(np.int64)
     slow = as_param_array(params, "slow", count, 50).astype(np.int64)
@@ -116,8 +117,8 @@ def _sma_inputs(
             f"'slow' ({slow[i]})",
             key="fast",
         )
-    csum = np.zeros((n_assets, n + 1))  # asset-major, as every input of the kernels
-    np.cumsum(close.T, axis=1, out=csum[:, 1:])
+    csum = np.zeros((n_assets, n + 1))
+    np.cumsum(by_asset, axis=1, out=csum[:, 1:])
     start = slow - 1
     windows, inverse = np.unique(np.concatenate([fast, slow]), return_inverse=True)
     if len(windows) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
@@ -132,9 +133,9 @@ def _sma_inputs(
 
 
 def _momentum_inputs(
-    close: NDArray[np.float64], params: Mapping[str, NDArray]
+    by_asset: NDArray[np.float64], params: Mapping[str, NDArray]
 ) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
-    n, n_assets = close.shape
+    n_assets, n = by_asset.shape
     count = len(next(iter(params.values()))) if params else 1
     lookback = as_param_array(params, "lookback", count, 126).astype(np.int64)
     skip = as_param_array(params, "skip", count, 0).astype(np.int64)
@@ -146,11 +147,9 @@ def _momentum_inputs(
     start = lookback + skip
     pairs, inverse = np.unique(np.column_stack([lookback, skip]), axis=0, return_inverse=True)
     if (len(pairs) + 1) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
-        data = np.ascontiguousarray(close.T)
-        return k.MOMENTUM_CLOSE, np.empty((0, 0, 0)), data, lookback, skip, start, long_short
+        return k.MOMENTUM_CLOSE, np.empty((0, 0, 0)), by_asset, lookback, skip, start, long_short
     table = np.full((len(pairs) + 1, n_assets, n), np.nan)
     table[len(pairs)] = 0.0  # the zero line a trailing return is compared with
-    by_asset = close.T
     for row, (lb, sk) in enumerate(pairs):
         first = lb + sk
         if first < n:
@@ -164,12 +163,12 @@ def _momentum_inputs(
 
 
 def _mean_reversion_inputs(
-    close: NDArray[np.float64], params: Mapping[str, NDArray], th: NDArray[np.float64]
+    by_asset: NDArray[np.float64], params: Mapping[str, NDArray], th: NDArray[np.float64]
 ) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray] | None:
     """A z-score row per distinct lookback (the strategy's own ``_zscores``); ``th`` filled."""
     from backtest.strategies._mean_reversion import _zscores
 
-    n, n_assets = close.shape
+    n_assets, n = by_asset.shape
     lookback, entry, exit_ = MeanReversion.param_arrays(params)
     th[:, 0] = entry
     th[:, 1] = exit_
@@ -177,11 +176,10 @@ def _mean_reversion_inputs(
     if len(windows) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
         return None
     table = np.empty((len(windows), n_assets, n))
-    columns = [np.ascontiguousarray(close[:, j]) for j in range(n_assets)]
 
     def fill(cell: tuple[int, int]) -> None:  # _zscores releases the GIL: rows in threads
         row, j = cell
-        table[row, j] = _zscores(columns[j], int(windows[row]))
+        table[row, j] = _zscores(by_asset[j], int(windows[row]))
 
     cells = [(row, j) for row in range(len(windows)) for j in range(n_assets)]
     run_in_lanes(fill, cells, lanes_for_sets(len(cells)))
@@ -229,8 +227,9 @@ def fused_batch(
     """
     if not supports(strategy_cls, [str(c) for c in frame]):
         return None
-    close = np.ascontiguousarray(close, dtype=np.float64)
-    n, _ = close.shape
+    # every input of the kernels is asset-major: (n_assets, n_bars), each asset's bars in order
+    by_asset = np.ascontiguousarray(np.asarray(close, dtype=np.float64).T)
+    n = by_asset.shape[1]
     params = {str(c): np.asarray(frame[c]) for c in frame}
     count = len(next(iter(params.values()))) if params else len(frame)
     rules = rules or StopRules()
@@ -240,16 +239,14 @@ def fused_batch(
         return None
     th = np.zeros((count, 2))
     if strategy_cls is MeanReversion:
-        built = _mean_reversion_inputs(close, params, th)
+        built = _mean_reversion_inputs(by_asset, params, th)
     else:
         build = _sma_inputs if strategy_cls is SmaCross else _momentum_inputs
-        built = build(close, params)
+        built = build(by_asset, params)
     if built is None:  # its signal table would not fit the budget: the generic path
         return None
     source, table, data, a, b, start, long_short = built
-    by_asset = np.ascontiguousarray(close.T)  # every input of the kernels is asset-major
-    r = np.zeros_like(by_asset)
-    r[:, 1:] = by_asset[:, 1:] / by_asset[:, :-1] - 1.0
+    r = bar_returns(by_asset, axis=1)
     keep_slot = np.full(count, -1, dtype=np.int64)
     if keep is not None and n_keep:
         keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
@@ -271,8 +268,9 @@ def fused_batch(
         kept,
     )
     out = np.empty((count, k.N_OUT))
+    lanes = lanes_for_sets(count)
     if with_stops:
-        prices, atr = _stop_prices(close, ohlc, rules, stops)
+        prices, atr = _stop_prices(by_asset, ohlc, rules, stops)
         stop_args = (
             *args[:3],
             prices,
@@ -284,10 +282,9 @@ def fused_batch(
             rules.lock,
             *args[11:],
         )  # fmt: skip (args[9:11]: th, cost)
-        lanes = lanes_for_sets(count)
         run_chunks(lambda lo, hi: ks.run_sets(lo, hi, *stop_args, out), count, lanes)
     else:
-        run_chunks(lambda lo, hi: k.run_sets(lo, hi, *args, out), count, lanes_for_sets(count))
+        run_chunks(lambda lo, hi: k.run_sets(lo, hi, *args, out), count, lanes)
     k.finish_growth(out, n, int(periods_per_year))
     return out[:, : k.N_METRICS], (kept if n_keep else None)
 
@@ -298,7 +295,7 @@ def lanes_for_sets(count: int) -> int:
 
 
 def _stop_prices(
-    close: NDArray[np.float64],
+    by_asset: NDArray[np.float64],
     ohlc: tuple[NDArray[np.float64] | None, NDArray[np.float64] | None, NDArray[np.float64] | None]
     | None,
     rules: StopRules,
@@ -306,17 +303,17 @@ def _stop_prices(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Opens, highs, lows and closes ``(4, n_assets, n)`` and the ATR the exits read.
 
-    Asset-major (the ATR ``(n_assets, n)``), as every input of the kernels.
+    Asset-major (the ATR ``(n_assets, n)``), as every input of the kernels; ``by_asset``
+    are the closes, asset-major; ``ohlc`` the opens, highs and lows as wide arrays.
     """
     from backtest.engine._exits import require_high_low, stop_atr
 
     open_, high, low = ohlc if ohlc is not None else (None, None, None)
     if (~np.isnan(stops[:, :3])).any():
         require_high_low(open_, high, low)
-    prices = np.empty((4, *close.shape))
-    prices[3] = close
-    prices[0] = close if open_ is None else open_
-    prices[1] = close if high is None else high
-    prices[2] = close if low is None else low
-    atr = stop_atr(rules, high, low, close)
-    return np.ascontiguousarray(prices.transpose(0, 2, 1)), np.ascontiguousarray(atr.T)
+    prices = np.empty((4, *by_asset.shape))
+    prices[3] = by_asset
+    for row, wide in enumerate((open_, high, low)):
+        prices[row] = by_asset if wide is None else wide.T
+    atr = stop_atr(rules, high, low, by_asset.T)
+    return prices, np.ascontiguousarray(atr.T)

@@ -123,7 +123,8 @@ class StrategyEvaluator:
         """
         if self._generic is None:
             from backtest.data import Bars
-            from backtest.engine._batch import asset_returns, takes_generic_path
+            from backtest.engine._batch import takes_generic_path
+            from backtest.engine._costs import bar_returns
             from backtest.engine._periods import resolve_periods_per_year
 
             bars = self.bars if self.bars is not None else Bars.from_close(self.prices)
@@ -134,7 +135,8 @@ class StrategyEvaluator:
                 self._generic = False
             else:
                 cost, weights, close = self._arrays()
-                self._generic = (bars, close, cost, weights, int(ppy), asset_returns(close))
+                r = bar_returns(np.ascontiguousarray(close.T), axis=1)  # asset-major
+                self._generic = (bars, close, cost, weights, int(ppy), r)
         return self._generic or None
 
     def _arrays(self) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:

@@ -234,7 +234,6 @@ def fused_batch(
     count = len(next(iter(params.values()))) if params else len(frame)
     rules = rules or StopRules()
     stops, with_stops = _stop_table(params, rules, count)
-    n_keep = 0 if keep is None else int(np.count_nonzero(keep))
     if with_stops and strategy_cls not in _WITH_STOPS:
         return None
     th = np.zeros((count, 2))
@@ -247,10 +246,7 @@ def fused_batch(
         return None
     source, table, data, a, b, start, long_short = built
     r = bar_returns(by_asset, axis=1)
-    keep_slot = np.full(count, -1, dtype=np.int64)
-    if keep is not None and n_keep:
-        keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
-    kept = np.empty((n_keep, n))
+    keep_slot, kept = k.kept_rows(keep, count, n)
     args = (
         source,
         table,
@@ -286,7 +282,7 @@ def fused_batch(
     else:
         run_chunks(lambda lo, hi: k.run_sets(lo, hi, *args, out), count, lanes)
     k.finish_growth(out, n, int(periods_per_year))
-    return out[:, : k.N_METRICS], (kept if n_keep else None)
+    return out[:, : k.N_METRICS], (kept if len(kept) else None)
 
 
 def lanes_for_sets(count: int) -> int:

@@ -46,6 +46,7 @@ from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backt
     _finish,
     finish_growth,
     finish_row,
+    kept_rows,
     wealth_step,
 )
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step

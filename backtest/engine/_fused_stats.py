@@ -255,6 +255,21 @@ def _finish(
     out[SORTINO] = mean * ppy / downside if downside > 0.0 else nan
 
 
+def kept_rows(
+    keep: NDArray[np.bool_] | None, k: int, n_bars: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """``(keep_slot, kept)`` for :func:`finish_row`: each set's row of ``kept`` (-1: none).
+
+    ``keep`` marks the sets whose returns are kept (``None``: none); ``kept`` is
+    ``(n_kept, n_bars)``, the kept sets in order.
+    """
+    keep_slot = np.full(k, -1, dtype=np.int64)
+    n_keep = 0 if keep is None else int(np.count_nonzero(keep))
+    if n_keep:
+        keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
+    return keep_slot, np.empty((n_keep, n_bars))
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def finish_row(
     buf: NDArray[np.float64],

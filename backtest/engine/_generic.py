@@ -45,6 +45,7 @@ from backtest.engine._fused_stats import (
     _close_drawdown,
     finish_growth,
     finish_row,
+    kept_rows,
     wealth_step,
 )
 from backtest.engine._lanes import run_in_lanes
@@ -227,11 +228,7 @@ def evaluate_blocks(
         or None)``.
     """
     out = np.empty((k, N_OUT))
-    keep_slot = np.full(k, -1, dtype=np.int64)
-    n_keep = 0 if keep is None else int(np.count_nonzero(keep))
-    if keep is not None and n_keep:
-        keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
-    kept = np.empty((n_keep, n_bars))
+    keep_slot, kept = kept_rows(keep, k, n_bars)
     w = np.ascontiguousarray(weights, dtype=np.float64)
     size = block or block_size(n_bars, k, lanes)
 
@@ -247,4 +244,4 @@ def evaluate_blocks(
 
     run_in_lanes(run, range(0, k, size), lanes)  # raises the first block's error, if any
     finish_growth(out, n_bars, int(ppy))
-    return out[:, :N_METRICS], (kept.T if n_keep else None)
+    return out[:, :N_METRICS], (kept.T if len(kept) else None)

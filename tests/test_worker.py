@@ -410,11 +410,14 @@ def test_a_worker_loads_mlflow_and_matplotlib_only_once_a_job_needs_them(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_worker_exits_at_once_with_its_log_flushed(
-    redis_url: str, queue_name: str, tmp_path: Path
+    redis_url: str, queue_name: str, tmp_path: Path, busy_cores: int, sig: signal.Signals
 ) -> None:
-    """SIGTERM to an idle worker: gone in well under the 0.6 s an interpreter teardown
-    takes (the launcher waits for its workers at the end of every sweep)."""
+    """An idle worker asked to stop is gone within 2 s, with both cores busy elsewhere.
+
+    It used to wait out its pubsub thread's 60 s read (redis-py 8 joins that thread on
+    stop), so docker's and systemd's 10 s grace ended in a SIGKILL."""
     from backtest.config import QueueConfig
     from backtest.queue import BacktestJobQueue
 
@@ -424,10 +427,10 @@ def test_a_stopped_worker_exits_at_once_with_its_log_flushed(
         (proc,) = workers.processes
         time.sleep(0.5)
         start = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         code = proc.wait(30)
         elapsed = time.monotonic() - start
         workers.stop()
     assert code == 0
-    assert elapsed < 0.4, f"the worker took {elapsed:.2f} s to exit"
+    assert elapsed < 2.0, f"the worker took {elapsed:.2f} s to exit"
     assert "unsubscribing from channel" in (tmp_path / "worker-0.log").read_text()

@@ -144,13 +144,24 @@ class _RqWorker(Worker):
         return promoted
 
     def unsubscribe(self) -> None:
-        # rq sends UNSUBSCRIBE, then stops its pubsub thread: a thread that reads the
-        # reply before it is stopped waits for the next message (60 s), and rq's join
-        # gives up only after a second, which every stopped worker then took at random.
-        # Stopped first, the thread ends on the reply.
-        if self.pubsub_thread:
-            self.pubsub_thread.stop()
-        super().unsubscribe()
+        # The pubsub thread waits up to 60 s (rq's sleep_time) for a message, and
+        # redis-py 8's ``PubSubWorkerThread.stop()`` joins it with no bound: stopping it
+        # first kept an idle worker alive for up to a minute after SIGTERM. Instead the
+        # thread is told to end without waiting (``stop(timeout=0)`` only clears its
+        # flag), then UNSUBSCRIBE is sent: its reply wakes the thread's read, the thread
+        # sees the flag and ends at once. The flag is cleared before the reply can
+        # arrive, so the read that the reply ends is the thread's last.
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        self.log.info(
+            "Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name
+        )
+        thread.stop(timeout=0)
+        with contextlib.suppress(redis.RedisError, OSError):
+            self.pubsub.unsubscribe()
+        thread.join(timeout=2)
+        self.pubsub.close()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         _preload_for(job)  # before the fork: the work horse inherits it

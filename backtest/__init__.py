@@ -12,7 +12,10 @@ and version.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
+import sys
 from typing import Any
 
 from backtest.errors import (
@@ -71,7 +74,7 @@ __all__ = [
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY = {
-    "BacktestJob": "backtest.jobs",
+    "BacktestJob": "backtest.tasks._jobs",
     "run_backtest": "backtest.tasks",
     "BacktestResult": "backtest.engine",
     "simulate": "backtest.engine",
@@ -97,7 +100,7 @@ _LAZY = {
     "deflated_sharpe_ratio": "backtest.overfitting",
     "probabilistic_sharpe_ratio": "backtest.overfitting",
     "probability_of_backtest_overfitting": "backtest.overfitting",
-    "distributed_search": "backtest.distributed",
+    "distributed_search": "backtest.queue._distributed",
 }
 _NEEDS_RQ = {"BacktestJobQueue": "backtest.queue", "BacktestWorker": "backtest.queue"}
 
@@ -117,6 +120,45 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'backtest' has no attribute {name!r}")
     globals()[name] = value
     return value
+
+
+# Old module paths, kept working after the modules moved into their packages: `python -m
+# backtest.worker` (and .sync, .compare, .distributed) and `import backtest.jobs` find the
+# module that does the work now. old path -> (module imported, module run by `python -m`).
+_MOVED = {
+    "backtest.compare": ("backtest.tracking._compare", "backtest.tracking._compare"),
+    "backtest.sync": ("backtest.tracking._sync", "backtest.tracking._sync"),
+    "backtest.worker": ("backtest.queue._cli", "backtest.queue._cli"),
+    "backtest.distributed": ("backtest.queue._distributed", "backtest.cli._distributed"),
+    "backtest.jobs": ("backtest.tasks._jobs", "backtest.tasks._jobs"),
+    "backtest.sweep": ("backtest.cli._callbacks", "backtest.cli._callbacks"),
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds an old module path of :data:`_MOVED`: the import is the new module itself."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in _MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec: Any) -> Any:
+        return importlib.import_module(_MOVED[spec.name][0])
+
+    def exec_module(self, module: Any) -> None:
+        """Nothing to run: the new module was imported by :meth:`create_module`."""
+
+    def get_code(self, name: str) -> Any:
+        """The code ``python -m OLD`` runs: the new command module's."""
+        run = _MOVED[name][1]
+        spec = importlib.util.find_spec(run)
+        assert spec is not None and spec.loader is not None
+        return spec.loader.get_code(run)  # type: ignore[attr-defined]
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __dir__() -> list[str]:

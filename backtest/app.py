@@ -14,12 +14,12 @@ from omegaconf.errors import OmegaConfBaseException
 from backtest import results
 from backtest.config import CONF_DIR
 from backtest.errors import BacktestError
-from backtest.jobs import BacktestJob
-from backtest.logs import kv, use_structlog
 from backtest.masking import mask_files, mask_logs, remember_config
 from backtest.results import load_result
-from backtest.summary import format_summary
+from backtest.results._summary import format_summary
 from backtest.tasks import execute_job, prepare
+from backtest.tasks._jobs import BacktestJob
+from backtest.tasks._logs import kv, use_structlog
 
 log = logging.getLogger("backtest")
 
@@ -65,7 +65,7 @@ def normalise(argv: Sequence[str]) -> list[str]:
 def compose(*overrides: str) -> DictConfig:
     """The config ``backtest run OVERRIDES`` would run, composed from ``conf/`` in Python.
 
-    For building :class:`~backtest.jobs.BacktestJob` records to submit to a
+    For building :class:`~backtest.tasks._jobs.BacktestJob` records to submit to a
     :class:`~backtest.queue.BacktestJobQueue` without the command line::
 
         jobs = [BacktestJob.from_config(compose("+experiment=sma_cross", f"strategy.fast={f}"))
@@ -78,7 +78,7 @@ def compose(*overrides: str) -> DictConfig:
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
-    from backtest.config import register_configs
+    from backtest.config._hydra import register_configs
     from backtest.errors import ConfigError
 
     register_configs()
@@ -130,7 +130,7 @@ def _remove_untouched(run_dir: Path) -> None:
     """Remove a run directory that holds nothing but what Hydra (and its claim) put there.
 
     A sweep job's directory stays: its log holds the traceback and the sweep summary
-    lists the failure (:mod:`backtest.sweep`).
+    lists the failure (:mod:`backtest.cli._callbacks`).
     """
     if not run_dir.is_dir() or _in_sweep():
         return

@@ -49,8 +49,8 @@ def job_for(overrides: list[str], out: Path) -> Any:  # a BacktestJob as the CLI
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from backtest.config import register_configs
-    from backtest.jobs import BacktestJob, plain_config
+    from backtest.config._hydra import register_configs
+    from backtest.tasks._jobs import BacktestJob, plain_config
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -61,8 +61,8 @@ def job_for(overrides: list[str], out: Path) -> Any:  # a BacktestJob as the CLI
 
 
 def measure(overrides: list[str], work: Path, repeats: int) -> dict[str, float]:
-    from backtest.jobs import BacktestJob
     from backtest.tasks import _backtest, execute_job, prepare
+    from backtest.tasks._jobs import BacktestJob
 
     work = Path(tempfile.mkdtemp(dir=work))
     off_job = job_for([*overrides, "engine.check_lookahead=false"], work / "unused")

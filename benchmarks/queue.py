@@ -49,10 +49,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from backtest.config import QueueConfig, register_configs  # noqa: E402
-from backtest.jobs import BacktestJob, plain_config  # noqa: E402
+from backtest.config import QueueConfig  # noqa: E402
+from backtest.config._hydra import register_configs  # noqa: E402
 from backtest.queue import BacktestJobQueue  # noqa: E402
 from backtest.tasks import run_backtest  # noqa: E402
+from backtest.tasks._jobs import BacktestJob, plain_config  # noqa: E402
 
 
 def base_config() -> dict[str, Any]:

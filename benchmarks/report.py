@@ -32,9 +32,9 @@ def _run(run_dir: Path, n_bars: int, *overrides: str) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from backtest.config import register_configs
-    from backtest.jobs import BacktestJob
+    from backtest.config._hydra import register_configs
     from backtest.tasks import run_backtest
+    from backtest.tasks._jobs import BacktestJob
 
     register_configs()
     GlobalHydra.instance().clear()

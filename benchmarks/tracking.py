@@ -32,9 +32,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backtest.config import TrackingConfig, register_configs  # noqa: E402
-from backtest.jobs import BacktestJob  # noqa: E402
+from backtest.config import TrackingConfig  # noqa: E402
+from backtest.config._hydra import register_configs  # noqa: E402
 from backtest.tasks import execute_job  # noqa: E402
+from backtest.tasks._jobs import BacktestJob  # noqa: E402
 from backtest.tracking import log_result  # noqa: E402
 
 

@@ -46,7 +46,7 @@ def compute(overrides: list[str], data: str) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from backtest.config import register_configs
+    from backtest.config._hydra import register_configs
     from backtest.data import load_prices
     from backtest.engine import simulate, simulate_batch
     from backtest.strategies._loader import build_strategy

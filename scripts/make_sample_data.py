@@ -1,4 +1,4 @@
-"""Regenerate ``backtest/_data/sample.csv``, the real daily prices shipped with backtest.
+"""Regenerate ``backtest/data/sample.csv``, the real daily prices shipped with backtest.
 
 Source: the daily S&P 500 (Yahoo ``^GSPC``) and NASDAQ Composite (Yahoo ``^IXIC``)
 index data that the ``arch`` package (PyPI ``arch``, ``arch.data.sp500.load()`` and
@@ -11,7 +11,7 @@ these indices (no dividends or splits), so only ``close`` is kept.
 
 Usage::
 
-    python scripts/make_sample_data.py [--out backtest/_data/sample.csv]
+    python scripts/make_sample_data.py [--out backtest/data/sample.csv]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from backtest.config import register_configs
+from backtest.config._hydra import register_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"

@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from backtest import results
-from backtest.compare import compare_runs, main
 from backtest.config import TrackingConfig
 from backtest.errors import BacktestError, ConfigError
 from backtest.tracking import log_result
+from backtest.tracking._compare import compare_runs, main
 
 SHARPES = [0.4, 1.3, float("nan"), -0.2, 0.9]
 DRAWDOWNS = [0.30, 0.10, 0.20, 0.50, 0.15]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backtest.conflicts import check_conflicts
+from backtest.config._conflicts import check_conflicts
 from backtest.errors import ConfigError
-from backtest.jobs import BacktestJob
 from backtest.tasks import prepare
+from backtest.tasks._jobs import BacktestJob
 
 WF = {"splitter": "rolling", "train_bars": None, "test_bars": None, "step_bars": None}
 

@@ -298,12 +298,12 @@ def test_sample_matches_its_source() -> None:
     for symbol, module in (("SP500", sp500), ("NASDAQ", nasdaq)):
         source = module.load().loc["2008":"2018", "Close"]
         np.testing.assert_allclose(prices[symbol].to_numpy(), source.to_numpy(), atol=0.005)
-    size = Path(str(resources.files("backtest") / "_data" / "sample.csv"))
+    size = Path(str(resources.files("backtest.data") / "sample.csv"))
     assert size.stat().st_size < 500_000
 
 
 def test_sample_has_valid_ohlc() -> None:
-    path = Path(str(resources.files("backtest") / "_data" / "sample.csv"))
+    path = Path(str(resources.files("backtest.data") / "sample.csv"))
     raw = pd.read_csv(path)
     assert list(raw.columns) == ["date", "symbol", "open", "high", "low", "close", "volume"]
     assert (raw["high"] >= raw["low"]).all()

@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("rq")
 
 from backtest.config import QueueConfig
-from backtest.distributed import check_storage, distributed_search
 from backtest.errors import ConfigError
 from backtest.queue import BacktestJobQueue, LocalWorkers
+from backtest.queue._distributed import check_storage, distributed_search
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -28,7 +28,7 @@ def search_config(**strategy: Any) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from backtest.jobs import plain_config
+    from backtest.tasks._jobs import plain_config
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

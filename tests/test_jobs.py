@@ -12,10 +12,10 @@ import pytest
 from backtest import BacktestJob, ConfigError, ResultPathMissing, load_result, run_backtest
 from backtest.engine import simulate
 from backtest.errors import BacktestError
-from backtest.jobs import config_hash
 from backtest.results import has_result, write_result
 from backtest.strategies import SmaCross
 from backtest.tasks import load_backtest
+from backtest.tasks._jobs import config_hash
 
 
 def small_config(compose, tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]

@@ -50,7 +50,7 @@ def _our_processes() -> set[int]:
     pids = set()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if "backtest.worker" in cmdline or "backtest-redis-" in cmdline:
+        if "backtest.queue._cli" in cmdline or "backtest-redis-" in cmdline:
             pids.add(proc.info["pid"])
     return pids
 
@@ -106,9 +106,9 @@ def test_batches_come_back_per_override_with_objectives_and_failures(
 ) -> None:
     from hydra.core.utils import JobStatus
 
-    from backtest.jobs import BacktestJob
     from backtest.queue import JobFailed
     from backtest.tasks import run_backtest
+    from backtest.tasks._jobs import BacktestJob
 
     before = _our_processes()
     launcher = launcher_factory(*SMALL, "queue.n_workers=2")
@@ -181,7 +181,7 @@ def test_local_workers_start_at_setup_with_a_share_of_the_cores_for_numba(
 
 
 def record_config(ret: Any) -> dict[str, Any]:
-    from backtest.jobs import plain_config
+    from backtest.tasks._jobs import plain_config
 
     config = plain_config(ret.cfg)
     config["output_dir"] = None

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from backtest._limits import human, machine_memory
 from backtest.errors import ConfigError
-from backtest.jobs import BacktestJob
 from backtest.tasks import execute_job
+from backtest.tasks._bounds import human, machine_memory
+from backtest.tasks._jobs import BacktestJob
 
 HUGE = 10**11
 

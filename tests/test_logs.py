@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from backtest.logs import kv, use_structlog
+from backtest.tasks._logs import kv, use_structlog
 
 
 def test_kv_quotes_values_with_spaces() -> None:

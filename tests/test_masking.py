@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from backtest.jobs import BacktestJob
 from backtest.masking import (
     MASK,
     MaskingFilter,
@@ -22,6 +21,7 @@ from backtest.masking import (
     remember,
     reveal,
 )
+from backtest.tasks._jobs import BacktestJob
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hunter2-5ecr3t-4c9f"

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from backtest import results
-from backtest.jobs import BacktestJob
 from backtest.tasks import execute_job
+from backtest.tasks._jobs import BacktestJob
 from backtest.tracking import run_key
 from backtest.tracking._client import client_for
 
@@ -72,7 +72,7 @@ def kill_when_running(proc: subprocess.Popen[bytes], uri: str, experiment: str) 
 
 def sync_proc(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "backtest.sync", *args],
+        [sys.executable, "-m", "backtest.tracking._sync", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -128,7 +128,7 @@ def test_a_retry_after_a_kill_mid_mirror_closes_it_and_logs_once(
     slow_to_mirror(run_dir)
     script = (
         "import json, sys\n"
-        "from backtest.jobs import BacktestJob\n"
+        "from backtest.tasks._jobs import BacktestJob\n"
         "from backtest.tasks import execute_job\n"
         "execute_job(BacktestJob.from_dict(json.loads(sys.argv[1])))\n"
     )
@@ -158,9 +158,9 @@ def test_sync_with_nothing_to_do_opens_no_result(
     uri, experiment = f"sqlite:///{tmp_path}/mlflow.db", "idle"
     out = tmp_path / "outputs"
     dirs = [write_run(out / f"r{i:03d}", experiment, uri, 0.01 * i) for i in range(200)]
-    from backtest import sync as sync_module
-    from backtest.sync import sync
     from backtest.tracking import _log
+    from backtest.tracking import _sync as sync_module
+    from backtest.tracking._sync import sync
 
     assert len(sync(out).logged) == 200
 

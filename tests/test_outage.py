@@ -88,8 +88,8 @@ class PersistentRedis:
 @pytest.mark.slow
 def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
     from backtest.config import QueueConfig
-    from backtest.jobs import BacktestJob
     from backtest.queue import BacktestJobQueue, LocalWorkers
+    from backtest.tasks._jobs import BacktestJob
     from tests.test_worker import _base_config
 
     (tmp_path / "support").mkdir()

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest import plots
 from backtest.engine import simulate
 from backtest.metrics import max_drawdown
+from backtest.report import _png as plots
 from backtest.strategies import SmaCross
 
 

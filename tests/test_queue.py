@@ -17,7 +17,6 @@ pytest.importorskip("rq")
 
 from backtest.config import QueueConfig
 from backtest.errors import ConfigError, JobNotFound, QueueUnavailable
-from backtest.jobs import BacktestJob
 from backtest.queue import (
     BacktestJobQueue,
     JobFailed,
@@ -28,6 +27,7 @@ from backtest.queue import (
 )
 from backtest.results import load_result
 from backtest.tasks import run_backtest
+from backtest.tasks._jobs import BacktestJob
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 

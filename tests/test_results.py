@@ -9,8 +9,8 @@ import pytest
 
 from backtest import results
 from backtest.errors import ResultPathMissing
-from backtest.jobs import BacktestJob
 from backtest.tasks import execute_job, load_backtest
+from backtest.tasks._jobs import BacktestJob
 
 
 @pytest.fixture

@@ -449,11 +449,18 @@ def test_heatmap_png(tmp_path, prices):
         StrategyEvaluator(prices, SmaCross),
         progress=False,
     )
-    path = res.heatmap("fast", "slow", tmp_path / "figures" / "heatmap.png")
+    from backtest.report._png import heatmap_figure
+
+    cells, title = res.heatmap_cells("fast", "slow")
+    assert len(cells) == 12  # 3 x 4 cells, the best of long_short in each
+    assert cells["sharpe_ratio"].max() == res.best_score
+    path = heatmap_figure(
+        cells, "fast", "slow", "sharpe_ratio", tmp_path / "figures" / "heatmap.png", title=title
+    )
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     with pytest.raises(ConfigError, match="not a searched parameter"):
-        res.heatmap("fast", "nope", tmp_path / "x.png")
+        res.heatmap_cells("fast", "nope")
 
 
 @settings(max_examples=25, deadline=None)

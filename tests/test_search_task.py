@@ -82,7 +82,7 @@ def test_children_are_the_best_k_trials(compose, tmp_path):
     )
     settings = typed_settings(cfg)
     prices = load_prices(settings.data)
-    from backtest.jobs import BacktestJob
+    from backtest.tasks._jobs import BacktestJob
 
     ctx = TaskContext(
         job=BacktestJob.from_config(cfg),

@@ -144,9 +144,9 @@ def test_a_checked_backtest_calls_the_strategy_once_on_all_the_bars(
 ) -> None:  # type: ignore[no-untyped-def]
     """The look-ahead check's output over all the bars is the backtest's: the check
     costs only the cut prefixes, and the result is the unchecked run's."""
-    from backtest.jobs import BacktestJob
     from backtest.results import load_result
     from backtest.tasks import execute_job
+    from backtest.tasks._jobs import BacktestJob
 
     lengths: list[int] = []
     original = SmaCross.positions

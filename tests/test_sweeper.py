@@ -20,7 +20,7 @@ import pytest
 import yaml
 from hydra.core.global_hydra import GlobalHydra
 
-from backtest.sweep import summarize_sweep
+from backtest.cli._callbacks import summarize_sweep
 
 APP_CONFIG = """\
 defaults:

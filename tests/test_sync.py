@@ -12,8 +12,8 @@ import yaml
 from backtest import results
 from backtest.config import TrackingConfig
 from backtest.errors import ResultPathMissing
-from backtest.sync import main, sync
 from backtest.tracking import log_result, run_key
+from backtest.tracking._sync import main, sync
 
 
 @pytest.fixture(scope="module")

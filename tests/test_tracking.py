@@ -23,8 +23,8 @@ import yaml
 from backtest import results
 from backtest.config import TrackingConfig
 from backtest.errors import BacktestError, ConfigError
-from backtest.jobs import BacktestJob
 from backtest.tasks import execute_job
+from backtest.tasks._jobs import BacktestJob
 from backtest.tracking import log_result, run_key
 
 
@@ -409,8 +409,8 @@ def test_sigterm_during_a_job_ends_its_run_killed(
     (tmp_path / "tstrats.py").write_text(STRATEGIES)
     ready = tmp_path / "ready"
     script = textwrap.dedent(f"""
-        from backtest.config import register_configs
-        from backtest.jobs import BacktestJob
+        from backtest.config._hydra import register_configs
+        from backtest.tasks._jobs import BacktestJob
         from backtest.tasks import execute_job
         from hydra import compose, initialize_config_dir
         register_configs()
@@ -530,8 +530,8 @@ def test_concurrent_loggers_into_one_new_experiment_make_one_experiment(
 
 def test_import_stays_light_and_preload_opens_nothing(tmp_path: Path) -> None:
     code = (
-        "import sys, backtest, backtest.tracking, backtest.plots, backtest.sync, "
-        "backtest.compare; print(sorted(m for m in ('mlflow', 'matplotlib') "
+        "import sys, backtest, backtest.tracking, backtest.report._png, backtest.tracking._sync, "
+        "backtest.tracking._compare; print(sorted(m for m in ('mlflow', 'matplotlib') "
         "if m in sys.modules)); backtest.tracking.preload(); print('mlflow' in sys.modules)"
     )
     out = subprocess.run(

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from backtest import results
-from backtest.jobs import BacktestJob
-from backtest.sync import sync
 from backtest.tasks import execute_job
+from backtest.tasks._jobs import BacktestJob
+from backtest.tracking._sync import sync
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ def _base_config() -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from backtest.jobs import BacktestJob
+    from backtest.tasks._jobs import BacktestJob
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -46,7 +46,7 @@ def _base_config() -> dict[str, Any]:
 def test_worker_command_needs_a_url() -> None:
     pytest.importorskip("rq")
     proc = subprocess.run(
-        [sys.executable, "-m", "backtest.worker", "--queues", "q"],
+        [sys.executable, "-m", "backtest.queue._cli", "--queues", "q"],
         env=_env(),
         capture_output=True,
         text=True,
@@ -59,7 +59,7 @@ def test_worker_command_needs_a_url() -> None:
 def test_worker_command_reports_an_unreachable_server_without_the_password() -> None:
     pytest.importorskip("rq")
     proc = subprocess.run(
-        [sys.executable, "-m", "backtest.worker", "--queues", "q"],
+        [sys.executable, "-m", "backtest.queue._cli", "--queues", "q"],
         env=_env(REDIS_URL="redis://:hunter2@127.0.0.1:1/0"),
         capture_output=True,
         text=True,
@@ -117,7 +117,7 @@ def test_without_rq_the_queue_names_are_none_and_backtests_still_run(tmp_path: P
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("ok")
     worker = subprocess.run(
-        [sys.executable, "-m", "backtest.worker", "--url", "redis://127.0.0.1:6379/0"],
+        [sys.executable, "-m", "backtest.queue._cli", "--url", "redis://127.0.0.1:6379/0"],
         env=env,
         capture_output=True,
         text=True,
@@ -135,8 +135,8 @@ def test_burst_worker_runs_the_queue_and_stops(
     redis_url: str, queue_name: str, tmp_path: Path
 ) -> None:
     from backtest.config import QueueConfig
-    from backtest.jobs import BacktestJob
     from backtest.queue import BacktestJobQueue, BacktestWorker
+    from backtest.tasks._jobs import BacktestJob
 
     base = _base_config()
     cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=60)
@@ -159,7 +159,7 @@ def _queue_processes(queue: str) -> dict[int, int]:
     found = {}
     for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "backtest.worker" in cmdline and queue in cmdline:
+        if "backtest.queue._cli" in cmdline and queue in cmdline:
             found[proc.info["pid"]] = proc.info["ppid"]
     return found
 
@@ -173,8 +173,8 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
     from rq.results import Result
 
     from backtest.config import QueueConfig
-    from backtest.jobs import BacktestJob
     from backtest.queue import BacktestJobQueue, LocalWorkers
+    from backtest.tasks._jobs import BacktestJob
 
     base = _base_config()
     jobs = []
@@ -284,8 +284,8 @@ def test_a_queued_job_cannot_widen_the_workers_allow_list(
     redis_url: str, queue_name: str, tmp_path: Path, allowed: bool
 ) -> None:
     from backtest.config import QueueConfig
-    from backtest.jobs import BacktestJob
     from backtest.queue import BacktestJobQueue, LocalWorkers
+    from backtest.tasks._jobs import BacktestJob
 
     support = tmp_path / "support"
     support.mkdir()
@@ -324,8 +324,8 @@ def test_a_killed_work_horse_says_why_its_job_was_retried(
     import psutil
 
     from backtest.config import QueueConfig
-    from backtest.jobs import BacktestJob
     from backtest.queue import BacktestJobQueue, LocalWorkers
+    from backtest.tasks._jobs import BacktestJob
 
     config = _base_config()
     config["allowed_modules"] = ["slow_support"]
@@ -367,7 +367,7 @@ def test_a_killed_work_horse_says_why_its_job_was_retried(
 LAZY_PRELOAD = """
 import json, sys
 from backtest.config import QueueConfig
-from backtest.jobs import BacktestJob
+from backtest.tasks._jobs import BacktestJob
 from backtest.queue import BacktestJobQueue, BacktestWorker
 
 def loaded():

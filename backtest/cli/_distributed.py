@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from backtest.distributed import default_study_name, distributed_search
+from backtest.queue._distributed import default_study_name, distributed_search
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from backtest.app import normalise
-    from backtest.config import CONF_DIR, QueueConfig, register_configs
+    from backtest.config import CONF_DIR, QueueConfig
+    from backtest.config._hydra import register_configs
     from backtest.masking import remember_config
 
     try:
@@ -95,3 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"best {cfg.search.metric} = {result.best_value:.4f} with {result.best_params}")
     print(f"result written to {output}")
     return 0
+
+
+if __name__ == "__main__":  # python -m backtest.distributed (an old path of this command)
+    raise SystemExit(main())

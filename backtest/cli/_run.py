@@ -18,7 +18,8 @@ import hydra
 from omegaconf import DictConfig
 
 from backtest.app import normalise
-from backtest.config import CONF_DIR, register_configs
+from backtest.config import CONF_DIR
+from backtest.config._hydra import register_configs
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -26,16 +27,6 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from backtest.app import run
 
     return run(cfg)
-
-
-def config_groups() -> list[tuple[str, list[str]]]:
-    """The config groups of ``conf/`` and their options (the internal ``base_*`` hidden)."""
-    root = Path(CONF_DIR)
-    groups = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "hydra"):
-        options = sorted(f.stem for f in folder.glob("*.yaml") if not f.stem.startswith("base_"))
-        groups.append((folder.name, options))
-    return groups
 
 
 @contextmanager
@@ -56,7 +47,7 @@ def _argv(argv: Sequence[str]) -> Iterator[None]:
 def main(argv: Sequence[str]) -> int:
     """Run ``backtest run ARGS`` (Hydra overrides and flags); returns the exit status."""
     if any(a in ("-h", "--help") for a in argv):
-        from backtest.cli import usage
+        from backtest.cli._usage import usage
 
         print(usage())
         return 0

@@ -5,7 +5,7 @@ Every loader returns *wide closes*: a DataFrame with a ``DatetimeIndex`` named
 
 * :func:`synthetic_prices`: seeded geometric Brownian motion, optionally with
   trending and mean-reverting regimes.
-* :func:`sample_prices`: real daily prices shipped in ``backtest/_data/sample.csv``:
+* :func:`sample_prices`: real daily prices shipped in ``backtest/data/sample.csv``:
   the S&P 500 (``SP500``, Yahoo ``^GSPC``) and NASDAQ Composite (``NASDAQ``,
   ``^IXIC``) indices, daily open/high/low/close/volume from 2008-01-02 to
   2018-12-31, converted by ``scripts/make_sample_data.py`` from the data sets the

@@ -185,7 +185,7 @@ def bars_from_long_file(
 
 def sample_path() -> Path:
     """Path of the shipped sample CSV."""
-    with resources.as_file(resources.files("backtest") / "_data" / "sample.csv") as file:
+    with resources.as_file(resources.files("backtest.data") / "sample.csv") as file:
         return Path(file)
 
 

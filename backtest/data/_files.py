@@ -39,7 +39,7 @@ def sample_prices(
         >>> [str(day.date()) for day in last.index], last["SP500"].tolist()
         (['2018-12-28', '2018-12-31'], [2485.74, 2506.85])
     """
-    path = resources.files("backtest") / "_data" / "sample.csv"
+    path = resources.files("backtest.data") / "sample.csv"
     with resources.as_file(path) as file:
         return read_prices(file, layout=DataLayout.long, symbols=symbols, start=start, end=end)
 

@@ -141,3 +141,8 @@ def check_config(config: MonteCarloConfig) -> MonteCarloConfig:
         chunk_size=chunk_size,
         seed=seed,
     )
+
+
+def quantile_label(level: float) -> str:
+    """Column name of a percentile level: ``5.0 -> "p5"``, ``97.5 -> "p97.5"``."""
+    return f"p{level:g}"

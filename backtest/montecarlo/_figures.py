@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from backtest.montecarlo._report import quantile_label
+from backtest.montecarlo._config import quantile_label
 
 if TYPE_CHECKING:
     from backtest.montecarlo._report import MonteCarloReport

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from backtest.montecarlo._config import quantile_label
 from backtest.montecarlo._kernels import METRICS
 
 #: Metrics where a larger value is better; the rest of ``_LOWER_IS_BETTER`` is worse.
@@ -21,11 +22,6 @@ _TIE_RTOL = 1e-9
 PATHS_TABLE = "montecarlo_paths"
 FAN_TABLE = "montecarlo_fan"
 PERCENTILES_TABLE = "montecarlo_percentiles"
-
-
-def quantile_label(level: float) -> str:
-    """Column name of a percentile level: ``5.0 -> "p5"``, ``97.5 -> "p97.5"``."""
-    return f"p{level:g}"
 
 
 @dataclass(frozen=True, slots=True)

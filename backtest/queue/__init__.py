@@ -1,6 +1,6 @@
 """Distributed execution on RQ and Redis: a job queue, workers and their guarantees.
 
-:class:`BacktestJobQueue` submits :class:`~backtest.jobs.BacktestJob` s and follows
+:class:`BacktestJobQueue` submits :class:`~backtest.tasks._jobs.BacktestJob` s and follows
 them; :class:`BacktestWorker` (``python -m backtest.worker``) runs them. RQ alone
 promises at-least-once delivery at best; on top of it:
 
@@ -14,7 +14,7 @@ promises at-least-once delivery at best; on top of it:
 - an unreachable Redis is reported as :class:`~backtest.errors.QueueUnavailable`
   (URL with the password masked) within 10 seconds, never a hang.
 
-This package and :mod:`backtest.worker` are the only modules that import rq and redis.
+This package and :mod:`backtest.queue._cli` are the only modules that import rq and redis.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from rq.serializers import JSONSerializer
 
 from backtest.config import QueueConfig
 from backtest.errors import ConfigError
-from backtest.jobs import BacktestJob
 from backtest.queue._errors import WaitTimeout
 from backtest.queue._redis import (
     EmbeddedRedis,
@@ -31,6 +30,7 @@ from backtest.queue._redis import (
     unavailable,
 )
 from backtest.queue._rqjob import BacktestRqJob
+from backtest.tasks._jobs import BacktestJob
 
 log = logging.getLogger("backtest.queue")
 

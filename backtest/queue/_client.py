@@ -19,7 +19,6 @@ from rq.job import JobStatus, Retry
 from rq.serializers import JSONSerializer
 
 from backtest.errors import JobNotFound
-from backtest.jobs import BacktestJob, check_job_id
 from backtest.queue._base import _STATUS, DONE, QueueBase, _iso, _last_line, _text
 from backtest.queue._errors import JobFailed, JobNotFinished
 from backtest.queue._execute import (
@@ -37,12 +36,13 @@ from backtest.queue._redis import (
 )
 from backtest.queue._rqjob import BacktestRqJob
 from backtest.results import StoredResult, has_result, load_result
+from backtest.tasks._jobs import BacktestJob, check_job_id
 
 log = logging.getLogger("backtest.queue")
 
 
 class BacktestJobQueue(QueueBase):
-    """Submit :class:`~backtest.jobs.BacktestJob` s to workers through Redis (rq).
+    """Submit :class:`~backtest.tasks._jobs.BacktestJob` s to workers through Redis (rq).
 
     Args:
         config: Queue settings. With no ``redis_url`` a private Redis server is
@@ -217,7 +217,7 @@ class BacktestJobQueue(QueueBase):
     def submit_study(self, spec: dict[str, Any], n_workers: int) -> list[str]:
         """Queue ``n_workers`` jobs that each optimise the shared study ``spec`` describes.
 
-        Used by :func:`backtest.distributed.distributed_search`; returns the job ids.
+        Used by :func:`backtest.queue._distributed.distributed_search`; returns the job ids.
         """
         cfg = self.config
         ids = []

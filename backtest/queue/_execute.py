@@ -9,7 +9,7 @@ payload says what to do:
   :func:`backtest.tasks.run_backtest` (idempotent: a complete result is returned, not
   recomputed), so a job retried after a killed worker never publishes twice;
 - ``{"kind": "study", "study": {...}}``: optimise a shared Optuna study
-  (:mod:`backtest.distributed`) until it has enough trials;
+  (:mod:`backtest.queue._distributed`) until it has enough trials;
 - ``{"kind": "noop"}``: do nothing (measures queue overhead, checks workers).
 
 This module does not import rq or redis at import time.
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from backtest.errors import ConfigError
-from backtest.jobs import BacktestJob
 from backtest.masking import mask_logs
+from backtest.tasks._jobs import BacktestJob
 
 EXECUTE = "backtest.queue._execute.execute"
 KINDS = ("job", "study", "noop")

@@ -79,7 +79,7 @@ class LocalWorkers:
                 self._log_dir.mkdir(parents=True, exist_ok=True)
                 out = open(self._log_dir / f"worker-{i}.log", "ab")  # noqa: SIM115
             proc = subprocess.Popen(
-                [sys.executable, "-m", "backtest.worker", *self._args],
+                [sys.executable, "-m", "backtest.queue._cli", *self._args],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -3,7 +3,7 @@
 ``redis://``, ``rediss://`` and ``unix://`` URLs get Optuna's journal on Redis with our
 heartbeats (:mod:`backtest.queue._journal`); any other URL (``postgresql://``,
 ``mysql://``, ``sqlite:///``) gets Optuna's ``RDBStorage`` with its heartbeats.
-:func:`backtest.distributed.check_storage` says which URLs a search accepts.
+:func:`backtest.queue._distributed.check_storage` says which URLs a search accepts.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The worker side of a distributed search: pull trials of a shared study and run them.
 
 Runs on a queue worker as the ``study`` payload of :mod:`backtest.queue._execute`; the
-driver is :func:`backtest.distributed.distributed_search`.
+driver is :func:`backtest.queue._distributed.distributed_search`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from backtest.queue._storage import study_storage
 if TYPE_CHECKING:
     import optuna
 
-log = logging.getLogger("backtest.distributed")
+log = logging.getLogger("backtest.queue._distributed")
 
 
 class _Objective:

@@ -257,8 +257,8 @@ def _preload() -> None:
         SmaCrossConfig,
         TrackingConfig,
     )
-    from backtest.jobs import BacktestJob
     from backtest.tasks import run_backtest
+    from backtest.tasks._jobs import BacktestJob
 
     folder = tempfile.mkdtemp(prefix="backtest-warmup-")
     config = {
@@ -319,7 +319,7 @@ def _preload_for(job: Job) -> None:
             elif "backtest" in _WARM:
                 import tempfile
 
-                from backtest import plots
+                from backtest.report import _png as plots
 
                 with tempfile.TemporaryDirectory(prefix="backtest-warmup-") as folder:
                     plots.equity_figure(_WARM["backtest"], Path(folder) / "equity.png")

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         0 on success, 2 when a path is not a complete run or sweep directory.
     """
-    from backtest.report import build_comparison, build_report, build_sweep_report
+    from backtest.report._build import build_report
+    from backtest.report._compare import build_comparison, build_sweep_report
 
     args = _parser().parse_args(argv)
     for path in args.paths:

@@ -148,7 +148,7 @@ def build_sweep_report(sweep_dir: str | Path) -> Path:
     Returns:
         The path of ``report.html``.
     """
-    from backtest._sweep_table import summarize_sweep
+    from backtest.results._sweep_table import summarize_sweep
 
     sweep_dir = Path(sweep_dir)
     summary = summarize_sweep(sweep_dir)

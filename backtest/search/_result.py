@@ -132,20 +132,25 @@ class SearchResult:
             returns=returns,
         )
 
-    def heatmap(self, x: str, y: str, path: str | Path, *, metric: str | None = None) -> Path:
-        """Draw the metric over two parameters as a PNG (the best over the other parameters).
+    def heatmap_cells(
+        self, x: str, y: str, *, metric: str | None = None
+    ) -> tuple[pd.DataFrame, str]:
+        """The metric over two parameters: the best over the other parameters, per cell.
+
+        The values a heatmap draws (``backtest.report`` draws them; this result knows no
+        figure code).
 
         Args:
             x: Parameter on the horizontal axis.
             y: Parameter on the vertical axis.
-            path: The PNG file to write.
             metric: The metric to show (the searched one by default).
 
         Returns:
-            ``path``.
+            A frame with columns ``x``, ``y`` and the metric, one row per cell, and the title
+            that says what a cell holds.
 
         Raises:
-            ConfigError: ``x`` or ``y`` is not a parameter, or no trial succeeded.
+            ConfigError: ``x`` or ``y`` is not a parameter.
         """
         metric = metric or self.metric
         for name in (x, y):
@@ -159,17 +164,7 @@ class SearchResult:
         best_cells = ok.groupby([x, y], as_index=False)[metric].agg(agg)
         others = [p for p in self.param_names if p not in (x, y)]
         over = f", {agg} over {', '.join(others)}" if others else ""
-        from backtest import plots
-
-        return plots.heatmap_figure(
-            best_cells,
-            x,
-            y,
-            metric,
-            path,
-            title=f"{metric} by {x} and {y} ({len(self.trials)} trials{over})",
-            maximize=self.direction == "maximize",
-        )
+        return best_cells, f"{metric} by {x} and {y} ({len(self.trials)} trials{over})"
 
 
 def _returns_path(path: Path) -> Path:

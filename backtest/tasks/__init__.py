@@ -25,9 +25,9 @@ from backtest import results
 from backtest.config import RootConfig, TrackingConfig
 from backtest.engine import BacktestResult
 from backtest.errors import BacktestError, ConfigError
-from backtest.jobs import BacktestJob, now_iso
-from backtest.logs import kv
 from backtest.tasks._context import TaskContext, TaskOutput
+from backtest.tasks._jobs import BacktestJob, now_iso
+from backtest.tasks._logs import kv
 
 __all__ = [
     "TaskContext",
@@ -90,11 +90,11 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
             or the engine's options need data the file lacks (opens, highs, a symbol).
         StrategyContractError: the strategy looks ahead (``engine.check_lookahead``).
     """
-    from backtest._limits import check_sizes
-    from backtest.conflicts import check_conflicts
+    from backtest.config._conflicts import check_conflicts
     from backtest.data import data_fingerprint, load_bars
     from backtest.engine import check_engine_config
     from backtest.strategies._loader import build_strategy
+    from backtest.tasks._bounds import check_sizes
 
     if run_dir is None:
         run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
@@ -212,7 +212,7 @@ def run_backtest(job_or_config: Any, *, progress: bool = False) -> BacktestResul
     """Run any task end to end and write its result; idempotent.
 
     Args:
-        job_or_config: A :class:`~backtest.jobs.BacktestJob`, a composed ``DictConfig``
+        job_or_config: A :class:`~backtest.tasks._jobs.BacktestJob`, a composed ``DictConfig``
             or a plain mapping.
         progress: Show progress bars.
 
@@ -272,7 +272,7 @@ def execute_job(
         raise
     bt = output.backtest
     if ctx.settings.figures:
-        from backtest import plots
+        from backtest.report import _png as plots
 
         plots.equity_figure(bt, results.figures_dir(run_dir) / "equity.png")
     equity = pd.DataFrame({"returns": bt.returns, "equity": bt.equity})

@@ -11,7 +11,7 @@ import pandas as pd
 from backtest.config import RootConfig
 from backtest.data import Bars
 from backtest.engine import BacktestResult
-from backtest.jobs import BacktestJob
+from backtest.tasks._jobs import BacktestJob
 
 
 @dataclass(frozen=True, slots=True)

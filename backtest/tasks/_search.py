@@ -21,6 +21,7 @@ import pandas as pd
 from backtest import results
 from backtest.engine import simulate
 from backtest.errors import BacktestError, ConfigError
+from backtest.report import _png
 from backtest.search import SearchResult, StrategyEvaluator, run_search
 from backtest.tasks._context import TaskContext, TaskOutput
 
@@ -164,7 +165,12 @@ def run(ctx: TaskContext) -> TaskOutput:
     figures = []
     if ctx.settings.figures and len(result.param_names) >= 2:
         x, y = result.param_names[:2]
-        figures.append(result.heatmap(x, y, results.figures_dir(ctx.run_dir) / "heatmap.png"))
+        cells, title = result.heatmap_cells(x, y)
+        path = results.figures_dir(ctx.run_dir) / "heatmap.png"
+        maximize = result.direction == "maximize"
+        figures.append(
+            _png.heatmap_figure(cells, x, y, result.metric, path, title=title, maximize=maximize)
+        )
     section: dict[str, Any] = {
         "method": method,
         "metric": cfg.metric,

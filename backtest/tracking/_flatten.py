@@ -174,7 +174,7 @@ def run_params(config: Mapping[str, Any], selected: Mapping[str, Any]) -> dict[s
 def run_key(record: Mapping[str, Any]) -> str:
     """The identity of one written result, stored as the ``backtest.run_key`` tag.
 
-    The same result logged twice has the same key (so ``backtest.sync`` logs it once);
+    The same result logged twice has the same key (so ``backtest.tracking._sync`` logs it once);
     the same config run again into another directory is another result with another key.
 
     >>> run_key({"job_id": "backtest-1", "config_hash": "ab", "started_at": "t0"})

@@ -20,7 +20,7 @@ from backtest import results
 from backtest.config import TrackingConfig
 from backtest.errors import BacktestError
 from backtest.masking import mask_text, reveal
-from backtest.summary import format_summary
+from backtest.results._summary import format_summary
 from backtest.tracking import _client
 from backtest.tracking._children import select_children, stored_children
 from backtest.tracking._client import log_entities
@@ -219,10 +219,10 @@ def log_result(
         children: Nested runs (dicts of ``name``, ``params``, ``metrics``) for a task
             whose files hold none. A search's ``trials`` table and a walk-forward's
             ``folds`` table are the record and win, so a run logged now and one logged
-            later by ``backtest.sync`` look the same.
+            later by ``backtest.tracking._sync`` look the same.
         uri: Overrides the tracking URI of ``tracking_cfg``.
         infer_git: Tag the current git commit of the source when the record has none
-            (true when logging right after the run; ``backtest.sync`` turns it off).
+            (true when logging right after the run; ``backtest.tracking._sync`` turns it off).
 
     Returns:
         The run ids and counts logged.
@@ -354,7 +354,7 @@ def log_failure(
     traceback as its description; it is never left ``RUNNING``.
 
     Args:
-        job: The :class:`~backtest.jobs.BacktestJob` that failed.
+        job: The :class:`~backtest.tasks._jobs.BacktestJob` that failed.
         error: What stopped it (``KeyboardInterrupt``/``SystemExit`` mean ``KILLED``).
         run_dir: Its run directory (attaches the run to a multirun sweep's parent).
         tracking_cfg: Where to log; the job config's ``tracking`` section when unset.

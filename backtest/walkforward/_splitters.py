@@ -350,7 +350,7 @@ def make_splits(
     """The splits a :class:`~backtest.config.WalkForwardConfig` describes over ``index``.
 
     Rolling and anchored splitters use calendar periods (``train_period``/``test_period``)
-    or bar counts; :func:`backtest.conflicts.check_conflicts` refuses both at once.
+    or bar counts; :func:`backtest.config._conflicts.check_conflicts` refuses both at once.
     ``warmup_bars`` (the strategy's longest lookback) embargoes CPCV train bars whose
     indicators read a test group; rolling and anchored train windows end before their
     test windows and need none.

@@ -17,7 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 if TYPE_CHECKING:
-    from backtest.jobs import BacktestJob
+    from backtest.tasks._jobs import BacktestJob
     from hydra_plugins.backtest_rq_launcher.rq_launcher import BacktestRQLauncher
 
 log = logging.getLogger("backtest.launcher")
@@ -188,8 +188,8 @@ def _job_for(
     launcher: BacktestRQLauncher, overrides: Sequence[str], job_num: int
 ) -> tuple[BacktestJob, DictConfig, DictConfig]:
     """The backtest job of one sweep job, with its run directory and recorded overrides."""
-    from backtest.jobs import BacktestJob
     from backtest.masking import mask_text
+    from backtest.tasks._jobs import BacktestJob
 
     assert launcher.config is not None and launcher.hydra_context is not None
     loader = launcher.hydra_context.config_loader
@@ -315,7 +315,7 @@ def launch(
                 record.result_path,
             )
         else:
-            from backtest.sweep import write_failure
+            from backtest.cli._callbacks import write_failure
 
             ret.status = JobStatus.FAILED
             ret.return_value = JobFailed(job_id, record.status, record.error)

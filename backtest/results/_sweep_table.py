@@ -1,6 +1,6 @@
 """The table of a Hydra multirun: one row per job, read from the files its jobs wrote.
 
-Used by :mod:`backtest.sweep` (``summary.csv``) and by the sweep page of
+Used by :mod:`backtest.cli._callbacks` (``summary.csv``) and by the sweep page of
 :mod:`backtest.report`; it depends on the result files only, so both can use it.
 """
 

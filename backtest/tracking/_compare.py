@@ -26,7 +26,7 @@ import pandas as pd
 
 from backtest.config import RootConfig
 from backtest.errors import BacktestError, ConfigError, describe
-from backtest.summary import PERCENT_METRICS, format_value
+from backtest.results._summary import PERCENT_METRICS, format_value
 
 LOWER_IS_BETTER = frozenset({"max_drawdown", "annual_volatility", "turnover", "duration_s"})
 HEADLINE = ("sharpe_ratio", "total_return", "cagr", "max_drawdown", "n_trades")
@@ -135,7 +135,7 @@ def format_table(table: pd.DataFrame) -> str:
     """The table as text; metrics as the run summary prints them, missing values as ``-``.
 
     Returns, drawdowns and rates are percentages (``12.34%``) as in the summary printed
-    at the end of a run (:func:`backtest.summary.format_value`); other numbers keep four
+    at the end of a run (:func:`backtest.results._summary.format_value`); other numbers keep four
     significant digits.
 
     >>> print(format_table(pd.DataFrame({"run": ["a"], "max_drawdown": [0.1234],

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from backtest.queue import BacktestJobQueue
 
-log = logging.getLogger("backtest.distributed")
+log = logging.getLogger("backtest.queue._distributed")
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 RDB_SCHEMES = ("postgresql", "postgres", "mysql")
@@ -109,7 +109,7 @@ def check_storage(url: str, n_workers: int) -> str:
 
 def default_study_name(config: Mapping[str, Any] | Any) -> str:
     """``backtest-<config hash>``: the same search configured twice is the same study."""
-    from backtest.jobs import config_hash, plain_config
+    from backtest.tasks._jobs import config_hash, plain_config
 
     return f"backtest-{config_hash(plain_config(config))[:16]}"
 
@@ -154,7 +154,7 @@ def distributed_search(
     """
     import optuna
 
-    from backtest.jobs import now_iso, plain_config
+    from backtest.tasks._jobs import now_iso, plain_config
 
     started_at = now_iso()
     plain = plain_config(config)
@@ -235,8 +235,8 @@ def _write(
     import yaml
 
     from backtest import __version__
-    from backtest.jobs import config_hash, now_iso
     from backtest.results import write_result
+    from backtest.tasks._jobs import config_hash, now_iso
 
     trials = result.trials
     metric = str((plain.get("search") or {}).get("metric", "sharpe_ratio"))
@@ -331,11 +331,3 @@ def _result(study: optuna.Study, name: str, where: str) -> DistributedSearchResu
         best_value=float(best.value if best.value is not None else np.nan),
         n_retried=int(table["retry_of"].notna().sum()) if len(table) else 0,
     )
-
-
-if (
-    __name__ == "__main__"
-):  # python -m backtest.distributed: the same as backtest search-distributed
-    from backtest.cli._distributed import main
-
-    raise SystemExit(main())

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backtest import results
-from backtest._sweep_table import SUMMARY_NAME, summarize_sweep, write_summary
+from backtest.results._sweep_table import SUMMARY_NAME, summarize_sweep, write_summary
 
 __all__ = [
     "SUMMARY_NAME",
@@ -30,7 +30,7 @@ __all__ = [
     "write_summary",
 ]
 
-log = logging.getLogger("backtest.sweep")
+log = logging.getLogger("backtest.cli._callbacks")
 
 try:  # Hydra is a dependency, but keep this module importable without it
     from hydra.experimental.callback import Callback

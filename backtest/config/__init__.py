@@ -15,10 +15,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
+#: A value that must be set (OmegaConf's ``MISSING``: the string it reads as "missing").
+#: Spelled here so that the schemas, which the data layer and the engine read, import
+#: nothing of OmegaConf or Hydra (the engine's import contract in pyproject.toml).
+MISSING: Any = "???"
+
 
 # The Hydra configs: ``conf/`` next to the package (kept there by ``pip install -e .``).
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 class DataSource(Enum):
@@ -491,23 +495,3 @@ def unique_suffix(n_hex: int = 4) -> str:
     import secrets
 
     return secrets.token_hex((int(n_hex) + 1) // 2)[: int(n_hex)]
-
-
-def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore as ``base_<group>``.
-
-    Group YAML files start with ``defaults: [base_<group>, _self_]``; strategy
-    files with ``base_strategy_<name>``.
-    """
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("unique_suffix"):
-        # cached per config (like Hydra's ${now:}), so every read of a run dir agrees
-        OmegaConf.register_new_resolver("unique_suffix", unique_suffix, use_cache=True)
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=RootConfig)
-    for group, schema in _GROUP_SCHEMAS.items():
-        cs.store(group=group, name=f"base_{group}", node=schema)
-    for name, schema in _STRATEGY_SCHEMAS.items():
-        cs.store(group="strategy", name=f"base_strategy_{name}", node=schema)

@@ -30,7 +30,7 @@ from backtest import results
 from backtest.errors import BacktestError, ResultPathMissing
 from backtest.masking import reveal
 
-log = logging.getLogger("backtest.sync")
+log = logging.getLogger("backtest.tracking._sync")
 
 # Folders where MLflow keeps artifact copies (result.json included) of logged runs.
 _ARTIFACT_STORES = frozenset({"mlartifacts", "mlruns"})

@@ -19,10 +19,10 @@ import pytest
 from backtest.config import EngineConfig, MonteCarloConfig, MonteCarloMethod
 from backtest.engine import simulate
 from backtest.montecarlo import MonteCarloSimulator
+from backtest.montecarlo._chunks import observed_scores
 from backtest.montecarlo._entries import displacement_range
 from backtest.montecarlo._kernels import METRICS
 from backtest.montecarlo._report import rank_and_p_value
-from backtest.montecarlo._simulator import observed_scores
 from backtest.montecarlo._strategy import (
     StrategyTask,
     portfolio_returns,

@@ -270,7 +270,7 @@ def test_fan_quantiles_are_per_bar_quantiles_of_the_first_paths() -> None:
 
 
 def test_fan_is_bounded_for_long_horizons() -> None:
-    from backtest.montecarlo._simulator import FAN_CELLS, fan_size
+    from backtest.montecarlo._chunks import FAN_CELLS, fan_size
 
     assert fan_size(10_000, 25_200, 1000) * 25_201 <= FAN_CELLS
     assert fan_size(10_000, 2_520, 1000) == 1000

@@ -10,7 +10,7 @@ import pandas as pd
 
 from backtest.config import MonteCarloConfig
 from backtest.montecarlo import MonteCarloSimulator
-from backtest.montecarlo._simulator import _n_workers
+from backtest.montecarlo._chunks import _n_workers
 
 
 def test_default_is_one_worker_per_core() -> None:

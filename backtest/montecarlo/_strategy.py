@@ -21,15 +21,7 @@ from backtest import engine as eng
 from backtest.config import EngineConfig, MonteCarloConfig, MonteCarloMethod
 from backtest.errors import BacktestError, ConfigError, DataValidationError
 from backtest.montecarlo import _kernels as k
-from backtest.montecarlo._entries import displacement_range, return_order, trade_segments
-from backtest.montecarlo._inputs import bar_sample
-from backtest.montecarlo._jitter import (
-    check_jitter,
-    draw_params,
-    engine_stop_params,
-    strategy_params,
-)
-from backtest.montecarlo._simulator import (
+from backtest.montecarlo._chunks import (
     ChunkResult,
     allocate,
     chunk_bounds,
@@ -38,6 +30,14 @@ from backtest.montecarlo._simulator import (
     finish,
     observed_scores,
     run_chunks,
+)
+from backtest.montecarlo._entries import displacement_range, return_order, trade_segments
+from backtest.montecarlo._inputs import bar_sample
+from backtest.montecarlo._jitter import (
+    check_jitter,
+    draw_params,
+    engine_stop_params,
+    strategy_params,
 )
 
 if TYPE_CHECKING:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backtest.errors import BacktestError
+from backtest.tracking._store import prepare_store
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -172,38 +173,6 @@ def fast_sqlite(uri: str) -> None:
     if not _FAST_SQLITE and not event.contains(Engine, "connect", _sqlite_pragmas):
         event.listen(Engine, "connect", _sqlite_pragmas)
     _FAST_SQLITE.add(str(Path(uri[len(_SQLITE) :])))
-
-
-_READY: set[str] = set()
-
-
-def prepare_store(uri: str) -> None:
-    """Create or upgrade the sqlite store ``uri`` once, under a cross-process file lock.
-
-    MLflow creates a new store's tables (and migrates an old one) when a process first
-    opens it, without any lock: several processes opening a fresh
-    ``sqlite:///outputs/mlflow.db`` at once (the workers of an rq sweep on a fresh
-    checkout) run the schema creation concurrently, fail with "table experiments
-    already exists" or "duplicate column name", or leave the store stuck
-    mid-migration. Here the first process to get ``<db>.lock`` (``fcntl.flock``)
-    creates the store; the others wait for it, then find every table in place. Done
-    once per process and URI; a no-op for servers and other databases.
-    """
-    if not uri.startswith(_SQLITE) or uri in _READY:
-        return
-    import fcntl
-
-    from mlflow.tracking._tracking_service.utils import _get_store
-
-    db = Path(uri[len(_SQLITE) :])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            _get_store(uri)  # creates the tables, or only checks them when present
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    _READY.add(uri)
 
 
 def client_for(uri: str) -> MlflowClient:

@@ -1,140 +1,104 @@
-"""Data flows one way: no module imports a layer above its own, so there is no import cycle.
+"""The house's layers hold: import-linter's contracts pass, they catch a planted upward
+import, there is no import circle, and every module imports on its own.
 
-Every ``import backtest.X`` in the package (at module level or inside a function, since
-a lazy import is still a dependency; ``TYPE_CHECKING`` blocks excepted) is read from the
-source with :mod:`ast` and checked against the layer order below (STYLE.md section 1).
+The layers are written once, in ``[tool.importlinter]`` of ``pyproject.toml`` (and drawn in
+``docs/architecture.md``); ``lint-imports`` checks them here, so the README's test command and
+CI run the same check as a contributor does by hand.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import pkgutil
-from collections import defaultdict
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import grimp
 import pytest
 
 import backtest
 
 PACKAGE = Path(backtest.__file__).resolve().parent
-
-# Lower layers first; a unit (a top-level module or subpackage of backtest) may import
-# only units of a lower layer. Units of one layer do not import each other.
-LAYERS: list[set[str]] = [
-    {"masking"},
-    {"errors", "logs"},
-    {"config", "conflicts", "metrics"},
-    {"data", "results", "summary", "jobs", "overfitting"},  # data: Bars, loaders
-    {"strategies", "plots", "_sweep_table"},  # strategies take Bars
-    {"engine"},  # engine v2: target_weights, the kernels, the fused SmaCross/Momentum
-    {"search"},
-    {"walkforward", "montecarlo", "_limits", "report"},
-    {"tracking"},
-    {"tasks"},
-    {"queue"},
-    {"distributed", "sweep"},
-    {"app", "compare", "sync", "worker"},
-    {"cli"},
-    {"__main__"},
-]
-RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
-# Known upward edges, each a function-level import in one file (named with the reason).
-# None left: the strategy checks that need the engine live in engine/_checks.py.
-ALLOWED_LAZY: dict[tuple[str, str], str] = {}
-# ``from backtest import __version__`` reads a constant of the package root.
-IGNORED_TARGETS = {"__version__", "__init__"}
+ROOT = PACKAGE.parent
 
 
-def _unit(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "__init__"
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command;"
+               " sys.exit(lint_imports_command())"]  # fmt: skip
+    env = {"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
+def test_the_layer_contracts_hold() -> None:
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout or "broken" not in proc.stdout.split("Contracts:")[-1]
+    assert proc.stdout.count(" KEPT") >= 2  # the layers and the engine's forbidden imports
 
 
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    """Nodes under ``if TYPE_CHECKING:`` (not run) and ``if __name__ == "__main__":`` (a
-    script's entry point sits above everything, like the ``backtest`` command)."""
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and (
-            "TYPE_CHECKING" in ast.unparse(node.test) or "__main__" in ast.unparse(node.test)
-        ):
-            skip.update(id(n) for n in ast.walk(node))
-    return skip
+@pytest.mark.parametrize(
+    ("module", "line", "names"),
+    [
+        ("engine/_planted.py", "import backtest.tasks\n", "backtest.engine._planted"),
+        ("engine/_planted.py", "def f():\n    import optuna\n", "optuna"),
+        ("data/_planted.py", "from backtest.search import grid_search\n", "backtest.data._planted"),
+    ],
+    ids=["engine-imports-tasks", "engine-imports-optuna-lazily", "data-imports-search"],
+)
+def test_a_planted_import_breaks_a_contract(
+    tmp_path: Path, module: str, line: str, names: str
+) -> None:
+    """The contracts are not vacuous: an upward or forbidden import, lazy ones too, fails."""
+    shutil.copytree(PACKAGE, tmp_path / "backtest", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "backtest" / module).write_text(line)
+    proc = lint_imports(tmp_path)
+    assert proc.returncode != 0
+    assert "BROKEN" in proc.stdout and names in proc.stdout
 
 
-def imports_by_unit() -> dict[str, dict[str, list[str]]]:
-    """unit -> imported unit -> the modules (``file:line``) that import it."""
-    out: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(PACKAGE.rglob("*.py")):
-        source = _module_name(path)
-        tree = ast.parse(path.read_text(), filename=str(path))
-        skip = _type_checking_nodes(tree)
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                if node.module == "backtest":
-                    targets = [f"backtest.{a.name}" for a in node.names]
-                elif node.module.startswith("backtest."):
-                    targets = [node.module]
-                else:
-                    continue
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names if a.name.startswith("backtest.")]
-            else:
-                continue
-            for target in targets:
-                src, dst = _unit(source), _unit(target)
-                if src != dst and dst not in IGNORED_TARGETS:
-                    out[src][dst].append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
-    return out
+def _cycles() -> list[list[str]]:
+    """Strongly connected groups of modules (Tarjan), type-only imports left out."""
+    graph = grimp.build_graph("backtest", exclude_type_checking_imports=True)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return found
 
 
-def test_every_unit_has_a_layer() -> None:
-    units = {_unit(_module_name(p)) for p in PACKAGE.rglob("*.py")} - {"__init__"}
-    assert units - set(RANK) == set(), "add the new module to LAYERS"
-
-
-def test_no_module_imports_a_layer_above_its_own() -> None:
-    violations = [
-        f"{src} (layer {RANK[src]}) imports {dst} (layer {RANK[dst]}) at {', '.join(where)}"
-        for src, targets in imports_by_unit().items()
-        if src != "__init__"
-        for dst, where in targets.items()
-        if RANK[dst] >= RANK[src]
-        and not all(w.startswith(ALLOWED_LAZY.get((src, dst), "-") + ":") for w in where)
-    ]
-    assert violations == []
-
-
-def test_allowed_upward_imports_are_lazy() -> None:
-    """An allowed upward edge is only inside functions (importing the lower unit alone works)."""
-    for (_src, dst), path in ALLOWED_LAZY.items():
-        tree = ast.parse((PACKAGE.parent / path).read_text())
-        top = [
-            n
-            for n in tree.body
-            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith(f"backtest.{dst}")
-        ]
-        assert top == [], f"{path} imports backtest.{dst} at module level"
-
-
-def test_the_check_finds_a_cycle_when_there_is_one() -> None:
-    """The rule is not vacuous: the old tracking -> app import would be reported."""
-    graph = imports_by_unit()
-    assert RANK["app"] > RANK["tracking"]
-    assert "tasks" in graph["app"] and "tracking" in graph["tasks"]  # real edges are seen
-    assert "app" not in graph["tracking"] and "tasks" not in graph["jobs"]
-    assert "distributed" not in graph["queue"]
+def test_there_is_no_import_circle() -> None:
+    assert _cycles() == []
 
 
 def _modules() -> list[str]:
@@ -148,3 +112,24 @@ def _modules() -> list[str]:
 @pytest.mark.parametrize("name", _modules())
 def test_every_module_imports_on_its_own(name: str) -> None:
     importlib.import_module(name)
+
+
+def test_the_top_level_is_the_architecture() -> None:
+    """At most 20 entries, none a helper of one package (docs/architecture.md lists them)."""
+    entries = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__")
+    assert len(entries) <= 20, entries
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for entry in entries:
+        if entry not in ("__init__.py", "__main__.py"):
+            assert f"`{entry.removesuffix('.py')}" in doc, f"{entry} is not on the map"
+
+
+@pytest.mark.parametrize(
+    "old", ["backtest.worker", "backtest.sync", "backtest.compare", "backtest.distributed"]
+)
+def test_the_old_command_paths_still_run(old: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", old, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage:" in proc.stdout

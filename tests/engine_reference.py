@@ -89,7 +89,11 @@ def schedule(index: pd.DatetimeIndex, rebalance: str | int) -> list[bool]:
 def limits(
     target: list[list[float]], close: list[list[float]], o: Options
 ) -> tuple[list[list[float]], list[bool]]:
-    """long_only, max_weight, vol overlay, gross cap; and whether a limit bound per bar."""
+    """long_only, max_weight, vol overlay, max_weight again, gross cap; whether a limit bound.
+
+    The limits bind last: the overlay scales the clipped book, then each weight is clipped
+    to ``max_weight`` again and the gross cap scales the whole row down.
+    """
     n = len(target)
     base: list[list[float]] = []
     out: list[list[float]] = []
@@ -110,16 +114,21 @@ def limits(
             book[t] = sum(
                 base[t - 1][j] * (close[t][j] / close[t - 1][j] - 1) for j in range(len(row))
             )
-        scale = 1.0
+        scaled = list(row)
         if o.target_volatility is not None and t >= o.vol_lookback:
             window = book[t - o.vol_lookback + 1 : t + 1]
             sigma = statistics.stdev(window) * math.sqrt(o.periods_per_year)
             if sigma > 0:
-                scale = o.target_volatility / sigma
-        gross = sum(abs(w) for w in row)
-        if o.max_gross_leverage is not None and gross * scale > o.max_gross_leverage:
-            scale, hit = o.max_gross_leverage / gross, True
-        out.append([w * scale for w in row])
+                scaled = []
+                for w in row:
+                    w *= o.target_volatility / sigma
+                    if o.max_weight is not None and abs(w) > o.max_weight:
+                        w, hit = math.copysign(o.max_weight, w), True
+                    scaled.append(w)
+        gross = sum(abs(w) for w in scaled)
+        if o.max_gross_leverage is not None and gross > o.max_gross_leverage:
+            scaled, hit = [w * (o.max_gross_leverage / gross) for w in scaled], True
+        out.append(scaled)
         flags.append(hit)
     return out, flags
 

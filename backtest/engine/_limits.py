@@ -9,11 +9,16 @@ In this order, at each bar t, from data up to t only:
    (after 1-2) would have earned over the previous ``vol_lookback`` bars
    (``sum_j w[s-1, j] r[s, j]`` for ``s`` in ``t-L+1..t``); before ``L`` such returns
    exist, or when realised is 0, the book is not scaled;
-4. ``max_gross_leverage``: when the sum of absolute weights exceeds it, every weight is
+4. ``max_weight`` again, on the scaled book: the overlay never lifts an asset beyond it;
+5. ``max_gross_leverage``: when the sum of absolute weights exceeds it, every weight is
    scaled down by the same factor (this also caps the overlay).
 
-A bar counts as "limited" when 1, 2 or 4 changed a weight; the metric
-``limit_scaled_fraction`` is the fraction of such bars.
+The limits bind last: after 3 nothing scales a weight up, so every target weight is
+within ``±max_weight``, their absolute sum within ``max_gross_leverage`` and none is
+short with ``long_only``, whatever the overlay asks for.
+
+A bar counts as "limited" when 1, 2, 4 or 5 changed a weight (4 is the overlay's
+clipping); the metric ``limit_scaled_fraction`` is the fraction of such bars.
 """
 
 from __future__ import annotations
@@ -64,7 +69,6 @@ def apply_limits(
             for j in range(a):
                 s += base[t - 1, j] * (close[t, j] / close[t - 1, j] - 1.0)
             book[t] = s
-        scale = 1.0
         if target_vol == target_vol and t >= vol_lookback:
             mean = 0.0
             for s in range(t - vol_lookback + 1, t + 1):
@@ -76,16 +80,21 @@ def apply_limits(
             sigma = math.sqrt(var / (vol_lookback - 1) * periods_per_year)
             if sigma > 0.0:
                 scale = target_vol / sigma
+                for j in range(a):  # 3 then 4: the overlay, clipped to max_weight
+                    w = out[t, j] * scale
+                    if abs(w) > max_weight:
+                        w = max_weight if w > 0.0 else -max_weight
+                        hit = True
+                    out[t, j] = w
         gross = 0.0
         for j in range(a):
             gross += abs(out[t, j])
-        if gross * scale > max_gross:
-            scale = max_gross / gross
+        if gross > max_gross:  # 5: scaled down only, so 1, 2 and 4 still hold
+            cap = max_gross / gross
+            for j in range(a):
+                out[t, j] *= cap
             hit = True
         limited[t] = hit
-        if scale != 1.0:
-            for j in range(a):
-                out[t, j] *= scale
 
 
 def limits_active(

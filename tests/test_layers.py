@@ -25,8 +25,8 @@ ROOT = PACKAGE.parent
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command;"
-               " sys.exit(lint_imports_command())"]  # fmt: skip
+    code = "import sys; from importlinter.cli import lint_imports_command as run; sys.exit(run())"
+    command = [sys.executable, "-c", code]
     env = {"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False

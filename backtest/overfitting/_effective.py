@@ -49,9 +49,18 @@ def effective_trials_from_correlation(correlation: NDArray[np.float64]) -> float
         )
     if not np.isfinite(c).all():
         raise DataValidationError("correlation contains non-finite entries", column="correlation")
-    lam = np.round(np.abs(np.linalg.eigvalsh((c + c.T) / 2.0)), _DECIMALS)
-    count = float(np.sum((lam >= 1.0) + (lam - np.floor(lam))))
+    count = _li_ji(_rounded_spectrum(c))
     return min(max(count, 1.0), float(c.shape[0]))
+
+
+def _rounded_spectrum(c: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Absolute eigenvalues of a symmetric matrix, rounded to ``_DECIMALS``."""
+    return np.round(np.abs(np.linalg.eigvalsh((c + c.T) / 2.0)), _DECIMALS)
+
+
+def _li_ji(lam: NDArray[np.float64]) -> float:
+    """``Σ_i [I(λ_i >= 1) + (λ_i - floor(λ_i))]`` of rounded absolute eigenvalues."""
+    return float(np.sum((lam >= 1.0) + (lam - np.floor(lam))))
 
 
 def effective_trials(trial_returns: pd.DataFrame | NDArray[np.float64]) -> float:
@@ -97,4 +106,10 @@ def effective_trials(trial_returns: pd.DataFrame | NDArray[np.float64]) -> float
     if x.shape[1] < 2:
         return 1.0
     x = x / np.sqrt(np.sum(x * x, axis=0))
+    if x.shape[1] > x.shape[0]:
+        # More trials than bars: the (bars x bars) Gram matrix x x' has the same nonzero
+        # eigenvalues as the (trials x trials) correlation x' x, and the rest are zeros,
+        # which count nothing; its eigen-decomposition is the cheaper one.
+        lam = _rounded_spectrum(x @ x.T)
+        return min(max(_li_ji(lam), 1.0), float(x.shape[1]))
     return effective_trials_from_correlation(np.clip(x.T @ x, -1.0, 1.0))

@@ -20,6 +20,11 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.errors import ConfigError, DataValidationError
+from backtest.overfitting._bootstrap import (
+    exceedances,
+    kernel_variance,
+    stationary_draws,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,38 +68,17 @@ def stationary_bootstrap_indices(
     uniforms, per row), so the same seeded ``Generator`` gives the same rows.
     """
     rng = np.random.default_rng(seed)
-    p = 1.0 / float(block_size)
-    idx = np.empty((n_bootstrap, n_bars), dtype=np.int64)
-    jump = np.empty((n_bootstrap, n_bars), dtype=bool)
-    for r in range(n_bootstrap):
-        idx[r] = rng.integers(n_bars, size=n_bars, dtype=np.int64)
-        jump[r] = rng.random(n_bars) <= p
-    for t in range(1, n_bars):  # continue the block where no new one starts, all rows at once
-        cont = ~jump[:, t]
-        nxt = idx[cont, t - 1] + 1
-        nxt[nxt == n_bars] = 0
-        idx[cont, t] = nxt
-    return idx
+    return stationary_draws(rng, int(n_bars), int(n_bootstrap), 1.0 / float(block_size))
 
 
 def _long_run_variance(d: NDArray[np.float64], block_size: int) -> NDArray[np.float64]:
     """Arch's kernel variance of each column (the stationary bootstrap's own weights).
 
     ``sum_{i=0}^{T-1} w_i γ_i`` with ``γ_i`` the lag-i autocovariance sums divided by T
-    and ``w_0 = 1``, ``w_i = 2((1 - i/T)(1-p)^i + (i/T)(1-p)^(T-i))``, ``p = 1/block_size``.
-    The autocovariances of all lags come from one FFT per column.
+    and ``w_0 = 1``, ``w_i = 2((1 - i/T)(1-p)^i + (i/T)(1-p)^(T-i))``, ``p = 1/block_size``,
+    computed in one pass over the bars (see :func:`kernel_variance`).
     """
-    t = d.shape[0]
-    x = d - d.mean(axis=0)
-    size = 1 << int(2 * t - 1).bit_length()
-    spec = np.fft.rfft(x, n=size, axis=0)
-    acov = np.fft.irfft(spec * np.conj(spec), n=size, axis=0)[:t] / t
-    p = 1.0 / block_size
-    i = np.arange(t, dtype=np.float64)
-    kappa = (1.0 - i / t) * (1.0 - p) ** i + (i / t) * (1.0 - p) ** (t - i)
-    w = 2.0 * kappa
-    w[0] = 1.0
-    return np.asarray(w @ acov, dtype=np.float64)
+    return kernel_variance(np.ascontiguousarray(d - d.mean(axis=0)), float(block_size))
 
 
 def superior_predictive_ability(
@@ -184,17 +168,14 @@ def superior_predictive_ability(
                 key="bootstrap_indices",
             )
     reps = idx.shape[0]
-    counts = np.zeros((reps, t))
-    np.add.at(counts, (np.repeat(np.arange(reps), t), idx.ravel()), 1.0)
-    boot_means = counts @ d / t  # (reps x trials): every draw's mean of every trial
     mean = d.mean(axis=0)
     variance = _long_run_variance(d, block)
     valid = mean >= -np.sqrt(variance / t * 2.0 * math.log(math.log(t))) if t > 2 else mean >= 0
-    centres = (np.maximum(mean, 0.0), np.where(valid, mean, 0.0), mean)
+    centres = np.stack([np.maximum(mean, 0.0), np.where(valid, mean, 0.0), mean])
     best = float(mean.max())
-    lower, consistent, upper = (
-        float(np.mean((boot_means - c).max(axis=1) > best)) for c in centres
-    )
+    prefix = np.zeros((t + 1, d.shape[1]))
+    np.cumsum(d, axis=0, out=prefix[1:])
+    lower, consistent, upper = (int(h) / reps for h in exceedances(idx, prefix, centres, best))
     return SPAResult(
         spa_pvalue=consistent,
         reality_check_pvalue=upper,

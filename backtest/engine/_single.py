@@ -60,6 +60,19 @@ class BacktestResult:
     benchmark_metrics: dict[str, float] = field(default_factory=dict)
     periods_per_year: float | None = None
 
+    def __repr__(self) -> str:
+        """One line: parameters, Sharpe, total return, max drawdown, trades, bars."""
+        from backtest.report import _display
+
+        return _display.backtest_line(self.params, self.metrics, self.returns.index)
+
+    def _repr_html_(self) -> str:
+        """The one line and the report's headline metrics table (a notebook's display)."""
+        from backtest.report import _display
+
+        bench = self.benchmark_metrics if self.benchmark is not None else None
+        return _display.backtest_html(self.params, self.metrics, bench, self.returns.index)
+
 
 def simulate(prices: Bars | pd.DataFrame, strategy: Strategy, **options: Any) -> BacktestResult:
     """Backtest one strategy on bars (or wide closes).

@@ -79,6 +79,30 @@ class MonteCarloReport:
     p_values: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line: method, paths, observed Sharpe, return, drawdown, loss and ruin."""
+        from backtest.report import _display
+
+        return _display.montecarlo_line(
+            self.method, self.n_paths, self.horizon_bars, self.unit, self.observed,
+            self.percentile_ranks, self.prob_loss, self.prob_ruin,
+        )  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        """The one line, the report's Monte Carlo facts and the per-metric summary."""
+        from backtest.report import _display
+
+        facts = [
+            ("method", self.method),
+            ("paths", self.n_paths),
+            (f"horizon ({self.unit}s)", self.horizon_bars),
+            ("seed", self.seed),
+            ("prob_loss", self.prob_loss),
+            ("prob_ruin", self.prob_ruin),
+            ("ruin drawdown", f"{self.ruin_drawdown:.0%}"),
+        ]
+        return _display.montecarlo_html(repr(self), facts, self.summary())
+
     def summary(self) -> pd.DataFrame:
         """One row per metric: observed, mean, the percentiles, rank and p-value."""
         rows = {}

@@ -101,11 +101,8 @@ def benchmark_curve(equity: pd.DataFrame) -> pd.Series | None:
     return start * (1.0 + returns).cumprod()
 
 
-def metrics_section(page: Page, record: Mapping[str, Any], bench: Mapping[str, Any]) -> None:
-    """The headline metrics, the benchmark's beside them when there is one."""
-    metrics = dict(record.get("metrics") or {})
-    if not metrics:
-        return
+def metrics_table(metrics: Mapping[str, Any], bench: Mapping[str, Any]) -> str:
+    """The headline metrics table: one row per metric, the benchmark's column when given."""
     columns = ["metric", "strategy", *(["benchmark"] if bench else [])]
     rows = []
     for name, value in metrics.items():
@@ -115,10 +112,18 @@ def metrics_section(page: Page, record: Mapping[str, Any], bench: Mapping[str, A
             cells += cell(name, other, exact=True)
         rows.append(f'<tr><td class="t">{html.escape(name)}</td>{cells}</tr>')
     head = "".join(f"<th>{c}</th>" for c in columns)
-    body = (
+    return (
         f'<table data-table="metrics"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+def metrics_section(page: Page, record: Mapping[str, Any], bench: Mapping[str, Any]) -> None:
+    """The headline metrics, the benchmark's beside them when there is one."""
+    metrics = dict(record.get("metrics") or {})
+    if not metrics:
+        return
+    body = metrics_table(metrics, bench)
     extra = []
     if record.get("objective") is not None:
         search = record.get("search") or record.get("walkforward") or {}

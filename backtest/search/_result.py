@@ -61,6 +61,36 @@ class SearchResult:
         """Number of failed trials."""
         return int((self.trials[STATUS] == FAILED).sum())
 
+    def __repr__(self) -> str:
+        """One line: method, parameters, best set and its score, Sharpe, return, drawdown."""
+        from backtest.report import _display
+
+        return _display.search_line(
+            self.method, self.param_names, self.best_params, self._best_row(), self.metric,
+            self.n_trials, self.n_failed,
+        )  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        """The one line, the report's search facts and the top trials (a notebook's display)."""
+        from backtest.report import _display
+
+        facts = [
+            ("method", self.method),
+            ("trials", self.n_trials),
+            ("failed", self.n_failed),
+            ("best trial", self.best_trial),
+            ("best score", self.best_score),
+            ("metric", f"{self.metric} ({self.direction})"),
+        ]
+        top = self.top(_display.TOP_ROWS)
+        columns = ["trial", *self.param_names, self.metric]
+        columns += [c for c in top.columns if c not in (*columns, SEED, STATUS, ERROR)]
+        return _display.search_html(repr(self), facts, top[columns], self.metric)
+
+    def _best_row(self) -> dict[str, Any]:
+        row = self.trials.loc[self.trials[TRIAL] == self.best_trial]
+        return row.iloc[0].to_dict() if len(row) else {}
+
     def top(self, n: int = 10) -> pd.DataFrame:
         """The ``n`` best successful trials, best first."""
         ok = self.trials[self.trials[STATUS] == OK]

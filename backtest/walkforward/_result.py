@@ -140,6 +140,32 @@ class WalkForwardResult:
     index: pd.DatetimeIndex | None = None
     figures: tuple[Path, ...] = field(default_factory=tuple)
 
+    def __repr__(self) -> str:
+        """One line: splitter, folds, last parameters, out-of-sample Sharpe, return, drawdown."""
+        from backtest.report import _display
+
+        return _display.walkforward_line(
+            self.splitter, len(self.folds), self.overfitting.n_trials, self.metrics,
+            self.efficiency, self.last_params, self.returns.index,
+        )  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        """The one line, the report's walk-forward facts, the folds and the OOS metrics."""
+        from backtest.report import _display
+
+        facts = [
+            ("splitter", self.splitter),
+            ("folds", len(self.folds)),
+            ("trials", self.overfitting.n_trials),
+            ("metric", f"{self.metric} ({self.direction})"),
+            ("walk-forward efficiency (CAGR)", self.efficiency),
+            ("walk-forward efficiency (Sharpe)", self.sharpe_efficiency),
+        ]
+        names = [c for c in self.trials.columns if c not in ("fold", "score")]
+        return _display.walkforward_html(
+            repr(self), facts, self.metrics, self.folds, names, self.metric
+        )
+
     @property
     def last_params(self) -> dict[str, Any]:
         """The parameters chosen by the last fold: what you would trade next."""

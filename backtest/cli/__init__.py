@@ -19,7 +19,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from backtest.cli._errors import reported
+from backtest.cli._errors import (
+    EXIT_USER_ERROR,
+    QUEUE_INSTALL,
+    QUEUE_MODULES,
+    queue_extra_missing,
+    reported,
+)
 from backtest.cli._usage import SUBCOMMANDS, usage
 from backtest.masking import mask_logs
 
@@ -33,13 +39,17 @@ def _load(name: str) -> Callable[[Sequence[str]], int]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in QUEUE_MODULES:  # worker, search-distributed
+            problem = queue_extra_missing(f"backtest {name}") or f"{exc}: {QUEUE_INSTALL}"
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from exc
         if exc.name is not None and module_name.startswith(exc.name):
             print(
                 f"error: backtest {name} is not available in this installation "
                 f"({module_name} is missing); update backtest (pip install -e .)",
                 file=sys.stderr,
             )
-            raise SystemExit(2) from exc
+            raise SystemExit(EXIT_USER_ERROR) from exc
         raise
     return module.main
 

@@ -71,8 +71,12 @@ class SweepSummary(Callback):
         atexit.register(self._at_exit)
 
     def _at_exit(self) -> None:
-        if self._pending is not None and self._pending.is_dir():
-            self._summarize(self._pending, report=self._report)
+        if self._pending is None or not self._pending.is_dir():
+            return
+        if _untouched(self._pending):  # stopped before any job (a missing package, ...)
+            _remove_sweep_dir(self._pending)
+            return
+        self._summarize(self._pending, report=self._report)
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         """A failed sweep job: its traceback into its log, its overrides and error on disk.
@@ -136,6 +140,28 @@ class SweepSummary(Callback):
                 len(failed),
                 sweep_dir / f"{SUMMARY_NAME}.csv",
             )
+
+
+def _untouched(sweep_dir: Path) -> bool:
+    """Whether a sweep directory holds only its claim and Hydra's ``multirun.yaml``."""
+    return all(e.name in (results.CLAIM_FILE, "multirun.yaml") for e in sweep_dir.iterdir())
+
+
+def _remove_sweep_dir(sweep_dir: Path) -> None:
+    """Remove a sweep directory no job wrote into, and its parents it leaves empty.
+
+    Only folders under the working directory are removed (``outputs/<name>/multirun/``).
+    """
+    import shutil
+
+    shutil.rmtree(sweep_dir, ignore_errors=True)
+    cwd = Path.cwd().absolute()
+    for parent in sweep_dir.parents:
+        if parent == cwd or cwd not in parent.parents or not parent.is_dir():
+            break
+        if any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def write_failure(run_dir: Path, overrides: list[str], error: BaseException | str) -> None:

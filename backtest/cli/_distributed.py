@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from backtest.queue._distributed import default_study_name, distributed_search
+from backtest.cli._errors import EXIT_USER_ERROR, queue_extra_missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,11 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from backtest.config._hydra import register_configs
     from backtest.masking import remember_config
 
-    try:
-        from backtest.queue import BacktestJobQueue
-    except ImportError as exc:
-        print(f"error: needs rq and redis (pip install 'backtest[queue]'): {exc}", file=sys.stderr)
-        return 2
+    what = "backtest search-distributed"
+    problem = queue_extra_missing(what)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    from backtest.queue import BacktestJobQueue
+    from backtest.queue._distributed import default_study_name, distributed_search
+
     register_configs()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -64,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         remember_config(OmegaConf.to_container(cfg, resolve=True))
         queue_cfg = OmegaConf.to_object(cfg.queue)
         assert isinstance(queue_cfg, QueueConfig)
+        problem = queue_extra_missing(what, local_redis=not queue_cfg.redis_url)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return EXIT_USER_ERROR
         with BacktestJobQueue(queue_cfg) as queue:
             local = args.local_workers
             if local is None:

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from backtest.queue import BacktestWorker
     except ImportError as exc:
         print(
-            f"error: the worker needs rq and redis (pip install 'backtest[queue]'): {exc}",
+            f'error: the worker needs rq and redis ({exc}): pip install -e ".[queue]"',
             file=sys.stderr,
         )
         return 2

@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -55,6 +55,24 @@ ConfigStore.instance().store(
 )
 
 
+def _check_installed(config: DictConfig) -> None:
+    """Fail in one line, naming the install command, when rq, redis or a local Redis is missing.
+
+    Raised before anything is queued or started (the untouched sweep folder is removed
+    at exit by the sweep summary callback).
+    """
+    from backtest.cli._errors import queue_extra_missing
+    from backtest.errors import ConfigError
+
+    try:
+        url = OmegaConf.select(config, "queue.redis_url", default=None)
+    except Exception:  # an unresolvable interpolation: the queue reports it itself
+        url = "unknown"
+    problem = queue_extra_missing("hydra/launcher=rq", local_redis=not url)
+    if problem:
+        raise ConfigError(problem, key="hydra/launcher")
+
+
 class BacktestRQLauncher(Launcher):
     """Launch multirun jobs as backtest jobs on RQ workers (see the package docstring)."""
 
@@ -77,6 +95,7 @@ class BacktestRQLauncher(Launcher):
         Hydra sets the launcher up before the sweeper composes and validates every
         job's config; the workers start up meanwhile, not after.
         """
+        _check_installed(config)
         from hydra_plugins.backtest_rq_launcher import _core
 
         self.config = config

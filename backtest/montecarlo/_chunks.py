@@ -106,17 +106,10 @@ def run_chunks(
     The result of a chunk depends only on its paths' numbers, never on which
     worker ran it or in which order.
     """
-    from tqdm.auto import tqdm
+    from backtest.report._progress import progress as progress_bar
 
     total = bounds[-1][1] if bounds else 0
-    bar = tqdm(
-        total=total,
-        desc=desc,
-        unit="path",
-        disable=None if progress is None else not progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(total=total, desc=desc, unit="path", enabled=progress)
     workers = _n_workers(n_jobs, len(bounds))
     try:
         if workers == 1:

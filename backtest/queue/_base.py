@@ -160,18 +160,14 @@ class QueueBase:
             Job id -> final status (``finished``, ``failed``, ``cancelled``), or ``None``
             for a job that is no longer in Redis.
         """
-        from tqdm.auto import tqdm
+        from backtest.report._progress import progress as progress_bar
 
         ids = list(dict.fromkeys(job_ids))
         final: dict[str, str | None] = {}
         start = time.monotonic()
         pending = list(ids)
-        with tqdm(
-            total=len(ids),
-            desc=f"jobs on {self.name}",
-            unit="job",
-            disable=not progress,
-            leave=False,
+        with progress_bar(
+            total=len(ids), desc=f"jobs on {self.name}", unit="job", enabled=progress
         ) as bar:
             down_since: float | None = None
             while True:

@@ -61,9 +61,9 @@ def keep_selection(n_planned: int, keep_returns: int) -> NDArray[np.bool_]:
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from backtest.report._progress import progress
 
-    return tqdm(total=total, desc=desc, unit="trial", disable=not enabled, leave=False)
+    return progress(total=total, desc=desc, unit="trial", enabled=enabled)
 
 
 class TrialLog:

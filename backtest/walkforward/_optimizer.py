@@ -135,7 +135,7 @@ class WalkForwardOptimizer:
             BacktestError: The strategy's returns changed when later bars were removed
                 (it looks ahead).
         """
-        from tqdm.auto import tqdm
+        from backtest.report._progress import progress
 
         evaluator = as_returns_evaluator(evaluator)
         ppy = int(evaluator.periods_per_year)
@@ -164,7 +164,8 @@ class WalkForwardOptimizer:
         rows, trials, searched = [], [], []
         runs: dict[tuple[int, int], tuple[NDArray[np.float64], NDArray[np.float64] | None]] = {}
         pre = self._window_scores(evaluator, splits, grid, ppy)
-        for fold in tqdm(splits.folds, desc="walk-forward", disable=not self.progress):
+        folds = progress(splits.folds, desc="walk-forward", unit="fold", enabled=self.progress)
+        for fold in folds:
             fs = search_fold(
                 fold,
                 evaluator,

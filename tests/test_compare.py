@@ -106,3 +106,116 @@ def test_default_store_is_the_projects_sqlite_file(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(BacktestError, match=str(in_tmp_cwd / "outputs" / "mlflow.db")):
         compare_runs("anything")
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """Runs MLflow stores in unusual ways: NaN and infinite metrics, a deleted run, a run
+    without the sort metric, a run missing every tag, runs in another experiment."""
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("awkward")
+    uri, experiment = f"sqlite:///{root}/mlflow.db", "awkward"
+    cfg = TrackingConfig(uri=uri, experiment_name=experiment)
+    for i, sharpe in enumerate([0.5, 1.5, 0.5]):  # a tie: the original order decides
+        record = {
+            "task": "backtest",
+            "job_id": f"job-{i}",
+            "params": {"lookback": 10 + i, "band": 0.5 * i},
+            "metrics": {"sharpe_ratio": sharpe, "max_drawdown": 0.1 * (i + 1)},
+            "started_at": f"2026-01-01T00:00:0{i}.000+00:00",
+        }
+        results.write_result(root / f"r{i}", record, config_yaml=yaml.safe_dump({"name": "x"}))
+        log_result(root / f"r{i}", cfg)
+    other = TrackingConfig(uri=uri, experiment_name="other")
+    log_result(root / "r0", other)  # the same run in another experiment: not a row here
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    for name, metrics, tags in (
+        ("nan", {"sharpe_ratio": float("nan"), "max_drawdown": 0.2}, {"backtest.kind": "run"}),
+        ("inf", {"sharpe_ratio": float("inf")}, {"backtest.kind": "run"}),
+        ("no sharpe", {"max_drawdown": 0.05}, {"backtest.kind": "run"}),
+        ("untagged", {"sharpe_ratio": 0.7}, {}),
+        ("deleted", {"sharpe_ratio": 99.0}, {"backtest.kind": "run"}),
+    ):
+        run = client.create_run(exp_id, run_name=name, tags=tags)
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value)
+            client.log_metric(run.info.run_id, key, value - 1, step=-1)  # not the latest
+        client.log_param(run.info.run_id, "lookback", "7")
+        client.set_terminated(run.info.run_id)
+        if name == "deleted":
+            client.delete_run(run.info.run_id)
+    return uri, experiment
+
+
+@pytest.mark.parametrize("children", [False, True])
+@pytest.mark.parametrize("metric", ["sharpe_ratio", "max_drawdown", "objective"])
+def test_the_direct_sqlite_read_gives_mlflows_table(
+    awkward: tuple[str, str], logged: tuple[str, str], metric: str, children: bool
+) -> None:
+    from backtest.tracking._compare import experiment_runs, mlflow_runs, runs_table
+
+    for uri, experiment in (awkward, logged):
+        direct, reference = experiment_runs(experiment, uri), mlflow_runs(experiment, uri)
+        assert set(direct.columns) <= set(reference.columns)
+        pd.testing.assert_frame_equal(direct, reference[direct.columns])
+        if metric == "objective":  # logged by no run: the same error, naming the metrics
+            with pytest.raises(ConfigError) as direct_error:
+                runs_table(direct, experiment, metric=metric, children=children)
+            with pytest.raises(ConfigError) as mlflow_error:
+                runs_table(reference, experiment, metric=metric, children=children)
+            assert str(direct_error.value) == str(mlflow_error.value)
+            continue
+        pd.testing.assert_frame_equal(
+            runs_table(direct, experiment, metric=metric, children=children),
+            runs_table(reference, experiment, metric=metric, children=children),
+        )
+
+
+def test_awkward_runs_sort_as_mlflow_stores_them(awkward: tuple[str, str]) -> None:
+    uri, experiment = awkward
+    table = compare_runs(experiment, uri=uri)
+    assert table["run"].iloc[:3].tolist()[0] == "inf"
+    assert "deleted" not in table["run"].tolist()
+    assert len(table) == 7  # 3 logged + nan, inf, no sharpe, untagged (kind "run" by default)
+    assert table["sharpe_ratio"].iloc[1:4].tolist() == [1.5, 0.7, 0.5]
+    assert table["run"].iloc[-2:].isin(["nan", "no sharpe"]).all()
+
+
+def test_another_schema_revision_is_read_through_mlflow(
+    awkward: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backtest.tracking import _store
+    from backtest.tracking._compare import experiment_runs
+    from backtest.tracking._sqlite_runs import read_runs, sqlite_path
+
+    uri, experiment = awkward
+    path = sqlite_path(uri)
+    assert path is not None
+    assert read_runs(path, experiment, "0123456789ab", tags=(), param_filter=bool) is None
+    expected = compare_runs(experiment, uri=uri)
+    snap = _store.snapshot()
+    assert snap is not None
+    other = _store.Snapshot(snap.mlflow, "0123456789ab", snap.sql)
+    monkeypatch.setattr(_store, "snapshot", lambda: other)
+    assert "artifact_uri" in experiment_runs(experiment, uri).columns  # MLflow's frame
+    pd.testing.assert_frame_equal(compare_runs(experiment, uri=uri), expected)
+
+
+def test_compare_on_a_sqlite_store_never_imports_mlflow(logged: tuple[str, str]) -> None:
+    import subprocess
+    import sys
+
+    uri, experiment = logged
+    code = (
+        "import sys; from backtest.tracking._compare import main; "
+        f"assert main([{experiment!r}, '--uri', {uri!r}]) == 0; "
+        "print('mlflow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "False"
+    assert done.stdout.splitlines()[0] == f"6 runs of '{experiment}' by sharpe_ratio"

@@ -235,13 +235,21 @@ def test_walkforward_and_montecarlo_sections_hold_the_run_numbers(runs: dict[str
     mc = rows_by_label(page, "montecarlo")
     assert float(mc["prob_loss"][0]) == record["montecarlo"]["prob_loss"]
     assert float(mc["prob_ruin"][0]) == record["montecarlo"]["prob_ruin"]
-    hists = [f for f in figures(page) if f["layout"].get("shapes")]
+    mc_fig = next(f for f in figures(page) if any(t.get("name") == "observed" for t in f["data"]))
+    hists = [t for t in mc_fig["data"] if t["type"] == "bar"]
     assert len(hists) == 3
     paths = pd.read_parquet(run_dir / "montecarlo_paths.parquet")
-    for fig in hists:
-        metric = fig["data"][0]["name"]
-        assert sum(fig["data"][0]["y"]) == int(np.isfinite(paths[metric]).sum())
-        assert fig["layout"]["shapes"][0]["x0"] == record["montecarlo"]["observed"][metric]
+    for trace, shape in zip(hists, mc_fig["layout"]["shapes"], strict=True):
+        metric = trace["name"]
+        assert sum(trace["y"]) == int(np.isfinite(paths[metric]).sum())
+        assert shape["x0"] == record["montecarlo"]["observed"][metric]
+    # the fan is on dates: the observed equity at each date is the run's equity there
+    equity = pd.read_parquet(run_dir / "equity.parquet")["equity"]
+    by_date = dict(zip(equity.index.strftime("%Y-%m-%d"), equity.to_numpy(), strict=True))
+    observed = next(t for t in mc_fig["data"] if t["name"] == "observed")
+    assert mc_fig["layout"]["xaxis"]["type"] == "date"
+    for x, y in zip(observed["x"][1:], observed["y"][1:], strict=True):
+        assert y == pytest.approx(by_date[x], rel=1e-5)
 
 
 def _with_benchmark_and_exit_reasons(src: Path, dst: Path) -> tuple[Path, pd.Series]:

@@ -8,9 +8,11 @@ that drew them.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -147,3 +149,121 @@ def test_montecarlo_repr_and_html_show_loss_and_ruin(made: dict[str, Any]) -> No
     page = mc._repr_html_()
     assert "dataframe" not in page
     assert page.count('<tr><td class="t">') >= len(mc.summary()) + 4
+
+
+# --- plot() ---------------------------------------------------------------------------
+
+
+def _traces(fig: Any) -> dict[str, Any]:
+    return {t.name: t for t in fig.data}
+
+
+def test_backtest_plot_draws_equity_marks_benchmark_and_drawdown(made: dict[str, Any]) -> None:
+    bt = made["backtest"]
+    fig = bt.plot()
+    names = [t.name for t in fig.data]
+    assert names[0] == "strategy" and names[-1] == "drawdown"
+    assert {"benchmark", "entries", "exits"} <= set(names)
+    assert fig.layout.xaxis.type == "date"
+    by_date = {d.strftime("%Y-%m-%d"): v for d, v in bt.equity.items()}
+    strategy = _traces(fig)["strategy"]
+    assert strategy.x[-1] == bt.equity.index[-1].strftime("%Y-%m-%d")  # thinned, last kept
+    for x, y in zip(strategy.x, strategy.y, strict=True):
+        assert y == pytest.approx(by_date[x], rel=1e-5)
+    entries = _traces(fig)["entries"]
+    assert len(entries.x) == len(bt.trades)
+    for x, y in zip(entries.x, entries.y, strict=True):  # each mark sits on the curve
+        assert y == pytest.approx(by_date[x], rel=1e-5)
+    drawdown = _traces(fig)["drawdown"]
+    assert -min(drawdown.y) == pytest.approx(_loop_max_drawdown(bt.returns), rel=1e-5)
+    bench = _traces(fig)["benchmark"]
+    close = synthetic_prices(900, 2, seed=11).iloc[:, 0]
+    assert bench.y[-1] / bench.y[0] == pytest.approx(close.iloc[-1] / close.iloc[0], rel=1e-4)
+
+
+def test_search_heatmap_cell_of_the_best_set_is_the_best_score(made: dict[str, Any]) -> None:
+    res = made["search"]
+    fig = res.plot()
+    (heat,) = fig.data
+    assert heat.type == "heatmap"
+    assert fig.layout.xaxis.title.text == "fast" and fig.layout.yaxis.title.text == "slow"
+    z = np.asarray(heat.z, dtype=float)
+    i = list(heat.y).index(res.best_params["slow"])
+    j = list(heat.x).index(res.best_params["fast"])
+    assert z[i, j] == pytest.approx(res.best_score, rel=1e-5)
+    assert np.nanmax(z) == pytest.approx(res.best_score, rel=1e-5)
+    swapped = res.plot(x="slow", y="fast").data[0]
+    assert list(swapped.x) == sorted(set(res.trials["slow"]))
+
+
+def test_search_beyond_two_parameters_parallel_and_best_over_the_rest(
+    made: dict[str, Any],
+) -> None:
+    res = made["search3"]
+    (lines,) = res.plot().data
+    assert lines.type == "parcoords"
+    labels = [d.label for d in lines.dimensions]
+    assert labels == ["fast", "slow", "long_short", "sharpe_ratio"]
+    assert len(lines.dimensions[0].values) == len(res.trials)
+    heat = res.plot(x="fast", y="slow").data[0]
+    for i, slow in enumerate(heat.y):
+        for j, fast in enumerate(heat.x):
+            best = -math.inf
+            for row in res.trials.itertuples():  # plain loop: best over long_short
+                if row.fast == fast and row.slow == slow:
+                    best = max(best, row.sharpe_ratio)
+            assert heat.z[i][j] == pytest.approx(best, rel=1e-5)
+
+
+def test_walkforward_plot_draws_folds_and_the_stitched_curve_on_dates(
+    made: dict[str, Any],
+) -> None:
+    wf = made["walkforward"]
+    fig = wf.plot()
+    traces = _traces(fig)
+    assert fig.layout.xaxis.type == "date"
+    equity = traces["stitched out-of-sample equity"]
+    assert equity.x[0] == wf.equity.index[0].strftime("%Y-%m-%d")
+    assert equity.y[-1] == pytest.approx(1.0 + _loop_total_return(wf.returns), rel=1e-5)
+    for kind in ("train", "test"):
+        bars = traces[kind]
+        assert len(bars.y) == len(wf.folds)
+        starts = [d.strftime("%Y-%m-%d") for d in wf.folds[f"{kind}_start"]]
+        assert list(bars.base) == starts
+
+
+def test_montecarlo_plot_draws_the_fan_on_dates_and_the_histograms(made: dict[str, Any]) -> None:
+    mc, bt = made["mc"], made["backtest"]
+    fig = mc.plot(dates=bt)
+    assert fig.layout.xaxis.type == "date"
+    observed = _traces(fig)["observed"]
+    assert observed.x[-1] == bt.returns.index[-1].strftime("%Y-%m-%d")
+    by_date = {d.strftime("%Y-%m-%d"): v for d, v in bt.equity.items()}
+    assert observed.x[0] not in by_date and observed.y[0] == 1.0  # the start, before bar 0
+    for x, y in zip(observed.x[1:], observed.y[1:], strict=True):  # step k: its bar's date
+        assert y == pytest.approx(by_date[x], rel=1e-5)
+    assert observed.y[-1] == pytest.approx(1.0 + _loop_total_return(bt.returns), rel=1e-5)
+    hists = [t for t in fig.data if t.type == "bar"]
+    assert [t.name for t in hists] == ["sharpe_ratio", "max_drawdown", "cagr"]
+    for trace, shape in zip(hists, fig.layout.shapes, strict=True):
+        assert sum(trace.y) == int(np.isfinite(mc.paths[trace.name]).sum())
+        assert shape.x0 == pytest.approx(mc.observed[trace.name])
+    assert mc.plot().layout.xaxis.title.text == "bars"  # no dates given: steps
+
+
+def test_plotly_is_imported_only_by_plot() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, backtest\n"
+        "from backtest.data import synthetic_prices\n"
+        "from backtest.strategies import SmaCross\n"
+        "assert 'plotly' not in sys.modules\n"
+        "r = backtest.simulate(synthetic_prices(300, 1, seed=1), SmaCross(fast=5, slow=20))\n"
+        "repr(r); r._repr_html_()\n"
+        "assert 'plotly' not in sys.modules, 'simulate imported plotly'\n"
+        "r.plot()\n"
+        "assert 'plotly' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -73,6 +73,17 @@ class BacktestResult:
         bench = self.benchmark_metrics if self.benchmark is not None else None
         return _display.backtest_html(self.params, self.metrics, bench, self.returns.index)
 
+    def plot(self) -> Any:
+        """The report's equity figure: equity with trade marks and the benchmark, drawdown.
+
+        Returns:
+            A plotly ``Figure`` (plotly is imported here, not by ``import backtest``).
+        """
+        from backtest.report import _page, _performance
+
+        frame = _performance.equity_frame(self.returns, self.equity, self.benchmark)
+        return _page.to_plotly(_performance.equity_figure(frame, self.trades))
+
 
 def simulate(prices: Bars | pd.DataFrame, strategy: Strategy, **options: Any) -> BacktestResult:
     """Backtest one strategy on bars (or wide closes).

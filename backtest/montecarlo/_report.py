@@ -103,6 +103,29 @@ class MonteCarloReport:
         ]
         return _display.montecarlo_html(repr(self), facts, self.summary())
 
+    def plot(self, dates: Any = None) -> Any:
+        """The equity fan over histograms of Sharpe, max drawdown and CAGR (the report's).
+
+        Args:
+            dates: The dates of the analysed returns (a ``DatetimeIndex``, a series on
+                one, or the ``BacktestResult`` analysed): the fan's x axis becomes dates,
+                step 0 one bar before the first. Without them it counts steps.
+
+        Returns:
+            A plotly ``Figure``.
+        """
+        from backtest.report import _montecarlo, _page
+
+        if hasattr(dates, "returns"):
+            dates = dates.returns
+        if dates is not None and not isinstance(dates, pd.Index):
+            dates = dates.index
+        spec = _montecarlo.montecarlo_figure(
+            self.fan, self.paths, self.observed, self.percentile_ranks,
+            dates_of=dates, unit=self.unit,
+        )  # fmt: skip
+        return _page.to_plotly(spec)
+
     def summary(self) -> pd.DataFrame:
         """One row per metric: observed, mean, the percentiles, rank and p-value."""
         rows = {}

@@ -58,7 +58,7 @@ def page_for(stored: results.StoredResult) -> Page:
             if record.get("task") == "walkforward"
             else "Equity and drawdown"
         )
-        _performance.equity_section(page, equity, title)
+        _performance.equity_section(page, equity, title, trades)
     prices = _table(stored, results.PRICES_TABLE)
     if prices is not None:
         _performance.price_section(page, prices, trades)
@@ -71,7 +71,8 @@ def page_for(stored: results.StoredResult) -> Page:
         _search.search_section(page, record, trials)
     folds = _table(stored, "folds")
     if record.get("walkforward") and folds is not None:
-        _walkforward.walkforward_section(page, record, folds)
+        wf_equity = equity["equity"] if equity is not None and len(equity) else None
+        _walkforward.walkforward_section(page, record, folds, wf_equity)
     _search.overfitting_section(page, record)
     if record.get("montecarlo"):
         mc_tables: dict[str, pd.DataFrame] = {
@@ -79,7 +80,8 @@ def page_for(stored: results.StoredResult) -> Page:
             for name in ("montecarlo_fan", "montecarlo_paths")
             if name in stored.tables
         }
-        _montecarlo.montecarlo_section(page, record, mc_tables)
+        index = equity.index if equity is not None and len(equity) else None
+        _montecarlo.montecarlo_section(page, record, mc_tables, index)
     page.data["sections"] = [key for key, _, _ in page.sections]
     return page
 

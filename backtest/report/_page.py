@@ -201,6 +201,24 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def figure_spec(
+    data: list[dict[str, Any]], layout: Mapping[str, Any], height: int = 380
+) -> dict[str, Any]:
+    """A figure as plain data (``data`` and ``layout``), the house layout under ``layout``.
+
+    The report embeds it as JSON; :func:`to_plotly` makes it a plotly ``Figure``, so a
+    result's ``plot()`` and its report draw the same figure.
+    """
+    return {"data": data, "layout": {"height": height, **_BASE_LAYOUT, **layout}}
+
+
+def to_plotly(spec: Mapping[str, Any]) -> Any:
+    """The plotly ``Figure`` of a :func:`figure_spec` (imports plotly: call it lazily)."""
+    import plotly.graph_objects as go
+
+    return go.Figure(_clean(spec))
+
+
 @dataclass
 class Page:
     """An HTML report being assembled, section by section.
@@ -218,9 +236,13 @@ class Page:
 
     def figure(self, data: list[dict[str, Any]], layout: dict[str, Any], height: int = 380) -> str:
         """A plotly figure: a placeholder ``div`` and its JSON, drawn by the glue."""
+        return self.add(figure_spec(data, layout, height))
+
+    def add(self, spec: Mapping[str, Any]) -> str:
+        """A figure made by :func:`figure_spec` (the one a result's ``plot()`` shows)."""
         self._n_figures += 1
         fid = f"fig{self._n_figures}"
-        spec = {"data": data, "layout": {"height": height, **_BASE_LAYOUT, **layout}}
+        height = int(spec["layout"]["height"])
         return (
             f'<div class="fig" id="{fid}" style="height:{height}px"></div>'
             f'<script type="application/json" data-figure="{fid}">'

@@ -8,7 +8,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.report._page import COLORS, MAX_POINTS, Page, dates, note, num, table, thin_positions
+from backtest.report._page import (
+    COLORS,
+    MAX_POINTS,
+    Page,
+    dates,
+    figure_spec,
+    note,
+    num,
+    table,
+    thin_positions,
+)
 from backtest.report._summary import benchmark_curve
 
 MAX_TRADE_ROWS = 200
@@ -28,8 +38,34 @@ def thinning_note(n: int) -> str:
     )
 
 
-def equity_section(page: Page, equity: pd.DataFrame, title: str = "Equity and drawdown") -> None:
-    """Equity (log-scale toggle) over drawdown, the benchmark line when there is one."""
+MAX_MARKED_TRADES = 500
+"""Most trades marked on the equity curve; more are thinned to every k-th (said on the page)."""
+
+
+def equity_frame(
+    returns: pd.Series, equity: pd.Series, benchmark: pd.Series | None = None
+) -> pd.DataFrame:
+    """The ``equity`` table a run directory stores: ``returns``, ``equity`` and ``benchmark``."""
+    frame = pd.DataFrame({"returns": returns, "equity": equity})
+    if benchmark is not None:
+        frame["benchmark"] = benchmark
+    return frame
+
+
+def equity_figure(equity: pd.DataFrame, trades: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Equity (log-scale toggle) with trade marks and the benchmark, over the drawdown.
+
+    Args:
+        equity: The ``equity`` table (:func:`equity_frame`): ``equity``, ``returns`` and
+            optionally ``benchmark`` (an equity curve or per-bar returns), on a date index.
+        trades: The trades table; entries and exits are marked on the equity curve at
+            their bars (at most ``MAX_MARKED_TRADES`` trades).
+
+    Returns:
+        The figure (:func:`~backtest.report._page.figure_spec`); its traces are
+        ``strategy``, ``benchmark`` (when there is one), ``entries``, ``exits``,
+        ``rule exits`` (when a rule closed a trade) and ``drawdown``, last.
+    """
     eq = equity["equity"].astype(np.float64)
     drawdown = eq / eq.cummax() - 1.0
     pos = thin_positions(len(eq), drawdown.to_numpy())
@@ -45,12 +81,14 @@ def equity_section(page: Page, equity: pd.DataFrame, title: str = "Equity and dr
             {"type": "scatter", "x": x, "y": num(bench.to_numpy()[pos]), "name": "benchmark",
              "line": {"color": "#6b7280", "width": 1.2, "dash": "dot"}}
         )  # fmt: skip
+    if trades is not None and len(trades):
+        traces.extend(_equity_marks(eq, marked_trades(trades)))
     traces.append(
         {"type": "scatter", "x": x, "y": num(drawdown.to_numpy()[pos]), "name": "drawdown",
          "yaxis": "y2", "fill": "tozeroy", "line": {"color": COLORS[3], "width": 1}}
     )  # fmt: skip
     layout = {
-        "xaxis": {"anchor": "y2", "rangeslider": {"visible": False}},
+        "xaxis": {"anchor": "y2", "rangeslider": {"visible": False}, "type": "date"},
         "yaxis": {"domain": [0.34, 1.0], "title": {"text": "equity"}, "type": "linear"},
         "yaxis2": {"domain": [0.0, 0.28], "title": {"text": "drawdown"}, "tickformat": ".0%"},
         "updatemenus": [
@@ -67,12 +105,84 @@ def equity_section(page: Page, equity: pd.DataFrame, title: str = "Equity and dr
             }
         ],
     }
+    return figure_spec(traces, layout, height=520)
+
+
+def marked_trades(trades: pd.DataFrame) -> pd.DataFrame:
+    """The trades marked on the equity curve: all, or every k-th of more than the limit."""
+    if len(trades) <= MAX_MARKED_TRADES:
+        return trades
+    return trades.iloc[:: math.ceil(len(trades) / MAX_MARKED_TRADES)]
+
+
+def _equity_marks(eq: pd.Series, trades: pd.DataFrame) -> list[dict[str, Any]]:
+    """Entries, signal exits and rule exits at the equity of their bars."""
+    reason = (
+        trades["exit_reason"].astype(str)
+        if "exit_reason" in trades.columns
+        else pd.Series("signal", index=trades.index)
+    )
+    is_open = trades.get("is_open", pd.Series(False, index=trades.index)).astype(bool)
+    closed = trades[~is_open.to_numpy()]
+    rule = reason.loc[closed.index].isin(RULE_EXITS).to_numpy()
+
+    def at(times: pd.Series) -> list[float | None]:
+        when = pd.DatetimeIndex(pd.to_datetime(times))
+        return num(eq.reindex(when, method="ffill").to_numpy())
+
+    def label(rows: pd.DataFrame, what: str) -> list[str]:
+        asset = rows["asset"].astype(str) if "asset" in rows.columns else pd.Series("", rows.index)
+        side = rows["direction"] if "direction" in rows.columns else pd.Series(1, rows.index)
+        return [
+            f"{a} {'long' if float(d) >= 0 else 'short'} {what}"
+            for a, d in zip(asset, side, strict=True)
+        ]
+
+    marks = [
+        {"type": "scatter", "mode": "markers", "name": "entries", "x": dates(trades["entry_time"]),
+         "y": at(trades["entry_time"]), "text": label(trades, "entry"),
+         "marker": {"symbol": "triangle-up", "size": 8, "color": COLORS[2]}},
+    ]  # fmt: skip
+    for name, rows, symbol, color in (
+        ("exits", closed[~rule], "triangle-down", COLORS[3]),
+        ("rule exits", closed[rule], "x", "#111827"),
+    ):
+        if name == "rule exits" and not len(rows):
+            continue
+        text = [f"{t} ({r})" for t, r in zip(label(rows, "exit"), reason.loc[rows.index],
+                                              strict=True)]  # fmt: skip
+        marks.append(
+            {"type": "scatter", "mode": "markers", "name": name, "x": dates(rows["exit_time"]),
+             "y": at(rows["exit_time"]), "text": text,
+             "marker": {"symbol": symbol, "size": 8, "color": color}}
+        )  # fmt: skip
+    return marks
+
+
+def equity_section(
+    page: Page,
+    equity: pd.DataFrame,
+    title: str = "Equity and drawdown",
+    trades: pd.DataFrame | None = None,
+) -> None:
+    """The :func:`equity_figure` with its notes."""
+    eq = equity["equity"]
+    pos = thin_positions(len(eq), (eq / eq.cummax() - 1.0).to_numpy())
     page.data["thinned"] = {**page.data.get("thinned", {}), "equity": [len(eq), len(pos)]}
+    marked = "" if trades is None or not len(trades) else (
+        " Triangles: entries (up) and exits (down) at the equity of their bar; crosses: exits "
+        "by a rule (stop loss, take profit, trailing stop, holding limit)."
+        + (f" One in {math.ceil(len(trades) / MAX_MARKED_TRADES)} of the {len(trades):,} "
+           "trades is marked." if len(trades) > MAX_MARKED_TRADES else "")
+    )  # fmt: skip
     page.section(
         "equity",
         title,
-        page.figure(traces, layout, height=520),
-        note("Drag to zoom, double-click to reset; the buttons switch the equity axis to log."),
+        page.add(equity_figure(equity, trades)),
+        note(
+            "Drag to zoom, double-click to reset; the buttons switch the equity axis to log."
+            + marked
+        ),
         thinning_note(len(eq)),
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.report._page import Page, cell, key_values, note, num, table
+from backtest.report._page import Page, cell, figure_spec, key_values, note, num, table
 
 TOP_N = 20
 MAX_PAIRS = 15
@@ -110,28 +110,15 @@ def surface(
     """Heatmap of the metric over two parameters (best over the others), a picker for more."""
     numeric = [p for p in params if pd.api.types.is_numeric_dtype(trials[p])]
     if len(numeric) == 1:
-        p = numeric[0]
-        best = _best(trials, [p], metric, maximize)
-        trace = {"type": "scatter", "mode": "lines+markers", "x": num(best[p]),
-                 "y": num(best[metric]), "name": metric}  # fmt: skip
-        line = {"xaxis": {"title": {"text": p}}, "yaxis": {"title": {"text": metric}}}
-        return page.figure([trace], line, height=360)
+        return page.add(line_figure(trials, numeric[0], metric, maximize))
     pairs = list(itertools.combinations(numeric, 2))[:MAX_PAIRS]
     if not pairs:
         return ""
     binned = [p for p in numeric if trials[p].nunique() > MAX_CELLS]
-    trials = trials.assign(**{p: _bin(trials[p]) for p in binned})
-    traces = []
-    for i, (px, py) in enumerate(pairs):
-        best = _best(trials, [px, py], metric, maximize)
-        grid = best.pivot_table(index=py, columns=px, values=metric, aggfunc="first")
-        traces.append(
-            {"type": "heatmap", "x": num(grid.columns), "y": num(grid.index),
-             "z": [num(row) for row in grid.to_numpy()], "visible": i == 0,
-             "colorscale": "Viridis", "reversescale": not maximize, "name": f"{px} x {py}",
-             "colorbar": {"title": {"text": metric}},
-             "hovertemplate": f"{px}=%{{x}}<br>{py}=%{{y}}<br>{metric}=%{{z}}<extra></extra>"}
-        )  # fmt: skip
+    traces = [
+        heatmap_trace(trials, px, py, metric, maximize, visible=i == 0)
+        for i, (px, py) in enumerate(pairs)
+    ]
     layout: dict[str, Any] = {
         "xaxis": {"title": {"text": pairs[0][0]}},
         "yaxis": {"title": {"text": pairs[0][1]}},
@@ -160,7 +147,118 @@ def surface(
             else ""
         )
     )
-    return page.figure(traces, layout, height=460) + note(text)
+    return page.add(figure_spec(traces, layout, height=460)) + note(text)
+
+
+def heatmap_trace(
+    cells: pd.DataFrame, x: str, y: str, metric: str, maximize: bool, visible: bool = True
+) -> dict[str, Any]:
+    """One heatmap of ``metric`` over ``x`` and ``y``: each cell the best of its rows.
+
+    Args:
+        cells: Trials, or cells already reduced (``SearchResult.heatmap_cells``): columns
+            ``x``, ``y`` and ``metric``. A numeric parameter with more than
+            ``MAX_CELLS`` distinct values is binned into that many equal ranges.
+        x: Parameter on the horizontal axis.
+        y: Parameter on the vertical axis.
+        metric: The metric drawn.
+        maximize: The best is the highest (else the lowest).
+        visible: Shown at first (a pair picker shows one heatmap at a time).
+    """
+    binned = [p for p in (x, y) if _is_numeric(cells[p]) and cells[p].nunique() > MAX_CELLS]
+    cells = cells.assign(**{p: _bin(cells[p]) for p in binned})
+    best = _best(cells, [x, y], metric, maximize)
+    grid = best.pivot_table(index=y, columns=x, values=metric, aggfunc="first")
+    hover = f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric}=%{{z}}<extra></extra>"
+    return {"type": "heatmap", "x": _axis(grid.columns), "y": _axis(grid.index),
+            "z": [num(row) for row in grid.to_numpy()], "visible": visible,
+            "colorscale": "Viridis", "reversescale": not maximize, "name": f"{x} x {y}",
+            "colorbar": {"title": {"text": metric}}, "hovertemplate": hover}  # fmt: skip
+
+
+def heatmap_figure(
+    cells: pd.DataFrame, x: str, y: str, metric: str, maximize: bool, title: str = ""
+) -> dict[str, Any]:
+    """The metric over two parameters (:func:`heatmap_trace`), axes named, as a figure."""
+    layout = {
+        "title": {"text": title, "font": {"size": 13}},
+        "xaxis": {"title": {"text": x}, "type": _axis_type(cells[x])},
+        "yaxis": {"title": {"text": y}, "type": _axis_type(cells[y])},
+        "hovermode": "closest",
+    }
+    return figure_spec([heatmap_trace(cells, x, y, metric, maximize)], layout, height=460)
+
+
+def heatmap_cells(
+    trials: pd.DataFrame, params: list[str], x: str, y: str, metric: str, maximize: bool
+) -> tuple[pd.DataFrame, str]:
+    """Cells and title of a stored search's heatmap, as ``SearchResult.heatmap_cells`` gives."""
+    best = _best(ok_trials(trials), [x, y], metric, maximize)
+    others = [p for p in params if p not in (x, y)]
+    agg = "max" if maximize else "min"
+    over = f", {agg} over {', '.join(others)}" if others else ""
+    return best, f"{metric} by {x} and {y} ({len(trials)} trials{over})"
+
+
+def line_figure(trials: pd.DataFrame, param: str, metric: str, maximize: bool) -> dict[str, Any]:
+    """The metric over one parameter (the best trial at each value)."""
+    best = _best(ok_trials(trials), [param], metric, maximize)
+    trace = {"type": "scatter", "mode": "lines+markers", "x": _axis(best[param]),
+             "y": num(best[metric]), "name": metric}  # fmt: skip
+    layout = {"xaxis": {"title": {"text": param}}, "yaxis": {"title": {"text": metric}}}
+    return figure_spec([trace], layout, height=360)
+
+
+def parallel_figure(
+    trials: pd.DataFrame, params: list[str], metric: str, maximize: bool
+) -> dict[str, Any]:
+    """Parallel coordinates: one line per successful trial through its parameters and metric.
+
+    A parameter that is not a number (``True``/``False``, names) gets an axis of its
+    values. The line colour is the metric (brighter: better).
+    """
+    ok = ok_trials(trials)
+    ok = ok[np.isfinite(ok[metric].to_numpy(dtype=np.float64))]
+    dims: list[dict[str, Any]] = []
+    for p in [*params, metric]:
+        col = ok[p]
+        if _is_numeric(col):
+            dims.append({"label": p, "values": num(col)})
+        else:
+            labels = sorted({str(v) for v in col})
+            code = {v: i for i, v in enumerate(labels)}
+            dims.append({"label": p, "values": [code[str(v)] for v in col],
+                         "tickvals": list(range(len(labels))), "ticktext": labels})  # fmt: skip
+    trace = {"type": "parcoords", "dimensions": dims, "name": metric,
+             "line": {"color": num(ok[metric]), "colorscale": "Viridis",
+                      "reversescale": not maximize, "showscale": True,
+                      "colorbar": {"title": {"text": metric}}}}  # fmt: skip
+    layout = {
+        "title": {"text": f"{metric} of {len(ok):,} trials over {', '.join(params)}",
+                  "font": {"size": 13}},
+        "margin": {"l": 60, "r": 60, "t": 80, "b": 30},
+    }  # fmt: skip
+    return figure_spec([trace], layout, height=460)
+
+
+def ok_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials that ran (``status`` ok)."""
+    if "status" not in trials.columns:
+        return trials
+    return trials[trials["status"].astype(str).isin(["ok", "complete", "COMPLETE"])]
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _axis(values: Any) -> list[Any]:
+    values = pd.Index(values)
+    return num(values) if _is_numeric(values.to_series()) else [str(v) for v in values]
+
+
+def _axis_type(values: pd.Series) -> str:
+    return "linear" if _is_numeric(values) else "category"
 
 
 def _bin(values: pd.Series) -> pd.Series:

@@ -8,12 +8,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.report._page import COLORS, Page, dates, key_values, note, num, table
+from backtest.report._page import (
+    COLORS,
+    Page,
+    dates,
+    figure_spec,
+    key_values,
+    note,
+    num,
+    table,
+    thin_positions,
+)
 
 _MS_PER_DAY = 86_400_000
+WINDOW_COLUMNS = frozenset({"train_start", "train_end", "test_start", "test_end"})
 
 
-def walkforward_section(page: Page, record: Mapping[str, Any], folds: pd.DataFrame) -> None:
+def walkforward_section(
+    page: Page, record: Mapping[str, Any], folds: pd.DataFrame, equity: pd.Series | None = None
+) -> None:
     """Everything a walk-forward adds to the headline (stitched out-of-sample) result."""
     wf = record.get("walkforward") or {}
     metric = str(wf.get("metric", "sharpe_ratio"))
@@ -36,8 +49,8 @@ def walkforward_section(page: Page, record: Mapping[str, Any], folds: pd.DataFra
             "traded with the parameters chosen on its train window."
         ),
     ]
-    if {"train_start", "train_end", "test_start", "test_end"} <= set(folds.columns):
-        parts.append(_windows(page, folds))
+    if equity is not None or set(folds.columns) >= WINDOW_COLUMNS:
+        parts.append(page.add(walkforward_figure(equity, folds)))
     parts.append(_scores(page, folds, metric))
     columns = [
         c
@@ -81,26 +94,55 @@ def walkforward_section(page: Page, record: Mapping[str, Any], folds: pd.DataFra
     page.section("walkforward", "Walk-forward", *parts)
 
 
-def _windows(page: Page, folds: pd.DataFrame) -> str:
-    """Train and test windows per fold as horizontal bars on a date axis."""
+def walkforward_figure(equity: pd.Series | None, folds: pd.DataFrame) -> dict[str, Any]:
+    """The stitched out-of-sample equity over each fold's train and test windows (dates).
+
+    Args:
+        equity: The stitched out-of-sample equity (growth of 1) on its date index.
+        folds: The folds table: ``fold`` and ``train_start``, ``train_end``, ``test_start``,
+            ``test_end`` (the windows are drawn when it has them).
+
+    Returns:
+        The figure: a ``stitched out-of-sample equity`` line, then ``train`` and ``test``
+        horizontal bars (one per fold) on the same date axis.
+    """
     traces: list[dict[str, Any]] = []
-    labels = [f"fold {int(f)}" for f in folds["fold"]]
-    for kind, color in (("train", COLORS[0]), ("test", COLORS[1])):
-        start = pd.to_datetime(folds[f"{kind}_start"])
-        end = pd.to_datetime(folds[f"{kind}_end"])
-        width = ((end - start) / pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.float64)
+    has_windows = set(folds.columns) >= WINDOW_COLUMNS
+    if equity is not None and len(equity):
+        eq = equity.astype(np.float64)
+        pos = thin_positions(len(eq), (eq / eq.cummax()).to_numpy())
         traces.append(
-            {"type": "bar", "orientation": "h", "name": kind, "y": labels,
-             "base": dates(start), "x": num(width + _MS_PER_DAY, 12),
-             "marker": {"color": color}, "hoverinfo": "name+y"}
+            {"type": "scatter", "x": dates(eq.index[pos]), "y": num(eq.to_numpy()[pos]),
+             "name": "stitched out-of-sample equity", "line": {"color": "#111827", "width": 1.5}}
         )  # fmt: skip
-    layout = {
+    if has_windows:
+        labels = [f"fold {int(f)}" for f in folds["fold"]]
+        for kind, color in (("train", COLORS[0]), ("test", COLORS[1])):
+            start = pd.to_datetime(folds[f"{kind}_start"])
+            end = pd.to_datetime(folds[f"{kind}_end"])
+            width = ((end - start) / pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.float64)
+            traces.append(
+                {"type": "bar", "orientation": "h", "name": kind, "y": labels,
+                 "base": dates(start), "x": num(width + _MS_PER_DAY, 12), "yaxis": "y2",
+                 "marker": {"color": color}, "hoverinfo": "name+y"}
+            )  # fmt: skip
+    split = bool(traces) and traces[0]["type"] == "scatter" and has_windows
+    n_folds = len(folds) if has_windows else 0
+    layout: dict[str, Any] = {
         "barmode": "overlay",
-        "xaxis": {"type": "date"},
-        "yaxis": {"autorange": "reversed", "type": "category"},
+        "xaxis": {"type": "date", "anchor": "y2" if has_windows else "y"},
+        "yaxis": {"domain": [0.45, 1.0] if split else [0.0, 1.0],
+                  "title": {"text": "out-of-sample equity"}},
         "hovermode": "closest",
-    }
-    return page.figure(traces, layout, height=max(200, 34 * len(folds) + 90))
+    }  # fmt: skip
+    if has_windows:
+        layout["yaxis2"] = {
+            "domain": [0.0, 0.38] if split else [0.0, 1.0],
+            "autorange": "reversed",
+            "type": "category",
+        }
+    height = 300 + (max(120, 22 * n_folds) if split else 0)
+    return figure_spec(traces, layout, height=height)
 
 
 def _scores(page: Page, folds: pd.DataFrame, metric: str) -> str:

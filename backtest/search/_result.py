@@ -87,6 +87,50 @@ class SearchResult:
         columns += [c for c in top.columns if c not in (*columns, SEED, STATUS, ERROR)]
         return _display.search_html(repr(self), facts, top[columns], self.metric)
 
+    def plot(
+        self,
+        x: str | None = None,
+        y: str | None = None,
+        *,
+        kind: str | None = None,
+        metric: str | None = None,
+    ) -> Any:
+        """The metric over the searched parameters, as the report draws it.
+
+        A heatmap of two parameters, each cell the best over the other parameters
+        (:meth:`heatmap_cells`); with more than two parameters and no ``x``/``y``,
+        parallel coordinates (one line per trial); one parameter: a line.
+
+        Args:
+            x: Parameter on the horizontal axis (the first searched one by default).
+            y: Parameter on the vertical axis (the second by default).
+            kind: ``"heatmap"`` or ``"parallel"`` (default: as above).
+            metric: The metric shown (the searched one by default).
+
+        Returns:
+            A plotly ``Figure``.
+
+        Raises:
+            ConfigError: ``x``/``y`` is not a searched parameter, or an unknown ``kind``.
+        """
+        from backtest.report import _page, _search
+
+        metric = metric or self.metric
+        maximize = self.direction != "minimize"
+        names = list(self.param_names)
+        if kind not in (None, "heatmap", "parallel"):
+            raise ConfigError(f"kind must be 'heatmap' or 'parallel', got {kind!r}", key="kind")
+        if kind == "parallel" or (kind is None and x is None and y is None and len(names) > 2):
+            spec = _search.parallel_figure(self.trials, names, metric, maximize)
+        elif len(names) == 1:
+            spec = _search.line_figure(self.trials, names[0], metric, maximize)
+        else:
+            x = x or next(n for n in names if n != y)
+            y = y or next(n for n in names if n != x)
+            cells, title = self.heatmap_cells(x, y, metric=metric)
+            spec = _search.heatmap_figure(cells, x, y, metric, maximize, title)
+        return _page.to_plotly(spec)
+
     def _best_row(self) -> dict[str, Any]:
         row = self.trials.loc[self.trials[TRIAL] == self.best_trial]
         return row.iloc[0].to_dict() if len(row) else {}

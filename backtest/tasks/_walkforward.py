@@ -107,7 +107,11 @@ def run(ctx: TaskContext) -> TaskOutput:
         check_lookahead=False,
         **ctx.engine_kwargs(),
     )
-    result = WalkForwardOptimizer(wf_cfg, search, progress=ctx.progress).run(
+    # The CLI reports every fold's snooping statistics (opt-in in the library).
+    optimizer = WalkForwardOptimizer(
+        wf_cfg, search, spa_bootstrap=1000, effective_trials=True, progress=ctx.progress
+    )
+    result = optimizer.run(
         evaluator,
         dict(search.space),
         figures_dir=results.figures_dir(ctx.run_dir) if ctx.settings.figures else None,

@@ -57,29 +57,34 @@ def fold_snooping(
     spa_bootstrap: int,
     benchmark: NDArray[np.float64] | None,
     seed: int,
+    effective: bool = False,
 ) -> dict[str, float]:
     """Effective trials, the DSR with them, and the SPA / Reality Check p-values.
 
-    The effective number is Li & Ji's eigenvalue count of the fold's trial
-    returns; the SPA bootstrap is seeded by the search seed and the fold number.
+    Both are opt-in (NaN when off): the effective number is Li & Ji's eigenvalue count
+    of the fold's trial returns (``effective``), an eigen-decomposition of the
+    trials' correlation matrix per fold; the SPA bootstrap (``spa_bootstrap`` draws, 0
+    for none) is seeded by the search seed and the fold number.
     """
     train = fs.train_returns
-    n_eff = effective_trials(train) if train.shape[1] > 1 else 1.0
-    chosen = np.ascontiguousarray(train[:, fs.best], dtype=np.float64)
-    _, skewness, kurtosis = sharpe_moments(chosen)
-    pool = fs.sharpes[np.isfinite(fs.sharpes)]
-    variance = float(np.var(pool, ddof=1)) if pool.size > 1 else 0.0
-    try:
-        dsr_eff = deflated_sharpe_ratio(
-            sharpe,
-            len(chosen),
-            n_trials=n_eff,
-            sharpe_variance=variance,
-            skewness=skewness,
-            kurtosis=kurtosis,
-        )
-    except ConfigError:
-        dsr_eff = math.nan
+    n_eff = dsr_eff = math.nan
+    if effective:
+        n_eff = effective_trials(train) if train.shape[1] > 1 else 1.0
+        chosen = np.ascontiguousarray(train[:, fs.best], dtype=np.float64)
+        _, skewness, kurtosis = sharpe_moments(chosen)
+        pool = fs.sharpes[np.isfinite(fs.sharpes)]
+        variance = float(np.var(pool, ddof=1)) if pool.size > 1 else 0.0
+        try:
+            dsr_eff = deflated_sharpe_ratio(
+                sharpe,
+                len(chosen),
+                n_trials=n_eff,
+                sharpe_variance=variance,
+                skewness=skewness,
+                kurtosis=kurtosis,
+            )
+        except ConfigError:
+            dsr_eff = math.nan
     spa = rc = math.nan
     if spa_bootstrap > 0 and train.shape[0] > 2:
         bench = None

@@ -36,11 +36,13 @@ class WalkForwardOverfitting:
         degradation: Regression of each fold's out-of-sample Sharpe on its
             in-sample Sharpe (annualised), with the share of losing folds.
         effective_trials: Effective independent trials over all folds (the sum of
-            each fold's Li & Ji eigenvalue count, beside ``n_trials``).
+            each fold's Li & Ji eigenvalue count, beside ``n_trials``); NaN unless
+            the optimizer's ``effective_trials`` is on.
         deflated_sharpe_effective: Mean over folds of the deflated Sharpe ratio with
-            the fold's effective number of trials as N.
+            the fold's effective number of trials as N (NaN as ``effective_trials``).
         spa_pvalue: Mean over folds of Hansen's SPA p-value of the chosen set
-            against the benchmark (flat unless given).
+            against the benchmark (flat unless given); NaN unless the optimizer's
+            ``spa_bootstrap`` is positive.
         spa_pvalue_max: The highest fold value (the least convincing fold).
         reality_check_pvalue: Mean over folds of White's Reality Check p-value.
     """
@@ -165,6 +167,16 @@ class WalkForwardResult:
         return _display.walkforward_html(
             repr(self), facts, self.metrics, self.folds, names, self.metric
         )
+
+    def plot(self) -> Any:
+        """The stitched out-of-sample equity over each fold's train and test windows.
+
+        Returns:
+            A plotly ``Figure`` with a date axis (the report's walk-forward figure).
+        """
+        from backtest.report import _page, _walkforward
+
+        return _page.to_plotly(_walkforward.walkforward_figure(self.equity, self.folds))
 
     @property
     def last_params(self) -> dict[str, Any]:

@@ -135,7 +135,7 @@ def assemble_result(
         pbo_walkforward=float(np.mean(folds["oos_rank"] <= 0.5)),
         oos_probabilistic_sharpe=oos_psr,
         degradation=performance_degradation(folds["is_sharpe"], folds["oos_sharpe_ratio"]),
-        effective_trials=float(folds["effective_trials"].sum()),
+        effective_trials=float(folds["effective_trials"].sum(min_count=1)),
         deflated_sharpe_effective=_nanmean(folds["is_dsr_effective"]),
         spa_pvalue=_nanmean(folds["spa_pvalue"]),
         spa_pvalue_max=_nanmax(folds["spa_pvalue"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -142,6 +142,44 @@ def _remove_untouched(run_dir: Path) -> None:
                 parent.rmdir()
 
 
+def check_space_keys(cfg: DictConfig) -> None:
+    """A ``search.space`` key that is no parameter: named with the closest one, before any run.
+
+    Raises:
+        ConfigError: naming ``search.space.<key>``, the closest valid key and the
+            strategy's parameters.
+    """
+    import difflib
+
+    from backtest.engine import _exits
+    from backtest.engine._params import ENGINE_KEYS
+    from backtest.errors import ConfigError
+    from backtest.strategies import param_names
+    from backtest.strategies._loader import build_strategy
+    from backtest.tasks import typed_settings
+    from backtest.tasks._search import is_engine_key
+
+    settings = typed_settings(cfg)
+    space = settings.search.space or {}
+    cls = build_strategy(settings.strategy, settings.allowed_modules)[0]
+    names = param_names(cls)
+    engine = [f"engine.{k}" for k in (*ENGINE_KEYS, *_exits.STOP_FIELDS)]
+    for key, values in space.items():
+        if key in names or is_engine_key(key):
+            continue
+        word = str(key)  # +search.space.engine.stop_los=[...] nests: compare the whole path
+        while isinstance(values, Mapping) and len(values) == 1:
+            sub, values = next(iter(values.items()))
+            word = f"{word}.{sub}"
+        close = difflib.get_close_matches(word, [*names, *engine], n=1, cutoff=0.6)
+        mean = f": did you mean search.space.{close[0]}?" if close else ""
+        raise ConfigError(
+            f"search.space.{key} is not a parameter of {cls.__name__}{mean} "
+            f"(its parameters: {', '.join(names)}; or engine.<option>)",
+            key=f"search.space.{key}",
+        )
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run the composed config and return its objective (for sweepers).
 
@@ -161,6 +199,8 @@ def run(cfg: DictConfig) -> float | None:
     cfg = _paths_as_typed(cfg)
     job = BacktestJob.from_config(cfg, result_path=str(run_dir))
     try:
+        if job.task in ("search", "walkforward"):
+            check_space_keys(cfg)
         ctx = prepare(job, run_dir, progress=True)
     except BacktestError:
         _remove_untouched(run_dir)

@@ -164,3 +164,88 @@ def test_plus_form_of_an_optional_group_works(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "montecarlo" in (tmp_path / "mc" / "result.json").read_text()
     assert "observed p-value" in proc.stdout and "p-value 0.000" not in proc.stdout
+
+
+# --- typos: the closest valid name and the list, in one or two lines ------------------------
+
+
+def _options(group: str) -> list[str]:
+    """The options a user may choose in ``conf/<group>/``: every YAML but the base schemas."""
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml") if p.stem != "base")
+
+
+def _two_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Config" not in proc.stderr  # no schema class
+    assert "base_" not in proc.stderr and "search path" not in proc.stderr
+    return lines
+
+
+def test_config_key_typo_names_the_closest_key_and_the_valid_ones(tmp_path: Path) -> None:
+    import dataclasses
+
+    from backtest.config import SmaCrossConfig
+
+    lines = _two_lines(cli("strategy.fsat=3", "tracking=none", cwd=tmp_path))
+    assert lines[0] == "error: strategy.fsat is not a key of strategy: did you mean strategy.fast?"
+    keys = [f.name for f in dataclasses.fields(SmaCrossConfig) if not f.name.startswith("_")]
+    assert lines[1] == f"hint: the keys of strategy are {', '.join(keys)}"
+    assert "+strategy.fsat" not in proc_text(lines)  # not the wrong fix "to append use +..."
+
+    lines = _two_lines(cli("sead=3", "tracking=none", cwd=tmp_path))
+    assert "did you mean seed?" in lines[0] and "strategy" in lines[1] and "hydra" not in lines[1]
+
+
+def proc_text(lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("typed", "group", "closest"),
+    [
+        ("strategy=momentm", "strategy", "strategy=momentum"),
+        ("+experiment=sma_crss", "experiment", "+experiment=sma_cross"),
+        ("search=grd", "search", "search=grid"),
+    ],
+    ids=["strategy", "experiment", "search"],
+)
+def test_group_option_typo_names_the_closest_option_and_the_valid_ones(
+    tmp_path: Path, typed: str, group: str, closest: str
+) -> None:
+    lines = _two_lines(cli(typed, "tracking=none", cwd=tmp_path))
+    wrong = typed.split("=")[1]
+    assert lines[0] == f"error: {wrong!r} is not an option of {group}: did you mean {closest}?"
+    options = [o for o in _options(group) if not o.startswith("base_")]
+    assert lines[1] == f"hint: the options of {group} are {', '.join(options)}"
+
+
+def test_search_space_typo_names_the_closest_parameter_and_leaves_nothing(tmp_path: Path) -> None:
+    proc = cli("strategy=momentum", "search=grid", "+search.space.lookbak=[5,10]", cwd=tmp_path)
+    lines = _two_lines(proc)
+    assert lines == [
+        "error: search.space.lookbak is not a parameter of Momentum: did you mean "
+        "search.space.lookback? (its parameters: lookback, skip, long_short; or engine.<option>)"
+    ]
+    assert "run started" not in proc.stdout
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_readme_typo_examples_print_what_the_readme_shows(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("A mistyped key") :]
+    block = block[block.index("```text") + len("```text\n") : block.index("```\n", 10)]
+    examples: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            examples.append((line[2:].split("#")[0].strip(), []))
+        else:
+            examples[-1][1].append(line)
+    typos = [(cmd, shown) for cmd, shown in examples if "data.path" not in cmd]
+    assert len(typos) == 3
+    for cmd, shown in typos:
+        args = cmd.removeprefix("python -m backtest ").split()
+        proc = cli(*args, "tracking=none", cwd=tmp_path)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == shown, cmd

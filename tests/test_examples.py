@@ -70,7 +70,7 @@ class Fields:
         (Plain, {"period": 3, "name": 7}, r"strategy\.name must be str"),
         (Fields, {"window": 2.5}, r"strategy\.window must be int, got 2\.5"),
         (Fields, {"long_short": "yes"}, r"strategy\.long_short must be bool"),
-        (Fields, {"widnow": 3}, r"strategy\.widnow is not a parameter of Fields \(window"),
+        (Fields, {"widnow": 3}, r"strategy\.widnow .* did you mean strategy\.window\?"),
     ],
     ids=[
         "unknown",

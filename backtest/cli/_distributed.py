@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from backtest.cli._errors import EXIT_USER_ERROR, queue_extra_missing
+from backtest.cli._errors import EXIT_USER_ERROR, composition_error, queue_extra_missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from backtest.app import normalise
     from backtest.config import CONF_DIR, QueueConfig
@@ -64,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=normalise(args.overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        print(composition_error(exc, args.overrides), file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
         remember_config(OmegaConf.to_container(cfg, resolve=True))
         queue_cfg = OmegaConf.to_object(cfg.queue)
         assert isinstance(queue_cfg, QueueConfig)

@@ -7,11 +7,13 @@ keep their traceback.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
+import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from backtest.errors import BacktestError, describe
@@ -81,3 +83,100 @@ def reported(*, verbose: bool = False) -> Iterator[None]:
             raise
         print(describe(ours), file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def did_you_mean(word: str, options: Sequence[str], prefix: str = "") -> str:
+    """``": did you mean PREFIX+CLOSEST?"`` for the option closest to ``word``, or ``""``.
+
+    >>> did_you_mean("fsat", ["fast", "slow"], "strategy.")
+    ': did you mean strategy.fast?'
+    >>> did_you_mean("zzz", ["fast", "slow"])
+    ''
+    """
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f": did you mean {prefix}{close[0]}?" if close else ""
+
+
+def _public(names: Iterable[object]) -> list[str]:
+    """Names a user may type: without the internal schemas (``base_*``), ``_target_``, hydra."""
+    return [str(n) for n in names if not str(n).startswith(("_", "base_")) and str(n) != "hydra"]
+
+
+def _typed(argv: Sequence[str], group: str) -> str:
+    """How the user typed the choice of ``group`` (``+experiment=``, ``strategy=``)."""
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if key.lstrip("+~") == group:
+            return f"{key}="
+    return f"{group}="
+
+
+def _first_line(text: object) -> str:
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def composition_error(exc: BaseException, argv: Sequence[str] = ()) -> str:
+    """The message for a Hydra composition error: one or two lines, no internal names.
+
+    An unknown key names the valid keys of its parent and the closest one; an unknown
+    option of a config group names the group's options (not the internal ``base_*``
+    schemas) and the closest one. Other errors keep Hydra's and OmegaConf's text
+    without the search path and the schema class names.
+
+    Args:
+        exc: What Hydra raised.
+        argv: The command line, to spell suggestions as the user typed them.
+    """
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    chain: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and len(chain) < 6:
+        chain.append(node)
+        node = node.__cause__
+    for err in chain:
+        if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+            group, _, option = str(err.missing_cfg_file).rpartition("/")
+            options = _public(err.options)
+            where = re.match(r"In '([^']+)':", str(err))
+            inside = (
+                f" (in {where[1]}.yaml)"
+                if where and where[1] not in ("config", "hydra/config")
+                else ""
+            )
+            return (
+                f"error: {option!r} is not an option of {group}{inside}"
+                f"{did_you_mean(option, options, _typed(argv, group))}\n"
+                f"hint: the options of {group} are {', '.join(options)}"
+            )
+        if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
+            full_key = str(err.full_key)
+            parent = getattr(err, "parent_node", None)
+            is_unknown = isinstance(err, ConfigKeyError) or type(err).__name__ in (
+                "ConfigAttributeError",
+            )
+            if is_unknown and parent is not None and str(err.key) == full_key.rpartition(".")[2]:
+                scope, _, key = full_key.rpartition(".")
+                keys = _public(parent.keys())
+                prefix = f"{scope}." if scope else ""
+                return (
+                    f"error: {full_key} is not a key of {scope or 'the config'}"
+                    f"{did_you_mean(key, keys, prefix)}\n"
+                    f"hint: the keys of {scope or 'the config'} are {', '.join(keys)}"
+                )
+            text = _first_line(getattr(err, "msg", "") or err)
+            return f"error: {full_key}: {text}"
+    messages: list[str] = []
+    for err in chain[:4]:
+        text = str(err).strip()
+        if text and not any(text in m for m in messages):
+            messages.append(text)
+    internal = ("Config search path", "provider=", "full_key:", "object_type=", "reference_type=")
+    lines = [
+        line.strip()
+        for line in "\n".join(messages).splitlines()
+        if line.strip() and not line.strip().startswith(internal) and "base_" not in line
+    ]
+    return "error: " + "\n".join(lines[:3])

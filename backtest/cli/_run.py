@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -29,14 +30,36 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return run(cfg)
 
 
+class _WithoutJobLine:
+    """``sys.stderr`` without Hydra's "Error executing job with overrides: [...]" line.
+
+    A single run's overrides are the command line the user just typed; its error is
+    printed as one line of its own (:mod:`backtest.cli._errors`).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides:"):
+            return len(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 @contextmanager
 def _argv(argv: Sequence[str]) -> Iterator[None]:
-    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    saved_argv, saved_env, saved_err = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), sys.stderr
     sys.argv = ["backtest", *normalise(argv)]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions come back to us, see the docstring
+    if not any(a in ("-m", "--multirun") for a in argv):
+        sys.stderr = _WithoutJobLine(sys.stderr)
     try:
         yield
     finally:
+        sys.stderr = saved_err
         sys.argv = saved_argv
         if saved_env is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -61,7 +84,7 @@ def main(argv: Sequence[str]) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from backtest.cli._errors import EXIT_USER_ERROR, _user_error
+    from backtest.cli._errors import EXIT_USER_ERROR, _user_error, composition_error
 
     try:
         with _argv(argv):
@@ -69,13 +92,6 @@ def main(argv: Sequence[str]) -> int:
     except (HydraException, OmegaConfBaseException) as exc:
         if verbose or _user_error(exc) is not None:
             raise
-        messages = [str(exc).strip()]
-        cause = exc.__cause__
-        while cause is not None and len(messages) < 4:
-            text = str(cause).strip()
-            if text and text not in messages[-1]:
-                messages.append(text)
-            cause = cause.__cause__
-        print("error: " + "\n".join(messages), file=sys.stderr)
+        print(composition_error(exc, argv), file=sys.stderr)
         return EXIT_USER_ERROR
     return 0

@@ -17,6 +17,7 @@ type-checked.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import numbers
 import types
@@ -131,7 +132,7 @@ def validate_params(cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
         >>> validate_params(SmaCross, {"fsat": 5})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        backtest.errors.ConfigError: strategy.fsat is not a parameter of SmaCross (fast, ...)
+        backtest.errors.ConfigError: strategy.fsat is not a parameter of SmaCross: did you mean ...
     """
     sig = _signature(cls)
     names = param_names(cls)
@@ -139,8 +140,11 @@ def validate_params(cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
     known = set(names) | {n for n, p in sig.items() if p.kind is not p.VAR_POSITIONAL}
     for key in params:
         if key not in known and not accepts_any:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            mean = f": did you mean strategy.{close[0]}?" if close else ""
             raise ConfigError(
-                f"strategy.{key} is not a parameter of {cls.__name__} ({', '.join(names)})",
+                f"strategy.{key} is not a parameter of {cls.__name__}{mean} "
+                f"(its parameters: {', '.join(names)})",
                 key=f"strategy.{key}",
             )
     for n, p in sig.items():

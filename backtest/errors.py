@@ -47,9 +47,11 @@ class DataValidationError(BacktestError, ValueError):
     """Price data failed validation.
 
     Attributes:
-        column: The offending column (or ``"index"``).
+        column: The offending column (a symbol's closes, a field such as ``"open"``,
+            or ``"index"``).
         timestamp: The first offending timestamp, when there is one.
         count: How many values are affected.
+        symbol: The symbol, when ``column`` names a field (``open``, ``volume``, ...).
     """
 
     def __init__(
@@ -59,11 +61,13 @@ class DataValidationError(BacktestError, ValueError):
         column: str | None = None,
         timestamp: object | None = None,
         count: int = 0,
+        symbol: str | None = None,
     ) -> None:
         super().__init__(message)
         self.column = column
         self.timestamp = timestamp
         self.count = count
+        self.symbol = symbol
 
 
 class JobNotFound(BacktestError, LookupError):
@@ -179,7 +183,9 @@ def hint(exc: BaseException) -> str | None:
     """
     text = str(exc)
     if isinstance(exc, DataValidationError):
-        if "NaN" in text or "non-positive" in text or "high < low" in text:
+        if "data.repair=" in text:
+            return None  # the message names its repair
+        if any(w in text for w in ("NaN", "infinite", "non-positive", "high < low")):
             return "repair the data with data.repair=ffill (forward-fill) or data.repair=drop"
         if "not sorted" in text or "duplicate" in text:
             return "data.repair=drop drops duplicate timestamps and sorts the bars"

@@ -149,7 +149,8 @@ def test_high_below_low_in_a_long_file(tmp_path) -> None:
     path = _write(tmp_path / "prices.parquet", table)
     with pytest.raises(DataValidationError, match="high < low") as info:
         read_prices(path)
-    assert (info.value.column, info.value.timestamp, info.value.count) == ("BBB", DAYS[2], 1)
+    error = info.value
+    assert (error.column, error.symbol, error.timestamp, error.count) == ("high", "BBB", DAYS[2], 1)
 
 
 # --- repairs ------------------------------------------------------------------------------

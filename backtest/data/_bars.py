@@ -10,8 +10,6 @@ closes as :func:`~backtest.data.synthetic_prices` for the same seed.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,58 +141,13 @@ def synthetic_ohlc(close: pd.DataFrame, volatility: float, seed: int | None) -> 
     return Bars(close, frame(o), frame(h), frame(lo), frame(np.round(vol)))
 
 
-def bars_from_long_file(
-    path: str | Path, close: pd.DataFrame, columns: dict[str, str] | None = None
-) -> Bars:
-    """OHLCV of a long file, aligned on the validated closes (missing fields are ``None``).
-
-    Rows the validation repaired away are dropped; a field absent from the file is
-    ``None``; a value missing after alignment is filled from the close (open/high/low)
-    or 0 (volume).
-    """
-    path = Path(path)
-    raw = pd.read_parquet(path) if path.suffix.lower() in {".parquet", ".pq"} else pd.read_csv(path)
-    if not isinstance(raw.index, pd.RangeIndex):
-        raw = raw.reset_index()
-    names = {f: (columns or {}).get(f, f) for f in ("date", "symbol", *FIELDS)}
-    if names["symbol"] not in raw.columns:
-        return Bars.from_close(close)
-    dates = pd.DatetimeIndex(pd.to_datetime(raw[names["date"]]), name="date").as_unit("ns")
-    out: dict[str, pd.DataFrame | None] = {}
-    for f in ("open", "high", "low", "volume"):
-        if names[f] not in raw.columns:
-            out[f] = None
-            continue
-        table = pd.DataFrame(
-            {
-                "date": dates,
-                "symbol": raw[names["symbol"]].astype(str).to_numpy(),
-                "v": raw[names[f]],
-            }
-        ).drop_duplicates(["date", "symbol"])
-        wide = table.pivot(index="date", columns="symbol", values="v")  # noqa: PD010
-        wide = wide.reindex(index=close.index, columns=close.columns).astype(np.float64)
-        fill = (
-            close if f != "volume" else pd.DataFrame(0.0, index=close.index, columns=close.columns)
-        )
-        filled = wide.fillna(fill)
-        filled.columns.name = None
-        out[f] = filled
-    return Bars(close, out["open"], out["high"], out["low"], out["volume"])
-
-
-def sample_path() -> Path:
-    """Path of the shipped sample CSV."""
-    with resources.as_file(resources.files("backtest.data") / "sample.csv") as file:
-        return Path(file)
-
-
 def load_bars(config: object) -> Bars:
     """Load the bars a :class:`~backtest.config.DataConfig` describes (closes validated).
 
     The closes are exactly those of :func:`~backtest.data.load_prices`; synthetic data gets
-    :func:`synthetic_ohlc` around them, the sample and long files their own OHLCV, wide
-    files closes only.
+    :func:`synthetic_ohlc` around them, the sample and long files their own OHLCV (read
+    once and validated field by field: :func:`~backtest.data.validate_bars`), wide files
+    closes only.
 
     Examples:
         >>> from backtest.config import DataConfig
@@ -202,16 +155,11 @@ def load_bars(config: object) -> Bars:
         >>> bars.has("open"), bool((bars.high >= bars.close).all().all())
         (True, True)
     """
-    from backtest.config import DataLayout, DataSource
-    from backtest.data._files import load_prices
+    from backtest.config import DataSource
+    from backtest.data._files import file_bars, load_prices
 
-    close = load_prices(config)  # type: ignore[arg-type]
     source = DataSource(getattr(config.source, "value", config.source))  # type: ignore[attr-defined]
     if source is DataSource.synthetic:
+        close = load_prices(config)  # type: ignore[arg-type]
         return synthetic_ohlc(close, float(config.volatility), int(config.seed))  # type: ignore[attr-defined]
-    if source is DataSource.sample:
-        return bars_from_long_file(sample_path(), close)
-    layout = DataLayout(getattr(config.layout, "value", config.layout))  # type: ignore[attr-defined]
-    if layout is DataLayout.wide:
-        return Bars.from_close(close)
-    return bars_from_long_file(config.path, close, dict(config.columns))  # type: ignore[attr-defined]
+    return file_bars(config)  # type: ignore[arg-type]

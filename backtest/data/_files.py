@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 
 from backtest.config import DataConfig, DataLayout, DataSource, RepairMode
+from backtest.data._bars import Bars
 from backtest.data._synthetic import synthetic_prices
-from backtest.data._validate import _repair_mode, logger, validate_prices
+from backtest.data._validate import _repair_mode, logger, validate_bars, validate_prices
 from backtest.errors import ConfigError, DataValidationError
 
 _LONG_FIELDS = ("date", "symbol", "open", "high", "low", "close", "volume")
+_BAR_FIELDS = ("open", "high", "low", "close", "volume")
 
 
 def sample_prices(
@@ -39,9 +41,22 @@ def sample_prices(
         >>> [str(day.date()) for day in last.index], last["SP500"].tolist()
         (['2018-12-28', '2018-12-31'], [2485.74, 2506.85])
     """
+    return sample_bars(symbols, start=start, end=end).close
+
+
+def sample_bars(
+    symbols: Sequence[str] | None = None,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    repair: RepairMode | str = RepairMode.none,
+) -> Bars:
+    """The shipped sample's open/high/low/close/volume (see :func:`sample_prices`)."""
     path = resources.files("backtest.data") / "sample.csv"
     with resources.as_file(path) as file:
-        return read_prices(file, layout=DataLayout.long, symbols=symbols, start=start, end=end)
+        return read_bars(
+            file, layout=DataLayout.long, symbols=symbols, start=start, end=end, repair=repair
+        )
 
 
 def read_prices(
@@ -58,6 +73,9 @@ def read_prices(
     date_unit: str | None = None,
 ) -> pd.DataFrame:
     """Read, validate and reshape a CSV or Parquet price file into wide closes.
+
+    The closes of :func:`read_bars` (a long file's other fields are validated too, and
+    a bar they make ``repair`` drop is dropped here as well).
 
     Args:
         path: A ``.csv`` (optionally compressed, e.g. ``.csv.gz``) or ``.parquet``
@@ -88,6 +106,46 @@ def read_prices(
             is missing, or the data is bad (see :func:`validate_prices`).
         ConfigError: An unknown symbol or an unparseable ``start`` / ``end``.
     """
+    return read_bars(
+        path,
+        file_format=file_format,
+        layout=layout,
+        columns=columns,
+        symbols=symbols,
+        start=start,
+        end=end,
+        repair=repair,
+        date_format=date_format,
+        date_unit=date_unit,
+    ).close
+
+
+def read_bars(
+    path: str | Path,
+    *,
+    file_format: str | None = None,
+    layout: DataLayout | str = DataLayout.auto,
+    columns: Mapping[str, str] | None = None,
+    symbols: Sequence[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    repair: RepairMode | str = RepairMode.none,
+    date_format: str | None = None,
+    date_unit: str | None = None,
+) -> Bars:
+    """Read a price file into validated :class:`~backtest.data.Bars`, the file read once.
+
+    A long file gives every field it has (``open``, ``high``, ``low``, ``volume``
+    besides the closes), a wide file the closes only; every field is checked by
+    :func:`~backtest.data.validate_bars` (and repaired as ``repair`` says). Arguments
+    as for :func:`read_prices`.
+
+    Raises:
+        DataValidationError: The file is missing or unreadable, a required column
+            is missing, or a field holds bad data (names the field, symbol, first
+            timestamp and count).
+        ConfigError: An unknown symbol or an unparseable ``start`` / ``end``.
+    """
     path = Path(path)
     raw = _read_table(path, file_format)
     names = {field: (columns or {}).get(field, field) for field in _LONG_FIELDS}
@@ -102,14 +160,14 @@ def read_prices(
     )
     dates = parse_dates(raw[names["date"]], names["date"], date_format, date_unit)
     if layout is DataLayout.long:
-        closes, ohlc = _pivot_long(raw, dates, names, repair)
+        closes, fields = _pivot_long(raw, dates, names, repair)
     else:
         closes = raw.drop(columns=[names["date"]]).set_axis(dates, axis=0)
         closes.columns = closes.columns.astype(str)
-        ohlc = None
+        fields = None
     closes = closes.sort_index(axis=1)
-    closes, ohlc = _select(closes, ohlc, symbols, start, end)
-    return validate_prices(closes, repair=repair, ohlc=ohlc)
+    closes, fields = _select(closes, fields, symbols, start, end)
+    return validate_bars(Bars(closes, **(fields or {})), repair=repair)
 
 
 def _read_table(path: Path, file_format: str | None) -> pd.DataFrame:
@@ -225,7 +283,7 @@ def parse_dates(
 def _pivot_long(
     raw: pd.DataFrame, dates: pd.DatetimeIndex, names: dict[str, str], repair: RepairMode
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame] | None]:
-    fields = [f for f in ("open", "high", "low", "close") if names[f] in raw.columns]
+    fields = [f for f in _BAR_FIELDS if names[f] in raw.columns]
     table = pd.DataFrame({f: raw[names[f]] for f in fields})
     table["date"] = dates
     table["symbol"] = raw[names["symbol"]].astype(str).to_numpy()
@@ -251,8 +309,8 @@ def _pivot_long(
     wide = {f: table.pivot(index="date", columns="symbol", values=f) for f in fields}  # noqa: PD010
     for frame in wide.values():
         frame.columns.name = None
-    ohlc: dict[str, pd.DataFrame] = {f: wide[f] for f in ("open", "high", "low") if f in wide}
-    return wide["close"], ohlc or None
+    others = {f: wide[f].sort_index(axis=1) for f in _BAR_FIELDS if f in wide and f != "close"}
+    return wide["close"], others or None
 
 
 def _select(
@@ -283,7 +341,7 @@ def _select(
         keep &= (closes.index >= stamp) if key == "start" else (closes.index <= stamp)
     closes = closes.loc[keep]
     if ohlc is not None:
-        ohlc = {f: frame.loc[closes.index, closes.columns] for f, frame in ohlc.items()}
+        ohlc = {f: frame.loc[keep, closes.columns] for f, frame in ohlc.items()}
     return closes, ohlc
 
 
@@ -324,14 +382,28 @@ def load_prices(config: DataConfig) -> pd.DataFrame:
         )
         prices, _ = _select(prices, None, symbols, start, end)
         return validate_prices(prices, repair=config.repair)
+    return file_bars(config).close
+
+
+def file_bars(config: DataConfig) -> Bars:
+    """The bars of the shipped sample or of the file a data config names, validated.
+
+    Raises:
+        ConfigError: No ``path`` for a file source, an unknown symbol, or a bad date.
+        DataValidationError: The file is missing (its path is named) or the data is bad.
+    """
+    source = DataSource(
+        config.source.value if isinstance(config.source, DataSource) else config.source
+    )
+    symbols, start, end = list(config.symbols) or None, config.start, config.end
+    if source is DataSource.synthetic:
+        raise ConfigError("synthetic prices have no file", key="data.source")
     if source is DataSource.sample:
-        prices = sample_prices(symbols, start=start, end=end)
-        return validate_prices(prices, repair=config.repair)
+        return sample_bars(symbols, start=start, end=end, repair=config.repair)
     if not config.path:
         raise ConfigError(f"data.path is required for source {source.value!r}", key="data.path")
-    path = Path(config.path)
-    return read_prices(
-        path,
+    return read_bars(
+        Path(config.path),
         file_format=source.value,
         layout=config.layout,
         columns=dict(config.columns),

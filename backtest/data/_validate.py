@@ -1,4 +1,4 @@
-"""Validation (and logged repair) of wide closes, and their fingerprint."""
+"""Validation (and logged repair) of wide closes and of whole OHLCV bars; fingerprints."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.config import RepairMode
+from backtest.data._bars import Bars
 from backtest.errors import ConfigError, DataValidationError
 
 logger = logging.getLogger("backtest.data")
@@ -33,14 +34,15 @@ def validate_prices(
 
     Checked, in order: an empty frame; an index that is not a ``DatetimeIndex`` or
     holds unparseable dates (NaT); non-numeric prices; duplicate timestamps;
-    unsorted timestamps; NaN prices; prices ``<= 0``; ``high < low``.
+    unsorted timestamps; NaN prices; infinite prices; prices ``<= 0``; ``high < low``.
+    (:func:`validate_bars` checks the opens, highs, lows and volumes as well.)
 
     Repairs (each logged as a warning on the ``backtest.data`` logger with the
     column, the count and the first timestamp; nothing is repaired silently):
 
     * ``ffill`` and ``drop`` both sort the timestamps and drop repeated ones,
       keeping the first row of each.
-    * ``ffill`` treats NaN, non-positive prices and bars with ``high < low`` as
+    * ``ffill`` treats NaN, infinite and non-positive prices and bars with ``high < low`` as
       missing and carries the previous close forward; rows before the first
       complete bar (leading NaN) are dropped.
     * ``drop`` drops every row with a bad value in any column.
@@ -105,6 +107,9 @@ def validate_prices(
     closes, high, low = _fix_index(closes, high, low, mode)
     bad = {
         "NaN price(s)": closes.isna(),
+        "infinite price(s)": pd.DataFrame(
+            np.isinf(closes.to_numpy()), index=closes.index, columns=closes.columns
+        ),
         "non-positive price(s)": closes <= 0.0,
     }
     if high is not None and low is not None:
@@ -143,6 +148,210 @@ def validate_prices(
             closes = closes.loc[~any_bad.any(axis=1)]
         return validate_prices(closes, repair=RepairMode.none)
     return closes
+
+
+# What each repair does to a bad value of a field other than the close (the message's fix).
+_FIXES = {
+    "open": "data.repair=ffill opens such a bar at the previous close",
+    "high": "data.repair=ffill sets the bar's high and low from its open and close",
+    "low": "data.repair=ffill sets the bar's high and low from its open and close",
+    "close": "data.repair=ffill widens the bar's high or low to its close",
+    "volume": "data.repair=ffill carries the previous bar's volume forward",
+}
+
+
+def validate_bars(bars: Bars, *, repair: RepairMode | str = RepairMode.none) -> Bars:
+    """Check every field of OHLCV bars, the closes first; refuse or repair bad data.
+
+    The closes are checked by :func:`validate_prices`; the other fields follow its
+    index (sorted, repeats dropped, rows dropped by a repair). A bar whose close a
+    repair filled in has no trustworthy open, high or low: it becomes a flat bar at that
+    close with no volume (logged). Then, per field and symbol:
+
+    * an open, high or low that is missing (NaN), infinite or ``<= 0``;
+    * ``high < low``; a close above the high or below the low;
+    * a volume that is missing, infinite or negative.
+
+    Each is a :class:`~backtest.errors.DataValidationError` naming the field
+    (``column``), the ``symbol``, the first bad ``timestamp`` and the ``count``, with
+    its fix, unless ``repair`` says otherwise:
+
+    * ``ffill``: a bad open becomes the previous close (the bar opens where the last one
+      closed); a bad high or low, or ``high < low``, becomes the higher / lower of the
+      bar's open and close; a close outside ``[low, high]`` widens the high or low to
+      it; a bad volume becomes the previous bar's (0 on the first bar);
+    * ``drop``: every bar (timestamp) with a bad value in any field or symbol is dropped.
+
+    Every repair is logged on the ``backtest.data`` logger (field, symbol, count, first
+    timestamp); nothing is repaired silently.
+
+    Args:
+        bars: The bars; any of open, high, low and volume may be ``None``.
+        repair: ``none`` (default) raises on the first defect; ``ffill`` or ``drop``.
+
+    Returns:
+        Validated bars: float64 fields on the closes' ``DatetimeIndex``.
+
+    Raises:
+        DataValidationError: The first defect, as above (or one of
+            :func:`validate_prices`'s for the closes).
+
+    Examples:
+        >>> idx = pd.to_datetime(["2024-01-02", "2024-01-03"])
+        >>> close = pd.DataFrame({"A": [10.0, 11.0]}, index=idx)
+        >>> validate_bars(Bars(close, open=pd.DataFrame({"A": [10.0, 0.0]}, index=idx)))
+        Traceback (most recent call last):
+        ...
+        backtest.errors.DataValidationError: column 'open' of symbol 'A': 1 non-positive ...
+    """
+    mode = _repair_mode(repair)
+    close = validate_prices(bars.close, repair=mode)
+    present = [f for f in ("open", "high", "low", "volume") if getattr(bars, f) is not None]
+    if not present:
+        return Bars.from_close(close)
+    raw_close = _numeric("close", bars.close, close, check_text=False)
+    fields = {f: _numeric(f, getattr(bars, f), close) for f in present}
+    filled = ~(raw_close == close).to_numpy()  # (NaN == x is False: filled cells too)
+    if filled.any():
+        for f, frame in fields.items():
+            values = frame.to_numpy(copy=True)
+            values[filled] = 0.0 if f == "volume" else close.to_numpy()[filled]
+            fields[f] = pd.DataFrame(values, index=frame.index, columns=frame.columns)
+        logger.warning(
+            "repair=%s: %d bar(s) whose close was filled in are flat bars at that close "
+            "(open = high = low = close, no volume)",
+            mode.value,
+            int(filled.sum()),
+        )
+    defects = _bar_defects(close, fields)
+    for field, what, mask in defects:
+        for j, symbol in enumerate(close.columns):
+            hits = mask[:, j]
+            if not hits.any():
+                continue
+            first = close.index[hits][0]
+            msg = (
+                f"column {field!r} of symbol {symbol!r}: {int(hits.sum())} {what}, first at {first}"
+            )
+            if mode is RepairMode.none:
+                raise DataValidationError(
+                    f"{msg}; {_FIXES[field]}, data.repair=drop drops those bars",
+                    column=field,
+                    symbol=str(symbol),
+                    timestamp=first,
+                    count=int(hits.sum()),
+                )
+            action = "repaired" if mode is RepairMode.ffill else "dropped bars with"
+            logger.warning("repair=%s: %s %s", mode.value, action, msg)
+    if not defects:
+        return Bars(close, **{f: fields.get(f) for f in ("open", "high", "low", "volume")})
+    if mode is RepairMode.drop:
+        bad = np.zeros(close.shape[0], dtype=bool)
+        for _, _, mask in defects:
+            bad |= mask.any(axis=1)
+        keep = ~bad
+        if not keep.any():
+            raise DataValidationError(
+                "no bars left: every bar has a bad open, high, low or volume", count=0
+            )
+        frames = {f: frame.loc[keep] for f, frame in fields.items()}
+        return Bars(
+            close.loc[keep], **{f: frames.get(f) for f in ("open", "high", "low", "volume")}
+        )
+    return _ffill_bars(close, fields)
+
+
+def _numeric(
+    field: str, frame: pd.DataFrame, close: pd.DataFrame, *, check_text: bool = True
+) -> pd.DataFrame:
+    """``frame`` as float64 on the validated closes' index and symbols (repeats: the first)."""
+    if not set(close.columns) <= set(map(str, frame.columns)):
+        raise DataValidationError(f"{field} does not have the symbols of the closes", column=field)
+    out = frame.copy()
+    out.columns = out.columns.astype(str)
+    out.index = pd.DatetimeIndex(pd.DatetimeIndex(out.index).as_unit("ns").to_numpy(), name="date")
+    out = out.loc[~out.index.duplicated(keep="first")]
+    for column in out.columns:
+        numbers = pd.to_numeric(out[column], errors="coerce")
+        text = (numbers.isna() & out[column].notna()).to_numpy(dtype=bool)
+        if check_text and text.any():
+            first = out.index[text][0]
+            raise DataValidationError(
+                f"column {field!r} of symbol {column!r}: {int(text.sum())} non-numeric "
+                f"value(s), first at {first}",
+                column=field,
+                symbol=str(column),
+                timestamp=first,
+                count=int(text.sum()),
+            )
+        out[column] = numbers.astype(np.float64)
+    return out.reindex(index=close.index, columns=close.columns)
+
+
+def _bar_defects(
+    close: pd.DataFrame, fields: Mapping[str, pd.DataFrame]
+) -> list[tuple[str, str, np.ndarray]]:
+    """``(field, what, mask)`` of every kind of defect present, in the order checked."""
+    c = close.to_numpy()
+    out: list[tuple[str, str, np.ndarray]] = []
+    for field in ("open", "high", "low"):
+        if field in fields:
+            values = fields[field].to_numpy()
+            out.append((field, "missing (NaN) value(s)", np.isnan(values)))
+            out.append((field, "infinite value(s)", np.isinf(values)))
+            out.append((field, "non-positive value(s)", values <= 0.0))
+    with np.errstate(invalid="ignore"):
+        high = fields["high"].to_numpy() if "high" in fields else None
+        low = fields["low"].to_numpy() if "low" in fields else None
+        if high is not None and low is not None:
+            out.append(("high", "bar(s) with high < low", high < low))
+        if high is not None:
+            out.append(("close", "close(s) above the high", c > high))
+        if low is not None:
+            out.append(("close", "close(s) below the low", c < low))
+        if "volume" in fields:
+            volume = fields["volume"].to_numpy()
+            out.append(("volume", "missing (NaN) volume(s)", np.isnan(volume)))
+            out.append(("volume", "infinite volume(s)", np.isinf(volume)))
+            out.append(("volume", "negative volume(s)", volume < 0.0))
+    return [(f, what, mask) for f, what, mask in out if mask.any()]
+
+
+def _ffill_bars(close: pd.DataFrame, fields: Mapping[str, pd.DataFrame]) -> Bars:
+    """The ``ffill`` repairs of :func:`validate_bars`, field by field, in that order."""
+    c = close.to_numpy()
+    arrays = {f: frame.to_numpy(dtype=np.float64, copy=True) for f, frame in fields.items()}
+
+    def bad(values: np.ndarray) -> np.ndarray:
+        return ~np.isfinite(values) | (values <= 0.0)
+
+    if "open" in arrays:
+        o = arrays["open"]
+        previous = np.vstack([c[:1], c[:-1]])
+        o[bad(o)] = previous[bad(o)]
+    o = arrays.get("open", c)
+    top, bottom = np.maximum(o, c), np.minimum(o, c)
+    high, low = arrays.get("high"), arrays.get("low")
+    if high is not None and low is not None:
+        crossed = ~bad(high) & ~bad(low) & (high < low)
+        high[crossed], low[crossed] = top[crossed], bottom[crossed]
+    if high is not None:
+        high[bad(high)] = top[bad(high)]
+        np.maximum(high, c, out=high)
+    if low is not None:
+        low[bad(low)] = bottom[bad(low)]
+        np.minimum(low, c, out=low)
+    if "volume" in arrays:
+        v = arrays["volume"]
+        frame = pd.DataFrame(np.where(~np.isfinite(v) | (v < 0.0), np.nan, v))
+        arrays["volume"] = frame.ffill().fillna(0.0).to_numpy()
+
+    def wide(values: np.ndarray | None) -> pd.DataFrame | None:
+        if values is None:
+            return None
+        return pd.DataFrame(values, index=close.index, columns=close.columns)
+
+    return Bars(close, *(wide(arrays.get(f)) for f in ("open", "high", "low", "volume")))
 
 
 def _aligned(

@@ -10,6 +10,7 @@ import system (``importlib.util.find_spec`` answers ``None``, ``import rq`` rais
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,89 @@ def test_readme_queue_section_names_the_extra_before_its_first_command() -> None
     assert "`queue` extra" in section[: section.index(README_QUEUE)]
     assert INSTALL in section[: section.index(README_QUEUE)]
     assert "backtest[queue]" not in text  # a package index name, wrong for a checkout
+
+
+# --- the strategy guide, copied as a user would -----------------------------------------------
+
+FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^```", re.M | re.S)
+
+
+def guide() -> str:
+    """The README's "Writing a strategy" section."""
+    text = README.read_text()
+    start = text.index("## Writing a strategy")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def guide_files() -> dict[str, str]:
+    """The files the guide shows in full: path (its first comment line) -> text."""
+    files = {}
+    for match in FENCE.finditer(guide()):
+        lines = match["body"].splitlines()
+        if not lines:
+            continue
+        named = lines[1] if lines[0].startswith("# @package") and len(lines) > 1 else lines[0]
+        path = re.match(r"#\s*(my_strategy/[\w./-]+\.(?:py|yaml))\b", named)
+        if path and "abridged" not in named:
+            files[path[1]] = match["body"]
+    return files
+
+
+def guide_commands() -> list[str]:
+    return [
+        line.strip()
+        for match in FENCE.finditer(guide())
+        if match["lang"] == "bash"
+        for line in match["body"].splitlines()
+        if "my_strategy" in line
+    ]
+
+
+def run_guide(cwd: Path, files: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:
+    for rel, body in files.items():
+        (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cwd / rel).write_text(body)
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "REDIS_URL")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return [
+        subprocess.run(
+            ["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        )
+        for cmd in guide_commands()
+    ]
+
+
+def test_guide_shows_a_complete_experiment_with_its_header_first() -> None:
+    files = guide_files()
+    assert sorted(files) == [
+        "my_strategy/conf/experiment/ma_trend_grid.yaml",
+        "my_strategy/conf/strategy/ma_trend.yaml",
+        "my_strategy/trend_rule.py",
+    ]
+    experiment = files["my_strategy/conf/experiment/ma_trend_grid.yaml"]
+    assert experiment.splitlines()[0] == "# @package _global_"
+    assert "first line must be `# @package _global_`" in guide()  # said in the prose too
+    assert len(guide_commands()) == 1 and "--config-dir my_strategy/conf" in guide_commands()[0]
+
+
+def test_guide_files_run_as_the_readme_shows_them(tmp_path: Path) -> None:
+    import pandas as pd
+
+    (proc,) = run_guide(tmp_path, guide_files())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "ma_trend_grid").iterdir()
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert sorted(trials["window"]) == [20, 50, 100, 200]  # the guide's space, every set run
+    assert "result written to" in proc.stdout
+
+
+def test_experiment_without_its_header_names_the_header(tmp_path: Path) -> None:
+    files = guide_files()
+    name = "my_strategy/conf/experiment/ma_trend_grid.yaml"
+    files[name] = files[name].split("\n", 1)[1]  # the header line left out
+    (proc,) = run_guide(tmp_path, files)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "# @package _global_" in lines[0], proc.stderr
+    assert "experiment/ma_trend_grid.yaml" in lines[0] and "first line" in lines[0]
+    assert not (tmp_path / "outputs").exists()

@@ -6,8 +6,9 @@ working directory, so later commands see what earlier ones wrote (``outputs/``, 
 MLflow store). What a reader brings, the test brings:
 
 - files the README shows as blocks starting ``# <relative path>`` (your strategy module
-  and YAML) are written there first; blocks marked ``(abridged)`` are excerpts of files
-  that exist already and are not written;
+  and YAML; after the ``# @package _global_`` line of an experiment) are written there
+  first; blocks marked ``(abridged)`` are excerpts of files that exist already and are not
+  written;
 - "your data", ``prices.csv`` and ``closes.parquet``, small real-looking files;
 - the placeholders of the queue section, ``PASSWORD`` and ``queue-host:6379``, become a
   real Redis server on 127.0.0.1 that requires that password.
@@ -100,7 +101,9 @@ def _port_open(port: int) -> bool:
 def _write_example_files(text: str, cwd: Path) -> list[Path]:
     written = []
     for _, body in blocks(text):
-        first = body.splitlines()[0] if body.strip() else ""
+        lines = body.splitlines() if body.strip() else [""]
+        # an experiment file's first line is its "# @package _global_" header; its path follows
+        first = lines[1] if lines[0].startswith("# @package") and len(lines) > 1 else lines[0]
         match = re.match(r"#\s*([\w./-]+\.(?:py|yaml|yml|csv))\b(.*)", first)
         if not match or "abridged" in match[2]:
             continue

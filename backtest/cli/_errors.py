@@ -121,8 +121,10 @@ def composition_error(exc: BaseException, argv: Sequence[str] = ()) -> str:
 
     An unknown key names the valid keys of its parent and the closest one; an unknown
     option of a config group names the group's options (not the internal ``base_*``
-    schemas) and the closest one. Other errors keep Hydra's and OmegaConf's text
-    without the search path and the schema class names.
+    schemas) and the closest one; an experiment file without its ``# @package _global_``
+    header ("Could not override 'strategy@experiment.strategy'") names the header.
+    Other errors keep Hydra's and OmegaConf's text without the search path and the
+    schema class names.
 
     Args:
         exc: What Hydra raised.
@@ -136,6 +138,12 @@ def composition_error(exc: BaseException, argv: Sequence[str] = ()) -> str:
     while node is not None and len(chain) < 6:
         chain.append(node)
         node = node.__cause__
+    headless = re.search(r"In '([^']+)': Could not override '[\w/]+@(\w+)\.", str(exc))
+    if headless and headless[1].split("/")[0] == headless[2]:  # experiment/x without a header
+        return (
+            f"error: {headless[1]}.yaml has no '# @package _global_' header: make that its "
+            "first line (before any other comment), so that its overrides apply to the whole config"
+        )
     for err in chain:
         if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
             group, _, option = str(err.missing_cfg_file).rpartition("/")

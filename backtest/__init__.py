@@ -82,7 +82,7 @@ _LAZY = {
     "target_weights": "backtest.engine",
     "Bars": "backtest.data",
     "check_strategy": "backtest.engine",
-    "load_result": "backtest.results",
+    "load_result": "backtest.report",
     "QueueConfig": "backtest.config",
     "WalkForwardConfig": "backtest.config",
     "MonteCarloConfig": "backtest.config",

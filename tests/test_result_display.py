@@ -267,3 +267,65 @@ def test_plotly_is_imported_only_by_plot() -> None:
         "assert 'plotly' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+# --- report() and load_result --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["backtest", "search", "walkforward", "mc"])
+def test_report_writes_a_run_that_load_result_plots_the_same(
+    made: dict[str, Any], kind: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backtest import load_result
+
+    monkeypatch.chdir(tmp_path)
+    live = made[kind]
+    page = live.report()
+    assert page.name == "report.html" and page.is_relative_to(tmp_path / "outputs" / "notebook")
+    text = page.read_text()
+    section = {"backtest": "equity", "search": "search", "walkforward": "walkforward"}
+    assert f'data-section="{section.get(kind, "montecarlo")}"' in text
+    stored = load_result(page.parent)
+    assert stored.plot().to_dict() == live.plot().to_dict()
+    assert stored.record["task"] == ("montecarlo" if kind == "mc" else kind)
+    assert "\n" not in repr(stored) and "Sharpe" in repr(stored)
+    other = tmp_path / "elsewhere" / "page.html"
+    assert live.report(other) == other and other.read_text().count("data-figure=") >= 1
+
+
+def _compose(*overrides: str) -> Any:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    root = Path(__file__).resolve().parent.parent
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_load_result_of_a_cli_run_plots_what_the_live_result_plots(tmp_path: Any) -> None:
+    from backtest import ConfigError, load_result, run_backtest
+    from backtest.results import StoredResult
+
+    run_dir = tmp_path / "run"
+    cfg = _compose(f"output_dir={run_dir}", "tracking=none", "figures=false", "summary=false",
+                   "data.n_bars=400", "montecarlo=stationary_bootstrap",
+                   "montecarlo.n_paths=100")  # fmt: skip
+    live = run_backtest(cfg)
+    stored = load_result(run_dir)
+    assert isinstance(stored, StoredResult) and stored.kinds == ("backtest", "montecarlo")
+    assert stored.plot("backtest").to_dict() == live.plot().to_dict()
+    fan = stored.plot()  # the run's Monte Carlo, its fan on the run's dates
+    assert fan.layout.xaxis.type == "date"
+    observed = next(t for t in fan.data if t.name == "observed")
+    assert observed.x[-1] == live.returns.index[-1].strftime("%Y-%m-%d")
+    with pytest.raises(ConfigError, match=r"no 'search' figure.*backtest, montecarlo"):
+        stored.plot("search")
+    before = (run_dir / "report.html").read_bytes()
+    assert live.report() == run_dir / "report.html"  # a run's result rebuilds its own page
+    assert len((run_dir / "report.html").read_bytes()) == len(before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,47 @@ class BacktestResult:
 
         frame = _performance.equity_frame(self.returns, self.equity, self.benchmark)
         return _page.to_plotly(_performance.equity_figure(frame, self.trades))
+
+    def report(self, path: str | Path | None = None) -> Path:
+        """Write the backtest's HTML report: the page the CLI writes for a run.
+
+        A result a run wrote (``run_dir`` set) rebuilds that run's ``report.html``;
+        otherwise the page is made from this result (header, metrics, equity with
+        drawdown, trades, monthly returns, rolling Sharpe; no price panel, since the
+        result holds no prices).
+
+        Args:
+            path: The page (a ``.html`` file or a folder); default: the run's
+                ``report.html``, else a new run directory ``outputs/notebook/backtest-<time>/``
+                that ``load_result`` reads back.
+
+        Returns:
+            The path of ``report.html``.
+        """
+        from backtest import results
+        from backtest.report import load_result
+        from backtest.report._notebook import write_report
+
+        if self.run_dir is not None and results.has_result(self.run_dir):
+            return load_result(self.run_dir).report(path)
+        from backtest.report._performance import equity_frame
+
+        record: dict[str, Any] = {
+            "params": self.params,
+            "metrics": self.metrics,
+            "periods_per_year": self.periods_per_year,
+            **({"benchmark_metrics": self.benchmark_metrics} if self.benchmark_metrics else {}),
+        }
+        tables = {
+            "equity": equity_frame(self.returns, self.equity, self.benchmark),
+            "trades": self.trades,
+            "positions": self.positions,
+            **({"costs": self.costs} if self.costs is not None else {}),
+        }
+        symbols = [str(c) for c in self.positions.columns]
+        return write_report(
+            "backtest", record, tables, path, index=self.returns.index, symbols=symbols
+        )
 
 
 def simulate(prices: Bars | pd.DataFrame, strategy: Strategy, **options: Any) -> BacktestResult:

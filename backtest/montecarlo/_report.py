@@ -126,6 +126,28 @@ class MonteCarloReport:
         )  # fmt: skip
         return _page.to_plotly(spec)
 
+    def report(self, path: str | Path | None = None) -> Path:
+        """Write the Monte Carlo's HTML report (the CLI's Monte Carlo section, from this result).
+
+        The observed metrics head the page; the fan counts steps (the analysed result's
+        dates are not part of this report: the CLI's report of a run has them).
+
+        Args:
+            path: The page (a ``.html`` file or a folder); default: a new run directory
+                ``outputs/notebook/montecarlo-<time>/`` that ``load_result`` reads back.
+
+        Returns:
+            The path of ``report.html``.
+        """
+        from backtest.report._notebook import write_report
+
+        record = {
+            "metrics": {k: _num(v) for k, v in self.observed.items()},
+            "periods_per_year": self.periods_per_year,
+            "montecarlo": self.to_dict(),
+        }
+        return write_report("montecarlo", record, self.tables(), path)
+
     def summary(self) -> pd.DataFrame:
         """One row per metric: observed, mean, the percentiles, rank and p-value."""
         rows = {}

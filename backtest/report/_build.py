@@ -112,6 +112,15 @@ def build_report(run_dir: str | Path) -> Path:
     return path
 
 
+def write_page(stored: results.StoredResult, path: str | Path) -> Path:
+    """Write the report page of a stored result to ``path`` (a ``.html`` file); its path."""
+    started = time.perf_counter()
+    path = Path(path)
+    results.atomic_write_bytes(path, page_for(stored).render().encode())
+    _log_built(path, time.perf_counter() - started)
+    return path
+
+
 def _log_built(path: Path, seconds: float) -> None:
     import logging
 

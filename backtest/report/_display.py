@@ -251,3 +251,25 @@ def montecarlo_html(title: str, facts: Iterable[tuple[str, Any]], summary: pd.Da
 def _unit(metric: str, column: str) -> str:
     """The name a summary cell is formatted by: its metric's, plain for ranks and p-values."""
     return column if column in ("percentile_rank", "p_value") else metric
+
+
+def loaded_line(path: str, record: Mapping[str, Any]) -> str:
+    """``<LoadedResult outputs/... (search): fast=10, slow=50: Sharpe ..., 71 trades, ...>``."""
+    metrics = record.get("metrics") or {}
+    bars = record.get("n_bars")
+    when = f"{record.get('start')}..{record.get('end')}" if record.get("start") else ""
+    extra = []
+    if record.get("search"):
+        extra.append(count(record["search"].get("n_trials"), "trial"))
+    if record.get("walkforward"):
+        extra.append(count(record["walkforward"].get("n_folds"), "fold"))
+    if record.get("montecarlo"):
+        extra.append(count(record["montecarlo"].get("n_paths"), "Monte Carlo path"))
+    return line(
+        "LoadedResult",
+        f"{path} ({record.get('task', 'run')}) {params_text(record.get('params') or {})}".strip(),
+        headline(metrics),
+        count(metrics.get("n_trades"), "trade") if "n_trades" in metrics else "",
+        *extra,
+        f"{count(bars, 'bar')} {when}".strip() if bars else "",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,59 @@ def surface(
         )
     )
     return page.add(figure_spec(traces, layout, height=460)) + note(text)
+
+
+def search_figure(
+    trials: pd.DataFrame,
+    params: list[str],
+    metric: str,
+    maximize: bool,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    kind: str | None = None,
+    cells: Callable[[str, str], tuple[pd.DataFrame, str]] | None = None,
+) -> dict[str, Any]:
+    """The figure of a search: a heatmap of two parameters, parallel coordinates, or a line.
+
+    A heatmap of ``x`` and ``y`` (the first two parameters by default), each cell the
+    best over the other parameters; with more than two parameters and neither ``x``
+    nor ``y``, parallel coordinates; with one parameter, the metric over it.
+
+    Args:
+        trials: The trials table (parameters, metrics, ``status``).
+        params: The searched parameters, in order.
+        metric: The metric drawn.
+        maximize: The best is the highest.
+        x: Parameter on the horizontal axis.
+        y: Parameter on the vertical axis.
+        kind: ``"heatmap"`` or ``"parallel"`` (default: as above).
+        cells: ``(x, y) -> (cells, title)``, the heatmap's values (a live search's
+            ``heatmap_cells``); default: :func:`heatmap_cells` of ``trials``.
+
+    Raises:
+        ConfigError: an unknown ``kind``, or ``x``/``y`` not a searched parameter.
+    """
+    from backtest.errors import ConfigError
+
+    if kind not in (None, "heatmap", "parallel"):
+        raise ConfigError(f"kind must be 'heatmap' or 'parallel', got {kind!r}", key="kind")
+    for name in (x, y):
+        if name is not None and name not in params:
+            raise ConfigError(
+                f"{name!r} is not a searched parameter ({', '.join(params)})", key=name
+            )
+    if kind == "parallel" or (kind is None and x is None and y is None and len(params) > 2):
+        return parallel_figure(trials, params, metric, maximize)
+    if len(params) == 1:
+        return line_figure(trials, params[0], metric, maximize)
+    x = x or next(n for n in params if n != y)
+    y = y or next(n for n in params if n != x)
+    if cells is None:
+        found, title = heatmap_cells(trials, params, x, y, metric, maximize)
+    else:
+        found, title = cells(x, y)
+    return heatmap_figure(found, x, y, metric, maximize, title)
 
 
 def heatmap_trace(

@@ -116,20 +116,61 @@ class SearchResult:
         from backtest.report import _page, _search
 
         metric = metric or self.metric
-        maximize = self.direction != "minimize"
-        names = list(self.param_names)
-        if kind not in (None, "heatmap", "parallel"):
-            raise ConfigError(f"kind must be 'heatmap' or 'parallel', got {kind!r}", key="kind")
-        if kind == "parallel" or (kind is None and x is None and y is None and len(names) > 2):
-            spec = _search.parallel_figure(self.trials, names, metric, maximize)
-        elif len(names) == 1:
-            spec = _search.line_figure(self.trials, names[0], metric, maximize)
-        else:
-            x = x or next(n for n in names if n != y)
-            y = y or next(n for n in names if n != x)
-            cells, title = self.heatmap_cells(x, y, metric=metric)
-            spec = _search.heatmap_figure(cells, x, y, metric, maximize, title)
+        spec = _search.search_figure(
+            self.trials,
+            list(self.param_names),
+            metric,
+            self.direction != "minimize",
+            x=x,
+            y=y,
+            kind=kind,
+            cells=lambda px, py: self.heatmap_cells(px, py, metric=metric),
+        )
         return _page.to_plotly(spec)
+
+    def report(self, path: str | Path | None = None) -> Path:
+        """Write the search's HTML report (the CLI's page, from what this result holds).
+
+        The page has the search section (facts, heatmaps, top trials) and the best
+        trial's metrics; the CLI's report adds the best set's full backtest (equity,
+        trades) and the overfitting statistics, which a search result does not hold.
+
+        Args:
+            path: The page (a ``.html`` file or a folder); default: a new run directory
+                ``outputs/notebook/search-<time>/`` that ``load_result`` reads back.
+
+        Returns:
+            The path of ``report.html``.
+        """
+        from backtest.report._notebook import write_report
+
+        best = self._best_row()
+        skip = (TRIAL, SEED, STATUS, ERROR, *self.param_names)
+        metrics = {
+            k: float(v)
+            for k, v in best.items()
+            if k not in skip and isinstance(v, int | float | np.number)
+        }
+        space = {p: sorted(self.trials[p].dropna().unique().tolist()) for p in self.param_names}
+        section = {
+            "method": self.method,
+            "metric": self.metric,
+            "direction": self.direction,
+            "space": space,
+            "n_trials": self.n_trials,
+            "n_failed": self.n_failed,
+            "best_trial": self.best_trial,
+            "best_params": self.best_params,
+            "best_score": self.best_score,
+            "seed": self.seed,
+        }
+        record = {
+            "params": self.best_params,
+            "metrics": metrics,
+            "objective": self.best_score,
+            "search": section,
+        }
+        return write_report("search", record, {"trials": self.trials}, path)
 
     def _best_row(self) -> dict[str, Any]:
         row = self.trials.loc[self.trials[TRIAL] == self.best_trial]

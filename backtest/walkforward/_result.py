@@ -178,6 +178,39 @@ class WalkForwardResult:
 
         return _page.to_plotly(_walkforward.walkforward_figure(self.equity, self.folds))
 
+    def report(self, path: str | Path | None = None) -> Path:
+        """Write the walk-forward's HTML report (the CLI's page, from this result).
+
+        Args:
+            path: The page (a ``.html`` file or a folder); default: a new run directory
+                ``outputs/notebook/walkforward-<time>/`` that ``load_result`` reads back.
+
+        Returns:
+            The path of ``report.html``.
+        """
+        from backtest.report._notebook import write_report
+        from backtest.report._performance import equity_frame
+
+        record = {
+            "params": {"walk-forward": self.parameter_path},
+            "metrics": self.metrics,
+            "periods_per_year": self.periods_per_year,
+            "objective": self.metrics.get(self.metric),
+            "walkforward": self.summary(),
+            "overfitting": self.overfitting.as_dict(),
+        }
+        tables = {
+            "equity": equity_frame(self.returns, self.equity),
+            "trades": self.trades,
+            "positions": self.positions,
+            "folds": self.folds,
+            "trials": self.trials,
+        }
+        symbols = [str(c) for c in self.positions.columns]
+        return write_report(
+            "walkforward", record, tables, path, index=self.returns.index, symbols=symbols
+        )
+
     @property
     def last_params(self) -> dict[str, Any]:
         """The parameters chosen by the last fold: what you would trade next."""

@@ -12,6 +12,8 @@ either::
     │   └── JobFailed                          it failed or was cancelled; carries ``reason``
     ├── WaitTimeout (TimeoutError)             waiting for jobs ran out of time; ``pending``
     ├── ResultPathMissing (FileNotFoundError)  no result where one was expected; carries ``path``
+    ├── ResultCorrupt (ValueError)             a run folder's file is unreadable or links out of
+    │                                          the folder; carries ``path`` and ``file``
     ├── TrialsFailed (RuntimeError)            every trial of a search failed; says why
     ├── StrategyContractError                  a strategy looks ahead, or its batch_positions
     │                                          disagrees with positions; names strategy and bar
@@ -95,6 +97,29 @@ class ResultPathMissing(BacktestError, FileNotFoundError):
         super().__init__(f"no result{where} at {str(path)!r}")
         self.path = Path(path)
         self.job_id = job_id
+
+
+class ResultCorrupt(BacktestError, ValueError):
+    """A run folder holds a result that cannot be read (readers skip it and go on).
+
+    A file is cut short (a full disk, a copy interrupted), is not what its name says
+    (``trades.parquet`` that is not Parquet, ``result.json`` that is not JSON), or is a
+    link leading out of the run folder, which is never followed.
+
+    Attributes:
+        path: The run folder.
+        file: The file at fault, relative to the run folder (``trades.parquet``).
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, path: str | Path, file: str, reason: str) -> None:
+        super().__init__(
+            f"corrupt result in {str(path)!r}: {file} {reason}; "
+            "run it again into a new folder, or delete this one"
+        )
+        self.path = Path(path)
+        self.file = file
+        self.reason = reason
 
 
 class JobNotFinished(BacktestError, RuntimeError):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backtest import results
-from backtest.errors import BacktestError
+from backtest.errors import BacktestError, ResultCorrupt
 
 COMPARISON_FILE = "comparison.html"
 
@@ -38,15 +38,36 @@ def _is_sweep(path: Path) -> bool:
     )
 
 
+def _skip(error: ResultCorrupt) -> None:
+    print(f"report: skipped: {error}", file=sys.stderr)
+
+
+def _corrupt_jobs(sweep_dir: Path) -> list[ResultCorrupt]:
+    """The jobs of a sweep whose results cannot be read (the sweep page lists them too)."""
+    found: list[ResultCorrupt] = []
+    for run_dir in results.find_results(sweep_dir):
+        try:
+            results.load_result(run_dir)
+        except ResultCorrupt as exc:
+            found.append(exc)
+        except BacktestError:
+            pass  # incomplete: the sweep page lists it as failed
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``report PATH...``; prints the path of each page written.
 
     One run directory: (re)build its ``report.html``. One sweep directory (job folders
-    with results, no result of its own): its comparison of jobs. Several run
-    directories: a comparison page (``--out``, default ``./comparison.html``).
+    with results, no result of its own): its comparison of jobs; a job whose result is
+    corrupt (:class:`~backtest.errors.ResultCorrupt`) is named on stderr and in the
+    page's jobs table, and the page shows the others. Several run directories: a
+    comparison page (``--out``, default ``./comparison.html``) of those that can be
+    read, each other one named on stderr.
 
     Returns:
-        0 on success, 2 when a path is not a complete run or sweep directory.
+        0 on success; 1 when a page was written but runs were skipped as corrupt; 2 when
+        a path is not a complete run or sweep directory, or nothing could be read.
     """
     from backtest.report._build import build_report
     from backtest.report._compare import build_comparison, build_sweep_report
@@ -60,14 +81,33 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    skipped: list[ResultCorrupt] = []
     try:
         if len(args.paths) == 1:
             path = args.paths[0]
-            written = build_sweep_report(path) if _is_sweep(path) else build_report(path)
+            if _is_sweep(path):
+                written = build_sweep_report(path)
+                skipped = _corrupt_jobs(path)
+            else:
+                written = build_report(path)
         else:
-            written = build_comparison(args.paths, args.out or Path(COMPARISON_FILE))
+            good = []
+            for path in args.paths:
+                try:
+                    results.load_result(path)
+                    good.append(path)
+                except ResultCorrupt as exc:
+                    skipped.append(exc)
+            if not good:
+                for exc in skipped:
+                    _skip(exc)
+                print("report: no run could be read; nothing written", file=sys.stderr)
+                return 2
+            written = build_comparison(good, args.out or Path(COMPARISON_FILE))
     except BacktestError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2
+    for exc in skipped:
+        _skip(exc)
     print(written)
-    return 0
+    return 1 if skipped else 0

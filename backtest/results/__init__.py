@@ -18,6 +18,13 @@ A run directory holds::
 Every file is written to a temporary name and renamed into place, and
 ``result.json`` is written last: a directory with a ``result.json`` is complete, so
 a crash never leaves a half-written result that looks complete.
+
+What disks and people do to a folder afterwards is checked on reading:
+:func:`load_result` raises :class:`~backtest.errors.ResultCorrupt` (naming the folder
+and the file) for a ``result.json`` that is not a JSON object, a Parquet table whose
+footer is cut or garbled, or any entry that is a link leading out of the run folder
+(links out are never followed, read or uploaded). Readers of many folders (the sweep
+summary, ``backtest report``, ``backtest sync``) skip such a folder and go on.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.errors import BacktestError, ResultPathMissing
+from backtest.errors import BacktestError, ResultCorrupt, ResultPathMissing
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -79,13 +86,18 @@ class StoredResult:
 
         Raises:
             ResultPathMissing: the run has no such table.
+            ResultCorrupt: the table cannot be read (cut short, garbled, a link out).
         """
         if name not in self.tables:
             raise ResultPathMissing(self.path / f"{name}.parquet")
+        path = self.tables[name]
+        _check_link(self.path, path)  # replaced by a link after load_result
         try:
-            return pd.read_parquet(self.tables[name])
+            return pd.read_parquet(path)
         except FileNotFoundError as exc:  # removed after load_result
-            raise ResultPathMissing(self.tables[name]) from exc
+            raise ResultPathMissing(path) from exc
+        except Exception as exc:  # pyarrow's errors: ArrowInvalid, OSError, ...
+            raise ResultCorrupt(self.path, path.name, _unreadable(exc)) from exc
 
 
 def _jsonable(value: Any) -> Any:
@@ -220,32 +232,116 @@ def has_result(run_dir: str | Path) -> bool:
 def load_result(path: str | Path, *, job_id: str | None = None) -> StoredResult:
     """Read a result back from its run directory (or its ``result.json``).
 
+    Besides ``result.json`` (parsed), every Parquet table's footer is read (a few
+    hundred bytes each), so a table cut short or garbled is found here, not halfway
+    through a report or an upload; a table damaged inside a valid footer is found by
+    :meth:`StoredResult.table`.
+
     Raises:
         ResultPathMissing: nothing complete at ``path``; the error names the path.
+        ResultCorrupt: a file of the run cannot be read or is a link leading out of
+            the run directory; names the directory and the file.
     """
     path = Path(path)
     run_dir = path.parent if path.name == RESULT_FILE else path
     file = run_dir / RESULT_FILE
-    if not file.is_file():
+    if not file.is_file() and not file.is_symlink():
         raise ResultPathMissing(run_dir, job_id=job_id)
-    record = json.loads(file.read_text())
+    _check_links(run_dir)
+    if not file.is_file():  # a dangling link inside the folder
+        raise ResultPathMissing(run_dir, job_id=job_id)
+    record = _read_record(run_dir, file)
     tables = {p.stem: p for p in sorted(run_dir.glob("*.parquet"))}
-    missing = [name for name in record.get("tables") or [] if name not in tables]
+    listed = record.get("tables") or []
+    missing = [name for name in listed if isinstance(name, str) and name not in tables]
     if missing:  # result.json lists the tables written before it; one has gone
         raise ResultPathMissing(run_dir / f"{missing[0]}.parquet", job_id=job_id)
+    for table in tables.values():
+        _check_parquet(run_dir, table)
     return StoredResult(run_dir, record, tables)
+
+
+def _read_record(run_dir: Path, file: Path) -> dict[str, Any]:
+    """The parsed ``result.json``: a JSON object, else :class:`ResultCorrupt`."""
+    try:
+        record = json.loads(file.read_bytes())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        size = file.stat().st_size
+        raise ResultCorrupt(
+            run_dir, RESULT_FILE, f"is not valid JSON ({size} bytes; cut short?): {exc}"
+        ) from exc
+    if not isinstance(record, dict):
+        raise ResultCorrupt(
+            run_dir, RESULT_FILE, f"holds a JSON {type(record).__name__}, not an object"
+        )
+    return record
+
+
+def _outside(run_dir: Path, entry: Path) -> Path | None:
+    """Where ``entry`` leads when it is a link out of ``run_dir`` (or a loop), else ``None``."""
+    if not entry.is_symlink():
+        return None
+    try:
+        target = entry.resolve(strict=False)
+    except (OSError, RuntimeError):  # a link loop
+        return entry
+    return None if target.is_relative_to(run_dir.resolve()) else target
+
+
+def _check_link(run_dir: Path, entry: Path) -> None:
+    target = _outside(run_dir, entry)
+    if target is not None:
+        raise ResultCorrupt(
+            run_dir,
+            entry.relative_to(run_dir).as_posix(),
+            f"is a link to {str(target)!r}, outside the run folder (links out of a run "
+            "folder are never read or uploaded)",
+        )
+
+
+def _check_links(run_dir: Path) -> None:
+    """No entry of the run folder, nor of its ``figures/``, may lead out of it."""
+    entries = list(run_dir.iterdir())
+    figures = run_dir / FIGURES_DIR
+    if figures.is_dir() and not figures.is_symlink():
+        entries += list(figures.rglob("*"))
+    for entry in entries:
+        _check_link(run_dir, entry)
+
+
+def _unreadable(exc: BaseException) -> str:
+    first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]
+    return f"cannot be read as Parquet (cut short or garbled): {type(exc).__name__}: {first}"
+
+
+def _check_parquet(run_dir: Path, table: Path) -> None:
+    """Read the table's footer (its schema and row groups): cheap, and finds a cut file."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(table)
+    except FileNotFoundError as exc:  # removed since the listing
+        raise ResultPathMissing(table) from exc
+    except Exception as exc:  # ArrowInvalid ("Parquet magic bytes not found"), OSError
+        raise ResultCorrupt(run_dir, table.name, _unreadable(exc)) from exc
 
 
 def incomplete_reason(run_dir: str | Path) -> str | None:
     """Why ``run_dir`` holds a ``result.json`` but no complete result, else ``None``.
 
-    A table listed in ``result.json`` that is missing makes a result incomplete: it
-    must be computed again, never served with empty trades.
+    A table listed in ``result.json`` that is missing, cut short or garbled makes a
+    result incomplete: it must be computed again, never served with empty trades. A
+    ``result.json`` that cannot be read, or a link out of the folder, is not
+    (:class:`ResultCorrupt` is raised): nothing says the folder belongs to the job.
     """
     try:
         load_result(run_dir)
     except ResultPathMissing as exc:
         return f"{exc.path} is missing"
+    except ResultCorrupt as exc:
+        if exc.file == RESULT_FILE or "outside the run folder" in exc.reason:
+            raise
+        return str(exc)
     return None
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from backtest import results
+from backtest.errors import ResultCorrupt
 
 SUMMARY_NAME = "summary"
 _HYDRA_DIR = ".hydra"
@@ -22,10 +23,13 @@ _HYDRA_DIR = ".hydra"
 
 def _overrides(job_dir: Path) -> list[str]:
     path = job_dir / _HYDRA_DIR / "overrides.yaml"
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink() or path.parent.is_symlink():
+        return []  # missing, or a link (never followed out of a job folder)
+    try:
+        loaded = yaml.safe_load(path.read_text()) or []
+    except (OSError, ValueError, yaml.YAMLError):  # cut short or garbled: not needed
         return []
-    loaded = yaml.safe_load(path.read_text()) or []
-    return [str(o) for o in loaded]
+    return [str(o) for o in loaded] if isinstance(loaded, list) else []
 
 
 def _job_number(job_dir: Path, sweep_dir: Path) -> int | None:
@@ -61,8 +65,11 @@ def summarize_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per job of a sweep: overrides, status, objective, params, metrics, run dir.
 
     A job without a complete result (it failed or is still running) has status
-    ``failed`` and empty metrics. Rows are sorted best objective first (the direction
-    is the one its jobs optimised; largest first when unknown), then by job number.
+    ``failed`` and empty metrics; a job whose result cannot be read (a file cut short
+    or garbled, a link out of its folder: :class:`~backtest.errors.ResultCorrupt`) has
+    status ``corrupt`` and that error, and the other jobs are read on. Rows are sorted
+    best objective first (the direction is the one its jobs optimised; largest first
+    when unknown), then by job number.
 
     Args:
         sweep_dir: The multirun directory (``hydra.sweep.dir``).
@@ -75,8 +82,12 @@ def summarize_sweep(sweep_dir: str | Path) -> pd.DataFrame:
             "job": _job_number(job_dir, sweep_dir),
             "overrides": " ".join(_overrides(job_dir)),
         }
-        if results.has_result(job_dir):
-            record = results.load_result(job_dir).record
+        try:
+            record = results.load_result(job_dir).record if results.has_result(job_dir) else None
+        except ResultCorrupt as exc:
+            row.update(status="corrupt", task=None, objective=math.nan, error=str(exc))
+            record = None
+        if record is not None:
             objective = record.get("objective")
             row.update(
                 status="ok",
@@ -92,7 +103,7 @@ def summarize_sweep(sweep_dir: str | Path) -> pd.DataFrame:
                 )
             for name, value in (record.get("metrics") or {}).items():
                 row[name] = math.nan if value is None else value
-        else:
+        elif "status" not in row:
             row.update(status="failed", task=None, objective=math.nan)
             row["error"] = _failure(job_dir)
         row["run_dir"] = str(job_dir.resolve())

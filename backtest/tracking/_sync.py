@@ -7,7 +7,10 @@ was down, the results are complete on disk, and::
     python -m backtest.sync outputs/ --uri http://127.0.0.1:5000
 
 Results of runs made with ``tracking=none`` are skipped (their owner chose not to
-track them) unless ``--include-untracked`` asks for them too.
+track them) unless ``--include-untracked`` asks for them too. A result that cannot be
+read (a file cut short or garbled, a link out of its folder) is never logged: it is
+named as failed and the others go on. A tracking server that does not answer is asked
+once: its results are counted as left for the next sync, in one line.
 
 logs each of them to the tracking URI of its own config (``--uri`` overrides). Each
 MLflow run carries the ``backtest.run_key`` tag of the result it mirrors, so running
@@ -27,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backtest import results
-from backtest.errors import BacktestError, ResultPathMissing
-from backtest.masking import reveal
+from backtest.config import TrackingConfig
+from backtest.errors import BacktestError, ResultCorrupt, ResultPathMissing
+from backtest.masking import mask_text, reveal
 
 log = logging.getLogger("backtest.tracking._sync")
 
@@ -43,14 +47,18 @@ class SyncReport:
     Attributes:
         logged: Run directories logged now, with their new MLflow run ids.
         present: Run directories already mirrored by a finished run.
-        failed: Run directories that could not be logged, with the reason.
+        failed: Run directories that could not be logged, with the reason (a corrupt
+            result is one: :class:`~backtest.errors.ResultCorrupt`).
         untracked: Run directories made with ``tracking=none``, skipped.
+        unreachable: Run directories left for the next sync because their tracking
+            server did not answer, with that server's URI (masked).
     """
 
     logged: list[tuple[Path, str]] = field(default_factory=list)
     present: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     untracked: list[Path] = field(default_factory=list)
+    unreachable: list[tuple[Path, str]] = field(default_factory=list)
 
 
 INDEX_FILE = ".backtest-sync.json"
@@ -119,16 +127,18 @@ def sync(
         include_untracked: Also log results of runs made with ``tracking=none``.
 
     Returns:
-        The run directories logged, already present and failed.
+        The run directories logged, already present, failed and left because their
+        server is down (each server is asked once per sync).
 
     Raises:
         ResultPathMissing: a path does not exist.
     """
-    from backtest.tracking._log import read_config, tracking_config
+    from backtest.tracking import _client
 
     roots = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     report = SyncReport()
     context = _context(uri)
+    down: dict[str, bool] = {}  # tracking URI -> whether it answered no request this sync
     for root in roots:
         if not root.exists():
             raise ResultPathMissing(root)
@@ -146,17 +156,31 @@ def sync(
                 report.untracked.append(run_dir)
                 synced[rel] = _UNTRACKED + stamp
                 continue
-            if not include_untracked and not tracking_config(read_config(run_dir)).enabled:
-                report.untracked.append(run_dir)
-                synced[rel] = _UNTRACKED + stamp
-                continue
             try:
-                done = _sync_one(run_dir, uri, dry_run)
+                results.load_result(run_dir)  # never log a corrupt result, nor follow a link
+                cfg = _tracking(run_dir)
             except BacktestError as exc:
                 report.failed.append((run_dir, str(exc)))
                 continue
+            if not include_untracked and not cfg.enabled:
+                report.untracked.append(run_dir)
+                synced[rel] = _UNTRACKED + stamp
+                continue
+            target = _client.resolve_uri(reveal(uri or cfg.uri))
+            if target not in down:
+                down[target] = not _answers(target, cfg.timeout_s)
+            if down[target]:
+                report.unreachable.append((run_dir, mask_text(target)))
+                continue
+            try:
+                done = _sync_one(run_dir, uri, dry_run)
             except Exception as exc:  # an MLflow error on one result must not stop the rest
-                report.failed.append((run_dir, f"{type(exc).__name__}: {exc}"))
+                if not _answers(target, cfg.timeout_s):  # the server went away meanwhile
+                    down[target] = True
+                    report.unreachable.append((run_dir, mask_text(target)))
+                    continue
+                reason = str(exc) if isinstance(exc, BacktestError) else None
+                report.failed.append((run_dir, reason or f"{type(exc).__name__}: {exc}"))
                 continue
             if done is None:
                 report.present.append(run_dir)
@@ -167,6 +191,32 @@ def sync(
         if not dry_run:
             _write_index(root, context, {k: v for k, v in synced.items() if v})
     return report
+
+
+def _tracking(run_dir: Path) -> TrackingConfig:
+    """The run's own ``tracking`` settings; a garbled ``config.yaml`` is :class:`ResultCorrupt`."""
+    import yaml
+
+    from backtest.tracking._log import read_config, tracking_config
+
+    try:
+        return tracking_config(read_config(run_dir))
+    except (yaml.YAMLError, ValueError, TypeError, OSError) as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        raise ResultCorrupt(
+            run_dir, results.CONFIG_FILE, f"cannot be read: {type(exc).__name__}: {first}"
+        ) from exc
+
+
+def _answers(target: str, timeout_s: float) -> bool:
+    """Whether the tracking server at ``target`` answers (a local store always does)."""
+    from backtest.tracking import _client
+
+    try:
+        _client.check_reachable(target, timeout_s)
+    except BacktestError:
+        return False
+    return True
 
 
 def _sync_one(run_dir: Path, uri: str | None, dry_run: bool) -> str | None:
@@ -192,7 +242,11 @@ def _sync_one(run_dir: Path, uri: str | None, dry_run: bool) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m backtest.sync PATH... [--uri URI] [--dry-run]``; exit 1 if any failed."""
+    """``python -m backtest.sync PATH... [--uri URI] [--dry-run]``; exit 1 if any failed.
+
+    A server that does not answer is one line (``server unreachable at URI: N results
+    left for the next sync``) and exit status 1, however many results wait for it.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m backtest.sync",
         description="Log every result under PATH that is not yet in MLflow (exactly once).",
@@ -226,6 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{verb:<9} {run_dir}" + (f"  -> run {run_id}" if run_id else ""))
     for run_dir, reason in report.failed:
         print(f"failed    {run_dir}: {reason}", file=sys.stderr)
+    left: dict[str, int] = {}
+    for _, target in report.unreachable:
+        left[target] = left.get(target, 0) + 1
+    for target, count in left.items():
+        print(
+            f"error: server unreachable at {target}: {count} result{'s' if count > 1 else ''} "
+            "left for the next sync (start it, or pass --uri)",
+            file=sys.stderr,
+        )
+    if left and not (report.logged or report.present or report.failed or report.untracked):
+        return 1
     print(
         f"{len(report.logged)} {verb}, {len(report.present)} already in MLflow, "
         f"{len(report.failed)} failed"
@@ -235,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
     )
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.unreachable else 0
 
 
 if __name__ == "__main__":

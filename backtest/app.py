@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from backtest import results
@@ -38,6 +38,43 @@ def optional_groups() -> list[str]:
     ]
 
 
+_OFF = ("null", "none", "None", "~")
+
+
+def switch_off(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Empty each optional group the command line switched off (``~walkforward``).
+
+    Hydra's ``~group`` removes the group's option, but an experiment that also sets
+    values under it (``walkforward.train_period: 3Y``) would leave those behind and the
+    task would still run: a switch that did not switch. ``walkforward=null``,
+    ``walkforward=none`` and ``~walkforward`` (likewise ``montecarlo``) all mean off;
+    ``search=none`` also drops the experiment's ``search.space`` (a space given on the
+    command line with it stays, and is refused as a contradiction).
+    """
+    off = [a[1:].partition("=")[0] for a in overrides if a.startswith("~")]
+    off = [g for g in off if g in optional_groups() and cfg.get(g) is not None]
+    if "search=none" in overrides and "walkforward" not in off and cfg.get("walkforward"):
+        from backtest.errors import ConfigError
+
+        raise ConfigError(
+            "search=none switches the search off, but the walk-forward re-optimises the "
+            "parameters on every fold with it: switch the walk-forward off too "
+            "(~walkforward), or keep a search method (search=grid, random, tpe)",
+            key="search",
+        )
+    own_space = any(a.lstrip("+~").startswith("search.space") for a in overrides)
+    clear_space = "search=none" in overrides and not own_space and cfg.search.get("space")
+    if not off and not clear_space:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for group in off:
+            cfg[group] = None
+        if clear_space:  # the experiment's space goes with its search (yours is kept: refused)
+            cfg.search.space = {}
+    return cfg
+
+
 def normalise(argv: Sequence[str]) -> list[str]:
     """The command line as Hydra needs it.
 
@@ -47,11 +84,25 @@ def normalise(argv: Sequence[str]) -> list[str]:
     work here. A ``conf/`` folder in the working directory is searched for your own
     options (``conf/strategy/my_strategy.yaml``) after the package's ``conf/``.
 
+    ``walkforward=null`` (or ``none``) switches an optional group off as ``~walkforward``
+    does, and ``search=null`` or ``~search`` means ``search=none``.
+
     >>> normalise(["+experiment=sma_cross", "+montecarlo=random_entries", "+x.y=1"])
     ['+experiment=sma_cross', 'montecarlo=random_entries', '+x.y=1']
+    >>> normalise(["+experiment=wf_momentum", "walkforward=null", "~montecarlo", "search=null"])
+    ['+experiment=wf_momentum', '~walkforward', '~montecarlo', 'search=none']
     """
-    groups = tuple(f"+{g}=" for g in optional_groups())
-    out = [a[1:] if a.startswith(groups) else a for a in argv]
+    optional = optional_groups()
+    groups = tuple(f"+{g}=" for g in optional)
+    out = []
+    for arg in argv:
+        group, _, option = arg.lstrip("~+").partition("=")
+        if group in optional and (arg.startswith("~") or option in _OFF):
+            out.append(f"~{group}")  # switched off: removed here, emptied in switch_off()
+        elif group == "search" and (arg.startswith("~") or option in _OFF):
+            out.append("search=none")
+        else:
+            out.append(arg[1:] if arg.startswith(groups) else arg)
     local = Path.cwd() / "conf"
     if (
         local.is_dir()
@@ -82,9 +133,10 @@ def compose(*overrides: str) -> DictConfig:
     from backtest.errors import ConfigError
 
     register_configs()
+    args = normalise(overrides)
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=normalise(overrides))
+            return switch_off(hydra_compose(config_name="config", overrides=args), args)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"{exc}".strip()) from exc
 
@@ -118,6 +170,13 @@ def _hydra_files(run_dir: Path) -> list[Path]:
     return [*run_dir.glob(".hydra/*.yaml"), run_dir.parent / "multirun.yaml"]
 
 
+def _task_overrides() -> list[str]:
+    """The command line's overrides of this run (or sweep job), as Hydra recorded them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def _in_sweep() -> bool:
     """Whether this is a job of a multirun (whose failures the sweep summary lists)."""
     from hydra.core.hydra_config import HydraConfig
@@ -126,7 +185,7 @@ def _in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _remove_untouched(run_dir: Path) -> None:
+def _remove_untouched(run_dir: Path, *, keep_parents: bool = False) -> None:
     """Remove a run directory that holds nothing but what Hydra (and its claim) put there.
 
     A sweep job's directory stays: its log holds the traceback and the sweep summary
@@ -192,6 +251,7 @@ def run(cfg: DictConfig) -> float | None:
     """
     use_structlog()  # only when structlog is installed
     mask_logs()
+    cfg = switch_off(cfg, _task_overrides())
     with contextlib.suppress(OmegaConfBaseException):  # the job record reports the key
         remember_config(OmegaConf.to_container(cfg, resolve=True))
     run_dir = run_dir_for(cfg)

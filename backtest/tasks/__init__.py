@@ -94,7 +94,7 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
     from backtest.data import data_fingerprint, load_bars
     from backtest.engine import check_engine_config
     from backtest.strategies._loader import build_strategy
-    from backtest.tasks._bounds import check_sizes
+    from backtest.tasks._bounds import check_sizes, check_windows
 
     if run_dir is None:
         run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
@@ -111,6 +111,7 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
         )
     bars = load_bars(settings.data)
     prices = bars.close
+    check_windows(settings, job.task, cls(**params), prices.index)
     # the engine's options checked against the data before anything runs; an unset
     # periods_per_year becomes the figure inferred from the index, for every task
     settings.engine.periods_per_year = check_engine_config(settings.engine, bars)

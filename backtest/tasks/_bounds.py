@@ -101,3 +101,37 @@ def _check_calendar(n_bars: int, start_date: str) -> None:
             f"{last.date()}, the last date pandas can hold: at most {room:,}",
             key="data.n_bars",
         )
+
+
+def check_windows(settings: Any, task: str, strategy: Any, index: Any) -> None:
+    """The task's windows fit the data, checked before a run folder or MLflow run exists.
+
+    A walk-forward whose first fold does not fit, a Monte Carlo with no paths, or a
+    strategy whose warm-up (its longest lookback) leaves no bar to trade used to fail
+    only once the run had started, leaving a folder without ``result.json``.
+
+    Args:
+        settings: The typed settings (``RootConfig``).
+        task: The job's task (``backtest``, ``search``, ``walkforward``, ``montecarlo``).
+        strategy: The strategy with its configured parameters.
+        index: The data's bars.
+
+    Raises:
+        ConfigError: naming the key (``walkforward.train_bars``, ``montecarlo.n_paths``,
+            a strategy parameter) and what would fit.
+    """
+    if task == "walkforward" and settings.walkforward is not None:
+        from backtest.walkforward import make_splits
+
+        make_splits(settings.walkforward, index)  # too short for one fold: a named error
+    if settings.montecarlo is not None:
+        from backtest.montecarlo._config import check_config
+
+        check_config(settings.montecarlo)
+    warmup = getattr(strategy, "warmup_bars", None)
+    if isinstance(warmup, int) and task in ("backtest", "montecarlo") and warmup >= len(index) - 1:
+        raise ConfigError(
+            f"the strategy needs {warmup + 1:,} bars before its first position but the data "
+            f"has {len(index):,}: nothing would trade; shorten its lookback or load more data",
+            key="strategy",
+        )

@@ -1,0 +1,77 @@
+"""Every switch switches: ``walkforward=null``, ``montecarlo=null``, ``search=none`` and their
+``~`` forms, on every shipped experiment, through the same composition as the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backtest.app import compose
+from backtest.errors import ConfigError
+from backtest.tasks import prepare
+from backtest.tasks._jobs import BacktestJob
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+SMALL = ["tracking=none", "data.n_bars=1400", "figures=false", "report=false"]
+SWITCHES = {
+    "walkforward=null": "walkforward",
+    "~walkforward": "walkforward",
+    "montecarlo=null": "montecarlo",
+    "~montecarlo": "montecarlo",
+    "search=none": "search",
+    "~search": "search",
+}
+
+
+@pytest.mark.parametrize("switch", list(SWITCHES))
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_switch_switches_on_every_experiment(experiment: str, switch: str) -> None:
+    overrides = [f"+experiment={experiment}", *SMALL, switch]
+    group = SWITCHES[switch]
+    if group == "search" and compose(f"+experiment={experiment}", *SMALL).get("walkforward"):
+        # a walk-forward re-optimises with its search on every fold: off alone is refused
+        with pytest.raises(ConfigError, match="~walkforward"):
+            compose(*overrides)
+        overrides.append("~walkforward")
+    cfg = compose(*overrides)
+    if group == "search":
+        assert getattr(cfg.search.method, "value", cfg.search.method) == "none"
+    else:
+        assert cfg.get(group) is None
+    job = BacktestJob.from_config(cfg)
+    assert job.task not in (group, "search" if group == "search" else "")
+    if group == "walkforward" or group == "search":
+        assert job.task != "walkforward"
+    prepare(job)  # and the rest of the experiment still prepares (validates) as before
+
+
+def test_a_switched_off_walkforward_runs_no_folds_from_the_command_line(tmp_path: Path) -> None:
+    """``xs_momentum`` also sets walkforward values: they no longer bring it back."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "backtest", "+experiment=xs_momentum", *SMALL, "~montecarlo",
+         "walkforward=null"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "task=search" in proc.stderr + proc.stdout
+    assert "walk-forward" not in proc.stderr
+
+
+def test_windows_that_do_not_fit_fail_before_a_run_folder(tmp_path: Path) -> None:
+    for args, words in [
+        (["+experiment=wf_momentum", "data.n_bars=800"], "too short for one fold"),
+        (["+experiment=mc_sma_cross", "montecarlo.n_paths=0"], "montecarlo.n_paths"),
+        (["+experiment=sma_cross", "data.n_bars=40", "strategy.slow=60", "strategy.fast=5"],
+         "nothing would trade"),
+    ]:  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "backtest", *args, "tracking=none"],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert words in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "outputs").exists()

@@ -12,8 +12,10 @@ series once (``MA.run`` + ``Portfolio.from_signals``, long while fast > slow, fe
 column's returns on the test slice. Ours runs the full walk-forward: per-fold search
 through the engine's batched path, a run over the prices up to each test window's end
 for the chosen parameters, stitched out-of-sample returns with switching costs, fold
-table, DSR per fold and parameter stability; the per-fold CSCV PBO (16 blocks) is
-timed separately because vectorbt computes nothing like it.
+table, DSR per fold and parameter stability. Timed separately, because vectorbt
+computes nothing like them: the per-fold CSCV PBO (16 blocks, ``ours_with_pbo_s``) and
+the per-fold snooping statistics, opt-in since issue 22 (SPA / Reality Check with 1000
+bootstrap draws and Li & Ji's effective trials, ``ours_with_snooping_s``).
 
 Timings are the median (``*_s``) and the best (``*_best_s``) of ``--repeat`` runs after
 one untimed warm-up run (numba compilation), ours and vectorbt's interleaved in one
@@ -75,12 +77,14 @@ def interleaved(
     return {name: (statistics.median(times[name]), min(times[name]), outs[name]) for name in fns}
 
 
-def ours(prices: pd.DataFrame, pbo_blocks: int) -> Any:
+def ours(prices: pd.DataFrame, pbo_blocks: int, snooping: bool = False) -> Any:
     search = SearchConfig(method=SearchMethod.grid, metric="sharpe_ratio", constraint="fast < slow")
     wf = WalkForwardOptimizer(
         WalkForwardConfig(train_bars=TRAIN, test_bars=TEST, step_bars=STEP),
         search,
         pbo_blocks=pbo_blocks,
+        spa_bootstrap=1000 if snooping else 0,
+        effective_trials=snooping,
     )
     return wf.run(StrategyReturnsEvaluator(prices, SmaCross, fee_bps=FEE_BPS), SPACE)
 
@@ -133,6 +137,7 @@ def main() -> None:
             timing = interleaved(fns, args.repeat)
         t_ours, best_ours, res = timing["ours"]
         t_pbo, _, _ = interleaved({"pbo": lambda p=prices: ours(p, 16)}, 1)["pbo"]
+        t_snoop, _, _ = interleaved({"snoop": lambda p=prices: ours(p, 0, True)}, 1)["snoop"]
         row: dict[str, Any] = {
             "bars": n,
             "windows": len(res.folds),
@@ -140,6 +145,7 @@ def main() -> None:
             "ours_s": t_ours,
             "ours_best_s": best_ours,
             "ours_with_pbo_s": t_pbo,
+            "ours_with_snooping_s": t_snoop,
         }
         if vbt_version:
             t_vbt, best_vbt, chosen = timing["vectorbt"]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -289,3 +290,114 @@ def test_cli_refuses_a_peeking_user_strategy_unless_told_not_to(tmp_path: Path) 
         check=False,
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+# --- a weights strategy with inputs = "bars" and a compiled batch_weights ------------------------
+
+
+def _bars(n_bars: int = 400, n_assets: int = 4, seed: int = 3):  # type: ignore[no-untyped-def]
+    from backtest.data import Bars
+
+    return Bars.from_close(gbm(n_bars, n_assets, seed))
+
+
+def test_risk_parity_weights_match_pandas_rolling_std(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    mod = _import("risk_parity", "risk_parity_strategy", monkeypatch)
+    bars = _bars()
+    for lookback in (2, 21, 63):
+        got = mod.InverseVolatility(lookback).positions(bars)
+        inverse = 1.0 / bars.close.pct_change().rolling(lookback).std(ddof=1)
+        expected = inverse.div(inverse.sum(axis=1), axis=0).fillna(0.0)
+        np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-12)
+        assert (got.iloc[:lookback] == 0).all().all()  # flat while warming up
+        np.testing.assert_allclose(got.iloc[lookback:].sum(axis=1), 1.0)
+
+
+def test_risk_parity_batch_weights_equal_positions_set_by_set(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    mod = _import("risk_parity", "risk_parity_strategy", monkeypatch)
+    from backtest.strategies import has_fast_path
+
+    cls = mod.InverseVolatility
+    assert has_fast_path(cls) and cls.inputs == "bars" and cls.output == "weights"
+    bars = _bars()
+    lookbacks = np.array([21, 5, 21, 63, 5])
+    out = cls.batch_weights(bars, {"lookback": lookbacks})
+    assert out.shape == (len(bars.close), bars.close.shape[1], len(lookbacks))
+    for i, lookback in enumerate(lookbacks):
+        assert np.array_equal(out[:, :, i], cls(int(lookback)).positions(bars).to_numpy())
+
+
+@pytest.mark.slow
+def test_risk_parity_search_runs_on_its_fast_path_and_logs_both_speeds(tmp_path: Path) -> None:
+    import re
+
+    record = _cli(
+        "risk_parity", "+experiment=risk_parity_search", "tracking=none", tmp_path=tmp_path
+    )
+    assert record["search"]["n_trials"] == 8 and record["search"]["n_failed"] == 0
+    trials = pd.read_parquet(tmp_path / "run" / "trials.parquet")
+    assert sorted(trials["lookback"]) == [10, 21, 42, 63, 84, 126, 189, 252]
+    log = record["_log"]
+    assert "one backtest per parameter set" not in log
+    lines = [line for line in log.splitlines() if "InverseVolatility's fast path" in line]
+    assert len(lines) == 1, log[-3000:]  # once, on the first batch
+    assert re.search(r"fast path.*: [\d.]+ ms per set \(first batch, 8 sets\)", lines[0])
+    assert re.search(r"positions path \(one backtest per set\): [\d.]+ ms per set", lines[0])
+
+
+@dataclass(frozen=True)
+class _SlowButCorrect:
+    """Inverse volatility again, with a fast path that is correct and far slower."""
+
+    lookback: int = 20
+    inputs: ClassVar[str] = "bars"
+    output: ClassVar[str] = "weights"
+    weights_of: ClassVar[Any] = None  # the example's class, set by the test
+
+    def positions(self, bars: Any) -> pd.DataFrame:
+        return self.weights_of(self.lookback).positions(bars)
+
+    @classmethod
+    def batch_weights(cls, bars: Any, params: Any) -> np.ndarray:
+        import time
+
+        time.sleep(1.0)  # a Python-level cost per call: 0.5 s per set of a 2-set batch
+        return cls.weights_of.batch_weights(bars, params)
+
+
+def test_a_fast_path_slower_than_positions_is_warned_once(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    mod = _import("risk_parity", "risk_parity_strategy", monkeypatch)
+    monkeypatch.setattr(_SlowButCorrect, "weights_of", mod.InverseVolatility)
+    from backtest.search import StrategyEvaluator
+
+    evaluator = StrategyEvaluator(_bars(300, 3), _SlowButCorrect)
+    with caplog.at_level(logging.INFO, logger="backtest.search"):
+        evaluator.evaluate_columns({"lookback": np.array([10, 30])})
+        evaluator.evaluate_columns({"lookback": np.array([15, 40])})
+    said = [r for r in caplog.records if "_SlowButCorrect's fast path" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert "SLOWER than its positions path" in said[0].getMessage()
+    assert "(first batch, 2 sets)" in said[0].getMessage()
+
+
+def test_the_fast_path_check_samples_at_least_8_sets_spread_over_the_space(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from backtest.errors import StrategyContractError
+    from backtest.search._evaluators import verify_fast_path
+
+    mod = _import("risk_parity", "risk_parity_strategy", monkeypatch)
+    frame = pd.DataFrame({"lookback": np.arange(2, 22)})  # 20 sets
+    bars = _bars(300, 3)
+    assert verify_fast_path(mod.InverseVolatility, bars, frame, check_lookahead=False) >= 8
+
+    class WrongForOneWindow(mod.InverseVolatility):  # batch_weights off for lookback 7 only
+        @classmethod
+        def batch_weights(cls, bars: Any, params: Any) -> np.ndarray:
+            out = mod.InverseVolatility.batch_weights(bars, params)
+            out[:, :, np.asarray(params["lookback"]) == 7] *= 1.01
+            return out
+
+    # rows 0, 10 and 19 (the first, middle and last sets) would not see it
+    with pytest.raises(StrategyContractError, match="WrongForOneWindow"):
+        verify_fast_path(WrongForOneWindow, bars, frame, check_lookahead=False)

@@ -113,6 +113,7 @@ class StrategyEvaluator:
         self._generic: tuple[Any, ...] | bool | None = None  # see _generic_inputs
         self._verified = not (verify or check_lookahead)
         self._check_lookahead = check_lookahead
+        self._timed = False  # the first batch of an own fast path is timed (._speed)
 
     def _generic_inputs(self) -> tuple[Any, ...] | None:
         """The generic path's inputs, built once: ``None`` when sets go elsewhere.
@@ -229,6 +230,23 @@ class StrategyEvaluator:
             **params,
         }
         engine_columns = any(str(c).startswith("engine.") for c in columns)
+        if not self._timed:  # an own fast path's first batch, timed against positions once
+            self._timed = True
+            from backtest.strategies._checks import has_fast_path
+
+            if has_fast_path(self.strategy_cls) and not _fused.supports(
+                self.strategy_cls, list(columns)
+            ):
+                from backtest.search._speed import timed_first_batch
+
+                self._verify(pd.DataFrame(columns))  # the checks are not in the time
+                return timed_first_batch(  # type: ignore[no-any-return]
+                    lambda: self.evaluate_columns(params, keep=keep),
+                    self.strategy_cls,
+                    self.bars if self.bars is not None else self.prices,
+                    pd.DataFrame(columns),
+                    self._engine_kwargs(),
+                )
 
         def batched() -> tuple[list[str], NDArray[np.float64], NDArray[np.float64] | None]:
             result = self.evaluate_batch(pd.DataFrame(dict(params)), keep=keep)
@@ -295,8 +313,9 @@ def verify_fast_path(
     weights of :func:`backtest.engine.target_weights` with the run's engine options and
     the set's ``engine.<key>`` columns) on the first set the strategy accepts; then, for
     a strategy with a generic fast path of its own, ``batch_positions`` (or
-    ``batch_weights``) against ``positions`` on the first, middle and last rows (the
-    fused kernels of the built-ins are checked by the engine's tests).
+    ``batch_weights``) against ``positions`` on at least 8 rows spread over the batch
+    (:func:`~backtest.strategies._checks.sample_rows`; the fused kernels of the
+    built-ins are checked by the engine's tests).
 
     Args:
         strategy_cls: The strategy class.
@@ -322,7 +341,7 @@ def verify_fast_path(
     if len(frame) == 0:
         return 0
     own, engine_frame = split_columns(frame.reset_index(drop=True))
-    rows = sample_rows(len(frame))
+    rows = sample_rows(len(frame), frame=own)  # at least 8 sets, spread over the space
     sets = [{str(c): _plain(own[c].iloc[i]) for c in own.columns} for i in rows]
     if check_lookahead:
         for i, params in zip(rows, sets, strict=True):

@@ -256,11 +256,31 @@ def batch_column(
     return np.column_stack([c.reshape(len(close), -1)[:, 0] for c in columns])
 
 
-def sample_rows(n_rows: int, n_samples: int = 3) -> list[int]:
-    """Which rows of a parameter frame to verify: the first, the last and evenly between."""
+SAMPLED_SETS = 8
+"""Parameter sets of a batch whose fast path is compared with ``positions`` (at least)."""
+
+
+def sample_rows(
+    n_rows: int, n_samples: int = SAMPLED_SETS, frame: pd.DataFrame | None = None
+) -> list[int]:
+    """Which rows of a parameter frame to verify, spread over the space.
+
+    The first, the last and evenly between (``n_samples`` in all), and with ``frame``
+    also a row holding each parameter's smallest and largest value.
+
+    >>> sample_rows(100, 4)
+    [0, 33, 66, 99]
+    >>> sample_rows(6, 3, pd.DataFrame({"a": [1, 1, 1, 1, 1, 1], "b": [3, 9, 1, 4, 5, 2]}))
+    [0, 1, 2, 5]
+    """
     if n_rows <= n_samples:
         return list(range(n_rows))
-    return sorted({int(i) for i in np.linspace(0, n_rows - 1, n_samples).round()})
+    rows = {int(i) for i in np.linspace(0, n_rows - 1, n_samples).round()}
+    for column in [] if frame is None else frame.columns:
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isfinite(values).any():
+            rows |= {int(np.nanargmin(values)), int(np.nanargmax(values))}
+    return sorted(rows)
 
 
 def check_data(strategy: Any, bars: Bars) -> Bars | pd.DataFrame:

@@ -142,11 +142,19 @@ def compose(*overrides: str) -> DictConfig:
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
-    """``cfg.output_dir`` when set, else Hydra's run (or sweep job) directory."""
-    if cfg.get("output_dir"):
-        return Path(cfg.output_dir)
+    """``cfg.output_dir`` when set, else Hydra's run (or sweep job) directory.
+
+    A relative ``output_dir`` means the folder the command ran in, also with
+    ``hydra.job.chdir=true``; a single run's Hydra run directory is ``output_dir``
+    itself (:class:`backtest.cli._callbacks.ClaimOutputDir`).
+    """
     from hydra.core.hydra_config import HydraConfig
 
+    if cfg.get("output_dir"):
+        path = Path(cfg.output_dir)
+        if not path.is_absolute() and HydraConfig.initialized():
+            path = Path(HydraConfig.get().runtime.cwd) / path
+        return path
     return Path(HydraConfig.get().runtime.output_dir)
 
 
@@ -196,6 +204,8 @@ def _remove_untouched(run_dir: Path, *, keep_parents: bool = False) -> None:
     entries = list(run_dir.iterdir())
     if all(e.name in (".hydra", results.CLAIM_FILE) or e.suffix == ".log" for e in entries):
         shutil.rmtree(run_dir, ignore_errors=True)
+        if keep_parents:
+            return  # an output_dir the user named: its parents are theirs
         for parent in list(run_dir.parents)[:2]:  # outputs/<name>/ when now empty
             if parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
@@ -263,7 +273,7 @@ def run(cfg: DictConfig) -> float | None:
             check_space_keys(cfg)
         ctx = prepare(job, run_dir, progress=True)
     except BacktestError:
-        _remove_untouched(run_dir)
+        _remove_untouched(run_dir, keep_parents=bool(cfg.get("output_dir")))
         raise
     log.info(kv("run started", task=job.task, job_id=job.job_id, run_dir=run_dir))
     execute_job(job, progress=True, ctx=ctx)

@@ -156,3 +156,21 @@ def test_a_relative_data_path_means_the_folder_the_user_ran_in_with_chdir(
     record = results.load_result(tmp_path / "deep" / "er" / "run").record
     assert record["n_bars"] == len(prices)
     assert record["start"] == str(prices.index[0].date())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chdir", [False, True], ids=["plain", "chdir"])
+def test_output_dir_leaves_exactly_one_folder(tmp_path: Path, chdir: bool) -> None:
+    """Hydra's run directory is output_dir: no outputs/<name>/<time>/ with only a log."""
+    proc = start(tmp_path, "output_dir=mine", f"hydra.job.chdir={str(chdir).lower()}")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    run = tmp_path / "mine"
+    assert results.has_result(run) and (run / "backtest.log").is_file()
+    assert (run / ".hydra" / "overrides.yaml").is_file()
+    assert "run started" in (run / "backtest.log").read_text()
+    again = start(tmp_path, "output_dir=mine", "strategy.fast=7")  # never shared
+    out = again.communicate(timeout=300)[0]
+    assert again.returncode == 2 and "output_dir=" in out, out[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]

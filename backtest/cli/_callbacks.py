@@ -120,8 +120,10 @@ class SweepSummary(Callback):
             _sweep_report(sweep_dir)
         ok = table[table["status"] == "ok"]
         failed = table[table["status"] != "ok"]
-        for _, row in failed.iterrows():
-            log.error("job %s failed (%s): %s", row["job"], row["overrides"], row.get("error"))
+        for _, row in failed.iterrows():  # failed, or corrupt (its result cannot be read)
+            log.error(
+                "job %s %s (%s): %s", row["job"], row["status"], row["overrides"], row.get("error")
+            )
         if len(ok) and ok["objective"].notna().any():
             best = ok.iloc[0]
             log.info(
@@ -187,6 +189,11 @@ class ClaimOutputDir(Callback):
     :class:`~backtest.results.DirectoryClaimed` is printed and the process exits with
     status 2.
 
+    A single run given ``output_dir=DIR`` runs in ``DIR``: Hydra's run directory
+    becomes ``DIR`` (its ``.hydra/`` and ``backtest.log`` go there, beside the
+    result), so the run leaves exactly one folder, not also an
+    ``outputs/<name>/<time>/`` holding only the log.
+
     Args:
         reuse: Accept a directory that already holds a run (to resume an Optuna sweep
             into its own directory: ``hydra.callbacks.claim_output_dir.reuse=true``).
@@ -207,7 +214,16 @@ class ClaimOutputDir(Callback):
             raise SystemExit(2) from exc
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        """Claim ``hydra.run.dir``."""
+        """Claim ``hydra.run.dir``, which is ``output_dir`` when that is set."""
+        output_dir = config.get("output_dir")
+        if output_dir:
+            from omegaconf import read_write
+
+            # Hydra reads hydra.run.dir after this callback (hydra.core.utils.run_job).
+            with read_write(config.hydra.run):
+                config.hydra.run.dir = str(Path(str(output_dir)).absolute())
+            self._claim(str(config.hydra.run.dir), "output_dir")
+            return
         self._claim(str(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:

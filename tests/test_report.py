@@ -313,7 +313,40 @@ def test_search_report_builds_fast_and_small(runs: dict[str, Path]) -> None:
     elapsed = time.perf_counter() - started
     # a hang guard, not a benchmark (benchmarks/report.py measures it: under 1 s)
     assert elapsed < 30
-    assert path.stat().st_size < 5_000_000
+    assert path.stat().st_size < 1_500_000
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED_SECTIONS), ids=list(EXPECTED_SECTIONS))
+def test_a_single_run_report_is_light_and_embeds_the_shipped_bundle(
+    runs: dict[str, Path], kind: str
+) -> None:
+    import base64
+    import gzip
+
+    from backtest.report._page import BUNDLE_FILE
+
+    path = runs[kind] / results.REPORT_FILE
+    assert path.stat().st_size <= 1_500_000  # was 4.9 MB with plotly.js inline
+    page = read_page(path)
+    (attrs, packed), *_ = [(a, t) for a, t in page.scripts if a.get("id") == "plotly-gz"]
+    assert attrs["data-bundle"] == "cartesian"
+    assert gzip.decompress(base64.b64decode(packed)) == BUNDLE_FILE.read_bytes()
+    assert "Licensed under the MIT license" in path.read_text()[:5000]  # the header, in clear
+
+
+def test_a_page_with_another_trace_type_embeds_the_full_bundle() -> None:
+    import base64
+    import gzip
+
+    from plotly.offline import get_plotlyjs
+
+    from backtest.report._page import Page
+
+    page = Page(title="t")
+    page.section("p", "P", page.figure([{"type": "parcoords", "dimensions": []}], {}))
+    text = page.render()
+    packed = text.split('data-bundle="full">')[1].split("</script>")[0]
+    assert gzip.decompress(base64.b64decode(packed)).decode() == get_plotlyjs()
 
 
 def test_comparison_and_cli(runs: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

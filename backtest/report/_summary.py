@@ -31,7 +31,7 @@ def header(page: Page, record: Mapping[str, Any]) -> None:
     ]
     data = [
         ("symbols", shown or "-"),
-        ("dates", f"{record.get('start')} to {record.get('end')}"),
+        ("dates", f"{record['start']} to {record.get('end')}" if record.get("start") else "-"),
         ("bars", record.get("n_bars")),
         ("data fingerprint", record.get("data_fingerprint")),
     ]

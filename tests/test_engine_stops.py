@@ -246,12 +246,12 @@ def test_trailing_stop_binding_level_and_tie() -> None:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Fixed:
-    """A strategy whose target for the single asset is given."""
+    """A strategy whose target for the single asset is given (bar t's on any prefix)."""
 
     target: np.ndarray
 
     def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"A": self.target}, index=prices.index)
+        return pd.DataFrame({"A": self.target[: len(prices)]}, index=prices.index)
 
 
 bars_st = st.lists(
@@ -510,7 +510,7 @@ def test_simulate_with_stops_equals_reference_loop(
         stop_loss=None if math.isnan(sl) else sl,
         take_profit=None if math.isnan(tp) else tp,
         trailing_stop=None if math.isnan(tsl) else tsl,
-        max_bars=max_bars,
+        max_bars=max_bars or None,  # 0: no time stop (unset)
         stop_reentry="signal_change" if lock else "next_bar",
     )
     want, trades = _reference_trades(
@@ -713,7 +713,7 @@ def test_units_book_with_stops_equals_reference_loop(
         stop_loss=None if math.isnan(sl) else sl,
         take_profit=None if math.isnan(tp) else tp,
         trailing_stop=None if math.isnan(tsl) else tsl,
-        max_bars=max_bars,
+        max_bars=max_bars or None,  # 0: no time stop (unset)
         stop_reentry="signal_change" if lock else "next_bar",
     )
     signal = strategy.positions(data["close"]).to_numpy()
@@ -887,3 +887,17 @@ def test_stops_on_a_closes_only_file_name_the_column(compose, tmp_path) -> None:
         run(cfg)
     assert info.value.column in ("high", "low", "open")
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_a_time_stop_of_zero_bars_is_refused_naming_the_key() -> None:
+    """``max_bars=0`` used to be accepted and mean "no time stop": a setting ignored."""
+    from backtest.data import synthetic_prices
+    from backtest.engine import simulate
+    from backtest.errors import ConfigError
+    from backtest.strategies import SmaCross
+
+    prices = synthetic_prices(n_bars=200, n_assets=1, seed=3)
+    with pytest.raises(ConfigError, match=r"engine.max_bars=0 .*engine.max_bars=null") as info:
+        simulate(prices, SmaCross(fast=5, slow=20), max_bars=0)
+    assert info.value.key == "engine.max_bars"
+    assert simulate(prices, SmaCross(fast=5, slow=20), max_bars=5).metrics  # 5 bars: fine

@@ -143,6 +143,9 @@ def test_calendar_three_years_one_year_on_ten_years_of_days() -> None:
     assert len(s) == 6  # tests 2013 ... 2018; 2019 is incomplete
     assert idx[s.folds[0].test_start] == pd.Timestamp("2013-01-04")
     assert idx[s.folds[-1].test_end - 1] == pd.Timestamp("2019-01-03")
+    assert s.splitter == "calendar"  # labelled as what it is, not "rolling"
+    anchored = calendar_splits(idx, train_period="3Y", test_period="1Y", anchored=True)
+    assert anchored.splitter == "calendar, anchored"
 
 
 @pytest.mark.parametrize(

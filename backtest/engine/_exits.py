@@ -283,8 +283,8 @@ def stop_rules(engine: Any = None, strategy: object | None = None, **overrides: 
     (``stop_loss = 0.05``) that is not ``None``.
 
     Raises:
-        ConfigError: a level <= 0 (or >= 1 as a fraction), an ATR lookback < 1, a negative
-            ``max_bars`` or an unknown ``stop_unit`` / ``stop_reentry``, naming the key.
+        ConfigError: a level <= 0 (or >= 1 as a fraction), an ATR lookback < 1, a
+            ``max_bars`` below 1 or an unknown ``stop_unit`` / ``stop_reentry``, naming the key.
     """
     values: dict[str, Any] = {}
     for name in STOP_FIELDS:
@@ -295,6 +295,12 @@ def stop_rules(engine: Any = None, strategy: object | None = None, **overrides: 
             value = getattr(strategy, name)
         if value is not None:
             values[name] = _enum_value(value)
+    if values.get("max_bars") == 0:  # 0 is the kernels' "none", never a setting
+        raise ConfigError(
+            "engine.max_bars=0 would be a time stop that never fires: leave it unset "
+            "(engine.max_bars=null) for no time stop, or give the bars to hold (>= 1)",
+            key="engine.max_bars",
+        )
     return validate_stop_rules(**values)
 
 

@@ -82,7 +82,8 @@ class Splits:
 
     Attributes:
         folds: The folds, in order.
-        splitter: ``rolling``, ``anchored`` or ``cpcv``.
+        splitter: ``rolling``, ``anchored``, ``calendar`` (windows as calendar periods),
+            ``calendar, anchored`` or ``cpcv``.
         group_bounds: CPCV: ``n_groups + 1`` bar positions bounding the groups.
         paths: CPCV: ``(n_paths, n_groups)`` fold numbers: on path p, group g is
             traded with the parameters chosen by fold ``paths[p, g]``.
@@ -255,7 +256,7 @@ def calendar_splits(
             f"one fold of train_period {train_period!r} + test_period {test_period!r}",
             key="walkforward.train_period",
         )
-    return Splits(tuple(folds), "anchored" if anchored else "rolling")
+    return Splits(tuple(folds), "calendar, anchored" if anchored else "calendar")
 
 
 def cpcv_splits(

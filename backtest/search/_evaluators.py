@@ -242,6 +242,7 @@ class StrategyEvaluator:
                 self._verify(pd.DataFrame(columns))  # the checks are not in the time
                 return timed_first_batch(  # type: ignore[no-any-return]
                     lambda: self.evaluate_columns(params, keep=keep),
+                    lambda: self.evaluate_columns({k: v[:1] for k, v in params.items()}),
                     self.strategy_cls,
                     self.bars if self.bars is not None else self.prices,
                     pd.DataFrame(columns),

@@ -6,9 +6,10 @@ window per set, a large array per set...): the search would then be slower with 
 fast path than without it, and nothing would say so. On the first batch a search makes
 with a strategy's own fast path, the time per set of that batch is compared with the
 time per set of the plain path (``positions`` and one backtest per set, what a search
-does without a fast path), measured on two sets of the same batch after one warm-up
-set. Both are logged once; a fast path that is slower is a warning. The built-in fused
-kernels are not timed (the engine's benchmarks do).
+does without a fast path), measured on two sets of the same batch. Both are timed
+warm, after one set each (what is loaded or compiled once per search is not in the
+times). Both are logged once; a fast path that is slower is a warning. The built-in
+fused kernels are not timed (the engine's benchmarks do).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ log = logging.getLogger("backtest.search")
 
 PLAIN_SETS = 2
 """Sets the plain path is timed on (after one untimed warm-up set)."""
+FEW_SETS = (
+    " (this search sends few sets per batch, as samplers that ask one set at a time do: "
+    "a fast path gains most on grids and random searches)"
+)
 
 
 def plain_seconds_per_set(
@@ -38,8 +43,8 @@ def plain_seconds_per_set(
         engine: The run's engine options (:func:`~backtest.engine.simulate` keywords).
 
     Returns:
-        The mean over up to :data:`PLAIN_SETS` sets (spread over the batch) after one
-        warm-up set, or ``None`` when no set of the batch could be run.
+        The mean over :data:`PLAIN_SETS` sets (spread over the batch, repeated in a
+        smaller one) after one warm-up set, or ``None`` when the strategy rejected them.
     """
     import numpy as np
 
@@ -47,9 +52,10 @@ def plain_seconds_per_set(
     from backtest.engine._batch_kernel import split_columns
 
     own, options = split_columns(frame.reset_index(drop=True), strategy_cls)
-    rows = sorted({0, *np.linspace(0, len(frame) - 1, PLAIN_SETS + 1).round().astype(int)})
+    # spread over the batch; a set repeats in a small batch (a sampler's one-set batches)
+    rows = np.linspace(0, len(frame) - 1, PLAIN_SETS + 1).round().astype(int)
     times: list[float] = []
-    for i in rows[: PLAIN_SETS + 1]:
+    for i in rows:
         params = {str(c): _plain(own[c].iloc[i]) for c in own.columns}
         kwargs = {**engine, **{str(c): _plain(options[c].iloc[i]) for c in options.columns}}
         start = time.perf_counter()
@@ -66,6 +72,7 @@ def plain_seconds_per_set(
 
 def timed_first_batch(
     run: Callable[[], Any],
+    warm_up: Callable[[], Any],
     strategy_cls: type,
     prices: Any,
     frame: pd.DataFrame,
@@ -73,9 +80,14 @@ def timed_first_batch(
 ) -> Any:
     """Run the first batch through the fast path, time it against the plain path, log both.
 
+    Both paths are timed warm: what each loads once (compiled kernels read from numba's
+    cache, the strategy's own compilation) is left out of the times, as it is paid once
+    per search whatever its size.
+
     Args:
         run: Evaluates the batch on the fast path (already verified: the look-ahead and
             consistency checks are not in the time).
+        warm_up: Evaluates one set of the batch on the fast path (not timed).
         strategy_cls: The strategy class.
         prices: :class:`~backtest.data.Bars` or wide closes.
         frame: The batch's parameter sets.
@@ -84,6 +96,7 @@ def timed_first_batch(
     Returns:
         What ``run`` returned.
     """
+    warm_up()
     start = time.perf_counter()
     out = run()
     fast = (time.perf_counter() - start) / max(1, len(frame))
@@ -104,12 +117,13 @@ def log_speeds(name: str, fast: float, plain: float | None, n_sets: int) -> None
         log.warning(
             "%s's %s is %.1fx SLOWER than its positions path: %s; %s. Make batch_positions / "
             "batch_weights compute what sets share once and loop over bars in compiled code "
-            "(numba), or remove it: a search without a fast path runs positions per set",
+            "(numba), or remove it: a search without a fast path runs positions per set%s",
             name,
             method,
             fast / max(plain, 1e-12),
             measured,
             against,
+            FEW_SETS if n_sets < 4 else "",
         )
     else:
         log.info(

@@ -276,13 +276,16 @@ def run(cfg: DictConfig) -> float | None:
         _remove_untouched(run_dir, keep_parents=bool(cfg.get("output_dir")))
         raise
     log.info(kv("run started", task=job.task, job_id=job.job_id, run_dir=run_dir))
-    execute_job(job, progress=True, ctx=ctx)
-    record = load_result(run_dir).record
-    if cfg.get("summary", True):
-        print(format_summary(record))
-        print(f"result written to {run_dir}")
-        report = run_dir / results.REPORT_FILE
-        if report.is_file():
-            print(f"report: {report}")
+    from backtest.tracking._background import mirrors_after
+
+    with mirrors_after():  # the summary prints while the result is mirrored to MLflow
+        execute_job(job, progress=True, ctx=ctx)
+        record = load_result(run_dir).record
+        if cfg.get("summary", True):
+            print(format_summary(record))
+            print(f"result written to {run_dir}")
+            report = run_dir / results.REPORT_FILE
+            if report.is_file():
+                print(f"report: {report}")
     objective = record.get("objective")
     return None if objective is None else float(objective)

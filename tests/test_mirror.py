@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -176,3 +177,160 @@ def test_sync_with_nothing_to_do_opens_no_result(
     write_run(dirs[5], experiment, uri, 9.0)
     os.utime(dirs[5] / "result.json", ns=(1, 1))
     assert [d for d, _ in sync(out).logged] == [dirs[5]]
+
+
+class HeldLock:
+    """The run directory's mirror lock, held by the test: a mirror waits on it, really."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import fcntl
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._fh = open(run_dir / results.LOCK_FILE, "a+b")  # noqa: SIM115 - held across calls
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        self.released = False
+        # a guard, not a timing: a process that waits for its mirror before printing
+        # (the bug) would otherwise wait for this lock forever
+        self._guard = threading.Timer(120, self.release)
+        self._guard.start()
+
+    def release(self) -> None:
+        self._guard.cancel()
+        self.released = True
+        self._fh.close()  # closing the file drops the flock
+
+
+def test_inside_mirrors_after_the_caller_goes_on_while_the_mirror_waits(tmp_path: Path) -> None:
+    from backtest.config import TrackingConfig
+    from backtest.tracking import mirror_soon, mirrors_after
+
+    uri, experiment = f"sqlite:///{tmp_path}/mlflow.db", "later"
+    run_dir = write_run(tmp_path / "run", experiment, uri, 0.5)
+    held, errors = HeldLock(run_dir), []
+    cfg = TrackingConfig(uri=uri, experiment_name=experiment)
+    with mirrors_after():
+        mirror_soon(run_dir, cfg, None, on_error=errors.append)
+        (mirror,) = [t for t in threading.enumerate() if t.name.startswith("mlflow-mirror")]
+        time.sleep(0.3)
+        assert mirror.is_alive()  # blocked on the lock: the caller was not made to wait
+        assert runs(uri, experiment) == []
+        threading.Timer(0.5, held.release).start()
+    assert not mirror.is_alive()  # the block's end waited for it
+    assert errors == []
+    (run,) = runs(uri, experiment)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["backtest.run_key"] == run_key(results.load_result(run_dir).record)
+
+
+def test_outside_mirrors_after_the_mirror_is_done_on_return(tmp_path: Path) -> None:
+    from backtest.config import TrackingConfig
+    from backtest.tracking import mirror_soon
+
+    uri, experiment = f"sqlite:///{tmp_path}/mlflow.db", "now"
+    run_dir = write_run(tmp_path / "run", experiment, uri, 0.5)
+    errors: list[Exception] = []
+    mirror_soon(
+        run_dir, TrackingConfig(uri=uri, experiment_name=experiment), None, on_error=errors.append
+    )
+    assert errors == []
+    assert [r.info.status for r in runs(uri, experiment)] == ["FINISHED"]
+
+
+def test_a_background_mirror_that_fails_reports_once_and_the_block_ends(tmp_path: Path) -> None:
+    import socket
+
+    from backtest.config import TrackingConfig
+    from backtest.errors import BacktestError
+    from backtest.tracking import mirror_soon, mirrors_after
+
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_dir = write_run(tmp_path / "run", "down", f"http://127.0.0.1:{port}", 0.5)
+    errors: list[Exception] = []
+    cfg = TrackingConfig(uri=f"http://127.0.0.1:{port}", experiment_name="down", timeout_s=2.0)
+    with mirrors_after():
+        mirror_soon(run_dir, cfg, None, on_error=errors.append)
+    assert len(errors) == 1 and isinstance(errors[0], BacktestError)
+    assert f"127.0.0.1:{port}" in str(errors[0])
+
+
+def cli_run(tmp_path: Path, uri: str, experiment: str) -> tuple[subprocess.Popen[str], Path]:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backtest",
+            "+experiment=sma_cross",
+            "data.n_bars=300",
+            f"output_dir={run_dir}",
+            f"tracking.uri={uri}",
+            f"tracking.experiment_name={experiment}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+    )
+    return proc, run_dir
+
+
+def read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:  # blocks until the child writes (or exits)
+        lines.append(line)
+        if line.startswith(marker):
+            return lines
+    raise AssertionError(f"no {marker!r} line; stderr:\n{proc.communicate()[1][-3000:]}")
+
+
+@pytest.mark.slow
+def test_the_summary_prints_before_a_slow_mirror_finishes_with_no_mlflow_lines(
+    tmp_path: Path,
+) -> None:
+    uri, experiment = f"sqlite:///{tmp_path}/mlflow.db", "cli-later"
+    proc, run_dir = cli_run(tmp_path, uri, experiment)
+    held = HeldLock(run_dir)  # the mirror will wait for the test
+    try:
+        printed = read_until(proc, "result written to")
+        assert not held.released, "the summary came only once the mirror could finish"
+        assert any(line.startswith("sharpe_ratio") for line in printed)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the process left before its mirror"
+        assert not (tmp_path / "mlflow.db").exists() or runs(uri, experiment) == []
+    finally:
+        held.release()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    (run,) = runs(uri, experiment)
+    assert run.info.status == "FINISHED"
+    assert (out + err).count("finishing the MLflow mirror of") == 1  # while it waited
+    for noise in ("Creating initial", "mlflow.store", "alembic", "INFO mlflow"):
+        assert noise not in out + err, (out + err)[-3000:]
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_mirror_finishes_leaves_it_to_sync(tmp_path: Path) -> None:
+    from backtest.tracking._mirror import mirror_result
+
+    uri, experiment = f"sqlite:///{tmp_path}/mlflow.db", "cli-interrupted"
+    proc, run_dir = cli_run(tmp_path, uri, experiment)
+    held = HeldLock(run_dir)
+    try:
+        read_until(proc, "result written to")
+        assert not held.released
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        held.release()
+    assert proc.returncode != 0
+    out, err = proc.communicate(timeout=120)
+    assert f"python -m backtest.sync {run_dir}" in out + err, (out + err)[-3000:]
+    assert results.has_result(run_dir)  # the result stays complete
+    mirror = mirror_result(run_dir)  # what the sync does: logged now, once
+    assert mirror.logged
+    assert [r.info.status for r in runs(uri, experiment)] == ["FINISHED"]

@@ -318,14 +318,17 @@ def _report(run_dir: Path) -> None:
 def _track(
     tracking_cfg: TrackingConfig, run_dir: Path, children: list[dict[str, Any]] | None
 ) -> None:
-    """Mirror the written result to MLflow once; a failure warns and loses nothing on disk."""
+    """Mirror the written result to MLflow once; a failure warns and loses nothing on disk.
+
+    Inside ``backtest.tracking.mirrors_after()`` (the ``backtest`` command) the mirror
+    runs in the background while the summary prints; otherwise before this returns.
+    """
     try:
-        from backtest.tracking._mirror import mirror_result
+        from backtest.tracking._background import mirror_soon
     except ImportError:  # tracking module not present
         return
-    try:
-        mirror_result(run_dir, tracking_cfg, children=children)
-    except Exception as exc:
+
+    def failed(exc: Exception) -> None:
         log.warning(
             "MLflow tracking failed (%s); the result is complete in %s and can be "
             "logged later with: python -m backtest.sync %s",
@@ -333,6 +336,8 @@ def _track(
             run_dir,
             run_dir,
         )
+
+    mirror_soon(run_dir, tracking_cfg, children, on_error=failed)
 
 
 def _track_failure(job: BacktestJob, run_dir: Path, exc: BaseException) -> None:

@@ -20,6 +20,11 @@ A search is a parent run with its best ``tracking.max_child_runs`` trials as nes
 children (the full trials table is an artifact); a walk-forward is a parent with
 one child per fold; each job of a Hydra multirun is a child of one sweep run.
 
+The ``backtest`` command prints a run's summary while its mirror is logged in the
+background (:func:`mirrors_after`); a fresh sqlite store is made from the schema
+MLflow's migrations make (``mlflow_schema.sql``), and MLflow's own log lines never
+reach the terminal (:mod:`backtest.tracking._store`).
+
 Nothing here waits for an unreachable server: calls are bounded by
 ``tracking.timeout_s`` and fail with one :class:`~backtest.errors.BacktestError`;
 the task runner turns that into one warning, and the run stays complete on disk.
@@ -28,6 +33,7 @@ the task runner turns that into one warning, and the run stays complete on disk.
 
 from __future__ import annotations
 
+from backtest.tracking._background import mirror_soon, mirrors_after
 from backtest.tracking._client import (
     DEFAULT_URI,
     bounded_http,
@@ -56,6 +62,8 @@ __all__ = [
     "git_commit",
     "log_failure",
     "log_result",
+    "mirror_soon",
+    "mirrors_after",
     "preload",
     "read_config",
     "record_metrics",

@@ -35,6 +35,7 @@ from backtest.tracking._flatten import (
     run_params,
     tag_value,
 )
+from backtest.tracking._store import quiet_mlflow
 from backtest.tracking._sweep import sweep_parent
 from backtest.tracking._ui import DEFAULT_EXPERIMENT, ui_url
 
@@ -183,8 +184,9 @@ def _connected(
     with _client.bounded_http(cfg.timeout_s):
         try:
             _client.check_reachable(uri, cfg.timeout_s)
-            client = _client.client_for(uri)
-            yield client, _client.experiment_id(client, experiment, uri)
+            with quiet_mlflow():
+                client = _client.client_for(uri)
+                yield client, _client.experiment_id(client, experiment, uri)
         except BacktestError:
             raise
         except Exception as exc:

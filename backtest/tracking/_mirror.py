@@ -30,6 +30,7 @@ from backtest.errors import BacktestError
 from backtest.masking import mask_text, reveal
 from backtest.tracking import _client
 from backtest.tracking._flatten import RUN_KEY_TAG, run_key
+from backtest.tracking._store import quiet_mlflow
 from backtest.tracking._ui import DEFAULT_EXPERIMENT
 
 log = logging.getLogger("backtest.tracking")
@@ -101,17 +102,18 @@ def mirror_result(
         with _client.bounded_http(cfg.timeout_s):
             try:
                 _client.check_reachable(target, cfg.timeout_s)
-                client = _client.client_for(target)
-                found = runs_with_key(client, experiment, key)
-                done = [run_id for run_id, status in found if status == "FINISHED"]
-                if done:
-                    return Mirror(done[0], logged=False)
-                stale = [run_id for run_id, status in found]
-                for run_id in stale:
-                    log.warning("closing half-logged MLflow run %s of %s", run_id, stored.path)
-                    client.set_tag(run_id, SUPERSEDED_TAG, "true")
-                    if dict(found)[run_id] in ("RUNNING", "SCHEDULED"):
-                        client.set_terminated(run_id, "KILLED")
+                with quiet_mlflow():
+                    client = _client.client_for(target)
+                    found = runs_with_key(client, experiment, key)
+                    done = [run_id for run_id, status in found if status == "FINISHED"]
+                    if done:
+                        return Mirror(done[0], logged=False)
+                    stale = [run_id for run_id, status in found]
+                    for run_id in stale:
+                        log.warning("closing half-logged MLflow run %s of %s", run_id, stored.path)
+                        client.set_tag(run_id, SUPERSEDED_TAG, "true")
+                        if dict(found)[run_id] in ("RUNNING", "SCHEDULED"):
+                            client.set_terminated(run_id, "KILLED")
             except BacktestError:
                 raise
             except Exception as exc:

@@ -342,9 +342,33 @@ def test_bad_config_fails_before_any_mlflow_run(
 
 
 def test_failed_job_ends_failed_with_its_error(
+    compose: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that fails while it runs (its strategy raises) is logged as a FAILED run."""
+    (tmp_path / "tstrats.py").write_text(STRATEGIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = run_config(
+        compose,
+        tmp_path,
+        store,
+        experiment,
+        "strategy._target_=tstrats.Broken",
+        "allowed_modules=[tstrats]",
+        base="strategy=buy_and_hold",
+    )
+    with pytest.raises(ValueError, match="broken on purpose"):
+        execute_job(BacktestJob.from_config(cfg))
+    (run,) = runs_of(store, experiment)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["backtest.error"] == "ValueError: broken on purpose"
+    assert "raise ValueError" in run.data.tags["mlflow.note.content"]  # the traceback
+    assert run.data.params["strategy._target_"] == "tstrats.Broken"
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_data_too_short_for_a_fold_fails_before_any_mlflow_run(
     compose: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
-    """A job that fails while it runs (data too short for one walk-forward fold)."""
     cfg = run_config(
         compose,
         tmp_path,
@@ -354,16 +378,9 @@ def test_failed_job_ends_failed_with_its_error(
         "search=grid",
         "+search.space.fast=[5,10]",
     )
-    with pytest.raises(ConfigError, match="too few"):
+    with pytest.raises(ConfigError, match=r"too few|walkforward"):
         execute_job(BacktestJob.from_config(cfg))
-    (run,) = runs_of(store, experiment)
-    assert run.info.status == "FAILED"
-    assert run.data.tags["backtest.error"].startswith("ConfigError: ")
-    assert (
-        "walkforward.train_bars" in run.data.tags["backtest.error"]
-        or "too few" in (run.data.tags["backtest.error"])
-    )
-    assert run.data.params["search.space.fast"] == "[5,10]"
+    assert runs_of(store, experiment) == []
     assert not (tmp_path / "run" / "result.json").exists()
 
 
@@ -373,6 +390,10 @@ STRATEGIES = textwrap.dedent("""
     class Interrupted:
         def positions(self, prices):
             raise KeyboardInterrupt
+
+    class Broken:
+        def positions(self, prices):
+            raise ValueError("broken on purpose")
 
     class Sleepy:
         def positions(self, prices):

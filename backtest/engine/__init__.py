@@ -26,6 +26,7 @@ about Hydra, MLflow or Redis.
 
 from __future__ import annotations
 
+from backtest.engine import _compiling  # noqa: F401 - says once when numba compiles
 from backtest.engine._batch import BatchResult, simulate_batch
 from backtest.engine._checks import check_strategy
 from backtest.engine._costs import asset_returns, bar_returns, cost_rate

@@ -329,3 +329,20 @@ def test_load_result_of_a_cli_run_plots_what_the_live_result_plots(tmp_path: Any
     before = (run_dir / "report.html").read_bytes()
     assert live.report() == run_dir / "report.html"  # a run's result rebuilds its own page
     assert len((run_dir / "report.html").read_bytes()) == len(before)
+
+
+def test_montecarlo_report_with_dates_draws_the_observed_equity_and_a_dated_fan(
+    made: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backtest import load_result
+
+    monkeypatch.chdir(tmp_path)
+    mc, bt = made["mc"], made["backtest"]
+    stored = load_result(mc.report(dates=bt).parent)
+    assert stored.kinds == ("backtest", "montecarlo")
+    assert stored.plot().to_dict() == mc.plot(dates=bt).to_dict()
+    equity = stored.table("equity")["equity"]
+    growth = 1.0
+    for day, r in bt.returns.items():  # plain loop: the observed equity is the backtest's
+        growth *= 1.0 + r
+        assert equity[day] == pytest.approx(growth, rel=1e-9)

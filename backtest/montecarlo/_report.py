@@ -116,37 +116,53 @@ class MonteCarloReport:
         """
         from backtest.report import _montecarlo, _page
 
+        spec = _montecarlo.montecarlo_figure(
+            self.fan, self.paths, self.observed, self.percentile_ranks,
+            dates_of=self._dates(dates), unit=self.unit,
+        )  # fmt: skip
+        return _page.to_plotly(spec)
+
+    @staticmethod
+    def _dates(dates: Any) -> pd.Index | None:
+        """The index of ``dates``: a ``BacktestResult``'s returns, a series' or an index."""
         if hasattr(dates, "returns"):
             dates = dates.returns
         if dates is not None and not isinstance(dates, pd.Index):
             dates = dates.index
-        spec = _montecarlo.montecarlo_figure(
-            self.fan, self.paths, self.observed, self.percentile_ranks,
-            dates_of=dates, unit=self.unit,
-        )  # fmt: skip
-        return _page.to_plotly(spec)
+        return dates
 
-    def report(self, path: str | Path | None = None) -> Path:
+    def report(self, path: str | Path | None = None, dates: Any = None) -> Path:
         """Write the Monte Carlo's HTML report (the CLI's Monte Carlo section, from this result).
 
-        The observed metrics head the page; the fan counts steps (the analysed result's
-        dates are not part of this report: the CLI's report of a run has them).
+        The observed metrics head the page. With the analysed result's ``dates`` (as for
+        :meth:`plot`), the observed equity is drawn on them too (equity, drawdown,
+        monthly returns) and the fan is on dates; without, the fan counts steps.
 
         Args:
             path: The page (a ``.html`` file or a folder); default: a new run directory
                 ``outputs/notebook/montecarlo-<time>/`` that ``load_result`` reads back.
+            dates: The dates of the analysed returns (a bar method's steps).
 
         Returns:
             The path of ``report.html``.
         """
         from backtest.report._notebook import write_report
+        from backtest.report._performance import equity_frame
 
         record = {
             "metrics": {k: _num(v) for k, v in self.observed.items()},
             "periods_per_year": self.periods_per_year,
             "montecarlo": self.to_dict(),
         }
-        return write_report("montecarlo", record, self.tables(), path)
+        tables: dict[str, pd.DataFrame] = dict(self.tables())
+        index = self._dates(dates)
+        observed = self.fan["observed"] if "observed" in self.fan.columns else None
+        if index is not None and observed is not None and len(index) == len(observed) - 1:
+            growth = observed.to_numpy(dtype=np.float64)
+            equity = pd.Series(growth[1:], index=index, name="equity")
+            returns = pd.Series(growth[1:] / growth[:-1] - 1.0, index=index, name="returns")
+            tables["equity"] = equity_frame(returns, equity)
+        return write_report("montecarlo", record, tables, path, index=index)
 
     def summary(self) -> pd.DataFrame:
         """One row per metric: observed, mean, the percentiles, rank and p-value."""

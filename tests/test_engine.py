@@ -39,13 +39,17 @@ def reference_loop(prices: pd.DataFrame, positions: pd.DataFrame, c: float, w: n
 
 
 class Scripted:
-    """A strategy that returns a fixed position frame (for testing the engine alone)."""
+    """A strategy that returns a fixed position frame (for testing the engine alone).
+
+    Row t is the frame's row t on any prefix of the bars, so it passes the look-ahead
+    check every run makes.
+    """
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
 
     def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        return self.frame
+        return self.frame.reindex(prices.index)
 
 
 STRATEGIES = [

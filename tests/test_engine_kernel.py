@@ -25,7 +25,11 @@ from tests.engine_reference import COSTS, Options, reference_backtest
 
 @dataclass(frozen=True)
 class BlockWeights:
-    """Seeded target weights, constant over blocks of ``block`` bars (long, short, levered)."""
+    """Seeded target weights, constant over blocks of ``block`` bars (long, short, levered).
+
+    Each block is drawn from its own generator, so a prefix of the bars gets the same
+    weights (the look-ahead check every run makes passes).
+    """
 
     seed: int = 0
     block: int = 7
@@ -33,11 +37,13 @@ class BlockWeights:
     output: ClassVar[str] = "weights"
 
     def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        rng = np.random.default_rng(self.seed)
         n, a = prices.shape
         n_blocks = n // self.block + 1
-        draws = rng.uniform(-self.scale, self.scale, size=(n_blocks, a))
-        draws[rng.random((n_blocks, a)) < 0.3] = 0.0  # flat spells
+        draws = np.empty((n_blocks, a))
+        for b in range(n_blocks):  # a generator per block: a prefix sees the same blocks
+            rng = np.random.default_rng([self.seed, b])
+            draws[b] = rng.uniform(-self.scale, self.scale, size=a)
+            draws[b, rng.random(a) < 0.3] = 0.0  # flat spells
         values = np.repeat(draws, self.block, axis=0)[:n]
         return pd.DataFrame(values, index=prices.index, columns=prices.columns)
 
@@ -293,12 +299,11 @@ def test_no_look_ahead(options: dict) -> None:
     bars = _data("synthetic", 3, 300)
     t = 180
     rng = np.random.default_rng(0)
+    factor = rng.uniform(0.7, 1.3, bars.close.iloc[t + 1 :].shape)  # one per bar: valid OHLC
 
     def scramble(frame: pd.DataFrame) -> pd.DataFrame:
         out = frame.copy()
-        out.iloc[t + 1 :] = out.iloc[t + 1 :].to_numpy() * rng.uniform(
-            0.7, 1.3, out.iloc[t + 1 :].shape
-        )
+        out.iloc[t + 1 :] = out.iloc[t + 1 :].to_numpy() * factor
         return out
 
     changed = Bars(

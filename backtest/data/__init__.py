@@ -21,18 +21,22 @@ Every loader returns *wide closes*: a DataFrame with a ``DatetimeIndex`` named
 Bad data is refused by :func:`validate_prices` with a
 :class:`~backtest.errors.DataValidationError` naming the column, the first bad
 timestamp and the count, unless a repair mode says otherwise; every repair is
-logged on the ``backtest.data`` logger.
+logged on the ``backtest.data`` logger. :func:`check_bars` holds data handed to the
+Python API (``simulate``, the evaluators, ...) to the same rules and errors, without
+repairing or copying it.
 """
 
 from __future__ import annotations
 
 from backtest.data._bars import Bars, load_bars
+from backtest.data._check import check_bars
 from backtest.data._files import load_prices, read_prices, sample_prices
 from backtest.data._synthetic import synthetic_prices
 from backtest.data._validate import data_fingerprint, validate_prices
 
 __all__ = [
     "Bars",
+    "check_bars",
     "data_fingerprint",
     "load_bars",
     "load_prices",

@@ -13,7 +13,9 @@ from numpy.typing import NDArray
 
 from backtest import metrics as m
 from backtest.data._bars import Bars, as_bars
+from backtest.data._check import check_bars
 from backtest.engine._costs import bar_returns, cost_rate
+from backtest.engine._declared import apply_declared, declared_keys
 from backtest.engine._params import EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._targets import outputs_weights, resolve_weights, strategy_output
@@ -56,9 +58,18 @@ def simulate_batch(
     periods_per_year: float | None = None,
     keep_returns: bool | Sequence[bool] | NDArray[np.bool_] = False,
     chunk_size: int | None = None,
+    check_lookahead: bool = True,
     **options: Any,
 ) -> BatchResult:
     """Backtest many parameter sets of one strategy without a Python call per set.
+
+    As :func:`~backtest.engine.simulate` (and the command line): the data is checked
+    with the same named errors (:func:`~backtest.data.check_bars`),
+    ``periods_per_year`` is inferred from the index when not given, and the strategy is
+    checked for look-ahead on the first set it accepts (``check_lookahead=False``
+    skips it). A strategy's own engine settings (exits declared as attributes or
+    fields) are read per set from its instance (:mod:`backtest.engine._declared`); a
+    column ``engine.<key>`` for a key the strategy declares is a ``ConfigError``.
 
     Parameter sets may mix strategy parameters with engine options as ``engine.<key>``
     columns (``engine.rebalance``, ``engine.target_volatility``, ``engine.stop_loss``, ...):
@@ -94,15 +105,23 @@ def simulate_batch(
         fee_bps: Commission per unit of traded notional, in basis points.
         slippage_bps: Slippage per unit of traded notional, in basis points.
         weights: Symbol -> portfolio weight; equal weights when empty.
-        periods_per_year: Bars per year, for annualised metrics (inferred when None).
+        periods_per_year: Bars per year, for annualised metrics (inferred from the index
+            when None, as the command line does).
         keep_returns: Also return the ``(n_bars, k)`` matrix of portfolio returns; a
             boolean mask of length ``k`` keeps only those sets' columns, in order.
         chunk_size: Sets evaluated at once (default: a block that fits the CPU cache on
             the generic path, about 32 MB of positions on the per-bar kernel path).
+        check_lookahead: Check the strategy for look-ahead first (on one set).
         **options: Further engine options (see :func:`~backtest.engine.simulate`).
 
     Returns:
         A :class:`BatchResult` whose metrics equal :func:`simulate`'s for each set.
+
+    Raises:
+        ConfigError: a bad option or set (the first, named), an ``engine.<key>`` column
+            for a key the strategy declares itself.
+        DataValidationError: bad data, as :func:`~backtest.engine.simulate`.
+        StrategyContractError: the strategy looks ahead.
     """
     from backtest.engine import _exits
     from backtest.engine._batch_kernel import kernel_batch
@@ -110,21 +129,30 @@ def simulate_batch(
 
     require_strategy_class(strategy_cls)
     bars = as_bars(prices)
+    check_bars(bars)
     prices = bars.close
-    frame = _param_frame(param_sets)
-    k = len(frame)
+    given = _param_frame(param_sets)
+    k = len(given)
     keep = _keep_mask(keep_returns, k)
     ppy_f = resolve_periods_per_year(bars.index, periods_per_year)
     periods_per_year = int(ppy_f) if float(ppy_f).is_integer() else ppy_f
     stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
     base = engine_params(fee_bps=fee_bps, slippage_bps=slippage_bps, weights=weights,
                          periods_per_year=ppy_f, **options)  # fmt: skip
-    rules = _exits.stop_rules(None, strategy_cls, **stops)  # class-level stop attributes win
+    # the strategy's own exits, per set from its instances (engine/_declared.py)
+    frame, stops = apply_declared(strategy_cls, given, stops)
+    rules = _exits.stop_rules(None, None, **stops)
     engine_names = [
-        str(c).removeprefix("engine.")
-        for c in frame.columns
-        if str(c).startswith("engine.") or str(c) in _exits.STOP_FIELDS
+        str(c).removeprefix("engine.") for c in frame.columns if str(c).startswith("engine.")
     ]
+    if check_lookahead:
+        from backtest.engine._batch_kernel import split_columns
+        from backtest.engine._checks import check_sets_lookahead
+
+        own, engine_frame = split_columns(frame, strategy_cls)
+        engine = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "weights": weights,
+                  "periods_per_year": ppy_f, **options}  # fmt: skip
+        check_sets_lookahead(strategy_cls, bars, own, engine_frame, range(k), engine)
     only_stop_columns = set(engine_names) <= set(_exits.STOP_FIELDS)
     # engine v1 (sleeves): the fused kernels and the generic path; anything else (or a
     # weights strategy) goes to the per-bar kernel of simulate()
@@ -149,7 +177,7 @@ def simulate_batch(
             )  # fmt: skip
         if fused is not None:
             values, kept_rows = fused
-            table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
+            table = pd.concat([given, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
             return BatchResult(table, None if kept_rows is None else kept_rows.T)
         options = {**options, "fee_bps": fee_bps, "slippage_bps": slippage_bps,
                    "weights": weights, **stops}  # fmt: skip
@@ -157,6 +185,7 @@ def simulate_batch(
             bars, strategy_cls, frame, options, periods_per_year=ppy_f, keep=keep,
             chunk_size=chunk_size,
         )  # fmt: skip
+        table = pd.concat([given, table.iloc[:, frame.shape[1] :]], axis=1)
         return BatchResult(table, kept_k)
     cost = cost_rate(fee_bps, slippage_bps)
     w = resolve_weights(prices.columns, weights)
@@ -174,7 +203,7 @@ def simulate_batch(
     )
     if fused is not None:
         values, kept_rows = fused
-        table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
+        table = pd.concat([given, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
         return BatchResult(table, None if kept_rows is None else kept_rows.T)
     return _generic_batch(
         bars, close, strategy_cls, frame, cost, w, int(periods_per_year), keep, chunk_size
@@ -337,7 +366,8 @@ def takes_generic_path(strategy_cls: type, **options: Any) -> bool:
     stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
     return (
         _sleeve_sets(strategy_cls, engine_params(**options), options.get("periods_per_year"))
-        and not _exits.stop_rules(None, strategy_cls, **stops).active
+        and not _exits.stop_rules(None, None, **stops).active
+        and not declared_keys(strategy_cls)  # (its sets' own exits: simulate_batch reads them)
         and strategy_cls not in _fused.FAMILIES
     )
 

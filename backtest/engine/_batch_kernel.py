@@ -41,11 +41,17 @@ _OPT_FIELDS = (
 )  # fmt: skip
 
 
-def split_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(strategy parameters, engine options)``: ``engine.<key>`` columns (and bare stop names)."""
-    engine = [
-        c for c in frame.columns if str(c).startswith(PREFIX) or (str(c) in _exits.STOP_FIELDS)
-    ]
+def split_columns(
+    frame: pd.DataFrame, strategy_cls: type | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(strategy parameters, engine options)``: ``engine.<key>`` columns (and bare stop names).
+
+    A bare stop name that is a parameter of ``strategy_cls`` stays the strategy's
+    (:func:`~backtest.engine._declared.is_engine_column`).
+    """
+    from backtest.engine._declared import is_engine_column
+
+    engine = [c for c in frame.columns if is_engine_column(str(c), strategy_cls)]
     for c in engine:
         key = str(c).removeprefix(PREFIX)
         if key not in ENGINE_KEYS and key not in _exits.STOP_FIELDS:
@@ -103,9 +109,12 @@ def _set_options(
     base: Mapping[str, Any],
     base_stops: Mapping[str, Any],
     k: int,
-    strategy: object = None,
 ) -> tuple[list[EngineParams], list[Any]]:
-    """Validated engine options and stop rules of each set (validated once per distinct combo)."""
+    """Validated engine options and stop rules of each set (validated once per distinct combo).
+
+    The strategy's own exits are already in ``engine_frame`` / ``base_stops``
+    (:func:`~backtest.engine._declared.apply_declared`).
+    """
     rows = engine_frame.to_dict("records") if engine_frame.shape[1] else [{}] * k
     cache: dict[tuple, tuple[EngineParams, Any]] = {}
     params, rules = [], []
@@ -117,7 +126,7 @@ def _set_options(
             stop = {c: v for c, v in clean.items() if c in _exits.STOP_FIELDS}
             cache[key] = (
                 engine_params(**{**base, **eng}),
-                _exits.stop_rules(None, strategy, **{**base_stops, **stop}),
+                _exits.stop_rules(None, None, **{**base_stops, **stop}),
             )
         p, r = cache[key]
         params.append(p)
@@ -138,12 +147,11 @@ def kernel_batch(
     """Metrics of every set (and the kept returns), through the per-bar kernel."""
     from backtest.engine._single import check_inputs, price_arrays
 
-    strategy_frame, engine_frame = split_columns(frame)
+    strategy_frame, engine_frame = split_columns(frame, strategy_cls)
     base = {k: v for k, v in options.items() if k in ENGINE_KEYS}
     base_stops = {k: v for k, v in options.items() if k in _exits.STOP_FIELDS}
     k = len(frame)
-    # a strategy class's own stop attributes win, as in simulate()
-    set_params, set_rules = _set_options(engine_frame, base, base_stops, k, strategy_cls)
+    set_params, set_rules = _set_options(engine_frame, base, base_stops, k)
     for p, r in {id(p): (p, r) for p, r in zip(set_params, set_rules, strict=True)}.values():
         check_inputs(bars, p, r)
     close = np.ascontiguousarray(bars.close.to_numpy(dtype=np.float64))

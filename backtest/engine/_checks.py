@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from backtest.data._bars import Bars, as_bars
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
-from backtest.engine._targets import strategy_output, target_values
+from backtest.engine._targets import output_values, strategy_output, target_values, targets_of
 from backtest.errors import ConfigError, StrategyContractError
 from backtest.strategies._checks import (
     DEFAULT_CUTS,
@@ -62,6 +62,79 @@ def targets_fn(strategy: Any, engine: Any = None) -> PositionsFn:
         return target_values(strategy, as_bars(data), params)
 
     return fn
+
+
+def checked_output(strategy: Any, bars: Bars, params: EngineParams) -> NDArray[np.float64]:
+    """The strategy's output over all ``bars``, once its targets passed the look-ahead check.
+
+    The check of every run (:func:`check_strategy`'s, on the target weights the engine
+    trades with ``params``); the output it computed is returned for the run to reuse
+    (:func:`~backtest.engine._targets.reused_output`), so the check costs only the cut
+    runs.
+
+    Raises:
+        StrategyContractError: the strategy looks ahead (names the first bar that changed).
+    """
+    if params.periods_per_year is None:  # a vol target on a short prefix cannot infer it
+        from dataclasses import replace
+
+        params = replace(params, periods_per_year=resolve_periods_per_year(bars.index, None))
+    full = output_values(strategy, bars)
+    check_lookahead(
+        targets_fn(strategy, params),
+        check_data(strategy, bars),
+        name=strategy_name(strategy),
+        params=strategy_params(strategy),
+        full=targets_of(strategy, full, bars, params),
+    )
+    return full
+
+
+def check_sets_lookahead(
+    strategy_cls: type,
+    bars: Bars,
+    own: pd.DataFrame,
+    engine_frame: pd.DataFrame,
+    rows: Sequence[int],
+    engine: Mapping[str, Any] | None = None,
+) -> None:
+    """The look-ahead check of a batch: on the first of ``rows`` the strategy accepts.
+
+    Args:
+        strategy_cls: The strategy class.
+        bars: The batch's bars.
+        own: The strategy's parameters, one row per set.
+        engine_frame: The sets' ``engine.<key>`` options (same rows; may have no column).
+        rows: The rows to try, in order.
+        engine: The batch's engine options.
+
+    Raises:
+        StrategyContractError: the strategy looks ahead.
+    """
+    for i in rows:
+        params = {str(c): _plain(own[c].iloc[i]) for c in own.columns}
+        options = {
+            **(engine or {}),
+            **{
+                str(c).removeprefix("engine."): _option(engine_frame[c].iloc[i])
+                for c in engine_frame.columns
+            },
+        }
+        fn = set_positions_fn(strategy_cls, params, _with_periods(options, bars))
+        if fn is not None:
+            check_lookahead(fn, check_data(strategy_cls, bars), name=strategy_cls.__name__,
+                            params=params)  # fmt: skip
+            return
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _option(value: Any) -> Any:
+    """An ``engine.<key>`` cell: NaN / None (a missing value: the option is off) as None."""
+    value = _plain(value)
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
 def set_positions_fn(

@@ -127,34 +127,63 @@ class BacktestResult:
         )
 
 
-def simulate(prices: Bars | pd.DataFrame, strategy: Strategy, **options: Any) -> BacktestResult:
-    """Backtest one strategy on bars (or wide closes).
+def simulate(
+    prices: Bars | pd.DataFrame,
+    strategy: Strategy,
+    *,
+    check_lookahead: bool = True,
+    **options: Any,
+) -> BacktestResult:
+    """Backtest one strategy on bars (or wide closes): the command line's single backtest.
+
+    What the command line does before a run, this does too: the data is checked with
+    the same named errors (:func:`~backtest.data.check_bars`: missing, infinite or
+    non-positive prices, unsorted or repeated timestamps, ...); ``periods_per_year`` is
+    inferred from the index when not given (252 daily, 98,280 for minute bars of a
+    6.5-hour session, 8,760 for hourly bars round the clock: :mod:`._periods`); and the
+    strategy's target weights are checked for look-ahead (cut at a few bars t, they must
+    not change), at the cost of a run on a few short prefixes.
 
     Args:
-        prices: :class:`~backtest.data.Bars` or validated wide closes.
+        prices: :class:`~backtest.data.Bars` or wide closes (a ``DatetimeIndex``, one
+            column per asset).
         strategy: Anything with ``positions``; see :mod:`backtest.strategies`.
+        check_lookahead: Run the look-ahead check (``False`` skips it, e.g. for a
+            strategy already checked on these bars).
         **options: Engine options, named as the ``engine.*`` config keys
             (:class:`~backtest.engine._params.EngineParams`: ``fee_bps``,
             ``slippage_bps``, ``weights``, ``periods_per_year``, ``initial_capital``,
             ``rebalance``, ``execution``, costs, limits, ``target_volatility``,
             ``benchmark``) and the stops of :mod:`backtest.engine._exits`
-            (``stop_loss``, ...). A strategy's own stop attributes override the engine's.
+            (``stop_loss``, ...). A strategy's own stop attributes that are not ``None``
+            override the engine's (:mod:`backtest.engine._declared`).
 
     Returns:
         The portfolio's returns, equity, positions, trades, costs and metrics.
 
     Raises:
         ConfigError: a bad option, naming ``engine.<key>``.
-        DataValidationError: ``next_open`` without opens, stops without highs/lows, a
+        DataValidationError: bad data (naming the column, the first bad timestamp and
+            the count), ``next_open`` without opens, stops without highs/lows, a
             benchmark symbol not in the data.
+        StrategyContractError: the strategy looks ahead (names the first bar that changed).
         BacktestError: the strategy's output has the wrong shape or bad values.
     """
+    from backtest.data._check import check_bars
+
     stop_opts = {k: options.pop(k) for k in list(options) if k in _exits.STOP_FIELDS}
     params = engine_params(**options)
     rules = _exits.stop_rules(None, strategy, **stop_opts)
     bars = as_bars(prices)
+    check_bars(bars)
     check_inputs(bars, params, rules)
-    return run_simulation(bars, strategy, params, rules)
+    if not check_lookahead:
+        return run_simulation(bars, strategy, params, rules)
+    from backtest.engine._checks import checked_output
+    from backtest.engine._targets import reused_output
+
+    with reused_output(strategy, checked_output(strategy, bars, params)):
+        return run_simulation(bars, strategy, params, rules)
 
 
 def check_inputs(bars: Bars, params: EngineParams, rules: Any) -> None:

@@ -3,6 +3,8 @@
 The engine's exit levels take part as ``engine.<name>`` parameters (``engine.stop_loss``,
 ``engine.take_profit``, ``engine.trailing_stop``, ``engine.max_bars``) when they are set,
 so a jitter of ``{engine.stop_loss: 0.2}`` tests how much a result owes to the exact stop.
+A level the strategy declares itself is its parameter, not the engine's: each path reads
+it from the jittered instance, as every backtest does.
 """
 
 from __future__ import annotations
@@ -37,10 +39,20 @@ def strategy_params(strategy: Any) -> dict[str, Any]:
 STOP_LEVELS = ("stop_loss", "take_profit", "trailing_stop", "max_bars")
 
 
-def engine_stop_params(engine: Any) -> dict[str, Any]:
-    """The engine's exit levels that are set, as ``{"engine.stop_loss": 0.05, ...}``."""
+def engine_stop_params(engine: Any, strategy: Any = None) -> dict[str, Any]:
+    """The engine's exit levels that are set, as ``{"engine.stop_loss": 0.05, ...}``.
+
+    A level the strategy declares itself (an attribute or parameter of that name, see
+    :mod:`backtest.engine._declared`) is left out: the strategy's value is the one that
+    counts, and it is jittered as the strategy's parameter when it is one.
+    """
+    from backtest.engine._declared import declared_keys
+
+    own = declared_keys(type(strategy)) if strategy is not None else ()
     out: dict[str, Any] = {}
     for name in STOP_LEVELS:
+        if name in own:
+            continue
         value = getattr(engine, name, None)
         if value is not None and not (name == "max_bars" and not value):
             out[f"engine.{name}"] = value

@@ -62,6 +62,13 @@ class MonteCarloSimulator:
         config: The settings (defaults: 10,000 stationary-bootstrap paths).
         progress: Show a progress bar: ``None`` only on a terminal.
         fan_paths: Most paths feeding the fan quantiles.
+        check_lookahead: Before the methods that re-run a strategy, check it for
+            look-ahead on the data (as the command line and
+            :func:`~backtest.engine.simulate` do); ``False`` skips it.
+
+    As the command line: the data the strategy methods get is checked with the same
+    named errors, and ``periods_per_year`` is inferred from the index (of ``prices``, or
+    of the source's returns) when the engine leaves it unset.
 
     Examples:
         >>> import numpy as np, pandas as pd
@@ -78,6 +85,7 @@ class MonteCarloSimulator:
     config: MonteCarloConfig = field(default_factory=MonteCarloConfig)
     progress: bool | None = None
     fan_paths: int = 500
+    check_lookahead: bool = True
 
     def run(
         self,
@@ -99,7 +107,8 @@ class MonteCarloSimulator:
                 ``synthetic_prices``, ``parameter_jitter`` and ``random_entries``.
             strategy: The strategy instance; needed by ``synthetic_prices`` and
                 ``parameter_jitter``.
-            engine: Costs, weights and ``periods_per_year`` (252 when omitted).
+            engine: Every engine option; ``periods_per_year`` unset is inferred from the
+            index (of ``prices``, else of the source).
 
         Returns:
             The :class:`MonteCarloReport`.

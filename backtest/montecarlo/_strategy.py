@@ -174,35 +174,19 @@ def strategy_chunk(task: StrategyTask, start: int, stop: int) -> ChunkResult:
             for p in range(start, stop)
         ]
         frame = pd.DataFrame(drawn)
-        if any(str(c).startswith("engine.") for c in frame):
-            # the engine's own options and exits (the drawn stop levels as engine.* columns)
-            batch = eng.simulate_batch(
-                task.bars if task.bars is not None else prices,
-                type(task.strategy),
-                frame,
-                keep_returns=True,
-                **eng.engine_options(engine, prices.index),
-            )
-            assert batch.returns is not None
-            returns[:] = batch.returns
-        elif hasattr(type(task.strategy), "batch_positions"):
-            batch = eng.simulate_batch(
-                prices,
-                type(task.strategy),
-                frame,
-                fee_bps=engine.fee_bps,
-                slippage_bps=engine.slippage_bps,
-                weights=engine.weights or None,
-                periods_per_year=engine.periods_per_year,
-                keep_returns=True,
-            )
-            assert batch.returns is not None
-            returns[:] = batch.returns
-        else:
-            close = prices.to_numpy(dtype=np.float64)
-            for j, params in enumerate(drawn):
-                pos = strategy_positions(dataclasses.replace(task.strategy, **params), prices)
-                returns[:, j] = portfolio_returns(close, pos, engine, prices.columns)
+        # every path is the engine's backtest of its set: every engine option, the drawn
+        # stop levels as engine.* columns, the strategy's own exits read from each set's
+        # instance (simulate_batch; one positions call per set without a fast path)
+        batch = eng.simulate_batch(
+            task.bars if task.bars is not None else prices,
+            type(task.strategy),
+            frame,
+            keep_returns=True,
+            check_lookahead=False,  # checked once before the paths (run_strategy_method)
+            **eng.engine_options(engine, prices.index),
+        )
+        assert batch.returns is not None
+        returns[:] = batch.returns
         extra = {name: frame[name].to_numpy() for name in task.jitter}
     elif method is MonteCarloMethod.synthetic_prices:
         for j, p in enumerate(range(start, stop)):
@@ -249,6 +233,7 @@ def run_strategy_method(
 ) -> MonteCarloReport:
     """Run ``synthetic_prices``, ``parameter_jitter`` or ``random_entries``."""
     from backtest.data import Bars, validate_prices
+    from backtest.data._check import check_bars
 
     method = cfg.method
     if prices is None:
@@ -256,19 +241,28 @@ def run_strategy_method(
     bars = None
     if isinstance(prices, Bars):
         bars, prices = prices, prices.close
+    check_bars(bars if bars is not None else prices)  # the command line's named errors
     prices = validate_prices(prices)
     if getattr(engine, "periods_per_year", 252) is None:  # inferred from the data, once
         ppy = eng.engine_options(engine, prices.index)["periods_per_year"]
         engine = dataclasses.replace(engine, periods_per_year=ppy)
     if strategy is None and method is not MonteCarloMethod.random_entries:
         raise _needs(method, "strategy=: the strategy instance to re-run")
+    options = eng.engine_options(engine, prices.index)
+    if strategy is not None and sim.check_lookahead:  # once, before any path re-runs it
+        from backtest.engine._checks import checked_output
+        from backtest.engine._params import ENGINE_KEYS, engine_params
+
+        checked_output(
+            strategy,
+            bars if bars is not None else Bars.from_close(prices),
+            engine_params(**{k: v for k, v in options.items() if k in ENGINE_KEYS}),
+        )
     if source is None:
         if strategy is None:
             raise _needs(method, "the observed BacktestResult (or strategy= to compute it)")
         source = eng.simulate(
-            bars if bars is not None else prices,
-            strategy,
-            **eng.engine_options(engine, prices.index),
+            bars if bars is not None else prices, strategy, check_lookahead=False, **options
         )
     observed = bar_sample(source, method.value, engine.periods_per_year).returns
     positions = getattr(source, "positions", None)
@@ -299,11 +293,9 @@ def run_strategy_method(
         details["drift_per_bar"] = dict(zip(details["assets"], drift.tolist(), strict=True))
         details["volatility_per_bar"] = dict(zip(details["assets"], vol.tolist(), strict=True))
     elif method is MonteCarloMethod.parameter_jitter:
-        params = {**strategy_params(strategy), **engine_stop_params(engine)}
+        params = {**strategy_params(strategy), **engine_stop_params(engine, strategy)}
         jitter = check_jitter(cfg.jitter, params, strategy)
-        if any(k.startswith("engine.") for k in params):  # exits: the engine's kernels
-            task_kw.update(bars=bars)
-        task_kw.update(jitter=jitter, base_params=params)
+        task_kw.update(jitter=jitter, base_params=params, bars=bars)
         details.update(base_params=params, jitter=jitter)
     else:
         assert isinstance(positions, pd.DataFrame)

@@ -44,22 +44,38 @@ class StrategyEvaluator:
     """Scores parameter sets of one strategy on fixed prices through the batched engine.
 
     Its metrics equal :func:`backtest.engine.simulate` for the same parameters (the
-    engine's tests check this): a search over it is a search over real backtests.
+    engine's tests check this, and every search checks its best set and a sample of
+    others against :func:`~backtest.engine.simulate`: :mod:`backtest.search._truth`): a
+    search over it is a search over real backtests.
+
+    As the command line (and :func:`~backtest.engine.simulate`): the data is checked
+    with the same named errors when the evaluator is made, ``periods_per_year`` is
+    inferred from the index when not given, and the strategy is checked for look-ahead
+    before the first batch.
 
     Args:
-        prices: Validated wide closes (a ``DatetimeIndex``, one column per asset).
+        prices: :class:`~backtest.data.Bars` or wide closes (a ``DatetimeIndex``, one
+            column per asset).
         strategy_cls: The strategy class, or its import path
             (``"backtest.strategies.SmaCross"``; other modules must be listed in
             ``allowed_modules``).
         fee_bps: Commission per unit of traded notional, in basis points.
         slippage_bps: Slippage per unit of traded notional, in basis points.
         weights: Symbol -> portfolio weight; equal weights when empty.
-        periods_per_year: Bars per year, for annualised metrics.
+        periods_per_year: Bars per year, for annualised metrics; inferred from the index
+            when None (252 daily, 98,280 for minute bars, ...: as the command line).
         fixed_params: Parameters not searched (e.g. ``long_short``), under every set.
         allowed_modules: Extra module prefixes a string ``strategy_cls`` may name.
         verify: Before the first batch, compare ``batch_positions`` with ``positions``
             on a few sets of that batch (:func:`verify_fast_path`).
-        check_lookahead: Before the first batch, check a set of it for look-ahead.
+        check_lookahead: Before the first batch, check a set of it for look-ahead
+            (``False`` skips it).
+        **engine_options: Further engine options (rebalance, limits, stops, ...).
+
+    Raises:
+        ConfigError: not a strategy class.
+        DataValidationError: bad data, naming the column, the first bad timestamp and
+            the count (as the command line).
 
     A strategy without a ``batch_positions`` of its own runs one ``positions`` call
     per set (slower, the same metrics).
@@ -81,7 +97,7 @@ class StrategyEvaluator:
         fee_bps: float = 0.0,
         slippage_bps: float = 0.0,
         weights: Mapping[str, float] | None = None,
-        periods_per_year: int = 252,
+        periods_per_year: float | None = None,
         fixed_params: Mapping[str, Any] | None = None,
         allowed_modules: Iterable[str] = (),
         verify: bool = True,
@@ -89,9 +105,12 @@ class StrategyEvaluator:
         **engine_options: Any,
     ) -> None:
         from backtest.data import Bars
+        from backtest.data._check import check_bars
+        from backtest.engine._periods import resolve_periods_per_year
 
         # Bars carry opens/highs/lows for next_open fills and stops; further engine
         # options (rebalance, limits, stops, ...) go to simulate_batch as given
+        check_bars(prices)
         self.bars = prices if isinstance(prices, Bars) else None
         prices = prices.close if isinstance(prices, Bars) else prices
         self.engine_options = dict(engine_options)
@@ -107,7 +126,7 @@ class StrategyEvaluator:
         self.fee_bps = fee_bps
         self.slippage_bps = slippage_bps
         self.weights = dict(weights) if weights else None
-        self.periods_per_year = periods_per_year
+        self.periods_per_year = _whole(resolve_periods_per_year(prices.index, periods_per_year))
         self.fixed_params = dict(fixed_params or {})
         self._engine: tuple[float, NDArray[np.float64], NDArray[np.float64]] | None = None
         self._generic: tuple[Any, ...] | bool | None = None  # see _generic_inputs
@@ -180,6 +199,17 @@ class StrategyEvaluator:
         """The bars of the return series."""
         return self.prices.index
 
+    def check_space(self, names: Iterable[str]) -> None:
+        """Refuse a searched ``engine.<key>`` the strategy declares itself, before any trial.
+
+        Raises:
+            ConfigError: naming the searched key and ``<Strategy>.<key>``
+                (:func:`~backtest.engine._declared.check_searched_keys`).
+        """
+        from backtest.engine._declared import check_searched_keys
+
+        check_searched_keys(self.strategy_cls, names)
+
     def _frame(self, params: pd.DataFrame) -> pd.DataFrame:
         frame = params.reset_index(drop=True)
         fixed = {k: v for k, v in self.fixed_params.items() if k not in frame.columns}
@@ -206,6 +236,7 @@ class StrategyEvaluator:
             weights=self.weights,
             periods_per_year=self.periods_per_year,
             keep_returns=False if keep is None else keep,
+            check_lookahead=False,  # checked once, before the first batch (_verify)
             **self.engine_options,
         )
         return BatchResult(result.metrics.iloc[:, frame.shape[1] :], result.returns)
@@ -240,7 +271,7 @@ class StrategyEvaluator:
                 from backtest.search._speed import timed_first_batch
 
                 self._verify(pd.DataFrame(columns))  # the checks are not in the time
-                return timed_first_batch(  # type: ignore[no-any-return]
+                return timed_first_batch(
                     lambda: self.evaluate_columns(params, keep=keep),
                     lambda: self.evaluate_columns({k: v[:1] for k, v in params.items()}),
                     self.strategy_cls,
@@ -261,6 +292,7 @@ class StrategyEvaluator:
             self.engine_options
             or engine_columns
             or not _fused.supports(self.strategy_cls, list(columns))
+            or not isinstance(self.periods_per_year, int)  # (the kernels take whole bars)
         ):
             if not self._verified:
                 self._verify(pd.DataFrame(columns))
@@ -300,6 +332,11 @@ class StrategyEvaluator:
         )
 
 
+def _whole(value: float) -> float | int:
+    """Bars per year as the command line records them: an int when whole."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def verify_fast_path(
     strategy_cls: type,
     prices: Any,
@@ -335,27 +372,16 @@ def verify_fast_path(
     from backtest.data._bars import as_bars
     from backtest.engine import _fused
     from backtest.engine._batch_kernel import split_columns
-    from backtest.engine._checks import _with_periods, check_batch_positions, set_positions_fn
-    from backtest.strategies._checks import check_data, has_fast_path, sample_rows
-    from backtest.strategies._checks import check_lookahead as lookahead
+    from backtest.engine._checks import check_batch_positions, check_sets_lookahead
+    from backtest.strategies._checks import has_fast_path, sample_rows
 
     if len(frame) == 0:
         return 0
-    own, engine_frame = split_columns(frame.reset_index(drop=True))
+    own, engine_frame = split_columns(frame.reset_index(drop=True), strategy_cls)
     rows = sample_rows(len(frame), frame=own)  # at least 8 sets, spread over the space
     sets = [{str(c): _plain(own[c].iloc[i]) for c in own.columns} for i in rows]
     if check_lookahead:
-        for i, params in zip(rows, sets, strict=True):
-            options = {
-                **(engine or {}),
-                **{str(c): _option(engine_frame[c].iloc[i]) for c in engine_frame.columns},
-            }
-            bars = as_bars(prices)
-            fn = set_positions_fn(strategy_cls, params, _with_periods(options, bars))
-            if fn is not None:
-                data = check_data(strategy_cls, bars)
-                lookahead(fn, data, name=strategy_cls.__name__, params=params)
-                break
+        check_sets_lookahead(strategy_cls, as_bars(prices), own, engine_frame, rows, engine)
     if not has_fast_path(strategy_cls) or not callable(getattr(strategy_cls, "positions", None)):
         return 0
     if _fused.supports(strategy_cls, [str(c) for c in own.columns]):
@@ -365,12 +391,6 @@ def verify_fast_path(
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _option(value: Any) -> Any:
-    """An ``engine.<key>`` cell: NaN / None (a missing value: the option is off) as None."""
-    value = _plain(value)
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def resolve_callable(evaluator: Any) -> Callable[..., Any]:

@@ -78,6 +78,10 @@ class TrialLog:
         keep: Per planned trial number, whether to keep its return series.
         progress: Show a progress bar over ``len(keep)`` trials.
         desc: The progress bar's label.
+
+    Raises:
+        ConfigError: ``n_jobs < 1``, or a space the evaluator refuses (its
+            ``check_space``, e.g. a searched ``engine.<key>`` the strategy declares).
     """
 
     def __init__(
@@ -94,6 +98,9 @@ class TrialLog:
     ) -> None:
         if n_jobs < 1:
             raise ConfigError(f"n_jobs must be >= 1, got {n_jobs}", key="search.n_jobs")
+        check_space = getattr(evaluator, "check_space", None)
+        if check_space is not None:  # a space the evaluator refuses, before any trial
+            check_space(param_names)
         self.evaluator = evaluator
         self.batched = isinstance(evaluator, BatchEvaluator)
         self.param_names = tuple(param_names)

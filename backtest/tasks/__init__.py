@@ -109,6 +109,10 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
             f"parameters to search, on the command line e.g. '+search.space.{name}=[5,10,20]'",
             key="search.space",
         )
+    if job.task in ("search", "walkforward"):  # engine.X searched for a strategy owning X
+        from backtest.engine._declared import check_searched_keys
+
+        check_searched_keys(cls, settings.search.space)
     bars = load_bars(settings.data)
     prices = bars.close
     check_windows(settings, job.task, cls(**params), prices.index)

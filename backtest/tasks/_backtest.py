@@ -17,9 +17,14 @@ def run(ctx: TaskContext) -> TaskOutput:
     if checked:  # the check's instance and its output over these bars: not computed again
         strategy = checked["strategy"]
         with reused_output(strategy, checked["output"]):
-            result = simulate(ctx.data, strategy, **ctx.engine_kwargs())
-    else:
+            result = simulate(ctx.data, strategy, check_lookahead=False, **ctx.engine_kwargs())
+    else:  # not checked in prepare() (the montecarlo task): simulate checks, if asked to
         strategy = ctx.strategy_cls(**ctx.strategy_params)
-        result = simulate(ctx.data, strategy, **ctx.engine_kwargs())
+        result = simulate(
+            ctx.data,
+            strategy,
+            check_lookahead=ctx.settings.engine.check_lookahead,
+            **ctx.engine_kwargs(),
+        )
     metric = ctx.settings.search.metric
     return TaskOutput(backtest=result, objective=result.metrics.get(metric))

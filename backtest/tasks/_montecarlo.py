@@ -60,7 +60,9 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
     config = ctx.settings.montecarlo
     if config is None:
         return output
-    report = MonteCarloSimulator(config, progress=ctx.progress).run(
+    report = MonteCarloSimulator(
+        config, progress=ctx.progress, check_lookahead=ctx.settings.engine.check_lookahead
+    ).run(
         output.backtest,
         prices=ctx.data,
         strategy=_strategy_for(ctx, output),

@@ -66,7 +66,9 @@ class SimulateEvaluator:
         """The single backtest of ``params`` (metrics and return series)."""
         own, engine = split_params(params)
         strategy = self.strategy_cls(**{**self.fixed_params, **own})
-        return simulate(self.prices, strategy, **{**self.engine_kwargs, **engine})
+        return simulate(  # (checked for look-ahead before the search)
+            self.prices, strategy, check_lookahead=False, **{**self.engine_kwargs, **engine}
+        )
 
 
 def _overfitting(

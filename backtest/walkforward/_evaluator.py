@@ -52,15 +52,20 @@ class ReturnsEvaluator(Protocol):
 class StrategyReturnsEvaluator:
     """Evaluates parameter sets of a batch-capable strategy on wide closes.
 
+    As the command line (and :func:`~backtest.engine.simulate`): the data is checked
+    with the same named errors when the evaluator is made, ``periods_per_year`` is
+    inferred from the index when not given, and the strategy is checked for look-ahead
+    before the first batch.
+
     Args:
-        prices: :class:`~backtest.data.Bars` or validated wide closes with a
-            ``DatetimeIndex``.
+        prices: :class:`~backtest.data.Bars` or wide closes with a ``DatetimeIndex``.
         strategy_cls: A strategy class (with a fast path of its own, as every
             built-in, no Python call per set).
         fee_bps: Commission per unit of traded notional, in basis points.
         slippage_bps: Slippage per unit of traded notional, in basis points.
         weights: Symbol -> portfolio weight; equal weights when empty.
-        periods_per_year: Bars per year, for annualised metrics.
+        periods_per_year: Bars per year, for annualised metrics; inferred from the index
+            when None (as the command line does).
         fixed_params: Parameters not searched (e.g. ``long_short``), added to every set.
         shared_history: When True (default) a parameter frame is run once over the
             whole history and :meth:`returns` slices that run: exact for strategies
@@ -71,7 +76,7 @@ class StrategyReturnsEvaluator:
         verify: Before the first batch, compare ``batch_positions`` with ``positions``
             on a few of its sets (:func:`backtest.search.verify_fast_path`).
         check_lookahead: Before the first batch, check a set of it for look-ahead
-            (whatever ``shared_history`` and the costs).
+            (whatever ``shared_history`` and the costs; ``False`` skips it).
         **engine_options: Further engine options (rebalance, limits, stops, ...).
 
     A strategy without a ``batch_positions`` of its own is accepted: each set runs one
@@ -79,6 +84,8 @@ class StrategyReturnsEvaluator:
 
     Raises:
         ConfigError: Bad costs or weights.
+        DataValidationError: Bad data, naming the column, the first bad timestamp and
+            the count (as the command line).
     """
 
     def __init__(
@@ -89,7 +96,7 @@ class StrategyReturnsEvaluator:
         fee_bps: float = 0.0,
         slippage_bps: float = 0.0,
         weights: Mapping[str, float] | None = None,
-        periods_per_year: int = 252,
+        periods_per_year: float | None = None,
         fixed_params: Mapping[str, Any] | None = None,
         shared_history: bool = True,
         verify: bool = True,
@@ -97,10 +104,13 @@ class StrategyReturnsEvaluator:
         **engine_options: Any,
     ) -> None:
         from backtest.data import Bars
+        from backtest.data._check import check_bars
+        from backtest.engine._periods import resolve_periods_per_year
         from backtest.strategies._checks import require_strategy_class
 
         # Bars (opens for next_open, highs/lows for stops) and further engine options
         # (rebalance, limits, ...) run through the engine's kernel path
+        check_bars(prices)
         self.bars = prices if isinstance(prices, Bars) else Bars.from_close(prices)
         prices = self.bars.close
         self.engine_options = dict(engine_options)
@@ -113,7 +123,7 @@ class StrategyReturnsEvaluator:
         self.cost = cost_rate(fee_bps, slippage_bps)
         self.weights = resolve_weights(prices.columns, weights)
         self._weights_map = dict(weights) if weights else None
-        self.periods_per_year = int(periods_per_year)
+        self.periods_per_year = int(resolve_periods_per_year(self.index, periods_per_year))
         self.fixed_params = dict(fixed_params or {})
         self.shared_history = shared_history
         self._close = [
@@ -127,6 +137,16 @@ class StrategyReturnsEvaluator:
         self._check_lookahead = check_lookahead
         self._cache_frame: pd.DataFrame | None = None
         self._cache: NDArray[np.float64] | None = None
+
+    def check_space(self, names: Any) -> None:
+        """Refuse a searched ``engine.<key>`` the strategy declares itself, before any fold.
+
+        Raises:
+            ConfigError: naming the searched key and ``<Strategy>.<key>``.
+        """
+        from backtest.engine._declared import check_searched_keys
+
+        check_searched_keys(self.strategy_cls, [str(n) for n in names])
 
     def _batch(self, param_sets: pd.DataFrame, end: int) -> NDArray[np.float64]:
         """The engine's batched path over ``prices[:end]``, keeping the returns."""
@@ -159,6 +179,7 @@ class StrategyReturnsEvaluator:
             weights=self._weights_map,
             periods_per_year=self.periods_per_year,
             keep_returns=True,
+            check_lookahead=False,  # checked once, before the first batch (above)
             **self.engine_options,
         )
         assert batch.returns is not None
@@ -191,7 +212,9 @@ class StrategyReturnsEvaluator:
         Returns:
             Its returns, shape ``(end,)``, and its positions, shape ``(end, n_assets)``.
         """
-        engine = {k: v for k, v in params.items() if str(k).startswith("engine.")}
+        from backtest.engine._declared import is_engine_column
+
+        engine = {k: v for k, v in params.items() if is_engine_column(str(k), self.strategy_cls)}
         if self.engine_options or engine or not self._sleeves_path():
             return self._simulate(params, engine, end)
         arrays = {k: np.array([v]) for k, v in {**self.fixed_params, **params}.items()}
@@ -212,12 +235,13 @@ class StrategyReturnsEvaluator:
     def _sleeves_path(self) -> bool:
         """Whether :meth:`trade` may run engine v1's sleeve formula itself.
 
-        Only for a legacy (positions) strategy without stops (class attributes) and
-        without a ``batch_weights``; its positions come from :func:`set_positions`
-        (the class's own ``batch_positions``, else one checked ``positions`` call).
-        Anything else runs :func:`~backtest.engine.simulate`.
+        Only for a legacy (positions) strategy that declares no engine setting of its own
+        (no exits: :func:`~backtest.engine._declared.declared_keys`) and has no
+        ``batch_weights``; its positions come from :func:`set_positions` (the class's own
+        ``batch_positions``, else one checked ``positions`` call). Anything else runs
+        :func:`~backtest.engine.simulate`, which reads the instance's exits.
         """
-        from backtest.engine import _exits
+        from backtest.engine._declared import declared_keys
         from backtest.engine._targets import outputs_weights
         from backtest.strategies._checks import fast_method
 
@@ -226,7 +250,7 @@ class StrategyReturnsEvaluator:
             callable(getattr(cls, "positions", None))
             and fast_method(cls) != "batch_weights"
             and not outputs_weights(cls)
-            and not _exits.stop_rules(None, cls).active
+            and not declared_keys(cls)
         )
 
     def _simulate(
@@ -241,6 +265,7 @@ class StrategyReturnsEvaluator:
         from backtest.engine import simulate
 
         own = {k: v for k, v in {**self.fixed_params, **params}.items() if k not in engine}
+        engine = {f"engine.{str(k).removeprefix('engine.')}": v for k, v in engine.items()}
         options = {
             "fee_bps": self.fee_bps,
             "slippage_bps": self.slippage_bps,
@@ -250,7 +275,7 @@ class StrategyReturnsEvaluator:
             **{str(k).removeprefix("engine."): v for k, v in engine.items()},
         }
         bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
-        result = simulate(bars, self.strategy_cls(**own), **options)
+        result = simulate(bars, self.strategy_cls(**own), check_lookahead=False, **options)
         assert result.weights is not None
         w = np.asarray(self.weights, dtype=np.float64)
         held = result.weights.to_numpy()

@@ -155,6 +155,9 @@ class WalkForwardOptimizer:
             self.search.space if param_space is None else param_space
         )
         method = SearchMethod(self.search.method)
+        check_space = getattr(evaluator, "check_space", None)
+        if check_space is not None:  # e.g. engine.<key> the strategy declares, before a fold
+            check_space(list(space.columns if isinstance(space, pd.DataFrame) else space))
         grid = None
         if isinstance(space, pd.DataFrame):
             grid = space.reset_index(drop=True)
@@ -334,8 +337,8 @@ def as_returns_evaluator(evaluator: Any) -> ReturnsEvaluator:
     """The evaluator as a :class:`ReturnsEvaluator`.
 
     A search :class:`~backtest.search.StrategyEvaluator` becomes a
-    :class:`StrategyReturnsEvaluator` with the same prices, strategy, costs, weights
-    and fixed parameters.
+    :class:`StrategyReturnsEvaluator` with the same bars, strategy, costs, weights,
+    bars per year, fixed parameters and engine options.
 
     Raises:
         ConfigError: Anything else (key ``evaluator``).
@@ -343,14 +346,17 @@ def as_returns_evaluator(evaluator: Any) -> ReturnsEvaluator:
     if isinstance(evaluator, ReturnsEvaluator):
         return evaluator
     if hasattr(evaluator, "prices") and hasattr(evaluator, "strategy_cls"):
+        bars = getattr(evaluator, "bars", None)
         return StrategyReturnsEvaluator(
-            evaluator.prices,
+            bars if bars is not None else evaluator.prices,
             evaluator.strategy_cls,
             fee_bps=getattr(evaluator, "fee_bps", 0.0),
             slippage_bps=getattr(evaluator, "slippage_bps", 0.0),
             weights=getattr(evaluator, "weights", None),
-            periods_per_year=getattr(evaluator, "periods_per_year", 252),
+            periods_per_year=getattr(evaluator, "periods_per_year", None),
             fixed_params=getattr(evaluator, "fixed_params", None),
+            check_lookahead=getattr(evaluator, "_check_lookahead", True),
+            **getattr(evaluator, "engine_options", {}),
         )
     raise ConfigError(
         f"walk-forward needs an evaluator with returns(param_sets, end) and "

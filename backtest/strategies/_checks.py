@@ -276,8 +276,9 @@ def sample_rows(
     if n_rows <= n_samples:
         return list(range(n_rows))
     rows = {int(i) for i in np.linspace(0, n_rows - 1, n_samples).round()}
-    for column in [] if frame is None else frame.columns:
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    columns = {} if frame is None else {c: frame[c] for c in frame.columns}
+    for column in columns.values():
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
         if np.isfinite(values).any():
             rows |= {int(np.nanargmin(values)), int(np.nanargmax(values))}
     return sorted(rows)

@@ -249,3 +249,18 @@ def test_readme_typo_examples_print_what_the_readme_shows(tmp_path: Path) -> Non
         proc = cli(*args, "tracking=none", cwd=tmp_path)
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines() == shown, cmd
+
+
+def test_option_typo_inside_an_experiment_file_is_phrased_as_in_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "mine" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "typo.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /strategy: momentm\n"
+    )
+    args = ("--config-dir", str(tmp_path / "mine"), "+experiment=typo", "tracking=none")
+    lines = _two_lines(cli(*args, cwd=tmp_path))
+    assert lines[0] == (
+        "error: 'momentm' is not an option of strategy (chosen in a config file's defaults): "
+        "did you mean override /strategy: momentum?"
+    )
+    assert not (tmp_path / "outputs").exists()

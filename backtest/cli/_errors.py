@@ -102,13 +102,13 @@ def _public(names: Iterable[object]) -> list[str]:
     return [str(n) for n in names if not str(n).startswith(("_", "base_")) and str(n) != "hydra"]
 
 
-def _typed(argv: Sequence[str], group: str) -> str:
-    """How the user typed the choice of ``group`` (``+experiment=``, ``strategy=``)."""
+def _typed(argv: Sequence[str], group: str) -> str | None:
+    """How the user typed the choice of ``group`` (``+experiment=``, ``strategy=``), if they did."""
     for arg in argv:
         key = arg.split("=", 1)[0]
         if key.lstrip("+~") == group:
             return f"{key}="
-    return f"{group}="
+    return None
 
 
 def _first_line(text: object) -> str:
@@ -154,9 +154,14 @@ def composition_error(exc: BaseException, argv: Sequence[str] = ()) -> str:
                 if where and where[1] not in ("config", "hydra/config")
                 else ""
             )
+            typed = _typed(argv, group)
+            if typed is None:  # chosen in a file: an experiment's "override /group: option"
+                inside = inside or " (chosen in a config file's defaults)"
+                close = did_you_mean(option, options, f"override /{group}: ")
+            else:
+                close = did_you_mean(option, options, typed)
             return (
-                f"error: {option!r} is not an option of {group}{inside}"
-                f"{did_you_mean(option, options, _typed(argv, group))}\n"
+                f"error: {option!r} is not an option of {group}{inside}{close}\n"
                 f"hint: the options of {group} are {', '.join(options)}"
             )
         if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):

@@ -219,3 +219,98 @@ def test_compare_on_a_sqlite_store_never_imports_mlflow(logged: tuple[str, str])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == "False"
     assert done.stdout.splitlines()[0] == f"6 runs of '{experiment}' by sharpe_ratio"
+
+
+@pytest.fixture(scope="module")
+def engine_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
+    """A real search over a strategy parameter and an engine key, logged to a sqlite store."""
+    from omegaconf import open_dict
+
+    from backtest.app import compose
+    from backtest.tasks import execute_job
+    from backtest.tasks._jobs import BacktestJob
+
+    root = tmp_path_factory.mktemp("engine_search")
+    cfg = compose(
+        "+experiment=sma_stops_wf", "tracking=none", "figures=false", "report=false",
+        f"output_dir={root / 'run'}",
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg.data.n_bars = 600
+        cfg.walkforward = None
+        cfg.montecarlo = None
+        cfg.search.space = {"fast": [10, 20], "slow": [100], "engine.stop_loss": [0.03, 0.08]}
+    execute_job(BacktestJob.from_config(cfg))
+    uri, experiment = f"sqlite:///{root}/mlflow.db", f"engine-{uuid.uuid4().hex[:8]}"
+    log_result(root / "run", TrackingConfig(uri=uri, experiment_name=experiment))
+    return uri, experiment, root / "run"
+
+
+def param_columns(table: pd.DataFrame) -> list[str]:
+    """The parameter columns: between ``started`` and the sort metric."""
+    names = list(table.columns)
+    return names[names.index("started") + 1 : names.index("sharpe_ratio")]
+
+
+@pytest.mark.parametrize("reader", ["sqlite", "mlflow"])
+def test_children_show_every_searched_key_engine_keys_included(
+    engine_search: tuple[str, str, Path], reader: str
+) -> None:
+    from backtest.tracking._compare import mlflow_runs, runs_table
+
+    uri, experiment, run_dir = engine_search
+    trials = results.load_result(run_dir).table("trials")
+    assert set(trials["engine.stop_loss"]) == {0.03, 0.08} and set(trials["slow"]) == {100}
+    if reader == "sqlite":
+        table = compare_runs(experiment, uri=uri, children=True)
+    else:  # a tracking server's path: MLflow's frame holds every param
+        table = runs_table(mlflow_runs(experiment, uri), experiment, children=True)
+    # searched and varying: shown; slow (one value) and the config's constant keys: not
+    assert param_columns(table) == ["engine.stop_loss", "fast"]
+    rows = table[table["run"].str.startswith("trial ")]
+    assert len(rows) == len(trials) == 4
+    shown = zip(rows["fast"].astype(int), rows["engine.stop_loss"].astype(float), strict=True)
+    assert sorted(shown) == sorted(zip(trials["fast"], trials["engine.stop_loss"], strict=True))
+    best = results.load_result(run_dir).record["search"]["best_params"]
+    parent = table[table["task"] == "search"].iloc[0]
+    assert float(parent["engine.stop_loss"]) == best["engine.stop_loss"]  # its best, not config
+    alone = compare_runs(experiment, uri=uri)  # one row: its parameters and best values
+    assert param_columns(alone) == ["engine.stop_loss", "fast", "long_short", "slow"]
+
+
+def test_sweep_jobs_differing_in_an_engine_key_show_it(tmp_path: Path) -> None:
+    uri, experiment = f"sqlite:///{tmp_path}/mlflow.db", "sweep-engine"
+    for i, fee in enumerate([0.001, 0.002, 0.001]):
+        config = {"name": "x", "data": {"n_bars": 500}, "engine": {"fee": fee, "slippage": 0.0}}
+        record = {"task": "backtest", "job_id": f"j{i}", "params": {"fast": 10},
+                  "metrics": {"sharpe_ratio": 1.0 + i}}  # fmt: skip
+        results.write_result(tmp_path / str(i), record, config_yaml=yaml.safe_dump(config))
+        log_result(tmp_path / str(i), TrackingConfig(uri=uri, experiment_name=experiment))
+    table = compare_runs(experiment, uri=uri)
+    assert param_columns(table) == ["engine.fee"]  # fast, n_bars, slippage do not vary
+    assert table["engine.fee"].astype(float).tolist() == [0.001, 0.002, 0.001]
+
+
+def test_a_truncated_store_is_named_with_its_fix(
+    logged: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+    import sqlite3
+
+    uri, experiment = logged
+    source = Path(uri.removeprefix("sqlite:///"))
+    with sqlite3.connect(source) as con:  # fold the WAL in, as a finished process leaves it
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store = tmp_path / "mlflow.db"
+    shutil.copyfile(source, store)
+    data = store.read_bytes()
+    store.write_bytes(data[: len(data) // 2])
+    broken = f"sqlite:///{store}"
+    with pytest.raises(BacktestError) as info:
+        compare_runs(experiment, uri=broken)
+    message = str(info.value)
+    assert str(store) in message and "damaged" in message
+    assert f"python -m backtest.sync {tmp_path} --full --uri {broken}" in message
+    assert main([experiment, "--uri", broken]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the MLflow store {store} is damaged") and "Traceback" not in err

@@ -25,6 +25,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,6 +46,55 @@ _TAGS = ("mlflow.runName", "backtest.task", "backtest.kind")
 def _bare_param(key: str) -> bool:
     """A strategy parameter actually used (``fast``), not a flattened config key."""
     return "." not in key and key not in _CONFIG_KEYS
+
+
+# Flattened config keys that say where and how a run was kept, not what it computed.
+_NOT_SEARCHED = ("tracking.", "queue.", "hydra.", "search.", "sweep.")
+
+
+def _shown_param(key: str) -> bool:
+    """A param :func:`runs_table` may show.
+
+    A strategy parameter used (``fast``), a searched key (``engine.vol_target``; shown
+    where it varies) or a search's best value of one (``selected.engine.vol_target``).
+    """
+    return _bare_param(key) or ("." in key and not key.startswith(_NOT_SEARCHED))
+
+
+def _varies(values: pd.Series) -> bool:
+    known = values.dropna()
+    return bool(len(known)) and bool((known != known.iloc[0]).any())
+
+
+def _param_columns(runs: pd.DataFrame) -> dict[str, pd.Series]:
+    """The parameter columns of the table: every key that varies between the rows.
+
+    A search's or walk-forward's trials and folds carry the searched keys, engine
+    keys included (``engine.vol_target``); their parent carries its best values as
+    ``selected.<key>``, shown in the same column. The jobs of a Hydra sweep differ in
+    the config keys they override. A key with one value in every row says nothing
+    and is left out (a single row shows its strategy parameters and best values); a
+    config key ``strategy.<name>`` gives way to the parameter ``<name>`` actually used.
+    """
+    columns: dict[str, pd.Series] = {}
+    best: set[str] = set()
+    for column in sorted(c for c in runs.columns if c.startswith("params.")):
+        key = column.removeprefix("params.")
+        if not _shown_param(key):
+            continue
+        if key.startswith("selected."):
+            key = key.removeprefix("selected.")
+            best.add(key)
+            chosen, config = runs[column], runs.get(f"params.{key}")
+            columns[key] = chosen if config is None else chosen.where(chosen.notna(), config)
+        else:
+            columns.setdefault(key, runs[column])
+    for key in list(columns):
+        if key.startswith("strategy.") and key.removeprefix("strategy.") in columns:
+            del columns[key]
+    if len(runs) > 1:
+        return {k: v for k, v in columns.items() if _varies(v)}
+    return {k: v for k, v in columns.items() if v.notna().any() and (_bare_param(k) or k in best)}
 
 
 def mlflow_runs(experiment: str, uri: str) -> pd.DataFrame:
@@ -90,14 +140,44 @@ def experiment_runs(experiment: str, uri: str) -> pd.DataFrame:
     from backtest.tracking._store import snapshot
 
     path, snap = sqlite_path(uri), snapshot()
+    if path is not None:
+        _check_store(path, uri)
     if path is not None and snap is not None:
-        frame = read_runs(path, experiment, snap.revision, tags=_TAGS, param_filter=_bare_param)
+        frame = read_runs(path, experiment, snap.revision, tags=_TAGS, param_filter=_shown_param)
         if frame is not None:
             return frame
     from backtest.tracking._client import bounded_http
 
     with bounded_http(5.0):
         return mlflow_runs(experiment, uri)
+
+
+def _check_store(path: Path, uri: str) -> None:
+    """A sqlite store SQLite cannot read (cut short, garbled) is named with its fix, at once.
+
+    MLflow retries opening such a store for about 100 s, then prints SQLAlchemy's error.
+
+    Raises:
+        BacktestError: names the store, what SQLite says, and how to rebuild it.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    if not path.is_file():
+        return
+    try:
+        with closing(sqlite3.connect(path, timeout=10)) as con:
+            con.execute("PRAGMA query_only = 1")
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        return  # locked, or an I/O error: not known to be damaged; MLflow says more
+    except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "not a database"
+        aside = path.parent / "damaged-store"
+        raise BacktestError(
+            f"the MLflow store {path} is damaged ({exc}); move it aside and log the runs "
+            f"again from their folders: mkdir -p {aside} && mv {path}* {aside}/ && "
+            f"python -m backtest.sync {path.parent} --full --uri {uri}"
+        ) from exc
 
 
 def compare_runs(
@@ -168,13 +248,6 @@ def runs_table(
     runs = runs.sort_values(
         f"metrics.{metric}", ascending=ascending, na_position="last", kind="stable"
     )
-    params = sorted(
-        c
-        for c in runs.columns
-        if c.startswith("params.")
-        and _bare_param(c.removeprefix("params."))
-        and runs[c].notna().any()
-    )
     shown = [metric, *(m for m in HEADLINE if m != metric and f"metrics.{m}" in runs.columns)]
     table = pd.DataFrame(
         {
@@ -182,7 +255,7 @@ def runs_table(
             "task": runs.get("tags.backtest.task"),
             "status": runs["status"],
             "started": runs["start_time"].dt.strftime("%Y-%m-%d %H:%M"),
-            **{p.removeprefix("params."): runs[p] for p in params},
+            **_param_columns(runs),
             **{m: runs[f"metrics.{m}"] for m in shown},
             "run_id": runs["run_id"].str[:12],
         }

@@ -198,6 +198,22 @@ def _connected(
             ) from exc
 
 
+def _used_params(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a run used: its strategy's, and a search's best engine keys too.
+
+    ``result.json``'s ``params`` are the strategy's; a search over ``engine.stop_loss``
+    keeps its best value in ``search.best_params``, logged as
+    ``selected.engine.stop_loss`` (the config's ``engine.stop_loss`` is the default the
+    search did not use), so ``backtest compare`` shows the parent's best beside its trials.
+
+    >>> _used_params({"params": {"fast": 5},
+    ...               "search": {"best_params": {"fast": 5, "engine.fee": 0.001}}})
+    {'fast': 5, 'engine.fee': 0.001}
+    """
+    best = (record.get("search") or {}).get("best_params") or {}
+    return {**(record.get("params") or {}), **{k: v for k, v in best.items() if "." in str(k)}}
+
+
 def _note(record: Mapping[str, Any]) -> str:
     try:
         return "```\n" + format_summary(record) + "\n```"
@@ -277,7 +293,7 @@ def log_result(
             log_entities(
                 client,
                 run_id,
-                params=run_params(config, record.get("params") or {}),
+                params=run_params(config, _used_params(record)),
                 metrics=metrics,
                 timestamp_ms=end_ms,
             )

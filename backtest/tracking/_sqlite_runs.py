@@ -62,8 +62,9 @@ def read_runs(
         experiment: The experiment's name.
         revision: The alembic revision whose tables this reader knows.
         tags: The tag keys to read (``tags.<key>`` columns).
-        param_filter: Which param keys to read (``params.<key>`` columns); keys with a
-            dot (the flattened config) are never read.
+        param_filter: Which param keys to read (``params.<key>`` columns). Of the keys
+            with a dot (the flattened config, most of a run's params) only those whose
+            value differs between runs and the ``selected.*`` ones are read at all.
 
     Returns:
         The runs in ``mlflow.search_runs``'s layout; ``None`` when the store's schema is
@@ -119,11 +120,14 @@ def read_runs(
             f"AND key IN ({','.join('?' * len(wanted))})",
             [*found, *wanted],
         )
-        # the flattened config (dotted keys, most of a run's params) is never asked for
+        # of the flattened config (dotted keys, most of a run's params) only the keys
+        # that differ between runs (searched ones among them) and selected.* are read
         params = _long(
             con,
-            f"SELECT run_uuid, key, value FROM params WHERE {scope} AND instr(key, '.') = 0",
-            found,
+            f"SELECT run_uuid, key, value FROM params WHERE {scope} AND (instr(key, '.') = 0 "
+            "OR key GLOB 'selected.*' OR key IN (SELECT key FROM params WHERE "
+            f"{scope} AND instr(key, '.') > 0 GROUP BY key HAVING COUNT(DISTINCT value) > 1))",
+            [*found, *found],
         )
     params = params[params["key"].map(param_filter).astype(bool)]
     ids = runs["run_id"]

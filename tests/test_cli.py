@@ -148,6 +148,7 @@ def test_unreachable_redis_is_one_line_within_seconds(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "redis://:***@127.0.0.1:9/0" in errors[0]
     assert "Traceback" not in proc.stderr and "pw-never-shown" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()  # the sweep stopped before any job: no folder
 
 
 def test_plus_form_of_an_optional_group_works(tmp_path: Path) -> None:

@@ -219,3 +219,28 @@ def test_sync_against_a_down_server_is_one_line_and_fails(
     ]
     report = sync(tmp_path)
     assert len(report.unreachable) == 12 and not report.failed and not report.logged
+
+
+def test_sync_into_a_damaged_store_is_one_line_naming_it(
+    good_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    store = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{store}"
+    for name in ("a", "b"):
+        copy_run(good_run, tmp_path / "runs" / name)
+    assert len(sync(tmp_path / "runs", uri=uri, include_untracked=True).logged) == 2
+    with sqlite3.connect(store) as con:  # fold the WAL in, as a finished process leaves it
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = store.read_bytes()
+    store.write_bytes(data[: len(data) // 2])
+    for name in ("c", "d", "e"):
+        copy_run(good_run, tmp_path / "runs" / name)
+    argv = [str(tmp_path / "runs"), "--uri", uri, "--include-untracked"]
+    assert sync_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "0 logged, 2 already in MLflow, 0 failed\n"  # a and b: by the index
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: 3 results left for the next sync: the MLflow store")
+    assert f"{store} is damaged" in err and "--full" in err

@@ -141,7 +141,7 @@ def experiment_runs(experiment: str, uri: str) -> pd.DataFrame:
 
     path, snap = sqlite_path(uri), snapshot()
     if path is not None:
-        _check_store(path, uri)
+        check_store(path, uri)
     if path is not None and snap is not None:
         frame = read_runs(path, experiment, snap.revision, tags=_TAGS, param_filter=_shown_param)
         if frame is not None:
@@ -152,7 +152,7 @@ def experiment_runs(experiment: str, uri: str) -> pd.DataFrame:
         return mlflow_runs(experiment, uri)
 
 
-def _check_store(path: Path, uri: str) -> None:
+def check_store(path: Path, uri: str) -> None:
     """A sqlite store SQLite cannot read (cut short, garbled) is named with its fix, at once.
 
     MLflow retries opening such a store for about 100 s, then prints SQLAlchemy's error.

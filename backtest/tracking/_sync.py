@@ -9,8 +9,9 @@ was down, the results are complete on disk, and::
 Results of runs made with ``tracking=none`` are skipped (their owner chose not to
 track them) unless ``--include-untracked`` asks for them too. A result that cannot be
 read (a file cut short or garbled, a link out of its folder) is never logged: it is
-named as failed and the others go on. A tracking server that does not answer is asked
-once: its results are counted as left for the next sync, in one line.
+named as failed and the others go on. A tracking server that does not answer, or a
+sqlite store that SQLite cannot read, is tried once: its results are counted as left
+for the next sync, in one line.
 
 logs each of them to the tracking URI of its own config (``--uri`` overrides). Each
 MLflow run carries the ``backtest.run_key`` tag of the result it mirrors, so running
@@ -51,7 +52,9 @@ class SyncReport:
             result is one: :class:`~backtest.errors.ResultCorrupt`).
         untracked: Run directories made with ``tracking=none``, skipped.
         unreachable: Run directories left for the next sync because their tracking
-            server did not answer, with that server's URI (masked).
+            server did not answer (or their sqlite store is damaged), with its URI
+            (masked).
+        down: Each such URI (masked) and what is wrong with it.
     """
 
     logged: list[tuple[Path, str]] = field(default_factory=list)
@@ -59,6 +62,7 @@ class SyncReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     untracked: list[Path] = field(default_factory=list)
     unreachable: list[tuple[Path, str]] = field(default_factory=list)
+    down: dict[str, str] = field(default_factory=dict)
 
 
 INDEX_FILE = ".backtest-sync.json"
@@ -138,7 +142,7 @@ def sync(
     roots = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     report = SyncReport()
     context = _context(uri)
-    down: dict[str, bool] = {}  # tracking URI -> whether it answered no request this sync
+    down: dict[str, str | None] = {}  # tracking URI -> what is wrong with it, this sync
     for root in roots:
         if not root.exists():
             raise ResultPathMissing(root)
@@ -168,16 +172,18 @@ def sync(
                 continue
             target = _client.resolve_uri(reveal(uri or cfg.uri))
             if target not in down:
-                down[target] = not _answers(target, cfg.timeout_s)
-            if down[target]:
+                down[target] = _problem(target, cfg.timeout_s)
+            if down[target] is not None:
                 report.unreachable.append((run_dir, mask_text(target)))
+                report.down[mask_text(target)] = str(down[target])
                 continue
             try:
                 done = _sync_one(run_dir, uri, dry_run)
             except Exception as exc:  # an MLflow error on one result must not stop the rest
-                if not _answers(target, cfg.timeout_s):  # the server went away meanwhile
-                    down[target] = True
+                down[target] = _problem(target, cfg.timeout_s)  # gone away meanwhile?
+                if down[target] is not None:
                     report.unreachable.append((run_dir, mask_text(target)))
+                    report.down[mask_text(target)] = str(down[target])
                     continue
                 reason = str(exc) if isinstance(exc, BacktestError) else None
                 report.failed.append((run_dir, reason or f"{type(exc).__name__}: {exc}"))
@@ -208,15 +214,25 @@ def _tracking(run_dir: Path) -> TrackingConfig:
         ) from exc
 
 
-def _answers(target: str, timeout_s: float) -> bool:
-    """Whether the tracking server at ``target`` answers (a local store always does)."""
-    from backtest.tracking import _client
+def _problem(target: str, timeout_s: float) -> str | None:
+    """What keeps any result from reaching ``target``, else ``None``.
 
+    A server that does not answer, or a sqlite store that SQLite cannot read (MLflow
+    would retry opening it for about 100 s for each result, then fail).
+    """
+    from backtest.tracking import _client
+    from backtest.tracking._compare import check_store
+    from backtest.tracking._sqlite_runs import sqlite_path
+
+    path = sqlite_path(target)
     try:
-        _client.check_reachable(target, timeout_s)
-    except BacktestError:
-        return False
-    return True
+        if path is not None:
+            check_store(path, target)
+        else:
+            _client.check_reachable(target, timeout_s)
+    except BacktestError as exc:
+        return str(exc) if path is not None else f"server unreachable at {mask_text(target)}"
+    return None
 
 
 def _sync_one(run_dir: Path, uri: str | None, dry_run: bool) -> str | None:
@@ -284,11 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for _, target in report.unreachable:
         left[target] = left.get(target, 0) + 1
     for target, count in left.items():
-        print(
-            f"error: server unreachable at {target}: {count} result{'s' if count > 1 else ''} "
-            "left for the next sync (start it, or pass --uri)",
-            file=sys.stderr,
-        )
+        waiting = f"{count} result{'s' if count > 1 else ''} left for the next sync"
+        problem = report.down[target]
+        if problem.startswith("server unreachable"):
+            print(f"error: {problem}: {waiting} (start it, or pass --uri)", file=sys.stderr)
+        else:
+            print(f"error: {waiting}: {problem}", file=sys.stderr)
     if left and not (report.logged or report.present or report.failed or report.untracked):
         return 1
     print(

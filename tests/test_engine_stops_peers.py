@@ -239,3 +239,44 @@ def test_sl_tp_orders_equal_backtesting_py_on_goog() -> None:
     np.testing.assert_allclose(ours["exit_price"], theirs["ExitPrice"], rtol=1e-12)
     reasons = set(ours["exit_reason"])
     assert {"stop_loss", "take_profit", "signal"} <= reasons
+
+
+@pytest.mark.parametrize("symbol", ["NASDAQ", "SP500"])
+def test_a_stop_on_the_bar_the_signal_flips_reverses_here_and_waits_in_vectorbt(
+    sample: Bars, symbol: str
+) -> None:
+    """The documented difference (README, "Checked against the peers"), long and short.
+
+    When a stop closes a trade on the bar whose close flips a crossover signal, the engine
+    opens the opposite side at that close (the signal is the signal, the stop only ended
+    the old trade); vectorbt places one order per bar, so its stop exit replaces the bar's
+    signal and it waits for the next crossover. vectorbt never opens a trade on a bar where
+    a stop closed one; the engine does, exactly on those flips, hence its extra trades.
+    """
+    bars = _one(sample, symbol)
+    strategy = SmaCross(fast=5, slow=20, long_short=True)
+    res = simulate(bars, strategy, fee_bps=0, slippage_bps=0, stop_loss=0.03)
+    ours = res.trades.reset_index(drop=True)
+    pos = strategy.positions(bars.close)[symbol]
+    before = pos.shift(1).fillna(0.0)
+    up, down = (pos > 0) & (before <= 0), (pos < 0) & (before >= 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pf = vbt.Portfolio.from_signals(
+            bars.close[symbol], up, down, short_entries=down, short_exits=up,
+            open=bars.open[symbol], high=bars.high[symbol], low=bars.low[symbol],
+            sl_stop=0.03, freq="1D",
+        )  # fmt: skip
+        rec = pf.trades.records_readable
+    theirs_entries = set(pd.to_datetime(rec["Entry Timestamp"]))
+    signal = up | down
+    exits = pd.to_datetime(rec["Exit Timestamp"])
+    theirs_stopped = {t for t in exits if not signal[t]}  # closed on a bar with no signal
+    assert not theirs_entries & theirs_stopped  # vectorbt never enters on its stop's bar
+    stopped = ours[ours["exit_reason"] == "stop_loss"]
+    reversals = ours[ours["entry_time"].isin(stopped["exit_time"])]
+    assert len(reversals) > 0 and len(ours) > len(rec)
+    for _, trade in reversals.iterrows():
+        (old,) = stopped[stopped["exit_time"] == trade["entry_time"]].itertuples()
+        assert trade["direction"] == -old.direction  # the opposite side ...
+        assert np.sign(pos[trade["entry_time"]]) == trade["direction"]  # ... the flipped signal

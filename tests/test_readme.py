@@ -185,6 +185,48 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+#: Commands that only run an experiment into their own new run folder: consecutive ones run
+#: side by side (two at a time), each in README order within its wave. Anything else (a
+#: report, compare or sync that reads earlier runs, the queue, an export) waits for them.
+RUN_COMMAND = re.compile(r"^(PYTHONPATH=\S+ )?(python -m backtest|backtest run) (?!.*launcher=rq)")
+
+
+def independent(cmd: str) -> bool:
+    return bool(RUN_COMMAND.match(cmd)) and "output_dir=" not in cmd
+
+
+def run_wave(wave: list[tuple[str, str, dict[str, str]]], cwd: Path) -> list[str]:
+    """Run a wave of independent commands, two at a time; each must succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item: tuple[str, str, dict[str, str]]) -> str:
+        raw, cmd, env = item
+        start = time.monotonic()
+        proc = subprocess.run(
+            ["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, (
+            f"README command failed ({proc.returncode}): {raw}\n"
+            f"--- stderr ---\n{proc.stderr[-4000:]}\n"
+            f"--- stdout ---\n{proc.stdout[-2000:]}"
+        )
+        return f"{raw}  ({time.monotonic() - start:.0f} s)"
+
+    items, wave[:] = list(wave), []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(one, items))
+
+
+def test_the_waves_keep_what_reads_earlier_runs_in_order() -> None:
+    assert independent("python -m backtest +experiment=sma_cross tracking=none")
+    assert independent("PYTHONPATH=examples/rsi python -m backtest --config-dir x +experiment=y")
+    assert not independent("python -m backtest.compare wf_momentum")
+    assert not independent("python -m backtest.report outputs/report_demo/single")
+    assert not independent("python -m backtest -m hydra/launcher=rq strategy.fast=5,10")
+    assert not independent("python -m backtest +experiment=sma_cross output_dir=outputs/x")
+    assert not independent("mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db")
+
+
 @pytest.mark.slow
 @pytest.mark.redis
 def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
@@ -205,7 +247,9 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     background: list[subprocess.Popen[bytes]] = [redis_proc]
-    ran, skipped = [], []
+    ran: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    wave: list[tuple[str, str, dict[str, str]]] = []
     try:
         for raw in readme_commands(text):
             cmd = raw.replace(PLACEHOLDER_URL, redis_url)
@@ -243,16 +287,12 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
                     _wait_for_mlflow(proc, log)
                 ran.append(raw)
                 continue
-            start = time.monotonic()
-            proc_fg = subprocess.run(
-                ["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-            )
-            assert proc_fg.returncode == 0, (
-                f"README command failed ({proc_fg.returncode}): {raw}\n"
-                f"--- stderr ---\n{proc_fg.stderr[-4000:]}\n"
-                f"--- stdout ---\n{proc_fg.stdout[-2000:]}"
-            )
-            ran.append(f"{raw}  ({time.monotonic() - start:.0f} s)")
+            if independent(cmd):  # runs beside the other runs of its wave
+                wave.append((raw, cmd, dict(env)))
+                continue
+            ran += run_wave(wave, cwd)  # whatever comes next may read what the wave wrote
+            ran += run_wave([(raw, cmd, dict(env))], cwd)
+        ran += run_wave(wave, cwd)
     finally:
         for proc in reversed(background):
             _stop(proc)

@@ -305,12 +305,14 @@ def test_risk_parity_weights_match_pandas_rolling_std(monkeypatch) -> None:  # t
     mod = _import("risk_parity", "risk_parity_strategy", monkeypatch)
     bars = _bars()
     for lookback in (2, 21, 63):
-        got = mod.InverseVolatility(lookback).positions(bars)
-        inverse = 1.0 / bars.close.pct_change().rolling(lookback).std(ddof=1)
-        expected = inverse.div(inverse.sum(axis=1), axis=0).fillna(0.0)
-        np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-12)
-        assert (got.iloc[:lookback] == 0).all().all()  # flat while warming up
-        np.testing.assert_allclose(got.iloc[lookback:].sum(axis=1), 1.0)
+        vol = bars.close.pct_change().rolling(lookback).std(ddof=1)
+        for power in (0.0, 1.0, 2.0):
+            got = mod.InverseVolatility(lookback, power).positions(bars)
+            inverse = (vol**-power).where(vol > 0)
+            expected = inverse.div(inverse.sum(axis=1, min_count=4), axis=0).fillna(0.0)
+            np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12, atol=0)
+            assert (got.iloc[:lookback] == 0).all().all()  # flat while warming up
+            np.testing.assert_allclose(got.iloc[lookback:].sum(axis=1), 1.0)
 
 
 def test_risk_parity_batch_weights_equal_positions_set_by_set(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -321,10 +323,14 @@ def test_risk_parity_batch_weights_equal_positions_set_by_set(monkeypatch) -> No
     assert has_fast_path(cls) and cls.inputs == "bars" and cls.output == "weights"
     bars = _bars()
     lookbacks = np.array([21, 5, 21, 63, 5])
-    out = cls.batch_weights(bars, {"lookback": lookbacks})
+    powers = np.array([1.0, 1.0, 2.0, 0.5, 0.0])
+    out = cls.batch_weights(bars, {"lookback": lookbacks, "power": powers})
     assert out.shape == (len(bars.close), bars.close.shape[1], len(lookbacks))
-    for i, lookback in enumerate(lookbacks):
-        assert np.array_equal(out[:, :, i], cls(int(lookback)).positions(bars).to_numpy())
+    for i, (lookback, power) in enumerate(zip(lookbacks, powers, strict=True)):
+        expected = cls(int(lookback), float(power)).positions(bars).to_numpy()
+        assert np.array_equal(out[:, :, i], expected)
+    with pytest.raises(ValueError, match="power must be between 0 and 4"):
+        cls.batch_weights(bars, {"lookback": lookbacks[:1], "power": np.array([-1.0])})
 
 
 @pytest.mark.slow
@@ -334,15 +340,16 @@ def test_risk_parity_search_runs_on_its_fast_path_and_logs_both_speeds(tmp_path:
     record = _cli(
         "risk_parity", "+experiment=risk_parity_search", "tracking=none", tmp_path=tmp_path
     )
-    assert record["search"]["n_trials"] == 8 and record["search"]["n_failed"] == 0
+    assert record["search"]["n_trials"] == 32 and record["search"]["n_failed"] == 0
     trials = pd.read_parquet(tmp_path / "run" / "trials.parquet")
-    assert sorted(trials["lookback"]) == [10, 21, 42, 63, 84, 126, 189, 252]
+    assert sorted(set(trials["lookback"])) == [10, 21, 42, 63, 84, 126, 189, 252]
+    assert sorted(set(trials["power"])) == [0.5, 1.0, 1.5, 2.0]
     log = record["_log"]
     assert "one backtest per parameter set" not in log
     lines = [line for line in log.splitlines() if "InverseVolatility's fast path" in line]
     assert len(lines) == 1, log[-3000:]  # once, on the first batch
-    assert re.search(r"fast path.*: [\d.]+ ms per set \(first batch, 8 sets\)", lines[0])
-    assert re.search(r"positions path \(one backtest per set\): [\d.]+ ms per set", lines[0])
+    assert re.search(r"fast path.*: [\d.]+ ms per set \(first batch, 32 sets\)", lines[0])
+    assert re.search(r"without it \(positions per set\): [\d.]+ ms per set", lines[0])
 
 
 @dataclass(frozen=True)
@@ -378,7 +385,7 @@ def test_a_fast_path_slower_than_positions_is_warned_once(monkeypatch, caplog) -
         evaluator.evaluate_columns({"lookback": np.array([15, 40])})
     said = [r for r in caplog.records if "_SlowButCorrect's fast path" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
-    assert "SLOWER than its positions path" in said[0].getMessage()
+    assert "SLOWER than no fast path" in said[0].getMessage()
     assert "(first batch, 2 sets)" in said[0].getMessage()
 
 

@@ -5,11 +5,11 @@ A ``batch_positions`` or ``batch_weights`` can be correct and still slower than 
 window per set, a large array per set...): the search would then be slower with its
 fast path than without it, and nothing would say so. On the first batch a search makes
 with a strategy's own fast path, the time per set of that batch is compared with the
-time per set of the plain path (``positions`` and one backtest per set, what a search
-does without a fast path), measured on two sets of the same batch. Both are timed
-warm, after one set each (what is loaded or compiled once per search is not in the
-times). Both are logged once; a fast path that is slower is a warning. The built-in
-fused kernels are not timed (the engine's benchmarks do).
+time per set of the plain path (the engine's path for the same strategy without a
+fast path of its own: one ``positions`` call per set), measured on up to 4 sets of the
+same batch. Both are timed warm, after one set each (what is loaded or compiled once
+per search is not in the times). Both are logged once; a fast path that is slower is
+a warning. The built-in fused kernels are not timed (the engine's benchmarks do).
 """
 
 from __future__ import annotations
@@ -23,18 +23,34 @@ import pandas as pd
 
 log = logging.getLogger("backtest.search")
 
-PLAIN_SETS = 2
-"""Sets the plain path is timed on (after one untimed warm-up set)."""
+PLAIN_SETS = 4
+"""Sets of the batch the plain path is timed on (spread over it; after one warm-up set)."""
 FEW_SETS = (
     " (this search sends few sets per batch, as samplers that ask one set at a time do: "
     "a fast path gains most on grids and random searches)"
 )
 
 
+def without_fast_path(strategy_cls: type) -> type:
+    """The same strategy with no fast path of its own: what a search runs without one.
+
+    A subclass that redefines ``positions`` (as the same function) does not inherit the
+    fast path (:func:`~backtest.strategies.has_fast_path`'s ownership rule).
+    """
+    return type(
+        strategy_cls.__name__,
+        (strategy_cls,),
+        {"positions": strategy_cls.positions, "__module__": strategy_cls.__module__},
+    )
+
+
 def plain_seconds_per_set(
     strategy_cls: type, prices: Any, frame: pd.DataFrame, engine: Mapping[str, Any]
 ) -> float | None:
-    """Seconds per set of the plain path: ``strategy_cls(**set)`` and one backtest each.
+    """Seconds per set of the plain path: the batch's sets without the fast path.
+
+    The engine evaluates them as for a strategy without ``batch_positions`` or
+    ``batch_weights`` (one ``positions`` call per set, the same kernels after it).
 
     Args:
         strategy_cls: The strategy class.
@@ -43,31 +59,24 @@ def plain_seconds_per_set(
         engine: The run's engine options (:func:`~backtest.engine.simulate` keywords).
 
     Returns:
-        The mean over :data:`PLAIN_SETS` sets (spread over the batch, repeated in a
-        smaller one) after one warm-up set, or ``None`` when the strategy rejected them.
+        The time per set over up to :data:`PLAIN_SETS` sets spread over the batch (a
+        set repeats in a smaller one), after one warm-up set; ``None`` when the
+        strategy rejects them.
     """
     import numpy as np
 
-    from backtest.engine import simulate
-    from backtest.engine._batch_kernel import split_columns
+    from backtest.engine import simulate_batch
 
-    own, options = split_columns(frame.reset_index(drop=True), strategy_cls)
-    # spread over the batch; a set repeats in a small batch (a sampler's one-set batches)
-    rows = np.linspace(0, len(frame) - 1, PLAIN_SETS + 1).round().astype(int)
-    times: list[float] = []
-    for i in rows:
-        params = {str(c): _plain(own[c].iloc[i]) for c in own.columns}
-        kwargs = {**engine, **{str(c): _plain(options[c].iloc[i]) for c in options.columns}}
+    plain = without_fast_path(strategy_cls)
+    frame = frame.reset_index(drop=True)
+    rows = np.linspace(0, len(frame) - 1, PLAIN_SETS).round().astype(int)
+    try:
+        simulate_batch(prices, plain, frame.iloc[:1], check_lookahead=False, **engine)
         start = time.perf_counter()
-        try:
-            simulate(prices, strategy_cls(**params), check_lookahead=False, **kwargs)
-        except Exception:  # a set the strategy rejects: the search records it, not timed here
-            continue
-        times.append(time.perf_counter() - start)
-    if len(times) < 2:
+        simulate_batch(prices, plain, frame.iloc[rows], check_lookahead=False, **engine)
+    except Exception:  # a set the strategy rejects: the search records it, not timed here
         return None
-    timed = times[1:]  # the first one warmed up what the plain path loads once
-    return sum(timed) / len(timed)
+    return (time.perf_counter() - start) / len(rows)
 
 
 def timed_first_batch(
@@ -115,10 +124,10 @@ def log_speeds(name: str, fast: float, plain: float | None, n_sets: int) -> None
     if plain is None:
         log.info("%s %s: %s; positions path not measured", name, method, measured)
         return
-    against = f"positions path (one backtest per set): {_ms(plain)} per set"
+    against = f"without it (positions per set): {_ms(plain)} per set"
     if fast > plain:
         log.warning(
-            "%s's %s is %.1fx SLOWER than its positions path: %s; %s. Make batch_positions / "
+            "%s's %s is %.1fx SLOWER than no fast path: %s; %s. Make batch_positions / "
             "batch_weights compute what sets share once and loop over bars in compiled code "
             "(numba), or remove it: a search without a fast path runs positions per set%s",
             name,
@@ -141,7 +150,3 @@ def log_speeds(name: str, fast: float, plain: float | None, n_sets: int) -> None
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3g} ms"
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

@@ -2,8 +2,10 @@
 
 Rule (long only, every asset held): at the close of bar t, each asset's volatility is
 the sample standard deviation of its last ``lookback`` close-to-close returns (closes
-up to t only); its target weight is ``1 / vol``, scaled so the weights sum to 1. The
-calmer an asset, the more of the book it gets. Flat until ``lookback + 1`` closes exist.
+up to t only); its target weight is ``vol ** -power``, scaled so the weights sum to 1.
+``power = 1`` is inverse-volatility risk parity, ``2`` inverse variance, ``0`` equal
+weights. The calmer an asset, the more of the book it gets. Flat until ``lookback + 1``
+closes exist.
 
 It shows the contract of a weights strategy (README, "Writing a strategy"):
 
@@ -12,11 +14,12 @@ It shows the contract of a weights strategy (README, "Writing a strategy"):
 * ``output = "weights"``: the result is the book's target weights, used as given
   (``engine.weights`` is not applied; ``engine.rebalance`` and the limits are);
 * the fast path ``batch_weights(bars, params)``: arrays of ``k`` parameter sets in,
-  ``(n_bars, n_assets, k)`` weights out. The weights are computed once per distinct
-  ``lookback`` by one compiled loop (numba) and shared by every set with that
-  ``lookback``; ``positions`` calls the same function, so the two agree exactly (every
-  search checks that on at least 8 sets, and logs the fast path's time per set
-  against ``positions``' on its first batch).
+  ``(n_bars, n_assets, k)`` weights out. What sets share is computed once: the
+  volatilities once per distinct ``lookback`` (compiled loops over the bars), then each
+  set's weights from them (compiled too), so a grid over ``power`` costs little more
+  than one over ``lookback`` alone. ``positions`` calls the same two functions, so the
+  two agree exactly (every search checks that on at least 8 sets, and logs the fast
+  path's time per set against the time without it on its first batch).
 """
 
 from __future__ import annotations
@@ -32,47 +35,69 @@ from numpy.typing import NDArray
 
 
 @numba.njit(cache=True, nogil=True)
-def inverse_volatility(
+def rolling_volatility(
     close: NDArray[np.float64], lookback: int
 ) -> NDArray[np.float64]:  # pragma: no cover
-    """Target weights ``(n_bars, n_assets)``: ``1 / vol`` of each asset, summing to 1.
+    """Each asset's sample standard deviation (``ddof=1``) of its last ``lookback`` returns.
 
-    ``vol`` at bar t is the sample standard deviation (``ddof=1``) of the returns of
-    bars ``t - lookback + 1 .. t``; rows before ``lookback`` (and rows where an asset's
-    volatility is zero) are all 0: flat.
+    Row t uses the returns of bars ``t - lookback + 1 .. t`` (closes up to t); rows before
+    ``lookback`` are NaN. Two passes over each window (its mean, then the squared
+    deviations): exact to rounding even for short windows of nearly equal returns, where
+    running sums of returns and squares lose digits. It costs ``lookback`` steps per bar,
+    which is why the fast path computes it once per distinct ``lookback``.
     """
     n, a = close.shape
-    out = np.zeros((n, a))
-    inv = np.empty(a)
+    r = np.full((n, a), np.nan)
+    for t in range(1, n):
+        for j in range(a):
+            r[t, j] = close[t, j] / close[t - 1, j] - 1.0
+    out = np.full((n, a), np.nan)
     for t in range(lookback, n):
-        total = 0.0
         for j in range(a):
             mean = 0.0
             for i in range(t - lookback + 1, t + 1):
-                mean += close[i, j] / close[i - 1, j] - 1.0
+                mean += r[i, j]
             mean /= lookback
-            var = 0.0
+            ss = 0.0
             for i in range(t - lookback + 1, t + 1):
-                d = close[i, j] / close[i - 1, j] - 1.0 - mean
-                var += d * d
-            vol = np.sqrt(var / (lookback - 1))
-            inv[j] = 1.0 / vol if vol > 0.0 else 0.0
-            total += inv[j]
-        if total > 0.0 and np.all(inv > 0.0):
+                ss += (r[i, j] - mean) ** 2
+            out[t, j] = np.sqrt(ss / (lookback - 1))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def weights_from_volatility(
+    vol: NDArray[np.float64], power: float
+) -> NDArray[np.float64]:  # pragma: no cover
+    """``vol ** -power`` per row, scaled to sum to 1; a row with a NaN or zero vol is flat."""
+    n, a = vol.shape
+    out = np.zeros((n, a))
+    for t in range(n):
+        total = 0.0
+        usable = True
+        for j in range(a):
+            v = vol[t, j]
+            if not v > 0.0:  # NaN (warming up) or zero
+                usable = False
+                break
+            total += v**-power
+        if usable and total > 0.0:
             for j in range(a):
-                out[t, j] = inv[j] / total
+                out[t, j] = vol[t, j] ** -power / total
     return out
 
 
 @dataclass(frozen=True)
 class InverseVolatility:
-    """Inverse-volatility weights over every asset, summing to 1 (see the module docstring).
+    """Weights ``vol ** -power`` over every asset, summing to 1 (see the module docstring).
 
     Args:
         lookback: Returns in each volatility estimate (>= 2).
+        power: How strongly calm assets are favoured (1: inverse volatility, 0: equal).
     """
 
     lookback: int = 63
+    power: float = 1.0
 
     inputs: ClassVar[str] = "bars"
     output: ClassVar[str] = "weights"
@@ -80,21 +105,28 @@ class InverseVolatility:
     def __post_init__(self) -> None:
         if int(self.lookback) != self.lookback or self.lookback < 2:
             raise ValueError(f"lookback must be a whole number >= 2, got {self.lookback}")
+        if not 0.0 <= self.power <= 4.0:
+            raise ValueError(f"power must be between 0 and 4, got {self.power}")
 
     def positions(self, bars: Any) -> pd.DataFrame:
         """Target weights at every bar (closes up to t only; the input is not modified)."""
         close = bars.close
-        weights = inverse_volatility(close.to_numpy(dtype=np.float64), int(self.lookback))
+        vol = rolling_volatility(close.to_numpy(dtype=np.float64), int(self.lookback))
+        weights = weights_from_volatility(vol, float(self.power))
         return pd.DataFrame(weights, index=close.index, columns=close.columns)
 
     @classmethod
     def batch_weights(cls, bars: Any, params: Mapping[str, NDArray[Any]]) -> NDArray[np.float64]:
-        """Target weights of ``k`` sets, ``(n_bars, n_assets, k)``: once per distinct lookback."""
+        """Target weights of ``k`` sets, ``(n_bars, n_assets, k)``: the vols once per lookback."""
         lookback = np.asarray(params["lookback"]).astype(np.int64)
-        for value in np.unique(lookback):
-            cls(int(value))  # the constructor names a bad one
+        k = len(lookback)
+        power = np.asarray(params["power"], dtype=np.float64) if "power" in params else np.ones(k)
+        for lb, pw in set(zip(lookback.tolist(), power.tolist(), strict=True)):
+            cls(int(lb), float(pw))  # the constructor names a bad set
         close = np.ascontiguousarray(bars.close.to_numpy(dtype=np.float64))
-        out = np.empty((close.shape[0], close.shape[1], len(lookback)))
-        for value in np.unique(lookback):
-            out[:, :, lookback == value] = inverse_volatility(close, int(value))[:, :, None]
+        out = np.empty((close.shape[0], close.shape[1], k))
+        for lb in np.unique(lookback):
+            vol = rolling_volatility(close, int(lb))  # shared by every set with this lookback
+            for i in np.flatnonzero(lookback == lb):
+                out[:, :, i] = weights_from_volatility(vol, float(power[i]))
         return out

@@ -49,6 +49,7 @@ from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backt
     kept_rows,
     wealth_step,
 )
+from backtest.engine._trades import count_trade
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step
 
 #: Position sources of :func:`run_sets`.
@@ -143,9 +144,7 @@ def _sleeve(
         if cur != prev:
             if prev != 0.0:
                 growth *= 1.0 - cost * abs(prev)
-                trades += 1.0
-                if growth > 1.0:
-                    wins += 1.0
+                trades, wins = count_trade(growth, trades, wins)
             if cur != 0.0:
                 growth = 1.0 - cost * abs(cur)
         prev = cur
@@ -153,10 +152,8 @@ def _sleeve(
             wealth, ruined, peak, trough, min_ratio = wealth_step(
                 x, wealth, ruined, peak, trough, min_ratio
             )
-    if prev != 0.0:
-        trades += 1.0
-        if growth > 1.0:
-            wins += 1.0
+    if prev != 0.0:  # the trade still open at the end counts
+        trades, wins = count_trade(growth, trades, wins)
     return trades, wins, expo, turn, wealth, ruined, _close_drawdown(peak, trough, min_ratio)
 
 

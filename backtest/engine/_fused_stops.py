@@ -25,6 +25,7 @@ from backtest.engine._fused_stats import (
     finish_row,
     path_stats,
 )
+from backtest.engine._trades import count_trade
 
 
 @numba.njit(cache=True, nogil=True)
@@ -83,9 +84,7 @@ def _asset_stops(
                 g *= 1.0 - cost * abs(p)
                 part *= 1.0 - cost * abs(p)
                 turn += w * abs(p)
-                trades += 1.0
-                if g > 1.0:
-                    wins += 1.0
+                trades, wins = count_trade(g, trades, wins)
                 stopped = True
                 if lock:
                     locked = True
@@ -116,9 +115,7 @@ def _asset_stops(
         if cur != p:
             if p != 0.0 and ((cur > 0.0) != (p > 0.0) or (cur < 0.0) != (p < 0.0)):
                 g *= 1.0 - cost * abs(p)
-                trades += 1.0
-                if g > 1.0:
-                    wins += 1.0
+                trades, wins = count_trade(g, trades, wins)
                 p = 0.0
             if p == 0.0:
                 g = 1.0 - cost * abs(cur)
@@ -132,10 +129,8 @@ def _asset_stops(
         raw_prev = raw
         prev_close = close
         buf[t] += ret
-    if p != 0.0:
-        trades += 1.0
-        if g > 1.0:
-            wins += 1.0
+    if p != 0.0:  # the trade still open at the end counts
+        trades, wins = count_trade(g, trades, wins)
     return trades, wins, expo, turn
 
 

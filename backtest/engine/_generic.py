@@ -49,7 +49,7 @@ from backtest.engine._fused_stats import (
     wealth_step,
 )
 from backtest.engine._lanes import run_in_lanes
-from backtest.engine._trades import _trade_step
+from backtest.engine._trades import _trade_step, count_trade
 
 #: Sets per block are a multiple of this (a cache line of positions per bar).
 LINE = 8
@@ -162,9 +162,7 @@ def _asset_pass(
                 ret = (1.0 + prev * rt) * (1.0 - cost * d) - 1.0
                 growth, ended, ended_growth = _trade_step(growth, prev, cur, rt, cost)
                 if ended:
-                    trades += 1.0
-                    if ended_growth > 1.0:
-                        wins += 1.0
+                    trades, wins = count_trade(ended_growth, trades, wins)
                 x = (0.0 if first else row[t]) + w * ret
                 row[t] = x
                 expo += abs(cur)
@@ -174,10 +172,8 @@ def _asset_pass(
                 wealth, ruined, peak, trough, min_ratio = wealth_step(
                     x, wealth, ruined, peak, trough, min_ratio
                 )
-        if prev != 0.0:
-            trades += 1.0
-            if growth > 1.0:
-                wins += 1.0
+        if prev != 0.0:  # the trade still open at the end counts
+            trades, wins = count_trade(growth, trades, wins)
         k = counts[c]
         k[TRADES] += trades
         k[WINS] += wins

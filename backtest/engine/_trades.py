@@ -22,6 +22,15 @@ TRADE_COLUMNS = (
 )
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def count_trade(growth: float, trades: float, wins: float) -> tuple[float, float]:
+    """A trade ended with ``growth`` (its exit cost included): counted, and a winner if > 1.
+
+    The one rule of the trade counts of every batched kernel.
+    """  # pragma: no cover - compiled
+    return trades + 1.0, wins + (1.0 if growth > 1.0 else 0.0)
+
+
 @numba.njit(cache=True, nogil=True)
 def _trade_step(
     growth: float, prev: float, cur: float, rt: float, cost: float

@@ -48,3 +48,23 @@ def test_a_table_removed_after_load_is_result_path_missing(
         stored.table("equity")
     assert info.value.path == run_dir / "equity.parquet"
     assert not isinstance(info.value.__cause__, ResultPathMissing)
+
+
+def test_a_damaged_table_is_computed_again_a_cut_record_is_refused(
+    job: BacktestJob, tmp_path: Path
+) -> None:
+    from backtest.errors import ResultCorrupt
+
+    first = execute_job(job)
+    run_dir = Path(first.run_dir)
+    trades = run_dir / "trades.parquet"
+    trades.write_bytes(trades.read_bytes()[:100])  # cut short: its footer is gone
+    assert "trades.parquet cannot be read as Parquet" in str(results.incomplete_reason(run_dir))
+    again = execute_job(job)  # recomputed, never served with a broken table
+    assert len(again.trades) == len(first.trades) == len(load_backtest(run_dir).trades)
+    record = run_dir / results.RESULT_FILE
+    record.write_bytes(record.read_bytes()[:40])  # whose run is this? nothing says
+    with pytest.raises(ResultCorrupt) as info:
+        execute_job(job)
+    assert info.value.file == results.RESULT_FILE
+    assert len(record.read_bytes()) == 40  # left as found

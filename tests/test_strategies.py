@@ -192,3 +192,26 @@ def test_allowed_modules_admit_user_strategies(tmp_path, monkeypatch) -> None:  
     assert cls.__name__ == "Half" and params == {"level": 0.25} and inst.level == 0.25
     with pytest.raises(ConfigError, match=r"strategy\.nope is not a parameter of Half"):
         build_strategy({"_target_": "mystrats.Half", "nope": 1}, ["mystrats"])
+
+
+def test_every_built_in_schema_row_matches_its_strategy_signature() -> None:
+    """The one table of strategy schemas (config layer) says what the classes say."""
+    import dataclasses
+    import inspect
+
+    import backtest.strategies as strategies
+    from backtest.config import _STRATEGY_SCHEMAS, _STRATEGY_TABLE
+
+    assert set(_STRATEGY_TABLE) == set(_STRATEGY_SCHEMAS)
+    for option, (name, params) in _STRATEGY_TABLE.items():
+        cls = getattr(strategies, name)
+        signature = {
+            p.name: p.default
+            for p in inspect.signature(cls).parameters.values()
+            if p.default is not inspect.Parameter.empty
+        }
+        assert {k: d for k, (_, d) in params.items()} == signature, option
+        schema = _STRATEGY_SCHEMAS[option]
+        fields = {f.name: f.default for f in dataclasses.fields(schema)}
+        assert fields.pop("_target_") == f"backtest.strategies.{name}"
+        assert fields == signature, option

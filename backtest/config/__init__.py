@@ -10,7 +10,7 @@ group into its dataclass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -379,61 +379,49 @@ class QueueConfig:
     n_workers: int = 2
 
 
-@dataclass
-class SmaCrossConfig:
-    """Schema of ``strategy=sma_cross``."""
-
-    _target_: str = "backtest.strategies.SmaCross"
-    fast: int = 10
-    slow: int = 50
-    long_short: bool = False
-
-
-@dataclass
-class MomentumConfig:
-    """Schema of ``strategy=momentum``."""
-
-    _target_: str = "backtest.strategies.Momentum"
-    lookback: int = 126
-    skip: int = 0
-    long_short: bool = False
-
-
-@dataclass
-class MeanReversionConfig:
-    """Schema of ``strategy=mean_reversion``."""
-
-    _target_: str = "backtest.strategies.MeanReversion"
-    lookback: int = 20
-    entry_z: float = 2.0
-    exit_z: float = 0.5
+#: The built-in strategies' schemas, one row each: option name -> (class in
+#: ``backtest.strategies``, its parameters as ``name: (type, default)``, the class's own
+#: signature; ``tests/test_strategies.py`` checks the two agree).
+_STRATEGY_TABLE: dict[str, tuple[str, dict[str, tuple[type, Any]]]] = {
+    "sma_cross": ("SmaCross", {"fast": (int, 10), "slow": (int, 50), "long_short": (bool, False)}),
+    "momentum": (
+        "Momentum",
+        {"lookback": (int, 126), "skip": (int, 0), "long_short": (bool, False)},
+    ),
+    "mean_reversion": (
+        "MeanReversion",
+        {"lookback": (int, 20), "entry_z": (float, 2.0), "exit_z": (float, 0.5)},
+    ),
+    "breakout": ("Breakout", {"lookback": (int, 55), "long_short": (bool, False)}),
+    "xs_momentum": (
+        "CrossSectionalMomentum",
+        {"lookback": (int, 252), "skip": (int, 21), "top_n": (int, 2), "long_short": (bool, False)},
+    ),
+    "buy_and_hold": ("BuyAndHold", {}),
+}
 
 
-@dataclass
-class BreakoutConfig:
-    """Schema of ``strategy=breakout``."""
-
-    _target_: str = "backtest.strategies.Breakout"
-    lookback: int = 55
-    long_short: bool = False
-
-
-@dataclass
-class CrossSectionalMomentumConfig:
-    """Schema of ``strategy=xs_momentum``."""
-
-    _target_: str = "backtest.strategies.CrossSectionalMomentum"
-    lookback: int = 252
-    skip: int = 21
-    top_n: int = 2
-    long_short: bool = False
+def _strategy_schema(option: str) -> type:
+    """The schema dataclass of ``strategy=<option>`` from its row of :data:`_STRATEGY_TABLE`."""
+    cls, params = _STRATEGY_TABLE[option]
+    schema = make_dataclass(
+        f"{cls}Config",
+        [
+            ("_target_", str, field(default=f"backtest.strategies.{cls}")),
+            *((name, kind, field(default=default)) for name, (kind, default) in params.items()),
+        ],
+    )
+    schema.__module__ = __name__
+    schema.__doc__ = f"Schema of ``strategy={option}``."
+    return schema
 
 
-@dataclass
-class BuyAndHoldConfig:
-    """Schema of ``strategy=buy_and_hold``."""
-
-    _target_: str = "backtest.strategies.BuyAndHold"
+SmaCrossConfig = _strategy_schema("sma_cross")
+MomentumConfig = _strategy_schema("momentum")
+MeanReversionConfig = _strategy_schema("mean_reversion")
+BreakoutConfig = _strategy_schema("breakout")
+CrossSectionalMomentumConfig = _strategy_schema("xs_momentum")
+BuyAndHoldConfig = _strategy_schema("buy_and_hold")
 
 
 @dataclass

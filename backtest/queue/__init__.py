@@ -19,12 +19,41 @@ This package and :mod:`backtest.queue._cli` are the only modules that import rq 
 
 from __future__ import annotations
 
-from backtest.queue._client import BacktestJobQueue
-from backtest.queue._errors import JobFailed, JobNotFinished, WaitTimeout
-from backtest.queue._local import LocalWorkers
-from backtest.queue._redis import EmbeddedRedis, mask_url
-from backtest.queue._rqjob import ForeignJobRefused
-from backtest.queue._worker import BacktestWorker, JobTimeout
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backtest.queue._client import BacktestJobQueue
+    from backtest.queue._errors import JobFailed, JobNotFinished, WaitTimeout
+    from backtest.queue._local import LocalWorkers
+    from backtest.queue._redis import EmbeddedRedis, mask_url
+    from backtest.queue._rqjob import ForeignJobRefused
+    from backtest.queue._worker import BacktestWorker, JobTimeout
+
+# name -> module; imported on first use (PEP 562), so that the package's modules that need
+# no rq (the distributed search's result handling, the worker command's install hint)
+# import on a base install too.
+_LAZY = {
+    "BacktestJobQueue": "backtest.queue._client",
+    "BacktestWorker": "backtest.queue._worker",
+    "EmbeddedRedis": "backtest.queue._redis",
+    "ForeignJobRefused": "backtest.queue._rqjob",
+    "JobFailed": "backtest.queue._errors",
+    "JobNotFinished": "backtest.queue._errors",
+    "JobTimeout": "backtest.queue._worker",
+    "LocalWorkers": "backtest.queue._local",
+    "WaitTimeout": "backtest.queue._errors",
+    "mask_url": "backtest.queue._redis",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'backtest.queue' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BacktestJobQueue",

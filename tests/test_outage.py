@@ -120,6 +120,7 @@ def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(tmp_path / "support"), "COUNT_DIR": str(counts)},
         allowed_modules=["counting"],
         log_dir=tmp_path / "logs",
+        output_roots=[tmp_path],
     )
     try:
         with BacktestJobQueue(cfg) as q, pool:

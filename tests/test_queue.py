@@ -25,6 +25,7 @@ from backtest.queue import (
     WaitTimeout,
     mask_url,
 )
+from backtest.queue._policy import mark_run_dir
 from backtest.results import load_result
 from backtest.tasks import run_backtest
 from backtest.tasks._jobs import BacktestJob
@@ -109,6 +110,7 @@ def workers(redis_url: str, mq: str, support_dir: Path, tmp_path_factory: pytest
         env={"PYTHONPATH": str(support_dir)},
         allowed_modules=["queue_support"],
         log_dir=logs,
+        output_roots=[tmp_path_factory.getbasetemp()],  # every test's tmp_path
     )
     pool.start()
     yield pool
@@ -315,7 +317,7 @@ def test_job_over_its_timeout_fails_and_publishes_nothing(
 ) -> None:
     job = make_job(base_config, tmp_path, 12, target="queue_support.SlowSmaCross", delay_s=30)
     run_dir = Path(job.result_path)  # type: ignore[arg-type]
-    run_dir.mkdir(parents=True)
+    mark_run_dir(run_dir, job.job_id)  # an earlier attempt's folder, as a worker marks it
     leftover = run_dir / ".result.json.k3j2h1.tmp"  # as an interrupted write leaves it
     leftover.write_text('{"task": "backtest"}')
     with BacktestJobQueue(QueueConfig(redis_url=redis_url, name=mq, job_timeout=1, retries=2)) as q:
@@ -343,7 +345,7 @@ def test_cancelled_jobs_never_run(
         q.submit(job)
         assert q.status(job.job_id).status == "queued"
         assert q.cancel(job.job_id).status == "cancelled"
-        with LocalWorkers(redis_url, queue_name, 1, burst=True) as pool:
+        with LocalWorkers(redis_url, queue_name, 1, burst=True, output_roots=[tmp_path]) as pool:
             pool.processes[0].wait(60)
         assert q.status(job.job_id).status == "cancelled"
         assert not Path(job.result_path).exists()  # type: ignore[arg-type]
@@ -459,6 +461,7 @@ def test_redis_stopped_while_waiting_is_reported_within_ten_seconds(
         1,
         env={"PYTHONPATH": str(support_dir)},
         allowed_modules=["queue_support"],
+        output_roots=[tmp_path],
     ) as pool:
         q.submit(job)
         deadline = time.monotonic() + 30

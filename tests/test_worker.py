@@ -143,7 +143,7 @@ def test_burst_worker_runs_the_queue_and_stops(
     with BacktestJobQueue(cfg) as q:
         job = BacktestJob(config=base, result_path=str(tmp_path / "run"))
         q.submit(job)
-        worker = BacktestWorker([queue_name], cfg, maintenance_interval=1)
+        worker = BacktestWorker([queue_name], cfg, maintenance_interval=1, output_roots=[tmp_path])
         assert worker.work(burst=True) is True
         assert q.status(job.job_id).status == "finished"
         assert worker.work(burst=True) is False  # nothing left
@@ -200,6 +200,7 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
         env={"PYTHONPATH": str(slow_strategy_dir)},
         allowed_modules=["slow_support"],
         log_dir=tmp_path / "logs",
+        output_roots=[tmp_path],
     )
     with BacktestJobQueue(cfg) as q, pool:
         ids = q.submit_many(jobs)
@@ -304,6 +305,7 @@ def test_a_queued_job_cannot_widen_the_workers_allow_list(
             1,
             env={"PYTHONPATH": str(support), "EVIL_MARKER": str(marker)},
             allowed_modules=["evilmod"] if allowed else [],
+            output_roots=[tmp_path],
         ),
     ):
         q.submit(job)
@@ -346,6 +348,7 @@ def test_a_killed_work_horse_says_why_its_job_was_retried(
         maintenance_interval=1,
         env={"PYTHONPATH": str(slow_strategy_dir)},
         allowed_modules=["slow_support"],
+        output_roots=[tmp_path],
     )
     with BacktestJobQueue(cfg) as q, pool:
         q.submit(job)
@@ -405,7 +408,10 @@ def test_a_worker_loads_mlflow_and_matplotlib_only_once_a_job_needs_them(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "after a plain job: []" in proc.stdout
     assert "after a tracked job with figures: ['matplotlib', 'mlflow']" in proc.stdout
-    assert (tmp_path / "mlflow.db").exists()
+    # tracked to the worker's own store (its default in its working directory), not to
+    # the store the job named: a payload's tracking.uri is ignored on a worker
+    assert (tmp_path / "outputs" / "mlflow.db").exists()
+    assert not (tmp_path / "mlflow.db").exists()
     assert (tmp_path / "tracked" / "figures" / "equity.png").exists()
 
 

@@ -1,7 +1,7 @@
 """Bars: open, high, low, close and volume of every asset, as wide frames on one index.
 
 Strategies that declare ``inputs = "bars"`` receive a :class:`Bars`; the engine reads
-opens for ``next_open`` fills and highs/lows for stops. :func:`load_bars` loads them
+opens for ``next_open`` fills and highs/lows for stops. :func:`~backtest.data.load_bars` loads them
 for a :class:`~backtest.config.DataConfig`: long files carry OHLCV, wide files closes
 only, the shipped sample OHLCV, and synthetic data gets a seeded OHLC around the same
 closes as :func:`~backtest.data.synthetic_prices` for the same seed.
@@ -139,27 +139,3 @@ def synthetic_ohlc(close: pd.DataFrame, volatility: float, seed: int | None) -> 
         return pd.DataFrame(values, index=close.index, columns=close.columns)
 
     return Bars(close, frame(o), frame(h), frame(lo), frame(np.round(vol)))
-
-
-def load_bars(config: object) -> Bars:
-    """Load the bars a :class:`~backtest.config.DataConfig` describes (closes validated).
-
-    The closes are exactly those of :func:`~backtest.data.load_prices`; synthetic data gets
-    :func:`synthetic_ohlc` around them, the sample and long files their own OHLCV (read
-    once and validated field by field: :func:`~backtest.data.validate_bars`), wide files
-    closes only.
-
-    Examples:
-        >>> from backtest.config import DataConfig
-        >>> bars = load_bars(DataConfig(n_bars=3, n_assets=2, seed=7))
-        >>> bars.has("open"), bool((bars.high >= bars.close).all().all())
-        (True, True)
-    """
-    from backtest.config import DataSource
-    from backtest.data._files import file_bars, load_prices
-
-    source = DataSource(getattr(config.source, "value", config.source))  # type: ignore[attr-defined]
-    if source is DataSource.synthetic:
-        close = load_prices(config)  # type: ignore[arg-type]
-        return synthetic_ohlc(close, float(config.volatility), int(config.seed))  # type: ignore[attr-defined]
-    return file_bars(config)  # type: ignore[arg-type]

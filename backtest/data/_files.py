@@ -11,9 +11,16 @@ import numpy as np
 import pandas as pd
 
 from backtest.config import DataConfig, DataLayout, DataSource, RepairMode
-from backtest.data._bars import Bars
+from backtest.data._bars import Bars, synthetic_ohlc
 from backtest.data._synthetic import synthetic_prices
-from backtest.data._validate import _repair_mode, logger, validate_bars, validate_prices
+from backtest.data._validate import (
+    _repair_mode,
+    check_readable,
+    logger,
+    shown,
+    validate_bars,
+    validate_prices,
+)
 from backtest.errors import ConfigError, DataValidationError
 
 _LONG_FIELDS = ("date", "symbol", "open", "high", "low", "close", "volume")
@@ -171,6 +178,7 @@ def read_bars(
 
 
 def _read_table(path: Path, file_format: str | None) -> pd.DataFrame:
+    check_readable(path)  # on a worker: before even looking whether it exists
     if not path.is_file():
         raise DataValidationError(f"price file not found: {str(path)!r}")
     if file_format is None:
@@ -187,15 +195,29 @@ def _read_table(path: Path, file_format: str | None) -> pd.DataFrame:
             return frame
         return pd.read_csv(path)
     except (OSError, ValueError) as exc:
-        raise DataValidationError(f"cannot read price file {str(path)!r}: {exc}") from exc
+        why = str(exc) if _confined() is None else type(exc).__name__
+        raise DataValidationError(
+            f"cannot read price file {str(path)!r} as {file_format}: {why}"
+        ) from exc
+
+
+def _confined() -> tuple[Path, ...] | None:
+    from backtest.data import _validate
+
+    return _validate._READ_ROOTS
 
 
 def _require(raw: pd.DataFrame, needed: list[str], path: Path) -> None:
     for name in needed:
         if name not in raw.columns:
+            found = (
+                f"columns: {list(map(str, raw.columns))}"
+                if _confined() is None
+                else f"{len(raw.columns)} column(s), not named here"
+            )
             raise DataValidationError(
-                f"required column {name!r} missing from {str(path)!r} "
-                f"(columns: {list(map(str, raw.columns))}); map yours with data.columns",
+                f"required column {name!r} missing from {str(path)!r} ({found}); map yours "
+                "with data.columns",
                 column=name,
             )
 
@@ -239,7 +261,7 @@ def parse_dates(
         numeric = text.str.fullmatch(_NUMBER.pattern)
         if len(text) and numeric.all():
             raise DataValidationError(
-                f"column {name!r} holds numbers, not dates (first {values.iloc[0]!r}); say "
+                f"column {name!r} holds numbers, not dates (first {shown(values.iloc[0])}); say "
                 "what they are: data.date_format='%Y%m%d' for 20240131, or data.date_unit="
                 "s|ms|us|ns|D for epoch numbers",
                 column=name,
@@ -251,7 +273,7 @@ def parse_dates(
         except ValueError as exc:  # pandas refuses several UTC offsets in one column
             offsets = sorted({m.group(1) for v in text if (m := _OFFSET.search(v))})
             raise DataValidationError(
-                f"column {name!r} mixes UTC offsets ({', '.join(offsets[:5])}): write every "
+                f"column {name!r} mixes UTC offsets ({shown(', '.join(offsets[:5]))}): write every "
                 "date in one offset (or in UTC), e.g. convert with a spreadsheet or pandas "
                 "tz_convert('UTC')",
                 column=name,
@@ -264,15 +286,15 @@ def parse_dates(
             first_aware, first_naive = text[aware].iloc[0], text[~aware].iloc[0]
             raise DataValidationError(
                 f"column {name!r} mixes timezone-aware dates ({int(aware.sum())}, first "
-                f"{first_aware!r}) and naive ones ({int((~aware).sum())}, first "
-                f"{first_naive!r}): write all of them with an offset, or none",
+                f"{shown(first_aware)}) and naive ones ({int((~aware).sum())}, first "
+                f"{shown(first_naive)}): write all of them with an offset, or none",
                 column=name,
                 timestamp=first_naive,
                 count=int(min(aware.sum(), (~aware).sum())),
             )
         first = values[bad].iloc[0]
         raise DataValidationError(
-            f"column {name!r}: {int(bad.sum())} unparseable date(s), first {first!r}",
+            f"column {name!r}: {int(bad.sum())} unparseable date(s), first {shown(first)}",
             column=name,
             timestamp=first,
             count=int(bad.sum()),
@@ -324,7 +346,7 @@ def _select(
         unknown = [s for s in symbols if s not in closes.columns]
         if unknown:
             raise ConfigError(
-                f"unknown symbol(s) {unknown}; available: {list(closes.columns)}",
+                f"unknown symbol(s) {unknown}; available: {shown(list(closes.columns))}",
                 key="data.symbols",
             )
         closes = closes[list(symbols)]
@@ -414,3 +436,24 @@ def file_bars(config: DataConfig) -> Bars:
         date_format=config.date_format,
         date_unit=config.date_unit,
     )
+
+
+def load_bars(config: DataConfig) -> Bars:
+    """Load the bars a :class:`~backtest.config.DataConfig` describes (closes validated).
+
+    The closes are exactly those of :func:`~backtest.data.load_prices`; synthetic data gets
+    :func:`synthetic_ohlc` around them, the sample and long files their own OHLCV (read
+    once and validated field by field: :func:`~backtest.data.validate_bars`), wide files
+    closes only.
+
+    Examples:
+        >>> from backtest.config import DataConfig
+        >>> bars = load_bars(DataConfig(n_bars=3, n_assets=2, seed=7))
+        >>> bars.has("open"), bool((bars.high >= bars.close).all().all())
+        (True, True)
+    """
+    source = DataSource(getattr(config.source, "value", config.source))
+    if source is DataSource.synthetic:
+        close = load_prices(config)
+        return synthetic_ohlc(close, float(config.volatility), int(config.seed))
+    return file_bars(config)

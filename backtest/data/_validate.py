@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,49 @@ from backtest.data._bars import Bars
 from backtest.errors import ConfigError, DataValidationError
 
 logger = logging.getLogger("backtest.data")
+
+# Set on queue workers (backtest.queue._policy): price files are read only under these
+# folders, and errors about data never quote what a file holds.
+_READ_ROOTS: tuple[Path, ...] | None = None
+
+
+def confine_reads(roots: Sequence[Path] | None) -> tuple[Path, ...] | None:
+    """Read price files only under ``roots`` from now on (``None`` lifts it).
+
+    Called by a queue worker with its ``--data-root`` folders: a job's ``data.path``
+    outside them is refused before the file is looked at (even whether it exists), and
+    no error about a file quotes its content (a header, a value), so a file read by
+    mistake or by malice tells the job's writer nothing.
+
+    Returns:
+        The previous roots, to restore.
+    """
+    global _READ_ROOTS
+    previous = _READ_ROOTS
+    _READ_ROOTS = None if roots is None else tuple(Path(r).resolve() for r in roots)
+    return previous
+
+
+def check_readable(path: Path) -> None:
+    """Refuse a price file outside the read roots (when confined); names the path as given.
+
+    Raises:
+        ConfigError: the path (symlinks followed) lies outside every root.
+    """
+    if _READ_ROOTS is None:
+        return
+    resolved = Path(os.path.abspath(path)).resolve()
+    if not any(resolved == r or resolved.is_relative_to(r) for r in _READ_ROOTS):
+        raise ConfigError(
+            f"data.path {str(path)!r} is outside the folders this worker reads data from; "
+            "put the file under one of them, or start the worker with --data-root <its folder>",
+            key="data.path",
+        )
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, or a placeholder where file content is kept back."""
+    return repr(value) if _READ_ROOTS is None else "(content not shown on a worker)"
 
 
 def _repair_mode(repair: RepairMode | str) -> RepairMode:
@@ -94,7 +139,7 @@ def validate_prices(
             first = closes.index[text][0]
             raise DataValidationError(
                 f"column {column!r}: {int(text.sum())} non-numeric price(s), first at {first} "
-                f"({closes[column].to_numpy()[text][0]!r})",
+                f"({shown(closes[column].to_numpy()[text][0])})",
                 column=column,
                 timestamp=first,
                 count=int(text.sum()),

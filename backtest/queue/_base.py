@@ -255,10 +255,20 @@ class QueueBase:
     def start_workers(self, n: int | None = None, **kwargs: Any) -> Any:
         """Start ``n`` (default ``queue.n_workers``) worker processes on this machine.
 
+        Keyword arguments go to :class:`~backtest.queue.LocalWorkers`. On an embedded
+        Redis (a socket only this user can open, so only this process queues jobs) the
+        workers read and write wherever this process may (``data_roots`` and
+        ``output_roots`` default to ``/``); on a shared Redis they keep the workers'
+        defaults (their working directory, which is this one).
+
         Returns:
             A :class:`~backtest.queue.LocalWorkers`; call ``stop()`` (or use ``with``).
         """
         from backtest.queue._local import LocalWorkers
+
+        if self.embedded:
+            kwargs.setdefault("data_roots", ["/"])
+            kwargs.setdefault("output_roots", ["/"])
 
         return LocalWorkers(
             self._url, self.name, self.config.n_workers if n is None else n, **kwargs

@@ -6,6 +6,12 @@
 the machine (``ps``), so prefer ``REDIS_URL``. The worker runs until it receives
 SIGTERM or Ctrl+C (it finishes the current job first; a second signal stops it at
 once), or, with ``--burst``, until the queues are empty.
+
+A job's payload is data, never a capability (:mod:`backtest.queue._policy`): the worker
+reads price files only under ``--data-root`` folders, writes run directories only under
+``--output-root`` folders (both: its working directory by default), tracks only to its
+own ``MLFLOW_TRACKING_URI``, and connects a distributed search only to its own study
+storage (``--storage`` or ``BACKTEST_STUDY_STORAGE``, else its queue's Redis).
 """
 
 from __future__ import annotations
@@ -63,6 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="module prefixes (besides backtest.) strategies may come from; a job cannot "
         "widen this list (default: $BACKTEST_ALLOWED_MODULES, comma-separated)",
     )
+    parser.add_argument(
+        "--data-root",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a folder jobs may read price files from (repeatable; default: the working "
+        "directory); a data.path outside every one is refused before the file is opened",
+    )
+    parser.add_argument(
+        "--output-root",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a folder jobs may write their run directories into (repeatable; default: the "
+        "working directory); on several machines, the shared disk",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="the Optuna storage of distributed searches, e.g. postgresql://user@db/optuna "
+        "(default: $BACKTEST_STUDY_STORAGE, else the queue's Redis); a password belongs in "
+        "that variable (or ~/.pgpass), not on the command line",
+    )
     parser.add_argument("--log-level", default="INFO", help="log level (default: INFO)")
     return parser
 
@@ -99,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             monitoring_interval=args.monitoring_interval,
             heartbeat_grace=args.heartbeat_grace,
             allowed_modules=allowed,
+            data_roots=args.data_root or (),
+            output_roots=args.output_root or (),
+            study_storage=args.storage or os.environ.get("BACKTEST_STUDY_STORAGE") or None,
         )
         worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level=args.log_level.upper())
     except BacktestError as exc:

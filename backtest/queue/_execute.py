@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,37 @@ def remove_partial_files(run_dir: Path) -> list[Path]:
     return removed
 
 
+JOB_LOG = "backtest.log"  # Hydra's job log name (hydra.job.name: backtest) in a sweep folder
+_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job_logging
+
+
+@contextmanager
+def _job_log(run_dir: Path) -> Iterator[None]:
+    """Log this job into ``<run_dir>/backtest.log``, and the traceback if it fails.
+
+    What the basic launcher's job log holds (Hydra's job logging): every log line of
+    the job, and on failure ``job failed: <error>`` with its traceback. Secrets are
+    masked as in every log line (:func:`~backtest.masking.mask_logs`).
+    """
+    handler = logging.FileHandler(run_dir / JOB_LOG, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    except BaseException as exc:
+        logging.getLogger("backtest").error(
+            "job failed: %s: %s",
+            type(exc).__name__,
+            exc,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def _count_attempt() -> int:
     """Record that an attempt of the current rq job started; returns the attempt number."""
     try:
@@ -110,15 +143,26 @@ def _count_attempt() -> int:
 def execute(payload: str) -> dict[str, Any]:
     """Run one queued payload (see the module docstring); the only job function.
 
+    The payload is data: it runs under this worker's policy
+    (:mod:`backtest.queue._policy`), checked before anything is read, written or
+    computed. A payload holding ``${...}`` is refused; ``data.path`` must lie under the
+    worker's data roots and the run directory under its output roots (a folder of its
+    own job); the job's ``tracking.uri`` is ignored for the worker's own.
+
     Returns:
         A small JSON summary: for a job, its id, result path, objective and metrics.
 
     Raises:
         ConfigError: a malformed payload (names what is wrong).
+        PayloadRefused: the payload asks for what the worker's policy does not allow.
         BacktestError: the job itself failed (bad config, bad data, ...).
     """
+    from backtest.queue._policy import admit_job, confined, current, refuse_interpolations
+
     mask_logs()  # no secret in a worker's log lines either
     data = parse_payload(payload)
+    refuse_interpolations(data)  # before any value of the payload is used
+    policy = current()
     attempt = _count_attempt()
     kind = data["kind"]
     if kind == "noop":
@@ -126,15 +170,17 @@ def execute(payload: str) -> dict[str, Any]:
     if kind == "study":
         from backtest.queue._study import run_study_worker
 
-        return {"kind": "study", "attempt": attempt, **run_study_worker(data["study"])}
-    job = BacktestJob.from_dict(data["job"])
-    run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
+        with confined(policy):
+            result = run_study_worker(data["study"], policy)
+        return {"kind": "study", "attempt": attempt, **result}
+    job, run_dir = admit_job(BacktestJob.from_dict(data["job"]), policy)
     log.info("job %s (%s), attempt %d, into %s", job.job_id, job.task, attempt, run_dir)
     from backtest.results import load_result
     from backtest.tasks import run_backtest
 
     try:
-        run_backtest(job)
+        with _job_log(run_dir), confined(policy):
+            run_backtest(job)
     except BaseException:
         remove_partial_files(run_dir)
         raise

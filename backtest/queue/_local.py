@@ -33,6 +33,10 @@ class LocalWorkers:
         env: Extra environment variables for the workers.
         log_dir: Write each worker's output to ``<log_dir>/worker-<i>.log`` (else discarded).
         allowed_modules: The workers' strategy allow-list (``--allow-module``).
+        data_roots: Folders the workers read price files from (``--data-root``; their
+            working directory, this one, when empty).
+        output_roots: Folders the workers write run directories into
+            (``--output-root``; this working directory when empty).
     """
 
     def __init__(
@@ -48,6 +52,8 @@ class LocalWorkers:
         log_dir: str | Path | None = None,
         burst: bool = False,
         allowed_modules: Sequence[str] = (),
+        data_roots: Sequence[str | Path] = (),
+        output_roots: Sequence[str | Path] = (),
     ) -> None:
         self.url, self.queue, self.n = url, queue, int(n)
         self._args = [
@@ -61,6 +67,8 @@ class LocalWorkers:
             str(heartbeat_grace),
             *(["--burst"] if burst else []),
             *(["--allow-module", *allowed_modules] if allowed_modules else []),
+            *(arg for root in data_roots for arg in ("--data-root", str(root))),
+            *(arg for root in output_roots for arg in ("--output-root", str(root))),
         ]
         self._env = env or {}
         self._log_dir = Path(log_dir) if log_dir else None

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backtest.errors import ConfigError
-from backtest.masking import reveal
 from backtest.queue._storage import study_storage
 
 if TYPE_CHECKING:
     import optuna
+
+    from backtest.queue._policy import WorkerPolicy
 
 log = logging.getLogger("backtest.queue._distributed")
 
@@ -96,22 +97,30 @@ def _heartbeat(storage: Any, trial_id: int, stop: threading.Event) -> None:
             return
 
 
-def run_study_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
+def run_study_worker(spec: Mapping[str, Any], policy: WorkerPolicy | None = None) -> dict[str, Any]:
     """Pull and evaluate trials of a shared study until it has ``n_trials`` finished ones.
 
     Runs on a worker (the ``study`` payload of :mod:`backtest.queue._execute`). While
     others still run the last trials, it waits and watches their heartbeats, so a
-    trial whose worker dies is re-run here.
+    trial whose worker dies is re-run here. The study storage is the worker's own
+    (:func:`~backtest.queue._policy.study_storage_url`): the spec's masked URL only
+    says which one, and one the worker does not hold is refused.
 
     Returns:
         ``{"evaluated": <trials evaluated here>, "study": <name>}``.
+
+    Raises:
+        PayloadRefused: the spec names a storage that is not this worker's.
     """
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
+    from backtest.queue._policy import current, study_storage_url
+
+    url = study_storage_url(spec.get("storage"), policy or current())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage: Any = study_storage(
-        reveal(spec["storage"]) or "",
+        url,
         heartbeat_interval=spec["heartbeat_interval"],
         grace_period=spec["grace_period"],
         max_retry=spec["max_retry"],

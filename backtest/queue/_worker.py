@@ -45,6 +45,7 @@ from rq.utils import current_timestamp
 from backtest.config import QueueConfig
 from backtest.errors import BacktestError
 from backtest.queue._execute import parse_payload, payload_job, remove_partial_files
+from backtest.queue._policy import WorkerPolicy, install
 from backtest.queue._redis import attempts_key, connect, failures_key, mask_url
 from backtest.queue._rqjob import BacktestRqJob
 
@@ -225,12 +226,15 @@ def _failure_reason(job: Job, exc_type: Any, exc_value: Any, tb: Any) -> bool:
 
 
 def _cleanup_run_dir(job: Job) -> None:
+    """Remove a failed job's temporary files, in a run folder marked as that job's only."""
+    from backtest.queue._policy import owned_run_dir
+
     try:
-        record = payload_job(job.args[0]) if job.args else None
+        run_dir = owned_run_dir(payload_job(job.args[0]) if job.args else None)
     except Exception:
-        record = None
-    if record is not None and record.result_path:
-        remove_partial_files(Path(record.result_path))
+        run_dir = None
+    if run_dir is not None:
+        remove_partial_files(run_dir)
 
 
 _WARM: dict[str, Any] = {}  # the warm-up's backtest, and what was loaded on demand
@@ -341,6 +345,16 @@ class BacktestWorker:
         allowed_modules: Module prefixes (besides ``backtest.``) a job's strategy may
             come from. Fixed for the worker's life: a job's own ``allowed_modules``
             cannot widen it, and nothing outside it is imported.
+        data_roots: Folders a job's price files may be read from (the working
+            directory when empty); see :mod:`backtest.queue._policy`.
+        output_roots: Folders a job's run directory may lie in (the working directory
+            when empty).
+        study_storage: The Optuna storage URL of distributed searches (with its
+            password, never written down); the queue's Redis when unset.
+
+    A job runs under these limits whatever its payload says: a payload is data, never a
+    capability (:mod:`backtest.queue._policy`: no ``${...}`` resolved, data and output
+    confined, tracking to the worker's own ``MLFLOW_TRACKING_URI`` only).
 
     A killed worker's job is retried within about ``monitoring_interval +
     heartbeat_grace + maintenance_interval`` seconds (35 s with the defaults), provided
@@ -362,10 +376,15 @@ class BacktestWorker:
         monitoring_interval: int = 5,
         heartbeat_grace: int = 15,
         allowed_modules: Sequence[str] = (),
+        data_roots: Sequence[str | os.PathLike[str]] = (),
+        output_roots: Sequence[str | os.PathLike[str]] = (),
+        study_storage: str | None = None,
     ) -> None:
         from backtest.errors import ConfigError
 
         self.allowed_modules = tuple(allowed_modules)
+        self._roots = (tuple(data_roots), tuple(output_roots), study_storage)
+        given = connection is not None
         self.config = config or QueueConfig()
         names = [queues] if isinstance(queues, str) else list(queues)
         self.queue_names = names or [self.config.name]
@@ -380,7 +399,13 @@ class BacktestWorker:
             kwargs = connection.connection_pool.connection_kwargs
             self.url = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
         self._connection = connection
-        self._settings = {
+        self.policy = WorkerPolicy.of(
+            self._roots[0],
+            self._roots[1],
+            study_storage=self._roots[2],
+            queue_url=None if given else self.url,
+        )
+        self._settings: dict[str, Any] = {
             "worker_ttl": max(int(maintenance_interval), 1) + 15,  # rq blocks dequeue ttl - 15 s
             "job_monitoring_interval": monitoring_interval,
             "maintenance_interval": maintenance_interval,
@@ -424,19 +449,24 @@ class BacktestWorker:
 
         previous = _loader._WORKER_MODULES
         _loader.restrict_modules(self.allowed_modules)  # before any job: it cannot widen it
+        previous_policy = install(self.policy)  # inherited by every work horse
         try:
             return self._work(burst, max_jobs, logging_level)
         finally:
+            install(previous_policy)
             _loader.restrict_modules(previous)  # a worker run inside another program
 
     def _work(self, burst: bool, max_jobs: int | None, level: str) -> bool:
         _preload()
         log.info(
-            "worker %s on %s, queues %s, strategies from backtest.%s",
+            "worker %s on %s, queues %s, strategies from backtest.%s; data from %s, "
+            "results into %s",
             self.name,
             mask_url(self.url),
             self.queue_names,
             "".join(f", {m}" for m in self.allowed_modules),
+            ", ".join(map(str, self.policy.data_roots)),
+            ", ".join(map(str, self.policy.output_roots)),
         )
         did = False
         while True:

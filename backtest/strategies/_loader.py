@@ -56,9 +56,11 @@ def check_target(target: object, allowed_modules: Iterable[str] = ()) -> str:
             if fixed
             else "add yours to allowed_modules"
         )
+        # a worker's own list (its command line or environment) is not told to the job
+        allowed = f"{BUILTIN_PREFIX} and the worker's own" if fixed else ", ".join(prefixes)
         raise ConfigError(
             f"strategy._target_ {target!r} is not in an allowed module; allowed prefixes: "
-            f"{', '.join(prefixes)} ({fix})",
+            f"{allowed} ({fix})",
             key="strategy._target_",
         )
     return target

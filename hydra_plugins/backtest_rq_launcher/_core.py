@@ -49,13 +49,15 @@ class _Runtime:
             n = queue_cfg.n_workers if self.queue.embedded else 0
         self.workers = None
         if n > 0:
+            roots = {} if self.queue.embedded else worker_roots(launcher.config)
             self.workers = self.queue.start_workers(
                 n,
-                env=worker_env(n),
+                env={**worker_env(n), **tracking_env(launcher.config)},
                 maintenance_interval=params.maintenance_interval,
                 monitoring_interval=params.monitoring_interval,
                 heartbeat_grace=params.heartbeat_grace,
                 allowed_modules=list(launcher.config.get("allowed_modules") or []),
+                **roots,
             )
         where = "an embedded Redis" if self.queue.embedded else self.queue.masked_url
         log.info("rq launcher: queue %r on %s, %d local worker(s)", self.queue.name, where, n)
@@ -85,6 +87,38 @@ def worker_env(n_workers: int) -> dict[str, str]:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return {"NUMBA_NUM_THREADS": str(max(1, cores // max(1, n_workers)))}
+
+
+def tracking_env(config: DictConfig) -> dict[str, str]:
+    """``MLFLOW_TRACKING_URI`` of the sweep for its local workers.
+
+    A worker tracks to its own store only (a job's ``tracking.uri`` is ignored on a
+    worker, :mod:`backtest.queue._policy`); the launcher's own workers act for this
+    sweep, so their own store is the sweep's.
+    """
+    tracking = config.get("tracking")
+    if tracking is None or not tracking.get("enabled", True) or not tracking.get("uri"):
+        return {}
+    from backtest.masking import reveal
+
+    return {"MLFLOW_TRACKING_URI": str(reveal(str(tracking.uri)))}
+
+
+def worker_roots(config: DictConfig) -> dict[str, list[str]]:
+    """Data and output folders of local workers on a shared Redis: this sweep's only.
+
+    The working directory, the sweep directory and the folder of ``data.path``; jobs
+    that other writers queue get no more from this machine's workers than that.
+    """
+    cwd = Path.cwd()
+    outputs = [cwd, Path(str(config.hydra.sweep.dir)).absolute()]
+    if config.get("output_dir"):
+        outputs.append(Path(str(config.output_dir)).absolute())
+    data = [cwd]
+    path = OmegaConf.select(config, "data.path", default=None)
+    if path:
+        data.append(Path(str(path)).absolute().parent)
+    return {"data_roots": [str(p) for p in data], "output_roots": [str(p) for p in outputs]}
 
 
 def start(launcher: BacktestRQLauncher) -> None:
@@ -225,6 +259,10 @@ def _job_for(
     hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)  # set above; only the id changed
     with read_write(hydra_cfg.hydra.job), open_dict(hydra_cfg.hydra.job):
         hydra_cfg.hydra.job.id = job.job_id
+    if run_dir.absolute() == output_dir:  # made here: marked as the job's own run folder
+        from backtest.queue._policy import mark_run_dir
+
+        mark_run_dir(output_dir, job.job_id)
     subdir = sweep_config.hydra.output_subdir
     if subdir is not None:  # what Hydra's own launchers record in each job directory
         record = output_dir / str(subdir)

@@ -511,6 +511,20 @@ def test_a_multirun_writes_the_sweep_report(tmp_path: Path) -> None:
     page = read_page(sweep / results.REPORT_FILE)
     assert len(body_rows(page, "jobs")) == 2
     assert all((sweep / str(i) / results.REPORT_FILE).is_file() for i in (0, 1))
+    names = {t.get("name") for fig in figures(page) for t in fig.get("data", [])}
+    assert {"fast=5", "fast=10"} <= names  # lines named by what varied
+    assert not any(str(n).startswith("job ") for n in names)
+    # a job's equity damaged inside a sound footer: named on the page, the other drawn
+    from backtest.report import build_sweep_report
+
+    equity = sweep / "1" / "equity.parquet"
+    data = bytearray(equity.read_bytes())
+    data[4 : len(data) // 2] = bytes(len(data) // 2 - 4)  # pages zeroed, footer kept
+    equity.write_bytes(bytes(data))
+    page = read_page(build_sweep_report(sweep))
+    assert "skipped" in page.sections
+    names = {t.get("name") for fig in figures(page) for t in fig.get("data", [])}
+    assert "fast=5" in names and "fast=10" not in names
 
 
 @pytest.mark.slow

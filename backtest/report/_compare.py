@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from backtest import results
+from backtest.errors import ResultCorrupt
 from backtest.report._page import COLORS, Page, cell, dates, note, num, table, thin_positions
 
 MAX_OVERLAID = 12
@@ -179,13 +180,21 @@ def build_sweep_report(sweep_dir: str | Path) -> Path:
             )
         ),
     )
-    if len(ok) and params:
-        page.section("params", "Parameters vs objective", _params_view(page, ok, params, metric))
+    varying = [p for p in params if len(set(map(str, ok[p]))) > 1]  # a constant gets no axis
+    if len(ok) and varying:
+        page.section("params", "Parameters vs objective", _params_view(page, ok, varying, metric))
     curves = {}
+    unread = []
     for _, row in ok.head(MAX_OVERLAID).iterrows():
-        stored = results.load_result(row["run_dir"])
-        if "equity" in stored.tables:
-            curves[f"job {row['job']}"] = _growth(stored.table("equity"))
+        label = ", ".join(f"{p.removeprefix('param.')}={_plain(row[p])}" for p in varying)
+        try:
+            stored = results.load_result(row["run_dir"])
+            if "equity" in stored.tables:
+                curves[label or f"job {row['job']}"] = _growth(stored.table("equity"))
+        except ResultCorrupt as exc:  # damaged inside a sound footer: named, the rest drawn
+            unread.append(f"job {row['job']}: {exc}")
+    if unread:
+        page.section("skipped", "Runs skipped", note("; ".join(unread)))
     if curves:
         page.section(
             "equity",

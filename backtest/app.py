@@ -75,6 +75,25 @@ def switch_off(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+def flat_space(cfg: DictConfig) -> DictConfig:
+    """``search.space.engine.stop_loss=[...]`` as the search reads it: ``engine.stop_loss``.
+
+    On the command line ``+search.space.engine.stop_loss=[0.02,0.05]`` nests the engine's
+    keys under ``engine``; the search names them ``engine.<key>`` (as an experiment file's
+    ``engine.stop_loss: [...]`` does). Both spellings mean the same search.
+    """
+    space = cfg.get("search", {}).get("space") if isinstance(cfg, DictConfig) else None
+    nested = space.get("engine") if space is not None else None
+    if not isinstance(nested, DictConfig) or any(k in nested for k in ("low", "high", "step")):
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        flat = {k: v for k, v in cfg.search.space.items() if k != "engine"}
+        flat.update({f"engine.{k}": v for k, v in nested.items()})
+        cfg.search.space = flat
+    return cfg
+
+
 def normalise(argv: Sequence[str]) -> list[str]:
     """The command line as Hydra needs it.
 
@@ -136,7 +155,7 @@ def compose(*overrides: str) -> DictConfig:
     args = normalise(overrides)
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return switch_off(hydra_compose(config_name="config", overrides=args), args)
+            return flat_space(switch_off(hydra_compose(config_name="config", overrides=args), args))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"{exc}".strip()) from exc
 
@@ -261,7 +280,7 @@ def run(cfg: DictConfig) -> float | None:
     """
     use_structlog()  # only when structlog is installed
     mask_logs()
-    cfg = switch_off(cfg, _task_overrides())
+    cfg = flat_space(switch_off(cfg, _task_overrides()))
     with contextlib.suppress(OmegaConfBaseException):  # the job record reports the key
         remember_config(OmegaConf.to_container(cfg, resolve=True))
     run_dir = run_dir_for(cfg)

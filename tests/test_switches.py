@@ -75,3 +75,45 @@ def test_windows_that_do_not_fit_fail_before_a_run_folder(tmp_path: Path) -> Non
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert words in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        ["+search.space={fast: [5, 10], engine.stop_loss: [0.02, 0.05]}"],
+        ["+search.space.fast=[5,10]", "+search.space.engine.stop_loss=[0.02,0.05]"],
+    ],
+    ids=["one-liner", "nested-keys"],
+)
+def test_engine_keys_are_searched_from_the_command_line_in_either_spelling(
+    space: list[str],
+) -> None:
+    cfg = compose("+experiment=sma_cross", "search=grid", *SMALL, *space)
+    assert dict(cfg.search.space) == {"fast": [5, 10], "engine.stop_loss": [0.02, 0.05]}
+    prepare(BacktestJob.from_config(cfg))  # a valid search: the keys are known
+
+
+def test_setting_a_key_of_the_empty_space_says_to_add_it(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "backtest", "+experiment=sma_cross", "search=grid",
+         "search.space={fast: [5, 10]}", "tracking=none"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "'+search.space={fast: ...}'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_searched_engine_key_is_a_headline_parameter(tmp_path: Path) -> None:
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "backtest", "+experiment=sma_cross", "search=grid",
+         "+search.space={fast: [5, 20], engine.stop_loss: [0.02, 0.1]}", *SMALL,
+         "output_dir=run"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    chosen = record["search"]["best_params"]["engine.stop_loss"]
+    assert record["params"]["engine.stop_loss"] == chosen
+    assert f"engine.stop_loss={chosen}" in proc.stdout  # the printed headline

@@ -174,6 +174,12 @@ def composition_error(exc: BaseException, argv: Sequence[str] = ()) -> str:
                 scope, _, key = full_key.rpartition(".")
                 keys = _public(parent.keys())
                 prefix = f"{scope}." if scope else ""
+                if not keys:  # an open mapping with nothing in it yet (search.space)
+                    return (
+                        f"error: {full_key}: {scope} is empty here, so its keys are added, "
+                        f"not set\nhint: add them with a '+': '+{scope}.{key}=...' or "
+                        f"'+{scope}={{{key}: ...}}'"
+                    )
                 return (
                     f"error: {full_key} is not a key of {scope or 'the config'}"
                     f"{did_you_mean(key, keys, prefix)}\n"

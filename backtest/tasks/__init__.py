@@ -178,6 +178,16 @@ def run_task(ctx: TaskContext) -> TaskOutput:
     return output
 
 
+def _headline_params(params: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The headline backtest's parameters, with the engine keys a search chose for it.
+
+    A searched ``engine.stop_loss`` shapes the headline as much as ``fast`` does, so it is
+    named beside them (``params`` of ``result.json``, the summary, MLflow).
+    """
+    best = (record.get("search") or {}).get("best_params") or {}
+    return {**params, **{k: v for k, v in best.items() if str(k).startswith("engine.")}}
+
+
 def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, Any]:
     from backtest.engine._exits import exit_reason_counts
     from backtest.tracking._log import git_commit  # a subprocess call; no MLflow import
@@ -191,7 +201,7 @@ def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, 
         "task": ctx.job.task,
         "job_id": ctx.job.job_id,
         "name": ctx.settings.name,
-        "params": bt.params,
+        "params": _headline_params(bt.params, output.record),
         "metrics": bt.metrics,
         "objective": output.objective,
         "seed": ctx.settings.seed,

@@ -14,6 +14,8 @@ either::
     ├── ResultPathMissing (FileNotFoundError)  no result where one was expected; carries ``path``
     ├── ResultCorrupt (ValueError)             a run folder's file is unreadable or links out of
     │                                          the folder; carries ``path`` and ``file``
+    ├── DiskFull (OSError)                     the disk a run writes to is full; names the
+    │                                          folder, the file and the space it needs
     ├── TrialsFailed (RuntimeError)            every trial of a search failed; says why
     ├── StrategyContractError                  a strategy looks ahead, or its batch_positions
     │                                          disagrees with positions; names strategy and bar
@@ -120,6 +122,45 @@ class ResultCorrupt(BacktestError, ValueError):
         self.path = Path(path)
         self.file = file
         self.reason = reason
+
+
+class DiskFull(BacktestError, OSError):
+    """The disk a run writes to is full (or over quota): the run was refused.
+
+    Nothing half-written is left: every file is written to a temporary name that is
+    removed, and a run refused this way has no ``result.json``.
+
+    Attributes:
+        path: The folder that was written to.
+        file: The file that did not fit.
+        needed: Bytes that file needed, when known.
+        free: Bytes free on that disk when it failed, when known.
+    """
+
+    def __init__(
+        self, path: str | Path, file: str, needed: int | None = None, free: int | None = None
+    ) -> None:
+        need = f"needs {_size(needed)}" if needed is not None else "needs more space"
+        left = f" ({_size(free)} free)" if free is not None else ""
+        super().__init__(
+            f"no space left on the disk holding {str(path)!r}: {file} {need}{left}; free "
+            "some space there or write to another disk (hydra.run.dir=... or output_dir=...), "
+            "then run again"
+        )
+        self.path = Path(path)
+        self.file = file
+        self.needed = needed
+        self.free = free
+
+
+def _size(n: int) -> str:
+    """Bytes in a unit people read: ``812 B``, ``5.2 MB``, ``1.3 GB``."""
+    size, unit = float(n), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 999.95 or unit == "TB":
+            break
+        size /= 1000
+    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
 class JobNotFinished(BacktestError, RuntimeError):

@@ -29,9 +29,11 @@ summary, ``backtest report``, ``backtest sync``) skip such a folder and go on.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.errors import BacktestError, ResultCorrupt, ResultPathMissing
+from backtest.errors import BacktestError, DiskFull, ResultCorrupt, ResultPathMissing
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
@@ -123,10 +125,43 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, over quota
+
+
+def full_disk(exc: BaseException, path: Path, needed: int | None = None) -> DiskFull | None:
+    """``exc`` as a :class:`~backtest.errors.DiskFull` naming ``path``, if it says the disk is full.
+
+    Args:
+        exc: What a write raised.
+        path: The file written (or the folder, for a write whose file is unknown).
+        needed: Bytes the write needed, when known.
+    """
+    if isinstance(exc, DiskFull):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in _FULL:
+        return None
+    folder, file = (path, "a file") if path.is_dir() else (path.parent, path.name)
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    return DiskFull(folder, file, needed=needed, free=free)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    Raises:
+        DiskFull: the disk is full: names the folder, the file and its size; the
+            temporary file is removed, ``path`` is left as it was.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if (full := full_disk(exc, path, len(data))) is not None:
+            raise full from exc
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -134,8 +169,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; results are for sharing
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if (full := full_disk(exc, path, len(data))) is not None:
+            raise full from exc
         raise
 
 
@@ -152,17 +189,33 @@ def write_table(run_dir: str | Path, name: str, table: pd.DataFrame | pd.Series)
     frame = frame.copy()
     frame.columns = [str(c) for c in frame.columns]
     path = run_dir / f"{name}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         frame.to_parquet(tmp)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if (full := full_disk(exc, path, _parquet_size(frame))) is not None:
+            raise full from exc
         raise
     return path
+
+
+def _parquet_size(frame: pd.DataFrame) -> int | None:
+    """Bytes ``frame`` takes as Parquet (rendered in memory; only when a write failed)."""
+    import io
+
+    try:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer)
+        return len(buffer.getvalue())
+    except Exception:
+        return None
 
 
 def figures_dir(run_dir: str | Path) -> Path:

@@ -252,11 +252,13 @@ def execute_job(
 
     The job is validated first (:func:`prepare`, or pass its ``ctx``); a validation error
     leaves no run directory and no MLflow run. A failure while the task runs is logged
-    to MLflow as a ``FAILED`` (or, interrupted, ``KILLED``) run.
+    to MLflow as a ``FAILED`` (or, interrupted, ``KILLED``) run; so is a full disk while
+    the result is written, which leaves no ``result.json`` and no partial file.
 
     Raises:
         BacktestError: the run directory already holds a result of another config
             (nothing is overwritten).
+        DiskFull: the disk filled up (names the folder, the file and the space needed).
     """
     run_dir = Path(job.result_path) if job.result_path else job.default_result_path()
     if results.has_result(run_dir) and (missing := results.incomplete_reason(run_dir)):
@@ -283,8 +285,30 @@ def execute_job(
         with _sigterm_raises():
             output = run_task(ctx)
     except BaseException as exc:
-        _track_failure(job, run_dir, exc)
+        full = results.full_disk(exc, run_dir)  # a task's own figure or table did not fit
+        _track_failure(job, run_dir, full or exc)
+        if full is not None and full is not exc:
+            raise full from exc
         raise
+    try:
+        return _write_run(job, ctx, output, run_dir, started_at)
+    except BaseException as exc:
+        full = results.full_disk(exc, run_dir)
+        if full is None:
+            raise
+        # refused for a full disk: no result.json (every other file was written whole, or
+        # its temporary file removed), the MLflow run FAILED with the same one line
+        (run_dir / results.RESULT_FILE).unlink(missing_ok=True)
+        _track_failure(job, run_dir, full)
+        if full is exc:
+            raise
+        raise full from exc
+
+
+def _write_run(
+    job: BacktestJob, ctx: TaskContext, output: TaskOutput, run_dir: Path, started_at: str
+) -> BacktestResult:
+    """Write a finished task's figures, tables, ``result.json`` and report; mirror it."""
     bt = output.backtest
     if ctx.settings.figures:
         from backtest.report import _png as plots
@@ -321,6 +345,8 @@ def _report(run_dir: Path) -> None:
 
         build_report(run_dir)
     except Exception as exc:
+        if results.full_disk(exc, run_dir) is not None:
+            raise  # the run is refused (execute_job): a full disk is no missing report
         log.warning(
             "report.html not written (%s: %s); rebuild it with: python -m backtest.report %s",
             type(exc).__name__,

@@ -43,6 +43,30 @@ def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+#: Test files that start queue workers or Redis servers: they run on one xdist worker, one
+#: after another (``test_launcher`` checks that no worker outlives a sweep by looking at
+#: every process of the machine). The rest of the suite runs beside them.
+_ONE_AFTER_ANOTHER = {
+    "test_cli.py",
+    "test_distributed.py",
+    "test_launcher.py",
+    "test_launcher_logs.py",
+    "test_newcomer.py",
+    "test_outage.py",
+    "test_payload_safety.py",
+    "test_queue.py",
+    "test_readme.py",
+    "test_worker.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests that start queue processes onto one xdist worker (``--dist loadgroup``)."""
+    for item in items:
+        if item.path.name in _ONE_AFTER_ANOTHER:
+            item.add_marker(pytest.mark.xdist_group("queue-processes"))
+
+
 @pytest.fixture
 def busy_cores() -> Iterator[int]:
     """Every core kept busy by a competing process for the test's duration.

@@ -47,7 +47,13 @@ SKIP = {
     "pip install": "the package is installed already (the checkout is on PYTHONPATH)",
     "python -m pytest": "the test suite runs this test; running it from here would recurse",
 }
-BACKGROUND = ("mlflow ui", "mlflow server", "backtest.queue._cli", "backtest worker")
+BACKGROUND = (
+    "mlflow ui",
+    "mlflow server",
+    "backtest.worker",
+    "backtest.queue._cli",
+    "backtest worker",
+)
 PLACEHOLDER_URL = "redis://:PASSWORD@queue-host:6379/0"
 
 

@@ -170,7 +170,7 @@ def main() -> None:
         name = f"bench-{os.getpid()}"
         with BacktestJobQueue(QueueConfig(redis_url=args.url, name=name, job_timeout=600)) as q:
             # 1. no-op overhead on one warm worker
-            workers = q.start_workers(1, log_dir=work / "logs")
+            workers = q.start_workers(1, log_dir=work / "logs", output_roots=[work])
             q.wait_for_workers(1)
             q.wait_statuses([q.submit_noop()], progress=False)
             latencies = []
@@ -224,7 +224,7 @@ def main() -> None:
                 )
             )
             workers.stop()
-            workers = q.start_workers(2, log_dir=work / "logs2")
+            workers = q.start_workers(2, log_dir=work / "logs2", output_roots=[work])
             q.wait_for_workers(2)
             two = timed_queue_run(q, backtest_jobs(n_jobs, work / "two"))
             workers.stop()

@@ -203,7 +203,9 @@ def test_a_planted_password_is_found_nowhere(
     hits = [p for p, data in _tree_bytes(work / "outputs") if PASSWORD.encode() in data]
     assert hits == []
     config_yaml = (results[0].parent / "config.yaml").read_text()
-    assert "password=***" in config_yaml and "backtest:***@" in config_yaml
+    assert "password=***" in config_yaml and "uri: ''" in config_yaml  # the worker's own store
+    recorded = (results[0].parent / ".hydra" / "config.yaml").read_text()  # the launcher's
+    assert "backtest:***@" in recorded
 
     from mlflow import MlflowClient
 

@@ -11,6 +11,9 @@ promises at-least-once delivery at best; on top of it:
 - a killed worker's job is detected and retried within about 35 seconds;
 - every job has a timeout (``queue.job_timeout``; rq's default of 180 s is never used);
 - workers run our job function only, from JSON payloads (no pickle);
+- a payload is data, never a capability (:mod:`backtest.queue._policy`): nothing in it is
+  resolved (``${...}`` is refused with :class:`PayloadRefused`), data is read and results
+  written only in the worker's own folders, tracking and study storage are the worker's own;
 - an unreachable Redis is reported as :class:`~backtest.errors.QueueUnavailable`
   (URL with the password masked) within 10 seconds, never a hang.
 
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from backtest.queue._client import BacktestJobQueue
     from backtest.queue._errors import JobFailed, JobNotFinished, WaitTimeout
     from backtest.queue._local import LocalWorkers
+    from backtest.queue._policy import PayloadRefused
     from backtest.queue._redis import EmbeddedRedis, mask_url
     from backtest.queue._rqjob import ForeignJobRefused
     from backtest.queue._worker import BacktestWorker, JobTimeout
@@ -42,6 +46,7 @@ _LAZY = {
     "JobNotFinished": "backtest.queue._errors",
     "JobTimeout": "backtest.queue._worker",
     "LocalWorkers": "backtest.queue._local",
+    "PayloadRefused": "backtest.queue._policy",
     "WaitTimeout": "backtest.queue._errors",
     "mask_url": "backtest.queue._redis",
 }
@@ -64,6 +69,7 @@ __all__ = [
     "JobNotFinished",
     "JobTimeout",
     "LocalWorkers",
+    "PayloadRefused",
     "WaitTimeout",
     "mask_url",
 ]

@@ -142,12 +142,20 @@ def test_every_method_runs_from_python(name: str) -> None:
 # ---------------------------------------------------------------- progress and output
 
 
-def test_progress_bar_can_be_shown_and_disabled(capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_is_one_log_line_off_a_terminal_and_can_be_disabled(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Off a terminal (here: captured), no bar is drawn; one line says what was done."""
     cfg = MonteCarloConfig(method="iid_bootstrap", n_paths=50, chunk_size=10, seed=1)
-    MonteCarloSimulator(cfg, progress=True).run(RETURNS)
-    assert "Monte Carlo (iid_bootstrap)" in capsys.readouterr().err
-    MonteCarloSimulator(cfg, progress=False).run(RETURNS)
-    assert capsys.readouterr().err == ""
+    with caplog.at_level("INFO", logger="backtest.progress"):
+        MonteCarloSimulator(cfg, progress=True).run(RETURNS)
+    assert capsys.readouterr().err == ""  # no bar redrawn into a log
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "backtest.progress"]
+    assert line.startswith("Monte Carlo (iid_bootstrap): 50 paths in ")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="backtest.progress"):
+        MonteCarloSimulator(cfg, progress=False).run(RETURNS)
+    assert capsys.readouterr().err == "" and not caplog.records
 
 
 def test_report_is_frozen_and_serialisable(tmp_path: Path) -> None:

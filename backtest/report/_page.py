@@ -25,24 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from backtest.results._summary import PERCENT_METRICS, is_percent
+
 MAX_POINTS = 500
 """Longest series drawn as is; longer ones are thinned for display (said on the page)."""
 
-PERCENT_KEYS = frozenset(
-    {
-        "total_return",
-        "cagr",
-        "annual_volatility",
-        "max_drawdown",
-        "win_rate",
-        "exposure",
-        "excess_return",
-        "tracking_error",
-        "return",
-        "prob_loss",
-        "prob_ruin",
-    }
-)
+#: Keys shown as percentages: the metrics' one convention, plus the page's own rates.
+PERCENT_KEYS = PERCENT_METRICS | {"return", "prob_loss", "prob_ruin"}
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
@@ -97,7 +86,7 @@ def fmt(name: str, value: Any) -> str:
         return str(value)
     if isinstance(value, int | float | np.integer | np.floating):
         v = float(value)
-        if name in PERCENT_KEYS:
+        if name in PERCENT_KEYS or is_percent(name):
             return f"{v:.2%}"
         if name in ("n_trades", "n_trials", "bars_held", "trial", "fold") or (
             isinstance(value, int | np.integer)

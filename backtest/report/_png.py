@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.results import atomic_write_bytes
+from backtest.results._summary import is_percent
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -29,14 +30,6 @@ if TYPE_CHECKING:
     from backtest.engine import BacktestResult
 
 DPI = 110
-_PERCENT_METRICS = {
-    "total_return",
-    "cagr",
-    "annual_volatility",
-    "max_drawdown",
-    "win_rate",
-    "exposure",
-}
 
 
 def new_figure(
@@ -72,7 +65,7 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 def _format_value(name: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
-    if name in _PERCENT_METRICS:
+    if is_percent(name):
         return f"{value:.1%}"
     if name == "n_trades":
         return f"{value:.0f}"

@@ -10,9 +10,31 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+#: Metrics read as percentages everywhere they are shown (summary, report, figures, compare):
+#: returns, alpha, tracking error, drawdowns, rates; costs (``cost_*``, fractions of the
+#: initial capital) too. Ratios (Sharpe, beta, information ratio) stay plain numbers.
 PERCENT_METRICS = frozenset(
-    {"total_return", "cagr", "annual_volatility", "max_drawdown", "win_rate", "exposure"}
+    {
+        "total_return",
+        "cagr",
+        "annual_volatility",
+        "max_drawdown",
+        "win_rate",
+        "exposure",
+        "alpha",
+        "excess_return",
+        "tracking_error",
+    }
 )
+
+
+def is_percent(name: str) -> bool:
+    """Whether a metric (or a ``benchmark_`` one, or a cost) is shown as a percentage.
+
+    >>> [is_percent(k) for k in ("alpha", "cost_fees", "benchmark_cagr", "beta")]
+    [True, True, True, False]
+    """
+    return name.removeprefix("benchmark_") in PERCENT_METRICS or name.startswith("cost_")
 
 
 def format_value(name: str, value: Any) -> str:
@@ -26,7 +48,7 @@ def format_value(name: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float):
-        if name in PERCENT_METRICS:
+        if is_percent(name):
             return f"{value:.2%}"
         if name == "n_trades":
             return f"{value:.0f}"

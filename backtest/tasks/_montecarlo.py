@@ -85,8 +85,13 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
     if "sharpe_ratio" in summary.index:
         sharpe = summary.loc["sharpe_ratio"]
         band = ", ".join(f"p{lv:g} {sharpe.iloc[2 + i]:.2f}" for i, lv in enumerate(levels))
-        p_text = p_value_text(float(sharpe["p_value"]), report.n_paths)
-        rows.append(("mc sharpe_ratio", f"{band}; observed p-value {p_text}"))
+        if report.method in TESTS_A_NULL:
+            p_text = p_value_text(float(sharpe["p_value"]), report.n_paths)
+            tested = f"observed p-value {p_text} ({TESTS_A_NULL[report.method]})"
+        else:  # paths resampled from the strategy's own result centre on it: no test
+            rank = report.percentile_ranks.get("sharpe_ratio", float("nan"))
+            tested = f"observed at the {rank:.0f}th percentile (a spread, not a test)"
+        rows.append(("mc sharpe_ratio", f"{band}; {tested}"))
     if "max_drawdown" in summary.index:
         dd = summary.loc["max_drawdown"]
         band = ", ".join(f"p{lv:g} {dd.iloc[2 + i]:.1%}" for i, lv in enumerate(levels))
@@ -98,6 +103,16 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
         figures=[*output.figures, *figures],
         summary=[*output.summary, *rows],
     )
+
+
+#: Methods whose paths are drawn under a null the observed result is tested against (their
+#: p-value means something), with that null. A bootstrap of the strategy's own returns or
+#: trades, or a parameter jitter, centres its paths on the observed result: its "p-value"
+#: is near 0.5 by construction, so the summary prints the percentile instead.
+TESTS_A_NULL = {
+    "random_entries": "null: random entries of the same count and holding",
+    "synthetic_prices": "null: the strategy on prices with no structure",
+}
 
 
 def p_value_text(p_value: float, n_paths: int) -> str:

@@ -5,9 +5,10 @@ for having tried N?" from a stationary bootstrap of the trials' return different
 over the benchmark (White 2000, "A Reality Check for Data Snooping", Econometrica 68;
 Hansen 2005, "A Test for Superior Predictive Ability", JBES 23). The computation is
 that of :class:`arch.bootstrap.SPA` (version 7+, non-studentised statistic
-``max_k mean(d_k)``), vectorised: the bootstrap means of every trial are one matrix
-product of the draws' counts with the differentials, so thousands of trials and
-draws cost well under a second. On the same draws the p-values equal arch's.
+``max_k mean(d_k)``), compiled (``_bootstrap``): the draws come from the seeded
+``Generator`` in arch's order, and a draw's bootstrap mean of every trial is a sum of
+cumulative-sum differences over its runs of consecutive bars, so 1000 draws of 756 bars
+x 500 trials cost about 10 ms. On the same draws the p-values equal arch's.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ class WalkForwardOptimizer:
         spa_bootstrap: Stationary-bootstrap draws of each fold's SPA / Reality Check
             test of the chosen set against the benchmark, e.g. 1000 (arch's default);
             0, the default, skips it (NaN). Opt-in because it outweighs the search:
-            1000 draws of a 756-bar x 500-trial fold cost about 10-20 ms, the fold's
-            grid search about 1 ms.
+            1000 draws of a 756-bar x 500-trial fold cost about 10-20 ms, several
+            times the fold's share of the grid search.
         effective_trials: Compute each fold's effective number of trials (Li & Ji)
             and the DSR with it; off by default (NaN). Opt-in for the same reason: an
             eigen-decomposition of the trials' correlation matrix per fold, some tens

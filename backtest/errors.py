@@ -19,6 +19,9 @@ either::
     ├── TrialsFailed (RuntimeError)            every trial of a search failed; says why
     ├── StrategyContractError                  a strategy looks ahead, or its batch_positions
     │                                          disagrees with positions; names strategy and bar
+    ├── PathDivergence (RuntimeError)          a search's (or fold's) numbers differ from the
+    │                                          single backtest of the same set; names strategy,
+    │                                          set and the first differing metric
     └── QueueUnavailable (ConnectionError)     Redis could not be reached; names the URL
 
 Context lives in attributes, not only in the message. :func:`describe` is how the
@@ -225,6 +228,43 @@ class StrategyContractError(BacktestError):
         self.params = dict(params or {})
         self.bar = bar
         self.asset = asset
+
+
+class PathDivergence(BacktestError, RuntimeError):
+    """A fast path gave another number than the single backtest of the same settings.
+
+    Every search and every walk-forward fold re-runs its chosen set (and a few sampled
+    others) through :func:`~backtest.engine.simulate` and compares; this is raised instead
+    of printing a result the engine would not reproduce (a bug of the fast path, never of
+    the user's settings).
+
+    Attributes:
+        strategy: The strategy class name.
+        params: The parameter set (searched and fixed parameters, ``engine.<key>`` too).
+        metric: The first metric that differs (``sharpe_ratio``, ``n_trades``, ...).
+        fast: Its value on the fast path (the trial's).
+        single: Its value in the single backtest.
+        where: Which trial or fold (``trial 12``, ``fold 3 (train ...)``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        strategy: str,
+        params: dict[str, object],
+        metric: str,
+        fast: float,
+        single: float,
+        where: str,
+    ) -> None:
+        super().__init__(message)
+        self.strategy = strategy
+        self.params = dict(params)
+        self.metric = metric
+        self.fast = fast
+        self.single = single
+        self.where = where
 
 
 class QueueUnavailable(BacktestError, ConnectionError):

@@ -253,11 +253,18 @@ def _targets(
     sleeve: NDArray[np.float64],
     weights_output: bool,
 ) -> NDArray[np.float64]:
-    """``(n, a, k)`` unlimited target weights of ``k`` sets."""
+    """``(n, a, k)`` unlimited target weights of ``k`` sets.
+
+    Sets without a strategy parameter (only ``engine.<key>`` columns, or a strategy with
+    none) share one output, computed once.
+    """
     from backtest.engine._targets import strategy_output
     from backtest.strategies._checks import fast_method
 
     n, a = close.shape
+    if not params and k > 1:
+        one = _targets(strategy_cls, bars, close, params, 1, sleeve, weights_output)
+        return np.repeat(one, k, axis=2)
     fast = fast_method(strategy_cls)
     if fast == "batch_weights":
         data = bars if getattr(strategy_cls, "inputs", "close") == "bars" else close

@@ -355,6 +355,8 @@ def validate_stop_rules(
             f"engine.atr_lookback must be an integer >= 1, got {atr_lookback}",
             key="engine.atr_lookback",
         )
+    if isinstance(max_bars, float) and math.isnan(max_bars):  # a missing cell: none
+        max_bars = None
     bars = 0 if max_bars is None else int(max_bars)
     if bars < 0 or (max_bars is not None and bars != max_bars):
         raise ConfigError(

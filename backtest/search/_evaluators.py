@@ -199,6 +199,32 @@ class StrategyEvaluator:
         """The bars of the return series."""
         return self.prices.index
 
+    def backtest(self, params: Mapping[str, Any]) -> Any:
+        """The single backtest of one set: :func:`~backtest.engine.simulate`, these options.
+
+        What every search compares its chosen set (and a sample of others) with
+        (:mod:`backtest.search._truth`); ``engine.<key>`` parameters are engine options.
+        """
+        from backtest.engine import simulate
+        from backtest.engine._declared import is_engine_column
+
+        engine = {
+            str(k).removeprefix("engine."): _plain(v)
+            for k, v in params.items()
+            if is_engine_column(str(k), self.strategy_cls)
+        }
+        own = {
+            k: _plain(v)
+            for k, v in params.items()
+            if not is_engine_column(str(k), self.strategy_cls)
+        }
+        return simulate(
+            self.bars if self.bars is not None else self.prices,
+            self.strategy_cls(**{**self.fixed_params, **own}),
+            check_lookahead=False,  # checked once, before the first batch
+            **{**self._engine_kwargs(), **engine},
+        )
+
     def check_space(self, names: Iterable[str]) -> None:
         """Refuse a searched ``engine.<key>`` the strategy declares itself, before any trial.
 

@@ -38,6 +38,11 @@ class SearchResult:
         returns: Per-bar returns of up to ``keep_returns`` successful trials (float32,
             one column per trial number, a ``DatetimeIndex``), for overfitting
             statistics such as PBO; ``None`` when none were kept.
+        best_backtest: The single backtest (:func:`~backtest.engine.simulate`) of the
+            best set, which the search compared its trial with; ``None`` when the
+            evaluator has no single backtest (a plain callable).
+        verified: The trials re-run through the single backtest and found equal (the
+            best first, then a sample: :mod:`backtest.search._truth`).
     """
 
     trials: pd.DataFrame
@@ -50,6 +55,8 @@ class SearchResult:
     method: str = "grid"
     seed: int | None = None
     returns: pd.DataFrame | None = field(default=None, repr=False)
+    best_backtest: Any = field(default=None, repr=False, compare=False)
+    verified: tuple[int, ...] = ()
 
     @property
     def n_trials(self) -> int:

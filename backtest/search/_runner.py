@@ -8,7 +8,9 @@ and finally assembles the :class:`~backtest.search.SearchResult`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ from backtest.search._parallel import run_trials
 from backtest.search._result import ERROR, FAILED, OK, SEED, STATUS, TRIAL, SearchResult
 from backtest.search._result import build_result as _build
 from backtest.search._seeds import trial_seeds
+from backtest.search._truth import verify_search
 
 #: Parameter sets per call of a batch evaluator (bounds memory, paces the progress bar).
 BATCH_CHUNK = 4096
@@ -113,6 +116,7 @@ class TrialLog:
         self._returns: dict[int, NDArray[np.float32]] = {}
         self._index: pd.Index | None = getattr(evaluator, "index", None)
         self.n_done = 0
+        self._started = time.perf_counter()
 
     def _kept(self, numbers: NDArray[np.int64]) -> NDArray[np.bool_]:
         inside = numbers < len(self.keep)
@@ -266,11 +270,17 @@ class TrialLog:
         return pd.DataFrame(columns)
 
     def result(self, *, method: str, direction: str) -> SearchResult:
-        """Close the progress bar and assemble the result.
+        """Close the progress bar, assemble the result and verify it.
+
+        The best trial, then a sample of others, are re-run through the evaluator's
+        single backtest (:func:`backtest.search._truth.verify_search`): the one place
+        every search method checks that its numbers are the engine's.
 
         Raises:
             TrialsFailed: no trial succeeded.
+            PathDivergence: a verified trial differs from its single backtest.
         """
+        elapsed = time.perf_counter() - self._started
         self._bar.close()
         returns = None
         if self._returns:
@@ -283,7 +293,7 @@ class TrialLog:
             returns = pd.DataFrame(
                 np.column_stack([self._returns[t] for t in numbers]), index=index, columns=numbers
             )
-        return _build(
+        result = _build(
             self.trials(),
             metric=self.metric,
             direction=direction,
@@ -292,3 +302,13 @@ class TrialLog:
             seed=self.root,
             returns=returns,
         )
+        best, verified = verify_search(
+            self.evaluator,
+            result.trials,
+            self.param_names,
+            metric=self.metric,
+            best_trial=result.best_trial,
+            elapsed=elapsed,
+            seed=self.root,
+        )
+        return replace(result, best_backtest=best, verified=verified)

@@ -3,9 +3,10 @@
 The space, method, metric and constraint come from the ``search`` config group; the
 parameters not searched keep their ``strategy`` config values. The headline result is
 a full :func:`~backtest.engine.simulate` backtest of the best parameters over all the
-data (its metric equals the best trial's score), with the trials table, a heatmap
-over the first two searched parameters and the overfitting statistics of the kept
-trial returns (PSR, DSR, PBO).
+data: the one the search compared its best trial with (its score, trade count and
+total return equal the trial's, or the run fails with ``PathDivergence``), with the
+trials table, a heatmap over the first two searched parameters and the overfitting
+statistics of the kept trial returns (PSR, DSR, PBO).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class SimulateEvaluator:
         self.strategy_cls = strategy_cls
         self.fixed_params = fixed_params
         self.engine_kwargs = engine_kwargs
+
+    def backtest(self, params: dict[str, Any]) -> Any:
+        """The single backtest of ``params``, which the search verifies its trials with."""
+        return self(params)
 
     def __call__(self, params: dict[str, Any]) -> Any:
         """The single backtest of ``params`` (metrics and return series)."""
@@ -160,10 +165,15 @@ def run(ctx: TaskContext) -> TaskOutput:
         keep_returns=cfg.keep_returns,
     )
     elapsed = time.perf_counter() - started
-    best_strategy, best_engine = split_params(result.best_params)
-    best = simulate(
-        ctx.data, ctx.strategy_cls(**{**fixed, **best_strategy}), **{**engine, **best_engine}
-    )
+    best = result.best_backtest  # the search compared its best trial with it
+    if best is None:
+        best_strategy, best_engine = split_params(result.best_params)
+        best = simulate(
+            ctx.data,
+            ctx.strategy_cls(**{**fixed, **best_strategy}),
+            check_lookahead=False,  # checked in prepare()
+            **{**engine, **best_engine},
+        )
     figures = []
     if ctx.settings.figures and len(result.param_names) >= 2:
         x, y = result.param_names[:2]
@@ -187,6 +197,7 @@ def run(ctx: TaskContext) -> TaskOutput:
         "seed": result.seed,
         "elapsed_s": elapsed,
         "trials_per_s": result.n_trials / elapsed if elapsed > 0 else None,
+        "verified_trials": list(result.verified),
     }
     record: dict[str, Any] = {"search": section}
     overfitting = _overfitting(ctx, result, best.returns)

@@ -137,6 +137,22 @@ class StrategyReturnsEvaluator:
         self._check_lookahead = check_lookahead
         self._cache_frame: pd.DataFrame | None = None
         self._cache: NDArray[np.float64] | None = None
+        self._last_run: tuple[Any, tuple[NDArray[np.float64], NDArray[np.float64]]] | None = None
+
+    def backtest(self, params: Mapping[str, Any], end: int) -> NDArray[np.float64]:
+        """The single backtest of one set over bars ``[0, end)``: its returns.
+
+        :func:`~backtest.engine.simulate` with this evaluator's options, whatever path
+        :meth:`returns` takes: what every walk-forward fold compares its chosen set (and
+        a sample of others) with (:mod:`backtest.search._truth`).
+        """
+        from backtest.engine._declared import is_engine_column
+
+        engine = {k: v for k, v in params.items() if is_engine_column(str(k), self.strategy_cls)}
+        return self._simulate(params, engine, end)[0]
+
+    def _key(self, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((str(k), repr(v)) for k, v in {**self.fixed_params, **params}.items()))
 
     def check_space(self, names: Any) -> None:
         """Refuse a searched ``engine.<key>`` the strategy declares itself, before any fold.
@@ -274,10 +290,14 @@ class StrategyReturnsEvaluator:
             **self.engine_options,
             **{str(k).removeprefix("engine."): v for k, v in engine.items()},
         }
+        key = (self._key(params), end)
+        if self._last_run is not None and self._last_run[0] == key:
+            return self._last_run[1]  # (a fold verifies its set, then trades the same run)
         bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
         result = simulate(bars, self.strategy_cls(**own), check_lookahead=False, **options)
         assert result.weights is not None
         w = np.asarray(self.weights, dtype=np.float64)
         held = result.weights.to_numpy()
         positions = np.divide(held, w, out=np.zeros_like(held), where=w != 0.0)
-        return result.returns.to_numpy(), positions
+        self._last_run = (key, (result.returns.to_numpy(), positions))
+        return self._last_run[1]

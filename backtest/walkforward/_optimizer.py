@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from numpy.typing import NDArray
 from backtest import metrics as m
 from backtest.config import Direction, SearchConfig, SearchMethod, Splitter, WalkForwardConfig
 from backtest.errors import BacktestError, ConfigError
+from backtest.search._truth import Budget, verify_fold
 from backtest.walkforward._evaluator import ReturnsEvaluator, StrategyReturnsEvaluator
 from backtest.walkforward._fold_stats import fold_overfitting, fold_snooping
 from backtest.walkforward._kernels import window_sharpe, windows_sharpe
@@ -22,7 +24,7 @@ from backtest.walkforward._result import (
     WalkForwardResult,
     _plain,
 )
-from backtest.walkforward._search import FoldSearch, search_fold, tie_rank
+from backtest.walkforward._search import FoldSearch, search_fold, tie_rank, train_rows
 from backtest.walkforward._space import grid_frame, random_frame
 from backtest.walkforward._splitters import Fold, Splits, make_splits
 from backtest.walkforward._stitch import assemble_result
@@ -68,6 +70,16 @@ class WalkForwardOptimizer:
     the end of that window, and its first bar earns the position carried in from the
     train window without an extra fee. When the next fold switches parameters, the
     trade from the old position to the new one is charged on the new window's first bar.
+
+    Every fold's chosen set (and a sample of others) is re-run alone through
+    :func:`~backtest.engine.simulate` over the bars up to the train window's end; its
+    in-sample score and total return must equal the fold's, else
+    :class:`~backtest.errors.PathDivergence` (:mod:`backtest.search._truth`). As the
+    command line: a :class:`StrategyReturnsEvaluator` (or a search
+    :class:`~backtest.search.StrategyEvaluator`, converted with its bars and options)
+    infers ``periods_per_year`` from the index when not given, checks the data with the
+    same named errors, and checks the strategy for look-ahead unless built with
+    ``check_lookahead=False``.
 
     Args:
         config: The windows (rolling, anchored, calendar or CPCV).
@@ -141,6 +153,8 @@ class WalkForwardOptimizer:
         Raises:
             ConfigError: A bad space, constraint or window setting, naming the key.
             TrialsFailed: Every trial of a fold scored NaN.
+            PathDivergence: A fold's chosen (or sampled) set re-run alone does not give
+                its in-sample score.
             BacktestError: The strategy's returns changed when later bars were removed
                 (it looks ahead).
         """
@@ -175,6 +189,8 @@ class WalkForwardOptimizer:
         splits = make_splits(self.config, index, warmup_bars=warmup)
         rows, trials, searched = [], [], []
         runs: dict[tuple[int, int], tuple[NDArray[np.float64], NDArray[np.float64] | None]] = {}
+        started = time.perf_counter()
+        budget = Budget()  # the sampled sets of every fold: 2% of the time so far
         pre = self._window_scores(evaluator, splits, grid, ppy)
         folds = progress(splits.folds, desc="walk-forward", unit="fold", enabled=self.progress)
         for fold in folds:
@@ -190,6 +206,8 @@ class WalkForwardOptimizer:
                 ppy,
                 scores=None if pre is None else pre[0][fold.fold],
             )
+            budget.update(time.perf_counter() - started)
+            self._verify(evaluator, fold, fs, score, budget)
             searched.append(fs.frame)
             trials.append((fold.fold, fs.scores))
             row, fold_runs = self._fold_row(
@@ -223,6 +241,40 @@ class WalkForwardOptimizer:
         return result
 
     # ------------------------------------------------------------------ one fold
+
+    def _verify(
+        self,
+        evaluator: ReturnsEvaluator,
+        fold: Fold,
+        fs: FoldSearch,
+        score: Callable[[NDArray[np.float64]], Any],
+        budget: Budget,
+    ) -> None:
+        """The fold's chosen set (and a sample) re-run alone equals its in-sample score.
+
+        Through the evaluator's single backtest over the bars before the train window's
+        end (:func:`backtest.search._truth.verify_fold`).
+
+        Raises:
+            PathDivergence: names the strategy, the set, the fold and the metric.
+        """
+        idx = evaluator.index
+        verify_fold(
+            evaluator,
+            run_end=max(fold.test_end, fold.train_end),  # the run its trade then reuses
+            fold=fold.fold,
+            frame=fs.frame,
+            scores=fs.scores,
+            train_returns=fs.train_returns,
+            best=fs.best,
+            train_rows=lambda r: train_rows(fold, r),
+            train_end=fold.train_end,
+            score=score,
+            budget=budget,
+            seed=int(self.search.seed),
+            where=f"fold {fold.fold} (train {idx[fold.train_start].date()}.."
+            f"{idx[fold.train_end - 1].date()})",
+        )
 
     def _window_scores(
         self,

@@ -284,7 +284,7 @@ def parameter_stability(
     out: dict[str, dict[str, Any]] = {}
     for name in chosen.columns:
         col = chosen[name]
-        counts = col.value_counts(sort=True)
+        counts = col.value_counts(sort=True, dropna=False)  # (None: a searched option off)
         values = col.tolist()
         changes = [a != b for a, b in itertools.pairwise(values)]
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)

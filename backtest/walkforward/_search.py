@@ -64,7 +64,8 @@ def fold_seed(seed: int, fold: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed, spawn_key=(fold,))
 
 
-def _train_rows(fold: Fold, returns: NDArray[np.float64]) -> NDArray[np.float64]:
+def train_rows(fold: Fold, returns: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The fold's train rows of returns over bars ``[0, fold.train_end)``."""
     if fold.train_end - fold.train_start == len(fold.train):
         return returns[fold.train_start : fold.train_end]
     return returns[fold.train]
@@ -97,7 +98,7 @@ def _optuna_trials(
         if not constraint_mask(one, search.constraint)[0]:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
-        r = _train_rows(fold, evaluator.returns(one, fold.train_end))[:, 0]
+        r = train_rows(fold, evaluator.returns(one, fold.train_end))[:, 0]
         value = float(np.asarray(score(r[:, np.newaxis]))[0])
         if np.isfinite(value):
             study.tell(trial, value)
@@ -133,11 +134,11 @@ def search_fold(
     """
     if grid is not None:
         frame = grid
-        train = _train_rows(fold, evaluator.returns(frame, fold.train_end))
+        train = train_rows(fold, evaluator.returns(frame, fold.train_end))
     elif method is SearchMethod.random:
         rng = np.random.default_rng(fold_seed(search.seed, fold.fold))
         frame = random_frame(space, search.n_iter, rng, search.constraint)
-        train = _train_rows(fold, evaluator.returns(frame, fold.train_end))
+        train = train_rows(fold, evaluator.returns(frame, fold.train_end))
     else:
         frame, train = _optuna_trials(
             fold,

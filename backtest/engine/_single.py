@@ -271,17 +271,25 @@ def price_arrays(bars: Bars) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def trades_frame(records: np.ndarray, bars: Bars) -> pd.DataFrame:
-    """The trades table from the kernel's records, sorted by entry time and asset."""
+    """The trades table from the kernel's records, sorted by entry time and asset.
+
+    Sorted with one stable ``np.lexsort`` on (entry bar, the symbol's rank by name): the
+    order of a stable sort on ``entry_time`` then ``asset``, without pandas' sort.
+    """
     columns = [*TRADE_COLUMNS, "exit_reason"]
     if len(records) == 0:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     index = bars.index
+    names = np.array(bars.symbols, dtype=object)
+    by_name = np.empty(len(names), dtype=np.int64)
+    by_name[np.argsort(names, kind="stable")] = np.arange(len(names))
     asset = records[:, 0].astype(np.int64)
     entry = records[:, 2].astype(np.int64)
+    order = np.lexsort((by_name[asset], entry))
+    records, asset, entry = records[order], asset[order], entry[order]
     exit_ = records[:, 3].astype(np.int64)
     reason = records[:, 7].astype(np.int64)
-    names = np.array(bars.symbols, dtype=object)
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "asset": pd.Series(names[asset], dtype=object),
             "direction": records[:, 1].astype(np.int64),
@@ -297,7 +305,6 @@ def trades_frame(records: np.ndarray, bars: Bars) -> pd.DataFrame:
             ),
         }
     )
-    return frame.sort_values(["entry_time", "asset"], kind="stable", ignore_index=True)
 
 
 def _strategy_params(strategy: object) -> dict[str, Any]:

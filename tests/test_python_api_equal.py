@@ -158,3 +158,36 @@ def test_walkforward_of_a_search_evaluator_keeps_its_bars_and_options() -> None:
     single = simulate(bars, SmaCross(5, 30), fee_bps=3, execution="next_open", stop_loss=0.01)
     returns = converted.returns(pd.DataFrame({"fast": [5], "slow": [30]}), len(index))[:, 0]
     np.testing.assert_allclose(returns, single.returns.to_numpy(), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", list(INDEXES))
+def test_the_command_line_prints_the_same_sharpe(kind: str, compose, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The CLI's run of the same data and settings (a wide CSV) scores what simulate does."""
+    from omegaconf import OmegaConf
+
+    from backtest.tasks import run_backtest
+
+    index, expected = INDEXES[kind]
+    prices = _closes(index)
+    prices.index.name = "date"
+    prices.to_csv(tmp_path / "px.csv")
+    cfg = compose(
+        "data.source=csv",
+        f"data.path={tmp_path / 'px.csv'}",
+        "data.layout=wide",
+        "strategy=sma_cross",
+        "strategy.fast=10",
+        "strategy.slow=60",
+        "engine.fee_bps=2",
+        "engine.slippage_bps=0",
+        "tracking=none",
+        "figures=false",
+        "report=false",
+        f"output_dir={tmp_path / 'run'}",
+    )
+    cli = run_backtest(OmegaConf.to_container(cfg, resolve=True))
+    assert cli.periods_per_year == expected
+    single = simulate(prices, SmaCross(10, 60), fee_bps=2).metrics["sharpe_ratio"]
+    assert cli.metrics["sharpe_ratio"] == pytest.approx(single, rel=1e-12)
+    evaluator = StrategyEvaluator(prices, SmaCross, fee_bps=2)
+    assert evaluator({"fast": 10, "slow": 60})["sharpe_ratio"] == pytest.approx(single, rel=1e-12)

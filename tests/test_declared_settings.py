@@ -92,6 +92,12 @@ def test_batch_paths_read_each_sets_instance() -> None:
                 assert batch.loc[i, name] == pytest.approx(single[name], rel=1e-9), (cls, i)
 
 
+def test_one_engine_option_given_twice_is_refused() -> None:
+    sets = pd.DataFrame({"fast": [5], "slow": [20], "stop_loss": [0.05], "engine.stop_loss": [0.1]})
+    with pytest.raises(ConfigError, match=r"both stop_loss and engine\.stop_loss"):
+        simulate_batch(BARS, SmaCross, sets)
+
+
 def test_declared_keys() -> None:
     assert declared_keys(SmaCross) == ()
     assert declared_keys(TrailingSma) == ("trailing_stop",)

@@ -194,6 +194,12 @@ def apply_declared(
         for c in frame.columns
         if not str(c).startswith(PREFIX) and is_engine_column(str(c), strategy_cls)
     }
+    for bare, prefixed in renamed.items():
+        if prefixed in frame.columns:
+            raise ConfigError(
+                f"param_sets has both {bare} and {prefixed}, the same engine option: keep one",
+                key=f"param_sets.{prefixed}",
+            )
     if renamed:
         frame = frame.rename(columns=renamed)
     out = dict(options)

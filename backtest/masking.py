@@ -1,7 +1,8 @@
 """Secrets are never written down: one masking rule for URLs, config keys and text.
 
 A password or token appears in a URL's user info (``redis://:PASSWORD@host``,
-``postgresql://user:PASSWORD@db/optuna``), in a ``password=`` query argument, or as the
+``postgresql://user:PASSWORD@db/optuna``, ``https://TOKEN@host``; a user name alone, as
+in ``postgresql://user@db/optuna``, is kept), in a ``password=`` query argument, or as the
 value of a config key ending in ``password``, ``token`` or ``secret``. Everything this
 package stores (job records, ``config.yaml``, ``result.json``, Redis payloads, MLflow
 params, tags and artifacts, log lines) goes through :func:`mask_config` or
@@ -34,13 +35,23 @@ KNOWN_URLS_VARIABLE = "BACKTEST_KNOWN_URLS"
 _URL_IN_TEXT = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*\\?://)(?P<user>[^\s/@:]*?)(?P<sep>\\?:)(?P<pw>[^\s/@]+)@"
 )
+# A token as the whole user info of an http(s) URL: https://TOKEN@host (see _TOKEN_SCHEMES).
+_TOKEN_IN_TEXT = re.compile(r"(?P<scheme>\bhttps?\\?://)(?P<token>[^\s/@:]+)@", re.IGNORECASE)
 _QUERY_SECRET = re.compile(r"(?P<key>(?:password|token|secret)=)(?P<value>[^&\s#]+)", re.IGNORECASE)
 _FACTORY_INSTALLED = False
 _KNOWN: dict[str, str] = {}  # masked URL -> real URL, for URLs given to this process
 
 
+# Schemes whose user info without a password is a token by convention (https://TOKEN@host);
+# elsewhere (postgresql://, mysql://, redis://, ...) it is a user name, which is no secret.
+_TOKEN_SCHEMES = ("http", "https")
+
+
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (safe to print and log).
+    """``url`` with its password (or token) replaced by ``***`` (safe to print and log).
+
+    Only secrets are masked, never a user name: ``postgresql://optuna@db/optuna`` is
+    written as it is, so whoever reads it back (a worker) connects as that user.
 
     >>> mask_url("redis://:s3cret@db.internal:6379/0")
     'redis://:***@db.internal:6379/0'
@@ -50,13 +61,19 @@ def mask_url(url: str) -> str:
     'unix:///tmp/redis.sock?db=0&password=***'
     >>> mask_url("postgresql://optuna:pw@db/optuna")
     'postgresql://optuna:***@db/optuna'
+    >>> mask_url("postgresql://optuna@db/optuna")
+    'postgresql://optuna@db/optuna'
+    >>> mask_url("https://ghp_t0ken@tracking.example")
+    'https://***@tracking.example'
     """
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
+        elif parts.scheme.lower().split("+")[0] in _TOKEN_SCHEMES:
+            netloc = f"{MASK}@{host}"
     query = _QUERY_SECRET.sub(lambda m: m["key"] + MASK, parts.query)
     out = f"{parts.scheme}://{netloc}{parts.path}"
     return out + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
@@ -69,6 +86,7 @@ def mask_text(text: str) -> str:
     'cannot reach redis://:***@host:6379/0 (timeout); url=x?token=***'
     """
     text = _URL_IN_TEXT.sub(lambda m: f"{m['scheme']}{m['user']}{m['sep']}{MASK}@", text)
+    text = _TOKEN_IN_TEXT.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     return _QUERY_SECRET.sub(lambda m: m["key"] + MASK, text)
 
 

@@ -38,9 +38,14 @@ TOKEN = "tok-7e1d2b"
         ("unix:///tmp/r.sock?db=0&password=pw", "unix:///tmp/r.sock?db=0&password=***"),
         ("sqlite:///outputs/mlflow.db", "sqlite:///outputs/mlflow.db"),
         ("redis://h:6379/0", "redis://h:6379/0"),
+        ("postgresql://optuna@db:5432/optuna", "postgresql://optuna@db:5432/optuna"),
+        ("mysql+pymysql://reader@db/x", "mysql+pymysql://reader@db/x"),
+        ("rediss://worker@h:6380/0", "rediss://worker@h:6380/0"),
+        ("https://tok-7e1d2b@mlflow.example/x", "https://***@mlflow.example/x"),
     ],
-    ids=["redis", "rediss-user", "postgresql", "mlflow-http", "unix-query", "sqlite", "no-pw"],
-)
+    ids=["redis", "rediss-user", "postgresql", "mlflow-http", "unix-query", "sqlite", "no-pw",
+         "postgresql-user-kept", "mysql-user-kept", "redis-user-kept", "https-token"],
+)  # fmt: skip
 def test_mask_url_and_mask_text_agree(url: str, masked: str) -> None:
     assert mask_url(url) == masked
     assert mask_text(f"cannot reach {url} now") == f"cannot reach {masked} now"

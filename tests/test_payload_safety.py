@@ -184,7 +184,12 @@ def test_data_outside_the_roots_or_unreadable_is_refused_without_its_content(
     config["data"] = {**config["data"], "source": "csv", "path": "data/prices.csv"}
     config["data"]["layout"] = "wide"
     ok = BacktestJob(config=config, job_id="data-ok", result_path=str(work / "ok"))
-    assert _run(q, ok)["data-ok"].status == "finished"
+    # and the shipped sample, which lies in the package, not under the data root
+    sample = _config()
+    sample["data"] = {**sample["data"], "source": "sample", "start": "2018-01-01"}
+    shipped = BacktestJob(config=sample, job_id="data-sample", result_path=str(work / "sample"))
+    done = _run(q, ok, shipped)
+    assert [done[i].status for i in ("data-ok", "data-sample")] == ["finished"] * 2
 
 
 def test_results_stay_in_the_output_root_and_out_of_foreign_folders(worker: dict) -> None:

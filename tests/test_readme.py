@@ -11,7 +11,9 @@ MLflow store). What a reader brings, the test brings:
   written;
 - "your data", ``prices.csv`` and ``closes.parquet``, small real-looking files;
 - the placeholders of the queue section, ``PASSWORD`` and ``queue-host:6379``, become a
-  real Redis server on 127.0.0.1 that requires that password.
+  real Redis server on 127.0.0.1 that requires that password, and its PostgreSQL study
+  storage ``postgresql://optuna@db-host:5432/optuna`` a new database on the machine's
+  PostgreSQL (127.0.0.1:5432, trust authentication).
 
 Skipped, with the reason printed: ``pip install`` (the package is installed already;
 the checkout is on ``PYTHONPATH``) and ``python -m pytest`` (this test is part of that
@@ -32,6 +34,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,7 @@ BACKGROUND = (
     "backtest worker",
 )
 PLACEHOLDER_URL = "redis://:PASSWORD@queue-host:6379/0"
+PLACEHOLDER_PG = "postgresql://optuna@db-host:5432/optuna"
 
 
 def blocks(text: str) -> Iterator[tuple[str, str]]:
@@ -169,6 +173,28 @@ def _start_redis(cwd: Path, password: str) -> tuple[subprocess.Popen[bytes], str
     return proc, f"redis://:{password}@127.0.0.1:{port}/0"
 
 
+@contextmanager
+def _postgres_database() -> Iterator[str]:
+    """A new database on this machine's PostgreSQL (127.0.0.1:5432, trust), dropped after."""
+    import uuid
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    name = f"readme_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"the README's PostgreSQL example needs PostgreSQL on 127.0.0.1:5432: {exc}")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
 def _wait_for_mlflow(proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 180
     while True:
@@ -256,9 +282,11 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
     ran: list[str] = []
     skipped: list[tuple[str, str]] = []
     wave: list[tuple[str, str, dict[str, str]]] = []
+    stack = ExitStack()  # the PostgreSQL database of the distributed search's example
+    pg_url = stack.enter_context(_postgres_database()) if PLACEHOLDER_PG in text else ""
     try:
         for raw in readme_commands(text):
-            cmd = raw.replace(PLACEHOLDER_URL, redis_url)
+            cmd = raw.replace(PLACEHOLDER_URL, redis_url).replace(PLACEHOLDER_PG, pg_url)
             reason = next((why for start, why in SKIP.items() if cmd.startswith(start)), None)
             if reason and "&&" not in cmd:
                 skipped.append((raw, reason))
@@ -302,6 +330,7 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
     finally:
         for proc in reversed(background):
             _stop(proc)
+        stack.close()
     print("ran:", *ran, "skipped:", *(f"{c}: {r}" for c, r in skipped), sep="\n  ")
     assert ran and all(
         any(c.startswith(s) for s in SKIP) for c, _ in skipped

@@ -16,6 +16,7 @@ from backtest.data._synthetic import synthetic_prices
 from backtest.data._validate import (
     _repair_mode,
     check_readable,
+    confine_reads,
     logger,
     shown,
     validate_bars,
@@ -60,10 +61,14 @@ def sample_bars(
 ) -> Bars:
     """The shipped sample's open/high/low/close/volume (see :func:`sample_prices`)."""
     path = resources.files("backtest.data") / "sample.csv"
-    with resources.as_file(path) as file:
-        return read_bars(
-            file, layout=DataLayout.long, symbols=symbols, start=start, end=end, repair=repair
-        )
+    previous = confine_reads(None)  # the package's own file: readable on a worker too
+    try:
+        with resources.as_file(path) as file:
+            return read_bars(
+                file, layout=DataLayout.long, symbols=symbols, start=start, end=end, repair=repair
+            )
+    finally:
+        confine_reads(previous)
 
 
 def read_prices(

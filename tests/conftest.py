@@ -51,10 +51,12 @@ _ONE_AFTER_ANOTHER = {
     "test_distributed.py",
     "test_launcher.py",
     "test_launcher_logs.py",
+    "test_masking.py",
     "test_newcomer.py",
     "test_outage.py",
     "test_payload_safety.py",
     "test_queue.py",
+    "test_queue_postgres.py",
     "test_readme.py",
     "test_worker.py",
 }

@@ -232,6 +232,15 @@ def test_walkforward_and_montecarlo_sections_hold_the_run_numbers(runs: dict[str
     assert float(wf["walk-forward efficiency (CAGR)"][0]) == record["walkforward"]["efficiency"]
     folds = pd.read_parquet(run_dir / "folds.parquet")
     assert len(body_rows(page, "folds")) == len(folds)
+    chosen = list(record["walkforward"]["last_params"])  # the searched parameters
+    assert chosen  # the folds table starts with them, right after the fold number
+    first = body_rows(page, "folds")[0]
+    for cell, name in zip(first[1 : 1 + len(chosen)], chosen, strict=True):
+        value = folds[name].iloc[0]
+        if isinstance(value, str):
+            assert cell == value, name
+        else:
+            assert float(cell) == pytest.approx(float(value)), name
     mc = rows_by_label(page, "montecarlo")
     assert float(mc["prob_loss"][0]) == record["montecarlo"]["prob_loss"]
     assert float(mc["prob_ruin"][0]) == record["montecarlo"]["prob_ruin"]

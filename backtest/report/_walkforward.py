@@ -30,7 +30,8 @@ def walkforward_section(
     """Everything a walk-forward adds to the headline (stitched out-of-sample) result."""
     wf = record.get("walkforward") or {}
     metric = str(wf.get("metric", "sharpe_ratio"))
-    params = [p for p in (record.get("params") or {}) if p in folds.columns]
+    searched = [*(wf.get("last_params") or {}), *(record.get("params") or {})]
+    params = [p for p in dict.fromkeys(searched) if p in folds.columns]  # chosen per fold
     parts = [
         key_values(
             [
@@ -52,12 +53,15 @@ def walkforward_section(
     if equity is not None or set(folds.columns) >= WINDOW_COLUMNS:
         parts.append(page.add(walkforward_figure(equity, folds)))
     parts.append(_scores(page, folds, metric))
-    columns = [
+    # the chosen parameters first, next to the fold number: what a reader looks for
+    columns = ["fold"] if "fold" in folds.columns else []
+    columns += params
+    columns += [
         c
-        for c in ["fold", "train_start", "train_end", "test_start", "test_end", "test_groups"]
+        for c in ["train_start", "train_end", "test_start", "test_end", "test_groups"]
         if c in folds.columns
     ]
-    columns += params + [
+    columns += [
         c for c in ("n_trials", "is_score", f"oos_{metric}", "is_dsr", "pbo") if c in folds.columns
     ]
     columns += [c for c in folds.columns if c.startswith("oos_") and c not in columns]

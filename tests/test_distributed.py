@@ -319,6 +319,8 @@ def test_command_writes_an_ordinary_search_result_and_logs_it_to_mlflow(tmp_path
     assert set(trials["status"]) == {"ok"}
     storage = stored.record["distributed"]["storage"]
     assert "unix://" not in storage and "private Redis" in storage
+    page = (tmp_path / "out" / "report.html").read_text()  # a report like a local search's
+    assert 'data-section="search"' in page and "search-distributed" in page
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("sma_cross")
     assert experiment is not None

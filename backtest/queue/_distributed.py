@@ -217,6 +217,10 @@ def distributed_search(
         raise
     if output_dir is not None:
         _write(Path(output_dir), result, plain, n_workers, started_at)
+        if plain.get("report", True):  # the same page as a local search's, from its files
+            from backtest.tasks import _report
+
+            _report(Path(output_dir))
         _track(Path(output_dir), plain)
     return result
 
@@ -259,6 +263,17 @@ def _write(
             "version": __version__,
             "started_at": started_at,
             "ended_at": now_iso(),
+            "search": {  # what the report's search section reads, as a local search writes
+                "method": (plain.get("search") or {}).get("method"),
+                "metric": metric,
+                "direction": (plain.get("search") or {}).get("direction", "maximize"),
+                "space": dict((plain.get("search") or {}).get("space") or {}),
+                "n_trials": len(trials),
+                "n_failed": int((trials["status"] == "failed").sum()),
+                "best_trial": int(best_row["trial"]),
+                "best_params": result.best_params,
+                "best_score": result.best_value,
+            },
             "distributed": {
                 "study_name": result.study_name,
                 "storage": where,

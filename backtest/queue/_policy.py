@@ -128,7 +128,9 @@ def refuse_interpolations(value: Any, key: str = "") -> None:
 
 
 def _interpolation(key: str) -> None:
-    shown = key.removeprefix("job.").removeprefix("config.").removeprefix("study.")
+    shown = key
+    for prefix in ("job.", "study.", "config."):  # job.config.data.n_bars -> data.n_bars
+        shown = shown.removeprefix(prefix)
     raise PayloadRefused(
         f"job payload refused: {shown!r} holds an interpolation ('${{...}}'); a worker never "
         "resolves a payload's interpolations or resolvers. Resolve the config where it is "

@@ -51,3 +51,23 @@ def test_a_bootstrap_of_the_own_returns_prints_a_percentile_not_a_p_value(tmp_pa
 def test_random_entries_test_a_null_and_print_its_p_value(tmp_path: Path) -> None:
     line = _mc(tmp_path, "random_entries")
     assert "observed p-value" in line and "null: random entries" in line
+
+
+def test_every_overfitting_statistic_a_run_records_has_its_one_line_explanation(
+    tmp_path: Path,
+) -> None:
+    """The report explains each statistic it shows; a new one without a sentence fails here."""
+    import json
+
+    from backtest.report._search import OVERFITTING_MEANINGS
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "backtest", "+experiment=xs_momentum", "tracking=none",
+         "figures=false", "report=false", "data.n_bars=1300", "~montecarlo", "output_dir=wf"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    of = json.loads((tmp_path / "wf" / "result.json").read_text())["overfitting"]
+    shown = [k for k, v in of.items() if isinstance(v, int | float) or v is None]
+    assert "spa_pvalue" in shown or "reality_check_pvalue" in shown
+    assert [k for k in shown if not OVERFITTING_MEANINGS.get(k)] == []

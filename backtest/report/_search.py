@@ -39,6 +39,14 @@ OVERFITTING_MEANINGS: dict[str, str] = {
         "Hansen's SPA test p-value: the chance that no strategy beats the benchmark and "
         "the best result is data snooping (small: a real edge)."
     ),
+    "reality_check_pvalue": (
+        "White's Reality Check p-value: SPA's older, more conservative form (it lets poor "
+        "strategies raise the bar); small: the best result is not data snooping."
+    ),
+    "spa_pvalue_max": (
+        "Largest SPA p-value over the walk-forward folds: the fold whose best choice is the "
+        "most likely to be data snooping."
+    ),
     "deflated_sharpe_min": "Lowest deflated Sharpe ratio over the walk-forward folds.",
     "pbo_walkforward": (
         "Share of folds whose in-sample choice ranked below the median out of sample."

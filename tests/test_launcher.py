@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,15 +44,26 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _our_processes() -> set[int]:
-    """Worker and embedded Redis processes started by this package."""
+#: An environment marker this test module's sweeps (and every process they start) carry, so
+#: that the "nothing outlived the sweep" checks see only their own processes, never those of
+#: a test running beside them (pytest-xdist) or of anything else on the machine.
+SWEEP_TAG = "BACKTEST_TEST_SWEEP"
+
+
+def _our_processes(tag: str) -> set[int]:
+    """Worker and embedded Redis processes started by this package under ``tag``."""
     import psutil
 
     pids = set()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if "backtest.queue._cli" in cmdline or "backtest-redis-" in cmdline:
-            pids.add(proc.info["pid"])
+        if "backtest.queue._cli" not in cmdline and "backtest-redis-" not in cmdline:
+            continue
+        try:
+            if proc.environ().get(SWEEP_TAG) == tag:
+                pids.add(proc.info["pid"])
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
     return pids
 
 
@@ -102,7 +114,7 @@ def launcher_factory(in_tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 @pytest.mark.redis
 @pytest.mark.slow
 def test_batches_come_back_per_override_with_objectives_and_failures(
-    launcher_factory: Any, in_tmp_cwd: Path
+    launcher_factory: Any, in_tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hydra.core.utils import JobStatus
 
@@ -110,7 +122,8 @@ def test_batches_come_back_per_override_with_objectives_and_failures(
     from backtest.tasks import run_backtest
     from backtest.tasks._jobs import BacktestJob
 
-    before = _our_processes()
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(SWEEP_TAG, tag)  # inherited by the workers and Redis it starts
     launcher = launcher_factory(*SMALL, "queue.n_workers=2")
     # A sweeper passes every job its full override list.
     first = launcher.launch(
@@ -152,9 +165,9 @@ def test_batches_come_back_per_override_with_objectives_and_failures(
 
     _core.close(launcher)
     deadline = time.monotonic() + 15
-    while _our_processes() - before and time.monotonic() < deadline:
+    while _our_processes(tag) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _our_processes() - before, "workers or Redis outlived the sweep"
+    assert not _our_processes(tag), "workers or Redis outlived the sweep"
 
 
 @pytest.mark.redis
@@ -191,11 +204,11 @@ def record_config(ret: Any) -> dict[str, Any]:
 @pytest.mark.redis
 @pytest.mark.slow
 def test_command_line_sweep_on_an_embedded_redis(tmp_path: Path) -> None:
-    before = _our_processes()
+    tag = uuid.uuid4().hex
     proc = subprocess.run(
         [sys.executable, "-m", "backtest", "-m", "hydra/launcher=rq", "strategy.fast=5,10", *SMALL],
         cwd=tmp_path,
-        env=_env(),
+        env=_env(**{SWEEP_TAG: tag}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -207,7 +220,7 @@ def test_command_line_sweep_on_an_embedded_redis(tmp_path: Path) -> None:
     assert fast == [5, 10]
     assert "2 local worker(s)" in proc.stderr + proc.stdout
     time.sleep(1)
-    assert not _our_processes() - before, "workers or Redis outlived the sweep"
+    assert not _our_processes(tag), "workers or Redis outlived the sweep"
 
 
 @pytest.mark.redis

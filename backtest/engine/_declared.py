@@ -49,10 +49,13 @@ def declared_keys(strategy_cls: type) -> tuple[str, ...]:
     Examples:
         >>> from dataclasses import dataclass
         >>> from backtest.strategies import SmaCross
-        >>> @dataclass
-        ... class Trailing(SmaCross):
+        >>> @dataclass(frozen=True)
+        ... class Trailing:
+        ...     fast: int = 10
         ...     trailing_stop: float | None = None
         ...     max_bars = 20
+        ...     def positions(self, prices):
+        ...         return prices * 0.0
         >>> declared_keys(SmaCross), declared_keys(Trailing)
         ((), ('trailing_stop', 'max_bars'))
     """

@@ -109,10 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from backtest.queue import BacktestWorker
     except ImportError as exc:
-        print(
-            f'error: the worker needs rq and redis ({exc}): pip install -e ".[queue]"',
-            file=sys.stderr,
-        )
+        import importlib.util
+
+        missing = [m for m in ("rq", "redis") if importlib.util.find_spec(m) is None]
+        names = " and ".join(missing) or "rq and redis"
+        verb = "are" if len(missing) != 1 else "is"
+        why = f"which {verb} not installed" if missing else f"which do not import ({exc})"
+        print(f'error: backtest worker needs {names}, {why}: pip install -e ".[queue]"',
+              file=sys.stderr)  # fmt: skip
         return 2
     from backtest.config import QueueConfig
 

@@ -69,6 +69,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("queue-processes"))
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leaks() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in this process's
+    environment, where every later subprocess of every later test would inherit it: put
+    the environment back after each test (several tests share a process under xdist)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture
 def busy_cores() -> Iterator[int]:
     """Every core kept busy by a competing process for the test's duration.

@@ -18,7 +18,9 @@ CONF_DIR = ROOT / "conf"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    # the worker's own settings come from here only: neither a Redis URL nor a tracking URI
+    # that an earlier test left in this process's environment (mlflow.set_tracking_uri does)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.update(extra)
     return env

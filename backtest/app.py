@@ -51,8 +51,9 @@ def switch_off(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     ``search=none`` also drops the experiment's ``search.space`` (a space given on the
     command line with it stays, and is refused as a contradiction).
     """
+    optional = optional_groups()  # read conf/config.yaml once, not once per override
     off = [a[1:].partition("=")[0] for a in overrides if a.startswith("~")]
-    off = [g for g in off if g in optional_groups() and cfg.get(g) is not None]
+    off = [g for g in off if g in optional and cfg.get(g) is not None]
     if "search=none" in overrides and "walkforward" not in off and cfg.get("walkforward"):
         from backtest.errors import ConfigError
 

@@ -26,11 +26,13 @@ def on_terminal() -> bool:
 class _Counted:
     """The work counted off a terminal: ``update`` adds, ``close`` logs one line, once."""
 
-    def __init__(self, total: int | None, desc: str, unit: str, iterable: Any = None) -> None:
+    def __init__(
+        self, total: int | None, desc: str, unit: str, iterable: Any = None, *, quiet: bool = False
+    ) -> None:
         self.total, self.desc, self.unit, self.n = total, desc, unit, 0
         self._iterable = iterable
         self._start = time.monotonic()
-        self._closed = False
+        self._closed = quiet  # quiet: nothing is logged when it closes
 
     def update(self, n: int = 1) -> None:
         self.n += int(n)
@@ -90,7 +92,4 @@ def progress(
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
-    counted = _Counted(total, desc, unit, iterable)
-    if enabled is False:
-        counted._closed = True  # nothing shown, nothing logged
-    return counted
+    return _Counted(total, desc, unit, iterable, quiet=enabled is False)

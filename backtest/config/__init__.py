@@ -152,6 +152,21 @@ class Execution(Enum):
     next_open = "next_open"
 
 
+class EntryOrder(Enum):
+    """How an entry is filled: at market, or by a limit or stop order (engine/_orders.py)."""
+
+    market = "market"
+    limit = "limit"
+    stop = "stop"
+
+
+class Sizing(Enum):
+    """Where a new position's size comes from: the target weight, or the risk to its stop."""
+
+    weight = "weight"
+    risk = "risk"
+
+
 class StopReentry(Enum):
     """When an asset may be re-entered after an exit by a stop."""
 
@@ -202,6 +217,16 @@ class EngineConfig:
             many bars; ``null`` for none.
         stop_reentry: After an exit by a stop: ``signal_change`` stays flat until the
             strategy's target changes; ``next_bar`` follows the target from the next bar.
+        entry_order: ``market`` (at the close / next open), ``limit`` or ``stop``: an entry
+            decided at a close is an order at a level ``entry_offset`` from that close (a limit
+            buy below it, a stop buy above it; shorts mirrored), filled inside a later bar at
+            the level or at a gapping open (README "Entry orders and sizing").
+        entry_offset: Distance of the order's level from the deciding close: a fraction of it,
+            or ATR multiples with ``stop_unit: atr``.
+        entry_valid_bars: Bars an entry order works before it is cancelled; null: never.
+        sizing: ``weight`` (the target weight) or ``risk``: units = risk_per_trade x equity /
+            (fill - stop level); needs ``stop_loss``; capped by max_weight / max_gross_leverage.
+        risk_per_trade: Fraction of equity lost at the stop of a risk-sized entry (e.g. 0.01).
         check_lookahead: Before a run relies on the strategy, check that its target
             weights up to a few bars t do not change when the bars after t are removed (a
             strategy that looks ahead is refused, naming the first bar that changed).
@@ -234,6 +259,12 @@ class EngineConfig:
     atr_lookback: int = 14
     max_bars: int | None = None
     stop_reentry: StopReentry = StopReentry.signal_change
+    # --- entry orders and sizing (issue 26, backtest/engine/_orders.py)
+    entry_order: EntryOrder = EntryOrder.market
+    entry_offset: float = 0.0
+    entry_valid_bars: int | None = None
+    sizing: Sizing = Sizing.weight
+    risk_per_trade: float | None = None
     # --- checks (issue 12, backtest/strategies/_checks.py); not an option of the engine
     check_lookahead: bool = True
 

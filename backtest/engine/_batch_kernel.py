@@ -27,6 +27,7 @@ from backtest.engine._fused import lanes_for_sets
 from backtest.engine._kernel import COST_COLUMNS, run_book
 from backtest.engine._lanes import run_chunks
 from backtest.engine._limits import apply_limits
+from backtest.engine._orders import orders_of
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._schedule import rebalance_flags
 from backtest.engine._targets import outputs_weights, sleeve_weights
@@ -38,6 +39,7 @@ _OPT_FIELDS = (
     "units_mode", "next_open", "rebalance_threshold", "capital", "fee", "slip", "fixed_cost",
     "min_commission", "borrow", "financing", "cash", "long_only", "max_weight", "max_gross",
     "target_volatility", "vol_lookback", "stop_loss", "take_profit", "trailing_stop", "max_bars",
+    "entry_order", "entry_offset", "entry_valid_bars", "sizing", "risk_per_trade",
 )  # fmt: skip
 
 
@@ -88,10 +90,12 @@ def run_books(
         stats = np.zeros(4)
         ret = np.zeros(n)
         stops = np.array([o[16], o[17], o[18]])
+        orders = np.array([o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16]])
         run_book(
             open_, high, low, close, limited, raw, sleeve, rebal[rebal_of[i]], o[0] != 0.0,
             o[1] != 0.0, o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], stops, atr,
-            use_atr, int(o[19]), lock, ret, costs, np.zeros((0, 0)), np.zeros((0, 8)), stats,
+            use_atr, int(o[19]), lock, orders, ret, costs, np.zeros((0, 0)), np.zeros((0, 10)),
+            stats,
         )  # fmt: skip
         ret_out[i] = ret
         stats_out[i] = stats
@@ -241,6 +245,7 @@ def _opt_row(p: EngineParams, r: Any, ppy: float) -> list[float]:
         inf if p.max_gross_leverage is None else p.max_gross_leverage,
         math.nan if p.target_volatility is None else p.target_volatility, float(p.vol_lookback),
         r.stop_loss, r.take_profit, r.trailing_stop, float(r.max_bars),
+        *orders_of(p, r)[:5],
     ]  # fmt: skip
 
 

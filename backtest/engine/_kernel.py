@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numpy.typing import NDArray
 
 from backtest.engine._exits import (
     END,
@@ -41,6 +40,14 @@ from backtest.engine._exits import (
     intrabar_exit,
     time_exit,
     update_peak,
+)
+from backtest.engine._orders import (
+    MARKET,
+    _fill_orders,
+    _mark,
+    _order_costs,
+    _place_order,
+    entry_weight,
 )
 from backtest.engine._sleeves import _gate, _record, _sign, _sleeves
 
@@ -55,6 +62,8 @@ TRADE_FIELDS = (
     "exit_fill",
     "return",
     "reason",
+    "decision_bar",
+    "order_type",
 )
 #: Per-set statistics written by :func:`run_book`.
 STAT_FIELDS = ("n_trades", "n_wins", "exposure", "turnover")
@@ -63,10 +72,10 @@ STAT_FIELDS = ("n_trades", "n_wins", "exposure", "turnover")
 @numba.njit(cache=True, nogil=True)
 def _units(
     open_, high, low, close, target, signal, rebal, next_open, threshold, capital, fee, slip,
-    fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock,
+    fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, orders,
     ret_out, cost_out, held_out, trades, stats,
 ):  # pragma: no cover - compiled  # fmt: skip
-    """Cash and units accounting (see the module docstring)."""
+    """Cash and units accounting (see the module docstring; entry orders: :mod:`._orders`)."""
     n, a = close.shape
     c = fee + slip
     has_stops = (stops[0] == stops[0]) or (stops[1] == stops[1]) or (stops[2] == stops[2])
@@ -86,6 +95,18 @@ def _units(
     pending = False
     dec_bar = 0
     stopped = np.zeros(a, np.bool_)
+    kind = int(orders[0])
+    has_orders = kind != MARKET
+    valid = int(orders[2])
+    o_side = np.zeros(a)  # working entry order: side (0: none), level, weight, decision bar
+    o_level = np.zeros(a)
+    o_w = np.zeros(a)
+    o_dec = np.zeros(a, np.int64)
+    x_locked = np.zeros(a, np.bool_)  # flat after an expiry until the target changes
+    x_value = np.zeros(a)
+    dec_of = np.zeros(a, np.int64)  # decision bar and order type of each open trade
+    type_of = np.zeros(a, np.int64)
+    fresh = np.zeros(a, np.bool_)  # filled by an order in this bar: exits from the next bar
     carry = borrow_bar != 0.0 or fin_bar != 0.0 or cash_bar != 0.0
     exits = has_stops or max_bars > 0
     for t in range(n):
@@ -109,12 +130,21 @@ def _units(
         if next_open and pending:
             cash = _rebalance(open_[t], t, dec_bar, want, force, why, rebal[dec_bar], threshold,
                               cash, units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
-                              fixed, min_comm, cost_out, trades, stats)  # fmt: skip
+                              fixed, min_comm, cost_out, trades, stats, orders, use_atr, dec_of,
+                              type_of)  # fmt: skip
             pending = False
+        if has_orders:
+            cash = _fill_orders(t, kind, valid, o_side, o_level, o_w, o_dec, x_locked, x_value,
+                                last_signal, open_, high, low, close, equity, cash, units,
+                                entry_bar, entry_fill, peak, trade_atr, atr, use_atr, orders,
+                                dec_of, type_of, fresh, fee, slip, fixed, min_comm, cost_out,
+                                stats)  # fmt: skip
         if has_stops:
             for j in range(a):
                 u = units[j]
-                if u == 0.0 or not (t > entry_bar[j] or (next_open and t == entry_bar[j])):
+                if u == 0.0 or fresh[j]:
+                    continue
+                if not (t > entry_bar[j] or (next_open and t == entry_bar[j])):
                     continue
                 reason, fill = intrabar_exit(
                     _sign(u), entry_fill[j], peak[j], trade_atr[j], use_atr,
@@ -130,6 +160,7 @@ def _units(
                 x = fill / entry_fill[j]
                 _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], fill,
                         _sign(u) * (x - 1.0) - c * (1.0 + x), reason)  # fmt: skip
+                _mark(trades, stats, dec_of[j], type_of[j])
                 units[j] = 0.0
                 stopped[j] = True
                 if lock:
@@ -138,12 +169,14 @@ def _units(
         # ---- the close of bar t: decide (off-schedule decisions matter only with exits)
         any_force = False
         for j in range(a):
-            if not (rebal[t] or exits):
+            if not (rebal[t] or exits or has_orders):
                 break
             sig = signal[t, j]
             w = _gate(sig, target[t, j], locked, locked_value, j)
             if stopped[j] and not lock:  # stop_reentry=next_bar: this decision is skipped
                 w = 0.0
+            if has_orders:
+                w = _gate(sig, w, x_locked, x_value, j)
             force[j] = False
             why[j] = SIGNAL if (t == 0 or _sign(sig) != _sign(signal[t - 1, j])) else REBALANCE
             held_sign = _sign(units[j])
@@ -157,6 +190,9 @@ def _units(
                 if lock:
                     locked[j] = True
                     locked_value[j] = sig
+            if has_orders and rebal[t]:
+                w = _place_order(t, j, w, kind, units[j], o_side, o_level, o_w, o_dec, close,
+                                 atr, use_atr, orders[1])  # fmt: skip
             last_signal[j] = sig
             want[j] = w
         if rebal[t] or any_force:
@@ -166,7 +202,8 @@ def _units(
             else:
                 cash = _rebalance(close[t], t, t, want, force, why, rebal[t], threshold, cash,
                                   units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
-                                  fixed, min_comm, cost_out, trades, stats)  # fmt: skip
+                                  fixed, min_comm, cost_out, trades, stats, orders, use_atr,
+                                  dec_of, type_of)  # fmt: skip
         value = cash
         gross = 0.0
         for j in range(a):
@@ -185,32 +222,23 @@ def _units(
             x = close[n - 1, j] / entry_fill[j]
             _record(trades, stats, j, _sign(units[j]), entry_bar[j], n - 1, entry_fill[j],
                     close[n - 1, j], _sign(units[j]) * (x - 1.0) - c * (1.0 + x), END)  # fmt: skip
-
-
-@numba.njit(cache=True, nogil=True)
-def _order_costs(
-    notional: float, t: int, fee: float, slip: float, fixed: float, min_comm: float,
-    cost_out: NDArray[np.float64],
-) -> float:  # pragma: no cover - compiled  # fmt: skip
-    """Cost of one order of ``notional`` (currency), added to the cost table; returns it."""
-    f = max(fee * notional, min_comm)
-    s = slip * notional
-    cost_out[t, 0] += f
-    cost_out[t, 1] += s
-    cost_out[t, 2] += fixed
-    return f + s + fixed
+            _mark(trades, stats, dec_of[j], type_of[j])
 
 
 @numba.njit(cache=True, nogil=True)
 def _rebalance(
     price, t, dec, want, force, why, scheduled, threshold, cash, units, entry_bar, entry_fill,
-    peak, trade_atr, atr, fee, slip, fixed, min_comm, cost_out, trades, stats,
+    peak, trade_atr, atr, fee, slip, fixed, min_comm, cost_out, trades, stats, orders, use_atr,
+    dec_of, type_of,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Trade each asset towards ``want`` at ``price`` (one row); returns the new cash.
 
     Every asset is sized from the equity before this rebalance's orders. An asset is
     traded when the rebalance is scheduled (its weight outside the band, or its sign
-    changing) or when a time stop forces it; then to exactly its target.
+    changing) or when a time stop forces it; then to exactly its target. With risk
+    sizing (:mod:`._orders`) a new position's weight comes from its stop distance, in
+    asset order (the gross room is what the assets before it left), and a held position
+    is never resized.
     """
     a = units.shape[0]
     c = fee + slip
@@ -224,9 +252,18 @@ def _rebalance(
         w = want[j]
         if not (scheduled or force[j]):
             continue
+        risk = orders[3] != 0.0
+        if risk and u != 0.0 and _sign(w) == _sign(u):
+            continue
         in_band = abs(u * price[j] / value - w) <= threshold
         if threshold > 0.0 and not force[j] and _sign(w) == _sign(u) and in_band:
             continue
+        if risk and w != 0.0 and _sign(w) != _sign(u):
+            gross = 0.0
+            for k in range(a):
+                if k != j:
+                    gross += abs(units[k] * price[k])
+            w = entry_weight(w, price[j], atr[dec, j], use_atr, orders, orders[6] - gross / value)
         desired = w * value / price[j]
         delta = desired - u
         if delta == 0.0:
@@ -238,7 +275,10 @@ def _rebalance(
             x = price[j] / entry_fill[j]
             _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], price[j],
                     _sign(u) * (x - 1.0) - c * (1.0 + x), why[j])  # fmt: skip
+            _mark(trades, stats, dec_of[j], type_of[j])
         if desired != 0.0 and _sign(desired) != _sign(u):
+            dec_of[j] = dec
+            type_of[j] = MARKET
             entry_bar[j] = t
             entry_fill[j] = price[j]
             peak[j] = price[j]
@@ -251,7 +291,7 @@ def _rebalance(
 def run_book(
     open_, high, low, close, target, signal, sleeve, rebal, units_mode, next_open, threshold,
     capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
-    max_bars, lock, ret_out, cost_out, held_out, trades, stats,
+    max_bars, lock, orders, ret_out, cost_out, held_out, trades, stats,
 ):  # pragma: no cover - compiled; equal to tests/engine_reference.py  # fmt: skip
     """Simulate one book; results go into the ``*_out``, ``trades`` and ``stats`` arrays.
 
@@ -280,16 +320,18 @@ def run_book(
         use_atr: Stop levels are ATR multiples.
         max_bars: Time stop (0: off).
         lock: After an exit by a stop, stay flat until the signal changes.
+        orders: Entry orders and sizing, :data:`~backtest.engine._orders.ORDER_FIELDS`
+            (units accounting only).
         ret_out: Portfolio return per bar, ``(n,)``.
         cost_out: Cost table in currency, ``(n, 6)`` (:data:`COST_COLUMNS`), zeroed.
         held_out: Weights held after each close ``(n, a)``, or ``(0, 0)`` (not kept).
-        trades: Trade records ``(m, 8)`` (:data:`TRADE_FIELDS`); beyond ``m`` only counted.
+        trades: Trade records ``(m, 10)`` (:data:`TRADE_FIELDS`); beyond ``m`` only counted.
         stats: ``[n_trades, n_wins, exposure sum, turnover sum]``, zeroed.
     """
     if units_mode:
         _units(open_, high, low, close, target, signal, rebal, next_open, threshold, capital,
                fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
-               max_bars, lock, ret_out, cost_out, held_out, trades, stats)  # fmt: skip
+               max_bars, lock, orders, ret_out, cost_out, held_out, trades, stats)  # fmt: skip
     else:
         _sleeves(open_, high, low, close, target, signal, sleeve, fee + slip, fee, slip,
                  borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, ret_out,

@@ -48,6 +48,12 @@ class EngineParams:
         target_volatility: Annual volatility the book is scaled to (``None``: off).
         vol_lookback: Bars of the realised volatility estimate.
         benchmark: ``None``, ``equal_weight`` or a symbol of the data.
+        entry_order: ``market``, ``limit`` or ``stop`` entries (:mod:`._orders`).
+        entry_offset: Distance of a limit/stop entry's level from the deciding close: a
+            fraction of it, or ATR multiples with ``stop_unit = "atr"``.
+        entry_valid_bars: Bars an entry order works before it is cancelled (``None``: never).
+        sizing: ``weight`` (the target weight) or ``risk`` (from the stop distance).
+        risk_per_trade: Fraction of equity lost at the stop of a ``risk``-sized entry.
     """
 
     fee_bps: float = 0.0
@@ -69,6 +75,11 @@ class EngineParams:
     target_volatility: float | None = None
     vol_lookback: int = 63
     benchmark: str | None = None
+    entry_order: str = "market"
+    entry_offset: float = 0.0
+    entry_valid_bars: int | None = None
+    sizing: str = "weight"
+    risk_per_trade: float | None = None
 
     @property
     def capital(self) -> float:
@@ -89,6 +100,8 @@ class EngineParams:
             and self.rebalance_threshold == 0.0
             and self.fixed_cost == 0.0
             and self.min_commission == 0.0
+            and self.entry_order == "market"
+            and self.sizing == "weight"
         )
 
     @property
@@ -185,6 +198,9 @@ def engine_params(**options: Any) -> EngineParams:
             f"engine.benchmark must be null, 'equal_weight' or a symbol, got {benchmark!r}",
             key="engine.benchmark",
         )
+    from backtest.engine._orders import check_order_params
+
+    checked.update(check_order_params(p))
     return replace(p, **checked, weights=dict(p.weights or {}), long_only=bool(p.long_only))
 
 

@@ -14,6 +14,7 @@ from backtest.data._bars import Bars, as_bars
 from backtest.engine import _exits
 from backtest.engine._benchmark import benchmark_returns, check_benchmark
 from backtest.engine._kernel import COST_COLUMNS, TRADE_FIELDS, run_book
+from backtest.engine._orders import ORDER_TYPES, check_orders, orders_of
 from backtest.engine._params import EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._schedule import rebalance_flags
@@ -196,6 +197,7 @@ def check_inputs(bars: Bars, params: EngineParams, rules: Any) -> None:
             "high", "low", why="stop levels (engine.stop_loss / take_profit / trailing_stop)"
         )
     check_benchmark(params.benchmark, bars.symbols)
+    check_orders(bars, params, rules)
 
 
 def run_simulation(
@@ -223,7 +225,7 @@ def run_simulation(
         params.slippage_bps / 1e4, params.fixed_cost, params.min_commission,
         params.borrow_rate / ppy, params.financing_rate / ppy, params.cash_rate / ppy,
         np.array(rules.levels(), dtype=np.float64), atr, rules.use_atr, rules.max_bars,
-        rules.lock, ret, costs, held, trades, stats,
+        rules.lock, orders_of(params, rules), ret, costs, held, trades, stats,
     )  # fmt: skip
     returns = pd.Series(ret, index=index, name="returns")
     equity = (1.0 + returns).cumprod().rename("equity")
@@ -276,7 +278,7 @@ def trades_frame(records: np.ndarray, bars: Bars) -> pd.DataFrame:
     Sorted with one stable ``np.lexsort`` on (entry bar, the symbol's rank by name): the
     order of a stable sort on ``entry_time`` then ``asset``, without pandas' sort.
     """
-    columns = [*TRADE_COLUMNS, "exit_reason"]
+    columns = [*TRADE_COLUMNS, "exit_reason", "order_type", "decision_time"]
     if len(records) == 0:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     index = bars.index
@@ -303,6 +305,10 @@ def trades_frame(records: np.ndarray, bars: Bars) -> pd.DataFrame:
             "exit_reason": pd.Series(
                 np.array(_exits.EXIT_REASONS, dtype=object)[reason], dtype=object
             ),
+            "order_type": pd.Series(
+                np.array(ORDER_TYPES, dtype=object)[records[:, 9].astype(np.int64)], dtype=object
+            ),
+            "decision_time": index[records[:, 8].astype(np.int64)],
         }
     )
 

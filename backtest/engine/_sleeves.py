@@ -53,6 +53,9 @@ def _record(
         trades[k, 5] = exit_fill
         trades[k, 6] = ret
         trades[k, 7] = reason
+        if trades.shape[1] > 9:  # decided at the fill bar, a market order (the units kernel
+            trades[k, 8] = entry_bar  # overwrites both for next_open and entry orders)
+            trades[k, 9] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)

@@ -27,6 +27,8 @@ class Orders:
     risk_per_trade: float = 0.0
     max_weight: float = math.inf
     max_gross: float = math.inf
+    flat_at_session_end: bool = False
+    max_bars_unit: str = "bars"
 
 
 def _sign(x: float) -> int:
@@ -72,11 +74,13 @@ def units_with_orders(
     orders: Orders,
     next_open: bool,
     atr: np.ndarray | None = None,
+    days: list | None = None,
 ) -> tuple[list[float], list[dict]]:
     """Returns per bar and trades of a book with entry orders, expiry, stops and sizing.
 
     ``weights`` / ``signal`` are ``(n, a)`` target weights and the strategy's own output;
-    ``atr`` ``(n, a)`` when ``rules.use_atr`` (offsets and stop distances in ATR multiples).
+    ``atr`` ``(n, a)`` when ``rules.use_atr`` (offsets and stop distances in ATR multiples);
+    ``days`` the calendar day of each bar (sessions: a session ends where the day changes).
     """
     n, a = c.shape
     cash = equity = 1.0
@@ -90,6 +94,12 @@ def units_with_orders(
     trades: list[dict] = []
     pending: dict | None = None
     kind = orders.entry_order
+    days = days if days is not None else [0] * n
+    # a session ends at bar t when bar t + 1 is on another day; its number counts the days
+    ends = [t + 1 < n and days[t + 1] != days[t] for t in range(n)]
+    number = [0] * n
+    for t in range(1, n):
+        number[t] = number[t - 1] + (days[t] != days[t - 1])
     risk = orders.sizing == "risk"
 
     def atr_at(t: int, j: int) -> float:
@@ -208,6 +218,9 @@ def units_with_orders(
             why[j] = "signal" if changed else "rebalance"
             tr = trade[j]
             held = t - tr["entry_bar"] + (1 if next_open else 0) if tr is not None else -1
+            if tr is not None and orders.max_bars_unit == "sessions":
+                at = min(t + 1, n - 1) if next_open else t
+                held = number[at] - number[tr["entry_bar"]]
             if (
                 tr is not None
                 and rules.max_bars > 0
@@ -217,7 +230,17 @@ def units_with_orders(
                 w, force[j], why[j] = 0.0, True, "max_bars"
                 if rules.lock:
                     locked[j], locked_value[j] = True, sig
-            if kind != "market" and rebal[t]:
+            # next_open: flatten at the close before the session's last bar (filled at its
+            # open); close: at the session's last close
+            flat = orders.flat_at_session_end and (
+                (t + 1 < n and ends[t + 1]) if next_open else ends[t]
+            )
+            if flat:
+                working[j] = None
+                w = 0.0
+                if units[j] != 0:
+                    force[j], why[j] = True, "session_end"
+            elif kind != "market" and rebal[t]:
                 side = _sign(w)
                 wo = working[j]
                 if wo is not None and wo["side"] != side:

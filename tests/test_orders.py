@@ -283,3 +283,85 @@ def test_entry_orders_need_highs_and_lows() -> None:
     data = ohlc(60, 1)
     with pytest.raises(DataValidationError, match="entry_order=stop"):
         simulate(data["close"], SmaCross(3, 10), entry_order="stop", check_lookahead=False)
+
+
+# ------------------------------------------------------------------ search, walk-forward, MC
+
+
+def test_breakout_orders_experiment_runs_search_and_walk_forward(compose, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The shipped experiment, small, tracking off: its folds search engine.* order keys and
+    the one-truth check holds each fold's choice against the single backtest."""
+    from omegaconf import open_dict
+
+    from backtest.app import run
+    from backtest.results import load_result
+
+    cfg = compose(
+        "+experiment=breakout_orders", f"output_dir={tmp_path}", "tracking.enabled=false",
+        "figures=false",
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg.data.n_bars = 1300
+        cfg.montecarlo.n_paths = 50
+    run(cfg)
+    stored = load_result(tmp_path)
+    folds = stored.table("folds")
+    assert stored.record["walkforward"]["n_folds"] == len(folds) >= 1
+    assert {"engine.entry_offset", "engine.entry_valid_bars", "engine.risk_per_trade"} <= set(
+        folds.columns
+    )
+    assert stored.record["montecarlo"]["n_paths"] == 50
+
+
+def test_search_scores_of_order_keys_equal_single_backtests(compose, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from omegaconf import open_dict
+
+    from backtest.app import run
+    from backtest.results import load_result
+
+    cfg = compose(
+        "+experiment=breakout_orders", f"output_dir={tmp_path}", "tracking.enabled=false",
+        "figures=false",
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg.data.n_bars = 700
+        cfg.walkforward = None
+        cfg.montecarlo = None
+    run(cfg)
+    record = load_result(tmp_path).record
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert trials["engine.risk_per_trade"].nunique() == 3
+    assert trials["n_trades"].gt(0).all()
+    assert record["metrics"]["sharpe_ratio"] == pytest.approx(record["objective"], rel=1e-9)
+
+
+def test_parameter_jitter_draws_order_levels_and_runs_them() -> None:
+    """Monte Carlo parameter_jitter of engine.entry_offset and engine.risk_per_trade: each
+    path equals simulate() with its drawn levels."""
+    from backtest.config import EngineConfig, EntryOrder, MonteCarloConfig, MonteCarloMethod, Sizing
+    from backtest.montecarlo import MonteCarloSimulator
+
+    data = ohlc(400, 2, seed=8)
+    engine = EngineConfig(
+        fee_bps=5.0, stop_loss=0.04, entry_order=EntryOrder.stop, entry_offset=0.01,
+        sizing=Sizing.risk, risk_per_trade=0.01,
+    )  # fmt: skip
+    cfg = MonteCarloConfig(
+        method=MonteCarloMethod.parameter_jitter, n_paths=10, seed=3,
+        jitter={"engine.entry_offset": 0.5, "engine.risk_per_trade": 0.5},
+    )  # fmt: skip
+    report = MonteCarloSimulator(cfg, progress=False).run(
+        None, prices=_bars(data), strategy=SmaCross(5, 30), engine=engine
+    )
+    paths = report.paths
+    offsets = paths["engine.entry_offset"].to_numpy()
+    risks = paths["engine.risk_per_trade"].to_numpy()
+    assert len(set(offsets)) > 5 and ((offsets >= 0.005 - 1e-12) & (offsets <= 0.015 + 1e-12)).all()
+    for i in (0, 7):
+        res = simulate(
+            _bars(data), SmaCross(5, 30), fee_bps=5.0, stop_loss=0.04, entry_order="stop",
+            entry_offset=float(offsets[i]), sizing="risk", risk_per_trade=float(risks[i]),
+        )  # fmt: skip
+        np.testing.assert_allclose(
+            paths["sharpe_ratio"].iloc[i], res.metrics["sharpe_ratio"], rtol=1e-9
+        )

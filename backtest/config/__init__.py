@@ -167,6 +167,13 @@ class Sizing(Enum):
     risk = "risk"
 
 
+class MaxBarsUnit(Enum):
+    """What ``engine.max_bars`` counts: bars, or session boundaries (calendar days)."""
+
+    bars = "bars"
+    sessions = "sessions"
+
+
 class StopReentry(Enum):
     """When an asset may be re-entered after an exit by a stop."""
 
@@ -227,6 +234,10 @@ class EngineConfig:
         sizing: ``weight`` (the target weight) or ``risk``: units = risk_per_trade x equity /
             (fill - stop level); needs ``stop_loss``; capped by max_weight / max_gross_leverage.
         risk_per_trade: Fraction of equity lost at the stop of a risk-sized entry (e.g. 0.01).
+        flat_at_session_end: Close every position at each session's (calendar day's) last bar:
+            at its close (``execution: close``), or decided one bar earlier and filled at its
+            open (``next_open``); ``exit_reason: session_end``. Intraday bars only.
+        max_bars_unit: What ``max_bars`` counts: ``bars`` or ``sessions``.
         check_lookahead: Before a run relies on the strategy, check that its target
             weights up to a few bars t do not change when the bars after t are removed (a
             strategy that looks ahead is refused, naming the first bar that changed).
@@ -265,6 +276,8 @@ class EngineConfig:
     entry_valid_bars: int | None = None
     sizing: Sizing = Sizing.weight
     risk_per_trade: float | None = None
+    flat_at_session_end: bool = False
+    max_bars_unit: MaxBarsUnit = MaxBarsUnit.bars
     # --- checks (issue 12, backtest/strategies/_checks.py); not an option of the engine
     check_lookahead: bool = True
 

@@ -30,6 +30,7 @@ from backtest.engine._limits import apply_limits
 from backtest.engine._orders import orders_of
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._schedule import rebalance_flags
+from backtest.engine._sessions import session_arrays
 from backtest.engine._targets import outputs_weights, sleeve_weights
 from backtest.errors import ConfigError
 
@@ -40,6 +41,7 @@ _OPT_FIELDS = (
     "min_commission", "borrow", "financing", "cash", "long_only", "max_weight", "max_gross",
     "target_volatility", "vol_lookback", "stop_loss", "take_profit", "trailing_stop", "max_bars",
     "entry_order", "entry_offset", "entry_valid_bars", "sizing", "risk_per_trade",
+    "flat_at_session_end", "max_bars_unit",
 )  # fmt: skip
 
 
@@ -69,7 +71,7 @@ def split_columns(
 @numba.njit(cache=True, nogil=True)
 def run_books(
     lo, hi, open_, high, low, close, targets, sleeve, rebal, rebal_of, opts, ppy, atr, use_atr,
-    lock, ret_out, stats_out, limited_out, cost_out,
+    lock, sess_id, sess_end, ret_out, stats_out, limited_out, cost_out,
 ):  # pragma: no cover - compiled; equal to simulate() per set in the tests  # fmt: skip
     """Limits + :func:`run_book` for sets ``lo`` to ``hi`` of ``targets[:, :, i]``.
 
@@ -90,12 +92,12 @@ def run_books(
         stats = np.zeros(4)
         ret = np.zeros(n)
         stops = np.array([o[16], o[17], o[18]])
-        orders = np.array([o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16]])
+        orders = np.array([o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16], o[25], o[26]])
         run_book(
             open_, high, low, close, limited, raw, sleeve, rebal[rebal_of[i]], o[0] != 0.0,
             o[1] != 0.0, o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], stops, atr,
-            use_atr, int(o[19]), lock, orders, ret, costs, np.zeros((0, 0)), np.zeros((0, 10)),
-            stats,
+            use_atr, int(o[19]), lock, orders, sess_id, sess_end, ret, costs, np.zeros((0, 0)),
+            np.zeros((0, 10)), stats,
         )  # fmt: skip
         ret_out[i] = ret
         stats_out[i] = stats
@@ -177,6 +179,7 @@ def kernel_batch(
     atr = _exits.stop_atr(rules0, high if bars.has("high") else None,
                           low if bars.has("low") else None, close)  # fmt: skip
     weights_output = outputs_weights(strategy_cls)
+    sessions = session_arrays(bars.index)
     sleeve = sleeve_weights(strategy_cls, bars.symbols, base.get("weights"))
     chunk = chunk_size or max(1, 4_000_000 // max(n * a, 1))
     ret_all = np.empty((k, n)) if keep is not None else None
@@ -192,7 +195,7 @@ def kernel_batch(
         costs = np.zeros((hi - lo, 6))
         books = (open_, high, low, close, targets, sleeve, rebal, rebal_of[lo:hi],
                  np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
-                 ret, stats, limited, costs)  # fmt: skip
+                 *sessions, ret, stats, limited, costs)  # fmt: skip
         run_chunks(lambda first, last, books=books: run_books(first, last, *books), hi - lo,
                    lanes_for_sets(hi - lo))  # fmt: skip
         port = np.ascontiguousarray(ret.T)
@@ -245,7 +248,7 @@ def _opt_row(p: EngineParams, r: Any, ppy: float) -> list[float]:
         inf if p.max_gross_leverage is None else p.max_gross_leverage,
         math.nan if p.target_volatility is None else p.target_volatility, float(p.vol_lookback),
         r.stop_loss, r.take_profit, r.trailing_stop, float(r.max_bars),
-        *orders_of(p, r)[:5],
+        *orders_of(p, r)[:5], *orders_of(p, r)[8:],
     ]  # fmt: skip
 
 

@@ -57,6 +57,7 @@ STOP_LOSS = 4
 TAKE_PROFIT = 5
 TRAILING_STOP = 6
 MAX_BARS = 7
+SESSION_END = 8
 EXIT_REASONS = (
     "",
     "signal",
@@ -66,6 +67,7 @@ EXIT_REASONS = (
     "take_profit",
     "trailing_stop",
     "max_bars",
+    "session_end",
 )
 #: The reasons set by this module's rules (the summary counts every reason).
 STOP_REASONS = ("stop_loss", "take_profit", "trailing_stop", "max_bars")

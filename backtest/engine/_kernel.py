@@ -36,6 +36,7 @@ from backtest.engine._exits import (
     MAX_BARS,
     NO_EXIT,
     REBALANCE,
+    SESSION_END,
     SIGNAL,
     intrabar_exit,
     time_exit,
@@ -49,6 +50,7 @@ from backtest.engine._orders import (
     _place_order,
     entry_weight,
 )
+from backtest.engine._sessions import flat_decision
 from backtest.engine._sleeves import _gate, _record, _sign, _sleeves
 
 COST_COLUMNS = ("fees", "slippage", "fixed", "borrow", "financing", "cash_interest")
@@ -73,7 +75,7 @@ STAT_FIELDS = ("n_trades", "n_wins", "exposure", "turnover")
 def _units(
     open_, high, low, close, target, signal, rebal, next_open, threshold, capital, fee, slip,
     fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, orders,
-    ret_out, cost_out, held_out, trades, stats,
+    sess_id, sess_end, ret_out, cost_out, held_out, trades, stats,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Cash and units accounting (see the module docstring; entry orders: :mod:`._orders`)."""
     n, a = close.shape
@@ -107,6 +109,8 @@ def _units(
     dec_of = np.zeros(a, np.int64)  # decision bar and order type of each open trade
     type_of = np.zeros(a, np.int64)
     fresh = np.zeros(a, np.bool_)  # filled by an order in this bar: exits from the next bar
+    sessions = orders[8] != 0.0  # flat at each session's end
+    by_session = orders[9] != 0.0  # max_bars counts sessions
     carry = borrow_bar != 0.0 or fin_bar != 0.0 or cash_bar != 0.0
     exits = has_stops or max_bars > 0
     for t in range(n):
@@ -168,8 +172,9 @@ def _units(
                     locked_value[j] = last_signal[j]
         # ---- the close of bar t: decide (off-schedule decisions matter only with exits)
         any_force = False
+        flat = sessions and flat_decision(t, next_open, sess_end)
         for j in range(a):
-            if not (rebal[t] or exits or has_orders):
+            if not (rebal[t] or exits or has_orders or flat):
                 break
             sig = signal[t, j]
             w = _gate(sig, target[t, j], locked, locked_value, j)
@@ -182,6 +187,8 @@ def _units(
             held_sign = _sign(units[j])
             # bars held when the exit fills: at this close, or at the next open (t + 1)
             held = t - entry_bar[j] + (1 if next_open else 0)
+            if by_session:
+                held = sess_id[min(t + (1 if next_open else 0), n - 1)] - sess_id[entry_bar[j]]
             if held_sign != 0.0 and _sign(w) == held_sign and time_exit(held, max_bars):
                 w = 0.0
                 force[j] = True
@@ -190,7 +197,14 @@ def _units(
                 if lock:
                     locked[j] = True
                     locked_value[j] = sig
-            if has_orders and rebal[t]:
+            if flat:  # the session ends: close, open nothing, cancel the working orders
+                o_side[j] = 0.0
+                w = 0.0
+                if held_sign != 0.0:
+                    force[j] = True
+                    any_force = True
+                    why[j] = SESSION_END
+            elif has_orders and rebal[t]:
                 w = _place_order(t, j, w, kind, units[j], o_side, o_level, o_w, o_dec, close,
                                  atr, use_atr, orders[1])  # fmt: skip
             last_signal[j] = sig
@@ -291,7 +305,7 @@ def _rebalance(
 def run_book(
     open_, high, low, close, target, signal, sleeve, rebal, units_mode, next_open, threshold,
     capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
-    max_bars, lock, orders, ret_out, cost_out, held_out, trades, stats,
+    max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out, held_out, trades, stats,
 ):  # pragma: no cover - compiled; equal to tests/engine_reference.py  # fmt: skip
     """Simulate one book; results go into the ``*_out``, ``trades`` and ``stats`` arrays.
 
@@ -322,6 +336,8 @@ def run_book(
         lock: After an exit by a stop, stay flat until the signal changes.
         orders: Entry orders and sizing, :data:`~backtest.engine._orders.ORDER_FIELDS`
             (units accounting only).
+        sess_id: Session number of each bar ``(n,)`` (:mod:`._sessions`).
+        sess_end: Whether each bar ends its session ``(n,)``.
         ret_out: Portfolio return per bar, ``(n,)``.
         cost_out: Cost table in currency, ``(n, 6)`` (:data:`COST_COLUMNS`), zeroed.
         held_out: Weights held after each close ``(n, a)``, or ``(0, 0)`` (not kept).
@@ -331,7 +347,8 @@ def run_book(
     if units_mode:
         _units(open_, high, low, close, target, signal, rebal, next_open, threshold, capital,
                fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
-               max_bars, lock, orders, ret_out, cost_out, held_out, trades, stats)  # fmt: skip
+               max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out, held_out, trades,
+               stats)  # fmt: skip
     else:
         _sleeves(open_, high, low, close, target, signal, sleeve, fee + slip, fee, slip,
                  borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, ret_out,

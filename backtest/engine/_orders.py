@@ -61,7 +61,7 @@ SIZINGS = ("weight", "risk")
 #: Layout of the ``orders`` option vector the kernels take (one per set).
 ORDER_FIELDS = (
     "entry_order", "entry_offset", "entry_valid_bars", "sizing", "risk_per_trade",
-    "max_weight", "max_gross", "stop_loss",
+    "max_weight", "max_gross", "stop_loss", "flat_at_session_end", "max_bars_unit",
 )  # fmt: skip
 
 
@@ -223,6 +223,8 @@ def order_vector(
     max_weight: float | None,
     max_gross: float | None,
     stop_loss: float,
+    flat_at_session_end: bool = False,
+    max_bars_unit: str = "bars",
 ) -> np.ndarray:
     """The kernels' ``orders`` vector (:data:`ORDER_FIELDS`) from validated options."""
     return np.array(
@@ -235,6 +237,8 @@ def order_vector(
             math.inf if max_weight is None else float(max_weight),
             math.inf if max_gross is None else float(max_gross),
             float(stop_loss),
+            float(bool(flat_at_session_end)),
+            float(max_bars_unit == "sessions"),
         ],
         dtype=np.float64,
     )
@@ -313,7 +317,15 @@ def check_order_params(p: Any) -> dict[str, Any]:
             "engine.sizing=risk or remove engine.risk_per_trade",
             key="engine.risk_per_trade",
         )
+    unit = str(getattr(p.max_bars_unit, "value", p.max_bars_unit))
+    if unit not in ("bars", "sessions"):
+        raise ConfigError(
+            f"engine.max_bars_unit must be 'bars' or 'sessions', got {p.max_bars_unit!r}",
+            key="engine.max_bars_unit",
+        )
     return {
+        "max_bars_unit": unit,
+        "flat_at_session_end": bool(p.flat_at_session_end),
         "entry_order": kind,
         "entry_offset": offset,
         "entry_valid_bars": valid,
@@ -340,6 +352,15 @@ def check_orders(bars: Any, params: Any, rules: Any) -> None:
     """
     if params.entry_order != "market":
         bars.require("open", "high", "low", why=f"engine.entry_order={params.entry_order} entries")
+    if params.max_bars_unit == "sessions" and not rules.max_bars:
+        raise ConfigError(
+            "engine.max_bars_unit=sessions has no effect without engine.max_bars (the time "
+            "stop it counts): set engine.max_bars or remove engine.max_bars_unit",
+            key="engine.max_bars_unit",
+        )
+    from backtest.engine._sessions import check_sessions
+
+    check_sessions(bars.index, params)
     if params.sizing == "risk" and math.isnan(rules.stop_loss):
         raise ConfigError(
             "engine.sizing=risk sizes each entry as risk_per_trade x equity / (entry - stop "
@@ -354,4 +375,5 @@ def orders_of(params: Any, rules: Any) -> np.ndarray:
     return order_vector(
         params.entry_order, params.entry_offset, params.entry_valid_bars, params.sizing,
         params.risk_per_trade, params.max_weight, params.max_gross_leverage, rules.stop_loss,
+        params.flat_at_session_end, params.max_bars_unit,
     )  # fmt: skip

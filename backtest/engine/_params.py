@@ -54,6 +54,9 @@ class EngineParams:
         entry_valid_bars: Bars an entry order works before it is cancelled (``None``: never).
         sizing: ``weight`` (the target weight) or ``risk`` (from the stop distance).
         risk_per_trade: Fraction of equity lost at the stop of a ``risk``-sized entry.
+        flat_at_session_end: Close every position at each session's last bar
+            (:mod:`._sessions`).
+        max_bars_unit: What ``max_bars`` counts: ``bars`` or ``sessions``.
     """
 
     fee_bps: float = 0.0
@@ -80,6 +83,8 @@ class EngineParams:
     entry_valid_bars: int | None = None
     sizing: str = "weight"
     risk_per_trade: float | None = None
+    flat_at_session_end: bool = False
+    max_bars_unit: str = "bars"
 
     @property
     def capital(self) -> float:
@@ -102,6 +107,8 @@ class EngineParams:
             and self.min_commission == 0.0
             and self.entry_order == "market"
             and self.sizing == "weight"
+            and not self.flat_at_session_end
+            and self.max_bars_unit == "bars"
         )
 
     @property

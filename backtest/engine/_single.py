@@ -18,6 +18,7 @@ from backtest.engine._orders import ORDER_TYPES, check_orders, orders_of
 from backtest.engine._params import EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._schedule import rebalance_flags
+from backtest.engine._sessions import session_arrays
 from backtest.engine._targets import limits_of, raw_targets, resolve_weights
 from backtest.engine._trades import TRADE_COLUMNS
 from backtest.strategies import Strategy
@@ -225,7 +226,8 @@ def run_simulation(
         params.slippage_bps / 1e4, params.fixed_cost, params.min_commission,
         params.borrow_rate / ppy, params.financing_rate / ppy, params.cash_rate / ppy,
         np.array(rules.levels(), dtype=np.float64), atr, rules.use_atr, rules.max_bars,
-        rules.lock, orders_of(params, rules), ret, costs, held, trades, stats,
+        rules.lock, orders_of(params, rules), *session_arrays(index), ret, costs, held, trades,
+        stats,
     )  # fmt: skip
     returns = pd.Series(ret, index=index, name="returns")
     equity = (1.0 + returns).cumprod().rename("equity")

@@ -2,7 +2,9 @@
 
 The engine's exit levels take part as ``engine.<name>`` parameters (``engine.stop_loss``,
 ``engine.take_profit``, ``engine.trailing_stop``, ``engine.max_bars``) when they are set,
-so a jitter of ``{engine.stop_loss: 0.2}`` tests how much a result owes to the exact stop.
+so a jitter of ``{engine.stop_loss: 0.2}`` tests how much a result owes to the exact stop;
+likewise the entry orders' ``engine.entry_offset`` / ``entry_valid_bars`` and the risk
+sizing's ``engine.risk_per_trade`` (when set).
 A level the strategy declares itself is its parameter, not the engine's: each path reads
 it from the jittered instance, as every backtest does.
 """
@@ -37,6 +39,8 @@ def strategy_params(strategy: Any) -> dict[str, Any]:
 
 #: Exit levels of the engine that parameter_jitter can draw (as ``engine.<name>``).
 STOP_LEVELS = ("stop_loss", "take_profit", "trailing_stop", "max_bars")
+#: Entry-order and sizing levels it can draw too (engine/_orders.py), when set.
+ORDER_LEVELS = ("entry_offset", "entry_valid_bars", "risk_per_trade")
 
 
 def engine_stop_params(engine: Any, strategy: Any = None) -> dict[str, Any]:
@@ -56,13 +60,27 @@ def engine_stop_params(engine: Any, strategy: Any = None) -> dict[str, Any]:
         value = getattr(engine, name, None)
         if value is not None and not (name == "max_bars" and not value):
             out[f"engine.{name}"] = value
+    if getattr(getattr(engine, "entry_order", None), "value", "market") != "market":
+        out["engine.entry_offset"] = engine.entry_offset
+        if engine.entry_valid_bars is not None:
+            out["engine.entry_valid_bars"] = engine.entry_valid_bars
+    if getattr(engine, "risk_per_trade", None) is not None:
+        out["engine.risk_per_trade"] = engine.risk_per_trade
     return out
 
 
 def _check_drawn(strategy: Any, params: Mapping[str, Any], engine: Any) -> None:
     own = {k: v for k, v in params.items() if not k.startswith("engine.")}
     dataclasses.replace(strategy, **own)
-    stops = {k.removeprefix("engine."): v for k, v in params.items() if k.startswith("engine.")}
+    drawn = {k.removeprefix("engine."): v for k, v in params.items() if k.startswith("engine.")}
+    orders = {k: v for k, v in drawn.items() if k in ORDER_LEVELS}
+    stops = {k: v for k, v in drawn.items() if k not in ORDER_LEVELS}
+    if orders:
+        from backtest.engine._orders import check_order_params
+        from backtest.engine._params import EngineParams, params_from_config
+
+        base = params_from_config(engine) if engine is not None else EngineParams()
+        check_order_params(dataclasses.replace(base, **orders))
     if stops:
         from backtest.engine._exits import stop_rules
 

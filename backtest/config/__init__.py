@@ -187,7 +187,10 @@ class EngineConfig:
         long_only: Clip short targets to 0.
         target_volatility: Annual volatility the book is scaled to; null for off.
         vol_lookback: Bars of the realised-volatility estimate of the overlay.
-        benchmark: null, ``equal_weight`` or a symbol of the data.
+        benchmark: null, a symbol of the data, ``equal_weight`` (buy and hold of the
+            universe), ``equal_weight_rebalanced`` (the tradable assets, rebalanced on
+            ``rebalance``'s schedule) or a file (``path.csv``: columns date, close, a price
+            on every bar of the data); its own metrics print beside the book's.
         stop_loss: Exit a long when a bar's low reaches ``entry * (1 - stop_loss)`` (a short:
             the high, ``entry * (1 + stop_loss)``); filled at that level, or at the open when
             the bar opens through it. A fraction in (0, 1), or an ATR multiple (``stop_unit``).

@@ -46,6 +46,8 @@ class BacktestResult:
         benchmark: The benchmark's equity (growth of 1), when one is set.
         benchmark_metrics: The benchmark's own return metrics.
         periods_per_year: Bars per year used for annualising (given or inferred).
+        initial_capital: ``engine.initial_capital`` when set: :meth:`plot` and
+            :meth:`report` then draw equity and drawdown in currency.
     """
 
     returns: pd.Series
@@ -60,6 +62,7 @@ class BacktestResult:
     benchmark: pd.Series | None = None
     benchmark_metrics: dict[str, float] = field(default_factory=dict)
     periods_per_year: float | None = None
+    initial_capital: float | None = None
 
     def __repr__(self) -> str:
         """One line: parameters, Sharpe, total return, max drawdown, trades, bars."""
@@ -82,7 +85,9 @@ class BacktestResult:
         """
         from backtest.report import _page, _performance
 
-        frame = _performance.equity_frame(self.returns, self.equity, self.benchmark)
+        frame = _performance.equity_frame(
+            self.returns, self.equity, self.benchmark, capital=self.initial_capital
+        )
         return _page.to_plotly(_performance.equity_figure(frame, self.trades))
 
     def report(self, path: str | Path | None = None) -> Path:
@@ -108,15 +113,20 @@ class BacktestResult:
         if self.run_dir is not None and results.has_result(self.run_dir):
             return load_result(self.run_dir).report(path)
         from backtest.report._performance import equity_frame
+        from backtest.results._summary import capital_section
 
+        capital = capital_section(self.equity.to_numpy(), self.initial_capital)
         record: dict[str, Any] = {
             "params": self.params,
             "metrics": self.metrics,
             "periods_per_year": self.periods_per_year,
             **({"benchmark_metrics": self.benchmark_metrics} if self.benchmark_metrics else {}),
+            **({"capital": capital} if capital else {}),
         }
         tables = {
-            "equity": equity_frame(self.returns, self.equity, self.benchmark),
+            "equity": equity_frame(
+                self.returns, self.equity, self.benchmark, capital=self.initial_capital
+            ),
             "trades": self.trades,
             "positions": self.positions,
             **({"costs": self.costs} if self.costs is not None else {}),
@@ -195,7 +205,7 @@ def check_inputs(bars: Bars, params: EngineParams, rules: Any) -> None:
         bars.require(
             "high", "low", why="stop levels (engine.stop_loss / take_profit / trailing_stop)"
         )
-    check_benchmark(params.benchmark, bars.symbols)
+    check_benchmark(params.benchmark, bars)
 
 
 def run_simulation(
@@ -238,7 +248,7 @@ def run_simulation(
     bench = None
     bench_metrics: dict[str, float] = {}
     if params.benchmark is not None:
-        b = benchmark_returns(bars.close, params.benchmark)
+        b = benchmark_returns(bars, params.benchmark, rebalance=params.rebalance)
         bench = (1.0 + b).cumprod().rename("benchmark")
         metrics.update(m.relative_metrics(ret, b.to_numpy(), periods_per_year=ppy))
         own = m.return_metrics(b, periods_per_year=ppy)  # type: ignore[arg-type]
@@ -255,6 +265,7 @@ def run_simulation(
         benchmark=bench,
         benchmark_metrics=bench_metrics,
         periods_per_year=ppy,
+        initial_capital=params.initial_capital,
     )
 
 

@@ -437,8 +437,10 @@ class RootConfig:
         allowed_modules: Extra module prefixes a ``_target_`` may name (``backtest.`` always).
         output_dir: Where results are written; Hydra's run directory when unset.
         summary: Print the summary table at the end of a run.
-        figures: Write PNG figures (about 0.3 s each; turn off for large sweeps of short
-            backtests, where they cost more than the backtests).
+        figures: Write PNG figures into ``figures/`` (about 0.3 s each, plus matplotlib's
+            import): the static copies MLflow's artifact view shows. ``None`` (the
+            default): only when tracking is on; ``report.html`` draws its own interactive
+            figures either way. ``true`` forces them, ``false`` turns them off.
         report: Write ``report.html``, the self-contained interactive HTML report, into
             the run directory (and a sweep's comparison of jobs into a multirun's);
             about 0.2 s and 5 MB a run, so large sweeps of short backtests may turn it off.
@@ -449,7 +451,7 @@ class RootConfig:
     allowed_modules: list[str] = field(default_factory=list)
     output_dir: str | None = None
     summary: bool = True
-    figures: bool = True
+    figures: bool | None = None
     report: bool = True
     data: DataConfig = MISSING
     strategy: Any = MISSING
@@ -459,6 +461,10 @@ class RootConfig:
     montecarlo: MonteCarloConfig | None = None
     tracking: TrackingConfig = MISSING
     queue: QueueConfig = MISSING
+
+    def draws_figures(self) -> bool:
+        """Whether PNG figures are written: ``figures``, else whether tracking is on."""
+        return self.tracking.enabled if self.figures is None else bool(self.figures)
 
 
 _GROUP_SCHEMAS: dict[str, type] = {

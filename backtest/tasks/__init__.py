@@ -321,7 +321,7 @@ def _write_run(
 ) -> BacktestResult:
     """Write a finished task's figures, tables, ``result.json`` and report; mirror it."""
     bt = output.backtest
-    if ctx.settings.figures:
+    if ctx.settings.draws_figures():
         from backtest.report import _png as plots
 
         plots.equity_figure(bt, results.figures_dir(run_dir) / "equity.png")

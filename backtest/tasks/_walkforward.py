@@ -94,7 +94,7 @@ def run(ctx: TaskContext) -> TaskOutput:
     result = optimizer.run(
         evaluator,
         dict(search.space),
-        figures_dir=results.figures_dir(ctx.run_dir) if ctx.settings.figures else None,
+        figures_dir=results.figures_dir(ctx.run_dir) if ctx.settings.draws_figures() else None,
     )
     headline = BacktestResult(
         returns=result.returns,

@@ -30,6 +30,7 @@ class DataSource(Enum):
 
     synthetic = "synthetic"
     sample = "sample"
+    universe_sample = "universe_sample"
     csv = "csv"
     parquet = "parquet"
 
@@ -94,7 +95,9 @@ class DataConfig:
 
     Attributes:
         source: ``synthetic`` (seeded GBM, the default), ``sample`` (shipped real
-            daily prices), ``csv`` or ``parquet`` (your file at ``path``).
+            daily prices), ``universe_sample`` (a shipped panel with listings,
+            delistings and corporate actions), ``csv`` or ``parquet`` (your file at
+            ``path``).
         path: File to load for ``csv``/``parquet``.
         layout: ``long`` (date, symbol, open, high, low, close, volume),
             ``wide`` (a date column and one close column per symbol) or ``auto``.
@@ -107,6 +110,10 @@ class DataConfig:
             for ``20240131`` (needed for dates written as plain numbers).
         date_unit: The dates are epoch numbers in this unit: ``s``, ``ms``, ``us``,
             ``ns`` or ``D`` (numbers are refused as dates without a format or unit).
+        universe: A point-in-time membership table (CSV or Parquet: ``symbol, start,
+            end``) narrowing the tradable set (README "Universes and corporate actions").
+        actions: Corporate actions on the (unadjusted) prices (CSV or Parquet: ``date,
+            symbol, split, dividend``); strategies see adjusted prices, fills are raw.
         n_bars: Synthetic: number of daily bars.
         n_assets: Synthetic: number of assets.
         drift: Synthetic: mean log return per bar.
@@ -128,6 +135,8 @@ class DataConfig:
     repair: RepairMode = RepairMode.none
     date_format: str | None = None
     date_unit: str | None = None
+    universe: str | None = None
+    actions: str | None = None
     n_bars: int = 2520
     n_assets: int = 4
     drift: float = 0.0002

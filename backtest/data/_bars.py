@@ -133,6 +133,17 @@ class Bars:
         div = self.dividend is not None and bool((self.dividend.to_numpy() != 0.0).any())
         return split or div
 
+    def adjusted(self) -> Bars:
+        """Split- and dividend-adjusted bars, what strategies see (fills stay at raw prices).
+
+        Total-return, back-adjusted prices (the last price of every asset unchanged), the
+        same tradable mask, no ``split``/``dividend`` frames; ``self`` when there are no
+        actions. See :func:`backtest.data._actions.adjusted_bars`.
+        """
+        from backtest.data._actions import adjusted_bars
+
+        return adjusted_bars(self)
+
     def require(self, *names: str, why: str) -> None:
         """Raise ``DataValidationError`` naming the first missing field and why it is needed."""
         for name in names:

@@ -259,9 +259,26 @@ class WalkForwardResult:
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
+        if self.splits is None or self.index is None:
+            raise ValueError("the fold chart needs the result's splits and index")
+        of = self.overfitting
+        stats = {
+            **{k: self.metrics.get(k, np.nan) for k in ("sharpe_ratio", "cagr", "max_drawdown")},
+            "efficiency": self.efficiency,
+            "deflated_sharpe": of.deflated_sharpe,
+            "pbo": of.pbo,
+            "spa_pvalue": of.spa_pvalue,
+        }
         return (
-            fold_chart(self, out / "walkforward_folds.png"),
-            equity_chart(self, out / "walkforward_equity.png"),
+            fold_chart(self.splits.folds, self.index, self.splitter, out / "walkforward_folds.png"),
+            equity_chart(
+                out / "walkforward_equity.png",
+                equity=self.equity,
+                test_starts=list(self.folds["test_start"]) if len(self.folds) else [],
+                paths=self.paths,
+                parameter_path=self.parameter_path,
+                stats=stats,
+            ),
         )
 
 

@@ -14,6 +14,12 @@ Four kinds, the first that matches:
   fund's NAV), aligned to the data's timestamps; every bar of the data needs a price
   (extra dates in the file are ignored).
 
+A symbol and the equal-weight kinds earn total returns: on unadjusted bars carrying
+corporate actions a split scales the holding and a dividend is reinvested at the ex-date's
+close, and a delisting return the data supplies is earned on the last listed bar
+(:func:`total_return_relatives`); a file is taken as it is (give a total-return index for
+a total-return benchmark).
+
 The equal-weight kinds trade at the close, pay no costs and hold only tradable assets
 (:meth:`~backtest.data.Bars.tradable_mask`: the ``tradable`` field when the bars carry
 one, and a finite close). A holding that stops being tradable is valued at its last
@@ -202,37 +208,67 @@ def aligned_closes(benchmark: str, index: pd.DatetimeIndex) -> NDArray[np.float6
     return values
 
 
+def total_return_relatives(data: Bars | pd.DataFrame) -> NDArray[np.float64]:
+    """``(n, a)`` each asset's value at bar t over bar t - 1 (row 0 is 1).
+
+    ``close[t] / close[t-1]`` on adjusted closes; on bars carrying corporate actions
+    (unadjusted prices), ``split[t] x (close[t] + dividend[t]) / close[t-1]`` (the
+    dividend per new share, reinvested at that close), times ``1 + delist_return`` on
+    an asset's last listed bar when the data supplies one. NaN where a close is missing.
+    """
+    if isinstance(data, pd.DataFrame):
+        close, split, dividend, delist = data.to_numpy(dtype=np.float64), None, None, None
+    else:
+        close = data.close.to_numpy(dtype=np.float64)
+        split, dividend, delist = (
+            None if f is None else f.to_numpy(dtype=np.float64)
+            for f in (data.split, data.dividend, data.delist_return)
+        )
+    value = close.copy()
+    if dividend is not None:
+        value = value + dividend
+    if split is not None:
+        value = value * split
+    if delist is not None:
+        value = value * np.where(np.isfinite(delist), 1.0 + delist, 1.0)
+    out = np.ones_like(close)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[1:] = value[1:] / close[:-1]
+    return out
+
+
 def equal_weight_returns(
-    close: NDArray[np.float64], tradable: NDArray[np.bool_], flags: NDArray[np.bool_]
+    growth: NDArray[np.float64], tradable: NDArray[np.bool_], flags: NDArray[np.bool_]
 ) -> NDArray[np.float64]:
     """Per-bar returns of an equal-weight book of the tradable assets, first bar 0.
 
     Args:
-        close: ``(n, a)`` closes (NaN where an asset has none).
+        growth: ``(n, a)`` each asset's value relative to the bar before
+            (:func:`total_return_relatives`; plain closes give ``close[t] / close[t-1]``).
         tradable: ``(n, a)`` whether each asset may be held on each bar.
         flags: ``(n,)`` rebalance bars; the weights are set equal at bar 0 and at each
             flagged bar, over the assets tradable there.
 
     Examples:
-        >>> close = np.array([[1.0, 1.0], [2.0, 1.0], [2.0, 2.0]])
-        >>> ok = np.ones((3, 2), dtype=bool)
-        >>> equal_weight_returns(close, ok, np.array([True, False, False])).round(4).tolist()
+        >>> close = pd.DataFrame([[1.0, 1.0], [2.0, 1.0], [2.0, 2.0]])
+        >>> g, ok = total_return_relatives(close), np.ones((3, 2), dtype=bool)
+        >>> equal_weight_returns(g, ok, np.array([True, False, False])).round(4).tolist()
         [0.0, 0.5, 0.3333]
-        >>> equal_weight_returns(close, ok, np.ones(3, dtype=bool)).round(4).tolist()
+        >>> equal_weight_returns(g, ok, np.ones(3, dtype=bool)).round(4).tolist()
         [0.0, 0.5, 0.5]
     """
-    n, a = close.shape
+    n, a = growth.shape
     ret = np.zeros(n)
     held = np.zeros(a)  # each holding's value after bar t's close, book value 1
     for t in range(n):
         if t > 0:
             live = tradable[t] & (held > 0)
-            growth = held.copy()
-            growth[live] = held[live] * close[t, live] / close[t - 1, live]
+            grown = held.copy()
+            grown[live] = held[live] * growth[t, live]
             cash = 1.0 - held.sum()
-            value = growth.sum() + cash
+            value = grown.sum() + cash
             ret[t] = value - 1.0
-            held = growth / value
+            held = grown / value
             held[~tradable[t]] = 0.0  # sold at its last tradable close: cash until rebalance
         if t == 0 or flags[t]:
             k = int(tradable[t].sum())
@@ -265,10 +301,9 @@ def benchmark_returns(
 
     close_frame = data if isinstance(data, pd.DataFrame) else data.close
     index = pd.DatetimeIndex(close_frame.index)
-    close = close_frame.to_numpy(dtype=np.float64)
     if benchmark in KINDS:
         if isinstance(data, pd.DataFrame):
-            mask = np.isfinite(close)
+            mask = np.isfinite(close_frame.to_numpy(dtype=np.float64))
         else:
             mask = np.asarray(data.tradable_mask(), dtype=bool)
         n = len(index)
@@ -276,12 +311,13 @@ def benchmark_returns(
             flags = np.zeros(n, dtype=bool)
         else:
             flags = rebalance_flags(index, rebalance)
-        ret = equal_weight_returns(close, mask, flags)
+        ret = equal_weight_returns(total_return_relatives(data), mask, flags)
         return pd.Series(ret, index=index, name="benchmark")
+    ret = np.zeros(len(index))
     if benchmark in close_frame.columns:
-        value = close_frame[benchmark].to_numpy(dtype=np.float64)
+        j = list(close_frame.columns).index(benchmark)
+        ret[1:] = total_return_relatives(data)[1:, j] - 1.0
     else:
         value = aligned_closes(benchmark, index)
-    ret = np.zeros(len(value))
-    ret[1:] = value[1:] / value[:-1] - 1.0
+        ret[1:] = value[1:] / value[:-1] - 1.0
     return pd.Series(ret, index=index, name="benchmark")

@@ -19,6 +19,7 @@ from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._schedule import rebalance_flags
 from backtest.engine._targets import limits_of, raw_targets, resolve_weights
 from backtest.engine._trades import TRADE_COLUMNS
+from backtest.engine._universe import kernel_inputs, strategy_bars, vol_bars
 from backtest.strategies import Strategy
 
 __all__ = ["BacktestResult", "resolve_weights", "simulate"]
@@ -192,7 +193,8 @@ def simulate(
     from backtest.engine._checks import checked_output
     from backtest.engine._targets import reused_output
 
-    with reused_output(strategy, checked_output(strategy, bars, params)):
+    view = strategy_bars(bars)
+    with reused_output(strategy, checked_output(strategy, view, params)):
         return run_simulation(bars, strategy, params, rules)
 
 
@@ -211,14 +213,24 @@ def check_inputs(bars: Bars, params: EngineParams, rules: Any) -> None:
 def run_simulation(
     bars: Bars, strategy: Strategy, params: EngineParams, rules: Any
 ) -> BacktestResult:
-    """:func:`simulate` after validation."""
+    """:func:`simulate` after validation.
+
+    The strategy sees :func:`~backtest.engine._universe.strategy_bars` (adjusted prices
+    when the bars carry corporate actions); the kernel fills at the raw prices of
+    :func:`~backtest.engine._universe.kernel_inputs`.
+    """
     index = bars.index
-    close = bars.close.to_numpy(dtype=np.float64)
+    ki = kernel_inputs(bars)
+    close = ki.close
     n, a = close.shape
     ppy = resolve_periods_per_year(index, params.periods_per_year)
-    output, target, sleeve = raw_targets(strategy, bars, params)
-    limited, bound = limits_of(target.to_numpy(dtype=np.float64), bars, params)
-    arrays = price_arrays(bars)
+    view = strategy_bars(bars)
+    output, target, sleeve = raw_targets(strategy, view, params)
+    raw = target.to_numpy(dtype=np.float64)
+    if not ki.plain:
+        raw = np.where(ki.hold, raw, 0.0)
+    limited, bound = limits_of(raw, bars if ki.plain else vol_bars(view), params)
+    arrays = (ki.open, ki.high, ki.low)
     atr = _exits.stop_atr(rules, arrays[1] if bars.has("high") else None,
                           arrays[2] if bars.has("low") else None, close)  # fmt: skip
     ret = np.zeros(n)
@@ -227,8 +239,9 @@ def run_simulation(
     trades = np.zeros((2 * n * a + a, len(TRADE_FIELDS)))
     stats = np.zeros(4)
     run_book(
-        *arrays, close, limited, target.to_numpy(dtype=np.float64), np.asarray(sleeve, np.float64),
-        rebalance_flags(index, params.rebalance), not params.sleeves, params.next_open,
+        *arrays, close, limited, raw, ki.hold, ki.leave, ki.split, ki.dividend,
+        np.asarray(sleeve, np.float64), rebalance_flags(index, params.rebalance),
+        not params.sleeves, params.next_open,
         params.rebalance_threshold, params.capital, params.fee_bps / 1e4,
         params.slippage_bps / 1e4, params.fixed_cost, params.min_commission,
         params.borrow_rate / ppy, params.financing_rate / ppy, params.cash_rate / ppy,

@@ -54,7 +54,8 @@ def equity_frame(
     Columns: ``returns`` and ``equity`` (growth of 1), ``benchmark`` (its growth of 1)
     when there is one; with ``capital`` (``engine.initial_capital``) also the book in
     currency: ``equity_value`` (``capital * equity``) and ``drawdown_value`` (the value
-    less its running peak, <= 0).
+    less its running peak, the initial capital counting as one, as in ``max_drawdown``;
+    <= 0).
 
     Examples:
         >>> idx = pd.bdate_range("2024-01-01", periods=3)
@@ -69,7 +70,7 @@ def equity_frame(
     if capital is not None:
         value = frame["equity"].astype(np.float64) * float(capital)
         frame["equity_value"] = value
-        frame["drawdown_value"] = value - value.cummax()
+        frame["drawdown_value"] = value - np.maximum(value.cummax(), float(capital))
     return frame
 
 
@@ -95,10 +96,10 @@ def equity_figure(equity: pd.DataFrame, trades: pd.DataFrame | None = None) -> d
     money = "equity_value" in equity.columns
     scale = float(equity["equity_value"].iloc[0] / growth.iloc[0]) if money else 1.0
     eq = growth * scale
-    drawdown = eq - eq.cummax() if money else frac
+    drawdown = equity["drawdown_value"].astype(np.float64) if money else frac
     pos = thin_positions(len(eq), frac.to_numpy())
     x = dates(eq.index[pos])
-    share = num(frac.to_numpy()[pos])
+    share = num((drawdown / (eq - drawdown)).to_numpy()[pos]) if money else []
     traces: list[dict[str, Any]] = [
         {"type": "scatter", "x": x, "y": num(eq.to_numpy()[pos]), "name": "strategy",
          "line": {"color": COLORS[0], "width": 1.5}},

@@ -149,10 +149,10 @@ def capital_section(growth: Sequence[float], initial_capital: float | None) -> d
 
     The metrics stay fractions (``total_return``, ``max_drawdown``); this holds the same
     run in the initial capital's currency beside them: ``initial_capital``,
-    ``final_equity``, ``pnl``, ``max_drawdown_value`` (the largest fall from a peak, in
-    currency, >= 0) and ``max_drawdown_value_of_peak`` (that fall as a fraction of its
-    peak; the fraction metric ``max_drawdown`` is the largest fall in percent, which may
-    be another one).
+    ``final_equity``, ``pnl``, ``max_drawdown_value`` (the largest fall from a peak, the
+    initial capital counting as one, in currency, >= 0) and ``max_drawdown_value_of_peak``
+    (that fall as a fraction of its peak; the fraction metric ``max_drawdown`` is the
+    largest fall in percent, which may be another one).
 
     Args:
         growth: The equity curve as growth of 1 (``BacktestResult.equity``).
@@ -164,7 +164,7 @@ def capital_section(growth: Sequence[float], initial_capital: float | None) -> d
     if initial_capital is None or len(growth) == 0:
         return {}
     value = np.asarray(growth, dtype=np.float64) * float(initial_capital)
-    peak = np.maximum.accumulate(value)
+    peak = np.maximum.accumulate(np.maximum(value, float(initial_capital)))
     fall = peak - value
     worst = int(np.argmax(fall))
     return {

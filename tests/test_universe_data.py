@@ -22,6 +22,7 @@ from backtest.config import DataConfig
 from backtest.data import Bars, check_bars, load_bars, read_prices, validate_prices
 from backtest.data._actions import read_actions
 from backtest.data._files import read_bars
+from backtest.data._universe import universe_summary
 from backtest.data._validate import validate_bars
 from backtest.errors import ConfigError, DataValidationError, hint
 
@@ -114,12 +115,16 @@ def test_ohlc_outside_a_listing_is_not_checked_inside_it_is(tmp_path) -> None:
         assert (error.column, error.symbol, error.timestamp) == ("open", "B", DAYS[3])
 
 
-def test_a_column_without_any_price_is_named() -> None:
-    frame = _panel().assign(D=NAN)
+def test_a_column_without_any_price_is_an_asset_not_listed_in_the_window(caplog) -> None:
+    frame = _panel().assign(D=NAN)  # e.g. a walk-forward window before D lists
+    check_bars(frame)
+    assert np.isnan(validate_prices(frame)["D"]).all()
+    with caplog.at_level(logging.INFO, logger="backtest.data"):
+        assert universe_summary(Bars(frame)).startswith("2 assets list late, 1 delists early")
     for check in (validate_prices, check_bars):
-        with pytest.raises(DataValidationError, match="no prices at all") as info:
-            check(frame)
-        assert info.value.column == "D"
+        with pytest.raises(DataValidationError, match="no prices: every close") as info:
+            check(frame * NAN)
+        assert hint(info.value) is None or "repair" not in hint(info.value)
 
 
 # --- a NaN inside a listing stays an error, and the hint says what each repair does --------

@@ -69,8 +69,8 @@ def _clean(bars: Bars) -> bool:
     listed = None  # every cell listed (no NaN close): the plain, fastest checks
     if np.isnan(c).any():
         listed = ~np.isnan(c)
-        if not listed.any(axis=0).all() or (listed_span(c) & ~listed).any():
-            return False  # a column without prices, or a NaN inside a listing
+        if not listed.any() or (listed_span(c) & ~listed).any():
+            return False  # no price at all, or a NaN inside a listing
         c = np.where(listed, c, 1.0)  # the checks below then look at listed cells only
     if not _positive(c):
         return False

@@ -39,11 +39,14 @@ def listed_span(values: np.ndarray) -> np.ndarray:
 
 
 def listing_counts(close: pd.DataFrame) -> tuple[int, int]:
-    """``(assets that list late, assets that delist early)`` of wide closes."""
+    """``(assets that list late, assets that delist early)`` of wide closes.
+
+    An asset without any price in the data counts as listing late (after the data ends).
+    """
     present = close.notna().to_numpy()
     if present.shape[0] == 0:
         return 0, 0
-    late = int((~present[0] & present.any(axis=0)).sum())
+    late = int((~present[0]).sum())
     early = int((~present[-1] & present.any(axis=0)).sum())
     return late, early
 
@@ -178,15 +181,16 @@ def _dates(
 
 
 def refuse_empty_columns(closes: pd.DataFrame, values: np.ndarray) -> None:
-    """Refuse a column without a single price (it would never list)."""
-    empty = np.isnan(values).all(axis=0)
-    if empty.any():
-        column = closes.columns[int(np.flatnonzero(empty)[0])]
+    """Refuse closes without a single price in any column.
+
+    One column without prices is an asset not listed during the data's dates (a window
+    of a walk-forward may well hold one): accepted, never tradable.
+    """
+    if values.size and np.isnan(values).all():
         raise DataValidationError(
-            f"column {column!r}: no prices at all ({len(closes)} NaN); leave it out with "
-            "data.symbols or give it prices",
-            column=column,
-            count=len(closes),
+            f"no prices: every close of the {closes.shape[1]} column(s) is missing; check the "
+            "file's close column and data.start / data.end",
+            count=int(values.size),
         )
 
 

@@ -5,6 +5,13 @@ Written from the rules in the README's "Portfolio engine" section and the docstr
 Python floats, dicts and lists, one bar at a time. ``reference_backtest`` returns what
 ``simulate`` returns (returns, the cost table, trades, exposure, turnover) so the tests
 can compare the two to 1e-9. Exits (stops) are in ``tests/reference_exits.py``.
+
+Universes and corporate actions (from ``backtest/engine/_universe.py``'s docstring): an
+asset is held only while tradable (``Bars.tradable`` and a finite close); on its last
+tradable bar a holding is closed at that close (``delisted`` when the close is missing
+from the next bar, else ``untradable``), at ``close x (1 + delist_return)`` when the data
+gives one; prices are carried forward after delisting. On an ex-date, before any trade:
+units x split, cash += units x dividend (sleeves: the bar's total return).
 """
 
 from __future__ import annotations
@@ -137,24 +144,77 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
+@dataclass
+class Universe:
+    """Per bar and asset: the price the book is valued and filled at, and the rules."""
+
+    price: list[list[float]]
+    hold: list[list[bool]]
+    leave: list[list[str]]
+    split: list[list[float]]
+    dividend: list[list[float]]
+
+
+def universe(bars: Any) -> Universe:
+    """The universe rules of ``bars`` as plain lists (see the module docstring)."""
+    raw = bars.close.to_numpy().tolist()
+    n, a = len(raw), len(raw[0])
+
+    def field_(name: str, default: Any) -> list[list[Any]]:
+        frame = getattr(bars, name, None)
+        return [[default] * a for _ in range(n)] if frame is None else frame.to_numpy().tolist()
+
+    member = field_("tradable", True)
+    dr = field_("delist_return", float("nan"))
+    split = field_("split", 1.0)
+    div = field_("dividend", 0.0)
+    listed = [[raw[t][j] == raw[t][j] for j in range(a)] for t in range(n)]
+    tradable = [[bool(member[t][j]) and listed[t][j] for j in range(a)] for t in range(n)]
+    price = [[0.0] * a for _ in range(n)]
+    leave = [[""] * a for _ in range(n)]
+    for j in range(a):
+        first = next((raw[t][j] for t in range(n) if listed[t][j]), 1.0)
+        last = first
+        for t in range(n):
+            if listed[t][j]:
+                last = raw[t][j] * (1 + dr[t][j]) if dr[t][j] == dr[t][j] else raw[t][j]
+            price[t][j] = last
+            if tradable[t][j] and t + 1 < n and not tradable[t + 1][j]:
+                leave[t][j] = "untradable" if listed[t + 1][j] else "delisted"
+            if t == n - 1 and tradable[t][j] and dr[t][j] == dr[t][j]:
+                leave[t][j] = "delisted"
+    hold = [[tradable[t][j] and not leave[t][j] for j in range(a)] for t in range(n)]
+    return Universe(price, hold, leave, split, div)
+
+
 def reference_backtest(
     bars: Any, target: np.ndarray, signal: np.ndarray, sleeve: list[float], o: Options
 ) -> Result:
     """The book of ``target`` weights (``signal``: the strategy's own output) on ``bars``."""
-    close = bars.close.to_numpy().tolist()
-    opens = (bars.open if bars.open is not None else bars.close).to_numpy().tolist()
-    weights, flags = limits(target.tolist(), close, o)
+    u = universe(bars)
+    close = u.price
+    raw_opens = (bars.open if bars.open is not None else bars.close).to_numpy().tolist()
+    opens = [[x if x == x else close[t][j] for j, x in enumerate(row)]
+             for t, row in enumerate(raw_opens)]  # fmt: skip
+    target = np.where(np.array(u.hold), target, 0.0)
+    signal = np.where(np.array(u.hold), signal, 0.0)
+    vol_close = getattr(o, "vol_close", None) or close
+    weights, flags = limits(target.tolist(), vol_close, o)
     rebal = schedule(bars.index, o.rebalance)
     if o.sleeves:
-        res = _sleeves(close, weights, sleeve, o)
+        res = _sleeves(close, weights, sleeve, o, u)
     else:
-        res = _units(close, opens, weights, signal.tolist(), rebal, o)
+        res = _units(close, opens, weights, signal.tolist(), rebal, o, u)
     res.limited = flags
     return res
 
 
 def _sleeves(
-    close: list[list[float]], weights: list[list[float]], sleeve: list[float], o: Options
+    close: list[list[float]],
+    weights: list[list[float]],
+    sleeve: list[float],
+    o: Options,
+    u: Universe,
 ) -> Result:
     """Engine v1: each asset's sleeve is reset to its target every bar."""
     n, a = len(close), len(close[0])
@@ -163,6 +223,7 @@ def _sleeves(
     q_prev = [0.0] * a
     growth = [1.0] * a
     entry = [0] * a
+    entry_fill = [0.0] * a
     equity = 1.0
     res = Result([], [])
     exposure = turnover = 0.0
@@ -184,7 +245,11 @@ def _sleeves(
             cost["cash_interest"] = equity * rc * max(0.0, 1 - net)
             ret += rc * max(0.0, 1 - net) - rb * short - rf * max(0.0, gross - 1)
         for j in range(a):
-            r = close[t][j] / close[t - 1][j] - 1 if t > 0 else 0.0
+            r = 0.0
+            if t > 0:  # the total return of the bar: split, then dividend per new share
+                k, dv = u.split[t][j], u.dividend[t][j]
+                r = k * (close[t][j] + dv) / close[t - 1][j] - 1
+                entry_fill[j] /= k
             p = q_prev[j]
             q = weights[t][j] / sleeve[j] if sleeve[j] else 0.0
             g = 1 + p * r
@@ -201,11 +266,13 @@ def _sleeves(
                 if p != 0:
                     res.trades.append(
                         dict(asset=j, direction=_sign(p), entry_bar=entry[j], exit_bar=t,
-                             entry_fill=close[entry[j]][j], exit_fill=close[t][j],
-                             ret=growth[j] * (1 - c * abs(p)) - 1, reason="signal")
+                             entry_fill=entry_fill[j], exit_fill=close[t][j],
+                             ret=growth[j] * (1 - c * abs(p)) - 1,
+                             reason=u.leave[t][j] or "signal")
                     )  # fmt: skip
                 growth[j] = 1 - c * abs(q) if q != 0 else 1.0
                 entry[j] = t
+                entry_fill[j] = close[t][j]
             elif q != p:
                 growth[j] *= 1 - c * d
             q_prev[j] = q
@@ -216,7 +283,7 @@ def _sleeves(
         if q_prev[j] != 0:
             res.trades.append(
                 dict(asset=j, direction=_sign(q_prev[j]), entry_bar=entry[j], exit_bar=n - 1,
-                     entry_fill=close[entry[j]][j], exit_fill=close[n - 1][j], ret=growth[j] - 1,
+                     entry_fill=entry_fill[j], exit_fill=close[n - 1][j], ret=growth[j] - 1,
                      reason="end")
             )  # fmt: skip
     res.exposure = exposure / n
@@ -231,6 +298,7 @@ def _units(
     signal: list[list[float]],
     rebal: list[bool],
     o: Options,
+    un: Universe,
 ) -> Result:
     """Cash and units: drift between rebalances, every traded unit charged."""
     n, a = len(close), len(close[0])
@@ -243,6 +311,15 @@ def _units(
     res = Result([], [])
     exposure = turnover = 0.0
     pending: tuple[int, list[float]] | None = None
+
+    def close_out(t: int, j: int, price: float, reason: str) -> None:
+        tr = open_trade[j]
+        assert tr is not None
+        x = price / tr["entry_fill"]
+        ret = _sign(units[j]) * (x - 1) - (fee + slip) * (1 + x)
+        tr.update(exit_bar=t, exit_fill=price, ret=ret, reason=reason)
+        res.trades.append(tr)
+        open_trade[j] = None
 
     def trade(
         t: int, dec: int, prices: list[float], want: list[float], cost: dict[str, float]
@@ -272,7 +349,7 @@ def _units(
                 x = prices[j] / tr["entry_fill"]
                 changed = dec == 0 or _sign(signal[dec][j]) != _sign(signal[dec - 1][j])
                 ret = _sign(u) * (x - 1) - (fee + slip) * (1 + x)
-                reason = "signal" if changed else "rebalance"
+                reason = un.leave[dec][j] or ("signal" if changed else "rebalance")
                 tr.update(exit_bar=t, exit_fill=prices[j], ret=ret, reason=reason)
                 res.trades.append(tr)
                 open_trade[j] = None
@@ -291,6 +368,13 @@ def _units(
             interest = o.cash_rate / ppy * max(0.0, cash)
             cash += interest - borrow - financing
             cost.update(borrow=borrow, financing=financing, cash_interest=interest)
+            for j in range(a):  # ex-date: split the units, then the dividend per new share
+                if units[j] != 0:
+                    units[j] *= un.split[t][j]
+                    cash += units[j] * un.dividend[t][j]
+                    tr = open_trade[j]
+                    assert tr is not None
+                    tr["entry_fill"] /= un.split[t][j]
         if pending is not None:  # next_open: yesterday's decision at today's open
             trade(t, pending[0], opens[t], pending[1], cost)
             pending = None
@@ -299,6 +383,18 @@ def _units(
                 pending = (t, list(weights[t]))
             else:
                 trade(t, t, close[t], weights[t], cost)
+        for j in range(a):  # a leaving asset: closed at this close, whatever the schedule
+            if un.leave[t][j] and units[j] != 0:
+                notional = abs(units[j]) * close[t][j]
+                f = max(fee * notional, o.min_commission)
+                s = slip * notional
+                cash += units[j] * close[t][j] - f - s - o.fixed_cost
+                cost["fees"] += f
+                cost["slippage"] += s
+                cost["fixed"] += o.fixed_cost
+                turnover += notional / equity
+                close_out(t, j, close[t][j], un.leave[t][j])
+                units[j] = 0.0
         value = cash + sum(units[j] * close[t][j] for j in range(a))
         exposure += sum(abs(units[j] * close[t][j]) for j in range(a)) / value
         res.returns.append(value / equity - 1)

@@ -124,15 +124,22 @@ def test_config_yaml_has_no_experiment_default() -> None:
     assert not any("experiment" in str(d) for d in cfg.defaults)
 
 
-def test_figures_off_writes_no_png_and_keeps_the_job_identity(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_figures_follow_tracking_unless_set_and_keep_the_job_identity(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """PNGs are MLflow's static copies: drawn by default only when tracking is on."""
     from backtest import BacktestJob
 
-    on = compose("tracking=none", "data.n_bars=300", f"output_dir={tmp_path / 'on'}")
-    off = compose(
-        "tracking=none", "data.n_bars=300", "figures=false", f"output_dir={tmp_path / 'off'}"
+    common = ("data.n_bars=300",)
+    on = compose("tracking=none", *common, "figures=true", f"output_dir={tmp_path / 'on'}")
+    off = compose("tracking=none", *common, "figures=false", f"output_dir={tmp_path / 'off'}")
+    auto = compose("tracking=none", *common, f"output_dir={tmp_path / 'auto'}")
+    tracked = compose(
+        *common, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"output_dir={tmp_path / 't'}"
     )
-    run(on)
-    run(off)
+    for cfg in (on, off, auto, tracked):
+        run(cfg)
     assert list((tmp_path / "on" / "figures").glob("*.png"))
+    assert list((tmp_path / "t" / "figures").glob("*.png"))
     assert not list((tmp_path / "off").rglob("*.png"))
+    assert not list((tmp_path / "auto").rglob("*.png"))
+    assert (tmp_path / "auto" / "report.html").exists()  # the interactive figures stay
     assert BacktestJob.from_config(on).job_id == BacktestJob.from_config(off).job_id

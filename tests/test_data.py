@@ -164,13 +164,15 @@ def test_ffill_repairs_and_logs(caplog) -> None:
     frame = _wide(A=[NAN, 10.5, NAN, NAN, 11.0, 11.1], B=[50.0, 49.0, 49.5, -2.0, 51.0, 52.0])
     with caplog.at_level(logging.WARNING, logger="backtest.data"):
         out = validate_prices(frame, repair=RepairMode.ffill)
-    assert list(out.index) == list(DAYS[1:])  # the leading NaN row is dropped
-    assert out["A"].tolist() == [10.5, 10.5, 10.5, 11.0, 11.1]
-    assert out["B"].tolist() == [49.0, 49.5, 49.5, 51.0, 52.0]
+    # issue 25: A's leading NaN means "not listed yet": kept, no row dropped
+    assert list(out.index) == list(DAYS)
+    assert out["A"].tolist()[1:] == [10.5, 10.5, 10.5, 11.0, 11.1]
+    assert np.isnan(out["A"].iloc[0])
+    assert out["B"].tolist() == [50.0, 49.0, 49.5, 49.5, 51.0, 52.0]
     logs = _messages(caplog)
-    assert any("'A'" in m and "3 NaN" in m and str(DAYS[0]) in m for m in logs), logs
+    assert any("'A'" in m and "2 NaN" in m and str(DAYS[2]) in m for m in logs), logs
     assert any("'B'" in m and "1 non-positive" in m and str(DAYS[3]) in m for m in logs), logs
-    assert any("1 leading row" in m for m in logs), logs
+    assert not any("leading row" in m for m in logs), logs
 
 
 def test_drop_repairs_and_logs(caplog) -> None:

@@ -520,6 +520,15 @@ def test_a_multirun_writes_the_sweep_report(tmp_path: Path) -> None:
     page = read_page(sweep / results.REPORT_FILE)
     assert len(body_rows(page, "jobs")) == 2
     assert all((sweep / str(i) / results.REPORT_FILE).is_file() for i in (0, 1))
+    # the jobs share one plotly.js beside them; each job page loads it by a relative path
+    from backtest.report._bundle import BUNDLE_FILE
+
+    (shared,) = sweep.glob("plotly*.js")
+    assert shared.read_bytes() == BUNDLE_FILE.read_bytes()
+    for i in (0, 1):
+        text = (sweep / str(i) / results.REPORT_FILE).read_text()
+        assert f'<script src="../{shared.name}"' in text and 'id="plotly-gz"' not in text
+        assert len(text) < 300_000  # tables and figures only
     names = {t.get("name") for fig in figures(page) for t in fig.get("data", [])}
     assert {"fast=5", "fast=10"} <= names  # lines named by what varied
     assert not any(str(n).startswith("job ") for n in names)
@@ -588,3 +597,76 @@ def test_continuous_parameters_are_binned_and_the_best_trial_survives() -> None:
     cells = [v for row in heat["z"] for v in row if v is not None]
     assert max(cells) == pytest.approx(max(trials["sharpe_ratio"]), rel=1e-5)
     assert "binned" in html
+
+
+def _sweep_by_hand(sweep: Path, n_jobs: int) -> list[Path]:
+    """Jobs of a sweep as Hydra lays them out: ``multirun.yaml`` first, one folder per job."""
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
+    return [_run(sweep / str(i), f"strategy.fast={5 + 5 * i}", n_bars=300) for i in range(n_jobs)]
+
+
+def test_a_sweeps_jobs_share_one_plotly_file_and_a_single_run_stays_self_contained(
+    tmp_path: Path,
+) -> None:
+    """Three jobs write one shared bundle (not three); outside a sweep a page embeds it."""
+    from backtest.report._bundle import BUNDLE_FILE, bundle_name
+
+    jobs = _sweep_by_hand(tmp_path / "sweep", 3)
+    shared = tmp_path / "sweep" / bundle_name(full=False)
+    assert [p.name for p in (tmp_path / "sweep").glob("*.js")] == [shared.name]
+    assert shared.read_bytes() == BUNDLE_FILE.read_bytes()
+    written = shared.stat().st_mtime_ns
+    for job in jobs:
+        page = read_page(job / results.REPORT_FILE)
+        (attrs,) = [a for a, _ in page.scripts if a.get("id") == "plotly-src"]
+        assert attrs["src"] == f"../{shared.name}" and attrs["data-bundle"] == "cartesian"
+        assert not [a for a, _ in page.scripts if a.get("id") == "plotly-gz"]
+        assert (job / results.REPORT_FILE).stat().st_size < 300_000
+    build_report(jobs[0])  # a rebuild finds the file in place and leaves it alone
+    assert shared.stat().st_mtime_ns == written
+    # the same job outside a sweep (no multirun.yaml above it): self-contained again
+    alone = shutil.copytree(jobs[0], tmp_path / "alone")
+    page = read_page(build_report(alone))
+    assert [a["data-bundle"] for a, _ in page.scripts if a.get("id") == "plotly-gz"] == [
+        "cartesian"
+    ]
+    assert not [a for a, _ in page.scripts if a.get("id") == "plotly-src"]
+
+
+def test_a_job_page_that_needs_the_full_bundle_shares_that_one(tmp_path: Path) -> None:
+    from plotly.offline import get_plotlyjs
+
+    from backtest.report._bundle import bundle_name, shared_src
+
+    sweep = tmp_path / "sweep"
+    (sweep / "3").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    assert shared_src(sweep / "3", {"parcoords", "scatter"}) == f"../{bundle_name(full=True)}"
+    assert (sweep / bundle_name(full=True)).read_text() == get_plotlyjs()
+    assert shared_src(tmp_path / "elsewhere", {"scatter"}) is None
+
+
+@pytest.mark.slow
+def test_chromium_draws_job_pages_from_the_shared_file_after_the_sweep_moves(
+    tmp_path: Path,
+) -> None:
+    """Offline, the job pages of a moved sweep folder draw every figure; a job folder
+    copied out alone says on its page where plotly.js was expected."""
+    _chromium()
+    _sweep_by_hand(tmp_path / "sweep", 2)
+    moved = (tmp_path / "sweep").rename(tmp_path / "moved")
+    for i in (0, 1):
+        path = moved / str(i) / results.REPORT_FILE
+        dom = _open(path, tmp_path / f"profile-{i}", "--dump-dom")
+        body = dom.stdout[
+            dom.stdout.index("<body") : dom.stdout.index(">", dom.stdout.index("<body"))
+        ]
+        assert "data-errors" not in body, body
+        n_figs = path.read_text().count("data-figure=")
+        assert n_figs >= 3 and f'data-figures-drawn="{n_figs}"' in body, body
+        assert dom.stdout.count('class="main-svg"') >= n_figs
+    lone = shutil.copytree(moved / "0", tmp_path / "lone")
+    dom = _open(lone / results.REPORT_FILE, tmp_path / "profile-lone", "--dump-dom")
+    assert "plotly.js was not found at ../plotly-cartesian-" in dom.stdout
+    assert "python -m backtest.report" in dom.stdout

@@ -22,6 +22,7 @@ def small(cfg, tmp_path: Path, **search):  # type: ignore[no-untyped-def]
         cfg.data.n_bars = 800
         cfg.data.n_assets = 2
         cfg.tracking.enabled = False
+        cfg.figures = True  # the PNGs are checked here (by default only tracked runs draw them)
         cfg.tracking.max_child_runs = 3
         cfg.output_dir = str(tmp_path / "run")
         cfg.summary = False

@@ -581,6 +581,7 @@ def test_walkforward_task_writes_folds_and_overfitting(compose, tmp_path, capsys
         "data.n_bars=1400",
         "data.n_assets=2",
         "tracking=none",
+        "figures=true",
     )
     objective = run(cfg)
     stored = load_result(tmp_path)

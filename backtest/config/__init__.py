@@ -30,6 +30,7 @@ class DataSource(Enum):
 
     synthetic = "synthetic"
     sample = "sample"
+    universe_sample = "universe_sample"
     csv = "csv"
     parquet = "parquet"
 
@@ -94,7 +95,9 @@ class DataConfig:
 
     Attributes:
         source: ``synthetic`` (seeded GBM, the default), ``sample`` (shipped real
-            daily prices), ``csv`` or ``parquet`` (your file at ``path``).
+            daily prices), ``universe_sample`` (a shipped panel with listings,
+            delistings and corporate actions), ``csv`` or ``parquet`` (your file at
+            ``path``).
         path: File to load for ``csv``/``parquet``.
         layout: ``long`` (date, symbol, open, high, low, close, volume),
             ``wide`` (a date column and one close column per symbol) or ``auto``.
@@ -107,6 +110,10 @@ class DataConfig:
             for ``20240131`` (needed for dates written as plain numbers).
         date_unit: The dates are epoch numbers in this unit: ``s``, ``ms``, ``us``,
             ``ns`` or ``D`` (numbers are refused as dates without a format or unit).
+        universe: A point-in-time membership table (CSV or Parquet: ``symbol, start,
+            end``) narrowing the tradable set (README "Universes and corporate actions").
+        actions: Corporate actions on the (unadjusted) prices (CSV or Parquet: ``date,
+            symbol, split, dividend``); strategies see adjusted prices, fills are raw.
         n_bars: Synthetic: number of daily bars.
         n_assets: Synthetic: number of assets.
         drift: Synthetic: mean log return per bar.
@@ -128,6 +135,8 @@ class DataConfig:
     repair: RepairMode = RepairMode.none
     date_format: str | None = None
     date_unit: str | None = None
+    universe: str | None = None
+    actions: str | None = None
     n_bars: int = 2520
     n_assets: int = 4
     drift: float = 0.0002
@@ -209,7 +218,10 @@ class EngineConfig:
         long_only: Clip short targets to 0.
         target_volatility: Annual volatility the book is scaled to; null for off.
         vol_lookback: Bars of the realised-volatility estimate of the overlay.
-        benchmark: null, ``equal_weight`` or a symbol of the data.
+        benchmark: null, a symbol of the data, ``equal_weight`` (buy and hold of the
+            universe), ``equal_weight_rebalanced`` (the tradable assets, rebalanced on
+            ``rebalance``'s schedule) or a file (``path.csv``: columns date, close, a price
+            on every bar of the data); its own metrics print beside the book's.
         stop_loss: Exit a long when a bar's low reaches ``entry * (1 - stop_loss)`` (a short:
             the high, ``entry * (1 + stop_loss)``); filled at that level, or at the open when
             the bar opens through it. A fraction in (0, 1), or an ATR multiple (``stop_unit``).
@@ -478,8 +490,10 @@ class RootConfig:
         allowed_modules: Extra module prefixes a ``_target_`` may name (``backtest.`` always).
         output_dir: Where results are written; Hydra's run directory when unset.
         summary: Print the summary table at the end of a run.
-        figures: Write PNG figures (about 0.3 s each; turn off for large sweeps of short
-            backtests, where they cost more than the backtests).
+        figures: Write PNG figures into ``figures/`` (about 0.3 s each, plus matplotlib's
+            import): the static copies MLflow's artifact view shows. ``None`` (the
+            default): only when tracking is on; ``report.html`` draws its own interactive
+            figures either way. ``true`` forces them, ``false`` turns them off.
         report: Write ``report.html``, the self-contained interactive HTML report, into
             the run directory (and a sweep's comparison of jobs into a multirun's);
             about 0.2 s and 5 MB a run, so large sweeps of short backtests may turn it off.
@@ -490,7 +504,7 @@ class RootConfig:
     allowed_modules: list[str] = field(default_factory=list)
     output_dir: str | None = None
     summary: bool = True
-    figures: bool = True
+    figures: bool | None = None
     report: bool = True
     data: DataConfig = MISSING
     strategy: Any = MISSING
@@ -500,6 +514,10 @@ class RootConfig:
     montecarlo: MonteCarloConfig | None = None
     tracking: TrackingConfig = MISSING
     queue: QueueConfig = MISSING
+
+    def draws_figures(self) -> bool:
+        """Whether PNG figures are written: ``figures``, else whether tracking is on."""
+        return self.tracking.enabled if self.figures is None else bool(self.figures)
 
 
 _GROUP_SCHEMAS: dict[str, type] = {

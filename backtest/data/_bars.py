@@ -17,6 +17,8 @@ import pandas as pd
 from backtest.errors import DataValidationError
 
 FIELDS = ("open", "high", "low", "close", "volume")
+#: Optional per-bar universe and corporate-action fields (same index and columns as close).
+UNIVERSE_FIELDS = ("tradable", "split", "dividend", "delist_return")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,16 @@ class Bars:
         high: Highs, or ``None``.
         low: Lows, or ``None``.
         volume: Volumes, or ``None``.
+        tradable: Booleans, True where the asset may be held on that bar; ``None`` means
+            wherever its close is finite (see :meth:`tradable_mask`).
+        split: New shares per old share, effective on that bar (the ex-date); 1.0 when
+            none. ``None`` means no splits.
+        dividend: Cash per share going ex on that bar; 0.0 when none. ``None``: none.
+        delist_return: NaN except on an asset's last listed bar where the data supplies a
+            delisting return (applied to the holding's value on that bar).
+
+    Prices are what is traded: unadjusted when actions are given, NaN before an asset
+    lists and after it delists.
 
     Examples:
         >>> idx = pd.date_range("2024-01-01", periods=3, name="date")
@@ -42,10 +54,14 @@ class Bars:
     high: pd.DataFrame | None = None
     low: pd.DataFrame | None = None
     volume: pd.DataFrame | None = None
+    tradable: pd.DataFrame | None = None
+    split: pd.DataFrame | None = None
+    dividend: pd.DataFrame | None = None
+    delist_return: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         """Check that every field given has the index and columns of ``close``."""
-        for f in FIELDS:
+        for f in FIELDS + UNIVERSE_FIELDS:
             frame = getattr(self, f)
             if frame is None or f == "close":
                 continue
@@ -54,6 +70,29 @@ class Bars:
             ):
                 raise DataValidationError(
                     f"bars field {f!r} does not have the index and symbols of the closes",
+                    column=f,
+                )
+        if self.tradable is not None and not all(
+            pd.api.types.is_bool_dtype(d) for d in self.tradable.dtypes
+        ):
+            raise DataValidationError(
+                "bars field 'tradable' must be boolean (True where the asset may be held)",
+                column="tradable",
+            )
+        for f, ok, what in (
+            ("split", lambda v: np.isfinite(v) & (v > 0), "finite and > 0 (1.0 when none)"),
+            ("dividend", lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0 (0.0 when none)"),
+            ("delist_return", lambda v: np.isnan(v) | (v >= -1), "NaN or >= -1"),
+        ):
+            frame = getattr(self, f)
+            if frame is None:
+                continue
+            bad = ~ok(frame.to_numpy(dtype=np.float64))
+            if bad.any():
+                row, col = np.argwhere(bad)[0]
+                raise DataValidationError(
+                    f"bars field {f!r} must be {what}; first bad value at "
+                    f"{frame.index[row]} for {frame.columns[col]!r}",
                     column=f,
                 )
 
@@ -77,8 +116,33 @@ class Bars:
         return len(self.close)
 
     def has(self, field: str) -> bool:
-        """Whether ``field`` (open, high, low, close, volume) is present."""
+        """Whether ``field`` (open, high, low, close, volume, or a universe field) is present."""
         return getattr(self, field) is not None
+
+    def tradable_mask(self) -> np.ndarray:
+        """``(n, a)`` booleans: ``tradable`` (when given) and a finite close."""
+        mask = np.isfinite(self.close.to_numpy(dtype=np.float64))
+        if self.tradable is not None:
+            mask &= self.tradable.to_numpy(dtype=bool)
+        return mask
+
+    @property
+    def has_actions(self) -> bool:
+        """Whether any split (!= 1) or dividend (!= 0) is present."""
+        split = self.split is not None and bool((self.split.to_numpy() != 1.0).any())
+        div = self.dividend is not None and bool((self.dividend.to_numpy() != 0.0).any())
+        return split or div
+
+    def adjusted(self) -> Bars:
+        """Split- and dividend-adjusted bars, what strategies see (fills stay at raw prices).
+
+        Total-return, back-adjusted prices (the last price of every asset unchanged), the
+        same tradable mask, no ``split``/``dividend`` frames; ``self`` when there are no
+        actions. See :func:`backtest.data._actions.adjusted_bars`.
+        """
+        from backtest.data._actions import adjusted_bars
+
+        return adjusted_bars(self)
 
     def require(self, *names: str, why: str) -> None:
         """Raise ``DataValidationError`` naming the first missing field and why it is needed."""

@@ -16,15 +16,19 @@ import numpy as np
 import pandas as pd
 
 from backtest.data._bars import Bars, as_bars
+from backtest.data._universe import check_universe_fields, listed_span
 
 
 def check_bars(data: Bars | pd.DataFrame) -> None:
     """Refuse data the command line would refuse, with its error (nothing repaired).
 
     Checked: closes (a non-empty frame on a ``DatetimeIndex`` without NaT, strictly
-    increasing; numbers, none missing, infinite or ``<= 0``), and the opens, highs, lows
-    and volumes present (none missing or infinite; prices ``> 0``, volumes ``>= 0``;
-    ``low <= close <= high``).
+    increasing; numbers, none infinite or ``<= 0``, none missing inside an asset's
+    listing: leading NaNs (not listed yet) and trailing NaNs (delisted) are accepted), the
+    opens, highs, lows and volumes present on listed bars (none missing or infinite;
+    prices ``> 0``, volumes ``>= 0``; ``low <= close <= high``), and the universe fields
+    (an action on an unlisted bar, a delisting return off an asset's last listed bar:
+    :func:`~backtest.data._universe.check_universe_fields`).
 
     Args:
         data: :class:`~backtest.data.Bars` or wide closes.
@@ -43,6 +47,7 @@ def check_bars(data: Bars | pd.DataFrame) -> None:
     """
     bars = as_bars(data)
     if _clean(bars):
+        check_universe_fields(bars)
         return
     from backtest.data._validate import validate_bars
 
@@ -59,12 +64,22 @@ def _clean(bars: Bars) -> bool:
     if index.hasnans or not (index.is_monotonic_increasing and index.is_unique):
         return False
     c = _floats(close)
-    if c is None or not _positive(c):
+    if c is None:
+        return False
+    listed = None  # every cell listed (no NaN close): the plain, fastest checks
+    if np.isnan(c).any():
+        listed = ~np.isnan(c)
+        if not listed.any() or (listed_span(c) & ~listed).any():
+            return False  # no price at all, or a NaN inside a listing
+        c = np.where(listed, c, 1.0)  # the checks below then look at listed cells only
+    if not _positive(c):
         return False
     present = {f: _floats(getattr(bars, f)) for f in ("open", "high", "low", "volume")}
     present = {f: v for f, v in present.items() if getattr(bars, f) is not None}
     if any(v is None for v in present.values()):
         return False
+    if listed is not None:
+        present = {f: np.where(listed, v, c) for f, v in present.items()}  # type: ignore[arg-type]
     for field in ("open", "high", "low"):
         values = present.get(field)
         if values is not None and not _positive(values):

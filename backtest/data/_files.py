@@ -24,7 +24,7 @@ from backtest.data._validate import (
 )
 from backtest.errors import ConfigError, DataValidationError
 
-_LONG_FIELDS = ("date", "symbol", "open", "high", "low", "close", "volume")
+_LONG_FIELDS = ("date", "symbol", "open", "high", "low", "close", "volume", "delist_return")
 _BAR_FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -310,8 +310,10 @@ def parse_dates(
 def _pivot_long(
     raw: pd.DataFrame, dates: pd.DatetimeIndex, names: dict[str, str], repair: RepairMode
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame] | None]:
-    fields = [f for f in _BAR_FIELDS if names[f] in raw.columns]
+    fields = [f for f in (*_BAR_FIELDS, "delist_return") if names[f] in raw.columns]
     table = pd.DataFrame({f: raw[names[f]] for f in fields})
+    if "delist_return" in table:  # a number on an asset's last row, else empty
+        table["delist_return"] = _delist_numbers(table["delist_return"], names["delist_return"])
     table["date"] = dates
     table["symbol"] = raw[names["symbol"]].astype(str).to_numpy()
     dup = table.duplicated(["date", "symbol"]).to_numpy()
@@ -336,8 +338,21 @@ def _pivot_long(
     wide = {f: table.pivot(index="date", columns="symbol", values=f) for f in fields}  # noqa: PD010
     for frame in wide.values():
         frame.columns.name = None
-    others = {f: wide[f].sort_index(axis=1) for f in _BAR_FIELDS if f in wide and f != "close"}
+    others = {f: wide[f].sort_index(axis=1) for f in fields if f != "close"}
     return wide["close"], others or None
+
+
+def _delist_numbers(values: pd.Series, name: str) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = (numbers.isna() & values.notna() & (values.astype(str).str.strip() != "")).to_numpy()
+    if text.any():
+        raise DataValidationError(
+            f"column {name!r}: {int(text.sum())} non-numeric delisting return(s) (first "
+            f"{shown(values[text].iloc[0])}); write a fraction such as -0.3, or leave it empty",
+            column=name,
+            count=int(text.sum()),
+        )
+    return numbers.astype(np.float64)
 
 
 def _select(
@@ -427,6 +442,10 @@ def file_bars(config: DataConfig) -> Bars:
         raise ConfigError("synthetic prices have no file", key="data.source")
     if source is DataSource.sample:
         return sample_bars(symbols, start=start, end=end, repair=config.repair)
+    if source is DataSource.universe_sample:
+        from backtest.data._panel import universe_sample_bars
+
+        return universe_sample_bars(symbols, start=start, end=end, repair=config.repair)
     if not config.path:
         raise ConfigError(f"data.path is required for source {source.value!r}", key="data.path")
     return read_bars(
@@ -449,7 +468,9 @@ def load_bars(config: DataConfig) -> Bars:
     The closes are exactly those of :func:`~backtest.data.load_prices`; synthetic data gets
     :func:`synthetic_ohlc` around them, the sample and long files their own OHLCV (read
     once and validated field by field: :func:`~backtest.data.validate_bars`), wide files
-    closes only.
+    closes only. Then ``data.universe`` and ``data.actions`` are attached (``tradable``,
+    ``split``, ``dividend``) and the universe's one line is logged
+    (:func:`backtest.data._panel.attach_universe`).
 
     Examples:
         >>> from backtest.config import DataConfig
@@ -457,8 +478,12 @@ def load_bars(config: DataConfig) -> Bars:
         >>> bars.has("open"), bool((bars.high >= bars.close).all().all())
         (True, True)
     """
+    from backtest.data._panel import attach_universe
+
     source = DataSource(getattr(config.source, "value", config.source))
     if source is DataSource.synthetic:
         close = load_prices(config)
-        return synthetic_ohlc(close, float(config.volatility), int(config.seed))
-    return file_bars(config)
+        bars = synthetic_ohlc(close, float(config.volatility), int(config.seed))
+    else:
+        bars = file_bars(config)
+    return attach_universe(bars, config)

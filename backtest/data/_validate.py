@@ -14,6 +14,13 @@ import pandas as pd
 
 from backtest.config import RepairMode
 from backtest.data._bars import Bars
+from backtest.data._universe import (
+    listed_span,
+    nan_context,
+    refuse_empty_columns,
+    repair_hint,
+    with_universe_fields,
+)
 from backtest.errors import ConfigError, DataValidationError
 
 logger = logging.getLogger("backtest.data")
@@ -79,18 +86,27 @@ def validate_prices(
 
     Checked, in order: an empty frame; an index that is not a ``DatetimeIndex`` or
     holds unparseable dates (NaT); non-numeric prices; duplicate timestamps;
-    unsorted timestamps; NaN prices; infinite prices; prices ``<= 0``; ``high < low``.
+    unsorted timestamps; a column without any price; NaN prices inside an asset's
+    listing; infinite prices; prices ``<= 0``; ``high < low``.
     (:func:`validate_bars` checks the opens, highs, lows and volumes as well.)
+
+    Listings are data: a column's **leading** NaNs mean the asset is not listed yet, its
+    **trailing** NaNs that it has delisted; both are kept as NaN (the asset is not
+    tradable there). A NaN between an asset's first and last price is an error whose
+    message says what each repair would do, in bars.
 
     Repairs (each logged as a warning on the ``backtest.data`` logger with the
     column, the count and the first timestamp; nothing is repaired silently):
 
     * ``ffill`` and ``drop`` both sort the timestamps and drop repeated ones,
       keeping the first row of each.
-    * ``ffill`` treats NaN, infinite and non-positive prices and bars with ``high < low`` as
-      missing and carries the previous close forward; rows before the first
-      complete bar (leading NaN) are dropped.
-    * ``drop`` drops every row with a bad value in any column.
+    * ``ffill`` treats NaN (inside a listing), infinite and non-positive prices and bars
+      with ``high < low`` as missing and carries the asset's previous close forward,
+      inside its listing only: no row is dropped and nothing is filled after a delisting.
+      A bad value that opens a listing has nothing to carry: the asset lists from its
+      next good close (logged).
+    * ``drop`` drops every row with a bad value in any column (never a row where an
+      asset is merely not listed).
 
     Args:
         frame: Wide closes, one column per symbol, indexed by timestamp.
@@ -100,15 +116,17 @@ def validate_prices(
 
     Returns:
         The closes as float64 with a ``DatetimeIndex`` named ``date`` (ns), sorted
-        and unique, with no NaN and no non-positive price.
+        and unique, positive and finite inside every listing, NaN outside it.
 
     Raises:
         DataValidationError: With ``column`` (a symbol, or ``"index"``),
             ``timestamp`` (the first bad one) and ``count`` set.
 
     Examples:
-        >>> idx = pd.to_datetime(["2024-01-02", "2024-01-03"])
-        >>> validate_prices(pd.DataFrame({"A": [1.0, float("nan")]}, index=idx))
+        >>> idx = pd.to_datetime(["2024-01-02", "2024-01-03", "2024-01-04"])
+        >>> validate_prices(pd.DataFrame({"A": [1.0, 2.0, float("nan")]}, index=idx))["A"].tolist()
+        [1.0, 2.0, nan]
+        >>> validate_prices(pd.DataFrame({"A": [1.0, float("nan"), 2.0]}, index=idx))
         Traceback (most recent call last):
         ...
         backtest.errors.DataValidationError: column 'A': 1 NaN price(s), first at 2024-01-03 ...
@@ -150,47 +168,57 @@ def validate_prices(
     high = _aligned(ohlc, "high", closes)
     low = _aligned(ohlc, "low", closes)
     closes, high, low = _fix_index(closes, high, low, mode)
+    values = closes.to_numpy()
+    refuse_empty_columns(closes, values)
+    listed = listed_span(values)  # leading NaNs: not listed yet; trailing: delisted
     bad = {
-        "NaN price(s)": closes.isna(),
-        "infinite price(s)": pd.DataFrame(
-            np.isinf(closes.to_numpy()), index=closes.index, columns=closes.columns
-        ),
-        "non-positive price(s)": closes <= 0.0,
+        "NaN price(s)": np.isnan(values) & listed,
+        "infinite price(s)": np.isinf(values),
+        "non-positive price(s)": values <= 0.0,
     }
     if high is not None and low is not None:
-        bad["bar(s) with high < low"] = (high < low).fillna(value=False)
+        bad["bar(s) with high < low"] = (high < low).fillna(value=False).to_numpy(dtype=bool)
+    any_bad = np.zeros(closes.shape, dtype=bool)
+    for mask in bad.values():
+        any_bad |= mask
     for what, mask in bad.items():
-        for column in closes.columns:
-            hits = mask[column].to_numpy(dtype=bool)
+        for j, column in enumerate(closes.columns):
+            hits = mask[:, j]
             if not hits.any():
                 continue
             first = closes.index[hits][0]
             msg = f"column {column!r}: {int(hits.sum())} {what}, first at {first}"
             if mode is RepairMode.none:
                 raise DataValidationError(
-                    msg, column=column, timestamp=first, count=int(hits.sum())
+                    f"{msg}{nan_context(closes.index, listed[:, j], what)}; "
+                    f"{repair_hint(column, int(hits.sum()), any_bad)}",
+                    column=column,
+                    timestamp=first,
+                    count=int(hits.sum()),
                 )
             action = "forward-filled" if mode is RepairMode.ffill else "dropped rows with"
             logger.warning("repair=%s: %s %s", mode.value, action, msg)
-    any_bad = np.zeros(closes.shape, dtype=bool)
-    for mask in bad.values():
-        any_bad |= mask.to_numpy(dtype=bool)
     if any_bad.any():
         if mode is RepairMode.ffill:
-            closes = closes.mask(any_bad).ffill()
-            complete = closes.notna().all(axis=1).to_numpy()
-            lead = int(np.argmax(complete)) if complete.any() else len(closes)
-            if lead:
+            # carried forward inside each listing only: no row is dropped, nothing after a
+            # delisting is filled (that would hold a dead asset at its last price)
+            closes = closes.mask(any_bad).ffill().where(listed)
+            unfilled = np.isnan(closes.to_numpy()) & listed
+            if unfilled.any():
                 logger.warning(
-                    "repair=ffill: dropped %d leading row(s) before the first complete bar "
-                    "(%s to %s)",
-                    lead,
-                    closes.index[0],
-                    closes.index[lead - 1],
+                    "repair=ffill: %d bad value(s) open their asset's listing and have no "
+                    "earlier close to carry: those assets list from their first good close",
+                    int(unfilled.sum()),
                 )
-                closes = closes.iloc[lead:]
         else:
-            closes = closes.loc[~any_bad.any(axis=1)]
+            keep = ~any_bad.any(axis=1)
+            if not keep.any():
+                raise DataValidationError(
+                    "no bars left: every bar has a bad price in some asset; use "
+                    "data.repair=ffill, or data.symbols to leave out the assets at fault",
+                    count=0,
+                )
+            closes = closes.loc[keep]
         return validate_prices(closes, repair=RepairMode.none)
     return closes
 
@@ -253,10 +281,12 @@ def validate_bars(bars: Bars, *, repair: RepairMode | str = RepairMode.none) -> 
     close = validate_prices(bars.close, repair=mode)
     present = [f for f in ("open", "high", "low", "volume") if getattr(bars, f) is not None]
     if not present:
-        return Bars.from_close(close)
+        return with_universe_fields(Bars.from_close(close), bars)
+    listed = np.isfinite(close.to_numpy())
     raw_close = _numeric("close", bars.close, close, check_text=False)
-    fields = {f: _numeric(f, getattr(bars, f), close) for f in present}
-    filled = ~(raw_close == close).to_numpy()  # (NaN == x is False: filled cells too)
+    fields = {f: _unlisted_nan(_numeric(f, getattr(bars, f), close), listed) for f in present}
+    # (NaN == x is False: filled cells too; cells outside a listing stay NaN)
+    filled = ~(raw_close == close).to_numpy() & listed
     if filled.any():
         for f, frame in fields.items():
             values = frame.to_numpy(copy=True)
@@ -279,8 +309,10 @@ def validate_bars(bars: Bars, *, repair: RepairMode | str = RepairMode.none) -> 
                 f"column {field!r} of symbol {symbol!r}: {int(hits.sum())} {what}, first at {first}"
             )
             if mode is RepairMode.none:
+                rows = int(np.logical_or.reduce([m.any(axis=1) for _, _, m in defects]).sum())
                 raise DataValidationError(
-                    f"{msg}; {_FIXES[field]}, data.repair=drop drops those bars",
+                    f"{msg}; {_FIXES[field]}, data.repair=drop drops the {rows} of "
+                    f"{len(close)} bars that have such a defect in any asset",
                     column=field,
                     symbol=str(symbol),
                     timestamp=first,
@@ -289,7 +321,8 @@ def validate_bars(bars: Bars, *, repair: RepairMode | str = RepairMode.none) -> 
             action = "repaired" if mode is RepairMode.ffill else "dropped bars with"
             logger.warning("repair=%s: %s %s", mode.value, action, msg)
     if not defects:
-        return Bars(close, **{f: fields.get(f) for f in ("open", "high", "low", "volume")})
+        out = Bars(close, **{f: fields.get(f) for f in ("open", "high", "low", "volume")})
+        return with_universe_fields(out, bars)
     if mode is RepairMode.drop:
         bad = np.zeros(close.shape[0], dtype=bool)
         for _, _, mask in defects:
@@ -300,10 +333,16 @@ def validate_bars(bars: Bars, *, repair: RepairMode | str = RepairMode.none) -> 
                 "no bars left: every bar has a bad open, high, low or volume", count=0
             )
         frames = {f: frame.loc[keep] for f, frame in fields.items()}
-        return Bars(
-            close.loc[keep], **{f: frames.get(f) for f in ("open", "high", "low", "volume")}
-        )
-    return _ffill_bars(close, fields)
+        out = Bars(close.loc[keep], **{f: frames.get(f) for f in ("open", "high", "low", "volume")})
+        return with_universe_fields(out, bars)
+    return with_universe_fields(_ffill_bars(close, fields), bars)
+
+
+def _unlisted_nan(frame: pd.DataFrame, listed: np.ndarray) -> pd.DataFrame:
+    """``frame`` with NaN wherever the asset is not listed (its close is NaN)."""
+    if listed.all():
+        return frame
+    return frame.where(listed)
 
 
 def _numeric(
@@ -359,7 +398,8 @@ def _bar_defects(
             out.append(("volume", "missing (NaN) volume(s)", np.isnan(volume)))
             out.append(("volume", "infinite volume(s)", np.isinf(volume)))
             out.append(("volume", "negative volume(s)", volume < 0.0))
-    return [(f, what, mask) for f, what, mask in out if mask.any()]
+    listed = np.isfinite(c)  # outside a listing every field is NaN: no defect
+    return [(f, what, mask & listed) for f, what, mask in out if (mask & listed).any()]
 
 
 def _ffill_bars(close: pd.DataFrame, fields: Mapping[str, pd.DataFrame]) -> Bars:
@@ -373,6 +413,7 @@ def _ffill_bars(close: pd.DataFrame, fields: Mapping[str, pd.DataFrame]) -> Bars
     if "open" in arrays:
         o = arrays["open"]
         previous = np.vstack([c[:1], c[:-1]])
+        previous = np.where(np.isnan(previous), c, previous)  # a listing's first bar
         o[bad(o)] = previous[bad(o)]
     o = arrays.get("open", c)
     top, bottom = np.maximum(o, c), np.minimum(o, c)
@@ -391,9 +432,13 @@ def _ffill_bars(close: pd.DataFrame, fields: Mapping[str, pd.DataFrame]) -> Bars
         frame = pd.DataFrame(np.where(~np.isfinite(v) | (v < 0.0), np.nan, v))
         arrays["volume"] = frame.ffill().fillna(0.0).to_numpy()
 
+    unlisted = np.isnan(c)
+
     def wide(values: np.ndarray | None) -> pd.DataFrame | None:
         if values is None:
             return None
+        if unlisted.any():
+            values = np.where(unlisted, np.nan, values)
         return pd.DataFrame(values, index=close.index, columns=close.columns)
 
     return Bars(close, *(wide(arrays.get(f)) for f in ("open", "high", "low", "volume")))

@@ -19,6 +19,7 @@ from backtest.engine._declared import apply_declared, declared_keys
 from backtest.engine._params import EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._targets import outputs_weights, resolve_weights, strategy_output
+from backtest.engine._universe import is_plain, strategy_bars
 from backtest.errors import BacktestError, ConfigError
 
 
@@ -152,11 +153,12 @@ def simulate_batch(
         own, engine_frame = split_columns(frame, strategy_cls)
         engine = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "weights": weights,
                   "periods_per_year": ppy_f, **options}  # fmt: skip
-        check_sets_lookahead(strategy_cls, bars, own, engine_frame, range(k), engine)
+        check_sets_lookahead(strategy_cls, strategy_bars(bars), own, engine_frame, range(k), engine)
     only_stop_columns = set(engine_names) <= set(_exits.STOP_FIELDS)
     # engine v1 (sleeves): the fused kernels and the generic path; anything else (or a
     # weights strategy) goes to the per-bar kernel of simulate()
-    v1 = only_stop_columns and _sleeve_sets(strategy_cls, base, ppy_f)
+    # a real universe (listings, a tradable set, corporate actions) takes the per-bar kernel
+    v1 = only_stop_columns and _sleeve_sets(strategy_cls, base, ppy_f) and is_plain(bars)
     if not v1 or rules.active or engine_names:
         fused = None
         if v1:

@@ -70,13 +70,16 @@ def split_columns(
 
 @numba.njit(cache=True, nogil=True)
 def run_books(
-    lo, hi, open_, high, low, close, targets, sleeve, rebal, rebal_of, opts, ppy, atr, use_atr,
-    lock, sess_id, sess_end, ret_out, stats_out, limited_out, cost_out,
+    lo, hi, open_, high, low, close, vol_close, hold, leave, split, div, targets, sleeve, rebal,
+    rebal_of, opts, ppy, atr, use_atr, lock, sess_id, sess_end, ret_out, stats_out, limited_out,
+    cost_out,
 ):  # pragma: no cover - compiled; equal to simulate() per set in the tests  # fmt: skip
     """Limits + :func:`run_book` for sets ``lo`` to ``hi`` of ``targets[:, :, i]``.
 
     ``opts[:, i]`` holds the set's options (:data:`_OPT_FIELDS`), ``rebal[rebal_of[i]]``
-    its schedule (``rebal`` is ``(n_schedules, n)``). Writes ``ret_out[i]`` (returns),
+    its schedule (``rebal`` is ``(n_schedules, n)``). Targets are 0 where ``hold`` is
+    False (:mod:`backtest.engine._universe`) before the limits, which read ``vol_close``
+    for the volatility overlay. Writes ``ret_out[i]`` (returns),
     ``stats_out[i]``, ``limited_out[i]``
     (fraction of bars a limit bound) and ``cost_out[i]`` (cost totals per column).
     Groups of sets run on the batched paths' threads (:func:`~backtest.engine._lanes.run_chunks`).
@@ -85,16 +88,23 @@ def run_books(
     for i in range(lo, hi):
         o = opts[:, i]
         raw = np.ascontiguousarray(targets[:, :, i])
+        for t in range(n):
+            for j in range(a):
+                if not hold[t, j]:
+                    raw[t, j] = 0.0
         limited = np.empty((n, a))
         flags = np.zeros(n, np.bool_)
-        apply_limits(raw, close, o[11] != 0.0, o[12], o[13], o[14], int(o[15]), ppy, limited, flags)
+        apply_limits(
+            raw, vol_close, o[11] != 0.0, o[12], o[13], o[14], int(o[15]), ppy, limited, flags
+        )
         costs = np.zeros((n, 6))
         stats = np.zeros(4)
         ret = np.zeros(n)
         stops = np.array([o[16], o[17], o[18]])
         orders = np.array([o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16], o[25], o[26]])
         run_book(
-            open_, high, low, close, limited, raw, sleeve, rebal[rebal_of[i]], o[0] != 0.0,
+            open_, high, low, close, limited, raw, hold, leave, split, div, sleeve,
+            rebal[rebal_of[i]], o[0] != 0.0,
             o[1] != 0.0, o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], stops, atr,
             use_atr, int(o[19]), lock, orders, sess_id, sess_end, ret, costs, np.zeros((0, 0)),
             np.zeros((0, 10)), stats,
@@ -151,7 +161,8 @@ def kernel_batch(
     chunk_size: int | None,
 ) -> tuple[pd.DataFrame, NDArray[np.float64] | None]:
     """Metrics of every set (and the kept returns), through the per-bar kernel."""
-    from backtest.engine._single import check_inputs, price_arrays
+    from backtest.engine._single import check_inputs
+    from backtest.engine._universe import kernel_inputs, strategy_bars, vol_bars
 
     strategy_frame, engine_frame = split_columns(frame, strategy_cls)
     base = {k: v for k, v in options.items() if k in ENGINE_KEYS}
@@ -160,7 +171,11 @@ def kernel_batch(
     set_params, set_rules = _set_options(engine_frame, base, base_stops, k)
     for p, r in {id(p): (p, r) for p, r in zip(set_params, set_rules, strict=True)}.values():
         check_inputs(bars, p, r)
-    close = np.ascontiguousarray(bars.close.to_numpy(dtype=np.float64))
+    ki = kernel_inputs(bars)
+    view = strategy_bars(bars)
+    close = ki.close
+    vol_close = close if ki.plain else vol_bars(view).close.to_numpy(dtype=np.float64)
+    view_close = close if ki.plain else np.ascontiguousarray(view.close.to_numpy(dtype=np.float64))
     n, a = close.shape
     ppy = float(periods_per_year)
     codes = sorted({str(p.rebalance) for p in set_params})
@@ -175,7 +190,7 @@ def kernel_batch(
             "engine.stop_unit, atr_lookback and stop_reentry must be the same for every set",
             key="engine.stop_unit",
         )
-    open_, high, low = price_arrays(bars)
+    open_, high, low = ki.open, ki.high, ki.low
     atr = _exits.stop_atr(rules0, high if bars.has("high") else None,
                           low if bars.has("low") else None, close)  # fmt: skip
     weights_output = outputs_weights(strategy_cls)
@@ -188,12 +203,13 @@ def kernel_batch(
     for lo in range(0, k, chunk):
         hi = min(k, lo + chunk)
         params = {c: strategy_frame[c].to_numpy()[lo:hi] for c in strategy_frame.columns}
-        targets = _targets(strategy_cls, bars, close, params, hi - lo, sleeve, weights_output)
+        targets = _targets(strategy_cls, view, view_close, params, hi - lo, sleeve, weights_output)
         ret = np.zeros((hi - lo, n))
         stats = np.zeros((hi - lo, 4))
         limited = np.zeros(hi - lo)
         costs = np.zeros((hi - lo, 6))
-        books = (open_, high, low, close, targets, sleeve, rebal, rebal_of[lo:hi],
+        books = (open_, high, low, close, vol_close, ki.hold, ki.leave, ki.split, ki.dividend,
+                 targets, sleeve, rebal, rebal_of[lo:hi],
                  np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
                  *sessions, ret, stats, limited, costs)  # fmt: skip
         run_chunks(lambda first, last, books=books: run_books(first, last, *books), hi - lo,

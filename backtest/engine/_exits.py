@@ -57,7 +57,12 @@ STOP_LOSS = 4
 TAKE_PROFIT = 5
 TRAILING_STOP = 6
 MAX_BARS = 7
-SESSION_END = 8
+#: The asset delists (its close is NaN from the next bar): closed at its last close, or
+#: at ``close x (1 + delist_return)`` when the data gives one (:mod:`._universe`).
+DELISTED = 8
+#: The asset leaves the tradable set while it still has prices (``Bars.tradable``).
+UNTRADABLE = 9
+SESSION_END = 10
 EXIT_REASONS = (
     "",
     "signal",
@@ -67,6 +72,8 @@ EXIT_REASONS = (
     "take_profit",
     "trailing_stop",
     "max_bars",
+    "delisted",
+    "untradable",
     "session_end",
 )
 #: The reasons set by this module's rules (the summary counts every reason).

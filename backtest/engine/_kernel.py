@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numpy.typing import NDArray
 
 from backtest.engine._exits import (
     END,
@@ -73,9 +74,9 @@ STAT_FIELDS = ("n_trades", "n_wins", "exposure", "turnover")
 
 @numba.njit(cache=True, nogil=True)
 def _units(
-    open_, high, low, close, target, signal, rebal, next_open, threshold, capital, fee, slip,
-    fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, orders,
-    sess_id, sess_end, ret_out, cost_out, held_out, trades, stats,
+    open_, high, low, close, target, signal, hold, leave, split, div, rebal, next_open, threshold,
+    capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
+    max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out, held_out, trades, stats,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Cash and units accounting (see the module docstring; entry orders: :mod:`._orders`)."""
     n, a = close.shape
@@ -112,7 +113,9 @@ def _units(
     sessions = orders[8] != 0.0  # flat at each session's end
     by_session = orders[9] != 0.0  # max_bars counts sessions
     carry = borrow_bar != 0.0 or fin_bar != 0.0 or cash_bar != 0.0
-    exits = has_stops or max_bars > 0
+    universe = _any_leave(leave)
+    actions = _any_action(split, div)
+    exits = has_stops or max_bars > 0 or universe
     for t in range(n):
         if exits:
             stopped[:] = False
@@ -131,6 +134,18 @@ def _units(
             cost_out[t, 3] = borrow
             cost_out[t, 4] = financing
             cost_out[t, 5] = interest
+        if (
+            actions and t > 0
+        ):  # the ex-date, before any trade or stop on it (after the carry over the bar)
+            for j in range(a):
+                k = split[t, j]
+                if k != 1.0 and units[j] != 0.0:
+                    units[j] *= k
+                    entry_fill[j] /= k
+                    peak[j] /= k
+                if k != 1.0 and o_side[j] != 0.0:  # a working entry order's level too
+                    o_level[j] /= k
+                cash += units[j] * div[t, j]
         if next_open and pending:
             cash = _rebalance(open_[t], t, dec_bar, want, force, why, rebal[dec_bar], threshold,
                               cash, units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
@@ -138,6 +153,9 @@ def _units(
                               type_of)  # fmt: skip
             pending = False
         if has_orders:
+            for j in range(a):
+                if not hold[t, j]:  # no fill where the asset is not tradable
+                    o_side[j] = 0.0
             cash = _fill_orders(t, kind, valid, o_side, o_level, o_w, o_dec, x_locked, x_value,
                                 last_signal, open_, high, low, close, equity, cash, units,
                                 entry_bar, entry_fill, peak, trade_atr, atr, use_atr, orders,
@@ -178,12 +196,16 @@ def _units(
                 break
             sig = signal[t, j]
             w = _gate(sig, target[t, j], locked, locked_value, j)
+            if not hold[t, j]:
+                w = 0.0
             if stopped[j] and not lock:  # stop_reentry=next_bar: this decision is skipped
                 w = 0.0
             if has_orders:
                 w = _gate(sig, w, x_locked, x_value, j)
             force[j] = False
             why[j] = SIGNAL if (t == 0 or _sign(sig) != _sign(signal[t - 1, j])) else REBALANCE
+            if leave[t, j] != 0:
+                why[j] = leave[t, j]
             held_sign = _sign(units[j])
             # bars held when the exit fills: at this close, or at the next open (t + 1)
             held = t - entry_bar[j] + (1 if next_open else 0)
@@ -218,6 +240,21 @@ def _units(
                                   units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
                                   fixed, min_comm, cost_out, trades, stats, orders, use_atr,
                                   dec_of, type_of)  # fmt: skip
+        if universe:  # a leaving asset is closed at this close, whatever the schedule
+            for j in range(a):
+                u = units[j]
+                if leave[t, j] == 0 or u == 0.0:
+                    continue
+                fill = close[t, j]
+                notional = abs(u) * fill
+                cash -= _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out)
+                cash += u * fill
+                stats[3] += notional / equity
+                x = fill / entry_fill[j]
+                _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], fill,
+                        _sign(u) * (x - 1.0) - c * (1.0 + x), leave[t, j])  # fmt: skip
+                _mark(trades, stats, dec_of[j], type_of[j])
+                units[j] = 0.0
         value = cash
         gross = 0.0
         for j in range(a):
@@ -237,6 +274,26 @@ def _units(
             _record(trades, stats, j, _sign(units[j]), entry_bar[j], n - 1, entry_fill[j],
                     close[n - 1, j], _sign(units[j]) * (x - 1.0) - c * (1.0 + x), END)  # fmt: skip
             _mark(trades, stats, dec_of[j], type_of[j])
+
+
+@numba.njit(cache=True, nogil=True)
+def _any_leave(leave: NDArray[np.int64]) -> bool:  # pragma: no cover - compiled
+    n, a = leave.shape
+    for t in range(n):
+        for j in range(a):
+            if leave[t, j] != 0:
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _any_action(split: NDArray[np.float64], div: NDArray[np.float64]) -> bool:  # pragma: no cover
+    n, a = split.shape
+    for t in range(n):
+        for j in range(a):
+            if split[t, j] != 1.0 or div[t, j] != 0.0:
+                return True
+    return False
 
 
 @numba.njit(cache=True, nogil=True)
@@ -303,9 +360,10 @@ def _rebalance(
 
 @numba.njit(cache=True, nogil=True)
 def run_book(
-    open_, high, low, close, target, signal, sleeve, rebal, units_mode, next_open, threshold,
-    capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
-    max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out, held_out, trades, stats,
+    open_, high, low, close, target, signal, hold, leave, split, div, sleeve, rebal, units_mode,
+    next_open, threshold, capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar,
+    stops, atr, use_atr, max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out, held_out,
+    trades, stats,
 ):  # pragma: no cover - compiled; equal to tests/engine_reference.py  # fmt: skip
     """Simulate one book; results go into the ``*_out``, ``trades`` and ``stats`` arrays.
 
@@ -316,6 +374,11 @@ def run_book(
         close: Closes.
         target: Target weights decided at each close (after limits and overlays).
         signal: The strategy's own targets (the re-entry lock, signal vs rebalance exits).
+        hold: ``(n, a)`` bool: the asset may be held after bar t's close (targets are 0
+            where not; :mod:`backtest.engine._universe`).
+        leave: ``(n, a)`` int64: the exit reason of a forced close at bar t's close (0: none).
+        split: ``(n, a)`` new shares per old share on the ex-date (1.0 when none).
+        div: ``(n, a)`` cash per share going ex on that bar (0.0 when none).
         sleeve: Sleeve weight per asset (sleeve accounting only).
         rebal: ``(n,)`` bool: whether the decision of bar t is traded (the schedule).
         units_mode: Cash and units accounting (else sleeves).
@@ -345,11 +408,12 @@ def run_book(
         stats: ``[n_trades, n_wins, exposure sum, turnover sum]``, zeroed.
     """
     if units_mode:
-        _units(open_, high, low, close, target, signal, rebal, next_open, threshold, capital,
-               fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
-               max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out, held_out, trades,
+        _units(open_, high, low, close, target, signal, hold, leave, split, div, rebal, next_open,
+               threshold, capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar,
+               stops, atr, use_atr, max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out,
+               held_out, trades,
                stats)  # fmt: skip
     else:
-        _sleeves(open_, high, low, close, target, signal, sleeve, fee + slip, fee, slip,
-                 borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, ret_out,
-                 cost_out, held_out, trades, stats)  # fmt: skip
+        _sleeves(open_, high, low, close, target, signal, hold, leave, split, div, sleeve,
+                 fee + slip, fee, slip, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
+                 max_bars, lock, ret_out, cost_out, held_out, trades, stats)  # fmt: skip

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import PurePath
 from typing import Any
 
 from backtest.errors import ConfigError
@@ -47,7 +48,9 @@ class EngineParams:
         long_only: Clip short targets to 0.
         target_volatility: Annual volatility the book is scaled to (``None``: off).
         vol_lookback: Bars of the realised volatility estimate.
-        benchmark: ``None``, ``equal_weight`` or a symbol of the data.
+        benchmark: ``None``, a symbol of the data, ``equal_weight``,
+            ``equal_weight_rebalanced`` or a file of closes (``date, close``); see
+            :mod:`backtest.engine._benchmark`.
         entry_order: ``market``, ``limit`` or ``stop`` entries (:mod:`._orders`).
         entry_offset: Distance of a limit/stop entry's level from the deciding close: a
             fraction of it, or ATR multiples with ``stop_unit = "atr"``.
@@ -199,15 +202,17 @@ def engine_params(**options: Any) -> EngineParams:
                 f"(e.g. engine.initial_capital=100000)",
                 key=f"engine.{key}",
             )
-    benchmark = p.benchmark
+    benchmark = str(p.benchmark) if isinstance(p.benchmark, PurePath) else p.benchmark
     if benchmark is not None and (not isinstance(benchmark, str) or not benchmark):
         raise ConfigError(
-            f"engine.benchmark must be null, 'equal_weight' or a symbol, got {benchmark!r}",
+            f"engine.benchmark must be null, a symbol of the data, 'equal_weight', "
+            f"'equal_weight_rebalanced' or a file (path.csv), got {benchmark!r}",
             key="engine.benchmark",
         )
     from backtest.engine._orders import check_order_params
 
     checked.update(check_order_params(p))
+    checked["benchmark"] = benchmark
     return replace(p, **checked, weights=dict(p.weights or {}), long_only=bool(p.long_only))
 
 

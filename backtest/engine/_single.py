@@ -21,6 +21,7 @@ from backtest.engine._schedule import rebalance_flags
 from backtest.engine._sessions import session_arrays
 from backtest.engine._targets import limits_of, raw_targets, resolve_weights
 from backtest.engine._trades import TRADE_COLUMNS
+from backtest.engine._universe import kernel_inputs, strategy_bars, vol_bars
 from backtest.strategies import Strategy
 
 __all__ = ["BacktestResult", "resolve_weights", "simulate"]
@@ -48,6 +49,8 @@ class BacktestResult:
         benchmark: The benchmark's equity (growth of 1), when one is set.
         benchmark_metrics: The benchmark's own return metrics.
         periods_per_year: Bars per year used for annualising (given or inferred).
+        initial_capital: ``engine.initial_capital`` when set: :meth:`plot` and
+            :meth:`report` then draw equity and drawdown in currency.
     """
 
     returns: pd.Series
@@ -62,6 +65,7 @@ class BacktestResult:
     benchmark: pd.Series | None = None
     benchmark_metrics: dict[str, float] = field(default_factory=dict)
     periods_per_year: float | None = None
+    initial_capital: float | None = None
 
     def __repr__(self) -> str:
         """One line: parameters, Sharpe, total return, max drawdown, trades, bars."""
@@ -84,7 +88,9 @@ class BacktestResult:
         """
         from backtest.report import _page, _performance
 
-        frame = _performance.equity_frame(self.returns, self.equity, self.benchmark)
+        frame = _performance.equity_frame(
+            self.returns, self.equity, self.benchmark, capital=self.initial_capital
+        )
         return _page.to_plotly(_performance.equity_figure(frame, self.trades))
 
     def report(self, path: str | Path | None = None) -> Path:
@@ -110,15 +116,20 @@ class BacktestResult:
         if self.run_dir is not None and results.has_result(self.run_dir):
             return load_result(self.run_dir).report(path)
         from backtest.report._performance import equity_frame
+        from backtest.results._summary import capital_section
 
+        capital = capital_section(self.equity.to_numpy(), self.initial_capital)
         record: dict[str, Any] = {
             "params": self.params,
             "metrics": self.metrics,
             "periods_per_year": self.periods_per_year,
             **({"benchmark_metrics": self.benchmark_metrics} if self.benchmark_metrics else {}),
+            **({"capital": capital} if capital else {}),
         }
         tables = {
-            "equity": equity_frame(self.returns, self.equity, self.benchmark),
+            "equity": equity_frame(
+                self.returns, self.equity, self.benchmark, capital=self.initial_capital
+            ),
             "trades": self.trades,
             "positions": self.positions,
             **({"costs": self.costs} if self.costs is not None else {}),
@@ -184,7 +195,8 @@ def simulate(
     from backtest.engine._checks import checked_output
     from backtest.engine._targets import reused_output
 
-    with reused_output(strategy, checked_output(strategy, bars, params)):
+    view = strategy_bars(bars)
+    with reused_output(strategy, checked_output(strategy, view, params)):
         return run_simulation(bars, strategy, params, rules)
 
 
@@ -197,21 +209,31 @@ def check_inputs(bars: Bars, params: EngineParams, rules: Any) -> None:
         bars.require(
             "high", "low", why="stop levels (engine.stop_loss / take_profit / trailing_stop)"
         )
-    check_benchmark(params.benchmark, bars.symbols)
+    check_benchmark(params.benchmark, bars)
     check_orders(bars, params, rules)
 
 
 def run_simulation(
     bars: Bars, strategy: Strategy, params: EngineParams, rules: Any
 ) -> BacktestResult:
-    """:func:`simulate` after validation."""
+    """:func:`simulate` after validation.
+
+    The strategy sees :func:`~backtest.engine._universe.strategy_bars` (adjusted prices
+    when the bars carry corporate actions); the kernel fills at the raw prices of
+    :func:`~backtest.engine._universe.kernel_inputs`.
+    """
     index = bars.index
-    close = bars.close.to_numpy(dtype=np.float64)
+    ki = kernel_inputs(bars)
+    close = ki.close
     n, a = close.shape
     ppy = resolve_periods_per_year(index, params.periods_per_year)
-    output, target, sleeve = raw_targets(strategy, bars, params)
-    limited, bound = limits_of(target.to_numpy(dtype=np.float64), bars, params)
-    arrays = price_arrays(bars)
+    view = strategy_bars(bars)
+    output, target, sleeve = raw_targets(strategy, view, params)
+    raw = target.to_numpy(dtype=np.float64)
+    if not ki.plain:
+        raw = np.where(ki.hold, raw, 0.0)
+    limited, bound = limits_of(raw, bars if ki.plain else vol_bars(view), params)
+    arrays = (ki.open, ki.high, ki.low)
     atr = _exits.stop_atr(rules, arrays[1] if bars.has("high") else None,
                           arrays[2] if bars.has("low") else None, close)  # fmt: skip
     ret = np.zeros(n)
@@ -220,8 +242,9 @@ def run_simulation(
     trades = np.zeros((2 * n * a + a, len(TRADE_FIELDS)))
     stats = np.zeros(4)
     run_book(
-        *arrays, close, limited, target.to_numpy(dtype=np.float64), np.asarray(sleeve, np.float64),
-        rebalance_flags(index, params.rebalance), not params.sleeves, params.next_open,
+        *arrays, close, limited, raw, ki.hold, ki.leave, ki.split, ki.dividend,
+        np.asarray(sleeve, np.float64), rebalance_flags(index, params.rebalance),
+        not params.sleeves, params.next_open,
         params.rebalance_threshold, params.capital, params.fee_bps / 1e4,
         params.slippage_bps / 1e4, params.fixed_cost, params.min_commission,
         params.borrow_rate / ppy, params.financing_rate / ppy, params.cash_rate / ppy,
@@ -242,7 +265,7 @@ def run_simulation(
     bench = None
     bench_metrics: dict[str, float] = {}
     if params.benchmark is not None:
-        b = benchmark_returns(bars.close, params.benchmark)
+        b = benchmark_returns(bars, params.benchmark, rebalance=params.rebalance)
         bench = (1.0 + b).cumprod().rename("benchmark")
         metrics.update(m.relative_metrics(ret, b.to_numpy(), periods_per_year=ppy))
         own = m.return_metrics(b, periods_per_year=ppy)  # type: ignore[arg-type]
@@ -259,6 +282,7 @@ def run_simulation(
         benchmark=bench,
         benchmark_metrics=bench_metrics,
         periods_per_year=ppy,
+        initial_capital=params.initial_capital,
     )
 
 

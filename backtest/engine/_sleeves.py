@@ -77,8 +77,9 @@ def _gate(
 
 @numba.njit(cache=True, nogil=True)
 def _sleeves(
-    open_, high, low, close, target, signal, sleeve, c, fee, slip, borrow_bar, fin_bar, cash_bar,
-    stops, atr, use_atr, max_bars, lock, ret_out, cost_out, held_out, trades, stats,
+    open_, high, low, close, target, signal, hold, leave, split, div, sleeve, c, fee, slip,
+    borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, ret_out, cost_out,
+    held_out, trades, stats,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Sleeve accounting (see the module docstring): engine v1's formula plus exits and carry."""
     n, a = close.shape
@@ -94,6 +95,11 @@ def _sleeves(
     locked_value = np.zeros(a)
     last_signal = np.zeros(a)
     equity = 1.0
+    actions = False
+    for t in range(n):
+        for j in range(a):
+            if split[t, j] != 1.0 or div[t, j] != 0.0:
+                actions = True
     for t in range(n):
         ret = 0.0
         if t > 0:
@@ -115,6 +121,14 @@ def _sleeves(
         for j in range(a):
             s = sleeve[j]
             rt = close[t, j] / close[t - 1, j] - 1.0 if t > 0 else 0.0
+            k = 1.0
+            dv = 0.0
+            if actions and t > 0:  # a total return on the ex-date (split, then dividend)
+                k = split[t, j]
+                dv = div[t, j]
+                rt = k * (close[t, j] + dv) / close[t - 1, j] - 1.0
+                entry_fill[j] /= k
+                peak[j] /= k
             p = held[j]
             value = 1.0 + p * rt
             stopped = False
@@ -124,7 +138,7 @@ def _sleeves(
                     stops[0], stops[1], stops[2], open_[t, j], high[t, j], low[t, j],
                 )  # fmt: skip
                 if reason != NO_EXIT:
-                    g = 1.0 + p * (fill / close[t - 1, j] - 1.0)
+                    g = 1.0 + p * (k * (fill + dv) / close[t - 1, j] - 1.0)
                     value = g * (1.0 - c * abs(p))
                     _record(trades, stats, j, _sign(p), entry_bar[j], t, entry_fill[j], fill,
                             growth[j] * value - 1.0, reason)  # fmt: skip
@@ -140,6 +154,8 @@ def _sleeves(
                     peak[j] = update_peak(_sign(p), peak[j], high[t, j], low[t, j])
             sig = signal[t, j]
             q = _gate(sig, target[t, j] / s if s != 0.0 else 0.0, locked, locked_value, j)
+            if not hold[t, j]:
+                q = 0.0
             if stopped and not lock:  # stop_reentry=next_bar: this decision is skipped
                 q = 0.0
             time_stop = p != 0.0 and _sign(q) == _sign(p) and time_exit(t - entry_bar[j], max_bars)
@@ -161,6 +177,8 @@ def _sleeves(
                 growth[j], ended, ended_growth = _trade_step(growth[j], p, q, rt, c)
                 if ended:
                     why = MAX_BARS if time_stop else SIGNAL
+                    if leave[t, j] != 0:
+                        why = leave[t, j]
                     _record(trades, stats, j, _sign(p), entry_bar[j], t, entry_fill[j],
                             close[t, j], ended_growth - 1.0, why)  # fmt: skip
             if q != 0.0 and _sign(q) != _sign(p):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from backtest.montecarlo._config import quantile_label
-
-if TYPE_CHECKING:
-    from backtest.montecarlo._report import MonteCarloReport
 
 FAN_FIGURE = "montecarlo_fan.png"
 HISTOGRAM_FIGURE = "montecarlo_histograms.png"
@@ -24,13 +23,42 @@ _PANELS = (
 )
 
 
-def _title(report: MonteCarloReport) -> str:
-    method = report.method.replace("_", " ")
-    return f"{method}, {report.n_paths:,} paths of {report.horizon_bars:,} {report.unit}s"
+@dataclass(frozen=True, slots=True)
+class FanValues:
+    """What the two Monte Carlo figures draw (the values, not the report holding them).
+
+    Attributes:
+        fan: Per-step quantiles of equity (columns from ``quantile_label``, and
+            ``observed`` when known), indexed by step.
+        paths: One row per path with the :data:`_PANELS` metric columns.
+        percentiles: Metric percentiles, indexed by confidence level.
+        observed: The observed backtest's metrics.
+        percentile_ranks: Where each observed metric falls among the paths (0-100).
+        confidence: The confidence levels drawn.
+        ruin_drawdown: The ruin threshold (a fraction) and its probability, ``prob_ruin``.
+        prob_ruin: Probability of ruin.
+        prob_loss: Probability of a loss.
+        title: ``method, N paths of H units`` for both titles.
+        unit: What a step is (``bar``, ``trade``...).
+        fan_paths: How many paths the fan's quantiles come from.
+    """
+
+    fan: pd.DataFrame
+    paths: pd.DataFrame
+    percentiles: pd.DataFrame
+    observed: Mapping[str, float]
+    percentile_ranks: Mapping[str, float]
+    confidence: Sequence[float]
+    ruin_drawdown: float
+    prob_ruin: float
+    prob_loss: float
+    title: str
+    unit: str
+    fan_paths: int
 
 
-def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
-    """Draw the fan chart and the histograms as PNG files in ``directory``."""
+def save_figures(mc: FanValues, directory: Path) -> list[Path]:
+    """Draw the fan chart and the histograms of ``mc`` as PNG files in ``directory``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -41,9 +69,9 @@ def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
     paths = [directory / FAN_FIGURE, directory / HISTOGRAM_FIGURE]
 
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
-    fan = report.fan
+    fan = mc.fan
     x = fan.index.to_numpy()
-    levels = sorted(report.confidence)
+    levels = sorted(mc.confidence)
     lo, hi = quantile_label(levels[0]), quantile_label(levels[-1])
     if len(levels) > 1:
         ax.fill_between(
@@ -74,10 +102,10 @@ def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
         ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_title(
-        f"Equity fan — {_title(report)}\n(per-{report.unit} quantiles of the first "
-        f"{report.fan_paths:,} paths)"
+        f"Equity fan — {mc.title}\n(per-{mc.unit} quantiles of the first "
+        f"{mc.fan_paths:,} paths)"
     )
-    ax.set_xlabel(f"{report.unit.capitalize()}s from the start")
+    ax.set_xlabel(f"{mc.unit.capitalize()}s from the start")
     ax.set_ylabel("Equity (growth of 1 unit, log scale)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
@@ -87,7 +115,7 @@ def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), dpi=110)
     for ax, (col, title, scale, unit) in zip(axes.ravel(), _PANELS, strict=True):
-        values = report.paths[col].to_numpy(dtype=float) * scale
+        values = mc.paths[col].to_numpy(dtype=float) * scale
         values = values[np.isfinite(values)]
         if values.size and np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max())):
             # e.g. terminal wealth under trade_reshuffle: the same on every path
@@ -102,23 +130,23 @@ def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
         elif values.size:
             ax.hist(values, bins=60, color="tab:blue", alpha=0.75)
         for level in levels:
-            q = report.percentiles.loc[level, col] * scale
+            q = mc.percentiles.loc[level, col] * scale
             if np.isfinite(q):
                 ax.axvline(q, color="tab:blue", ls="--", lw=0.9)
-        obs = report.observed.get(col, np.nan) * scale
+        obs = mc.observed.get(col, np.nan) * scale
         if np.isfinite(obs):
             ax.axvline(
                 obs,
                 color="black",
                 lw=1.5,
-                label=f"observed ({report.percentile_ranks[col]:.0f}th pct.)",
+                label=f"observed ({mc.percentile_ranks[col]:.0f}th pct.)",
             )
         if col in ("max_drawdown", "total_return"):
             # the ruin / loss threshold, drawn only when it falls inside the histogram
             at, label = (
-                (report.ruin_drawdown * 100, f"ruin: P = {report.prob_ruin:.1%}")
+                (mc.ruin_drawdown * 100, f"ruin: P = {mc.prob_ruin:.1%}")
                 if col == "max_drawdown"
-                else (0.0, f"loss: P = {report.prob_loss:.1%}")
+                else (0.0, f"loss: P = {mc.prob_loss:.1%}")
             )
             inside = values.size and values.min() <= at <= values.max()
             if inside:
@@ -132,7 +160,7 @@ def save_figures(report: MonteCarloReport, directory: Path) -> list[Path]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     pct = ", ".join(f"{lv:g}" for lv in levels)
-    fig.suptitle(f"Distribution over paths — {_title(report)}\n(dashed: {pct}th percentiles)")
+    fig.suptitle(f"Distribution over paths — {mc.title}\n(dashed: {pct}th percentiles)")
     fig.tight_layout()
     fig.savefig(paths[1])
     plt.close(fig)

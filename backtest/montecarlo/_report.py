@@ -219,9 +219,24 @@ class MonteCarloReport:
         Returns:
             The paths written.
         """
-        from backtest.montecarlo._figures import save_figures
+        from backtest.montecarlo._figures import FanValues, save_figures
 
-        return save_figures(self, Path(directory))
+        method = self.method.replace("_", " ")
+        values = FanValues(
+            fan=self.fan,
+            paths=self.paths,
+            percentiles=self.percentiles,
+            observed=self.observed,
+            percentile_ranks=self.percentile_ranks,
+            confidence=tuple(self.confidence),
+            ruin_drawdown=self.ruin_drawdown,
+            prob_ruin=self.prob_ruin,
+            prob_loss=self.prob_loss,
+            title=f"{method}, {self.n_paths:,} paths of {self.horizon_bars:,} {self.unit}s",
+            unit=self.unit,
+            fan_paths=self.fan_paths,
+        )
+        return save_figures(values, Path(directory))
 
     def write(self, run_dir: str | Path) -> dict[str, Path]:
         """Write the tables (Parquet) and figures (PNG) into a run directory, atomically.

@@ -300,7 +300,8 @@ def _needs(job: Job) -> set[str]:
     needs = set()
     if not isinstance(tracking, dict) or tracking.get("enabled", True):
         needs.add("tracking")
-    if config.get("figures", True):
+    figures = config.get("figures")
+    if figures or (figures is None and "tracking" in needs):
         needs.add("figures")
     return needs
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from backtest import results
-from backtest.report import _montecarlo, _performance, _search, _summary, _walkforward
+from backtest.report import _bundle, _montecarlo, _performance, _search, _summary, _walkforward
 from backtest.report._page import Page
 
 
@@ -91,7 +91,9 @@ def build_report(run_dir: str | Path) -> Path:
 
     The page is built from the files only (``result.json`` and the Parquet tables),
     so it can be rebuilt at any time; it opens from disk with no network (plotly.js
-    and the data are embedded).
+    and the data are embedded). A job of a Hydra multirun loads plotly.js from one
+    file its sweep's jobs share, beside them in the sweep directory (written by the
+    first job's report; see :mod:`backtest.report._bundle`).
 
     Args:
         run_dir: A complete run directory (or its ``result.json``).
@@ -105,7 +107,7 @@ def build_report(run_dir: str | Path) -> Path:
     started = time.perf_counter()
     stored = results.load_result(run_dir)
     page = page_for(stored)
-    text = page.render()
+    text = page.render(bundle_src=_bundle.shared_src(stored.path, page.trace_types()))
     path = stored.path / results.REPORT_FILE
     results.atomic_write_bytes(path, text.encode())
     _log_built(path, time.perf_counter() - started)

@@ -4,27 +4,26 @@ Figures are plain plotly figure dicts (``data`` and ``layout``), each written in
 ``<script type="application/json">`` element and drawn by a few lines of glue; the
 plotly.js bundle is written once into the page, gzip-compressed (the partial bundle
 shipped here when it draws every trace of the page, else plotly's full one), so the file
-opens from disk with no network and a single run's page is under 1 MB. The report's own
-numbers (the ``result.json`` records) are embedded the same way under
+opens from disk with no network and a single run's page is under 1 MB. A sweep's job
+pages load one shared copy from the sweep folder instead (:mod:`backtest.report._bundle`).
+The report's own numbers (the ``result.json`` records) are embedded the same way under
 ``id="report-data"``, so a reader (or a test) can take them from the page.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import gzip
 import html
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from backtest.report._bundle import BUNDLE_FILE as BUNDLE_FILE
+from backtest.report._bundle import needs_full, plotly_script, shared_script
 from backtest.results._summary import PERCENT_METRICS, is_percent
 
 MAX_POINTS = 500
@@ -254,8 +253,19 @@ class Page:
         """Append a section; empty parts are dropped."""
         self.sections.append((key, title, "".join(p for p in parts if p)))
 
-    def render(self) -> str:
-        """The complete HTML document (plotly.js inline once, compressed)."""
+    def render(self, bundle_src: str | None = None) -> str:
+        """The complete HTML document.
+
+        Args:
+            bundle_src: The relative URL of a sweep's shared plotly.js file
+                (:func:`backtest.report._bundle.shared_src`); ``None`` embeds plotly.js
+                in the page once, compressed.
+        """
+        plotly = (
+            plotly_script(self.trace_types())
+            if bundle_src is None
+            else shared_script(html.escape(bundle_src), needs_full(self.trace_types()))
+        )
         nav = "".join(
             f'<a href="#{k}">{html.escape(t)}</a>' for k, t, _ in self.sections if k != "header"
         )
@@ -266,55 +276,13 @@ class Page:
         return (
             "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(self.title)}</title><style>{_CSS}</style>"
-            f"{plotly_script(self.trace_types())}</head><body>"
+            f"{plotly}</head><body>"
             f"<header><h1>{html.escape(self.title)}</h1><nav>{nav}</nav></header>"
             f"<main>{body}</main>"
             f'<script type="application/json" id="report-data">'
             f"{_json_for_script(_clean(self.data))}</script>"
             f"<script>{_GLUE}</script></body></html>\n"
         )
-
-
-# The partial bundle shipped beside this module (scripts/fetch_plotly_bundle.py fetches it)
-# and the trace types it draws; a page with any other type embeds plotly's full bundle.
-BUNDLE_FILE = Path(__file__).with_name("plotly-cartesian.min.js")
-BUNDLE_TRACES = frozenset(
-    {"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour",
-     "image", "pie", "scatter", "scatterternary", "violin"}
-)  # fmt: skip
-
-
-def plotly_script(trace_types: set[str]) -> str:
-    """plotly.js for a page, gzip-compressed and base64-encoded in a data block.
-
-    The partial bundle when it draws every trace type the page uses, else plotly's
-    full one. The page's glue decompresses it with the browser's ``DecompressionStream``
-    (Chromium 80, Firefox 113, Safari 16.4 and later) and runs it before drawing, so the
-    file opens from disk with no network, at a third of the bundle's size. Its licence
-    header is kept in clear in a comment.
-    """
-    full = not trace_types <= BUNDLE_TRACES or not BUNDLE_FILE.is_file()
-    header, packed = _bundle(full)
-    return (
-        f"<script>{header}</script>"
-        f'<script type="application/octet-stream" id="plotly-gz" data-bundle='
-        f'"{"full" if full else "cartesian"}">{packed}</script>'
-    )
-
-
-@functools.lru_cache(maxsize=2)
-def _bundle(full: bool) -> tuple[str, str]:
-    """``(licence comment, base64 of the gzip-compressed bundle)``, once per process."""
-    if full:
-        from plotly.offline import get_plotlyjs
-
-        code = get_plotlyjs().encode()
-    else:
-        code = BUNDLE_FILE.read_bytes()
-    text = code[:400].decode("utf-8", "replace")
-    header = text[: text.index("*/") + 2] if text.startswith("/*") and "*/" in text else ""
-    packed = base64.b64encode(gzip.compress(code, compresslevel=9, mtime=0)).decode("ascii")
-    return header.replace("</", "<\\/"), packed
 
 
 _BASE_LAYOUT: dict[str, Any] = {
@@ -361,12 +329,15 @@ _GLUE = """
     Plotly.newPlot(div,spec.data,spec.layout,{responsive:true,displaylogo:false})
       .then(function(){done+=1;document.body.setAttribute('data-figures-drawn',done);});
   });}
-  var packed=document.getElementById('plotly-gz');
-  if(window.Plotly||!packed){if(window.Plotly)draw();}
-  else if(typeof DecompressionStream==='undefined'){
+  var packed=document.getElementById('plotly-gz'),shared=document.getElementById('plotly-src');
+  if(window.Plotly)draw();
+  else if(shared&&figs.length){fail('plotly.js was not found at '+shared.getAttribute('src')+
+    ' (one copy shared by the jobs of a sweep): open the report inside its sweep '+
+    'folder, or rebuild it on its own with: python -m backtest.report <this folder>');}
+  else if(packed&&typeof DecompressionStream==='undefined'){
     fail('this browser cannot unpack the figures (no DecompressionStream): open the '+
       'report in a current Chrome, Edge, Firefox or Safari');}
-  else{var bin=atob(packed.textContent),bytes=new Uint8Array(bin.length);
+  else if(packed){var bin=atob(packed.textContent),bytes=new Uint8Array(bin.length);
     for(var i=0;i<bin.length;i++)bytes[i]=bin.charCodeAt(i);
     new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip')))
       .text().then(function(code){var el=document.createElement('script');

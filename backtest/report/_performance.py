@@ -43,12 +43,34 @@ MAX_MARKED_TRADES = 500
 
 
 def equity_frame(
-    returns: pd.Series, equity: pd.Series, benchmark: pd.Series | None = None
+    returns: pd.Series,
+    equity: pd.Series,
+    benchmark: pd.Series | None = None,
+    *,
+    capital: float | None = None,
 ) -> pd.DataFrame:
-    """The ``equity`` table a run directory stores: ``returns``, ``equity`` and ``benchmark``."""
+    """The ``equity`` table a run directory stores.
+
+    Columns: ``returns`` and ``equity`` (growth of 1), ``benchmark`` (its growth of 1)
+    when there is one; with ``capital`` (``engine.initial_capital``) also the book in
+    currency: ``equity_value`` (``capital * equity``) and ``drawdown_value`` (the value
+    less its running peak, the initial capital counting as one, as in ``max_drawdown``;
+    <= 0).
+
+    Examples:
+        >>> idx = pd.bdate_range("2024-01-01", periods=3)
+        >>> eq = pd.Series([1.0, 0.9, 1.2], index=idx)
+        >>> frame = equity_frame(eq.pct_change().fillna(0.0), eq, capital=1000.0)
+        >>> frame["equity_value"].tolist(), frame["drawdown_value"].round(6).tolist()
+        ([1000.0, 900.0, 1200.0], [0.0, -100.0, 0.0])
+    """
     frame = pd.DataFrame({"returns": returns, "equity": equity})
     if benchmark is not None:
         frame["benchmark"] = benchmark
+    if capital is not None:
+        value = frame["equity"].astype(np.float64) * float(capital)
+        frame["equity_value"] = value
+        frame["drawdown_value"] = value - np.maximum(value.cummax(), float(capital))
     return frame
 
 
@@ -64,33 +86,55 @@ def equity_figure(equity: pd.DataFrame, trades: pd.DataFrame | None = None) -> d
     Returns:
         The figure (:func:`~backtest.report._page.figure_spec`); its traces are
         ``strategy``, ``benchmark`` (when there is one), ``entries``, ``exits``,
-        ``rule exits`` (when a rule closed a trade) and ``drawdown``, last.
+        ``rule exits`` (when a rule closed a trade) and ``drawdown``, last. With an
+        ``equity_value`` column (``engine.initial_capital`` set) the equity, the
+        benchmark and the drawdown are drawn in currency (the drawdown's hover adds its
+        fraction of the peak); otherwise as growth of 1 and a fraction.
     """
-    eq = equity["equity"].astype(np.float64)
-    drawdown = eq / eq.cummax() - 1.0
-    pos = thin_positions(len(eq), drawdown.to_numpy())
+    growth = equity["equity"].astype(np.float64)
+    frac = growth / growth.cummax() - 1.0
+    money = "equity_value" in equity.columns
+    scale = float(equity["equity_value"].iloc[0] / growth.iloc[0]) if money else 1.0
+    eq = growth * scale
+    drawdown = equity["drawdown_value"].astype(np.float64) if money else frac
+    pos = thin_positions(len(eq), frac.to_numpy())
     x = dates(eq.index[pos])
+    share = num((drawdown / (eq - drawdown)).to_numpy()[pos]) if money else []
     traces: list[dict[str, Any]] = [
         {"type": "scatter", "x": x, "y": num(eq.to_numpy()[pos]), "name": "strategy",
          "line": {"color": COLORS[0], "width": 1.5}},
     ]  # fmt: skip
     bench = benchmark_curve(equity)
     if bench is not None:
-        bench = bench.reindex(eq.index)
+        bench = bench.reindex(eq.index) * scale
         traces.append(
             {"type": "scatter", "x": x, "y": num(bench.to_numpy()[pos]), "name": "benchmark",
              "line": {"color": "#6b7280", "width": 1.2, "dash": "dot"}}
         )  # fmt: skip
     if trades is not None and len(trades):
         traces.extend(_equity_marks(eq, marked_trades(trades)))
-    traces.append(
-        {"type": "scatter", "x": x, "y": num(drawdown.to_numpy()[pos]), "name": "drawdown",
-         "yaxis": "y2", "fill": "tozeroy", "line": {"color": COLORS[3], "width": 1}}
-    )  # fmt: skip
+    dd_trace: dict[str, Any] = {
+        "type": "scatter", "x": x, "y": num(drawdown.to_numpy()[pos]), "name": "drawdown",
+        "yaxis": "y2", "fill": "tozeroy", "line": {"color": COLORS[3], "width": 1},
+    }  # fmt: skip
+    if money:  # the fraction of the peak beside the amount
+        dd_trace["customdata"] = share
+        dd_trace["hovertemplate"] = "%{y:,.0f} (%{customdata:.2%})<extra>drawdown</extra>"
+    traces.append(dd_trace)
+    unit = f" (currency; initial capital {scale:,.0f})" if money else ""
     layout = {
         "xaxis": {"anchor": "y2", "rangeslider": {"visible": False}, "type": "date"},
-        "yaxis": {"domain": [0.34, 1.0], "title": {"text": "equity"}, "type": "linear"},
-        "yaxis2": {"domain": [0.0, 0.28], "title": {"text": "drawdown"}, "tickformat": ".0%"},
+        "yaxis": {
+            "domain": [0.34, 1.0],
+            "title": {"text": f"equity{unit}"},
+            "type": "linear",
+            **({"tickformat": ",.0f"} if money else {}),
+        },
+        "yaxis2": {
+            "domain": [0.0, 0.28],
+            "title": {"text": "drawdown" + (" (currency)" if money else "")},
+            "tickformat": ",.0f" if money else ".0%",
+        },
         "updatemenus": [
             {
                 "type": "buttons",

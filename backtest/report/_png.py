@@ -129,7 +129,9 @@ def equity_figure(result: BacktestResult, path: str | Path, *, title: str | None
     Returns:
         ``path``.
     """
-    equity = result.equity.astype(float)
+    capital = getattr(result, "initial_capital", None)
+    scale = 1.0 if capital is None else float(capital)  # in currency with a capital
+    equity = result.equity.astype(float) * scale
     fig, (top, bottom) = new_figure(2, height_ratios=(3, 1.3), figsize=(10, 6))
     params = ", ".join(f"{k}={v}" for k, v in (result.params or {}).items())
     fig.suptitle(
@@ -148,18 +150,29 @@ def equity_figure(result: BacktestResult, path: str | Path, *, title: str | None
         )
         bench = getattr(result, "benchmark", None)
         if bench is not None and len(bench):
+            bench = bench.astype(float) * scale
             top.plot(bench.index, bench.to_numpy(), color="0.4", linewidth=1.0, label="benchmark")
-        top.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--", label="initial capital")
-        dd = drawdown(equity)
+        top.axhline(scale, color="0.5", linewidth=0.8, linestyle="--", label="initial capital")
+        dd = (
+            equity - np.maximum(equity.cummax(), scale) if capital is not None else drawdown(equity)
+        )
         bottom.fill_between(dd.index, dd.to_numpy(), 0.0, color="tab:red", alpha=0.35, linewidth=0)
         bottom.plot(dd.index, dd.to_numpy(), color="tab:red", linewidth=0.8)
         top.legend(loc="upper left", frameon=False)
     else:
         top.text(0.5, 0.5, "no bars", ha="center", va="center", transform=top.transAxes)
-    top.set_ylabel("Equity (growth of 1 unit)")
     top.grid(alpha=0.3)
-    bottom.set_ylabel("Drawdown (%)")
-    _percent_axis(bottom)
+    if capital is None:
+        top.set_ylabel("Equity (growth of 1 unit)")
+        bottom.set_ylabel("Drawdown (%)")
+        _percent_axis(bottom)
+    else:
+        from matplotlib.ticker import FuncFormatter
+
+        top.set_ylabel(f"Equity (currency; initial {scale:,.0f})")
+        bottom.set_ylabel("Drawdown (currency)")
+        for axis in (top, bottom):
+            axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     bottom.grid(alpha=0.3)
     bottom.set_xlabel(_x_label(equity.index))
     return save_figure(fig, path)

@@ -112,12 +112,48 @@ def check_float(name: str, value: object, *, minimum: float | None = None) -> fl
 def apply_per_column(
     prices: pd.DataFrame, fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]
 ) -> pd.DataFrame:
-    """Run a 1-D ``close -> positions`` function over every column of ``prices``."""
+    """Run a 1-D ``close -> positions`` function over every column of ``prices``.
+
+    Each column goes through :func:`on_listing`: the function sees the asset's listed
+    bars only, and the position is 0 where the asset has no price.
+    """
     values = prices.to_numpy(dtype=np.float64)
     out = np.empty_like(values)
     for j in range(values.shape[1]):
-        out[:, j] = fn(np.ascontiguousarray(values[:, j]))
+        out[:, j] = on_listing(np.ascontiguousarray(values[:, j]), fn)
     return pd.DataFrame(out, index=prices.index, columns=prices.columns)
+
+
+def on_listing(
+    close: NDArray[np.float64], fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]
+) -> NDArray[np.float64]:
+    """``fn`` on one asset's listed bars; flat (0) before it lists and after it delists.
+
+    An asset's closes are NaN before its first price (not listed yet) and after its last
+    (delisted). ``fn`` (``close -> positions``, ``(n,)`` or ``(n, k)``) runs on the bars
+    from the first to the last price, so its warm-up counts from the listing, exactly as
+    on a panel that starts there; a bar without a price (and any NaN ``fn`` returns) is
+    flat. A column without a NaN goes to ``fn`` as it is (the result is bit for bit the
+    same as before listings existed).
+
+    Examples:
+        >>> close = np.array([np.nan, 1.0, 2.0, 3.0, np.nan])
+        >>> on_listing(close, lambda c: c - c[0]).tolist()
+        [0.0, 0.0, 1.0, 2.0, 0.0]
+    """
+    finite = np.isfinite(close)
+    if finite.all():
+        return fn(close)
+    if not finite.any():
+        probe = np.asarray(fn(np.ones(1)))  # the output's width, from a one-bar listing
+        return np.zeros((close.shape[0], *probe.shape[1:]))
+    first = int(np.argmax(finite))
+    stop = close.shape[0] - int(np.argmax(finite[::-1]))
+    inner = np.asarray(fn(np.ascontiguousarray(close[first:stop])), dtype=np.float64)
+    out = np.zeros((close.shape[0], *inner.shape[1:]))
+    out[first:stop] = np.where(np.isnan(inner), 0.0, inner)
+    out[~finite] = 0.0
+    return out
 
 
 def as_param_array(params: Mapping[str, NDArray], name: str, k: int, default: object) -> NDArray:

@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from backtest.strategies._base import apply_per_column, as_param_array, check_int, n_sets
+from backtest.strategies._base import (
+    apply_per_column,
+    as_param_array,
+    check_int,
+    n_sets,
+    on_listing,
+)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -157,6 +163,18 @@ class Breakout:
 
     @classmethod
     def batch_positions(
+        cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
+    ) -> NDArray[np.float64]:
+        """Positions ``(n_bars, k)`` of ``k`` sets on one asset, flat where it has no price.
+
+        The sets run on the asset's listed bars (:func:`~backtest.strategies._base.on_listing`),
+        as :meth:`positions` does.
+        """
+        close = np.asarray(close, dtype=np.float64)
+        return on_listing(close, lambda listed: cls._listed_batch(listed, params))
+
+    @classmethod
+    def _listed_batch(
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many parameter sets in one compiled pass (see ``_breakout_batch``)."""

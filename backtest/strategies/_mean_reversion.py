@@ -18,6 +18,7 @@ from backtest.strategies._base import (
     check_float,
     check_int,
     n_sets,
+    on_listing,
 )
 
 
@@ -194,6 +195,18 @@ class MeanReversion:
 
     @classmethod
     def batch_positions(
+        cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
+    ) -> NDArray[np.float64]:
+        """Positions ``(n_bars, k)`` of ``k`` sets on one asset, flat where it has no price.
+
+        The sets run on the asset's listed bars (:func:`~backtest.strategies._base.on_listing`),
+        as :meth:`positions` does.
+        """
+        close = np.asarray(close, dtype=np.float64)
+        return on_listing(close, lambda listed: cls._listed_batch(listed, params))
+
+    @classmethod
+    def _listed_batch(
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many parameter sets: one z-score row per distinct lookback."""

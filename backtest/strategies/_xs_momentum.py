@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from backtest.data._bars import Bars, as_bars
 from backtest.errors import ConfigError
 from backtest.strategies._base import as_param_array, check_int, n_sets
 
@@ -23,6 +24,34 @@ def trailing_returns(close: NDArray[np.float64], lookback: int, skip: int) -> ND
     if start < n:
         out[start:] = close[start - skip : n - skip] / close[: n - start] - 1.0
     return out
+
+
+def ranked_scores(
+    close: NDArray[np.float64], tradable: NDArray[np.bool_] | None, lookback: int, skip: int
+) -> NDArray[np.float64]:
+    """:func:`trailing_returns`, NaN where an asset is not tradable (``None``: all are).
+
+    A score needs prices at both ends of its window, so an asset listed for less than
+    ``lookback + skip`` bars, or delisted, has none.
+    """
+    score = trailing_returns(close, lookback, skip)
+    if tradable is not None:
+        score[~tradable] = np.nan
+    return score
+
+
+def _close_and_mask(
+    data: Bars | pd.DataFrame | NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_] | None]:
+    """Closes as floats and the tradable mask (``None`` on a panel where all are)."""
+    if isinstance(data, Bars):
+        close = data.close.to_numpy(dtype=np.float64)
+        if data.tradable is None and not np.isnan(close).any():
+            return close, None
+        return close, data.tradable_mask()
+    close = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(close)
+    return close, None if finite.all() else finite
 
 
 def rank_weights(score: NDArray[np.float64], top_n: int, long_short: bool) -> NDArray[np.float64]:
@@ -63,6 +92,12 @@ class CrossSectionalMomentum:
     exist. A weights strategy (``output = "weights"``): ``engine.weights`` is not applied;
     combine it with ``engine.rebalance: M`` for the classic monthly book.
 
+    On a changing universe only assets that are **tradable at t** (listed, and members
+    when ``data.universe`` narrows it: ``bars.tradable_mask()``) **with a full
+    lookback** (a price at ``t-skip-lookback``, i.e. listed for the whole window) are
+    ranked; a row with fewer of them than it needs is flat. It reads :class:`Bars`
+    (``inputs = "bars"``); handed wide closes, it ranks the assets with prices.
+
     Args:
         lookback: Bars over which the past return is measured (>= 1).
         skip: Most recent bars left out (>= 0; 21 skips the last month on daily bars).
@@ -80,35 +115,38 @@ class CrossSectionalMomentum:
 
     param_names: ClassVar[tuple[str, ...]] = ("lookback", "skip", "top_n", "long_short")
     output: ClassVar[str] = "weights"
+    inputs: ClassVar[str] = "bars"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lookback", check_int("lookback", self.lookback, 1))
         object.__setattr__(self, "skip", check_int("skip", self.skip, 0))
         object.__setattr__(self, "top_n", check_int("top_n", self.top_n, 1))
 
-    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+    def positions(self, prices: Bars | pd.DataFrame) -> pd.DataFrame:
         """Target weights: see the class docstring."""
-        close = prices.to_numpy(dtype=np.float64)
+        close, tradable = _close_and_mask(prices)
+        frame = as_bars(prices).close
         _check_universe(self.top_n, self.long_short, close.shape[1])
-        score = trailing_returns(close, self.lookback, self.skip)
+        score = ranked_scores(close, tradable, self.lookback, self.skip)
         w = rank_weights(score, self.top_n, self.long_short)
-        return pd.DataFrame(w, index=prices.index, columns=prices.columns)
+        return pd.DataFrame(w, index=frame.index, columns=frame.columns)
 
     @classmethod
     def batch_weights(
-        cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
+        cls, data: Bars | NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Target weights of ``k`` parameter sets, ``(n_bars, n_assets, k)``.
 
-        Scores are computed once per distinct (lookback, skip), weights once per distinct
-        set.
+        ``data``: the bars (their tradable mask is read), or closes as an ``(n, a)``
+        array (assets with a price are tradable). Scores are computed once per distinct
+        (lookback, skip), weights once per distinct set.
         """
+        close, tradable = _close_and_mask(data)
         k = n_sets(params)
         lookback = as_param_array(params, "lookback", k, 252).astype(np.int64)
         skip = as_param_array(params, "skip", k, 21).astype(np.int64)
         top_n = as_param_array(params, "top_n", k, 2).astype(np.int64)
         long_short = as_param_array(params, "long_short", k, False).astype(bool)
-        close = np.asarray(close, dtype=np.float64)
         n, a = close.shape
         for i in np.unique(np.column_stack([lookback, skip, top_n, long_short]), axis=0):
             cls(int(i[0]), int(i[1]), int(i[2]), bool(i[3]))  # the constructor names a bad one
@@ -118,7 +156,7 @@ class CrossSectionalMomentum:
         worst = np.empty((len(pairs), n, a), dtype=np.int64)
         n_valid = np.empty((len(pairs), n), dtype=np.int64)
         for u, (lb, sk) in enumerate(pairs):
-            score = trailing_returns(close, int(lb), int(sk))
+            score = ranked_scores(close, tradable, int(lb), int(sk))
             nan = np.isnan(score)
             best[u] = np.argsort(np.where(nan, np.inf, -score), axis=1, kind="stable")
             if long_short.any():

@@ -164,6 +164,7 @@ def load_backtest(run_dir: str | Path) -> BacktestResult:
         benchmark=equity["benchmark"] if "benchmark" in equity.columns else None,
         benchmark_metrics=dict(stored.record.get("benchmark_metrics", {})),
         periods_per_year=stored.record.get("periods_per_year"),
+        initial_capital=(stored.record.get("capital") or {}).get("initial_capital"),
     )
 
 
@@ -219,8 +220,18 @@ def _record(ctx: TaskContext, output: TaskOutput, started_at: str) -> dict[str, 
         "summary": [list(row) for row in summary],
         "exit_reasons": exits,
         **({"benchmark_metrics": bt.benchmark_metrics} if bt.benchmark_metrics else {}),
+        **({"benchmark_name": str(ctx.settings.engine.benchmark)} if bt.benchmark_metrics else {}),
+        **_capital(ctx, bt),
         **output.record,
     }
+
+
+def _capital(ctx: TaskContext, bt: BacktestResult) -> dict[str, Any]:
+    """The headline in currency (``capital``) when ``engine.initial_capital`` is set."""
+    from backtest.results._summary import capital_section
+
+    section = capital_section(bt.equity.to_numpy(), ctx.settings.engine.initial_capital)
+    return {"capital": section} if section else {}
 
 
 def run_backtest(job_or_config: Any, *, progress: bool = False) -> BacktestResult:
@@ -310,13 +321,14 @@ def _write_run(
 ) -> BacktestResult:
     """Write a finished task's figures, tables, ``result.json`` and report; mirror it."""
     bt = output.backtest
-    if ctx.settings.figures:
+    if ctx.settings.draws_figures():
         from backtest.report import _png as plots
 
         plots.equity_figure(bt, results.figures_dir(run_dir) / "equity.png")
-    equity = pd.DataFrame({"returns": bt.returns, "equity": bt.equity})
-    if bt.benchmark is not None:
-        equity["benchmark"] = bt.benchmark
+    from backtest.report._performance import equity_frame  # in currency with a capital
+
+    capital = ctx.settings.engine.initial_capital
+    equity = equity_frame(bt.returns, bt.equity, bt.benchmark, capital=capital)
     tables = {
         "equity": equity,
         "positions": bt.positions,

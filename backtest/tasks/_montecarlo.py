@@ -68,7 +68,8 @@ def attach(ctx: TaskContext, output: TaskOutput) -> TaskOutput:
         strategy=_strategy_for(ctx, output),
         engine=_engine_for(ctx, output),
     )
-    figures = report.save_figures(results.figures_dir(ctx.run_dir)) if ctx.settings.figures else []
+    draw = ctx.settings.draws_figures()
+    figures = report.save_figures(results.figures_dir(ctx.run_dir)) if draw else []
     summary = report.summary()
     levels = list(report.confidence)
     rows = [

@@ -175,7 +175,7 @@ def run(ctx: TaskContext) -> TaskOutput:
             **{**engine, **best_engine},
         )
     figures = []
-    if ctx.settings.figures and len(result.param_names) >= 2:
+    if ctx.settings.draws_figures() and len(result.param_names) >= 2:
         x, y = result.param_names[:2]
         cells, title = result.heatmap_cells(x, y)
         path = results.figures_dir(ctx.run_dir) / "heatmap.png"

@@ -23,26 +23,6 @@ from backtest.tasks._search import is_engine_key, overfitting_rows
 from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer, WalkForwardResult
 
 
-def _benchmark(ctx: TaskContext, returns: Any) -> dict[str, Any]:
-    """``engine.benchmark`` over the out-of-sample bars, as a single backtest records it.
-
-    Its equity (bought at the first out-of-sample close) and its own headline metrics.
-    """
-    name = ctx.settings.engine.benchmark
-    if not name or len(returns) == 0:
-        return {}
-    from backtest import metrics as m
-    from backtest.engine._benchmark import benchmark_returns
-
-    b = benchmark_returns(ctx.prices.loc[returns.index], name)
-    ppy = ctx.settings.engine.periods_per_year or 252.0
-    own = m.return_metrics(b, periods_per_year=ppy)  # type: ignore[arg-type]
-    return {
-        "benchmark": (1.0 + b).cumprod().rename("benchmark"),
-        "benchmark_metrics": {k: float(v) for k, v in own.items()},
-    }
-
-
 def _fmt(value: Any, spec: str = ".3f") -> str:
     if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
         return "n/a"
@@ -114,7 +94,7 @@ def run(ctx: TaskContext) -> TaskOutput:
     result = optimizer.run(
         evaluator,
         dict(search.space),
-        figures_dir=results.figures_dir(ctx.run_dir) if ctx.settings.figures else None,
+        figures_dir=results.figures_dir(ctx.run_dir) if ctx.settings.draws_figures() else None,
     )
     headline = BacktestResult(
         returns=result.returns,
@@ -123,7 +103,8 @@ def run(ctx: TaskContext) -> TaskOutput:
         trades=result.trades,
         metrics=result.metrics,
         params={**fixed, "walk-forward": result.parameter_path},
-        **_benchmark(ctx, result.returns),
+        benchmark=result.benchmark,  # engine.benchmark over the out-of-sample bars
+        benchmark_metrics=result.benchmark_metrics,
     )
     param_names = list(search.space)
     of = result.overfitting

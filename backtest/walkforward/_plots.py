@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-
-if TYPE_CHECKING:
-    from backtest.walkforward._result import WalkForwardResult
 
 _TRAIN, _TEST, _GAP = "#4C72B0", "#DD8452", "#BBBBBB"
 
@@ -34,20 +32,18 @@ def _runs(positions: NDArray[np.int64]) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
-def fold_chart(result: WalkForwardResult, path: Path) -> Path:
+def fold_chart(folds: Sequence[Any], index: pd.DatetimeIndex, splitter: str, path: Path) -> Path:
     """One row per fold: its train bars (blue) and test bars (orange) on a time axis.
 
+    ``folds`` have ``fold``, ``train`` and ``test`` (bar positions into ``index``).
     Purged or embargoed bars and bars a fold does not use are left blank.
     """
     import matplotlib.dates as mdates
 
     plt = _pyplot()
-    if result.splits is None or result.index is None:
-        raise ValueError("the fold chart needs the result's splits and index")
-    folds = result.splits.folds
     n = len(folds)
     fig, ax = plt.subplots(figsize=(10, min(0.28 * n + 1.8, 14.0)))
-    dates = mdates.date2num(result.index)
+    dates = mdates.date2num(index)
     step = float(np.median(np.diff(dates))) if len(dates) > 1 else 1.0
     bar_h = 0.7 if n <= 40 else 0.9
     for colour, attr, label in ((_TRAIN, "train", "train"), (_TEST, "test", "test")):
@@ -64,9 +60,7 @@ def fold_chart(result: WalkForwardResult, path: Path) -> Path:
     else:
         ax.set_yticks([])
         ax.set_ylabel(f"{n} folds, the first at the top")
-    what = (
-        "CPCV splits" if result.splitter == "cpcv" else f"Walk-forward windows ({result.splitter})"
-    )
+    what = "CPCV splits" if splitter == "cpcv" else f"Walk-forward windows ({splitter})"
     ax.set_title(f"{what}: {n} folds", loc="left")
     ax.set_xlabel("Date (train window, then test window, per fold)")
     ax.xaxis_date()
@@ -81,31 +75,48 @@ def fold_chart(result: WalkForwardResult, path: Path) -> Path:
     return path
 
 
-def equity_chart(result: WalkForwardResult, path: Path) -> Path:
-    """Stitched out-of-sample equity, fold boundaries marked; CPCV: every path."""
+def equity_chart(
+    path: Path,
+    *,
+    equity: pd.Series,
+    test_starts: Sequence[Any],
+    paths: pd.DataFrame | None,
+    parameter_path: str,
+    stats: Mapping[str, float],
+) -> Path:
+    """Stitched out-of-sample equity, fold boundaries marked; CPCV: every path.
+
+    Args:
+        path: The PNG to write.
+        equity: Stitched out-of-sample equity (walk-forward).
+        test_starts: Each fold's first test timestamp (boundaries drawn up to 40 folds).
+        paths: CPCV's per-path returns (drawn instead of ``equity``), or ``None``.
+        parameter_path: The chosen parameters' path, for the title.
+        stats: ``sharpe_ratio``, ``cagr``, ``max_drawdown``, ``efficiency``,
+            ``deflated_sharpe``, ``pbo``, ``spa_pvalue`` (NaN prints as n/a).
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    if result.paths is not None:
-        for name in result.paths.columns:
-            ax.plot((1.0 + result.paths[name]).cumprod(), lw=0.9, alpha=0.7, label=name)
-        title = f"CPCV out-of-sample equity: {result.paths.shape[1]} paths"
+    if paths is not None:
+        for name in paths.columns:
+            ax.plot((1.0 + paths[name]).cumprod(), lw=0.9, alpha=0.7, label=name)
+        title = f"CPCV out-of-sample equity: {paths.shape[1]} paths"
     else:
-        ax.plot(result.equity, color=_TRAIN, lw=1.3, label="out-of-sample equity")
-        if len(result.folds) <= 40:
-            for start in pd.to_datetime(result.folds["test_start"]).iloc[1:]:
+        ax.plot(equity, color=_TRAIN, lw=1.3, label="out-of-sample equity")
+        if len(test_starts) <= 40:
+            for start in pd.to_datetime(pd.Series(list(test_starts))).iloc[1:]:
                 ax.axvline(start, color=_GAP, lw=0.6, zorder=0)
-        title = f"Walk-forward out-of-sample equity: {result.parameter_path}"
-    mt, of = result.metrics, result.overfitting
+        title = f"Walk-forward out-of-sample equity: {parameter_path}"
 
-    def fmt(value: float, spec: str) -> str:
+    def fmt(key: str, spec: str) -> str:
+        value = stats.get(key, np.nan)
         return "n/a" if value != value else format(value, spec)  # NaN -> n/a
 
     ax.set_title(
-        f"{title}\nSharpe {fmt(mt.get('sharpe_ratio', np.nan), '.2f')}, "
-        f"CAGR {fmt(mt.get('cagr', np.nan), '.1%')}, "
-        f"max drawdown {fmt(mt.get('max_drawdown', np.nan), '.1%')}, "
-        f"WFE {fmt(result.efficiency, '.2f')}, DSR {fmt(of.deflated_sharpe, '.2f')}, "
-        f"PBO {fmt(of.pbo, '.2f')}, SPA p {fmt(of.spa_pvalue, '.2f')}",
+        f"{title}\nSharpe {fmt('sharpe_ratio', '.2f')}, CAGR {fmt('cagr', '.1%')}, "
+        f"max drawdown {fmt('max_drawdown', '.1%')}, WFE {fmt('efficiency', '.2f')}, "
+        f"DSR {fmt('deflated_sharpe', '.2f')}, PBO {fmt('pbo', '.2f')}, "
+        f"SPA p {fmt('spa_pvalue', '.2f')}",
         fontsize=10,
     )
     ax.axhline(1.0, color="black", lw=0.6)

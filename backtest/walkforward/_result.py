@@ -119,6 +119,11 @@ class WalkForwardResult:
         splits: The folds as bar positions (for charts and reuse).
         index: The timestamps those positions refer to.
         figures: PNG files written (fold chart, out-of-sample equity).
+        benchmark: The evaluator's ``benchmark`` (``engine.benchmark``) over the
+            out-of-sample bars, bought at their first close (growth of 1); ``metrics``
+            then holds ``alpha``, ``beta``, ``information_ratio``, ``tracking_error``
+            and ``excess_return`` of the stitched returns against it.
+        benchmark_metrics: The benchmark's own return metrics over those bars.
     """
 
     folds: pd.DataFrame
@@ -141,6 +146,8 @@ class WalkForwardResult:
     splits: Splits | None = None
     index: pd.DatetimeIndex | None = None
     figures: tuple[Path, ...] = field(default_factory=tuple)
+    benchmark: pd.Series | None = None
+    benchmark_metrics: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """One line: splitter, folds, last parameters, out-of-sample Sharpe, return, drawdown."""
@@ -198,9 +205,10 @@ class WalkForwardResult:
             "objective": self.metrics.get(self.metric),
             "walkforward": self.summary(),
             "overfitting": self.overfitting.as_dict(),
+            **({"benchmark_metrics": self.benchmark_metrics} if self.benchmark_metrics else {}),
         }
         tables = {
-            "equity": equity_frame(self.returns, self.equity),
+            "equity": equity_frame(self.returns, self.equity, self.benchmark),
             "trades": self.trades,
             "positions": self.positions,
             "folds": self.folds,
@@ -251,9 +259,26 @@ class WalkForwardResult:
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
+        if self.splits is None or self.index is None:
+            raise ValueError("the fold chart needs the result's splits and index")
+        of = self.overfitting
+        stats = {
+            **{k: self.metrics.get(k, np.nan) for k in ("sharpe_ratio", "cagr", "max_drawdown")},
+            "efficiency": self.efficiency,
+            "deflated_sharpe": of.deflated_sharpe,
+            "pbo": of.pbo,
+            "spa_pvalue": of.spa_pvalue,
+        }
         return (
-            fold_chart(self, out / "walkforward_folds.png"),
-            equity_chart(self, out / "walkforward_equity.png"),
+            fold_chart(self.splits.folds, self.index, self.splitter, out / "walkforward_folds.png"),
+            equity_chart(
+                out / "walkforward_equity.png",
+                equity=self.equity,
+                test_starts=list(self.folds["test_start"]) if len(self.folds) else [],
+                paths=self.paths,
+                parameter_path=self.parameter_path,
+                stats=stats,
+            ),
         )
 
 

@@ -118,6 +118,14 @@ def assemble_result(
             for k, v in m.return_metrics(returns.to_numpy(), periods_per_year=ppy).items()
         }
     )
+    bench = oos_benchmark(evaluator, returns.index)
+    bench_metrics: dict[str, float] = {}
+    if bench is not None:
+        metrics.update(
+            m.relative_metrics(returns.to_numpy(), bench.to_numpy(), periods_per_year=ppy)
+        )
+        own = m.return_metrics(bench.to_numpy(), periods_per_year=ppy)
+        bench_metrics = {k: float(v) for k, v in own.items()}
     param_names = [c for c in searched[0].columns]
     mom = return_moments(returns.to_numpy()) if len(returns) > 1 else None
     oos_psr = (
@@ -176,7 +184,31 @@ def assemble_result(
         periods_per_year=ppy,
         splits=splits,
         index=pd.DatetimeIndex(evaluator.index),
+        benchmark=None if bench is None else (1.0 + bench).cumprod().rename("benchmark"),
+        benchmark_metrics=bench_metrics,
     )
+
+
+def oos_benchmark(evaluator: ReturnsEvaluator, index: pd.DatetimeIndex) -> pd.Series | None:
+    """Per-bar returns of the evaluator's ``benchmark`` on the out-of-sample bars, or None.
+
+    Built over the bars from the first out-of-sample bar to the last (bought at the
+    first one's close, its first return 0, ``equal_weight_rebalanced`` on the configured
+    ``rebalance`` schedule), then read at the stitched bars.
+    """
+    options = getattr(evaluator, "engine_options", None) or {}
+    name = options.get("benchmark")
+    bars = getattr(evaluator, "bars", None)
+    if not name or bars is None or len(index) == 0:
+        return None
+    from backtest.engine._benchmark import benchmark_returns
+    from backtest.engine._params import parse_rebalance
+
+    full = pd.DatetimeIndex(evaluator.index)
+    first, last = full.get_loc(index[0]), full.get_loc(index[-1])
+    sub = bars.iloc[int(first) : int(last) + 1]
+    rebalance = parse_rebalance(options.get("rebalance", "bar"))
+    return benchmark_returns(sub, str(name), rebalance=rebalance).reindex(index)
 
 
 def _nanmean(values: pd.Series) -> float:

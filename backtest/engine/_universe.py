@@ -1,0 +1,234 @@
+"""Real universes for the kernels: listings, delistings, the tradable set, corporate actions.
+
+:class:`~backtest.data.Bars` carries what is traded: unadjusted prices, NaN before an asset
+lists and after it delists, and optionally ``tradable`` (a point-in-time membership),
+``split``, ``dividend`` and ``delist_return``. The compiled kernels need finite prices and
+per-bar rules; :func:`kernel_inputs` turns the bars into them, once per run:
+
+* **tradable set** ``hold[t, j]``: the asset may be held after the close of bar t: it is
+  tradable on bar t (:meth:`~backtest.data.Bars.tradable_mask`: ``tradable`` and a finite
+  close) and not leaving on it (below). Every kernel multiplies the targets by ``hold``,
+  so nothing is opened or kept where an asset is not tradable.
+* **leaving** ``leave[t, j]``: a holding is closed at the close of bar t (whatever the
+  schedule and the execution: with ``next_open`` there is no next open after a
+  delisting, so the close is at the last listed close) when the asset is tradable on
+  bar t and not on bar t + 1. The exit reason is ``delisted`` when its close is NaN from
+  bar t + 1 (or the data gives a delisting return on the last bar), else ``untradable``
+  (it leaves the membership while still priced). A membership end is announced before
+  it happens (as index changes and delistings are), so closing on the last tradable
+  bar is not look-ahead.
+* **delisting return** (``delist_return``, on an asset's last listed bar L): the holding
+  is closed at ``close[L] x (1 + delist_return)`` instead of ``close[L]``; the kernels'
+  close of that bar is that price, so equity and the trade's exit price carry it. The
+  close is charged like any order.
+* **finite prices**: the kernels' closes are forward-filled after delisting (a name is
+  valued at its last known price, never NaN) and back-filled before listing (never
+  held there, any finite value does); missing opens, highs and lows take that close.
+* **corporate actions** on the ex-date bar t, before anything else on it: a split
+  multiplies units by ``split[t, j]`` (entry and peak prices are divided by it, so stops
+  and trade returns stay in the new shares' terms); a dividend pays
+  ``units x dividend[t, j]`` in cash (after the split: the dividend is per new share),
+  to longs and from shorts. The sleeve accounting (default options) expresses the same
+  as a total return ``split x (close + dividend) / close[t-1] - 1`` of the bar, which is
+  reinvested at that close: the same numbers as units with ``rebalance=bar``. Trade
+  returns are price returns (split-adjusted, without dividends).
+
+Strategies see :func:`strategy_bars`: the split- and dividend-adjusted view
+(``Bars.adjusted()``), so an SMA does not jump at a split, while the kernels fill at the
+raw prices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from backtest.data._bars import Bars
+from backtest.engine._exits import DELISTED, UNTRADABLE
+from backtest.errors import DataValidationError
+
+__all__ = ["KernelInputs", "is_plain", "kernel_inputs", "strategy_bars", "vol_bars"]
+
+
+@dataclass(frozen=True, slots=True)
+class KernelInputs:
+    """The arrays every kernel reads for one panel (see the module docstring).
+
+    Attributes:
+        open: Finite opens ``(n, a)`` (the closes where the bars have none).
+        high: Finite highs.
+        low: Finite lows.
+        close: Finite closes, with the delisting returns applied on the last listed bar.
+        hold: ``(n, a)`` bool: the asset may be held after the close of bar t.
+        leave: ``(n, a)`` int64: the exit reason of a forced close at bar t's close (0: none).
+        split: ``(n, a)`` new shares per old share on the ex-date bar (1.0 when none).
+        dividend: ``(n, a)`` cash per share going ex on that bar (0.0 when none).
+        actions: Whether any split or dividend is present.
+        plain: A full panel without actions: the kernels' rules are those before universes.
+    """
+
+    open: NDArray[np.float64]
+    high: NDArray[np.float64]
+    low: NDArray[np.float64]
+    close: NDArray[np.float64]
+    hold: NDArray[np.bool_]
+    leave: NDArray[np.int64]
+    split: NDArray[np.float64]
+    dividend: NDArray[np.float64]
+    actions: bool
+    plain: bool
+
+
+def is_plain(bars: Bars) -> bool:
+    """Whether ``bars`` is a full panel (every asset tradable on every bar) without actions."""
+    return (
+        bool(np.isfinite(bars.close.to_numpy(dtype=np.float64)).all())
+        and (bars.tradable is None or bool(bars.tradable.to_numpy(dtype=bool).all()))
+        and not bars.has_actions
+        and (
+            bars.delist_return is None
+            or bool(np.isnan(bars.delist_return.to_numpy(dtype=np.float64)).all())
+        )
+    )
+
+
+def kernel_inputs(bars: Bars) -> KernelInputs:
+    """The kernels' arrays of ``bars`` (see the module docstring).
+
+    Raises:
+        DataValidationError: a delisting return on a bar that is not the asset's last
+            listed bar (naming the symbol and the timestamp).
+    """
+    raw = np.ascontiguousarray(bars.close.to_numpy(dtype=np.float64))
+    n, a = raw.shape
+    if is_plain(bars):
+        arrays = [raw]
+        for name in ("open", "high", "low"):
+            frame = getattr(bars, name)
+            arrays.append(raw if frame is None else _float(frame))
+        return KernelInputs(
+            arrays[1], arrays[2], arrays[3], raw, np.ones((n, a), np.bool_),
+            np.zeros((n, a), np.int64), np.ones((n, a)), np.zeros((n, a)), False, True,
+        )  # fmt: skip
+    tradable = bars.tradable_mask()
+    listed = np.isfinite(raw)
+    nxt = np.zeros((n, a), np.bool_)
+    nxt[:-1] = tradable[1:]
+    leave = np.zeros((n, a), np.int64)
+    out = tradable & ~nxt
+    out[-1] = False
+    gone_next = np.zeros((n, a), np.bool_)
+    gone_next[:-1] = ~listed[1:]
+    leave[out & gone_next] = DELISTED
+    leave[out & ~gone_next] = UNTRADABLE
+    close = raw.copy()
+    if bars.delist_return is not None:
+        dr = bars.delist_return.to_numpy(dtype=np.float64)
+        given = np.isfinite(dr)
+        last = np.zeros((n, a), np.bool_)
+        last[:-1] = listed[:-1] & ~listed[1:]
+        last[-1] = listed[-1]
+        bad = given & ~last
+        if bad.any():
+            t, j = np.argwhere(bad)[0]
+            raise DataValidationError(
+                f"delist_return of {bars.symbols[j]!r} at {bars.index[t]} is not on its last "
+                f"listed bar; give it only on the bar of the last price",
+                column="delist_return",
+            )
+        close[given] = raw[given] * (1.0 + dr[given])
+        leave[-1][given[-1] & tradable[-1]] = DELISTED
+    close = _filled(close)
+    arrays = []
+    for name in ("open", "high", "low"):
+        frame = getattr(bars, name)
+        if frame is None:
+            arrays.append(close)
+        else:
+            values = _float(frame)
+            arrays.append(np.ascontiguousarray(np.where(np.isfinite(values), values, close)))
+    split = np.ones((n, a)) if bars.split is None else _float(bars.split)
+    dividend = np.zeros((n, a)) if bars.dividend is None else _float(bars.dividend)
+    hold = np.ascontiguousarray(tradable & (leave == 0))
+    return KernelInputs(
+        arrays[0], arrays[1], arrays[2], close, hold, leave, split, dividend,
+        bars.has_actions, False,
+    )  # fmt: skip
+
+
+def strategy_bars(bars: Bars) -> Bars:
+    """What strategies see: the split- and dividend-adjusted view when actions are given.
+
+    ``Bars.adjusted()`` when the bars have it, else :func:`adjusted_bars`.
+    """
+    if not bars.has_actions:
+        return bars
+    own = getattr(bars, "adjusted", None)
+    return own() if callable(own) else adjusted_bars(bars)
+
+
+def vol_bars(view: Bars) -> Bars:
+    """Closes for the volatility overlay: the strategy's view, filled (flat outside listings)."""
+    close = pd.DataFrame(_filled(view.close.to_numpy(dtype=np.float64)), view.close.index,
+                         view.close.columns)  # fmt: skip
+    return Bars.from_close(close)
+
+
+def adjusted_bars(bars: Bars) -> Bars:
+    """Total-return adjusted prices, anchored at each asset's first price (no look-ahead).
+
+    ``A[t] = A[t-1] x split[t] x (close[t] + dividend[t]) / close[t-1]``, ``A = close``
+    up to the first action; opens, highs and lows are scaled by the same factor
+    ``A[t] / close[t]`` and volumes divided by it. The actions are dropped from the result.
+    """
+    close = bars.close.to_numpy(dtype=np.float64)
+    split = None if bars.split is None else _float(bars.split)
+    dividend = None if bars.dividend is None else _float(bars.dividend)
+    factor = total_return_factor(close, split, dividend)
+
+    def scaled(frame: pd.DataFrame | None, inverse: bool = False) -> pd.DataFrame | None:
+        if frame is None:
+            return None
+        f = 1.0 / factor if inverse else factor
+        return pd.DataFrame(frame.to_numpy(dtype=np.float64) * f, frame.index, frame.columns)
+
+    return Bars(
+        close=scaled(bars.close),  # type: ignore[arg-type]
+        open=scaled(bars.open), high=scaled(bars.high), low=scaled(bars.low),
+        volume=scaled(bars.volume, inverse=True), tradable=bars.tradable,
+        delist_return=bars.delist_return,
+    )  # fmt: skip
+
+
+def total_return_factor(
+    close: NDArray[np.float64],
+    split: NDArray[np.float64] | None,
+    dividend: NDArray[np.float64] | None,
+) -> NDArray[np.float64]:
+    """``(n, a)`` factor f, ``close x f`` the total-return series (1 up to the first action).
+
+    ``f[t] = f[t-1] x split[t] x (1 + dividend[t] / close[t])``; NaN closes keep the
+    factor of the bar before.
+    """
+    n, a = close.shape
+    step = np.ones((n, a))
+    if split is not None:
+        step = step * split
+    if dividend is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step = step * (1.0 + dividend / close)
+    step = np.where(np.isfinite(step), step, 1.0)
+    return np.cumprod(step, axis=0)
+
+
+def _float(frame: pd.DataFrame) -> NDArray[np.float64]:
+    return np.ascontiguousarray(frame.to_numpy(dtype=np.float64))
+
+
+def _filled(close: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Forward-filled, then back-filled, then 1.0 (an asset with no price at all)."""
+    frame = pd.DataFrame(close).ffill().bfill().fillna(1.0)
+    return np.ascontiguousarray(frame.to_numpy(dtype=np.float64))

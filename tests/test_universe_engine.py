@@ -1,0 +1,306 @@
+"""Real universes in the engine: listings, delistings, a tradable set, splits and dividends.
+
+Checked against the plain per-bar loop of ``tests/engine_reference.py`` (single and
+batched, to 1e-9), with Hypothesis properties: nothing is held where an asset is not
+tradable, and a book on unadjusted prices with actions equals the same book on
+total-return-adjusted prices (costs off, rebalanced every bar, fills at the close).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backtest.data import Bars
+from backtest.data._bars import synthetic_ohlc
+from backtest.engine import simulate, simulate_batch
+from backtest.engine._universe import kernel_inputs, total_return_factor
+from backtest.strategies import CrossSectionalMomentum
+from tests.engine_reference import COSTS, Options, reference_backtest
+
+
+@dataclass(frozen=True)
+class BlockWeights:
+    """Seeded target weights constant over blocks of bars; they ignore prices.
+
+    A generator per block, so a prefix of the bars gets the same weights (the
+    look-ahead check passes), and the output is the same on raw and adjusted prices.
+    """
+
+    seed: int = 0
+    block: int = 7
+    scale: float = 0.8
+    output: ClassVar[str] = "weights"
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        n, a = prices.shape
+        draws = np.empty((n // self.block + 1, a))
+        for b in range(len(draws)):
+            rng = np.random.default_rng([self.seed, b])
+            draws[b] = rng.uniform(-self.scale, self.scale, size=a)
+            draws[b, rng.random(a) < 0.3] = 0.0
+        values = np.repeat(draws, self.block, axis=0)[:n]
+        return pd.DataFrame(values, index=prices.index, columns=prices.columns)
+
+
+def _frame(bars: Bars, values: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(values, index=bars.index, columns=bars.close.columns)
+
+
+def universe_bars(n: int = 260, *, delist_return: bool = True, actions: bool = True) -> Bars:
+    """4 assets: B lists at bar 40, C delists after bar 180 (with a delisting return),
+    D leaves the membership on bars 100-129 while priced; splits and dividends on A, B, D."""
+    rng = np.random.default_rng(3)
+    idx = pd.bdate_range("2015-01-01", periods=n, name="date")
+    walk = 100 * np.exp(np.cumsum(rng.normal(2e-4, 0.012, (n, 4)), axis=0))
+    base = synthetic_ohlc(pd.DataFrame(walk, idx, list("ABCD")), 0.012, 3)
+    close = base.close.to_numpy().copy()
+    n, a = close.shape
+    nan = np.zeros((n, a), bool)
+    nan[:40, 1] = True
+    nan[181:, 2] = True
+    member = np.ones((n, a), bool)
+    member[100:130, 3] = False
+    split = np.ones((n, a))
+    div = np.zeros((n, a))
+    if actions:
+        split[70, 0] = 2.0
+        split[150, 1] = 0.5  # a reverse split
+        split[120, 3] = 3.0  # while out of the membership
+        div[90, 0] = 0.8
+        div[200, 3] = 1.1
+        div[60, 1] = 0.5
+        # the raw prices drop on the ex-dates (a split divides the price)
+        for t in range(n):
+            for j in range(a):
+                if split[t, j] != 1.0 or div[t, j] != 0.0:
+                    close[t:, j] = close[t:, j] / split[t, j]
+                    close[t:, j] -= div[t, j] * close[t:, j] / close[t, j]
+    scale = close / base.close.to_numpy()
+    fields = {}
+    for name in ("open", "high", "low"):
+        v = getattr(base, name).to_numpy() * scale
+        v[nan] = np.nan
+        fields[name] = _frame(base, v)
+    close[nan] = np.nan
+    dr = np.full((n, a), np.nan)
+    if delist_return:
+        dr[180, 2] = -0.3
+    return Bars(
+        close=_frame(base, close), **fields, volume=base.volume,
+        tradable=_frame(base, member), split=_frame(base, split), dividend=_frame(base, div),
+        delist_return=_frame(base, dr),
+    )  # fmt: skip
+
+
+def _compare(bars: Bars, strategy: BlockWeights, options: dict) -> None:
+    result = simulate(bars, strategy, periods_per_year=252, **options)
+    ref_opts = Options(**options)
+    out = strategy.positions(bars.close)
+    target = out.to_numpy()
+    ref = reference_backtest(bars, target, target, [1.0] * target.shape[1], ref_opts)
+    np.testing.assert_allclose(result.returns.to_numpy(), ref.returns, rtol=0, atol=1e-9)
+    assert result.costs is not None
+    for name in COSTS:
+        np.testing.assert_allclose(
+            result.costs[name].to_numpy(), [c[name] for c in ref.costs], rtol=1e-9, atol=1e-9
+        )
+    assert result.metrics["turnover"] == pytest.approx(ref.turnover, rel=1e-9, abs=1e-12)
+    expected = sorted(ref.trades, key=lambda d: (d["entry_bar"], d["asset"]))
+    trades = result.trades
+    assert len(trades) == len(expected)
+    idx = bars.index
+    for (_, row), tr in zip(trades.iterrows(), expected, strict=True):
+        assert row["asset"] == bars.symbols[tr["asset"]]
+        assert row["entry_time"] == idx[tr["entry_bar"]]
+        assert row["exit_time"] == idx[tr["exit_bar"]]
+        assert row["entry_price"] == pytest.approx(tr["entry_fill"], rel=1e-12)
+        assert row["exit_price"] == pytest.approx(tr["exit_fill"], rel=1e-12)
+        assert row["return"] == pytest.approx(tr["ret"], rel=1e-9, abs=1e-12)
+        assert row["exit_reason"] == tr["reason"]
+
+
+COST_MODELS = {
+    "none": {},
+    "full": {
+        "fee_bps": 5.0, "slippage_bps": 3.0, "initial_capital": 100_000.0, "fixed_cost": 1.0,
+        "min_commission": 2.5, "borrow_rate": 0.03, "financing_rate": 0.05, "cash_rate": 0.02,
+    },
+}  # fmt: skip
+GRID = [
+    (ex, rb, cm)
+    for ex in ("close", "next_open")
+    for rb in ("bar", "M", 5)
+    for cm in COST_MODELS
+    if not (ex == "next_open" and rb == "bar" and cm == "none")
+]
+
+
+@pytest.mark.parametrize(
+    ("execution", "rebalance", "costs"), GRID, ids=[f"{e}-{r}-{c}" for e, r, c in GRID]
+)
+def test_engine_equals_reference_on_a_real_universe(
+    execution: str, rebalance: object, costs: str
+) -> None:
+    bars = universe_bars()
+    _compare(bars, BlockWeights(seed=5, scale=0.9),
+             {"execution": execution, "rebalance": rebalance, **COST_MODELS[costs]})  # fmt: skip
+
+
+def test_delisting_closes_at_the_last_price_or_with_the_delisting_return() -> None:
+    for dr in (True, False):
+        bars = universe_bars(delist_return=dr, actions=False)
+        result = simulate(bars, BlockWeights(seed=5, scale=0.9), rebalance="M")
+        c = result.trades[result.trades["asset"] == bars.symbols[2]]
+        last = c.iloc[-1]
+        assert last["exit_reason"] == "delisted"
+        assert last["exit_time"] == bars.index[180]
+        raw = bars.close.iloc[180, 2]
+        assert last["exit_price"] == pytest.approx(raw * (0.7 if dr else 1.0), rel=1e-12)
+        assert np.isfinite(result.equity).all()
+        assert (result.weights.iloc[181:, 2] == 0).all()
+        d = result.trades[result.trades["asset"] == bars.symbols[3]]
+        assert (d["exit_reason"] == "untradable").any()
+
+
+def test_next_open_closes_a_delisting_at_the_last_listed_close() -> None:
+    bars = universe_bars(actions=False)
+    result = simulate(bars, BlockWeights(seed=5, scale=0.9), execution="next_open", rebalance=5)
+    c = result.trades[result.trades["exit_reason"] == "delisted"]
+    assert len(c) == 1
+    assert c.iloc[0]["exit_time"] == bars.index[180]
+    assert c.iloc[0]["exit_price"] == pytest.approx(bars.close.iloc[180, 2] * 0.7, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"rebalance": "M", "initial_capital": 1e5, "fee_bps": 4.0},
+     {"execution": "next_open", "rebalance": 5}],
+)  # fmt: skip
+def test_batched_equals_single_on_a_real_universe(options: dict) -> None:
+    bars = universe_bars()
+    sets = [
+        {"lookback": 20, "top_n": 1, "long_short": False},
+        {"lookback": 35, "top_n": 2, "long_short": True},
+    ]
+    batch = simulate_batch(bars, CrossSectionalMomentum, sets, keep_returns=True,
+                           periods_per_year=252, **options)  # fmt: skip
+    assert batch.returns is not None
+    for i, s in enumerate(sets):
+        single = simulate(bars, CrossSectionalMomentum(**s), periods_per_year=252, **options)
+        np.testing.assert_allclose(batch.returns[:, i], single.returns, rtol=0, atol=1e-12)
+        assert batch.metrics["n_trades"].iloc[i] == len(single.trades)
+
+
+def test_batched_weights_strategy_equals_reference() -> None:
+    bars = universe_bars()
+    options = {"rebalance": "M", "fee_bps": 5.0, "initial_capital": 1e5}
+    batch = simulate_batch(bars, BlockWeights, [{"seed": 5}, {"seed": 6}], keep_returns=True,
+                           periods_per_year=252, **options)  # fmt: skip
+    assert batch.returns is not None
+    for i, seed in enumerate((5, 6)):
+        target = BlockWeights(seed=seed).positions(bars.close).to_numpy()
+        ref = reference_backtest(bars, target, target, [1.0] * 4, Options(**options))
+        np.testing.assert_allclose(batch.returns[:, i], ref.returns, rtol=0, atol=1e-9)
+
+
+@st.composite
+def panels(draw: st.DrawFn) -> Bars:
+    n = draw(st.integers(30, 80))
+    a = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 10_000))
+    rng = np.random.default_rng(seed)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (n, a)), axis=0))
+    member = np.ones((n, a), bool)
+    for j in range(a):
+        first = draw(st.integers(0, n - 2))
+        last = draw(st.integers(first, n - 1))
+        close[:first, j] = np.nan
+        close[last + 1 :, j] = np.nan
+        lo = draw(st.integers(0, n - 1))
+        member[lo : lo + draw(st.integers(0, 10)), j] = False
+    idx = pd.bdate_range("2021-01-01", periods=n)
+    frame = lambda v: pd.DataFrame(v, index=idx, columns=[f"S{j}" for j in range(a)])  # noqa: E731
+    return Bars(close=frame(close), open=frame(close * 1.001), tradable=frame(member))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bars=panels(),
+    execution=st.sampled_from(["close", "next_open"]),
+    rebalance=st.sampled_from(["bar", 3, "W"]),
+    seed=st.integers(0, 100),
+)
+def test_nothing_is_held_where_not_tradable(
+    bars: Bars, execution: str, rebalance: object, seed: int
+) -> None:
+    result = simulate(bars, BlockWeights(seed=seed, block=3), execution=execution,
+                      rebalance=rebalance, check_lookahead=False)  # fmt: skip
+    assert result.weights is not None
+    held = result.weights.to_numpy() != 0.0
+    tradable = bars.tradable_mask()
+    assert not (held & ~tradable).any()
+    # held after the close of t means held over bar t + 1: tradable there too
+    assert not (held[:-1] & ~tradable[1:]).any()
+    assert np.isfinite(result.equity).all()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_actions=st.integers(1, 8),
+    units=st.booleans(),
+    data=st.data(),
+)
+def test_unadjusted_with_actions_equals_total_return_adjusted(
+    seed: int, n_actions: int, units: bool, data: st.DataObject
+) -> None:
+    rng = np.random.default_rng(seed)
+    n, a = 60, 3
+    idx = pd.bdate_range("2022-01-03", periods=n)
+    cols = ["A", "B", "C"]
+    raw = 20 * np.exp(np.cumsum(rng.normal(0, 0.02, (n, a)), axis=0))
+    split = np.ones((n, a))
+    div = np.zeros((n, a))
+    for _ in range(n_actions):
+        t = data.draw(st.integers(1, n - 1))
+        j = data.draw(st.integers(0, a - 1))
+        if data.draw(st.booleans()):
+            split[t, j] = data.draw(st.sampled_from([2.0, 3.0, 0.5, 1.5, 0.25]))
+        else:
+            div[t, j] = data.draw(st.floats(0.01, 0.05)) * raw[t - 1, j]
+    frame = lambda v: pd.DataFrame(v, index=idx, columns=cols)  # noqa: E731
+    unadjusted = Bars(close=frame(raw), split=frame(split), dividend=frame(div))
+    adjusted = Bars.from_close(frame(raw * total_return_factor(raw, split, div)))
+    options = {"rebalance": 1 if units else "bar", "check_lookahead": False}
+    strategy = BlockWeights(seed=seed % 97, block=4)
+    one = simulate(unadjusted, strategy, **options)
+    two = simulate(adjusted, strategy, **options)
+    np.testing.assert_allclose(one.equity.to_numpy(), two.equity.to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_kernel_inputs_fill_prices_and_mark_leaving_bars() -> None:
+    bars = universe_bars()
+    ki = kernel_inputs(bars)
+    assert np.isfinite(ki.close).all() and np.isfinite(ki.open).all()
+    assert ki.close[181:, 2] == pytest.approx(bars.close.iloc[180, 2] * 0.7)
+    assert ki.leave[180, 2] != 0 and ki.leave[99, 3] != 0 and ki.leave[129, 3] == 0
+    assert not ki.hold[:40, 1].any() and not ki.hold[100:130, 3].any()
+    assert not ki.plain and ki.actions
+
+
+def test_a_delisting_return_off_the_last_bar_is_refused() -> None:
+    from backtest.errors import DataValidationError
+
+    bars = universe_bars()
+    dr = bars.delist_return.copy()  # type: ignore[union-attr]
+    dr.iloc[50, 0] = -0.1
+    bad = Bars(close=bars.close, delist_return=dr)
+    with pytest.raises(DataValidationError, match="not on its last listed bar"):
+        kernel_inputs(bad)

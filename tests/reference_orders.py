@@ -29,6 +29,8 @@ class Orders:
     max_gross: float = math.inf
     flat_at_session_end: bool = False
     max_bars_unit: str = "bars"
+    max_participation: float = math.inf
+    impact: float = 0.0
 
 
 def _sign(x: float) -> int:
@@ -75,12 +77,18 @@ def units_with_orders(
     next_open: bool,
     atr: np.ndarray | None = None,
     days: list | None = None,
+    volume: np.ndarray | None = None,
 ) -> tuple[list[float], list[dict]]:
     """Returns per bar and trades of a book with entry orders, expiry, stops and sizing.
 
     ``weights`` / ``signal`` are ``(n, a)`` target weights and the strategy's own output;
     ``atr`` ``(n, a)`` when ``rules.use_atr`` (offsets and stop distances in ATR multiples);
-    ``days`` the calendar day of each bar (sessions: a session ends where the day changes).
+    ``days`` the calendar day of each bar (sessions: a session ends where the day changes);
+    ``volume`` ``(n, a)`` for the participation cap and the impact.
+
+    Volume: an order that opens or adds to a position trades at most ``max_participation x
+    volume`` units of that part (closing is never capped; the rest is dropped); every traded
+    unit pays an impact of ``impact x min(units / volume, 1) ** 2`` of its notional.
     """
     n, a = c.shape
     cash = equity = 1.0
@@ -101,6 +109,24 @@ def units_with_orders(
     for t in range(1, n):
         number[t] = number[t - 1] + (days[t] != days[t - 1])
     risk = orders.sizing == "risk"
+
+    def capped(t: int, j: int, u: float, new: float) -> float:
+        """The position after the participation cap: closing free, adding at most p x volume."""
+        if math.isinf(orders.max_participation):
+            return new
+        cap = orders.max_participation * float(volume[t, j])  # type: ignore[index]
+        if u != 0 and _sign(new) != _sign(u):  # a flip: the close is free, the opening capped
+            return _sign(new) * min(abs(new), cap)
+        if abs(new) > abs(u):  # adding
+            return u + _sign(new - u) * min(abs(new - u), cap)
+        return new
+
+    def impact_cost(t: int, j: int, units_traded: float, price: float) -> float:
+        if orders.impact == 0 or units_traded == 0:
+            return 0.0
+        vol = float(volume[t, j])  # type: ignore[index]
+        share = 1.0 if vol <= 0 else min(abs(units_traded) / vol, 1.0)
+        return orders.impact * share**2 * abs(units_traded) * price
 
     def atr_at(t: int, j: int) -> float:
         return float(atr[t, j]) if atr is not None else math.nan
@@ -141,10 +167,11 @@ def units_with_orders(
             if risk and w != 0 and _sign(w) != _sign(u):
                 others = sum(abs(units[k] * prices[k]) for k in range(a) if k != j) / value
                 w = risk_weight(_sign(w), prices[j], order["dec"], j, orders.max_gross - others)
-            new = w * value / prices[j]
+            new = capped(t, j, u, w * value / prices[j])
             if new == u:
                 continue
             cash -= (new - u) * prices[j] + cost * abs(new - u) * prices[j]
+            cash -= impact_cost(t, j, new - u, prices[j])
             if u != 0 and _sign(new) != _sign(u):
                 close_trade(j, t, prices[j], order["why"][j])
             if new != 0 and _sign(new) != _sign(u):
@@ -172,10 +199,10 @@ def units_with_orders(
             if risk:
                 others = sum(abs(units[k] * c[t - 1, k]) for k in range(a) if k != j) / equity
                 w = risk_weight(wo["side"], fill, wo["dec"], j, orders.max_gross - others)
-            new = w * equity / fill
+            new = capped(t, j, 0.0, w * equity / fill)
             if new == 0:
                 continue
-            cash -= new * fill + cost * abs(new) * fill
+            cash -= new * fill + cost * abs(new) * fill + impact_cost(t, j, new, fill)
             units[j] = new
             open_trade(j, t, wo["dec"], fill, wo["side"], kind)
             just_filled[j] = True
@@ -193,6 +220,7 @@ def units_with_orders(
                 continue
             reason, fill = hit
             cash += units[j] * fill - cost * abs(units[j]) * fill
+            cash -= impact_cost(t, j, units[j], fill)
             close_trade(j, t, fill, reason)
             units[j] = 0.0
             stopped[j] = True

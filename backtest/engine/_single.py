@@ -249,7 +249,8 @@ def run_simulation(
         params.slippage_bps / 1e4, params.fixed_cost, params.min_commission,
         params.borrow_rate / ppy, params.financing_rate / ppy, params.cash_rate / ppy,
         np.array(rules.levels(), dtype=np.float64), atr, rules.use_atr, rules.max_bars,
-        rules.lock, orders_of(params, rules), *session_arrays(index), ret, costs, held, trades,
+        rules.lock, orders_of(params, rules), *session_arrays(index), volume_array(bars), ret,
+        costs, held, trades,
         stats,
     )  # fmt: skip
     returns = pd.Series(ret, index=index, name="returns")
@@ -296,6 +297,12 @@ def price_arrays(bars: Bars) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             close if frame is None else np.ascontiguousarray(frame.to_numpy(dtype=np.float64))
         )
     return out[0], out[1], out[2]
+
+
+def volume_array(bars: Bars) -> np.ndarray:
+    """Volumes as a float array (the closes stand in when the data has none: unused then)."""
+    frame = bars.volume if bars.volume is not None else bars.close
+    return np.ascontiguousarray(np.nan_to_num(frame.to_numpy(dtype=np.float64)))
 
 
 def trades_frame(records: np.ndarray, bars: Bars) -> pd.DataFrame:

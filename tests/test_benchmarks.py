@@ -366,6 +366,7 @@ def test_walk_forward_and_search_headlines_carry_alpha_beta_ir_and_te(tmp_path: 
     # the report's equity chart draws the benchmark line
     page = (tmp_path / "wf" / "report.html").read_text()
     assert re.search(r'"name": ?"benchmark"', page)
+    assert "<th>benchmark (equal_weight_rebalanced)</th>" in page  # its metrics' column
     # the search task's headline (the best set re-run alone) carries them too
     proc = _cli(
         tmp_path, "+experiment=xs_momentum", "data.n_bars=600", "~montecarlo", "~walkforward",
@@ -378,3 +379,31 @@ def test_walk_forward_and_search_headlines_carry_alpha_beta_ir_and_te(tmp_path: 
     rel = m.relative_metrics(equity["returns"].to_numpy(), b, periods_per_year=252)
     for key, value in rel.items():
         assert record["metrics"][key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_a_worker_reads_a_benchmark_file_only_under_its_data_roots_and_quotes_none_of_it(
+    tmp_path: Path,
+) -> None:
+    """As ``data.path`` on a queue worker: outside ``--data-root`` refused before the file is
+    looked at; inside, an error names the file but never its content."""
+    from backtest.data._validate import confine_reads
+
+    close = synthetic_prices(40, 2, seed=1)
+    root = tmp_path / "data"
+    root.mkdir()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("token,hunter2\n1,2\n")
+    inside = root / "bad.csv"
+    inside.write_text("token,hunter2\n1,2\n")
+    previous = confine_reads([root])
+    try:
+        with pytest.raises(DataValidationError, match="outside the folders this worker") as e:
+            simulate(close, _NeverCalled(), benchmark=str(secret))
+        assert "hunter2" not in str(e.value)
+        with pytest.raises(DataValidationError, match="needs columns date, close") as e:
+            simulate(close, _NeverCalled(), benchmark=str(inside))
+        assert "hunter2" not in str(e.value) and "token" not in str(e.value)
+    finally:
+        confine_reads(previous)
+    with pytest.raises(DataValidationError, match="hunter2"):  # off a worker: the header shown
+        simulate(close, _NeverCalled(), benchmark=str(secret))

@@ -124,15 +124,22 @@ def _path(benchmark: str) -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
-    """The file's closes by date (cached while the file is unchanged)."""
+    """The file's closes by date (cached while the file is unchanged).
+
+    On a queue worker (reads confined to its ``--data-root`` folders) no message quotes
+    the file's content (:func:`backtest.data._validate.shown`).
+    """
+    from backtest.data._validate import shown
+
     name = repr(path)
     try:
         parquet = path.lower().endswith(".parquet")
         frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
     except Exception as exc:  # pandas' and pyarrow's many parse errors: one line
+        detail = str(exc).splitlines()[0] if str(exc) else ""
         raise DataValidationError(
             f"engine.benchmark file {name} could not be read ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); it needs columns date, close",
+            f"{shown(detail)}); it needs columns date, close",
             column="benchmark",
         ) from exc
     frame.columns = [str(c).strip().lower() for c in frame.columns]
@@ -141,14 +148,14 @@ def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
     if "date" not in frame.columns or "close" not in frame.columns:
         raise DataValidationError(
             f"engine.benchmark file {name} needs columns date, close "
-            f"(found: {', '.join(map(str, frame.columns)) or 'none'})",
+            f"(found: {shown([str(c) for c in frame.columns])})",
             column="benchmark",
         )
     try:
         dates = pd.DatetimeIndex(pd.to_datetime(frame["date"]))
     except (ValueError, TypeError) as exc:
         raise DataValidationError(
-            f"engine.benchmark file {name}: the date column is not dates ({exc})",
+            f"engine.benchmark file {name}: the date column is not dates ({shown(str(exc))})",
             column="benchmark",
         ) from exc
     closes = pd.to_numeric(frame["close"], errors="coerce").to_numpy(dtype=np.float64)
@@ -157,8 +164,8 @@ def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
     if dup.any():
         first = series.index[int(np.argmax(dup))]
         raise DataValidationError(
-            f"engine.benchmark file {name} lists {first} {int(dup.sum()) + 1} times; "
-            "keep one close per date",
+            f"engine.benchmark file {name} lists the date {shown(str(first))} more than "
+            "once; keep one close per date",
             column="benchmark",
             timestamp=first,
         )
@@ -166,7 +173,19 @@ def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
 
 
 def _load(benchmark: str) -> pd.Series:
+    from backtest.data._validate import check_readable
+    from backtest.errors import ConfigError
+
     path = _path(benchmark)
+    try:  # a queue worker reads files only under its --data-root folders
+        check_readable(path)
+    except ConfigError as exc:
+        raise DataValidationError(
+            f"engine.benchmark file {benchmark!r} is outside the folders this worker reads "
+            "data from; put it under one of them, or start the worker with --data-root "
+            "<its folder>",
+            column="benchmark",
+        ) from exc
     if not path.is_file():
         raise DataValidationError(
             f"engine.benchmark file {benchmark!r} not found (looked at {path.resolve()}); "

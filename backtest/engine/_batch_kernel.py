@@ -216,7 +216,8 @@ def kernel_batch(
             metrics[lo:hi, r0 + 1] = np.where(stats[:, 0] > 0, stats[:, 1] / stats[:, 0], np.nan)
         metrics[lo:hi, r0 + 2] = stats[:, 2] / n
         metrics[lo:hi, r0 + 3] = stats[:, 3] / n * ppy
-        capital = np.array([p.capital for p in set_params[lo:hi]])
+        # costs over the initial capital; the sleeve accounting's are fractions already
+        capital = np.array([1.0 if p.sleeves else p.capital for p in set_params[lo:hi]])
         extra[lo:hi, 0] = limited
         extra[lo:hi, 1:] = costs / capital[:, None]
         if ret_all is not None:

@@ -35,6 +35,7 @@ gap) is refused by :func:`check_benchmark` before anything runs, naming it and t
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -276,22 +277,28 @@ def equal_weight_returns(
         >>> equal_weight_returns(g, ok, np.ones(3, dtype=bool)).round(4).tolist()
         [0.0, 0.5, 0.5]
     """
-    n, a = growth.shape
+    n = growth.shape[0]
     ret = np.zeros(n)
-    held = np.zeros(a)  # each holding's value after bar t's close, book value 1
-    for t in range(n):
-        if t > 0:
-            live = tradable[t] & (held > 0)
-            grown = held.copy()
-            grown[live] = held[live] * growth[t, live]
-            cash = 1.0 - held.sum()
-            value = grown.sum() + cash
-            ret[t] = value - 1.0
-            held = grown / value
-            held[~tradable[t]] = 0.0  # sold at its last tradable close: cash until rebalance
-        if t == 0 or flags[t]:
-            k = int(tradable[t].sum())
-            held = tradable[t] / k if k else np.zeros(a)
+    if n < 2:
+        return ret
+    count = tradable.sum(axis=1)
+    weights = np.divide(tradable, np.maximum(count, 1)[:, None])  # equal over the tradable
+    starts = np.flatnonzero(flags)
+    if len(starts) == 0 or starts[0] != 0:
+        starts = np.concatenate(([0], starts))
+    if len(starts) == n:  # every bar: the mean return of the assets tradable on both bars
+        live = tradable[1:] & (weights[:-1] > 0)
+        ret[1:] = (weights[:-1] * np.where(live, growth[1:] - 1.0, 0.0)).sum(axis=1)
+        return ret
+    bounds = np.append(starts, n - 1)
+    for s, e in itertools.pairwise(bounds):
+        # bars s+1..e drift from the weights set at s's close; a holding that stops being
+        # tradable keeps its last value (cash) until the next rebalance
+        w = weights[s]
+        alive = np.logical_and.accumulate(tradable[s + 1 : e + 1], axis=0) & (w > 0)
+        value = (w * np.cumprod(np.where(alive, growth[s + 1 : e + 1], 1.0), axis=0)).sum(1)
+        book = value + (1.0 - w.sum())
+        ret[s + 1 : e + 1] = book / np.concatenate(([1.0], book[:-1])) - 1.0
     return ret
 
 

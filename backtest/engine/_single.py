@@ -254,7 +254,9 @@ def run_simulation(
     metrics = m.compute_metrics(returns, np.zeros((n, 0)), table, periods_per_year=ppy)  # type: ignore[arg-type]
     metrics["exposure"] = float(stats[2] / n) if n else float("nan")
     metrics["turnover"] = float(stats[3] / n * ppy) if n else float("nan")
-    cost_table = pd.DataFrame(costs, index=index, columns=list(COST_COLUMNS))
+    # the sleeve accounting runs on a capital of 1: its costs are fractions, in currency here
+    scale = params.capital if params.sleeves else 1.0
+    cost_table = pd.DataFrame(costs * scale, index=index, columns=list(COST_COLUMNS))
     for name in COST_COLUMNS:
         metrics[f"cost_{name}"] = float(cost_table[name].sum() / params.capital)
     metrics["limit_scaled_fraction"] = float(bound.mean()) if n else 0.0

@@ -80,13 +80,15 @@ def run_books(
     Groups of sets run on the batched paths' threads (:func:`~backtest.engine._lanes.run_chunks`).
     """
     n, a, _ = targets.shape
+    masked = not np.all(hold)
     for i in range(lo, hi):
         o = opts[:, i]
         raw = np.ascontiguousarray(targets[:, :, i])
-        for t in range(n):
-            for j in range(a):
-                if not hold[t, j]:
-                    raw[t, j] = 0.0
+        if masked:
+            for t in range(n):
+                for j in range(a):
+                    if not hold[t, j]:
+                        raw[t, j] = 0.0
         limited = np.empty((n, a))
         flags = np.zeros(n, np.bool_)
         apply_limits(

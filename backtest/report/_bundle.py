@@ -69,7 +69,11 @@ def plotly_script(trace_types: set[str]) -> str:
 
 
 def shared_script(src: str, full: bool) -> str:
-    """The ``<script src>`` of a page that loads the sweep's shared bundle (a relative URL)."""
+    """The ``<script src>`` of a page that loads the sweep's shared bundle (a relative URL).
+
+    ``backtest.tracking._report_file`` reads this exact tag to upload a job's page to
+    MLflow with the bundle embedded: change both together.
+    """
     return (
         f'<script src="{src}" id="plotly-src" data-bundle='
         f'"{"full" if full else "cartesian"}"></script>'

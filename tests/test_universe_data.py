@@ -361,16 +361,15 @@ def test_python_api_actions_on_unlisted_bars_are_refused() -> None:
 
 
 def _adjusted_by_loop(close: np.ndarray, split: np.ndarray, dividend: np.ndarray) -> np.ndarray:
-    """Independent reference: walk back from the last bar with the holder's total return."""
+    """Independent reference: from each listing's first close, compound the holder's return."""
     n, a = close.shape
     out = np.full_like(close, np.nan)
     for j in range(a):
         listed = [t for t in range(n) if np.isfinite(close[t, j])]
-        last = listed[-1]
-        out[last, j] = close[last, j]
-        for t in range(last, listed[0], -1):
+        out[listed[0], j] = close[listed[0], j]
+        for t in listed[1:]:
             gross = split[t, j] * (close[t, j] + dividend[t, j]) / close[t - 1, j]
-            out[t - 1, j] = out[t, j] / gross
+            out[t, j] = out[t - 1, j] * gross
     return out
 
 
@@ -382,9 +381,10 @@ def _adjusted_by_loop(close: np.ndarray, split: np.ndarray, dividend: np.ndarray
             st.sampled_from([0.0, 0.0, 0.05, 0.3, 1.0]),
         ),
         max_size=6,
-    )
+    ),
+    st.integers(1, 8),
 )  # fmt: skip
-def test_adjusted_prices_carry_the_holders_total_return(actions) -> None:
+def test_adjusted_prices_carry_the_holders_total_return(actions, cut) -> None:
     frame = _panel()
     listed = frame.notna().to_numpy()
     split = np.ones(frame.shape)
@@ -400,11 +400,14 @@ def test_adjusted_prices_carry_the_holders_total_return(actions) -> None:
     want = _adjusted_by_loop(frame.to_numpy(), split, dividend)
     np.testing.assert_allclose(adj.close.to_numpy(), want, rtol=1e-12)
     assert adj.split is None and adj.dividend is None and adj.tradable is bars.tradable
-    last = [np.flatnonzero(listed[:, j])[-1] for j in range(3)]
-    for j, t in enumerate(last):  # the last price is unchanged
-        assert adj.close.iloc[t, j] == frame.iloc[t, j]
-    splits_after = np.flip(np.cumprod(np.flip(np.vstack([split[1:], np.ones((1, 3))]), 0), 0), 0)
-    np.testing.assert_allclose(adj.volume.to_numpy(), volume.to_numpy() * splits_after)
+    # no look-ahead: the view of the first bars is the first bars of the view, exactly
+    np.testing.assert_array_equal(
+        bars.iloc[:cut].adjusted().close.to_numpy(), adj.close.to_numpy()[:cut]
+    )
+    first = [np.flatnonzero(listed[:, j])[0] for j in range(3)]
+    shares = split.copy()
+    shares[first, [0, 1, 2]] = 1.0  # an action on a listing's first bar adjusts nothing
+    np.testing.assert_allclose(adj.volume.to_numpy(), volume.to_numpy() / np.cumprod(shares, 0))
 
 
 def test_bars_without_actions_are_their_own_adjusted_view() -> None:
@@ -416,7 +419,7 @@ def test_a_split_leaves_no_jump_in_the_adjusted_view() -> None:
     frame = _wide(A=[100.0, 102.0, 51.5, 52.0])
     split = _wide(A=[1.0, 1.0, 2.0, 1.0])
     adj = Bars(frame, split=split).adjusted().close["A"].tolist()
-    assert adj == pytest.approx([50.0, 51.0, 51.5, 52.0])
+    assert adj == pytest.approx([100.0, 102.0, 103.0, 104.0])
 
 
 # --- the shipped panel ---------------------------------------------------------------------

@@ -407,3 +407,16 @@ def test_a_worker_reads_a_benchmark_file_only_under_its_data_roots_and_quotes_no
         confine_reads(previous)
     with pytest.raises(DataValidationError, match="hunter2"):  # off a worker: the header shown
         simulate(close, _NeverCalled(), benchmark=str(secret))
+
+
+def test_a_relative_benchmark_file_means_the_folder_the_user_ran_in(tmp_path: Path) -> None:
+    """Also with ``hydra.job.chdir=true``, which moves the run into its output folder."""
+    _sample_index(tmp_path)
+    proc = _cli(
+        tmp_path, "+experiment=sma_cross", "report=false", "data=sample", "strategy.slow=50",
+        "engine.benchmark=spx.csv", "hydra.job.chdir=true", "output_dir=run",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert Path(record["benchmark_name"]) == tmp_path / "spx.csv"
+    assert record["benchmark_metrics"]["total_return"] > -1.0

@@ -436,3 +436,19 @@ def test_the_shipped_universe_panel(caplog) -> None:
     adj = bars.adjusted().close["CRUX"]
     jump = adj.pct_change().abs().max()
     assert jump < 0.1 and bars.close["CRUX"].pct_change().abs().max() > 0.45
+
+
+def test_tables_may_hold_comments_and_a_worker_reads_them_only_under_its_roots(tmp_path) -> None:
+    from backtest.data._validate import confine_reads
+
+    members = tmp_path / "members.csv"
+    members.write_text("# members.csv: who is in the index\nsymbol,start,end\n\nA,2024-01-03,\n")
+    config = DataConfig(source="csv", path=str(_prices_file(tmp_path)), universe=str(members))
+    assert load_bars(config).tradable["A"].tolist() == [False, False] + [True] * 6
+    previous = confine_reads([tmp_path / "elsewhere"])
+    try:
+        with pytest.raises(ConfigError, match=r"data\.actions .* outside the folders") as info:
+            read_actions(members, _panel())  # refused before the file is looked at
+        assert info.value.key == "data.actions"
+    finally:
+        confine_reads(previous)

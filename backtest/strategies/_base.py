@@ -124,6 +124,30 @@ def apply_per_column(
     return pd.DataFrame(out, index=prices.index, columns=prices.columns)
 
 
+def listed_batch() -> classmethod:  # type: ignore[type-arg]
+    """A ``batch_positions`` classmethod that runs the class's ``_listed_batch`` per listing.
+
+    Set ``batch_positions = listed_batch()`` in a strategy class with a classmethod
+    ``_listed_batch(close, params) -> (n_bars, k)`` written for a fully listed asset: the
+    sets then run on the asset's listed bars (:func:`on_listing`), flat where it has no
+    price, as its ``positions`` does. Defined on the class itself, so
+    :func:`~backtest.strategies._checks.has_fast_path` sees it as the class's own.
+    """
+
+    def batch_positions(
+        cls: type, close: NDArray[np.float64], params: Mapping[str, NDArray]
+    ) -> NDArray[np.float64]:
+        """Positions ``(n_bars, k)`` of ``k`` sets on one asset, flat where it has no price.
+
+        The sets run on the asset's listed bars (:func:`~backtest.strategies._base.on_listing`),
+        as ``positions`` does.
+        """
+        close = np.asarray(close, dtype=np.float64)
+        return on_listing(close, lambda listed: cls._listed_batch(listed, params))  # type: ignore[attr-defined]
+
+    return classmethod(batch_positions)
+
+
 def on_listing(
     close: NDArray[np.float64], fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]
 ) -> NDArray[np.float64]:

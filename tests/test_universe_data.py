@@ -452,3 +452,18 @@ def test_tables_may_hold_comments_and_a_worker_reads_them_only_under_its_roots(t
         assert info.value.key == "data.actions"
     finally:
         confine_reads(previous)
+
+
+def test_the_fingerprint_covers_membership_and_actions() -> None:
+    from backtest.data import data_fingerprint
+
+    frame = _panel()
+    split = pd.DataFrame(1.0, index=frame.index, columns=frame.columns)
+    base = data_fingerprint(Bars(frame))
+    assert base == data_fingerprint(frame)  # bars without universe fields hash as their closes
+    members = frame.notna()
+    members.iloc[3, 0] = False
+    split2 = split.copy()
+    split2.iloc[3, 0] = 2.0
+    others = [Bars(frame, tradable=members), Bars(frame, split=split), Bars(frame, split=split2)]
+    assert len({base, *map(data_fingerprint, others)}) == 4

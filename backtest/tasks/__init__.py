@@ -127,7 +127,7 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
         strategy_cls=cls,
         strategy_params=params,
         run_dir=run_dir,
-        data_fingerprint=data_fingerprint(prices),
+        data_fingerprint=data_fingerprint(bars),  # with the membership and actions, if any
         progress=progress,
     )
     if job.task in _CHECKED_TASKS:  # the look-ahead check, before any run dir or MLflow run

@@ -236,3 +236,54 @@ def test_the_linked_view_nests_folds_and_trials_and_shows_sharpe_at_1400px(
     keep = os.environ.get("BACKTEST_SCREENSHOT_DIR")
     if keep:
         shutil.copy(png, Path(keep) / "mlflow_nested_view.png")
+
+
+# Rows of the runs table as the page shows them: name, and the Sharpe cell of the same row.
+_ROWS_JS = """(() => {
+  const names = {}, sharpe = {};
+  document.querySelectorAll('[role=row][row-index]').forEach(row => {
+    const i = row.getAttribute('row-index');
+    const name = row.querySelector('[col-id="attributes.`Run Name`"] a');
+    const cell = row.querySelector('[col-id="metrics.`sharpe_ratio`"]');
+    if (name) names[i] = name.textContent.trim();
+    if (cell) sharpe[i] = cell.textContent.trim();
+  });
+  return Object.keys(names).sort((a, b) => a - b).map(i => [names[i], sharpe[i] || null]);
+})()"""
+
+
+@pytest.mark.slow
+def test_expanding_the_walkforward_row_lists_its_folds_in_order_with_their_sharpe(
+    tmp_path: Path, mlflow_server: str
+) -> None:
+    """Acting as a user: open the printed link at 1400 x 900, click the parent's expander."""
+    from devtools import Browser
+    from test_mlflow_ui import chromium
+
+    experiment = f"expand-{uuid.uuid4().hex[:8]}"
+    run_dir, folds = walkforward_run(tmp_path, experiment)
+    logged = log_result(run_dir, TrackingConfig(uri=mlflow_server, experiment_name=experiment))
+    name = "walkforward Momentum lookback=60"
+    with Browser(chromium(), tmp_path / "profile") as browser:
+        browser.open(ui_url(mlflow_server, logged.experiment_id))
+        browser.wait_for(f"document.body.innerText.includes({json.dumps(name)})")
+        assert browser.evaluate(_ROWS_JS) == [[name, "0.8123"]]  # one row: folds nested
+        browser.evaluate(
+            "[...document.querySelectorAll('[role=row]')].find(r => r.innerText.includes("
+            f"{json.dumps(name)}) && r.querySelector('button')).querySelector('button').click()"
+        )
+        browser.wait_for("document.body.innerText.includes('fold 7')")
+        shown = browser.evaluate(_ROWS_JS)
+        png = browser.screenshot(tmp_path / "expanded.png")
+    assert shown[0] == [name, "0.8123"]
+    # the folds under it, in fold order, each with its out-of-sample Sharpe, rounded (the
+    # table draws the rows that fit in its viewport: at least the first ten)
+    folds_shown = shown[1:]
+    assert len(folds_shown) >= 10
+    for i, (fold, sharpe) in enumerate(folds_shown):
+        assert fold == f"fold {i}"
+        assert float(sharpe) == rounded(folds["oos_sharpe_ratio"][i])
+    assert png.stat().st_size > 20_000
+    keep = os.environ.get("BACKTEST_SCREENSHOT_DIR")
+    if keep:
+        shutil.copy(png, Path(keep) / "mlflow_expanded_walkforward.png")

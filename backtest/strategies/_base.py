@@ -8,6 +8,14 @@ A strategy maps prices up to bar t to a target position in [-1, 1] per asset at 
 * **flat while warming up**: before enough history exists the position is 0 (or NaN,
   which the engine treats as 0).
 
+On a panel with listings, the closes are NaN before an asset's first price and after its
+last: the built-ins run their rule on each listing (:func:`on_listing`: the warm-up counts
+from the listing) and are flat where there is no price. The engine sets the target of an
+asset that is not tradable (no price, or not a member of ``data.universe``) to 0 whatever
+a strategy returns; a strategy that must know the tradable set declares
+``inputs = "bars"`` and reads ``bars.tradable_mask()``. Strategies receive the split- and
+dividend-adjusted view (``Bars.adjusted()``) when the data has corporate actions.
+
 Built-in strategies also offer ``batch_positions``: positions for many parameter sets
 of one asset at once, as an ``(n_bars, k)`` array, which is what makes searches fast.
 

@@ -186,3 +186,15 @@ def test_buy_and_hold_python_api_on_the_panel_with_actions_is_flat_where_unliste
         "HALO",
         "KILO",
     ]
+
+
+@pytest.mark.parametrize("method", ["synthetic_prices", "random_entries"])
+def test_monte_carlo_methods_that_need_a_full_panel_say_so_before_anything_runs(
+    tmp_path, method
+) -> None:
+    proc = cli("data=universe_sample", "strategy=xs_momentum", f"montecarlo={method}",
+               "montecarlo.n_paths=20", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"montecarlo.method={method} simulates every asset on every bar" in proc.stderr
+    assert "montecarlo=stationary_bootstrap" in proc.stderr
+    assert not (tmp_path / "outputs").exists()

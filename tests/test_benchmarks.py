@@ -420,3 +420,27 @@ def test_a_relative_benchmark_file_means_the_folder_the_user_ran_in(tmp_path: Pa
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert Path(record["benchmark_name"]) == tmp_path / "spx.csv"
     assert record["benchmark_metrics"]["total_return"] > -1.0
+
+
+def test_the_python_walk_forward_carries_the_benchmark_and_its_relative_metrics() -> None:
+    """Python API = CLI: ``StrategyReturnsEvaluator(..., benchmark=...)`` gives the result's
+    ``benchmark`` (bought at the first out-of-sample close) and alpha/beta/IR/TE."""
+    import empyrical
+
+    from backtest.config import WalkForwardConfig
+    from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer
+
+    prices = synthetic_prices(n_bars=700, n_assets=3, seed=7)
+    ev = StrategyReturnsEvaluator(prices, SmaCross, fee_bps=5.0, benchmark="SYN1")
+    space = {"fast": [5, 10], "slow": [30, 60]}
+    wf = WalkForwardOptimizer(WalkForwardConfig(train_bars=300, test_bars=100)).run(ev, space)
+    oos = prices["SYN1"].loc[wf.returns.index]
+    assert wf.benchmark is not None
+    np.testing.assert_allclose(wf.benchmark.to_numpy(), (oos / oos.iloc[0]).to_numpy(), 1e-12)
+    b = (oos / oos.shift(1) - 1.0).fillna(0.0).to_numpy()
+    r = wf.returns.to_numpy()
+    assert wf.metrics["beta"] == pytest.approx(empyrical.beta(r, b), rel=1e-9)
+    te = empyrical.annual_volatility(r - b, annualization=252)
+    assert wf.metrics["tracking_error"] == pytest.approx(te, rel=1e-9)
+    own = m.return_metrics(b)
+    assert wf.benchmark_metrics["sharpe_ratio"] == pytest.approx(own["sharpe_ratio"], rel=1e-9)

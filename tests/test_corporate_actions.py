@@ -27,10 +27,13 @@ class Hold:
     """A constant weight in every asset (ignores prices)."""
 
     weight: float = 1.0
+    start: int = 0  # flat before this bar
     output: ClassVar[str] = "weights"
 
     def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(self.weight, index=prices.index, columns=prices.columns)
+        out = pd.DataFrame(self.weight, index=prices.index, columns=prices.columns)
+        out.iloc[: self.start] = 0.0
+        return out
 
 
 def one_asset(
@@ -101,3 +104,31 @@ def test_next_open_fills_after_the_split_in_the_new_shares() -> None:
     bars = one_asset(close, split={5: 2.0})
     result = simulate(bars, Hold(), execution="next_open", **OPTS)
     np.testing.assert_allclose(result.equity.to_numpy(), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("unit", ["fraction", "atr"])
+def test_stops_across_a_split_equal_the_stops_on_adjusted_prices(unit: str) -> None:
+    """ATR stops use the adjusted view's ATR (a split is no true range) in raw terms."""
+    rng = np.random.default_rng(11)
+    n = 80
+    idx = pd.bdate_range("2024-01-01", periods=n, name="date")
+    adj = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    factor = np.where(np.arange(n) >= 40, 2.0, 1.0)  # 2-for-1 on bar 40
+    wick = np.exp(np.abs(rng.normal(0, 0.01, (2, n))))
+    frame = lambda v: pd.DataFrame({"A": v}, index=idx)  # noqa: E731
+
+    def bars(f: np.ndarray, split: bool) -> Bars:
+        extra = {"split": frame(np.where(np.arange(n) == 40, 2.0, 1.0))} if split else {}
+        c = adj / f
+        return Bars(close=frame(c), open=frame(np.r_[c[0], c[:-1]]), high=frame(c * wick[0]),
+                    low=frame(c / wick[1]), **extra)  # fmt: skip
+
+    stops = {"stop_loss": 0.03, "trailing_stop": 0.04} if unit == "fraction" else {
+        "stop_loss": 1.5, "trailing_stop": 2.0, "stop_unit": "atr", "atr_lookback": 5}  # fmt: skip
+    opts = {**OPTS, "rebalance": 1, "stop_reentry": "next_bar"}  # re-entry after a stop
+    raw = simulate(bars(factor, True), Hold(start=8), **stops, **opts)
+    ref = simulate(bars(np.ones(n), False), Hold(start=8), **stops, **opts)
+    assert len(raw.trades) == len(ref.trades) > 1
+    assert list(raw.trades["exit_time"]) == list(ref.trades["exit_time"])
+    assert list(raw.trades["exit_reason"]) == list(ref.trades["exit_reason"])
+    np.testing.assert_allclose(raw.equity.to_numpy(), ref.equity.to_numpy(), rtol=1e-9)

@@ -333,3 +333,16 @@ def test_search_and_walk_forward_evaluators_run_the_universe_rules(strategy: str
     np.testing.assert_allclose(returns, single.returns, rtol=0, atol=1e-12)
     batch = wf.returns(pd.DataFrame(params), len(bars))
     np.testing.assert_allclose(batch[:, 0], single.returns, rtol=0, atol=1e-12)
+
+
+def test_target_weights_are_zero_where_an_asset_may_not_be_held() -> None:
+    from backtest.engine import target_weights
+
+    bars = universe_bars()
+    weights = target_weights(BlockWeights(seed=5), bars).to_numpy()
+    hold = kernel_inputs(bars).hold
+    assert not (weights[~hold] != 0).any()
+    assert (weights[hold] != 0).any()
+    result = simulate(bars, BlockWeights(seed=5))  # the book trades exactly these
+    assert result.weights is not None
+    np.testing.assert_allclose(result.weights.to_numpy(), weights, atol=1e-12)

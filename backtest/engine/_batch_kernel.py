@@ -157,7 +157,7 @@ def kernel_batch(
 ) -> tuple[pd.DataFrame, NDArray[np.float64] | None]:
     """Metrics of every set (and the kept returns), through the per-bar kernel."""
     from backtest.engine._single import check_inputs
-    from backtest.engine._universe import kernel_inputs, strategy_bars, vol_bars
+    from backtest.engine._universe import kernel_atr, kernel_inputs, strategy_bars, vol_bars
 
     strategy_frame, engine_frame = split_columns(frame, strategy_cls)
     base = {k: v for k, v in options.items() if k in ENGINE_KEYS}
@@ -186,8 +186,7 @@ def kernel_batch(
             key="engine.stop_unit",
         )
     open_, high, low = ki.open, ki.high, ki.low
-    atr = _exits.stop_atr(rules0, high if bars.has("high") else None,
-                          low if bars.has("low") else None, close)  # fmt: skip
+    atr = kernel_atr(rules0, bars, ki, view)
     weights_output = outputs_weights(strategy_cls)
     sleeve = sleeve_weights(strategy_cls, bars.symbols, base.get("weights"))
     chunk = chunk_size or max(1, 4_000_000 // max(n * a, 1))

@@ -20,6 +20,12 @@ Two accountings:
   ``fee + slippage`` (with ``min_commission`` on the fee of each order) plus
   ``fixed_cost`` per order.
 
+Real universes (:mod:`backtest.engine._universe`): targets are 0 where an asset may not
+be held (``hold``); a holding in an asset leaving the tradable set is closed at the
+close of its last tradable bar whatever the schedule and the execution (``leave``: the
+exit reason); on an ex-date, after the carry and before any trade, units are multiplied
+by the split and ``units x dividend`` is paid in cash (sleeves: the bar's total return).
+
 Carry costs accrue at the start of each bar on what was held over it: borrow on short
 notional, financing on gross exposure above equity, interest on positive cash.
 Cost table columns (:data:`COST_COLUMNS`) are in currency and positive when paid
@@ -115,6 +121,7 @@ def _units(
                     units[j] *= k
                     entry_fill[j] /= k
                     peak[j] /= k
+                    trade_atr[j] /= k
                 cash += units[j] * div[t, j]
         if next_open and pending:
             cash = _rebalance(open_[t], t, dec_bar, want, force, why, rebal[dec_bar], threshold,

@@ -19,7 +19,7 @@ from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._schedule import rebalance_flags
 from backtest.engine._targets import limits_of, raw_targets, resolve_weights
 from backtest.engine._trades import TRADE_COLUMNS
-from backtest.engine._universe import kernel_inputs, strategy_bars, vol_bars
+from backtest.engine._universe import kernel_atr, kernel_inputs, strategy_bars, vol_bars
 from backtest.strategies import Strategy
 
 __all__ = ["BacktestResult", "resolve_weights", "simulate"]
@@ -231,8 +231,7 @@ def run_simulation(
         raw = np.where(ki.hold, raw, 0.0)
     limited, bound = limits_of(raw, bars if ki.plain else vol_bars(view), params)
     arrays = (ki.open, ki.high, ki.low)
-    atr = _exits.stop_atr(rules, arrays[1] if bars.has("high") else None,
-                          arrays[2] if bars.has("low") else None, close)  # fmt: skip
+    atr = kernel_atr(rules, bars, ki, view)
     ret = np.zeros(n)
     costs = np.zeros((n, len(COST_COLUMNS)))
     held = np.zeros((n, a))

@@ -164,11 +164,17 @@ class StrategyEvaluator:
 
     def _plain(self) -> bool:
         """Whether the data is a full panel without corporate actions (the fused kernels')."""
-        from backtest.engine._universe import is_plain
+        plain = self.__dict__.get("_plain_data")
+        if plain is None:
+            from backtest.engine._universe import is_plain
 
-        if self.bars is None:
-            return bool(np.isfinite(self.prices.to_numpy(dtype=np.float64)).all())
-        return is_plain(self.bars)
+            bars = self.bars
+            if bars is None:
+                plain = bool(np.isfinite(self.prices.to_numpy(dtype=np.float64)).all())
+            else:
+                plain = is_plain(bars)
+            self.__dict__["_plain_data"] = plain
+        return bool(plain)
 
     def _arrays(self) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
         """``(cost rate, weights, closes)`` of the kernels, built once."""

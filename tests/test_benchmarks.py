@@ -403,6 +403,9 @@ def test_a_worker_reads_a_benchmark_file_only_under_its_data_roots_and_quotes_no
         with pytest.raises(DataValidationError, match="needs columns date, close") as e:
             simulate(close, _NeverCalled(), benchmark=str(inside))
         assert "hunter2" not in str(e.value) and "token" not in str(e.value)
+        with pytest.raises(DataValidationError, match="not a symbol of the data") as e:
+            simulate(close, _NeverCalled(), benchmark="SPX")  # the data's symbols kept back
+        assert "SYN0" not in str(e.value)
     finally:
         confine_reads(previous)
     with pytest.raises(DataValidationError, match="hunter2"):  # off a worker: the header shown

@@ -75,6 +75,11 @@ def _symbols(data: Bars | pd.DataFrame) -> list[str]:
 
 
 def _shown(symbols: list[str]) -> str:
+    """The first symbols for a message; none on a queue worker (file content kept back)."""
+    from backtest.data._validate import shown
+
+    if shown("") != repr(""):
+        return shown(symbols)
     head = ", ".join(symbols[:10])
     return head + (f" and {len(symbols) - 10} more" if len(symbols) > 10 else "")
 

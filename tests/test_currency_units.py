@@ -92,6 +92,7 @@ def test_a_run_with_initial_capital_is_in_currency_beside_its_fractions(tmp_path
     page = (run / "report.html").read_text()
     assert "equity (currency; initial capital 250,000)" in page
     assert "drawdown (currency)" in page
+    assert f"final equity {value[-1]:,.2f}" in page  # the headline's note, in currency
 
 
 def test_without_initial_capital_results_stay_fractions(tmp_path: Path) -> None:

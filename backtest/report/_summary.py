@@ -136,4 +136,11 @@ def metrics_section(page: Page, record: Mapping[str, Any], bench: Mapping[str, A
                 f"{record['objective']:.4g}"
             )
         )
+    capital = record.get("capital")
+    if isinstance(capital, Mapping) and capital:
+        from backtest.results._summary import currency_rows
+
+        extra.append(
+            note("In currency: " + "; ".join(f"{k} {v}" for k, v in currency_rows(capital)))
+        )
     page.section("metrics", "Headline metrics", body, *extra)

@@ -287,3 +287,34 @@ def test_expanding_the_walkforward_row_lists_its_folds_in_order_with_their_sharp
     keep = os.environ.get("BACKTEST_SCREENSHOT_DIR")
     if keep:
         shutil.copy(png, Path(keep) / "mlflow_expanded_walkforward.png")
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_a_sweeps_row_shows_its_best_job_so_far(tmp_path: Path, store: str, direction: str) -> None:
+    """Jobs logged in any order: the sweep's objective is the best of those logged."""
+    experiment = f"sweep-{direction}-{uuid.uuid4().hex[:6]}"
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [x=1,2,3]\n")
+    objectives = {2: 0.9111111, 0: 0.5123456, 1: 1.2345678}  # the order they finish in
+    cfg = TrackingConfig(uri=store, experiment_name=experiment)
+    c = client(store)
+    shown = []
+    for job, value in objectives.items():
+        results.write_result(
+            sweep / str(job),
+            {"task": "backtest", "job_id": f"j{job}", "metrics": {"sharpe_ratio": value},
+             "objective": value},
+            config_yaml=yaml.safe_dump(
+                {"name": experiment, "search": {"metric": "sharpe_ratio", "direction": direction}}
+            ),
+        )  # fmt: skip
+        logged = log_result(sweep / str(job), cfg)
+        shown.append(c.get_run(logged.parent_run_id).data.metrics["objective"])
+    pick = max if direction == "maximize" else min
+    seen = list(objectives.values())
+    assert shown == [rounded(pick(seen[: i + 1])) for i in range(3)]
+    history = c.get_metric_history(logged.parent_run_id, "job_objective")
+    assert sorted((m.step, m.value) for m in history) == sorted(
+        (job, rounded(v)) for job, v in objectives.items()
+    )

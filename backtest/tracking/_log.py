@@ -37,7 +37,7 @@ from backtest.tracking._flatten import (
 )
 from backtest.tracking._report_file import report_to_upload
 from backtest.tracking._store import quiet_mlflow
-from backtest.tracking._sweep import sweep_parent
+from backtest.tracking._sweep import log_job_objective, sweep_parent
 from backtest.tracking._ui import DEFAULT_EXPERIMENT, ui_url, view_rounded
 
 if TYPE_CHECKING:
@@ -314,14 +314,13 @@ def log_result(
                 start_ms=start_ms,
                 end_ms=end_ms,
             )
-            if parent and "objective" in metrics:
-                step = int(stored.path.name) if stored.path.name.isdigit() else 0
-                log_entities(
+            if parent and "objective" in metrics:  # the sweep's row: its best job so far
+                log_job_objective(
                     client,
                     parent,
-                    metrics={"objective": metrics["objective"]},
-                    timestamp_ms=end_ms,
-                    step=step,
+                    int(job or 0),
+                    metrics["objective"],
+                    maximize=str(search.get("direction", "maximize")).endswith("maximize"),
                 )
             client.set_terminated(run_id, "FINISHED", end_time=end_ms)
         except BaseException:

@@ -179,17 +179,27 @@ def run_dir_for(cfg: DictConfig) -> Path:
 
 
 def _paths_as_typed(cfg: DictConfig) -> DictConfig:
-    """Relative ``data.path`` against the directory the user ran in (``hydra.job.chdir``)."""
+    """Relative ``data.path`` (and a benchmark file) against the directory the user ran in.
+
+    (``hydra.job.chdir=true`` moves the process into the run directory.)
+    """
     from hydra.core.hydra_config import HydraConfig
 
-    path = cfg.get("data", {}).get("path")
-    if not path or Path(path).is_absolute() or not HydraConfig.initialized():
+    from backtest.engine._benchmark import is_file
+
+    bench = cfg.get("engine", {}).get("benchmark")
+    keys = {"data.path": cfg.get("data", {}).get("path")}
+    if isinstance(bench, str) and is_file(bench):
+        keys["engine.benchmark"] = bench
+    keys = {k: p for k, p in keys.items() if p and not Path(p).is_absolute()}
+    if not keys or not HydraConfig.initialized():
         return cfg
     original = Path(HydraConfig.get().runtime.cwd)
     if original.resolve() == Path.cwd().resolve():
         return cfg  # nothing moved: the path means the same here (and keeps its hash)
     cfg = cfg.copy()
-    OmegaConf.update(cfg, "data.path", str(original / path), merge=False)
+    for key, path in keys.items():
+        OmegaConf.update(cfg, key, str(original / path), merge=False)
     return cfg
 
 

@@ -366,6 +366,7 @@ def test_walk_forward_and_search_headlines_carry_alpha_beta_ir_and_te(tmp_path: 
     # the report's equity chart draws the benchmark line
     page = (tmp_path / "wf" / "report.html").read_text()
     assert re.search(r'"name": ?"benchmark"', page)
+    assert "<th>benchmark (equal_weight_rebalanced)</th>" in page  # its metrics' column
     # the search task's headline (the best set re-run alone) carries them too
     proc = _cli(
         tmp_path, "+experiment=xs_momentum", "data.n_bars=600", "~montecarlo", "~walkforward",
@@ -378,3 +379,71 @@ def test_walk_forward_and_search_headlines_carry_alpha_beta_ir_and_te(tmp_path: 
     rel = m.relative_metrics(equity["returns"].to_numpy(), b, periods_per_year=252)
     for key, value in rel.items():
         assert record["metrics"][key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_a_worker_reads_a_benchmark_file_only_under_its_data_roots_and_quotes_none_of_it(
+    tmp_path: Path,
+) -> None:
+    """As ``data.path`` on a queue worker: outside ``--data-root`` refused before the file is
+    looked at; inside, an error names the file but never its content."""
+    from backtest.data._validate import confine_reads
+
+    close = synthetic_prices(40, 2, seed=1)
+    root = tmp_path / "data"
+    root.mkdir()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("token,hunter2\n1,2\n")
+    inside = root / "bad.csv"
+    inside.write_text("token,hunter2\n1,2\n")
+    previous = confine_reads([root])
+    try:
+        with pytest.raises(DataValidationError, match="outside the folders this worker") as e:
+            simulate(close, _NeverCalled(), benchmark=str(secret))
+        assert "hunter2" not in str(e.value)
+        with pytest.raises(DataValidationError, match="needs columns date, close") as e:
+            simulate(close, _NeverCalled(), benchmark=str(inside))
+        assert "hunter2" not in str(e.value) and "token" not in str(e.value)
+        with pytest.raises(DataValidationError, match="not a symbol of the data") as e:
+            simulate(close, _NeverCalled(), benchmark="SPX")  # the data's symbols kept back
+        assert "SYN0" not in str(e.value)
+    finally:
+        confine_reads(previous)
+    with pytest.raises(DataValidationError, match="hunter2"):  # off a worker: the header shown
+        simulate(close, _NeverCalled(), benchmark=str(secret))
+
+
+def test_a_relative_benchmark_file_means_the_folder_the_user_ran_in(tmp_path: Path) -> None:
+    """Also with ``hydra.job.chdir=true``, which moves the run into its output folder."""
+    _sample_index(tmp_path)
+    proc = _cli(
+        tmp_path, "+experiment=sma_cross", "report=false", "data=sample", "strategy.slow=50",
+        "engine.benchmark=spx.csv", "hydra.job.chdir=true", "output_dir=run",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert Path(record["benchmark_name"]) == tmp_path / "spx.csv"
+    assert record["benchmark_metrics"]["total_return"] > -1.0
+
+
+def test_the_python_walk_forward_carries_the_benchmark_and_its_relative_metrics() -> None:
+    """Python API = CLI: ``StrategyReturnsEvaluator(..., benchmark=...)`` gives the result's
+    ``benchmark`` (bought at the first out-of-sample close) and alpha/beta/IR/TE."""
+    import empyrical
+
+    from backtest.config import WalkForwardConfig
+    from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer
+
+    prices = synthetic_prices(n_bars=700, n_assets=3, seed=7)
+    ev = StrategyReturnsEvaluator(prices, SmaCross, fee_bps=5.0, benchmark="SYN1")
+    space = {"fast": [5, 10], "slow": [30, 60]}
+    wf = WalkForwardOptimizer(WalkForwardConfig(train_bars=300, test_bars=100)).run(ev, space)
+    oos = prices["SYN1"].loc[wf.returns.index]
+    assert wf.benchmark is not None
+    np.testing.assert_allclose(wf.benchmark.to_numpy(), (oos / oos.iloc[0]).to_numpy(), 1e-12)
+    b = (oos / oos.shift(1) - 1.0).fillna(0.0).to_numpy()
+    r = wf.returns.to_numpy()
+    assert wf.metrics["beta"] == pytest.approx(empyrical.beta(r, b), rel=1e-9)
+    te = empyrical.annual_volatility(r - b, annualization=252)
+    assert wf.metrics["tracking_error"] == pytest.approx(te, rel=1e-9)
+    own = m.return_metrics(b)
+    assert wf.benchmark_metrics["sharpe_ratio"] == pytest.approx(own["sharpe_ratio"], rel=1e-9)

@@ -92,6 +92,7 @@ def test_a_run_with_initial_capital_is_in_currency_beside_its_fractions(tmp_path
     page = (run / "report.html").read_text()
     assert "equity (currency; initial capital 250,000)" in page
     assert "drawdown (currency)" in page
+    assert f"final equity {value[-1]:,.2f}" in page  # the headline's note, in currency
 
 
 def test_without_initial_capital_results_stay_fractions(tmp_path: Path) -> None:
@@ -151,3 +152,23 @@ def test_capital_section_and_its_summary_rows_against_a_plain_loop() -> None:
     assert rows["final equity"].endswith(f"({growth[-1] - 1:+.2%})")
     shown = float(rows["final equity"].split()[0].replace(",", ""))
     assert math.isclose(shown, 1e6 * growth[-1], abs_tol=0.005)  # to the cent
+
+
+@pytest.mark.parametrize("rebalance", ["bar", "M"], ids=["sleeves", "units"])
+def test_costs_are_fractions_of_the_initial_capital_whatever_its_size(rebalance: str) -> None:
+    """The same book with and without a capital: equal cost fractions, the table in currency."""
+    from backtest.engine import simulate_batch
+
+    close = synthetic_prices(300, 3, seed=6)
+    opts = {"fee_bps": 4.0, "slippage_bps": 1.0, "rebalance": rebalance}
+    plain = simulate(close, SmaCross(10, 40), **opts)
+    rich = simulate(close, SmaCross(10, 40), initial_capital=CAPITAL, **opts)
+    assert plain.costs is not None and rich.costs is not None
+    for name in ("fees", "slippage"):
+        assert plain.metrics[f"cost_{name}"] > 0
+        assert rich.metrics[f"cost_{name}"] == pytest.approx(plain.metrics[f"cost_{name}"], 1e-9)
+        np.testing.assert_allclose(rich.costs[name], CAPITAL * plain.costs[name], rtol=1e-9)
+    batch = simulate_batch(
+        close, SmaCross, {"fast": [10], "slow": [40]}, initial_capital=CAPITAL, **opts
+    )
+    assert batch.metrics["cost_fees"].iloc[0] == pytest.approx(plain.metrics["cost_fees"], 1e-9)

@@ -11,14 +11,11 @@ from hypothesis import strategies as st
 from backtest.engine import simulate
 from backtest.errors import BacktestError, ConfigError
 from backtest.strategies import Breakout, BuyAndHold, MeanReversion, Momentum, SmaCross
+from tests import synthetic
 
 
 def gbm(n: int, n_assets: int = 2, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    steps = rng.normal(0.0002, 0.012, size=(n, n_assets))
-    idx = pd.bdate_range("2015-01-01", periods=n, name="date")
-    cols = [f"A{i}" for i in range(n_assets)]
-    return pd.DataFrame(100 * np.exp(np.cumsum(steps, axis=0)), index=idx, columns=cols)
+    return synthetic.gbm(n, n_assets, seed, start="2015-01-01", prefix="A").rename_axis("date")
 
 
 def reference_loop(prices: pd.DataFrame, positions: pd.DataFrame, c: float, w: np.ndarray):

@@ -12,27 +12,16 @@ from backtest.engine._fused_stats import finish_growth, pairwise_sums, return_me
 from backtest.errors import ConfigError
 from backtest.metrics import METRIC_NAMES
 from backtest.strategies import Breakout, BuyAndHold, MeanReversion, Momentum, SmaCross
+from tests import synthetic
 
 # Summed in another order than simulate(): equal up to rounding, not bit for bit.
-ORDER_DEPENDENT = {"exposure", "turnover"}
 
 
 def gbm(n_bars: int, n_assets: int, seed: int = 7) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0.0002, 0.012, (n_bars, n_assets)), axis=0))
-    index = pd.bdate_range("2015-01-02", periods=n_bars)
-    return pd.DataFrame(close, index=index, columns=[f"S{j}" for j in range(n_assets)])
+    return synthetic.gbm(n_bars, n_assets, seed)
 
 
-def assert_same_metrics(row: pd.Series, expected: dict[str, float]) -> None:
-    for name in METRIC_NAMES:
-        got, want = float(row[name]), expected[name]
-        if name in ORDER_DEPENDENT:
-            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=name)
-        elif np.isnan(want):
-            assert np.isnan(got), name
-        else:
-            assert got == want, f"{name}: {got!r} != {want!r}"
+assert_same_metrics = synthetic.assert_same_metrics
 
 
 SMA_SETS = [

@@ -9,15 +9,11 @@ import pytest
 from backtest.engine import _fused, simulate, simulate_batch
 from backtest.metrics import METRIC_NAMES
 from backtest.strategies import MeanReversion
-
-ORDER_DEPENDENT = {"exposure", "turnover"}  # summed in another order: equal to rounding
+from tests import synthetic
 
 
 def gbm(n_bars: int, n_assets: int, seed: int = 21) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0.0001, 0.015, (n_bars, n_assets)), axis=0))
-    index = pd.bdate_range("2011-01-03", periods=n_bars)
-    return pd.DataFrame(close, index=index, columns=[f"S{j}" for j in range(n_assets)])
+    return synthetic.gbm(n_bars, n_assets, seed, drift=0.0001, vol=0.015, start="2011-01-03")
 
 
 class Scaled(MeanReversion):
@@ -73,15 +69,7 @@ SETS = pd.DataFrame(
 )
 
 
-def _same(row: pd.Series, expected: dict[str, float]) -> None:
-    for name in METRIC_NAMES:
-        got, want = float(row[name]), expected[name]
-        if name in ORDER_DEPENDENT:
-            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=name)
-        elif np.isnan(want):
-            assert np.isnan(got), name
-        else:
-            assert got == want, f"{name}: {got!r} != {want!r}"
+_same = synthetic.assert_same_metrics
 
 
 @pytest.mark.parametrize("cls", [Scaled, ScaledColumnMajor, ScaledStrided],

@@ -24,6 +24,7 @@ from backtest.engine import simulate
 from backtest.errors import ConfigError
 from backtest.strategies import param_names, validate_params
 from backtest.strategies._loader import build_strategy
+from tests import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -35,10 +36,7 @@ def _import(folder: str, module: str, monkeypatch: pytest.MonkeyPatch):  # type:
 
 
 def gbm(n_bars: int = 800, n_assets: int = 3, seed: int = 9) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0.0, 0.012, (n_bars, n_assets)), axis=0))
-    index = pd.bdate_range("2015-01-02", periods=n_bars)
-    return pd.DataFrame(close, index=index, columns=[f"S{j}" for j in range(n_assets)])
+    return synthetic.gbm(n_bars, n_assets, seed, drift=0.0)
 
 
 # --- parameters ---------------------------------------------------------------------

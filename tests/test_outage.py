@@ -88,8 +88,9 @@ class PersistentRedis:
 @pytest.mark.slow
 def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
     from backtest.config import QueueConfig
-    from backtest.queue import BacktestJobQueue, LocalWorkers
+    from backtest.queue import BacktestJobQueue
     from backtest.tasks._jobs import BacktestJob
+    from tests.quick_workers import quick_workers
     from tests.test_worker import _base_config
 
     (tmp_path / "support").mkdir()
@@ -110,15 +111,13 @@ def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
         config.setdefault("engine", {})["check_lookahead"] = False
         jobs.append(BacktestJob(config=config, result_path=str(tmp_path / "out" / f"job{i}")))
     cfg = QueueConfig(redis_url=server.url, name="outage", job_timeout=120, retries=2)
-    pool = LocalWorkers(
+    pool = quick_workers(
         server.url,
         "outage",
         2,
-        maintenance_interval=1,
-        monitoring_interval=1,
-        heartbeat_grace=3,
-        env={"PYTHONPATH": str(tmp_path / "support"), "COUNT_DIR": str(counts)},
-        allowed_modules=["counting"],
+        support=tmp_path / "support",
+        module="counting",
+        env={"COUNT_DIR": str(counts)},
         log_dir=tmp_path / "logs",
         output_roots=[tmp_path],
     )

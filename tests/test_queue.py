@@ -29,6 +29,7 @@ from backtest.queue._policy import mark_run_dir
 from backtest.results import load_result
 from backtest.tasks import run_backtest
 from backtest.tasks._jobs import BacktestJob
+from tests.quick_workers import quick_workers
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -100,15 +101,12 @@ def mq(redis_url: str) -> str:
 @pytest.fixture(scope="module")
 def workers(redis_url: str, mq: str, support_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     logs = tmp_path_factory.mktemp("worker-logs")
-    pool = LocalWorkers(
+    pool = quick_workers(
         redis_url,
         mq,
         2,
-        maintenance_interval=1,
-        monitoring_interval=1,
-        heartbeat_grace=3,
-        env={"PYTHONPATH": str(support_dir)},
-        allowed_modules=["queue_support"],
+        support=support_dir,
+        module="queue_support",
         log_dir=logs,
         output_roots=[tmp_path_factory.getbasetemp()],  # every test's tmp_path
     )

@@ -670,3 +670,45 @@ def test_chromium_draws_job_pages_from_the_shared_file_after_the_sweep_moves(
     dom = _open(lone / results.REPORT_FILE, tmp_path / "profile-lone", "--dump-dom")
     assert "plotly.js was not found at ../plotly-cartesian-" in dom.stdout
     assert "python -m backtest.report" in dom.stdout
+
+
+def test_a_sweep_jobs_report_goes_to_mlflow_with_plotly_embedded(tmp_path: Path) -> None:
+    """MLflow's copy of a job page has no sweep folder around it: the bundle goes inside."""
+    import base64
+    import gzip
+
+    from mlflow import MlflowClient
+
+    from backtest.config import TrackingConfig
+    from backtest.report._bundle import BUNDLE_FILE
+    from backtest.tracking import log_result
+
+    (job,) = _sweep_by_hand(tmp_path / "sweep", 1)
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    logged = log_result(job, TrackingConfig(uri=store, experiment_name="shared-bundle"))
+    local = MlflowClient(store).download_artifacts(
+        logged.run_id, results.REPORT_FILE, str(tmp_path / "down")
+    )
+    page = read_page(Path(local))
+    (attrs, packed), *_ = [(a, t) for a, t in page.scripts if a.get("id") == "plotly-gz"]
+    assert attrs["data-bundle"] == "cartesian"
+    assert gzip.decompress(base64.b64decode(packed)) == BUNDLE_FILE.read_bytes()
+    assert not [a for a, _ in page.scripts if a.get("id") == "plotly-src"]
+    original = (job / results.REPORT_FILE).read_text()
+    uploaded = Path(local).read_text()
+    tag = original[
+        original.index("<script src=") : original.index("</script>", original.index("<script src="))
+        + 9
+    ]
+    head, tail = original.split(tag)
+    assert uploaded.startswith(head) and uploaded.endswith(tail)  # nothing else changed
+
+
+def test_a_self_contained_page_is_uploaded_as_it_is(tmp_path: Path) -> None:
+    from backtest.tracking._report_file import report_to_upload
+
+    page = tmp_path / "job" / results.REPORT_FILE
+    page.parent.mkdir()
+    page.write_text('<html><head><script src="https://cdn.example/plotly.js"></script></head>')
+    with report_to_upload(page) as upload:
+        assert upload == page

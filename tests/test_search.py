@@ -29,16 +29,11 @@ from backtest.search._random import sample_frame
 from backtest.search._runner import keep_selection
 from backtest.search._seeds import trial_seeds
 from backtest.strategies import Momentum, SmaCross
+from tests import synthetic
 
 
 def gbm(n_bars: int = 600, n_assets: int = 1, seed: int = 3) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.012, (n_bars, n_assets)), axis=0))
-    return pd.DataFrame(
-        close,
-        index=pd.bdate_range("2012-01-02", periods=n_bars),
-        columns=[f"S{j}" for j in range(n_assets)],
-    )
+    return synthetic.gbm(n_bars, n_assets, seed, drift=0.0003, start="2012-01-02")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,11 @@ from backtest.strategies import (
 )
 from backtest.strategies._checks import check_lookahead, cut_points
 from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer
+from tests import synthetic
 
 
 def gbm(n_bars: int = 900, n_assets: int = 2, seed: int = 3) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0.0002, 0.012, (n_bars, n_assets)), axis=0))
-    index = pd.bdate_range("2012-01-02", periods=n_bars)
-    return pd.DataFrame(close, index=index, columns=[f"S{j}" for j in range(n_assets)])
+    return synthetic.gbm(n_bars, n_assets, seed, start="2012-01-02")
 
 
 class Peeking(SmaCross):

@@ -131,9 +131,11 @@ def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
     for key, value in expected_params.items():
         assert run.data.params[key] == value, key
     assert run.data.params["fast"] == "20" and run.data.params["slow"] == "100"
+    shown = ("sharpe_ratio", "total_return", "cagr", "max_drawdown", "objective")
     for name, value in record["metrics"].items():
-        if value is not None:
-            assert run.data.metrics[name] == pytest.approx(value, rel=1e-12), name
+        if value is not None:  # the runs table's columns to 4 digits, the rest exact
+            expected = float(f"{value:.4g}") if name in shown else value
+            assert run.data.metrics[name] == pytest.approx(expected, rel=1e-12), name
     assert run.data.metrics["duration_s"] == pytest.approx(
         (pd.Timestamp(record["ended_at"]) - pd.Timestamp(record["started_at"])).total_seconds()
     )
@@ -217,8 +219,10 @@ def test_search_is_a_parent_with_its_best_trials_nested_and_the_table_attached(
     assert len(runs) == 6 and len(kids) == 5 == logged.n_children
     best5 = trials.nlargest(5, "sharpe_ratio")
     assert sorted(r.data.metrics["sharpe_ratio"] for r in kids) == pytest.approx(
-        sorted(best5["sharpe_ratio"])
-    )
+        sorted(float(f"{v:.4g}") for v in best5["sharpe_ratio"]), rel=1e-12
+    )  # a runs-table column: logged to 4 significant digits
+    by_start = sorted(kids, key=lambda r: -r.info.start_time)  # the table's order
+    assert [r.info.run_name for r in by_start] == [f"trial {t}" for t in best5.trial]
     assert {(r.data.params["fast"], r.data.params["slow"]) for r in kids} == {
         (str(f), str(s)) for f, s in zip(best5.fast, best5.slow, strict=True)
     }

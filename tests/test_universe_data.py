@@ -361,16 +361,15 @@ def test_python_api_actions_on_unlisted_bars_are_refused() -> None:
 
 
 def _adjusted_by_loop(close: np.ndarray, split: np.ndarray, dividend: np.ndarray) -> np.ndarray:
-    """Independent reference: walk back from the last bar with the holder's total return."""
+    """Independent reference: from each listing's first close, compound the holder's return."""
     n, a = close.shape
     out = np.full_like(close, np.nan)
     for j in range(a):
         listed = [t for t in range(n) if np.isfinite(close[t, j])]
-        last = listed[-1]
-        out[last, j] = close[last, j]
-        for t in range(last, listed[0], -1):
+        out[listed[0], j] = close[listed[0], j]
+        for t in listed[1:]:
             gross = split[t, j] * (close[t, j] + dividend[t, j]) / close[t - 1, j]
-            out[t - 1, j] = out[t, j] / gross
+            out[t, j] = out[t - 1, j] * gross
     return out
 
 
@@ -382,9 +381,10 @@ def _adjusted_by_loop(close: np.ndarray, split: np.ndarray, dividend: np.ndarray
             st.sampled_from([0.0, 0.0, 0.05, 0.3, 1.0]),
         ),
         max_size=6,
-    )
+    ),
+    st.integers(1, 8),
 )  # fmt: skip
-def test_adjusted_prices_carry_the_holders_total_return(actions) -> None:
+def test_adjusted_prices_carry_the_holders_total_return(actions, cut) -> None:
     frame = _panel()
     listed = frame.notna().to_numpy()
     split = np.ones(frame.shape)
@@ -400,11 +400,14 @@ def test_adjusted_prices_carry_the_holders_total_return(actions) -> None:
     want = _adjusted_by_loop(frame.to_numpy(), split, dividend)
     np.testing.assert_allclose(adj.close.to_numpy(), want, rtol=1e-12)
     assert adj.split is None and adj.dividend is None and adj.tradable is bars.tradable
-    last = [np.flatnonzero(listed[:, j])[-1] for j in range(3)]
-    for j, t in enumerate(last):  # the last price is unchanged
-        assert adj.close.iloc[t, j] == frame.iloc[t, j]
-    splits_after = np.flip(np.cumprod(np.flip(np.vstack([split[1:], np.ones((1, 3))]), 0), 0), 0)
-    np.testing.assert_allclose(adj.volume.to_numpy(), volume.to_numpy() * splits_after)
+    # no look-ahead: the view of the first bars is the first bars of the view, exactly
+    np.testing.assert_array_equal(
+        bars.iloc[:cut].adjusted().close.to_numpy(), adj.close.to_numpy()[:cut]
+    )
+    first = [np.flatnonzero(listed[:, j])[0] for j in range(3)]
+    shares = split.copy()
+    shares[first, [0, 1, 2]] = 1.0  # an action on a listing's first bar adjusts nothing
+    np.testing.assert_allclose(adj.volume.to_numpy(), volume.to_numpy() / np.cumprod(shares, 0))
 
 
 def test_bars_without_actions_are_their_own_adjusted_view() -> None:
@@ -416,7 +419,7 @@ def test_a_split_leaves_no_jump_in_the_adjusted_view() -> None:
     frame = _wide(A=[100.0, 102.0, 51.5, 52.0])
     split = _wide(A=[1.0, 1.0, 2.0, 1.0])
     adj = Bars(frame, split=split).adjusted().close["A"].tolist()
-    assert adj == pytest.approx([50.0, 51.0, 51.5, 52.0])
+    assert adj == pytest.approx([100.0, 102.0, 103.0, 104.0])
 
 
 # --- the shipped panel ---------------------------------------------------------------------
@@ -433,3 +436,34 @@ def test_the_shipped_universe_panel(caplog) -> None:
     adj = bars.adjusted().close["CRUX"]
     jump = adj.pct_change().abs().max()
     assert jump < 0.1 and bars.close["CRUX"].pct_change().abs().max() > 0.45
+
+
+def test_tables_may_hold_comments_and_a_worker_reads_them_only_under_its_roots(tmp_path) -> None:
+    from backtest.data._validate import confine_reads
+
+    members = tmp_path / "members.csv"
+    members.write_text("# members.csv: who is in the index\nsymbol,start,end\n\nA,2024-01-03,\n")
+    config = DataConfig(source="csv", path=str(_prices_file(tmp_path)), universe=str(members))
+    assert load_bars(config).tradable["A"].tolist() == [False, False] + [True] * 6
+    previous = confine_reads([tmp_path / "elsewhere"])
+    try:
+        with pytest.raises(ConfigError, match=r"data\.actions .* outside the folders") as info:
+            read_actions(members, _panel())  # refused before the file is looked at
+        assert info.value.key == "data.actions"
+    finally:
+        confine_reads(previous)
+
+
+def test_the_fingerprint_covers_membership_and_actions() -> None:
+    from backtest.data import data_fingerprint
+
+    frame = _panel()
+    split = pd.DataFrame(1.0, index=frame.index, columns=frame.columns)
+    base = data_fingerprint(Bars(frame))
+    assert base == data_fingerprint(frame)  # bars without universe fields hash as their closes
+    members = frame.notna()
+    members.iloc[3, 0] = False
+    split2 = split.copy()
+    split2.iloc[3, 0] = 2.0
+    others = [Bars(frame, tradable=members), Bars(frame, split=split), Bars(frame, split=split2)]
+    assert len({base, *map(data_fingerprint, others)}) == 4

@@ -304,3 +304,45 @@ def test_a_delisting_return_off_the_last_bar_is_refused() -> None:
     bad = Bars(close=bars.close, delist_return=dr)
     with pytest.raises(DataValidationError, match="not on its last listed bar"):
         kernel_inputs(bad)
+
+
+@pytest.mark.parametrize("strategy", ["Momentum", "SmaCross"])
+def test_search_and_walk_forward_evaluators_run_the_universe_rules(strategy: str) -> None:
+    """The fused kernels, the generic path and walk-forward's sleeve shortcut do not know
+    a universe: on such data they hand over to the per-bar kernel (the same numbers as
+    simulate)."""
+    import backtest.strategies as strategies
+    from backtest.search import StrategyEvaluator
+    from backtest.walkforward._evaluator import StrategyReturnsEvaluator
+
+    cls = getattr(strategies, strategy)
+    params = (
+        {"lookback": [10, 30]} if strategy == "Momentum" else {"fast": [5, 10], "slow": [20, 40]}
+    )
+    bars = universe_bars()
+    one = {k: v[0] for k, v in params.items()}
+    single = simulate(bars, cls(**one), periods_per_year=252, fee_bps=2.0)
+    ev = StrategyEvaluator(bars, cls, fee_bps=2.0, periods_per_year=252)
+    _, values, kept = ev.evaluate_columns(
+        {k: np.array(v) for k, v in params.items()}, keep=np.array([True, False])
+    )
+    assert kept is not None
+    np.testing.assert_allclose(kept[:, 0], single.returns, rtol=0, atol=1e-12)
+    wf = StrategyReturnsEvaluator(bars, cls, fee_bps=2.0, periods_per_year=252)
+    returns, _ = wf.trade(one, len(bars))
+    np.testing.assert_allclose(returns, single.returns, rtol=0, atol=1e-12)
+    batch = wf.returns(pd.DataFrame(params), len(bars))
+    np.testing.assert_allclose(batch[:, 0], single.returns, rtol=0, atol=1e-12)
+
+
+def test_target_weights_are_zero_where_an_asset_may_not_be_held() -> None:
+    from backtest.engine import target_weights
+
+    bars = universe_bars()
+    weights = target_weights(BlockWeights(seed=5), bars).to_numpy()
+    hold = kernel_inputs(bars).hold
+    assert not (weights[~hold] != 0).any()
+    assert (weights[hold] != 0).any()
+    result = simulate(bars, BlockWeights(seed=5))  # the book trades exactly these
+    assert result.weights is not None
+    np.testing.assert_allclose(result.weights.to_numpy(), weights, atol=1e-12)

@@ -175,8 +175,9 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
     from rq.results import Result
 
     from backtest.config import QueueConfig
-    from backtest.queue import BacktestJobQueue, LocalWorkers
+    from backtest.queue import BacktestJobQueue
     from backtest.tasks._jobs import BacktestJob
+    from tests.quick_workers import quick_workers
 
     base = _base_config()
     jobs = []
@@ -192,15 +193,13 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
         jobs.append(BacktestJob(config=config, result_path=str(tmp_path / "out" / f"job{i:02d}")))
 
     cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=60, retries=2)
-    pool = LocalWorkers(
+    pool = quick_workers(
         redis_url,
         queue_name,
         2,
+        support=slow_strategy_dir,
+        module="slow_support",
         maintenance_interval=2,
-        monitoring_interval=1,
-        heartbeat_grace=3,
-        env={"PYTHONPATH": str(slow_strategy_dir)},
-        allowed_modules=["slow_support"],
         log_dir=tmp_path / "logs",
         output_roots=[tmp_path],
     )

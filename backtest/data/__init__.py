@@ -18,6 +18,15 @@ Every loader returns *wide closes*: a DataFrame with a ``DatetimeIndex`` named
 * :class:`Bars` and :func:`load_bars`: open/high/low/close/volume of every asset (see
   :mod:`backtest.data._bars`).
 
+* ``data=universe_sample``: a shipped synthetic panel whose universe changes (late
+  listings, early delistings, a split, dividends; :mod:`backtest.data._panel`).
+
+Universes are data (:mod:`backtest.data._universe`): a column's leading NaNs mean the
+asset is not listed yet, its trailing NaNs that it has delisted; ``data.universe`` (a
+membership table) narrows :attr:`Bars.tradable`, ``data.actions`` (splits and cash
+dividends on unadjusted prices, :mod:`backtest.data._actions`) fills ``Bars.split`` and
+``Bars.dividend``, and :meth:`Bars.adjusted` is the total-return view strategies see.
+
 Bad data is refused by :func:`validate_prices` with a
 :class:`~backtest.errors.DataValidationError` naming the column, the first bad
 timestamp and the count, unless a repair mode says otherwise; every repair is
@@ -31,8 +40,9 @@ from __future__ import annotations
 from backtest.data._bars import Bars
 from backtest.data._check import check_bars
 from backtest.data._files import load_bars, load_prices, read_prices, sample_prices
+from backtest.data._fingerprint import data_fingerprint
 from backtest.data._synthetic import synthetic_prices
-from backtest.data._validate import data_fingerprint, validate_prices
+from backtest.data._validate import validate_prices
 
 __all__ = [
     "Bars",

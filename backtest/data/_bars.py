@@ -136,9 +136,10 @@ class Bars:
     def adjusted(self) -> Bars:
         """Split- and dividend-adjusted bars, what strategies see (fills stay at raw prices).
 
-        Total-return, back-adjusted prices (the last price of every asset unchanged), the
-        same tradable mask, no ``split``/``dividend`` frames; ``self`` when there are no
-        actions. See :func:`backtest.data._actions.adjusted_bars`.
+        Total-return prices anchored at each asset's start (the traded prices up to its
+        first action, the holder's return after it: no look-ahead), the same tradable
+        mask, no ``split``/``dividend`` frames; ``self`` when there are no actions. See
+        :func:`backtest.data._actions.adjusted_bars`.
         """
         from backtest.data._actions import adjusted_bars
 

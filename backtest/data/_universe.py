@@ -151,10 +151,24 @@ def read_universe(path: str | Path, close: pd.DataFrame, *, subset: bool = False
 
 
 def _table(path: str | Path, key: str, reader: object) -> pd.DataFrame:
-    """The file as a frame; a missing or unreadable file is a ``ConfigError`` naming ``key``."""
+    """The file as a frame; a missing or unreadable file is a ``ConfigError`` naming ``key``.
+
+    A CSV may hold comment lines (from ``#`` to the end of the line) and blank lines.
+    """
+    from backtest.data._validate import check_readable
+
     path = Path(path)
+    try:
+        check_readable(path)  # on a worker: only under its --data-root folders
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("data.path", key, 1), key=key) from exc
     if not path.is_file():
         raise ConfigError(f"{key}: file not found: {str(path)!r}", key=key)
+    if path.suffix.lower() not in {".parquet", ".pq"}:
+        try:
+            return pd.read_csv(path, comment="#", skipinitialspace=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{key}: cannot read {str(path)!r} as CSV: {exc}", key=key) from exc
     try:
         return reader(path, None)  # type: ignore[operator]
     except DataValidationError as exc:

@@ -1,9 +1,7 @@
-"""Validation (and logged repair) of wide closes and of whole OHLCV bars; fingerprints."""
+"""Validation (and logged repair) of wide closes and of whole OHLCV bars."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -495,28 +493,3 @@ def _fix_index(
         high = None if high is None else high.loc[keep]
         low = None if low is None else low.loc[keep]
     return closes, high, low
-
-
-def data_fingerprint(prices: pd.DataFrame) -> str:
-    """A SHA-256 hex digest identifying a price frame's exact content.
-
-    Hashes the shape, the column names, the index as int64 nanoseconds and the
-    values as float64 bytes: identical data gives the same fingerprint in any
-    process; changing any value, timestamp or name changes it.
-
-    Args:
-        prices: Wide closes with a ``DatetimeIndex``.
-
-    Returns:
-        64 hex characters.
-
-    Examples:
-        >>> from backtest.data import synthetic_prices
-        >>> len(data_fingerprint(synthetic_prices(10, 2, seed=3)))
-        64
-    """
-    digest = hashlib.sha256()
-    digest.update(json.dumps([list(prices.shape), [str(c) for c in prices.columns]]).encode())
-    digest.update(pd.DatetimeIndex(prices.index).as_unit("ns").asi8.astype("<i8").tobytes())
-    digest.update(np.ascontiguousarray(prices.to_numpy(dtype=np.float64)).astype("<f8").tobytes())
-    return digest.hexdigest()

@@ -16,6 +16,13 @@ of the same rules is kept in ``tests/engine_reference.py``.
   :mod:`._exits`; ``periods_per_year`` is inferred from the index (:mod:`._periods`);
   a benchmark adds relative metrics (:mod:`._benchmark`).
 
+Real universes (:mod:`._universe`): assets listing late and delisting early (NaN
+prices), a tradable set (``Bars.tradable``), delisting returns, splits and cash dividends
+on unadjusted prices run in the per-bar kernel of every path (the fused and generic
+sleeve shortcuts hand such data to it): nothing is held where an asset is not tradable,
+a delisting holding is closed at its last price (``exit_reason = delisted``), and
+strategies see the adjusted prices while fills are at the raw ones.
+
 Modules: ``_params`` (options), ``_targets`` (strategy -> target weights), ``_kernel``
 (with ``_sleeves``),
 ``_limits``, ``_schedule``, ``_periods``, ``_benchmark``, ``_exits``, ``_single``,

@@ -85,13 +85,15 @@ def run_books(
     Groups of sets run on the batched paths' threads (:func:`~backtest.engine._lanes.run_chunks`).
     """
     n, a, _ = targets.shape
+    masked = not np.all(hold)
     for i in range(lo, hi):
         o = opts[:, i]
         raw = np.ascontiguousarray(targets[:, :, i])
-        for t in range(n):
-            for j in range(a):
-                if not hold[t, j]:
-                    raw[t, j] = 0.0
+        if masked:
+            for t in range(n):
+                for j in range(a):
+                    if not hold[t, j]:
+                        raw[t, j] = 0.0
         limited = np.empty((n, a))
         flags = np.zeros(n, np.bool_)
         apply_limits(
@@ -165,7 +167,7 @@ def kernel_batch(
 ) -> tuple[pd.DataFrame, NDArray[np.float64] | None]:
     """Metrics of every set (and the kept returns), through the per-bar kernel."""
     from backtest.engine._single import check_inputs, volume_array
-    from backtest.engine._universe import kernel_inputs, strategy_bars, vol_bars
+    from backtest.engine._universe import kernel_atr, kernel_inputs, strategy_bars, vol_bars
 
     strategy_frame, engine_frame = split_columns(frame, strategy_cls)
     base = {k: v for k, v in options.items() if k in ENGINE_KEYS}
@@ -194,8 +196,7 @@ def kernel_batch(
             key="engine.stop_unit",
         )
     open_, high, low = ki.open, ki.high, ki.low
-    atr = _exits.stop_atr(rules0, high if bars.has("high") else None,
-                          low if bars.has("low") else None, close)  # fmt: skip
+    atr = kernel_atr(rules0, bars, ki, view)
     weights_output = outputs_weights(strategy_cls)
     sessions = session_arrays(bars.index)
     sleeve = sleeve_weights(strategy_cls, bars.symbols, base.get("weights"))
@@ -227,7 +228,8 @@ def kernel_batch(
             metrics[lo:hi, r0 + 1] = np.where(stats[:, 0] > 0, stats[:, 1] / stats[:, 0], np.nan)
         metrics[lo:hi, r0 + 2] = stats[:, 2] / n
         metrics[lo:hi, r0 + 3] = stats[:, 3] / n * ppy
-        capital = np.array([p.capital for p in set_params[lo:hi]])
+        # costs over the initial capital; the sleeve accounting's are fractions already
+        capital = np.array([1.0 if p.sleeves else p.capital for p in set_params[lo:hi]])
         extra[lo:hi, 0] = limited
         extra[lo:hi, 1:] = costs / capital[:, None]
         if ret_all is not None:

@@ -35,6 +35,7 @@ gap) is refused by :func:`check_benchmark` before anything runs, naming it and t
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,6 +75,11 @@ def _symbols(data: Bars | pd.DataFrame) -> list[str]:
 
 
 def _shown(symbols: list[str]) -> str:
+    """The first symbols for a message; none on a queue worker (file content kept back)."""
+    from backtest.data._validate import shown
+
+    if shown("") != repr(""):
+        return shown(symbols)
     head = ", ".join(symbols[:10])
     return head + (f" and {len(symbols) - 10} more" if len(symbols) > 10 else "")
 
@@ -124,15 +130,22 @@ def _path(benchmark: str) -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
-    """The file's closes by date (cached while the file is unchanged)."""
+    """The file's closes by date (cached while the file is unchanged).
+
+    On a queue worker (reads confined to its ``--data-root`` folders) no message quotes
+    the file's content (:func:`backtest.data._validate.shown`).
+    """
+    from backtest.data._validate import shown
+
     name = repr(path)
     try:
         parquet = path.lower().endswith(".parquet")
         frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
     except Exception as exc:  # pandas' and pyarrow's many parse errors: one line
+        detail = str(exc).splitlines()[0] if str(exc) else ""
         raise DataValidationError(
             f"engine.benchmark file {name} could not be read ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); it needs columns date, close",
+            f"{shown(detail)}); it needs columns date, close",
             column="benchmark",
         ) from exc
     frame.columns = [str(c).strip().lower() for c in frame.columns]
@@ -141,14 +154,14 @@ def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
     if "date" not in frame.columns or "close" not in frame.columns:
         raise DataValidationError(
             f"engine.benchmark file {name} needs columns date, close "
-            f"(found: {', '.join(map(str, frame.columns)) or 'none'})",
+            f"(found: {shown([str(c) for c in frame.columns])})",
             column="benchmark",
         )
     try:
         dates = pd.DatetimeIndex(pd.to_datetime(frame["date"]))
     except (ValueError, TypeError) as exc:
         raise DataValidationError(
-            f"engine.benchmark file {name}: the date column is not dates ({exc})",
+            f"engine.benchmark file {name}: the date column is not dates ({shown(str(exc))})",
             column="benchmark",
         ) from exc
     closes = pd.to_numeric(frame["close"], errors="coerce").to_numpy(dtype=np.float64)
@@ -157,8 +170,8 @@ def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
     if dup.any():
         first = series.index[int(np.argmax(dup))]
         raise DataValidationError(
-            f"engine.benchmark file {name} lists {first} {int(dup.sum()) + 1} times; "
-            "keep one close per date",
+            f"engine.benchmark file {name} lists the date {shown(str(first))} more than "
+            "once; keep one close per date",
             column="benchmark",
             timestamp=first,
         )
@@ -166,7 +179,19 @@ def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
 
 
 def _load(benchmark: str) -> pd.Series:
+    from backtest.data._validate import check_readable
+    from backtest.errors import ConfigError
+
     path = _path(benchmark)
+    try:  # a queue worker reads files only under its --data-root folders
+        check_readable(path)
+    except ConfigError as exc:
+        raise DataValidationError(
+            f"engine.benchmark file {benchmark!r} is outside the folders this worker reads "
+            "data from; put it under one of them, or start the worker with --data-root "
+            "<its folder>",
+            column="benchmark",
+        ) from exc
     if not path.is_file():
         raise DataValidationError(
             f"engine.benchmark file {benchmark!r} not found (looked at {path.resolve()}); "
@@ -257,22 +282,28 @@ def equal_weight_returns(
         >>> equal_weight_returns(g, ok, np.ones(3, dtype=bool)).round(4).tolist()
         [0.0, 0.5, 0.5]
     """
-    n, a = growth.shape
+    n = growth.shape[0]
     ret = np.zeros(n)
-    held = np.zeros(a)  # each holding's value after bar t's close, book value 1
-    for t in range(n):
-        if t > 0:
-            live = tradable[t] & (held > 0)
-            grown = held.copy()
-            grown[live] = held[live] * growth[t, live]
-            cash = 1.0 - held.sum()
-            value = grown.sum() + cash
-            ret[t] = value - 1.0
-            held = grown / value
-            held[~tradable[t]] = 0.0  # sold at its last tradable close: cash until rebalance
-        if t == 0 or flags[t]:
-            k = int(tradable[t].sum())
-            held = tradable[t] / k if k else np.zeros(a)
+    if n < 2:
+        return ret
+    count = tradable.sum(axis=1)
+    weights = np.divide(tradable, np.maximum(count, 1)[:, None])  # equal over the tradable
+    starts = np.flatnonzero(flags)
+    if len(starts) == 0 or starts[0] != 0:
+        starts = np.concatenate(([0], starts))
+    if len(starts) == n:  # every bar: the mean return of the assets tradable on both bars
+        live = tradable[1:] & (weights[:-1] > 0)
+        ret[1:] = (weights[:-1] * np.where(live, growth[1:] - 1.0, 0.0)).sum(axis=1)
+        return ret
+    bounds = np.append(starts, n - 1)
+    for s, e in itertools.pairwise(bounds):
+        # bars s+1..e drift from the weights set at s's close; a holding that stops being
+        # tradable keeps its last value (cash) until the next rebalance
+        w = weights[s]
+        alive = np.logical_and.accumulate(tradable[s + 1 : e + 1], axis=0) & (w > 0)
+        value = (w * np.cumprod(np.where(alive, growth[s + 1 : e + 1], 1.0), axis=0)).sum(1)
+        book = value + (1.0 - w.sum())
+        ret[s + 1 : e + 1] = book / np.concatenate(([1.0], book[:-1])) - 1.0
     return ret
 
 

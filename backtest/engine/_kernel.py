@@ -20,6 +20,12 @@ Two accountings:
   ``fee + slippage`` (with ``min_commission`` on the fee of each order) plus
   ``fixed_cost`` per order.
 
+Real universes (:mod:`backtest.engine._universe`): targets are 0 where an asset may not
+be held (``hold``); a holding in an asset leaving the tradable set is closed at the
+close of its last tradable bar whatever the schedule and the execution (``leave``: the
+exit reason); on an ex-date, after the carry and before any trade, units are multiplied
+by the split and ``units x dividend`` is paid in cash (sleeves: the bar's total return).
+
 Carry costs accrue at the start of each bar on what was held over it: borrow on short
 notional, financing on gross exposure above equity, interest on positive cash.
 Cost table columns (:data:`COST_COLUMNS`) are in currency and positive when paid
@@ -115,9 +121,9 @@ def _units(
     sessions = orders[8] != 0.0  # flat at each session's end
     by_session = orders[9] != 0.0  # max_bars counts sessions
     carry = borrow_bar != 0.0 or fin_bar != 0.0 or cash_bar != 0.0
-    universe = _any_leave(leave)
-    actions = _any_action(split, div)
-    exits = has_stops or max_bars > 0 or universe
+    leave_row = _rows(leave != 0)  # bars on which some holding must be closed
+    act_row = _rows((split != 1.0) | (div != 0.0))  # ex-date bars
+    exits = has_stops or max_bars > 0
     for t in range(n):
         if exits:
             stopped[:] = False
@@ -136,15 +142,14 @@ def _units(
             cost_out[t, 3] = borrow
             cost_out[t, 4] = financing
             cost_out[t, 5] = interest
-        if (
-            actions and t > 0
-        ):  # the ex-date, before any trade or stop on it (after the carry over the bar)
+        if act_row[t] and t > 0:  # the ex-date: after the carry over the bar, before trades
             for j in range(a):
                 k = split[t, j]
                 if k != 1.0 and units[j] != 0.0:
                     units[j] *= k
                     entry_fill[j] /= k
                     peak[j] /= k
+                    trade_atr[j] /= k
                 if k != 1.0 and o_side[j] != 0.0:  # a working entry order's level too
                     o_level[j] /= k
                 cash += units[j] * div[t, j]
@@ -250,7 +255,7 @@ def _units(
                                   units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
                                   fixed, min_comm, cost_out, trades, stats, orders, use_atr,
                                   dec_of, type_of, volume[t])  # fmt: skip
-        if universe:  # a leaving asset is closed at this close, whatever the schedule
+        if leave_row[t]:  # a leaving asset is closed at this close, whatever the schedule
             for j in range(a):
                 u = units[j]
                 if leave[t, j] == 0 or u == 0.0:
@@ -287,23 +292,16 @@ def _units(
 
 
 @numba.njit(cache=True, nogil=True)
-def _any_leave(leave: NDArray[np.int64]) -> bool:  # pragma: no cover - compiled
-    n, a = leave.shape
+def _rows(flags: NDArray[np.bool_]) -> NDArray[np.bool_]:  # pragma: no cover - compiled
+    """Whether any entry of each row is set."""
+    n, a = flags.shape
+    out = np.zeros(n, np.bool_)
     for t in range(n):
         for j in range(a):
-            if leave[t, j] != 0:
-                return True
-    return False
-
-
-@numba.njit(cache=True, nogil=True)
-def _any_action(split: NDArray[np.float64], div: NDArray[np.float64]) -> bool:  # pragma: no cover
-    n, a = split.shape
-    for t in range(n):
-        for j in range(a):
-            if split[t, j] != 1.0 or div[t, j] != 0.0:
-                return True
-    return False
+            if flags[t, j]:
+                out[t] = True
+                break
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

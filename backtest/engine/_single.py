@@ -21,7 +21,7 @@ from backtest.engine._schedule import rebalance_flags
 from backtest.engine._sessions import session_arrays
 from backtest.engine._targets import limits_of, raw_targets, resolve_weights
 from backtest.engine._trades import TRADE_COLUMNS
-from backtest.engine._universe import kernel_inputs, strategy_bars, vol_bars
+from backtest.engine._universe import kernel_atr, kernel_inputs, strategy_bars, vol_bars
 from backtest.strategies import Strategy
 
 __all__ = ["BacktestResult", "resolve_weights", "simulate"]
@@ -234,8 +234,7 @@ def run_simulation(
         raw = np.where(ki.hold, raw, 0.0)
     limited, bound = limits_of(raw, bars if ki.plain else vol_bars(view), params)
     arrays = (ki.open, ki.high, ki.low)
-    atr = _exits.stop_atr(rules, arrays[1] if bars.has("high") else None,
-                          arrays[2] if bars.has("low") else None, close)  # fmt: skip
+    atr = kernel_atr(rules, bars, ki, view)
     ret = np.zeros(n)
     costs = np.zeros((n, len(COST_COLUMNS)))
     held = np.zeros((n, a))
@@ -259,7 +258,9 @@ def run_simulation(
     metrics = m.compute_metrics(returns, np.zeros((n, 0)), table, periods_per_year=ppy)  # type: ignore[arg-type]
     metrics["exposure"] = float(stats[2] / n) if n else float("nan")
     metrics["turnover"] = float(stats[3] / n * ppy) if n else float("nan")
-    cost_table = pd.DataFrame(costs, index=index, columns=list(COST_COLUMNS))
+    # the sleeve accounting runs on a capital of 1: its costs are fractions, in currency here
+    scale = params.capital if params.sleeves else 1.0
+    cost_table = pd.DataFrame(costs * scale, index=index, columns=list(COST_COLUMNS))
     for name in COST_COLUMNS:
         metrics[f"cost_{name}"] = float(cost_table[name].sum() / params.capital)
     metrics["limit_scaled_fraction"] = float(bound.mean()) if n else 0.0

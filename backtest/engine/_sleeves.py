@@ -129,6 +129,7 @@ def _sleeves(
                 rt = k * (close[t, j] + dv) / close[t - 1, j] - 1.0
                 entry_fill[j] /= k
                 peak[j] /= k
+                trade_atr[j] /= k
             p = held[j]
             value = 1.0 + p * rt
             stopped = False

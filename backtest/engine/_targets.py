@@ -159,6 +159,8 @@ def target_weights(
 
     Returns:
         Weights per bar and asset, decided at each close (row t uses data up to t only).
+        On a real universe (:mod:`backtest.engine._universe`) the strategy sees the
+        adjusted view and the weights are 0 where an asset may not be held.
 
     Examples:
         >>> from backtest.strategies import BuyAndHold
@@ -167,11 +169,23 @@ def target_weights(
         >>> target_weights(BuyAndHold(), close, {"max_weight": 0.4}).iloc[-1].tolist()
         [0.4, 0.4]
     """
+    from backtest.engine._universe import is_plain, kernel_inputs, strategy_bars
+
     bars = as_bars(bars)
     prices = bars.close
-    return pd.DataFrame(
-        target_values(strategy, bars, _params(engine)), index=prices.index, columns=prices.columns
-    )
+    if is_plain(bars):
+        values = target_values(strategy, bars, _params(engine))
+    else:  # a real universe: the adjusted view decides, nothing where not tradable
+        params = _params(engine)
+        view = strategy_bars(bars)
+        output = output_values(strategy, view)
+        if not outputs_weights(strategy):
+            output = output * sleeve_weights(strategy, prices.columns, params.weights)
+        output = np.where(kernel_inputs(bars).hold, output, 0.0)
+        from backtest.engine._universe import vol_bars
+
+        values, _ = limits_of(output, vol_bars(view), params)
+    return pd.DataFrame(values, index=prices.index, columns=prices.columns)
 
 
 def target_values(strategy: object, bars: Bars, params: EngineParams) -> NDArray[np.float64]:

@@ -41,6 +41,7 @@ raw prices.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ from backtest.data._bars import Bars
 from backtest.engine._exits import DELISTED, UNTRADABLE
 from backtest.errors import DataValidationError
 
-__all__ = ["KernelInputs", "is_plain", "kernel_inputs", "strategy_bars", "vol_bars"]
+__all__ = ["KernelInputs", "is_plain", "kernel_atr", "kernel_inputs", "strategy_bars", "vol_bars"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,24 @@ def strategy_bars(bars: Bars) -> Bars:
         return bars
     own = getattr(bars, "adjusted", None)
     return own() if callable(own) else adjusted_bars(bars)
+
+
+def kernel_atr(rules: Any, bars: Bars, ki: KernelInputs, view: Bars) -> NDArray[np.float64]:
+    """The ATR a trade uses for ``stop_unit: atr``, in the raw prices' terms.
+
+    On a plain panel, the ATR of the bars. Otherwise the ATR of the strategy's view
+    (adjusted, filled: a split is no true range) times ``close / adjusted close`` on
+    each bar, so it is in the units of the raw prices the stops compare it with.
+    """
+    from backtest.engine._exits import stop_atr
+
+    has = bars.has("high") and bars.has("low")
+    if ki.plain or not has or not getattr(rules, "use_atr", False):
+        return stop_atr(rules, ki.high if has else None, ki.low if has else None, ki.close)
+    close = _filled(view.close.to_numpy(dtype=np.float64))
+    hl = [np.where(np.isfinite(v := _float(getattr(view, f))), v, close) for f in ("high", "low")]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return stop_atr(rules, hl[0], hl[1], close) * (ki.close / close)
 
 
 def vol_bars(view: Bars) -> Bars:

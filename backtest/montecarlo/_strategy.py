@@ -222,6 +222,28 @@ def _needs(method: MonteCarloMethod, what: str) -> ConfigError:
     )
 
 
+def check_full_panel(method: MonteCarloMethod | str, prices: pd.DataFrame) -> None:
+    """Refuse ``synthetic_prices`` and ``random_entries`` on a panel with listings.
+
+    Both simulate every asset on every bar (a GBM fitted to whole columns, entries at any
+    bar), which a changing universe (NaN outside listings, issue 25) does not have.
+
+    Raises:
+        ConfigError: naming ``montecarlo.method`` and the methods that work.
+    """
+    value = getattr(method, "value", method)
+    if value not in ("synthetic_prices", "random_entries"):
+        return
+    if prices.isna().to_numpy().any():
+        raise ConfigError(
+            f"montecarlo.method={value} simulates every asset on every bar, and the data has "
+            "assets that list late or delist early (NaN outside their listings); use a "
+            "bootstrap of the returns (montecarlo=stationary_bootstrap, iid_bootstrap, "
+            "trade_bootstrap, ...) or montecarlo=parameter_jitter",
+            key="montecarlo.method",
+        )
+
+
 def run_strategy_method(
     sim: MonteCarloSimulator,
     cfg: MonteCarloConfig,
@@ -243,6 +265,7 @@ def run_strategy_method(
         bars, prices = prices, prices.close
     check_bars(bars if bars is not None else prices)  # the command line's named errors
     prices = validate_prices(prices)
+    check_full_panel(method, prices)
     if getattr(engine, "periods_per_year", 252) is None:  # inferred from the data, once
         ppy = eng.engine_options(engine, prices.index)["periods_per_year"]
         engine = dataclasses.replace(engine, periods_per_year=ppy)

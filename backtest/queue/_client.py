@@ -106,26 +106,30 @@ class BacktestJobQueue(QueueBase):
                     job.result_path,
                 )
                 return job.job_id
-            cfg = self.config
             with self.connection.pipeline() as pipe:
-                self.queue.enqueue_call(
-                    EXECUTE,
-                    args=(job_payload(job),),
-                    timeout=cfg.job_timeout,
-                    result_ttl=cfg.result_ttl,
-                    failure_ttl=cfg.failure_ttl,
-                    job_id=job.job_id,
-                    description=f"{job.task} {job.job_id}",
-                    retry=Retry(max=cfg.retries, interval=cfg.retry_backoff, enqueue_at_front=True)
-                    if cfg.retries > 0
-                    else None,
-                    pipeline=pipe,
-                )
-                pipe.hset(index_key(self.name), job.job_id, job.to_json())
-                pipe.hdel(attempts_key(self.name), job.job_id)
-                pipe.delete(failures_key(self.name, job.job_id))
+                self._enqueue(job, pipe)
                 pipe.execute()
         return job.job_id
+
+    def _enqueue(self, job: BacktestJob, pipe: Any) -> None:
+        """Queue ``job`` afresh in ``pipe``: its rq job, its index entry, no past attempts."""
+        cfg = self.config
+        self.queue.enqueue_call(
+            EXECUTE,
+            args=(job_payload(job),),
+            timeout=cfg.job_timeout,
+            result_ttl=cfg.result_ttl,
+            failure_ttl=cfg.failure_ttl,
+            job_id=job.job_id,
+            description=f"{job.task} {job.job_id}",
+            retry=Retry(max=cfg.retries, interval=cfg.retry_backoff, enqueue_at_front=True)
+            if cfg.retries > 0
+            else None,
+            pipeline=pipe,
+        )
+        pipe.hset(index_key(self.name), job.job_id, job.to_json())
+        pipe.hdel(attempts_key(self.name), job.job_id)
+        pipe.delete(failures_key(self.name, job.job_id))
 
     def _result_gone(self, job_id: str) -> bool:
         rec = self._indexed(job_id)
@@ -173,27 +177,9 @@ class BacktestJobQueue(QueueBase):
                         fresh.append(job)
                 elif _text(status) in ("finished", "failed", "stopped", "canceled"):
                     alone.append(job)  # maybe queued again: the careful path decides
-            cfg = self.config
             with self.connection.pipeline() as pipe:
                 for job in fresh:
-                    self.queue.enqueue_call(
-                        EXECUTE,
-                        args=(job_payload(job),),
-                        timeout=cfg.job_timeout,
-                        result_ttl=cfg.result_ttl,
-                        failure_ttl=cfg.failure_ttl,
-                        job_id=job.job_id,
-                        description=f"{job.task} {job.job_id}",
-                        retry=Retry(
-                            max=cfg.retries, interval=cfg.retry_backoff, enqueue_at_front=True
-                        )
-                        if cfg.retries > 0
-                        else None,
-                        pipeline=pipe,
-                    )
-                    pipe.hset(index_key(self.name), job.job_id, job.to_json())
-                    pipe.hdel(attempts_key(self.name), job.job_id)
-                    pipe.delete(failures_key(self.name, job.job_id))
+                    self._enqueue(job, pipe)
                 for job in locked:
                     pipe.delete(lock_key(self.name, job.job_id))
                 pipe.execute()

@@ -59,7 +59,11 @@ def plotly_script(trace_types: set[str]) -> str:
     file opens from disk with no network, at a third of the bundle's size. Its licence
     header is kept in clear in a comment.
     """
-    full = needs_full(trace_types)
+    return embedded_script(needs_full(trace_types))
+
+
+def embedded_script(full: bool) -> str:
+    """The embedded plotly.js block of :func:`plotly_script`, by bundle (full or partial)."""
     header, packed = _packed(full)
     return (
         f"<script>{header}</script>"
@@ -69,7 +73,11 @@ def plotly_script(trace_types: set[str]) -> str:
 
 
 def shared_script(src: str, full: bool) -> str:
-    """The ``<script src>`` of a page that loads the sweep's shared bundle (a relative URL)."""
+    """The ``<script src>`` of a page that loads the sweep's shared bundle (a relative URL).
+
+    ``backtest.tracking._report_file`` finds this exact tag to upload a job's page to
+    MLflow with :func:`embedded_script` in its place: change both together.
+    """
     return (
         f'<script src="{src}" id="plotly-src" data-bundle='
         f'"{"full" if full else "cartesian"}"></script>'

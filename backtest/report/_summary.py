@@ -101,9 +101,12 @@ def benchmark_curve(equity: pd.DataFrame) -> pd.Series | None:
     return start * (1.0 + returns).cumprod()
 
 
-def metrics_table(metrics: Mapping[str, Any], bench: Mapping[str, Any]) -> str:
+def metrics_table(
+    metrics: Mapping[str, Any], bench: Mapping[str, Any], bench_name: str | None = None
+) -> str:
     """The headline metrics table: one row per metric, the benchmark's column when given."""
-    columns = ["metric", "strategy", *(["benchmark"] if bench else [])]
+    label = f"benchmark ({bench_name})" if bench_name else "benchmark"
+    columns = ["metric", "strategy", *([label] if bench else [])]
     rows = []
     for name, value in metrics.items():
         cells = cell(name, value, exact=True)
@@ -111,7 +114,7 @@ def metrics_table(metrics: Mapping[str, Any], bench: Mapping[str, Any]) -> str:
             other = None if name in RELATIVE_METRICS else bench.get(name)
             cells += cell(name, other, exact=True)
         rows.append(f'<tr><td class="t">{html.escape(name)}</td>{cells}</tr>')
-    head = "".join(f"<th>{c}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     return (
         f'<table data-table="metrics"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
@@ -123,7 +126,7 @@ def metrics_section(page: Page, record: Mapping[str, Any], bench: Mapping[str, A
     metrics = dict(record.get("metrics") or {})
     if not metrics:
         return
-    body = metrics_table(metrics, bench)
+    body = metrics_table(metrics, bench, record.get("benchmark_name"))
     extra = []
     if record.get("objective") is not None:
         search = record.get("search") or record.get("walkforward") or {}
@@ -132,5 +135,12 @@ def metrics_section(page: Page, record: Mapping[str, Any], bench: Mapping[str, A
                 f"objective ({search.get('metric', 'configured metric')}): "
                 f"{record['objective']:.4g}"
             )
+        )
+    capital = record.get("capital")
+    if isinstance(capital, Mapping) and capital:
+        from backtest.results._summary import currency_rows
+
+        extra.append(
+            note("In currency: " + "; ".join(f"{k} {v}" for k, v in currency_rows(capital)))
         )
     page.section("metrics", "Headline metrics", body, *extra)

@@ -146,18 +146,35 @@ class StrategyEvaluator:
             from backtest.engine._batch import takes_generic_path
             from backtest.engine._costs import bar_returns
             from backtest.engine._periods import resolve_periods_per_year
+            from backtest.engine._universe import is_plain
 
             bars = self.bars if self.bars is not None else Bars.from_close(self.prices)
             ppy = resolve_periods_per_year(bars.index, self.periods_per_year)
             options = {**self.engine_options, "fee_bps": self.fee_bps,
                        "slippage_bps": self.slippage_bps, "weights": self.weights}  # fmt: skip
-            if not takes_generic_path(self.strategy_cls, periods_per_year=ppy, **options):
+            if not takes_generic_path(self.strategy_cls, periods_per_year=ppy, **options) or (
+                not is_plain(bars)  # a real universe runs the engine's per-bar kernel
+            ):
                 self._generic = False
             else:
                 cost, weights, close = self._arrays()
                 r = bar_returns(np.ascontiguousarray(close.T), axis=1)  # asset-major
                 self._generic = (bars, close, cost, weights, int(ppy), r)
         return self._generic or None
+
+    def _plain(self) -> bool:
+        """Whether the data is a full panel without corporate actions (the fused kernels')."""
+        plain = self.__dict__.get("_plain_data")
+        if plain is None:
+            from backtest.engine._universe import is_plain
+
+            bars = self.bars
+            if bars is None:
+                plain = bool(np.isfinite(self.prices.to_numpy(dtype=np.float64)).all())
+            else:
+                plain = is_plain(bars)
+            self.__dict__["_plain_data"] = plain
+        return bool(plain)
 
     def _arrays(self) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
         """``(cost rate, weights, closes)`` of the kernels, built once."""
@@ -319,6 +336,7 @@ class StrategyEvaluator:
             or engine_columns
             or not _fused.supports(self.strategy_cls, list(columns))
             or not isinstance(self.periods_per_year, int)  # (the kernels take whole bars)
+            or not self._plain()  # a real universe: the engine's per-bar kernel
         ):
             if not self._verified:
                 self._verify(pd.DataFrame(columns))

@@ -8,6 +8,14 @@ A strategy maps prices up to bar t to a target position in [-1, 1] per asset at 
 * **flat while warming up**: before enough history exists the position is 0 (or NaN,
   which the engine treats as 0).
 
+On a panel with listings, the closes are NaN before an asset's first price and after its
+last: the built-ins run their rule on each listing (:func:`on_listing`: the warm-up counts
+from the listing) and are flat where there is no price. The engine sets the target of an
+asset that is not tradable (no price, or not a member of ``data.universe``) to 0 whatever
+a strategy returns; a strategy that must know the tradable set declares
+``inputs = "bars"`` and reads ``bars.tradable_mask()``. Strategies receive the split- and
+dividend-adjusted view (``Bars.adjusted()``) when the data has corporate actions.
+
 Built-in strategies also offer ``batch_positions``: positions for many parameter sets
 of one asset at once, as an ``(n_bars, k)`` array, which is what makes searches fast.
 
@@ -122,6 +130,30 @@ def apply_per_column(
     for j in range(values.shape[1]):
         out[:, j] = on_listing(np.ascontiguousarray(values[:, j]), fn)
     return pd.DataFrame(out, index=prices.index, columns=prices.columns)
+
+
+def listed_batch() -> classmethod:  # type: ignore[type-arg]
+    """A ``batch_positions`` classmethod that runs the class's ``_listed_batch`` per listing.
+
+    Set ``batch_positions = listed_batch()`` in a strategy class with a classmethod
+    ``_listed_batch(close, params) -> (n_bars, k)`` written for a fully listed asset: the
+    sets then run on the asset's listed bars (:func:`on_listing`), flat where it has no
+    price, as its ``positions`` does. Defined on the class itself, so
+    :func:`~backtest.strategies._checks.has_fast_path` sees it as the class's own.
+    """
+
+    def batch_positions(
+        cls: type, close: NDArray[np.float64], params: Mapping[str, NDArray]
+    ) -> NDArray[np.float64]:
+        """Positions ``(n_bars, k)`` of ``k`` sets on one asset, flat where it has no price.
+
+        The sets run on the asset's listed bars (:func:`~backtest.strategies._base.on_listing`),
+        as ``positions`` does.
+        """
+        close = np.asarray(close, dtype=np.float64)
+        return on_listing(close, lambda listed: cls._listed_batch(listed, params))  # type: ignore[attr-defined]
+
+    return classmethod(batch_positions)
 
 
 def on_listing(

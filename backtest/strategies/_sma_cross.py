@@ -15,8 +15,8 @@ from backtest.strategies._base import (
     apply_per_column,
     as_param_array,
     check_int,
+    listed_batch,
     n_sets,
-    on_listing,
 )
 
 
@@ -95,17 +95,7 @@ class SmaCross:
 
         return apply_per_column(prices, one)
 
-    @classmethod
-    def batch_positions(
-        cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
-    ) -> NDArray[np.float64]:
-        """Positions ``(n_bars, k)`` of ``k`` sets on one asset, flat where it has no price.
-
-        The sets run on the asset's listed bars (:func:`~backtest.strategies._base.on_listing`),
-        as :meth:`positions` does.
-        """
-        close = np.asarray(close, dtype=np.float64)
-        return on_listing(close, lambda listed: cls._listed_batch(listed, params))
+    batch_positions = listed_batch()  # _listed_batch on each asset's listed bars
 
     @classmethod
     def _listed_batch(

@@ -115,6 +115,10 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
         check_searched_keys(cls, settings.search.space)
     bars = load_bars(settings.data)
     prices = bars.close
+    if settings.montecarlo is not None:  # a universe that changes: not every method applies
+        from backtest.montecarlo._strategy import check_full_panel
+
+        check_full_panel(settings.montecarlo.method, prices)
     check_windows(settings, job.task, cls(**params), prices.index)
     # the engine's options checked against the data before anything runs; an unset
     # periods_per_year becomes the figure inferred from the index, for every task
@@ -127,7 +131,7 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
         strategy_cls=cls,
         strategy_params=params,
         run_dir=run_dir,
-        data_fingerprint=data_fingerprint(prices),
+        data_fingerprint=data_fingerprint(bars),  # with the membership and actions, if any
         progress=progress,
     )
     if job.task in _CHECKED_TASKS:  # the look-ahead check, before any run dir or MLflow run

@@ -105,6 +105,7 @@ def run(ctx: TaskContext) -> TaskOutput:
         params={**fixed, "walk-forward": result.parameter_path},
         benchmark=result.benchmark,  # engine.benchmark over the out-of-sample bars
         benchmark_metrics=result.benchmark_metrics,
+        initial_capital=ctx.settings.engine.initial_capital,
     )
     param_names = list(search.space)
     of = result.overfitting

@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 
 from backtest.results import StoredResult
+from backtest.tracking._flatten import clean_key
+from backtest.tracking._ui import VIEW_METRICS, view_rounded
 
 # Columns that number a row rather than describe a parameter or an outcome.
 _ROW_IDS = ("trial", "number", "trial_number", "fold")
@@ -110,3 +112,24 @@ def stored_children(stored: StoredResult, config: Mapping[str, Any]) -> list[dic
             stored.table("trials"), kind="trial", param_columns=param_columns
         )
     return []
+
+
+def child_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """A child run's metrics, the runs table's columns filled and rounded.
+
+    A fold's out-of-sample numbers (``oos_sharpe_ratio``) are its result on the window it
+    was tested on, so they also fill the headline columns (``sharpe_ratio``) the parent
+    shows; the view's columns are rounded (:func:`backtest.tracking._ui.view_rounded`).
+
+    >>> child_metrics({"is_score": 1.5, "oos_sharpe_ratio": 0.123456, "flag": True})
+    {'is_score': 1.5, 'oos_sharpe_ratio': 0.123456, 'sharpe_ratio': 0.1235}
+    """
+    out = {
+        clean_key(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    for name in VIEW_METRICS:
+        if name not in out and f"oos_{name}" in out:
+            out[name] = out[f"oos_{name}"]
+    return view_rounded(out)

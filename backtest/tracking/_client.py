@@ -10,7 +10,6 @@ milliseconds with one clear message.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from backtest.errors import BacktestError
 from backtest.tracking._store import prepare_store
+from backtest.tracking._ui import RUNS_VIEW
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -30,19 +30,6 @@ log = logging.getLogger("backtest.tracking")
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-# A saved view of the runs table (MLflow UI's "shared view state"): the headline metrics
-# as columns, best Sharpe first. Opened by ``?viewStateShareKey=backtest`` (see _log.ui_url).
-VIEW_KEY = "backtest"
-_VIEW_METRICS = ("sharpe_ratio", "total_return", "cagr", "max_drawdown", "objective")
-RUNS_VIEW = {
-    f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(
-        {
-            "selectedColumns": [f"metrics.`{m}`" for m in _VIEW_METRICS],
-            "orderByKey": "metrics.`sharpe_ratio`",
-            "orderByAsc": False,
-        }
-    )
-}
 _RETRIES = 2  # a transient 5xx (a busy sqlite behind the server) is retried twice
 _SQLITE = "sqlite:///"
 
@@ -203,6 +190,10 @@ def artifact_location(uri: str, name: str) -> str | None:
 def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
     """The id of experiment ``name``, created when missing (restored when deleted).
 
+    A new experiment carries the runs-table view the printed links open
+    (:data:`backtest.tracking._ui.RUNS_VIEW`); an existing one gets it when its own
+    differs (made by an older version), so every link opens the current view.
+
     Many processes may create the same new experiment at once; the losers of that
     race get ``RESOURCE_ALREADY_EXISTS`` and read the winner's experiment back.
     """
@@ -215,6 +206,9 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
             if exp.lifecycle_stage == "deleted":
                 log.info("restoring deleted MLflow experiment %r to log into it", name)
                 client.restore_experiment(exp.experiment_id)
+            for key, view in RUNS_VIEW.items():  # an experiment made by an older version
+                if exp.tags.get(key) != view:
+                    client.set_experiment_tag(exp.experiment_id, key, view)
             return str(exp.experiment_id)
         try:
             return str(

@@ -22,7 +22,7 @@ from backtest.errors import BacktestError
 from backtest.masking import mask_text, reveal
 from backtest.results._summary import format_summary
 from backtest.tracking import _client
-from backtest.tracking._children import select_children, stored_children
+from backtest.tracking._children import child_metrics, select_children, stored_children
 from backtest.tracking._client import log_entities
 from backtest.tracking._flatten import (
     RUN_KEY_TAG,
@@ -35,9 +35,10 @@ from backtest.tracking._flatten import (
     run_params,
     tag_value,
 )
+from backtest.tracking._report_file import report_to_upload
 from backtest.tracking._store import quiet_mlflow
-from backtest.tracking._sweep import sweep_parent
-from backtest.tracking._ui import DEFAULT_EXPERIMENT, ui_url
+from backtest.tracking._sweep import log_job_objective, sweep_parent
+from backtest.tracking._ui import DEFAULT_EXPERIMENT, ui_url, view_rounded
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -137,9 +138,12 @@ def _log_files(run: Any, tracking_uri: str, stored: results.StoredResult) -> Non
 
     # The new run's artifact URI is known: no get_run per file, as client.log_artifact does.
     repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=tracking_uri)
-    for name in (results.RESULT_FILE, results.CONFIG_FILE, results.REPORT_FILE):
+    for name in (results.RESULT_FILE, results.CONFIG_FILE):
         if (stored.path / name).is_file():
             repo.log_artifact(str(stored.path / name))
+    if (stored.path / results.REPORT_FILE).is_file():  # a sweep job's: plotly.js embedded
+        with report_to_upload(stored.path / results.REPORT_FILE) as page:
+            repo.log_artifact(str(page))
     for table in stored.tables.values():
         repo.log_artifact(str(table), "tables")
     figures = stored.path / results.FIGURES_DIR
@@ -158,20 +162,18 @@ def _log_children(
     start_ms: int,
     end_ms: int,
 ) -> None:
-    for child in children:
+    for position, child in enumerate(children):
         tags = {**base_tags, PARENT_TAG: parent_id, "backtest.kind": kind}
         run = client.create_run(
             experiment_id,
-            start_time=start_ms,
+            # one millisecond apart, the first child latest: the runs table, newest first,
+            # lists a search's trials best first and a walk-forward's folds in order
+            start_time=start_ms + len(children) - 1 - position,
             tags=tags,
             run_name=str(child.get("name", kind))[:250],
         )
         params = {clean_key(k): param_value(v) for k, v in (child.get("params") or {}).items()}
-        metrics = {
-            clean_key(k): float(v)
-            for k, v in (child.get("metrics") or {}).items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
+        metrics = child_metrics(child.get("metrics") or {})
         log_entities(client, run.info.run_id, params=params, metrics=metrics, timestamp_ms=end_ms)
         client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
 
@@ -280,7 +282,7 @@ def log_result(
         "backtest.children_logged": str(len(chosen)),
         "mlflow.note.content": tag_value(_note(record)),
     }
-    metrics = record_metrics(record)
+    metrics = view_rounded(record_metrics(record))  # exact values: result.json (attached)
     with _connected(cfg, tracking_uri, experiment, str(stored.path)) as (client, exp_id):
         parent = sweep_parent(client, exp_id, stored.path, experiment)
         if parent:
@@ -312,14 +314,13 @@ def log_result(
                 start_ms=start_ms,
                 end_ms=end_ms,
             )
-            if parent and "objective" in metrics:
-                step = int(stored.path.name) if stored.path.name.isdigit() else 0
-                log_entities(
+            if parent and "objective" in metrics:  # the sweep's row: its best job so far
+                log_job_objective(
                     client,
                     parent,
-                    metrics={"objective": metrics["objective"]},
-                    timestamp_ms=end_ms,
-                    step=step,
+                    int(job or 0),
+                    metrics["objective"],
+                    maximize=str(search.get("direction", "maximize")).endswith("maximize"),
                 )
             client.set_terminated(run_id, "FINISHED", end_time=end_ms)
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,3 +60,24 @@ def sweep_parent(
     if mine is not None and winner.info.run_id != mine:
         client.delete_run(mine)
     return str(winner.info.run_id)
+
+
+def log_job_objective(
+    client: MlflowClient, parent_id: str, job: int, value: float, *, maximize: bool
+) -> float:
+    """Record a job's objective on its sweep's parent run; the sweep's best so far.
+
+    The job's own value goes under ``job_objective`` at step ``job`` (the chart of the
+    sweep), and ``objective`` gets the best of every job logged so far, at the highest
+    job number seen with the current time, so it is the value MLflow's runs table shows
+    on the sweep's row (its latest: highest step, then latest time). Jobs logging at the
+    same moment may each miss the other's value until the next job logs.
+    """
+    now = int(time.time() * 1000)
+    log_entities(client, parent_id, metrics={"job_objective": value}, timestamp_ms=now, step=job)
+    history = client.get_metric_history(parent_id, "job_objective")
+    values = [m.value for m in history if math.isfinite(m.value)] or [value]
+    best = max(values) if maximize else min(values)
+    step = max([m.step for m in history] or [job])
+    log_entities(client, parent_id, metrics={"objective": best}, timestamp_ms=now + 1, step=step)
+    return best

@@ -259,6 +259,7 @@ class StrategyReturnsEvaluator:
         """
         from backtest.engine._declared import declared_keys
         from backtest.engine._targets import outputs_weights
+        from backtest.engine._universe import is_plain
         from backtest.strategies._checks import fast_method
 
         cls = self.strategy_cls
@@ -267,6 +268,7 @@ class StrategyReturnsEvaluator:
             and fast_method(cls) != "batch_weights"
             and not outputs_weights(cls)
             and not declared_keys(cls)
+            and is_plain(self.bars)  # a real universe runs the engine's per-bar kernel
         )
 
     def _simulate(

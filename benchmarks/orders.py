@@ -1,6 +1,6 @@
 """Entry orders at search speed: SMA x stop-entry offset x expiry x risk, vs backtesting.py.
 
-Workload (issue 26): 250 SMA pairs (fast in range(5, 55, 5) x slow in range(20, 520, 20),
+Workload (issue 26): 250 SMA pairs (fast in range(5, 55, 5) x slow in range(20, 560, 20),
 fast < slow; the first 250), long only, each decision to enter a **stop order** above the
 deciding close (offsets 0.25%..1.25%), **cancelled after N bars** (2, 3, 5, 10) and **sized
 from the risk** to a 5% stop-loss (risk 0.25%..1.25% of equity); exits at the next open on
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._measure import measure  # noqa: E402
 
-PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(20, 520, 20) if f < s][:250]
+PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(20, 560, 20) if f < s][:250]
 OFFSETS = [0.0025, 0.005, 0.0075, 0.01, 0.0125]
 EXPIRIES = [2, 3, 5, 10]
 RISKS = [0.0025, 0.005, 0.0075, 0.01, 0.0125]
@@ -244,7 +244,7 @@ def main() -> None:
     n_pairs = 25 if args.quick else len(PAIRS)
     k = n_pairs * len(OFFSETS) * len(EXPIRIES) * len(RISKS)
     picks = np.linspace(0, k - 1, args.bt_sets).round().astype(int).tolist()
-    ours = spawn("ours", n_pairs, 3, picks)
+    ours = spawn("ours", n_pairs, 2, picks)
     theirs = spawn("backtesting", n_pairs, 1, picks)
     per_set = ours["seconds"] / ours["n"]
     print(f"SMA cross x stop-entry offset x expiry x risk: {ours['n']:,} sets x {N_BARS:,} bars")

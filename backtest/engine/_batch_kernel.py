@@ -27,7 +27,7 @@ from backtest.engine._fused import lanes_for_sets
 from backtest.engine._kernel import COST_COLUMNS, run_book
 from backtest.engine._lanes import run_chunks
 from backtest.engine._limits import apply_limits
-from backtest.engine._orders import orders_of
+from backtest.engine._order_params import orders_of
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._schedule import rebalance_flags
 from backtest.engine._sessions import session_arrays

@@ -215,7 +215,7 @@ def engine_params(**options: Any) -> EngineParams:
             f"'equal_weight_rebalanced' or a file (path.csv), got {benchmark!r}",
             key="engine.benchmark",
         )
-    from backtest.engine._orders import check_order_params
+    from backtest.engine._order_params import check_order_params
 
     checked.update(check_order_params(p))
     checked["benchmark"] = benchmark

@@ -14,7 +14,8 @@ from backtest.data._bars import Bars, as_bars
 from backtest.engine import _exits
 from backtest.engine._benchmark import benchmark_returns, check_benchmark
 from backtest.engine._kernel import COST_COLUMNS, TRADE_FIELDS, run_book
-from backtest.engine._orders import ORDER_TYPES, check_orders, orders_of
+from backtest.engine._order_params import check_orders, orders_of
+from backtest.engine._orders import ORDER_TYPES
 from backtest.engine._params import EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._schedule import rebalance_flags

@@ -76,7 +76,7 @@ def _check_drawn(strategy: Any, params: Mapping[str, Any], engine: Any) -> None:
     orders = {k: v for k, v in drawn.items() if k in ORDER_LEVELS}
     stops = {k: v for k, v in drawn.items() if k not in ORDER_LEVELS}
     if orders:
-        from backtest.engine._orders import check_order_params
+        from backtest.engine._order_params import check_order_params
         from backtest.engine._params import EngineParams, params_from_config
 
         base = params_from_config(engine) if engine is not None else EngineParams()

@@ -95,9 +95,11 @@ def read_prices(
         file_format: ``csv`` or ``parquet``; from the file name when omitted
             (``.parquet`` / ``.pq`` is Parquet, anything else CSV).
         layout: ``long`` (one row per date and symbol with ``date, symbol, close``
-            and optionally ``open, high, low, volume``), ``wide`` (a date column and
-            one close column per symbol) or ``auto`` (long when a symbol column
-            exists).
+            and optionally ``open, high, low, volume`` and ``delist_return``, a
+            delisting return on an asset's last row), ``wide`` (a date column and one
+            close column per symbol) or ``auto`` (long when a symbol column exists). An
+            asset listed late or delisted early has no rows (long) or empty cells (wide)
+            outside its listing: NaN there, not an error.
         columns: Our column name -> yours, e.g. ``{"date": "Date", "close":
             "Adj Close", "symbol": "Ticker"}``; unmapped names are used as is.
         symbols: Keep only these symbols (all when omitted).
@@ -111,7 +113,7 @@ def read_prices(
 
     Returns:
         Wide closes: ``DatetimeIndex`` named ``date``, one float64 column per
-        symbol, columns sorted.
+        symbol, columns sorted; NaN outside each asset's listing.
 
     Raises:
         DataValidationError: The file is missing or unreadable, a required column

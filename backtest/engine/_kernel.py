@@ -121,8 +121,7 @@ def _units(
     sessions = orders[8] != 0.0  # flat at each session's end
     by_session = orders[9] != 0.0  # max_bars counts sessions
     carry = borrow_bar != 0.0 or fin_bar != 0.0 or cash_bar != 0.0
-    leave_row = _rows(leave != 0)  # bars on which some holding must be closed
-    act_row = _rows((split != 1.0) | (div != 0.0))  # ex-date bars
+    leave_row, act_row = _rows(leave, split, div)
     exits = has_stops or max_bars > 0
     for t in range(n):
         if exits:
@@ -292,16 +291,20 @@ def _units(
 
 
 @numba.njit(cache=True, nogil=True)
-def _rows(flags: NDArray[np.bool_]) -> NDArray[np.bool_]:  # pragma: no cover - compiled
-    """Whether any entry of each row is set."""
-    n, a = flags.shape
-    out = np.zeros(n, np.bool_)
+def _rows(
+    leave: NDArray[np.int64], split: NDArray[np.float64], div: NDArray[np.float64]
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:  # pragma: no cover - compiled
+    """Per bar: whether some holding must be closed (``leave``), whether it is an ex-date."""
+    n, a = leave.shape
+    leaving = np.zeros(n, np.bool_)
+    ex = np.zeros(n, np.bool_)
     for t in range(n):
         for j in range(a):
-            if flags[t, j]:
-                out[t] = True
-                break
-    return out
+            if leave[t, j] != 0:
+                leaving[t] = True
+            if split[t, j] != 1.0 or div[t, j] != 0.0:
+                ex[t] = True
+    return leaving, ex
 
 
 @numba.njit(cache=True, nogil=True)

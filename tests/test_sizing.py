@@ -117,3 +117,75 @@ def test_volume_options_need_volume() -> None:
     bars = Bars(close=data["close"], open=data["open"], high=data["high"], low=data["low"])
     with pytest.raises(DataValidationError, match="max_participation"):
         simulate(bars, SmaCross(3, 10), max_participation=0.1, check_lookahead=False)
+
+
+# ------------------------------------------------------------------ sizing = volatility
+
+
+def _vol_scaled(close: np.ndarray, target: np.ndarray, tv: float, lookback: int, ppy: float):  # type: ignore[no-untyped-def]
+    """Targets x tv / sigma per asset: a plain loop (statistics.stdev of the last returns)."""
+    import math
+    import statistics
+
+    n, a = close.shape
+    out = np.zeros((n, a))
+    for t in range(n):
+        for j in range(a):
+            if t < lookback:  # returns exist from bar 1: the first full window ends at bar lookback
+                continue
+            rets = [close[s, j] / close[s - 1, j] - 1 for s in range(t - lookback + 1, t + 1)]
+            sigma = statistics.stdev(rets) * math.sqrt(ppy)
+            out[t, j] = target[t, j] * tv / sigma if sigma > 0 else 0.0
+    return out
+
+
+@pytest.mark.parametrize("execution", ["close", "next_open"])
+def test_volatility_sizing_equals_reference_loop(execution: str) -> None:
+    from tests.engine_reference import Options, limits
+
+    data = ohlc(260, 3, seed=12)
+    bars = Bars(close=data["close"], open=data["open"], high=data["high"], low=data["low"])
+    strategy = SmaCross(4, 15, long_short=True)
+    res = simulate(
+        bars, strategy, fee_bps=5.0, execution=execution, sizing="volatility",
+        target_volatility=0.15, vol_lookback=20, max_weight=0.5, max_gross_leverage=1.2,
+        stop_loss=0.05,
+    )  # fmt: skip
+    close = bars.close.to_numpy()
+    signal = strategy.positions(bars.close).to_numpy()
+    scaled = _vol_scaled(close, signal / 3, 0.15, 20, 252.0)
+    weights, _ = limits(scaled, close.tolist(), Options(max_weight=0.5, max_gross_leverage=1.2))
+    arrays = [getattr(bars, k).to_numpy() for k in ("open", "high", "low", "close")]
+    returns, trades = units_with_orders(
+        *arrays, np.array(weights), signal, schedule(bars.index, "bar"), 0.0005,
+        Rules(stop_loss=0.05), Orders(), execution == "next_open",
+    )  # fmt: skip
+    _compare(res, returns, trades, bars.index)
+    assert res.weights is not None
+    if execution == "close":  # (next_open fills drift until the close)
+        assert np.abs(res.weights.to_numpy()).max() <= 0.5 * (1 + 1e-3)  # (sized before costs)
+
+
+def test_volatility_sizing_batched_equals_single() -> None:
+    data = ohlc(260, 2, seed=14)
+    bars = Bars(close=data["close"], open=data["open"], high=data["high"], low=data["low"])
+    sets = pd.DataFrame(
+        {"fast": [4, 5, 4], "slow": [15, 20, 15],
+         "engine.sizing": ["volatility", "weight", "volatility"],
+         "engine.target_volatility": [0.1, 0.2, 0.3]}
+    )  # fmt: skip
+    batch = simulate_batch(bars, SmaCross, sets, fee_bps=2.0, vol_lookback=30,
+                           keep_returns=True)  # fmt: skip
+    assert batch.returns is not None
+    for i, row in sets.iterrows():
+        one = simulate(
+            bars, SmaCross(int(row["fast"]), int(row["slow"])), fee_bps=2.0, vol_lookback=30,
+            sizing=row["engine.sizing"], target_volatility=float(row["engine.target_volatility"]),
+        )  # fmt: skip
+        np.testing.assert_allclose(batch.returns[:, i], one.returns.to_numpy(), atol=1e-9, rtol=0)
+
+
+def test_volatility_sizing_needs_a_target() -> None:
+    with pytest.raises(ConfigError) as info:
+        simulate(_bars(), SmaCross(3, 10), sizing="volatility", check_lookahead=False)
+    assert info.value.key == "engine.target_volatility"

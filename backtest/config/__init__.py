@@ -174,6 +174,7 @@ class Sizing(Enum):
 
     weight = "weight"
     risk = "risk"
+    volatility = "volatility"
 
 
 class MaxBarsUnit(Enum):
@@ -243,8 +244,10 @@ class EngineConfig:
         entry_offset: Distance of the order's level from the deciding close: a fraction of it,
             or ATR multiples with ``stop_unit: atr``.
         entry_valid_bars: Bars an entry order works before it is cancelled; null: never.
-        sizing: ``weight`` (the target weight) or ``risk``: units = risk_per_trade x equity /
-            (fill - stop level); needs ``stop_loss``; capped by max_weight / max_gross_leverage.
+        sizing: ``weight`` (the target weight), ``risk``: units = risk_per_trade x equity /
+            (fill - stop level), needs ``stop_loss``; or ``volatility``: each asset's weight x
+            target_volatility / its own annualised volatility over vol_lookback bars (instead
+            of the book overlay); capped by max_weight / max_gross_leverage.
         risk_per_trade: Fraction of equity lost at the stop of a risk-sized entry (e.g. 0.01).
         flat_at_session_end: Close every position at each session's (calendar day's) last bar:
             at its close (``execution: close``), or decided one bar earlier and filled at its

@@ -28,6 +28,7 @@ from backtest.engine._kernel import COST_COLUMNS, run_book
 from backtest.engine._lanes import run_chunks
 from backtest.engine._limits import apply_limits
 from backtest.engine._order_params import orders_of
+from backtest.engine._orders import volatility_scale
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._schedule import rebalance_flags
 from backtest.engine._sessions import session_arrays
@@ -71,8 +72,8 @@ def split_columns(
 @numba.njit(cache=True, nogil=True)
 def run_books(
     lo, hi, open_, high, low, close, vol_close, hold, leave, split, div, targets, sleeve, rebal,
-    rebal_of, opts, ppy, atr, use_atr, lock, sess_id, sess_end, volume, ret_out, stats_out,
-    limited_out, cost_out,
+    rebal_of, opts, ppy, atr, use_atr, lock, sess_id, sess_end, volume, inv_vol, ret_out,
+    stats_out, limited_out, cost_out,
 ):  # pragma: no cover - compiled; equal to simulate() per set in the tests  # fmt: skip
     """Limits + :func:`run_book` for sets ``lo`` to ``hi`` of ``targets[:, :, i]``.
 
@@ -96,9 +97,16 @@ def run_books(
                         raw[t, j] = 0.0
         limited = np.empty((n, a))
         flags = np.zeros(n, np.bool_)
-        apply_limits(
-            raw, vol_close, o[11] != 0.0, o[12], o[13], o[14], int(o[15]), ppy, limited, flags
-        )
+        if o[23] == 2.0:  # sizing=volatility: per asset, the book overlay off
+            sized = raw * inv_vol * o[14]
+            apply_limits(
+                sized, vol_close, o[11] != 0.0, o[12], o[13], np.nan, int(o[15]), ppy, limited,
+                flags,
+            )  # fmt: skip
+        else:
+            apply_limits(
+                raw, vol_close, o[11] != 0.0, o[12], o[13], o[14], int(o[15]), ppy, limited, flags
+            )
         costs = np.zeros((n, 6))
         stats = np.zeros(4)
         ret = np.zeros(n)
@@ -199,6 +207,15 @@ def kernel_batch(
     atr = kernel_atr(rules0, bars, ki, view)
     weights_output = outputs_weights(strategy_cls)
     sessions = session_arrays(bars.index)
+    inv_vol = np.zeros((n, a))
+    vol_sized = [p for p in set_params if p.sizing == "volatility"]
+    if vol_sized:
+        if len({p.vol_lookback for p in vol_sized}) > 1:
+            raise ConfigError(
+                "engine.vol_lookback must be the same for every set with engine.sizing=volatility",
+                key="engine.vol_lookback",
+            )
+        inv_vol = volatility_scale(vol_close, vol_sized[0].vol_lookback, ppy)
     sleeve = sleeve_weights(strategy_cls, bars.symbols, base.get("weights"))
     chunk = chunk_size or max(1, 4_000_000 // max(n * a, 1))
     ret_all = np.empty((k, n)) if keep is not None else None
@@ -215,7 +232,7 @@ def kernel_batch(
         books = (open_, high, low, close, vol_close, ki.hold, ki.leave, ki.split, ki.dividend,
                  targets, sleeve, rebal, rebal_of[lo:hi],
                  np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
-                 *sessions, volume_array(bars), ret, stats, limited, costs)  # fmt: skip
+                 *sessions, volume_array(bars), inv_vol, ret, stats, limited, costs)  # fmt: skip
         run_chunks(lambda first, last, books=books: run_books(first, last, *books), hi - lo,
                    lanes_for_sets(hi - lo))  # fmt: skip
         port = np.ascontiguousarray(ret.T)

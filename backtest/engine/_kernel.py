@@ -334,7 +334,7 @@ def _rebalance(
         w = want[j]
         if not (scheduled or force[j]):
             continue
-        risk = orders[3] != 0.0
+        risk = orders[3] == 1.0
         if risk and u != 0.0 and _sign(w) == _sign(u):
             continue
         in_band = abs(u * price[j] / value - w) <= threshold

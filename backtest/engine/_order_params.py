@@ -116,9 +116,15 @@ def check_order_params(p: Any) -> dict[str, Any]:
             "the stop, e.g. 0.01)",
             key="engine.risk_per_trade",
         )
+    if sizing == "volatility" and p.target_volatility is None:
+        raise ConfigError(
+            "engine.sizing=volatility scales each asset's weight to engine.target_volatility "
+            "(annual, e.g. 0.15) over engine.vol_lookback bars: set engine.target_volatility",
+            key="engine.target_volatility",
+        )
     if sizing != "risk" and risk is not None:
         raise ConfigError(
-            "engine.risk_per_trade has no effect with engine.sizing=weight: set "
+            f"engine.risk_per_trade has no effect with engine.sizing={sizing}: set "
             "engine.sizing=risk or remove engine.risk_per_trade",
             key="engine.risk_per_trade",
         )

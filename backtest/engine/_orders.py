@@ -32,6 +32,11 @@ Entry orders (``engine.entry_order``; cash and units accounting only):
 Sizing (``engine.sizing``; every new position, market or order):
 
 * ``weight`` (the default): the target weight;
+* ``volatility``: the target weight scaled to a per-asset volatility target,
+  ``w x target_volatility / sigma_j`` with ``sigma_j`` the annualised standard deviation
+  (ddof 1) of the asset's close-to-close returns over the last ``vol_lookback`` bars known
+  at the decision (0 before the lookback, or for a flat asset); the book-level overlay is
+  then off, the limits still bind (:func:`volatility_scale`);
 * ``risk``: ``units = risk_per_trade x equity / (fill - stop level)``, the stop level from
   ``engine.stop_loss`` (a fraction of the fill, or an ATR multiple with ``stop_unit = atr``),
   so the loss at the stop is ``risk_per_trade x equity`` before costs; the weight this
@@ -40,6 +45,8 @@ Sizing (``engine.sizing``; every new position, market or order):
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -53,7 +60,7 @@ MARKET = 0
 LIMIT = 1
 STOP = 2
 #: ``engine.sizing`` codes.
-SIZINGS = ("weight", "risk")
+SIZINGS = ("weight", "risk", "volatility")
 #: Layout of the ``orders`` option vector the kernels take (one per set).
 ORDER_FIELDS = (
     "entry_order", "entry_offset", "entry_valid_bars", "sizing", "risk_per_trade",
@@ -101,7 +108,7 @@ def entry_weight(
     weight ``max_gross_leverage`` leaves); 0 when the distance is unknown (an ATR not yet
     defined).
     """
-    if orders[3] == 0.0 or w == 0.0:
+    if orders[3] != 1.0 or w == 0.0:
         return w
     dist = orders[7] * atr if use_atr else orders[7] * price
     if not (dist > 0.0):
@@ -194,7 +201,7 @@ def _fill_orders(
             continue
         o_side[j] = 0.0
         room = np.inf
-        if orders[3] != 0.0:
+        if orders[3] == 1.0:
             gross = 0.0
             for k in range(a):
                 if k != j:
@@ -235,3 +242,22 @@ def _order_costs(
     cost_out[t, 1] += s
     cost_out[t, 2] += fixed
     return f + s + fixed
+
+
+def volatility_scale(
+    close: NDArray[np.float64], lookback: int, periods_per_year: float
+) -> NDArray[np.float64]:
+    """``1 / sigma`` per bar and asset for ``sizing = volatility`` (0 where undefined).
+
+    ``sigma[t, j]``: the sample standard deviation of ``close[s, j] / close[s - 1, j] - 1``
+    for ``s`` in ``t - lookback + 1 .. t``, times ``sqrt(periods_per_year)``; data up to t.
+    """
+    import pandas as pd
+
+    rets = pd.DataFrame(close).pct_change()
+    sigma = rets.rolling(lookback, min_periods=lookback).std().to_numpy() * math.sqrt(
+        periods_per_year
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(sigma > 0.0, 1.0 / sigma, 0.0)
+    return np.ascontiguousarray(np.nan_to_num(inv, nan=0.0, posinf=0.0))

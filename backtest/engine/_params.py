@@ -55,7 +55,8 @@ class EngineParams:
         entry_offset: Distance of a limit/stop entry's level from the deciding close: a
             fraction of it, or ATR multiples with ``stop_unit = "atr"``.
         entry_valid_bars: Bars an entry order works before it is cancelled (``None``: never).
-        sizing: ``weight`` (the target weight) or ``risk`` (from the stop distance).
+        sizing: ``weight`` (the target weight), ``risk`` (from the stop distance) or
+            ``volatility`` (each asset scaled to ``target_volatility``).
         risk_per_trade: Fraction of equity lost at the stop of a ``risk``-sized entry.
         flat_at_session_end: Close every position at each session's last bar
             (:mod:`._sessions`).

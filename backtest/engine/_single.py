@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from backtest.engine import _exits
 from backtest.engine._benchmark import benchmark_returns, check_benchmark
 from backtest.engine._kernel import COST_COLUMNS, TRADE_FIELDS, run_book
 from backtest.engine._order_params import check_orders, orders_of
-from backtest.engine._orders import ORDER_TYPES
+from backtest.engine._orders import ORDER_TYPES, volatility_scale
 from backtest.engine._params import EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._schedule import rebalance_flags
@@ -233,7 +233,15 @@ def run_simulation(
     raw = target.to_numpy(dtype=np.float64)
     if not ki.plain:
         raw = np.where(ki.hold, raw, 0.0)
-    limited, bound = limits_of(raw, bars if ki.plain else vol_bars(view), params)
+    sized, limit_params = raw, params
+    if params.sizing == "volatility":  # per asset, instead of the book overlay
+        vol_view = bars if ki.plain else vol_bars(view)
+        scale = volatility_scale(
+            vol_view.close.to_numpy(dtype=np.float64), params.vol_lookback, ppy
+        )
+        sized = raw * scale * params.target_volatility
+        limit_params = replace(params, target_volatility=None)
+    limited, bound = limits_of(sized, bars if ki.plain else vol_bars(view), limit_params)
     arrays = (ki.open, ki.high, ki.low)
     atr = kernel_atr(rules, bars, ki, view)
     ret = np.zeros(n)

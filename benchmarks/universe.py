@@ -19,8 +19,8 @@
    are skipped with a line.
 3. For information: a 100-set ``SmaCross`` grid on the same two panels. On a full panel
    it runs on the fused kernels; on a real universe the fused kernels (which know no
-   tradable mask) hand it to the per-bar kernel, which is slower: the price of that
-   gap is printed.
+   tradable mask) hand it to the generic sleeve path with the mask and total returns
+   (``engine/_universe_batch.py``), which is slower: the price of that gap is printed.
 
 Times: each side warmed up once (compilation excluded), then the best of ``--repeats``.
 
@@ -274,7 +274,7 @@ def main() -> None:
               f"max equity diff {dk:.1e}")  # fmt: skip
 
     sma_full, sma_uni = sma_case(full, uni, args.repeats)
-    print("\n3. SmaCross grid, 100 sets, defaults (10 bp): fused kernels vs the per-bar kernel")
+    print("\n3. SmaCross grid, 100 sets, defaults (10 bp): fused kernels vs the generic path")
     print(f"   full panel {sma_full:8.3f} s   universe + actions {sma_uni:8.3f} s   "
           f"speed {sma_full / sma_uni:.2f}")  # fmt: skip
 

@@ -386,7 +386,7 @@ def test_a_worker_reads_a_benchmark_file_only_under_its_data_roots_and_quotes_no
 ) -> None:
     """As ``data.path`` on a queue worker: outside ``--data-root`` refused before the file is
     looked at; inside, an error names the file but never its content."""
-    from backtest.data._validate import confine_reads
+    from backtest.data._reading import confine_reads
 
     close = synthetic_prices(40, 2, seed=1)
     root = tmp_path / "data"

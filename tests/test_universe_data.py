@@ -439,7 +439,7 @@ def test_the_shipped_universe_panel(caplog) -> None:
 
 
 def test_tables_may_hold_comments_and_a_worker_reads_them_only_under_its_roots(tmp_path) -> None:
-    from backtest.data._validate import confine_reads
+    from backtest.data._reading import confine_reads
 
     members = tmp_path / "members.csv"
     members.write_text("# members.csv: who is in the index\nsymbol,start,end\n\nA,2024-01-03,\n")

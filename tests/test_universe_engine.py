@@ -323,7 +323,7 @@ def test_search_and_walk_forward_evaluators_run_the_universe_rules(strategy: str
     one = {k: v[0] for k, v in params.items()}
     single = simulate(bars, cls(**one), periods_per_year=252, fee_bps=2.0)
     ev = StrategyEvaluator(bars, cls, fee_bps=2.0, periods_per_year=252)
-    _, values, kept = ev.evaluate_columns(
+    _, _values, kept = ev.evaluate_columns(
         {k: np.array(v) for k, v in params.items()}, keep=np.array([True, False])
     )
     assert kept is not None
@@ -346,3 +346,32 @@ def test_target_weights_are_zero_where_an_asset_may_not_be_held() -> None:
     result = simulate(bars, BlockWeights(seed=5))  # the book trades exactly these
     assert result.weights is not None
     np.testing.assert_allclose(result.weights.to_numpy(), weights, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "sets"),
+    [
+        ("SmaCross", [{"fast": 5, "slow": 20, "long_short": True}, {"fast": 10, "slow": 40}]),
+        ("Momentum", [{"lookback": 10}, {"lookback": 30, "long_short": True}]),
+    ],
+)
+def test_positions_strategies_batched_on_a_universe_equal_simulate(
+    strategy: str, sets: list
+) -> None:
+    """The generic sleeve path with the mask and total returns (engine/_universe_batch.py)."""
+    import backtest.strategies as strategies
+
+    cls = getattr(strategies, strategy)
+    bars = universe_bars()
+    frame = pd.DataFrame(sets)
+    if "long_short" in frame:
+        frame["long_short"] = frame["long_short"].fillna(False).astype(bool)
+    batch = simulate_batch(bars, cls, frame, keep_returns=True, fee_bps=7.0, periods_per_year=252)
+    assert batch.returns is not None
+    for i, row in enumerate(frame.to_dict("records")):
+        single = simulate(bars, cls(**row), fee_bps=7.0, periods_per_year=252)
+        np.testing.assert_allclose(batch.returns[:, i], single.returns, rtol=0, atol=1e-12)
+        for name in ("sharpe_ratio", "total_return", "n_trades", "win_rate", "exposure"):
+            assert batch.metrics[name].iloc[i] == pytest.approx(
+                single.metrics[name], rel=1e-9, abs=1e-12, nan_ok=True
+            ), name

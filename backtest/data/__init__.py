@@ -39,8 +39,9 @@ from __future__ import annotations
 
 from backtest.data._bars import Bars
 from backtest.data._check import check_bars
-from backtest.data._files import load_bars, load_prices, read_prices, sample_prices
+from backtest.data._files import read_prices, sample_prices
 from backtest.data._fingerprint import data_fingerprint
+from backtest.data._load import load_bars, load_prices
 from backtest.data._synthetic import synthetic_prices
 from backtest.data._validate import validate_prices
 

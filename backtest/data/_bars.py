@@ -139,9 +139,9 @@ class Bars:
         Total-return prices anchored at each asset's start (the traded prices up to its
         first action, the holder's return after it: no look-ahead), the same tradable
         mask, no ``split``/``dividend`` frames; ``self`` when there are no actions. See
-        :func:`backtest.data._actions.adjusted_bars`.
+        :func:`backtest.data._adjusted.adjusted_bars`.
         """
-        from backtest.data._actions import adjusted_bars
+        from backtest.data._adjusted import adjusted_bars
 
         return adjusted_bars(self)
 

@@ -10,18 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backtest.config import DataConfig, DataLayout, DataSource, RepairMode
-from backtest.data._bars import Bars, synthetic_ohlc
-from backtest.data._synthetic import synthetic_prices
-from backtest.data._validate import (
-    _repair_mode,
-    check_readable,
-    confine_reads,
-    logger,
-    shown,
-    validate_bars,
-    validate_prices,
-)
+from backtest.config import DataLayout, RepairMode
+from backtest.data._bars import Bars
+from backtest.data._reading import confine_reads, confined, read_table, shown
+from backtest.data._validate import _repair_mode, logger, validate_bars
 from backtest.errors import ConfigError, DataValidationError
 
 _LONG_FIELDS = ("date", "symbol", "open", "high", "low", "close", "volume", "delist_return")
@@ -161,7 +153,7 @@ def read_bars(
         ConfigError: An unknown symbol or an unparseable ``start`` / ``end``.
     """
     path = Path(path)
-    raw = _read_table(path, file_format)
+    raw = read_table(path, file_format)
     names = {field: (columns or {}).get(field, field) for field in _LONG_FIELDS}
     layout = DataLayout(layout.value if isinstance(layout, DataLayout) else layout)
     repair = _repair_mode(repair)
@@ -184,42 +176,12 @@ def read_bars(
     return validate_bars(Bars(closes, **(fields or {})), repair=repair)
 
 
-def _read_table(path: Path, file_format: str | None) -> pd.DataFrame:
-    check_readable(path)  # on a worker: before even looking whether it exists
-    if not path.is_file():
-        raise DataValidationError(f"price file not found: {str(path)!r}")
-    if file_format is None:
-        file_format = "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"
-    if file_format not in {"csv", "parquet"}:
-        raise ConfigError(
-            f"unknown file format {file_format!r} (csv or parquet)", key="data.source"
-        )
-    try:
-        if file_format == "parquet":
-            frame = pd.read_parquet(path)
-            if not isinstance(frame.index, pd.RangeIndex):
-                frame = frame.reset_index()
-            return frame
-        return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        why = str(exc) if _confined() is None else type(exc).__name__
-        raise DataValidationError(
-            f"cannot read price file {str(path)!r} as {file_format}: {why}"
-        ) from exc
-
-
-def _confined() -> tuple[Path, ...] | None:
-    from backtest.data import _validate
-
-    return _validate._READ_ROOTS
-
-
 def _require(raw: pd.DataFrame, needed: list[str], path: Path) -> None:
     for name in needed:
         if name not in raw.columns:
             found = (
                 f"columns: {list(map(str, raw.columns))}"
-                if _confined() is None
+                if confined() is None
                 else f"{len(raw.columns)} column(s), not named here"
             )
             raise DataValidationError(
@@ -387,105 +349,3 @@ def _select(
     if ohlc is not None:
         ohlc = {f: frame.loc[keep, closes.columns] for f, frame in ohlc.items()}
     return closes, ohlc
-
-
-def load_prices(config: DataConfig) -> pd.DataFrame:
-    """Load the prices a data config describes, validated (and repaired if asked).
-
-    Args:
-        config: ``source`` picks synthetic prices, the shipped sample, or a CSV /
-            Parquet file at ``path``; ``symbols``, ``start`` and ``end`` select from
-            any source; ``repair`` applies to every source.
-
-    Returns:
-        Wide closes (see the module docstring).
-
-    Raises:
-        ConfigError: No ``path`` for a file source, an unknown symbol, or a bad date.
-        DataValidationError: The file is missing (its path is named) or the data is bad.
-
-    Examples:
-        >>> from backtest.config import DataConfig
-        >>> load_prices(DataConfig(n_bars=3, n_assets=2, seed=7)).shape
-        (3, 2)
-    """
-    source = DataSource(
-        config.source.value if isinstance(config.source, DataSource) else config.source
-    )
-    symbols, start, end = list(config.symbols) or None, config.start, config.end
-    if source is DataSource.synthetic:
-        prices = synthetic_prices(
-            config.n_bars,
-            config.n_assets,
-            drift=config.drift,
-            volatility=config.volatility,
-            start_price=config.start_price,
-            regimes=config.regimes,
-            start_date=config.start_date,
-            seed=config.seed,
-        )
-        prices, _ = _select(prices, None, symbols, start, end)
-        return validate_prices(prices, repair=config.repair)
-    return file_bars(config).close
-
-
-def file_bars(config: DataConfig) -> Bars:
-    """The bars of the shipped sample or of the file a data config names, validated.
-
-    Raises:
-        ConfigError: No ``path`` for a file source, an unknown symbol, or a bad date.
-        DataValidationError: The file is missing (its path is named) or the data is bad.
-    """
-    source = DataSource(
-        config.source.value if isinstance(config.source, DataSource) else config.source
-    )
-    symbols, start, end = list(config.symbols) or None, config.start, config.end
-    if source is DataSource.synthetic:
-        raise ConfigError("synthetic prices have no file", key="data.source")
-    if source is DataSource.sample:
-        return sample_bars(symbols, start=start, end=end, repair=config.repair)
-    if source is DataSource.universe_sample:
-        from backtest.data._panel import universe_sample_bars
-
-        return universe_sample_bars(symbols, start=start, end=end, repair=config.repair)
-    if not config.path:
-        raise ConfigError(f"data.path is required for source {source.value!r}", key="data.path")
-    return read_bars(
-        Path(config.path),
-        file_format=source.value,
-        layout=config.layout,
-        columns=dict(config.columns),
-        symbols=symbols,
-        start=start,
-        end=end,
-        repair=config.repair,
-        date_format=config.date_format,
-        date_unit=config.date_unit,
-    )
-
-
-def load_bars(config: DataConfig) -> Bars:
-    """Load the bars a :class:`~backtest.config.DataConfig` describes (closes validated).
-
-    The closes are exactly those of :func:`~backtest.data.load_prices`; synthetic data gets
-    :func:`synthetic_ohlc` around them, the sample and long files their own OHLCV (read
-    once and validated field by field: :func:`~backtest.data.validate_bars`), wide files
-    closes only. Then ``data.universe`` and ``data.actions`` are attached (``tradable``,
-    ``split``, ``dividend``) and the universe's one line is logged
-    (:func:`backtest.data._panel.attach_universe`).
-
-    Examples:
-        >>> from backtest.config import DataConfig
-        >>> bars = load_bars(DataConfig(n_bars=3, n_assets=2, seed=7))
-        >>> bars.has("open"), bool((bars.high >= bars.close).all().all())
-        (True, True)
-    """
-    from backtest.data._panel import attach_universe
-
-    source = DataSource(getattr(config.source, "value", config.source))
-    if source is DataSource.synthetic:
-        close = load_prices(config)
-        bars = synthetic_ohlc(close, float(config.volatility), int(config.seed))
-    else:
-        bars = file_bars(config)
-    return attach_universe(bars, config)

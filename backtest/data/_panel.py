@@ -25,6 +25,8 @@ import pandas as pd
 from backtest.config import DataLayout, RepairMode
 from backtest.data._actions import read_actions
 from backtest.data._bars import Bars
+from backtest.data._files import read_bars
+from backtest.data._reading import confine_reads
 from backtest.data._universe import check_universe_fields, read_universe, universe_summary
 
 logger = logging.getLogger("backtest.data")
@@ -50,9 +52,6 @@ def universe_sample_bars(
     ``data.source=universe_sample`` (``data=universe_sample``); its corporate actions are
     attached by :func:`attach_universe`.
     """
-    from backtest.data._files import read_bars
-    from backtest.data._validate import confine_reads
-
     previous = confine_reads(None)  # the package's own file: readable on a worker too
     try:
         return read_bars(
@@ -93,8 +92,6 @@ def attach_universe(bars: Bars, config: Any) -> Bars:
     if not actions and source == "universe_sample":
         actions, subset = shipped_file(SAMPLE_ACTIONS), True
     if actions:
-        from backtest.data._validate import confine_reads
-
         previous = confine_reads(None) if Path(actions) == shipped_file(SAMPLE_ACTIONS) else None
         try:
             changes["split"], changes["dividend"] = read_actions(actions, close, subset=subset)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.data._bars import FIELDS, UNIVERSE_FIELDS, Bars
+from backtest.data._reading import check_readable, read_table
 from backtest.errors import ConfigError, DataValidationError
 
 
@@ -104,10 +105,8 @@ def read_universe(path: str | Path, close: pd.DataFrame, *, subset: bool = False
             is not in the data, a date does not parse or a spell ends before it starts
             (each names ``data.universe``, the row and the fix).
     """
-    from backtest.data._files import _read_table
-
     key = "data.universe"
-    table = _table(path, key, _read_table)
+    table = _table(path, key, read_table)
     for column in ("symbol", "start", "end"):
         if column not in table.columns:
             raise ConfigError(
@@ -155,8 +154,6 @@ def _table(path: str | Path, key: str, reader: object) -> pd.DataFrame:
 
     A CSV may hold comment lines (from ``#`` to the end of the line) and blank lines.
     """
-    from backtest.data._validate import check_readable
-
     path = Path(path)
     try:
         check_readable(path)  # on a worker: only under its --data-root folders

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from backtest.config import RepairMode
 from backtest.data._bars import Bars
+from backtest.data._reading import shown
 from backtest.data._universe import (
     listed_span,
     nan_context,
@@ -22,49 +21,6 @@ from backtest.data._universe import (
 from backtest.errors import ConfigError, DataValidationError
 
 logger = logging.getLogger("backtest.data")
-
-# Set on queue workers (backtest.queue._policy): price files are read only under these
-# folders, and errors about data never quote what a file holds.
-_READ_ROOTS: tuple[Path, ...] | None = None
-
-
-def confine_reads(roots: Sequence[Path] | None) -> tuple[Path, ...] | None:
-    """Read price files only under ``roots`` from now on (``None`` lifts it).
-
-    Called by a queue worker with its ``--data-root`` folders: a job's ``data.path``
-    outside them is refused before the file is looked at (even whether it exists), and
-    no error about a file quotes its content (a header, a value), so a file read by
-    mistake or by malice tells the job's writer nothing.
-
-    Returns:
-        The previous roots, to restore.
-    """
-    global _READ_ROOTS
-    previous = _READ_ROOTS
-    _READ_ROOTS = None if roots is None else tuple(Path(r).resolve() for r in roots)
-    return previous
-
-
-def check_readable(path: Path) -> None:
-    """Refuse a price file outside the read roots (when confined); names the path as given.
-
-    Raises:
-        ConfigError: the path (symlinks followed) lies outside every root.
-    """
-    if _READ_ROOTS is None:
-        return
-    resolved = Path(os.path.abspath(path)).resolve()
-    if not any(resolved == r or resolved.is_relative_to(r) for r in _READ_ROOTS):
-        raise ConfigError(
-            f"data.path {str(path)!r} is outside the folders this worker reads data from; "
-            "put the file under one of them, or start the worker with --data-root <its folder>",
-            key="data.path",
-        )
-
-
-def shown(value: object) -> str:
-    """``repr(value)`` for an error message, or a placeholder where file content is kept back."""
-    return repr(value) if _READ_ROOTS is None else "(content not shown on a worker)"
 
 
 def _repair_mode(repair: RepairMode | str) -> RepairMode:

@@ -18,8 +18,10 @@ of the same rules is kept in ``tests/engine_reference.py``.
 
 Real universes (:mod:`._universe`): assets listing late and delisting early (NaN
 prices), a tradable set (``Bars.tradable``), delisting returns, splits and cash dividends
-on unadjusted prices run in the per-bar kernel of every path (the fused and generic
-sleeve shortcuts hand such data to it): nothing is held where an asset is not tradable,
+on unadjusted prices run in the per-bar kernel (single, batched, walk-forward, Monte
+Carlo's parameter jitter); legacy positions strategies without stops batch on the
+generic sleeve path fed the mask and the total returns (``_universe_batch``), as the
+fused kernels know neither: nothing is held where an asset is not tradable,
 a delisting holding is closed at its last price (``exit_reason = delisted``), and
 strategies see the adjusted prices while fills are at the raw ones.
 

@@ -89,7 +89,11 @@ def simulate_batch(
     strategy class attribute), a weights strategy or a cross-sectional strategy with
     ``batch_weights`` takes the kernel path (:mod:`backtest.engine._batch_kernel`): the
     single backtest's per-bar state machine for every set in a compiled parallel loop.
-    Memory is bounded by ``chunk_size`` sets at a time.
+    Memory is bounded by ``chunk_size`` sets at a time. On a real universe (listings,
+    a tradable set, corporate actions: :mod:`backtest.engine._universe`) the fused
+    kernels are skipped: positions strategies without stops take the generic path fed
+    the tradable mask and total returns (:mod:`backtest.engine._universe_batch`),
+    everything else the per-bar kernel.
 
     A strategy class without a fast path of its own (no ``batch_positions`` /
     ``batch_weights``, or one inherited from a class above the one defining its
@@ -158,10 +162,11 @@ def simulate_batch(
     # engine v1 (sleeves): the fused kernels and the generic path; anything else (or a
     # weights strategy) goes to the per-bar kernel of simulate()
     # a real universe (listings, a tradable set, corporate actions) takes the per-bar kernel
-    v1 = only_stop_columns and _sleeve_sets(strategy_cls, base, ppy_f) and is_plain(bars)
+    v1 = only_stop_columns and _sleeve_sets(strategy_cls, base, ppy_f)
+    plain = is_plain(bars)
     if not v1 or rules.active or engine_names:
         fused = None
-        if v1:
+        if v1 and plain:
             from backtest.engine import _fused
             from backtest.engine._single import check_inputs, price_arrays
 
@@ -191,6 +196,13 @@ def simulate_batch(
         return BatchResult(table, kept_k)
     cost = cost_rate(fee_bps, slippage_bps)
     w = resolve_weights(prices.columns, weights)
+    if not plain:  # a real universe: the generic sleeve path with the mask and total returns
+        from backtest.engine._universe_batch import universe_generic
+
+        table, kept = universe_generic(
+            bars, strategy_cls, frame, cost, w, int(periods_per_year), keep, chunk_size
+        )
+        return BatchResult(pd.concat([given, table.iloc[:, frame.shape[1] :]], axis=1), kept)
     close = prices.to_numpy(dtype=np.float64)
     from backtest.engine import _fused
 

@@ -76,7 +76,7 @@ def _symbols(data: Bars | pd.DataFrame) -> list[str]:
 
 def _shown(symbols: list[str]) -> str:
     """The first symbols for a message; none on a queue worker (file content kept back)."""
-    from backtest.data._validate import shown
+    from backtest.data._reading import shown
 
     if shown("") != repr(""):
         return shown(symbols)
@@ -133,9 +133,9 @@ def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
     """The file's closes by date (cached while the file is unchanged).
 
     On a queue worker (reads confined to its ``--data-root`` folders) no message quotes
-    the file's content (:func:`backtest.data._validate.shown`).
+    the file's content (:func:`backtest.data._reading.shown`).
     """
-    from backtest.data._validate import shown
+    from backtest.data._reading import shown
 
     name = repr(path)
     try:
@@ -179,7 +179,7 @@ def _read(path: str, _stamp: tuple[int, int]) -> pd.Series:
 
 
 def _load(benchmark: str) -> pd.Series:
-    from backtest.data._validate import check_readable
+    from backtest.data._reading import check_readable
     from backtest.errors import ConfigError
 
     path = _path(benchmark)

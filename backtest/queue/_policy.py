@@ -352,7 +352,7 @@ def study_storage_url(named: str | None, policy: WorkerPolicy) -> str:
 @contextmanager
 def confined(policy: WorkerPolicy) -> Iterator[None]:
     """Price files are read only under ``policy.data_roots`` inside this block."""
-    from backtest.data._validate import confine_reads
+    from backtest.data._reading import confine_reads
 
     previous = confine_reads(policy.data_roots)
     try:

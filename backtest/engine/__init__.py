@@ -29,7 +29,9 @@ Modules: ``_params`` (options), ``_targets`` (strategy -> target weights), ``_ke
 (with ``_sleeves``),
 ``_limits``, ``_schedule``, ``_periods``, ``_benchmark``, ``_exits``, ``_single``,
 ``_batch`` / ``_batch_kernel``, ``_costs``, ``_trades``, ``_fused*``, ``_checks`` (the strategy
-checks that need the engine). Nothing here knows
+checks that need the engine), ``_orders`` (limit/stop entries, risk sizing, volume caps and
+impact, compiled) with ``_order_params`` (their keys, validated) and ``_sessions`` (flat at
+the session's end, time stops in sessions). Nothing here knows
 about Hydra, MLflow or Redis.
 """
 

@@ -93,7 +93,7 @@ def run_ours(n_pairs: int, repeats: int, picks: list[int]) -> dict:  # type: ign
                  "engine.risk_per_trade"],
     )  # fmt: skip
     options = dict(
-        entry_order="stop", sizing="risk", risk_per_trade=0.01, stop_loss=STOP_LOSS, max_weight=1.0,
+        entry_order="stop", sizing="risk", stop_loss=STOP_LOSS, max_weight=1.0,
         execution="next_open", check_lookahead=False,
     )  # fmt: skip
 

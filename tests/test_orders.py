@@ -365,3 +365,21 @@ def test_parameter_jitter_draws_order_levels_and_runs_them() -> None:
         np.testing.assert_allclose(
             paths["sharpe_ratio"].iloc[i], res.metrics["sharpe_ratio"], rtol=1e-9
         )
+
+
+def test_batch_base_completed_by_the_sets_own_columns() -> None:
+    """sizing=risk for the batch, risk_per_trade only per set: each set equals simulate()."""
+    data = ohlc(250, 1, seed=21)
+    sets = pd.DataFrame({"fast": [4, 5], "slow": [15, 20],
+                         "engine.risk_per_trade": [0.01, 0.02]})  # fmt: skip
+    batch = simulate_batch(_bars(data), SmaCross, sets, sizing="risk", stop_loss=0.05,
+                           keep_returns=True)  # fmt: skip
+    assert batch.returns is not None
+    for i, row in sets.iterrows():
+        risk = float(row["engine.risk_per_trade"])
+        one = simulate(_bars(data), SmaCross(int(row["fast"]), int(row["slow"])), sizing="risk",
+                       stop_loss=0.05, risk_per_trade=risk)  # fmt: skip
+        np.testing.assert_allclose(batch.returns[:, i], one.returns.to_numpy(), atol=1e-9, rtol=0)
+    with pytest.raises(ConfigError, match="risk_per_trade"):  # no column completes it
+        simulate_batch(_bars(data), SmaCross, sets[["fast", "slow"]], sizing="risk",
+                       stop_loss=0.05)  # fmt: skip

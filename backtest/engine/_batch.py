@@ -16,7 +16,7 @@ from backtest.data._bars import Bars, as_bars
 from backtest.data._check import check_bars
 from backtest.engine._costs import bar_returns, cost_rate
 from backtest.engine._declared import apply_declared, declared_keys
-from backtest.engine._params import EngineParams, engine_params
+from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._targets import outputs_weights, resolve_weights, strategy_output
 from backtest.engine._universe import is_plain, strategy_bars
@@ -142,8 +142,17 @@ def simulate_batch(
     ppy_f = resolve_periods_per_year(bars.index, periods_per_year)
     periods_per_year = int(ppy_f) if float(ppy_f).is_integer() else ppy_f
     stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
-    base = engine_params(fee_bps=fee_bps, slippage_bps=slippage_bps, weights=weights,
-                         periods_per_year=ppy_f, **options)  # fmt: skip
+    plain = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "weights": weights,
+             "periods_per_year": ppy_f}  # fmt: skip
+    try:
+        base = engine_params(**plain, **options)
+    except ConfigError as exc:  # a key the sets' own columns complete (sizing=risk, its risk)
+        own = {str(c).removeprefix("engine."): v for c, v in given.iloc[0].items()
+               if str(c).removeprefix("engine.") in ENGINE_KEYS
+               and str(c).startswith("engine.")} if k else {}  # fmt: skip
+        if exc.key is None or exc.key.removeprefix("engine.") not in own:
+            raise
+        base = engine_params(**plain, **{**options, **own})
     # the strategy's own exits, per set from its instances (engine/_declared.py)
     frame, stops = apply_declared(strategy_cls, given, stops)
     rules = _exits.stop_rules(None, None, **stops)

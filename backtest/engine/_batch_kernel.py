@@ -86,7 +86,7 @@ def run_books(
     Groups of sets run on the batched paths' threads (:func:`~backtest.engine._lanes.run_chunks`).
     """
     n, a, _ = targets.shape
-    masked = not np.all(hold)
+    masked = hold.shape[0] > 0 and not np.all(hold)
     for i in range(lo, hi):
         o = opts[:, i]
         raw = np.ascontiguousarray(targets[:, :, i])
@@ -229,7 +229,7 @@ def kernel_batch(
         stats = np.zeros((hi - lo, 4))
         limited = np.zeros(hi - lo)
         costs = np.zeros((hi - lo, 6))
-        books = (open_, high, low, close, vol_close, ki.hold, ki.leave, ki.split, ki.dividend,
+        books = (open_, high, low, close, vol_close, *ki.rule_arrays(),
                  targets, sleeve, rebal, rebal_of[lo:hi],
                  np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
                  *sessions, volume_array(bars), inv_vol, ret, stats, limited, costs)  # fmt: skip

@@ -121,7 +121,8 @@ def _units(
     sessions = orders[8] != 0.0  # flat at each session's end
     by_session = orders[9] != 0.0  # max_bars counts sessions
     carry = borrow_bar != 0.0 or fin_bar != 0.0 or cash_bar != 0.0
-    leave_row, act_row = _rows(leave, split, div)
+    universe = hold.shape[0] > 0  # (0, 0) rule arrays: a full panel without actions
+    leave_row, act_row = _rows(leave, split, div, n)
     exits = has_stops or max_bars > 0
     for t in range(n):
         if exits:
@@ -210,7 +211,7 @@ def _units(
                 break
             sig = signal[t, j]
             w = _gate(sig, target[t, j], locked, locked_value, j)
-            if not hold[t, j]:
+            if universe and not hold[t, j]:
                 w = 0.0
             if stopped[j] and not lock:  # stop_reentry=next_bar: this decision is skipped
                 w = 0.0
@@ -218,7 +219,7 @@ def _units(
                 w = _gate(sig, w, x_locked, x_value, j)
             force[j] = False
             why[j] = SIGNAL if (t == 0 or _sign(sig) != _sign(signal[t - 1, j])) else REBALANCE
-            if leave[t, j] != 0:
+            if universe and leave[t, j] != 0:
                 why[j] = leave[t, j]
             held_sign = _sign(units[j])
             # bars held when the exit fills: at this close, or at the next open (t + 1)
@@ -292,13 +293,13 @@ def _units(
 
 @numba.njit(cache=True, nogil=True)
 def _rows(
-    leave: NDArray[np.int64], split: NDArray[np.float64], div: NDArray[np.float64]
+    leave: NDArray[np.int64], split: NDArray[np.float64], div: NDArray[np.float64], n: int
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:  # pragma: no cover - compiled
     """Per bar: whether some holding must be closed (``leave``), whether it is an ex-date."""
-    n, a = leave.shape
     leaving = np.zeros(n, np.bool_)
     ex = np.zeros(n, np.bool_)
-    for t in range(n):
+    a = leave.shape[1]
+    for t in range(leave.shape[0]):
         for j in range(a):
             if leave[t, j] != 0:
                 leaving[t] = True
@@ -391,7 +392,8 @@ def run_book(
         target: Target weights decided at each close (after limits and overlays).
         signal: The strategy's own targets (the re-entry lock, signal vs rebalance exits).
         hold: ``(n, a)`` bool: the asset may be held after bar t's close (targets are 0
-            where not; :mod:`backtest.engine._universe`).
+            where not; :mod:`backtest.engine._universe`). ``hold``, ``leave``, ``split``
+            and ``div`` all ``(0, 0)``: a full panel without actions (nothing to check).
         leave: ``(n, a)`` int64: the exit reason of a forced close at bar t's close (0: none).
         split: ``(n, a)`` new shares per old share on the ex-date (1.0 when none).
         div: ``(n, a)`` cash per share going ex on that bar (0.0 when none).

@@ -250,7 +250,7 @@ def run_simulation(
     trades = np.zeros((2 * n * a + a, len(TRADE_FIELDS)))
     stats = np.zeros(4)
     run_book(
-        *arrays, close, limited, raw, ki.hold, ki.leave, ki.split, ki.dividend,
+        *arrays, close, limited, raw, *ki.rule_arrays(),
         np.asarray(sleeve, np.float64), rebalance_flags(index, params.rebalance),
         not params.sleeves, params.next_open,
         params.rebalance_threshold, params.capital, params.fee_bps / 1e4,

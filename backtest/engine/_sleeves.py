@@ -95,8 +95,9 @@ def _sleeves(
     locked_value = np.zeros(a)
     last_signal = np.zeros(a)
     equity = 1.0
+    universe = hold.shape[0] > 0  # (0, 0) rule arrays: a full panel without actions
     actions = False
-    for t in range(n):
+    for t in range(n if universe else 0):
         for j in range(a):
             if split[t, j] != 1.0 or div[t, j] != 0.0:
                 actions = True
@@ -155,7 +156,7 @@ def _sleeves(
                     peak[j] = update_peak(_sign(p), peak[j], high[t, j], low[t, j])
             sig = signal[t, j]
             q = _gate(sig, target[t, j] / s if s != 0.0 else 0.0, locked, locked_value, j)
-            if not hold[t, j]:
+            if universe and not hold[t, j]:
                 q = 0.0
             if stopped and not lock:  # stop_reentry=next_bar: this decision is skipped
                 q = 0.0
@@ -178,7 +179,7 @@ def _sleeves(
                 growth[j], ended, ended_growth = _trade_step(growth[j], p, q, rt, c)
                 if ended:
                     why = MAX_BARS if time_stop else SIGNAL
-                    if leave[t, j] != 0:
+                    if universe and leave[t, j] != 0:
                         why = leave[t, j]
                     _record(trades, stats, j, _sign(p), entry_bar[j], t, entry_fill[j],
                             close[t, j], ended_growth - 1.0, why)  # fmt: skip

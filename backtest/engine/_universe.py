@@ -82,6 +82,23 @@ class KernelInputs:
     actions: bool
     plain: bool
 
+    def rule_arrays(
+        self,
+    ) -> tuple[NDArray[np.bool_], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+        """``(hold, leave, split, dividend)`` for the kernels: all ``(0, 0)`` on a plain panel.
+
+        Empty arrays tell the kernels there is nothing to check (no per-bar scan, the
+        loops of a full panel unchanged); same dtypes, so no new compilation.
+        """
+        if self.plain:
+            return _EMPTY_HOLD, _EMPTY_LEAVE, _EMPTY_FLOAT, _EMPTY_FLOAT
+        return self.hold, self.leave, self.split, self.dividend
+
+
+_EMPTY_HOLD = np.zeros((0, 0), np.bool_)
+_EMPTY_LEAVE = np.zeros((0, 0), np.int64)
+_EMPTY_FLOAT = np.zeros((0, 0))
+
 
 def is_plain(bars: Bars) -> bool:
     """Whether ``bars`` is a full panel (every asset tradable on every bar) without actions."""

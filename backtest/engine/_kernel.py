@@ -164,7 +164,7 @@ def _units(
             for j in range(a):
                 fresh[j] = False
                 if o_side[j] != 0.0:
-                    if not hold[t, j]:  # no fill where the asset is not tradable
+                    if universe and not hold[t, j]:  # no fill where it is not tradable
                         o_side[j] = 0.0
                     else:
                         working = True

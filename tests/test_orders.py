@@ -383,3 +383,34 @@ def test_batch_base_completed_by_the_sets_own_columns() -> None:
     with pytest.raises(ConfigError, match="risk_per_trade"):  # no column completes it
         simulate_batch(_bars(data), SmaCross, sets[["fast", "slow"]], sizing="risk",
                        stop_loss=0.05)  # fmt: skip
+
+
+def test_entry_orders_on_a_real_universe_fill_only_where_tradable() -> None:
+    """The shipped universe panel (late listings, early delistings): stop entries never
+    fill where an asset is not tradable, and the batched pass equals simulate per set."""
+    import dataclasses
+
+    from backtest.config import DataConfig
+    from backtest.data import load_bars
+
+    panel = load_bars(DataConfig(source="universe_sample"))  # closes only: OHLC around them
+    close = panel.close
+    open_ = close.shift(1).where(close.shift(1).notna(), close).where(close.notna())
+    wiggle = 1 + 0.01 * np.abs(np.sin(np.arange(len(close))))[:, None]
+    bars = dataclasses.replace(
+        panel, open=open_, high=np.maximum(open_, close) * wiggle,
+        low=np.minimum(open_, close) / wiggle,
+    )  # fmt: skip
+    opts = dict(entry_order="stop", entry_offset=0.005, entry_valid_bars=3, stop_loss=0.08,
+                execution="next_open", fee_bps=2.0)  # fmt: skip
+    res = simulate(bars, SmaCross(10, 40), **opts)
+    assert len(res.trades) > 20 and set(res.trades["order_type"]) == {"stop"}
+    listed = bars.close.notna()
+    for _, tr in res.trades.iterrows():
+        assert listed.loc[tr["entry_time"], tr["asset"]]
+    sets = pd.DataFrame({"fast": [10, 20], "slow": [40, 60]})
+    batch = simulate_batch(bars, SmaCross, sets, keep_returns=True, **opts)
+    assert batch.returns is not None
+    for i, row in sets.iterrows():
+        one = simulate(bars, SmaCross(int(row["fast"]), int(row["slow"])), **opts)
+        np.testing.assert_allclose(batch.returns[:, i], one.returns.to_numpy(), atol=1e-9, rtol=0)

@@ -20,9 +20,22 @@ from hypothesis import strategies as st
 from backtest.data import Bars
 from backtest.data._bars import synthetic_ohlc
 from backtest.engine import simulate, simulate_batch
-from backtest.engine._universe import kernel_inputs, total_return_factor
+from backtest.engine._universe import kernel_inputs
 from backtest.strategies import CrossSectionalMomentum
 from tests.engine_reference import COSTS, Options, reference_backtest
+
+
+def total_return_prices(raw: np.ndarray, split: np.ndarray, div: np.ndarray) -> np.ndarray:
+    """A holder's total-return prices, bar by bar: the raw close times the shares one
+    original share became, plus dividends reinvested at the ex-date close."""
+    out = raw.copy()
+    for j in range(raw.shape[1]):
+        shares = 1.0
+        for t in range(1, raw.shape[0]):
+            shares *= split[t, j]
+            shares += shares * div[t, j] / raw[t, j]  # cash per share, reinvested
+            out[t, j] = raw[t, j] * shares
+    return out
 
 
 @dataclass(frozen=True)
@@ -277,7 +290,7 @@ def test_unadjusted_with_actions_equals_total_return_adjusted(
             div[t, j] = data.draw(st.floats(0.01, 0.05)) * raw[t - 1, j]
     frame = lambda v: pd.DataFrame(v, index=idx, columns=cols)  # noqa: E731
     unadjusted = Bars(close=frame(raw), split=frame(split), dividend=frame(div))
-    adjusted = Bars.from_close(frame(raw * total_return_factor(raw, split, div)))
+    adjusted = Bars.from_close(frame(total_return_prices(raw, split, div)))
     options = {"rebalance": 1 if units else "bar", "check_lookahead": False}
     strategy = BlockWeights(seed=seed % 97, block=4)
     one = simulate(unadjusted, strategy, **options)

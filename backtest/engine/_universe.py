@@ -180,12 +180,10 @@ def kernel_inputs(bars: Bars) -> KernelInputs:
 def strategy_bars(bars: Bars) -> Bars:
     """What strategies see: the split- and dividend-adjusted view when actions are given.
 
-    ``Bars.adjusted()`` when the bars have it, else :func:`adjusted_bars`.
+    :meth:`Bars.adjusted() <backtest.data.Bars.adjusted>` (anchored at each asset's
+    start: no look-ahead).
     """
-    if not bars.has_actions:
-        return bars
-    own = getattr(bars, "adjusted", None)
-    return own() if callable(own) else adjusted_bars(bars)
+    return bars.adjusted() if bars.has_actions else bars
 
 
 def kernel_atr(rules: Any, bars: Bars, ki: KernelInputs, view: Bars) -> NDArray[np.float64]:
@@ -211,53 +209,6 @@ def vol_bars(view: Bars) -> Bars:
     close = pd.DataFrame(_filled(view.close.to_numpy(dtype=np.float64)), view.close.index,
                          view.close.columns)  # fmt: skip
     return Bars.from_close(close)
-
-
-def adjusted_bars(bars: Bars) -> Bars:
-    """Total-return adjusted prices, anchored at each asset's first price (no look-ahead).
-
-    ``A[t] = A[t-1] x split[t] x (close[t] + dividend[t]) / close[t-1]``, ``A = close``
-    up to the first action; opens, highs and lows are scaled by the same factor
-    ``A[t] / close[t]`` and volumes divided by it. The actions are dropped from the result.
-    """
-    close = bars.close.to_numpy(dtype=np.float64)
-    split = None if bars.split is None else _float(bars.split)
-    dividend = None if bars.dividend is None else _float(bars.dividend)
-    factor = total_return_factor(close, split, dividend)
-
-    def scaled(frame: pd.DataFrame | None, inverse: bool = False) -> pd.DataFrame | None:
-        if frame is None:
-            return None
-        f = 1.0 / factor if inverse else factor
-        return pd.DataFrame(frame.to_numpy(dtype=np.float64) * f, frame.index, frame.columns)
-
-    return Bars(
-        close=scaled(bars.close),  # type: ignore[arg-type]
-        open=scaled(bars.open), high=scaled(bars.high), low=scaled(bars.low),
-        volume=scaled(bars.volume, inverse=True), tradable=bars.tradable,
-        delist_return=bars.delist_return,
-    )  # fmt: skip
-
-
-def total_return_factor(
-    close: NDArray[np.float64],
-    split: NDArray[np.float64] | None,
-    dividend: NDArray[np.float64] | None,
-) -> NDArray[np.float64]:
-    """``(n, a)`` factor f, ``close x f`` the total-return series (1 up to the first action).
-
-    ``f[t] = f[t-1] x split[t] x (1 + dividend[t] / close[t])``; NaN closes keep the
-    factor of the bar before.
-    """
-    n, a = close.shape
-    step = np.ones((n, a))
-    if split is not None:
-        step = step * split
-    if dividend is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            step = step * (1.0 + dividend / close)
-    step = np.where(np.isfinite(step), step, 1.0)
-    return np.cumprod(step, axis=0)
 
 
 def _float(frame: pd.DataFrame) -> NDArray[np.float64]:

@@ -124,7 +124,7 @@ def test_config_yaml_has_no_experiment_default() -> None:
     assert not any("experiment" in str(d) for d in cfg.defaults)
 
 
-def test_figures_follow_tracking_unless_set_and_keep_the_job_identity(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_figures_follow_tracking_unless_set_and_keep_the_job_identity(compose, tmp_path: Path):  # type: ignore[no-untyped-def]
     """PNGs are MLflow's static copies: drawn by default only when tracking is on."""
     from backtest import BacktestJob
 

@@ -102,7 +102,7 @@ def bt_equity(bars: Bars, weights: pd.DataFrame) -> pd.Series:
     with warnings.catch_warnings():  # ffn's statistics (pandas 3 deprecations)
         warnings.simplefilter("ignore")
         bt.run(test)
-    values = test.strategy.values.loc[bars.index]
+    values = test.strategy.values.loc[bars.index]  # noqa: PD011 - bt's equity series, not a frame's .values
     return values / CAPITAL
 
 

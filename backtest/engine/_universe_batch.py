@@ -34,8 +34,8 @@ def universe_generic(
 ) -> tuple[pd.DataFrame, NDArray[np.float64] | None]:
     """``(metrics table, kept returns (n_bars, n_kept) or None)`` of every set of ``frame``."""
     from backtest.engine import _generic
-    from backtest.engine._batch import block_positions, lanes_for
     from backtest.engine._memory import reuse_freed_memory
+    from backtest.engine._set_positions import block_positions, lanes_for
 
     ki = kernel_inputs(bars)
     view = strategy_bars(bars)

@@ -97,7 +97,8 @@ class Budget:
 
     A search longer than :data:`LONG_SEARCH_S` may spend :data:`BUDGET_SHARE` of its
     time on up to :data:`SAMPLED` of them (the next set runs only if the slowest one so
-    far still fits); a shorter one gets one. A walk-forward keeps one budget for all its
+    far still fits); a shorter one gets one. One is always verified, so what is checked
+    never depends on how busy the machine was. A walk-forward keeps one budget for all its
     folds and :meth:`update` s it with the time run so far.
     """
 
@@ -114,8 +115,8 @@ class Budget:
         self.most = SAMPLED if long else 1
 
     def allows(self) -> bool:
-        """Whether one more set fits."""
-        return self.used < self.most and self.spent + self.slowest <= self.limit
+        """Whether one more set fits; the first one always does (on any machine's speed)."""
+        return self.used == 0 or (self.used < self.most and self.spent + self.slowest <= self.limit)
 
     def charge(self, seconds: float) -> None:
         """Count one verified set that took ``seconds``."""

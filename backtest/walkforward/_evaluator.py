@@ -18,7 +18,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.engine import cost_rate, resolve_weights, simulate_batch
-from backtest.engine._batch import set_positions
+from backtest.engine._set_positions import set_positions
 from backtest.walkforward._kernels import accumulate_returns
 
 

@@ -24,7 +24,7 @@ from backtest import metrics as m
 from backtest.data._bars import Bars
 from backtest.engine import _exits
 from backtest.engine._fused import lanes_for_sets
-from backtest.engine._kernel import COST_COLUMNS, run_book
+from backtest.engine._kernel import COST_COLUMNS, run_book_compiled
 from backtest.engine._lanes import run_chunks
 from backtest.engine._limits import apply_limits
 from backtest.engine._order_params import orders_of
@@ -114,7 +114,7 @@ def run_books(
         orders = np.array(
             [o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16], o[25], o[26], o[27], o[28]]
         )
-        run_book(
+        run_book_compiled(
             open_, high, low, close, limited, raw, hold, leave, split, div, sleeve,
             rebal[rebal_of[i]], o[0] != 0.0,
             o[1] != 0.0, o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], stops, atr,

@@ -10,7 +10,7 @@ stops; :func:`orders_of` packs them into the ``orders`` vector the kernels take
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -79,9 +79,7 @@ def check_order_params(p: Any) -> dict[str, Any]:
             f"engine.entry_offset must be a finite number >= 0, got {p.entry_offset!r}",
             key="engine.entry_offset",
         )
-    valid = p.entry_valid_bars
-    if isinstance(valid, float) and math.isnan(valid):
-        valid = None
+    valid = _given(p.entry_valid_bars)
     if valid is not None:
         if isinstance(valid, bool) or _float("entry_valid_bars", valid) != int(valid) or valid < 1:
             raise ConfigError(
@@ -99,9 +97,7 @@ def check_order_params(p: Any) -> dict[str, Any]:
                     f"remove engine.{key}",
                     key=f"engine.{key}",
                 )
-    risk = p.risk_per_trade
-    if isinstance(risk, float) and math.isnan(risk):
-        risk = None
+    risk = _given(p.risk_per_trade)
     if risk is not None:
         risk = _float("risk_per_trade", risk)
         if not (0.0 < risk < 1.0):
@@ -134,9 +130,7 @@ def check_order_params(p: Any) -> dict[str, Any]:
             f"engine.max_bars_unit must be 'bars' or 'sessions', got {p.max_bars_unit!r}",
             key="engine.max_bars_unit",
         )
-    part = p.max_participation
-    if isinstance(part, float) and math.isnan(part):
-        part = None
+    part = _given(p.max_participation)
     if part is not None:
         part = _float("max_participation", part)
         if not (0.0 < part <= 1.0):
@@ -163,6 +157,14 @@ def check_order_params(p: Any) -> dict[str, Any]:
         "sizing": sizing,
         "risk_per_trade": risk,
     }
+
+
+_T = TypeVar("_T")
+
+
+def _given(value: _T) -> _T | None:
+    """``value``, or ``None`` for a NaN (a missing cell of a parameter frame: the option is off)."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _float(key: str, value: object) -> float:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from backtest.engine._benchmark import benchmark_returns, check_benchmark
 from backtest.engine._schedule import rebalance_flags
 from backtest.errors import DataValidationError
 from backtest.strategies import BuyAndHold, SmaCross
+from tests.cli_run import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -246,13 +244,7 @@ def test_relative_metrics_equal_empyrical() -> None:
     assert ours["information_ratio"] == pytest.approx(ir, rel=1e-12)
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "backtest", *args, "tracking=none", "figures=false"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
-    )  # fmt: skip
+_cli = run_cli
 
 
 def _sample_index(tmp_path: Path) -> Path:

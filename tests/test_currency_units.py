@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ from backtest.engine import simulate
 from backtest.report._performance import equity_figure, equity_frame
 from backtest.results._summary import capital_section, currency_rows
 from backtest.strategies import SmaCross
+from tests.cli_run import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPITAL = 250_000.0
@@ -41,13 +39,7 @@ def _loop_drawdowns(value: np.ndarray, start: float) -> tuple[np.ndarray, float,
     return out, worst, worst_share
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "backtest", *args, "tracking=none", "figures=false"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
-    )  # fmt: skip
+_cli = run_cli
 
 
 def test_a_run_with_initial_capital_is_in_currency_beside_its_fractions(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ COSTS = ("fees", "slippage", "fixed", "borrow", "financing", "cash_interest")
 class Options:
     """Engine options of the reference (the names of ``engine.*``)."""
 
-    fee_bps: float = 0.0
-    slippage_bps: float = 0.0
+    fee_bps: float | list[float] = 0.0  # one per asset: per-asset costs
+    slippage_bps: float | list[float] = 0.0
     initial_capital: float = 1.0
     rebalance: str | int = "bar"
     rebalance_threshold: float = 0.0
@@ -140,6 +140,13 @@ def limits(
     return out, flags
 
 
+def _per_asset(bps: float | list[float], a: int) -> list[float]:
+    """A cost option as a fraction per asset (a list of bps is one per asset)."""
+    values = list(bps) if isinstance(bps, list | tuple) else [float(bps)] * a
+    assert len(values) == a
+    return [v / 1e4 for v in values]
+
+
 def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
@@ -218,8 +225,8 @@ def _sleeves(
 ) -> Result:
     """Engine v1: each asset's sleeve is reset to its target every bar."""
     n, a = len(close), len(close[0])
-    c_fee, c_slip = o.fee_bps / 1e4, o.slippage_bps / 1e4
-    c = c_fee + c_slip
+    c_fee, c_slip = _per_asset(o.fee_bps, a), _per_asset(o.slippage_bps, a)
+    c = [f + s for f, s in zip(c_fee, c_slip, strict=True)]
     q_prev = [0.0] * a
     growth = [1.0] * a
     entry = [0] * a
@@ -254,9 +261,9 @@ def _sleeves(
             q = weights[t][j] / sleeve[j] if sleeve[j] else 0.0
             g = 1 + p * r
             d = abs(q - p)
-            ret += sleeve[j] * (g * (1 - c * d) - 1)
-            cost["fees"] += equity * sleeve[j] * c_fee * d * g
-            cost["slippage"] += equity * sleeve[j] * c_slip * d * g
+            ret += sleeve[j] * (g * (1 - c[j] * d) - 1)
+            cost["fees"] += equity * sleeve[j] * c_fee[j] * d * g
+            cost["slippage"] += equity * sleeve[j] * c_slip[j] * d * g
             exposure += abs(sleeve[j] * q)
             turnover += sleeve[j] * d
             # trades: runs of one sign; resizes charged to the trade held
@@ -267,14 +274,14 @@ def _sleeves(
                     res.trades.append(
                         dict(asset=j, direction=_sign(p), entry_bar=entry[j], exit_bar=t,
                              entry_fill=entry_fill[j], exit_fill=close[t][j],
-                             ret=growth[j] * (1 - c * abs(p)) - 1,
+                             ret=growth[j] * (1 - c[j] * abs(p)) - 1,
                              reason=u.leave[t][j] or "signal")
                     )  # fmt: skip
-                growth[j] = 1 - c * abs(q) if q != 0 else 1.0
+                growth[j] = 1 - c[j] * abs(q) if q != 0 else 1.0
                 entry[j] = t
                 entry_fill[j] = close[t][j]
             elif q != p:
-                growth[j] *= 1 - c * d
+                growth[j] *= 1 - c[j] * d
             q_prev[j] = q
         res.returns.append(ret)
         res.costs.append(cost)
@@ -302,7 +309,7 @@ def _units(
 ) -> Result:
     """Cash and units: drift between rebalances, every traded unit charged."""
     n, a = len(close), len(close[0])
-    fee, slip = o.fee_bps / 1e4, o.slippage_bps / 1e4
+    fee, slip = _per_asset(o.fee_bps, a), _per_asset(o.slippage_bps, a)
     ppy = o.periods_per_year
     cash = o.initial_capital
     units = [0.0] * a
@@ -316,7 +323,7 @@ def _units(
         tr = open_trade[j]
         assert tr is not None
         x = price / tr["entry_fill"]
-        ret = _sign(units[j]) * (x - 1) - (fee + slip) * (1 + x)
+        ret = _sign(units[j]) * (x - 1) - (fee[j] + slip[j]) * (1 + x)
         tr.update(exit_bar=t, exit_fill=price, ret=ret, reason=reason)
         res.trades.append(tr)
         open_trade[j] = None
@@ -336,8 +343,8 @@ def _units(
             if delta == 0:
                 continue
             notional = abs(delta) * prices[j]
-            f = max(fee * notional, o.min_commission)
-            s = slip * notional
+            f = max(fee[j] * notional, o.min_commission)
+            s = slip[j] * notional
             cash -= delta * prices[j] + f + s + o.fixed_cost
             cost["fees"] += f
             cost["slippage"] += s
@@ -348,7 +355,7 @@ def _units(
                 assert tr is not None
                 x = prices[j] / tr["entry_fill"]
                 changed = dec == 0 or _sign(signal[dec][j]) != _sign(signal[dec - 1][j])
-                ret = _sign(u) * (x - 1) - (fee + slip) * (1 + x)
+                ret = _sign(u) * (x - 1) - (fee[j] + slip[j]) * (1 + x)
                 reason = un.leave[dec][j] or ("signal" if changed else "rebalance")
                 tr.update(exit_bar=t, exit_fill=prices[j], ret=ret, reason=reason)
                 res.trades.append(tr)
@@ -386,8 +393,8 @@ def _units(
         for j in range(a):  # a leaving asset: closed at this close, whatever the schedule
             if un.leave[t][j] and units[j] != 0:
                 notional = abs(units[j]) * close[t][j]
-                f = max(fee * notional, o.min_commission)
-                s = slip * notional
+                f = max(fee[j] * notional, o.min_commission)
+                s = slip[j] * notional
                 cash += units[j] * close[t][j] - f - s - o.fixed_cost
                 cost["fees"] += f
                 cost["slippage"] += s
@@ -404,7 +411,7 @@ def _units(
         tr = open_trade[j]
         if tr is not None:
             x = close[n - 1][j] / tr["entry_fill"]
-            ret = tr["direction"] * (x - 1) - (fee + slip) * (1 + x)
+            ret = tr["direction"] * (x - 1) - (fee[j] + slip[j]) * (1 + x)
             tr.update(exit_bar=n - 1, exit_fill=close[n - 1][j], ret=ret, reason="end")
             res.trades.append(tr)
     res.exposure = exposure / n

@@ -71,7 +71,7 @@ def units_with_orders(
     weights: np.ndarray,
     signal: np.ndarray,
     rebal: list[bool],
-    cost: float,
+    cost: float | list[float],
     rules: Rules,
     orders: Orders,
     next_open: bool,
@@ -84,13 +84,15 @@ def units_with_orders(
     ``weights`` / ``signal`` are ``(n, a)`` target weights and the strategy's own output;
     ``atr`` ``(n, a)`` when ``rules.use_atr`` (offsets and stop distances in ATR multiples);
     ``days`` the calendar day of each bar (sessions: a session ends where the day changes);
-    ``volume`` ``(n, a)`` for the participation cap and the impact.
+    ``volume`` ``(n, a)`` for the participation cap and the impact; ``cost`` the rate of
+    every asset, or one per asset (per-asset fees and slippage).
 
     Volume: an order that opens or adds to a position trades at most ``max_participation x
     volume`` units of that part (closing is never capped; the rest is dropped); every traded
     unit pays an impact of ``impact x min(units / volume, 1) ** 2`` of its notional.
     """
     n, a = c.shape
+    rate = list(cost) if isinstance(cost, list | tuple) else [float(cost)] * a
     cash = equity = 1.0
     units = [0.0] * a
     trade: list[dict | None] = [None] * a
@@ -146,7 +148,7 @@ def units_with_orders(
         assert tr is not None
         x = price / tr["entry_price"]
         tr.update(exit_bar=t, exit_price=float(price), reason=reason)
-        tr["return"] = tr["direction"] * (x - 1) - cost * (1 + x)
+        tr["return"] = tr["direction"] * (x - 1) - rate[j] * (1 + x)
         trades.append(tr)
         trade[j] = None
 
@@ -170,7 +172,7 @@ def units_with_orders(
             new = capped(t, j, u, w * value / prices[j])
             if new == u:
                 continue
-            cash -= (new - u) * prices[j] + cost * abs(new - u) * prices[j]
+            cash -= (new - u) * prices[j] + rate[j] * abs(new - u) * prices[j]
             cash -= impact_cost(t, j, new - u, prices[j])
             if u != 0 and _sign(new) != _sign(u):
                 close_trade(j, t, prices[j], order["why"][j])
@@ -202,7 +204,7 @@ def units_with_orders(
             new = capped(t, j, 0.0, w * equity / fill)
             if new == 0:
                 continue
-            cash -= new * fill + cost * abs(new) * fill + impact_cost(t, j, new, fill)
+            cash -= new * fill + rate[j] * abs(new) * fill + impact_cost(t, j, new, fill)
             units[j] = new
             open_trade(j, t, wo["dec"], fill, wo["side"], kind)
             just_filled[j] = True
@@ -219,7 +221,7 @@ def units_with_orders(
                 )
                 continue
             reason, fill = hit
-            cash += units[j] * fill - cost * abs(units[j]) * fill
+            cash += units[j] * fill - rate[j] * abs(units[j]) * fill
             cash -= impact_cost(t, j, units[j], fill)
             close_trade(j, t, fill, reason)
             units[j] = 0.0

@@ -197,8 +197,11 @@ class EngineConfig:
 
     Attributes:
         fee_bps: Commission per unit of traded notional, in basis points
-            (10 = 0.1%), charged on every traded unit.
-        slippage_bps: Extra cost per unit of traded notional, in basis points.
+            (10 = 0.1%), charged on every traded unit: one number for every asset, or a
+            mapping per symbol whose ``default`` prices the others (``{default: 5, AAPL: 2}``;
+            a symbol not in the data is an error; a mapping is not searchable).
+        slippage_bps: Extra cost per unit of traded notional, in basis points (a number or
+            a mapping, as ``fee_bps``).
         weights: Per-symbol weights applied to positions; equal weights when empty.
         periods_per_year: Bars per year, for annualising; null infers it from the
             index (252 daily, 52 weekly, 12 monthly, bars per session x 252 intraday,
@@ -263,8 +266,8 @@ class EngineConfig:
             strategy that looks ahead is refused, naming the first bar that changed).
     """
 
-    fee_bps: float = 0.0
-    slippage_bps: float = 0.0
+    fee_bps: Any = 0.0  # a number or {symbol: bps}; validated by engine_params
+    slippage_bps: Any = 0.0
     weights: dict[str, float] = field(default_factory=dict)
     periods_per_year: float | None = None
     initial_capital: float | None = None

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from backtest import metrics as m
 from backtest.data._bars import Bars, as_bars
 from backtest.data._check import check_bars
-from backtest.engine._costs import bar_returns, cost_rate
+from backtest.engine._costs import bar_returns, cost_rate, is_per_asset, uniform_costs
 from backtest.engine._declared import apply_declared, declared_keys
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
@@ -53,8 +53,8 @@ def simulate_batch(
     strategy_cls: type,
     param_sets: pd.DataFrame | Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
     *,
-    fee_bps: float = 0.0,
-    slippage_bps: float = 0.0,
+    fee_bps: float | Mapping[str, float] = 0.0,
+    slippage_bps: float | Mapping[str, float] = 0.0,
     weights: Mapping[str, float] | None = None,
     periods_per_year: float | None = None,
     keep_returns: bool | Sequence[bool] | NDArray[np.bool_] = False,
@@ -107,8 +107,10 @@ def simulate_batch(
             no Python call per set, else one ``positions`` call per set.
         param_sets: A frame with one row per set, a mapping of name -> values, or a
             list of dicts.
-        fee_bps: Commission per unit of traded notional, in basis points.
-        slippage_bps: Slippage per unit of traded notional, in basis points.
+        fee_bps: Commission per unit of traded notional, in basis points: a number, or
+            ``{symbol: bps}`` with a ``default`` (per-asset costs run on the per-bar
+            kernel unless every asset is priced alike; a mapping is not searchable).
+        slippage_bps: Slippage per unit of traded notional, in basis points (as ``fee_bps``).
         weights: Symbol -> portfolio weight; equal weights when empty.
         periods_per_year: Bars per year, for annualised metrics (inferred from the index
             when None, as the command line does).
@@ -136,6 +138,8 @@ def simulate_batch(
     bars = as_bars(prices)
     check_bars(bars)
     prices = bars.close
+    # a per-asset cost mapping pricing every asset alike (one asset) is its number: v1's paths
+    fee_bps, slippage_bps = uniform_costs(fee_bps, slippage_bps, bars.symbols)
     given = _param_frame(param_sets)
     k = len(given)
     keep = _keep_mask(keep_returns, k)
@@ -323,12 +327,17 @@ def _generic_batch(
 
 
 def _is_v1(p: EngineParams) -> bool:
-    """Whether only engine v1's options (costs, weights, periods) differ from the defaults."""
+    """Whether only engine v1's options (costs, weights, periods) differ from the defaults.
+
+    Costs per asset (a mapping) are not v1's: they run on the per-bar kernel.
+    """
     from dataclasses import replace
 
     return (
         replace(p, fee_bps=0.0, slippage_bps=0.0, weights={}, periods_per_year=None)
         == EngineParams()
+        and not is_per_asset(p.fee_bps)
+        and not is_per_asset(p.slippage_bps)
     )
 
 

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from backtest import metrics as m
 from backtest.data._bars import Bars
 from backtest.engine import _exits
+from backtest.engine._costs import COST_KEYS, asset_rates, is_per_asset
 from backtest.engine._fused import lanes_for_sets
 from backtest.engine._kernel import COST_COLUMNS, run_book_compiled
 from backtest.engine._lanes import run_chunks
@@ -72,15 +73,16 @@ def split_columns(
 @numba.njit(cache=True, nogil=True)
 def run_books(
     lo, hi, open_, high, low, close, vol_close, hold, leave, split, div, targets, sleeve, rebal,
-    rebal_of, opts, ppy, atr, use_atr, lock, sess_id, sess_end, volume, inv_vol, ret_out,
-    stats_out, limited_out, cost_out,
+    rebal_of, opts, ppy, atr, use_atr, lock, sess_id, sess_end, volume, inv_vol, fee_of,
+    slip_of, ret_out, stats_out, limited_out, cost_out,
 ):  # pragma: no cover - compiled; equal to simulate() per set in the tests  # fmt: skip
     """Limits + :func:`run_book` for sets ``lo`` to ``hi`` of ``targets[:, :, i]``.
 
     ``opts[:, i]`` holds the set's options (:data:`_OPT_FIELDS`), ``rebal[rebal_of[i]]``
-    its schedule (``rebal`` is ``(n_schedules, n)``). Targets are 0 where ``hold`` is
-    False (:mod:`backtest.engine._universe`) before the limits, which read ``vol_close``
-    for the volatility overlay. Writes ``ret_out[i]`` (returns),
+    its schedule (``rebal`` is ``(n_schedules, n)``). A set's fee (slippage) row is its
+    rate for every asset, or NaN for the per-asset rates ``fee_of`` (``slip_of``).
+    Targets are 0 where ``hold`` is False (:mod:`backtest.engine._universe`) before the
+    limits, which read ``vol_close`` for the volatility overlay. Writes ``ret_out[i]`` (returns),
     ``stats_out[i]``, ``limited_out[i]``
     (fraction of bars a limit bound) and ``cost_out[i]`` (cost totals per column).
     Groups of sets run on the batched paths' threads (:func:`~backtest.engine._lanes.run_chunks`).
@@ -114,10 +116,12 @@ def run_books(
         orders = np.array(
             [o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16], o[25], o[26], o[27], o[28]]
         )
+        fee = fee_of if o[4] != o[4] else np.full(a, o[4])
+        slip = slip_of if o[5] != o[5] else np.full(a, o[5])
         run_book_compiled(
             open_, high, low, close, limited, raw, hold, leave, split, div, sleeve,
             rebal[rebal_of[i]], o[0] != 0.0,
-            o[1] != 0.0, o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], stops, atr,
+            o[1] != 0.0, o[2], o[3], fee, slip, o[6], o[7], o[8], o[9], o[10], stops, atr,
             use_atr, int(o[19]), lock, orders, sess_id, sess_end, volume, ret, costs,
             np.zeros((0, 0)),
             np.zeros((0, 10)), stats,
@@ -152,6 +156,14 @@ def _set_options(
         if key not in cache:
             clean = {c: (None if _missing(v) else v) for c, v in row.items()}  # fmt: skip
             eng = {c: v for c, v in clean.items() if c in ENGINE_KEYS}
+            for name in COST_KEYS:
+                if is_per_asset(eng.get(name)):
+                    raise ConfigError(
+                        f"engine.{name} per asset ({eng[name]!r}) cannot be searched or set "
+                        f"per parameter set: set the mapping as the engine's option and "
+                        f"search numbers of basis points (one for every asset)",
+                        key=f"engine.{name}",
+                    )
             stop = {c: v for c, v in clean.items() if c in _exits.STOP_FIELDS}
             cache[key] = (
                 engine_params(**{**base, **eng}),
@@ -217,6 +229,9 @@ def kernel_batch(
             )
         inv_vol = volatility_scale(vol_close, vol_sized[0].vol_lookback, ppy)
     sleeve = sleeve_weights(strategy_cls, bars.symbols, base.get("weights"))
+    fee_of, slip_of = asset_rates(
+        base.get("fee_bps", 0.0), base.get("slippage_bps", 0.0), bars.symbols
+    )
     chunk = chunk_size or max(1, 4_000_000 // max(n * a, 1))
     ret_all = np.empty((k, n)) if keep is not None else None
     metrics = np.empty((k, len(m.METRIC_NAMES)))
@@ -232,7 +247,8 @@ def kernel_batch(
         books = (open_, high, low, close, vol_close, *ki.rule_arrays(),
                  targets, sleeve, rebal, rebal_of[lo:hi],
                  np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
-                 *sessions, volume_array(bars), inv_vol, ret, stats, limited, costs)  # fmt: skip
+                 *sessions, volume_array(bars), inv_vol, fee_of, slip_of, ret, stats, limited,
+                 costs)  # fmt: skip
         run_chunks(lambda first, last, books=books: run_books(first, last, *books), hi - lo,
                    lanes_for_sets(hi - lo))  # fmt: skip
         port = np.ascontiguousarray(ret.T)
@@ -276,11 +292,16 @@ def _code(code: str) -> str | int:
     return int(code) if code.isdigit() else code
 
 
+def _rate(bps: float | Mapping[str, float]) -> float:
+    """A cost's rate row: the fraction, or NaN for a per-asset mapping (``fee_of``)."""
+    return math.nan if is_per_asset(bps) else float(bps) / 1e4  # type: ignore[arg-type]
+
+
 def _opt_row(p: EngineParams, r: Any, ppy: float) -> list[float]:
     inf = math.inf
     return [
         float(not p.sleeves), float(p.next_open), p.rebalance_threshold, p.capital,
-        p.fee_bps / 1e4, p.slippage_bps / 1e4, p.fixed_cost, p.min_commission,
+        _rate(p.fee_bps), _rate(p.slippage_bps), p.fixed_cost, p.min_commission,
         p.borrow_rate / ppy, p.financing_rate / ppy, p.cash_rate / ppy, float(p.long_only),
         inf if p.max_weight is None else p.max_weight,
         inf if p.max_gross_leverage is None else p.max_gross_leverage,

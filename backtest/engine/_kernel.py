@@ -17,7 +17,7 @@ Two accountings:
 * **units** (everything else): cash and units per asset from ``capital``; holdings drift
   with prices; at a rebalance each asset is traded to ``w * equity / price`` (only when
   its weight left the band, or its sign changes), and every traded unit pays
-  ``fee + slippage`` (with ``min_commission`` on the fee of each order) plus
+  ``fee + slippage`` of its asset (with ``min_commission`` on the fee of each order) plus
   ``fixed_cost`` per order.
 
 Real universes (:mod:`backtest.engine._universe`): targets are 0 where an asset may not
@@ -189,14 +189,14 @@ def _units(
                     peak[j] = update_peak(_sign(u), peak[j], high[t, j], low[t, j])
                     continue
                 notional = abs(u) * fill
-                cash += _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out) * -1.0
+                cash += _order_costs(notional, t, fee[j], slip[j], fixed, min_comm, cost_out) * -1.0
                 imp = impact_cost(orders[11], u, volume[t, j], fill)
                 cost_out[t, 1] += imp
                 cash += u * fill - imp
                 stats[3] += notional / equity
                 x = fill / entry_fill[j]
                 _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], fill,
-                        _sign(u) * (x - 1.0) - c * (1.0 + x), reason)  # fmt: skip
+                        _sign(u) * (x - 1.0) - c[j] * (1.0 + x), reason)  # fmt: skip
                 _mark(trades, stats, dec_of[j], type_of[j])
                 units[j] = 0.0
                 stopped[j] = True
@@ -262,12 +262,12 @@ def _units(
                     continue
                 fill = close[t, j]
                 notional = abs(u) * fill
-                cash -= _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out)
+                cash -= _order_costs(notional, t, fee[j], slip[j], fixed, min_comm, cost_out)
                 cash += u * fill
                 stats[3] += notional / equity
                 x = fill / entry_fill[j]
                 _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], fill,
-                        _sign(u) * (x - 1.0) - c * (1.0 + x), leave[t, j])  # fmt: skip
+                        _sign(u) * (x - 1.0) - c[j] * (1.0 + x), leave[t, j])  # fmt: skip
                 _mark(trades, stats, dec_of[j], type_of[j])
                 units[j] = 0.0
         value = cash
@@ -286,8 +286,9 @@ def _units(
     for j in range(a):
         if units[j] != 0.0:
             x = close[n - 1, j] / entry_fill[j]
+            ret = _sign(units[j]) * (x - 1.0) - c[j] * (1.0 + x)
             _record(trades, stats, j, _sign(units[j]), entry_bar[j], n - 1, entry_fill[j],
-                    close[n - 1, j], _sign(units[j]) * (x - 1.0) - c * (1.0 + x), END)  # fmt: skip
+                    close[n - 1, j], ret, END)  # fmt: skip
             _mark(trades, stats, dec_of[j], type_of[j])
 
 
@@ -354,7 +355,8 @@ def _rebalance(
         if delta == 0.0:
             continue
         notional = abs(delta) * price[j]
-        cash -= delta * price[j] + _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out)
+        paid = _order_costs(notional, t, fee[j], slip[j], fixed, min_comm, cost_out)
+        cash -= delta * price[j] + paid
         imp = impact_cost(orders[11], delta, vol_row[j], price[j])
         cost_out[t, 1] += imp
         cash -= imp
@@ -362,7 +364,7 @@ def _rebalance(
         if u != 0.0 and _sign(desired) != _sign(u):
             x = price[j] / entry_fill[j]
             _record(trades, stats, j, _sign(u), entry_bar[j], t, entry_fill[j], price[j],
-                    _sign(u) * (x - 1.0) - c * (1.0 + x), why[j])  # fmt: skip
+                    _sign(u) * (x - 1.0) - c[j] * (1.0 + x), why[j])  # fmt: skip
             _mark(trades, stats, dec_of[j], type_of[j])
         if desired != 0.0 and _sign(desired) != _sign(u):
             dec_of[j] = dec
@@ -402,8 +404,8 @@ def _book(
         next_open: Fill decisions at the next bar's open (else at the decision close).
         threshold: Drift band on weights (0: no band).
         capital: Initial capital (units accounting).
-        fee: Fee per unit of traded notional (a fraction).
-        slip: Slippage per unit of traded notional (a fraction).
+        fee: Fee per unit of traded notional (a fraction), per asset ``(a,)``.
+        slip: Slippage per unit of traded notional (a fraction), per asset ``(a,)``.
         fixed: Cost per order, in currency.
         min_comm: Minimum fee per order, in currency.
         borrow_bar: Per-bar borrow rate on short notional.

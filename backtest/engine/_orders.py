@@ -214,7 +214,8 @@ def _fill_orders(
         if desired == 0.0 or equity <= 0.0:
             continue
         notional = abs(desired) * fill
-        cash -= desired * fill + _order_costs(notional, t, fee, slip, fixed, min_comm, cost_out)
+        paid = _order_costs(notional, t, fee[j], slip[j], fixed, min_comm, cost_out)
+        cash -= desired * fill + paid
         imp = impact_cost(orders[11], desired, volume[t, j], fill)
         cost_out[t, 1] += imp
         cash -= imp

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import PurePath
 from typing import Any
 
+from backtest.engine._costs import COST_KEYS, check_cost
 from backtest.errors import ConfigError
 
 #: Calendar rebalance codes: every bar, first bar of each day, week, month, quarter.
@@ -28,8 +29,10 @@ class EngineParams:
     """How target weights become a portfolio (see the README's "Portfolio engine").
 
     Attributes:
-        fee_bps: Commission per unit of traded notional, in basis points.
-        slippage_bps: Slippage per unit of traded notional, in basis points.
+        fee_bps: Commission per unit of traded notional, in basis points: one number, or
+            ``{symbol: bps}`` per asset with a ``default`` for the others (:mod:`._costs`).
+        slippage_bps: Slippage per unit of traded notional, in basis points (a number or
+            a mapping, as ``fee_bps``).
         weights: Symbol -> weight applied to a legacy strategy's positions (equal when empty).
         periods_per_year: Bars per year for annualising; ``None`` infers it from the index.
         initial_capital: Starting cash; ``None`` means 1.0 (results as fractions).
@@ -65,8 +68,8 @@ class EngineParams:
         impact: zipline's volume-share impact coefficient (``impact x share^2``).
     """
 
-    fee_bps: float = 0.0
-    slippage_bps: float = 0.0
+    fee_bps: float | Mapping[str, float] = 0.0
+    slippage_bps: float | Mapping[str, float] = 0.0
     weights: Mapping[str, float] = field(default_factory=dict)
     periods_per_year: float | None = None
     initial_capital: float | None = None
@@ -188,8 +191,10 @@ def engine_params(**options: Any) -> EngineParams:
     values = {k: getattr(v, "value", v) for k, v in options.items()}
     p = replace(EngineParams(), **values)
     checked: dict[str, Any] = {}
-    for key in ("fee_bps", "slippage_bps", "fixed_cost", "min_commission", "borrow_rate",
-                "financing_rate", "cash_rate", "rebalance_threshold"):  # fmt: skip
+    for key in COST_KEYS:
+        checked[key] = check_cost(key, getattr(p, key))
+    for key in ("fixed_cost", "min_commission", "borrow_rate", "financing_rate", "cash_rate",
+                "rebalance_threshold"):  # fmt: skip
         checked[key] = _number(key, getattr(p, key))
     for key in ("max_gross_leverage", "max_weight", "target_volatility", "initial_capital",
                 "periods_per_year"):  # fmt: skip

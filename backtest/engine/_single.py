@@ -13,6 +13,7 @@ from backtest import metrics as m
 from backtest.data._bars import Bars, as_bars
 from backtest.engine import _exits
 from backtest.engine._benchmark import benchmark_returns, check_benchmark
+from backtest.engine._costs import asset_rates
 from backtest.engine._kernel import COST_COLUMNS, TRADE_FIELDS, run_book
 from backtest.engine._order_params import check_orders, orders_of
 from backtest.engine._orders import ORDER_TYPES, volatility_scale
@@ -202,7 +203,13 @@ def simulate(
 
 
 def check_inputs(bars: Bars, params: EngineParams, rules: Any) -> None:
-    """Refuse data the options cannot run on, before anything runs."""
+    """Refuse data the options cannot run on, before anything runs.
+
+    Raises:
+        ConfigError: a per-asset cost for a symbol not in the data, or none for a symbol
+            without a ``default`` (:func:`~backtest.engine._costs.asset_bps`).
+        DataValidationError: opens, highs/lows or volumes the options need are missing.
+    """
     if params.next_open:
         bars.require("open", why="engine.execution=next_open")
     if rules.needs_high_low:
@@ -212,6 +219,7 @@ def check_inputs(bars: Bars, params: EngineParams, rules: Any) -> None:
         )
     check_benchmark(params.benchmark, bars)
     check_orders(bars, params, rules)
+    asset_rates(params.fee_bps, params.slippage_bps, bars.symbols)  # a symbol not in the data
 
 
 def run_simulation(
@@ -253,8 +261,9 @@ def run_simulation(
         *arrays, close, limited, raw, *ki.rule_arrays(),
         np.asarray(sleeve, np.float64), rebalance_flags(index, params.rebalance),
         not params.sleeves, params.next_open,
-        params.rebalance_threshold, params.capital, params.fee_bps / 1e4,
-        params.slippage_bps / 1e4, params.fixed_cost, params.min_commission,
+        params.rebalance_threshold, params.capital,
+        *asset_rates(params.fee_bps, params.slippage_bps, bars.symbols),
+        params.fixed_cost, params.min_commission,
         params.borrow_rate / ppy, params.financing_rate / ppy, params.cash_rate / ppy,
         np.array(rules.levels(), dtype=np.float64), atr, rules.use_atr, rules.max_bars,
         rules.lock, orders_of(params, rules), *session_arrays(index), volume_array(bars), ret,

@@ -81,7 +81,10 @@ def _sleeves(
     borrow_bar, fin_bar, cash_bar, stops, atr, use_atr, max_bars, lock, ret_out, cost_out,
     held_out, trades, stats,
 ):  # pragma: no cover - compiled  # fmt: skip
-    """Sleeve accounting (see the module docstring): engine v1's formula plus exits and carry."""
+    """Sleeve accounting (see the module docstring): engine v1's formula plus exits and carry.
+
+    ``c``, ``fee`` and ``slip`` are per asset ``(a,)``: sleeve j pays ``c[j]``.
+    """
     n, a = close.shape
     has_stops = (stops[0] == stops[0]) or (stops[1] == stops[1]) or (stops[2] == stops[2])
     held = np.zeros(a)
@@ -141,11 +144,11 @@ def _sleeves(
                 )  # fmt: skip
                 if reason != NO_EXIT:
                     g = 1.0 + p * (k * (fill + dv) / close[t - 1, j] - 1.0)
-                    value = g * (1.0 - c * abs(p))
+                    value = g * (1.0 - c[j] * abs(p))
                     _record(trades, stats, j, _sign(p), entry_bar[j], t, entry_fill[j], fill,
                             growth[j] * value - 1.0, reason)  # fmt: skip
-                    cost_out[t, 0] += equity * s * fee * abs(p) * g
-                    cost_out[t, 1] += equity * s * slip * abs(p) * g
+                    cost_out[t, 0] += equity * s * fee[j] * abs(p) * g
+                    cost_out[t, 1] += equity * s * slip[j] * abs(p) * g
                     stats[3] += s * abs(p)
                     stopped = True
                     p = 0.0
@@ -168,15 +171,15 @@ def _sleeves(
                     locked_value[j] = sig
             last_signal[j] = sig
             d = abs(q - p)
-            ret += s * (value * (1.0 - c * d) - 1.0)
-            cost_out[t, 0] += equity * s * fee * d * value
-            cost_out[t, 1] += equity * s * slip * d * value
+            ret += s * (value * (1.0 - c[j] * d) - 1.0)
+            cost_out[t, 0] += equity * s * fee[j] * d * value
+            cost_out[t, 1] += equity * s * slip[j] * d * value
             stats[2] += abs(s * q)
             stats[3] += s * d
             if stopped:
-                growth[j] = 1.0 - c * abs(q) if q != 0.0 else 1.0
+                growth[j] = 1.0 - c[j] * abs(q) if q != 0.0 else 1.0
             else:
-                growth[j], ended, ended_growth = _trade_step(growth[j], p, q, rt, c)
+                growth[j], ended, ended_growth = _trade_step(growth[j], p, q, rt, c[j])
                 if ended:
                     why = MAX_BARS if time_stop else SIGNAL
                     if universe and leave[t, j] != 0:

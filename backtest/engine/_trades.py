@@ -95,8 +95,14 @@ def _trades_kernel(
     return entries[:k], exits[:k], dirs[:k], rets[:k]
 
 
-def trades_table(prices: pd.DataFrame, positions: pd.DataFrame, cost: float) -> pd.DataFrame:
-    """One row per trade over every asset, in the order of ``TRADE_COLUMNS``."""
+def trades_table(
+    prices: pd.DataFrame, positions: pd.DataFrame, cost: float | NDArray[np.float64]
+) -> pd.DataFrame:
+    """One row per trade over every asset, in the order of ``TRADE_COLUMNS``.
+
+    ``cost`` is one rate, or one per asset (per-asset fees and slippage).
+    """
+    rates = np.broadcast_to(np.asarray(cost, dtype=np.float64), (prices.shape[1],))
     close = prices.to_numpy(dtype=np.float64)
     pos = positions.to_numpy(dtype=np.float64)
     index = prices.index
@@ -104,7 +110,7 @@ def trades_table(prices: pd.DataFrame, positions: pd.DataFrame, cost: float) -> 
     for j, asset in enumerate(prices.columns):
         c = np.ascontiguousarray(close[:, j])
         entries, exits, dirs, rets = _trades_kernel(
-            np.ascontiguousarray(pos[:, j]), bar_returns(c), cost
+            np.ascontiguousarray(pos[:, j]), bar_returns(c), float(rates[j])
         )
         is_open = np.zeros(len(entries), dtype=bool)
         if len(entries) and pos[-1, j] != 0:

@@ -71,6 +71,16 @@ def path_rng(seed: int, path: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(path,)))
 
 
+def _cost_rates(engine: EngineConfig, columns: pd.Index) -> NDArray[np.float64]:
+    """The cost rate of each asset: ``fee_bps`` and ``slippage_bps`` may be per asset."""
+    from backtest.engine._costs import asset_rates, is_per_asset
+
+    if is_per_asset(engine.fee_bps) or is_per_asset(engine.slippage_bps):
+        fee, slip = asset_rates(engine.fee_bps, engine.slippage_bps, [str(c) for c in columns])
+        return fee + slip
+    return np.full(len(columns), eng.cost_rate(engine.fee_bps, engine.slippage_bps))
+
+
 def portfolio_returns(
     close: NDArray[np.float64],
     positions: NDArray[np.float64],
@@ -78,7 +88,7 @@ def portfolio_returns(
     columns: pd.Index,
 ) -> NDArray[np.float64]:
     """Portfolio return per bar after costs, as :func:`backtest.engine.simulate` computes it."""
-    cost = eng.cost_rate(engine.fee_bps, engine.slippage_bps)
+    cost = _cost_rates(engine, columns)
     w = eng.resolve_weights(columns, engine.weights or None)
     per_asset = eng.asset_returns(close, positions, cost)
     combined = np.zeros(close.shape[0])
@@ -101,7 +111,7 @@ def reordered_returns(
     returns and passed to :func:`backtest.engine.asset_returns`, so costs and the
     summation order are the engine's.
     """
-    cost = eng.cost_rate(engine.fee_bps, engine.slippage_bps)
+    cost = _cost_rates(engine, columns)
     w = eng.resolve_weights(columns, engine.weights or None)
     n, count = orders.shape[0] + 1, orders.shape[1]
     growth = np.ones((n, count, close.shape[1]), dtype=np.float64)
@@ -110,7 +120,7 @@ def reordered_returns(
     combined = np.zeros((n, count))
     for j in range(positions.shape[1]):
         held = np.broadcast_to(positions[:, j : j + 1], (n, count))
-        combined += w[j] * eng.asset_returns(closes[:, :, j], held, cost)
+        combined += w[j] * eng.asset_returns(closes[:, :, j], held, cost[j])
     return combined
 
 

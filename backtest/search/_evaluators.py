@@ -25,6 +25,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.engine import BatchResult, simulate_batch
+from backtest.engine._costs import is_per_asset, uniform_costs
 from backtest.errors import ConfigError
 from backtest.metrics import METRIC_NAMES
 
@@ -59,8 +60,9 @@ class StrategyEvaluator:
         strategy_cls: The strategy class, or its import path
             (``"backtest.strategies.SmaCross"``; other modules must be listed in
             ``allowed_modules``).
-        fee_bps: Commission per unit of traded notional, in basis points.
-        slippage_bps: Slippage per unit of traded notional, in basis points.
+        fee_bps: Commission per unit of traded notional, in basis points: a number, or
+            ``{symbol: bps}`` with a ``default`` (per-asset costs; the per-bar kernel).
+        slippage_bps: Slippage per unit of traded notional, in basis points (as ``fee_bps``).
         weights: Symbol -> portfolio weight; equal weights when empty.
         periods_per_year: Bars per year, for annualised metrics; inferred from the index
             when None (252 daily, 98,280 for minute bars, ...: as the command line).
@@ -94,8 +96,8 @@ class StrategyEvaluator:
         prices: pd.DataFrame,
         strategy_cls: type | str,
         *,
-        fee_bps: float = 0.0,
-        slippage_bps: float = 0.0,
+        fee_bps: float | Mapping[str, float] = 0.0,
+        slippage_bps: float | Mapping[str, float] = 0.0,
         weights: Mapping[str, float] | None = None,
         periods_per_year: float | None = None,
         fixed_params: Mapping[str, Any] | None = None,
@@ -123,8 +125,9 @@ class StrategyEvaluator:
         require_strategy_class(strategy_cls)
         self.prices = prices
         self.strategy_cls = strategy_cls
-        self.fee_bps = fee_bps
-        self.slippage_bps = slippage_bps
+        # a per-asset cost mapping pricing every asset alike is its number (fused kernels)
+        symbols = [str(c) for c in prices.columns]
+        self.fee_bps, self.slippage_bps = uniform_costs(fee_bps, slippage_bps, symbols)
         self.weights = dict(weights) if weights else None
         self.periods_per_year = _whole(resolve_periods_per_year(prices.index, periods_per_year))
         self.fixed_params = dict(fixed_params or {})
@@ -337,6 +340,8 @@ class StrategyEvaluator:
             or not _fused.supports(self.strategy_cls, list(columns))
             or not isinstance(self.periods_per_year, int)  # (the kernels take whole bars)
             or not self._plain()  # a real universe: the engine's per-bar kernel
+            or is_per_asset(self.fee_bps)  # per-asset costs: the per-bar kernel
+            or is_per_asset(self.slippage_bps)
         ):
             if not self._verified:
                 self._verify(pd.DataFrame(columns))

@@ -18,6 +18,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.engine import cost_rate, resolve_weights, simulate_batch
+from backtest.engine._costs import asset_rates, is_per_asset, uniform_costs
 from backtest.engine._set_positions import set_positions
 from backtest.walkforward._kernels import accumulate_returns
 
@@ -61,8 +62,9 @@ class StrategyReturnsEvaluator:
         prices: :class:`~backtest.data.Bars` or wide closes with a ``DatetimeIndex``.
         strategy_cls: A strategy class (with a fast path of its own, as every
             built-in, no Python call per set).
-        fee_bps: Commission per unit of traded notional, in basis points.
-        slippage_bps: Slippage per unit of traded notional, in basis points.
+        fee_bps: Commission per unit of traded notional, in basis points: a number, or
+            ``{symbol: bps}`` with a ``default`` (per-asset costs).
+        slippage_bps: Slippage per unit of traded notional, in basis points (as ``fee_bps``).
         weights: Symbol -> portfolio weight; equal weights when empty.
         periods_per_year: Bars per year, for annualised metrics; inferred from the index
             when None (as the command line does).
@@ -93,8 +95,8 @@ class StrategyReturnsEvaluator:
         prices: pd.DataFrame,
         strategy_cls: type,
         *,
-        fee_bps: float = 0.0,
-        slippage_bps: float = 0.0,
+        fee_bps: float | Mapping[str, float] = 0.0,
+        slippage_bps: float | Mapping[str, float] = 0.0,
         weights: Mapping[str, float] | None = None,
         periods_per_year: float | None = None,
         fixed_params: Mapping[str, Any] | None = None,
@@ -118,9 +120,16 @@ class StrategyReturnsEvaluator:
         self.prices = prices
         self.index = pd.DatetimeIndex(prices.index)
         self.strategy_cls = strategy_cls
-        self.fee_bps = float(fee_bps)
-        self.slippage_bps = float(slippage_bps)
-        self.cost = cost_rate(fee_bps, slippage_bps)
+        symbols = [str(c) for c in prices.columns]
+        # a per-asset cost mapping pricing every asset alike is its number (v1's paths)
+        self.fee_bps, self.slippage_bps = uniform_costs(fee_bps, slippage_bps, symbols)
+        #: The cost rate, one per asset with per-asset costs (fold switches, stitched trades)
+        self.cost: float | NDArray[np.float64]
+        if is_per_asset(self.fee_bps) or is_per_asset(self.slippage_bps):
+            fee, slip = asset_rates(self.fee_bps, self.slippage_bps, symbols)
+            self.cost = fee + slip
+        else:
+            self.cost = cost_rate(self.fee_bps, self.slippage_bps)  # type: ignore[arg-type]
         self.weights = resolve_weights(prices.columns, weights)
         self._weights_map = dict(weights) if weights else None
         self.periods_per_year = int(resolve_periods_per_year(self.index, periods_per_year))
@@ -138,6 +147,11 @@ class StrategyReturnsEvaluator:
         self._cache_frame: pd.DataFrame | None = None
         self._cache: NDArray[np.float64] | None = None
         self._last_run: tuple[Any, tuple[NDArray[np.float64], NDArray[np.float64]]] | None = None
+
+    @property
+    def _cost_of(self) -> NDArray[np.float64]:
+        """The cost rate of each asset (the same for all without per-asset costs)."""
+        return np.broadcast_to(np.asarray(self.cost, dtype=np.float64), (len(self._close),))
 
     def backtest(self, params: Mapping[str, Any], end: int) -> NDArray[np.float64]:
         """The single backtest of one set over bars ``[0, end)``: its returns.
@@ -243,7 +257,11 @@ class StrategyReturnsEvaluator:
         for j in range(len(self._close)):
             pos = per_asset(j)
             accumulate_returns(
-                pos, self._bar_returns[j][:end], self.cost, float(self.weights[j]), port
+                pos,
+                self._bar_returns[j][:end],
+                float(self._cost_of[j]),
+                float(self.weights[j]),
+                port,
             )
             positions[:, j] = np.where(np.isnan(pos[:, 0]), 0.0, pos[:, 0])
         return port[:, 0], positions

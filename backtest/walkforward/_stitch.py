@@ -59,7 +59,7 @@ def oos_segments(splits: Splits, runs: Mapping[tuple[int, int], Any]) -> list[li
 
 
 def stitch(evaluator: ReturnsEvaluator, segments: list[Segment]) -> tuple[pd.Series, pd.DataFrame]:
-    cost = float(getattr(evaluator, "cost", 0.0))
+    cost = np.asarray(getattr(evaluator, "cost", 0.0), dtype=np.float64)  # or one per asset
     weights = getattr(evaluator, "weights", None)
     parts, pos_parts = [], []
     prev: Segment | None = None
@@ -71,7 +71,7 @@ def stitch(evaluator: ReturnsEvaluator, segments: list[Segment]) -> tuple[pd.Ser
         if prev is not None and prev.end == seg.start and have_pos and weights is not None:
             assert seg.run_positions is not None and prev.run_positions is not None
             delta = np.abs(seg.run_positions[seg.start - 1] - prev.run_positions[seg.start - 1])
-            switch = cost * float(np.dot(weights, delta))
+            switch = float(np.dot(cost * weights, delta))
             r[0] = (1.0 + r[0]) * (1.0 - switch) - 1.0
         parts.append(r)
         if seg.run_positions is not None:
@@ -106,7 +106,7 @@ def assemble_result(
     returns, positions = stitched[0]
     prices = getattr(evaluator, "prices", None)
     if prices is not None and positions.shape[1]:
-        trades = trades_table(prices.loc[positions.index], positions, float(evaluator.cost))  # type: ignore[attr-defined]
+        trades = trades_table(prices.loc[positions.index], positions, evaluator.cost)  # type: ignore[attr-defined]
     else:
         trades = pd.DataFrame({"return": pd.Series(dtype=float)})
     weights = getattr(evaluator, "weights", None)

@@ -262,23 +262,17 @@ def test_random_search_distributions():
 
 def test_random_search_respects_the_constraint_and_the_seed():
     space = {"fast": {"low": 1, "high": 50}, "slow": {"low": 2, "high": 60}}
-    a = random_search(
-        space,
-        lambda p: p["slow"] - p["fast"],
-        metric="gap",
-        n_iter=300,
-        constraint="fast < slow",
-        seed=5,
-        progress=False,
-    )
-    b = random_search(
-        space,
-        lambda p: p["slow"] - p["fast"],
-        metric="gap",
-        n_iter=300,
-        constraint="fast < slow",
-        seed=5,
-        progress=False,
+    a, b = (  # the same call twice: the same seed draws the same trials
+        random_search(
+            space,
+            lambda p: p["slow"] - p["fast"],
+            metric="gap",
+            n_iter=300,
+            constraint="fast < slow",
+            seed=5,
+            progress=False,
+        )
+        for _ in range(2)
     )
     assert len(a.trials) == 300
     assert (a.trials["fast"] < a.trials["slow"]).all()

@@ -112,8 +112,10 @@ def test_children_are_the_best_k_trials(compose, tmp_path):
     [
         (["search=grid"], "search.space"),
         (["search=random", "+search.space.nope=[1,2]"], "search.space.nope"),
+        (["walkforward=rolling", "search=grid"], "search.space"),
+        (["walkforward=rolling", "search=grid", "+search.space.nope=[1,2]"], "search.space.nope"),
     ],
-    ids=["empty-space", "unknown-parameter"],
+    ids=["empty-space", "unknown-parameter", "walkforward-empty", "walkforward-unknown"],
 )
 def test_bad_search_config_names_the_key(compose, tmp_path, overrides, key):
     cfg = small(compose(*overrides), tmp_path)

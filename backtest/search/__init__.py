@@ -22,10 +22,8 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 from backtest.errors import ConfigError
 from backtest.search._constraint import Constraint
@@ -58,43 +56,25 @@ METHODS = ("grid", "random", "tpe", "cmaes")
 
 
 def run_search(
-    method: str,
-    space: Mapping[str, Any],
-    evaluator: Any,
-    *,
-    n_iter: int = 50,
-    metric: str = "sharpe_ratio",
-    direction: str = "maximize",
-    constraint: str | Callable[[dict[str, Any]], bool] | None = None,
-    n_jobs: int = 1,
-    seed: int | np.random.Generator | None = None,
-    progress: bool = True,
-    keep_returns: int = 0,
+    method: str, space: Mapping[str, Any], evaluator: Any, *, n_iter: int = 50, **options: Any
 ) -> SearchResult:
     """Run the search method named ``method`` (``grid``, ``random``, ``tpe``, ``cmaes``).
 
     ``n_iter`` is the number of trials of the random and model-based methods (a grid
-    tries every combination). See :func:`grid_search` for the other arguments.
+    tries every combination). The other keyword arguments (``metric``, ``direction``,
+    ``constraint``, ``n_jobs``, ``seed``, ``progress``, ``keep_returns``) go to the method
+    as they are, with its defaults: see :func:`grid_search`.
 
     Raises:
         ConfigError: an unknown method (key ``search.method``).
     """
     method = str(getattr(method, "value", method))
-    common: dict[str, Any] = {
-        "metric": metric,
-        "direction": direction,
-        "constraint": constraint,
-        "n_jobs": n_jobs,
-        "seed": seed,
-        "progress": progress,
-        "keep_returns": keep_returns,
-    }
     if method == "grid":
-        return grid_search(space, evaluator, **common)
+        return grid_search(space, evaluator, **options)
     if method == "random":
-        return random_search(space, evaluator, n_iter=n_iter, **common)
+        return random_search(space, evaluator, n_iter=n_iter, **options)
     if method in ("tpe", "cmaes"):
-        return optuna_search(space, evaluator, n_trials=n_iter, sampler=method, **common)
+        return optuna_search(space, evaluator, n_trials=n_iter, sampler=method, **options)
     raise ConfigError(
         f"unknown search method {method!r}; expected one of {METHODS}", key="search.method"
     )

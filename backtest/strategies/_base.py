@@ -204,3 +204,20 @@ def n_sets(params: Mapping[str, NDArray]) -> int:
     if len(lengths) > 1:
         raise ConfigError(f"batch parameters have different lengths: {sorted(lengths)}")
     return lengths.pop() if lengths else 1
+
+
+def signed_positions(
+    up: NDArray[np.bool_], down: NDArray[np.bool_], long_short: bool | NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Long (1) where ``up``; short (-1) where ``down`` and ``long_short``; flat (0) elsewhere.
+
+    ``long_short`` is one flag, or one per set (``(k,)``) for ``(n_bars, k)`` masks.
+
+    Examples:
+        >>> up, down = np.array([True, False, False]), np.array([False, True, False])
+        >>> signed_positions(up, down, True).tolist(), signed_positions(up, down, False).tolist()
+        ([1.0, -1.0, 0.0], [1.0, 0.0, 0.0])
+    """
+    pos = up.astype(np.float64)
+    pos -= down & np.asarray(long_short, dtype=bool)
+    return pos

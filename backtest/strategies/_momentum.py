@@ -16,6 +16,7 @@ from backtest.strategies._base import (
     check_int,
     listed_batch,
     n_sets,
+    signed_positions,
 )
 
 
@@ -29,12 +30,12 @@ def _trailing_return(close: NDArray[np.float64], lookback: int, skip: int) -> ND
     return out
 
 
-def _signal_to_position(signal: NDArray[np.float64], long_short: bool) -> NDArray[np.float64]:
+def _positions(
+    signal: NDArray[np.float64], long_short: bool | NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Long on a positive trailing return, short on a negative one when ``long_short``."""
     with np.errstate(invalid="ignore"):
-        pos = (signal > 0).astype(np.float64)
-        if long_short:
-            pos -= signal < 0
-    return pos
+        return signed_positions(signal > 0, signal < 0, long_short)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +75,7 @@ class Momentum:
         """Target positions: see the class docstring."""
         return apply_per_column(
             prices,
-            lambda c: _signal_to_position(
-                _trailing_return(c, self.lookback, self.skip), self.long_short
-            ),
+            lambda c: _positions(_trailing_return(c, self.lookback, self.skip), self.long_short),
         )
 
     batch_positions = listed_batch()  # _listed_batch on each asset's listed bars
@@ -95,9 +94,4 @@ class Momentum:
             Momentum(int(lookback[bad[0]]), int(skip[bad[0]]))
         pairs, inverse = np.unique(np.column_stack([lookback, skip]), axis=0, return_inverse=True)
         signals = np.column_stack([_trailing_return(close, int(lb), int(sk)) for lb, sk in pairs])
-        signal = signals[:, inverse.ravel()]
-        with np.errstate(invalid="ignore"):
-            out = (signal > 0).astype(np.float64)
-            if long_short.any():
-                out -= (signal < 0) * long_short[np.newaxis, :]
-        return out
+        return _positions(signals[:, inverse.ravel()], long_short)

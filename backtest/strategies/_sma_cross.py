@@ -17,6 +17,7 @@ from backtest.strategies._base import (
     check_int,
     listed_batch,
     n_sets,
+    signed_positions,
 )
 
 
@@ -34,16 +35,14 @@ def rolling_mean(close: NDArray[np.float64], window: int) -> NDArray[np.float64]
     return out
 
 
-def _cross_positions(
-    fast_ma: NDArray[np.float64], slow_ma: NDArray[np.float64], long_short: bool
+def _positions(
+    fast_ma: NDArray[np.float64],
+    slow_ma: NDArray[np.float64],
+    long_short: bool | NDArray[np.bool_],
 ) -> NDArray[np.float64]:
+    """Long while the fast average is above the slow one, short below it when ``long_short``."""
     with np.errstate(invalid="ignore"):
-        above = fast_ma > slow_ma
-        below = fast_ma < slow_ma
-    pos = above.astype(np.float64)
-    if long_short:
-        pos -= below
-    return pos
+        return signed_positions(fast_ma > slow_ma, fast_ma < slow_ma, long_short)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +88,7 @@ class SmaCross:
         """Target positions: see the class docstring."""
 
         def one(close: NDArray[np.float64]) -> NDArray[np.float64]:
-            return _cross_positions(
+            return _positions(
                 rolling_mean(close, self.fast), rolling_mean(close, self.slow), self.long_short
             )
 
@@ -117,8 +116,4 @@ class SmaCross:
         means = np.column_stack([rolling_mean(close, int(w)) for w in windows])
         fast_ma = means[:, np.searchsorted(windows, fast)]
         slow_ma = means[:, np.searchsorted(windows, slow)]
-        with np.errstate(invalid="ignore"):
-            out = (fast_ma > slow_ma).astype(np.float64)
-            if long_short.any():
-                out -= (fast_ma < slow_ma) * long_short[np.newaxis, :]
-        return out
+        return _positions(fast_ma, slow_ma, long_short)

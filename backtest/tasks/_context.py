@@ -64,25 +64,14 @@ class TaskContext:
         """
         if not self.settings.engine.check_lookahead:
             return
-        from backtest.engine._checks import targets_fn
+        from backtest.engine._checks import checked_output
         from backtest.engine._params import ENGINE_KEYS, engine_params
-        from backtest.engine._targets import output_values, targets_of
         from backtest.engine._universe import strategy_bars
-        from backtest.strategies._checks import check_data, check_lookahead, strategy_name
-        from backtest.strategies._params import strategy_params
 
         options = {k: v for k, v in self.engine_kwargs().items() if k in ENGINE_KEYS}
         bars = strategy_bars(self.data)  # what the strategy sees: adjusted when actions given
-        full = output_values(strategy, bars)  # computed once: the backtest reuses it
-        self.checked.update(strategy=strategy, output=full)
-        params = engine_params(**options)
-        check_lookahead(
-            targets_fn(strategy, params),
-            check_data(strategy, bars),
-            name=strategy_name(strategy),
-            params=strategy_params(strategy),
-            full=targets_of(strategy, full, bars, params),
-        )
+        full = checked_output(strategy, bars, engine_params(**options))
+        self.checked.update(strategy=strategy, output=full)  # computed once: the backtest reuses it
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The engine options of the config for :func:`~backtest.engine.simulate`.

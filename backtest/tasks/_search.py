@@ -45,6 +45,29 @@ def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return strategy, engine
 
 
+def fixed_params(ctx: TaskContext, if_empty: str) -> dict[str, Any]:
+    """The strategy parameters the search leaves as configured, once ``search.space`` is checked.
+
+    Raises:
+        ConfigError: an empty ``search.space`` (``if_empty`` is the message: what to list),
+            or a key that is neither a parameter of the strategy nor an engine option.
+    """
+    space = ctx.settings.search.space
+    if not space:
+        raise ConfigError(if_empty, key="search.space")
+    from backtest.strategies import param_names
+
+    names = param_names(ctx.strategy_cls)
+    unknown = [p for p in space if p not in names and not is_engine_key(p)]
+    if unknown:
+        raise ConfigError(
+            f"search.space.{unknown[0]} is not a parameter of "
+            f"{ctx.strategy_cls.__name__} ({', '.join(names)})",
+            key=f"search.space.{unknown[0]}",
+        )
+    return {k: v for k, v in ctx.strategy_params.items() if k not in space}
+
+
 class SimulateEvaluator:
     """Scores one parameter set with :func:`simulate` (strategies without ``batch_positions``).
 
@@ -119,23 +142,13 @@ def run(ctx: TaskContext) -> TaskOutput:
     cfg = ctx.settings.search
     method = str(getattr(cfg.method, "value", cfg.method))
     direction = str(getattr(cfg.direction, "value", cfg.direction))
-    if not cfg.space:
-        raise ConfigError(
-            f"search.method is {method!r} but search.space is empty: list the strategy "
-            "parameters to search, e.g. search.space.fast: [5, 10, 20]",
-            key="search.space",
-        )
-    from backtest.strategies import has_fast_path, param_names
+    fixed = fixed_params(
+        ctx,
+        f"search.method is {method!r} but search.space is empty: list the strategy "
+        "parameters to search, e.g. search.space.fast: [5, 10, 20]",
+    )
+    from backtest.strategies import has_fast_path
 
-    names = param_names(ctx.strategy_cls)
-    unknown = [p for p in cfg.space if p not in names and not is_engine_key(p)]
-    if unknown:
-        raise ConfigError(
-            f"search.space.{unknown[0]} is not a parameter of "
-            f"{ctx.strategy_cls.__name__} ({', '.join(names)})",
-            key=f"search.space.{unknown[0]}",
-        )
-    fixed = {k: v for k, v in ctx.strategy_params.items() if k not in cfg.space}
     engine = ctx.engine_kwargs()
     if has_fast_path(ctx.strategy_cls):
         evaluator: Any = StrategyEvaluator(  # look-ahead checked in prepare()

@@ -17,9 +17,8 @@ import numpy as np
 
 from backtest import results
 from backtest.engine import BacktestResult
-from backtest.errors import ConfigError
 from backtest.tasks._context import TaskContext, TaskOutput
-from backtest.tasks._search import is_engine_key, overfitting_rows
+from backtest.tasks._search import fixed_params, overfitting_rows
 from backtest.walkforward import StrategyReturnsEvaluator, WalkForwardOptimizer, WalkForwardResult
 
 
@@ -63,23 +62,11 @@ def run(ctx: TaskContext) -> TaskOutput:
     wf_cfg = ctx.settings.walkforward
     assert wf_cfg is not None
     search = ctx.settings.search
-    if not search.space:
-        raise ConfigError(
-            "walk-forward needs search.space: list the strategy parameters to optimise per "
-            "fold, e.g. search.space.lookback: [21, 63, 126]",
-            key="search.space",
-        )
-    from backtest.strategies import param_names as strategy_param_names
-
-    names = strategy_param_names(ctx.strategy_cls)
-    unknown = [p for p in search.space if p not in names and not is_engine_key(p)]
-    if unknown:
-        raise ConfigError(
-            f"search.space.{unknown[0]} is not a parameter of {ctx.strategy_cls.__name__} "
-            f"({', '.join(names)})",
-            key=f"search.space.{unknown[0]}",
-        )
-    fixed = {k: v for k, v in ctx.strategy_params.items() if k not in search.space}
+    fixed = fixed_params(
+        ctx,
+        "walk-forward needs search.space: list the strategy parameters to optimise per "
+        "fold, e.g. search.space.lookback: [21, 63, 126]",
+    )
     evaluator = StrategyReturnsEvaluator(  # look-ahead checked in prepare()
         ctx.data,
         ctx.strategy_cls,

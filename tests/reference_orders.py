@@ -78,6 +78,7 @@ def units_with_orders(
     atr: np.ndarray | None = None,
     days: list | None = None,
     volume: np.ndarray | None = None,
+    levels: np.ndarray | None = None,
 ) -> tuple[list[float], list[dict]]:
     """Returns per bar and trades of a book with entry orders, expiry, stops and sizing.
 
@@ -85,7 +86,9 @@ def units_with_orders(
     ``atr`` ``(n, a)`` when ``rules.use_atr`` (offsets and stop distances in ATR multiples);
     ``days`` the calendar day of each bar (sessions: a session ends where the day changes);
     ``volume`` ``(n, a)`` for the participation cap and the impact; ``cost`` the rate of
-    every asset, or one per asset (per-asset fees and slippage).
+    every asset, or one per asset (per-asset fees and slippage); ``levels`` ``(n, a)`` the
+    strategy's own entry levels (``entry_price``: the order decided at close t is placed at
+    ``levels[t, j]``, NaN places none) instead of the offset from the close.
 
     Volume: an order that opens or adds to a position trades at most ``max_participation x
     volume`` units of that part (closing is never capped; the rest is dropped); every traded
@@ -277,8 +280,11 @@ def units_with_orders(
                     working[j] = wo = None  # the target left the order's side: cancelled
                 if side != 0 and side != _sign(units[j]):
                     if wo is None:
-                        lvl = level_of(kind, side, float(c[t, j]),
-                                       dist(t, j, orders.entry_offset, float(c[t, j])))  # fmt: skip
+                        lvl = (
+                            float(levels[t, j]) if levels is not None
+                            else level_of(kind, side, float(c[t, j]),
+                                          dist(t, j, orders.entry_offset, float(c[t, j])))
+                        )  # fmt: skip
                         if not math.isnan(lvl) and lvl > 0:
                             working[j] = {"side": side, "level": lvl, "w": w, "dec": t}
                     w = 0.0  # nothing opens at market; a position on the other side closes

@@ -296,10 +296,12 @@ def _sleeve_sets(strategy_cls: type, base: EngineParams, periods_per_year: Any) 
     ``batch_weights``, and the bars per year are a whole number; anything else goes to
     the per-bar kernel of :func:`~backtest.engine.simulate`.
     """
+    from backtest.engine._levels import has_levels
     from backtest.strategies._checks import fast_method
 
     return (
         _is_v1(base)
+        and not has_levels(strategy_cls)  # its own entry levels: the per-bar kernel's orders
         and fast_method(strategy_cls) != "batch_weights"
         and not outputs_weights(strategy_cls)
         and float(periods_per_year or 0.0).is_integer()

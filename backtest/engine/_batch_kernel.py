@@ -27,6 +27,7 @@ from backtest.engine._costs import COST_KEYS, asset_rates, is_per_asset
 from backtest.engine._fused import lanes_for_sets
 from backtest.engine._kernel import COST_COLUMNS, run_book_compiled
 from backtest.engine._lanes import run_chunks
+from backtest.engine._levels import batch_levels, check_level_options, has_levels
 from backtest.engine._limits import apply_limits
 from backtest.engine._order_params import orders_of
 from backtest.engine._orders import volatility_scale
@@ -74,13 +75,15 @@ def split_columns(
 def run_books(
     lo, hi, open_, high, low, close, vol_close, hold, leave, split, div, targets, sleeve, rebal,
     rebal_of, opts, ppy, atr, use_atr, lock, sess_id, sess_end, volume, inv_vol, fee_of,
-    slip_of, ret_out, stats_out, limited_out, cost_out,
+    slip_of, levels, ret_out, stats_out, limited_out, cost_out,
 ):  # pragma: no cover - compiled; equal to simulate() per set in the tests  # fmt: skip
     """Limits + :func:`run_book` for sets ``lo`` to ``hi`` of ``targets[:, :, i]``.
 
     ``opts[:, i]`` holds the set's options (:data:`_OPT_FIELDS`), ``rebal[rebal_of[i]]``
     its schedule (``rebal`` is ``(n_schedules, n)``). A set's fee (slippage) row is its
     rate for every asset, or NaN for the per-asset rates ``fee_of`` (``slip_of``).
+    ``levels[:, :, i]`` are the set's own entry levels (:mod:`._levels`), ``levels`` of
+    shape ``(0, 0, 0)`` when the strategy supplies none.
     Targets are 0 where ``hold`` is False (:mod:`backtest.engine._universe`) before the
     limits, which read ``vol_close`` for the volatility overlay. Writes ``ret_out[i]`` (returns),
     ``stats_out[i]``, ``limited_out[i]``
@@ -116,13 +119,14 @@ def run_books(
         orders = np.array(
             [o[20], o[21], o[22], o[23], o[24], o[12], o[13], o[16], o[25], o[26], o[27], o[28]]
         )
+        lv = np.ascontiguousarray(levels[:, :, i]) if levels.shape[0] > 0 else np.zeros((0, 0))
         fee = fee_of if o[4] != o[4] else np.full(a, o[4])
         slip = slip_of if o[5] != o[5] else np.full(a, o[5])
         run_book_compiled(
             open_, high, low, close, limited, raw, hold, leave, split, div, sleeve,
             rebal[rebal_of[i]], o[0] != 0.0,
             o[1] != 0.0, o[2], o[3], fee, slip, o[6], o[7], o[8], o[9], o[10], stops, atr,
-            use_atr, int(o[19]), lock, orders, sess_id, sess_end, volume, ret, costs,
+            use_atr, int(o[19]), lock, orders, lv, sess_id, sess_end, volume, ret, costs,
             np.zeros((0, 0)),
             np.zeros((0, 10)), stats,
         )  # fmt: skip
@@ -194,8 +198,11 @@ def kernel_batch(
     base_stops = {k: v for k, v in options.items() if k in _exits.STOP_FIELDS}
     k = len(frame)
     set_params, set_rules = _set_options(engine_frame, base, base_stops, k)
+    own_levels = has_levels(strategy_cls)
     for p, r in {id(p): (p, r) for p, r in zip(set_params, set_rules, strict=True)}.values():
         check_inputs(bars, p, r)
+        if own_levels:
+            check_level_options(strategy_cls, p)
     ki = kernel_inputs(bars)
     view = strategy_bars(bars)
     close = ki.close
@@ -240,6 +247,11 @@ def kernel_batch(
         hi = min(k, lo + chunk)
         params = {c: strategy_frame[c].to_numpy()[lo:hi] for c in strategy_frame.columns}
         targets = _targets(strategy_cls, view, view_close, params, hi - lo, sleeve, weights_output)
+        levels = (
+            batch_levels(strategy_cls, view, params, hi - lo, ki.plain)
+            if own_levels
+            else np.zeros((0, 0, 0))
+        )
         ret = np.zeros((hi - lo, n))
         stats = np.zeros((hi - lo, 4))
         limited = np.zeros(hi - lo)
@@ -247,8 +259,8 @@ def kernel_batch(
         books = (open_, high, low, close, vol_close, *ki.rule_arrays(),
                  targets, sleeve, rebal, rebal_of[lo:hi],
                  np.ascontiguousarray(opts[:, lo:hi]), ppy, atr, rules0.use_atr, rules0.lock,
-                 *sessions, volume_array(bars), inv_vol, fee_of, slip_of, ret, stats, limited,
-                 costs)  # fmt: skip
+                 *sessions, volume_array(bars), inv_vol, fee_of, slip_of, levels, ret, stats,
+                 limited, costs)  # fmt: skip
         run_chunks(lambda first, last, books=books: run_books(first, last, *books), hi - lo,
                    lanes_for_sets(hi - lo))  # fmt: skip
         port = np.ascontiguousarray(ret.T)

@@ -22,6 +22,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from backtest.data._bars import Bars, as_bars
+from backtest.engine._levels import check_levels_lookahead, has_levels, level_values
 from backtest.engine._params import ENGINE_KEYS, EngineParams, engine_params
 from backtest.engine._periods import resolve_periods_per_year
 from backtest.engine._targets import output_values, strategy_output, target_values, targets_of
@@ -67,6 +68,9 @@ def targets_fn(strategy: Any, engine: Any = None) -> PositionsFn:
 def checked_output(strategy: Any, bars: Bars, params: EngineParams) -> NDArray[np.float64]:
     """The strategy's output over all ``bars``, once its targets passed the look-ahead check.
 
+    A strategy with its own entry levels (``entry_price``, :mod:`._levels`) has them
+    checked the same way.
+
     The check of every run (:func:`check_strategy`'s, on the target weights the engine
     trades with ``params``); the output it computed is returned for the run to reuse
     (:func:`~backtest.engine._targets.reused_output`), so the check costs only the cut
@@ -87,6 +91,8 @@ def checked_output(strategy: Any, bars: Bars, params: EngineParams) -> NDArray[n
         params=strategy_params(strategy),
         full=targets_of(strategy, full, bars, params),
     )
+    if has_levels(strategy):  # its own entry levels: no look-ahead either
+        check_levels_lookahead(strategy, bars, level_values(strategy, bars))
     return full
 
 
@@ -124,6 +130,9 @@ def check_sets_lookahead(
         if fn is not None:
             check_lookahead(fn, check_data(strategy_cls, bars), name=strategy_cls.__name__,
                             params=params)  # fmt: skip
+            if has_levels(strategy_cls):  # its own entry levels: no look-ahead either
+                one = strategy_cls(**params)
+                check_levels_lookahead(one, bars, level_values(one, bars))
             return
 
 

@@ -144,7 +144,7 @@ def cost_rate(
             raise ConfigError(
                 f"engine.{name} must be a finite number >= 0, got {value}", key=f"engine.{name}"
             )
-    return (fee_bps + slippage_bps) / 1e4
+    return (float(fee_bps) + float(slippage_bps)) / 1e4  # type: ignore[arg-type]
 
 
 def bar_returns(close: NDArray[np.float64], axis: int = 0) -> NDArray[np.float64]:

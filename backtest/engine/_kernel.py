@@ -84,7 +84,8 @@ STAT_FIELDS = ("n_trades", "n_wins", "exposure", "turnover")
 def _units(
     open_, high, low, close, target, signal, hold, leave, split, div, rebal, next_open, threshold,
     capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar, stops, atr, use_atr,
-    max_bars, lock, orders, sess_id, sess_end, volume, ret_out, cost_out, held_out, trades, stats,
+    max_bars, lock, orders, levels, sess_id, sess_end, volume, ret_out, cost_out, held_out, trades,
+    stats,
 ):  # pragma: no cover - compiled  # fmt: skip
     """Cash and units accounting (see the module docstring; entry orders: :mod:`._orders`)."""
     n, a = close.shape
@@ -243,7 +244,7 @@ def _units(
                     why[j] = SESSION_END
             elif has_orders and rebal[t] and (o_side[j] != 0.0 or _sign(w) not in (0.0, held_sign)):
                 w = _place_order(t, j, w, kind, units[j], o_side, o_level, o_w, o_dec, close,
-                                 atr, use_atr, orders[1])  # fmt: skip
+                                 atr, use_atr, orders[1], levels)  # fmt: skip
             last_signal[j] = sig
             want[j] = w
         if rebal[t] or any_force:
@@ -380,8 +381,8 @@ def _rebalance(
 def _book(
     open_, high, low, close, target, signal, hold, leave, split, div, sleeve, rebal, units_mode,
     next_open, threshold, capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar,
-    stops, atr, use_atr, max_bars, lock, orders, sess_id, sess_end, volume, ret_out, cost_out,
-    held_out, trades, stats,
+    stops, atr, use_atr, max_bars, lock, orders, levels, sess_id, sess_end, volume, ret_out,
+    cost_out, held_out, trades, stats,
 ):  # equal to tests/engine_reference.py  # fmt: skip
     """Simulate one book; results go into the ``*_out``, ``trades`` and ``stats`` arrays.
 
@@ -418,6 +419,8 @@ def _book(
         lock: After an exit by a stop, stay flat until the signal changes.
         orders: Entry orders and sizing, :data:`~backtest.engine._orders.ORDER_FIELDS`
             (units accounting only).
+        levels: The strategy's entry order levels ``(n, a)`` (:mod:`._levels`), or ``(0, 0)``
+            for the engine's ``entry_offset`` levels.
         sess_id: Session number of each bar ``(n,)`` (:mod:`._sessions`).
         sess_end: Whether each bar ends its session ``(n,)``.
         volume: Volumes ``(n, a)`` (participation cap and impact; the closes when unused).
@@ -430,8 +433,8 @@ def _book(
     if units_mode:
         _units(open_, high, low, close, target, signal, hold, leave, split, div, rebal, next_open,
                threshold, capital, fee, slip, fixed, min_comm, borrow_bar, fin_bar, cash_bar,
-               stops, atr, use_atr, max_bars, lock, orders, sess_id, sess_end, volume, ret_out,
-               cost_out, held_out, trades,
+               stops, atr, use_atr, max_bars, lock, orders, levels, sess_id, sess_end, volume,
+               ret_out, cost_out, held_out, trades,
                stats)  # fmt: skip
     else:
         _sleeves(open_, high, low, close, target, signal, hold, leave, split, div, sleeve,

@@ -12,7 +12,8 @@ Entry orders (``engine.entry_order``; cash and units accounting only):
   target's sign differs from the held sign and is not 0 -- places an order at a level
   from the deciding close ``C``: a limit buy at ``C (1 - offset)``, a limit short at
   ``C (1 + offset)``, a stop buy at ``C (1 + offset)``, a stop short at ``C (1 - offset)``;
-  with ``engine.stop_unit = atr`` the distance is ``offset x ATR`` known at that close.
+  with ``engine.stop_unit = atr`` the distance is ``offset x ATR`` known at that close; a
+  strategy with ``entry_price(bars)`` sets the level itself (:mod:`._levels`; NaN: none).
   The order works from the next bar on (with both executions): a limit buy fills at the
   level when the bar's low reaches it, or at the open when the bar opens below it (a gap
   is a better price for a limit); a stop buy fills at the level when the high reaches it,
@@ -152,14 +153,17 @@ def _mark(trades, stats, dec, kind):  # pragma: no cover - compiled  # fmt: skip
 
 @numba.njit(cache=True, nogil=True)
 def _place_order(
-    t, j, w, kind, held, o_side, o_level, o_w, o_dec, close, atr, use_atr, offset,
+    t, j, w, kind, held, o_side, o_level, o_w, o_dec, close, atr, use_atr, offset, levels,
 ):  # pragma: no cover - compiled  # fmt: skip
     """A scheduled decision with entry orders: cancel, place; returns the weight for the market.
 
     An order on the other side than the target (or with a flat target) is cancelled; a
     target that opens a position (its sign not the held one) places an order unless one
     of its side works already, and a position held on the other side is closed at market
-    (weight 0). A level not yet defined (an ATR before its lookback) places nothing.
+    (weight 0). The level is the strategy's ``levels[t, j]`` when it supplies them
+    (:mod:`._levels`; ``levels`` is ``(0, 0)`` otherwise), else :func:`order_level`. A level
+    not defined (NaN: the strategy's "no order", or an ATR before its lookback) places
+    nothing.
     """
     ws = _sign(w)
     if o_side[j] != 0.0 and ws != o_side[j]:
@@ -167,7 +171,10 @@ def _place_order(
     if ws == 0.0 or ws == _sign(held):
         return w
     if o_side[j] == 0.0:
-        level = order_level(kind, ws, close[t, j], offset, atr[t, j], use_atr)
+        if levels.shape[0] > 0:
+            level = levels[t, j]
+        else:
+            level = order_level(kind, ws, close[t, j], offset, atr[t, j], use_atr)
         if level == level and level > 0.0:
             o_side[j] = ws
             o_level[j] = level

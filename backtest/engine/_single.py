@@ -15,6 +15,7 @@ from backtest.engine import _exits
 from backtest.engine._benchmark import benchmark_returns, check_benchmark
 from backtest.engine._costs import asset_rates
 from backtest.engine._kernel import COST_COLUMNS, TRADE_FIELDS, run_book
+from backtest.engine._levels import entry_levels
 from backtest.engine._order_params import check_orders, orders_of
 from backtest.engine._orders import ORDER_TYPES, volatility_scale
 from backtest.engine._params import EngineParams, engine_params
@@ -250,6 +251,7 @@ def run_simulation(
         sized = raw * scale * params.target_volatility
         limit_params = replace(params, target_volatility=None)
     limited, bound = limits_of(sized, bars if ki.plain else vol_bars(view), limit_params)
+    levels = entry_levels(strategy, view, params, ki.plain)
     arrays = (ki.open, ki.high, ki.low)
     atr = kernel_atr(rules, bars, ki, view)
     ret = np.zeros(n)
@@ -266,7 +268,8 @@ def run_simulation(
         params.fixed_cost, params.min_commission,
         params.borrow_rate / ppy, params.financing_rate / ppy, params.cash_rate / ppy,
         np.array(rules.levels(), dtype=np.float64), atr, rules.use_atr, rules.max_bars,
-        rules.lock, orders_of(params, rules), *session_arrays(index), volume_array(bars), ret,
+        rules.lock, orders_of(params, rules), levels, *session_arrays(index), volume_array(bars),
+        ret,
         costs, held, trades,
         stats,
     )  # fmt: skip

@@ -129,7 +129,7 @@ class StrategyReturnsEvaluator:
             fee, slip = asset_rates(self.fee_bps, self.slippage_bps, symbols)
             self.cost = fee + slip
         else:
-            self.cost = cost_rate(self.fee_bps, self.slippage_bps)  # type: ignore[arg-type]
+            self.cost = cost_rate(self.fee_bps, self.slippage_bps)
         self.weights = resolve_weights(prices.columns, weights)
         self._weights_map = dict(weights) if weights else None
         self.periods_per_year = int(resolve_periods_per_year(self.index, periods_per_year))

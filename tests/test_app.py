@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ from omegaconf import OmegaConf, open_dict
 
 from backtest.app import format_summary, run
 from backtest.results import load_result
+from tests.cli_run import backtest_command
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -73,21 +71,8 @@ def test_summary_prints_periods_per_year_and_exit_reasons() -> None:
     assert "periods_per_year" not in format_summary({**record, "periods_per_year": None})
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "backtest", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_runs_an_experiment_into_outputs(tmp_path: Path) -> None:
-    proc = _cli(
+    proc = backtest_command(
         "+experiment=sma_cross",
         "tracking=none",
         "data.n_bars=300",
@@ -113,7 +98,7 @@ def test_cli_runs_an_experiment_into_outputs(tmp_path: Path) -> None:
     ids=["typo", "wrong-type", "wrong-type-engine", "typo-data", "fast>=slow"],
 )
 def test_cli_bad_config_names_the_key(tmp_path: Path, override: str, needle: str) -> None:
-    proc = _cli("tracking=none", "data.n_bars=100", override, cwd=tmp_path)
+    proc = backtest_command("tracking=none", "data.n_bars=100", override, cwd=tmp_path)
     assert proc.returncode != 0
     assert needle in proc.stderr + proc.stdout
 

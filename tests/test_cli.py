@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.cli_run import backtest_command
 
 pytestmark = pytest.mark.slow  # each test starts the command (2-5 s)
 
@@ -20,18 +20,7 @@ SUBCOMMANDS = ("run", "compare", "sync", "worker", "search-distributed", "report
 
 
 def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    full_env.pop("MLFLOW_TRACKING_URI", None)
-    if "HYDRA_FULL_ERROR" not in env:
-        full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "backtest", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return backtest_command(*args, cwd=cwd, env=env)
 
 
 def test_help_lists_the_subcommands_and_hides_base_options(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from backtest.config import QueueConfig
 from backtest.errors import ConfigError
 from backtest.queue import BacktestJobQueue, LocalWorkers
 from backtest.queue._distributed import check_storage, distributed_search
+from tests.cli_run import backtest_command
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -270,42 +271,28 @@ def test_command_writes_an_ordinary_search_result_and_logs_it_to_mlflow(tmp_path
     """``backtest search-distributed`` on a private Redis: where it wrote is printed, the
     trials table has the columns of an ordinary search, result.json names no dead socket,
     and the run is in MLflow like every other run."""
-    import subprocess
-    import sys
-
     from mlflow import MlflowClient
 
     from backtest.results import load_result
     from backtest.search import grid_search
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    env.pop("REDIS_URL", None)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "backtest",
-            "search-distributed",
-            "--n-trials",
-            "6",
-            "--workers",
-            "1",
-            "--output",
-            "out",
-            "+experiment=sma_cross",
-            "search=random",
-            "+search.space={fast: [5, 10, 20], slow: [40, 60]}",
-            "data.n_bars=300",
-            "queue.n_workers=1",
-            f"tracking.uri={store}",
-        ],
+    proc = backtest_command(
+        "search-distributed",
+        "--n-trials",
+        "6",
+        "--workers",
+        "1",
+        "--output",
+        "out",
+        "+experiment=sma_cross",
+        "search=random",
+        "+search.space={fast: [5, 10, 20], slow: [40, 60]}",
+        "data.n_bars=300",
+        "queue.n_workers=1",
+        f"tracking.uri={store}",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        env={"REDIS_URL": None},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "result written to out" in proc.stdout

@@ -9,9 +9,6 @@ is edited.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +22,7 @@ from backtest.errors import ConfigError
 from backtest.strategies import param_names, validate_params
 from backtest.strategies._loader import build_strategy
 from tests import synthetic
+from tests.cli_run import backtest_command
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -156,27 +154,17 @@ def test_rsi_batch_equals_a_plain_loop_and_positions(monkeypatch) -> None:  # ty
 
 
 def _cli(folder: str, *args: str, tmp_path: Path) -> dict:  # type: ignore[type-arg]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLES / folder)])}
     out = tmp_path / "run"
     tmp_path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "backtest",
-            "--config-dir",
-            str(EXAMPLES / folder / "conf"),
-            *args,
-            f"output_dir={out}",
-            "figures=false",
-            "data.n_bars=1300",
-        ],
+    proc = backtest_command(
+        "--config-dir",
+        str(EXAMPLES / folder / "conf"),
+        *args,
+        f"output_dir={out}",
+        "figures=false",
+        "data.n_bars=1300",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        path=[EXAMPLES / folder],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "result.json").read_text())
@@ -254,11 +242,7 @@ def test_cli_refuses_a_peeking_user_strategy_unless_told_not_to(tmp_path: Path) 
         "        return up.astype(float).shift(-1)\n"
     )
     (folder / "conf" / "strategy" / "peek.yaml").write_text("_target_: peek.Peek\nwindow: 20\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(folder)])}
     base = [
-        sys.executable,
-        "-m",
-        "backtest",
         "--config-dir",
         str(folder / "conf"),
         "strategy=peek",
@@ -267,25 +251,15 @@ def test_cli_refuses_a_peeking_user_strategy_unless_told_not_to(tmp_path: Path) 
         "figures=false",
         "data.n_bars=600",
     ]
-    bad = subprocess.run(
-        [*base, f"output_dir={tmp_path / 'a'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    bad = backtest_command(*base, f"output_dir={tmp_path / 'a'}", cwd=tmp_path, path=[folder])
     assert bad.returncode != 0
     assert "Peek looks ahead" in bad.stderr + bad.stdout
-    ok = subprocess.run(
-        [*base, f"output_dir={tmp_path / 'b'}", "engine.check_lookahead=false"],
+    ok = backtest_command(
+        *base,
+        f"output_dir={tmp_path / 'b'}",
+        "engine.check_lookahead=false",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        path=[folder],
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,8 @@ from backtest.masking import (
     reveal,
 )
 from backtest.tasks._jobs import BacktestJob
+from tests.cli_run import backtest_command
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hunter2-5ecr3t-4c9f"
 TOKEN = "tok-7e1d2b"
 
@@ -175,30 +174,20 @@ def test_a_planted_password_is_found_nowhere(
     secret_uri = mlflow_server.replace("http://", f"http://backtest:{PASSWORD}@")
     work = tmp_path / "work"
     work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": password_redis}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "backtest",
-            "-m",
-            "hydra/launcher=rq",
-            "hydra.launcher.local_workers=1",
-            "+experiment=sma_cross",
-            "data.n_bars=300",
-            "strategy.slow=30",
-            "strategy.fast=5,10",
-            "figures=false",
-            "tracking=server",
-            f"tracking.uri={secret_uri}",
-            "tracking.experiment_name=masking-e2e",
-        ],
+    proc = backtest_command(
+        "-m",
+        "hydra/launcher=rq",
+        "hydra.launcher.local_workers=1",
+        "+experiment=sma_cross",
+        "data.n_bars=300",
+        "strategy.slow=30",
+        "strategy.fast=5,10",
+        "figures=false",
+        "tracking=server",
+        f"tracking.uri={secret_uri}",
+        "tracking.experiment_name=masking-e2e",
         cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        env={"REDIS_URL": password_redis},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((work / "outputs").rglob("result.json"))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_run import backtest_command
+
 pytestmark = pytest.mark.slow  # each test starts the command (2-5 s)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,19 +58,10 @@ def base_install(
     (site / "sitecustomize.py").write_text(HIDE)
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "HYDRA_FULL_ERROR")}
-    env.update(PYTHONPATH=f"{site}{os.pathsep}{ROOT}", HIDE_MODULES=hide)
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env: dict[str, str | None] = {"HIDE_MODULES": hide, "REDIS_URL": None}
     if path is not None:
         env["PATH"] = path
-    return subprocess.run(
-        [sys.executable, "-m", "backtest", *args],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return backtest_command(*args, cwd=work, env=env, path=[site])
 
 
 def test_the_hiding_works(tmp_path: Path) -> None:

@@ -123,6 +123,21 @@ def test_batch_positions_equal_single(prices: pd.DataFrame, cls, params) -> None
     np.testing.assert_array_equal(batch[:, 1], single)
 
 
+@pytest.mark.parametrize("cls", [SmaCross, Momentum, MeanReversion, Breakout])
+def test_batch_defaults_are_the_class_defaults_and_whole_numbers_are_required(
+    prices: pd.DataFrame, cls
+) -> None:  # type: ignore[no-untyped-def]
+    """A set without a parameter takes the dataclass default; 1.5 bars is refused, not cut."""
+    close = prices["X"].to_numpy()
+    np.testing.assert_array_equal(
+        cls.batch_positions(close, {})[:, 0], cls().positions(prices)["X"].to_numpy()
+    )
+    name = "fast" if cls is SmaCross else "lookback"
+    with pytest.raises(ConfigError, match=f"'{name}' must be an integer, got 20.5") as info:
+        cls.batch_positions(close, {name: np.array([20.5])})
+    assert info.value.key == name
+
+
 def test_buy_and_hold_is_always_long(prices: pd.DataFrame) -> None:
     assert (BuyAndHold().positions(prices) == 1.0).all().all()
 

@@ -9,9 +9,7 @@ file is one line naming the key and the fix, before anything runs; the shipped e
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +20,15 @@ from backtest import simulate
 from backtest.config import DataConfig
 from backtest.data import load_bars
 from backtest.strategies import BuyAndHold, CrossSectionalMomentum
+from tests.cli_run import backtest_command
 
 pytestmark = pytest.mark.slow  # each test starts the command (2-10 s)
 
-ROOT = Path(__file__).resolve().parent.parent
 LINE = "3 assets list late, 2 delist early; trading only while listed"
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "backtest", *args, "tracking=none"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return backtest_command(*args, "tracking=none", cwd=cwd)
 
 
 def _record(run_dir: Path) -> dict:

@@ -95,8 +95,10 @@ def test_a_panel_without_nans_is_unchanged_by_the_listing_rule() -> None:
     for cls, sets in PER_ASSET:
         for params in sets:
             arrays = {k: np.array([v]) for k, v in params.items()}
-            columns = [
-                cls._listed_batch(close[c].to_numpy(), arrays)[:, 0] if params else np.ones(N)
+            columns = [  # the rule itself (what listed_batch wraps), on the full column
+                cls.batch_positions.__wrapped__(cls, close[c].to_numpy(), arrays)[:, 0]
+                if params
+                else np.ones(N)
                 for c in close.columns
             ]
             np.testing.assert_array_equal(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,9 @@ from backtest.engine._set_positions import block_positions, lanes_for
 from backtest.engine._targets import outputs_weights, resolve_weights
 from backtest.engine._universe import is_plain, strategy_bars
 from backtest.errors import ConfigError
+
+if TYPE_CHECKING:
+    from backtest.engine._generic import BlockPositions
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +200,7 @@ def simulate_batch(
             )  # fmt: skip
         if fused is not None:
             values, kept_rows = fused
-            table = pd.concat([given, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
-            return BatchResult(table, None if kept_rows is None else kept_rows.T)
+            return _result(given, values, None if kept_rows is None else kept_rows.T)
         options = {**options, "fee_bps": fee_bps, "slippage_bps": slippage_bps,
                    "weights": weights, **stops}  # fmt: skip
         table, kept_k = kernel_batch(
@@ -209,13 +211,14 @@ def simulate_batch(
         return BatchResult(table, kept_k)
     cost = cost_rate(fee_bps, slippage_bps)
     w = resolve_weights(prices.columns, weights)
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
     if not plain:  # a real universe: the generic sleeve path with the mask and total returns
         from backtest.engine._universe_batch import universe_generic
 
-        table, kept = universe_generic(
-            bars, strategy_cls, frame, cost, w, int(periods_per_year), keep, chunk_size
+        values, kept = universe_generic(
+            bars, strategy_cls, columns, cost, w, int(periods_per_year), keep, chunk_size
         )
-        return BatchResult(pd.concat([given, table.iloc[:, frame.shape[1] :]], axis=1), kept)
+        return _result(given, values, kept)
     close = prices.to_numpy(dtype=np.float64)
     from backtest.engine import _fused
 
@@ -230,10 +233,19 @@ def simulate_batch(
     )
     if fused is not None:
         values, kept_rows = fused
-        table = pd.concat([given, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
-        return BatchResult(table, None if kept_rows is None else kept_rows.T)
-    return _generic_batch(
-        bars, close, strategy_cls, frame, cost, w, int(periods_per_year), keep, chunk_size
+        return _result(given, values, None if kept_rows is None else kept_rows.T)
+    values, kept = generic_values(
+        bars, close, strategy_cls, columns, cost, w, int(periods_per_year), keep, chunk_size
+    )
+    return _result(frame, values, kept)
+
+
+def _result(
+    given: pd.DataFrame, values: NDArray[np.float64], kept: NDArray[np.float64] | None
+) -> BatchResult:
+    """The ``given`` sets, a column per metric of ``values`` ``(k, 11)``, the kept returns."""
+    return BatchResult(
+        pd.concat([given, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1), kept
     )
 
 
@@ -248,11 +260,14 @@ def generic_values(
     keep: NDArray[np.bool_] | None,
     chunk_size: int | None = None,
     r_assets: NDArray[np.float64] | None = None,
+    hold: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
     """The generic path's metrics ``(k, 11)`` and kept returns ``(n_bars, n_kept)``.
 
     ``columns`` maps each parameter to its ``k`` values; ``r_assets`` are the bar
-    returns per asset when already computed (a search asks many times).
+    returns per asset when already computed (a search asks many times, a universe
+    passes its total returns); ``hold`` ``(n_bars, n_assets)``, where given, zeroes the
+    positions of an asset while it may not be held.
     """
     from backtest.engine import _generic
     from backtest.engine._memory import reuse_freed_memory
@@ -262,15 +277,32 @@ def generic_values(
     by_asset = np.ascontiguousarray(close.T)
     if r_assets is None:
         r_assets = bar_returns(by_asset, axis=1)
+    blocks = block_positions(prices, close, strategy_cls, columns, by_asset)
+    if hold is not None:
+        blocks = _masked(blocks, hold)
     with reuse_freed_memory():
         values, returns = _generic.evaluate_blocks(
-            block_positions(prices, close, strategy_cls, columns, by_asset),
-            n_assets, n, k, r_assets, cost, w, periods_per_year, keep,
+            blocks, n_assets, n, k, r_assets, cost, w, periods_per_year, keep,
             lanes=lanes_for(strategy_cls, k), block=chunk_size,
         )  # fmt: skip
     if keep is not None and returns is None:
         returns = np.empty((n, 0))
     return values, returns
+
+
+def _masked(blocks: BlockPositions, hold: NDArray[np.bool_]) -> BlockPositions:
+    """``blocks`` with each asset's positions 0 on the bars where ``hold`` is false."""
+
+    def masked(lo: int, hi: int) -> Callable[[int], NDArray[np.float64]]:
+        per_asset = blocks(lo, hi)
+
+        def asset(j: int) -> NDArray[np.float64]:
+            pos = np.asarray(per_asset(j), dtype=np.float64)
+            return np.where(hold[:, j, None], pos, 0.0)
+
+        return asset
+
+    return masked
 
 
 def takes_generic_path(strategy_cls: type, **options: Any) -> bool:
@@ -306,26 +338,6 @@ def _sleeve_sets(strategy_cls: type, base: EngineParams, periods_per_year: Any) 
         and not outputs_weights(strategy_cls)
         and float(periods_per_year or 0.0).is_integer()
     )
-
-
-def _generic_batch(
-    prices: Bars,
-    close: NDArray[np.float64],
-    strategy_cls: type,
-    frame: pd.DataFrame,
-    cost: float,
-    w: NDArray[np.float64],
-    periods_per_year: int,
-    keep: NDArray[np.bool_] | None,
-    chunk_size: int | None,
-) -> BatchResult:
-    """The generic path: positions per block of sets and asset, metrics in compiled kernels."""
-    columns = {c: frame[c].to_numpy() for c in frame.columns}
-    values, returns = generic_values(
-        prices, close, strategy_cls, columns, cost, w, periods_per_year, keep, chunk_size
-    )
-    table = pd.concat([frame, pd.DataFrame(values, columns=list(m.METRIC_NAMES))], axis=1)
-    return BatchResult(table, returns)
 
 
 def _is_v1(p: EngineParams) -> bool:

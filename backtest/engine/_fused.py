@@ -30,6 +30,7 @@ from backtest.engine import _fused_stops as ks
 from backtest.engine._costs import bar_returns
 from backtest.engine._exits import StopRules, validate_stop_rules
 from backtest.engine._lanes import run_chunks, run_in_lanes
+from backtest.engine._rows import kept_rows
 from backtest.errors import ConfigError
 from backtest.strategies import MeanReversion, Momentum, SmaCross
 from backtest.strategies._base import as_param_array
@@ -246,7 +247,7 @@ def fused_batch(
         return None
     source, table, data, a, b, start, long_short = built
     r = bar_returns(by_asset, axis=1)
-    keep_slot, kept = k.kept_rows(keep, count, n)
+    keep_slot, kept = kept_rows(keep, count, n)
     args = (
         source,
         table,

@@ -34,21 +34,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backtest.engine._fused
-    EXPOSURE,
     N_METRICS,
     N_OUT,
-    N_TRADES,
     PATH_START,
-    TURNOVER,
-    WIN_RATE,
     _close_drawdown,
-    _drawdown_step,
-    _finish,
     finish_growth,
-    finish_row,
-    kept_rows,
+    scratch,
     wealth_step,
 )
+from backtest.engine._rows import NO_COUNTS, Counts, Path, add_counts, finish_row
 from backtest.engine._trades import count_trade
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step
 
@@ -113,21 +107,18 @@ def _sleeve(
     buf: NDArray[np.float64],
     first: bool,
     last: bool,
-) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
+) -> tuple[Counts, Path]:  # pragma: no cover - compiled
     """Asset ``j``'s weighted returns of one set, written (``first``) or added into ``buf``.
 
     Its state in scalars, its signals and returns read in order (asset-major inputs).
-    Returns the asset's trades, winning trades, exposure and turnover (weighted), and on
-    the ``last`` asset the portfolio's wealth, ruin and lowest equity / running peak
-    (computed as its returns are finished; undefined otherwise).
+    Returns the asset's counts (weighted; see :mod:`backtest.engine._rows`), and on the
+    ``last`` asset the portfolio's path (computed as its returns are finished; undefined
+    otherwise).
     """
     n = buf.shape[0]
     prev = 0.0
     growth = 1.0
-    trades = 0.0
-    wins = 0.0
-    expo = 0.0
-    turn = 0.0
+    trades, wins, expo, turn = NO_COUNTS
     wealth, ruined, peak, trough, min_ratio = PATH_START
     for t in range(n):
         cur = _target(source, tab, data, t, j, a, b, start, ls, ea, eb, prev)
@@ -154,7 +145,8 @@ def _sleeve(
             )
     if prev != 0.0:  # the trade still open at the end counts
         trades, wins = count_trade(growth, trades, wins)
-    return trades, wins, expo, turn, wealth, ruined, _close_drawdown(peak, trough, min_ratio)
+    counts = (trades, wins, expo, turn)
+    return counts, (wealth, ruined, _close_drawdown(peak, trough, min_ratio))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -172,7 +164,7 @@ def _many_assets(
     eb: float,
     cost: float,
     buf: NDArray[np.float64],
-) -> tuple[float, float, float, float, float, bool, float]:  # pragma: no cover - compiled
+) -> tuple[Counts, Path]:  # pragma: no cover - compiled
     """One parameter set on every asset (one or many): sleeve after sleeve into ``buf``.
 
     Asset after asset (each sleeve's state stays in registers and its inputs are read
@@ -180,23 +172,15 @@ def _many_assets(
     the weighted sleeves bar by bar; the last sleeve also follows the portfolio's path.
     """
     n_assets = weights.shape[0]
-    trades = 0.0
-    wins = 0.0
-    expo = 0.0
-    turn = 0.0
-    wealth = 1.0
-    ruined = False
-    min_ratio = 1.0
+    counts = NO_COUNTS
+    path = (1.0, False, 1.0)  # (the last sleeve's)
     for j in range(n_assets):
-        tr, wi, ex, tu, wealth, ruined, min_ratio = _sleeve(
+        part, path = _sleeve(
             source, tab, data, r, j, weights[j], a, b, start, ls, ea, eb, cost, buf, j == 0,
             j == n_assets - 1,
         )  # fmt: skip
-        trades += tr
-        wins += wi
-        expo += ex
-        turn += tu
-    return trades, wins, expo, turn, wealth, ruined, min_ratio
+        counts = add_counts(counts, part)
+    return counts, path
 
 
 @numba.njit(cache=True, nogil=True)
@@ -247,25 +231,21 @@ def run_sets(
             and Calmar still to be finished by :func:`finish_growth`), then wealth and
             ruin (rows ``lo`` to ``hi`` written).
     """
-    n = r.shape[1]
-    buf = np.empty(n)
-    stack = np.empty((64, 3), np.int64)
-    values = np.empty((64, 2))
+    buf = np.empty(r.shape[1])
+    space = scratch()
     for i in range(lo, hi):
         # literal sources and long_short where they are known: a bar loop compiled for each
         if source == TABLE and long_short[i]:
-            counts = _many_assets(TABLE, tab, data, r, weights, a[i], b[i], start[i], True,
-                                  0.0, 0.0, cost, buf)  # fmt: skip
+            res = _many_assets(TABLE, tab, data, r, weights, a[i], b[i], start[i], True,
+                               0.0, 0.0, cost, buf)  # fmt: skip
         elif source == TABLE:
-            counts = _many_assets(TABLE, tab, data, r, weights, a[i], b[i], start[i], False,
-                                  0.0, 0.0, cost, buf)  # fmt: skip
+            res = _many_assets(TABLE, tab, data, r, weights, a[i], b[i], start[i], False,
+                               0.0, 0.0, cost, buf)  # fmt: skip
         elif source == MEAN_REVERSION:
-            counts = _many_assets(MEAN_REVERSION, tab, data, r, weights, a[i], b[i], start[i],
-                                  False, th[i, 0], th[i, 1], cost, buf)  # fmt: skip
+            res = _many_assets(MEAN_REVERSION, tab, data, r, weights, a[i], b[i], start[i],
+                               False, th[i, 0], th[i, 1], cost, buf)  # fmt: skip
         else:
-            counts = _many_assets(source, tab, data, r, weights, a[i], b[i], start[i],
-                                  long_short[i], th[i, 0], th[i, 1], cost, buf)  # fmt: skip
-        trades, wins, expo, turn, wealth, ruined, min_ratio = counts
-        row = out[i]
-        finish_row(buf, wealth, ruined, min_ratio, ppy, trades, wins, expo, turn, stack, values,
-                   row, kept, keep_slot[i])  # fmt: skip
+            res = _many_assets(source, tab, data, r, weights, a[i], b[i], start[i],
+                               long_short[i], th[i, 0], th[i, 1], cost, buf)  # fmt: skip
+        counts, path = res
+        finish_row(buf, path, counts, ppy, space, out[i], kept, keep_slot[i])

@@ -52,24 +52,12 @@ def _leaf_plain_down(
             res += a[i]
             dres += _downside(a[i])
         return res, dres
-    r0 = a[lo]
-    r1 = a[lo + 1]
-    r2 = a[lo + 2]
-    r3 = a[lo + 3]
-    r4 = a[lo + 4]
-    r5 = a[lo + 5]
-    r6 = a[lo + 6]
-    r7 = a[lo + 7]
-    d0 = _downside(r0)
-    d1 = _downside(r1)
-    d2 = _downside(r2)
-    d3 = _downside(r3)
-    d4 = _downside(r4)
-    d5 = _downside(r5)
-    d6 = _downside(r6)
-    d7 = _downside(r7)
+    # numpy starts its eight sums at the first eight terms; starting at 0.0 differs only
+    # in the sign of a zero sum, which pairwise_sums' ``0.0 + sum`` makes +0.0 either way
+    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = 0.0
+    d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = 0.0
     end = lo + n - n % 8
-    j = lo + 8
+    j = lo
     while j < end:
         x0 = a[j]
         x1 = a[j + 1]
@@ -114,16 +102,9 @@ def _leaf_sqdev(a: NDArray[np.float64], lo: int, n: int, mean: float) -> float: 
             x = ((a[i]) - mean) * ((a[i]) - mean)
             res += x
         return res
-    r0 = ((a[lo]) - mean) * ((a[lo]) - mean)
-    r1 = ((a[lo + 1]) - mean) * ((a[lo + 1]) - mean)
-    r2 = ((a[lo + 2]) - mean) * ((a[lo + 2]) - mean)
-    r3 = ((a[lo + 3]) - mean) * ((a[lo + 3]) - mean)
-    r4 = ((a[lo + 4]) - mean) * ((a[lo + 4]) - mean)
-    r5 = ((a[lo + 5]) - mean) * ((a[lo + 5]) - mean)
-    r6 = ((a[lo + 6]) - mean) * ((a[lo + 6]) - mean)
-    r7 = ((a[lo + 7]) - mean) * ((a[lo + 7]) - mean)
+    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = 0.0  # (squares: never a zero of either sign)
     end = lo + n - n % 8
-    j = lo + 8
+    j = lo
     while j < end:
         r0 += ((a[j]) - mean) * ((a[j]) - mean)
         r1 += ((a[j + 1]) - mean) * ((a[j + 1]) - mean)
@@ -148,6 +129,12 @@ def _leaf_sum(
     if mode == _PLAIN:
         return _leaf_plain_down(a, lo, n)
     return _leaf_sqdev(a, lo, n, mean), 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def scratch() -> tuple[NDArray[np.int64], NDArray[np.float64]]:  # pragma: no cover - compiled
+    """:func:`pairwise_sums`' scratch space ``(stack, values)``, one per thread."""
+    return np.empty((64, 3), np.int64), np.empty((64, 2))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -214,21 +201,20 @@ def pairwise_sums(
 
 
 @numba.njit(cache=True, nogil=True)
-def _finish(
+def finish_returns(
     buf: NDArray[np.float64],
-    wealth: float,
-    ruined: bool,
-    min_ratio: float,
+    path: tuple[float, bool, float],
     ppy: int,
-    stack: NDArray[np.int64],
-    values: NDArray[np.float64],
+    space: tuple[NDArray[np.int64], NDArray[np.float64]],
     out: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled; equal to metrics.py in the tests
-    """Write the seven return metrics into ``out[:7]`` (see :mod:`backtest.metrics`).
+    """Write the seven return metrics of ``buf`` into ``out[:7]`` (see :mod:`backtest.metrics`).
 
-    ``wealth`` is the sequential product of ``1 + r``, ``ruined`` whether some
-    ``1 + r <= 0`` and ``min_ratio`` the lowest equity / running peak.
+    ``path`` is :func:`path_stats`' (wealth, ruined, lowest equity / running peak) of
+    ``buf``; ``space`` the :func:`scratch` of :func:`pairwise_sums`.
     """
+    wealth, ruined, min_ratio = path
+    stack, values = space
     n = buf.shape[0]
     nan = np.nan
     out[TOTAL_RETURN] = wealth - 1.0
@@ -253,54 +239,6 @@ def _finish(
     out[SHARPE] = nan if std <= _STD_RTOL * abs(mean) else mean / std * root
     downside = math.sqrt(down) * root
     out[SORTINO] = mean * ppy / downside if downside > 0.0 else nan
-
-
-def kept_rows(
-    keep: NDArray[np.bool_] | None, k: int, n_bars: int
-) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """``(keep_slot, kept)`` for :func:`finish_row`: each set's row of ``kept`` (-1: none).
-
-    ``keep`` marks the sets whose returns are kept (``None``: none); ``kept`` is
-    ``(n_kept, n_bars)``, the kept sets in order.
-    """
-    keep_slot = np.full(k, -1, dtype=np.int64)
-    n_keep = 0 if keep is None else int(np.count_nonzero(keep))
-    if n_keep:
-        keep_slot[np.flatnonzero(keep)] = np.arange(n_keep)
-    return keep_slot, np.empty((n_keep, n_bars))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def finish_row(
-    buf: NDArray[np.float64],
-    wealth: float,
-    ruined: bool,
-    min_ratio: float,
-    ppy: int,
-    trades: float,
-    wins: float,
-    expo: float,
-    turn: float,
-    stack: NDArray[np.int64],
-    values: NDArray[np.float64],
-    row: NDArray[np.float64],
-    kept: NDArray[np.float64],
-    slot: int,
-) -> None:  # pragma: no cover - compiled
-    """Every metric of one set into ``row``, and its returns ``buf`` into ``kept[slot]``.
-
-    The return metrics of :func:`_finish`, then the trade count, win rate, exposure and
-    turnover from the summed ``trades``, ``wins``, ``expo`` (``|weight|`` per bar) and
-    ``turn`` (``|change of weight|`` per bar); ``slot < 0`` keeps nothing.
-    """
-    n = buf.shape[0]
-    _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, row)
-    row[N_TRADES] = trades
-    row[WIN_RATE] = wins / trades if trades > 0 else np.nan
-    row[EXPOSURE] = expo / n
-    row[TURNOVER] = turn / n * ppy
-    if slot >= 0:
-        kept[slot, :] = buf
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -379,12 +317,10 @@ def return_metrics(
         lo = c * k // n_chunks
         hi = (c + 1) * k // n_chunks
         buf = np.empty(n)
-        stack = np.empty((64, 3), np.int64)
-        values = np.empty((64, 2))
+        space = scratch()
         for i in range(lo, hi):
             buf[:] = returns[i]
-            wealth, ruined, min_ratio = path_stats(buf)
-            _finish(buf, wealth, ruined, min_ratio, ppy, stack, values, out[i])
+            finish_returns(buf, path_stats(buf), ppy, space, out[i])
     return out
 
 

@@ -21,10 +21,8 @@ from numpy.typing import NDArray
 
 from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_exit, update_peak
 from backtest.engine._fused_kernels import _target  # the same position sources
-from backtest.engine._fused_stats import (
-    finish_row,
-    path_stats,
-)
+from backtest.engine._fused_stats import path_stats, scratch
+from backtest.engine._rows import NO_COUNTS, Counts, add_counts, finish_row
 from backtest.engine._trades import count_trade
 
 
@@ -49,10 +47,10 @@ def _asset_stops(
     use_atr: bool,
     lock: bool,
     buf: NDArray[np.float64],
-) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+) -> Counts:  # pragma: no cover - compiled
     """One asset's sleeve of one set, added into ``buf`` (weighted); its state in scalars.
 
-    Returns the asset's trades, winning trades, exposure and turnover (weighted).
+    Returns the asset's counts (weighted; see :mod:`backtest.engine._rows`).
     """
     n = buf.shape[0]
     p = 0.0
@@ -64,10 +62,7 @@ def _asset_stops(
     locked = False
     locked_value = 0.0
     raw_prev = 0.0
-    trades = 0.0
-    wins = 0.0
-    expo = 0.0
-    turn = 0.0
+    trades, wins, expo, turn = NO_COUNTS
     prev_close = ohlc[3, j, 0]
     for t in range(n):
         close = ohlc[3, j, t]
@@ -131,7 +126,8 @@ def _asset_stops(
         buf[t] += ret
     if p != 0.0:  # the trade still open at the end counts
         trades, wins = count_trade(g, trades, wins)
-    return trades, wins, expo, turn
+    counts = (trades, wins, expo, turn)
+    return counts
 
 
 @numba.njit(cache=True, nogil=True)
@@ -181,24 +177,16 @@ def run_sets(
         kept: ``(n_kept, n_bars)`` returns of the kept sets (written).
         out: ``(k, N_OUT)`` as ``_fused_kernels.run_sets`` (rows ``lo`` to ``hi``).
     """
-    n = ohlc.shape[2]
-    buf = np.empty(n)
-    stack = np.empty((64, 3), np.int64)
-    values = np.empty((64, 2))
+    buf = np.empty(ohlc.shape[2])
+    space = scratch()
     for i in range(lo, hi):
         buf[:] = 0.0
-        trades = wins = expo = turn = 0.0
+        counts = NO_COUNTS
         for j in range(weights.shape[0]):  # sleeves are independent: one asset at a time
-            tr, wi, ex, tu = _asset_stops(
+            part = _asset_stops(
                 source, tab, data, ohlc, atr, j, weights[j], a[i], b[i], start[i],
                 long_short[i], cost, stops[i, 0], stops[i, 1], stops[i, 2], int(stops[i, 3]),
                 use_atr, lock, buf,
             )  # fmt: skip
-            trades += tr
-            wins += wi
-            expo += ex
-            turn += tu
-        wealth, ruined, min_ratio = path_stats(buf)
-        row = out[i]
-        finish_row(buf, wealth, ruined, min_ratio, ppy, trades, wins, expo, turn, stack, values,
-                   row, kept, keep_slot[i])  # fmt: skip
+            counts = add_counts(counts, part)
+        finish_row(buf, path_stats(buf), counts, ppy, space, out[i], kept, keep_slot[i])

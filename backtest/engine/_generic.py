@@ -44,11 +44,11 @@ from backtest.engine._fused_stats import (
     PATH_START,
     _close_drawdown,
     finish_growth,
-    finish_row,
-    kept_rows,
+    scratch,
     wealth_step,
 )
 from backtest.engine._lanes import run_in_lanes
+from backtest.engine._rows import NO_COUNTS, finish_row, kept_rows
 from backtest.engine._trades import _trade_step, count_trade
 
 #: Sets per block are a multiple of this (a cache line of positions per bar).
@@ -129,16 +129,12 @@ def _asset_pass(
     that is >= 0).
     """
     n, m = pos.shape
-    stack = np.empty((64, 3), np.int64)
-    values = np.empty((64, 2))
+    space = scratch()
     for c in range(m):
         row = acc[c]
         growth = 1.0
         prev = 0.0
-        trades = 0.0
-        wins = 0.0
-        expo = 0.0
-        turn = 0.0
+        trades, wins, expo, turn = NO_COUNTS
         wealth, ruined, peak, trough, min_ratio = PATH_START
         for t in range(n):
             cur = _holding(pos[t, c], w)
@@ -180,9 +176,9 @@ def _asset_pass(
         k[EXPO] += w * expo
         k[TURN] += w * turn
         if last:
-            min_ratio = _close_drawdown(peak, trough, min_ratio)
-            finish_row(row, wealth, ruined, min_ratio, ppy, k[TRADES], k[WINS], k[EXPO],
-                       k[TURN], stack, values, out[c], kept, keep_slot[c])  # fmt: skip
+            path = (wealth, ruined, _close_drawdown(peak, trough, min_ratio))
+            totals = (k[TRADES], k[WINS], k[EXPO], k[TURN])
+            finish_row(row, path, totals, ppy, space, out[c], kept, keep_slot[c])
 
 
 #: ``(lo, hi) -> (j -> positions (n_bars, hi - lo) of asset j for sets lo..hi)``.

@@ -37,8 +37,10 @@ engine's target weights.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -132,26 +134,25 @@ def apply_per_column(
     return pd.DataFrame(out, index=prices.index, columns=prices.columns)
 
 
-def listed_batch() -> classmethod:  # type: ignore[type-arg]
-    """A ``batch_positions`` classmethod that runs the class's ``_listed_batch`` per listing.
+def listed_batch(
+    fn: Callable[[Any, NDArray[np.float64], Mapping[str, NDArray]], NDArray[np.float64]],
+) -> classmethod:  # type: ignore[type-arg]
+    """Make ``batch_positions`` a classmethod that runs ``fn`` on each asset's listed bars.
 
-    Set ``batch_positions = listed_batch()`` in a strategy class with a classmethod
-    ``_listed_batch(close, params) -> (n_bars, k)`` written for a fully listed asset: the
-    sets then run on the asset's listed bars (:func:`on_listing`), flat where it has no
-    price, as its ``positions`` does. Defined on the class itself, so
-    :func:`~backtest.strategies._checks.has_fast_path` sees it as the class's own.
+    Decorate a strategy's ``batch_positions(cls, close, params) -> (n_bars, k)``, written
+    for a fully listed asset, with ``@listed_batch`` instead of ``@classmethod``: the sets
+    then run on the asset's listed bars (:func:`on_listing`), flat where it has no price,
+    as its ``positions`` does. ``fn`` itself stays reachable as ``__wrapped__``. Defined
+    on the class itself, so :func:`~backtest.strategies._checks.has_fast_path` sees it as
+    the class's own.
     """
 
+    @functools.wraps(fn)
     def batch_positions(
         cls: type, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
-        """Positions ``(n_bars, k)`` of ``k`` sets on one asset, flat where it has no price.
-
-        The sets run on the asset's listed bars (:func:`~backtest.strategies._base.on_listing`),
-        as ``positions`` does.
-        """
         close = np.asarray(close, dtype=np.float64)
-        return on_listing(close, lambda listed: cls._listed_batch(listed, params))  # type: ignore[attr-defined]
+        return on_listing(close, lambda listed: fn(cls, listed, params))
 
     return classmethod(batch_positions)
 
@@ -204,6 +205,37 @@ def n_sets(params: Mapping[str, NDArray]) -> int:
     if len(lengths) > 1:
         raise ConfigError(f"batch parameters have different lengths: {sorted(lengths)}")
     return lengths.pop() if lengths else 1
+
+
+def batch_params(cls: type, params: Mapping[str, NDArray]) -> list[NDArray]:
+    """The values of ``cls.param_names`` for ``k`` sets, typed as the dataclass defaults.
+
+    A parameter missing from ``params`` takes its field's default in every set (the
+    default is written once, on the class). A parameter whose default is a bool is a
+    bool array, an int one int64 (a value that is not a whole number is a ``ConfigError``
+    naming it, never truncated), any other float64.
+    """
+    k = n_sets(params)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    out: list[NDArray] = []
+    for name in cls.param_names:  # type: ignore[attr-defined]
+        default = defaults[name]
+        values = as_param_array(params, name, k, default)
+        if isinstance(default, bool):
+            out.append(values.astype(bool))
+        elif isinstance(default, int):
+            whole = values.astype(np.int64)
+            bad = np.flatnonzero(whole != values)
+            if bad.size:
+                raise ConfigError(
+                    f"strategy parameter {name!r} must be an integer, "
+                    f"got {values[bad[0]].item()!r}",
+                    key=name,
+                )
+            out.append(whole)
+        else:
+            out.append(values.astype(np.float64))
+    return out
 
 
 def signed_positions(

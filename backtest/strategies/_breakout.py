@@ -13,10 +13,9 @@ from numpy.typing import NDArray
 
 from backtest.strategies._base import (
     apply_per_column,
-    as_param_array,
+    batch_params,
     check_int,
     listed_batch,
-    n_sets,
 )
 
 
@@ -161,19 +160,14 @@ class Breakout:
             prices, lambda c: _breakout_kernel(c, self.lookback, bool(self.long_short))
         )
 
-    batch_positions = listed_batch()  # _listed_batch on each asset's listed bars
-
-    @classmethod
-    def _listed_batch(
+    @listed_batch
+    def batch_positions(
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many parameter sets in one compiled pass (see ``_breakout_batch``)."""
-        k = n_sets(params)
-        raw = as_param_array(params, "lookback", k, 55)
-        bad = np.flatnonzero((raw < 1) | (raw != np.round(raw)))
+        lookback, long_short = batch_params(cls, params)
+        bad = np.flatnonzero(lookback < 1)
         if len(bad):
-            check_int("lookback", raw[int(bad[0])], 1)  # raises, naming the parameter
-        lookback = raw.astype(np.int64)
-        long_short = as_param_array(params, "long_short", k, False).astype(bool)
+            check_int("lookback", int(lookback[bad[0]]), 1)  # raises, naming the parameter
         close = np.ascontiguousarray(close, dtype=np.float64)
         return _breakout_batch(close, lookback, long_short)

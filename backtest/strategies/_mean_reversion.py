@@ -14,11 +14,10 @@ from numpy.typing import NDArray
 from backtest.errors import ConfigError
 from backtest.strategies._base import (
     apply_per_column,
-    as_param_array,
+    batch_params,
     check_float,
     check_int,
     listed_batch,
-    n_sets,
 )
 
 
@@ -176,10 +175,7 @@ class MeanReversion:
         cls, params: Mapping[str, NDArray]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
         """``lookback, entry_z, exit_z`` of ``k`` sets, checked (the first bad one named)."""
-        k = n_sets(params)
-        lookback = as_param_array(params, "lookback", k, 20).astype(np.int64)
-        entry = as_param_array(params, "entry_z", k, 2.0).astype(np.float64)
-        exit_ = as_param_array(params, "exit_z", k, 0.5).astype(np.float64)
+        lookback, entry, exit_ = batch_params(cls, params)
         bad = np.flatnonzero(
             (lookback < 2)
             | ~np.isfinite(entry)
@@ -193,10 +189,8 @@ class MeanReversion:
             MeanReversion(int(lookback[i]), float(entry[i]), float(exit_[i]))
         return lookback, entry, exit_
 
-    batch_positions = listed_batch()  # _listed_batch on each asset's listed bars
-
-    @classmethod
-    def _listed_batch(
+    @listed_batch
+    def batch_positions(
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many parameter sets: one z-score row per distinct lookback."""

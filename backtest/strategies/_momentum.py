@@ -12,10 +12,9 @@ from numpy.typing import NDArray
 
 from backtest.strategies._base import (
     apply_per_column,
-    as_param_array,
+    batch_params,
     check_int,
     listed_batch,
-    n_sets,
     signed_positions,
 )
 
@@ -78,17 +77,12 @@ class Momentum:
             lambda c: _positions(_trailing_return(c, self.lookback, self.skip), self.long_short),
         )
 
-    batch_positions = listed_batch()  # _listed_batch on each asset's listed bars
-
-    @classmethod
-    def _listed_batch(
+    @listed_batch
+    def batch_positions(
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many (lookback, skip) pairs; each distinct pair is computed once."""
-        k = n_sets(params)
-        lookback = as_param_array(params, "lookback", k, 126).astype(np.int64)
-        skip = as_param_array(params, "skip", k, 0).astype(np.int64)
-        long_short = as_param_array(params, "long_short", k, False).astype(bool)
+        lookback, skip, long_short = batch_params(cls, params)
         bad = np.flatnonzero((lookback < 1) | (skip < 0))
         if bad.size:  # the constructor's check names the parameter
             Momentum(int(lookback[bad[0]]), int(skip[bad[0]]))

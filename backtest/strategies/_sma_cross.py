@@ -13,10 +13,9 @@ from numpy.typing import NDArray
 from backtest.errors import ConfigError
 from backtest.strategies._base import (
     apply_per_column,
-    as_param_array,
+    batch_params,
     check_int,
     listed_batch,
-    n_sets,
     signed_positions,
 )
 
@@ -94,17 +93,12 @@ class SmaCross:
 
         return apply_per_column(prices, one)
 
-    batch_positions = listed_batch()  # _listed_batch on each asset's listed bars
-
-    @classmethod
-    def _listed_batch(
+    @listed_batch
+    def batch_positions(
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many (fast, slow) pairs; each distinct window is averaged once."""
-        k = n_sets(params)
-        fast = as_param_array(params, "fast", k, 10).astype(np.int64)
-        slow = as_param_array(params, "slow", k, 50).astype(np.int64)
-        long_short = as_param_array(params, "long_short", k, False).astype(bool)
+        fast, slow, long_short = batch_params(cls, params)
         if np.any(fast < 1) or np.any(fast >= slow):
             bad = int(np.flatnonzero((fast < 1) | (fast >= slow))[0])
             raise ConfigError(

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from backtest.data._bars import Bars, as_bars
 from backtest.errors import ConfigError
-from backtest.strategies._base import as_param_array, check_int, n_sets
+from backtest.strategies._base import batch_params, check_int, n_sets
 
 
 def trailing_returns(close: NDArray[np.float64], lookback: int, skip: int) -> NDArray[np.float64]:
@@ -143,10 +143,7 @@ class CrossSectionalMomentum:
         """
         close, tradable = _close_and_mask(data)
         k = n_sets(params)
-        lookback = as_param_array(params, "lookback", k, 252).astype(np.int64)
-        skip = as_param_array(params, "skip", k, 21).astype(np.int64)
-        top_n = as_param_array(params, "top_n", k, 2).astype(np.int64)
-        long_short = as_param_array(params, "long_short", k, False).astype(bool)
+        lookback, skip, top_n, long_short = batch_params(cls, params)
         n, a = close.shape
         for i in np.unique(np.column_stack([lookback, skip, top_n, long_short]), axis=0):
             cls(int(i[0]), int(i[1]), int(i[2]), bool(i[3]))  # the constructor names a bad one

@@ -33,15 +33,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backtest.engine._fused
-    N_METRICS,
-    N_OUT,
-    PATH_START,
-    _close_drawdown,
-    finish_growth,
-    scratch,
-    wealth_step,
-)
+from backtest.engine._fused_stats import PATH_START, _close_drawdown, scratch, wealth_step
 from backtest.engine._rows import NO_COUNTS, Counts, Path, add_counts, finish_row
 from backtest.engine._trades import count_trade
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step

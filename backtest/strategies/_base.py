@@ -119,6 +119,15 @@ def check_float(name: str, value: object, *, minimum: float | None = None) -> fl
     return out
 
 
+def check_smaller(name: str, value: float, other: str, bound: float) -> None:
+    """Raise ``ConfigError`` naming ``name`` unless ``value < bound`` (``other``'s value)."""
+    if value >= bound:
+        raise ConfigError(
+            f"strategy parameter {name!r} ({value}) must be smaller than {other!r} ({bound})",
+            key=name,
+        )
+
+
 def apply_per_column(
     prices: pd.DataFrame, fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]
 ) -> pd.DataFrame:

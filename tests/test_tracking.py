@@ -26,17 +26,10 @@ from backtest.errors import BacktestError, ConfigError
 from backtest.tasks import execute_job
 from backtest.tasks._jobs import BacktestJob
 from backtest.tracking import log_result, run_key
+from tests import mlflow_runs
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite MLflow store for the module (creating its tables takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-
-
-@pytest.fixture
-def experiment() -> str:
-    return f"exp-{uuid.uuid4().hex[:10]}"
+store = mlflow_runs.store  # fixtures: one sqlite store for the module, a new experiment a test
+experiment = mlflow_runs.experiment
 
 
 def client(uri: str) -> Any:
@@ -345,21 +338,33 @@ def test_bad_config_fails_before_any_mlflow_run(
     assert not (tmp_path / "run").exists()
 
 
+def tstrats_config(
+    compose: Any,
+    tmp_path: Path,
+    uri: str,
+    experiment: str,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> Any:
+    """A tracked run of the strategy ``tstrats.<name>`` (:data:`STRATEGIES`, importable)."""
+    (tmp_path / "tstrats.py").write_text(STRATEGIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return run_config(
+        compose,
+        tmp_path,
+        uri,
+        experiment,
+        f"strategy._target_=tstrats.{name}",
+        "allowed_modules=[tstrats]",
+        base="strategy=buy_and_hold",
+    )
+
+
 def test_failed_job_ends_failed_with_its_error(
     compose: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job that fails while it runs (its strategy raises) is logged as a FAILED run."""
-    (tmp_path / "tstrats.py").write_text(STRATEGIES)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = run_config(
-        compose,
-        tmp_path,
-        store,
-        experiment,
-        "strategy._target_=tstrats.Broken",
-        "allowed_modules=[tstrats]",
-        base="strategy=buy_and_hold",
-    )
+    cfg = tstrats_config(compose, tmp_path, store, experiment, monkeypatch, "Broken")
     with pytest.raises(ValueError, match="broken on purpose"):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)
@@ -410,17 +415,7 @@ STRATEGIES = textwrap.dedent("""
 def test_interrupted_job_ends_killed(
     compose: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "tstrats.py").write_text(STRATEGIES)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = run_config(
-        compose,
-        tmp_path,
-        store,
-        experiment,
-        "strategy._target_=tstrats.Interrupted",
-        "allowed_modules=[tstrats]",
-        base="strategy=buy_and_hold",
-    )
+    cfg = tstrats_config(compose, tmp_path, store, experiment, monkeypatch, "Interrupted")
     with pytest.raises(KeyboardInterrupt):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)

@@ -105,19 +105,10 @@ N_COUNTS = 4
 
 @numba.njit(cache=True, nogil=True)
 def _asset_pass(
-    pos: NDArray[np.float64],
-    r: NDArray[np.float64],
-    w: float,
-    cost: float,
-    acc: NDArray[np.float64],
-    counts: NDArray[np.float64],
-    first: bool,
-    last: bool,
-    ppy: int,
-    out: NDArray[np.float64],
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
+    pos: NDArray[np.float64], r: NDArray[np.float64], w: float, cost: float,
+    acc: NDArray[np.float64], counts: NDArray[np.float64], first: bool, last: bool, ppy: int,
+    out: NDArray[np.float64], keep_slot: NDArray[np.int64], kept: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests  # fmt: skip
     """One asset of a block of ``m`` sets, set after set, while its positions are in cache.
 
     ``pos`` is the asset's positions ``(n_bars, m)`` just returned by the strategy;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -81,6 +82,12 @@ def run_config(
     )
 
 
+@pytest.fixture
+def tracked(compose: Any, tmp_path: Path, store: str, experiment: str) -> Any:
+    """:func:`run_config` for this test: its folder, the module's store, its experiment."""
+    return functools.partial(run_config, compose, tmp_path, store, experiment)
+
+
 def write_run(
     run_dir: Path,
     record: dict[str, Any],
@@ -108,9 +115,9 @@ def write_run(
 
 
 def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
-    compose: Any, tmp_path: Path, store: str, experiment: str
+    tracked: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
-    result = execute_job(BacktestJob.from_config(run_config(compose, tmp_path, store, experiment)))
+    result = execute_job(BacktestJob.from_config(tracked()))
     run_dir = Path(result.run_dir)
     record = json.loads((run_dir / "result.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -329,31 +336,20 @@ def test_monte_carlo_percentiles_are_metrics_of_the_run_they_analyse(
 
 
 def test_bad_config_fails_before_any_mlflow_run(
-    compose: Any, tmp_path: Path, store: str, experiment: str
+    tracked: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
-    cfg = run_config(compose, tmp_path, store, experiment, "strategy.fast=100", "strategy.slow=10")
+    cfg = tracked("strategy.fast=100", "strategy.slow=10")
     with pytest.raises(ConfigError, match="fast"):
         execute_job(BacktestJob.from_config(cfg))
     assert runs_of(store, experiment) == []
     assert not (tmp_path / "run").exists()
 
 
-def tstrats_config(
-    compose: Any,
-    tmp_path: Path,
-    uri: str,
-    experiment: str,
-    monkeypatch: pytest.MonkeyPatch,
-    name: str,
-) -> Any:
+def tstrats_config(tracked: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
     """A tracked run of the strategy ``tstrats.<name>`` (:data:`STRATEGIES`, importable)."""
     (tmp_path / "tstrats.py").write_text(STRATEGIES)
     monkeypatch.syspath_prepend(str(tmp_path))
-    return run_config(
-        compose,
-        tmp_path,
-        uri,
-        experiment,
+    return tracked(
         f"strategy._target_=tstrats.{name}",
         "allowed_modules=[tstrats]",
         base="strategy=buy_and_hold",
@@ -361,10 +357,10 @@ def tstrats_config(
 
 
 def test_failed_job_ends_failed_with_its_error(
-    compose: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
+    tracked: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job that fails while it runs (its strategy raises) is logged as a FAILED run."""
-    cfg = tstrats_config(compose, tmp_path, store, experiment, monkeypatch, "Broken")
+    cfg = tstrats_config(tracked, tmp_path, monkeypatch, "Broken")
     with pytest.raises(ValueError, match="broken on purpose"):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)
@@ -376,17 +372,9 @@ def test_failed_job_ends_failed_with_its_error(
 
 
 def test_data_too_short_for_a_fold_fails_before_any_mlflow_run(
-    compose: Any, tmp_path: Path, store: str, experiment: str
+    tracked: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
-    cfg = run_config(
-        compose,
-        tmp_path,
-        store,
-        experiment,
-        "walkforward=rolling",
-        "search=grid",
-        "+search.space.fast=[5,10]",
-    )
+    cfg = tracked("walkforward=rolling", "search=grid", "+search.space.fast=[5,10]")
     with pytest.raises(ConfigError, match=r"too few|walkforward"):
         execute_job(BacktestJob.from_config(cfg))
     assert runs_of(store, experiment) == []
@@ -413,9 +401,9 @@ STRATEGIES = textwrap.dedent("""
 
 
 def test_interrupted_job_ends_killed(
-    compose: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
+    tracked: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = tstrats_config(compose, tmp_path, store, experiment, monkeypatch, "Interrupted")
+    cfg = tstrats_config(tracked, tmp_path, monkeypatch, "Interrupted")
     with pytest.raises(KeyboardInterrupt):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)
@@ -502,18 +490,8 @@ def test_a_server_that_never_answers_is_given_up_on_after_the_timeout(tmp_path: 
     assert waited < 30  # a hang guard, not a benchmark: the default would be minutes
 
 
-def test_tracking_disabled_logs_nothing(
-    compose: Any, tmp_path: Path, store: str, experiment: str
-) -> None:
-    cfg = run_config(
-        compose,
-        tmp_path,
-        store,
-        experiment,
-        "tracking=none",
-        f"tracking.uri={store}",
-        f"tracking.experiment_name={experiment}",
-    )
+def test_tracking_disabled_logs_nothing(tracked: Any, store: str, experiment: str) -> None:
+    cfg = tracked("tracking=none")
     execute_job(BacktestJob.from_config(cfg))
     assert runs_of(store, experiment) == []
 

@@ -178,8 +178,6 @@ BlockPositions = Callable[[int, int], Callable[[int], NDArray[np.float64]]]
 
 def evaluate_blocks(
     positions: BlockPositions,
-    n_assets: int,
-    n_bars: int,
     k: int,
     r: NDArray[np.float64],
     cost: float,
@@ -195,8 +193,6 @@ def evaluate_blocks(
     Args:
         positions: ``(lo, hi) -> (j -> (n_bars, hi - lo) positions of asset j)``; NaN is
             flat. Asked for assets in order, once per block.
-        n_assets: Assets.
-        n_bars: Bars.
         k: Parameter sets.
         r: Bar returns ``close[t] / close[t-1] - 1`` (0 first), ``(n_assets, n_bars)``.
         cost: Cost per unit of traded notional, as a fraction.
@@ -210,6 +206,7 @@ def evaluate_blocks(
         ``(metrics (k, 11) in metrics.METRIC_NAMES order, kept returns (n_bars, n_kept)
         or None)``.
     """
+    n_assets, n_bars = r.shape
     out = np.empty((k, N_OUT))
     keep_slot, kept = kept_rows(keep, k, n_bars)
     w = np.ascontiguousarray(weights, dtype=np.float64)

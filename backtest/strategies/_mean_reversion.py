@@ -172,7 +172,7 @@ class MeanReversion:
         cls, params: Mapping[str, NDArray]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
         """``lookback, entry_z, exit_z`` of ``k`` sets, checked (the first bad one named)."""
-        lookback, entry, exit_ = batch_params(cls, params)
+        lookback, entry, exit_ = batch_params(cls, params, "lookback", "entry_z", "exit_z")
         bad = np.flatnonzero(
             (lookback < 2)
             | ~np.isfinite(entry)

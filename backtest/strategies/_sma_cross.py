@@ -95,7 +95,7 @@ class SmaCross:
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many (fast, slow) pairs; each distinct window is averaged once."""
-        fast, slow, long_short = batch_params(cls, params)
+        fast, slow, long_short = batch_params(cls, params, "fast", "slow", "long_short")
         if np.any(fast < 1) or np.any(fast >= slow):
             bad = int(np.flatnonzero((fast < 1) | (fast >= slow))[0])
             raise ConfigError(

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backtest.data import Bars  # noqa: E402
-from benchmarks.engine import XS_GRID  # noqa: E402  (the engine benchmark's 2,500 sets)
+from benchmarks.engine import XS_GRID  # noqa: E402  (the engine benchmark's 500 sets)
 
 PEER_GRID = [(lb, 0, tn) for lb in range(21, 421, 21) for tn in range(1, 11)]  # 200 sets
 

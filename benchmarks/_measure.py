@@ -1,4 +1,4 @@
-"""Timing and memory helpers shared by the benchmarks (run as scripts from this folder)."""
+"""Timing, memory and the OHLC bars shared by the benchmarks (run as scripts from this folder)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def _status(field: str) -> int:
@@ -49,3 +51,14 @@ def best_in_turns(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str,
             fn()
             best[key] = min(best[key], time.perf_counter() - t0)
     return best
+
+
+def ohlc(n_bars: int) -> dict[str, np.ndarray]:
+    """GBM closes with gapping opens, and highs / lows around open and close."""
+    rng = np.random.default_rng(42)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0002, 0.01, n_bars)))
+    prev = np.concatenate([[100.0], close[:-1]])
+    open_ = prev * np.exp(rng.normal(0.0, 0.004, n_bars))
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.005, n_bars)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.005, n_bars)))
+    return {"open": open_, "high": high, "low": low, "close": close}

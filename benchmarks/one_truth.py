@@ -1,8 +1,8 @@
 """What the one-truth invariant costs: verification time as a share of each search's time.
 
 Every search re-runs its chosen set (and a sample of others) through ``simulate`` and
-compares (``backtest/search/_truth.py``); every walk-forward fold does the same for its
-chosen set over its train bars. This runs the searches of two shipped experiments the
+compares (``backtest/search/_truth.py``); a walk-forward does the same for its folds'
+chosen sets over their train bars (``FoldTruth``). This runs the searches of two shipped experiments the
 way the ``search`` / ``walkforward`` tasks run them (their config composed from
 ``conf/``, prepared by ``backtest.tasks.prepare``) and times the verification calls
 inside them:
@@ -54,7 +54,7 @@ def _context(experiment: str) -> Any:
 
 
 class Timer:
-    """Wraps a function of a module, adding up the seconds spent in it; or turns it off."""
+    """Wraps a function of a module (or a method of a class), adding up the seconds spent in it; or turns it off."""
 
     def __init__(self, module: Any, name: str, off: Any) -> None:
         self.module, self.name, self.real, self.off = module, name, getattr(module, name), off
@@ -118,11 +118,11 @@ def sma_grid(repeat: int) -> None:
 
 
 def xs_momentum(repeat: int) -> None:
+    from backtest.search._truth import FoldTruth
     from backtest.tasks import _walkforward
-    from backtest.walkforward import _optimizer
 
     ctx = _context("xs_momentum")
-    timer = Timer(_optimizer, "verify_fold", ())
+    timer = Timer(FoldTruth, "check", ())
     t = _turns(lambda: _walkforward.run(ctx), timer, repeat)
     print(
         f"xs_momentum   walk-forward {t['on']:.3f} s with the invariant, {t['off']:.3f} s "

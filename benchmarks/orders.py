@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._measure import measure  # noqa: E402
+from benchmarks._measure import measure, ohlc  # noqa: E402
 
 PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(20, 560, 20) if f < s][:250]
 OFFSETS = [0.0025, 0.005, 0.0075, 0.01, 0.0125]
@@ -46,17 +46,6 @@ EXPIRIES = [2, 3, 5, 10]
 RISKS = [0.0025, 0.005, 0.0075, 0.01, 0.0125]
 STOP_LOSS = 0.05
 N_BARS = 2520
-
-
-def ohlc(n_bars: int) -> dict[str, np.ndarray]:
-    """GBM closes with gapping opens, and highs / lows around open and close."""
-    rng = np.random.default_rng(42)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0002, 0.01, n_bars)))
-    prev = np.concatenate([[100.0], close[:-1]])
-    open_ = prev * np.exp(rng.normal(0.0, 0.004, n_bars))
-    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.005, n_bars)))
-    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.005, n_bars)))
-    return {"open": open_, "high": high, "low": low, "close": close}
 
 
 def grid(n_pairs: int) -> list[tuple[int, int, float, int, float]]:

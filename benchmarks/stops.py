@@ -39,23 +39,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._measure import measure  # noqa: E402
+from benchmarks._measure import measure, ohlc  # noqa: E402
 
 PAIRS = [(f, s) for f in range(5, 105, 5) for s in range(10, 310, 10) if f < s]
 SL_LEVELS = [round(0.01 * i, 2) for i in range(1, 11)]
 TSL_LEVELS = [0.02, 0.04, 0.06, 0.08, 0.10]
 N_BARS = 2520
-
-
-def ohlc(n_bars: int) -> dict[str, np.ndarray]:
-    """GBM closes with gapping opens, and highs / lows around open and close."""
-    rng = np.random.default_rng(42)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0002, 0.01, n_bars)))
-    prev = np.concatenate([[100.0], close[:-1]])
-    open_ = prev * np.exp(rng.normal(0.0, 0.004, n_bars))
-    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.005, n_bars)))
-    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.005, n_bars)))
-    return {"open": open_, "high": high, "low": low, "close": close}
 
 
 def grid(n_pairs: int) -> list[tuple[int, int, float, float]]:

@@ -43,13 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backtest.data import Bars  # noqa: E402
+from benchmarks.engine import XS_GRID  # noqa: E402  (the engine benchmark's 500 sets)
 
-XS_GRID = [
-    (lb, sk, tn)
-    for lb in range(21, 421, 21)
-    for sk in (0, 5, 10, 15, 21)
-    for tn in (1, 2, 3, 4, 5)
-]  # fmt: skip
 PEER_GRID = [(lb, 0, tn) for lb in range(21, 421, 21) for tn in range(1, 11)]  # 200 sets
 
 

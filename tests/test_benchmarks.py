@@ -12,6 +12,7 @@ import math
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -247,6 +248,13 @@ def test_relative_metrics_equal_empyrical() -> None:
 _cli = run_cli
 
 
+def _ran(tmp_path: Path, out: str, *args: str) -> tuple[Any, dict[str, Any]]:
+    """The command with ``output_dir=out`` in ``tmp_path``: it succeeded; and its record."""
+    proc = run_cli(tmp_path, *args, f"output_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads((tmp_path / out / "result.json").read_text())
+
+
 def _sample_index(tmp_path: Path) -> Path:
     from backtest.config import DataConfig
     from backtest.data import load_bars
@@ -270,12 +278,10 @@ def test_each_benchmark_kind_from_the_command_line(
 ) -> None:
     if benchmark.endswith(".csv"):
         _sample_index(tmp_path)
-    proc = _cli(
-        tmp_path, "+experiment=sma_cross", "report=false", "strategy.slow=50",
-        f"engine.benchmark={benchmark}", "output_dir=run", *extra,
+    proc, record = _ran(
+        tmp_path, "run", "+experiment=sma_cross", "report=false", "strategy.slow=50",
+        f"engine.benchmark={benchmark}", *extra,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["benchmark_name"] == benchmark
     bench = record["benchmark_metrics"]
     assert {"total_return", "cagr", "sharpe_ratio", "max_drawdown", "annual_volatility"} <= set(
@@ -326,12 +332,10 @@ def test_walk_forward_and_search_headlines_carry_alpha_beta_ir_and_te(tmp_path: 
     """Walk-forward: against the benchmark on the stitched out-of-sample returns."""
     import empyrical
 
-    proc = _cli(
-        tmp_path, "+experiment=xs_momentum", "data.n_bars=1300", "~montecarlo", "report=true",
-        "engine.benchmark=equal_weight_rebalanced", "output_dir=wf",
+    proc, record = _ran(
+        tmp_path, "wf", "+experiment=xs_momentum", "data.n_bars=1300", "~montecarlo",
+        "report=true", "engine.benchmark=equal_weight_rebalanced",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((tmp_path / "wf" / "result.json").read_text())
     equity = pd.read_parquet(tmp_path / "wf" / "equity.parquet")
     r = equity["returns"].to_numpy()
     # the benchmark, independently: the plain loop over the out-of-sample closes, rebalanced
@@ -360,12 +364,10 @@ def test_walk_forward_and_search_headlines_carry_alpha_beta_ir_and_te(tmp_path: 
     assert re.search(r'"name": ?"benchmark"', page)
     assert "<th>benchmark (equal_weight_rebalanced)</th>" in page  # its metrics' column
     # the search task's headline (the best set re-run alone) carries them too
-    proc = _cli(
-        tmp_path, "+experiment=xs_momentum", "data.n_bars=600", "~montecarlo", "~walkforward",
-        "report=false", "engine.benchmark=equal_weight_rebalanced", "output_dir=search",
+    proc, record = _ran(
+        tmp_path, "search", "+experiment=xs_momentum", "data.n_bars=600", "~montecarlo",
+        "~walkforward", "report=false", "engine.benchmark=equal_weight_rebalanced",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((tmp_path / "search" / "result.json").read_text())
     equity = pd.read_parquet(tmp_path / "search" / "equity.parquet")
     b = equity["benchmark"].pct_change().fillna(0.0).to_numpy()
     rel = m.relative_metrics(equity["returns"].to_numpy(), b, periods_per_year=252)
@@ -407,12 +409,10 @@ def test_a_worker_reads_a_benchmark_file_only_under_its_data_roots_and_quotes_no
 def test_a_relative_benchmark_file_means_the_folder_the_user_ran_in(tmp_path: Path) -> None:
     """Also with ``hydra.job.chdir=true``, which moves the run into its output folder."""
     _sample_index(tmp_path)
-    proc = _cli(
-        tmp_path, "+experiment=sma_cross", "report=false", "data=sample", "strategy.slow=50",
-        "engine.benchmark=spx.csv", "hydra.job.chdir=true", "output_dir=run",
+    _, record = _ran(
+        tmp_path, "run", "+experiment=sma_cross", "report=false", "data=sample",
+        "strategy.slow=50", "engine.benchmark=spx.csv", "hydra.job.chdir=true",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert Path(record["benchmark_name"]) == tmp_path / "spx.csv"
     assert record["benchmark_metrics"]["total_return"] > -1.0
 

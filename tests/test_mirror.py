@@ -9,39 +9,24 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from backtest import results
 from backtest.tasks import execute_job
 from backtest.tasks._jobs import BacktestJob
 from backtest.tracking import run_key
 from backtest.tracking._client import client_for
+from tests import mlflow_runs
 
 N_FIGURES = 1500  # uploading them keeps a mirror RUNNING for a second or more
 
 
 def write_run(run_dir: Path, experiment: str, uri: str, sharpe: float) -> Path:
-    record = {
-        "task": "backtest",
-        "job_id": f"job-{uuid.uuid4().hex[:8]}",
-        "name": experiment,
-        "params": {"fast": 10},
-        "metrics": {"sharpe_ratio": sharpe},
-        "seed": 1,
-        "config_hash": "a" * 64,
-        "data_fingerprint": "b" * 64,
-        "started_at": "2026-01-01T00:00:00.000+00:00",
-        "ended_at": "2026-01-01T00:00:01.000+00:00",
-    }
-    config = {"name": experiment, "tracking": {"enabled": True, "uri": uri, "timeout_s": 30.0}}
-    results.write_result(run_dir, record, config_yaml=yaml.safe_dump(config))
-    return run_dir
+    return mlflow_runs.write_run(run_dir, experiment, uri, sharpe, timeout_s=30.0)
 
 
 def slow_to_mirror(run_dir: Path) -> None:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -48,17 +49,41 @@ def chromium() -> str:
     return path
 
 
-def rendered_text(url: str, profile: Path) -> str:
-    """The page's DOM after its scripts ran, as visible text (tags stripped)."""
-    out = subprocess.run(
+def dumped_dom(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran (Chromium's ``--dump-dom``)."""
+    return subprocess.run(
         [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
         capture_output=True,
         text=True,
         timeout=180,
         check=True,
     ).stdout
+
+
+def rendered_text(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran, as visible text (tags stripped)."""
+    out = dumped_dom(url, profile)
     out = re.sub(r"<(script|style)\b.*?</\1>", " ", out, flags=re.S)
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", out)))
+
+
+def logged_backtest(
+    tmp_path: Path,
+    cfg: TrackingConfig,
+    fast: int,
+    metrics: dict[str, float],
+    config: dict[str, Any],
+) -> Any:
+    """A backtest run folder (``fast``, ``slow=50``) written and logged to ``cfg``'s server."""
+    run_dir = tmp_path / f"bt{fast}"
+    record = {
+        "task": "backtest",
+        "job_id": f"bt-{fast}",
+        "params": {"fast": fast, "slow": 50},
+        "metrics": metrics,
+    }
+    results.write_result(run_dir, record, config_yaml=yaml.safe_dump(config))
+    return log_result(run_dir, cfg)
 
 
 def test_experiment_page_lists_the_runs(tmp_path: Path, mlflow_server: str) -> None:
@@ -67,18 +92,7 @@ def test_experiment_page_lists_the_runs(tmp_path: Path, mlflow_server: str) -> N
     cfg = TrackingConfig(uri=mlflow_server, experiment_name=experiment)
     names = []
     for fast in (5, 10):
-        run_dir = tmp_path / f"bt{fast}"
-        results.write_result(
-            run_dir,
-            {
-                "task": "backtest",
-                "job_id": f"bt-{fast}",
-                "params": {"fast": fast, "slow": 50},
-                "metrics": {"sharpe_ratio": fast / 10},
-            },
-            config_yaml=yaml.safe_dump({"name": experiment}),
-        )
-        log_result(run_dir, cfg)
+        logged_backtest(tmp_path, cfg, fast, {"sharpe_ratio": fast / 10}, {"name": experiment})
         names.append(f"backtest fast={fast} slow=50")
     trials = pd.DataFrame(
         {"fast": [5, 10, 15], "slow": [50, 60, 70], "sharpe_ratio": [0.1, 0.9, 0.5]}
@@ -129,21 +143,11 @@ def test_experiment_opens_on_the_runs_table_with_metric_columns(
 
     experiment = f"table-{uuid.uuid4().hex[:8]}"
     cfg = TrackingConfig(uri=mlflow_server, experiment_name=experiment)
+    strategy = {"_target_": "backtest.strategies.SmaCross"}
     for fast in (5, 10, 20):
-        run_dir = tmp_path / f"bt{fast}"
-        results.write_result(
-            run_dir,
-            {
-                "task": "backtest",
-                "job_id": f"bt-{fast}",
-                "params": {"fast": fast, "slow": 50},
-                "metrics": {"sharpe_ratio": fast / 10, "max_drawdown": 0.1},
-            },
-            config_yaml=yaml.safe_dump(
-                {"name": experiment, "strategy": {"_target_": "backtest.strategies.SmaCross"}}
-            ),
-        )
-        logged = log_result(run_dir, cfg)
+        metrics = {"sharpe_ratio": fast / 10, "max_drawdown": 0.1}
+        config = {"name": experiment, "strategy": strategy}
+        logged = logged_backtest(tmp_path, cfg, fast, metrics, config)
     exp = MlflowClient(mlflow_server).get_experiment(logged.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 

@@ -89,6 +89,12 @@ def walkforward_run(root: Path, experiment: str) -> tuple[Path, pd.DataFrame]:
     return run_dir, folds
 
 
+def logged_walkforward(root: Path, uri: str, experiment: str) -> tuple[Any, pd.DataFrame]:
+    """:func:`walkforward_run` logged to ``uri``: the logged run and the folds."""
+    run_dir, folds = walkforward_run(root, experiment)
+    return log_result(run_dir, TrackingConfig(uri=uri, experiment_name=experiment)), folds
+
+
 def test_folds_are_children_with_the_headline_columns_filled_and_rounded(
     tmp_path: Path, store: str
 ) -> None:
@@ -127,8 +133,7 @@ def test_the_saved_view_nests_children_and_leads_with_the_headline_metrics(
     key = next(iter(RUNS_VIEW))
     old = json.dumps({"orderByKey": "metrics.`sharpe_ratio`", "orderByAsc": False})
     exp_id = c.create_experiment(experiment, tags={key: old})  # as an older version made it
-    run_dir, _ = walkforward_run(tmp_path, experiment)
-    log_result(run_dir, TrackingConfig(uri=store, experiment_name=experiment))
+    logged_walkforward(tmp_path, store, experiment)
     view = json.loads(c.get_experiment(exp_id).tags[key])
     assert view["orderByKey"] == "attributes.start_time" and not view.get("searchFilter")
     metrics = ["sharpe_ratio", "total_return", "cagr", "max_drawdown", "objective"]
@@ -168,13 +173,12 @@ def _cell(row: str, col_id: str) -> str:
 def test_the_linked_view_nests_folds_and_trials_and_shows_sharpe_at_1400px(
     tmp_path: Path, mlflow_server: str
 ) -> None:
-    from test_mlflow_ui import CHROMIUM_FLAGS, chromium, screenshot
+    from test_mlflow_ui import CHROMIUM_FLAGS, dumped_dom, screenshot
 
     assert "--window-size=1400,900" in CHROMIUM_FLAGS
     experiment = f"nest-{uuid.uuid4().hex[:8]}"
     cfg = TrackingConfig(uri=mlflow_server, experiment_name=experiment)
-    run_dir, _ = walkforward_run(tmp_path, experiment)
-    wf = log_result(run_dir, cfg)
+    wf, _ = logged_walkforward(tmp_path, mlflow_server, experiment)
     trials = pd.DataFrame(
         {"trial": range(12), "fast": range(2, 14), "slow": range(60, 72),
          "sharpe_ratio": np.linspace(-0.3, 1.4321987, 12)}
@@ -200,16 +204,7 @@ def test_the_linked_view_nests_folds_and_trials_and_shows_sharpe_at_1400px(
         plain.append(log_result(tmp_path / f"bt{fast}", cfg).run_id)
 
     url = ui_url(mlflow_server, wf.experiment_id)  # the link a run prints
-    chromium()
-    import subprocess
-
-    dom = subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p'}", "--dump-dom", url],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    ).stdout
+    dom = dumped_dom(url, tmp_path / "p")
     rows = _rows(dom)
     top = {k for k in rows if not k.startswith("name:")}
     # 4 top-level rows of the 46 runs: 32 folds and 10 trials nested under their parents
@@ -261,8 +256,7 @@ def test_expanding_the_walkforward_row_lists_its_folds_in_order_with_their_sharp
     from test_mlflow_ui import chromium
 
     experiment = f"expand-{uuid.uuid4().hex[:8]}"
-    run_dir, folds = walkforward_run(tmp_path, experiment)
-    logged = log_result(run_dir, TrackingConfig(uri=mlflow_server, experiment_name=experiment))
+    logged, folds = logged_walkforward(tmp_path, mlflow_server, experiment)
     name = "walkforward Momentum lookback=60"
     with Browser(chromium(), tmp_path / "profile") as browser:
         browser.open(ui_url(mlflow_server, logged.experiment_id))

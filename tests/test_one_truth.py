@@ -388,3 +388,106 @@ def test_the_sample_stays_within_two_percent_of_a_long_search() -> None:
     folds.charge(0.05)
     folds.charge(0.05)
     assert not folds.allows() and folds.spent <= BUDGET_SHARE * 10.0
+
+
+# ------------------------------------------- a walk-forward: one whole run serves every fold
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(options=ENGINE, data=st.data())
+def test_the_single_backtest_up_to_a_bar_is_the_whole_run_read_up_to_it(
+    name: str, options: dict[str, Any], data: st.DataObject
+) -> None:
+    """What lets a walk-forward re-run a set once over the whole history and slice it
+    for each fold's train window: the engine is causal, with every option."""
+    cls, draw = STRATEGIES[name]
+    space = draw(data)
+    params = {k: data.draw(st.sampled_from(v)) for k, v in space.items()}
+    engine = _engine(options, cls, None)
+    whole = _single(cls, params, engine, BARS).returns.to_numpy()
+    for end in sorted(data.draw(st.sets(st.integers(40, len(BARS) - 1), min_size=2, max_size=2))):
+        alone = _single(cls, params, engine, BARS.iloc[:end]).returns.to_numpy()
+        np.testing.assert_allclose(whole[:end], alone, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def _counted(evaluator: StrategyReturnsEvaluator) -> list[tuple[dict[str, Any], int]]:
+    calls: list[tuple[dict[str, Any], int]] = []
+    real = evaluator.backtest
+
+    def counted(params: Any, end: int) -> np.ndarray:
+        calls.append((dict(params), end))
+        return real(params, end)
+
+    evaluator.backtest = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_set_chosen_by_every_fold_runs_once_and_each_fold_is_compared_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    space = {"fast": [5], "slow": [30]}  # one set: every fold chooses it
+    wf = WalkForwardOptimizer(WalkForwardConfig(train_bars=100, test_bars=50), pbo_blocks=0)
+    evaluator = StrategyReturnsEvaluator(BARS, SmaCross, fee_bps=5)
+    calls = _counted(evaluator)
+    folds = wf.run(evaluator, space).folds
+    assert len(folds) >= 4
+    assert calls == [({"fast": 5, "slow": 30}, len(BARS))]  # the whole history, once
+    # ... and compared with every fold: a fast path wrong on the third fold's train bars only
+    # (with the traded runs' bar-for-bar check off: it sees those bars first, in fold 0)
+    from backtest.walkforward import _optimizer
+
+    monkeypatch.setattr(_optimizer, "_check_no_look_ahead", lambda *a: None)
+    evaluator = StrategyReturnsEvaluator(BARS, SmaCross, fee_bps=5)
+    calls = _counted(evaluator)
+    real = evaluator._batch
+    end = int(BARS.index.get_loc(folds["train_end"].iloc[2])) + 1  # after fold 1's train bars
+    assert end > int(BARS.index.get_loc(folds["train_end"].iloc[1])) + 10
+
+    def planted(param_sets: pd.DataFrame, n: int) -> np.ndarray:
+        out = real(param_sets, n).copy()
+        out[end - 10 : end] += 0.001
+        return out
+
+    monkeypatch.setattr(evaluator, "_batch", planted)
+    with pytest.raises(PathDivergence, match=r"fold 2 \(train .*in-sample") as err:
+        wf.run(evaluator, space)
+    assert err.value.params == {"fast": 5, "slow": 30} and len(calls) == 1
+
+
+def test_a_fold_whose_set_is_not_re_run_is_caught_by_its_traded_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the first and last folds, chosen sets re-run within a share of the time; the
+    others are still compared bar for bar with the fold's traded run, and a difference
+    the single backtest puts on the fast path is a PathDivergence, not "looks ahead"."""
+    from backtest.search._truth import FoldTruth
+
+    monkeypatch.setattr(FoldTruth, "check", lambda self, **kw: ())  # no re-run at all
+    evaluator = StrategyReturnsEvaluator(BARS, SmaCross, fee_bps=5)
+    real = evaluator._batch
+
+    def planted(param_sets: pd.DataFrame, end: int) -> np.ndarray:
+        return real(param_sets.assign(slow=int(param_sets["slow"].iloc[-1])), end)
+
+    monkeypatch.setattr(evaluator, "_batch", planted)
+    wf = WalkForwardOptimizer(WalkForwardConfig(train_bars=150, test_bars=90), pbo_blocks=0)
+    with pytest.raises(PathDivergence, match=r"fold 0, shared-history returns") as err:
+        wf.run(evaluator, {"fast": [5], "slow": [30, 80]})
+    assert err.value.params == {"fast": 5, "slow": 30}
+
+
+def test_chosen_sets_re_run_within_their_share_of_a_walkforward() -> None:
+    from backtest.search._truth import CHOSEN_SHARE, Budget
+
+    chosen = Budget(share=CHOSEN_SHARE, most=None)
+    assert chosen.allows()  # the first fold's, always
+    chosen.charge(0.01)
+    chosen.update(0.05)  # however short the run: only within the share (5 ms here)
+    assert not chosen.allows()
+    chosen.update(1.0)  # 100 ms: any number of 10 ms sets, up to it
+    runs = 1
+    while chosen.allows():
+        chosen.charge(0.01)
+        runs += 1
+    assert runs == 10 and chosen.spent <= CHOSEN_SHARE * 1.0 + 1e-12

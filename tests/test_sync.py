@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,36 +13,11 @@ from backtest.config import TrackingConfig
 from backtest.errors import ResultPathMissing
 from backtest.tracking import log_result, run_key
 from backtest.tracking._sync import main, sync
+from tests import mlflow_runs
+from tests.mlflow_runs import write_run
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-
-
-@pytest.fixture
-def experiment() -> str:
-    return f"sync-{uuid.uuid4().hex[:10]}"
-
-
-def write_run(run_dir: Path, experiment: str, uri: str, sharpe: float = 1.0) -> Path:
-    """A complete run directory whose config points at ``uri`` (as a run that could not log)."""
-    record = {
-        "task": "backtest",
-        "job_id": f"job-{uuid.uuid4().hex[:8]}",
-        "name": experiment,
-        "params": {"fast": 10},
-        "metrics": {"sharpe_ratio": sharpe},
-        "seed": 1,
-        "config_hash": "a" * 64,
-        "data_fingerprint": "b" * 64,
-        "version": "0.1.0",
-        "started_at": "2026-01-01T00:00:00.000+00:00",
-        "ended_at": "2026-01-01T00:00:01.000+00:00",
-    }
-    config = {"name": experiment, "tracking": {"enabled": True, "uri": uri, "timeout_s": 2.0}}
-    results.write_result(run_dir, record, config_yaml=yaml.safe_dump(config))
-    return run_dir
+store = mlflow_runs.store  # fixtures: one sqlite store for the module, a new experiment a test
+experiment = mlflow_runs.experiment
 
 
 def mirrors(uri: str, experiment: str) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -26,17 +27,10 @@ from backtest.errors import BacktestError, ConfigError
 from backtest.tasks import execute_job
 from backtest.tasks._jobs import BacktestJob
 from backtest.tracking import log_result, run_key
+from tests import mlflow_runs
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite MLflow store for the module (creating its tables takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-
-
-@pytest.fixture
-def experiment() -> str:
-    return f"exp-{uuid.uuid4().hex[:10]}"
+store = mlflow_runs.store  # fixtures: one sqlite store for the module, a new experiment a test
+experiment = mlflow_runs.experiment
 
 
 def client(uri: str) -> Any:
@@ -88,6 +82,12 @@ def run_config(
     )
 
 
+@pytest.fixture
+def tracked(compose: Any, tmp_path: Path, store: str, experiment: str) -> Any:
+    """:func:`run_config` for this test: its folder, the module's store, its experiment."""
+    return functools.partial(run_config, compose, tmp_path, store, experiment)
+
+
 def write_run(
     run_dir: Path,
     record: dict[str, Any],
@@ -115,9 +115,9 @@ def write_run(
 
 
 def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(
-    compose: Any, tmp_path: Path, store: str, experiment: str
+    tracked: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
-    result = execute_job(BacktestJob.from_config(run_config(compose, tmp_path, store, experiment)))
+    result = execute_job(BacktestJob.from_config(tracked()))
     run_dir = Path(result.run_dir)
     record = json.loads((run_dir / "result.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -336,30 +336,31 @@ def test_monte_carlo_percentiles_are_metrics_of_the_run_they_analyse(
 
 
 def test_bad_config_fails_before_any_mlflow_run(
-    compose: Any, tmp_path: Path, store: str, experiment: str
+    tracked: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
-    cfg = run_config(compose, tmp_path, store, experiment, "strategy.fast=100", "strategy.slow=10")
+    cfg = tracked("strategy.fast=100", "strategy.slow=10")
     with pytest.raises(ConfigError, match="fast"):
         execute_job(BacktestJob.from_config(cfg))
     assert runs_of(store, experiment) == []
     assert not (tmp_path / "run").exists()
 
 
-def test_failed_job_ends_failed_with_its_error(
-    compose: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A job that fails while it runs (its strategy raises) is logged as a FAILED run."""
+def tstrats_config(tracked: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
+    """A tracked run of the strategy ``tstrats.<name>`` (:data:`STRATEGIES`, importable)."""
     (tmp_path / "tstrats.py").write_text(STRATEGIES)
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = run_config(
-        compose,
-        tmp_path,
-        store,
-        experiment,
-        "strategy._target_=tstrats.Broken",
+    return tracked(
+        f"strategy._target_=tstrats.{name}",
         "allowed_modules=[tstrats]",
         base="strategy=buy_and_hold",
     )
+
+
+def test_failed_job_ends_failed_with_its_error(
+    tracked: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that fails while it runs (its strategy raises) is logged as a FAILED run."""
+    cfg = tstrats_config(tracked, tmp_path, monkeypatch, "Broken")
     with pytest.raises(ValueError, match="broken on purpose"):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)
@@ -371,17 +372,9 @@ def test_failed_job_ends_failed_with_its_error(
 
 
 def test_data_too_short_for_a_fold_fails_before_any_mlflow_run(
-    compose: Any, tmp_path: Path, store: str, experiment: str
+    tracked: Any, tmp_path: Path, store: str, experiment: str
 ) -> None:
-    cfg = run_config(
-        compose,
-        tmp_path,
-        store,
-        experiment,
-        "walkforward=rolling",
-        "search=grid",
-        "+search.space.fast=[5,10]",
-    )
+    cfg = tracked("walkforward=rolling", "search=grid", "+search.space.fast=[5,10]")
     with pytest.raises(ConfigError, match=r"too few|walkforward"):
         execute_job(BacktestJob.from_config(cfg))
     assert runs_of(store, experiment) == []
@@ -408,19 +401,9 @@ STRATEGIES = textwrap.dedent("""
 
 
 def test_interrupted_job_ends_killed(
-    compose: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
+    tracked: Any, tmp_path: Path, store: str, experiment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "tstrats.py").write_text(STRATEGIES)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = run_config(
-        compose,
-        tmp_path,
-        store,
-        experiment,
-        "strategy._target_=tstrats.Interrupted",
-        "allowed_modules=[tstrats]",
-        base="strategy=buy_and_hold",
-    )
+    cfg = tstrats_config(tracked, tmp_path, monkeypatch, "Interrupted")
     with pytest.raises(KeyboardInterrupt):
         execute_job(BacktestJob.from_config(cfg))
     (run,) = runs_of(store, experiment)
@@ -507,18 +490,8 @@ def test_a_server_that_never_answers_is_given_up_on_after_the_timeout(tmp_path: 
     assert waited < 30  # a hang guard, not a benchmark: the default would be minutes
 
 
-def test_tracking_disabled_logs_nothing(
-    compose: Any, tmp_path: Path, store: str, experiment: str
-) -> None:
-    cfg = run_config(
-        compose,
-        tmp_path,
-        store,
-        experiment,
-        "tracking=none",
-        f"tracking.uri={store}",
-        f"tracking.experiment_name={experiment}",
-    )
+def test_tracking_disabled_logs_nothing(tracked: Any, store: str, experiment: str) -> None:
+    cfg = tracked("tracking=none")
     execute_job(BacktestJob.from_config(cfg))
     assert runs_of(store, experiment) == []
 

@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+from backtest.config import QueueConfig
+from backtest.queue import BacktestJobQueue, LocalWorkers
+from backtest.tasks._jobs import BacktestJob
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 
@@ -29,8 +33,6 @@ def _env(**extra: str) -> dict[str, str]:
 def _base_config() -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    from backtest.tasks._jobs import BacktestJob
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -136,9 +138,7 @@ def test_without_rq_the_queue_names_are_none_and_backtests_still_run(tmp_path: P
 def test_burst_worker_runs_the_queue_and_stops(
     redis_url: str, queue_name: str, tmp_path: Path
 ) -> None:
-    from backtest.config import QueueConfig
-    from backtest.queue import BacktestJobQueue, BacktestWorker
-    from backtest.tasks._jobs import BacktestJob
+    from backtest.queue import BacktestWorker
 
     base = _base_config()
     cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=60)
@@ -174,9 +174,6 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
     from rq import Worker
     from rq.results import Result
 
-    from backtest.config import QueueConfig
-    from backtest.queue import BacktestJobQueue
-    from backtest.tasks._jobs import BacktestJob
     from tests.quick_workers import quick_workers
 
     base = _base_config()
@@ -285,10 +282,6 @@ from backtest.strategies import SmaCross as Evil
 def test_a_queued_job_cannot_widen_the_workers_allow_list(
     redis_url: str, queue_name: str, tmp_path: Path, allowed: bool
 ) -> None:
-    from backtest.config import QueueConfig
-    from backtest.queue import BacktestJobQueue, LocalWorkers
-    from backtest.tasks._jobs import BacktestJob
-
     support = tmp_path / "support"
     support.mkdir()
     (support / "evilmod.py").write_text(EVIL)
@@ -325,10 +318,6 @@ def test_a_killed_work_horse_says_why_its_job_was_retried(
     redis_url: str, queue_name: str, tmp_path: Path, slow_strategy_dir: Path
 ) -> None:
     import psutil
-
-    from backtest.config import QueueConfig
-    from backtest.queue import BacktestJobQueue, LocalWorkers
-    from backtest.tasks._jobs import BacktestJob
 
     config = _base_config()
     config["allowed_modules"] = ["slow_support"]
@@ -425,9 +414,6 @@ def test_a_stopped_worker_exits_at_once_with_its_log_flushed(
 
     It used to wait out its pubsub thread's 60 s read (redis-py 8 joins that thread on
     stop), so docker's and systemd's 10 s grace ended in a SIGKILL."""
-    from backtest.config import QueueConfig
-    from backtest.queue import BacktestJobQueue
-
     with BacktestJobQueue(QueueConfig(redis_url=redis_url, name=queue_name)) as q:
         workers = q.start_workers(1, log_dir=tmp_path)
         q.wait_for_workers(1)

@@ -213,11 +213,13 @@ def simulate_batch(
     w = resolve_weights(prices.columns, weights)
     columns = {c: frame[c].to_numpy() for c in frame.columns}
     if not plain:  # a real universe: the generic sleeve path with the mask and total returns
-        from backtest.engine._universe_batch import universe_generic
+        from backtest.engine._universe_batch import universe_inputs
 
-        values, kept = universe_generic(
-            bars, strategy_cls, columns, cost, w, int(periods_per_year), keep, chunk_size
-        )
+        view, close, r_assets, hold = universe_inputs(bars)
+        values, kept = generic_values(
+            view, close, strategy_cls, columns, cost, w, int(periods_per_year), keep, chunk_size,
+            r_assets=r_assets, hold=hold,
+        )  # fmt: skip
         return _result(given, values, kept)
     close = prices.to_numpy(dtype=np.float64)
     from backtest.engine import _fused
@@ -272,7 +274,6 @@ def generic_values(
     from backtest.engine import _generic
     from backtest.engine._memory import reuse_freed_memory
 
-    n, n_assets = close.shape
     k = len(next(iter(columns.values()))) if columns else 1
     by_asset = np.ascontiguousarray(close.T)
     if r_assets is None:
@@ -282,11 +283,11 @@ def generic_values(
         blocks = _masked(blocks, hold)
     with reuse_freed_memory():
         values, returns = _generic.evaluate_blocks(
-            blocks, n_assets, n, k, r_assets, cost, w, periods_per_year, keep,
+            blocks, k, r_assets, cost, w, periods_per_year, keep,
             lanes=lanes_for(strategy_cls, k), block=chunk_size,
         )  # fmt: skip
     if keep is not None and returns is None:
-        returns = np.empty((n, 0))
+        returns = np.empty((close.shape[0], 0))
     return values, returns
 
 

@@ -17,6 +17,7 @@ family but the first two.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ from backtest.engine import _fused_kernels as k
 from backtest.engine import _fused_stops as ks
 from backtest.engine._costs import bar_returns
 from backtest.engine._exits import StopRules, validate_stop_rules
+from backtest.engine._fused_stats import N_METRICS, N_OUT, finish_growth
 from backtest.engine._lanes import run_chunks, run_in_lanes
 from backtest.engine._rows import kept_rows
 from backtest.errors import ConfigError
@@ -102,14 +104,26 @@ def _stop_table(
     return table, active
 
 
+def _pair_params(
+    strategy_cls: type, params: Mapping[str, NDArray]
+) -> tuple[int, NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+    """``count`` and the two windows and ``long_short`` of :data:`FAMILIES` per set.
+
+    A parameter missing from ``params`` takes the strategy's own default.
+    """
+    count = len(next(iter(params.values()))) if params else 1
+    default = {f.name: f.default for f in dataclasses.fields(strategy_cls)}
+    first, second, ls = (
+        as_param_array(params, name, count, default[name]) for name in FAMILIES[strategy_cls]
+    )
+    return count, first.astype(np.int64), second.astype(np.int64), ls.astype(bool)
+
+
 def _sma_inputs(
     by_asset: NDArray[np.float64], params: Mapping[str, NDArray]
 ) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
     n_assets, n = by_asset.shape
-    count = len(next(iter(params.values()))) if params else 1
-    fast = as_param_array(params, "fast", count, 10).astype(np.int64)
-    slow = as_param_array(params, "slow", count, 50).astype(np.int64)
-    long_short = as_param_array(params, "long_short", count, False).astype(bool)
+    count, fast, slow, long_short = _pair_params(SmaCross, params)
     bad = np.flatnonzero((fast < 1) | (fast >= slow))
     if len(bad):
         i = int(bad[0])
@@ -137,10 +151,7 @@ def _momentum_inputs(
     by_asset: NDArray[np.float64], params: Mapping[str, NDArray]
 ) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
     n_assets, n = by_asset.shape
-    count = len(next(iter(params.values()))) if params else 1
-    lookback = as_param_array(params, "lookback", count, 126).astype(np.int64)
-    skip = as_param_array(params, "skip", count, 0).astype(np.int64)
-    long_short = as_param_array(params, "long_short", count, False).astype(bool)
+    count, lookback, skip, long_short = _pair_params(Momentum, params)
     bad = np.flatnonzero((lookback < 1) | (skip < 0))
     if len(bad):
         i = int(bad[0])
@@ -264,7 +275,7 @@ def fused_batch(
         keep_slot,
         kept,
     )
-    out = np.empty((count, k.N_OUT))
+    out = np.empty((count, N_OUT))
     lanes = lanes_for_sets(count)
     if with_stops:
         prices, atr = _stop_prices(by_asset, ohlc, rules, stops)
@@ -282,8 +293,8 @@ def fused_batch(
         run_chunks(lambda lo, hi: ks.run_sets(lo, hi, *stop_args, out), count, lanes)
     else:
         run_chunks(lambda lo, hi: k.run_sets(lo, hi, *args, out), count, lanes)
-    k.finish_growth(out, n, int(periods_per_year))
-    return out[:, : k.N_METRICS], (kept if len(kept) else None)
+    finish_growth(out, n, int(periods_per_year))
+    return out[:, :N_METRICS], (kept if len(kept) else None)
 
 
 def lanes_for_sets(count: int) -> int:

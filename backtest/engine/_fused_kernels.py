@@ -33,15 +33,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from backtest.engine._fused_stats import (  # noqa: F401 - re-exported for backtest.engine._fused
-    N_METRICS,
-    N_OUT,
-    PATH_START,
-    _close_drawdown,
-    finish_growth,
-    scratch,
-    wealth_step,
-)
+from backtest.engine._fused_stats import PATH_START, _close_drawdown, scratch, wealth_step
 from backtest.engine._rows import NO_COUNTS, Counts, Path, add_counts, finish_row
 from backtest.engine._trades import count_trade
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step
@@ -55,19 +47,11 @@ MEAN_REVERSION = 3
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _target(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    t: int,
-    j: int,
-    a: int,
-    b: int,
-    start: int,
-    ls: bool,
-    ea: float,
-    eb: float,
-    prev: float,
-) -> float:  # pragma: no cover - compiled
+    source: int, tab: NDArray[np.float64], data: NDArray[np.float64],  # the signals
+    t: int, j: int,  # the bar and asset
+    a: int, b: int, start: int, ls: bool, ea: float, eb: float,  # the set (see run_sets)
+    prev: float,  # the position held
+) -> float:  # pragma: no cover - compiled  # fmt: skip
     """The target of asset ``j`` at bar ``t`` from the source's signals (see the module)."""
     if t < start:
         return 0.0
@@ -91,23 +75,11 @@ def _target(
 
 @numba.njit(cache=True, nogil=True)
 def _sleeve(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    r: NDArray[np.float64],
-    j: int,
-    w: float,
-    a: int,
-    b: int,
-    start: int,
-    ls: bool,
-    ea: float,
-    eb: float,
-    cost: float,
-    buf: NDArray[np.float64],
-    first: bool,
-    last: bool,
-) -> tuple[Counts, Path]:  # pragma: no cover - compiled
+    source: int, tab: NDArray[np.float64], data: NDArray[np.float64], r: NDArray[np.float64],
+    j: int, w: float,  # the asset and its weight
+    a: int, b: int, start: int, ls: bool, ea: float, eb: float, cost: float,  # the set
+    buf: NDArray[np.float64], first: bool, last: bool,
+) -> tuple[Counts, Path]:  # pragma: no cover - compiled  # fmt: skip
     """Asset ``j``'s weighted returns of one set, written (``first``) or added into ``buf``.
 
     Its state in scalars, its signals and returns read in order (asset-major inputs).
@@ -151,20 +123,11 @@ def _sleeve(
 
 @numba.njit(cache=True, nogil=True)
 def _many_assets(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    r: NDArray[np.float64],
+    source: int, tab: NDArray[np.float64], data: NDArray[np.float64], r: NDArray[np.float64],
     weights: NDArray[np.float64],
-    a: int,
-    b: int,
-    start: int,
-    ls: bool,
-    ea: float,
-    eb: float,
-    cost: float,
+    a: int, b: int, start: int, ls: bool, ea: float, eb: float, cost: float,  # the set
     buf: NDArray[np.float64],
-) -> tuple[Counts, Path]:  # pragma: no cover - compiled
+) -> tuple[Counts, Path]:  # pragma: no cover - compiled  # fmt: skip
     """One parameter set on every asset (one or many): sleeve after sleeve into ``buf``.
 
     Asset after asset (each sleeve's state stays in registers and its inputs are read
@@ -185,24 +148,13 @@ def _many_assets(
 
 @numba.njit(cache=True, nogil=True)
 def run_sets(
-    lo: int,
-    hi: int,
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    r: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    a: NDArray[np.int64],
-    b: NDArray[np.int64],
-    start: NDArray[np.int64],
-    long_short: NDArray[np.bool_],
-    th: NDArray[np.float64],
-    cost: float,
-    ppy: int,
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-    out: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled
+    lo: int, hi: int,
+    source: int, tab: NDArray[np.float64], data: NDArray[np.float64],
+    r: NDArray[np.float64], weights: NDArray[np.float64],
+    a: NDArray[np.int64], b: NDArray[np.int64], start: NDArray[np.int64],
+    long_short: NDArray[np.bool_], th: NDArray[np.float64], cost: float,
+    ppy: int, keep_slot: NDArray[np.int64], kept: NDArray[np.float64], out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled  # fmt: skip
     """Every metric of sets ``lo`` to ``hi`` into ``out``, one pass per set over the bars.
 
     Args:

@@ -28,26 +28,12 @@ from backtest.engine._trades import count_trade
 
 @numba.njit(cache=True, nogil=True)
 def _asset_stops(
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    ohlc: NDArray[np.float64],
-    atr: NDArray[np.float64],
-    j: int,
-    w: float,
-    a: int,
-    b: int,
-    start: int,
-    ls: bool,
-    cost: float,
-    sl: float,
-    tp: float,
-    tsl: float,
-    max_bars: int,
-    use_atr: bool,
-    lock: bool,
+    source: int, tab: NDArray[np.float64], data: NDArray[np.float64],  # the signals
+    ohlc: NDArray[np.float64], atr: NDArray[np.float64], j: int, w: float,  # the asset
+    a: int, b: int, start: int, ls: bool, cost: float,  # the set
+    sl: float, tp: float, tsl: float, max_bars: int, use_atr: bool, lock: bool,  # its exits
     buf: NDArray[np.float64],
-) -> Counts:  # pragma: no cover - compiled
+) -> Counts:  # pragma: no cover - compiled  # fmt: skip
     """One asset's sleeve of one set, added into ``buf`` (weighted); its state in scalars.
 
     Returns the asset's counts (weighted; see :mod:`backtest.engine._rows`).
@@ -132,27 +118,14 @@ def _asset_stops(
 
 @numba.njit(cache=True, nogil=True)
 def run_sets(
-    lo: int,
-    hi: int,
-    source: int,
-    tab: NDArray[np.float64],
-    data: NDArray[np.float64],
-    ohlc: NDArray[np.float64],
-    atr: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    a: NDArray[np.int64],
-    b: NDArray[np.int64],
-    start: NDArray[np.int64],
-    long_short: NDArray[np.bool_],
-    cost: float,
-    stops: NDArray[np.float64],
-    use_atr: bool,
-    lock: bool,
-    ppy: int,
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-    out: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled
+    lo: int, hi: int,
+    source: int, tab: NDArray[np.float64], data: NDArray[np.float64],
+    ohlc: NDArray[np.float64], atr: NDArray[np.float64], weights: NDArray[np.float64],
+    a: NDArray[np.int64], b: NDArray[np.int64], start: NDArray[np.int64],
+    long_short: NDArray[np.bool_], cost: float,
+    stops: NDArray[np.float64], use_atr: bool, lock: bool,
+    ppy: int, keep_slot: NDArray[np.int64], kept: NDArray[np.float64], out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled  # fmt: skip
     """Every metric of sets ``lo`` to ``hi`` with exits into ``out``, with their own buffers.
 
     Args:

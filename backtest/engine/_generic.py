@@ -105,19 +105,10 @@ N_COUNTS = 4
 
 @numba.njit(cache=True, nogil=True)
 def _asset_pass(
-    pos: NDArray[np.float64],
-    r: NDArray[np.float64],
-    w: float,
-    cost: float,
-    acc: NDArray[np.float64],
-    counts: NDArray[np.float64],
-    first: bool,
-    last: bool,
-    ppy: int,
-    out: NDArray[np.float64],
-    keep_slot: NDArray[np.int64],
-    kept: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests
+    pos: NDArray[np.float64], r: NDArray[np.float64], w: float, cost: float,
+    acc: NDArray[np.float64], counts: NDArray[np.float64], first: bool, last: bool, ppy: int,
+    out: NDArray[np.float64], keep_slot: NDArray[np.int64], kept: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled; equal to simulate() in the tests  # fmt: skip
     """One asset of a block of ``m`` sets, set after set, while its positions are in cache.
 
     ``pos`` is the asset's positions ``(n_bars, m)`` just returned by the strategy;
@@ -187,8 +178,6 @@ BlockPositions = Callable[[int, int], Callable[[int], NDArray[np.float64]]]
 
 def evaluate_blocks(
     positions: BlockPositions,
-    n_assets: int,
-    n_bars: int,
     k: int,
     r: NDArray[np.float64],
     cost: float,
@@ -204,8 +193,6 @@ def evaluate_blocks(
     Args:
         positions: ``(lo, hi) -> (j -> (n_bars, hi - lo) positions of asset j)``; NaN is
             flat. Asked for assets in order, once per block.
-        n_assets: Assets.
-        n_bars: Bars.
         k: Parameter sets.
         r: Bar returns ``close[t] / close[t-1] - 1`` (0 first), ``(n_assets, n_bars)``.
         cost: Cost per unit of traded notional, as a fraction.
@@ -219,6 +206,7 @@ def evaluate_blocks(
         ``(metrics (k, 11) in metrics.METRIC_NAMES order, kept returns (n_bars, n_kept)
         or None)``.
     """
+    n_assets, n_bars = r.shape
     out = np.empty((k, N_OUT))
     keep_slot, kept = kept_rows(keep, k, n_bars)
     w = np.ascontiguousarray(weights, dtype=np.float64)

@@ -155,10 +155,11 @@ def _units(
                     o_level[j] /= k
                 cash += units[j] * div[t, j]
         if next_open and pending:
-            cash = _rebalance(open_[t], t, dec_bar, want, force, why, rebal[dec_bar], threshold,
-                              cash, units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
-                              fixed, min_comm, cost_out, trades, stats, orders, use_atr, dec_of,
-                              type_of, volume[t])  # fmt: skip
+            if not _idle(open_[t], want, force, rebal[dec_bar], units, cash, orders[3] == 1.0):
+                cash = _rebalance(open_[t], t, dec_bar, want, force, why, rebal[dec_bar], threshold,
+                                  cash, units, entry_bar, entry_fill, peak, trade_atr, atr, fee,
+                                  slip, fixed, min_comm, cost_out, trades, stats, orders, use_atr,
+                                  dec_of, type_of, volume[t])  # fmt: skip
             pending = False
         if has_orders:
             working = False
@@ -211,13 +212,15 @@ def _units(
             if not (rebal[t] or exits or has_orders or flat):
                 break
             sig = signal[t, j]
-            w = _gate(sig, target[t, j], locked, locked_value, j)
+            # (_gate is called only on a locked asset: each compiled call costs about as
+            # much as the rest of the bar's work, and an unlocked gate returns its weight)
+            w = _gate(sig, target[t, j], locked, locked_value, j) if locked[j] else target[t, j]
             if universe and not hold[t, j]:
                 w = 0.0
             if stopped[j] and not lock:  # stop_reentry=next_bar: this decision is skipped
                 w = 0.0
             if has_orders:
-                w = _gate(sig, w, x_locked, x_value, j)
+                w = _gate(sig, w, x_locked, x_value, j) if x_locked[j] else w
             force[j] = False
             why[j] = SIGNAL if (t == 0 or _sign(sig) != _sign(signal[t - 1, j])) else REBALANCE
             if universe and leave[t, j] != 0:
@@ -251,7 +254,7 @@ def _units(
             if next_open:
                 pending = True
                 dec_bar = t
-            else:
+            elif not _idle(close[t], want, force, rebal[t], units, cash, orders[3] == 1.0):
                 cash = _rebalance(close[t], t, t, want, force, why, rebal[t], threshold, cash,
                                   units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
                                   fixed, min_comm, cost_out, trades, stats, orders, use_atr,
@@ -332,13 +335,11 @@ def _rebalance(
         value += units[j] * price[j]
     if value <= 0.0:
         return cash
+    risk = orders[3] == 1.0
     for j in range(a):
         u = units[j]
         w = want[j]
-        if not (scheduled or force[j]):
-            continue
-        risk = orders[3] == 1.0
-        if risk and u != 0.0 and _sign(w) == _sign(u):
+        if _kept(u, w, scheduled or force[j], risk):
             continue
         in_band = abs(u * price[j] / value - w) <= threshold
         if threshold > 0.0 and not force[j] and _sign(w) == _sign(u) and in_band:
@@ -376,6 +377,43 @@ def _rebalance(
             trade_atr[j] = atr[dec, j]
         units[j] = desired
     return cash
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _kept(u: float, w: float, due: bool, risk: bool) -> bool:  # pragma: no cover - compiled
+    """Whether :func:`_rebalance` leaves a holding ``u`` as it is, before sizing it.
+
+    Not ``due`` (neither scheduled nor forced), or sized from the risk and held on the
+    side of its target ``w`` (a risk-sized position is never resized).
+    """
+    return not due or (risk and u != 0.0 and _sign(w) == _sign(u))
+
+
+@numba.njit(cache=True, nogil=True)
+def _idle(price, want, force, scheduled, units, cash, risk):  # pragma: no cover  # fmt: skip
+    """Whether :func:`_rebalance` at ``price`` would trade nothing (then it is not called).
+
+    True when the book's value is not positive (it returns at once), or when each asset
+    is :func:`_kept`, or flat with a flat target at a finite, non-zero price and a finite
+    value (its order, ``0 x value / price``, is 0). Most bars of a trend or entry-order
+    strategy are such bars; the call's setup costs more than the bar's other work.
+    """
+    a = units.shape[0]
+    value = cash
+    for j in range(a):
+        value += units[j] * price[j]
+    if value <= 0.0:
+        return True
+    finite = abs(value) < np.inf
+    for j in range(a):
+        u = units[j]
+        w = want[j]
+        if _kept(u, w, scheduled or force[j], risk):
+            continue
+        if u == 0.0 and w == 0.0 and finite and abs(price[j]) < np.inf and price[j] != 0.0:
+            continue
+        return False
+    return True
 
 
 def _book(

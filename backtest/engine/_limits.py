@@ -32,17 +32,10 @@ from numpy.typing import NDArray
 
 @numba.njit(cache=True, nogil=True)
 def apply_limits(
-    target: NDArray[np.float64],
-    close: NDArray[np.float64],
-    long_only: bool,
-    max_weight: float,
-    max_gross: float,
-    target_vol: float,
-    vol_lookback: int,
-    periods_per_year: float,
-    out: NDArray[np.float64],
-    limited: NDArray[np.bool_],
-) -> None:  # pragma: no cover - compiled; equal to tests/engine_reference.py
+    target: NDArray[np.float64], close: NDArray[np.float64], long_only: bool, max_weight: float,
+    max_gross: float, target_vol: float, vol_lookback: int, periods_per_year: float,
+    out: NDArray[np.float64], limited: NDArray[np.bool_],
+) -> None:  # pragma: no cover - compiled; equal to tests/engine_reference.py  # fmt: skip
     """Write the limited (and vol-scaled) weights into ``out``, flags into ``limited``.
 
     ``max_weight``/``max_gross`` of ``inf`` and ``target_vol`` of NaN mean off.

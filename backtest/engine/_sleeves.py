@@ -29,17 +29,9 @@ from backtest.engine._trades import _trade_step
 
 @numba.njit(cache=True, nogil=True)
 def _record(
-    trades: NDArray[np.float64],
-    stats: NDArray[np.float64],
-    j: int,
-    direction: float,
-    entry_bar: int,
-    exit_bar: int,
-    entry_fill: float,
-    exit_fill: float,
-    ret: float,
-    reason: int,
-) -> None:  # pragma: no cover - compiled
+    trades: NDArray[np.float64], stats: NDArray[np.float64], j: int, direction: float,
+    entry_bar: int, exit_bar: int, entry_fill: float, exit_fill: float, ret: float, reason: int,
+) -> None:  # pragma: no cover - compiled  # fmt: skip
     k = int(stats[0])
     stats[0] += 1.0
     if ret > 0.0:

@@ -3,7 +3,7 @@
 On a full panel, legacy (positions) strategies batch on the fused kernels or the generic
 path (:mod:`backtest.engine._generic`, engine v1's sleeve formula per asset). Neither
 knows a tradable mask or corporate actions, so on a real universe
-(:mod:`backtest.engine._universe`) :func:`universe_generic` feeds the generic path what
+(:mod:`backtest.engine._universe`) :func:`universe_inputs` feeds the generic path what
 the per-bar kernel's sleeve accounting would use: positions from the adjusted view,
 0 where an asset may not be held (``hold``), and each bar's total return on the raw
 prices, ``split x (close + dividend) / close[t-1] - 1`` (the delisting return in the
@@ -13,9 +13,6 @@ numbers are :func:`~backtest.engine.simulate`'s (checked in the tests).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 from numpy.typing import NDArray
 
@@ -23,29 +20,17 @@ from backtest.data._bars import Bars
 from backtest.engine._universe import kernel_inputs, strategy_bars
 
 
-def universe_generic(
+def universe_inputs(
     bars: Bars,
-    strategy_cls: type,
-    columns: Mapping[str, NDArray[Any]],
-    cost: float,
-    weights: NDArray[np.float64],
-    periods_per_year: int,
-    keep: NDArray[np.bool_] | None,
-    chunk_size: int | None,
-) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-    """``(metrics (k, 11), kept returns (n_bars, n_kept) or None)`` of every set in ``columns``.
+) -> tuple[Bars, NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """``(view, close, r_assets, hold)`` for :func:`~backtest.engine._batch.generic_values`.
 
-    :func:`~backtest.engine._batch.generic_values` on the adjusted view, with the
-    universe's total returns and its ``hold`` mask.
+    The adjusted view the strategy reads and its closes ``(n_bars, n_assets)``, each
+    asset's total returns ``(n_assets, n_bars)`` and the ``hold`` mask.
     """
-    from backtest.engine._batch import generic_values
-
     ki = kernel_inputs(bars)
     view = strategy_bars(bars)
     close = np.ascontiguousarray(view.close.to_numpy(dtype=np.float64))
     r = np.zeros(close.shape)
     r[1:] = ki.split[1:] * (ki.close[1:] + ki.dividend[1:]) / ki.close[:-1] - 1.0
-    return generic_values(
-        view, close, strategy_cls, columns, cost, weights, periods_per_year, keep, chunk_size,
-        r_assets=np.ascontiguousarray(r.T), hold=ki.hold,
-    )  # fmt: skip
+    return view, close, np.ascontiguousarray(r.T), ki.hold

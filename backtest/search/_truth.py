@@ -7,9 +7,12 @@ them in every run, present paths and future ones:
 
 * every search (grid, random, Optuna: :class:`~backtest.search._runner.TrialLog`) re-runs
   its chosen set through the single backtest and compares the trial's score, trade count
-  and total return with it (:data:`RTOL` relative); every walk-forward fold re-runs its
-  chosen set alone over the bars up to its train window's end and compares its
-  in-sample score and total return;
+  and total return with it (:data:`RTOL` relative); a walk-forward (:class:`FoldTruth`)
+  re-runs its folds' chosen sets alone, each once over the whole history (the folds'
+  train windows are slices of that run), and compares each fold's in-sample score and
+  total return: the first and the last fold's always, the others within
+  :data:`CHOSEN_SHARE` of its time (all of them at no cost when the evaluator trades
+  through the single backtest itself);
 * then a few other sets, drawn from the search's own seed (:data:`SAMPLED`), the same
   way; within :data:`BUDGET_SHARE` of the search's time when the search took longer
   than :data:`LONG_SEARCH_S` (a shorter search gets one such set; a walk-forward's
@@ -45,6 +48,9 @@ SAMPLED = 3
 BUDGET_SHARE = 0.02
 #: A search longer than this (seconds) samples within :data:`BUDGET_SHARE` of its time.
 LONG_SEARCH_S = 1.0
+#: Share of a walk-forward's time its folds' chosen sets may take in re-runs (besides
+#: the first and the last fold's, always re-run, and any set already re-run).
+CHOSEN_SHARE = 0.10
 #: The metrics a search trial is compared on, besides its score.
 COMPARED = ("n_trades", "total_return")
 
@@ -102,17 +108,28 @@ class Budget:
     folds and :meth:`update` s it with the time run so far.
     """
 
-    def __init__(self, elapsed: float = 0.0) -> None:
+    def __init__(
+        self, elapsed: float = 0.0, *, share: float = BUDGET_SHARE, most: int | None = SAMPLED
+    ) -> None:
         self.spent = 0.0
         self.slowest = 0.0
         self.used = 0
+        self.share = share
+        self.cap = most
         self.update(elapsed)
 
     def update(self, elapsed: float) -> None:
-        """The budget of a search that has run ``elapsed`` seconds."""
+        """The budget of a search that has run ``elapsed`` seconds.
+
+        With ``most=None`` any number of sets fits within ``share`` of ``elapsed``,
+        however short (a walk-forward's chosen sets, :class:`FoldTruth`).
+        """
+        if self.cap is None:
+            self.limit, self.most = self.share * elapsed, math.inf
+            return
         long = elapsed > LONG_SEARCH_S
-        self.limit = BUDGET_SHARE * elapsed if long else math.inf
-        self.most = SAMPLED if long else 1
+        self.limit = self.share * elapsed if long else math.inf
+        self.most = float(self.cap) if long else 1.0
 
     def allows(self) -> bool:
         """Whether one more set fits; the first one always does (on any machine's speed)."""
@@ -204,63 +221,149 @@ def verify_search(
     return chosen, tuple(verified)
 
 
-def verify_fold(
-    evaluator: Any,
-    *,
-    fold: int,
-    frame: pd.DataFrame,
-    scores: np.ndarray,
-    train_returns: np.ndarray,
-    best: int,
-    train_rows: Callable[[np.ndarray], np.ndarray],
-    train_end: int,
-    run_end: int | None = None,
-    score: Callable[[np.ndarray], Any],
-    budget: Budget,
-    seed: int | None,
-    where: str,
-) -> tuple[int, ...]:
-    """Re-run a fold's chosen set (and a sample of others) alone over its train bars.
+class FoldTruth:
+    """A walk-forward's one truth: its folds' chosen sets (and a sample) re-run alone.
 
-    Each set runs through the single backtest over the bars before ``train_end``
-    (``evaluator.backtest(params, train_end)``); its returns on the train rows must give
-    the fold's in-sample score and total return.
+    Each verified set runs once through the evaluator's single backtest
+    (``evaluator.backtest(params, end)``, :func:`~backtest.engine.simulate`) and is kept:
+
+    * with shared history (``whole``: every fold's returns are slices of one run of the
+      whole history, :class:`~backtest.walkforward.StrategyReturnsEvaluator`'s default)
+      over the whole history ``[0, n_bars)``, so that one run serves every fold that
+      chooses (or samples) the set: its train rows must give the fold's in-sample score
+      and total return. The engine is causal (positions at t read closes up to t), so
+      those rows are also its run alone over ``[0, train end)``;
+    * when the evaluator's ``trade`` is its single backtest (``trade_is_backtest``:
+      engine options, declared exits), over the bars the fold then trades
+      (``[0, run_end)``), which the evaluator keeps for the trade: every fold is
+      verified at no cost;
+    * otherwise (each fold's returns come from a run of their own over its bars) over
+      ``[0, run_end)``, every fold's chosen set, as before the shared history existed.
+
+    Which sets run, with shared history: the first and the last fold's chosen sets
+    always, a set already run at no cost, the other folds' within :data:`CHOSEN_SHARE`
+    of the walk-forward's time so far (:class:`Budget`; 97 folds x 500 sets on 25,200
+    bars would otherwise spend twice the search's time in re-runs); then up to
+    :data:`SAMPLED` other sets drawn from the seed within :data:`BUDGET_SHARE` (one
+    always). A fold whose chosen set is not re-run is still compared bar for bar with
+    the evaluator's own run of the set (the walk-forward's look-ahead check of every
+    fold's trade, :func:`explain_mismatch`).
 
     Args:
         evaluator: The walk-forward's evaluator; with ``backtest(params, end)``.
-        fold: The fold's number (its sampled sets are drawn from ``seed`` and it).
-        frame: The fold's parameter sets, one row per trial.
-        scores: Their in-sample scores.
-        train_returns: Their returns on the train rows, ``(train bars, trials)``.
-        best: The chosen row.
-        train_rows: The train rows of a run's returns over ``[0, train_end)``.
-        train_end: The end (exclusive) of the train window.
-        run_end: The chosen set runs over ``[0, run_end)`` (``>= train_end``; the run the
-            fold trades next, which the evaluator may keep) and is read up to
-            ``train_end``: the engine is causal, so those bars are its run alone over
-            ``[0, train_end)``. The sampled sets run over ``[0, train_end)``.
-        score: The search metric over the columns of a (bars x sets) array.
-        budget: The walk-forward's budget of sampled sets (:class:`Budget`), updated
-            with its time so far.
-        seed: The walk-forward's seed.
-        where: The fold, for the message (``fold 3 (train 2015-01-02..2017-12-29)``).
-
-    Returns:
-        The verified rows.
-
-    Raises:
-        PathDivergence: names the strategy, the set, the fold and the first metric.
+        n_bars: The length of the evaluator's history.
+        whole: Whether the evaluator's returns are slices of one whole-history run.
+        seed: The walk-forward's seed (draws the sampled sets).
     """
-    backtest = getattr(evaluator, "backtest", None)
-    if backtest is None:
-        return ()
-    name = _strategy_name(evaluator)
-    finite = [int(i) for i in np.flatnonzero(np.isfinite(scores))]
 
-    def check(i: int, end: int) -> None:
-        params = {str(c): _plain(frame[c].iloc[i]) for c in frame.columns}
-        single = np.asarray(backtest(params, end), dtype=np.float64)[:train_end]
-        rows = train_rows(single)
+    def __init__(self, evaluator: Any, *, n_bars: int, whole: bool, seed: int | None) -> None:
+        self.backtest = getattr(evaluator, "backtest", None)
+        self.free = getattr(evaluator, "trade_is_backtest", None)
+        self.name = _strategy_name(evaluator)
+        self.fixed = dict(getattr(evaluator, "fixed_params", {}))
+        self.n_bars = int(n_bars)
+        self.whole = bool(whole)
+        self.seed = seed
+        self.runs: dict[tuple[tuple[str, str], ...], np.ndarray] = {}
+        self.chosen = Budget(share=CHOSEN_SHARE, most=None)
+        self.sampled = Budget()
+        self.verified: list[int] = []
+
+    def check(
+        self,
+        *,
+        fold: int,
+        columns: Mapping[str, np.ndarray],
+        scores: np.ndarray,
+        train_returns: np.ndarray,
+        best: int,
+        train_rows: Callable[[np.ndarray], np.ndarray],
+        train_end: int,
+        run_end: int,
+        score: Callable[[np.ndarray], Any],
+        elapsed: float,
+        last: bool,
+        where: str,
+    ) -> tuple[int, ...]:
+        """Verify one fold: its chosen set (when due) and a sample of others.
+
+        Args:
+            fold: The fold's number (its sampled sets are drawn from the seed and it).
+            columns: The fold's parameter sets, one array per parameter (a row per trial).
+            scores: Their in-sample scores.
+            train_returns: Their returns on the train rows, ``(train bars, trials)``.
+            best: The chosen row.
+            train_rows: The train rows of a run's returns over ``[0, end)``.
+            train_end: The end (exclusive) of the train window.
+            run_end: The end of the run the fold then trades (``>= train_end``).
+            score: The search metric over the columns of a (bars x sets) array.
+            elapsed: Seconds the walk-forward has run so far (sets the budgets).
+            last: Whether this is the last fold (its chosen set is always verified).
+            where: The fold, for the message (``fold 3 (train 2015-01-02..2017-12-29)``).
+
+        Returns:
+            The rows verified (the chosen one first when it was).
+
+        Raises:
+            PathDivergence: names the strategy, the set, the fold and the first metric.
+        """
+        if self.backtest is None:
+            return ()
+        self.chosen.update(elapsed)
+        self.sampled.update(elapsed)
+        params = _row(columns, best)
+        free = self.free is not None and bool(self.free(params))
+        end = max(run_end, train_end) if free or not self.whole else self.n_bars
+        verified = []
+        if (
+            free
+            or not self.whole  # every fold's runs of its own: every fold's chosen set
+            or _key(params) in self.runs
+            or not self.verified  # the first fold's
+            or last
+            or self.chosen.allows()
+        ):
+            self._compare(params, best, end, scores, train_returns, train_rows, train_end,
+                          score, where, self.chosen)  # fmt: skip
+            verified.append(best)
+            self.verified.append(fold)
+        if not self.sampled.allows():  # (the draw costs more than the check when none fits)
+            return tuple(verified)
+        finite = [int(i) for i in np.flatnonzero(np.isfinite(scores)) if i != best]
+        fold_seed = None if self.seed is None else int(self.seed) * 1_000_003 + int(fold)
+        for i in sampled_rows(finite, fold_seed):
+            if not self.sampled.allows():
+                break
+            end = self.n_bars if self.whole else train_end
+            self._compare(_row(columns, i), i, end, scores, train_returns, train_rows,
+                          train_end, score, where, self.sampled)  # fmt: skip
+            verified.append(i)
+        return tuple(verified)
+
+    def _compare(
+        self,
+        params: dict[str, Any],
+        i: int,
+        end: int,
+        scores: np.ndarray,
+        train_returns: np.ndarray,
+        train_rows: Callable[[np.ndarray], np.ndarray],
+        train_end: int,
+        score: Callable[[np.ndarray], Any],
+        where: str,
+        budget: Budget,
+    ) -> None:
+        """Set ``i``'s train rows from its single backtest over ``[0, end)`` against the fold's."""
+        assert self.backtest is not None
+        key = _key(params)
+        single = self.runs.get(key) if end == self.n_bars else None
+        if single is None:
+            t0 = time.perf_counter()
+            single = np.asarray(self.backtest(params, end), dtype=np.float64)
+            budget.charge(time.perf_counter() - t0)
+            if end == self.n_bars:
+                self.runs[key] = single
+        rows = train_rows(single[:train_end])
         fast = {"score": float(scores[i]), "total_return": _total(train_returns[:, i])}
         own = {
             "score": float(np.asarray(score(rows[:, np.newaxis]), dtype=np.float64)[0]),
@@ -268,21 +371,53 @@ def verify_fold(
         }
         diff = first_difference(fast, own, ("score", "total_return"))
         if diff is not None:
-            full = {**getattr(evaluator, "fixed_params", {}), **params}
-            raise divergence(name, full, f"{where}, in-sample", diff)
+            raise divergence(self.name, {**self.fixed, **params}, f"{where}, in-sample", diff)
 
-    check(best, max(run_end or train_end, train_end))
-    verified = [best]
-    others = [i for i in finite if i != best]
-    fold_seed = None if seed is None else int(seed) * 1_000_003 + int(fold)
-    for i in sampled_rows(others, fold_seed):
-        if not budget.allows():
-            break
-        t0 = time.perf_counter()
-        check(i, train_end)
-        budget.charge(time.perf_counter() - t0)
-        verified.append(i)
-    return tuple(verified)
+
+def explain_mismatch(
+    evaluator: Any,
+    params: Mapping[str, Any],
+    shared: np.ndarray,
+    traded: np.ndarray,
+    where: str,
+) -> None:
+    """Whether a fast path, not the strategy, made a fold's traded run differ from the shared one.
+
+    A walk-forward compares every fold's traded run (``trade(params, end)``) with the
+    shared-history returns of the same set, bar for bar; when they differ, the single
+    backtest decides: over the whole history it must give ``shared``, over the traded
+    bars ``traded``. When both hold, the strategy itself reads later bars (look-ahead:
+    the caller's error); when one does not, that path is wrong.
+
+    Args:
+        evaluator: The walk-forward's evaluator; with ``backtest(params, end)``.
+        params: The set.
+        shared: Its shared-history returns over the whole history.
+        traded: Its traded run over ``[0, len(traded))``.
+        where: The fold, for the message.
+
+    Raises:
+        PathDivergence: names the path, the set, the fold and the first differing bar.
+    """
+    backtest = getattr(evaluator, "backtest", None)
+    if backtest is None:
+        return
+    for label, fast in (("shared-history returns", shared), ("traded run", traded)):
+        single = np.asarray(backtest(dict(params), len(fast)), dtype=np.float64)
+        bad = ~np.isclose(fast, single, rtol=RTOL, atol=ATOL, equal_nan=True)
+        if bad.any():
+            t = int(np.argmax(bad))
+            diff = (f"the return at {evaluator.index[t]}", float(fast[t]), float(single[t]))
+            full = {**getattr(evaluator, "fixed_params", {}), **params}
+            raise divergence(_strategy_name(evaluator), full, f"{where}, {label}", diff)
+
+
+def _row(columns: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
+    return {str(name): _plain(values[i]) for name, values in columns.items()}
+
+
+def _key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), repr(v)) for k, v in params.items()))
 
 
 def _total(returns: np.ndarray) -> float:

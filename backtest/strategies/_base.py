@@ -119,6 +119,15 @@ def check_float(name: str, value: object, *, minimum: float | None = None) -> fl
     return out
 
 
+def check_smaller(name: str, value: float, other: str, bound: float) -> None:
+    """Raise ``ConfigError`` naming ``name`` unless ``value < bound`` (``other``'s value)."""
+    if value >= bound:
+        raise ConfigError(
+            f"strategy parameter {name!r} ({value}) must be smaller than {other!r} ({bound})",
+            key=name,
+        )
+
+
 def apply_per_column(
     prices: pd.DataFrame, fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]
 ) -> pd.DataFrame:
@@ -207,18 +216,20 @@ def n_sets(params: Mapping[str, NDArray]) -> int:
     return lengths.pop() if lengths else 1
 
 
-def batch_params(cls: type, params: Mapping[str, NDArray]) -> list[NDArray]:
-    """The values of ``cls.param_names`` for ``k`` sets, typed as the dataclass defaults.
+def batch_params(cls: type, params: Mapping[str, NDArray], *names: str) -> list[NDArray]:
+    """The values of the parameters ``names`` for ``k`` sets, typed as ``cls``'s defaults.
 
-    A parameter missing from ``params`` takes its field's default in every set (the
-    default is written once, on the class). A parameter whose default is a bool is a
-    bool array, an int one int64 (a value that is not a whole number is a ``ConfigError``
-    naming it, never truncated), any other float64.
+    ``names`` are those the caller's rule reads (a subclass may add parameters, such as
+    stop fields, that the engine reads and the rule does not). A parameter missing from
+    ``params`` takes its field's default in every set (the default is written once, on
+    the class). A parameter whose default is a bool is a bool array, an int one int64 (a
+    value that is not a whole number is a ``ConfigError`` naming it, never truncated),
+    any other float64.
     """
     k = n_sets(params)
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     out: list[NDArray] = []
-    for name in cls.param_names:  # type: ignore[attr-defined]
+    for name in names:
         default = defaults[name]
         values = as_param_array(params, name, k, default)
         if isinstance(default, bool):

@@ -165,7 +165,7 @@ class Breakout:
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many parameter sets in one compiled pass (see ``_breakout_batch``)."""
-        lookback, long_short = batch_params(cls, params)
+        lookback, long_short = batch_params(cls, params, "lookback", "long_short")
         bad = np.flatnonzero(lookback < 1)
         if len(bad):
             check_int("lookback", int(lookback[bad[0]]), 1)  # raises, naming the parameter

@@ -17,6 +17,7 @@ from backtest.strategies._base import (
     batch_params,
     check_float,
     check_int,
+    check_smaller,
     listed_batch,
 )
 
@@ -155,11 +156,7 @@ class MeanReversion:
         exit_ = check_float("exit_z", self.exit_z, minimum=0.0)
         if entry <= 0:
             raise ConfigError("strategy parameter 'entry_z' must be > 0", key="entry_z")
-        if exit_ >= entry:
-            raise ConfigError(
-                f"strategy parameter 'exit_z' ({exit_}) must be smaller than 'entry_z' ({entry})",
-                key="exit_z",
-            )
+        check_smaller("exit_z", exit_, "entry_z", entry)
         object.__setattr__(self, "entry_z", entry)
         object.__setattr__(self, "exit_z", exit_)
 
@@ -175,7 +172,7 @@ class MeanReversion:
         cls, params: Mapping[str, NDArray]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
         """``lookback, entry_z, exit_z`` of ``k`` sets, checked (the first bad one named)."""
-        lookback, entry, exit_ = batch_params(cls, params)
+        lookback, entry, exit_ = batch_params(cls, params, "lookback", "entry_z", "exit_z")
         bad = np.flatnonzero(
             (lookback < 2)
             | ~np.isfinite(entry)

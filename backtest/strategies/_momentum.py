@@ -82,7 +82,7 @@ class Momentum:
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many (lookback, skip) pairs; each distinct pair is computed once."""
-        lookback, skip, long_short = batch_params(cls, params)
+        lookback, skip, long_short = batch_params(cls, params, "lookback", "skip", "long_short")
         bad = np.flatnonzero((lookback < 1) | (skip < 0))
         if bad.size:  # the constructor's check names the parameter
             Momentum(int(lookback[bad[0]]), int(skip[bad[0]]))

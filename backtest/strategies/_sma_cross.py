@@ -15,6 +15,7 @@ from backtest.strategies._base import (
     apply_per_column,
     batch_params,
     check_int,
+    check_smaller,
     listed_batch,
     signed_positions,
 )
@@ -70,11 +71,7 @@ class SmaCross:
     def __post_init__(self) -> None:
         fast = check_int("fast", self.fast, 1)
         slow = check_int("slow", self.slow, 2)
-        if fast >= slow:
-            raise ConfigError(
-                f"strategy parameter 'fast' ({fast}) must be smaller than 'slow' ({slow})",
-                key="fast",
-            )
+        check_smaller("fast", fast, "slow", slow)
         object.__setattr__(self, "fast", fast)
         object.__setattr__(self, "slow", slow)
 
@@ -98,7 +95,7 @@ class SmaCross:
         cls, close: NDArray[np.float64], params: Mapping[str, NDArray]
     ) -> NDArray[np.float64]:
         """Positions for many (fast, slow) pairs; each distinct window is averaged once."""
-        fast, slow, long_short = batch_params(cls, params)
+        fast, slow, long_short = batch_params(cls, params, "fast", "slow", "long_short")
         if np.any(fast < 1) or np.any(fast >= slow):
             bad = int(np.flatnonzero((fast < 1) | (fast >= slow))[0])
             raise ConfigError(

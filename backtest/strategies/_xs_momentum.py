@@ -143,7 +143,8 @@ class CrossSectionalMomentum:
         """
         close, tradable = _close_and_mask(data)
         k = n_sets(params)
-        lookback, skip, top_n, long_short = batch_params(cls, params)
+        names = ("lookback", "skip", "top_n", "long_short")
+        lookback, skip, top_n, long_short = batch_params(cls, params, *names)
         n, a = close.shape
         for i in np.unique(np.column_stack([lookback, skip, top_n, long_short]), axis=0):
             cls(int(i[0]), int(i[1]), int(i[2]), bool(i[3]))  # the constructor names a bad one

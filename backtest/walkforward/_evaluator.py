@@ -147,6 +147,7 @@ class StrategyReturnsEvaluator:
         self._cache_frame: pd.DataFrame | None = None
         self._cache: NDArray[np.float64] | None = None
         self._last_run: tuple[Any, tuple[NDArray[np.float64], NDArray[np.float64]]] | None = None
+        self._sleeves: bool | None = None  # _sleeves_path(), once: it depends on the class and bars
 
     @property
     def _cost_of(self) -> NDArray[np.float64]:
@@ -160,10 +161,7 @@ class StrategyReturnsEvaluator:
         :meth:`returns` takes: what every walk-forward fold compares its chosen set (and
         a sample of others) with (:mod:`backtest.search._truth`).
         """
-        from backtest.engine._declared import is_engine_column
-
-        engine = {k: v for k, v in params.items() if is_engine_column(str(k), self.strategy_cls)}
-        return self._simulate(params, engine, end)[0]
+        return self._simulate(params, self._engine_columns(params), end)[0]
 
     def _key(self, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((str(k), repr(v)) for k, v in {**self.fixed_params, **params}.items()))
@@ -242,9 +240,7 @@ class StrategyReturnsEvaluator:
         Returns:
             Its returns, shape ``(end,)``, and its positions, shape ``(end, n_assets)``.
         """
-        from backtest.engine._declared import is_engine_column
-
-        engine = {k: v for k, v in params.items() if is_engine_column(str(k), self.strategy_cls)}
+        engine = self._engine_columns(params)
         if self.engine_options or engine or not self._sleeves_path():
             return self._simulate(params, engine, end)
         arrays = {k: np.array([v]) for k, v in {**self.fixed_params, **params}.items()}
@@ -266,6 +262,21 @@ class StrategyReturnsEvaluator:
             positions[:, j] = np.where(np.isnan(pos[:, 0]), 0.0, pos[:, 0])
         return port[:, 0], positions
 
+    def trade_is_backtest(self, params: Mapping[str, Any]) -> bool:
+        """Whether :meth:`trade` of ``params`` runs :meth:`backtest` itself (and keeps it).
+
+        Then a fold's one-truth check over the bars it trades costs nothing more
+        (:class:`~backtest.search._truth.FoldTruth`).
+        """
+        return bool(self.engine_options or self._engine_columns(params)) or not (
+            self._sleeves_path()
+        )
+
+    def _engine_columns(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        from backtest.engine._declared import is_engine_column
+
+        return {k: v for k, v in params.items() if is_engine_column(str(k), self.strategy_cls)}
+
     def _sleeves_path(self) -> bool:
         """Whether :meth:`trade` may run engine v1's sleeve formula itself.
 
@@ -275,19 +286,22 @@ class StrategyReturnsEvaluator:
         ``batch_positions``, else one checked ``positions`` call). Anything else runs
         :func:`~backtest.engine.simulate`, which reads the instance's exits.
         """
+        if self._sleeves is not None:
+            return self._sleeves
         from backtest.engine._declared import declared_keys
         from backtest.engine._targets import outputs_weights
         from backtest.engine._universe import is_plain
         from backtest.strategies._checks import fast_method
 
         cls = self.strategy_cls
-        return (
+        self._sleeves = bool(
             callable(getattr(cls, "positions", None))
             and fast_method(cls) != "batch_weights"
             and not outputs_weights(cls)
             and not declared_keys(cls)
             and is_plain(self.bars)  # a real universe runs the engine's per-bar kernel
         )
+        return self._sleeves
 
     def _simulate(
         self, params: Mapping[str, Any], engine: Mapping[str, Any], end: int

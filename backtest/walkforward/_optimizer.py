@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from backtest import metrics as m
 from backtest.config import Direction, SearchConfig, SearchMethod, Splitter, WalkForwardConfig
 from backtest.errors import BacktestError, ConfigError
-from backtest.search._truth import Budget, verify_fold
+from backtest.search._truth import FoldTruth, explain_mismatch
 from backtest.walkforward._evaluator import ReturnsEvaluator, StrategyReturnsEvaluator
 from backtest.walkforward._fold_stats import fold_overfitting, fold_snooping
 from backtest.walkforward._kernels import window_sharpe, windows_sharpe
@@ -71,10 +71,14 @@ class WalkForwardOptimizer:
     train window without an extra fee. When the next fold switches parameters, the
     trade from the old position to the new one is charged on the new window's first bar.
 
-    Every fold's chosen set (and a sample of others) is re-run alone through
-    :func:`~backtest.engine.simulate` over the bars up to the train window's end; its
-    in-sample score and total return must equal the fold's, else
-    :class:`~backtest.errors.PathDivergence` (:mod:`backtest.search._truth`). As the
+    The folds' chosen sets (and a sample of others) are re-run alone through
+    :func:`~backtest.engine.simulate`, each once (over the whole history when the
+    evaluator shares it): the first and last folds' always, the others within a share of
+    the run's time, every fold's when the evaluator trades through ``simulate`` anyway.
+    The re-run's train rows must give the fold's in-sample score and total return, else
+    :class:`~backtest.errors.PathDivergence` (:class:`backtest.search._truth.FoldTruth`).
+    Every fold's traded run is compared bar for bar with the shared-history returns
+    (the look-ahead check). As the
     command line: a :class:`StrategyReturnsEvaluator` (or a search
     :class:`~backtest.search.StrategyEvaluator`, converted with its bars and options)
     infers ``periods_per_year`` from the index when not given, checks the data with the
@@ -190,8 +194,14 @@ class WalkForwardOptimizer:
         rows, trials, searched = [], [], []
         runs: dict[tuple[int, int], tuple[NDArray[np.float64], NDArray[np.float64] | None]] = {}
         started = time.perf_counter()
-        budget = Budget()  # the sampled sets of every fold: 2% of the time so far
+        truth = FoldTruth(
+            evaluator,
+            n_bars=len(index),
+            whole=bool(getattr(evaluator, "shared_history", False)),
+            seed=int(self.search.seed),
+        )
         pre = self._window_scores(evaluator, splits, grid, ppy)
+        last = splits.folds[-1].fold if splits.folds else None
         folds = progress(splits.folds, desc="walk-forward", unit="fold", enabled=self.progress)
         for fold in folds:
             fs = search_fold(
@@ -206,8 +216,7 @@ class WalkForwardOptimizer:
                 ppy,
                 scores=None if pre is None else pre[0][fold.fold],
             )
-            budget.update(time.perf_counter() - started)
-            self._verify(evaluator, fold, fs, score, budget)
+            self._verify(evaluator, fold, fs, score, truth, time.perf_counter() - started, last)
             searched.append(fs.frame)
             trials.append((fold.fold, fs.scores))
             row, fold_runs = self._fold_row(
@@ -248,30 +257,32 @@ class WalkForwardOptimizer:
         fold: Fold,
         fs: FoldSearch,
         score: Callable[[NDArray[np.float64]], Any],
-        budget: Budget,
+        truth: FoldTruth,
+        elapsed: float,
+        last: int | None,
     ) -> None:
         """The fold's chosen set (and a sample) re-run alone equals its in-sample score.
 
-        Through the evaluator's single backtest over the bars before the train window's
-        end (:func:`backtest.search._truth.verify_fold`).
+        Through the evaluator's single backtest (:class:`backtest.search._truth.FoldTruth`:
+        once per set over the whole history with shared history, the first and last
+        folds' sets always, the others within a share of the time so far).
 
         Raises:
             PathDivergence: names the strategy, the set, the fold and the metric.
         """
         idx = evaluator.index
-        verify_fold(
-            evaluator,
-            run_end=max(fold.test_end, fold.train_end),  # the run its trade then reuses
+        truth.check(
             fold=fold.fold,
-            frame=fs.frame,
+            columns=fs.columns,
             scores=fs.scores,
             train_returns=fs.train_returns,
             best=fs.best,
             train_rows=lambda r: train_rows(fold, r),
             train_end=fold.train_end,
+            run_end=max(fold.test_end, fold.train_end),  # the run its trade then reuses
             score=score,
-            budget=budget,
-            seed=int(self.search.seed),
+            elapsed=elapsed,
+            last=fold.fold == last,
             where=f"fold {fold.fold} (train {idx[fold.train_start].date()}.."
             f"{idx[fold.train_end - 1].date()})",
         )
@@ -341,7 +352,7 @@ class WalkForwardOptimizer:
         runs = {}
         for end in ends:
             r_run, pos_run = evaluator.trade(params, end)
-            _check_no_look_ahead(evaluator, fs, best, r_run, params)
+            _check_no_look_ahead(evaluator, fs, best, r_run, params, f"fold {fold.fold}")
             runs[(fold.fold, end)] = (r_run, pos_run)
         if len(ends) == 1 and fold.test_end - fold.test_start == len(fold.test):
             r_test = runs[(fold.fold, ends[0])][0][fold.test_start : fold.test_end]
@@ -444,19 +455,25 @@ def _check_no_look_ahead(
     best: int,
     r_run: NDArray[np.float64],
     params: Mapping[str, Any],
+    where: str,
 ) -> None:
     """With shared history, the run over a price prefix must equal the shared run.
 
     A strategy whose positions at bar t use closes after t gives different returns
     when later bars are removed; that is look-ahead, and the walk-forward refuses it.
+    Every fold's traded run is compared so; a difference that the single backtest
+    shows to be a path's own is a :class:`~backtest.errors.PathDivergence` instead
+    (:func:`backtest.search._truth.explain_mismatch`).
     """
     if not getattr(evaluator, "shared_history", False):
         return
-    full = evaluator.returns(fs.frame, len(evaluator.index))[: len(r_run), best]
+    shared = evaluator.returns(fs.frame, len(evaluator.index))[:, best]
+    full = shared[: len(r_run)]
     if np.array_equal(full, r_run):  # the usual case: bit-identical
         return
     bad = ~np.isclose(full, r_run, rtol=1e-10, atol=1e-13)
     if bad.any():
+        explain_mismatch(evaluator, params, shared, r_run, where)
         t = int(np.argmax(bad))
         raise BacktestError(
             f"strategy looks ahead: with params {dict(params)} its return at "

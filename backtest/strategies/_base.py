@@ -28,6 +28,12 @@ Contract v2 (engine v2), both optional class attributes:
   as they are (``engine.weights`` is not applied). Otherwise positions in [-1, 1] are
   multiplied by ``engine.weights`` (equal ``1/n`` when empty).
 
+A strategy may also define ``entry_price(bars) -> DataFrame`` (and a classmethod
+``batch_entry_price(bars, params) -> (n_bars, n_assets, k)``): the price level of the limit
+or stop entry order each close decides (``engine.entry_order: limit | stop``), NaN for no
+order; same contract as positions (row t uses data up to t): see
+:mod:`backtest.engine._levels`.
+
 Cross-sectional strategies offer ``batch_weights(close_or_bars, params) -> (n_bars,
 n_assets, k)``: the target weights of ``k`` parameter sets from all assets at once (closes
 as a 2-D array, or :class:`~backtest.data.Bars` when ``inputs = "bars"``).

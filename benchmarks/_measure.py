@@ -28,12 +28,18 @@ def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, int, Any]:
     base = _status("VmRSS")
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    best, out = best_of(fn, repeats)
+    return best, max(_status("VmHWM") - base, 0), out
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Best wall time of ``repeats`` calls, and the last call's result."""
     best, out = float("inf"), None
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - t0)
-    return best, max(_status("VmHWM") - base, 0), out
+    return best, out
 
 
 def best_in_turns(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -34,6 +33,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._measure import best_of  # noqa: E402
 
 COST = 0.001  # 10 bp
 GRID_500 = [(f, s) for f in range(5, 105, 5) for s in range(10, 310, 10) if f < s]
@@ -54,16 +55,6 @@ def gbm(n_bars: int, n_assets: int, seed: int = 42) -> pd.DataFrame:
     close = 100.0 * np.exp(np.cumsum(log_ret, axis=0))
     index = pd.bdate_range("2000-01-03", periods=n_bars)
     return pd.DataFrame(close, index=index, columns=[f"A{j:03d}" for j in range(n_assets)])
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    """Best wall time of ``repeats`` calls, and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def sma_case(n_bars: int, repeats: int) -> dict[str, float]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,3 +71,17 @@ def ohlc(n_bars: int) -> dict[str, np.ndarray]:
     high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.005, n_bars)))
     low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.005, n_bars)))
     return {"open": open_, "high": high, "low": low, "close": close}
+
+
+def run_side(script: str, side: str, *args: str) -> dict[str, Any]:
+    """``python script --worker side ARGS`` from the repository root: its last line, as JSON.
+
+    Each side of a comparison runs in its own process (its own compilation and peak
+    memory); a side that fails stops the benchmark with the end of its stderr.
+    """
+    cmd = [sys.executable, script, "--worker", side, *args]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

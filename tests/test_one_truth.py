@@ -485,9 +485,9 @@ def test_chosen_sets_re_run_within_their_share_of_a_walkforward() -> None:
     chosen.charge(0.01)
     chosen.update(0.05)  # however short the run: only within the share (5 ms here)
     assert not chosen.allows()
-    chosen.update(1.0)  # 100 ms: any number of 10 ms sets, up to it
+    chosen.update(1.0)  # CHOSEN_SHARE of 1 s: as many 10 ms sets as fit in it, no cap
     runs = 1
     while chosen.allows():
         chosen.charge(0.01)
         runs += 1
-    assert runs == 10 and chosen.spent <= CHOSEN_SHARE * 1.0 + 1e-12
+    assert runs >= 3 and chosen.spent <= CHOSEN_SHARE * 1.0 < chosen.spent + 0.01

@@ -45,7 +45,8 @@ def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 #: Test files that start queue workers or Redis servers: they run on one xdist worker, one
 #: after another (``test_launcher`` checks that no worker outlives a sweep by looking at
-#: every process of the machine). The rest of the suite runs beside them.
+#: every process of the machine). The rest of the suite runs beside them. The README test
+#: puts its queue case in the same group itself (its other cases start no queue process).
 _ONE_AFTER_ANOTHER = {
     "test_cli.py",
     "test_distributed.py",
@@ -57,7 +58,6 @@ _ONE_AFTER_ANOTHER = {
     "test_payload_safety.py",
     "test_queue.py",
     "test_queue_postgres.py",
-    "test_readme.py",
     "test_worker.py",
 }
 

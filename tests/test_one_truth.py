@@ -430,9 +430,11 @@ def test_a_set_chosen_by_every_fold_runs_once_and_each_fold_is_compared_with_it(
     wf = WalkForwardOptimizer(WalkForwardConfig(train_bars=100, test_bars=50), pbo_blocks=0)
     evaluator = StrategyReturnsEvaluator(BARS, SmaCross, fee_bps=5)
     calls = _counted(evaluator)
-    folds = wf.run(evaluator, space).folds
+    result = wf.run(evaluator, space)
+    folds = result.folds
     assert len(folds) >= 4
     assert calls == [({"fast": 5, "slow": 30}, len(BARS))]  # the whole history, once
+    assert result.verified_folds == tuple(folds["fold"])  # ... read by every fold
     # ... and compared with every fold: a fast path wrong on the third fold's train bars only
     # (with the traded runs' bar-for-bar check off: it sees those bars first, in fold 0)
     from backtest.walkforward import _optimizer

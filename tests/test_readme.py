@@ -308,9 +308,13 @@ def plan(steps: list[Step]) -> list[Case]:
         if kind[i] == "reads":
             for word in step.cmd.split():
                 named = [
-                    j for j in range(i) if kind[j] == "run" and _experiment(steps[j].cmd) == word
+                    j
+                    for j in range(i)
+                    if kind[j] != "queue"
+                    and independent(steps[j].cmd)
+                    and _experiment(steps[j].cmd) == word
                 ]
-                if named:
+                if named and kind[named[-1]] == "run":  # not pulled in already
                     kind[named[-1]] = "reads"
     reads = tuple(s for s, k in zip(steps, kind, strict=True) if k == "reads")
     queue = tuple(s for s, k in zip(steps, kind, strict=True) if k == "queue")
@@ -335,6 +339,7 @@ def test_the_plan_runs_every_command_once_and_keeps_what_reads_earlier_runs_in_o
         "python -m backtest +experiment=b tracking=none\npython -m backtest +experiment=b\n"
         "python -m backtest +experiment=c output_dir=outputs/x\n"
         "python -m backtest.report outputs/x\npython -m backtest.compare b\n"
+        "python -m backtest.compare b --children\n"
         "python -m backtest -m hydra/launcher=rq strategy.fast=5,10\n"
         "export REDIS_URL=redis://h\npython -m backtest.worker --queues q\n"
         "python -m backtest.distributed --n-trials 2 +experiment=b\n```\n"
@@ -355,6 +360,7 @@ def test_the_plan_runs_every_command_once_and_keeps_what_reads_earlier_runs_in_o
                 "python -m backtest +experiment=c output_dir=outputs/x",
                 "python -m backtest.report outputs/x",
                 "python -m backtest.compare b",
+                "python -m backtest.compare b --children",
             ],
             False,
         ),

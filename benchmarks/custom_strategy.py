@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples" / "rsi"))
 
-from benchmarks._measure import best_in_turns  # noqa: E402
+from benchmarks._measure import best_in_turns, best_of, gbm  # noqa: E402
 
 FEE_BPS = 10.0
 RSI_SPACE = {
@@ -58,23 +58,9 @@ BREAKOUT_SPACE = {"lookback": list(range(5, 255)), "long_short": [False, True]}
 CASES = [(2520, 1), (25200, 1), (2520, 20), (25200, 20)]
 
 
-def gbm(n_bars: int, n_assets: int) -> pd.DataFrame:
-    rng = np.random.default_rng(42)
-    log_ret = rng.normal(0.0002, 0.01, (n_bars, n_assets))
-    log_ret[0] = 0.0
-    close = 100.0 * np.exp(np.cumsum(log_ret, axis=0))
-    index = pd.bdate_range("1990-01-03", periods=n_bars)
-    return pd.DataFrame(close, index=index, columns=[f"A{j:02d}" for j in range(n_assets)])
-
-
-def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def warm_best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     fn()  # warm up (numba load / compile, caches)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_of(fn, repeats)[0]
 
 
 def ours(prices: pd.DataFrame, strategies: dict, repeats: int) -> dict[str, float]:  # type: ignore[type-arg]
@@ -133,7 +119,7 @@ def vectorbt_rate(prices: pd.DataFrame, share: float) -> float:
         )
         pf.sharpe_ratio()
 
-    return len(sub) / best_of(work, 1)
+    return len(sub) / warm_best_of(work, 1)
 
 
 def outside_kernels_us(repeats: int) -> tuple[float, float, float]:

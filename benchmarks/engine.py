@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -34,6 +33,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._measure import best_of, gbm  # noqa: E402
 
 COST = 0.001  # 10 bp
 GRID_500 = [(f, s) for f in range(5, 105, 5) for s in range(10, 310, 10) if f < s]
@@ -44,26 +45,6 @@ XS_GRID = [
     for tn in (1, 2, 3, 4, 5)
 ]  # fmt: skip
 GROSS = 0.98
-
-
-def gbm(n_bars: int, n_assets: int, seed: int = 42) -> pd.DataFrame:
-    """Seeded GBM closes (drift 0.0002, volatility 0.01 per bar in log terms, start 100)."""
-    rng = np.random.default_rng(seed)
-    log_ret = rng.normal(0.0002, 0.01, (n_bars, n_assets))
-    log_ret[0] = 0.0
-    close = 100.0 * np.exp(np.cumsum(log_ret, axis=0))
-    index = pd.bdate_range("2000-01-03", periods=n_bars)
-    return pd.DataFrame(close, index=index, columns=[f"A{j:03d}" for j in range(n_assets)])
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    """Best wall time of ``repeats`` calls, and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def sma_case(n_bars: int, repeats: int) -> dict[str, float]:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._measure import measure, ohlc  # noqa: E402
+from benchmarks._measure import measure, ohlc, run_side  # noqa: E402
 
 PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(20, 560, 20) if f < s][:250]
 OFFSETS = [0.0025, 0.005, 0.0075, 0.01, 0.0125]
@@ -200,14 +198,10 @@ def run_vectorbt(n_pairs: int, repeats: int) -> dict:  # type: ignore[type-arg]
 
 
 def spawn(side: str, n_pairs: int, repeats: int, picks: list[int]) -> dict:  # type: ignore[type-arg]
-    cmd = [sys.executable, __file__, "--worker", side, "--pairs", str(n_pairs)]
-    cmd += ["--repeats", str(repeats), "--picks", ",".join(map(str, picks))]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=ROOT, check=False, env=os.environ
+    picked = ",".join(map(str, picks))
+    return run_side(
+        __file__, side, "--pairs", str(n_pairs), "--repeats", str(repeats), "--picks", picked
     )
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

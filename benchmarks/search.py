@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._measure import measure  # noqa: E402
+from benchmarks._measure import gbm, measure  # noqa: E402
 
 COST = 0.001  # 10 bp
 GRID_500 = [(f, s) for f in range(5, 105, 5) for s in range(10, 310, 10) if f < s]
@@ -54,17 +54,6 @@ CASES = {
     "500 x 25,200 bars x 100 assets": ("500", 25200, 100, 0.02),
     "10,000 x 2,520 bars x 1 asset": ("10k", 2520, 1, 1.0),
 }
-
-
-def gbm(n_bars: int, n_assets: int):  # type: ignore[no-untyped-def]
-    import pandas as pd
-
-    rng = np.random.default_rng(42)
-    log_ret = rng.normal(0.0002, 0.01, (n_bars, n_assets))
-    log_ret[0] = 0.0
-    close = 100.0 * np.exp(np.cumsum(log_ret, axis=0))
-    index = pd.bdate_range("2000-01-03", periods=n_bars)
-    return pd.DataFrame(close, index=index, columns=[f"A{j:03d}" for j in range(n_assets)])
 
 
 # --- measuring --------------------------------------------------------------------------

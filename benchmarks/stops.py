@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._measure import measure, ohlc  # noqa: E402
+from benchmarks._measure import measure, ohlc, run_side  # noqa: E402
 
 PAIRS = [(f, s) for f in range(5, 105, 5) for s in range(10, 310, 10) if f < s]
 SL_LEVELS = [round(0.01 * i, 2) for i in range(1, 11)]
@@ -151,14 +149,7 @@ def run_vectorbt(n_pairs: int, repeats: int) -> dict:  # type: ignore[type-arg]
 
 
 def spawn(side: str, n_pairs: int, repeats: int) -> dict:  # type: ignore[type-arg]
-    cmd = [sys.executable, __file__, "--worker", side, "--pairs", str(n_pairs)]
-    cmd += ["--repeats", str(repeats)]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=ROOT, check=False, env=os.environ
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_side(__file__, side, "--pairs", str(n_pairs), "--repeats", str(repeats))
 
 
 def main() -> None:

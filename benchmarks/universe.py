@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backtest.data import Bars  # noqa: E402
+from benchmarks._measure import best_of  # noqa: E402
 from benchmarks.engine import XS_GRID  # noqa: E402  (the engine benchmark's 500 sets)
 
 PEER_GRID = [(lb, 0, tn) for lb in range(21, 421, 21) for tn in range(1, 11)]  # 200 sets
@@ -83,15 +84,6 @@ def panels(n: int, a: int = 40, seed: int = 7) -> tuple[Bars, Bars, Bars]:
                dividend=frame(div), delist_return=frame(dr))  # fmt: skip
     plain = Bars(close=frame(np.where(missing, np.nan, close)), delist_return=frame(dr))
     return Bars.from_close(full), uni, plain
-
-
-def best_of(fn: Any, repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def grid_case(full: Bars, uni: Bars, grid: list, repeats: int) -> tuple[float, float]:  # type: ignore[type-arg]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+from hypothesis import settings
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -18,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 
 register_configs()
+
+# No property test is timed: Hypothesis' 200 ms deadline per example is off for the whole suite
+# (most tests turned it off already), so a busy machine cannot fail one.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture
@@ -45,7 +51,8 @@ def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 #: Test files that start queue workers or Redis servers: they run on one xdist worker, one
 #: after another (``test_launcher`` checks that no worker outlives a sweep by looking at
-#: every process of the machine). The rest of the suite runs beside them.
+#: every process of the machine). The rest of the suite runs beside them. The README test
+#: puts its queue case in the same group itself (its other cases start no queue process).
 _ONE_AFTER_ANOTHER = {
     "test_cli.py",
     "test_distributed.py",
@@ -57,16 +64,35 @@ _ONE_AFTER_ANOTHER = {
     "test_payload_safety.py",
     "test_queue.py",
     "test_queue_postgres.py",
-    "test_readme.py",
     "test_worker.py",
 }
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (addopts): one xdist worker per core, plus one, at most ``--maxprocesses``.
+
+    The worker of the queue-processes group mostly waits on queue processes, heartbeats and
+    timeouts (three of its slowest tests together: 150 s of wall time for 18 s of CPU), which
+    leaves its core idle; the extra worker keeps that core busy with the rest of the suite.
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still chooses the number, as xdist documents.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses != "auto":
+        return None  # pytest-xdist's own rule
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) + 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group the tests that start queue processes onto one xdist worker (``--dist loadgroup``)."""
+    """Group the tests that start queue processes onto one xdist worker (``--dist loadgroup``),
+    and under xdist hand out the slow tests first."""
     for item in items:
         if item.path.name in _ONE_AFTER_ANOTHER:
             item.add_marker(pytest.mark.xdist_group("queue-processes"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # xdist hands tests out in this order (the group first, as its largest scope): with the
+        # slow ones early, the last tests each worker takes are short ones, and no worker idles
+        # while another finishes a long test. Without xdist the files' order stays.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

@@ -6,10 +6,12 @@ for behaviour (a job requeued, a result written), not for production intervals.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from backtest.queue._local import LocalWorkers
+from backtest.tasks._jobs import BacktestJob
 
 
 def quick_workers(
@@ -50,3 +52,27 @@ def quick_workers(
         allowed_modules=[module] if module else [],
         **options,
     )
+
+
+def sma_jobs(
+    base: dict[str, Any],
+    n: int,
+    target: str,
+    out: Path,
+    *,
+    engine: dict[str, Any] | None = None,
+    **strategy: Any,
+) -> list[BacktestJob]:
+    """``n`` jobs of the support strategy ``target`` (``module.Class``): ``fast`` 5, 6, ...
+
+    Each job is ``base`` with its strategy replaced (``slow=60`` and ``strategy`` on top),
+    its module allowed, ``engine`` options set, and its own folder ``out/jobNN``.
+    """
+    jobs = []
+    for i in range(n):
+        config = json.loads(json.dumps(base))
+        config["allowed_modules"] = [target.partition(".")[0]]
+        config["strategy"] = {"_target_": target, "fast": 5 + i, "slow": 60, **strategy}
+        config.setdefault("engine", {}).update(engine or {})
+        jobs.append(BacktestJob(config=config, result_path=str(out / f"job{i:02d}")))
+    return jobs

@@ -430,9 +430,11 @@ def test_a_set_chosen_by_every_fold_runs_once_and_each_fold_is_compared_with_it(
     wf = WalkForwardOptimizer(WalkForwardConfig(train_bars=100, test_bars=50), pbo_blocks=0)
     evaluator = StrategyReturnsEvaluator(BARS, SmaCross, fee_bps=5)
     calls = _counted(evaluator)
-    folds = wf.run(evaluator, space).folds
+    result = wf.run(evaluator, space)
+    folds = result.folds
     assert len(folds) >= 4
     assert calls == [({"fast": 5, "slow": 30}, len(BARS))]  # the whole history, once
+    assert result.verified_folds == tuple(folds["fold"])  # ... read by every fold
     # ... and compared with every fold: a fast path wrong on the third fold's train bars only
     # (with the traded runs' bar-for-bar check off: it sees those bars first, in fold 0)
     from backtest.walkforward import _optimizer
@@ -485,9 +487,9 @@ def test_chosen_sets_re_run_within_their_share_of_a_walkforward() -> None:
     chosen.charge(0.01)
     chosen.update(0.05)  # however short the run: only within the share (5 ms here)
     assert not chosen.allows()
-    chosen.update(1.0)  # 100 ms: any number of 10 ms sets, up to it
+    chosen.update(1.0)  # CHOSEN_SHARE of 1 s: as many 10 ms sets as fit in it, no cap
     runs = 1
     while chosen.allows():
         chosen.charge(0.01)
         runs += 1
-    assert runs == 10 and chosen.spent <= CHOSEN_SHARE * 1.0 + 1e-12
+    assert runs >= 3 and chosen.spent <= CHOSEN_SHARE * 1.0 < chosen.spent + 0.01

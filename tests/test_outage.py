@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import threading
 import time
@@ -89,8 +88,7 @@ class PersistentRedis:
 def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
     from backtest.config import QueueConfig
     from backtest.queue import BacktestJobQueue
-    from backtest.tasks._jobs import BacktestJob
-    from tests.quick_workers import quick_workers
+    from tests.quick_workers import quick_workers, sma_jobs
     from tests.test_worker import _base_config
 
     (tmp_path / "support").mkdir()
@@ -99,17 +97,14 @@ def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
     counts.mkdir()
     server = PersistentRedis(tmp_path)
     server.start()
-    base = _base_config()
-    jobs = []
-    for i in range(6):
-        config = json.loads(json.dumps(base))
-        config["allowed_modules"] = ["counting"]
-        config["strategy"] = {
-            "_target_": "counting.CountingSmaCross", "fast": 5 + i, "slow": 60, "delay_s": 3.0,
-        }  # fmt: skip
-        # each positions call is counted: the look-ahead check's calls would count too
-        config.setdefault("engine", {})["check_lookahead"] = False
-        jobs.append(BacktestJob(config=config, result_path=str(tmp_path / "out" / f"job{i}")))
+    jobs = sma_jobs(  # each positions call is counted: the look-ahead check's would count too
+        _base_config(),
+        6,
+        "counting.CountingSmaCross",
+        tmp_path / "out",
+        engine={"check_lookahead": False},
+        delay_s=3.0,
+    )
     cfg = QueueConfig(redis_url=server.url, name="outage", job_timeout=120, retries=2)
     pool = quick_workers(
         server.url,

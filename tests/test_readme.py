@@ -1,9 +1,13 @@
-"""Every command of the README runs as written, in README order, as a new user would.
+"""Every command of the README runs as written, as a new user would.
 
 Every ```bash block of README.md is read (whatever the sections hold at the time), its
-lines joined at ``\\`` continuations, and each command run with ``bash`` in one fresh
-working directory, so later commands see what earlier ones wrote (``outputs/``, the
-MLflow store). What a reader brings, the test brings:
+lines joined at ``\\`` continuations, and each command run with ``bash`` in a fresh
+working directory. The commands are split into cases that pytest-xdist spreads over its
+workers (``plan``): each command that only runs an experiment into a new run folder is a
+case of its own; the commands that read earlier runs (a report, ``compare``, ``sync``, the
+MLflow UI) run in README order in one folder, after the runs they name, so they see what
+those wrote (``outputs/``, the MLflow store); the queue's commands run in README order in
+one folder too. What a reader brings, the test brings:
 
 - files the README shows as blocks starting ``# <relative path>`` (your strategy module
   and YAML; after the ``# @package _global_`` line of an experiment) are written there
@@ -17,8 +21,9 @@ MLflow store). What a reader brings, the test brings:
 
 Skipped, with the reason printed: ``pip install`` (the package is installed already;
 the checkout is on ``PYTHONPATH``) and ``python -m pytest`` (this test is part of that
-suite). Long-running commands (``mlflow ui``/``server``, workers) start in the
-background, are waited for (``/health``) and stopped at the end.
+suite). The same command written twice runs once (the flagship's, for one). Long-running
+commands (``mlflow ui``/``server``, workers) start in the background, are waited for
+(``/health``) and stopped at the end of their case.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +39,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -217,14 +222,182 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-#: Commands that only run an experiment into their own new run folder: consecutive ones run
-#: side by side (two at a time), each in README order within its wave. Anything else (a
-#: report, compare or sync that reads earlier runs, the queue, an export) waits for them.
+# --- which commands run together (the module docstring says why) ------------------------
+
+#: Commands that only run an experiment into a new run folder of their own.
 RUN_COMMAND = re.compile(r"^(PYTHONPATH=\S+ )?(python -m backtest|backtest run) (?!.*launcher=rq)")
+#: Commands that start queue processes (workers, a queued sweep or search).
+QUEUE_COMMAND = (
+    "launcher=rq",
+    "backtest.worker",
+    "backtest worker",
+    "backtest.queue._cli",
+    "backtest.distributed",
+    "search-distributed",
+)
+#: The xdist group of the tests that start queue processes (tests/conftest.py).
+QUEUE_GROUP = "queue-processes"
 
 
 def independent(cmd: str) -> bool:
     return bool(RUN_COMMAND.match(cmd)) and "output_dir=" not in cmd
+
+
+def starts_queue_processes(cmd: str) -> bool:
+    return any(q in cmd for q in QUEUE_COMMAND)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One README command: ``raw`` as written, ``cmd`` what runs (skipped parts out), ``env``
+    the README's ``export`` lines in effect where it stands."""
+
+    raw: str
+    cmd: str
+    env: tuple[tuple[str, str], ...]
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """The command as bash runs it (its trailing comment out) in its environment."""
+        return " ".join(re.sub(r"\s+#.*$", "", self.cmd).split()), self.env
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    steps: tuple[Step, ...]
+    queue: bool = False
+
+
+def _experiment(cmd: str) -> str | None:
+    match = re.search(r"(?:^|\s)\+experiment=(\w+)", cmd)
+    return match[1] if match else None
+
+
+def readme_steps(text: str) -> tuple[list[Step], list[tuple[str, str]]]:
+    """The README's commands in order, and the ``(command, reason)`` of the parts skipped."""
+    steps: list[Step] = []
+    skipped: list[tuple[str, str]] = []
+    env: dict[str, str] = {}
+    for raw in readme_commands(text):
+        parts = [p.strip() for p in raw.split("&&")]
+        kept = [p for p in parts if not p.startswith(tuple(SKIP))]
+        skipped += [
+            (p, why) for p in parts if p not in kept for s, why in SKIP.items() if p.startswith(s)
+        ]
+        if not kept:
+            continue
+        cmd = " && ".join(kept)
+        export = re.fullmatch(r"export (\w+)=(\S+)", cmd)
+        if export:
+            env[export[1]] = export[2]
+            continue
+        steps.append(Step(raw, cmd, tuple(env.items())))
+    return steps, skipped
+
+
+def plan(steps: list[Step]) -> list[Case]:
+    """The README's steps as cases."""
+    kind = [
+        "queue" if starts_queue_processes(s.cmd) else "run" if independent(s.cmd) else "reads"
+        for s in steps
+    ]
+    # a command that names an experiment (`backtest.compare wf_momentum`) reads the runs of the
+    # last run command of that experiment before it: that one runs in its folder, before it
+    for i, step in enumerate(steps):
+        if kind[i] == "reads":
+            for word in step.cmd.split():
+                named = [
+                    j
+                    for j in range(i)
+                    if kind[j] != "queue"
+                    and independent(steps[j].cmd)
+                    and _experiment(steps[j].cmd) == word
+                ]
+                if named and kind[named[-1]] == "run":  # not pulled in already
+                    kind[named[-1]] = "reads"
+    reads = tuple(s for s, k in zip(steps, kind, strict=True) if k == "reads")
+    queue = tuple(s for s, k in zip(steps, kind, strict=True) if k == "queue")
+    seen = {s.key for s in reads + queue}
+    cases = []
+    for step, k in zip(steps, kind, strict=True):
+        if k == "run" and step.key not in seen:
+            seen.add(step.key)
+            slug = re.sub(r"[^\w.=+,-]+", "_", step.key[0].removeprefix("python -m backtest "))
+            cases.append(Case(f"run{len(cases) + 1:02d}-{slug[:70]}", (step,)))
+    if reads:
+        cases.append(Case("reads-earlier-runs", reads))
+    if queue:
+        cases.append(Case("queue", queue, queue=True))
+    return cases
+
+
+def test_the_plan_runs_every_command_once_and_keeps_what_reads_earlier_runs_in_order() -> None:
+    text = (
+        "```bash\npip install -e . && python -m backtest +experiment=a\n"
+        "python -m backtest +experiment=a   # again\npython -m pytest\n"
+        "python -m backtest +experiment=b tracking=none\npython -m backtest +experiment=b\n"
+        "python -m backtest +experiment=c output_dir=outputs/x\n"
+        "python -m backtest.report outputs/x\npython -m backtest.compare b\n"
+        "python -m backtest.compare b --children\n"
+        "python -m backtest -m hydra/launcher=rq strategy.fast=5,10\n"
+        "export REDIS_URL=redis://h\npython -m backtest.worker --queues q\n"
+        "python -m backtest.distributed --n-trials 2 +experiment=b\n```\n"
+    )
+    steps, skipped = readme_steps(text)
+    cases = plan(steps)
+    assert [(c.name, [s.raw for s in c.steps], c.queue) for c in cases] == [
+        ("run01-+experiment=a", ["pip install -e . && python -m backtest +experiment=a"], False),
+        (
+            "run02-+experiment=b_tracking=none",
+            ["python -m backtest +experiment=b tracking=none"],
+            False,
+        ),
+        (
+            "reads-earlier-runs",
+            [
+                "python -m backtest +experiment=b",
+                "python -m backtest +experiment=c output_dir=outputs/x",
+                "python -m backtest.report outputs/x",
+                "python -m backtest.compare b",
+                "python -m backtest.compare b --children",
+            ],
+            False,
+        ),
+        (
+            "queue",
+            [
+                "python -m backtest -m hydra/launcher=rq strategy.fast=5,10",
+                "python -m backtest.worker --queues q",
+                "python -m backtest.distributed --n-trials 2 +experiment=b",
+            ],
+            True,
+        ),
+    ]
+    assert cases[-1].steps[0].env == ()
+    assert cases[-1].steps[1].env == (("REDIS_URL", "redis://h"),)
+    assert [c for c, _ in skipped] == ["pip install -e .", "python -m pytest"]
+
+
+def test_every_readme_command_runs_in_one_case_and_only_install_and_the_suite_are_skipped() -> None:
+    steps, skipped = readme_steps(README.read_text())
+    cases = plan(steps)
+    keys = [s.key for c in cases for s in c.steps]
+    assert len(keys) == len(set(keys)) and set(keys) == {s.key for s in steps}
+    assert len(cases) > 10 and len(steps) > 10
+    assert {cmd.split()[0] for cmd, _ in skipped} == {"pip", "python"}
+    assert all(cmd.startswith(tuple(SKIP)) for cmd, _ in skipped)
+    assert all(c.queue == starts_queue_processes(s.cmd) for c in cases for s in c.steps)
+
+
+def test_independent_commands_are_runs_into_a_folder_of_their_own() -> None:
+    assert independent("python -m backtest +experiment=sma_cross tracking=none")
+    assert independent("PYTHONPATH=examples/rsi python -m backtest --config-dir x +experiment=y")
+    assert not independent("python -m backtest.compare wf_momentum")
+    assert not independent("python -m backtest.report outputs/report_demo/single")
+    assert not independent("python -m backtest -m hydra/launcher=rq strategy.fast=5,10")
+    assert not independent("python -m backtest +experiment=sma_cross output_dir=outputs/x")
+    assert not independent("mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db")
 
 
 def run_wave(wave: list[tuple[str, str, dict[str, str]]], cwd: Path) -> list[str]:
@@ -249,60 +422,57 @@ def run_wave(wave: list[tuple[str, str, dict[str, str]]], cwd: Path) -> list[str
         return list(pool.map(one, items))
 
 
-def test_the_waves_keep_what_reads_earlier_runs_in_order() -> None:
-    assert independent("python -m backtest +experiment=sma_cross tracking=none")
-    assert independent("PYTHONPATH=examples/rsi python -m backtest --config-dir x +experiment=y")
-    assert not independent("python -m backtest.compare wf_momentum")
-    assert not independent("python -m backtest.report outputs/report_demo/single")
-    assert not independent("python -m backtest -m hydra/launcher=rq strategy.fast=5,10")
-    assert not independent("python -m backtest +experiment=sma_cross output_dir=outputs/x")
-    assert not independent("mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db")
+CASES = plan(readme_steps(README.read_text())[0])
 
 
 @pytest.mark.slow
-@pytest.mark.redis
-def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            c,
+            id=c.name,
+            marks=[pytest.mark.redis, pytest.mark.xdist_group(QUEUE_GROUP)] if c.queue else [],
+        )
+        for c in CASES
+    ],
+)
+def test_every_readme_command_runs_as_written(case: Case, tmp_path: Path) -> None:
     text = README.read_text()
     cwd = tmp_path / "work"
     cwd.mkdir()
     _write_example_files(text, cwd)
     _write_user_data(cwd)
-    # The README's commands run from a clone's root, where examples/ lies beside conf/.
-    shutil.copytree(ROOT / "examples", cwd / "examples")
-    password = secrets.token_hex(8)
-    redis_proc, redis_url = _start_redis(cwd, password)
-    env = {
+    # The README's commands run from a clone's root, where examples/ lies beside conf/: a link
+    # to the checkout's, so that their compiled kernels are cached once (numba caches them in
+    # __pycache__ beside the source), not once per case
+    (cwd / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
+    written = " ".join(s.cmd + " " + " ".join(v for _, v in s.env) for s in case.steps)
+    background: list[subprocess.Popen[bytes]] = []
+    stack = ExitStack()
+    redis_url = pg_url = ""
+    if PLACEHOLDER_URL in written:
+        redis_proc, redis_url = _start_redis(cwd, secrets.token_hex(8))
+        background.append(redis_proc)
+    if PLACEHOLDER_PG in written:  # the PostgreSQL database of the distributed search's example
+        pg_url = stack.enter_context(_postgres_database())
+
+    def served(value: str) -> str:
+        return value.replace(PLACEHOLDER_URL, redis_url).replace(PLACEHOLDER_PG, pg_url)
+
+    base = {
         **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI")},
         "PYTHONPATH": str(ROOT),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    background: list[subprocess.Popen[bytes]] = [redis_proc]
     ran: list[str] = []
-    skipped: list[tuple[str, str]] = []
     wave: list[tuple[str, str, dict[str, str]]] = []
-    stack = ExitStack()  # the PostgreSQL database of the distributed search's example
-    pg_url = stack.enter_context(_postgres_database()) if PLACEHOLDER_PG in text else ""
     try:
-        for raw in readme_commands(text):
-            cmd = raw.replace(PLACEHOLDER_URL, redis_url).replace(PLACEHOLDER_PG, pg_url)
-            reason = next((why for start, why in SKIP.items() if cmd.startswith(start)), None)
-            if reason and "&&" not in cmd:
-                skipped.append((raw, reason))
-                continue
-            parts = [p.strip() for p in cmd.split("&&")]
-            kept = [p for p in parts if not any(p.startswith(s) for s in SKIP)]
-            skipped += [
-                (p, r) for p in parts if p not in kept for s, r in SKIP.items() if p.startswith(s)
-            ]
-            if not kept:
-                continue
-            cmd = " && ".join(kept)
-            export = re.fullmatch(r"export (\w+)=(\S+)", cmd)
-            if export:
-                env[export[1]] = export[2]
-                continue
+        for step in case.steps:
+            cmd = served(step.cmd)
+            env = {**base, **{k: served(v) for k, v in step.env}}
             if cmd.startswith(BACKGROUND) or any(b in cmd for b in BACKGROUND[2:]):
                 if cmd.startswith("mlflow ui") and _port_open(5000):
                     pytest.fail("port 5000 is taken: the README's `mlflow ui` cannot start")
@@ -319,20 +489,18 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
                 background.append(proc)
                 if cmd.startswith("mlflow"):
                     _wait_for_mlflow(proc, log)
-                ran.append(raw)
+                ran.append(step.raw)
                 continue
             if independent(cmd):  # runs beside the other runs of its wave
-                wave.append((raw, cmd, dict(env)))
+                wave.append((step.raw, cmd, env))
                 continue
             ran += run_wave(wave, cwd)  # whatever comes next may read what the wave wrote
-            ran += run_wave([(raw, cmd, dict(env))], cwd)
+            ran += run_wave([(step.raw, cmd, env)], cwd)
         ran += run_wave(wave, cwd)
     finally:
         for proc in reversed(background):
             _stop(proc)
         stack.close()
-    print("ran:", *ran, "skipped:", *(f"{c}: {r}" for c, r in skipped), sep="\n  ")
-    assert ran and all(
-        any(c.startswith(s) for s in SKIP) for c, _ in skipped
-    )  # nothing else was skipped
-    assert list((cwd / "outputs").glob("*/*/result.json"))
+    print("ran:", *ran, sep="\n  ")
+    assert len(ran) == len(case.steps)
+    assert list((cwd / "outputs").rglob("result.json"))

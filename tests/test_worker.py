@@ -174,20 +174,9 @@ def test_sigkilled_worker_loses_no_job_and_duplicates_no_result(
     from rq import Worker
     from rq.results import Result
 
-    from tests.quick_workers import quick_workers
+    from tests.quick_workers import quick_workers, sma_jobs
 
-    base = _base_config()
-    jobs = []
-    for i in range(20):
-        config = json.loads(json.dumps(base))
-        config["allowed_modules"] = ["slow_support"]
-        config["strategy"] = {
-            "_target_": "slow_support.SlowSmaCross",
-            "fast": 5 + i,
-            "slow": 60,
-            "delay_s": 1.0,
-        }
-        jobs.append(BacktestJob(config=config, result_path=str(tmp_path / "out" / f"job{i:02d}")))
+    jobs = sma_jobs(_base_config(), 20, "slow_support.SlowSmaCross", tmp_path / "out", delay_s=1.0)
 
     cfg = QueueConfig(redis_url=redis_url, name=queue_name, job_timeout=60, retries=2)
     pool = quick_workers(

@@ -120,7 +120,7 @@ def simulate_batch(
         keep_returns: Also return the ``(n_bars, k)`` matrix of portfolio returns; a
             boolean mask of length ``k`` keeps only those sets' columns, in order.
         chunk_size: Sets evaluated at once (default: a block that fits the CPU cache on
-            the generic path, about 32 MB of positions on the per-bar kernel path).
+            the generic path, about 8 MB of targets on the per-bar kernel path).
         check_lookahead: Check the strategy for look-ahead first (on one set).
         **options: Further engine options (see :func:`~backtest.engine.simulate`).
 

@@ -184,6 +184,17 @@ def time_exit(bars_held: int, max_bars: int) -> bool:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def time_stop(held: float, target: float, bars_held: int, max_bars: int) -> bool:
+    """Whether the time stop closes the position ``held`` at this close instead of ``target``.
+
+    Only a target of the same sign is stopped (a flip or a close ends the trade anyway),
+    once the trade is held :func:`time_exit`'s ``max_bars``.
+    """
+    same_sign = (target > 0.0) == (held > 0.0) and (target < 0.0) == (held < 0.0)
+    return held != 0.0 and same_sign and time_exit(bars_held, max_bars)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def reentry_gate(target: float, locked: bool, locked_value: float) -> tuple[float, bool]:
     """The target the engine follows after an exit by a stop, and whether it stays locked.
 

@@ -17,8 +17,7 @@ family but the first two.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numba
@@ -33,9 +32,8 @@ from backtest.engine._exits import StopRules, validate_stop_rules
 from backtest.engine._fused_stats import N_METRICS, N_OUT, finish_growth
 from backtest.engine._lanes import run_chunks, run_in_lanes
 from backtest.engine._rows import kept_rows
-from backtest.errors import ConfigError
 from backtest.strategies import MeanReversion, Momentum, SmaCross
-from backtest.strategies._base import as_param_array
+from backtest.strategies._base import batch_params
 
 #: Signal tables larger than this are recomputed on the fly instead (bytes).
 TABLE_BUDGET_BYTES = 64 * 2**20
@@ -104,59 +102,52 @@ def _stop_table(
     return table, active
 
 
-def _pair_params(
-    strategy_cls: type, params: Mapping[str, NDArray]
-) -> tuple[int, NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
-    """``count`` and the two windows and ``long_short`` of :data:`FAMILIES` per set.
+#: A family's two windows and ``long_short`` per set.
+Windows = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]
+#: The kernels' inputs: source, table, data, a, b, start, long_short (see ``run_sets``).
+Inputs = tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]
+#: The sets a family refuses, from its two windows (the strategy's own checks).
+_REFUSED: dict[type, Callable[[NDArray, NDArray], NDArray[np.bool_]]] = {
+    SmaCross: lambda fast, slow: (fast < 1) | (fast >= slow),
+    Momentum: lambda lookback, skip: (lookback < 1) | (skip < 0),
+}
 
-    A parameter missing from ``params`` takes the strategy's own default.
+
+def _windows(strategy_cls: type, params: Mapping[str, NDArray]) -> Windows:
+    """The two windows and ``long_short`` of every set (the names in :data:`FAMILIES`).
+
+    The first set the family refuses is built, so that it raises the strategy's own
+    ``ConfigError`` naming the parameter.
     """
-    count = len(next(iter(params.values()))) if params else 1
-    default = {f.name: f.default for f in dataclasses.fields(strategy_cls)}
-    first, second, ls = (
-        as_param_array(params, name, count, default[name]) for name in FAMILIES[strategy_cls]
-    )
-    return count, first.astype(np.int64), second.astype(np.int64), ls.astype(bool)
-
-
-def _sma_inputs(
-    by_asset: NDArray[np.float64], params: Mapping[str, NDArray]
-) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
-    n_assets, n = by_asset.shape
-    count, fast, slow, long_short = _pair_params(SmaCross, params)
-    bad = np.flatnonzero((fast < 1) | (fast >= slow))
+    first, second, long_short = batch_params(strategy_cls, params, *FAMILIES[strategy_cls])
+    bad = np.flatnonzero(_REFUSED[strategy_cls](first, second))
     if len(bad):
-        i = int(bad[0])
-        raise ConfigError(
-            f"strategy parameter 'fast' ({fast[i]}) must be >= 1 and smaller than "
-            f"'slow' ({slow[i]})",
-            key="fast",
-        )
+        strategy_cls(int(first[bad[0]]), int(second[bad[0]]))  # raises
+    return first, second, long_short
+
+
+def _sma_inputs(by_asset: NDArray[np.float64], windows: Windows) -> Inputs:
+    fast, slow, long_short = windows
+    n_assets, n = by_asset.shape
     csum = np.zeros((n_assets, n + 1))
     np.cumsum(by_asset, axis=1, out=csum[:, 1:])
     start = slow - 1
-    windows, inverse = np.unique(np.concatenate([fast, slow]), return_inverse=True)
-    if len(windows) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
+    lengths, inverse = np.unique(np.concatenate([fast, slow]), return_inverse=True)
+    if len(lengths) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
         return k.SMA_CUMSUM, np.empty((0, 0, 0)), csum, fast, slow, start, long_short
-    table = np.full((len(windows), n_assets, n), np.nan)
-    for row, w in enumerate(windows):
+    table = np.full((len(lengths), n_assets, n), np.nan)
+    for row, w in enumerate(lengths):
         if w <= n:
             # the same operations as strategies._sma_cross.rolling_mean
             table[row, :, w - 1 :] = (csum[:, w:] - csum[:, :-w]) / int(w)
     rows = inverse.astype(np.int64)
-    return k.TABLE, table, np.empty((0, 0)), rows[:count], rows[count:], start, long_short
+    return k.TABLE, table, np.empty((0, 0)), rows[: len(fast)], rows[len(fast) :], start, long_short
 
 
-def _momentum_inputs(
-    by_asset: NDArray[np.float64], params: Mapping[str, NDArray]
-) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
-    n_assets, n = by_asset.shape
-    count, lookback, skip, long_short = _pair_params(Momentum, params)
-    bad = np.flatnonzero((lookback < 1) | (skip < 0))
-    if len(bad):
-        i = int(bad[0])
-        Momentum(int(lookback[i]), int(skip[i]))  # raises ConfigError naming the parameter
+def _momentum_inputs(by_asset: NDArray[np.float64], windows: Windows) -> Inputs:
+    lookback, skip, long_short = windows
     start = lookback + skip
+    n_assets, n = by_asset.shape
     pairs, inverse = np.unique(np.column_stack([lookback, skip]), axis=0, return_inverse=True)
     if (len(pairs) + 1) * n * n_assets * 8 > TABLE_BUDGET_BYTES:
         return k.MOMENTUM_CLOSE, np.empty((0, 0, 0)), by_asset, lookback, skip, start, long_short
@@ -170,13 +161,13 @@ def _momentum_inputs(
                 by_asset[:, first - sk : n - sk] / by_asset[:, : n - first] - 1.0
             )
     rows = inverse.ravel().astype(np.int64)
-    zero = np.full(count, len(pairs), dtype=np.int64)
+    zero = np.full(len(lookback), len(pairs), dtype=np.int64)
     return k.TABLE, table, np.empty((0, 0)), rows, zero, start, long_short
 
 
 def _mean_reversion_inputs(
     by_asset: NDArray[np.float64], params: Mapping[str, NDArray], th: NDArray[np.float64]
-) -> tuple[int, NDArray, NDArray, NDArray, NDArray, NDArray, NDArray] | None:
+) -> Inputs | None:
     """A z-score row per distinct lookback (the strategy's own ``_zscores``); ``th`` filled."""
     from backtest.strategies._mean_reversion import _zscores
 
@@ -253,7 +244,7 @@ def fused_batch(
         built = _mean_reversion_inputs(by_asset, params, th)
     else:
         build = _sma_inputs if strategy_cls is SmaCross else _momentum_inputs
-        built = build(by_asset, params)
+        built = build(by_asset, _windows(strategy_cls, params))
     if built is None:  # its signal table would not fit the budget: the generic path
         return None
     source, table, data, a, b, start, long_short = built

@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from backtest.engine._fused_stats import PATH_START, _close_drawdown, scratch, wealth_step
 from backtest.engine._rows import NO_COUNTS, Counts, Path, add_counts, finish_row
-from backtest.engine._trades import count_trade
+from backtest.engine._trades import _trade_step, count_trade
 from backtest.strategies._mean_reversion import _step as _mean_reversion_step
 
 #: Position sources of :func:`run_sets`.
@@ -101,15 +101,13 @@ def _sleeve(
         buf[t] = x
         expo += w * abs(cur)
         turn += w * d
-        # Trades: positions are -1, 0 or 1 here, so a change is a close and/or an open.
-        if prev != 0.0:
-            growth *= 1.0 + prev * rt
-        if cur != prev:
+        if cur == prev:  # held (or flat): the trade grows; no trade ends
             if prev != 0.0:
-                growth *= 1.0 - cost * abs(prev)
-                trades, wins = count_trade(growth, trades, wins)
-            if cur != 0.0:
-                growth = 1.0 - cost * abs(cur)
+                growth *= 1.0 + prev * rt
+        else:  # the one rule of trades (_trade_step), only on a bar that trades
+            growth, ended, ended_growth = _trade_step(growth, prev, cur, rt, cost)
+            if ended:
+                trades, wins = count_trade(ended_growth, trades, wins)
         prev = cur
         if last:  # (the same for every bar: no cost)
             wealth, ruined, peak, trough, min_ratio = wealth_step(

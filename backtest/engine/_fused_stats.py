@@ -139,12 +139,9 @@ def scratch() -> tuple[NDArray[np.int64], NDArray[np.float64]]:  # pragma: no co
 
 @numba.njit(cache=True, nogil=True)
 def pairwise_sums(
-    a: NDArray[np.float64],
-    mode: int,
-    mean: float,
-    stack: NDArray[np.int64],
-    values: NDArray[np.float64],
-) -> tuple[float, float]:  # pragma: no cover - compiled; equal to np.sum in the tests
+    a: NDArray[np.float64], mode: int, mean: float,
+    stack: NDArray[np.int64], values: NDArray[np.float64],  # scratch()
+) -> tuple[float, float]:  # pragma: no cover - compiled; equal to np.sum in tests  # fmt: skip
     """``np.sum`` of transforms of ``a`` with numpy's pairwise algorithm, bit for bit.
 
     numpy splits a run longer than 128 terms into two parts (the first a multiple of 8

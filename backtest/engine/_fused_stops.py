@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_exit, update_peak
+from backtest.engine._exits import NO_EXIT, intrabar_exit, reentry_gate, time_stop, update_peak
 from backtest.engine._fused_kernels import _target  # the same position sources
 from backtest.engine._fused_stats import path_stats, scratch
 from backtest.engine._rows import NO_COUNTS, Counts, add_counts, finish_row
@@ -79,12 +79,7 @@ def _asset_stops(
         cur, locked = reentry_gate(raw, locked, locked_value)
         if stopped and not lock:
             cur = 0.0
-        if (
-            p != 0.0
-            and (cur > 0.0) == (p > 0.0)
-            and (cur < 0.0) == (p < 0.0)
-            and time_exit(t - entry_bar, max_bars)
-        ):
+        if time_stop(p, cur, t - entry_bar, max_bars):
             cur = 0.0
             if lock:
                 locked = True

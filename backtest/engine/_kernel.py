@@ -155,7 +155,7 @@ def _units(
                     o_level[j] /= k
                 cash += units[j] * div[t, j]
         if next_open and pending:
-            if not _idle(open_[t], want, force, rebal[dec_bar], units, cash, orders[3] == 1.0):
+            if not _idle(open_, t, want, force, rebal[dec_bar], units, cash, orders[3] == 1.0):
                 cash = _rebalance(open_[t], t, dec_bar, want, force, why, rebal[dec_bar], threshold,
                                   cash, units, entry_bar, entry_fill, peak, trade_atr, atr, fee,
                                   slip, fixed, min_comm, cost_out, trades, stats, orders, use_atr,
@@ -254,7 +254,7 @@ def _units(
             if next_open:
                 pending = True
                 dec_bar = t
-            elif not _idle(close[t], want, force, rebal[t], units, cash, orders[3] == 1.0):
+            elif not _idle(close, t, want, force, rebal[t], units, cash, orders[3] == 1.0):
                 cash = _rebalance(close[t], t, t, want, force, why, rebal[t], threshold, cash,
                                   units, entry_bar, entry_fill, peak, trade_atr, atr, fee, slip,
                                   fixed, min_comm, cost_out, trades, stats, orders, use_atr,
@@ -390,15 +390,17 @@ def _kept(u: float, w: float, due: bool, risk: bool) -> bool:  # pragma: no cove
 
 
 @numba.njit(cache=True, nogil=True)
-def _idle(price, want, force, scheduled, units, cash, risk):  # pragma: no cover  # fmt: skip
-    """Whether :func:`_rebalance` at ``price`` would trade nothing (then it is not called).
+def _idle(prices, t, want, force, scheduled, units, cash, risk):  # pragma: no cover  # fmt: skip
+    """Whether :func:`_rebalance` at ``prices[t]`` would trade nothing (then it is not called).
 
     True when the book's value is not positive (it returns at once), or when each asset
     is :func:`_kept`, or flat with a flat target at a finite, non-zero price and a finite
     value (its order, ``0 x value / price``, is 0). Most bars of a trend or entry-order
-    strategy are such bars; the call's setup costs more than the bar's other work.
+    strategy are such bars; the call's setup costs more than the bar's other work (and
+    a row view of the prices costs a third of this call: the matrix and ``t`` are passed).
     """
     a = units.shape[0]
+    price = prices[t]
     value = cash
     for j in range(a):
         value += units[j] * price[j]

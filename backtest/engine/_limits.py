@@ -63,13 +63,14 @@ def apply_limits(
                 s += base[t - 1, j] * (close[t, j] / close[t - 1, j] - 1.0)
             book[t] = s
         if target_vol == target_vol and t >= vol_lookback:
+            window = book[t - vol_lookback + 1 : t + 1]  # (a view: nothing allocated)
             mean = 0.0
-            for s in range(t - vol_lookback + 1, t + 1):
-                mean += book[s]
+            for x in window:
+                mean += x
             mean /= vol_lookback
             var = 0.0
-            for s in range(t - vol_lookback + 1, t + 1):
-                var += (book[s] - mean) ** 2
+            for x in window:
+                var += (x - mean) ** 2
             sigma = math.sqrt(var / (vol_lookback - 1) * periods_per_year)
             if sigma > 0.0:
                 scale = target_vol / sigma

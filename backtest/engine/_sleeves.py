@@ -21,7 +21,7 @@ from backtest.engine._exits import (
     SIGNAL,
     intrabar_exit,
     reentry_gate,
-    time_exit,
+    time_stop,
     update_peak,
 )
 from backtest.engine._trades import _trade_step
@@ -155,8 +155,8 @@ def _sleeves(
                 q = 0.0
             if stopped and not lock:  # stop_reentry=next_bar: this decision is skipped
                 q = 0.0
-            time_stop = p != 0.0 and _sign(q) == _sign(p) and time_exit(t - entry_bar[j], max_bars)
-            if time_stop:
+            timed_out = time_stop(p, q, t - entry_bar[j], max_bars)
+            if timed_out:
                 q = 0.0
                 if lock:
                     locked[j] = True
@@ -173,7 +173,7 @@ def _sleeves(
             else:
                 growth[j], ended, ended_growth = _trade_step(growth[j], p, q, rt, c[j])
                 if ended:
-                    why = MAX_BARS if time_stop else SIGNAL
+                    why = MAX_BARS if timed_out else SIGNAL
                     if universe and leave[t, j] != 0:
                         why = leave[t, j]
                     _record(trades, stats, j, _sign(p), entry_bar[j], t, entry_fill[j],

@@ -130,12 +130,9 @@ def draw_indices(
 
 @numba.njit(cache=True, nogil=True)
 def score(
-    r: NDArray[np.float64],
-    periods_per_year: float,
-    shift: float,
-    out: NDArray[np.float64],
+    r: NDArray[np.float64], periods_per_year: float, shift: float, out: NDArray[np.float64],
     equity_out: NDArray[np.float32],
-) -> None:  # pragma: no cover - compiled
+) -> None:  # pragma: no cover - compiled  # fmt: skip
     """Write the ``METRICS`` of one return path into ``out``.
 
     Args:
@@ -204,17 +201,10 @@ def score(
 
 @numba.njit(cache=True, nogil=True)
 def resample_chunk(
-    src: NDArray[np.float64],
-    method: int,
-    block_size: float,
-    horizon: int,
-    first_path: int,
-    key: NDArray[np.uint64],
-    periods_per_year: float,
-    shift: float,
-    out: NDArray[np.float64],
+    src: NDArray[np.float64], method: int, block_size: float, horizon: int, first_path: int,
+    key: NDArray[np.uint64], periods_per_year: float, shift: float, out: NDArray[np.float64],
     fan: NDArray[np.float32],
-) -> None:  # pragma: no cover - compiled
+) -> None:  # pragma: no cover - compiled  # fmt: skip
     """Resample and score paths ``first_path .. first_path + len(out) - 1``.
 
     Args:

@@ -24,7 +24,7 @@ from backtest.report._summary import benchmark_curve
 MAX_TRADE_ROWS = 200
 MAX_PRICE_ASSETS = 6
 # Exits by a rule rather than by the strategy's signal, marked apart on the price panel.
-RULE_EXITS = ("stop_loss", "take_profit", "trailing_stop", "max_bars")
+RULE_EXITS = ("stop_loss", "take_profit", "trailing_stop", "max_bars", "session_end")
 
 
 def thinning_note(n: int) -> str:
@@ -174,17 +174,10 @@ def _equity_marks(eq: pd.Series, trades: pd.DataFrame) -> list[dict[str, Any]]:
         when = pd.DatetimeIndex(pd.to_datetime(times))
         return num(eq.reindex(when, method="ffill").to_numpy())
 
-    def label(rows: pd.DataFrame, what: str) -> list[str]:
-        asset = rows["asset"].astype(str) if "asset" in rows.columns else pd.Series("", rows.index)
-        side = rows["direction"] if "direction" in rows.columns else pd.Series(1, rows.index)
-        return [
-            f"{a} {'long' if float(d) >= 0 else 'short'} {what}"
-            for a, d in zip(asset, side, strict=True)
-        ]
-
     marks = [
         {"type": "scatter", "mode": "markers", "name": "entries", "x": dates(trades["entry_time"]),
-         "y": at(trades["entry_time"]), "text": label(trades, "entry"),
+         "y": at(trades["entry_time"]), "text": mark_text(trades, "entry"),
+         "hovertemplate": "%{text}<extra></extra>",
          "marker": {"symbol": "triangle-up", "size": 8, "color": COLORS[2]}},
     ]  # fmt: skip
     for name, rows, symbol, color in (
@@ -193,14 +186,62 @@ def _equity_marks(eq: pd.Series, trades: pd.DataFrame) -> list[dict[str, Any]]:
     ):
         if name == "rule exits" and not len(rows):
             continue
-        text = [f"{t} ({r})" for t, r in zip(label(rows, "exit"), reason.loc[rows.index],
-                                              strict=True)]  # fmt: skip
         marks.append(
             {"type": "scatter", "mode": "markers", "name": name, "x": dates(rows["exit_time"]),
-             "y": at(rows["exit_time"]), "text": text,
+             "y": at(rows["exit_time"]), "text": mark_text(rows, "exit"),
+             "hovertemplate": "%{text}<extra></extra>",
              "marker": {"symbol": symbol, "size": 8, "color": color}}
         )  # fmt: skip
     return marks
+
+
+def mark_text(trades: pd.DataFrame, what: str) -> list[str]:
+    """The hover text of each trade's entry (``what="entry"``) or exit mark.
+
+    One line for the trade (asset, side, the mark), one for its entry order (its type,
+    the date of the bar that decided it, the date of the bar it filled in), one for its
+    exit (the reason and the date; ``open`` for a trade still held at the end). Parts
+    the trades table lacks (a run from before orders were recorded) are left out.
+
+    Examples:
+        >>> t = pd.DataFrame({"asset": ["SPY"], "direction": [1],
+        ...     "entry_time": pd.to_datetime(["2024-01-03"]),
+        ...     "exit_time": pd.to_datetime(["2024-01-10"]), "is_open": [False],
+        ...     "exit_reason": ["stop_loss"], "order_type": ["stop"],
+        ...     "decision_time": pd.to_datetime(["2024-01-02"])})
+        >>> mark_text(t, "exit")[0].split("<br>")
+        ['SPY long exit', 'stop order decided 2024-01-02, filled 2024-01-03', 'exit stop_loss 2024-01-10']
+    """  # noqa: E501
+    n = len(trades)
+
+    def column(name: str, default: object) -> list[Any]:
+        return list(trades[name]) if name in trades.columns else [default] * n
+
+    def day(name: str) -> list[str | None]:
+        return dates(trades[name]) if name in trades.columns else [None] * n
+
+    lines = []
+    for asset, side, kind, decided, filled, reason, exited, is_open in zip(
+        column("asset", ""), column("direction", 1), column("order_type", None),
+        day("decision_time"), day("entry_time"), column("exit_reason", None), day("exit_time"),
+        column("is_open", False), strict=True,
+    ):  # fmt: skip
+        head = f"{asset} {'long' if float(side) >= 0 else 'short'} {what}".strip()
+        order = " ".join(
+            part
+            for part in (
+                f"{kind} order" if kind is not None else "entry",
+                f"decided {decided}," if decided is not None else "",
+                f"filled {filled}" if filled is not None else "",
+            )
+            if part
+        )
+        if bool(is_open):
+            out = "open at the end"
+        else:
+            out = " ".join(str(p) for p in ("exit", reason, exited) if p is not None)
+        lines.append("<br>".join((head, order.rstrip(","), out)))
+    return lines
 
 
 def equity_section(
@@ -215,7 +256,8 @@ def equity_section(
     page.data["thinned"] = {**page.data.get("thinned", {}), "equity": [len(eq), len(pos)]}
     marked = "" if trades is None or not len(trades) else (
         " Triangles: entries (up) and exits (down) at the equity of their bar; crosses: exits "
-        "by a rule (stop loss, take profit, trailing stop, holding limit)."
+        "by a rule (stop loss, take profit, trailing stop, holding limit, session end). "
+        "Hover a mark for its entry order (type, decision and fill dates) and exit reason."
         + (f" One in {math.ceil(len(trades) / MAX_MARKED_TRADES)} of the {len(trades):,} "
            "trades is marked." if len(trades) > MAX_MARKED_TRADES else "")
     )  # fmt: skip
@@ -275,7 +317,8 @@ def price_section(page: Page, prices: pd.DataFrame, trades: pd.DataFrame) -> Non
         note(
             f"Pick an asset in the menu (the {len(assets)} most traded). Triangles up: "
             "entries; triangles down: exits on the strategy's signal; crosses: exits by a "
-            "rule (stop loss, take profit, trailing stop, holding limit)."
+            "rule (stop loss, take profit, trailing stop, holding limit, session end). Hover "
+            "a mark for its entry order (type, decision and fill dates) and exit reason."
         ),
         thinning_note(len(prices)),
     )
@@ -292,19 +335,21 @@ def _trade_marks(trades: pd.DataFrame) -> list[dict[str, Any]]:
     closed = trades[~trades.get("is_open", pd.Series(False, index=trades.index)).astype(bool)]
     rule = closed[reason.loc[closed.index].isin(RULE_EXITS)]
     plain = closed[~reason.loc[closed.index].isin(RULE_EXITS)]
+    hover = "%{text}<br>price %{y:,.4~f}<extra></extra>"
     marks = [
         {"type": "scatter", "mode": "markers", "name": "entry", "x": dates(trades["entry_time"]),
-         "y": num(trades["entry_price"]), "marker": {"symbol": "triangle-up", "size": 9,
-         "color": COLORS[2]}},
+         "y": num(trades["entry_price"]), "text": mark_text(trades, "entry"),
+         "hovertemplate": hover,
+         "marker": {"symbol": "triangle-up", "size": 9, "color": COLORS[2]}},
         {"type": "scatter", "mode": "markers", "name": "exit", "x": dates(plain["exit_time"]),
-         "y": num(plain["exit_price"]), "text": list(reason.loc[plain.index]),
+         "y": num(plain["exit_price"]), "text": mark_text(plain, "exit"), "hovertemplate": hover,
          "marker": {"symbol": "triangle-down", "size": 9, "color": COLORS[3]}},
     ]  # fmt: skip
     if len(rule):
         marks.append(
             {"type": "scatter", "mode": "markers", "name": "stop exit",
              "x": dates(rule["exit_time"]), "y": num(rule["exit_price"]),
-             "text": list(reason.loc[rule.index]),
+             "text": mark_text(rule, "exit"), "hovertemplate": hover,
              "marker": {"symbol": "x", "size": 10, "color": "#111827"}}
         )  # fmt: skip
     return marks

@@ -50,7 +50,7 @@ BUDGET_SHARE = 0.02
 LONG_SEARCH_S = 1.0
 #: Share of a walk-forward's time its folds' chosen sets may take in re-runs (besides
 #: the first and the last fold's, always re-run, and any set already re-run).
-CHOSEN_SHARE = 0.10
+CHOSEN_SHARE = 0.05
 #: The metrics a search trial is compared on, besides its score.
 COMPARED = ("n_trades", "total_return")
 

@@ -139,6 +139,8 @@ class StrategyReturnsEvaluator:
             np.ascontiguousarray(prices.iloc[:, j].to_numpy(dtype=np.float64))
             for j in range(prices.shape[1])
         ]
+        self._wide = np.ascontiguousarray(prices.to_numpy(dtype=np.float64))
+        self._by_asset = np.ascontiguousarray(self._wide.T)  # asset-major, for trade()
         # Bar returns r[t] = close[t] / close[t-1] - 1 use bars up to t only, so a
         # prefix of these is exactly the bar returns of a price prefix.
         self._bar_returns = [np.concatenate(([0.0], c[1:] / c[:-1] - 1.0)) for c in self._close]
@@ -246,10 +248,9 @@ class StrategyReturnsEvaluator:
         arrays = {k: np.array([v]) for k, v in {**self.fixed_params, **params}.items()}
         port = np.zeros((end, 1))
         positions = np.empty((end, len(self._close)))
-        prices = self.prices.iloc[:end]
-        close = np.ascontiguousarray(prices.to_numpy(dtype=np.float64))
         bars = self.bars if end == len(self.prices) else self.bars.iloc[:end]
-        per_asset = set_positions(bars, close, self.strategy_cls, arrays, 1)
+        by_asset = self._by_asset[:, :end]  # (each asset's closes stay contiguous)
+        per_asset = set_positions(bars, self._wide[:end], self.strategy_cls, arrays, 1, by_asset)
         for j in range(len(self._close)):
             pos = per_asset(j)
             accumulate_returns(

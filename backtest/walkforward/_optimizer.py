@@ -245,6 +245,7 @@ class WalkForwardOptimizer:
         result = assemble_result(
             self.search, evaluator, splits, folds, trials_frame, searched, runs, ppy
         )
+        result = replace(result, verified_folds=tuple(truth.verified))
         if figures_dir is not None:
             result = replace(result, figures=result.save_figures(figures_dir))
         return result

@@ -124,6 +124,10 @@ class WalkForwardResult:
             then holds ``alpha``, ``beta``, ``information_ratio``, ``tracking_error``
             and ``excess_return`` of the stitched returns against it.
         benchmark_metrics: The benchmark's own return metrics over those bars.
+        verified_folds: The folds whose chosen set was re-run alone through
+            :func:`~backtest.engine.simulate` and gave the fold's in-sample score and
+            total return (:class:`~backtest.search._truth.FoldTruth`); every fold's
+            traded run was compared with its searched returns either way.
     """
 
     folds: pd.DataFrame
@@ -148,6 +152,7 @@ class WalkForwardResult:
     figures: tuple[Path, ...] = field(default_factory=tuple)
     benchmark: pd.Series | None = None
     benchmark_metrics: dict[str, float] = field(default_factory=dict)
+    verified_folds: tuple[int, ...] = ()
 
     def __repr__(self) -> str:
         """One line: splitter, folds, last parameters, out-of-sample Sharpe, return, drawdown."""

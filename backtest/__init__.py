@@ -11,11 +11,14 @@ and version.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from backtest.errors import (
@@ -32,6 +35,64 @@ from backtest.errors import (
 )
 
 __version__ = "0.1.0"
+
+#: Key folders kept under the kernel cache besides the one in use (older ones are removed).
+KEPT_KERNEL_CACHES = 3
+
+
+def source_keyed_numba_cache(root: Path, base: Path | None = None) -> Path | None:
+    """Point numba's cache at a folder named after the kernel sources under ``root``.
+
+    numba checks a cached kernel against its own file only: after an upgrade that changes
+    a kernel in one file, a caller in another file would load its old machine code (the
+    search's check against ``simulate`` would then stop the run with a ``PathDivergence``).
+    Keyed by a hash of every module under ``root`` that uses numba, a changed kernel
+    anywhere means a fresh folder, compiled once. ``NUMBA_CACHE_DIR``, when set, wins.
+    The folder is under ``base`` (default ``$XDG_CACHE_HOME/backtest/numba`` or
+    ``~/.cache/backtest/numba``); the oldest key folders beyond :data:`KEPT_KERNEL_CACHES`
+    are removed. Returns the folder, or ``None`` where numba's own default stays (the
+    variable was set, or the folder cannot be written).
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_bytes()
+        if b"numba" in text:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + text)
+    if base is None:
+        home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        base = Path(home) / "backtest" / "numba"
+    folder = base / digest.hexdigest()[:16]
+    try:
+        new = not folder.is_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            return None
+        if new:
+            _drop_old_caches(base, keep=folder)
+    except OSError:
+        return None
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)  # for this process and its workers
+    if "numba" in sys.modules:  # numba read the variable at its import: tell it directly
+        sys.modules["numba"].config.CACHE_DIR = str(folder)
+    return folder
+
+
+def _drop_old_caches(base: Path, keep: Path) -> None:
+    """Remove all but the newest :data:`KEPT_KERNEL_CACHES` other key folders."""
+    import shutil
+
+    others = sorted(
+        (p for p in base.iterdir() if p.is_dir() and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in others[KEPT_KERNEL_CACHES:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+source_keyed_numba_cache(Path(__file__).parent)
 
 __all__ = [
     "BacktestError",

@@ -450,15 +450,12 @@ def test_every_readme_command_runs_as_written(case: Case, tmp_path: Path) -> Non
     written = " ".join(s.cmd + " " + " ".join(v for _, v in s.env) for s in case.steps)
     background: list[subprocess.Popen[bytes]] = []
     stack = ExitStack()
-    redis_url = pg_url = ""
-    if PLACEHOLDER_URL in written:
-        redis_proc, redis_url = _start_redis(cwd, secrets.token_hex(8))
-        background.append(redis_proc)
-    if PLACEHOLDER_PG in written:  # the PostgreSQL database of the distributed search's example
-        pg_url = stack.enter_context(_postgres_database())
+    served: dict[str, str] = {}  # placeholder -> what serves it here
 
-    def served(value: str) -> str:
-        return value.replace(PLACEHOLDER_URL, redis_url).replace(PLACEHOLDER_PG, pg_url)
+    def serve(value: str) -> str:
+        for placeholder, url in served.items():
+            value = value.replace(placeholder, url)
+        return value
 
     base = {
         **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI")},
@@ -470,9 +467,14 @@ def test_every_readme_command_runs_as_written(case: Case, tmp_path: Path) -> Non
     ran: list[str] = []
     wave: list[tuple[str, str, dict[str, str]]] = []
     try:
+        if PLACEHOLDER_URL in written:
+            redis_proc, served[PLACEHOLDER_URL] = _start_redis(cwd, secrets.token_hex(8))
+            background.append(redis_proc)
+        if PLACEHOLDER_PG in written:  # the PostgreSQL database of the distributed search
+            served[PLACEHOLDER_PG] = stack.enter_context(_postgres_database())
         for step in case.steps:
-            cmd = served(step.cmd)
-            env = {**base, **{k: served(v) for k, v in step.env}}
+            cmd = serve(step.cmd)
+            env = {**base, **{k: serve(v) for k, v in step.env}}
             if cmd.startswith(BACKGROUND) or any(b in cmd for b in BACKGROUND[2:]):
                 if cmd.startswith("mlflow ui") and _port_open(5000):
                     pytest.fail("port 5000 is taken: the README's `mlflow ui` cannot start")

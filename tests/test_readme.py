@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -443,10 +444,10 @@ def test_every_readme_command_runs_as_written(case: Case, tmp_path: Path) -> Non
     cwd.mkdir()
     _write_example_files(text, cwd)
     _write_user_data(cwd)
-    # The README's commands run from a clone's root, where examples/ lies beside conf/: a link
-    # to the checkout's, so that their compiled kernels are cached once (numba caches them in
-    # __pycache__ beside the source), not once per case
-    (cwd / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
+    # The README's commands run from a clone's root, where examples/ lies beside conf/.
+    shutil.copytree(
+        ROOT / "examples", cwd / "examples", ignore=shutil.ignore_patterns("__pycache__")
+    )
     written = " ".join(s.cmd + " " + " ".join(v for _, v in s.env) for s in case.steps)
     background: list[subprocess.Popen[bytes]] = []
     stack = ExitStack()

@@ -19,11 +19,11 @@ from backtest.walkforward._search import FoldSearch, fold_seed
 from backtest.walkforward._splitters import Fold
 
 
-def fold_overfitting(fs: FoldSearch, pbo_blocks: int) -> tuple[float, float, float]:
-    """Per-period in-sample Sharpe of the chosen set, its DSR and the fold's PBO.
+def _chosen_dsr(fs: FoldSearch, n_trials: float) -> tuple[float, float]:
+    """Per-period in-sample Sharpe of the chosen set and its DSR over ``n_trials``.
 
-    The DSR uses every trial the fold ran (N) and the variance of their in-sample
-    Sharpe ratios; the PBO is CSCV over the fold's (train bars x trials) matrix.
+    The Sharpe variance is that of the fold's finite trial Sharpe ratios; moments so
+    extreme that the DSR's variance is not positive give a NaN DSR.
     """
     chosen = np.ascontiguousarray(fs.train_returns[:, fs.best], dtype=np.float64)
     sharpe, skewness, kurtosis = sharpe_moments(chosen)
@@ -33,13 +33,23 @@ def fold_overfitting(fs: FoldSearch, pbo_blocks: int) -> tuple[float, float, flo
         dsr = deflated_sharpe_ratio(
             sharpe,
             len(chosen),
-            n_trials=len(fs.frame),
+            n_trials=n_trials,
             sharpe_variance=variance,
             skewness=skewness,
             kurtosis=kurtosis,
         )
     except ConfigError:  # moments so extreme that the Sharpe variance is not positive
         dsr = math.nan
+    return sharpe, dsr
+
+
+def fold_overfitting(fs: FoldSearch, pbo_blocks: int) -> tuple[float, float, float]:
+    """Per-period in-sample Sharpe of the chosen set, its DSR and the fold's PBO.
+
+    The DSR uses every trial the fold ran (N) and the variance of their in-sample
+    Sharpe ratios; the PBO is CSCV over the fold's (train bars x trials) matrix.
+    """
+    sharpe, dsr = _chosen_dsr(fs, len(fs.frame))
     blocks = pbo_blocks - pbo_blocks % 2
     n_obs = fs.train_returns.shape[0]
     while blocks > 2 and n_obs // blocks < 4:
@@ -53,7 +63,6 @@ def fold_overfitting(fs: FoldSearch, pbo_blocks: int) -> tuple[float, float, flo
 def fold_snooping(
     fold: Fold,
     fs: FoldSearch,
-    sharpe: float,
     spa_bootstrap: int,
     benchmark: NDArray[np.float64] | None,
     seed: int,
@@ -70,21 +79,7 @@ def fold_snooping(
     n_eff = dsr_eff = math.nan
     if effective:
         n_eff = effective_trials(train) if train.shape[1] > 1 else 1.0
-        chosen = np.ascontiguousarray(train[:, fs.best], dtype=np.float64)
-        _, skewness, kurtosis = sharpe_moments(chosen)
-        pool = fs.sharpes[np.isfinite(fs.sharpes)]
-        variance = float(np.var(pool, ddof=1)) if pool.size > 1 else 0.0
-        try:
-            dsr_eff = deflated_sharpe_ratio(
-                sharpe,
-                len(chosen),
-                n_trials=n_eff,
-                sharpe_variance=variance,
-                skewness=skewness,
-                kurtosis=kurtosis,
-            )
-        except ConfigError:
-            dsr_eff = math.nan
+        dsr_eff = _chosen_dsr(fs, n_eff)[1]
     spa = rc = math.nan
     if spa_bootstrap > 0 and train.shape[0] > 2:
         bench = None

@@ -338,7 +338,6 @@ class WalkForwardOptimizer:
         snoop = fold_snooping(
             fold,
             fs,
-            is_sharpe,
             self.spa_bootstrap,
             self.benchmark,
             int(self.search.seed),

@@ -22,6 +22,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Date ticks slanted, layout tightened, ``fig`` written to ``path`` (folders made), closed."""
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _runs(positions: NDArray[np.int64]) -> list[tuple[int, int]]:
     """Contiguous runs ``[start, end)`` of sorted bar positions."""
     if positions.size == 0:
@@ -67,12 +77,7 @@ def fold_chart(folds: Sequence[Any], index: pd.DatetimeIndex, splitter: str, pat
     ax.set_ylim(-0.7, n - 0.3)
     fig.legend(loc="upper right", ncol=2, frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def equity_chart(
@@ -124,9 +129,4 @@ def equity_chart(
     ax.set_xlabel("Date (out-of-sample test windows)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", frameon=False, fontsize=8, ncol=2)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -38,11 +38,23 @@ def ohlc(n_bars: int, n_assets: int, seed: int = 3, gap: float = 0.01) -> dict[s
     }
 
 
-def _ref_rules(sl: float, tp: float, tsl: float, max_bars: int, lock: bool, atr: bool) -> Rules:
-    def opt(x: float) -> float | None:
-        return None if math.isnan(x) else x
+def _opt(x: float) -> float | None:
+    return None if math.isnan(x) else x
 
-    return Rules(opt(sl), opt(tp), opt(tsl), atr, max_bars, lock)
+
+def _ref_rules(sl: float, tp: float, tsl: float, max_bars: int, lock: bool, atr: bool) -> Rules:
+    return Rules(_opt(sl), _opt(tp), _opt(tsl), atr, max_bars, lock)
+
+
+def _stop_keys(sl: float, tp: float, tsl: float, max_bars: int, lock: bool) -> dict[str, Any]:
+    """A ``STOP_CASES`` row as the engine's keys (NaN: unset; ``max_bars`` 0: no time stop)."""
+    return {
+        "stop_loss": _opt(sl),
+        "take_profit": _opt(tp),
+        "trailing_stop": _opt(tsl),
+        "max_bars": max_bars or None,
+        "stop_reentry": "signal_change" if lock else "next_bar",
+    }
 
 
 def reference_portfolio(
@@ -110,13 +122,7 @@ def test_fused_sma_with_stops_equals_reference_loop(
         {"fast": 5, "slow": 20, "long_short": True},
         {"fast": 10, "slow": 40, "long_short": False},
     ]
-    rules = validate_stop_rules(
-        stop_loss=sl,
-        take_profit=tp,
-        trailing_stop=tsl,
-        max_bars=max_bars,
-        stop_reentry="signal_change" if lock else "next_bar",
-    )
+    rules = validate_stop_rules(**_stop_keys(sl, tp, tsl, max_bars, lock))
     got = fused_metrics(data, SmaCross, sets, cost, rules)
     for i, params in enumerate(sets):
         targets = SmaCross(**params).positions(data["close"])
@@ -507,11 +513,7 @@ def test_simulate_with_stops_equals_reference_loop(
         strategy,
         fee_bps=8.0,
         slippage_bps=2.0,
-        stop_loss=None if math.isnan(sl) else sl,
-        take_profit=None if math.isnan(tp) else tp,
-        trailing_stop=None if math.isnan(tsl) else tsl,
-        max_bars=max_bars or None,  # 0: no time stop (unset)
-        stop_reentry="signal_change" if lock else "next_bar",
+        **_stop_keys(sl, tp, tsl, max_bars, lock),
     )
     want, trades = _reference_trades(
         data,
@@ -531,13 +533,7 @@ def test_simulate_with_stops_equals_reference_loop(
         SmaCross,
         [{"fast": 5, "slow": 20, "long_short": True}],
         0.001,
-        validate_stop_rules(
-            stop_loss=sl,
-            take_profit=tp,
-            trailing_stop=tsl,
-            max_bars=max_bars,
-            stop_reentry="signal_change" if lock else "next_bar",
-        ),
+        validate_stop_rules(**_stop_keys(sl, tp, tsl, max_bars, lock)),
     ).iloc[0]
     for name in ("total_return", "sharpe_ratio", "max_drawdown", "n_trades", "win_rate"):
         np.testing.assert_allclose(fused[name], res.metrics[name], rtol=1e-9, err_msg=name)
@@ -710,11 +706,7 @@ def test_units_book_with_stops_equals_reference_loop(
         slippage_bps=4.0,
         execution=execution,
         rebalance=rebalance,
-        stop_loss=None if math.isnan(sl) else sl,
-        take_profit=None if math.isnan(tp) else tp,
-        trailing_stop=None if math.isnan(tsl) else tsl,
-        max_bars=max_bars or None,  # 0: no time stop (unset)
-        stop_reentry="signal_change" if lock else "next_bar",
+        **_stop_keys(sl, tp, tsl, max_bars, lock),
     )
     signal = strategy.positions(data["close"]).to_numpy()
     arrays = [data[k].to_numpy() for k in ("open", "high", "low", "close")]

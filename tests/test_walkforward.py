@@ -504,36 +504,18 @@ def test_figures_are_written(prices: pd.DataFrame, result: WalkForwardResult, tm
 
 
 def test_evaluator_returns_equal_engine_simulate(prices: pd.DataFrame) -> None:
-    ev = StrategyReturnsEvaluator(
-        prices,
-        Momentum,
-        fee_bps=5,
-        slippage_bps=2,
-        weights={"SYN0": 0.7, "SYN1": 0.3},
-        fixed_params={"long_short": True},
-    )
+    book = {"fee_bps": 5, "slippage_bps": 2, "weights": {"SYN0": 0.7, "SYN1": 0.3}}
+    ev = StrategyReturnsEvaluator(prices, Momentum, **book, fixed_params={"long_short": True})
     sets = pd.DataFrame({"lookback": [10, 40, 80], "skip": [0, 5, 2]})
     full = ev.returns(sets, 900)
     for i, p in enumerate(sets.to_dict("records")):
-        bt = simulate(
-            prices.iloc[:600],
-            Momentum(**p, long_short=True),
-            fee_bps=5,
-            slippage_bps=2,
-            weights={"SYN0": 0.7, "SYN1": 0.3},
-        )
+        bt = simulate(prices.iloc[:600], Momentum(**p, long_short=True), **book)
         r, pos = ev.trade(p, 600)
         np.testing.assert_array_equal(r, bt.returns.to_numpy())
         np.testing.assert_array_equal(pos, bt.positions.to_numpy())
         np.testing.assert_array_equal(full[:600, i], bt.returns.to_numpy())
     truncated = StrategyReturnsEvaluator(
-        prices,
-        Momentum,
-        fee_bps=5,
-        slippage_bps=2,
-        weights={"SYN0": 0.7, "SYN1": 0.3},
-        fixed_params={"long_short": True},
-        shared_history=False,
+        prices, Momentum, **book, fixed_params={"long_short": True}, shared_history=False
     )
     np.testing.assert_array_equal(truncated.returns(sets, 600), full[:600])
     with pytest.raises(ConfigError) as err:

@@ -1,6 +1,10 @@
-"""Seeded random-walk prices and exact metric comparisons shared by the engine and search tests."""
+"""Seeded random-walk prices, seeded target weights and exact metric comparisons shared by the
+engine and search tests."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +33,32 @@ def gbm(
     close = 100 * np.exp(np.cumsum(rng.normal(drift, vol, (n_bars, n_assets)), axis=0))
     index = pd.bdate_range(start, periods=n_bars)
     return pd.DataFrame(close, index=index, columns=[f"{prefix}{j}" for j in range(n_assets)])
+
+
+@dataclass(frozen=True)
+class BlockWeights:
+    """Seeded target weights, constant over blocks of ``block`` bars (long, short, levered).
+
+    They ignore prices (the same on raw and adjusted prices), ``scale`` bounds each
+    weight, and about 30% are flat spells. Each block is drawn from its own generator,
+    so a prefix of the bars gets the same weights (the look-ahead check every run
+    makes passes).
+    """
+
+    seed: int = 0
+    block: int = 7
+    scale: float = 0.8
+    output: ClassVar[str] = "weights"
+
+    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
+        n, a = prices.shape
+        draws = np.empty((n // self.block + 1, a))
+        for b in range(len(draws)):  # a generator per block: a prefix sees the same blocks
+            rng = np.random.default_rng([self.seed, b])
+            draws[b] = rng.uniform(-self.scale, self.scale, size=a)
+            draws[b, rng.random(a) < 0.3] = 0.0  # flat spells
+        values = np.repeat(draws, self.block, axis=0)[:n]
+        return pd.DataFrame(values, index=prices.index, columns=prices.columns)
 
 
 def assert_same_metrics(row: pd.Series, expected: dict[str, float]) -> None:

@@ -7,7 +7,6 @@ leverage; then Hypothesis properties and no look-ahead for the new options.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -21,31 +20,7 @@ from backtest.data import Bars, load_bars
 from backtest.engine import simulate
 from backtest.strategies import SmaCross
 from tests.engine_reference import COSTS, Options, reference_backtest
-
-
-@dataclass(frozen=True)
-class BlockWeights:
-    """Seeded target weights, constant over blocks of ``block`` bars (long, short, levered).
-
-    Each block is drawn from its own generator, so a prefix of the bars gets the same
-    weights (the look-ahead check every run makes passes).
-    """
-
-    seed: int = 0
-    block: int = 7
-    scale: float = 0.8
-    output: ClassVar[str] = "weights"
-
-    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        n, a = prices.shape
-        n_blocks = n // self.block + 1
-        draws = np.empty((n_blocks, a))
-        for b in range(n_blocks):  # a generator per block: a prefix sees the same blocks
-            rng = np.random.default_rng([self.seed, b])
-            draws[b] = rng.uniform(-self.scale, self.scale, size=a)
-            draws[b, rng.random(a) < 0.3] = 0.0  # flat spells
-        values = np.repeat(draws, self.block, axis=0)[:n]
-        return pd.DataFrame(values, index=prices.index, columns=prices.columns)
+from tests.synthetic import BlockWeights
 
 
 def _data(kind: str, n_assets: int, n_bars: int = 400) -> Bars:

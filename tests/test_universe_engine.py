@@ -8,9 +8,6 @@ total-return-adjusted prices (costs off, rebalanced every bar, fills at the clos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +20,7 @@ from backtest.engine import simulate, simulate_batch
 from backtest.engine._universe import kernel_inputs
 from backtest.strategies import CrossSectionalMomentum
 from tests.engine_reference import COSTS, Options, reference_backtest
+from tests.synthetic import BlockWeights
 
 
 def total_return_prices(raw: np.ndarray, split: np.ndarray, div: np.ndarray) -> np.ndarray:
@@ -36,30 +34,6 @@ def total_return_prices(raw: np.ndarray, split: np.ndarray, div: np.ndarray) -> 
             shares += shares * div[t, j] / raw[t, j]  # cash per share, reinvested
             out[t, j] = raw[t, j] * shares
     return out
-
-
-@dataclass(frozen=True)
-class BlockWeights:
-    """Seeded target weights constant over blocks of bars; they ignore prices.
-
-    A generator per block, so a prefix of the bars gets the same weights (the
-    look-ahead check passes), and the output is the same on raw and adjusted prices.
-    """
-
-    seed: int = 0
-    block: int = 7
-    scale: float = 0.8
-    output: ClassVar[str] = "weights"
-
-    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        n, a = prices.shape
-        draws = np.empty((n // self.block + 1, a))
-        for b in range(len(draws)):
-            rng = np.random.default_rng([self.seed, b])
-            draws[b] = rng.uniform(-self.scale, self.scale, size=a)
-            draws[b, rng.random(a) < 0.3] = 0.0
-        values = np.repeat(draws, self.block, axis=0)[:n]
-        return pd.DataFrame(values, index=prices.index, columns=prices.columns)
 
 
 def _frame(bars: Bars, values: np.ndarray) -> pd.DataFrame:

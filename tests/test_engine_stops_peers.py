@@ -18,7 +18,6 @@ Where they differ (not compared):
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import numpy as np
@@ -29,19 +28,10 @@ from backtest.config import DataConfig, DataSource
 from backtest.data import Bars, load_bars
 from backtest.engine import simulate
 from backtest.strategies import SmaCross
+from tests.peer_trades import Fixed, assert_same_trades, goog_sample
 
 vbt = pytest.importorskip("vectorbt")
 pytestmark = pytest.mark.slow  # vectorbt compiles per signature: seconds per test
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Fixed:
-    """A strategy whose targets are given (one column per asset)."""
-
-    target: pd.DataFrame
-
-    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        return self.target.loc[prices.index, prices.columns]
 
 
 @pytest.fixture(scope="module")
@@ -216,12 +206,7 @@ def test_sl_tp_orders_equal_backtesting_py_on_goog() -> None:
         stats = bt.Backtest(GOOG, Cross, cash=1_000_000, commission=0.0, trade_on_close=True).run()
     theirs = stats["_trades"].sort_values("EntryTime").reset_index(drop=True)
 
-    index = pd.DatetimeIndex(GOOG.index)
-    frames = {
-        k: pd.DataFrame({"GOOG": GOOG[k.capitalize()].to_numpy(float)}, index=index)
-        for k in ("open", "high", "low", "close")
-    }
-    bars = Bars(close=frames["close"], open=frames["open"], high=frames["high"], low=frames["low"])
+    bars = goog_sample()[1]
     # backtesting.py's crossover() needs a cross: the run already above at warm-up is skipped
     # (the previous bar's averages must exist)
     close = bars.close["GOOG"]
@@ -232,11 +217,7 @@ def test_sl_tp_orders_equal_backtesting_py_on_goog() -> None:
     res = simulate(bars, Fixed(target), stop_loss=sl, take_profit=tp)
     ours = res.trades[~res.trades["is_open"]].reset_index(drop=True)
     assert len(theirs) > 10
-    assert len(ours) == len(theirs)
-    assert (ours["entry_time"].to_numpy() == pd.DatetimeIndex(theirs["EntryTime"]).to_numpy()).all()
-    assert (ours["exit_time"].to_numpy() == pd.DatetimeIndex(theirs["ExitTime"]).to_numpy()).all()
-    np.testing.assert_allclose(ours["entry_price"], theirs["EntryPrice"], rtol=1e-12)
-    np.testing.assert_allclose(ours["exit_price"], theirs["ExitPrice"], rtol=1e-12)
+    assert_same_trades(ours, theirs)
     reasons = set(ours["exit_reason"])
     assert {"stop_loss", "take_profit", "signal"} <= reasons
 

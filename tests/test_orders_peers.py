@@ -31,35 +31,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest.data import Bars
 from backtest.engine import simulate
 from backtest.strategies import SmaCross
+from tests.peer_trades import Fixed, assert_same_trades, goog_sample
 
 bt = pytest.importorskip("backtesting")
 pytestmark = pytest.mark.slow
-
-
-class Fixed:
-    """A strategy whose targets are given."""
-
-    def __init__(self, target: pd.DataFrame) -> None:
-        self.target = target
-
-    def positions(self, prices: pd.DataFrame) -> pd.DataFrame:
-        return self.target.loc[prices.index, prices.columns]
-
-
-def _goog() -> tuple[pd.DataFrame, Bars]:
-    from backtesting.test import GOOG
-
-    index = pd.DatetimeIndex(GOOG.index)
-    frames = {
-        k: pd.DataFrame({"GOOG": GOOG[k.capitalize()].to_numpy(float)}, index=index)
-        for k in ("open", "high", "low", "close")
-    }
-    return GOOG, Bars(
-        close=frames["close"], open=frames["open"], high=frames["high"], low=frames["low"]
-    )
 
 
 def _theirs(goog: pd.DataFrame, target: np.ndarray, kind: str, offset: float,
@@ -142,7 +119,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_limit_and_stop_entries_equal_backtesting_py_on_goog(case: str) -> None:
     kind, offset, valid, sl, tp = CASES[case]
-    goog, bars = _goog()
+    goog, bars = goog_sample()
     target = SmaCross(10, 30, long_short=True).positions(bars.close)
     res = simulate(
         bars, Fixed(target), execution="next_open", entry_order=kind, entry_offset=offset,
@@ -153,11 +130,7 @@ def test_limit_and_stop_entries_equal_backtesting_py_on_goog(case: str) -> None:
     ours = res.trades[~res.trades["is_open"]].reset_index(drop=True)
     theirs = theirs[pd.DatetimeIndex(theirs["ExitTime"]) < last].reset_index(drop=True)
     assert len(ours) > 20
-    assert len(ours) == len(theirs)
-    assert (ours["entry_time"].to_numpy() == pd.DatetimeIndex(theirs["EntryTime"]).to_numpy()).all()
-    assert (ours["exit_time"].to_numpy() == pd.DatetimeIndex(theirs["ExitTime"]).to_numpy()).all()
-    np.testing.assert_allclose(ours["entry_price"], theirs["EntryPrice"], rtol=1e-12)
-    np.testing.assert_allclose(ours["exit_price"], theirs["ExitPrice"], rtol=1e-12)
+    assert_same_trades(ours, theirs)
     assert (np.sign(theirs["Size"]).to_numpy() == ours["direction"].to_numpy()).all()
     # the cases exercise what they claim: both sides, stops, gaps through the level
     assert set(ours["direction"]) == {-1, 1}

@@ -12,7 +12,7 @@ import pandas as pd
 
 from backtest.config import DataLayout, RepairMode
 from backtest.data._bars import Bars
-from backtest.data._reading import confine_reads, confined, read_table, shown
+from backtest.data._reading import as_numbers, confine_reads, confined, read_table, shown
 from backtest.data._validate import _repair_mode, logger, validate_bars
 from backtest.errors import ConfigError, DataValidationError
 
@@ -307,16 +307,15 @@ def _pivot_long(
 
 
 def _delist_numbers(values: pd.Series, name: str) -> pd.Series:
-    numbers = pd.to_numeric(values, errors="coerce")
-    text = (numbers.isna() & values.notna() & (values.astype(str).str.strip() != "")).to_numpy()
-    if text.any():
-        raise DataValidationError(
-            f"column {name!r}: {int(text.sum())} non-numeric delisting return(s) (first "
-            f"{shown(values[text].iloc[0])}); write a fraction such as -0.3, or leave it empty",
-            column=name,
-            count=int(text.sum()),
-        )
-    return numbers.astype(np.float64)
+    return as_numbers(
+        values,
+        f"column {name!r}",
+        "delisting return(s)",
+        dated=False,
+        blank_ok=True,
+        hint="write a fraction such as -0.3, or leave it empty",
+        column=name,
+    )
 
 
 def _select(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from backtest.errors import ConfigError, DataValidationError
@@ -57,6 +59,42 @@ def check_readable(path: Path) -> None:
 def shown(value: object) -> str:
     """``repr(value)`` for an error message, or a placeholder where file content is kept back."""
     return repr(value) if _READ_ROOTS is None else "(content not shown on a worker)"
+
+
+def as_numbers(
+    values: pd.Series,
+    where: str,
+    what: str,
+    *,
+    dated: bool = True,
+    blank_ok: bool = False,
+    check: bool = True,
+    hint: str = "",
+    **fields: Any,
+) -> pd.Series:
+    """``values`` as float64; a cell of text (not a number) is an error naming ``where``.
+
+    The error counts such cells and shows the first (its timestamp too where the index is
+    ``dated``), adds ``hint`` and carries ``fields`` (``column``, ``symbol``). An empty
+    cell is NaN, not text; with ``blank_ok`` so is a cell of blanks; with ``check=False``
+    text becomes NaN too.
+    """
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = numbers.isna() & values.notna()
+    if blank_ok:
+        text &= values.astype(str).str.strip() != ""
+    hits = np.flatnonzero(text.to_numpy(dtype=bool))
+    if check and hits.size:
+        n, first = int(hits.size), values.index[hits[0]]
+        when = {"timestamp": first} if dated else {}
+        raise DataValidationError(
+            f"{where}: {n} non-numeric {what}, first{f' at {first}' if dated else ''} "
+            f"({shown(values.iloc[hits[0]])}){f'; {hint}' if hint else ''}",
+            count=n,
+            **when,
+            **fields,
+        )
+    return numbers.astype(np.float64)
 
 
 def read_table(path: Path, file_format: str | None) -> pd.DataFrame:

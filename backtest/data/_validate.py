@@ -10,7 +10,7 @@ import pandas as pd
 
 from backtest.config import RepairMode
 from backtest.data._bars import Bars
-from backtest.data._reading import shown
+from backtest.data._reading import as_numbers
 from backtest.data._universe import (
     listed_span,
     nan_context,
@@ -105,18 +105,7 @@ def validate_prices(
     closes = frame.copy()
     closes.columns = closes.columns.astype(str)
     for column in closes.columns:
-        numbers = pd.to_numeric(closes[column], errors="coerce")
-        text = (numbers.isna() & closes[column].notna()).to_numpy(dtype=bool)
-        if text.any():
-            first = closes.index[text][0]
-            raise DataValidationError(
-                f"column {column!r}: {int(text.sum())} non-numeric price(s), first at {first} "
-                f"({shown(closes[column].to_numpy()[text][0])})",
-                column=column,
-                timestamp=first,
-                count=int(text.sum()),
-            )
-        closes[column] = numbers.astype(np.float64)
+        closes[column] = as_numbers(closes[column], f"column {column!r}", "price(s)", column=column)
     # Plain ns timestamps without a ``freq``, whatever the source, so frames compare equal.
     closes.index = pd.DatetimeIndex(closes.index.as_unit("ns").to_numpy(), name="date")
     high = _aligned(ohlc, "high", closes)
@@ -310,19 +299,14 @@ def _numeric(
     out.index = pd.DatetimeIndex(pd.DatetimeIndex(out.index).as_unit("ns").to_numpy(), name="date")
     out = out.loc[~out.index.duplicated(keep="first")]
     for column in out.columns:
-        numbers = pd.to_numeric(out[column], errors="coerce")
-        text = (numbers.isna() & out[column].notna()).to_numpy(dtype=bool)
-        if check_text and text.any():
-            first = out.index[text][0]
-            raise DataValidationError(
-                f"column {field!r} of symbol {column!r}: {int(text.sum())} non-numeric "
-                f"value(s), first at {first}",
-                column=field,
-                symbol=str(column),
-                timestamp=first,
-                count=int(text.sum()),
-            )
-        out[column] = numbers.astype(np.float64)
+        out[column] = as_numbers(
+            out[column],
+            f"column {field!r} of symbol {column!r}",
+            "value(s)",
+            check=check_text,
+            column=field,
+            symbol=str(column),
+        )
     return out.reindex(index=close.index, columns=close.columns)
 
 

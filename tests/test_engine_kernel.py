@@ -19,7 +19,8 @@ from backtest.config import DataConfig
 from backtest.data import Bars, load_bars
 from backtest.engine import simulate
 from backtest.strategies import SmaCross
-from tests.engine_reference import COSTS, Options, reference_backtest
+from tests.book_checks import assert_book_equals_reference
+from tests.engine_reference import Options, reference_backtest
 from tests.synthetic import BlockWeights
 
 
@@ -62,28 +63,9 @@ def _compare(
         w = sleeve or [1.0 / out.shape[1]] * out.shape[1]
         target, sleeves = out.to_numpy() * np.array(w), w
     ref = reference_backtest(bars, target, out.to_numpy(), sleeves, ref_opts)
-    np.testing.assert_allclose(result.returns.to_numpy(), ref.returns, rtol=0, atol=1e-9)
-    assert result.costs is not None
-    for name in COSTS:
-        np.testing.assert_allclose(
-            result.costs[name].to_numpy(), [c[name] for c in ref.costs], rtol=1e-9, atol=1e-9
-        )
+    assert_book_equals_reference(result, ref, bars)
     assert result.metrics["exposure"] == pytest.approx(ref.exposure, rel=1e-9, abs=1e-12)
-    assert result.metrics["turnover"] == pytest.approx(ref.turnover, rel=1e-9, abs=1e-12)
     assert result.metrics["limit_scaled_fraction"] == pytest.approx(np.mean(ref.limited))
-    trades = result.trades
-    expected = sorted(ref.trades, key=lambda d: (d["entry_bar"], d["asset"]))
-    assert len(trades) == len(expected)
-    idx = bars.index
-    for (_, row), tr in zip(trades.iterrows(), expected, strict=True):
-        assert row["asset"] == bars.symbols[tr["asset"]]
-        assert row["direction"] == tr["direction"]
-        assert row["entry_time"] == idx[tr["entry_bar"]]
-        assert row["exit_time"] == idx[tr["exit_bar"]]
-        assert row["entry_price"] == pytest.approx(tr["entry_fill"], rel=1e-12)
-        assert row["exit_price"] == pytest.approx(tr["exit_fill"], rel=1e-12)
-        assert row["return"] == pytest.approx(tr["ret"], rel=1e-9, abs=1e-12)
-        assert row["exit_reason"] == tr["reason"]
 
 
 GRID = [(ex, rb, cm) for ex in EXECUTIONS for rb in SCHEDULES for cm in COST_MODELS]

@@ -19,7 +19,8 @@ from backtest.data._bars import synthetic_ohlc
 from backtest.engine import simulate, simulate_batch
 from backtest.engine._universe import kernel_inputs
 from backtest.strategies import CrossSectionalMomentum
-from tests.engine_reference import COSTS, Options, reference_backtest
+from tests.book_checks import assert_book_equals_reference
+from tests.engine_reference import Options, reference_backtest
 from tests.synthetic import BlockWeights
 
 
@@ -92,25 +93,7 @@ def _compare(bars: Bars, strategy: BlockWeights, options: dict) -> None:
     out = strategy.positions(bars.close)
     target = out.to_numpy()
     ref = reference_backtest(bars, target, target, [1.0] * target.shape[1], ref_opts)
-    np.testing.assert_allclose(result.returns.to_numpy(), ref.returns, rtol=0, atol=1e-9)
-    assert result.costs is not None
-    for name in COSTS:
-        np.testing.assert_allclose(
-            result.costs[name].to_numpy(), [c[name] for c in ref.costs], rtol=1e-9, atol=1e-9
-        )
-    assert result.metrics["turnover"] == pytest.approx(ref.turnover, rel=1e-9, abs=1e-12)
-    expected = sorted(ref.trades, key=lambda d: (d["entry_bar"], d["asset"]))
-    trades = result.trades
-    assert len(trades) == len(expected)
-    idx = bars.index
-    for (_, row), tr in zip(trades.iterrows(), expected, strict=True):
-        assert row["asset"] == bars.symbols[tr["asset"]]
-        assert row["entry_time"] == idx[tr["entry_bar"]]
-        assert row["exit_time"] == idx[tr["exit_bar"]]
-        assert row["entry_price"] == pytest.approx(tr["entry_fill"], rel=1e-12)
-        assert row["exit_price"] == pytest.approx(tr["exit_fill"], rel=1e-12)
-        assert row["return"] == pytest.approx(tr["ret"], rel=1e-9, abs=1e-12)
-        assert row["exit_reason"] == tr["reason"]
+    assert_book_equals_reference(result, ref, bars)
 
 
 COST_MODELS = {

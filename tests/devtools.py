@@ -10,12 +10,36 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+#: Every headless Chromium here: no GPU, no sandbox (containers), nothing fetched or synced.
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
+def chromium() -> str:
+    """The ``chromium`` binary; skips the test where it is missing (fails on CI)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: apt-get install -y chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return path
 
 
 class Browser:
@@ -30,10 +54,8 @@ class Browser:
     def __init__(self, executable: str, profile: Path, width: int = 1400, height: int = 900):
         profile.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--window-size={width},{height}", "--remote-debugging-port=0",
-             f"--user-data-dir={profile}", "about:blank"],
+            [executable, *HEADLESS_FLAGS, f"--window-size={width},{height}",
+             "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

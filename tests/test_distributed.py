@@ -20,24 +20,14 @@ from backtest.config import QueueConfig
 from backtest.errors import ConfigError
 from backtest.queue import BacktestJobQueue, LocalWorkers
 from backtest.queue._distributed import check_storage, distributed_search
+from tests import configs
 from tests.cli_run import backtest_command
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def search_config(**strategy: Any) -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     from backtest.tasks._jobs import plain_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=["tracking=none", "data.n_bars=400", "data.n_assets=1", "search=tpe"],
-        )
-    GlobalHydra.instance().clear()
+    cfg = configs.compose("tracking=none", "data.n_bars=400", "data.n_assets=1", "search=tpe")
     config = plain_config(cfg)
     config["search"]["space"] = {"fast": {"low": 3, "high": 70}, "slow": [40, 60, 80, 100]}
     config["search"]["constraint"] = "fast < slow"

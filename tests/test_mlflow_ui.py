@@ -24,29 +24,11 @@ from backtest import results
 from backtest.config import TrackingConfig
 from backtest.tracking import log_result
 from backtest.tracking._ui import ui_url
+from tests.devtools import HEADLESS_FLAGS, chromium
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,900",
-    "--virtual-time-budget=30000",
-]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: apt-get install -y chromium")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    return path
+CHROMIUM_FLAGS = [*HEADLESS_FLAGS, "--window-size=1400,900", "--virtual-time-budget=30000"]
 
 
 def dumped_dom(url: str, profile: Path) -> str:

@@ -252,8 +252,7 @@ def test_expanding_the_walkforward_row_lists_its_folds_in_order_with_their_sharp
     tmp_path: Path, mlflow_server: str
 ) -> None:
     """Acting as a user: open the printed link at 1400 x 900, click the parent's expander."""
-    from devtools import Browser
-    from test_mlflow_ui import chromium
+    from tests.devtools import Browser, chromium
 
     experiment = f"expand-{uuid.uuid4().hex[:8]}"
     logged, folds = logged_walkforward(tmp_path, mlflow_server, experiment)

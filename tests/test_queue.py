@@ -29,9 +29,8 @@ from backtest.queue._policy import mark_run_dir
 from backtest.results import load_result
 from backtest.tasks import run_backtest
 from backtest.tasks._jobs import BacktestJob
+from tests import configs
 from tests.quick_workers import quick_workers
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 SUPPORT = '''
 """Strategies for the queue tests: slow ones (long jobs) and flaky ones (transient errors)."""
@@ -80,15 +79,7 @@ def support_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_config() -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="config", overrides=["tracking=none", "data.n_bars=300", "data.n_assets=1"]
-        )
-    GlobalHydra.instance().clear()
+    cfg = configs.compose("tracking=none", "data.n_bars=300", "data.n_assets=1")
     return BacktestJob.from_config(cfg).config
 
 

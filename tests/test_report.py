@@ -26,6 +26,8 @@ from omegaconf import open_dict
 
 from backtest import results
 from backtest.report import build_comparison, build_report, build_sweep_report, main
+from tests import configs
+from tests.devtools import HEADLESS_FLAGS, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,22 +106,10 @@ def rows_by_label(page: _PageParser, key: str) -> dict[str, list[str]]:
 # --- run directories made by real runs ------------------------------------------------
 
 
-def _compose(*overrides: str) -> Any:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def _run(run_dir: Path, *overrides: str, n_bars: int = 600) -> Path:
     from backtest.app import run
 
-    cfg = _compose(
+    cfg = configs.compose(
         *overrides,
         f"output_dir={run_dir}",
         "tracking=none",
@@ -310,8 +300,8 @@ def test_report_false_writes_none_and_keeps_the_job_identity(tmp_path: Path) -> 
     run_dir = _run(tmp_path / "off", "report=false", n_bars=300)
     assert results.has_result(run_dir)
     assert not (run_dir / results.REPORT_FILE).exists()
-    on = _compose("data.n_bars=300", "tracking=none")
-    off = _compose("data.n_bars=300", "tracking=none", "report=false")
+    on = configs.compose("data.n_bars=300", "tracking=none")
+    off = configs.compose("data.n_bars=300", "tracking=none", "report=false")
     assert BacktestJob.from_config(on).job_id == BacktestJob.from_config(off).job_id
 
 
@@ -388,13 +378,7 @@ def test_sweep_report_compares_the_jobs(runs: dict[str, Path], tmp_path: Path) -
 # --- a real browser, network off -----------------------------------------------------
 
 CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+    *HEADLESS_FLAGS,
     "--proxy-server=127.0.0.1:9",  # nothing listens there: any network request fails
     "--proxy-bypass-list=<-loopback>",
     "--enable-logging=stderr",
@@ -404,18 +388,9 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: apt-get install -y chromium")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    return path
-
-
 def _open(path: Path, profile: Path, *action: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, path.as_uri()],
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, path.as_uri()],
         capture_output=True,
         text=True,
         timeout=180,
@@ -425,7 +400,7 @@ def _open(path: Path, profile: Path, *action: str) -> subprocess.CompletedProces
 
 @pytest.mark.slow
 def test_chromium_opens_every_kind_of_report_offline(runs: dict[str, Path], tmp_path: Path) -> None:
-    _chromium()
+    chromium()
     sweep = tmp_path / "sweep"
     for i, fast in enumerate((5, 10)):
         _run(sweep / str(i), f"strategy.fast={fast}", "report=false", n_bars=300)
@@ -474,7 +449,7 @@ def test_report_is_an_mlflow_artifact_of_the_run(tmp_path: Path) -> None:
     from backtest.app import run
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = _compose(
+    cfg = configs.compose(
         f"output_dir={tmp_path / 'run'}",
         f"tracking.uri={store}",
         "tracking.experiment_name=report-artifact",
@@ -653,7 +628,7 @@ def test_chromium_draws_job_pages_from_the_shared_file_after_the_sweep_moves(
 ) -> None:
     """Offline, the job pages of a moved sweep folder draw every figure; a job folder
     copied out alone says on its page where plotly.js was expected."""
-    _chromium()
+    chromium()
     _sweep_by_hand(tmp_path / "sweep", 2)
     moved = (tmp_path / "sweep").rename(tmp_path / "moved")
     for i in (0, 1):

@@ -27,6 +27,7 @@ from backtest import (
 )
 from backtest.data import synthetic_prices
 from backtest.strategies import SmaCross
+from tests import configs
 
 
 @pytest.fixture(scope="module")
@@ -293,29 +294,14 @@ def test_report_writes_a_run_that_load_result_plots_the_same(
     assert live.report(other) == other and other.read_text().count("data-figure=") >= 1
 
 
-def _compose(*overrides: str) -> Any:
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    root = Path(__file__).resolve().parent.parent
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def test_load_result_of_a_cli_run_plots_what_the_live_result_plots(tmp_path: Any) -> None:
     from backtest import ConfigError, load_result, run_backtest
     from backtest.results import StoredResult
 
     run_dir = tmp_path / "run"
-    cfg = _compose(f"output_dir={run_dir}", "tracking=none", "figures=false", "summary=false",
-                   "data.n_bars=400", "montecarlo=stationary_bootstrap",
-                   "montecarlo.n_paths=100")  # fmt: skip
+    cfg = configs.compose(f"output_dir={run_dir}", "tracking=none", "figures=false",
+                          "summary=false", "data.n_bars=400", "montecarlo=stationary_bootstrap",
+                          "montecarlo.n_paths=100")  # fmt: skip
     live = run_backtest(cfg)
     stored = load_result(run_dir)
     assert isinstance(stored, StoredResult) and stored.kinds == ("backtest", "montecarlo")

@@ -16,9 +16,9 @@ import pytest
 from backtest.config import QueueConfig
 from backtest.queue import BacktestJobQueue, LocalWorkers
 from backtest.tasks._jobs import BacktestJob
+from tests import configs
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -31,16 +31,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _base_config() -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=["tracking=none", "data.n_bars=300", "data.n_assets=1"],
-        )
-    GlobalHydra.instance().clear()
+    cfg = configs.compose("tracking=none", "data.n_bars=300", "data.n_assets=1")
     return BacktestJob.from_config(cfg).config
 
 

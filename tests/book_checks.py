@@ -1,10 +1,12 @@
-"""The engine's book against the plain per-bar loop of ``tests/engine_reference.py``."""
+"""The engine's book against the plain per-bar loops of ``tests/engine_reference.py``,
+``tests/reference_exits.py`` and ``tests/reference_orders.py``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from backtest.data import Bars
@@ -37,3 +39,40 @@ def assert_book_equals_reference(result: Any, ref: Any, bars: Bars) -> None:
         assert row["exit_price"] == pytest.approx(tr["exit_fill"], rel=1e-12)
         assert row["return"] == pytest.approx(tr["ret"], rel=1e-9, abs=1e-12)
         assert row["exit_reason"] == tr["reason"]
+
+
+def assert_trades_equal_reference(
+    result: Any, trades: list[dict[str, Any]], index: pd.Index, *extra: str
+) -> None:
+    """The engine's trades are the reference loop's trade dicts, to 1e-9, in time order.
+
+    The dicts' ``asset`` (column ``j`` is symbol ``S{j}``), ``entry_bar``, ``exit_bar``
+    (as timestamps of ``index``), prices, ``return`` and ``reason``; ``extra`` names more
+    columns both have (a ``<name>_time`` column from the dicts' ``<name>_bar``).
+    """
+    want = pd.DataFrame(
+        {
+            "asset": [f"S{tr['asset']}" for tr in trades],
+            "entry_time": index[[tr["entry_bar"] for tr in trades]],
+            "exit_time": index[[tr["exit_bar"] for tr in trades]],
+            "entry_price": [tr["entry_price"] for tr in trades],
+            "exit_price": [tr["exit_price"] for tr in trades],
+            "return": [tr["return"] for tr in trades],
+            "exit_reason": [tr["reason"] for tr in trades],
+            **{
+                name: (
+                    index[[tr[name.removesuffix("_time") + "_bar"] for tr in trades]]
+                    if name.endswith("_time")
+                    else [tr[name] for tr in trades]
+                )
+                for name in extra
+            },
+        }
+    )
+    key = ["entry_time", "asset", "exit_time"]
+    want = want.sort_values(key, kind="stable").reset_index(drop=True)
+    got = result.trades.sort_values(key, kind="stable").reset_index(drop=True)
+    assert len(got) == len(want)
+    pd.testing.assert_frame_equal(
+        got[list(want.columns)], want, check_dtype=False, rtol=1e-9, atol=1e-9
+    )

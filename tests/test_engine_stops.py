@@ -19,6 +19,7 @@ from backtest.engine._exits import StopRules, stop_rules, validate_stop_rules
 from backtest.errors import ConfigError, DataValidationError
 from backtest.metrics import METRIC_NAMES
 from backtest.strategies import MeanReversion, Momentum, SmaCross
+from tests.book_checks import assert_trades_equal_reference
 from tests.reference_exits import Rules, atr_reference, exit_in_bar, sleeve_with_stops
 
 
@@ -720,24 +721,7 @@ def test_units_book_with_stops_equals_reference_loop(
         execution == "next_open",
     )
     np.testing.assert_allclose(res.returns.to_numpy(), returns, rtol=0, atol=1e-9)
-    index = data["close"].index
-    want = pd.DataFrame(
-        {
-            "asset": [f"S{tr['asset']}" for tr in trades],
-            "entry_time": index[[tr["entry_bar"] for tr in trades]],
-            "exit_time": index[[tr["exit_bar"] for tr in trades]],
-            "entry_price": [tr["entry_price"] for tr in trades],
-            "exit_price": [tr["exit_price"] for tr in trades],
-            "return": [tr["return"] for tr in trades],
-            "exit_reason": [tr["reason"] for tr in trades],
-        }
-    )
-    want = want.sort_values(["entry_time", "asset"], kind="stable").reset_index(drop=True)
-    got = res.trades.sort_values(["entry_time", "asset"], kind="stable").reset_index(drop=True)
-    assert len(got) == len(want)
-    pd.testing.assert_frame_equal(
-        got[list(want.columns)], want, check_dtype=False, rtol=1e-9, atol=1e-9
-    )
+    assert_trades_equal_reference(res, trades, data["close"].index)
 
 
 @pytest.mark.parametrize("lock", [True, False], ids=["signal_change", "next_bar"])

@@ -17,6 +17,7 @@ from backtest.data import Bars
 from backtest.engine import simulate, simulate_batch
 from backtest.errors import ConfigError, DataValidationError
 from backtest.strategies import SmaCross
+from tests.book_checks import assert_trades_equal_reference
 from tests.engine_reference import schedule
 from tests.reference_exits import Rules, atr_reference
 from tests.reference_orders import Orders, units_with_orders
@@ -39,27 +40,8 @@ def _reference(data, strategy, *, cost, rules, orders, execution, rebalance="bar
 
 def _compare(res, returns, trades, index) -> None:
     np.testing.assert_allclose(res.returns.to_numpy(), returns, rtol=0, atol=1e-9)
-    want = pd.DataFrame(
-        {
-            "asset": [f"S{tr['asset']}" for tr in trades],
-            "direction": [tr["direction"] for tr in trades],
-            "entry_time": index[[tr["entry_bar"] for tr in trades]],
-            "decision_time": index[[tr["decision_bar"] for tr in trades]],
-            "exit_time": index[[tr["exit_bar"] for tr in trades]],
-            "entry_price": [tr["entry_price"] for tr in trades],
-            "exit_price": [tr["exit_price"] for tr in trades],
-            "return": [tr["return"] for tr in trades],
-            "exit_reason": [tr["reason"] for tr in trades],
-            "order_type": [tr["order_type"] for tr in trades],
-        }
-    )
-    key = ["entry_time", "asset", "exit_time"]
-    want = want.sort_values(key, kind="stable").reset_index(drop=True)
-    got = res.trades.sort_values(key, kind="stable").reset_index(drop=True)
-    assert len(got) == len(want) > 0
-    pd.testing.assert_frame_equal(
-        got[list(want.columns)], want, check_dtype=False, rtol=1e-9, atol=1e-9
-    )
+    assert len(trades) > 0
+    assert_trades_equal_reference(res, trades, index, "direction", "decision_time", "order_type")
 
 
 CASES = {

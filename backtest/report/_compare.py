@@ -13,7 +13,17 @@ import pandas as pd
 
 from backtest import results
 from backtest.errors import ResultCorrupt
-from backtest.report._page import COLORS, Page, cell, dates, note, num, table, thin_positions
+from backtest.report._page import (
+    COLORS,
+    Page,
+    cell,
+    dates,
+    note,
+    num,
+    scale_buttons,
+    table,
+    thin_positions,
+)
 
 MAX_OVERLAID = 12
 MAX_JOB_ROWS = 500
@@ -50,19 +60,7 @@ def _overlay(page: Page, curves: dict[str, pd.Series], title: str) -> str:
     layout = {
         "yaxis": {"title": {"text": title}, "type": "log"},
         "legend": {"orientation": "h", "y": -0.15},
-        "updatemenus": [
-            {
-                "type": "buttons",
-                "direction": "right",
-                "x": 0.0,
-                "y": 1.15,
-                "xanchor": "left",
-                "buttons": [
-                    {"label": "log scale", "method": "relayout", "args": [{"yaxis.type": "log"}]},
-                    {"label": "linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
-                ],
-            }
-        ],
+        "updatemenus": scale_buttons(1.15, first="log"),
     }
     return page.figure(traces, layout, height=480)
 

@@ -195,6 +195,28 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def scale_buttons(y: float, first: str = "linear") -> list[dict[str, Any]]:
+    """Plotly ``updatemenus``: buttons that switch the y axis between log and linear.
+
+    At height ``y`` (in paper units), the axis's starting scale (``first``) on the left.
+    """
+    scales = {"log": "log scale", "linear": "linear"}
+    order = [first, *(s for s in scales if s != first)]
+    buttons = [
+        {"label": scales[s], "method": "relayout", "args": [{"yaxis.type": s}]} for s in order
+    ]
+    return [
+        {
+            "type": "buttons",
+            "direction": "right",
+            "x": 0.0,
+            "y": y,
+            "xanchor": "left",
+            "buttons": buttons,
+        }
+    ]
+
+
 def figure_spec(
     data: list[dict[str, Any]], layout: Mapping[str, Any], height: int = 380
 ) -> dict[str, Any]:

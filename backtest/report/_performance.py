@@ -16,6 +16,7 @@ from backtest.report._page import (
     figure_spec,
     note,
     num,
+    scale_buttons,
     table,
     thin_positions,
 )
@@ -135,19 +136,7 @@ def equity_figure(equity: pd.DataFrame, trades: pd.DataFrame | None = None) -> d
             "title": {"text": "drawdown" + (" (currency)" if money else "")},
             "tickformat": ",.0f" if money else ".0%",
         },
-        "updatemenus": [
-            {
-                "type": "buttons",
-                "direction": "right",
-                "x": 0.0,
-                "y": 1.22,
-                "xanchor": "left",
-                "buttons": [
-                    {"label": "linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
-                    {"label": "log scale", "method": "relayout", "args": [{"yaxis.type": "log"}]},
-                ],
-            }
-        ],
+        "updatemenus": scale_buttons(1.22),
     }
     return figure_spec(traces, layout, height=520)
 

@@ -2,8 +2,8 @@
 
 Every search re-runs its chosen set (and a sample of others) through ``simulate`` and
 compares (``backtest/search/_truth.py``); a walk-forward does the same for its folds'
-chosen sets over their train bars (``FoldTruth``). This runs the searches of two shipped experiments the
-way the ``search`` / ``walkforward`` tasks run them (their config composed from
+chosen sets over their train bars (``FoldTruth``). This runs the searches of two shipped
+experiments the way the ``search`` / ``walkforward`` tasks run them (their config composed from
 ``conf/``, prepared by ``backtest.tasks.prepare``) and times the verification calls
 inside them:
 
@@ -54,7 +54,7 @@ def _context(experiment: str) -> Any:
 
 
 class Timer:
-    """Wraps a function of a module (or a method of a class), adding up the seconds spent in it; or turns it off."""
+    """Wraps a module function (or a class method), adding up its seconds; or turns it off."""
 
     def __init__(self, module: Any, name: str, off: Any) -> None:
         self.module, self.name, self.real, self.off = module, name, getattr(module, name), off

@@ -102,8 +102,7 @@ def save_figures(mc: FanValues, directory: Path) -> list[Path]:
         ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_title(
-        f"Equity fan — {mc.title}\n(per-{mc.unit} quantiles of the first "
-        f"{mc.fan_paths:,} paths)"
+        f"Equity fan — {mc.title}\n(per-{mc.unit} quantiles of the first {mc.fan_paths:,} paths)"
     )
     ax.set_xlabel(f"{mc.unit.capitalize()}s from the start")
     ax.set_ylabel("Equity (growth of 1 unit, log scale)")

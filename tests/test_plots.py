@@ -152,3 +152,50 @@ def test_fan_histogram_line_and_windows_figures(tmp_path: Path, drawn: list[Any]
 def test_metrics_caption_formats_percent_metrics() -> None:
     caption = plots.metrics_caption({"sharpe_ratio": float("nan"), "max_drawdown": 0.1234})
     assert caption == "Sharpe n/a · max drawdown 12.3%"
+
+
+class _SlowClock:
+    """``time`` as matplotlib's legend module sees it on a loaded machine: every reading
+    is two seconds after the last, so each "best" legend search seems to take 2 s."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 2.0
+        return self.now
+
+
+def test_no_figure_warns_of_a_slow_legend_on_a_loaded_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matplotlib warns when an unnamed ``loc="best"`` legend takes over a second: a busy
+    machine alone did that (a walk-forward test failed on the warning). Every legend of
+    ours names its place, so no load makes a figure warn."""
+    import warnings
+
+    import matplotlib.legend
+
+    from backtest.config import MonteCarloConfig
+    from backtest.data import synthetic_prices
+    from backtest.montecarlo import MonteCarloSimulator
+
+    monkeypatch.setattr(matplotlib.legend, "time", _SlowClock())
+    rng = np.random.default_rng(4)
+    index = pd.bdate_range("2020-01-01", periods=252)
+    result = simulate(synthetic_prices(300, 1, seed=2), SmaCross(10, 50))
+    report = MonteCarloSimulator(
+        MonteCarloConfig(method="stationary_bootstrap", n_paths=20, seed=1), progress=False
+    ).run(result)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.histogram_figure(rng.normal(0, 0.1, 200), tmp_path / "h.png", title="t",
+                               xlabel="x", observed=0.05, percent=True)  # fmt: skip
+        plots.line_figure(
+            {name: pd.Series(rng.normal(1, 0.1, 252), index) for name in ("a", "b")},
+            tmp_path / "l.png",
+            title="t",
+            ylabel="y",
+        )
+        written = report.save_figures(tmp_path / "mc")
+    assert len(written) == 2 and all(p.stat().st_size > 0 for p in written)

@@ -157,7 +157,9 @@ def save_figures(mc: FanValues, directory: Path) -> list[Path]:
         ax.set_ylabel("Paths")
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            # "best" named: matplotlib warns when its default "best" takes over a second,
+            # which a busy machine's load alone can cause (a histogram has few artists)
+            ax.legend(loc="best", fontsize=8)
     pct = ", ".join(f"{lv:g}" for lv in levels)
     fig.suptitle(f"Distribution over paths — {mc.title}\n(dashed: {pct}th percentiles)")
     fig.tight_layout()

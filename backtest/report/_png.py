@@ -210,8 +210,8 @@ def line_figure(
         ax.set_yscale("log")
     if percent:
         _percent_axis(ax)
-    if len(series) > 1:
-        ax.legend(frameon=False)
+    if len(series) > 1:  # a fixed corner: "best" searches every point of every line
+        ax.legend(loc="upper left", frameon=False)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
@@ -392,7 +392,7 @@ def histogram_figure(
     ax.set_ylabel("Number of paths")
     if percent:
         _percent_axis(ax, "x")
-    ax.legend(frameon=False)
+    ax.legend(loc="best", frameon=False)  # named: an unnamed "best" warns past 1 s of load
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 

@@ -22,7 +22,22 @@ from backtest.tracking import run_key
 from backtest.tracking._client import client_for
 from tests import mlflow_runs
 
-N_FIGURES = 1500  # uploading them keeps a mirror RUNNING for a second or more
+N_FIGURES = 1500  # uploading them keeps a mirror busy a second or more (the syncs overlap)
+#: The figure whose upload holds a mirror RUNNING until the test kills it (see HOLD).
+HELD = "hold.png"
+#: Run first in a process the test will kill: its mirror stops at the upload of HELD, so
+#: the test finds it RUNNING on any machine's speed (a fast mirror of many figures once
+#: finished before a loaded machine's poll saw it running). The upload itself is MLflow's.
+HOLD = (
+    "import time\n"
+    "from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository as Repo\n"
+    "upload = Repo.log_artifact\n"
+    "def held(self, local_file, artifact_path=None):\n"
+    f"    while local_file.endswith({HELD!r}):\n"
+    "        time.sleep(1)\n"
+    "    return upload(self, local_file, artifact_path)\n"
+    "Repo.log_artifact = held\n"
+)
 
 
 def write_run(run_dir: Path, experiment: str, uri: str, sharpe: float) -> Path:
@@ -30,9 +45,11 @@ def write_run(run_dir: Path, experiment: str, uri: str, sharpe: float) -> Path:
 
 
 def slow_to_mirror(run_dir: Path) -> None:
+    """Figures to upload, one of them HELD (a process started with HOLD stops there)."""
     figures = results.figures_dir(run_dir)
     for i in range(N_FIGURES):
         (figures / f"f{i:04d}.png").write_bytes(b"\x89PNG" + bytes(64))
+    (figures / HELD).write_bytes(b"\x89PNG" + bytes(64))
 
 
 def runs(uri: str, experiment: str) -> list[Any]:
@@ -56,9 +73,11 @@ def kill_when_running(proc: subprocess.Popen[bytes], uri: str, experiment: str) 
         time.sleep(0.02)
 
 
-def sync_proc(*args: str) -> subprocess.Popen[bytes]:
+def sync_proc(*args: str, held: bool = False) -> subprocess.Popen[bytes]:
+    """``backtest sync ARGS``; with ``held``, its mirror stops at the HELD figure."""
+    run = "import sys\nfrom backtest.tracking._sync import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.Popen(
-        [sys.executable, "-m", "backtest.tracking._sync", *args],
+        [sys.executable, "-c", (HOLD if held else "") + run, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -85,7 +104,7 @@ def test_concurrent_syncs_close_a_killed_mirror_and_log_each_result_once(
     dirs = [write_run(out / f"run{i}", experiment, uri, 0.1 * i) for i in range(8)]
     slow_to_mirror(dirs[0])
 
-    killed = kill_when_running(sync_proc(str(dirs[0])), uri, experiment)
+    killed = kill_when_running(sync_proc(str(dirs[0]), held=True), uri, experiment)
     procs = [sync_proc(str(out)) for _ in range(3)]
     for proc in procs:
         output = proc.communicate(timeout=300)[0].decode()
@@ -112,7 +131,7 @@ def test_a_retry_after_a_kill_mid_mirror_closes_it_and_logs_once(
     )
     job = BacktestJob.from_config(cfg)
     slow_to_mirror(run_dir)
-    script = (
+    script = HOLD + (
         "import json, sys\n"
         "from backtest.tasks._jobs import BacktestJob\n"
         "from backtest.tasks import execute_job\n"

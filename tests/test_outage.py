@@ -153,3 +153,50 @@ def test_workers_and_wait_outlive_a_redis_outage(tmp_path: Path) -> None:
         if "thread" in locals():
             thread.join()
         server.stop()
+
+
+def test_an_outage_met_before_the_wait_polls_is_reported_and_waited_out_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``wait`` checks each id before it polls and reads each record after: Redis stopped
+    at those moments is an outage like any other (a sweep whose launcher was still at its
+    first check failed at once with no outage reported, on a loaded machine)."""
+    import logging
+
+    from backtest.config import QueueConfig
+    from backtest.errors import QueueUnavailable
+    from backtest.queue import BacktestJobQueue
+    from tests.quick_workers import sma_jobs
+    from tests.test_worker import _base_config
+
+    server = PersistentRedis(tmp_path)
+    server.start()
+    job = sma_jobs(_base_config(), 1, "backtest.strategies.SmaCross", tmp_path / "out")[0]
+    caplog.set_level(logging.WARNING, logger="backtest.queue")
+    try:
+        with BacktestJobQueue(QueueConfig(redis_url=server.url, name="outage-check")) as q:
+            (job_id,) = q.submit_many([job])
+            q.cancel(job_id)  # done: the wait returns as soon as it can read it
+            server.stop()  # before wait() runs its first check
+
+            def back() -> None:
+                time.sleep(1.5)
+                server.start()
+
+            thread = threading.Thread(target=back)
+            thread.start()
+            final = q.wait([job_id], timeout=120, progress=False, outage_s=60)
+            thread.join()
+            assert final[job_id].status == "cancelled"
+            said = caplog.text
+            assert said.index("is unreachable") < said.index("is back after")
+
+            caplog.clear()
+            server.stop()  # and now for good: reported, waited out, then raised
+            with pytest.raises(QueueUnavailable):
+                q.wait([job_id], timeout=120, progress=False, outage_s=1)
+            assert "waiting up to 1 s" in caplog.text
+    finally:
+        if "thread" in locals():
+            thread.join()
+        server.stop()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import redis
 from rq import Queue
@@ -19,7 +19,7 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from backtest.config import QueueConfig
-from backtest.errors import ConfigError
+from backtest.errors import ConfigError, QueueUnavailable
 from backtest.queue._errors import WaitTimeout
 from backtest.queue._redis import (
     EmbeddedRedis,
@@ -33,6 +33,7 @@ from backtest.queue._rqjob import BacktestRqJob
 from backtest.tasks._jobs import BacktestJob
 
 log = logging.getLogger("backtest.queue")
+_T = TypeVar("_T")
 
 _STATUS = {
     JobStatus.CREATED: "queued",
@@ -59,6 +60,53 @@ def _text(value: bytes | str) -> str:
 def _last_line(text: str | None) -> str | None:
     lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1] if lines else None
+
+
+class Outage:
+    """Redis calls that outlast an outage: reported once, waited out for ``limit`` seconds.
+
+    A call that fails to reach Redis is retried with a short backoff; the first failure
+    logs "Redis at URL is unreachable ...; waiting up to N s", the first success after it
+    "Redis at URL is back after S s"; a failure ``limit`` seconds after the outage began
+    raises :class:`~backtest.errors.QueueUnavailable`. One object spans the calls of one
+    wait, so an outage is one outage whichever call meets it.
+    """
+
+    def __init__(self, url: str, limit: float, poll_interval: float = 0.25) -> None:
+        self.url, self.limit = url, limit
+        self.pause = min(2.0, max(poll_interval, 0.1) * 2)
+        self.since: float | None = None
+
+    def outlast(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)``, retried through an outage of up to :attr:`limit` seconds."""
+        while True:
+            try:
+                value = call(*args)
+            except (redis.ConnectionError, redis.TimeoutError, QueueUnavailable) as exc:
+                cause = exc.__cause__ if isinstance(exc, QueueUnavailable) else exc
+                if not isinstance(cause, redis.ConnectionError | redis.TimeoutError):
+                    raise
+                now = time.monotonic()
+                if self.since is None:
+                    self.since = now
+                    log.warning(
+                        "Redis at %s is unreachable (%s); waiting up to %g s for it",
+                        mask_url(self.url),
+                        type(cause).__name__,
+                        self.limit,
+                    )
+                if now - self.since >= self.limit:
+                    raise unavailable(self.url, cause) from cause
+                time.sleep(self.pause)
+                continue
+            if self.since is not None:
+                log.warning(
+                    "Redis at %s is back after %.1f s; waiting for the jobs again",
+                    mask_url(self.url),
+                    time.monotonic() - self.since,
+                )
+                self.since = None
+            return value
 
 
 class QueueBase:
@@ -166,34 +214,12 @@ class QueueBase:
         final: dict[str, str | None] = {}
         start = time.monotonic()
         pending = list(ids)
+        outage = Outage(self._url, outage_s, poll_interval)
         with progress_bar(
             total=len(ids), desc=f"jobs on {self.name}", unit="job", enabled=progress
         ) as bar:
-            down_since: float | None = None
             while True:
-                try:
-                    polled = self._poll(pending)
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    now = time.monotonic()
-                    if down_since is None:
-                        down_since = now
-                        log.warning(
-                            "Redis at %s is unreachable (%s); waiting up to %g s for it",
-                            mask_url(self._url),
-                            type(exc).__name__,
-                            outage_s,
-                        )
-                    if now - down_since >= outage_s:
-                        raise unavailable(self._url, exc) from exc
-                    time.sleep(min(2.0, max(poll_interval, 0.1) * 2))
-                    continue
-                if down_since is not None:
-                    log.warning(
-                        "Redis at %s is back after %.1f s; waiting for the jobs again",
-                        mask_url(self._url),
-                        time.monotonic() - down_since,
-                    )
-                    down_since = None
+                polled = outage.outlast(self._poll, pending)
                 done = [j for j in pending if polled[j] in DONE or polled[j] is None]
                 if done:
                     bar.update(len(done))

@@ -19,7 +19,7 @@ from rq.job import JobStatus, Retry
 from rq.serializers import JSONSerializer
 
 from backtest.errors import JobNotFound
-from backtest.queue._base import _STATUS, DONE, QueueBase, _iso, _last_line, _text
+from backtest.queue._base import _STATUS, DONE, Outage, QueueBase, _iso, _last_line, _text
 from backtest.queue._errors import JobFailed, JobNotFinished
 from backtest.queue._execute import (
     EXECUTE,
@@ -333,12 +333,13 @@ class BacktestJobQueue(QueueBase):
             QueueUnavailable: Redis stayed away for ``outage_s`` seconds.
         """
         ids = list(dict.fromkeys(job_ids))
+        outage = Outage(self._url, outage_s, poll_interval)  # before and after the wait too
         for job_id in ids:
-            self.status(job_id)  # unknown ids fail now, not after waiting
+            outage.outlast(self.status, job_id)  # unknown ids fail now, not after waiting
         self.wait_statuses(
             ids, timeout, progress=progress, poll_interval=poll_interval, outage_s=outage_s
         )
-        return {job_id: self.status(job_id) for job_id in ids}
+        return {job_id: outage.outlast(self.status, job_id) for job_id in ids}
 
     def cancel(self, job_id: str) -> BacktestJob:
         """Cancel a queued job, or stop a running one (its worker kills the work horse).

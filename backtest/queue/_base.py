@@ -68,8 +68,9 @@ class Outage:
     A call that fails to reach Redis is retried with a short backoff; the first failure
     logs "Redis at URL is unreachable ...; waiting up to N s", the first success after it
     "Redis at URL is back after S s"; a failure ``limit`` seconds after the outage began
-    raises :class:`~backtest.errors.QueueUnavailable`. One object spans the calls of one
-    wait, so an outage is one outage whichever call meets it.
+    raises :class:`~backtest.errors.QueueUnavailable`. One object spans the calls it
+    guards (``wait``'s checks and reads; ``wait_statuses``' polls), so an outage met by
+    several of them is reported once.
     """
 
     def __init__(self, url: str, limit: float, poll_interval: float = 0.25) -> None:

@@ -149,17 +149,17 @@ def simulate_batch(
     ppy_f = resolve_periods_per_year(bars.index, periods_per_year)
     periods_per_year = int(ppy_f) if float(ppy_f).is_integer() else ppy_f
     stops = {key: options.pop(key) for key in list(options) if key in _exits.STOP_FIELDS}
-    plain = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "weights": weights,
+    named = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "weights": weights,
              "periods_per_year": ppy_f}  # fmt: skip
     try:
-        base = engine_params(**plain, **options)
+        base = engine_params(**named, **options)
     except ConfigError as exc:  # a key the sets' own columns complete (sizing=risk, its risk)
         own = {str(c).removeprefix("engine."): v for c, v in given.iloc[0].items()
                if str(c).removeprefix("engine.") in ENGINE_KEYS
                and str(c).startswith("engine.")} if k else {}  # fmt: skip
         if exc.key is None or exc.key.removeprefix("engine.") not in own:
             raise
-        base = engine_params(**plain, **{**options, **own})
+        base = engine_params(**named, **{**options, **own})
     # the strategy's own exits, per set from its instances (engine/_declared.py)
     frame, stops = apply_declared(strategy_cls, given, stops)
     rules = _exits.stop_rules(None, None, **stops)
@@ -171,9 +171,9 @@ def simulate_batch(
         from backtest.engine._checks import check_sets_lookahead
 
         own, engine_frame = split_columns(frame, strategy_cls)
-        engine = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "weights": weights,
-                  "periods_per_year": ppy_f, **options}  # fmt: skip
-        check_sets_lookahead(strategy_cls, strategy_bars(bars), own, engine_frame, range(k), engine)
+        check_sets_lookahead(
+            strategy_cls, strategy_bars(bars), own, engine_frame, range(k), {**named, **options}
+        )
     only_stop_columns = set(engine_names) <= set(_exits.STOP_FIELDS)
     # engine v1 (sleeves): the fused kernels and the generic path; anything else (or a
     # weights strategy) goes to the per-bar kernel of simulate()

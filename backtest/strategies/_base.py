@@ -151,7 +151,7 @@ def apply_per_column(
 
 def listed_batch(
     fn: Callable[[Any, NDArray[np.float64], Mapping[str, NDArray]], NDArray[np.float64]],
-) -> classmethod:  # type: ignore[type-arg]
+) -> classmethod:
     """Make ``batch_positions`` a classmethod that runs ``fn`` on each asset's listed bars.
 
     Decorate a strategy's ``batch_positions(cls, close, params) -> (n_bars, k)``, written
@@ -222,8 +222,11 @@ def n_sets(params: Mapping[str, NDArray]) -> int:
     return lengths.pop() if lengths else 1
 
 
-def batch_params(cls: type, params: Mapping[str, NDArray], *names: str) -> list[NDArray]:
+def batch_params(cls: Any, params: Mapping[str, NDArray], *names: str) -> list[NDArray]:
     """The values of the parameters ``names`` for ``k`` sets, typed as ``cls``'s defaults.
+
+    ``cls`` is the strategy's dataclass (typed ``Any``: inside ``@listed_batch`` a type
+    checker sees the decorated function's first argument as an instance).
 
     ``names`` are those the caller's rule reads (a subclass may add parameters, such as
     stop fields, that the engine reads and the rule does not). A parameter missing from
@@ -233,7 +236,7 @@ def batch_params(cls: type, params: Mapping[str, NDArray], *names: str) -> list[
     any other float64.
     """
     k = n_sets(params)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     out: list[NDArray] = []
     for name in names:
         default = defaults[name]

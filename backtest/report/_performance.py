@@ -207,7 +207,7 @@ def mark_text(trades: pd.DataFrame, what: str) -> list[str]:
         return list(trades[name]) if name in trades.columns else [default] * n
 
     def day(name: str) -> list[str | None]:
-        return dates(trades[name]) if name in trades.columns else [None] * n
+        return [*dates(trades[name])] if name in trades.columns else [None] * n
 
     lines = []
     for asset, side, kind, decided, filled, reason, exited, is_open in zip(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,61 @@ def test_equity_figure_draws_equity_and_its_drawdown(tmp_path: Path, drawn: list
         expected.append(value / peak - 1.0)
     np.testing.assert_allclose(bottom.lines[0].get_ydata(), expected, atol=1e-12)
     assert -min(expected) == pytest.approx(max_drawdown(result.returns), rel=1e-9)
+
+
+def _equity_figure(
+    tmp_path: Path, drawn: list[Any], name: str, capital: float | None, bars: bool
+) -> Any:
+    result = simulate(prices(), SmaCross(fast=5, slow=20), fee_bps=5)
+    if bars:  # a bar axis (integers) instead of dates
+        result = replace(result, equity=result.equity.reset_index(drop=True), benchmark=None)
+    plots.equity_figure(replace(result, initial_capital=capital), tmp_path / f"{name}.png")
+    return drawn[-1]
+
+
+def _layout(fig: Any) -> np.ndarray:
+    """Where the axes and the title are, in pixels of the PNG."""
+    width, height = fig.get_size_inches() * plots.DPI
+    boxes = [np.array(ax.get_position().bounds) * (width, height, width, height) for ax in fig.axes]
+    title = fig._suptitle  # placed by its top (va="top") in both layouts
+    assert title.get_va() == "top"
+    return np.array([*np.concatenate(boxes), title.get_position()[1] * height])
+
+
+@pytest.mark.parametrize(("capital", "bars"), [(None, False), (1e6, False), (None, True)])
+def test_equity_figure_is_drawn_once_where_constrained_layout_puts_it(
+    tmp_path: Path,
+    drawn: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capital: float | None,
+    bars: bool,
+) -> None:
+    """The equity figure (one per run and per sweep job) is laid out by measuring each axes
+    once and drawn once; constrained layout measured twice and savefig drew twice more.
+    The picture is constrained layout's: the axes and the title land on the same pixels,
+    with wide currency tick labels (capital) or a bar axis too."""
+    from matplotlib.figure import Figure
+
+    draws: list[Any] = []
+    real_draw = Figure.draw
+
+    def counted(fig: Any, renderer: Any) -> None:
+        draws.append(fig)
+        real_draw(fig, renderer)
+
+    monkeypatch.setattr(Figure, "draw", counted)
+    fig = _equity_figure(tmp_path, drawn, "fit", capital, bars)
+    assert len(draws) == 1 and fig.get_layout_engine() is None
+    assert_readable(fig, tmp_path / "fit.png")
+    # the reference: the same figure laid out by matplotlib's constrained layout
+    real_new = plots.new_figure
+    monkeypatch.setattr(plots, "fit_column", lambda *args, **kwargs: None)
+    monkeypatch.setattr(
+        plots, "new_figure", lambda *a, **k: real_new(*a, **{**k, "layout": "constrained"})
+    )
+    reference = _equity_figure(tmp_path, drawn, "constrained", capital, bars)
+    assert len(draws) == 3  # the reference: one draw to lay out, one to write
+    np.testing.assert_allclose(_layout(fig), _layout(reference), atol=1.5)
 
 
 def test_heatmap_marks_the_best_cell(tmp_path: Path, drawn: list[Any]) -> None:

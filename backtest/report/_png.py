@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from backtest.results._summary import is_percent
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
     from backtest.engine import BacktestResult
 
@@ -38,11 +40,15 @@ def new_figure(
     height_ratios: Sequence[float] | None = None,
     figsize: tuple[float, float] = (10.0, 5.5),
     sharex: bool = True,
+    layout: str | None = "constrained",
 ) -> tuple[Figure, list[Axes]]:
-    """A figure on the Agg canvas with ``nrows`` stacked axes (no ``pyplot``)."""
+    """A figure on the Agg canvas with ``nrows`` stacked axes (no ``pyplot``).
+
+    ``layout=None`` leaves the axes where they are for :func:`fit_column` to place once.
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize, layout=layout)
     axes = fig.subplots(
         nrows,
         1,
@@ -51,6 +57,79 @@ def new_figure(
         gridspec_kw={"height_ratios": list(height_ratios)} if height_ratios else None,
     )
     return fig, list(axes[:, 0])
+
+
+# Padding around each axes and the title, in inches (constrained layout's h_pad and w_pad).
+_PAD_IN = 0.04167
+# Where fit_column measures first (inches): the margins of a typical equity figure.
+_TYPICAL_IN = {"left": 0.8, "right": 0.1, "top": 0.5, "bottom": 0.47, "gap": 0.13}
+
+
+def fit_column(fig: Figure, axes: Sequence[Axes], suptitle: Text | None = None) -> None:
+    """Place a column of axes once so that titles, labels and tick labels fit the figure.
+
+    The picture of ``layout="constrained"`` (the same padding) without its cost: constrained
+    layout measures every axes twice before ``savefig`` draws, and ``savefig`` then draws
+    the figure twice (a sweep job's equity figure took 0.4 s of which 0.2 s was layout).
+    Here each axes' extent is measured once, on the Agg renderer that ``savefig`` reuses,
+    and the one draw writes the PNG. Heights are set from the measured top, bottom and
+    in-between margins, widths from the widest tick labels and axis labels.
+
+    Args:
+        fig: A figure made with ``new_figure(..., layout=None)``, everything drawn on it.
+        axes: Its axes, top to bottom, in one column.
+        suptitle: The figure's title (placed at the top, above the first axes' title).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.set_dpi(DPI)  # measured at the resolution savefig draws with
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    pad = _PAD_IN * DPI
+    width, height = fig.get_size_inches() * DPI
+    _place(fig, len(axes), width, height, **{k: v * DPI for k, v in _TYPICAL_IN.items()})
+    # measured where the axes nearly are: their sizes (and so the ticks) barely change
+    boxes = [
+        (ax.get_window_extent(renderer), ax.get_tightbbox(renderer, for_layout_only=True))
+        for ax in axes
+    ]
+    left = pad + max(box.x0 - tight.x0 for box, tight in boxes)
+    right = pad + max(tight.x1 - box.x1 for box, tight in boxes)
+    top = pad + boxes[0][1].y1 - boxes[0][0].y1
+    if suptitle is not None:
+        suptitle.set_y(1.0 - pad / height)  # its top, one pad below the figure's edge
+        top += 2 * pad + suptitle.get_window_extent(renderer).height  # as constrained
+    bottom = pad + boxes[-1][0].y0 - boxes[-1][1].y0
+    gap = max(
+        (
+            (box.y0 - tight.y0) + (below_tight.y1 - below_box.y1) + 2 * pad
+            for (box, tight), (below_box, below_tight) in pairwise(boxes)
+        ),
+        default=0.0,
+    )
+    _place(fig, len(axes), width, height, left=left, right=right, top=top, bottom=bottom, gap=gap)
+
+
+def _place(
+    fig: Figure,
+    rows: int,
+    width: float,
+    height: float,
+    *,
+    left: float,
+    right: float,
+    top: float,
+    bottom: float,
+    gap: float,
+) -> None:
+    """Margins and the gap between rows, in pixels, as the figure's subplot parameters."""
+    free = height - top - bottom
+    fig.subplots_adjust(
+        left=left / width,
+        right=1.0 - right / width,
+        top=1.0 - top / height,
+        bottom=bottom / height,
+        hspace=gap * rows / (free - gap * (rows - 1)) if rows > 1 else 0.0,
+    )
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -132,9 +211,9 @@ def equity_figure(result: BacktestResult, path: str | Path, *, title: str | None
     capital = getattr(result, "initial_capital", None)
     scale = 1.0 if capital is None else float(capital)  # in currency with a capital
     equity = result.equity.astype(float) * scale
-    fig, (top, bottom) = new_figure(2, height_ratios=(3, 1.3), figsize=(10, 6))
+    fig, (top, bottom) = new_figure(2, height_ratios=(3, 1.3), figsize=(10, 6), layout=None)
     params = ", ".join(f"{k}={v}" for k, v in (result.params or {}).items())
-    fig.suptitle(
+    suptitle = fig.suptitle(
         title or f"Equity and drawdown{': ' + params if params else ''}",
         fontsize=13,
         fontweight="bold",
@@ -175,6 +254,7 @@ def equity_figure(result: BacktestResult, path: str | Path, *, title: str | None
             axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     bottom.grid(alpha=0.3)
     bottom.set_xlabel(_x_label(equity.index))
+    fit_column(fig, [top, bottom], suptitle)  # one draw, not constrained layout's three
     return save_figure(fig, path)
 
 

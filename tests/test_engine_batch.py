@@ -47,6 +47,22 @@ CASES = [
         id="sma-weighted",
     ),
     pytest.param(Momentum, MOMENTUM_SETS, 1, {"fee_bps": 10.0}, id="momentum-1-asset"),
+    # one side for every set: the table kernels' long-short and long-only loops (mixed
+    # sides read each set's at run time)
+    pytest.param(
+        SmaCross,
+        [{**s, "long_short": True} for s in SMA_SETS],
+        2,
+        {"fee_bps": 10.0},
+        id="sma-all-long-short",
+    ),
+    pytest.param(
+        Momentum,
+        [{**s, "long_short": False} for s in MOMENTUM_SETS],
+        2,
+        {"fee_bps": 10.0},
+        id="momentum-all-long-only",
+    ),
     pytest.param(
         Momentum,
         MOMENTUM_SETS,

@@ -144,7 +144,6 @@ def _many_assets(
     return counts, path
 
 
-@numba.njit(cache=True, nogil=True)
 def run_sets(
     lo: int, hi: int,
     source: int, tab: NDArray[np.float64], data: NDArray[np.float64],
@@ -152,8 +151,16 @@ def run_sets(
     a: NDArray[np.int64], b: NDArray[np.int64], start: NDArray[np.int64],
     long_short: NDArray[np.bool_], th: NDArray[np.float64], cost: float,
     ppy: int, keep_slot: NDArray[np.int64], kept: NDArray[np.float64], out: NDArray[np.float64],
-) -> None:  # pragma: no cover - compiled  # fmt: skip
+) -> None:  # fmt: skip
     """Every metric of sets ``lo`` to ``hi`` into ``out``, one pass per set over the bars.
+
+    The compiled entry is chosen here, from the source and the whole batch's
+    ``long_short`` (so a batch uses one entry): :func:`_table_long`,
+    :func:`_table_long_short`, :func:`_table_mixed` (a loop for each side, picked per
+    set), :func:`_mean_reversion`, or :func:`_any_source` (the on-the-fly sources, the
+    source read at run time). Each has bar loops compiled for its literal source and
+    sides, and numba compiles an entry on its first call only: a run compiles the loops
+    it uses, not all of them.
 
     Args:
         lo: First set.
@@ -181,21 +188,81 @@ def run_sets(
             and Calmar still to be finished by :func:`finish_growth`), then wealth and
             ruin (rows ``lo`` to ``hi`` written).
     """
+    sets = (tab, data, r, weights, a, b, start, long_short, th, cost, ppy, keep_slot, kept, out)
+    if source == TABLE and long_short.all():
+        _table_long_short(lo, hi, sets)
+    elif source == TABLE and not long_short.any():
+        _table_long(lo, hi, sets)
+    elif source == TABLE:
+        _table_mixed(lo, hi, sets)
+    elif source == MEAN_REVERSION:
+        _mean_reversion(lo, hi, sets)
+    else:
+        _any_source(lo, hi, source, sets)
+
+
+#: :func:`run_sets`' arguments after ``source``, as one tuple: ``tab, data, r, weights, a, b,
+#: start, long_short, th, cost, ppy, keep_slot, kept, out``.
+Sets = tuple[
+    NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
+    NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_],
+    NDArray[np.float64], float, int, NDArray[np.int64], NDArray[np.float64], NDArray[np.float64],
+]  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sets(
+    lo: int, hi: int, source: int, ls: bool | None, sets: Sets
+) -> None:  # pragma: no cover - compiled
+    """:func:`run_sets`' loop over sets, inlined into each entry with its literal arguments.
+
+    ``ls``: every set's side (a literal), or ``None``: each set's ``long_short``. numba
+    prunes the ``is None`` branches an entry does not take, so ``_many_assets`` is
+    compiled for the literal sides the entry uses only.
+    """
+    tab, data, r, weights, a, b, start, long_short, th, cost, ppy, keep_slot, kept, out = sets
     buf = np.empty(r.shape[1])
     space = scratch()
+
+    def one(i: int, side: bool) -> tuple[Counts, Path]:  # (inlined: a literal side stays one)
+        return _many_assets(source, tab, data, r, weights, a[i], b[i], start[i], side,
+                            th[i, 0], th[i, 1], cost, buf)  # fmt: skip
+
     for i in range(lo, hi):
-        # literal sources and long_short where they are known: a bar loop compiled for each
-        if source == TABLE and long_short[i]:
-            res = _many_assets(TABLE, tab, data, r, weights, a[i], b[i], start[i], True,
-                               0.0, 0.0, cost, buf)  # fmt: skip
-        elif source == TABLE:
-            res = _many_assets(TABLE, tab, data, r, weights, a[i], b[i], start[i], False,
-                               0.0, 0.0, cost, buf)  # fmt: skip
-        elif source == MEAN_REVERSION:
-            res = _many_assets(MEAN_REVERSION, tab, data, r, weights, a[i], b[i], start[i],
-                               False, th[i, 0], th[i, 1], cost, buf)  # fmt: skip
+        if ls is not None:
+            counts, path = one(i, ls)
+        elif long_short[i]:  # each set's side, a literal each: both loops are compiled
+            counts, path = one(i, True)
         else:
-            res = _many_assets(source, tab, data, r, weights, a[i], b[i], start[i],
-                               long_short[i], th[i, 0], th[i, 1], cost, buf)  # fmt: skip
-        counts, path = res
+            counts, path = one(i, False)
         finish_row(buf, path, counts, ppy, space, out[i], kept, keep_slot[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _table_long(lo: int, hi: int, sets: Sets) -> None:  # pragma: no cover - compiled
+    """:func:`run_sets` on a signal table, every set long-only (``sets``: :data:`Sets`)."""
+    _sets(lo, hi, TABLE, False, sets)
+
+
+@numba.njit(cache=True, nogil=True)
+def _table_long_short(lo: int, hi: int, sets: Sets) -> None:  # pragma: no cover - compiled
+    """:func:`run_sets` on a signal table, every set long-short."""
+    _sets(lo, hi, TABLE, True, sets)
+
+
+@numba.njit(cache=True, nogil=True)
+def _table_mixed(lo: int, hi: int, sets: Sets) -> None:  # pragma: no cover - compiled
+    """:func:`run_sets` on a signal table, long-only and long-short sets."""
+    _sets(lo, hi, TABLE, None, sets)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_reversion(lo: int, hi: int, sets: Sets) -> None:  # pragma: no cover - compiled
+    """:func:`run_sets` on z-scores, by the mean-reversion rule (its own sides)."""
+    _sets(lo, hi, MEAN_REVERSION, False, sets)
+
+
+@numba.njit(cache=True, nogil=True)
+def _any_source(lo: int, hi: int, source: int, sets: Sets) -> None:  # pragma: no cover
+    """:func:`run_sets` with the source read at run time (the on-the-fly sources)."""
+    _sets(lo, hi, source, None, sets)

@@ -27,7 +27,9 @@ N_OUT = 13
 
 _STD_RTOL = 1e-12  # metrics.py: a smaller std relative to the mean is a constant series
 _BLOCK = 128  # numpy's pairwise-summation leaf size
-_PLAIN, _SQDEV = 0, 2  # what the pairwise sums add up (see pairwise_sums)
+#: What the pairwise sums add up (see pairwise_sums). numpy ints: numba types a Python int
+#: constant as a literal and would compile pairwise_sums (and its leaves) once per mode.
+_PLAIN, _SQDEV = np.int64(0), np.int64(2)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -157,10 +159,7 @@ def pairwise_sums(
         stack: Scratch space.
         values: Scratch space.
     """
-    n = a.shape[0]
-    if n <= _BLOCK:
-        x, y = _leaf_sum(a, 0, n, mode, mean)
-        return 0.0 + x, 0.0 + y
+    n = a.shape[0]  # (a run of at most 128 terms is a leaf at depth 0)
     depth = 0
     n_values = 0
     stack[0, 0] = 0
@@ -316,7 +315,8 @@ def return_metrics(
         buf = np.empty(n)
         space = scratch()
         for i in range(lo, hi):
-            buf[:] = returns[i]
+            for t in range(n):  # (a slice assignment compiles numba's shape-error text)
+                buf[t] = returns[i, t]
             finish_returns(buf, path_stats(buf), ppy, space, out[i])
     return out
 

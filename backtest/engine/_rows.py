@@ -71,5 +71,6 @@ def finish_row(
     row[WIN_RATE] = wins / trades if trades > 0 else np.nan
     row[EXPOSURE] = expo / n
     row[TURNOVER] = turn / n * ppy
-    if slot >= 0:
-        kept[slot, :] = buf
+    if slot >= 0:  # element by element: a slice assignment compiles numba's shape-error text
+        for t in range(n):
+            kept[slot, t] = buf[t]

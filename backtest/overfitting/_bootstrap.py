@@ -32,10 +32,13 @@ def stationary_draws(
     """
     idx = np.empty((n_bootstrap, n_bars), dtype=np.int64)
     for r in range(n_bootstrap):
-        idx[r] = rng.integers(0, n_bars, size=n_bars)
+        # element by element: a slice assignment compiles numba's shape-error text
+        starts = rng.integers(0, n_bars, size=n_bars)
         u = rng.random(size=n_bars)
-        for t in range(1, n_bars):
-            if not u[t] <= p:
+        for t in range(n_bars):
+            if t == 0 or u[t] <= p:
+                idx[r, t] = starts[t]
+            else:
                 nxt = idx[r, t - 1] + 1
                 idx[r, t] = 0 if nxt == n_bars else nxt
     return idx

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from backtest.engine._compiling import NOTICE
@@ -119,3 +120,76 @@ def test_import_backtest_keys_the_kernel_cache_unless_numba_cache_dir_is_set(
     assert _kernel_run(tmp_path, show, NUMBA_CACHE_DIR=str(tmp_path / "mine")) == str(
         tmp_path / "mine"
     )
+
+
+#: Compiles one of the engine's kernels once the file ``argv[1]`` exists (a start line for
+#: processes started together), then prints how often it was compiled here and its result.
+#: ``argv[2] == "bad"`` first calls it with an argument it cannot compile for.
+TOGETHER = """
+import os, sys, time
+import numpy as np
+import backtest.engine
+from backtest.engine._trades import _trades_kernel
+from numba.core import event
+
+compiled = []
+class Count(event.Listener):
+    def on_start(self, ev):
+        if ev.data["dispatcher"] is _trades_kernel:
+            compiled.append(1)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Count())
+if sys.argv[2] == "bad":
+    try:
+        _trades_kernel(np.zeros(3), np.zeros(3), "a string")
+    except Exception as exc:
+        print("failed:", type(exc).__name__, flush=True)
+    time.sleep(120)  # killed by the test
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.002)
+pos = np.array([0.0, 1.0, 1.0, 0.0, -1.0, 0.0])
+r = np.array([0.0, 0.01, -0.02, 0.03, 0.01, -0.01])
+result = _trades_kernel(pos, r, 0.001)[3].tolist()
+print(len(compiled), repr(result), flush=True)
+"""
+
+
+def _together(tmp_path: Path, mode: str = "good") -> subprocess.Popen[str]:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.Popen(
+        [sys.executable, "-c", TOGETHER, str(tmp_path / "go"), mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def test_processes_started_together_on_a_fresh_cache_compile_a_kernel_once(
+    tmp_path: Path,
+) -> None:
+    """Workers starting together on a new machine: one compiles, the others load its work."""
+    procs = [_together(tmp_path) for _ in range(3)]
+    time.sleep(1.0)  # all three at the start line (they import while we wait)
+    (tmp_path / "go").touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    counts = [int(out.split()[0]) for out, _ in outs]
+    results = {out.split(maxsplit=1)[1] for out, _ in outs}
+    assert sum(counts) == 1, counts  # each process compiled it before the lock: [1, 1, 1]
+    assert len(results) == 1  # and the loaded kernel computes what the compiled one does
+
+
+def test_a_compilation_that_fails_does_not_hold_up_other_processes(tmp_path: Path) -> None:
+    """A kernel that failed to compile gives up its lock at once, not when its process ends."""
+    (tmp_path / "go").touch()
+    bad = _together(tmp_path, "bad")
+    try:
+        assert bad.stdout is not None
+        assert bad.stdout.readline().startswith("failed: TypingError")
+        good = _together(tmp_path)  # the same kernel, while the failed process still lives
+        out, err = good.communicate(timeout=200)  # a held lock would keep it 600 s
+        assert good.returncode == 0, err[-2000:]
+        assert out.split()[0] == "1"  # it compiled the kernel itself
+        assert bad.poll() is None  # the failed one was alive all along
+    finally:
+        bad.kill()
+        bad.communicate()

@@ -314,7 +314,14 @@ def fan_quantiles(
     m, n_bars = fan.shape
     res = np.empty((n_bars, q.size))
     tile = np.empty((_TILE, m))
-    order = np.argsort(-q)
+    order = np.arange(q.size)  # the largest level first: an insertion sort of the few
+    for jj in range(1, q.size):  # levels (np.argsort compiles numba's sorting for this alone)
+        j = order[jj]
+        i = jj
+        while i > 0 and q[order[i - 1]] < q[j]:
+            order[i] = order[i - 1]
+            i -= 1
+        order[i] = j
     for t in range(n_bars):
         if t % _TILE == 0:  # transpose a tile of bars: rows are read contiguously
             width = min(_TILE, n_bars - t)

@@ -114,10 +114,25 @@ def windows_sharpe(
     """
     n, k = returns.shape
     w = starts.shape[0]
-    edges = np.unique(np.concatenate((starts, ends, np.array([0, n], dtype=np.int64))))
-    n_seg = edges.shape[0] - 1
-    first = np.searchsorted(edges, starts)
-    last = np.searchsorted(edges, ends)
+    # the sorted distinct edges (0, n and every start and end) and each row's edge index,
+    # by marking rows: no sort (np.unique would compile numba's sorting for this alone)
+    slot = np.zeros(n + 1, dtype=np.int64)
+    slot[0] = slot[n] = 1
+    for j in range(w):
+        slot[starts[j]] = slot[ends[j]] = 1
+    edges = np.empty(n + 1, dtype=np.int64)
+    n_edges = 0
+    for row in range(n + 1):
+        if slot[row]:
+            edges[n_edges] = row
+            slot[row] = n_edges
+            n_edges += 1
+    n_seg = n_edges - 1
+    first = np.empty(w, dtype=np.int64)
+    last = np.empty(w, dtype=np.int64)
+    for j in range(w):
+        first[j] = slot[starts[j]]
+        last[j] = slot[ends[j]]
     s1 = np.empty(n_seg)
     s2 = np.empty(n_seg)
     inner = np.empty(n_seg, dtype=np.bool_)  # a change between two rows of the segment

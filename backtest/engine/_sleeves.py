@@ -190,6 +190,7 @@ def _sleeves(
         ret_out[t] = ret
         equity *= 1.0 + ret
     for j in range(a):
-        if held[j] != 0.0:
+        if held[j] != 0.0:  # int(END): an int64 as at the other calls (a literal 3 would
+            # compile a second _record)
             _record(trades, stats, j, _sign(held[j]), entry_bar[j], n - 1, entry_fill[j],
-                    close[n - 1, j], growth[j] - 1.0, END)  # fmt: skip
+                    close[n - 1, j], growth[j] - 1.0, int(END))  # fmt: skip

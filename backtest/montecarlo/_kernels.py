@@ -314,14 +314,13 @@ def fan_quantiles(
     m, n_bars = fan.shape
     res = np.empty((n_bars, q.size))
     tile = np.empty((_TILE, m))
-    order = np.arange(q.size)  # the largest level first: an insertion sort of the few
-    for jj in range(1, q.size):  # levels (np.argsort compiles numba's sorting for this alone)
-        j = order[jj]
+    order = np.empty(q.size, dtype=np.int64)  # the largest level first: an insertion sort
+    for jj in range(q.size):  # of the few levels (np.argsort would compile numba's sorting)
         i = jj
-        while i > 0 and q[order[i - 1]] < q[j]:
+        while i > 0 and q[order[i - 1]] < q[jj]:
             order[i] = order[i - 1]
             i -= 1
-        order[i] = j
+        order[i] = jj
     for t in range(n_bars):
         if t % _TILE == 0:  # transpose a tile of bars: rows are read contiguously
             width = min(_TILE, n_bars - t)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from backtest.engine._compiling import NOTICE
 
 KERNELS = """
@@ -193,3 +195,52 @@ def test_a_compilation_that_fails_does_not_hold_up_other_processes(tmp_path: Pat
     finally:
         bad.kill()
         bad.communicate()
+
+
+def _kernel_types(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[tuple]:
+    """The numba types of every call of ``module.name`` (the real kernel still runs)."""
+    import numba
+
+    seen: list[tuple] = []
+    real = getattr(module, name)
+
+    def recording(*args: object) -> object:
+        seen.append(tuple(numba.typeof(a) for a in args))
+        return real(*args)
+
+    monkeypatch.setattr(module, name, recording)
+    return seen
+
+
+def test_prices_in_any_order_or_copy_mode_reach_the_kernels_as_one_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numba compiles once per argument type, and an array's order and whether it can be
+    written are part of it: a full panel, OHLC bars and a universe with a late listing each
+    reached the cash-and-units kernel (about 30 s to compile) as another type."""
+    import numpy as np
+    import pandas as pd
+
+    from backtest.data import Bars
+    from backtest.engine import _batch_kernel, _single, simulate, simulate_batch
+    from backtest.strategies import SmaCross
+
+    index = pd.date_range("2020-01-01", periods=120, freq="B")
+    values = 100.0 * np.cumprod(1.0 + np.random.default_rng(3).normal(0.0, 0.01, (120, 2)), 0)
+    close = pd.DataFrame(values, index=index, columns=["A", "B"])
+    listed_late = close.notna()
+    listed_late.iloc[:10, 1] = False
+    forms = {
+        "closes": close,
+        "OHLC bars": Bars(close=close, open=close * 0.99, high=close * 1.01, low=close * 0.98),
+        "a universe": Bars(close=close, tradable=listed_late),
+    }
+    single = _kernel_types(monkeypatch, _single, "run_book")
+    batched = _kernel_types(monkeypatch, _batch_kernel, "run_books")
+    for close in forms.values():
+        simulate(close, SmaCross(fast=5, slow=20), check_lookahead=False, initial_capital=1e5)
+        simulate_batch(close, SmaCross, {"fast": [5], "slow": [20]}, initial_capital=1e5)
+    for calls in (single, batched):
+        assert len(calls) == len(forms)
+        differ = [i for i, types in enumerate(zip(*calls, strict=True)) if len(set(types)) > 1]
+        assert not differ, [[call[i] for call in calls] for i in differ]

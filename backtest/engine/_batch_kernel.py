@@ -191,7 +191,13 @@ def kernel_batch(
 ) -> tuple[pd.DataFrame, NDArray[np.float64] | None]:
     """Metrics of every set (and the kept returns), through the per-bar kernel."""
     from backtest.engine._single import check_inputs, volume_array
-    from backtest.engine._universe import kernel_atr, kernel_inputs, strategy_bars, vol_bars
+    from backtest.engine._universe import (
+        kernel_array,
+        kernel_atr,
+        kernel_inputs,
+        strategy_bars,
+        vol_bars,
+    )
 
     strategy_frame, engine_frame = split_columns(frame, strategy_cls)
     base = {k: v for k, v in options.items() if k in ENGINE_KEYS}
@@ -207,7 +213,7 @@ def kernel_batch(
     ki = kernel_inputs(bars)
     view = strategy_bars(bars)
     close = ki.close
-    vol_close = close if ki.plain else vol_bars(view).close.to_numpy(dtype=np.float64)
+    vol_close = close if ki.plain else kernel_array(vol_bars(view).close.to_numpy())
     view_close = close if ki.plain else np.ascontiguousarray(view.close.to_numpy(dtype=np.float64))
     n, a = close.shape
     ppy = float(periods_per_year)

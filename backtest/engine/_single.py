@@ -24,7 +24,13 @@ from backtest.engine._schedule import rebalance_flags
 from backtest.engine._sessions import session_arrays
 from backtest.engine._targets import limits_of, raw_targets, resolve_weights
 from backtest.engine._trades import TRADE_COLUMNS
-from backtest.engine._universe import kernel_atr, kernel_inputs, strategy_bars, vol_bars
+from backtest.engine._universe import (
+    kernel_array,
+    kernel_atr,
+    kernel_inputs,
+    strategy_bars,
+    vol_bars,
+)
 from backtest.strategies import Strategy
 
 __all__ = ["BacktestResult", "resolve_weights", "simulate"]
@@ -260,7 +266,7 @@ def run_simulation(
     trades = np.zeros((2 * n * a + a, len(TRADE_FIELDS)))
     stats = np.zeros(4)
     run_book(
-        *arrays, close, limited, raw, *ki.rule_arrays(),
+        *arrays, close, kernel_array(limited), kernel_array(raw), *ki.rule_arrays(),
         np.asarray(sleeve, np.float64), rebalance_flags(index, params.rebalance),
         not params.sleeves, params.next_open,
         params.rebalance_threshold, params.capital,

@@ -51,7 +51,36 @@ from backtest.data._bars import Bars
 from backtest.engine._exits import DELISTED, UNTRADABLE
 from backtest.errors import DataValidationError
 
-__all__ = ["KernelInputs", "is_plain", "kernel_atr", "kernel_inputs", "strategy_bars", "vol_bars"]
+__all__ = [
+    "KernelInputs",
+    "is_plain",
+    "kernel_array",
+    "kernel_atr",
+    "kernel_inputs",
+    "strategy_bars",
+    "vol_bars",
+]
+
+
+def kernel_array(values: Any) -> NDArray[np.float64]:
+    """``values`` as the kernels read their price and target tables: C-ordered, read-only.
+
+    numba compiles a kernel once per argument type, and an array's layout and whether it
+    can be written are part of its type: pandas hands out read-only arrays (copy-on-write)
+    in one order or the other, numpy's own results writable ones. The cash-and-units
+    kernel took about 30 s to compile, once for each of three such mixes, and a run could
+    need two. Inputs are never written, so a read-only view costs nothing; only an array
+    in the other order is copied.
+
+    >>> a = kernel_array(np.ones((3, 2), order="F"))
+    >>> a.flags.c_contiguous, a.flags.writeable
+    (True, False)
+    """
+    array = np.ascontiguousarray(values, dtype=np.float64)
+    if array.flags.writeable:
+        array = array.view()
+        array.flags.writeable = False
+    return array
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +111,11 @@ class KernelInputs:
     actions: bool
     plain: bool
 
+    def __post_init__(self) -> None:
+        """Every price table in the kernels' one form (:func:`kernel_array`)."""
+        for name in ("open", "high", "low", "close", "split", "dividend"):
+            object.__setattr__(self, name, kernel_array(getattr(self, name)))
+
     def rule_arrays(
         self,
     ) -> tuple[NDArray[np.bool_], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
@@ -97,7 +131,7 @@ class KernelInputs:
 
 _EMPTY_HOLD = np.zeros((0, 0), np.bool_)
 _EMPTY_LEAVE = np.zeros((0, 0), np.int64)
-_EMPTY_FLOAT = np.zeros((0, 0))
+_EMPTY_FLOAT = kernel_array(np.zeros((0, 0)))  # the type of split and dividend
 
 
 def is_plain(bars: Bars) -> bool:

@@ -88,6 +88,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.name in _ONE_AFTER_ANOTHER:
             item.add_marker(pytest.mark.xdist_group("queue-processes"))
+        elif "vectorbt" in item.name:
+            # vectorbt's simulation functions are jitted without numba's disk cache: each
+            # process that calls one compiles it (up to 40 s each on a busy machine), so
+            # the tests that call them share one xdist worker and compile them once.
+            item.add_marker(pytest.mark.xdist_group("vectorbt"))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # xdist hands tests out in this order (the group first, as its largest scope): with the
         # slow ones early, the last tests each worker takes are short ones, and no worker idles

@@ -163,9 +163,10 @@ def observed_scores(
     """Metrics and equity curve of the observed returns, computed like every path's."""
     out = np.empty((1, len(k.METRICS)))
     equity = np.empty((1, values.size + 1), np.float32)
-    k.score_columns(
-        np.ascontiguousarray(values, dtype=np.float64)[:, None], periods_per_year, out, equity
-    )
+    # a writable copy: the paths' returns are writable, and a read-only array (pandas')
+    # would compile score_columns a second time
+    column = np.array(values, dtype=np.float64).reshape(-1, 1)
+    k.score_columns(column, periods_per_year, out, equity)
     full = np.concatenate(([1.0], np.cumprod(1.0 + values)))
     return out[0], full
 

@@ -126,7 +126,7 @@ def _leaf_sqdev(a: NDArray[np.float64], lo: int, n: int, mean: float) -> float: 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _leaf_sum(
-    a: NDArray[np.float64], lo: int, n: int, mode: int, mean: float
+    a: NDArray[np.float64], lo: int, n: int, mode: int | np.int64, mean: float
 ) -> tuple[float, float]:  # pragma: no cover - compiled
     if mode == _PLAIN:
         return _leaf_plain_down(a, lo, n)
@@ -141,7 +141,7 @@ def scratch() -> tuple[NDArray[np.int64], NDArray[np.float64]]:  # pragma: no co
 
 @numba.njit(cache=True, nogil=True)
 def pairwise_sums(
-    a: NDArray[np.float64], mode: int, mean: float,
+    a: NDArray[np.float64], mode: int | np.int64, mean: float,
     stack: NDArray[np.int64], values: NDArray[np.float64],  # scratch()
 ) -> tuple[float, float]:  # pragma: no cover - compiled; equal to np.sum in tests  # fmt: skip
     """``np.sum`` of transforms of ``a`` with numpy's pairwise algorithm, bit for bit.

@@ -34,10 +34,11 @@ except ImportError:  # pragma: no cover - Windows: every process compiles for it
 
 log = logging.getLogger("backtest.engine")
 
-#: What a user is told the first time a process compiles (measured on a 2-core machine:
-#: a cold ``+experiment=sma_grid`` compiles for about 10-20 s, the flagship 20-40 s).
+#: What a user is told the first time a process compiles (measured on a 2-core machine: a
+#: cold ``+experiment=sma_grid`` compiles for about 8 s, the flagship 12 s; twice that when
+#: the machine is busy).
 NOTICE = (
-    "compiling the engine's kernels for this machine (first run only: about 10-40 s; "
+    "compiling the engine's kernels for this machine (first run only: about 5-30 s; "
     "later runs load them from numba's cache)"
 )
 

@@ -183,6 +183,10 @@ def test_sync_with_nothing_to_do_opens_no_result(
     assert [d for d, _ in sync(out).logged] == [dirs[5]]
 
 
+#: How long a test holds a run's mirror lock at most (see HeldLock).
+GUARD_S = 600
+
+
 class HeldLock:
     """The run directory's mirror lock, held by the test: a mirror waits on it, really."""
 
@@ -194,8 +198,10 @@ class HeldLock:
         fcntl.flock(self._fh, fcntl.LOCK_EX)
         self.released = False
         # a guard, not a timing: a process that waits for its mirror before printing
-        # (the bug) would otherwise wait for this lock forever
-        self._guard = threading.Timer(120, self.release)
+        # (the bug) would otherwise wait for this lock forever. It runs from the process's
+        # start, so it allows for a first run's compilation on a busy machine (the process
+        # once needed over 120 s to print its result there, and the guard let it finish)
+        self._guard = threading.Timer(GUARD_S, self.release)
         self._guard.start()
 
     def release(self) -> None:

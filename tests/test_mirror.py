@@ -232,6 +232,31 @@ def test_inside_mirrors_after_the_caller_goes_on_while_the_mirror_waits(tmp_path
     assert run.data.tags["backtest.run_key"] == run_key(results.load_result(run_dir).record)
 
 
+def test_ctrl_c_inside_mirrors_after_does_not_wait_for_the_mirror(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C while the summary still prints (before the block's end waits) stops at once."""
+    from backtest.config import TrackingConfig
+    from backtest.tracking import mirror_soon, mirrors_after
+
+    uri, experiment = f"sqlite:///{tmp_path}/mlflow.db", "interrupted"
+    run_dir = write_run(tmp_path / "run", experiment, uri, 0.5)
+    held = HeldLock(run_dir)
+    late = threading.Timer(60, held.release)  # the old code waited for the mirror until here
+    late.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), mirrors_after():  # noqa: PT012 - the subject
+            cfg = TrackingConfig(uri=uri, experiment_name=experiment)
+            mirror_soon(run_dir, cfg, None, on_error=lambda exc: None)
+            raise KeyboardInterrupt
+        assert time.monotonic() - start < 30  # it did not wait for the held mirror
+    finally:
+        late.cancel()
+        held.release()
+    assert f"python -m backtest.sync {run_dir}" in caplog.text
+
+
 def test_outside_mirrors_after_the_mirror_is_done_on_return(tmp_path: Path) -> None:
     from backtest.config import TrackingConfig
     from backtest.tracking import mirror_soon

@@ -98,16 +98,24 @@ def mirrors_after() -> Iterator[None]:
 
     Used by the ``backtest`` command around a run and its printed summary. On leaving
     the block, each mirror still running is waited for (with one INFO line when it takes
-    more than half a second); a ``KeyboardInterrupt`` while waiting logs where the
-    result is and how to mirror it later, then propagates.
+    more than half a second); a ``KeyboardInterrupt``, in the block (the summary still
+    printing) or while waiting, waits for nothing: it logs where each unfinished result
+    is and how to mirror it later, then propagates (the mirrors' threads are daemons).
     """
     pending: list[_Pending] = []
     token = _PENDING.set(pending)
+    interrupted = False
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         _PENDING.reset(token)
-        _wait(pending)
+        if interrupted:
+            _left_to_sync(pending)
+        else:
+            _wait(pending)
 
 
 def _wait(pending: list[_Pending]) -> None:
@@ -120,12 +128,17 @@ def _wait(pending: list[_Pending]) -> None:
             while not item.done.wait(0.2):  # short waits: Ctrl-C is heard while waiting
                 pass
     except KeyboardInterrupt:
-        for item in pending:
-            if not item.done.is_set():
-                log.warning(
-                    "MLflow mirror of %s interrupted; the result is complete, log it with: "
-                    "python -m backtest.sync %s",
-                    item.run_dir,
-                    item.run_dir,
-                )
+        _left_to_sync(pending)
         raise
+
+
+def _left_to_sync(pending: list[_Pending]) -> None:
+    """Ctrl-C: say how to mirror each result whose mirror has not finished."""
+    for item in pending:
+        if not item.done.is_set():
+            log.warning(
+                "MLflow mirror of %s interrupted; the result is complete, log it with: "
+                "python -m backtest.sync %s",
+                item.run_dir,
+                item.run_dir,
+            )

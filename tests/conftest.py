@@ -100,6 +100,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def _without_pytest_current_test() -> Iterator[None]:
+    """Run a test phase without ``PYTEST_CURRENT_TEST`` in the environment.
+
+    MLflow turns on a check meant for its own test suite when that variable is set: a
+    flush inside a session it opened read-only raises. One of its own paths does that
+    when loggers race to create an experiment, so under pytest, and only there, 1 of 48
+    loggers racing into a new store failed ("Query-invoked autoflush"; a suite run of a
+    fresh clone). The tests, their servers and the processes they start run as a user's
+    would: without the variable.
+    """
+    value = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = value  # pytest deletes it after the phase
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: object, request: object) -> Iterator[None]:
+    """Fixtures (tracking servers among them) start without ``PYTEST_CURRENT_TEST``."""
+    yield from _without_pytest_current_test()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[None]:
+    """The test body runs without ``PYTEST_CURRENT_TEST``."""
+    yield from _without_pytest_current_test()
+
+
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_leaks() -> Iterator[None]:
     """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in this process's

@@ -192,7 +192,10 @@ def _connected(
         except BacktestError:
             raise
         except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else ""
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            # the first line, and the last where SQLAlchemy put its context first ("(raised
+            # as a result of Query-invoked autoflush; ...)" hid "database is locked")
+            first = " ".join(dict.fromkeys(lines[:1] + lines[-1:]))
             raise BacktestError(
                 mask_text(
                     f"logging {what} to MLflow at {uri} failed: {type(exc).__name__}: {first}"

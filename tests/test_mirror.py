@@ -308,8 +308,19 @@ def cli_run(tmp_path: Path, uri: str, experiment: str) -> tuple[subprocess.Popen
         text=True,
         cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        preexec_fn=_as_from_a_terminal,
     )
     return proc, run_dir
+
+
+def _as_from_a_terminal() -> None:
+    """Ctrl-C reaches the command as it does from a terminal.
+
+    A process started with SIGINT ignored keeps it ignored (POSIX; Python then installs no
+    KeyboardInterrupt handler), and a suite started in the background (``cmd &`` in a
+    script) ignores it: the command under test would never hear the test's Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:

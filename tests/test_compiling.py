@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +246,121 @@ def test_prices_in_any_order_or_copy_mode_reach_the_kernels_as_one_type(
         assert len(calls) == len(forms)
         differ = [i for i, types in enumerate(zip(*calls, strict=True)) if len(set(types)) > 1]
         assert not differ, [[call[i] for call in calls] for i in differ]
+
+
+#: Records, per process, its command line and each compilation of one of our kernels.
+RECORDING = """
+import os, sys
+from numba.core import event
+
+_log = os.path.join(os.environ["COMPILE_LOG"], str(os.getpid()))
+with open(_log + ".argv", "w") as f:
+    f.write(" ".join(sys.orig_argv))
+
+class _Record(event.Listener):
+    def on_start(self, ev):
+        pass
+    def on_end(self, ev):
+        func = ev.data["dispatcher"].py_func
+        if func.__module__.startswith("backtest.") and ev.data.get("args") is not None:
+            with open(_log + ".compiled", "a") as f:
+                f.write(f"{func.__module__}.{func.__qualname__} {ev.data['args']}\\n")
+
+event.register("numba:compile", _Record())
+"""
+
+
+def _grid_run(tmp_path: Path, name: str, cache: str, ahead: str) -> dict[str, list[str]]:
+    """A grid search of the sample data on kernel cache ``cache``; compilations by process."""
+    site, log, cwd = tmp_path / "site", tmp_path / name / "log", tmp_path / name / "cwd"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(RECORDING)
+    log.mkdir(parents=True)
+    cwd.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "COMPILE_LOG": str(log),
+        "NUMBA_CACHE_DIR": str(tmp_path / cache),
+        "BACKTEST_COMPILE_AHEAD": ahead,
+    }
+    args = ["+experiment=sma_grid", "tracking=none", "report=false"]
+    out = subprocess.run(
+        [sys.executable, "-m", "backtest", *args],
+        capture_output=True, text=True, timeout=600, env=env, cwd=cwd,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (result,) = cwd.glob("outputs/**/result.json")
+    record = json.loads(result.read_text())
+    by_process: dict[str, Any] = {"result": {k: record[k] for k in ("metrics", "overfitting")}}
+    for argv in log.glob("*.argv"):
+        compiled = argv.with_suffix(".compiled")
+        kind = "helper" if "backtest.tasks._ahead_run" in argv.read_text() else "main"
+        assert kind not in by_process, by_process  # one run, at most one helper
+        by_process[kind] = compiled.read_text().splitlines() if compiled.exists() else []
+        if kind == "helper":  # ended (or was killed) with the run
+            import psutil
+
+            deadline = time.monotonic() + 10
+            while psutil.pid_exists(int(argv.stem)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not psutil.pid_exists(int(argv.stem))
+    return by_process
+
+
+@pytest.mark.slow
+def test_a_cold_run_compiles_its_later_kernels_in_a_helper_each_once(tmp_path: Path) -> None:
+    """On a fresh cache a second process compiles kernels the run needs later: between the
+    two, each kernel (and signature) is compiled once, and exactly the run's own set."""
+    from collections import Counter
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the helper starts on machines with two cores or more")
+    alone = _grid_run(tmp_path, "alone", "cache-alone", ahead="0")
+    assert set(alone) == {"result", "main"}  # the switch turns the helper off
+    both = _grid_run(tmp_path, "both", "cache-both", ahead="1")
+    assert set(both) == {"result", "main", "helper"}
+    assert both["result"] == alone["result"]  # metrics and overfitting statistics unchanged
+    assert both["helper"], "the helper compiled nothing"
+    counts = Counter(both["main"] + both["helper"])
+    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
+    assert set(counts) == set(alone["main"])  # nothing the run does not need, nothing missed
+    assert len(alone["main"]) == len(set(alone["main"]))
+    warm = _grid_run(tmp_path, "warm", "cache-both", ahead="1")
+    assert warm == {"result": alone["result"], "main": []}  # no helper, nothing compiled
+
+
+@pytest.mark.parametrize(
+    ("switch", "load", "cached", "started"),
+    [
+        (None, 0.5, False, True),  # cold, a core to spare: the default starts it
+        (None, 3.0, False, False),  # every core busy: it would only take the run's CPU
+        ("1", 3.0, False, True),  # on whatever the load
+        ("0", 0.5, False, False),  # the switch turns it off
+        (None, 0.5, True, False),  # a warm cache: nothing to compile ahead
+    ],
+)
+def test_the_helper_starts_on_a_cold_cache_with_a_core_to_spare_unless_switched_off(
+    monkeypatch: pytest.MonkeyPatch, switch: str | None, load: float, cached: bool, started: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from backtest.tasks import _ahead
+
+    launched: list[object] = []
+    monkeypatch.setattr(_ahead, "_started", False)
+    monkeypatch.setattr(_ahead, "_cores", lambda: 2)
+    monkeypatch.setattr(_ahead.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(_ahead, "_cached", lambda kernel: cached)
+    monkeypatch.setattr(_ahead, "_launch", lambda job, run_dir: launched.append(job) or True)
+    if switch is None:
+        monkeypatch.delenv(_ahead.ENV, raising=False)
+    else:
+        monkeypatch.setenv(_ahead.ENV, switch)
+    job = SimpleNamespace(task="search")
+    settings = SimpleNamespace(montecarlo=None, search=SimpleNamespace(keep_returns=1000))
+    assert _ahead.start(job, None, settings) is started  # type: ignore[arg-type]
+    assert _ahead.start(job, None, settings) is False  # once per process
+    assert launched == ([job] if started else [])
+    backtest_only = SimpleNamespace(task="backtest")  # compiles its backtest first itself
+    assert _ahead.recipes(backtest_only.task, settings) == []

@@ -94,6 +94,7 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
     from backtest.data import data_fingerprint, load_bars
     from backtest.engine import check_engine_config
     from backtest.strategies._loader import build_strategy
+    from backtest.tasks import _ahead
     from backtest.tasks._bounds import check_sizes, check_windows
 
     if run_dir is None:
@@ -101,6 +102,8 @@ def prepare(job: BacktestJob, run_dir: Path | None = None, progress: bool = Fals
     check_conflicts(job.config)
     settings = typed_settings(job.config)
     check_sizes(settings)  # a named error with the memory estimate, before any work
+    # a cold kernel cache: a second process compiles the kernels the run needs later
+    _ahead.start(job, run_dir, settings)
     cls, params, _ = build_strategy(settings.strategy, settings.allowed_modules)
     if job.task in ("search", "walkforward") and not settings.search.space:
         name = next(iter(params), "fast")

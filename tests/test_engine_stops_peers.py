@@ -30,8 +30,12 @@ from backtest.engine import simulate
 from backtest.strategies import SmaCross
 from tests.peer_trades import Fixed, assert_same_trades, goog_sample
 
-vbt = pytest.importorskip("vectorbt")
 pytestmark = pytest.mark.slow  # vectorbt compiles per signature: seconds per test
+
+
+def _vbt():  # type: ignore[no-untyped-def]
+    """vectorbt, imported by the tests that call it (the others' processes skip its import)."""
+    return pytest.importorskip("vectorbt")
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +57,22 @@ def _one(bars: Bars, symbol: str) -> Bars:
 
 def _vbt_trades(bars: Bars, entries, exits, short: bool = False, **stops) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     col = bars.symbols[0]
+    # Long and short signals (vectorbt's "LS mode"), never entries + direction: vectorbt maps
+    # direction="longonly" to long entries/exits and "shortonly" to short ones (its
+    # simulate_from_signals_nb), and every call here then passes the same argument types,
+    # so numba compiles that function once per process, not once per form (5 s each).
+    none = pd.Series(False, index=entries.index)
+    long, short_ = ((none, none), (entries, exits)) if short else ((entries, exits), (none, none))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pf = vbt.Portfolio.from_signals(
+        pf = _vbt().Portfolio.from_signals(
             bars.close[col],
-            entries,
-            exits,
+            *long,
+            short_entries=short_[0],
+            short_exits=short_[1],
             open=bars.open[col],
             high=bars.high[col],
             low=bars.low[col],
-            direction="shortonly" if short else "longonly",
             freq="1D",
             **stops,
         )
@@ -243,7 +253,7 @@ def test_a_stop_on_the_bar_the_signal_flips_reverses_here_and_waits_in_vectorbt(
     up, down = (pos > 0) & (before <= 0), (pos < 0) & (before >= 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pf = vbt.Portfolio.from_signals(
+        pf = _vbt().Portfolio.from_signals(
             bars.close[symbol], up, down, short_entries=down, short_exits=up,
             open=bars.open[symbol], high=bars.high[symbol], low=bars.low[symbol],
             sl_stop=0.03, freq="1D",

@@ -206,10 +206,12 @@ def test_monthly_xs_book_equals_vectorbt_from_orders() -> None:
     ours = simulate(close, strategy, **options)
     size = strategy.positions(close).to_numpy() * 0.98
     size[~rebalance_flags(close.index, "M")] = np.nan
+    # fees per column (the same fee), passed as test_engine_asset_costs passes its own: vectorbt
+    # compiles simulate_from_orders_nb once for both tests, not once more for a scalar fee
     pf = vbt.Portfolio.from_orders(
         close, pd.DataFrame(size, index=close.index, columns=close.columns),
-        size_type="targetpercent", fees=0.001, group_by=True, cash_sharing=True,
-        call_seq="auto", init_cash=1.0, freq="1D",
+        size_type="targetpercent", fees=np.full((1, close.shape[1]), 0.001), group_by=True,
+        cash_sharing=True, call_seq="auto", init_cash=1.0, freq="1D",
     )  # fmt: skip
     np.testing.assert_allclose(ours.equity.to_numpy(), pf.value().to_numpy(), rtol=1e-6)
     assert len(pf.orders.records) > 20

@@ -294,7 +294,9 @@ def _needs(job: Job) -> set[str]:
     if data is None or data["kind"] == "noop":
         return set()
     if data["kind"] == "study":
-        return {"tracking"}
+        # a study's trials are scored in memory and told to Optuna; the command that
+        # submitted it writes and logs the result: no MLflow, no figures in the worker
+        return set()
     config = data["job"].get("config") or {}
     tracking = config.get("tracking")
     needs = set()

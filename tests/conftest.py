@@ -12,6 +12,11 @@ from hypothesis import settings
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite starts dozens of processes at once on a cold kernel cache while every core is
+# busy; a compile-ahead helper per process (its load check reads a 1-minute average that
+# still shows the idle machine of the suite's first minute) would only add their start-up
+# CPU. Off for the suite's processes; tests/test_compiling.py switches it on and off itself.
+os.environ.setdefault("BACKTEST_COMPILE_AHEAD", "0")
 
 from backtest.config._hydra import register_configs
 

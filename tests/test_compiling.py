@@ -334,6 +334,8 @@ def test_a_cold_run_compiles_its_later_kernels_in_a_helper_each_once(tmp_path: P
     ("switch", "load", "cached", "started"),
     [
         (None, 0.5, False, True),  # cold, a core to spare: the default starts it
+        (None, 1.2, False, True),  # one of two cores busy: the other compiles ahead
+        (None, 1.6, False, False),  # less than half a core to spare
         (None, 3.0, False, False),  # every core busy: it would only take the run's CPU
         ("1", 3.0, False, True),  # on whatever the load
         ("0", 0.5, False, False),  # the switch turns it off

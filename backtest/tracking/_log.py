@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -36,12 +36,9 @@ from backtest.tracking._flatten import (
     tag_value,
 )
 from backtest.tracking._report_file import report_to_upload
-from backtest.tracking._store import quiet_mlflow
+from backtest.tracking._sqlite_client import SqliteClient
 from backtest.tracking._sweep import log_job_objective, sweep_parent
 from backtest.tracking._ui import DEFAULT_EXPERIMENT, ui_url, view_rounded
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 log = logging.getLogger("backtest.tracking")
 
@@ -132,27 +129,30 @@ def _base_tags(record: Mapping[str, Any], experiment: str, commit: str | None) -
     return {k: tag_value(v) for k, v in tags.items() if v is not None}
 
 
-def _log_files(run: Any, tracking_uri: str, stored: results.StoredResult) -> None:
+def _log_files(client: Any, run: Any, tracking_uri: str, stored: results.StoredResult) -> None:
     """Upload the run's files: config and result at the root, ``tables/``, ``figures/``."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    if isinstance(client, SqliteClient):  # copied into the run's local artifact folder
+        put = functools.partial(client.log_artifact, run.info.run_id)
+    else:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    # The new run's artifact URI is known: no get_run per file, as client.log_artifact does.
-    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=tracking_uri)
+        # The new run's artifact URI is known: no get_run per file, as client.log_artifact does.
+        put = get_artifact_repository(run.info.artifact_uri, tracking_uri=tracking_uri).log_artifact
     for name in (results.RESULT_FILE, results.CONFIG_FILE):
         if (stored.path / name).is_file():
-            repo.log_artifact(str(stored.path / name))
+            put(str(stored.path / name))
     if (stored.path / results.REPORT_FILE).is_file():  # a sweep job's: plotly.js embedded
         with report_to_upload(stored.path / results.REPORT_FILE) as page:
-            repo.log_artifact(str(page))
+            put(str(page))
     for table in stored.tables.values():
-        repo.log_artifact(str(table), "tables")
+        put(str(table), "tables")
     figures = stored.path / results.FIGURES_DIR
     for png in sorted(figures.rglob("*.png")) if figures.is_dir() else []:
-        repo.log_artifact(str(png), png.parent.relative_to(stored.path).as_posix())
+        put(str(png), png.parent.relative_to(stored.path).as_posix())
 
 
 def _log_children(
-    client: MlflowClient,
+    client: Any,
     experiment_id: str,
     parent_id: str,
     children: Sequence[Mapping[str, Any]],
@@ -181,13 +181,12 @@ def _log_children(
 @contextmanager
 def _connected(
     cfg: TrackingConfig, uri: str, experiment: str, what: str
-) -> Iterator[tuple[MlflowClient, str]]:
+) -> Iterator[tuple[Any, str]]:
     """A client and the experiment id, every call bounded; any failure one ``BacktestError``."""
     with _client.bounded_http(cfg.timeout_s):
         try:
             _client.check_reachable(uri, cfg.timeout_s)
-            with quiet_mlflow():
-                client = _client.client_for(uri)
+            with _client.connect(uri) as client:
                 yield client, _client.experiment_id(client, experiment, uri)
         except BacktestError:
             raise
@@ -302,7 +301,7 @@ def log_result(
                 metrics=metrics,
                 timestamp_ms=end_ms,
             )
-            _log_files(run, tracking_uri, stored)
+            _log_files(client, run, tracking_uri, stored)
             kind = "fold" if record.get("task") == "walkforward" else "trial"
             _log_children(
                 client,
@@ -346,7 +345,7 @@ def log_result(
     return LoggedRun(run_id, exp_id, key, len(chosen), parent, tracking_uri)
 
 
-def _end_quietly(client: MlflowClient, run_id: str, status: str) -> None:
+def _end_quietly(client: Any, run_id: str, status: str) -> None:
     """Best effort: never leave a half-logged run RUNNING (the server may be gone)."""
     try:
         client.set_terminated(run_id, status)

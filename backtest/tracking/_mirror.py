@@ -30,7 +30,6 @@ from backtest.errors import BacktestError
 from backtest.masking import mask_text, reveal
 from backtest.tracking import _client
 from backtest.tracking._flatten import RUN_KEY_TAG, run_key
-from backtest.tracking._store import quiet_mlflow
 from backtest.tracking._ui import DEFAULT_EXPERIMENT
 
 log = logging.getLogger("backtest.tracking")
@@ -58,10 +57,9 @@ def runs_with_key(client: Any, experiment: str, key: str) -> list[tuple[str, str
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    query = f"tags.`{RUN_KEY_TAG}` = {_client.quote(key)}"
     return [
         (run.info.run_id, run.info.status)
-        for run in _client.search_all(client, [exp.experiment_id], query)
+        for run in _client.runs_tagged(client, [exp.experiment_id], RUN_KEY_TAG, key)
     ]
 
 
@@ -102,8 +100,7 @@ def mirror_result(
         with _client.bounded_http(cfg.timeout_s):
             try:
                 _client.check_reachable(target, cfg.timeout_s)
-                with quiet_mlflow():
-                    client = _client.client_for(target)
+                with _client.connect(target) as client:
                     found = runs_with_key(client, experiment, key)
                     done = [run_id for run_id, status in found if status == "FINISHED"]
                     if done:

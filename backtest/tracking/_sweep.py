@@ -5,22 +5,17 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import yaml
 
-from backtest.tracking._client import log_entities, quote, search_all
+from backtest.tracking._client import log_entities, runs_tagged
 from backtest.tracking._flatten import param_value
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every multirun sweep directory
 
 
-def sweep_parent(
-    client: MlflowClient, experiment_id: str, run_dir: Path, experiment: str
-) -> str | None:
+def sweep_parent(client: Any, experiment_id: str, run_dir: Path, experiment: str) -> str | None:
     """The parent run of a Hydra multirun sweep, created by the first job that logs.
 
     Jobs of one sweep share its directory (which holds Hydra's ``multirun.yaml``).
@@ -32,8 +27,7 @@ def sweep_parent(
     if not marker.is_file():
         return None
     key = str(sweep_dir)
-    query = f"tags.`backtest.sweep_key` = {quote(key)}"
-    found = search_all(client, [experiment_id], query)
+    found = runs_tagged(client, [experiment_id], "backtest.sweep_key", key)
     mine = None
     if not found:
         now = int(time.time() * 1000)
@@ -55,7 +49,7 @@ def sweep_parent(
         )
         client.log_artifact(mine, str(marker))
         client.set_terminated(mine, "FINISHED", end_time=now)
-        found = search_all(client, [experiment_id], query) or [run]
+        found = runs_tagged(client, [experiment_id], "backtest.sweep_key", key) or [run]
     winner = min(found, key=lambda r: (r.info.start_time, r.info.run_id))
     if mine is not None and winner.info.run_id != mine:
         client.delete_run(mine)
@@ -63,7 +57,7 @@ def sweep_parent(
 
 
 def log_job_objective(
-    client: MlflowClient, parent_id: str, job: int, value: float, *, maximize: bool
+    client: Any, parent_id: str, job: int, value: float, *, maximize: bool
 ) -> float:
     """Record a job's objective on its sweep's parent run; the sweep's best so far.
 

@@ -251,7 +251,8 @@ def _sync_one(run_dir: Path, uri: str | None, dry_run: bool) -> str | None:
         experiment = cfg.experiment_name or str(record.get("name") or DEFAULT_EXPERIMENT)
         with _client.bounded_http(cfg.timeout_s):
             _client.check_reachable(target, cfg.timeout_s)
-            found = runs_with_key(_client.client_for(target), experiment, run_key(record))
+            with _client.connect(target) as client:
+                found = runs_with_key(client, experiment, run_key(record))
         return None if any(status == "FINISHED" for _, status in found) else ""
     mirror = mirror_result(run_dir, cfg, uri=uri, infer_git=False)
     return mirror.run_id if mirror.logged else None

@@ -395,8 +395,29 @@ def test_a_distributed_study_job_preloads_neither_mlflow_nor_matplotlib() -> Non
 
     study = SimpleNamespace(args=[study_payload({"study_name": "s", "storage": "sqlite:///s.db"})])
     assert _needs(study) == set()  # type: ignore[arg-type]
-    # a backtest job with the default tracking still preloads both
+    # a backtest job with the default tracking still preloads both (no store here yet)
     job = SimpleNamespace(args=[json.dumps({"kind": "job", "job": {"config": {}}})])
+    assert _needs(job) == {"tracking", "figures"}  # type: ignore[arg-type]
+
+
+def test_a_job_into_a_store_mlflow_has_opened_preloads_no_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once MLflow made the worker's store, its jobs write it without MLflow: no preload."""
+    from types import SimpleNamespace
+
+    from backtest.queue._worker import _needs
+    from backtest.tracking import _sqlite_client
+    from backtest.tracking._store import prepare_store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(_sqlite_client.SWITCH, raising=False)
+    job = SimpleNamespace(args=[json.dumps({"kind": "job", "job": {"config": {}}})])
+    assert _needs(job) == {"tracking", "figures"}  # type: ignore[arg-type]
+    prepare_store(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")  # MLflow makes the store
+    assert _needs(job) == {"figures"}  # type: ignore[arg-type]
+    monkeypatch.setenv(_sqlite_client.SWITCH, "mlflow")  # every write through MLflow again
     assert _needs(job) == {"tracking", "figures"}  # type: ignore[arg-type]
 
 

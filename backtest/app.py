@@ -256,9 +256,11 @@ def check_space_keys(cfg: DictConfig) -> None:
     from backtest.strategies import param_names
     from backtest.strategies._loader import build_strategy
     from backtest.tasks import typed_settings
+    from backtest.tasks._jobs import plain_config
     from backtest.tasks._search import is_engine_key
 
-    settings = typed_settings(cfg)
+    # the job's own config (what prepare() types next: typed once, see typed_settings)
+    settings = typed_settings(plain_config(cfg))
     space = settings.search.space or {}
     cls = build_strategy(settings.strategy, settings.allowed_modules)[0]
     names = param_names(cls)

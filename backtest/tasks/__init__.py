@@ -9,6 +9,7 @@ MLflow.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import signal
@@ -61,9 +62,59 @@ def package_version() -> str:
 def typed_settings(config: Mapping[str, Any]) -> RootConfig:
     """Validate a plain config against the schemas and return typed dataclasses.
 
+    The settings of the last plain config are kept: a run types its job's config
+    twice (:func:`backtest.app.check_space_keys`, then :func:`prepare`), and a merge
+    into the schemas is most of a tenth of a second. Each call gets its own copy. A
+    ``DictConfig`` is typed each time (its structured nodes stay dataclasses).
+
     Raises:
         ConfigError: an unknown key, a wrong type or a missing value; names the key.
     """
+    global _last_settings
+    key = _settings_key(config)
+    if key is None:
+        return _typed_settings(config)
+    last = _last_settings
+    if last is not None and last[0] == key:
+        return copy.deepcopy(last[1])
+    settings = _typed_settings(config)  # an error is raised, and nothing kept
+    _last_settings = (key, copy.deepcopy(settings))
+    return settings
+
+
+# (canonical JSON of a plain config, its settings): the plain config typed last
+_last_settings: tuple[str, RootConfig] | None = None
+
+
+def _settings_key(config: Mapping[str, Any]) -> str | None:
+    """The canonical JSON of a plain config; None where it is no plain config.
+
+    None for a ``DictConfig``, for anything holding other than strings, numbers,
+    booleans, None, lists and string-keyed dicts, and for a ``${...}`` in a string
+    (OmegaConf resolves it when typing the settings, perhaps differently each time).
+    """
+    import json
+
+    if not isinstance(config, dict) or not _is_plain(config):
+        return None
+    try:
+        text = json.dumps(config, sort_keys=True, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return None if "${" in text else text
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):  # str keys only: JSON would write 1 and "1" alike
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _typed_settings(config: Mapping[str, Any]) -> RootConfig:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 

@@ -27,16 +27,17 @@ N_FIGURES = 1500  # uploading them keeps a mirror busy a second or more (the syn
 HELD = "hold.png"
 #: Run first in a process the test will kill: its mirror stops at the upload of HELD, so
 #: the test finds it RUNNING on any machine's speed (a fast mirror of many figures once
-#: finished before a loaded machine's poll saw it running). The upload itself is MLflow's.
+#: finished before a loaded machine's poll saw it running). The upload itself is the store
+#: client's: the sqlite client's copy into a local store (MLflow's repository otherwise).
 HOLD = (
     "import time\n"
-    "from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository as Repo\n"
-    "upload = Repo.log_artifact\n"
-    "def held(self, local_file, artifact_path=None):\n"
+    "from backtest.tracking._sqlite_client import SqliteClient\n"
+    "upload = SqliteClient.log_artifact\n"
+    "def held(self, run_id, local_file, artifact_path=None):\n"
     f"    while local_file.endswith({HELD!r}):\n"
     "        time.sleep(1)\n"
-    "    return upload(self, local_file, artifact_path)\n"
-    "Repo.log_artifact = held\n"
+    "    return upload(self, run_id, local_file, artifact_path)\n"
+    "SqliteClient.log_artifact = held\n"
 )
 
 

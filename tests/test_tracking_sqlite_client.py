@@ -98,7 +98,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _log_everything(uri: str, runs: dict[str, Path]) -> None:
     cfg = TrackingConfig(uri=uri, experiment_name=EXPERIMENT, max_child_runs=5)
-    prepare_store(uri)  # MLflow creates the store (the sqlite client only writes into one)
     for run_dir in runs.values():
         log_result(run_dir, cfg, infer_git=False)
     assert not mirror_result(runs["search"], cfg, uri=uri).logged  # found, not logged again
@@ -200,8 +199,7 @@ def stores(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> t
             _log_everything(f"sqlite:///{db}", runs)
         finally:
             mp.undo()
-        # the MLflow store got no sqlite client; the other wrote through it (after the
-        # first log, which MLflow makes as it creates the store)
+        # the MLflow store got no sqlite client; the other was made and written by it
         assert bool(used) == (writer == "sqlite"), used
         both.append(db)
     return both[0], both[1]
@@ -253,8 +251,8 @@ def test_mlflow_reads_what_the_sqlite_client_wrote(stores: tuple[Path, Path]) ->
     assert len(frames[0]) == 1 + 5 + 1 + 2 + 1  # search, 5 trials, sweep, 2 jobs, the failure
 
 
-def test_a_tracked_run_into_an_existing_store_does_not_import_mlflow(tmp_path: Path) -> None:
-    """The CLI's second run into the default store logs without loading MLflow."""
+def test_a_tracked_run_never_imports_mlflow(tmp_path: Path) -> None:
+    """The CLI's runs make and log into the default store without loading MLflow."""
     probe = (
         "import sys, runpy; sys.argv = ['backtest', '+experiment=sma_cross', 'data.n_bars=300', "
         "'report=false'];\n"
@@ -268,8 +266,48 @@ def test_a_tracked_run_into_an_existing_store_does_not_import_mlflow(tmp_path: P
             [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
         )
         seen.append(out.stdout.strip().splitlines()[-1])
-    assert seen == ["MLFLOW True", "MLFLOW False"]  # the first creates the store with MLflow
+    assert seen == ["MLFLOW False", "MLFLOW False"]  # the first one makes the store too
     con = sqlite3.connect(tmp_path / "outputs" / "mlflow.db")
     statuses = [r[0] for r in con.execute("SELECT status FROM runs ORDER BY start_time")]
     con.close()
     assert statuses == ["FINISHED", "FINISHED"]
+
+
+def _every_row(db: Path) -> dict[str, Any]:
+    """Every table's schema and rows; a clock time (milliseconds since 2023) is "now"."""
+    con = sqlite3.connect(db)
+    try:
+        out: dict[str, Any] = {}
+        for name, sql in con.execute("SELECT name, sql FROM sqlite_master ORDER BY name"):
+            table = sql and sql.startswith("CREATE TABLE")
+            rows = con.execute(f'SELECT * FROM "{name}"').fetchall() if table else []
+            out[name] = (
+                sql,
+                sorted(
+                    (tuple("now" if isinstance(v, int) and v > 1.7e12 else v for v in r)
+                     for r in rows),
+                    key=repr,
+                ),
+            )  # fmt: skip
+        return out
+    finally:
+        con.close()
+
+
+def test_a_new_store_is_the_store_mlflow_makes(tmp_path: Path) -> None:
+    """The sqlite client's new store: MLflow's tables, rows and Default experiment, accepted."""
+    from backtest.tracking._store import _accepted_by_mlflow
+
+    made = {}
+    for writer in ("mlflow", "sqlite"):
+        db = tmp_path / writer / "mlflow.db"
+        if writer == "mlflow":
+            prepare_store(f"sqlite:///{db}")
+        else:
+            client = _sqlite_client.lite_client(f"sqlite:///{db}")
+            assert client is not None
+            client.close()
+        made[writer] = _every_row(db)
+    assert made["sqlite"] == made["mlflow"]
+    assert made["sqlite"]["experiments"][1][0][:2] == (0, "Default")
+    _accepted_by_mlflow(tmp_path / "sqlite" / "mlflow.db")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -369,7 +370,8 @@ def test_a_worker_loads_mlflow_and_matplotlib_only_once_a_job_needs_them(
     redis_url: str, queue_name: str, tmp_path: Path
 ) -> None:
     """About a CPU second each, loaded before the first job that needs them forks, not
-    at start-up: a ``figures=false tracking=none`` sweep never pays for them."""
+    at start-up: a ``figures=false tracking=none`` sweep never pays for them (and MLflow
+    not even a tracked one, whose local store the sqlite client writes)."""
     proc = subprocess.run(
         [sys.executable, "-c", LAZY_PRELOAD, redis_url, queue_name, str(tmp_path),
          json.dumps(_base_config())],
@@ -377,11 +379,15 @@ def test_a_worker_loads_mlflow_and_matplotlib_only_once_a_job_needs_them(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "after a plain job: []" in proc.stdout
-    assert "after a tracked job with figures: ['matplotlib', 'mlflow']" in proc.stdout
+    # the run is logged into the worker's local store without MLflow (the sqlite client)
+    assert "after a tracked job with figures: ['matplotlib']" in proc.stdout
     # tracked to the worker's own store (its default in its working directory), not to
     # the store the job named: a payload's tracking.uri is ignored on a worker
     assert (tmp_path / "outputs" / "mlflow.db").exists()
     assert not (tmp_path / "mlflow.db").exists()
+    con = sqlite3.connect(tmp_path / "outputs" / "mlflow.db")
+    assert con.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]
+    con.close()
     assert (tmp_path / "tracked" / "figures" / "equity.png").exists()
 
 
@@ -395,29 +401,28 @@ def test_a_distributed_study_job_preloads_neither_mlflow_nor_matplotlib() -> Non
 
     study = SimpleNamespace(args=[study_payload({"study_name": "s", "storage": "sqlite:///s.db"})])
     assert _needs(study) == set()  # type: ignore[arg-type]
-    # a backtest job with the default tracking still preloads both (no store here yet)
-    job = SimpleNamespace(args=[json.dumps({"kind": "job", "job": {"config": {}}})])
-    assert _needs(job) == {"tracking", "figures"}  # type: ignore[arg-type]
 
 
-def test_a_job_into_a_store_mlflow_has_opened_preloads_no_mlflow(
+def test_a_job_into_the_local_store_preloads_figures_but_no_mlflow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once MLflow made the worker's store, its jobs write it without MLflow: no preload."""
+    """The worker's local store is written without MLflow (made from the snapshot when new):
+    a tracked job preloads matplotlib only; a store MLflow must write still preloads it."""
     from types import SimpleNamespace
 
     from backtest.queue._worker import _needs
     from backtest.tracking import _sqlite_client
-    from backtest.tracking._store import prepare_store
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(_sqlite_client.SWITCH, raising=False)
     job = SimpleNamespace(args=[json.dumps({"kind": "job", "job": {"config": {}}})])
-    assert _needs(job) == {"tracking", "figures"}  # type: ignore[arg-type]
-    prepare_store(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")  # MLflow makes the store
     assert _needs(job) == {"figures"}  # type: ignore[arg-type]
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # asking created nothing
     monkeypatch.setenv(_sqlite_client.SWITCH, "mlflow")  # every write through MLflow again
+    assert _needs(job) == {"tracking", "figures"}  # type: ignore[arg-type]
+    monkeypatch.delenv(_sqlite_client.SWITCH)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a server: MLflow's client
     assert _needs(job) == {"tracking", "figures"}  # type: ignore[arg-type]
 
 

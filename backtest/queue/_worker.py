@@ -314,21 +314,18 @@ def _tracks_without_mlflow() -> bool:
     """Whether this worker's own store takes runs without MLflow (the sqlite client).
 
     A job tracks into the worker's store (``MLFLOW_TRACKING_URI``, else the local sqlite
-    store in its folder; :mod:`backtest.queue._policy`): once MLflow has opened that store,
-    the job writes its rows directly and never imports MLflow, so preloading it would
-    cost the worker 2-3 s of CPU for nothing (:mod:`backtest.tracking._sqlite_client`).
+    store in its folder; :mod:`backtest.queue._policy`); a local store at the schema this
+    package ships (or none yet) is written directly and MLflow is never imported, so
+    preloading it would cost the worker 2-3 s of CPU for nothing
+    (:mod:`backtest.tracking._sqlite_client`).
     """
     from backtest.tracking._client import resolve_uri
-    from backtest.tracking._sqlite_client import lite_client
+    from backtest.tracking._sqlite_client import writes_without_mlflow
 
     try:
-        client = lite_client(resolve_uri(None))
+        return writes_without_mlflow(resolve_uri(None))
     except Exception:
         return False
-    if client is None:
-        return False
-    client.close()
-    return True
 
 
 def _preload_for(job: Job) -> None:

@@ -10,12 +10,12 @@ tables with :mod:`sqlite3`; files are copied into the run's ``file://`` artifact
 as MLflow's local artifact repository does.
 
 It is used only where its rows are MLflow's rows by construction
-(:func:`lite_client`): a plain ``sqlite:///`` store that MLflow has opened once (its
-"Default" experiment is there), whose alembic revision is the one of the schema
+(:func:`lite_client`): a plain ``sqlite:///`` store at the alembic revision of the schema
 snapshot this package ships (:mod:`backtest.tracking._store`), with the MLflow version
-installed that made it. A store's first log (MLflow creates or checks the store, under
-:func:`~backtest.tracking._store.prepare_store`'s lock), a server, any other database or
-version go through MLflow; ``BACKTEST_MLFLOW_CLIENT=mlflow`` forces MLflow everywhere.
+installed that made the snapshot, and MLflow's "Default" experiment in it. A new store
+is made from the snapshot as MLflow's first open leaves it (:func:`create_store`). A
+server, any other database or MLflow version goes through MLflow;
+``BACKTEST_MLFLOW_CLIENT=mlflow`` forces MLflow everywhere.
 ``tests/test_tracking_sqlite_client.py`` logs the same runs both ways and compares
 every row, and reads the lite client's runs back through MLflow.
 
@@ -27,6 +27,7 @@ sets for MLflow's connections.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -41,7 +42,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from backtest.tracking._sqlite_runs import _revision, sqlite_path
-from backtest.tracking._store import snapshot
+from backtest.tracking._store import Snapshot, snapshot
 
 #: ``BACKTEST_MLFLOW_CLIENT=mlflow``: every log goes through MLflow's own client.
 SWITCH = "BACKTEST_MLFLOW_CLIENT"
@@ -118,18 +119,89 @@ def _local_path(artifact_uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
+def _usable_snapshot() -> Snapshot | None:
+    """The shipped snapshot when the installed MLflow made it (read without importing MLflow)."""
+    snap = snapshot()
+    try:
+        return snap if snap is not None and metadata.version("mlflow") == snap.mlflow else None
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def create_store(path: Path, snap: Snapshot) -> None:
+    """Create the new store ``path`` as MLflow's first open leaves it, without MLflow.
+
+    The snapshot's tables (MLflow's migrations at this version:
+    ``tests/test_tracking_schema.py``) and MLflow's "Default" experiment 0 (artifacts in
+    ``./mlruns/0``, as MLflow sets it for a sqlite store), written to a temporary file
+    beside ``path`` and hard-linked into place, under the lock
+    :func:`~backtest.tracking._store.prepare_store` takes: processes that open a fresh
+    store together make it once, and none sees it half-made. A store that appeared
+    meanwhile is left as it is.
+    """
+    import fcntl
+    import threading
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    with open(path.with_name(path.name + ".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                return
+            tmp.unlink(missing_ok=True)
+            con = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                con.executescript(snap.sql)
+                now = _now_ms()
+                con.execute(
+                    "INSERT INTO experiments (experiment_id, name, artifact_location, "
+                    "lifecycle_stage, creation_time, last_update_time, workspace) "
+                    "VALUES (0, 'Default', ?, 'active', ?, ?, ?)",
+                    (str(Path.cwd().resolve() / "mlruns" / "0"), now, now, _WORKSPACE),
+                )
+            finally:
+                con.close()
+            with contextlib.suppress(FileExistsError):  # made by a program that takes no lock
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def writes_without_mlflow(uri: str) -> bool:
+    """Whether logging into ``uri`` will use the sqlite client (creates nothing)."""
+    if os.environ.get(SWITCH, "").strip().lower() == "mlflow":
+        return False
+    path = sqlite_path(uri)
+    if path is None or _usable_snapshot() is None:
+        return False
+    if not path.exists():
+        return True  # made from the snapshot by the first log
+    client = lite_client(uri)
+    if client is None:
+        return False
+    client.close()
+    return True
+
+
 def lite_client(uri: str) -> SqliteClient | None:
-    """A :class:`SqliteClient` for ``uri`` where its rows are MLflow's (see the module), or None."""
+    """A :class:`SqliteClient` for ``uri`` where its rows are MLflow's (see the module), or None.
+
+    A store that does not exist yet is created (:func:`create_store`).
+    """
     if os.environ.get(SWITCH, "").strip().lower() == "mlflow":
         return None
     path = sqlite_path(uri)
-    snap = snapshot()
-    if path is None or snap is None or not path.is_file():
+    snap = _usable_snapshot()
+    if path is None or snap is None:
         return None
-    try:
-        if metadata.version("mlflow") != snap.mlflow:
-            return None
-    except metadata.PackageNotFoundError:
+    if not path.exists():
+        try:
+            create_store(path, snap)
+        except OSError:
+            return None  # MLflow's own creation then says what is wrong
+    if not path.is_file():
         return None
     client = SqliteClient(path)
     try:

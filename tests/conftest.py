@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("BACKTEST_COMPILE_AHEAD", "0")
 
 from backtest.config._hydra import register_configs
+
+# Bytecode of this checkout is cached (``__pycache__``, git-ignored) even where the
+# environment sets PYTHONDONTWRITEBYTECODE=1, as this CI machine does: without it every
+# xdist worker rewrote and compiled the 300 modules it collects (about 13 s of CPU each,
+# 9 s of it pytest's assertion rewriting), and each of the suite's several hundred
+# ``python -m backtest`` processes compiled the package again (about 0.13 s each). The
+# processes the tests start keep the environment's setting and read what is cached here.
+sys.dont_write_bytecode = False
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -71,6 +80,16 @@ _ONE_AFTER_ANOTHER = {
     "test_queue_postgres.py",
     "test_worker.py",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any worker starts: the package's bytecode, once (see ``sys.dont_write_bytecode``)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import compileall
+
+    for folder in ("backtest", "hydra_plugins"):
+        compileall.compile_dir(ROOT / folder, quiet=2, workers=1)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:

@@ -239,6 +239,7 @@ def test_mlflow_reads_what_the_sqlite_client_wrote(stores: tuple[Path, Path]) ->
         frame = mlflow.search_runs([exp.experiment_id], max_results=1000)
         frame = frame.drop(columns=[c for c in frame if "time" in c or c.endswith("_id")])
         frame = frame.drop(columns=["artifact_uri", "tags.mlflow.parentRunId"])
+        frame = frame[sorted(frame.columns)]  # (MLflow orders the columns as rows come)
         frames.append(frame.sort_values("tags.mlflow.runName").reset_index(drop=True))
         sweep = client.search_runs(
             [exp.experiment_id], filter_string="tags.`backtest.kind` = 'sweep'"

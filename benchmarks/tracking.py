@@ -3,6 +3,7 @@
     python benchmarks/tracking.py                     # sqlite store in a temporary folder
     python benchmarks/tracking.py --uri http://127.0.0.1:5000
     python benchmarks/tracking.py --quick             # fewer repeats, a smoke test
+    python benchmarks/tracking.py --fresh-process     # only section 5
 
 1. A backtest sized to take about one second without tracking (SMA crossover on
    synthetic prices, the number of bars calibrated), run through the task runner
@@ -18,10 +19,16 @@
 4. A fresh sqlite store, first use (``--fresh-store`` runs only this): the time from
    asking for the new store to reading it, ``import mlflow`` excluded, in a fresh
    process each (median of 3): made from the shipped schema snapshot (what
-   ``backtest.tracking`` does), by MLflow's migrations with our WAL settings (what it
+   ``backtest.tracking`` does through MLflow's client; the sqlite client makes it from
+   the same snapshot without MLflow, section 5), by MLflow's migrations with our WAL settings (what it
    does for another MLflow version), and by MLflow alone with its defaults (what
    ``backtest.tracking`` did before, minus the WAL settings; what ``mlflow ui`` does on
    a new store). Target: under 3 s.
+5. A fresh process that logs one finished result (``--fresh-process`` runs only this),
+   as every ``python -m backtest`` run does after its summary: wall and CPU of the whole
+   process (Python, backtest's imports, the log), median of 3, into a new store and into
+   an existing one, through the sqlite client (what ``backtest.tracking`` does for a
+   local store) and through MLflow's client (``BACKTEST_MLFLOW_CLIENT=mlflow``).
 """
 
 from __future__ import annotations
@@ -207,17 +214,82 @@ def fresh_store(root: Path) -> None:
     )
 
 
+LOG_ONE = """
+import sys
+from backtest.config import TrackingConfig
+from backtest.tracking import log_result
+log_result(sys.argv[1], TrackingConfig(uri=sys.argv[2], experiment_name="bench"), infer_git=False)
+print("mlflow imported:", "mlflow" in sys.modules)
+"""
+
+
+def _result_dir(root: Path) -> Path:
+    """A finished backtest's run directory (written by the task runner, tracking off)."""
+    cfg = compose("+experiment=sma_cross", "data.n_bars=500", "tracking=none", "figures=false")
+    run_dir = root / "logged-result"
+    job = BacktestJob.from_config(cfg, result_path=str(run_dir))
+    execute_job(job)
+    return run_dir
+
+
+def fresh_process(root: Path, repeats: int = 3) -> None:
+    """Section 5: a fresh process logging one result, the sqlite client against MLflow's."""
+    run_dir = _result_dir(root)
+    rows = {}
+    for writer in ("sqlite", "mlflow"):
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env.pop("BACKTEST_MLFLOW_CLIENT", None)
+        if writer == "mlflow":
+            env["BACKTEST_MLFLOW_CLIENT"] = "mlflow"
+        for store in ("new", "existing"):
+            times, cpus, imported = [], [], set()
+            for i in range(repeats):
+                folder = root / f"log-{writer}-{store}-{i if store == 'new' else 0}"
+                folder.mkdir(exist_ok=True)
+                uri = f"sqlite:///{folder}/mlflow.db"
+                if store == "existing" and i == 0:  # the store made (and one run logged) first
+                    subprocess.run([sys.executable, "-c", LOG_ONE, str(run_dir), uri],
+                                   check=True, env=env, capture_output=True, cwd=ROOT)  # fmt: skip
+                before = os.times()
+                t0 = time.perf_counter()
+                out = subprocess.run(
+                    [sys.executable, "-c", LOG_ONE, str(run_dir), uri],
+                    check=True, env=env, capture_output=True, text=True, cwd=ROOT,
+                )  # fmt: skip
+                times.append(time.perf_counter() - t0)
+                after = os.times()
+                cpus.append(
+                    after.children_user + after.children_system
+                    - before.children_user - before.children_system
+                )  # fmt: skip
+                imported.add(out.stdout.strip().splitlines()[-1].split()[-1])
+            rows[writer, store] = (statistics.median(times), statistics.median(cpus), imported)
+    print("5. a fresh process logging one result (whole process; median of 3)")
+    for (writer, store), (wall, cpu, imported) in rows.items():
+        print(
+            f"   {writer:6s} client, {store:8s} store  {wall:6.3f} s wall  {cpu:6.3f} s CPU  "
+            f"(MLflow imported: {'/'.join(sorted(imported))})"
+        )
+    for store in ("new", "existing"):
+        ratio = rows["mlflow", store][0] / rows["sqlite", store][0]
+        print(f"   {store} store: MLflow's client takes {ratio:.1f}x the sqlite client's wall time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uri", help="tracking URI (default: sqlite in a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="one repeat each")
     parser.add_argument("--fresh-store", action="store_true", help="only section 4")
+    parser.add_argument("--fresh-process", action="store_true", help="only section 5")
     args = parser.parse_args()
     register_configs()
     repeats = 1 if args.quick else 5
     with tempfile.TemporaryDirectory() as tmp:
         if args.fresh_store:
             fresh_store(Path(tmp))
+            return
+        if args.fresh_process:
+            fresh_process(Path(tmp))
             return
         uri = args.uri or f"sqlite:///{tmp}/mlflow.db"
         print(f"tracking URI: {uri}")
@@ -226,6 +298,7 @@ def main() -> None:
         search_logging(runs, 1 if args.quick else 3)
         cold_start(uri)
         fresh_store(Path(tmp))
+        fresh_process(Path(tmp), 1 if args.quick else 3)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@
    asking for the new store to reading it, ``import mlflow`` excluded, in a fresh
    process each (median of 3): made from the shipped schema snapshot (what
    ``backtest.tracking`` does through MLflow's client; the sqlite client makes it from
-   the same snapshot without MLflow, section 5), by MLflow's migrations with our WAL settings (what it
-   does for another MLflow version), and by MLflow alone with its defaults (what
-   ``backtest.tracking`` did before, minus the WAL settings; what ``mlflow ui`` does on
-   a new store). Target: under 3 s.
+   the same snapshot without MLflow, section 5), by MLflow's migrations with our WAL
+   settings (what it does for another MLflow version), and by MLflow alone with its
+   defaults (what ``backtest.tracking`` did before, minus the WAL settings; what
+   ``mlflow ui`` does on a new store). Target: under 3 s.
 5. A fresh process that logs one finished result (``--fresh-process`` runs only this),
    as every ``python -m backtest`` run does after its summary: wall and CPU of the whole
    process (Python, backtest's imports, the log), median of 3, into a new store and into

@@ -199,8 +199,8 @@ def lite_client(uri: str) -> SqliteClient | None:
     if not path.exists():
         try:
             create_store(path, snap)
-        except OSError:
-            return None  # MLflow's own creation then says what is wrong
+        except (OSError, ImportError):  # (no fcntl: Windows) MLflow's own creation then
+            return None  # makes it, or says what is wrong
     if not path.is_file():
         return None
     client = SqliteClient(path)

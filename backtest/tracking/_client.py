@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,14 +171,67 @@ def client_for(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+class MlflowWriter:
+    """An ``MlflowClient`` with the three calls the sqlite client has in its own form.
+
+    ``backtest.tracking`` logs through either client with the same calls:
+    :meth:`log_plain` (``log_batch`` of plain mappings), :meth:`runs_tagged` (the runs
+    with one tag value) and :meth:`artifact_writer` (uploads into a new run's artifacts);
+    every other call is ``MlflowClient``'s own.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.client = client_for(uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def log_plain(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        timestamp_ms: int,
+        step: int = 0,
+    ) -> None:
+        """One ``log_batch`` call (MLflow splits it into batches within its limits)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, timestamp_ms, step) for k, v in (metrics or {}).items()],
+            params=[Param(k, v) for k, v in (params or {}).items()],
+            tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+        )
+
+    def runs_tagged(self, experiment_ids: list[str], key: str, value: str) -> list[Any]:
+        """The live runs of the experiments whose tag ``key`` is ``value``, newest first."""
+        return search_all(self.client, experiment_ids, f"tags.`{key}` = {quote(value)}")
+
+    def artifact_writer(self, run: Any) -> Callable[..., None]:
+        """``put(local_file, artifact_path=None)`` into the new ``run``'s artifacts.
+
+        The run's artifact URI is known: no ``get_run`` per file, as
+        ``MlflowClient.log_artifact`` does.
+        """
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
+        return repo.log_artifact  # type: ignore[no-any-return]
+
+
 @contextmanager
 def connect(uri: str) -> Iterator[Any]:
     """A client to log into ``uri`` (resolved) for the duration of the block.
 
-    An existing local sqlite store at the shipped schema gets a
+    A local sqlite store at the shipped schema gets a
     :class:`~backtest.tracking._sqlite_client.SqliteClient`, which writes MLflow's rows
     without importing MLflow (2-3 s of CPU per process); anything else an
-    ``MlflowClient``, with MLflow's log lines kept off the terminal.
+    :class:`MlflowWriter`, with MLflow's log lines kept off the terminal. Both take the
+    same calls.
     """
     from backtest.tracking._sqlite_client import lite_client
 
@@ -190,14 +243,7 @@ def connect(uri: str) -> Iterator[Any]:
     from backtest.tracking._store import quiet_mlflow
 
     with quiet_mlflow():
-        yield client_for(uri)
-
-
-def runs_tagged(client: Any, experiment_ids: list[str], key: str, value: str) -> list[Any]:
-    """The live runs of the experiments whose tag ``key`` is ``value``, newest first."""
-    if hasattr(client, "runs_tagged"):  # the sqlite client: one query
-        return list(client.runs_tagged(experiment_ids, key, value))
-    return search_all(client, experiment_ids, f"tags.`{key}` = {quote(value)}")
+        yield MlflowWriter(uri)
 
 
 def _slug(name: str) -> str:
@@ -270,29 +316,3 @@ def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: s
 def quote(value: str) -> str:
     """``value`` as a single-quoted string literal of MLflow's search filter syntax."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def log_entities(
-    client: MlflowClient,
-    run_id: str,
-    *,
-    params: Mapping[str, str] | None = None,
-    metrics: Mapping[str, float] | None = None,
-    tags: Mapping[str, str] | None = None,
-    timestamp_ms: int,
-    step: int = 0,
-) -> None:
-    """One ``log_batch`` call (MLflow splits it into batches within its limits)."""
-    if hasattr(client, "log_plain"):  # the sqlite client: one transaction, no entities
-        client.log_plain(
-            run_id, params=params, metrics=metrics, tags=tags, timestamp_ms=timestamp_ms, step=step
-        )
-        return
-    from mlflow.entities import Metric, Param, RunTag
-
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, timestamp_ms, step) for k, v in (metrics or {}).items()],
-        params=[Param(k, v) for k, v in (params or {}).items()],
-        tags=[RunTag(k, v) for k, v in (tags or {}).items()],
-    )

@@ -23,7 +23,6 @@ from backtest.masking import mask_text, reveal
 from backtest.results._summary import format_summary
 from backtest.tracking import _client
 from backtest.tracking._children import child_metrics, select_children, stored_children
-from backtest.tracking._client import log_entities
 from backtest.tracking._flatten import (
     RUN_KEY_TAG,
     clean_key,
@@ -36,7 +35,6 @@ from backtest.tracking._flatten import (
     tag_value,
 )
 from backtest.tracking._report_file import report_to_upload
-from backtest.tracking._sqlite_client import SqliteClient
 from backtest.tracking._sweep import log_job_objective, sweep_parent
 from backtest.tracking._ui import DEFAULT_EXPERIMENT, ui_url, view_rounded
 
@@ -129,15 +127,9 @@ def _base_tags(record: Mapping[str, Any], experiment: str, commit: str | None) -
     return {k: tag_value(v) for k, v in tags.items() if v is not None}
 
 
-def _log_files(client: Any, run: Any, tracking_uri: str, stored: results.StoredResult) -> None:
+def _log_files(client: Any, run: Any, stored: results.StoredResult) -> None:
     """Upload the run's files: config and result at the root, ``tables/``, ``figures/``."""
-    if isinstance(client, SqliteClient):  # copied into the run's local artifact folder
-        put = functools.partial(client.log_artifact, run.info.run_id)
-    else:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        # The new run's artifact URI is known: no get_run per file, as client.log_artifact does.
-        put = get_artifact_repository(run.info.artifact_uri, tracking_uri=tracking_uri).log_artifact
+    put = client.artifact_writer(run)
     for name in (results.RESULT_FILE, results.CONFIG_FILE):
         if (stored.path / name).is_file():
             put(str(stored.path / name))
@@ -174,7 +166,7 @@ def _log_children(
         )
         params = {clean_key(k): param_value(v) for k, v in (child.get("params") or {}).items()}
         metrics = child_metrics(child.get("metrics") or {})
-        log_entities(client, run.info.run_id, params=params, metrics=metrics, timestamp_ms=end_ms)
+        client.log_plain(run.info.run_id, params=params, metrics=metrics, timestamp_ms=end_ms)
         client.set_terminated(run.info.run_id, "FINISHED", end_time=end_ms)
 
 
@@ -294,14 +286,13 @@ def log_result(
         run = client.create_run(exp_id, start_time=start_ms, run_name=name, tags=tags)
         run_id = run.info.run_id
         try:
-            log_entities(
-                client,
+            client.log_plain(
                 run_id,
                 params=run_params(config, _used_params(record)),
                 metrics=metrics,
                 timestamp_ms=end_ms,
             )
-            _log_files(client, run, tracking_uri, stored)
+            _log_files(client, run, stored)
             kind = "fold" if record.get("task") == "walkforward" else "trial"
             _log_children(
                 client,
@@ -418,6 +409,6 @@ def log_failure(
         params = {k: v for k, v in (config.get("strategy") or {}).items() if k != "_target_"}
         name = run_name({"task": job.task, "params": params}, config) + f" ({status.lower()})"
         run = client.create_run(exp_id, start_time=start, tags=tags, run_name=name)
-        log_entities(client, run.info.run_id, params=run_params(config, {}), timestamp_ms=now)
+        client.log_plain(run.info.run_id, params=run_params(config, {}), timestamp_ms=now)
         client.set_terminated(run.info.run_id, status, end_time=now)
     return str(run.info.run_id)

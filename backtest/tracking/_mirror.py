@@ -59,7 +59,7 @@ def runs_with_key(client: Any, experiment: str, key: str) -> list[tuple[str, str
         return []
     return [
         (run.info.run_id, run.info.status)
-        for run in _client.runs_tagged(client, [exp.experiment_id], RUN_KEY_TAG, key)
+        for run in client.runs_tagged([exp.experiment_id], RUN_KEY_TAG, key)
     ]
 
 

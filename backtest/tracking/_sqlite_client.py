@@ -28,13 +28,14 @@ sets for MLflow's connections.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -169,14 +170,25 @@ def create_store(path: Path, snap: Snapshot) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _local_store(uri: str) -> tuple[Path, Snapshot] | None:
+    """The store file of ``uri`` and the snapshot, where the sqlite client may write it.
+
+    ``None``: the switch asks for MLflow, ``uri`` is no plain sqlite URI, or the installed
+    MLflow is not the snapshot's.
+    """
+    if os.environ.get(SWITCH, "").strip().lower() == "mlflow":
+        return None
+    path = sqlite_path(uri)
+    snap = _usable_snapshot()
+    return None if path is None or snap is None else (path, snap)
+
+
 def writes_without_mlflow(uri: str) -> bool:
     """Whether logging into ``uri`` will use the sqlite client (creates nothing)."""
-    if os.environ.get(SWITCH, "").strip().lower() == "mlflow":
+    local = _local_store(uri)
+    if local is None:
         return False
-    path = sqlite_path(uri)
-    if path is None or _usable_snapshot() is None:
-        return False
-    if not path.exists():
+    if not local[0].exists():
         return True  # made from the snapshot by the first log
     client = lite_client(uri)
     if client is None:
@@ -190,12 +202,10 @@ def lite_client(uri: str) -> SqliteClient | None:
 
     A store that does not exist yet is created (:func:`create_store`).
     """
-    if os.environ.get(SWITCH, "").strip().lower() == "mlflow":
+    local = _local_store(uri)
+    if local is None:
         return None
-    path = sqlite_path(uri)
-    snap = _usable_snapshot()
-    if path is None or snap is None:
-        return None
+    path, snap = local
     if not path.exists():
         try:
             create_store(path, snap)
@@ -205,8 +215,8 @@ def lite_client(uri: str) -> SqliteClient | None:
         return None
     client = SqliteClient(path)
     try:
-        opened = client.con.execute(  # MLflow opened it once: its Default experiment is there
-            "SELECT 1 FROM experiments WHERE experiment_id = 0"
+        opened = client.con.execute(  # MLflow's Default experiment: the store was opened once
+            "SELECT 1 FROM experiments WHERE experiment_id = 0"  # (or made by create_store)
         ).fetchone()
         if opened is not None and _revision(client.con) == snap.revision:
             return client
@@ -220,8 +230,10 @@ class SqliteClient:
     """The part of ``MlflowClient`` that :mod:`backtest.tracking` uses, on one sqlite store.
 
     Same method names, arguments and results (the fields backtest reads) as
-    ``MlflowClient``; :meth:`log_plain` is ``log_batch`` with plain mappings instead of
-    MLflow's entity objects. Close it (or use it as a context manager) when done.
+    ``MlflowClient``, plus the three calls :class:`~backtest.tracking._client.MlflowWriter`
+    adds to MLflow's: :meth:`log_plain` (``log_batch`` of plain mappings),
+    :meth:`runs_tagged` and :meth:`artifact_writer`. Close it (or use it as a context
+    manager) when done.
     """
 
     def __init__(self, path: Path) -> None:
@@ -490,6 +502,10 @@ class SqliteClient:
         if row is None:
             raise StoreError(f"Run with id={run_id} not found", "RESOURCE_DOES_NOT_EXIST")
         return _local_path(row[0])
+
+    def artifact_writer(self, run: Run) -> Callable[..., None]:
+        """``put(local_file, artifact_path=None)`` into the new ``run``'s artifacts."""
+        return functools.partial(self.log_artifact, run.info.run_id)
 
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
         """Copy a file into the run's artifacts (under ``artifact_path``), as MLflow does."""

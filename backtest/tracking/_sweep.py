@@ -9,7 +9,6 @@ from typing import Any
 
 import yaml
 
-from backtest.tracking._client import log_entities, runs_tagged
 from backtest.tracking._flatten import param_value
 
 SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every multirun sweep directory
@@ -27,7 +26,7 @@ def sweep_parent(client: Any, experiment_id: str, run_dir: Path, experiment: str
     if not marker.is_file():
         return None
     key = str(sweep_dir)
-    found = runs_tagged(client, [experiment_id], "backtest.sweep_key", key)
+    found = client.runs_tagged([experiment_id], "backtest.sweep_key", key)
     mine = None
     if not found:
         now = int(time.time() * 1000)
@@ -44,12 +43,11 @@ def sweep_parent(client: Any, experiment_id: str, run_dir: Path, experiment: str
             },
         )
         mine = run.info.run_id
-        log_entities(
-            client, mine, params={"sweep.overrides": param_value(list(overrides))}, timestamp_ms=now
-        )
+        params = {"sweep.overrides": param_value(list(overrides))}
+        client.log_plain(mine, params=params, timestamp_ms=now)
         client.log_artifact(mine, str(marker))
         client.set_terminated(mine, "FINISHED", end_time=now)
-        found = runs_tagged(client, [experiment_id], "backtest.sweep_key", key) or [run]
+        found = client.runs_tagged([experiment_id], "backtest.sweep_key", key) or [run]
     winner = min(found, key=lambda r: (r.info.start_time, r.info.run_id))
     if mine is not None and winner.info.run_id != mine:
         client.delete_run(mine)
@@ -68,10 +66,10 @@ def log_job_objective(
     same moment may each miss the other's value until the next job logs.
     """
     now = int(time.time() * 1000)
-    log_entities(client, parent_id, metrics={"job_objective": value}, timestamp_ms=now, step=job)
+    client.log_plain(parent_id, metrics={"job_objective": value}, timestamp_ms=now, step=job)
     history = client.get_metric_history(parent_id, "job_objective")
     values = [m.value for m in history if math.isfinite(m.value)] or [value]
     best = max(values) if maximize else min(values)
     step = max([m.step for m in history] or [job])
-    log_entities(client, parent_id, metrics={"objective": best}, timestamp_ms=now + 1, step=step)
+    client.log_plain(parent_id, metrics={"objective": best}, timestamp_ms=now + 1, step=step)
     return best

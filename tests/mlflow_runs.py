@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -46,4 +48,33 @@ def write_run(
     tracking = {"enabled": True, "uri": uri, "timeout_s": timeout_s}
     config = {"name": experiment, "tracking": tracking}
     results.write_result(run_dir, record, config_yaml=yaml.safe_dump(config))
+    return run_dir
+
+
+def write_result_dir(
+    run_dir: Path,
+    record: dict[str, Any],
+    config: dict[str, Any],
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> Path:
+    """A run directory written by the real writer, as a task would leave it.
+
+    ``record`` and ``config`` are the test's; the record gets the fields every result has.
+    """
+    base = {
+        "task": "backtest",
+        "job_id": f"job-{uuid.uuid4().hex[:8]}",
+        "name": "hand",
+        "params": {},
+        "metrics": {},
+        "seed": 7,
+        "config_hash": "c" * 64,
+        "data_fingerprint": "d" * 64,
+        "version": "0.1.0",
+        "started_at": "2026-01-02T03:04:05.000+00:00",
+        "ended_at": "2026-01-02T03:04:07.500+00:00",
+    }
+    results.write_result(
+        run_dir, {**base, **record}, tables=tables, config_yaml=yaml.safe_dump(config)
+    )
     return run_dir

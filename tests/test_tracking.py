@@ -12,7 +12,6 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from backtest.tasks import execute_job
 from backtest.tasks._jobs import BacktestJob
 from backtest.tracking import log_result, run_key
 from tests import mlflow_runs
+from tests.mlflow_runs import write_result_dir as write_run
 
 store = mlflow_runs.store  # fixtures: one sqlite store for the module, a new experiment a test
 experiment = mlflow_runs.experiment
@@ -86,32 +86,6 @@ def run_config(
 def tracked(compose: Any, tmp_path: Path, store: str, experiment: str) -> Any:
     """:func:`run_config` for this test: its folder, the module's store, its experiment."""
     return functools.partial(run_config, compose, tmp_path, store, experiment)
-
-
-def write_run(
-    run_dir: Path,
-    record: dict[str, Any],
-    config: dict[str, Any],
-    tables: dict[str, pd.DataFrame] | None = None,
-) -> Path:
-    """A run directory written by the real writer, as a task would leave it."""
-    base = {
-        "task": "backtest",
-        "job_id": f"job-{uuid.uuid4().hex[:8]}",
-        "name": "hand",
-        "params": {},
-        "metrics": {},
-        "seed": 7,
-        "config_hash": "c" * 64,
-        "data_fingerprint": "d" * 64,
-        "version": "0.1.0",
-        "started_at": "2026-01-02T03:04:05.000+00:00",
-        "ended_at": "2026-01-02T03:04:07.500+00:00",
-    }
-    results.write_result(
-        run_dir, {**base, **record}, tables=tables, config_yaml=yaml.safe_dump(config)
-    )
-    return run_dir
 
 
 def test_backtest_run_is_mirrored_with_config_metrics_tags_and_artifacts(

@@ -23,35 +23,26 @@ import pandas as pd
 import pytest
 import yaml
 
-from backtest import results
 from backtest.config import TrackingConfig
 from backtest.tracking import _sqlite_client
 from backtest.tracking._log import log_failure, log_result
 from backtest.tracking._mirror import mirror_result
 from backtest.tracking._store import prepare_store
+from tests.mlflow_runs import write_result_dir
 
 EXPERIMENT = "lite"
 
 
 def _run(folder: Path, record: dict[str, Any], config: dict[str, Any], **tables: Any) -> Path:
-    base = {
-        "task": "backtest",
+    record = {
         "job_id": f"job-{folder.name}",
         "name": EXPERIMENT,
         "params": {"fast": 10, "slow": 100},
         "metrics": {"sharpe_ratio": 0.7, "total_return": 0.2, "max_drawdown": float("-inf")},
-        "seed": 7,
-        "config_hash": "c" * 64,
-        "data_fingerprint": "d" * 64,
-        "version": "0.1.0",
         "git_commit": "0" * 40,
-        "started_at": "2026-01-02T03:04:05.000+00:00",
-        "ended_at": "2026-01-02T03:04:07.500+00:00",
+        **record,
     }
-    results.write_result(
-        folder, {**base, **record}, tables=tables or None, config_yaml=yaml.safe_dump(config)
-    )
-    return folder
+    return write_result_dir(folder, record, config, tables or None)
 
 
 @pytest.fixture(scope="module")
